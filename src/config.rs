@@ -1,0 +1,1 @@
+//! supd-wide settings (`/etc/supd/supd.toml`). (Placeholder.)

@@ -1,0 +1,2 @@
+//! The engine. (Placeholder.)
+pub mod locks;

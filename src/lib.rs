@@ -1,0 +1,22 @@
+//! supd — a service supervisor that can run as PID 1.
+//!
+//! The shape (see ../shared/ARCHITECTURE.md):
+//!
+//! - **Pure core** (no I/O, no clock, no tokio): `engine` (events in, actions
+//!   out), `unit` (validated specs), `graph` (dependency order and cycles),
+//!   `mounts` (mountinfo parsing and checks), `protocol` (wire types).
+//! - **World** (`world/`): everything that touches the kernel — spawning,
+//!   the single reaper, the mount watcher, the lock store, the control socket,
+//!   signals, PID-1 duties.
+//! - **Driver** (`driver`): the only place the two meet; a current-thread
+//!   tokio loop that turns the world into `Event`s, feeds the engine and
+//!   carries out its `Action`s.
+
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod graph;
+pub mod mounts;
+pub mod protocol;
+pub mod unit;
+pub mod world;

@@ -1,0 +1,222 @@
+//! The control-socket protocol shared by `supd` and `supctl`.
+//!
+//! Owns: the wire types. One request per line (JSON), one response per line.
+//! Every request carries `"v": 1`; a supd that sees another version answers
+//! with an error rather than guessing. Must never: do I/O, or change the
+//! meaning of an existing field (add fields instead; unknown fields in
+//! responses are ignored by supctl).
+
+use serde::{Deserialize, Serialize};
+
+/// Protocol version spoken by this build.
+pub const VERSION: u32 = 1;
+/// Largest request line supd accepts, in bytes (including the newline).
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// A request line: `{"v":1,"cmd":"status","unit":null}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub v: u32,
+    #[serde(flatten)]
+    pub req: Request,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    Status {
+        #[serde(default)]
+        unit: Option<String>,
+    },
+    Start {
+        unit: String,
+    },
+    Stop {
+        unit: String,
+    },
+    Restart {
+        unit: String,
+    },
+    /// Clear `failed` and the restart budget.
+    Reset {
+        unit: String,
+    },
+    Why {
+        unit: String,
+    },
+    Reload,
+    MaintenanceOn {
+        unit: String,
+        reason: String,
+        /// Defaults to the peer's user name.
+        #[serde(default)]
+        holder: Option<String>,
+    },
+    MaintenanceOff {
+        unit: String,
+        #[serde(default)]
+        holder: Option<String>,
+        /// Release another holder's lock (audited).
+        #[serde(default)]
+        force: bool,
+        /// Say what would happen, change nothing.
+        #[serde(default)]
+        dry_run: bool,
+    },
+    MaintenanceList,
+    MaintenanceLog {
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// Leave fail-closed mode: adopt the locks in `from` (a lock file, possibly
+    /// a kept-aside one) or, with `accept_empty`, start from no locks.
+    MaintenanceRecover {
+        #[serde(default)]
+        from: Option<String>,
+        #[serde(default)]
+        accept_empty: bool,
+    },
+    /// Stop units at or below a priority and keep them down until `unshed`.
+    Shed {
+        level: crate::unit::Priority,
+    },
+    Unshed,
+    Poweroff,
+    Reboot,
+}
+
+impl Request {
+    /// Does this request change anything? Read-only requests are allowed to
+    /// every peer that can connect; changes need root or supd's own user.
+    pub fn mutates(&self) -> bool {
+        !matches!(
+            self,
+            Request::Status { .. }
+                | Request::Why { .. }
+                | Request::MaintenanceList
+                | Request::MaintenanceLog { .. }
+                | Request::MaintenanceOff { dry_run: true, .. }
+        )
+    }
+}
+
+/// A response line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub v: u32,
+    pub ok: bool,
+    /// Human-readable outcome (success text or the error, with what to do).
+    #[serde(default)]
+    pub message: String,
+    /// Structured payload (status list, lock list...), command-specific.
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+impl Response {
+    pub fn ok(message: impl Into<String>) -> Response {
+        Response {
+            v: VERSION,
+            ok: true,
+            message: message.into(),
+            data: serde_json::Value::Null,
+        }
+    }
+
+    pub fn ok_data(message: impl Into<String>, data: serde_json::Value) -> Response {
+        Response {
+            v: VERSION,
+            ok: true,
+            message: message.into(),
+            data,
+        }
+    }
+
+    pub fn err(message: impl Into<String>) -> Response {
+        Response {
+            v: VERSION,
+            ok: false,
+            message: message.into(),
+            data: serde_json::Value::Null,
+        }
+    }
+}
+
+/// One maintenance lock holder, as shown by `status` and `maintenance list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderInfo {
+    pub holder: String,
+    pub reason: String,
+    /// RFC 3339, UTC.
+    pub since: String,
+    /// Seconds the lock has been held (wall clock at the time of the answer).
+    #[serde(default)]
+    pub age_secs: u64,
+}
+
+/// A lock as listed by `maintenance list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    pub unit: String,
+    /// Whether a unit of that name is currently defined.
+    pub defined: bool,
+    /// Whether the lock is on disk yet.
+    pub durable: bool,
+    #[serde(flatten)]
+    pub holder: HolderInfo,
+}
+
+/// One unit in `status --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitStatus {
+    pub name: String,
+    /// inactive | waiting | starting | running | stopping | backoff | failed |
+    /// done | exited
+    pub state: String,
+    pub pid: Option<i32>,
+    /// null when unlocked, else every holder.
+    pub maintenance: Option<Vec<HolderInfo>>,
+    pub ready: bool,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Human words for the state's detail: why failed, what it waits on...
+    #[serde(default)]
+    pub detail: Option<String>,
+    #[serde(default)]
+    pub restarts: u32,
+    #[serde(default)]
+    pub next_restart_in_ms: Option<u64>,
+    /// Operator intent: "up" or "down".
+    #[serde(default)]
+    pub want: String,
+    #[serde(default)]
+    pub essential: bool,
+    #[serde(default)]
+    pub health: Option<HealthStatus>,
+    /// Last `STATUS=` text from sd_notify.
+    #[serde(default)]
+    pub status_text: Option<String>,
+    #[serde(default)]
+    pub last_exit: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthStatus {
+    /// "unknown" | "passing" | "failing"
+    pub last: String,
+    pub consecutive_failures: u32,
+    #[serde(default)]
+    pub last_output: Option<String>,
+}
+
+/// The whole `status` payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub units: Vec<UnitStatus>,
+    /// null when the lock state is known; else why supd is fail-closed.
+    pub lock_state_problem: Option<String>,
+    #[serde(default)]
+    pub shed_level: Option<crate::unit::Priority>,
+    #[serde(default)]
+    pub shutting_down: bool,
+}

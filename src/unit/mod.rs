@@ -1,0 +1,219 @@
+//! Validated unit specifications.
+//!
+//! Owns: the `UnitSpec` the rest of supd trusts, and `UnitSet`, an immutable,
+//! fully validated collection of units (dependencies known, no cycles).
+//! Must never: hold a partially valid set, or do I/O (loading lives in `load`,
+//! parsing and per-file validation in `toml`).
+
+pub mod load;
+pub mod toml;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Long-running service or run-to-completion task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnitKind {
+    Longrun,
+    Oneshot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnLoss {
+    Stop,
+    Ignore,
+}
+
+/// How supd learns that a unit is ready for its dependents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadyKind {
+    /// Ready as soon as the process exists (longrun default).
+    Started,
+    /// sd_notify `READY=1` on `$NOTIFY_SOCKET`.
+    Notify,
+    /// The first passing health probe.
+    Probe,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Optional,
+    Normal,
+    Critical,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnhealthy {
+    Restart,
+    Stop,
+    Report,
+}
+
+/// A filesystem that must be mounted (and match its checks) before the unit
+/// may start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountReq {
+    /// Absolute, lexically normalised path (no trailing slash, no `.`/`..`).
+    pub path: PathBuf,
+    pub fstype: Option<String>,
+    /// Mount source (device, `server:/export`, `tmpfs`...).
+    pub source: Option<String>,
+    /// Options that must be present; `rw` additionally means "not read-only".
+    pub options: Vec<String>,
+    pub on_loss: OnLoss,
+    /// How long to wait for the mount before the unit becomes `failed`.
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeTarget {
+    Exec(Vec<String>),
+    Tcp(String),
+    /// Full URL: `http://host:port/path` or `http+unix:///path/to.sock:/url/path`.
+    Http(String),
+    Unix(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSpec {
+    pub target: ProbeTarget,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub start_period: Duration,
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+    pub on_unhealthy: OnUnhealthy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadySpec {
+    pub kind: ReadyKind,
+    /// Fail the start when the unit is not ready within this time.
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartSpec {
+    pub policy: RestartPolicy,
+    pub delay: Duration,
+    pub max_delay: Duration,
+    /// More than `burst` automatic starts within `interval` -> failed.
+    pub burst: u32,
+    pub interval: Duration,
+    /// Backoff resets after the unit stayed up this long.
+    pub reset_after: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopSpec {
+    /// Signal number (e.g. `libc::SIGTERM`).
+    pub signal: i32,
+    pub timeout: Duration,
+}
+
+/// One validated unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitSpec {
+    /// File stem, validated: `[A-Za-z0-9_.@-]+`, at most 64 bytes.
+    pub name: String,
+    /// The file it came from, for error messages.
+    pub file: PathBuf,
+    pub description: Option<String>,
+    pub kind: UnitKind,
+    /// argv, non-empty, no shell.
+    pub exec: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub working_directory: Option<PathBuf>,
+    pub essential: bool,
+    /// Must be ready first; if it stops, this unit stops first.
+    pub requires: Vec<String>,
+    /// Soft: ordering like `after`, no stop propagation, failure does not block.
+    pub wants: Vec<String>,
+    /// Ordering only.
+    pub after: Vec<String>,
+    pub mounts: Vec<MountReq>,
+    pub ready: ReadySpec,
+    pub health: Option<HealthSpec>,
+    pub restart: RestartSpec,
+    pub stop: StopSpec,
+    pub priority: Priority,
+}
+
+impl UnitSpec {
+    /// A minimal spec, used by tests and the simulation.
+    pub fn simple(name: &str, kind: UnitKind, exec: &[&str]) -> UnitSpec {
+        UnitSpec {
+            name: name.to_string(),
+            file: PathBuf::from(format!("{name}.toml")),
+            description: None,
+            kind,
+            exec: exec.iter().map(|s| s.to_string()).collect(),
+            env: BTreeMap::new(),
+            user: None,
+            group: None,
+            working_directory: None,
+            essential: false,
+            requires: vec![],
+            wants: vec![],
+            after: vec![],
+            mounts: vec![],
+            ready: ReadySpec {
+                kind: ReadyKind::Started,
+                timeout: None,
+            },
+            health: None,
+            restart: RestartSpec {
+                policy: match kind {
+                    UnitKind::Longrun => RestartPolicy::OnFailure,
+                    UnitKind::Oneshot => RestartPolicy::Never,
+                },
+                delay: Duration::from_secs(1),
+                max_delay: Duration::from_secs(60),
+                burst: 5,
+                interval: Duration::from_secs(300),
+                reset_after: Duration::from_secs(60),
+            },
+            stop: StopSpec {
+                signal: libc::SIGTERM,
+                timeout: Duration::from_secs(10),
+            },
+            priority: Priority::Normal,
+        }
+    }
+}
+
+/// An immutable, fully validated set: every dependency exists, no cycles.
+/// `order` is a topological order (dependencies before dependents).
+#[derive(Debug, Clone, Default)]
+pub struct UnitSet {
+    pub units: BTreeMap<String, Arc<UnitSpec>>,
+    /// Names in start order: every unit comes after everything it
+    /// requires/wants/is after.
+    pub order: Vec<String>,
+}
+
+impl UnitSet {
+    /// Build from specs, validating references and cycles (see `crate::graph`).
+    pub fn new(specs: Vec<UnitSpec>) -> Result<UnitSet, Vec<crate::error::UnitError>> {
+        crate::graph::build(specs)
+    }
+}

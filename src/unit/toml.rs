@@ -1,0 +1,1 @@
+//! Parsing one unit file. (Placeholder.)

@@ -1,0 +1,2 @@
+//! Everything that touches the kernel.
+pub mod lock_store;
