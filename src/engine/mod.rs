@@ -1,2 +1,1070 @@
-//! The engine. (Placeholder.)
+//! The engine: supd's pure state machine.
+//!
+//! Owns: every decision — which unit starts, stops, restarts, fails; what a
+//! lock means; what an operator is told. `Engine::handle(now, Event)` returns
+//! the `Action`s to carry out; `next_deadline()` says when to call again.
+//! Must never: do I/O, read a clock, spawn tasks, or panic on any event
+//! sequence (the driver runs it under `catch_unwind`, but PID 1 should not
+//! need that).
+//!
+//! How a decision is made. After every event the engine settles: it walks
+//! the units in reverse dependency order deciding stops (so dependents stop
+//! before what they require), then in dependency order deciding starts,
+//! and repeats until nothing changes (bounded by the unit count). Each walk
+//! is a loop over a precomputed order — no recursion in PID 1. Whether a unit
+//! may start is one function, `start_blockers` (blockers.rs), whose order
+//! is: shutdown, removed, maintenance lock, operator stop, shed, mounts,
+//! requires ready, ordering, backoff, cap. `supctl why` prints that list.
+//!
+//! Chosen over s6-rc-style per-unit counters: full passes are O(units) per
+//! event, which stays well under a millisecond at a thousand units, and there
+//! is no counter to get out of sync with the state it summarises.
+
+pub mod action;
+pub mod blockers;
+pub mod event;
 pub mod locks;
+pub mod restart;
+pub mod timers;
+pub mod unit_state;
+
+mod commands;
+mod status;
+
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
+
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::mounts::MountTable;
+use crate::protocol::Response;
+use crate::unit::{OnLoss, OnUnhealthy, ReadyKind, RestartPolicy, UnitKind, UnitSet, UnitSpec};
+
+pub use action::{Action, AuditEntry};
+pub use blockers::Blocker;
+pub use event::{Event, ExitStatus, LocksLoad, NotifyMsg, PeerInfo, ReqId, ShutdownKind};
+use locks::{LockModel, LockState};
+use restart::Rng;
+use timers::{TimerKind, TimerTable};
+pub use unit_state::{FailReason, StopReason, Unit, UnitState, Want};
+
+/// Index of a unit; never reused within one engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UnitId(pub u32);
+
+/// One incarnation of a unit's process. Globally unique per engine, so a
+/// result tagged with an old run is recognisably stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RunId(pub u64);
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Units in `starting` at once (invariant 6).
+    pub max_parallel_starts: u32,
+    /// Seed for restart jitter.
+    pub seed: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_parallel_starts: 16,
+            seed: 0x5eed,
+        }
+    }
+}
+
+/// A reply the engine owes once a condition holds.
+#[derive(Debug, Clone)]
+enum Pending {
+    /// `stop`/`restart`: answer when the unit has no process.
+    Stopped {
+        req: ReqId,
+        unit: UnitId,
+        message: String,
+    },
+    /// `maintenance on`: answer when the lock is durable and the unit down.
+    LockOn {
+        req: ReqId,
+        unit: UnitId,
+        version: u64,
+        message: String,
+    },
+    /// `maintenance off` / `recover`: answer when the change is durable.
+    LockWrite {
+        req: ReqId,
+        unit: Option<UnitId>,
+        version: u64,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Engine {
+    units: Vec<Unit>,
+    by_name: HashMap<String, UnitId>,
+    /// Start order over defined units (dependencies first).
+    order: Vec<UnitId>,
+    /// `requires` reversed: who must stop before this unit does.
+    required_by: Vec<Vec<UnitId>>,
+    /// requires + wants + after reversed: who stops first at shutdown.
+    ordered_before: Vec<Vec<UnitId>>,
+    runs: HashMap<RunId, UnitId>,
+    next_run: u64,
+    mounts: MountTable,
+    locks: LockModel,
+    timers: TimerTable,
+    pending: Vec<Pending>,
+    rng: Rng,
+    cfg: EngineConfig,
+    shutdown: Option<ShutdownKind>,
+    shutdown_done: bool,
+    shed: Option<crate::unit::Priority>,
+    /// Units in `Starting`, kept in step by `set_state` (the cap is checked
+    /// for every unit on every pass).
+    starting: usize,
+    out: Vec<Action>,
+}
+
+impl Engine {
+    pub fn new(set: UnitSet, cfg: EngineConfig, mounts: MountTable) -> Engine {
+        let mut e = Engine {
+            units: Vec::new(),
+            by_name: HashMap::new(),
+            order: Vec::new(),
+            required_by: Vec::new(),
+            ordered_before: Vec::new(),
+            runs: HashMap::new(),
+            next_run: 1,
+            mounts,
+            locks: LockModel::new(),
+            timers: TimerTable::default(),
+            pending: Vec::new(),
+            rng: Rng::new(cfg.seed),
+            cfg,
+            shutdown: None,
+            shutdown_done: false,
+            shed: None,
+            starting: 0,
+            out: Vec::new(),
+        };
+        e.install(set);
+        e
+    }
+
+    /// Feed one event; get the actions to carry out, in order.
+    pub fn handle(&mut self, now: Instant, event: Event) -> Vec<Action> {
+        self.on_event(now, event);
+        self.settle(now);
+        std::mem::take(&mut self.out)
+    }
+
+    /// When the engine next needs a `Tick`.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.earliest()
+    }
+
+    pub fn unit_id(&self, name: &str) -> Option<UnitId> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn unit(&self, id: UnitId) -> &Unit {
+        &self.units[id.0 as usize]
+    }
+
+    pub fn units(&self) -> impl Iterator<Item = (UnitId, &Unit)> {
+        self.units
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (UnitId(i as u32), u))
+    }
+
+    pub fn mounts(&self) -> &MountTable {
+        &self.mounts
+    }
+
+    pub fn lock_model(&self) -> &LockModel {
+        &self.locks
+    }
+
+    pub fn shutting_down(&self) -> Option<ShutdownKind> {
+        self.shutdown
+    }
+
+    pub fn max_parallel_starts(&self) -> u32 {
+        self.cfg.max_parallel_starts
+    }
+
+    // ---- set management -------------------------------------------------
+
+    /// Adopt a validated set. Units keep their ids by name; new units are
+    /// appended; missing ones are flagged removed (and stopped by settle).
+    fn install(&mut self, set: UnitSet) {
+        for u in self.units.iter_mut() {
+            u.removed = true;
+        }
+        for name in &set.order {
+            let Some(spec) = set.units.get(name) else {
+                continue;
+            };
+            match self.by_name.get(name) {
+                Some(&id) => {
+                    let u = &mut self.units[id.0 as usize];
+                    let was_removed = u.removed;
+                    u.removed = false;
+                    if *u.effective() != *spec {
+                        if u.state.has_process() {
+                            u.next_spec = Some(spec.clone());
+                        } else {
+                            u.spec = spec.clone();
+                            u.next_spec = None;
+                        }
+                    }
+                    if was_removed && !u.state.has_process() {
+                        // A re-added unit starts afresh (its lock, if any,
+                        // still applies: locks are by name).
+                        u.want = Want::Up;
+                    }
+                }
+                None => {
+                    let id = UnitId(self.units.len() as u32);
+                    self.units.push(Unit::new(spec.clone()));
+                    self.by_name.insert(name.clone(), id);
+                }
+            }
+        }
+        self.order = set
+            .order
+            .iter()
+            .filter_map(|n| self.by_name.get(n).copied())
+            .collect();
+        // Removed units still need a place in the walks (they stop).
+        for (i, u) in self.units.iter().enumerate() {
+            if u.removed {
+                self.order.push(UnitId(i as u32));
+            }
+        }
+        self.required_by = vec![Vec::new(); self.units.len()];
+        self.ordered_before = vec![Vec::new(); self.units.len()];
+        for (i, u) in self.units.iter().enumerate() {
+            if u.removed {
+                continue;
+            }
+            let spec = u.effective();
+            for dep in &spec.requires {
+                if let Some(&d) = self.by_name.get(dep) {
+                    self.required_by[d.0 as usize].push(UnitId(i as u32));
+                }
+            }
+            for dep in spec.requires.iter().chain(&spec.wants).chain(&spec.after) {
+                if let Some(&d) = self.by_name.get(dep) {
+                    self.ordered_before[d.0 as usize].push(UnitId(i as u32));
+                }
+            }
+        }
+    }
+
+    // ---- state helpers --------------------------------------------------
+
+    fn set_state(&mut self, id: UnitId, state: UnitState) {
+        let u = &mut self.units[id.0 as usize];
+        let was = matches!(u.state, UnitState::Starting { .. });
+        let is = matches!(state, UnitState::Starting { .. });
+        u.state = state;
+        match (was, is) {
+            (false, true) => self.starting += 1,
+            (true, false) => self.starting = self.starting.saturating_sub(1),
+            _ => {}
+        }
+    }
+
+    fn unit_mut(&mut self, id: UnitId) -> &mut Unit {
+        &mut self.units[id.0 as usize]
+    }
+
+    fn run_unit(&self, run: RunId) -> Option<UnitId> {
+        let id = *self.runs.get(&run)?;
+        (self.units[id.0 as usize].state.run() == Some(run)).then_some(id)
+    }
+
+    fn reply(&mut self, req: ReqId, response: Response) {
+        self.out.push(Action::Reply { req, response });
+    }
+
+    // ---- events ---------------------------------------------------------
+
+    fn on_event(&mut self, now: Instant, event: Event) {
+        match event {
+            Event::Spawned { run, pid } => {
+                let Some(id) = self.run_unit(run) else {
+                    return;
+                };
+                let u = &self.units[id.0 as usize];
+                let spec = u.spec.clone();
+                match u.state.clone() {
+                    UnitState::Starting { run, since, .. } => {
+                        if spec.kind == UnitKind::Longrun && spec.ready.kind == ReadyKind::Started
+                        {
+                            self.set_state(
+                                id,
+                                UnitState::Running {
+                                    run,
+                                    pid,
+                                    since,
+                                    ready: true,
+                                },
+                            );
+                            self.timers.cancel(id, TimerKind::StartTimeout);
+                        } else {
+                            self.set_state(
+                                id,
+                                UnitState::Starting {
+                                    run,
+                                    pid: Some(pid),
+                                    since,
+                                },
+                            );
+                        }
+                        self.arm_probe(id, now, true);
+                    }
+                    UnitState::Stopping {
+                        run,
+                        reason,
+                        killed,
+                        since,
+                        ..
+                    } => {
+                        // Stopped before the spawner answered: signal now.
+                        self.set_state(
+                            id,
+                            UnitState::Stopping {
+                                run,
+                                pid: Some(pid),
+                                reason,
+                                killed,
+                                since,
+                            },
+                        );
+                        self.out.push(Action::Signal {
+                            run,
+                            signal: spec.stop.signal,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            Event::SpawnFailed { run, error, mount } => {
+                let Some(id) = self.run_unit(run) else {
+                    return;
+                };
+                self.runs.remove(&run);
+                self.timers.cancel_all(id);
+                let manual = self.units[id.0 as usize].manual_start;
+                if let Some(p) = mount {
+                    // The last-moment check caught what our snapshot had
+                    // not seen yet: wait for the mount, no failure counted.
+                    tracing::warn!(unit = %self.units[id.0 as usize].spec.name, "spawn refused: {p}");
+                    let u = self.unit_mut(id);
+                    if !manual {
+                        u.window.unrecord_last();
+                    }
+                    self.set_state(id, UnitState::Inactive);
+                } else {
+                    tracing::warn!(unit = %self.units[id.0 as usize].spec.name, "spawn failed: {error}");
+                    self.after_failure(id, now, FailReason::SpawnFailed(error), true);
+                }
+            }
+            Event::ProcessExited { run, status } => self.on_exit(now, run, status),
+            Event::MountTableChanged(table) => {
+                self.mounts = table;
+            }
+            Event::Tick => self.on_timers(now),
+            Event::Command {
+                req,
+                peer,
+                wall_ms,
+                request,
+            } => self.on_command(now, req, peer, wall_ms, request),
+            Event::Reloaded {
+                req,
+                peer,
+                wall_ms,
+                result,
+            } => self.on_reload(req, peer, wall_ms, result),
+            Event::Recover {
+                req,
+                peer,
+                wall_ms,
+                result,
+                source,
+            } => self.on_recover(req, peer, wall_ms, result, source),
+            Event::LocksLoaded(load) => match load {
+                event::LocksLoad::Loaded(map) => {
+                    if self.locks.state != LockState::Known {
+                        // Locks taken while the state was unknown are kept.
+                        for (unit, holders) in map {
+                            self.locks.wanted.entry(unit.clone()).or_default();
+                            let w = self.locks.wanted.get_mut(&unit);
+                            if let Some(w) = w {
+                                for h in &holders {
+                                    if !w.iter().any(|x| x.holder == h.holder) {
+                                        w.push(h.clone());
+                                    }
+                                }
+                            }
+                            self.locks.durable.insert(unit, holders);
+                        }
+                        self.locks.wanted.retain(|_, v| !v.is_empty());
+                        self.locks.state = LockState::Known;
+                    }
+                }
+                event::LocksLoad::Unknown(why) => {
+                    if self.locks.state != LockState::Known {
+                        self.locks.state = LockState::Unknown(why);
+                    }
+                }
+            },
+            Event::LocksPersisted { version, result } => self.on_persisted(version, result),
+            Event::ProbeAnswered { run, ok, output } => self.on_probe(now, run, ok, output),
+            Event::Notified { run, msg } => {
+                let Some(id) = self.run_unit(run) else {
+                    return;
+                };
+                if let Some(s) = msg.status {
+                    self.unit_mut(id).status_text = Some(s);
+                }
+                if msg.ready {
+                    self.mark_ready(id, ReadyKind::Notify);
+                }
+            }
+            Event::ShutdownRequested(kind) => {
+                if self.shutdown.is_none() {
+                    tracing::info!("shutdown requested ({kind:?}): stopping units in reverse dependency order");
+                    self.shutdown = Some(kind);
+                }
+            }
+        }
+    }
+
+    fn mark_ready(&mut self, id: UnitId, via: ReadyKind) {
+        let u = &self.units[id.0 as usize];
+        if u.spec.ready.kind != via || u.spec.kind != UnitKind::Longrun {
+            return;
+        }
+        if let UnitState::Starting {
+            run,
+            pid: Some(pid),
+            since,
+        } = u.state
+        {
+            tracing::info!(unit = %u.spec.name, "ready");
+            self.set_state(
+                id,
+                UnitState::Running {
+                    run,
+                    pid,
+                    since,
+                    ready: true,
+                },
+            );
+            self.timers.cancel(id, TimerKind::StartTimeout);
+        }
+    }
+
+    fn on_exit(&mut self, now: Instant, run: RunId, status: ExitStatus) {
+        let Some(id) = self.run_unit(run) else {
+            self.runs.remove(&run);
+            return;
+        };
+        self.runs.remove(&run);
+        self.timers.cancel(id, TimerKind::KillAfter);
+        self.timers.cancel(id, TimerKind::StartTimeout);
+        self.timers.cancel(id, TimerKind::ProbeDue);
+        self.out.push(Action::CancelProbe { run });
+        let name = self.units[id.0 as usize].spec.name.clone();
+        let u = self.unit_mut(id);
+        u.last_exit = Some(status);
+        u.health = Default::default();
+        match u.state.clone() {
+            UnitState::Stopping { reason, .. } => {
+                tracing::info!(unit = %name, "stopped ({reason}): {status}");
+                let u = self.unit_mut(id);
+                u.stop_pending = None;
+                match reason {
+                    StopReason::Restart => {
+                        u.restart_requested = false;
+                        u.manual_start = true;
+                        self.set_state(id, UnitState::Inactive);
+                    }
+                    StopReason::HealthFailed => {
+                        let on = u
+                            .spec
+                            .health
+                            .as_ref()
+                            .map(|h| h.on_unhealthy)
+                            .unwrap_or(OnUnhealthy::Restart);
+                        if on == OnUnhealthy::Stop {
+                            self.set_state(
+                                id,
+                                UnitState::Failed {
+                                    reason: FailReason::Unhealthy,
+                                },
+                            );
+                        } else {
+                            self.after_failure(id, now, FailReason::Unhealthy, false);
+                        }
+                    }
+                    StopReason::StartTimeout => {
+                        self.after_failure(id, now, FailReason::StartTimeout, false);
+                    }
+                    StopReason::Operator
+                    | StopReason::Maintenance
+                    | StopReason::DependencyStopped(_)
+                    | StopReason::MountLost(_)
+                    | StopReason::Shutdown
+                    | StopReason::Shed
+                    | StopReason::Removed => self.set_state(id, UnitState::Inactive),
+                }
+            }
+            UnitState::Starting { since, .. } | UnitState::Running { since, .. } => {
+                let spec = self.units[id.0 as usize].spec.clone();
+                if spec.kind == UnitKind::Oneshot && status.success() {
+                    tracing::info!(unit = %name, "completed");
+                    let u = self.unit_mut(id);
+                    u.attempt = 0;
+                    self.set_state(id, UnitState::Done);
+                    return;
+                }
+                if now.saturating_duration_since(since) >= spec.restart.reset_after {
+                    self.unit_mut(id).attempt = 0;
+                }
+                let failure = !status.success();
+                let restart = match spec.restart.policy {
+                    RestartPolicy::Always => true,
+                    RestartPolicy::OnFailure => failure,
+                    RestartPolicy::Never => false,
+                };
+                tracing::warn!(unit = %name, "{status}");
+                if restart {
+                    self.after_failure(id, now, FailReason::Exited(status), false);
+                } else if failure {
+                    self.set_state(
+                        id,
+                        UnitState::Failed {
+                            reason: FailReason::Exited(status),
+                        },
+                    );
+                } else {
+                    self.set_state(id, UnitState::Exited { status });
+                }
+            }
+            UnitState::Inactive
+            | UnitState::Backoff { .. }
+            | UnitState::Failed { .. }
+            | UnitState::Done
+            | UnitState::Exited { .. } => {}
+        }
+    }
+
+    /// The run ended badly (or a restarting policy applies): back off and
+    /// retry if the policy allows, else fail.
+    fn after_failure(&mut self, id: UnitId, now: Instant, reason: FailReason, spawn_error: bool) {
+        let spec = self.units[id.0 as usize].spec.clone();
+        let restart = match spec.restart.policy {
+            RestartPolicy::Always | RestartPolicy::OnFailure => true,
+            RestartPolicy::Never => false,
+        };
+        if !restart {
+            self.set_state(id, UnitState::Failed { reason });
+            return;
+        }
+        let _ = spawn_error;
+        let u = &mut self.units[id.0 as usize];
+        let delay = restart::backoff_delay(&spec.restart, u.attempt, &mut self.rng);
+        u.attempt = u.attempt.saturating_add(1);
+        let until = now + delay;
+        self.set_state(id, UnitState::Backoff { until });
+        self.timers.set(id, TimerKind::RestartAt, until);
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        for (id, kind) in self.timers.take_due(now) {
+            let u = &self.units[id.0 as usize];
+            match kind {
+                TimerKind::KillAfter => {
+                    if let UnitState::Stopping {
+                        run,
+                        pid,
+                        reason,
+                        killed: false,
+                        since,
+                    } = u.state.clone()
+                    {
+                        tracing::warn!(unit = %u.spec.name, "did not stop within {:?}: SIGKILL to its process group", u.spec.stop.timeout);
+                        self.out.push(Action::Signal {
+                            run,
+                            signal: libc::SIGKILL,
+                        });
+                        self.set_state(
+                            id,
+                            UnitState::Stopping {
+                                run,
+                                pid,
+                                reason,
+                                killed: true,
+                                since,
+                            },
+                        );
+                    }
+                }
+                TimerKind::RestartAt => {}
+                TimerKind::StartTimeout => {
+                    if matches!(u.state, UnitState::Starting { .. }) {
+                        tracing::warn!(unit = %u.spec.name, "not ready within its start timeout");
+                        self.begin_stop(id, now, StopReason::StartTimeout);
+                    }
+                }
+                TimerKind::MountTimeout => {
+                    if matches!(u.state, UnitState::Inactive) && u.want == Want::Up {
+                        let problem = u
+                            .effective()
+                            .mounts
+                            .iter()
+                            .find_map(|m| self.mounts.check(m).err());
+                        if let Some(p) = problem {
+                            tracing::warn!(unit = %u.spec.name, "gave up waiting for mount: {p}");
+                            self.unit_mut(id).mount_wait_since = None;
+                            self.set_state(
+                                id,
+                                UnitState::Failed {
+                                    reason: FailReason::MountTimeout(p),
+                                },
+                            );
+                        }
+                    }
+                }
+                TimerKind::ProbeDue => {
+                    let u = &self.units[id.0 as usize];
+                    if let (Some(run), Some(h)) = (u.state.run(), u.spec.health.clone())
+                        && !u.health.probing
+                        && !matches!(u.state, UnitState::Stopping { .. })
+                    {
+                        self.unit_mut(id).health.probing = true;
+                        let spec = self.units[id.0 as usize].spec.clone();
+                        self.out.push(Action::StartProbe {
+                            run,
+                            spec,
+                            target: h.target.clone(),
+                            timeout: h.timeout,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Schedule the next probe. Before the unit is ready probes run at
+    /// least every second, so readiness is noticed promptly even with a
+    /// long liveness interval.
+    fn arm_probe(&mut self, id: UnitId, now: Instant, first: bool) {
+        let u = &self.units[id.0 as usize];
+        let Some(h) = &u.spec.health else {
+            return;
+        };
+        let ready = matches!(u.state, UnitState::Running { ready: true, .. });
+        let mut every = h.interval;
+        if !ready {
+            every = every.min(std::time::Duration::from_secs(1));
+        }
+        let at = if first && !ready {
+            now + every.min(std::time::Duration::from_millis(100))
+        } else {
+            now + every
+        };
+        self.timers.set(id, TimerKind::ProbeDue, at);
+    }
+
+    fn on_probe(&mut self, now: Instant, run: RunId, ok: bool, output: Option<String>) {
+        // A probe result for an old run must never act on a new one.
+        let Some(id) = self.run_unit(run) else {
+            return;
+        };
+        let u = self.unit_mut(id);
+        u.health.probing = false;
+        u.health.last = Some(ok);
+        if output.is_some() || ok {
+            u.health.last_output = output;
+        }
+        let Some(h) = u.spec.health.clone() else {
+            return;
+        };
+        let since = match u.state {
+            UnitState::Starting { since, .. } | UnitState::Running { since, .. } => since,
+            _ => return,
+        };
+        if ok {
+            u.health.consecutive_failures = 0;
+            u.health.consecutive_successes = u.health.consecutive_successes.saturating_add(1);
+            if u.health.consecutive_successes >= h.success_threshold {
+                self.mark_ready(id, ReadyKind::Probe);
+            }
+        } else {
+            u.health.consecutive_successes = 0;
+            let in_start_period = now.saturating_duration_since(since) < h.start_period;
+            let ready = matches!(u.state, UnitState::Running { ready: true, .. });
+            // Not ready yet is not unhealthy: failures count only once the
+            // unit was ready (or it has no probe-based readiness) and the
+            // start period is over.
+            if !in_start_period && (ready || u.spec.ready.kind != ReadyKind::Probe) {
+                u.health.consecutive_failures = u.health.consecutive_failures.saturating_add(1);
+            }
+            if u.health.consecutive_failures >= h.failure_threshold {
+                let name = u.spec.name.clone();
+                match h.on_unhealthy {
+                    OnUnhealthy::Report => {
+                        tracing::warn!(unit = %name, "unhealthy ({} consecutive probe failures); on_unhealthy = report", h.failure_threshold);
+                    }
+                    OnUnhealthy::Restart | OnUnhealthy::Stop => {
+                        tracing::warn!(unit = %name, "unhealthy ({} consecutive probe failures): stopping", h.failure_threshold);
+                        self.begin_stop(id, now, StopReason::HealthFailed);
+                        return;
+                    }
+                }
+            }
+        }
+        self.arm_probe(id, now, false);
+    }
+
+    fn on_persisted(&mut self, version: u64, result: Result<(), String>) {
+        let ok = result.is_ok();
+        self.locks.persisted(version, ok);
+        if let Err(e) = &result {
+            tracing::error!("writing the lock state failed: {e}; failing closed");
+            self.locks.state = LockState::Unknown(format!(
+                "the last lock-state write failed ({e}); fix the state directory, then retry the maintenance command"
+            ));
+            let mut keep = Vec::new();
+            for p in std::mem::take(&mut self.pending) {
+                match p {
+                    Pending::LockOn { req, version: v, .. }
+                    | Pending::LockWrite { req, version: v, .. }
+                        if v <= version =>
+                    {
+                        self.reply(
+                            req,
+                            Response::err(format!(
+                                "the lock state could not be written to disk: {e}. The unit is held down in memory; supd now starts only essential units. Fix the state directory and retry."
+                            )),
+                        );
+                    }
+                    other => keep.push(other),
+                }
+            }
+            self.pending = keep;
+        } else if self.locks.recovering.is_none()
+            && matches!(&self.locks.state, LockState::Unknown(w) if w.starts_with("the last lock-state write failed"))
+        {
+            self.locks.state = LockState::Known;
+        }
+    }
+
+    // ---- settling -------------------------------------------------------
+
+    fn settle(&mut self, now: Instant) {
+        // Each pass either changes a unit's state or ends the loop; the
+        // bound keeps PID 1 safe from a bug turning this into a spin.
+        let bound = self.units.len() * 4 + 8;
+        for _ in 0..bound {
+            let mut changed = self.stop_pass(now);
+            changed |= self.start_pass(now);
+            if !changed {
+                break;
+            }
+        }
+        self.check_pending();
+        if let Some(kind) = self.shutdown
+            && !self.shutdown_done
+            && self.units.iter().all(|u| !u.state.has_process())
+        {
+            self.shutdown_done = true;
+            self.out.push(Action::ShutdownComplete(kind));
+        }
+    }
+
+    /// Why a unit with a process must stop now, if it must.
+    fn stop_cause(&self, id: UnitId) -> Option<StopReason> {
+        let u = &self.units[id.0 as usize];
+        let spec = u.effective();
+        if self.shutdown.is_some() {
+            return Some(StopReason::Shutdown);
+        }
+        if u.removed {
+            return Some(StopReason::Removed);
+        }
+        if self.locks.wanted.contains_key(&spec.name) {
+            return Some(StopReason::Maintenance);
+        }
+        if u.want == Want::Down {
+            return Some(StopReason::Operator);
+        }
+        if self.shed.is_some_and(|l| spec.priority <= l) {
+            return Some(StopReason::Shed);
+        }
+        if u.restart_requested {
+            return Some(StopReason::Restart);
+        }
+        for m in &u.spec.mounts {
+            if m.on_loss == OnLoss::Stop
+                && let Err(p) = self.mounts.check(m)
+            {
+                return Some(StopReason::MountLost(p));
+            }
+        }
+        for dep in &spec.requires {
+            match self.by_name.get(dep) {
+                Some(&d) if self.is_ready(d) => {}
+                _ => return Some(StopReason::DependencyStopped(dep.clone())),
+            }
+        }
+        None
+    }
+
+    fn stop_pass(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        for i in (0..self.order.len()).rev() {
+            let id = self.order[i];
+            let u = &self.units[id.0 as usize];
+            match &u.state {
+                UnitState::Starting { .. } | UnitState::Running { .. } => {
+                    let cause = self.stop_cause(id);
+                    let u = &mut self.units[id.0 as usize];
+                    if u.stop_pending != cause {
+                        u.stop_pending = cause.clone();
+                        changed = true;
+                    }
+                    if let Some(reason) = cause
+                        && self.dependents_down(id)
+                    {
+                        self.begin_stop(id, now, reason);
+                        changed = true;
+                    }
+                }
+                UnitState::Backoff { .. } => {
+                    // A backoff is an automatic restart in waiting: any
+                    // reason that forbids starting cancels it.
+                    if self
+                        .start_blockers(id, now, true)
+                        .iter()
+                        .any(|b| b.refuses_manual_start() || matches!(b, Blocker::OperatorStopped | Blocker::Shed(_)))
+                    {
+                        self.timers.cancel(id, TimerKind::RestartAt);
+                        self.set_state(id, UnitState::Inactive);
+                        changed = true;
+                    }
+                }
+                UnitState::Inactive
+                | UnitState::Stopping { .. }
+                | UnitState::Failed { .. }
+                | UnitState::Done
+                | UnitState::Exited { .. } => {}
+            }
+        }
+        changed
+    }
+
+    /// Have everything that must stop before `id` stopped? At shutdown that
+    /// is everything ordered after it, else what requires it.
+    fn dependents_down(&self, id: UnitId) -> bool {
+        let list = if self.shutdown.is_some() {
+            &self.ordered_before[id.0 as usize]
+        } else {
+            &self.required_by[id.0 as usize]
+        };
+        list.iter()
+            .all(|d| !self.units[d.0 as usize].state.has_process())
+    }
+
+    fn begin_stop(&mut self, id: UnitId, now: Instant, reason: StopReason) {
+        let u = &self.units[id.0 as usize];
+        let Some(run) = u.state.run() else {
+            return;
+        };
+        if matches!(u.state, UnitState::Stopping { .. }) {
+            return;
+        }
+        let pid = u.state.pid();
+        let spec = u.spec.clone();
+        tracing::info!(unit = %spec.name, "stopping: {reason}");
+        self.timers.cancel(id, TimerKind::StartTimeout);
+        self.timers.cancel(id, TimerKind::ProbeDue);
+        self.out.push(Action::CancelProbe { run });
+        if pid.is_some() {
+            self.out.push(Action::Signal {
+                run,
+                signal: spec.stop.signal,
+            });
+        }
+        self.timers
+            .set(id, TimerKind::KillAfter, now + spec.stop.timeout);
+        self.set_state(
+            id,
+            UnitState::Stopping {
+                run,
+                pid,
+                reason,
+                killed: false,
+                since: now,
+            },
+        );
+    }
+
+    fn start_pass(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        for i in 0..self.order.len() {
+            let id = self.order[i];
+            let u = &self.units[id.0 as usize];
+            let startable = match u.state {
+                UnitState::Inactive => true,
+                UnitState::Backoff { until } => until <= now,
+                _ => false,
+            };
+            if !startable {
+                if u.mount_wait_since.is_some() {
+                    self.unit_mut(id).mount_wait_since = None;
+                    self.timers.cancel(id, TimerKind::MountTimeout);
+                }
+                continue;
+            }
+            let blockers = self.start_blockers(id, now, false);
+            match blockers.first() {
+                None => {
+                    if self.try_start(id, now) {
+                        changed = true;
+                    }
+                }
+                Some(Blocker::MountMissing(_)) => self.arm_mount_timeout(id, now),
+                Some(_) => {}
+            }
+        }
+        changed
+    }
+
+    fn arm_mount_timeout(&mut self, id: UnitId, now: Instant) {
+        let u = &self.units[id.0 as usize];
+        if u.mount_wait_since.is_some() {
+            return;
+        }
+        let timeout = u
+            .effective()
+            .mounts
+            .iter()
+            .filter(|m| self.mounts.check(m).is_err())
+            .filter_map(|m| m.timeout)
+            .min();
+        self.unit_mut(id).mount_wait_since = Some(now);
+        if let Some(t) = timeout {
+            self.timers.set(id, TimerKind::MountTimeout, now + t);
+        }
+    }
+
+    /// Start `id` now. Callers have checked `start_blockers`; this applies
+    /// the restart budget (automatic starts only) and emits the spawn.
+    fn try_start(&mut self, id: UnitId, now: Instant) -> bool {
+        let u = &mut self.units[id.0 as usize];
+        if let Some(next) = u.next_spec.take() {
+            u.spec = next;
+        }
+        let spec: Arc<UnitSpec> = u.spec.clone();
+        if u.manual_start {
+            u.manual_start = false;
+        } else {
+            if !u.window.allows(now, &spec.restart) {
+                tracing::error!(unit = %spec.name, "start limit hit: more than {} starts in {:?}; failed until an operator acts", spec.restart.burst, spec.restart.interval);
+                self.timers.cancel(id, TimerKind::RestartAt);
+                self.set_state(
+                    id,
+                    UnitState::Failed {
+                        reason: FailReason::StartLimit {
+                            burst: spec.restart.burst,
+                            interval_secs: spec.restart.interval.as_secs(),
+                        },
+                    },
+                );
+                return true;
+            }
+            u.window.record(now, &spec.restart);
+        }
+        if matches!(u.state, UnitState::Backoff { .. }) {
+            u.restarts = u.restarts.saturating_add(1);
+        }
+        u.mount_wait_since = None;
+        u.status_text = None;
+        u.health = Default::default();
+        self.timers.cancel(id, TimerKind::MountTimeout);
+        self.timers.cancel(id, TimerKind::RestartAt);
+        let run = RunId(self.next_run);
+        self.next_run += 1;
+        self.runs.insert(run, id);
+        if let Some(t) = spec.ready.timeout {
+            self.timers.set(id, TimerKind::StartTimeout, now + t);
+        }
+        tracing::info!(unit = %spec.name, "starting");
+        self.set_state(
+            id,
+            UnitState::Starting {
+                run,
+                pid: None,
+                since: now,
+            },
+        );
+        self.out.push(Action::Spawn {
+            run,
+            mounts: spec.mounts.clone(),
+            spec,
+        });
+        true
+    }
+
+    fn check_pending(&mut self) {
+        let mut keep = Vec::new();
+        for p in std::mem::take(&mut self.pending) {
+            let done = match &p {
+                Pending::Stopped { unit, .. } => !self.units[unit.0 as usize].state.has_process(),
+                Pending::LockOn { unit, version, .. } => {
+                    self.locks.persisted >= *version
+                        && !self.units[unit.0 as usize].state.has_process()
+                }
+                Pending::LockWrite { version, .. } => self.locks.persisted >= *version,
+            };
+            if !done {
+                keep.push(p);
+                continue;
+            }
+            match p {
+                Pending::Stopped { req, message, .. } | Pending::LockOn { req, message, .. } => {
+                    self.reply(req, Response::ok(message))
+                }
+                Pending::LockWrite {
+                    req, unit, message, ..
+                } => {
+                    let tail = unit.map(|u| self.release_outcome(u)).unwrap_or_default();
+                    self.reply(req, Response::ok(format!("{message}{tail}")));
+                }
+            }
+        }
+        self.pending = keep;
+    }
+}
+
+/// `SIGTERM`-style name of a signal number, for messages.
+pub fn signal_name(sig: i32) -> String {
+    match nix::sys::signal::Signal::try_from(sig) {
+        Ok(s) => s.as_str().to_string(),
+        Err(_) => format!("signal {sig}"),
+    }
+}

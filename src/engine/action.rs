@@ -1,0 +1,56 @@
+//! Actions: commands from the engine to the driver, in the imperative.
+//!
+//! Owns: the `Action` enum. Must never: carry decisions the driver would have
+//! to re-make — the driver executes; the one exception is the spawner's
+//! last-moment mount re-check, a deliberate second guard (invariant 1).
+
+use std::sync::Arc;
+
+use crate::engine::locks::LockMap;
+use crate::protocol::Response;
+use crate::unit::{MountReq, ProbeTarget, UnitSpec};
+
+use super::event::{ReqId, ShutdownKind};
+use super::RunId;
+
+/// One audit-log entry (who, what, when) for a change made over the socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub wall_ms: u64,
+    pub peer_uid: Option<u32>,
+    pub peer_pid: Option<i32>,
+    pub holder: Option<String>,
+    pub unit: Option<String>,
+    pub action: String,
+    pub reason: Option<String>,
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Create the unit's process. The spawner re-reads the mount table first
+    /// and refuses (SpawnFailed with `mount`) if any of `mounts` fails.
+    Spawn {
+        run: RunId,
+        spec: Arc<UnitSpec>,
+        mounts: Vec<MountReq>,
+    },
+    /// Signal the process group of `run`, if it is still unreaped.
+    Signal { run: RunId, signal: i32 },
+    /// Write the full lock map durably, then report `LocksPersisted{version}`.
+    PersistLocks { version: u64, locks: LockMap },
+    Reply { req: ReqId, response: Response },
+    Audit(AuditEntry),
+    /// Start one health probe for `run`; answer with `ProbeAnswered`.
+    StartProbe {
+        run: RunId,
+        spec: Arc<UnitSpec>,
+        target: ProbeTarget,
+        timeout: std::time::Duration,
+    },
+    /// Abandon a running probe (timeout or the run ended).
+    CancelProbe { run: RunId },
+    /// Every unit is down: finish the shutdown (kill the rest, sync, exit or
+    /// reboot).
+    ShutdownComplete(ShutdownKind),
+}

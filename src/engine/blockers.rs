@@ -1,0 +1,247 @@
+//! May this unit start automatically? — the one function that decides.
+//!
+//! Owns: `Blocker` and the written-down order of the decision:
+//!
+//!   shutdown → removed → maintenance lock (or unknown lock state) →
+//!   operator stop → shed → mounts → requires ready → ordering (after/wants)
+//!   → restart backoff → concurrency cap
+//!
+//! The first blockers are the ones no automatic path may override; the same
+//! list is what `supctl why` prints, so what supd says and what it does
+//! cannot drift apart. Must never: mutate state, or be bypassed by a start
+//! path (every automatic start goes through `Engine::try_start`, which asks
+//! this function first).
+
+use std::time::Instant;
+
+use crate::engine::locks::Holder;
+use crate::mounts::MountProblem;
+use crate::unit::{Priority, ReadyKind, UnitKind};
+
+use super::unit_state::{UnitState, Want};
+use super::{Engine, UnitId};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blocker {
+    ShuttingDown,
+    Removed,
+    Locked { holders: Vec<Holder> },
+    /// The lock state could not be read; only essential units start.
+    LockStateUnknown(String),
+    OperatorStopped,
+    Shed(Priority),
+    MountMissing(MountProblem),
+    /// A `requires` dependency is not ready; `why` describes it.
+    WaitingFor { unit: String, why: String },
+    /// An `after`/`wants` unit is still on its way up.
+    Ordering { unit: String },
+    Backoff { until: Instant },
+    StartCap { cap: u32 },
+}
+
+impl Blocker {
+    /// Blockers an operator `start` cannot push through.
+    pub fn refuses_manual_start(&self) -> bool {
+        matches!(
+            self,
+            Blocker::ShuttingDown
+                | Blocker::Removed
+                | Blocker::Locked { .. }
+                | Blocker::LockStateUnknown(_)
+        )
+    }
+
+    pub fn describe(&self, now: Instant) -> String {
+        match self {
+            Blocker::ShuttingDown => "supd is shutting down".to_string(),
+            Blocker::Removed => "its unit file was removed".to_string(),
+            Blocker::Locked { holders } => {
+                let who: Vec<String> = holders
+                    .iter()
+                    .map(|h| format!("{} ({})", h.holder, h.reason))
+                    .collect();
+                format!(
+                    "under maintenance, held by {}; release with `supctl maintenance off UNIT`",
+                    who.join(", ")
+                )
+            }
+            Blocker::LockStateUnknown(why) => format!(
+                "lock state unknown ({why}); only essential units start — see `supctl maintenance recover --help`"
+            ),
+            Blocker::OperatorStopped => {
+                "stopped by an operator; `supctl start UNIT` brings it back".to_string()
+            }
+            Blocker::Shed(level) => format!(
+                "shed (priority at or below {level:?}); `supctl unshed` brings it back"
+            ),
+            Blocker::MountMissing(p) => format!("waiting for mount: {p}"),
+            Blocker::WaitingFor { unit, why } => {
+                format!("waiting for required unit {unit}: {why}")
+            }
+            Blocker::Ordering { unit } => format!("ordered after {unit}, which is still starting"),
+            Blocker::Backoff { until } => format!(
+                "restart backoff: next attempt in {:.1}s",
+                until.saturating_duration_since(now).as_secs_f64()
+            ),
+            Blocker::StartCap { cap } => {
+                format!("queued: {cap} units are already starting (max_parallel_starts)")
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// Everything that keeps `id` from starting automatically now, in the
+    /// decision order. Empty means it may start.
+    pub(crate) fn start_blockers(&self, id: UnitId, now: Instant, all: bool) -> Vec<Blocker> {
+        let mut out = Vec::new();
+        macro_rules! block {
+            ($b:expr) => {{
+                out.push($b);
+                if !all {
+                    return out;
+                }
+            }};
+        }
+        let u = &self.units[id.0 as usize];
+        let spec = u.effective();
+        if self.shutdown.is_some() {
+            block!(Blocker::ShuttingDown);
+        }
+        if u.removed {
+            block!(Blocker::Removed);
+        }
+        if let Some(holders) = self.locks.holders(&spec.name) {
+            block!(Blocker::Locked { holders });
+        }
+        if let Some(why) = self.locks.unknown_reason()
+            && !spec.essential
+        {
+            block!(Blocker::LockStateUnknown(why.to_string()));
+        }
+        if u.want == Want::Down {
+            block!(Blocker::OperatorStopped);
+        }
+        if let Some(level) = self.shed
+            && spec.priority <= level
+        {
+            block!(Blocker::Shed(level));
+        }
+        for m in &spec.mounts {
+            if let Err(p) = self.mounts.check(m) {
+                block!(Blocker::MountMissing(p));
+            }
+        }
+        for dep in &spec.requires {
+            if let Some(why) = self.not_ready_why(dep, now) {
+                block!(Blocker::WaitingFor {
+                    unit: dep.clone(),
+                    why
+                });
+            }
+        }
+        for dep in spec.after.iter().chain(spec.wants.iter()) {
+            if self.on_its_way_up(dep, now) {
+                block!(Blocker::Ordering { unit: dep.clone() });
+            }
+        }
+        if let UnitState::Backoff { until } = u.state
+            && until > now
+        {
+            block!(Blocker::Backoff { until });
+        }
+        if self.starting >= self.cfg.max_parallel_starts as usize
+            && !matches!(u.state, UnitState::Starting { .. })
+        {
+            block!(Blocker::StartCap {
+                cap: self.cfg.max_parallel_starts
+            });
+        }
+        out
+    }
+
+    /// Ready for dependents: a ready longrun that is not about to stop, or a
+    /// oneshot that completed.
+    pub(crate) fn is_ready(&self, id: UnitId) -> bool {
+        let u = &self.units[id.0 as usize];
+        if u.stop_pending.is_some() || u.restart_requested {
+            return false;
+        }
+        match &u.state {
+            UnitState::Running { ready, .. } => *ready,
+            UnitState::Done => true,
+            UnitState::Inactive
+            | UnitState::Starting { .. }
+            | UnitState::Stopping { .. }
+            | UnitState::Backoff { .. }
+            | UnitState::Failed { .. }
+            | UnitState::Exited { .. } => false,
+        }
+    }
+
+    /// None when `dep` is ready; else why not, in words.
+    fn not_ready_why(&self, dep: &str, now: Instant) -> Option<String> {
+        let Some(&id) = self.by_name.get(dep) else {
+            return Some("not defined".to_string());
+        };
+        if self.is_ready(id) {
+            return None;
+        }
+        let d = &self.units[id.0 as usize];
+        Some(match &d.state {
+            UnitState::Starting { .. } => match d.effective().ready.kind {
+                _ if d.effective().kind == UnitKind::Oneshot => "still running".to_string(),
+                ReadyKind::Notify => "started, waiting for its READY=1".to_string(),
+                ReadyKind::Probe => "started, waiting for its first passing probe".to_string(),
+                ReadyKind::Started => "starting".to_string(),
+            },
+            UnitState::Running { .. } if d.stop_pending.is_none() => {
+                "running but not ready".to_string()
+            }
+            UnitState::Running { .. } | UnitState::Stopping { .. } => "stopping".to_string(),
+            UnitState::Failed { reason } => format!("failed: {reason}"),
+            UnitState::Exited { status } => format!("{status}"),
+            UnitState::Backoff { until } => format!(
+                "restarting in {:.1}s",
+                until.saturating_duration_since(now).as_secs_f64()
+            ),
+            UnitState::Done => "completed".to_string(),
+            UnitState::Inactive => match self.start_blockers(id, now, false).first() {
+                Some(b) => b.describe(now),
+                None => "about to start".to_string(),
+            },
+        })
+    }
+
+    /// For `after`/`wants` ordering: is `dep` going to come up soon, so we
+    /// should wait for it? Units blocked by something external (lock,
+    /// operator stop, shed, mount) are not waited for: ordering is not a
+    /// dependency.
+    fn on_its_way_up(&self, dep: &str, now: Instant) -> bool {
+        let Some(&id) = self.by_name.get(dep) else {
+            return false;
+        };
+        let d = &self.units[id.0 as usize];
+        match &d.state {
+            UnitState::Running { ready, .. } => !*ready && d.stop_pending.is_none(),
+            UnitState::Starting { .. } | UnitState::Backoff { .. } => true,
+            UnitState::Stopping { .. } => d.restart_requested,
+            UnitState::Done | UnitState::Failed { .. } | UnitState::Exited { .. } => false,
+            UnitState::Inactive => {
+                if d.removed || d.want == Want::Down || self.shutdown.is_some() {
+                    return false;
+                }
+                let spec = d.effective();
+                if self.locks.holders(&spec.name).is_some()
+                    || (self.locks.unknown_reason().is_some() && !spec.essential)
+                    || self.shed.is_some_and(|l| spec.priority <= l)
+                    || spec.mounts.iter().any(|m| self.mounts.check(m).is_err())
+                {
+                    return false;
+                }
+                let _ = now;
+                true
+            }
+        }
+    }
+}

@@ -1,0 +1,751 @@
+//! Operator commands: what `supctl` asks, decided by the engine.
+//!
+//! Owns: the meaning of start/stop/restart/reset, maintenance on/off/list,
+//! reload, recover, shed, poweroff — including when the answer may be given
+//! (a lock is acknowledged only once durable and the unit is down). Must
+//! never: answer success for a lock change before `LocksPersisted`, or let a
+//! manual start through a maintenance lock.
+
+use std::time::Instant;
+
+use crate::engine::locks::{Holder, LockMap, LockState};
+use crate::protocol::{HolderInfo, LockInfo, Request, Response};
+use crate::unit::UnitSet;
+
+use super::blockers::Blocker;
+use super::event::{PeerInfo, ReqId, ShutdownKind};
+use super::timers::TimerKind;
+use super::unit_state::{UnitState, Want};
+use super::{Action, AuditEntry, Engine, Pending, UnitId};
+
+impl Engine {
+    fn audit(
+        &mut self,
+        peer: &PeerInfo,
+        wall_ms: u64,
+        unit: Option<&str>,
+        holder: Option<&str>,
+        action: &str,
+        reason: Option<&str>,
+        outcome: &str,
+    ) {
+        self.out.push(Action::Audit(AuditEntry {
+            wall_ms,
+            peer_uid: Some(peer.uid),
+            peer_pid: peer.pid,
+            holder: holder.map(str::to_string),
+            unit: unit.map(str::to_string),
+            action: action.to_string(),
+            reason: reason.map(str::to_string),
+            outcome: outcome.to_string(),
+        }));
+    }
+
+    fn lookup(&mut self, req: ReqId, name: &str) -> Option<UnitId> {
+        match self.by_name.get(name) {
+            Some(&id) if !self.units[id.0 as usize].removed => Some(id),
+            _ => {
+                let mut known: Vec<&str> = self
+                    .units
+                    .iter()
+                    .filter(|u| !u.removed)
+                    .map(|u| u.spec.name.as_str())
+                    .collect();
+                known.sort();
+                let hint = if known.len() <= 20 {
+                    format!("known units: {}", known.join(", "))
+                } else {
+                    "`supctl status` lists them".to_string()
+                };
+                self.reply(
+                    req,
+                    Response::err(format!("no unit named {name:?} ({hint})")),
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn on_command(
+        &mut self,
+        now: Instant,
+        req: ReqId,
+        peer: PeerInfo,
+        wall_ms: u64,
+        request: Request,
+    ) {
+        match request {
+            Request::Status { unit } => {
+                let ids: Vec<UnitId> = match unit {
+                    Some(name) => match self.lookup(req, &name) {
+                        Some(id) => vec![id],
+                        None => return,
+                    },
+                    None => self
+                        .units()
+                        .filter(|(_, u)| !u.removed || u.state.has_process())
+                        .map(|(id, _)| id)
+                        .collect(),
+                };
+                let report = self.status_report(&ids, now, wall_ms);
+                let data = serde_json::to_value(&report).unwrap_or(serde_json::Value::Null);
+                self.reply(req, Response::ok_data("", data));
+            }
+            Request::Why { unit } => {
+                let Some(id) = self.lookup(req, &unit) else {
+                    return;
+                };
+                let text = self.why(id, now);
+                self.reply(req, Response::ok(text));
+            }
+            Request::Start { unit } => {
+                let Some(id) = self.lookup(req, &unit) else {
+                    return;
+                };
+                let refusals: Vec<String> = self
+                    .start_blockers(id, now, true)
+                    .into_iter()
+                    .filter(Blocker::refuses_manual_start)
+                    .map(|b| b.describe(now).replace("UNIT", &unit))
+                    .collect();
+                if !refusals.is_empty() {
+                    let msg = format!("refused to start {unit}: {}", refusals.join("; "));
+                    self.audit(&peer, wall_ms, Some(&unit), None, "start", None, "refused");
+                    self.reply(req, Response::err(msg));
+                    return;
+                }
+                let u = self.unit_mut(id);
+                u.want = Want::Up;
+                u.manual_start = true;
+                u.attempt = 0;
+                u.window.clear();
+                let state = u.state.clone();
+                match state {
+                    UnitState::Failed { .. }
+                    | UnitState::Exited { .. }
+                    | UnitState::Done
+                    | UnitState::Backoff { .. } => {
+                        self.timers.cancel(id, TimerKind::RestartAt);
+                        self.set_state(id, UnitState::Inactive);
+                    }
+                    UnitState::Inactive
+                    | UnitState::Starting { .. }
+                    | UnitState::Running { .. }
+                    | UnitState::Stopping { .. } => {}
+                }
+                self.audit(&peer, wall_ms, Some(&unit), None, "start", None, "ok");
+                // Settle now so the answer can say whether it started.
+                self.settle(now);
+                let u = &self.units[id.0 as usize];
+                let msg = match &u.state {
+                    UnitState::Starting { .. } | UnitState::Running { .. } => {
+                        format!("{unit} started")
+                    }
+                    UnitState::Stopping { .. } => {
+                        format!("{unit} is stopping; it will start again once stopped")
+                    }
+                    UnitState::Done => format!("{unit} completed"),
+                    UnitState::Failed { reason } => format!("{unit} failed: {reason}"),
+                    _ => format!(
+                        "{unit} will start when ready: {}",
+                        self.start_blockers(id, now, true)
+                            .iter()
+                            .map(|b| b.describe(now))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
+                };
+                self.reply(req, Response::ok(msg));
+            }
+            Request::Stop { unit } => {
+                let Some(id) = self.lookup(req, &unit) else {
+                    return;
+                };
+                let u = self.unit_mut(id);
+                u.want = Want::Down;
+                u.restart_requested = false;
+                if matches!(u.state, UnitState::Backoff { .. } | UnitState::Failed { .. }) {
+                    self.timers.cancel(id, TimerKind::RestartAt);
+                    self.set_state(id, UnitState::Inactive);
+                }
+                self.audit(&peer, wall_ms, Some(&unit), None, "stop", None, "ok");
+                let dependents = self.required_by[id.0 as usize].len();
+                let message = if dependents > 0 {
+                    format!("{unit} stopped (units requiring it were stopped first); it stays down until `supctl start {unit}`")
+                } else {
+                    format!("{unit} stopped; it stays down until `supctl start {unit}`")
+                };
+                self.pending.push(Pending::Stopped {
+                    req,
+                    unit: id,
+                    message,
+                });
+            }
+            Request::Restart { unit } => {
+                let Some(id) = self.lookup(req, &unit) else {
+                    return;
+                };
+                let refusals: Vec<String> = self
+                    .start_blockers(id, now, true)
+                    .into_iter()
+                    .filter(Blocker::refuses_manual_start)
+                    .map(|b| b.describe(now).replace("UNIT", &unit))
+                    .collect();
+                if !refusals.is_empty() {
+                    self.audit(&peer, wall_ms, Some(&unit), None, "restart", None, "refused");
+                    self.reply(
+                        req,
+                        Response::err(format!(
+                            "refused to restart {unit}: {}",
+                            refusals.join("; ")
+                        )),
+                    );
+                    return;
+                }
+                let u = self.unit_mut(id);
+                u.want = Want::Up;
+                u.attempt = 0;
+                u.window.clear();
+                if u.state.has_process() {
+                    u.restart_requested = true;
+                } else {
+                    u.manual_start = true;
+                    if !matches!(u.state, UnitState::Inactive) {
+                        self.timers.cancel(id, TimerKind::RestartAt);
+                        self.set_state(id, UnitState::Inactive);
+                    }
+                }
+                self.audit(&peer, wall_ms, Some(&unit), None, "restart", None, "ok");
+                self.pending.push(Pending::Stopped {
+                    req,
+                    unit: id,
+                    message: format!("{unit} restarted"),
+                });
+                // The pending reply fires once the old process is gone; by
+                // then the new one is spawned in the same settle.
+            }
+            Request::Reset { unit } => {
+                let Some(id) = self.lookup(req, &unit) else {
+                    return;
+                };
+                let u = self.unit_mut(id);
+                u.attempt = 0;
+                u.window.clear();
+                let was_failed = matches!(u.state, UnitState::Failed { .. });
+                if was_failed {
+                    self.set_state(id, UnitState::Inactive);
+                }
+                self.audit(&peer, wall_ms, Some(&unit), None, "reset", None, "ok");
+                self.reply(
+                    req,
+                    Response::ok(if was_failed {
+                        format!("{unit}: failed state and restart budget cleared")
+                    } else {
+                        format!("{unit}: restart budget cleared")
+                    }),
+                );
+            }
+            Request::Reload => {
+                self.reply(
+                    req,
+                    Response::err("internal: reload must be handled by the driver"),
+                );
+            }
+            Request::MaintenanceOn {
+                unit,
+                reason,
+                holder,
+            } => self.maintenance_on(now, req, &peer, wall_ms, unit, reason, holder),
+            Request::MaintenanceOff {
+                unit,
+                holder,
+                force,
+                dry_run,
+            } => self.maintenance_off(now, req, &peer, wall_ms, unit, holder, force, dry_run),
+            Request::MaintenanceList => {
+                let list = self.lock_list(wall_ms);
+                let n = list.len();
+                let data = serde_json::to_value(&list).unwrap_or(serde_json::Value::Null);
+                self.reply(req, Response::ok_data(format!("{n} lock(s)"), data));
+            }
+            Request::MaintenanceLog { .. } | Request::MaintenanceRecover { .. } => {
+                self.reply(
+                    req,
+                    Response::err("internal: this request must be handled by the driver"),
+                );
+            }
+            Request::Shed { level } => {
+                self.shed = Some(level);
+                self.audit(
+                    &peer,
+                    wall_ms,
+                    None,
+                    None,
+                    &format!("shed {level:?}"),
+                    None,
+                    "ok",
+                );
+                let n = self
+                    .units
+                    .iter()
+                    .filter(|u| !u.removed && u.effective().priority <= level)
+                    .count();
+                self.reply(
+                    req,
+                    Response::ok(format!(
+                        "shedding {n} unit(s) at or below priority {level:?}; `supctl unshed` brings them back"
+                    )),
+                );
+            }
+            Request::Unshed => {
+                self.shed = None;
+                self.audit(&peer, wall_ms, None, None, "unshed", None, "ok");
+                self.reply(req, Response::ok("unshed: shed units may start again"));
+            }
+            Request::Poweroff | Request::Reboot => {
+                let kind = if matches!(request, Request::Poweroff) {
+                    ShutdownKind::Poweroff
+                } else {
+                    ShutdownKind::Reboot
+                };
+                self.audit(
+                    &peer,
+                    wall_ms,
+                    None,
+                    None,
+                    &format!("{kind:?}").to_lowercase(),
+                    None,
+                    "ok",
+                );
+                if self.shutdown.is_none() {
+                    self.shutdown = Some(kind);
+                }
+                self.reply(
+                    req,
+                    Response::ok("shutting down: stopping units in reverse dependency order"),
+                );
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn maintenance_on(
+        &mut self,
+        now: Instant,
+        req: ReqId,
+        peer: &PeerInfo,
+        wall_ms: u64,
+        unit: String,
+        reason: String,
+        holder: Option<String>,
+    ) {
+        let _ = now;
+        let Some(id) = self.lookup(req, &unit) else {
+            return;
+        };
+        if reason.trim().is_empty() {
+            self.reply(
+                req,
+                Response::err("a reason is required: --reason \"what you are doing\""),
+            );
+            return;
+        }
+        if let Some(why) = self.locks.unknown_reason() {
+            let msg = format!(
+                "lock state unknown ({why}); resolve it first with `supctl maintenance recover`. {unit} is not started automatically meanwhile unless it is essential"
+            );
+            self.audit(
+                peer,
+                wall_ms,
+                Some(&unit),
+                holder.as_deref(),
+                "maintenance-on",
+                Some(&reason),
+                "refused: lock state unknown",
+            );
+            self.reply(req, Response::err(msg));
+            return;
+        }
+        let holder = holder.unwrap_or_else(|| peer.name.clone());
+        let holders = self.locks.wanted.entry(unit.clone()).or_default();
+        match holders.iter_mut().find(|h| h.holder == holder) {
+            Some(h) => h.reason = reason.clone(),
+            None => holders.push(Holder {
+                holder: holder.clone(),
+                reason: reason.clone(),
+                since_unix_ms: wall_ms,
+            }),
+        }
+        let version = self.locks.bump();
+        self.out.push(Action::PersistLocks {
+            version,
+            locks: self.locks.wanted.clone(),
+        });
+        self.audit(
+            peer,
+            wall_ms,
+            Some(&unit),
+            Some(&holder),
+            "maintenance-on",
+            Some(&reason),
+            "ok",
+        );
+        let others: Vec<String> = self
+            .locks
+            .wanted
+            .get(&unit)
+            .map(|hs| {
+                hs.iter()
+                    .filter(|h| h.holder != holder)
+                    .map(|h| h.holder.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let also = if others.is_empty() {
+            String::new()
+        } else {
+            format!(" (also held by {})", others.join(", "))
+        };
+        self.pending.push(Pending::LockOn {
+            req,
+            unit: id,
+            version,
+            message: format!(
+                "{unit} is under maintenance, held by {holder}{also}: it is stopped and stays down until every holder releases it (lock on disk)"
+            ),
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn maintenance_off(
+        &mut self,
+        now: Instant,
+        req: ReqId,
+        peer: &PeerInfo,
+        wall_ms: u64,
+        unit: String,
+        holder: Option<String>,
+        force: bool,
+        dry_run: bool,
+    ) {
+        if let Some(why) = self.locks.unknown_reason() {
+            self.reply(
+                req,
+                Response::err(format!(
+                    "lock state unknown ({why}); resolve it first with `supctl maintenance recover`"
+                )),
+            );
+            return;
+        }
+        let current: Vec<Holder> = self.locks.wanted.get(&unit).cloned().unwrap_or_default();
+        if current.is_empty() {
+            self.reply(
+                req,
+                Response::err(format!("{unit} has no maintenance lock (`supctl maintenance list` shows the locks)")),
+            );
+            return;
+        }
+        let explicit = holder.is_some();
+        let who = holder.unwrap_or_else(|| peer.name.clone());
+        let remove: Vec<String> = if current.iter().any(|h| h.holder == who) {
+            vec![who.clone()]
+        } else if force && !explicit {
+            current.iter().map(|h| h.holder.clone()).collect()
+        } else {
+            let held: Vec<String> = current
+                .iter()
+                .map(|h| format!("{} ({})", h.holder, h.reason))
+                .collect();
+            self.reply(
+                req,
+                Response::err(format!(
+                    "{unit} is not locked by {who}; it is held by {}. Release as that holder with --holder NAME, or use --force to release every holder (audited)",
+                    held.join(", ")
+                )),
+            );
+            return;
+        };
+        let remaining: Vec<Holder> = current
+            .iter()
+            .filter(|h| !remove.contains(&h.holder))
+            .cloned()
+            .collect();
+        if dry_run {
+            let msg = self.dry_run_release(now, &unit, &remaining);
+            self.reply(req, Response::ok(msg));
+            return;
+        }
+        if remaining.is_empty() {
+            self.locks.wanted.remove(&unit);
+        } else {
+            self.locks.wanted.insert(unit.clone(), remaining.clone());
+        }
+        let version = self.locks.bump();
+        self.out.push(Action::PersistLocks {
+            version,
+            locks: self.locks.wanted.clone(),
+        });
+        let forced = remove.iter().any(|r| *r != peer.name) && force;
+        self.audit(
+            peer,
+            wall_ms,
+            Some(&unit),
+            Some(&remove.join(",")),
+            if forced {
+                "maintenance-off-forced"
+            } else {
+                "maintenance-off"
+            },
+            None,
+            "ok",
+        );
+        let message = if remaining.is_empty() {
+            format!("{unit}: lock released by {} (on disk)", remove.join(", "))
+        } else {
+            let still: Vec<String> = remaining.iter().map(|h| h.holder.clone()).collect();
+            format!(
+                "{unit}: {}'s lock released (on disk); still held by {}, so it stays down",
+                remove.join(", "),
+                still.join(", ")
+            )
+        };
+        self.pending.push(Pending::LockWrite {
+            req,
+            unit: if remaining.is_empty() {
+                self.by_name.get(&unit).copied()
+            } else {
+                None
+            },
+            version,
+            message,
+        });
+    }
+
+    /// What a release would start, in order — computed by running a copy of
+    /// the engine, so it is exactly what the real release would do.
+    fn dry_run_release(&self, now: Instant, unit: &str, remaining: &[Holder]) -> String {
+        let mut sim = self.clone();
+        sim.out.clear();
+        sim.pending.clear();
+        if remaining.is_empty() {
+            sim.locks.wanted.remove(unit);
+            sim.locks.durable.remove(unit);
+        } else {
+            let still: Vec<String> = remaining.iter().map(|h| h.holder.clone()).collect();
+            return format!(
+                "dry run: {unit} would stay locked by {}; nothing would start",
+                still.join(", ")
+            );
+        }
+        sim.settle(now);
+        let started: Vec<String> = sim
+            .out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Spawn { spec, .. } => Some(spec.name.clone()),
+                _ => None,
+            })
+            .collect();
+        if started.is_empty() {
+            let why = sim
+                .by_name
+                .get(unit)
+                .map(|&id| sim.why(id, now))
+                .unwrap_or_default();
+            format!("dry run: releasing {unit} would start nothing now. {why}")
+        } else {
+            format!(
+                "dry run: releasing {unit} would start, in order: {}",
+                started.join(", ")
+            )
+        }
+    }
+
+    /// Appended to a release answer: will the unit come back?
+    pub(super) fn release_outcome(&self, id: UnitId) -> String {
+        let u = &self.units[id.0 as usize];
+        match &u.state {
+            UnitState::Starting { .. } | UnitState::Running { .. } => {
+                "; it is starting again (it was wanted up)".to_string()
+            }
+            _ => {
+                let now_blockers = self.why_short(id);
+                format!("; it stays down: {now_blockers}")
+            }
+        }
+    }
+
+    fn lock_list(&self, wall_ms: u64) -> Vec<LockInfo> {
+        let mut names: Vec<&String> = self
+            .locks
+            .wanted
+            .keys()
+            .chain(self.locks.durable.keys())
+            .collect();
+        names.sort();
+        names.dedup();
+        let mut out = Vec::new();
+        for name in names {
+            for h in self.locks.holders(name).unwrap_or_default() {
+                let durable = self
+                    .locks
+                    .durable
+                    .get(name)
+                    .is_some_and(|d| d.iter().any(|x| x.holder == h.holder));
+                out.push(LockInfo {
+                    unit: name.clone(),
+                    defined: self
+                        .by_name
+                        .get(name)
+                        .is_some_and(|id| !self.units[id.0 as usize].removed),
+                    durable,
+                    holder: holder_info(&h, wall_ms),
+                });
+            }
+        }
+        out
+    }
+
+    pub(super) fn on_reload(
+        &mut self,
+        req: Option<ReqId>,
+        peer: PeerInfo,
+        wall_ms: u64,
+        result: Result<UnitSet, Vec<String>>,
+    ) {
+        match result {
+            Err(errors) => {
+                self.audit(&peer, wall_ms, None, None, "reload", None, "refused: invalid unit files");
+                tracing::error!("reload refused: {} error(s); the running set is unchanged", errors.len());
+                if let Some(req) = req {
+                    self.reply(
+                        req,
+                        Response::err(format!(
+                            "reload refused, nothing changed:\n{}",
+                            errors.join("\n")
+                        )),
+                    );
+                }
+            }
+            Ok(set) => {
+                let before: Vec<String> = self
+                    .units
+                    .iter()
+                    .filter(|u| !u.removed)
+                    .map(|u| u.spec.name.clone())
+                    .collect();
+                let changed: Vec<String> = set
+                    .units
+                    .iter()
+                    .filter(|(n, s)| {
+                        self.by_name.get(*n).is_some_and(|id| {
+                            let u = &self.units[id.0 as usize];
+                            !u.removed && **u.effective() != ***s
+                        })
+                    })
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                let added: Vec<String> = set
+                    .units
+                    .keys()
+                    .filter(|n| !before.contains(n))
+                    .cloned()
+                    .collect();
+                let removed: Vec<String> = before
+                    .iter()
+                    .filter(|n| !set.units.contains_key(*n))
+                    .cloned()
+                    .collect();
+                self.install(set);
+                self.audit(&peer, wall_ms, None, None, "reload", None, "ok");
+                if let Some(req) = req {
+                    self.reply(
+                        req,
+                        Response::ok(format!(
+                            "reloaded: {} added{}, {} removed{}, {} changed{} (changes take effect at the next start)",
+                            added.len(),
+                            list(&added),
+                            removed.len(),
+                            list(&removed),
+                            changed.len(),
+                            list(&changed)
+                        )),
+                    );
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_recover(
+        &mut self,
+        req: ReqId,
+        peer: PeerInfo,
+        wall_ms: u64,
+        result: Result<LockMap, String>,
+        source: String,
+    ) {
+        let map = match result {
+            Ok(m) => m,
+            Err(e) => {
+                self.audit(&peer, wall_ms, None, None, "maintenance-recover", Some(&source), "refused");
+                self.reply(req, Response::err(format!("recover refused: {e}")));
+                return;
+            }
+        };
+        if self.locks.state == LockState::Known {
+            self.reply(
+                req,
+                Response::err("the lock state is known; nothing to recover (`supctl maintenance list`)"),
+            );
+            return;
+        }
+        let n: usize = map.values().map(Vec::len).sum();
+        // Locks taken meanwhile are kept (a lock is never dropped silently).
+        for (unit, hs) in map {
+            let w = self.locks.wanted.entry(unit).or_default();
+            for h in hs {
+                if !w.iter().any(|x| x.holder == h.holder) {
+                    w.push(h);
+                }
+            }
+        }
+        let version = self.locks.bump();
+        self.locks.recovering = Some(version);
+        self.out.push(Action::PersistLocks {
+            version,
+            locks: self.locks.wanted.clone(),
+        });
+        self.audit(&peer, wall_ms, None, None, "maintenance-recover", Some(&source), "ok");
+        self.pending.push(Pending::LockWrite {
+            req,
+            unit: None,
+            version,
+            message: format!(
+                "lock state recovered from {source}: {n} lock(s) adopted and written; automatic starts resume"
+            ),
+        });
+    }
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", names.join(", "))
+    }
+}
+
+pub(super) fn holder_info(h: &Holder, wall_ms: u64) -> HolderInfo {
+    HolderInfo {
+        holder: h.holder.clone(),
+        reason: h.reason.clone(),
+        since: rfc3339(h.since_unix_ms),
+        age_secs: wall_ms.saturating_sub(h.since_unix_ms) / 1000,
+    }
+}
+
+/// RFC 3339 (UTC, seconds) of a Unix time in milliseconds. Pure formatting.
+pub fn rfc3339(unix_ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms);
+    humantime::format_rfc3339_seconds(t).to_string()
+}

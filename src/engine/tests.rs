@@ -1,0 +1,1 @@
+//! Engine scenario tests. (Placeholder, being written.)

@@ -1,0 +1,224 @@
+//! Per-unit runtime state.
+//!
+//! Owns: `UnitState` (an enum whose variants carry exactly the data that
+//! exists in that state — a pid only where a process exists), the reasons a
+//! unit stops or fails, and `Unit`, the engine's record for one unit. Must
+//! never: hold I/O handles or read the clock.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::mounts::MountProblem;
+use crate::unit::UnitSpec;
+
+use super::event::ExitStatus;
+use super::restart::StartWindow;
+use super::RunId;
+
+/// Why a running unit is being stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    Operator,
+    Maintenance,
+    /// A `requires` dependency stopped or is no longer ready.
+    DependencyStopped(String),
+    MountLost(MountProblem),
+    HealthFailed,
+    StartTimeout,
+    Shutdown,
+    Shed,
+    /// The unit file was removed by a reload.
+    Removed,
+    /// `supctl restart`: stop, then start again.
+    Restart,
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::Operator => write!(f, "stopped by operator"),
+            StopReason::Maintenance => write!(f, "maintenance lock taken"),
+            StopReason::DependencyStopped(d) => write!(f, "required unit {d} is not ready"),
+            StopReason::MountLost(p) => write!(f, "required mount lost: {p}"),
+            StopReason::HealthFailed => write!(f, "health probe failed"),
+            StopReason::StartTimeout => write!(f, "not ready within its start timeout"),
+            StopReason::Shutdown => write!(f, "system shutdown"),
+            StopReason::Shed => write!(f, "shed by operator"),
+            StopReason::Removed => write!(f, "unit file removed"),
+            StopReason::Restart => write!(f, "restart requested"),
+        }
+    }
+}
+
+/// Why a unit is in `failed` (it stays there until an operator acts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailReason {
+    /// More than `burst` automatic starts within `interval`.
+    StartLimit { burst: u32, interval_secs: u64 },
+    /// Exited and its restart policy says not to restart.
+    Exited(ExitStatus),
+    SpawnFailed(String),
+    MountTimeout(MountProblem),
+    StartTimeout,
+    Unhealthy,
+}
+
+impl std::fmt::Display for FailReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FailReason::StartLimit {
+                burst,
+                interval_secs,
+            } => write!(
+                f,
+                "start limit hit: more than {burst} automatic starts within {interval_secs}s"
+            ),
+            FailReason::Exited(s) => write!(f, "{s}; restart policy does not restart it"),
+            FailReason::SpawnFailed(e) => write!(f, "could not start: {e}"),
+            FailReason::MountTimeout(p) => write!(f, "gave up waiting for mount: {p}"),
+            FailReason::StartTimeout => write!(f, "not ready within its start timeout"),
+            FailReason::Unhealthy => write!(f, "health probe failed (on_unhealthy = \"stop\")"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnitState {
+    /// No process. Whether it is waiting or stopped is `want` + blockers.
+    Inactive,
+    /// Process created (pid known once the spawner answers), not ready yet.
+    /// A oneshot stays here until it exits.
+    Starting {
+        run: RunId,
+        pid: Option<i32>,
+        since: Instant,
+    },
+    /// Longrun whose process runs and which has been ready.
+    Running {
+        run: RunId,
+        pid: i32,
+        since: Instant,
+        ready: bool,
+    },
+    /// Stop signal sent; SIGKILL at the `KillAfter` timer.
+    Stopping {
+        run: RunId,
+        pid: Option<i32>,
+        reason: StopReason,
+        killed: bool,
+        since: Instant,
+    },
+    /// Waiting to restart after a failure.
+    Backoff { until: Instant },
+    Failed { reason: FailReason },
+    /// A oneshot that exited 0: ready for its dependents.
+    Done,
+    /// A longrun that exited and whose policy does not restart it (clean
+    /// exit under `on-failure` or `never`).
+    Exited { status: ExitStatus },
+}
+
+impl UnitState {
+    pub fn run(&self) -> Option<RunId> {
+        match self {
+            UnitState::Starting { run, .. }
+            | UnitState::Running { run, .. }
+            | UnitState::Stopping { run, .. } => Some(*run),
+            UnitState::Inactive
+            | UnitState::Backoff { .. }
+            | UnitState::Failed { .. }
+            | UnitState::Done
+            | UnitState::Exited { .. } => None,
+        }
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        match self {
+            UnitState::Starting { pid, .. } | UnitState::Stopping { pid, .. } => *pid,
+            UnitState::Running { pid, .. } => Some(*pid),
+            UnitState::Inactive
+            | UnitState::Backoff { .. }
+            | UnitState::Failed { .. }
+            | UnitState::Done
+            | UnitState::Exited { .. } => None,
+        }
+    }
+
+    pub fn has_process(&self) -> bool {
+        self.run().is_some()
+    }
+}
+
+/// Operator intent, kept apart from the state (as dinit separates desired
+/// and current state): `Down` means an operator stopped it and nothing
+/// automatic may bring it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    Up,
+    Down,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HealthRt {
+    pub probing: bool,
+    pub consecutive_failures: u32,
+    pub consecutive_successes: u32,
+    pub last: Option<bool>,
+    pub last_output: Option<String>,
+}
+
+/// The engine's record for one unit. Unit ids are never reused: a unit
+/// removed by reload keeps its slot (flagged `removed`) so that stale
+/// `RunId`s and timers can never address a different unit.
+#[derive(Debug, Clone)]
+pub struct Unit {
+    /// The spec the current (or last) process was started from.
+    pub spec: Arc<UnitSpec>,
+    /// A changed spec from reload, applied at the next start.
+    pub next_spec: Option<Arc<UnitSpec>>,
+    pub removed: bool,
+    pub state: UnitState,
+    pub want: Want,
+    /// Must stop once its dependents are down (dependents-first stopping).
+    pub stop_pending: Option<StopReason>,
+    pub restart_requested: bool,
+    /// The next start was asked by an operator: it does not count against
+    /// the start limit.
+    pub manual_start: bool,
+    pub window: StartWindow,
+    /// Consecutive failed runs, for backoff.
+    pub attempt: u32,
+    pub restarts: u32,
+    pub mount_wait_since: Option<Instant>,
+    pub last_exit: Option<ExitStatus>,
+    pub status_text: Option<String>,
+    pub health: HealthRt,
+}
+
+impl Unit {
+    pub fn new(spec: Arc<UnitSpec>) -> Unit {
+        Unit {
+            spec,
+            next_spec: None,
+            removed: false,
+            state: UnitState::Inactive,
+            want: Want::Up,
+            stop_pending: None,
+            restart_requested: false,
+            manual_start: false,
+            window: StartWindow::default(),
+            attempt: 0,
+            restarts: 0,
+            mount_wait_since: None,
+            last_exit: None,
+            status_text: None,
+            health: HealthRt::default(),
+        }
+    }
+
+    /// The spec that governs decisions now: the pending one if a reload
+    /// changed the file, since the next start will use it.
+    pub fn effective(&self) -> &Arc<UnitSpec> {
+        self.next_spec.as_ref().unwrap_or(&self.spec)
+    }
+}
