@@ -1,2 +1,12 @@
-//! Everything that touches the kernel.
+//! Everything that touches the kernel: processes, mounts, sockets, files,
+//! signals. The engine never calls into here; the driver does.
+pub mod audit;
+pub mod control;
+pub mod init;
 pub mod lock_store;
+pub mod mount_watch;
+pub mod notify;
+pub mod output;
+pub mod probe;
+pub mod shim;
+pub mod spawn;

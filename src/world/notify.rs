@@ -1,0 +1,130 @@
+//! The sd_notify socket.
+//!
+//! Owns: one `AF_UNIX` datagram socket that services find in
+//! `$NOTIFY_SOCKET`, receiving `READY=1`, `STATUS=`, `STOPPING=1`,
+//! `WATCHDOG=1`, `MAINPID=` with the sender's credentials
+//! (`SO_PASSCRED`), so the driver can check the sender belongs to the unit
+//! it claims to be. Must never: trust the message text for identity, or
+//! block (datagrams are read when the socket is readable).
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use tokio::io::unix::AsyncFd;
+
+use crate::engine::NotifyMsg;
+
+pub struct NotifySocket {
+    fd: AsyncFd<std::os::unix::net::UnixDatagram>,
+    pub path: PathBuf,
+}
+
+/// A received message and the sender's pid from SCM_CREDENTIALS.
+pub struct Received {
+    pub pid: i32,
+    pub msg: NotifyMsg,
+}
+
+impl NotifySocket {
+    pub fn bind(path: &Path) -> std::io::Result<NotifySocket> {
+        let _ = std::fs::remove_file(path);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let sock = std::os::unix::net::UnixDatagram::bind(path)?;
+        sock.set_nonblocking(true)?;
+        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::PassCred, &true)
+            .map_err(std::io::Error::from)?;
+        // Services of any user must be able to notify.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+        // `new` is deprecated for types that do not own their fd; ours owns
+        // its socket, so the I/O-safety concern does not apply.
+        #[allow(deprecated)]
+        let fd = AsyncFd::new(sock)?;
+        Ok(NotifySocket {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub async fn recv(&self) -> std::io::Result<Received> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|s| recv_one(s.get_ref().as_raw_fd())) {
+                Ok(Ok(Some(r))) => return Ok(r),
+                Ok(Ok(None)) => continue,
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+fn recv_one(fd: i32) -> std::io::Result<Option<Received>> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+    let mut buf = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!(nix::sys::socket::UnixCredentials);
+    let msg = recvmsg::<UnixAddr>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_DONTWAIT)
+        .map_err(std::io::Error::from)?;
+    let mut pid = None;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmCredentials(cred) = c {
+                pid = Some(cred.pid());
+            }
+        }
+    }
+    let n = msg.bytes;
+    let Some(pid) = pid else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    Ok(Some(Received {
+        pid,
+        msg: parse(&text),
+    }))
+}
+
+/// Parse the newline-separated `KEY=VALUE` assignments.
+pub fn parse(text: &str) -> NotifyMsg {
+    let mut m = NotifyMsg::default();
+    for line in text.lines() {
+        match line.split_once('=') {
+            Some(("READY", "1")) => m.ready = true,
+            Some(("STOPPING", "1")) => m.stopping = true,
+            Some(("WATCHDOG", "1")) => m.watchdog = true,
+            Some(("STATUS", s)) => m.status = Some(s.chars().take(512).collect()),
+            Some(("MAINPID", p)) => m.main_pid = p.trim().parse().ok(),
+            _ => {}
+        }
+    }
+    m
+}
+
+/// Does `pid` belong to the process group led by `leader` (a unit's main
+/// process, which runs in its own session)?
+pub fn belongs_to(pid: i32, leader: i32) -> bool {
+    if pid == leader {
+        return true;
+    }
+    match nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid))) {
+        Ok(pg) => pg.as_raw() == leader,
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_assignments() {
+        let m = parse("READY=1\nSTATUS=Accepting connections\nMAINPID=42\nbogus\n");
+        assert!(m.ready);
+        assert_eq!(m.status.as_deref(), Some("Accepting connections"));
+        assert_eq!(m.main_pid, Some(42));
+        assert!(!m.stopping);
+    }
+}

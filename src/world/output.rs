@@ -1,0 +1,66 @@
+//! Service output capture.
+//!
+//! Owns: reading a child's stdout/stderr pipe line by line and logging each
+//! line with the unit's name. Lines are bounded (a service that never prints
+//! a newline cannot grow supd's memory) and the pipe is always drained, so a
+//! chatty child never blocks on a full pipe. Must never: block the driver
+//! loop, or hold the pipe open after the child's side closes.
+
+use std::os::fd::OwnedFd;
+
+use tokio::io::AsyncReadExt;
+
+/// Longest line kept; the rest of a longer line is cut and marked.
+const MAX_LINE: usize = 4096;
+
+#[derive(Clone, Copy)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Spawn a task that logs every line of `fd` under `unit`.
+pub fn capture(unit: String, stream: Stream, fd: OwnedFd) {
+    let rx = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+        Ok(rx) => rx,
+        Err(e) => {
+            tracing::warn!(unit = %unit, "cannot capture output: {e}");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        let mut rx = rx;
+        let mut buf = vec![0u8; 8192];
+        let mut line: Vec<u8> = Vec::new();
+        let mut truncated = false;
+        loop {
+            let n = match rx.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            for &b in &buf[..n] {
+                if b == b'\n' {
+                    emit(&unit, stream, &line, truncated);
+                    line.clear();
+                    truncated = false;
+                } else if line.len() < MAX_LINE {
+                    line.push(b);
+                } else {
+                    truncated = true;
+                }
+            }
+        }
+        if !line.is_empty() {
+            emit(&unit, stream, &line, truncated);
+        }
+    });
+}
+
+fn emit(unit: &str, stream: Stream, line: &[u8], truncated: bool) {
+    let text = String::from_utf8_lossy(line);
+    let cut = if truncated { " [line truncated]" } else { "" };
+    match stream {
+        Stream::Stdout => tracing::info!(target: "unit", unit = %unit, "{text}{cut}"),
+        Stream::Stderr => tracing::warn!(target: "unit", unit = %unit, "{text}{cut}"),
+    }
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Run every supd test. As root, first install what the tests need (they run
+# real supd processes in PID + mount namespaces, real daemons, a real VM).
+# Usage: ./test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if [ "$(id -u)" = 0 ]; then
+  need=()
+  command -v unshare >/dev/null || need+=(util-linux)
+  command -v nsenter >/dev/null || need+=(util-linux)
+  command -v python3 >/dev/null || need+=(python3)
+  command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+  command -v losetup >/dev/null || need+=(mount)
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "test.sh: installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+else
+  echo "test.sh: not root — namespace tests will print SKIP lines (run as root for the full suite)"
+fi
+
+# The engine simulation runs this many seeds (CI: a few hundred).
+export SUPD_SIM_SEEDS="${SUPD_SIM_SEEDS:-300}"
+cargo build --locked --all-targets
+cargo test --locked --all-targets "$@"

@@ -1,0 +1,342 @@
+//! Test harness: real `supd` processes in fresh PID + mount namespaces.
+//!
+//! Owns: temp dirs, starting supd under `unshare --pid --fork --mount
+//! --mount-proc` (so it runs as PID 1 of its own namespace, and every
+//! process it starts dies with it), running `supctl` against it, waiting
+//! with deadlines, entering its mount namespace to mount/unmount, and
+//! cleaning up on drop. Must never: end a process by name, leave a
+//! namespace (and so a mount or a process) behind, or wait without a
+//! deadline.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const SUPD: &str = env!("CARGO_BIN_EXE_supd");
+pub const SUPCTL: &str = env!("CARGO_BIN_EXE_supctl");
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Root is needed for PID/mount namespaces. Print why we skip, loudly.
+pub fn can_run(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("SKIP {test}: needs root for PID and mount namespaces (run ./test.sh as root)");
+    false
+}
+
+/// A fresh directory under /tmp, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("supd-t-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Poll `f` until it returns Some or the deadline passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub struct Supd {
+    pub dir: TempDir,
+    pub units: PathBuf,
+    pub state: PathBuf,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    /// The `unshare` process (parent of supd, outside the namespace).
+    pub outer: Option<Child>,
+    /// supd's pid as seen from the test (host namespace).
+    pub pid: i32,
+}
+
+pub struct Options {
+    pub namespace: bool,
+    pub extra_args: Vec<String>,
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            namespace: true,
+            extra_args: vec![],
+            state_dir: None,
+        }
+    }
+}
+
+impl Supd {
+    /// Write `units` (name, toml) into a fresh units dir and start supd.
+    pub fn start(tag: &str, units: &[(&str, &str)]) -> Supd {
+        Supd::start_with(tag, units, Options::default())
+    }
+
+    pub fn start_with(tag: &str, units: &[(&str, &str)], opts: Options) -> Supd {
+        let dir = TempDir::new(tag);
+        let units_dir = dir.path().join("units");
+        std::fs::create_dir_all(&units_dir).expect("units dir");
+        for (name, text) in units {
+            std::fs::write(units_dir.join(format!("{name}.toml")), text).expect("write unit");
+        }
+        let state = opts
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("state"));
+        let socket = dir.path().join("control.sock");
+        let log = dir.path().join("supd.log");
+        let mut s = Supd {
+            units: units_dir,
+            state,
+            socket,
+            log,
+            outer: None,
+            pid: 0,
+            dir,
+        };
+        s.spawn(&opts);
+        s
+    }
+
+    /// Start (or start again, after a kill) supd on the same dirs.
+    pub fn spawn(&mut self, opts: &Options) {
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let mut args: Vec<String> = vec![
+            "--units".into(),
+            self.units.display().to_string(),
+            "--state-dir".into(),
+            self.state.display().to_string(),
+            "--socket".into(),
+            self.socket.display().to_string(),
+            "--config".into(),
+            self.dir.path().join("supd.toml").display().to_string(),
+            "--log-level".into(),
+            "debug".into(),
+        ];
+        args.extend(opts.extra_args.iter().cloned());
+        let mut cmd = if opts.namespace {
+            let mut c = Command::new("unshare");
+            c.args([
+                "--pid",
+                "--fork",
+                "--mount",
+                "--propagation",
+                "private",
+                "--mount-proc",
+                "--kill-child=SIGKILL",
+                "--",
+                SUPD,
+            ]);
+            c
+        } else {
+            Command::new(SUPD)
+        };
+        cmd.args(&args)
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().expect("log fd"))
+            .stderr(logf);
+        let child = cmd.spawn().expect("spawn supd");
+        let outer_pid = child.id() as i32;
+        self.outer = Some(child);
+        self.pid = if opts.namespace {
+            wait_for("supd to be forked by unshare", Duration::from_secs(10), || {
+                let kids = std::fs::read_to_string(format!(
+                    "/proc/{outer_pid}/task/{outer_pid}/children"
+                ))
+                .ok()?;
+                kids.split_whitespace().next()?.parse().ok()
+            })
+        } else {
+            outer_pid
+        };
+        let sock = self.socket.clone();
+        let log = self.log.clone();
+        wait_for("supd's control socket", Duration::from_secs(10), || {
+            if let Some(c) = self.outer.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                panic!(
+                    "supd exited early ({st}); log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            let out = Command::new(SUPCTL)
+                .arg("--socket")
+                .arg(&sock)
+                .args(["status", "--json"])
+                .output()
+                .ok()?;
+            out.status.success().then_some(())
+        });
+    }
+
+    pub fn supctl(&self, args: &[&str]) -> Output {
+        Command::new(SUPCTL)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run supctl")
+    }
+
+    /// Run supctl and require success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.supctl(args);
+        assert!(
+            out.status.success(),
+            "supctl {args:?} failed ({}): {}{}\n--- supd log ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    pub fn status(&self) -> Value {
+        let out = self.ok(&["status", "--json"]);
+        serde_json::from_str(&out).expect("status --json is JSON")
+    }
+
+    pub fn unit(&self, name: &str) -> Value {
+        let st = self.status();
+        st["units"]
+            .as_array()
+            .and_then(|a| a.iter().find(|u| u["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("unit {name} not in status: {st}"))
+    }
+
+    pub fn state_of(&self, name: &str) -> String {
+        self.unit(name)["state"].as_str().unwrap_or("").to_string()
+    }
+
+    pub fn wait_state(&self, name: &str, state: &str, timeout: Duration) {
+        wait_for(&format!("{name} to be {state}"), timeout, || {
+            (self.state_of(name) == state).then_some(())
+        });
+    }
+
+    /// Run a command inside supd's mount namespace (to mount/unmount).
+    pub fn in_ns(&self, argv: &[&str]) -> Output {
+        Command::new("nsenter")
+            .arg("-t")
+            .arg(self.pid.to_string())
+            .arg("-m")
+            .arg("--")
+            .args(argv)
+            .output()
+            .expect("nsenter")
+    }
+
+    pub fn in_ns_ok(&self, argv: &[&str]) {
+        let out = self.in_ns(argv);
+        assert!(
+            out.status.success(),
+            "{argv:?} in supd's namespace failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), sig);
+    }
+
+    /// Wait for supd (and with it its namespace) to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let child = self.outer.as_mut().expect("supd running");
+        let st = wait_for("supd to exit", timeout, || child.try_wait().ok().flatten());
+        self.outer = None;
+        st
+    }
+
+    /// SIGKILL supd: its namespace and everything in it dies with it.
+    pub fn kill9(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        if let Some(mut c) = self.outer.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Supd {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- supd log ({}) ---\n{}", self.log.display(), self.log_text());
+        }
+        if self.outer.is_some() {
+            self.kill9();
+        }
+    }
+}
+
+/// A unit file text for a shell command (argv: /bin/sh -c CMD).
+pub fn sh_unit(cmd: &str, extra: &str) -> String {
+    format!(
+        "exec = [\"/bin/sh\", \"-c\", {}]\n{extra}\n",
+        toml_str(cmd)
+    )
+}
+
+pub fn toml_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Is a process with this host pid alive (not a zombie)?
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rsplit_once(')')
+            .map(|(_, r)| !r.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,344 @@
+//! Core supervision with real processes: start order, restart policy,
+//! operator stop, orphan reaping, ordered shutdown, reload.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+
+fn read_ns(path: &std::path::Path) -> u128 {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no timestamp in {}", path.display()))
+}
+
+#[test]
+fn starts_in_dependency_order_and_independent_units_in_parallel() {
+    if !can_run("starts_in_dependency_order") {
+        return;
+    }
+    let t = TempDir::new("order-out");
+    let o = t.path().display().to_string();
+    let units = [
+        (
+            "prepare",
+            format!(
+                "type = \"oneshot\"\n{}",
+                sh_unit(&format!("sleep 0.3; date +%s%N > {o}/prepare"), "")
+            ),
+        ),
+        (
+            "web",
+            sh_unit(
+                &format!("date +%s%N > {o}/web; exec sleep 600"),
+                "requires = [\"prepare\"]",
+            ),
+        ),
+        (
+            "worker",
+            sh_unit(
+                &format!("date +%s%N > {o}/worker; exec sleep 600"),
+                "requires = [\"web\"]",
+            ),
+        ),
+        (
+            "solo",
+            sh_unit(&format!("date +%s%N > {o}/solo; exec sleep 600"), ""),
+        ),
+    ];
+    let refs: Vec<(&str, &str)> = units.iter().map(|(n, s)| (*n, s.as_str())).collect();
+    let supd = Supd::start("order", &refs);
+    supd.wait_state("worker", "running", Duration::from_secs(10));
+    let p = read_ns(&t.path().join("prepare"));
+    let w = read_ns(&t.path().join("web"));
+    let k = read_ns(&t.path().join("worker"));
+    let s = read_ns(&t.path().join("solo"));
+    assert!(p < w, "web started before its oneshot requirement completed");
+    assert!(w < k, "worker started before web");
+    // `solo` depends on nothing: it must not wait for prepare's 300 ms.
+    assert!(s < p, "independent unit waited for an unrelated chain");
+    assert_eq!(supd.state_of("prepare"), "done");
+}
+
+#[test]
+fn crashed_service_is_restarted_per_policy() {
+    if !can_run("crashed_service_is_restarted") {
+        return;
+    }
+    let t = TempDir::new("crash-out");
+    let c = t.path().join("count");
+    let script = format!(
+        "n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; [ $n -ge 3 ] && exec sleep 600; exit 1",
+        c = c.display()
+    );
+    let unit = sh_unit(
+        &script,
+        "[restart]\npolicy = \"on-failure\"\ndelay = \"50ms\"\nmax_delay = \"100ms\"\nburst = 10\ninterval = \"1m\"",
+    );
+    let supd = Supd::start("crash", &[("flaky", &unit)]);
+    wait_for("third run", Duration::from_secs(10), || {
+        (std::fs::read_to_string(&c).ok()?.trim() == "3").then_some(())
+    });
+    supd.wait_state("flaky", "running", Duration::from_secs(5));
+    let u = supd.unit("flaky");
+    assert_eq!(u["restarts"], 2, "{u}");
+}
+
+#[test]
+fn operator_stop_is_not_undone_by_restart_policy() {
+    if !can_run("operator_stop_is_not_undone") {
+        return;
+    }
+    let t = TempDir::new("stop-out");
+    let c = t.path().join("runs");
+    let unit = sh_unit(
+        &format!("echo x >> {}; exec sleep 600", c.display()),
+        "[restart]\npolicy = \"always\"\ndelay = \"50ms\"",
+    );
+    let supd = Supd::start("opstop", &[("svc", &unit)]);
+    supd.wait_state("svc", "running", Duration::from_secs(10));
+    let out = supd.ok(&["stop", "svc"]);
+    assert!(out.contains("stopped"), "{out}");
+    // The answer came only once the process was gone.
+    let u = supd.unit("svc");
+    assert_eq!(u["state"], "stopped", "{u}");
+    assert!(u["pid"].is_null());
+    // A policy of `always` with a 50 ms delay would have brought it back
+    // many times over in this window.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(supd.state_of("svc"), "stopped");
+    let runs = std::fs::read_to_string(&c).unwrap_or_default();
+    assert_eq!(runs.lines().count(), 1, "restarted after an operator stop");
+    supd.ok(&["start", "svc"]);
+    supd.wait_state("svc", "running", Duration::from_secs(5));
+}
+
+#[test]
+fn dependents_stop_first_and_come_back() {
+    if !can_run("dependents_stop_first") {
+        return;
+    }
+    let t = TempDir::new("dep-out");
+    let o = t.path().display().to_string();
+    let db = sh_unit(
+        &format!("trap 'date +%s%N > {o}/db.stop; exit 0' TERM; while :; do sleep 0.05; done"),
+        "",
+    );
+    let app = sh_unit(
+        &format!("trap 'date +%s%N > {o}/app.stop; exit 0' TERM; while :; do sleep 0.05; done"),
+        "requires = [\"db\"]",
+    );
+    let supd = Supd::start("depstop", &[("db", &db), ("app", &app)]);
+    supd.wait_state("app", "running", Duration::from_secs(10));
+    supd.ok(&["stop", "db"]);
+    assert_eq!(supd.state_of("db"), "stopped");
+    let a = read_ns(&t.path().join("app.stop"));
+    let d = read_ns(&t.path().join("db.stop"));
+    assert!(a < d, "app must stop before the db it requires");
+    // app waits for db, and why says so.
+    let why = supd.ok(&["why", "app"]);
+    assert!(why.contains("db"), "{why}");
+    supd.ok(&["start", "db"]);
+    supd.wait_state("app", "running", Duration::from_secs(10));
+}
+
+#[test]
+fn reaps_a_thousand_orphans() {
+    if !can_run("reaps_a_thousand_orphans") {
+        return;
+    }
+    // Each subshell exits at once, orphaning its sleep to supd (PID 1 of
+    // the namespace), which must reap all of them when they exit.
+    let unit = sh_unit(
+        "i=0; while [ $i -lt 1000 ]; do (sleep 0.3 &); i=$((i+1)); done; exec sleep 600",
+        "",
+    );
+    let supd = Supd::start("orphans", &[("forker", &unit)]);
+    supd.wait_state("forker", "running", Duration::from_secs(10));
+    let me = supd.pid;
+    let children = |zombie: bool| -> usize {
+        let mut n = 0;
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let mut it = rest.split_whitespace();
+            let state = it.next().unwrap_or("");
+            let ppid: i32 = it.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            if ppid == me && (!zombie || state == "Z") {
+                n += 1;
+            }
+        }
+        n
+    };
+    // All 1000 sleeps are reparented and then exit; wait until only the
+    // unit's own process is left as supd's child and no zombie remains.
+    wait_for("orphans to be reaped", Duration::from_secs(30), || {
+        (children(false) == 1 && children(true) == 0).then_some(())
+    });
+    let log = supd.log_text();
+    assert!(log.contains("reaped orphan"), "orphans were not logged");
+}
+
+#[test]
+fn sigterm_stops_in_reverse_dependency_order_and_exits() {
+    if !can_run("sigterm_stops_in_reverse_order") {
+        return;
+    }
+    let t = TempDir::new("term-out");
+    let o = t.path().display().to_string();
+    let mk = |name: &str, extra: &str| {
+        sh_unit(
+            &format!(
+                "trap 'date +%s%N > {o}/{name}.stop; exit 0' TERM; while :; do sleep 0.05; done"
+            ),
+            extra,
+        )
+    };
+    let a = mk("a", "");
+    let b = mk("b", "requires = [\"a\"]");
+    let c = mk("c", "requires = [\"b\"]");
+    let mut supd = Supd::start("sigterm", &[("a", &a), ("b", &b), ("c", &c)]);
+    supd.wait_state("c", "running", Duration::from_secs(10));
+    supd.signal(Signal::SIGTERM);
+    let st = supd.wait_exit(Duration::from_secs(20));
+    assert!(st.success(), "supd exit status {st}");
+    let (ta, tb, tc) = (
+        read_ns(&t.path().join("a.stop")),
+        read_ns(&t.path().join("b.stop")),
+        read_ns(&t.path().join("c.stop")),
+    );
+    assert!(tc < tb && tb < ta, "stop order c={tc} b={tb} a={ta}");
+}
+
+#[test]
+fn stop_timeout_escalates_to_sigkill_of_the_group() {
+    if !can_run("stop_timeout_escalates") {
+        return;
+    }
+    let unit = sh_unit(
+        "trap '' TERM; sleep 600 & while :; do sleep 0.05; done",
+        "[stop]\ntimeout = \"300ms\"",
+    );
+    let supd = Supd::start("sigkill", &[("stubborn", &unit)]);
+    supd.wait_state("stubborn", "running", Duration::from_secs(10));
+    let start = std::time::Instant::now();
+    supd.ok(&["stop", "stubborn"]);
+    assert!(start.elapsed() >= Duration::from_millis(250));
+    let u = supd.unit("stubborn");
+    assert_eq!(u["state"], "stopped");
+    assert!(
+        u["last_exit"].as_str().unwrap_or("").contains("SIGKILL"),
+        "{u}"
+    );
+}
+
+#[test]
+fn reload_applies_a_valid_set_and_refuses_a_bad_one() {
+    if !can_run("reload") {
+        return;
+    }
+    let a = sh_unit("exec sleep 600", "");
+    let supd = Supd::start("reload", &[("a", &a)]);
+    supd.wait_state("a", "running", Duration::from_secs(10));
+    let pid_before = supd.unit("a")["pid"].clone();
+    // A broken file: nothing changes, the errors name the file.
+    std::fs::write(supd.units.join("b.toml"), "exec = [\"/bin/sh\"\n").unwrap();
+    let out = supd.supctl(&["reload"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("b.toml"), "{err}");
+    assert_eq!(supd.unit("a")["pid"], pid_before);
+    assert!(
+        supd.status()["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["name"] != "b")
+    );
+    // Fixed: b is added and starts; removing a stops it.
+    std::fs::write(supd.units.join("b.toml"), sh_unit("exec sleep 600", "")).unwrap();
+    std::fs::remove_file(supd.units.join("a.toml")).unwrap();
+    let out = supd.ok(&["reload"]);
+    assert!(out.contains("1 added"), "{out}");
+    supd.wait_state("b", "running", Duration::from_secs(10));
+    wait_for("a to be gone", Duration::from_secs(10), || {
+        supd.status()["units"]
+            .as_array()?
+            .iter()
+            .all(|u| u["name"] != "a")
+            .then_some(())
+    });
+}
+
+#[test]
+fn supctl_status_json_shape_and_errors() {
+    if !can_run("supctl_status_json") {
+        return;
+    }
+    let a = sh_unit("exec sleep 600", "description = \"A sleeper\"");
+    let supd = Supd::start("json", &[("a", &a)]);
+    supd.wait_state("a", "running", Duration::from_secs(10));
+    let u = supd.unit("a");
+    assert_eq!(u["name"], "a");
+    assert!(u["pid"].as_i64().unwrap_or(0) > 0, "{u}");
+    assert!(u["maintenance"].is_null());
+    assert_eq!(u["ready"], true);
+    // Unknown unit: exit 1 and a message naming it.
+    let out = supd.supctl(&["start", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+    // Usage error: exit 2.
+    let out = supd.supctl(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    // restart gives a new pid.
+    let before = u["pid"].as_i64();
+    supd.ok(&["restart", "a"]);
+    supd.wait_state("a", "running", Duration::from_secs(10));
+    assert_ne!(supd.unit("a")["pid"].as_i64(), before);
+    // Human status mentions the unit.
+    assert!(supd.ok(&["status"]).contains("a"));
+}
+
+#[test]
+fn check_reports_every_bad_file() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bad");
+    let out = std::process::Command::new(SUPD)
+        .args(["check", "--units"])
+        .arg(&dir)
+        .output()
+        .expect("supd check");
+    assert_eq!(out.status.code(), Some(1));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in std::fs::read_dir(&dir).unwrap().flatten() {
+        let name = f.file_name().to_string_lossy().to_string();
+        if name.ends_with(".toml") {
+            assert!(text.contains(&name), "{name} not reported:\n{text}");
+        }
+    }
+    let good = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("units");
+    let out = std::process::Command::new(SUPD)
+        .args(["check", "--units"])
+        .arg(&good)
+        .output()
+        .expect("supd check");
+    assert!(
+        out.status.success(),
+        "units/ must be valid: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
