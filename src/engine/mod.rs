@@ -980,9 +980,13 @@ impl Engine {
             u.spec = next;
         }
         let spec: Arc<UnitSpec> = u.spec.clone();
+        // Only restarts after a failure count against the start limit: a
+        // unit coming back because its mount or dependency came back is
+        // not a crash loop (the dependency's own limit covers its flapping).
+        let from_backoff = matches!(u.state, UnitState::Backoff { .. });
         if u.manual_start {
             u.manual_start = false;
-        } else {
+        } else if from_backoff {
             if !u.window.allows(now, &spec.restart) {
                 tracing::error!(unit = %spec.name, "start limit hit: more than {} starts in {:?}; failed until an operator acts", spec.restart.burst, spec.restart.interval);
                 self.timers.cancel(id, TimerKind::RestartAt);

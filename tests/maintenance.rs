@@ -1,0 +1,310 @@
+//! Invariants 2–4 with real processes: maintenance locks hold across
+//! stop, restart policy, reload, SIGKILL of supd and a fresh namespace
+//! ("reboot"); acknowledged means durable; fail closed on a bad state file.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::Signal;
+
+/// A service that appends a line every 20 ms while it runs.
+fn heartbeat_unit(file: &std::path::Path, extra: &str) -> String {
+    sh_unit(
+        &format!(
+            "while :; do echo beat >> {}; sleep 0.02; done",
+            file.display()
+        ),
+        &format!("{extra}\n[restart]\npolicy = \"always\"\ndelay = \"50ms\""),
+    )
+}
+
+fn beats(file: &std::path::Path) -> usize {
+    std::fs::read_to_string(file)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn lock_stops_the_unit_and_holds_it_across_kill_and_reboot() {
+    if !can_run("lock_holds") {
+        return;
+    }
+    let out = TempDir::new("lock-out");
+    let hb = out.path().join("beats");
+    let unit = heartbeat_unit(&hb, "");
+    let mut supd = Supd::start("lockhold", &[("db", &unit)]);
+    supd.wait_state("db", "running", Duration::from_secs(10));
+    let reply = supd.ok(&[
+        "maintenance",
+        "on",
+        "db",
+        "--reason",
+        "resize data volume",
+        "--holder",
+        "alice",
+    ]);
+    assert!(reply.contains("alice"), "{reply}");
+    // When the command returned the service was already down.
+    let u = supd.unit("db");
+    assert_eq!(u["state"], "waiting", "{u}");
+    assert!(u["pid"].is_null());
+    assert_eq!(u["maintenance"][0]["holder"], "alice");
+    let n = beats(&hb);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(beats(&hb), n, "service still running after maintenance on");
+
+    // Manual start is refused with the holder and the reason.
+    let r = supd.supctl(&["start", "db"]);
+    assert_eq!(r.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("alice") && err.contains("resize data volume"), "{err}");
+
+    // Reload does not bring it back.
+    supd.ok(&["reload"]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(beats(&hb), n);
+
+    // SIGKILL supd, start a new one on the same state dir: a new PID and
+    // mount namespace, as after a reboot.
+    supd.kill9();
+    supd.spawn(&Options::default());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(beats(&hb), n, "service ran after supd restarted");
+    let u = supd.unit("db");
+    assert_eq!(u["maintenance"][0]["reason"], "resize data volume", "{u}");
+
+    supd.ok(&["maintenance", "off", "db", "--holder", "alice"]);
+    supd.wait_state("db", "running", Duration::from_secs(10));
+    wait_for("beats again", Duration::from_secs(5), || {
+        (beats(&hb) > n).then_some(())
+    });
+}
+
+#[test]
+fn two_holders_both_must_release() {
+    if !can_run("two_holders") {
+        return;
+    }
+    let out = TempDir::new("lock2-out");
+    let hb = out.path().join("beats");
+    let supd = Supd::start("lock2", &[("db", &heartbeat_unit(&hb, ""))]);
+    supd.wait_state("db", "running", Duration::from_secs(10));
+    supd.ok(&["maintenance", "on", "db", "--reason", "disk", "--holder", "alice"]);
+    supd.ok(&["maintenance", "on", "db", "--reason", "backup", "--holder", "bob"]);
+    let list: serde_json::Value =
+        serde_json::from_str(&supd.ok(&["maintenance", "list", "--json"])).unwrap();
+    assert_eq!(list.as_array().map(|a| a.len()), Some(2), "{list}");
+    // Automation cannot release someone else's hold without --force.
+    let r = supd.supctl(&["maintenance", "off", "db"]);
+    assert_eq!(r.status.code(), Some(1));
+    let dry = supd.ok(&["maintenance", "off", "db", "--holder", "alice", "--dry-run"]);
+    assert!(dry.contains("bob"), "{dry}");
+    let msg = supd.ok(&["maintenance", "off", "db", "--holder", "alice"]);
+    assert!(msg.contains("bob"), "{msg}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(supd.state_of("db"), "waiting");
+    let dry = supd.ok(&["maintenance", "off", "db", "--holder", "bob", "--dry-run"]);
+    assert!(dry.contains("db"), "{dry}");
+    supd.ok(&["maintenance", "off", "db", "--holder", "bob"]);
+    supd.wait_state("db", "running", Duration::from_secs(10));
+    let log = supd.ok(&["maintenance", "log", "--json"]);
+    assert!(log.contains("alice") && log.contains("bob"), "{log}");
+}
+
+#[test]
+fn dependents_of_a_locked_unit_wait_and_why_says_so() {
+    if !can_run("dependents_wait") {
+        return;
+    }
+    let db = sh_unit("exec sleep 600", "");
+    let app = sh_unit("exec sleep 600", "requires = [\"db\"]");
+    let supd = Supd::start("lockdep", &[("db", &db), ("app", &app)]);
+    supd.wait_state("app", "running", Duration::from_secs(10));
+    supd.ok(&["maintenance", "on", "db", "--reason", "upgrade"]);
+    assert_eq!(supd.state_of("app"), "waiting");
+    let why = supd.ok(&["why", "app"]);
+    assert!(why.contains("db") && why.contains("maintenance"), "{why}");
+    supd.ok(&["maintenance", "off", "db"]);
+    supd.wait_state("app", "running", Duration::from_secs(10));
+}
+
+#[test]
+fn acknowledged_locks_survive_random_sigkills() {
+    if !can_run("acknowledged_locks_survive") {
+        return;
+    }
+    let units: Vec<(String, String)> = (0..4)
+        .map(|i| (format!("u{i}"), sh_unit("exec sleep 600", "")))
+        .collect();
+    let refs: Vec<(&str, &str)> = units.iter().map(|(n, s)| (n.as_str(), s.as_str())).collect();
+    let mut supd = Supd::start("lockcrash", &refs);
+    // Expected lock state per unit: Some(true) locked, Some(false) free;
+    // `inflight` holds an op sent but not acknowledged when supd died.
+    let mut acked: Vec<bool> = vec![false; 4];
+    let mut seed: u64 = 0x9e3779b97f4a7c15;
+    let mut rnd = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let rounds = 8;
+    let mut ops_total = 0;
+    let t0 = Instant::now();
+    for _round in 0..rounds {
+        // Fire operations from a thread; kill supd at a random moment.
+        let sock = supd.socket.clone();
+        let start_state = acked.clone();
+        let kill_after = Duration::from_millis(50 + rnd() % 400);
+        let handle = std::thread::spawn(move || {
+            let mut state = start_state;
+            let mut log: Vec<(usize, bool, bool)> = Vec::new(); // unit, lock?, acked?
+            let mut x: u64 = 12345;
+            for _ in 0..200 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                let u = ((x >> 33) % 4) as usize;
+                let lock = !state[u];
+                let name = format!("u{u}");
+                let args: Vec<&str> = if lock {
+                    vec!["maintenance", "on", &name, "--reason", "crash test"]
+                } else {
+                    vec!["maintenance", "off", &name]
+                };
+                let out = std::process::Command::new(SUPCTL)
+                    .arg("--socket")
+                    .arg(&sock)
+                    .args(&args)
+                    .output();
+                let ok = out.map(|o| o.status.success()).unwrap_or(false);
+                log.push((u, lock, ok));
+                if !ok {
+                    break; // supd died under us
+                }
+                state[u] = lock;
+            }
+            log
+        });
+        std::thread::sleep(kill_after);
+        supd.kill9();
+        let log = handle.join().expect("client thread");
+        ops_total += log.len();
+        // The op that failed (if any) may or may not have reached disk.
+        let mut maybe: Option<(usize, bool)> = None;
+        for (u, lock, ok) in &log {
+            if *ok {
+                acked[*u] = *lock;
+            } else {
+                maybe = Some((*u, *lock));
+            }
+        }
+        supd.spawn(&Options::default());
+        let list: serde_json::Value =
+            serde_json::from_str(&supd.ok(&["maintenance", "list", "--json"])).unwrap();
+        let status = supd.status();
+        assert!(
+            status["lock_state_problem"].is_null(),
+            "state unreadable after SIGKILL: {status}"
+        );
+        let mut locked = [false; 4];
+        for l in list.as_array().unwrap() {
+            let n: usize = l["unit"].as_str().unwrap()[1..].parse().unwrap();
+            locked[n] = true;
+        }
+        for u in 0..4 {
+            let ok = locked[u] == acked[u] || maybe.is_some_and(|(mu, ml)| mu == u && ml == locked[u]);
+            assert!(
+                ok,
+                "unit u{u}: on disk locked={} but last acknowledged op said {}",
+                locked[u], acked[u]
+            );
+            acked[u] = locked[u];
+        }
+    }
+    eprintln!(
+        "lock crash test: {rounds} SIGKILLs, {ops_total} operations, {:?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn corrupt_state_fails_closed_until_recovered() {
+    if !can_run("corrupt_state_fails_closed") {
+        return;
+    }
+    let db = sh_unit("exec sleep 600", "");
+    let console = sh_unit("exec sleep 600", "essential = true");
+    let mut supd = Supd::start("lockcorrupt", &[("db", &db), ("console", &console)]);
+    supd.wait_state("db", "running", Duration::from_secs(10));
+    supd.ok(&["maintenance", "on", "db", "--reason", "x"]);
+    supd.ok(&["maintenance", "off", "db"]);
+    supd.signal(Signal::SIGTERM);
+    supd.wait_exit(Duration::from_secs(20));
+    // Corrupt every lock file in the state dir (flip bytes).
+    let mut corrupted = 0;
+    for e in std::fs::read_dir(&supd.state).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with("locks") {
+            let mut b = std::fs::read(e.path()).unwrap();
+            for x in b.iter_mut().take(40) {
+                *x ^= 0x5a;
+            }
+            std::fs::write(e.path(), b).unwrap();
+            corrupted += 1;
+        }
+    }
+    assert!(corrupted > 0, "no lock file found in {}", supd.state.display());
+    supd.spawn(&Options::default());
+    supd.wait_state("console", "running", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let st = supd.status();
+    assert!(!st["lock_state_problem"].is_null(), "{st}");
+    assert_eq!(supd.state_of("db"), "waiting", "non-essential unit started fail-open");
+    let human = supd.ok(&["status"]);
+    assert!(human.contains("WARNING"), "{human}");
+    // The bad files are kept for inspection.
+    let kept = std::fs::read_dir(&supd.state)
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
+    assert!(kept, "corrupt files were not kept aside");
+    supd.ok(&["maintenance", "recover", "--accept-empty"]);
+    supd.wait_state("db", "running", Duration::from_secs(10));
+}
+
+#[test]
+fn non_root_peer_cannot_change_locks() {
+    if !can_run("non_root_peer") {
+        return;
+    }
+    let supd = Supd::start("lockperm", &[("db", &sh_unit("exec sleep 600", ""))]);
+    supd.wait_state("db", "running", Duration::from_secs(10));
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", SUPCTL])
+            .arg("--socket")
+            .arg(&supd.socket)
+            .args(args)
+            .output()
+            .expect("setpriv")
+    };
+    // Layer 1: the socket is 0600, so nobody cannot even connect. The
+    // socket's directory is the test's temp dir; make it traversable.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(supd.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let r = as_nobody(&["maintenance", "on", "db", "--reason", "evil"]);
+    assert_eq!(r.status.code(), Some(1));
+    // Layer 2: even with the socket opened up, the peer-credential check
+    // refuses changes (and logs the attempt).
+    std::fs::set_permissions(&supd.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let r = as_nobody(&["maintenance", "on", "db", "--reason", "evil"]);
+    assert_eq!(r.status.code(), Some(1), "{}", String::from_utf8_lossy(&r.stdout));
+    assert_eq!(supd.state_of("db"), "running");
+    wait_for("refusal logged", Duration::from_secs(5), || {
+        supd.log_text().contains("65534").then_some(())
+    });
+    // Reading is allowed.
+    let r = as_nobody(&["status"]);
+    assert!(r.status.success());
+}
