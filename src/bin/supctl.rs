@@ -1,1 +1,393 @@
-fn main() {}
+//! `supctl`: the operator's client.
+//!
+//! Owns: command-line parsing, one request over the control socket, and
+//! printing the answer for humans or as one JSON document. Must never:
+//! guess a success — exit 0 only when supd said ok; 1 when it refused or
+//! could not be reached; 2 for usage errors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use supd::protocol::{LockInfo, Request, StatusReport, UnitStatus};
+use supd::unit::Priority;
+use supd::world::control;
+
+/// supctl — control a running supd.
+///
+/// Exit codes: 0 success, 1 refused or failed (the message says why and
+/// what to do), 2 usage error. The socket is --socket, else $SUPD_SOCKET,
+/// else /run/supd/control.sock as root ($XDG_RUNTIME_DIR/supd/control.sock
+/// otherwise).
+#[derive(Parser, Debug)]
+#[command(name = "supctl", version, about, long_about, verbatim_doc_comment)]
+struct Cli {
+    /// Control socket of the supd to talk to.
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// How long to wait for the answer (default 10s; 5m for commands that
+    /// wait for a service to stop: stop, restart, maintenance on, poweroff).
+    #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Show units: state, pid, readiness, maintenance locks, and what each
+    /// waits on. With UNIT, a detailed view of one unit.
+    Status {
+        unit: Option<String>,
+        /// One JSON document (each unit has name, state, pid, maintenance...).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a unit (and clear its failed state). Refused while it has a
+    /// maintenance lock; the answer names the holder and the reason.
+    Start { unit: String },
+    /// Stop a unit (units requiring it stop first). It stays down until
+    /// `supctl start`: no restart policy or dependency brings it back.
+    /// Answers once its processes are gone.
+    Stop { unit: String },
+    /// Stop then start a unit (its dependents restart too).
+    Restart { unit: String },
+    /// Clear a unit's failed state and restart budget without starting it.
+    Reset { unit: String },
+    /// Say, in words, what a unit is waiting on.
+    Why { unit: String },
+    /// Re-read the unit files. An invalid set changes nothing and the
+    /// errors are printed; new units start, removed units stop, changed
+    /// units take effect at their next start.
+    Reload,
+    /// Maintenance locks: an operator's stop that nothing automatic undoes.
+    #[command(subcommand)]
+    Maintenance(Maint),
+    /// Stop every unit at or below a priority and keep them down until
+    /// `supctl unshed` (relief for an overloaded backend).
+    Shed {
+        #[arg(value_enum)]
+        level: Level,
+    },
+    /// Let shed units start again.
+    Unshed,
+    /// Ordered shutdown: stop units in reverse dependency order, then power
+    /// off (VM), or exit (container / not PID 1).
+    Poweroff,
+    /// Ordered shutdown, then reboot (VM) or exit.
+    Reboot,
+}
+
+#[derive(Subcommand, Debug)]
+enum Maint {
+    /// Lock UNIT down. Answers only when the lock is on disk AND the unit's
+    /// processes are gone. Several holders may lock one unit.
+    On {
+        unit: String,
+        /// Why (shown to anyone who tries to start it). Required.
+        #[arg(long)]
+        reason: String,
+        /// Lock holder name (default: your user name).
+        #[arg(long)]
+        holder: Option<String>,
+    },
+    /// Release your lock on UNIT (once durable). The unit starts again only
+    /// when no holder is left and it would otherwise run.
+    Off {
+        unit: String,
+        /// Whose lock to release (default: your user name).
+        #[arg(long)]
+        holder: Option<String>,
+        /// Release every holder's lock when you hold none (audited).
+        #[arg(long)]
+        force: bool,
+        /// Print what would start, in order, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List every lock: unit, holder, reason, since, age.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the audit log of lock changes (who, what, when).
+    Log {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Leave fail-closed mode after the lock state could not be read:
+    /// adopt the locks in FILE (e.g. a kept-aside copy), or start empty.
+    Recover {
+        #[arg(long, value_name = "FILE", conflicts_with = "accept_empty", required_unless_present = "accept_empty")]
+        from: Option<String>,
+        /// Accept that the old locks are lost and start with none.
+        #[arg(long)]
+        accept_empty: bool,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Level {
+    Critical,
+    Normal,
+    Optional,
+}
+
+fn socket_path(cli: &Cli) -> PathBuf {
+    cli.socket
+        .clone()
+        .or_else(|| std::env::var_os("SUPD_SOCKET").map(PathBuf::from))
+        .unwrap_or_else(control::default_socket_path)
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let socket = socket_path(&cli);
+    let (req, json, long_wait) = match &cli.cmd {
+        Cmd::Status { unit, json } => (Request::Status { unit: unit.clone() }, *json, false),
+        Cmd::Start { unit } => (Request::Start { unit: unit.clone() }, false, false),
+        Cmd::Stop { unit } => (Request::Stop { unit: unit.clone() }, false, true),
+        Cmd::Restart { unit } => (Request::Restart { unit: unit.clone() }, false, true),
+        Cmd::Reset { unit } => (Request::Reset { unit: unit.clone() }, false, false),
+        Cmd::Why { unit } => (Request::Why { unit: unit.clone() }, false, false),
+        Cmd::Reload => (Request::Reload, false, false),
+        Cmd::Maintenance(Maint::On {
+            unit,
+            reason,
+            holder,
+        }) => (
+            Request::MaintenanceOn {
+                unit: unit.clone(),
+                reason: reason.clone(),
+                holder: holder.clone(),
+            },
+            false,
+            true,
+        ),
+        Cmd::Maintenance(Maint::Off {
+            unit,
+            holder,
+            force,
+            dry_run,
+        }) => (
+            Request::MaintenanceOff {
+                unit: unit.clone(),
+                holder: holder.clone(),
+                force: *force,
+                dry_run: *dry_run,
+            },
+            false,
+            false,
+        ),
+        Cmd::Maintenance(Maint::List { json }) => (Request::MaintenanceList, *json, false),
+        Cmd::Maintenance(Maint::Log { limit, json }) => (
+            Request::MaintenanceLog {
+                limit: Some(*limit),
+            },
+            *json,
+            false,
+        ),
+        Cmd::Maintenance(Maint::Recover { from, accept_empty }) => (
+            Request::MaintenanceRecover {
+                from: from.clone(),
+                accept_empty: *accept_empty,
+            },
+            false,
+            false,
+        ),
+        Cmd::Shed { level } => (
+            Request::Shed {
+                level: match level {
+                    Level::Critical => Priority::Critical,
+                    Level::Normal => Priority::Normal,
+                    Level::Optional => Priority::Optional,
+                },
+            },
+            false,
+            false,
+        ),
+        Cmd::Unshed => (Request::Unshed, false, false),
+        Cmd::Poweroff => (Request::Poweroff, false, true),
+        Cmd::Reboot => (Request::Reboot, false, true),
+    };
+    let timeout = cli.timeout.unwrap_or(if long_wait {
+        Duration::from_secs(300)
+    } else {
+        Duration::from_secs(10)
+    });
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("supctl: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let resp = match rt.block_on(control::request(&socket, &req, timeout)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("supctl: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if !resp.ok {
+        eprintln!("supctl: {}", resp.message);
+        return ExitCode::from(1);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&resp.data).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    match &cli.cmd {
+        Cmd::Status { unit, .. } => match serde_json::from_value::<StatusReport>(resp.data) {
+            Ok(r) => print_status(&r, unit.is_some()),
+            Err(e) => {
+                eprintln!("supctl: unexpected status payload: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        Cmd::Maintenance(Maint::List { .. }) => {
+            let locks: Vec<LockInfo> = serde_json::from_value(resp.data).unwrap_or_default();
+            if locks.is_empty() {
+                println!("no maintenance locks");
+            } else {
+                println!("{:<20} {:<12} {:<22} {:>8}  REASON", "UNIT", "HOLDER", "SINCE", "AGE");
+                for l in locks {
+                    println!(
+                        "{:<20} {:<12} {:<22} {:>8}  {}{}{}",
+                        l.unit,
+                        l.holder.holder,
+                        l.holder.since,
+                        age(l.holder.age_secs),
+                        l.holder.reason,
+                        if l.defined { "" } else { "  (no such unit defined)" },
+                        if l.durable { "" } else { "  (not yet on disk)" }
+                    );
+                }
+            }
+        }
+        Cmd::Maintenance(Maint::Log { .. }) => {
+            if let Some(recs) = resp.data.as_array() {
+                for r in recs {
+                    let t = r["time_unix_ms"].as_u64().unwrap_or(0);
+                    println!(
+                        "{} uid={} pid={} {} unit={} holder={} reason={} -> {}",
+                        supd::engine::rfc3339(t),
+                        r["peer_uid"],
+                        r["peer_pid"],
+                        r["action"].as_str().unwrap_or(""),
+                        r["unit"].as_str().unwrap_or("-"),
+                        r["holder"].as_str().unwrap_or("-"),
+                        r["reason"].as_str().unwrap_or("-"),
+                        r["outcome"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        _ => println!("{}", resp.message),
+    }
+    ExitCode::SUCCESS
+}
+
+fn age(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{}s", s / 60, s % 60),
+        s if s < 86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+fn maint_text(u: &UnitStatus) -> String {
+    match &u.maintenance {
+        None => "-".to_string(),
+        Some(hs) => hs
+            .iter()
+            .map(|h| format!("locked by {} ({}): {}", h.holder, age(h.age_secs), h.reason))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
+fn print_status(r: &StatusReport, detailed: bool) {
+    if let Some(p) = &r.lock_state_problem {
+        println!("WARNING: lock state unreadable — only essential units start: {p}");
+        println!("         see `supctl maintenance recover --help`");
+    }
+    if let Some(level) = r.shed_level {
+        println!("shedding: units at or below priority {level:?} are held down (`supctl unshed`)");
+    }
+    if r.shutting_down {
+        println!("shutting down");
+    }
+    if detailed {
+        for u in &r.units {
+            println!("{}{}", u.name, u.description.as_ref().map(|d| format!(" — {d}")).unwrap_or_default());
+            println!("  state:       {}{}", u.state, if u.ready { " (ready)" } else { "" });
+            println!("  pid:         {}", u.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()));
+            println!("  want:        {}", u.want);
+            println!("  maintenance: {}", maint_text(u));
+            if let Some(d) = &u.detail {
+                println!("  detail:      {d}");
+            }
+            println!("  restarts:    {}", u.restarts);
+            if let Some(ms) = u.next_restart_in_ms {
+                println!("  next restart in {:.1}s", ms as f64 / 1000.0);
+            }
+            if let Some(e) = &u.last_exit {
+                println!("  last exit:   {e}");
+            }
+            if let Some(h) = &u.health {
+                println!(
+                    "  health:      {} ({} consecutive failures){}",
+                    h.last,
+                    h.consecutive_failures,
+                    h.last_output.as_ref().map(|o| format!(": {o}")).unwrap_or_default()
+                );
+            }
+            if let Some(s) = &u.status_text {
+                println!("  status:      {s}");
+            }
+            if u.essential {
+                println!("  essential:   yes");
+            }
+        }
+        return;
+    }
+    let w = r.units.iter().map(|u| u.name.len()).max().unwrap_or(4).max(4);
+    println!("{:<w$}  {:<9} {:>7} {:<5}  {:<30} DETAIL", "NAME", "STATE", "PID", "READY", "MAINTENANCE");
+    for u in &r.units {
+        println!(
+            "{:<w$}  {:<9} {:>7} {:<5}  {:<30} {}",
+            u.name,
+            u.state,
+            u.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            if u.ready { "yes" } else { "no" },
+            maint_text(u),
+            u.detail.clone().unwrap_or_default()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

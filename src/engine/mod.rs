@@ -29,6 +29,7 @@ pub mod timers;
 pub mod unit_state;
 
 mod commands;
+pub use commands::rfc3339;
 mod status;
 
 #[cfg(test)]

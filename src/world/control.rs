@@ -1,9 +1,302 @@
+//! The control socket: supd's side and the client used by supctl.
+//!
+//! Owns: binding the Unix socket (0600 from the first instant), accepting
+//! connections with limits (connection count, request size, read and write
+//! deadlines), checking the peer's credentials (SO_PEERCRED) for requests
+//! that change anything, and handing valid requests to the driver with a
+//! reply channel. One request per connection. Must never: block the driver
+//! loop, buffer more than `MAX_REQUEST_BYTES` from a client, die on a bad
+//! client or a failed accept, or panic.
+
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use crate::protocol::{Request, Response};
-pub struct Peer { pub uid: u32, pub gid: u32, pub pid: Option<i32> }
-impl Peer { pub fn user_name(&self) -> String { String::new() } }
-pub struct ControlRequest { pub peer: Peer, pub req: Request, pub reply: tokio::sync::oneshot::Sender<Response> }
-pub fn bind(_p: &Path) -> std::io::Result<tokio::net::UnixListener> { todo_stub() }
-fn todo_stub<T>() -> T { panic!() }
-pub async fn serve(_l: tokio::net::UnixListener, _tx: tokio::sync::mpsc::Sender<ControlRequest>, _s: impl std::future::Future) {}
-pub fn default_socket_path() -> PathBuf { PathBuf::new() }
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::protocol::{Envelope, Request, Response, MAX_REQUEST_BYTES, VERSION};
+
+/// Concurrent connections served; more are answered "busy".
+const MAX_CONNECTIONS: usize = 64;
+const READ_DEADLINE: Duration = Duration::from_secs(5);
+const WRITE_DEADLINE: Duration = Duration::from_secs(5);
+/// Largest response a client accepts (status of thousands of units).
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Who is on the other end (SO_PEERCRED).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
+}
+
+impl Peer {
+    pub fn user_name(&self) -> String {
+        match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(self.uid)) {
+            Ok(Some(u)) => u.name,
+            _ => format!("uid:{}", self.uid),
+        }
+    }
+}
+
+pub struct ControlRequest {
+    pub peer: Peer,
+    pub req: Request,
+    pub reply: oneshot::Sender<Response>,
+}
+
+/// `/run/supd/control.sock` as root, else `$XDG_RUNTIME_DIR/supd/…`
+/// (falling back to `/tmp/supd-$UID/…`). `SUPD_SOCKET` is applied by the
+/// callers, before this default.
+pub fn default_socket_path() -> PathBuf {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        return PathBuf::from("/run/supd/control.sock");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("supd/control.sock"),
+        _ => PathBuf::from(format!("/tmp/supd-{uid}/control.sock")),
+    }
+}
+
+/// Bind the control socket. The socket is created under a 0077 umask so
+/// it is never world-writable, not even between bind and chmod.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let ctx = |what: &str, e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+    };
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| ctx("creating the directory of", e))?;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+    }
+    if path.exists() {
+        // Someone listening? Then refuse; else it is stale: remove it.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!(
+                    "another supd is listening on {} (stop it, or give this one another --socket)",
+                    path.display()
+                ),
+            ));
+        }
+        std::fs::remove_file(path).map_err(|e| ctx("removing stale socket", e))?;
+    }
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let l = std::os::unix::net::UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let l = l.map_err(|e| ctx("binding", e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| ctx("chmod", e))?;
+    l.set_nonblocking(true).map_err(|e| ctx("configuring", e))?;
+    UnixListener::from_std(l).map_err(|e| ctx("registering", e))
+}
+
+/// Accept loop; runs until `shutdown` completes.
+pub async fn serve(
+    listener: UnixListener,
+    tx: mpsc::Sender<ControlRequest>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => return,
+            a = listener.accept() => a,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // EMFILE and friends: wait a little rather than spin.
+                tracing::warn!("control socket accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let permit = match limit.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                tokio::spawn(async move {
+                    let mut s = stream;
+                    let _ = write_response(&mut s, &Response::err("supd is busy: too many control connections; retry")).await;
+                });
+                continue;
+            }
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            handle(stream, tx).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn write_response(s: &mut UnixStream, r: &Response) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(r).unwrap_or_else(|_| b"{\"v\":1,\"ok\":false}".to_vec());
+    line.push(b'\n');
+    match tokio::time::timeout(WRITE_DEADLINE, s.write_all(&line)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// Read one request line with a size cap; `Err` is what to tell the client.
+async fn read_request(s: &mut UnixStream) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::new();
+    let reader = BufReader::new(&mut *s);
+    let mut limited = reader.take(MAX_REQUEST_BYTES as u64 + 1);
+    let read = tokio::time::timeout(READ_DEADLINE, limited.read_until(b'\n', &mut buf)).await;
+    match read {
+        Err(_) => Err(format!(
+            "no complete request within {}s; send one JSON line",
+            READ_DEADLINE.as_secs()
+        )),
+        Ok(Err(e)) => Err(format!("read error: {e}")),
+        Ok(Ok(_)) if buf.len() > MAX_REQUEST_BYTES => Err(format!(
+            "request larger than {MAX_REQUEST_BYTES} bytes; refused"
+        )),
+        Ok(Ok(_)) => Ok(buf),
+    }
+}
+
+async fn handle(mut stream: UnixStream, tx: mpsc::Sender<ControlRequest>) {
+    let peer = match stream.peer_cred() {
+        Ok(c) => Peer {
+            uid: c.uid(),
+            gid: c.gid(),
+            pid: c.pid(),
+        },
+        Err(e) => {
+            let _ = write_response(&mut stream, &Response::err(format!("cannot read peer credentials: {e}"))).await;
+            return;
+        }
+    };
+    let bytes = match read_request(&mut stream).await {
+        Ok(b) => b,
+        Err(msg) => {
+            let _ = write_response(&mut stream, &Response::err(msg)).await;
+            return;
+        }
+    };
+    let env: Envelope = match serde_json::from_slice(&bytes) {
+        Ok(e) => e,
+        Err(e) => {
+            // Say what shape was expected: a wrong version gets its own
+            // message so an old supctl knows to upgrade.
+            let msg = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(v) if v.get("v").and_then(|x| x.as_u64()) != Some(VERSION as u64) => format!(
+                    "unsupported protocol version {} (this supd speaks v{VERSION}); use a matching supctl",
+                    v.get("v").map(|x| x.to_string()).unwrap_or_else(|| "missing".into())
+                ),
+                _ => format!(
+                    "invalid request ({e}); expected one JSON line like {{\"v\":{VERSION},\"cmd\":\"status\"}}"
+                ),
+            };
+            let _ = write_response(&mut stream, &Response::err(msg)).await;
+            return;
+        }
+    };
+    if env.v != VERSION {
+        let _ = write_response(
+            &mut stream,
+            &Response::err(format!(
+                "unsupported protocol version {} (this supd speaks v{VERSION})",
+                env.v
+            )),
+        )
+        .await;
+        return;
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if env.req.mutates() && peer.uid != 0 && peer.uid != me {
+        tracing::warn!(
+            "refused control request from uid {} (pid {:?}): {:?} needs root",
+            peer.uid,
+            peer.pid,
+            env.req
+        );
+        let _ = write_response(
+            &mut stream,
+            &Response::err(format!(
+                "permission denied: uid {} may only read; changes need root (or uid {me}, supd's own user)",
+                peer.uid
+            )),
+        )
+        .await;
+        return;
+    }
+    let (rtx, rrx) = oneshot::channel();
+    if tx
+        .send(ControlRequest {
+            peer,
+            req: env.req,
+            reply: rtx,
+        })
+        .await
+        .is_err()
+    {
+        let _ = write_response(&mut stream, &Response::err("supd is shutting down")).await;
+        return;
+    }
+    let resp = rrx
+        .await
+        .unwrap_or_else(|_| Response::err("supd dropped the request (shutting down?)"));
+    let _ = write_response(&mut stream, &resp).await;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no supd listening at {0} (is supd running? set --socket or SUPD_SOCKET)")]
+    NotRunning(String),
+    #[error("permission denied on {0}: control needs root (or supd's user)")]
+    Permission(String),
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("no answer from supd at {0} within {1:?}")]
+    Timeout(String, Duration),
+    #[error("supd sent an invalid answer: {0}")]
+    BadResponse(String),
+}
+
+/// Client side: one request, one response, bounded in time and size.
+pub async fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Response, ClientError> {
+    let p = path.display().to_string();
+    let fut = async {
+        let mut s = UnixStream::connect(path).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                ClientError::NotRunning(p.clone())
+            }
+            std::io::ErrorKind::PermissionDenied => ClientError::Permission(p.clone()),
+            _ => ClientError::Io(p.clone(), e),
+        })?;
+        let mut line = serde_json::to_vec(&Envelope {
+            v: VERSION,
+            req: req.clone(),
+        })
+        .map_err(|e| ClientError::BadResponse(e.to_string()))?;
+        line.push(b'\n');
+        s.write_all(&line)
+            .await
+            .map_err(|e| ClientError::Io(p.clone(), e))?;
+        let mut buf = Vec::new();
+        let mut r = BufReader::new(s).take(MAX_RESPONSE_BYTES as u64);
+        r.read_until(b'\n', &mut buf)
+            .await
+            .map_err(|e| ClientError::Io(p.clone(), e))?;
+        serde_json::from_slice::<Response>(&buf)
+            .map_err(|e| ClientError::BadResponse(format!("{e}: {}", String::from_utf8_lossy(&buf[..buf.len().min(200)]))))
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(ClientError::Timeout(p, timeout)),
+    }
+}
