@@ -216,9 +216,20 @@ impl Engine {
                     }
                 }
                 self.audit(&peer, wall_ms, Some(&unit), None, "restart", None, "ok");
-                self.pending.push(Pending::Stopped {
+                let old = self.units[id.0 as usize].state.run();
+                if old.is_none() {
+                    self.settle(now);
+                    let msg = match self.units[id.0 as usize].state.run() {
+                        Some(_) => format!("{unit} started"),
+                        None => format!("{unit} will start when ready: {}", self.why_short(id)),
+                    };
+                    self.reply(req, Response::ok(msg));
+                    return;
+                }
+                self.pending.push(Pending::Restarted {
                     req,
                     unit: id,
+                    old,
                     message: format!("{unit} restarted"),
                 });
                 // The pending reply fires once the old process is gone; by

@@ -89,6 +89,14 @@ enum Pending {
         unit: UnitId,
         message: String,
     },
+    /// `restart`: answer when the run that was current has ended (the new
+    /// one is usually spawned in the same settle).
+    Restarted {
+        req: ReqId,
+        unit: UnitId,
+        old: Option<RunId>,
+        message: String,
+    },
     /// `maintenance on`: answer when the lock is durable and the unit down.
     LockOn {
         req: ReqId,
@@ -1040,6 +1048,10 @@ impl Engine {
         for p in std::mem::take(&mut self.pending) {
             let done = match &p {
                 Pending::Stopped { unit, .. } => !self.units[unit.0 as usize].state.has_process(),
+                Pending::Restarted { unit, old, .. } => {
+                    let u = &self.units[unit.0 as usize];
+                    u.state.run() != *old && !u.restart_requested
+                }
                 Pending::LockOn { unit, version, .. } => {
                     self.locks.persisted >= *version
                         && !self.units[unit.0 as usize].state.has_process()
@@ -1051,7 +1063,9 @@ impl Engine {
                 continue;
             }
             match p {
-                Pending::Stopped { req, message, .. } | Pending::LockOn { req, message, .. } => {
+                Pending::Stopped { req, message, .. }
+                | Pending::Restarted { req, message, .. }
+                | Pending::LockOn { req, message, .. } => {
                     self.reply(req, Response::ok(message))
                 }
                 Pending::LockWrite {

@@ -207,6 +207,7 @@ impl Supd {
         Command::new(SUPCTL)
             .arg("--socket")
             .arg(&self.socket)
+            .args(["--timeout", "60s"])
             .args(args)
             .stdin(Stdio::null())
             .output()
