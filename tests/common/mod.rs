@@ -256,7 +256,9 @@ impl Supd {
         Command::new("nsenter")
             .arg("-t")
             .arg(self.pid.to_string())
-            .arg("-m")
+            // The PID namespace too: its /proc is the one mounted in there,
+            // and umount needs /proc/self.
+            .args(["-m", "-p"])
             .arg("--")
             .args(argv)
             .output()
