@@ -52,14 +52,21 @@ impl Config {
         if let Some(l) = &raw.log_level
             && !["error", "warn", "info", "debug", "trace"].contains(&l.get_ref().as_str())
         {
-            errs.at(l.span(), format!("log_level {:?} is not a level", l.get_ref()), "use error, warn, info, debug or trace");
+            errs.at(
+                l.span(),
+                format!("log_level {:?} is not a level", l.get_ref()),
+                "use error, warn, info, debug or trace",
+            );
         }
         if let Some(m) = &raw.max_parallel_starts
             && *m.get_ref() == 0
         {
             errs.at(m.span(), "max_parallel_starts must be at least 1", "");
         }
-        let state_mount = raw.state_mount.as_ref().and_then(|m| mount_req(&mut errs, m));
+        let state_mount = raw
+            .state_mount
+            .as_ref()
+            .and_then(|m| mount_req(&mut errs, m));
         if !errs.list.is_empty() {
             return Err(errs.list);
         }

@@ -13,21 +13,21 @@
 //! driver keeps reaping and answering, and starts nothing more).
 
 use std::collections::HashMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nix::sys::signal::{killpg, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::locks::LockMap;
 use crate::engine::{
-    Action, AuditEntry, Engine, EngineConfig, Event, ExitStatus, LocksLoad, PeerInfo, ReqId,
-    RunId, ShutdownKind,
+    Action, AuditEntry, Engine, EngineConfig, Event, ExitStatus, LocksLoad, PeerInfo, ReqId, RunId,
+    ShutdownKind,
 };
 use crate::protocol::{Request, Response};
 use crate::unit::{MountReq, ProbeTarget, UnitSpec};
@@ -63,14 +63,20 @@ enum Proc {
 /// Work for the persistence thread, done strictly in order so an audit
 /// record and a lock write are on disk in the order they were decided.
 enum DiskJob {
-    Persist { version: u64, locks: LockMap },
+    Persist {
+        version: u64,
+        locks: LockMap,
+    },
     Audit(AuditRecord),
     /// Load the lock state (at boot, or when the state mount appears).
     Load,
 }
 
 enum DiskResult {
-    Persisted { version: u64, result: Result<(), String> },
+    Persisted {
+        version: u64,
+        result: Result<(), String>,
+    },
     Loaded(LocksLoad),
 }
 
@@ -155,7 +161,9 @@ async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> 
     let mut watcher = match MountWatcher::new() {
         Ok(w) => Some(w),
         Err(e) => {
-            tracing::error!("cannot watch the mount table ({e}); units waiting on mounts will not start until reload");
+            tracing::error!(
+                "cannot watch the mount table ({e}); units waiting on mounts will not start until reload"
+            );
             None
         }
     };
@@ -174,7 +182,11 @@ async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> 
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlRequest>(64);
     match control::bind(&settings.socket) {
         Ok(listener) => {
-            tokio::spawn(control::serve(listener, ctl_tx, std::future::pending::<()>()));
+            tokio::spawn(control::serve(
+                listener,
+                ctl_tx,
+                std::future::pending::<()>(),
+            ));
             tracing::info!("control socket at {}", settings.socket.display());
         }
         Err(e) => {
@@ -194,7 +206,10 @@ async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> 
     let notify_sock = match notify::NotifySocket::bind(&notify_path) {
         Ok(s) => Some(s),
         Err(e) => {
-            tracing::error!("sd_notify socket {}: {e}; notify readiness unavailable", notify_path.display());
+            tracing::error!(
+                "sd_notify socket {}: {e}; notify readiness unavailable",
+                notify_path.display()
+            );
             None
         }
     };
@@ -389,7 +404,10 @@ impl Driver {
             && let Err(p) = table.check(m)
         {
             if !self.locks_wait_mount {
-                tracing::warn!("state directory {} waits for its filesystem: {p}; only essential units start until it is mounted", self.settings.state_dir.display());
+                tracing::warn!(
+                    "state directory {} waits for its filesystem: {p}; only essential units start until it is mounted",
+                    self.settings.state_dir.display()
+                );
                 self.locks_wait_mount = true;
                 self.feed(Event::LocksLoaded(LocksLoad::Unknown(format!(
                     "state directory {} is not mounted yet: {p}",
@@ -432,7 +450,9 @@ impl Driver {
                         .cloned()
                         .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                         .unwrap_or_else(|| "unknown panic".into());
-                    tracing::error!("BUG: the engine panicked ({msg}); supd keeps reaping and answering but starts nothing more. Please report this.");
+                    tracing::error!(
+                        "BUG: the engine panicked ({msg}); supd keeps reaping and answering but starts nothing more. Please report this."
+                    );
                     self.engine_broken = Some(msg);
                     return;
                 }

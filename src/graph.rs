@@ -37,14 +37,20 @@ pub fn build_checked(
     let names: BTreeSet<String> = specs.iter().map(|s| s.name.clone()).collect();
     let mut edges: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for s in &specs {
-        for (key, list) in [("requires", &s.requires), ("wants", &s.wants), ("after", &s.after)] {
+        for (key, list) in [
+            ("requires", &s.requires),
+            ("wants", &s.wants),
+            ("after", &s.after),
+        ] {
             for dep in list {
                 if !names.contains(dep) && !also_defined.contains(dep) {
                     let mut e = UnitError::new(
                         &s.file,
                         format!("unit {} {key} {dep:?}, which is not defined", s.name),
                     )
-                    .hint(format!("create {dep}.toml in the units directory, or remove it from `{key}`"));
+                    .hint(format!(
+                        "create {dep}.toml in the units directory, or remove it from `{key}`"
+                    ));
                     if let Some(l) = lines.get(&s.name).and_then(|m| m.get(dep)) {
                         e = e.at(*l, 1);
                     }
@@ -72,8 +78,9 @@ pub fn build_checked(
         let mut path = cycle.clone();
         path.push(first.clone());
         errors.push(
-            UnitError::new(file, format!("dependency cycle: {}", path.join(" -> ")))
-                .hint("break the cycle: one of these units must not require (or be after) the next"),
+            UnitError::new(file, format!("dependency cycle: {}", path.join(" -> "))).hint(
+                "break the cycle: one of these units must not require (or be after) the next",
+            ),
         );
     }
     if !errors.is_empty() {
@@ -88,7 +95,11 @@ pub fn build_checked(
             rev.entry(d.as_str()).or_default().push(n.as_str());
         }
     }
-    let mut ready: BTreeSet<&str> = indeg.iter().filter(|(_, d)| **d == 0).map(|(n, _)| *n).collect();
+    let mut ready: BTreeSet<&str> = indeg
+        .iter()
+        .filter(|(_, d)| **d == 0)
+        .map(|(n, _)| *n)
+        .collect();
     let mut order = Vec::new();
     while let Some(n) = ready.pop_first() {
         order.push(n.to_string());
@@ -189,9 +200,18 @@ mod tests {
 
     #[test]
     fn three_cycle_is_named_as_a_path() {
-        let e = build(vec![u("a", &["b"], &[]), u("b", &[], &["c"]), u("c", &["a"], &[])]).unwrap_err();
+        let e = build(vec![
+            u("a", &["b"], &[]),
+            u("b", &[], &["c"]),
+            u("c", &["a"], &[]),
+        ])
+        .unwrap_err();
         assert_eq!(e.len(), 1);
-        assert!(e[0].message.contains("dependency cycle: a -> b -> c -> a"), "{}", e[0]);
+        assert!(
+            e[0].message.contains("dependency cycle: a -> b -> c -> a"),
+            "{}",
+            e[0]
+        );
     }
 
     #[test]

@@ -56,13 +56,31 @@ pub struct MountTable {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountProblem {
     /// The path is not itself a mount point; `on` is the mount it lies on.
-    NotMounted { path: PathBuf, on: Option<PathBuf> },
-    ReadOnly { path: PathBuf },
+    NotMounted {
+        path: PathBuf,
+        on: Option<PathBuf>,
+    },
+    ReadOnly {
+        path: PathBuf,
+    },
     /// `ro` was required but the mount is writable.
-    Writable { path: PathBuf },
-    WrongFstype { path: PathBuf, want: String, got: String },
-    WrongSource { path: PathBuf, want: String, got: String },
-    MissingOption { path: PathBuf, option: String },
+    Writable {
+        path: PathBuf,
+    },
+    WrongFstype {
+        path: PathBuf,
+        want: String,
+        got: String,
+    },
+    WrongSource {
+        path: PathBuf,
+        want: String,
+        got: String,
+    },
+    MissingOption {
+        path: PathBuf,
+        option: String,
+    },
 }
 
 impl fmt::Display for MountProblem {
@@ -78,10 +96,18 @@ impl fmt::Display for MountProblem {
                 write!(f, "{} is not a mount point", path.display())
             }
             MountProblem::ReadOnly { path } => {
-                write!(f, "{} is mounted but read-only; unit requires rw", path.display())
+                write!(
+                    f,
+                    "{} is mounted but read-only; unit requires rw",
+                    path.display()
+                )
             }
             MountProblem::Writable { path } => {
-                write!(f, "{} is mounted read-write; unit requires ro", path.display())
+                write!(
+                    f,
+                    "{} is mounted read-write; unit requires ro",
+                    path.display()
+                )
             }
             MountProblem::WrongFstype { path, want, got } => write!(
                 f,
@@ -113,7 +139,9 @@ fn unescape(s: &str) -> String {
             && i + 4 <= b.len()
             && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
         {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
             if v <= 255 {
                 out.push(v as u8);
                 i += 4;
@@ -208,7 +236,10 @@ impl MountTable {
         // Topmost: nothing else at the same path is mounted on it.
         at.iter()
             .rev()
-            .find(|e| !at.iter().any(|o| o.parent_id == e.mount_id && o.mount_id != e.mount_id))
+            .find(|e| {
+                !at.iter()
+                    .any(|o| o.parent_id == e.mount_id && o.mount_id != e.mount_id)
+            })
             .or(at.last())
             .copied()
     }
@@ -330,7 +361,10 @@ mod tests {
             "/srv/pg/data is a directory on /srv/pg, not a mount point"
         );
         let err = t.check(&req("/srv")).unwrap_err();
-        assert_eq!(err.to_string(), "/srv is a directory on /, not a mount point");
+        assert_eq!(
+            err.to_string(),
+            "/srv is a directory on /, not a mount point"
+        );
         assert!(t.check(&req("/")).is_ok());
     }
 

@@ -57,7 +57,10 @@ fn starts_in_dependency_order_and_independent_units_in_parallel() {
     let w = read_ns(&t.path().join("web"));
     let k = read_ns(&t.path().join("worker"));
     let s = read_ns(&t.path().join("solo"));
-    assert!(p < w, "web started before its oneshot requirement completed");
+    assert!(
+        p < w,
+        "web started before its oneshot requirement completed"
+    );
     assert!(w < k, "worker started before web");
     // `solo` depends on nothing: it must not wait for prepare's 300 ms.
     assert!(s < p, "independent unit waited for an unrelated chain");

@@ -201,7 +201,10 @@ fn max_parallel_starts_caps_units_starting_at_once() {
             ),
         ));
     }
-    let refs: Vec<(&str, &str)> = units.iter().map(|(n, s)| (n.as_str(), s.as_str())).collect();
+    let refs: Vec<(&str, &str)> = units
+        .iter()
+        .map(|(n, s)| (n.as_str(), s.as_str()))
+        .collect();
     let supd = Supd::start_with(
         "cap",
         &refs,

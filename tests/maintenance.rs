@@ -59,7 +59,10 @@ fn lock_stops_the_unit_and_holds_it_across_kill_and_reboot() {
     let r = supd.supctl(&["start", "db"]);
     assert_eq!(r.status.code(), Some(1));
     let err = String::from_utf8_lossy(&r.stderr);
-    assert!(err.contains("alice") && err.contains("resize data volume"), "{err}");
+    assert!(
+        err.contains("alice") && err.contains("resize data volume"),
+        "{err}"
+    );
 
     // Reload does not bring it back.
     supd.ok(&["reload"]);
@@ -91,8 +94,24 @@ fn two_holders_both_must_release() {
     let hb = out.path().join("beats");
     let supd = Supd::start("lock2", &[("db", &heartbeat_unit(&hb, ""))]);
     supd.wait_state("db", "running", Duration::from_secs(10));
-    supd.ok(&["maintenance", "on", "db", "--reason", "disk", "--holder", "alice"]);
-    supd.ok(&["maintenance", "on", "db", "--reason", "backup", "--holder", "bob"]);
+    supd.ok(&[
+        "maintenance",
+        "on",
+        "db",
+        "--reason",
+        "disk",
+        "--holder",
+        "alice",
+    ]);
+    supd.ok(&[
+        "maintenance",
+        "on",
+        "db",
+        "--reason",
+        "backup",
+        "--holder",
+        "bob",
+    ]);
     let list: serde_json::Value =
         serde_json::from_str(&supd.ok(&["maintenance", "list", "--json"])).unwrap();
     assert_eq!(list.as_array().map(|a| a.len()), Some(2), "{list}");
@@ -138,7 +157,10 @@ fn acknowledged_locks_survive_random_sigkills() {
     let units: Vec<(String, String)> = (0..4)
         .map(|i| (format!("u{i}"), sh_unit("exec sleep 600", "")))
         .collect();
-    let refs: Vec<(&str, &str)> = units.iter().map(|(n, s)| (n.as_str(), s.as_str())).collect();
+    let refs: Vec<(&str, &str)> = units
+        .iter()
+        .map(|(n, s)| (n.as_str(), s.as_str()))
+        .collect();
     let mut supd = Supd::start("lockcrash", &refs);
     // Expected lock state per unit: Some(true) locked, Some(false) free;
     // `inflight` holds an op sent but not acknowledged when supd died.
@@ -213,7 +235,8 @@ fn acknowledged_locks_survive_random_sigkills() {
             locked[n] = true;
         }
         for u in 0..4 {
-            let ok = locked[u] == acked[u] || maybe.is_some_and(|(mu, ml)| mu == u && ml == locked[u]);
+            let ok =
+                locked[u] == acked[u] || maybe.is_some_and(|(mu, ml)| mu == u && ml == locked[u]);
             assert!(
                 ok,
                 "unit u{u}: on disk locked={} but last acknowledged op said {}",
@@ -254,13 +277,21 @@ fn corrupt_state_fails_closed_until_recovered() {
             corrupted += 1;
         }
     }
-    assert!(corrupted > 0, "no lock file found in {}", supd.state.display());
+    assert!(
+        corrupted > 0,
+        "no lock file found in {}",
+        supd.state.display()
+    );
     supd.spawn(&Options::default());
     supd.wait_state("console", "running", Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(300));
     let st = supd.status();
     assert!(!st["lock_state_problem"].is_null(), "{st}");
-    assert_eq!(supd.state_of("db"), "waiting", "non-essential unit started fail-open");
+    assert_eq!(
+        supd.state_of("db"),
+        "waiting",
+        "non-essential unit started fail-open"
+    );
     let human = supd.ok(&["status"]);
     assert!(human.contains("WARNING"), "{human}");
     // The bad files are kept for inspection.
@@ -299,7 +330,12 @@ fn non_root_peer_cannot_change_locks() {
     // refuses changes (and logs the attempt).
     std::fs::set_permissions(&supd.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
     let r = as_nobody(&["maintenance", "on", "db", "--reason", "evil"]);
-    assert_eq!(r.status.code(), Some(1), "{}", String::from_utf8_lossy(&r.stdout));
+    assert_eq!(
+        r.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&r.stdout)
+    );
     assert_eq!(supd.state_of("db"), "running");
     wait_for("refusal logged", Duration::from_secs(5), || {
         supd.log_text().contains("65534").then_some(())

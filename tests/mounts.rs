@@ -74,7 +74,10 @@ fn plain_directory_does_not_count() {
     let data = TempDir::new("mnt-plain");
     let d = data.path().display().to_string();
     let unit = mount_unit(&d, "exec sleep 600", "", "");
-    let supd = Supd::start("mntplain", &[("db", &unit), ("other", &sh_unit("exec sleep 600", ""))]);
+    let supd = Supd::start(
+        "mntplain",
+        &[("db", &unit), ("other", &sh_unit("exec sleep 600", ""))],
+    );
     supd.wait_state("other", "running", Duration::from_secs(10));
     assert_eq!(supd.state_of("db"), "waiting");
     let why = supd.ok(&["why", "db"]);
@@ -204,7 +207,10 @@ fn mount_race_never_runs_a_unit_without_its_mount() {
             );
         }
     }
-    assert!(starts >= cycles / 2, "only {starts} starts in {cycles} cycles");
+    assert!(
+        starts >= cycles / 2,
+        "only {starts} starts in {cycles} cycles"
+    );
     eprintln!(
         "mount race: {cycles} cycles, {starts} starts in {:?}",
         t0.elapsed()

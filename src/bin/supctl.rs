@@ -122,7 +122,12 @@ enum Maint {
     /// Leave fail-closed mode after the lock state could not be read:
     /// adopt the locks in FILE (e.g. a kept-aside copy), or start empty.
     Recover {
-        #[arg(long, value_name = "FILE", conflicts_with = "accept_empty", required_unless_present = "accept_empty")]
+        #[arg(
+            long,
+            value_name = "FILE",
+            conflicts_with = "accept_empty",
+            required_unless_present = "accept_empty"
+        )]
         from: Option<String>,
         /// Accept that the old locks are lost and start with none.
         #[arg(long)]
@@ -247,7 +252,10 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&resp.data).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&resp.data).unwrap_or_default()
+        );
         return ExitCode::SUCCESS;
     }
     match &cli.cmd {
@@ -263,7 +271,10 @@ fn main() -> ExitCode {
             if locks.is_empty() {
                 println!("no maintenance locks");
             } else {
-                println!("{:<20} {:<12} {:<22} {:>8}  REASON", "UNIT", "HOLDER", "SINCE", "AGE");
+                println!(
+                    "{:<20} {:<12} {:<22} {:>8}  REASON",
+                    "UNIT", "HOLDER", "SINCE", "AGE"
+                );
                 for l in locks {
                     println!(
                         "{:<20} {:<12} {:<22} {:>8}  {}{}{}",
@@ -272,7 +283,11 @@ fn main() -> ExitCode {
                         l.holder.since,
                         age(l.holder.age_secs),
                         l.holder.reason,
-                        if l.defined { "" } else { "  (no such unit defined)" },
+                        if l.defined {
+                            ""
+                        } else {
+                            "  (no such unit defined)"
+                        },
                         if l.durable { "" } else { "  (not yet on disk)" }
                     );
                 }
@@ -334,9 +349,23 @@ fn print_status(r: &StatusReport, detailed: bool) {
     }
     if detailed {
         for u in &r.units {
-            println!("{}{}", u.name, u.description.as_ref().map(|d| format!(" — {d}")).unwrap_or_default());
-            println!("  state:       {}{}", u.state, if u.ready { " (ready)" } else { "" });
-            println!("  pid:         {}", u.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()));
+            println!(
+                "{}{}",
+                u.name,
+                u.description
+                    .as_ref()
+                    .map(|d| format!(" — {d}"))
+                    .unwrap_or_default()
+            );
+            println!(
+                "  state:       {}{}",
+                u.state,
+                if u.ready { " (ready)" } else { "" }
+            );
+            println!(
+                "  pid:         {}",
+                u.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+            );
             println!("  want:        {}", u.want);
             println!("  maintenance: {}", maint_text(u));
             if let Some(d) = &u.detail {
@@ -354,7 +383,10 @@ fn print_status(r: &StatusReport, detailed: bool) {
                     "  health:      {} ({} consecutive failures){}",
                     h.last,
                     h.consecutive_failures,
-                    h.last_output.as_ref().map(|o| format!(": {o}")).unwrap_or_default()
+                    h.last_output
+                        .as_ref()
+                        .map(|o| format!(": {o}"))
+                        .unwrap_or_default()
                 );
             }
             if let Some(s) = &u.status_text {
@@ -366,8 +398,17 @@ fn print_status(r: &StatusReport, detailed: bool) {
         }
         return;
     }
-    let w = r.units.iter().map(|u| u.name.len()).max().unwrap_or(4).max(4);
-    println!("{:<w$}  {:<9} {:>7} {:<5}  {:<30} DETAIL", "NAME", "STATE", "PID", "READY", "MAINTENANCE");
+    let w = r
+        .units
+        .iter()
+        .map(|u| u.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:<w$}  {:<9} {:>7} {:<5}  {:<30} DETAIL",
+        "NAME", "STATE", "PID", "READY", "MAINTENANCE"
+    );
     for u in &r.units {
         println!(
             "{:<w$}  {:<9} {:>7} {:<5}  {:<30} {}",

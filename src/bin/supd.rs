@@ -183,7 +183,9 @@ fn main() -> ExitCode {
         Mode::ContainerInit => {}
         Mode::Subreaper => {
             if let Err(e) = init::become_subreaper() {
-                tracing::warn!("cannot become a child subreaper ({e}); orphans of services will not be reaped by supd");
+                tracing::warn!(
+                    "cannot become a child subreaper ({e}); orphans of services will not be reaped by supd"
+                );
             }
         }
     }
@@ -194,10 +196,15 @@ fn main() -> ExitCode {
         Err(errs) => {
             eprint!("{}", supd::unit::load::format_report(&errs));
             if mode == Mode::Subreaper {
-                eprintln!("supd: refusing to start with invalid unit files (fix them; `supd check --units {}` lists the errors)", units_dir.display());
+                eprintln!(
+                    "supd: refusing to start with invalid unit files (fix them; `supd check --units {}` lists the errors)",
+                    units_dir.display()
+                );
                 return ExitCode::from(1);
             }
-            tracing::error!("unit files invalid; starting with no units. Fix them, then `supctl reload`");
+            tracing::error!(
+                "unit files invalid; starting with no units. Fix them, then `supctl reload`"
+            );
             supd::unit::UnitSet::default()
         }
     };

@@ -10,8 +10,8 @@ use crate::engine::locks::LockMap;
 use crate::protocol::Response;
 use crate::unit::{MountReq, ProbeTarget, UnitSpec};
 
-use super::event::{ReqId, ShutdownKind};
 use super::RunId;
+use super::event::{ReqId, ShutdownKind};
 
 /// One audit-log entry (who, what, when) for a change made over the socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,10 +36,19 @@ pub enum Action {
         mounts: Vec<MountReq>,
     },
     /// Signal the process group of `run`, if it is still unreaped.
-    Signal { run: RunId, signal: i32 },
+    Signal {
+        run: RunId,
+        signal: i32,
+    },
     /// Write the full lock map durably, then report `LocksPersisted{version}`.
-    PersistLocks { version: u64, locks: LockMap },
-    Reply { req: ReqId, response: Response },
+    PersistLocks {
+        version: u64,
+        locks: LockMap,
+    },
+    Reply {
+        req: ReqId,
+        response: Response,
+    },
     Audit(AuditEntry),
     /// Start one health probe for `run`; answer with `ProbeAnswered`.
     StartProbe {
@@ -49,7 +58,9 @@ pub enum Action {
         timeout: std::time::Duration,
     },
     /// Abandon a running probe (timeout or the run ended).
-    CancelProbe { run: RunId },
+    CancelProbe {
+        run: RunId,
+    },
     /// Every unit is down: finish the shutdown (kill the rest, sync, exit or
     /// reboot).
     ShutdownComplete(ShutdownKind),

@@ -25,18 +25,29 @@ use super::{Engine, UnitId};
 pub enum Blocker {
     ShuttingDown,
     Removed,
-    Locked { holders: Vec<Holder> },
+    Locked {
+        holders: Vec<Holder>,
+    },
     /// The lock state could not be read; only essential units start.
     LockStateUnknown(String),
     OperatorStopped,
     Shed(Priority),
     MountMissing(MountProblem),
     /// A `requires` dependency is not ready; `why` describes it.
-    WaitingFor { unit: String, why: String },
+    WaitingFor {
+        unit: String,
+        why: String,
+    },
     /// An `after`/`wants` unit is still on its way up.
-    Ordering { unit: String },
-    Backoff { until: Instant },
-    StartCap { cap: u32 },
+    Ordering {
+        unit: String,
+    },
+    Backoff {
+        until: Instant,
+    },
+    StartCap {
+        cap: u32,
+    },
 }
 
 impl Blocker {
@@ -71,9 +82,9 @@ impl Blocker {
             Blocker::OperatorStopped => {
                 "stopped by an operator; `supctl start UNIT` brings it back".to_string()
             }
-            Blocker::Shed(level) => format!(
-                "shed (priority at or below {level:?}); `supctl unshed` brings it back"
-            ),
+            Blocker::Shed(level) => {
+                format!("shed (priority at or below {level:?}); `supctl unshed` brings it back")
+            }
             Blocker::MountMissing(p) => format!("waiting for mount: {p}"),
             Blocker::WaitingFor { unit, why } => {
                 format!("waiting for required unit {unit}: {why}")

@@ -19,6 +19,7 @@ use super::unit_state::{UnitState, Want};
 use super::{Action, AuditEntry, Engine, Pending, UnitId};
 
 impl Engine {
+    #[allow(clippy::too_many_arguments)]
     fn audit(
         &mut self,
         peer: &PeerInfo,
@@ -164,14 +165,19 @@ impl Engine {
                 let u = self.unit_mut(id);
                 u.want = Want::Down;
                 u.restart_requested = false;
-                if matches!(u.state, UnitState::Backoff { .. } | UnitState::Failed { .. }) {
+                if matches!(
+                    u.state,
+                    UnitState::Backoff { .. } | UnitState::Failed { .. }
+                ) {
                     self.timers.cancel(id, TimerKind::RestartAt);
                     self.set_state(id, UnitState::Inactive);
                 }
                 self.audit(&peer, wall_ms, Some(&unit), None, "stop", None, "ok");
                 let dependents = self.required_by[id.0 as usize].len();
                 let message = if dependents > 0 {
-                    format!("{unit} stopped (units requiring it were stopped first); it stays down until `supctl start {unit}`")
+                    format!(
+                        "{unit} stopped (units requiring it were stopped first); it stays down until `supctl start {unit}`"
+                    )
                 } else {
                     format!("{unit} stopped; it stays down until `supctl start {unit}`")
                 };
@@ -192,7 +198,15 @@ impl Engine {
                     .map(|b| b.describe(now).replace("UNIT", &unit))
                     .collect();
                 if !refusals.is_empty() {
-                    self.audit(&peer, wall_ms, Some(&unit), None, "restart", None, "refused");
+                    self.audit(
+                        &peer,
+                        wall_ms,
+                        Some(&unit),
+                        None,
+                        "restart",
+                        None,
+                        "refused",
+                    );
                     self.reply(
                         req,
                         Response::err(format!(
@@ -452,7 +466,9 @@ impl Engine {
         if current.is_empty() {
             self.reply(
                 req,
-                Response::err(format!("{unit} has no maintenance lock (`supctl maintenance list` shows the locks)")),
+                Response::err(format!(
+                    "{unit} has no maintenance lock (`supctl maintenance list` shows the locks)"
+                )),
             );
             return;
         }
@@ -626,8 +642,19 @@ impl Engine {
     ) {
         match result {
             Err(errors) => {
-                self.audit(&peer, wall_ms, None, None, "reload", None, "refused: invalid unit files");
-                tracing::error!("reload refused: {} error(s); the running set is unchanged", errors.len());
+                self.audit(
+                    &peer,
+                    wall_ms,
+                    None,
+                    None,
+                    "reload",
+                    None,
+                    "refused: invalid unit files",
+                );
+                tracing::error!(
+                    "reload refused: {} error(s); the running set is unchanged",
+                    errors.len()
+                );
                 if let Some(req) = req {
                     self.reply(
                         req,
@@ -698,7 +725,15 @@ impl Engine {
         let map = match result {
             Ok(m) => m,
             Err(e) => {
-                self.audit(&peer, wall_ms, None, None, "maintenance-recover", Some(&source), "refused");
+                self.audit(
+                    &peer,
+                    wall_ms,
+                    None,
+                    None,
+                    "maintenance-recover",
+                    Some(&source),
+                    "refused",
+                );
                 self.reply(req, Response::err(format!("recover refused: {e}")));
                 return;
             }
@@ -706,7 +741,9 @@ impl Engine {
         if self.locks.state == LockState::Known {
             self.reply(
                 req,
-                Response::err("the lock state is known; nothing to recover (`supctl maintenance list`)"),
+                Response::err(
+                    "the lock state is known; nothing to recover (`supctl maintenance list`)",
+                ),
             );
             return;
         }
@@ -726,7 +763,15 @@ impl Engine {
             version,
             locks: self.locks.wanted.clone(),
         });
-        self.audit(&peer, wall_ms, None, None, "maintenance-recover", Some(&source), "ok");
+        self.audit(
+            &peer,
+            wall_ms,
+            None,
+            None,
+            "maintenance-recover",
+            Some(&source),
+            "ok",
+        );
         self.pending.push(Pending::LockWrite {
             req,
             unit: None,

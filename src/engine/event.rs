@@ -83,7 +83,10 @@ pub struct NotifyMsg {
 #[derive(Debug, Clone)]
 pub enum Event {
     /// The driver spawned the process for `run`.
-    Spawned { run: RunId, pid: i32 },
+    Spawned {
+        run: RunId,
+        pid: i32,
+    },
     /// The process could not be created. `mount` is set when the spawner's
     /// last-moment mount check refused it.
     SpawnFailed {
@@ -92,7 +95,10 @@ pub enum Event {
         mount: Option<MountProblem>,
     },
     /// The reaper collected the unit's main process.
-    ProcessExited { run: RunId, status: ExitStatus },
+    ProcessExited {
+        run: RunId,
+        status: ExitStatus,
+    },
     MountTableChanged(MountTable),
     /// Timers may be due; the engine checks against `now`.
     Tick,
@@ -131,6 +137,9 @@ pub enum Event {
         ok: bool,
         output: Option<String>,
     },
-    Notified { run: RunId, msg: NotifyMsg },
+    Notified {
+        run: RunId,
+        msg: NotifyMsg,
+    },
     ShutdownRequested(ShutdownKind),
 }

@@ -37,7 +37,6 @@ mod sim;
 #[cfg(test)]
 mod tests;
 
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -317,8 +316,7 @@ impl Engine {
                 let spec = u.spec.clone();
                 match u.state.clone() {
                     UnitState::Starting { run, since, .. } => {
-                        if spec.kind == UnitKind::Longrun && spec.ready.kind == ReadyKind::Started
-                        {
+                        if spec.kind == UnitKind::Longrun && spec.ready.kind == ReadyKind::Started {
                             self.set_state(
                                 id,
                                 UnitState::Running {
@@ -453,7 +451,9 @@ impl Engine {
             }
             Event::ShutdownRequested(kind) => {
                 if self.shutdown.is_none() {
-                    tracing::info!("shutdown requested ({kind:?}): stopping units in reverse dependency order");
+                    tracing::info!(
+                        "shutdown requested ({kind:?}): stopping units in reverse dependency order"
+                    );
                     self.shutdown = Some(kind);
                 }
             }
@@ -760,10 +760,12 @@ impl Engine {
             let mut keep = Vec::new();
             for p in std::mem::take(&mut self.pending) {
                 match p {
-                    Pending::LockOn { req, version: v, .. }
-                    | Pending::LockWrite { req, version: v, .. }
-                        if v <= version =>
-                    {
+                    Pending::LockOn {
+                        req, version: v, ..
+                    }
+                    | Pending::LockWrite {
+                        req, version: v, ..
+                    } if v <= version => {
                         self.reply(
                             req,
                             Response::err(format!(
@@ -866,11 +868,10 @@ impl Engine {
                 UnitState::Backoff { .. } => {
                     // A backoff is an automatic restart in waiting: any
                     // reason that forbids starting cancels it.
-                    if self
-                        .start_blockers(id, now, true)
-                        .iter()
-                        .any(|b| b.refuses_manual_start() || matches!(b, Blocker::OperatorStopped | Blocker::Shed(_)))
-                    {
+                    if self.start_blockers(id, now, true).iter().any(|b| {
+                        b.refuses_manual_start()
+                            || matches!(b, Blocker::OperatorStopped | Blocker::Shed(_))
+                    }) {
                         self.timers.cancel(id, TimerKind::RestartAt);
                         self.set_state(id, UnitState::Inactive);
                         changed = true;
@@ -1065,9 +1066,7 @@ impl Engine {
             match p {
                 Pending::Stopped { req, message, .. }
                 | Pending::Restarted { req, message, .. }
-                | Pending::LockOn { req, message, .. } => {
-                    self.reply(req, Response::ok(message))
-                }
+                | Pending::LockOn { req, message, .. } => self.reply(req, Response::ok(message)),
                 Pending::LockWrite {
                     req, unit, message, ..
                 } => {

@@ -122,10 +122,9 @@ impl Engine {
                 until.saturating_duration_since(now).as_secs_f64(),
                 u.attempt
             )),
-            UnitState::Failed { reason } => Some(format!(
-                "{reason}; `supctl start {}` retries",
-                u.spec.name
-            )),
+            UnitState::Failed { reason } => {
+                Some(format!("{reason}; `supctl start {}` retries", u.spec.name))
+            }
             UnitState::Done => None,
             UnitState::Exited { status } => Some(status.to_string()),
         }

@@ -11,9 +11,9 @@ use std::time::Instant;
 use crate::mounts::MountProblem;
 use crate::unit::UnitSpec;
 
+use super::RunId;
 use super::event::ExitStatus;
 use super::restart::StartWindow;
-use super::RunId;
 
 /// Why a running unit is being stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +54,10 @@ impl std::fmt::Display for StopReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FailReason {
     /// More than `burst` automatic starts within `interval`.
-    StartLimit { burst: u32, interval_secs: u64 },
+    StartLimit {
+        burst: u32,
+        interval_secs: u64,
+    },
     /// Exited and its restart policy says not to restart.
     Exited(ExitStatus),
     SpawnFailed(String),
@@ -109,13 +112,19 @@ pub enum UnitState {
         since: Instant,
     },
     /// Waiting to restart after a failure.
-    Backoff { until: Instant },
-    Failed { reason: FailReason },
+    Backoff {
+        until: Instant,
+    },
+    Failed {
+        reason: FailReason,
+    },
     /// A oneshot that exited 0: ready for its dependents.
     Done,
     /// A longrun that exited and whose policy does not restart it (clean
     /// exit under `on-failure` or `never`).
-    Exited { status: ExitStatus },
+    Exited {
+        status: ExitStatus,
+    },
 }
 
 impl UnitState {

@@ -28,8 +28,10 @@ pub fn load_dir(dir: &Path) -> Result<UnitSet, Vec<UnitError>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
-            return Err(vec![UnitError::new(dir, format!("cannot read the units directory: {e}"))
-                .hint("create it, or point --units at the directory holding NAME.toml files")]);
+            return Err(vec![
+                UnitError::new(dir, format!("cannot read the units directory: {e}"))
+                    .hint("create it, or point --units at the directory holding NAME.toml files"),
+            ]);
         }
     };
     let mut paths: Vec<std::path::PathBuf> = entries
@@ -53,8 +55,10 @@ pub fn load_dir(dir: &Path) -> Result<UnitSet, Vec<UnitError>> {
             .unwrap_or("")
             .to_string();
         if !valid_name(&name) {
-            errors.push(UnitError::new(&path, format!("invalid unit name {name:?}"))
-                .hint("rename the file: letters, digits, _ . @ - only, at most 64 characters"));
+            errors.push(
+                UnitError::new(&path, format!("invalid unit name {name:?}"))
+                    .hint("rename the file: letters, digits, _ . @ - only, at most 64 characters"),
+            );
             continue;
         }
         let mut f = match std::fs::File::open(&path) {
@@ -66,8 +70,13 @@ pub fn load_dir(dir: &Path) -> Result<UnitSet, Vec<UnitError>> {
         };
         let size = f.metadata().map(|m| m.len()).unwrap_or(0);
         if size > MAX_UNIT_BYTES {
-            errors.push(UnitError::new(&path, format!("file is {size} bytes; unit files are limited to {MAX_UNIT_BYTES}"))
-                .hint("a unit file is a few lines of TOML; is this the right file?"));
+            errors.push(
+                UnitError::new(
+                    &path,
+                    format!("file is {size} bytes; unit files are limited to {MAX_UNIT_BYTES}"),
+                )
+                .hint("a unit file is a few lines of TOML; is this the right file?"),
+            );
             continue;
         }
         let mut bytes = Vec::new();
@@ -79,17 +88,25 @@ pub fn load_dir(dir: &Path) -> Result<UnitSet, Vec<UnitError>> {
             Ok(t) => t,
             Err(e) => {
                 let off = e.utf8_error().valid_up_to();
-                let (l, c) = crate::unit::toml::Lines::new(std::str::from_utf8(&e.as_bytes()[..off]).unwrap_or("")).at(off);
+                let (l, c) = crate::unit::toml::Lines::new(
+                    std::str::from_utf8(&e.as_bytes()[..off]).unwrap_or(""),
+                )
+                .at(off);
                 failed.insert(name.clone());
-                errors.push(UnitError::new(&path, "not valid UTF-8").at(l, c)
-                    .hint("unit files must be UTF-8 text; re-save the file as UTF-8"));
+                errors.push(
+                    UnitError::new(&path, "not valid UTF-8")
+                        .at(l, c)
+                        .hint("unit files must be UTF-8 text; re-save the file as UTF-8"),
+                );
                 continue;
             }
         };
         if text.trim().is_empty() {
             failed.insert(name.clone());
-            errors.push(UnitError::new(&path, "empty unit file")
-                .hint("a unit needs at least exec = [\"/path/to/program\"]"));
+            errors.push(
+                UnitError::new(&path, "empty unit file")
+                    .hint("a unit needs at least exec = [\"/path/to/program\"]"),
+            );
             continue;
         }
         match crate::unit::toml::parse_unit_with_lines(&name, &path, &text) {
@@ -136,7 +153,11 @@ pub fn format_report(errors: &[UnitError]) -> String {
 
 /// One line for a clean set.
 pub fn summary(set: &UnitSet) -> String {
-    let oneshots = set.units.values().filter(|u| u.kind == UnitKind::Oneshot).count();
+    let oneshots = set
+        .units
+        .values()
+        .filter(|u| u.kind == UnitKind::Oneshot)
+        .count();
     format!(
         "ok: {} units ({} oneshot, {} longrun)",
         set.units.len(),
@@ -162,7 +183,11 @@ mod tests {
             names.push(e.file_name().to_string_lossy().to_string());
         }
         // Generated: a file over the size limit.
-        std::fs::write(tmp.join("huge.toml"), vec![b'#'; MAX_UNIT_BYTES as usize + 10]).unwrap();
+        std::fs::write(
+            tmp.join("huge.toml"),
+            vec![b'#'; MAX_UNIT_BYTES as usize + 10],
+        )
+        .unwrap();
         names.push("huge.toml".into());
         let errs = load_dir(&tmp).unwrap_err();
         let report = format_report(&errs);

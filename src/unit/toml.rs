@@ -149,7 +149,12 @@ impl<'a> Errs<'a> {
         }
     }
 
-    pub(crate) fn at(&mut self, span: std::ops::Range<usize>, msg: impl Into<String>, hint: impl Into<String>) {
+    pub(crate) fn at(
+        &mut self,
+        span: std::ops::Range<usize>,
+        msg: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
         let (l, c) = self.lines.at(span.start);
         let hint: String = hint.into();
         let mut e = UnitError::new(self.file, msg).at(l, c);
@@ -168,7 +173,12 @@ impl<'a> Errs<'a> {
         self.list.push(e);
     }
 
-    pub(crate) fn duration(&mut self, v: &Option<Spanned<String>>, key: &str, default: Duration) -> Duration {
+    pub(crate) fn duration(
+        &mut self,
+        v: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Duration {
         match v {
             None => default,
             Some(s) => match humantime::parse_duration(s.get_ref().trim()) {
@@ -206,18 +216,18 @@ fn hint_for(msg: &str) -> String {
         let field = rest.split('`').next().unwrap_or("");
         let expected: Vec<&str> = match msg.split("expected ").nth(1) {
             Some(list) => list
-                .split(|c: char| c == ',' || c == ' ')
+                .split([',', ' '])
                 .map(|s| s.trim_matches(|c: char| c == '`' || c == '.' || c == ' '))
                 .filter(|s| !s.is_empty() && *s != "one" && *s != "of" && *s != "or")
                 .collect(),
             None => TOP_KEYS.to_vec(),
         };
-        let best = expected
-            .iter()
-            .map(|k| (edit_distance(field, k), *k))
-            .min();
+        let best = expected.iter().map(|k| (edit_distance(field, k), *k)).min();
         return match best {
-            Some((d, k)) if d <= 3 => format!("did you mean `{k}`? valid keys here: {}", expected.join(", ")),
+            Some((d, k)) if d <= 3 => format!(
+                "did you mean `{k}`? valid keys here: {}",
+                expected.join(", ")
+            ),
             _ => format!("valid keys here: {}", expected.join(", ")),
         };
     }
@@ -236,13 +246,15 @@ fn hint_for(msg: &str) -> String {
 /// Turn a signal word into its number: `SIGINT`, `INT`, `sigint`.
 pub(crate) fn parse_signal(s: &str) -> Result<i32, String> {
     let up = s.trim().to_ascii_uppercase();
-    let full = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    let full = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
     match full.parse::<nix::sys::signal::Signal>() {
         Ok(nix::sys::signal::Signal::SIGSTOP)
         | Ok(nix::sys::signal::Signal::SIGTSTP)
-        | Ok(nix::sys::signal::Signal::SIGCHLD) => {
-            Err(format!("{full} cannot stop a service"))
-        }
+        | Ok(nix::sys::signal::Signal::SIGCHLD) => Err(format!("{full} cannot stop a service")),
         Ok(sig) => Ok(sig as i32),
         Err(_) => Err(format!("unknown signal {s:?}")),
     }
@@ -259,7 +271,9 @@ pub(crate) fn abs_path(errs: &mut Errs<'_>, s: &Spanned<String>, key: &str) -> O
         );
         return None;
     }
-    if p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+    if p.components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
         errs.at(
             s.span(),
             format!("`{key}` must not contain `..`: {:?}", s.get_ref()),
@@ -324,9 +338,17 @@ pub fn parse_unit_with_lines(
         }
         Some(e) => {
             if e.get_ref().is_empty() {
-                errs.at(e.span(), "`exec` is empty", "give at least the program: exec = [\"/usr/bin/myservice\"]");
+                errs.at(
+                    e.span(),
+                    "`exec` is empty",
+                    "give at least the program: exec = [\"/usr/bin/myservice\"]",
+                );
             } else if e.get_ref().iter().any(|a| a.is_empty() || a.contains('\0')) {
-                errs.at(e.span(), "`exec` has an empty or NUL-containing argument", "remove it");
+                errs.at(
+                    e.span(),
+                    "`exec` has an empty or NUL-containing argument",
+                    "remove it",
+                );
             }
             e.get_ref().clone()
         }
@@ -356,21 +378,26 @@ pub fn parse_unit_with_lines(
         .and_then(|w| abs_path(&mut errs, w, "working_directory"));
 
     let mut dep_lines = DepLines::new();
-    let mut deps = |errs: &mut Errs<'_>, list: &Option<Vec<Spanned<String>>>, key: &str| -> Vec<String> {
-        let mut out = Vec::new();
-        for d in list.iter().flatten() {
-            let (line, _) = errs.lines.at(d.span().start);
-            if d.get_ref() == name {
-                errs.at(d.span(), format!("unit {name} lists itself in `{key}`"), "remove it");
-                continue;
+    let mut deps =
+        |errs: &mut Errs<'_>, list: &Option<Vec<Spanned<String>>>, key: &str| -> Vec<String> {
+            let mut out = Vec::new();
+            for d in list.iter().flatten() {
+                let (line, _) = errs.lines.at(d.span().start);
+                if d.get_ref() == name {
+                    errs.at(
+                        d.span(),
+                        format!("unit {name} lists itself in `{key}`"),
+                        "remove it",
+                    );
+                    continue;
+                }
+                dep_lines.entry(d.get_ref().clone()).or_insert(line);
+                if !out.contains(d.get_ref()) {
+                    out.push(d.get_ref().clone());
+                }
             }
-            dep_lines.entry(d.get_ref().clone()).or_insert(line);
-            if !out.contains(d.get_ref()) {
-                out.push(d.get_ref().clone());
-            }
-        }
-        out
-    };
+            out
+        };
     let requires = deps(&mut errs, &raw.requires, "requires");
     let wants = deps(&mut errs, &raw.wants, "wants");
     let after = deps(&mut errs, &raw.after, "after");
@@ -417,10 +444,14 @@ pub fn parse_unit_with_lines(
         }
         let interval = errs.duration(&h.interval, "health.interval", Duration::from_secs(5));
         let timeout = errs.duration(&h.timeout, "health.timeout", Duration::from_secs(2));
-        if timeout.is_zero() || interval.is_zero() {
-            if let Some(t) = h.timeout.as_ref().or(h.interval.as_ref()) {
-                errs.at(t.span(), "health interval and timeout must be > 0", "e.g. interval = \"5s\", timeout = \"2s\"");
-            }
+        if (timeout.is_zero() || interval.is_zero())
+            && let Some(t) = h.timeout.as_ref().or(h.interval.as_ref())
+        {
+            errs.at(
+                t.span(),
+                "health interval and timeout must be > 0",
+                "e.g. interval = \"5s\", timeout = \"2s\"",
+            );
         }
         let mut threshold = |v: &Option<Spanned<u32>>, key: &str, default: u32| match v {
             Some(n) if *n.get_ref() == 0 => {
@@ -449,10 +480,18 @@ pub fn parse_unit_with_lines(
         let rk = kind_sp.map(|k| *k.get_ref()).unwrap_or(ReadyKind::Started);
         if let Some(k) = kind_sp {
             if kind == UnitKind::Oneshot && rk != ReadyKind::Started {
-                errs.at(k.span(), "a oneshot is ready when it exits 0; [ready] kind does not apply", "remove [ready] kind, or make the unit a longrun");
+                errs.at(
+                    k.span(),
+                    "a oneshot is ready when it exits 0; [ready] kind does not apply",
+                    "remove [ready] kind, or make the unit a longrun",
+                );
             }
             if rk == ReadyKind::Probe && health.is_none() {
-                errs.at(k.span(), "[ready] kind = \"probe\" needs a [health] probe", "add a [health] section with exec, tcp, http or unix");
+                errs.at(
+                    k.span(),
+                    "[ready] kind = \"probe\" needs a [health] probe",
+                    "add a [health] section with exec, tcp, http or unix",
+                );
             }
         }
         ReadySpec {
@@ -470,10 +509,26 @@ pub fn parse_unit_with_lines(
             UnitKind::Oneshot => RestartPolicy::Never,
         });
         let none = None;
-        let delay = errs.duration(r.map(|r| &r.delay).unwrap_or(&none), "restart.delay", Duration::from_secs(1));
-        let max_delay = errs.duration(r.map(|r| &r.max_delay).unwrap_or(&none), "restart.max_delay", Duration::from_secs(60).max(delay));
-        let interval = errs.duration(r.map(|r| &r.interval).unwrap_or(&none), "restart.interval", Duration::from_secs(300));
-        let reset_after = errs.duration(r.map(|r| &r.reset_after).unwrap_or(&none), "restart.reset_after", Duration::from_secs(60));
+        let delay = errs.duration(
+            r.map(|r| &r.delay).unwrap_or(&none),
+            "restart.delay",
+            Duration::from_secs(1),
+        );
+        let max_delay = errs.duration(
+            r.map(|r| &r.max_delay).unwrap_or(&none),
+            "restart.max_delay",
+            Duration::from_secs(60).max(delay),
+        );
+        let interval = errs.duration(
+            r.map(|r| &r.interval).unwrap_or(&none),
+            "restart.interval",
+            Duration::from_secs(300),
+        );
+        let reset_after = errs.duration(
+            r.map(|r| &r.reset_after).unwrap_or(&none),
+            "restart.reset_after",
+            Duration::from_secs(60),
+        );
         let burst = match r.and_then(|r| r.burst.as_ref()) {
             Some(b) if *b.get_ref() == 0 => {
                 errs.at(b.span(), "`burst` must be at least 1", "e.g. burst = 5");
@@ -531,7 +586,11 @@ pub fn parse_unit_with_lines(
         let none = None;
         StopSpec {
             signal,
-            timeout: errs.duration(s.map(|s| &s.timeout).unwrap_or(&none), "stop.timeout", Duration::from_secs(10)),
+            timeout: errs.duration(
+                s.map(|s| &s.timeout).unwrap_or(&none),
+                "stop.timeout",
+                Duration::from_secs(10),
+            ),
         }
     };
 
@@ -573,7 +632,11 @@ mod tests {
     }
 
     fn err(text: &str) -> Vec<String> {
-        parse(text).unwrap_err().iter().map(|e| e.to_string()).collect()
+        parse(text)
+            .unwrap_err()
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
     }
 
     #[test]
@@ -677,7 +740,10 @@ timeout = "30s"
     #[test]
     fn wrong_type_and_bad_enum() {
         let e = err("exec = \"/bin/true\"\n");
-        assert!(e[0].contains(":1:") && e[0].contains("invalid type"), "{e:?}");
+        assert!(
+            e[0].contains(":1:") && e[0].contains("invalid type"),
+            "{e:?}"
+        );
         let e = err("exec = [\"/bin/true\"]\ntype = \"daemon\"\n");
         assert!(e[0].contains(":2:") && e[0].contains("daemon"), "{e:?}");
     }
@@ -688,10 +754,19 @@ timeout = "30s"
             "exec = []\n[[mount]]\npath = \"srv\"\n[restart]\ndelay = \"soon\"\n[stop]\nsignal = \"SIGFOO\"\n",
         );
         let all = e.join("\n");
-        assert!(all.contains(":1:") && all.contains("`exec` is empty"), "{all}");
+        assert!(
+            all.contains(":1:") && all.contains("`exec` is empty"),
+            "{all}"
+        );
         assert!(all.contains(":3:") && all.contains("absolute"), "{all}");
-        assert!(all.contains(":5:") && all.contains("not a duration"), "{all}");
-        assert!(all.contains(":7:") && all.contains("unknown signal"), "{all}");
+        assert!(
+            all.contains(":5:") && all.contains("not a duration"),
+            "{all}"
+        );
+        assert!(
+            all.contains(":7:") && all.contains("unknown signal"),
+            "{all}"
+        );
         let e = err("exec = [\"/x\"]\n[[mount]]\npath = \"/srv/../etc\"\n");
         assert!(e[0].contains(".."), "{e:?}");
     }
@@ -700,7 +775,9 @@ timeout = "30s"
     fn restart_settings_that_cannot_work() {
         let e = err("exec = [\"/x\"]\n[restart]\ndelay = \"10s\"\nmax_delay = \"1s\"\n");
         assert!(e.join("").contains("max_delay"), "{e:?}");
-        let e = err("exec = [\"/x\"]\n[restart]\ndelay = \"1m\"\nmax_delay = \"10m\"\nburst = 10\ninterval = \"5m\"\n");
+        let e = err(
+            "exec = [\"/x\"]\n[restart]\ndelay = \"1m\"\nmax_delay = \"10m\"\nburst = 10\ninterval = \"5m\"\n",
+        );
         assert!(e.join("").contains("can never happen"), "{e:?}");
         assert!(parse("exec = [\"/x\"]\n[restart]\ndelay = \"0s\"\nmax_delay = \"0s\"\n").is_ok());
     }

@@ -39,7 +39,7 @@ pub fn append_durable(dir: &Path, rec: &AuditRecord) -> io::Result<()> {
             cut -= 1;
         }
         r.truncate(cut);
-        r.push_str("…");
+        r.push('…');
     }
     let mut line = serde_json::to_vec(&rec).map_err(io::Error::other)?;
     line.push(b'\n');

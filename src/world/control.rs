@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::protocol::{Envelope, Request, Response, MAX_REQUEST_BYTES, VERSION};
+use crate::protocol::{Envelope, MAX_REQUEST_BYTES, Request, Response, VERSION};
 
 /// Concurrent connections served; more are answered "busy".
 const MAX_CONNECTIONS: usize = 64;
@@ -127,7 +127,11 @@ pub async fn serve(
             Err(_) => {
                 tokio::spawn(async move {
                     let mut s = stream;
-                    let _ = write_response(&mut s, &Response::err("supd is busy: too many control connections; retry")).await;
+                    let _ = write_response(
+                        &mut s,
+                        &Response::err("supd is busy: too many control connections; retry"),
+                    )
+                    .await;
                 });
                 continue;
             }
@@ -176,7 +180,11 @@ async fn handle(mut stream: UnixStream, tx: mpsc::Sender<ControlRequest>) {
             pid: c.pid(),
         },
         Err(e) => {
-            let _ = write_response(&mut stream, &Response::err(format!("cannot read peer credentials: {e}"))).await;
+            let _ = write_response(
+                &mut stream,
+                &Response::err(format!("cannot read peer credentials: {e}")),
+            )
+            .await;
             return;
         }
     };
@@ -195,7 +203,9 @@ async fn handle(mut stream: UnixStream, tx: mpsc::Sender<ControlRequest>) {
             let msg = match serde_json::from_slice::<serde_json::Value>(&bytes) {
                 Ok(v) if v.get("v").and_then(|x| x.as_u64()) != Some(VERSION as u64) => format!(
                     "unsupported protocol version {} (this supd speaks v{VERSION}); use a matching supctl",
-                    v.get("v").map(|x| x.to_string()).unwrap_or_else(|| "missing".into())
+                    v.get("v")
+                        .map(|x| x.to_string())
+                        .unwrap_or_else(|| "missing".into())
                 ),
                 _ => format!(
                     "invalid request ({e}); expected one JSON line like {{\"v\":{VERSION},\"cmd\":\"status\"}}"
@@ -268,16 +278,22 @@ pub enum ClientError {
 }
 
 /// Client side: one request, one response, bounded in time and size.
-pub async fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Response, ClientError> {
+pub async fn request(
+    path: &Path,
+    req: &Request,
+    timeout: Duration,
+) -> Result<Response, ClientError> {
     let p = path.display().to_string();
     let fut = async {
-        let mut s = UnixStream::connect(path).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                ClientError::NotRunning(p.clone())
-            }
-            std::io::ErrorKind::PermissionDenied => ClientError::Permission(p.clone()),
-            _ => ClientError::Io(p.clone(), e),
-        })?;
+        let mut s = UnixStream::connect(path)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                    ClientError::NotRunning(p.clone())
+                }
+                std::io::ErrorKind::PermissionDenied => ClientError::Permission(p.clone()),
+                _ => ClientError::Io(p.clone(), e),
+            })?;
         let mut line = serde_json::to_vec(&Envelope {
             v: VERSION,
             req: req.clone(),
@@ -292,8 +308,12 @@ pub async fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Re
         r.read_until(b'\n', &mut buf)
             .await
             .map_err(|e| ClientError::Io(p.clone(), e))?;
-        serde_json::from_slice::<Response>(&buf)
-            .map_err(|e| ClientError::BadResponse(format!("{e}: {}", String::from_utf8_lossy(&buf[..buf.len().min(200)]))))
+        serde_json::from_slice::<Response>(&buf).map_err(|e| {
+            ClientError::BadResponse(format!(
+                "{e}: {}",
+                String::from_utf8_lossy(&buf[..buf.len().min(200)])
+            ))
+        })
     };
     match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r,

@@ -9,8 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 /// Inode of the initial PID namespace (`PROC_PID_INIT_INO` in the kernel).
@@ -57,14 +57,44 @@ pub fn become_subreaper() -> std::io::Result<()> {
 
 /// A VM's init mounts the API filesystems itself when they are missing.
 pub fn early_mounts() {
-    use nix::mount::{mount, MsFlags};
+    use nix::mount::{MsFlags, mount};
     let table = crate::world::mount_watch::read_mount_table().unwrap_or_default();
     let want: [(&str, &str, &str, MsFlags, Option<&str>); 5] = [
-        ("proc", "/proc", "proc", MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None),
-        ("sysfs", "/sys", "sysfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None),
-        ("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID, Some("mode=0755")),
-        ("tmpfs", "/run", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755")),
-        ("tmpfs", "/tmp", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777")),
+        (
+            "proc",
+            "/proc",
+            "proc",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None,
+        ),
+        (
+            "sysfs",
+            "/sys",
+            "sysfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None,
+        ),
+        (
+            "devtmpfs",
+            "/dev",
+            "devtmpfs",
+            MsFlags::MS_NOSUID,
+            Some("mode=0755"),
+        ),
+        (
+            "tmpfs",
+            "/run",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        ),
+        (
+            "tmpfs",
+            "/tmp",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777"),
+        ),
     ];
     for (src, target, fstype, flags, data) in want {
         let present = table
@@ -170,12 +200,13 @@ pub fn kill_remaining(pid1: bool, grace: Duration) {
 /// Unmount every filesystem innermost first; what cannot be unmounted
 /// (the root, busy ones) is remounted read-only so nothing is lost.
 pub fn unmount_all() {
-    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
     let table = crate::world::mount_watch::read_mount_table().unwrap_or_default();
     let api = ["/proc", "/sys", "/dev", "/dev/pts", "/run"];
     for e in table.entries.iter().rev() {
         let p = &e.mount_point;
-        if api.iter().any(|a| p == std::path::Path::new(a)) || p.starts_with("/proc/")
+        if api.iter().any(|a| p == std::path::Path::new(a))
+            || p.starts_with("/proc/")
             || p.starts_with("/sys/")
         {
             continue;
@@ -212,7 +243,7 @@ pub fn unmount_all() {
 
 /// The VM's last act: sync, unmount, reboot(2). Never returns.
 pub fn finish_vm(reboot: bool) -> ! {
-    use nix::sys::reboot::{reboot as sys_reboot, RebootMode};
+    use nix::sys::reboot::{RebootMode, reboot as sys_reboot};
     kill_remaining(true, Duration::from_secs(5));
     nix::unistd::sync();
     unmount_all();

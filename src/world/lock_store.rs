@@ -50,7 +50,9 @@ pub enum DecodeError {
     WrongFormat(String),
     #[error("unsupported lock-file version {0} (this supd reads version {VERSION})")]
     UnsupportedVersion(u32),
-    #[error("checksum mismatch (file says {stored}, content gives {computed}): torn or corrupted write")]
+    #[error(
+        "checksum mismatch (file says {stored}, content gives {computed}): torn or corrupted write"
+    )]
     Checksum { stored: String, computed: String },
 }
 
@@ -196,8 +198,7 @@ impl LockStore {
             .open(&path)
             .map_err(|e| ctx("open", &path, e))?;
         let holder = fs::read_to_string(&path).unwrap_or_default();
-        match nix::fcntl::Flock::lock(f.try_clone()?, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        {
+        match nix::fcntl::Flock::lock(f.try_clone()?, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             Ok(locked) => {
                 let _ = f.set_len(0);
                 let _ = writeln!(f, "{}", std::process::id());
@@ -242,7 +243,10 @@ impl LockStore {
             found_any = true;
             match decode(&bytes) {
                 Ok(d) => {
-                    if best.as_ref().is_none_or(|(b, _)| d.generation > b.generation) {
+                    if best
+                        .as_ref()
+                        .is_none_or(|(b, _)| d.generation > b.generation)
+                    {
                         best = Some((d, name));
                     }
                 }
@@ -368,14 +372,33 @@ mod tests {
     fn round_trip_and_every_decode_error() {
         let m = sample(3);
         let b = encode(&m, 7);
-        assert_eq!(decode(&b).unwrap(), Decoded { generation: 7, locks: m.clone() });
+        assert_eq!(
+            decode(&b).unwrap(),
+            Decoded {
+                generation: 7,
+                locks: m.clone()
+            }
+        );
         assert_eq!(decode(b""), Err(DecodeError::Empty));
         assert!(matches!(decode(b"{nope"), Err(DecodeError::NotJson(_))));
-        assert!(matches!(decode(br#"{"format":"x","version":1}"#), Err(DecodeError::WrongFormat(_))));
-        let v2 = String::from_utf8(b.clone()).unwrap().replace("\"version\": 1", "\"version\": 2");
-        assert_eq!(decode(v2.as_bytes()), Err(DecodeError::UnsupportedVersion(2)));
-        let tampered = String::from_utf8(b).unwrap().replace("reason 1", "reason X");
-        assert!(matches!(decode(tampered.as_bytes()), Err(DecodeError::Checksum { .. })));
+        assert!(matches!(
+            decode(br#"{"format":"x","version":1}"#),
+            Err(DecodeError::WrongFormat(_))
+        ));
+        let v2 = String::from_utf8(b.clone())
+            .unwrap()
+            .replace("\"version\": 1", "\"version\": 2");
+        assert_eq!(
+            decode(v2.as_bytes()),
+            Err(DecodeError::UnsupportedVersion(2))
+        );
+        let tampered = String::from_utf8(b)
+            .unwrap()
+            .replace("reason 1", "reason X");
+        assert!(matches!(
+            decode(tampered.as_bytes()),
+            Err(DecodeError::Checksum { .. })
+        ));
     }
 
     #[test]
@@ -392,7 +415,9 @@ mod tests {
             fs::write(d.join(CURRENT), &good[..cut]).unwrap();
             let mut s2 = LockStore::open(&d);
             match s2.load() {
-                LoadOutcome::Loaded { generation, locks, .. } => {
+                LoadOutcome::Loaded {
+                    generation, locks, ..
+                } => {
                     assert!(generation == 1 || generation == 2, "cut {cut}");
                     assert!(!locks.is_empty());
                 }
@@ -409,7 +434,11 @@ mod tests {
         s.write_durable(&sample(1)).unwrap();
         s.write_durable(&sample(2)).unwrap();
         fs::write(d.join(CURRENT), vec![0u8; 64]).unwrap();
-        let flipped: Vec<u8> = fs::read(d.join(PREVIOUS)).unwrap().iter().map(|b| b ^ 0x20).collect();
+        let flipped: Vec<u8> = fs::read(d.join(PREVIOUS))
+            .unwrap()
+            .iter()
+            .map(|b| b ^ 0x20)
+            .collect();
         fs::write(d.join(PREVIOUS), &flipped).unwrap();
         match LockStore::open(&d).load() {
             LoadOutcome::Failed { kept, problem } => {
@@ -429,9 +458,15 @@ mod tests {
         // A directory where the file should be: read fails with EISDIR even
         // for root (chmod 000 would not stop root).
         fs::create_dir_all(d.join(CURRENT)).unwrap();
-        assert!(matches!(LockStore::open(&d).load(), LoadOutcome::Failed { .. }));
+        assert!(matches!(
+            LockStore::open(&d).load(),
+            LoadOutcome::Failed { .. }
+        ));
         let _ = fs::remove_dir_all(&d);
-        assert!(matches!(LockStore::open(&d).load(), LoadOutcome::Failed { .. }), "missing dir");
+        assert!(
+            matches!(LockStore::open(&d).load(), LoadOutcome::Failed { .. }),
+            "missing dir"
+        );
     }
 
     #[test]
@@ -481,7 +516,10 @@ mod tests {
             let stdout = child.stdout.take().unwrap();
             let reader = std::thread::spawn(move || {
                 let mut last = 0u64;
-                for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                for line in std::io::BufReader::new(stdout)
+                    .lines()
+                    .map_while(Result::ok)
+                {
                     if let Some(n) = line.strip_prefix("acked ") {
                         last = n.trim().parse().unwrap_or(last);
                     }
@@ -494,7 +532,10 @@ mod tests {
             let acked = reader.join().unwrap();
             match LockStore::open(&d).load() {
                 LoadOutcome::Loaded { generation, .. } => {
-                    assert!(generation >= acked, "round {round}: acked {acked}, on disk {generation}")
+                    assert!(
+                        generation >= acked,
+                        "round {round}: acked {acked}, on disk {generation}"
+                    )
                 }
                 LoadOutcome::Fresh => assert_eq!(acked, 0, "round {round}"),
                 other => panic!("round {round}: {other:?}"),

@@ -10,8 +10,8 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 
-use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
 use crate::mounts::MountTable;
 

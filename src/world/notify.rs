@@ -62,7 +62,7 @@ impl NotifySocket {
 }
 
 fn recv_one(fd: i32) -> std::io::Result<Option<Received>> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, recvmsg};
     let mut buf = [0u8; 4096];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut cmsg = nix::cmsg_space!(nix::sys::socket::UnixCredentials);

@@ -172,13 +172,17 @@ impl Supd {
         let outer_pid = child.id() as i32;
         self.outer = Some(child);
         self.pid = if opts.namespace {
-            wait_for("supd to be forked by unshare", Duration::from_secs(10), || {
-                let kids = std::fs::read_to_string(format!(
-                    "/proc/{outer_pid}/task/{outer_pid}/children"
-                ))
-                .ok()?;
-                kids.split_whitespace().next()?.parse().ok()
-            })
+            wait_for(
+                "supd to be forked by unshare",
+                Duration::from_secs(10),
+                || {
+                    let kids = std::fs::read_to_string(format!(
+                        "/proc/{outer_pid}/task/{outer_pid}/children"
+                    ))
+                    .ok()?;
+                    kids.split_whitespace().next()?.parse().ok()
+                },
+            )
         } else {
             outer_pid
         };
@@ -303,7 +307,11 @@ impl Supd {
 impl Drop for Supd {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- supd log ({}) ---\n{}", self.log.display(), self.log_text());
+            eprintln!(
+                "--- supd log ({}) ---\n{}",
+                self.log.display(),
+                self.log_text()
+            );
         }
         if self.outer.is_some() {
             self.kill9();
@@ -313,10 +321,7 @@ impl Drop for Supd {
 
 /// A unit file text for a shell command (argv: /bin/sh -c CMD).
 pub fn sh_unit(cmd: &str, extra: &str) -> String {
-    format!(
-        "exec = [\"/bin/sh\", \"-c\", {}]\n{extra}\n",
-        toml_str(cmd)
-    )
+    format!("exec = [\"/bin/sh\", \"-c\", {}]\n{extra}\n", toml_str(cmd))
 }
 
 pub fn toml_str(s: &str) -> String {
