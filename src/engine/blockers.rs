@@ -138,6 +138,9 @@ impl Engine {
         {
             block!(Blocker::Shed(level));
         }
+        if let Some(p) = &u.mount_refused {
+            block!(Blocker::MountMissing(p.clone()));
+        }
         for m in &spec.mounts {
             if let Err(p) = self.mounts.check(m) {
                 block!(Blocker::MountMissing(p));

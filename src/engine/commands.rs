@@ -117,7 +117,10 @@ impl Engine {
                 }
                 let u = self.unit_mut(id);
                 u.want = Want::Up;
-                u.manual_start = true;
+                // Only a start this command causes is exempt from the start
+                // limit; a flag left on a running unit would exempt its next
+                // crash restart.
+                u.manual_start = !u.state.has_process();
                 u.attempt = 0;
                 u.window.clear();
                 let state = u.state.clone();
@@ -434,6 +437,7 @@ impl Engine {
         self.pending.push(Pending::LockOn {
             req,
             unit: id,
+            holder: holder.clone(),
             version,
             message: format!(
                 "{unit} is under maintenance, held by {holder}{also}: it is stopped and stays down until every holder releases it (lock on disk)"

@@ -100,6 +100,7 @@ enum Pending {
     LockOn {
         req: ReqId,
         unit: UnitId,
+        holder: String,
         version: u64,
         message: String,
     },
@@ -380,6 +381,7 @@ impl Engine {
                     if !manual {
                         u.window.unrecord_last();
                     }
+                    u.mount_refused = Some(p);
                     self.set_state(id, UnitState::Inactive);
                 } else {
                     tracing::warn!(unit = %self.units[id.0 as usize].spec.name, "spawn failed: {error}");
@@ -389,6 +391,9 @@ impl Engine {
             Event::ProcessExited { run, status } => self.on_exit(now, run, status),
             Event::MountTableChanged(table) => {
                 self.mounts = table;
+                for u in self.units.iter_mut() {
+                    u.mount_refused = None;
+                }
             }
             Event::Tick => self.on_timers(now),
             Event::Command {
@@ -1047,6 +1052,26 @@ impl Engine {
     fn check_pending(&mut self) {
         let mut keep = Vec::new();
         for p in std::mem::take(&mut self.pending) {
+            // A lock released before its unit was down was never fully in
+            // effect: say so rather than report success.
+            if let Pending::LockOn {
+                req, unit, holder, ..
+            } = &p
+            {
+                let name = &self.units[unit.0 as usize].spec.name;
+                let held = self
+                    .locks
+                    .wanted
+                    .get(name)
+                    .is_some_and(|hs| hs.iter().any(|h| h.holder == *holder));
+                if !held {
+                    let msg = format!(
+                        "{holder}'s lock on {name} was released before {name} had stopped; it is not under maintenance by {holder}"
+                    );
+                    self.reply(*req, Response::err(msg));
+                    continue;
+                }
+            }
             let done = match &p {
                 Pending::Stopped { unit, .. } => !self.units[unit.0 as usize].state.has_process(),
                 Pending::Restarted { unit, old, .. } => {

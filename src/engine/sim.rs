@@ -1,1 +1,827 @@
-//! Seeded simulation of the engine's world. (Placeholder, being written.)
+//! Seeded simulation of the engine's world, with an invariant checker.
+//!
+//! Owns: a fake world — virtual clock, process table (children that run,
+//! exit, crash, ignore SIGTERM, notify readiness), mount table (mounts
+//! appear, vanish, go read-only), a lock disk that fails or delays writes,
+//! and random operator commands — driven by one seeded RNG, and a checker
+//! run after every step that asserts DESIGN.md's invariants. A liveness
+//! phase then turns faults off and requires every unit to come up within a
+//! bound. Failures print the seed and the last steps. Must never: use real
+//! time, real processes or real randomness (a seed must replay exactly).
+//!
+//! `SUPD_SIM_SEEDS=n` runs n seeds (default 300); `SUPD_SIM_SEED=s` replays
+//! one.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::engine::locks::{Holder, LockMap};
+use crate::engine::restart::Rng;
+use crate::engine::{
+    Action, Engine, EngineConfig, Event, ExitStatus, LocksLoad, NotifyMsg, PeerInfo, ReqId,
+    RunId, UnitState,
+};
+use crate::mounts::{MountEntry, MountTable};
+use crate::protocol::Request;
+use crate::unit::{
+    MountReq, OnLoss, ReadyKind, RestartPolicy, UnitKind, UnitSet, UnitSpec,
+};
+
+/// How a simulated process behaves.
+#[derive(Debug, Clone, Copy)]
+struct Behaviour {
+    /// Exit by itself after this long (None: runs until signalled).
+    exit_after: Option<Duration>,
+    exit_code: i32,
+    ignores_term: bool,
+    /// Sends READY=1 after this long (notify units).
+    notify_after: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+struct Proc {
+    unit: String,
+    run: RunId,
+    behaviour: Behaviour,
+    started: Instant,
+    /// When it will exit (by itself or because of a signal).
+    exit_at: Option<(Instant, ExitStatus)>,
+    notified: bool,
+    /// A stop signal was sent (it is on its way down).
+    signalled: bool,
+}
+
+struct Sim {
+    seed: u64,
+    rng: Rng,
+    now: Instant,
+    t0: Instant,
+    engine: Engine,
+    specs: BTreeMap<String, UnitSpec>,
+    procs: BTreeMap<i32, Proc>,
+    next_pid: i32,
+    /// The real mount table (what the spawner re-reads).
+    mounted: BTreeMap<PathBuf, bool>, // path -> read-only?
+    /// Writes in flight: (completes at, version, locks, ok).
+    disk_queue: VecDeque<(Instant, u64, LockMap, bool)>,
+    disk: LockMap,
+    /// Operator intent as the sim sent it: unit -> holders.
+    wanted_locks: LockMap,
+    lock_unknown: bool,
+    /// Why the sim believes the engine is fail-closed: from boot (cleared
+    /// only by a durable recover) or from a failed write (cleared by the
+    /// next durable write).
+    unknown_from_boot: bool,
+    recover_pending: bool,
+    recover_version: Option<u64>,
+    op_stopped: BTreeSet<String>,
+    /// Units whose oneshot completed successfully (and not re-run since).
+    done: BTreeSet<String>,
+    ready: BTreeSet<String>,
+    next_req: u64,
+    /// Outstanding `maintenance on` requests: req -> unit.
+    lock_on_reqs: BTreeMap<ReqId, String>,
+    /// Automatic restarts per unit (times), for the burst check.
+    restarts: BTreeMap<String, Vec<Instant>>,
+    stale_runs: Vec<RunId>,
+    faults: bool,
+    trace: VecDeque<String>,
+    cap: u32,
+}
+
+fn mount_table(mounted: &BTreeMap<PathBuf, bool>) -> MountTable {
+    let mut entries = vec![MountEntry {
+        mount_id: 1,
+        parent_id: 0,
+        root: "/".into(),
+        mount_point: "/".into(),
+        mount_options: vec!["rw".into()],
+        fstype: "ext4".into(),
+        source: "/dev/vda".into(),
+        super_options: vec!["rw".into()],
+    }];
+    for (i, (p, ro)) in mounted.iter().enumerate() {
+        entries.push(MountEntry {
+            mount_id: 10 + i as u32,
+            parent_id: 1,
+            root: "/".into(),
+            mount_point: p.clone(),
+            mount_options: vec![if *ro { "ro" } else { "rw" }.into()],
+            fstype: "tmpfs".into(),
+            source: "sim".into(),
+            super_options: vec![],
+        });
+    }
+    MountTable {
+        entries,
+        skipped: 0,
+    }
+}
+
+fn peer() -> PeerInfo {
+    PeerInfo {
+        uid: 0,
+        pid: Some(1),
+        name: "root".into(),
+    }
+}
+
+impl Sim {
+    fn new(seed: u64) -> Sim {
+        let mut rng = Rng::new(seed);
+        let n = 3 + (rng.next_u64() % 6) as usize;
+        let mut specs = BTreeMap::new();
+        let mut mounts_all = Vec::new();
+        for i in 0..n {
+            let name = format!("u{i}");
+            let oneshot = rng.next_u64() % 5 == 0;
+            let mut s = UnitSpec::simple(
+                &name,
+                if oneshot { UnitKind::Oneshot } else { UnitKind::Longrun },
+                &["/bin/x"],
+            );
+            for j in 0..i {
+                if rng.next_u64() % 3 == 0 {
+                    s.requires.push(format!("u{j}"));
+                } else if rng.next_u64() % 6 == 0 {
+                    s.after.push(format!("u{j}"));
+                }
+            }
+            if rng.next_u64() % 3 == 0 {
+                let p = PathBuf::from(format!("/srv/m{}", rng.next_u64() % 3));
+                mounts_all.push(p.clone());
+                s.mounts.push(MountReq {
+                    path: p,
+                    fstype: None,
+                    source: None,
+                    options: vec!["rw".into()],
+                    on_loss: if rng.next_u64() % 4 == 0 { OnLoss::Ignore } else { OnLoss::Stop },
+                    timeout: None,
+                });
+            }
+            if !oneshot && rng.next_u64() % 3 == 0 {
+                s.ready.kind = ReadyKind::Notify;
+            }
+            s.restart.policy = match rng.next_u64() % 4 {
+                0 => RestartPolicy::Never,
+                1 => RestartPolicy::Always,
+                _ => if oneshot { RestartPolicy::Never } else { RestartPolicy::OnFailure },
+            };
+            s.restart.delay = Duration::from_millis(rng.next_u64() % 300);
+            s.restart.max_delay = s.restart.delay * 8;
+            s.restart.burst = 1 + (rng.next_u64() % 4) as u32;
+            s.restart.interval = Duration::from_secs(10);
+            s.stop.timeout = Duration::from_millis(200 + rng.next_u64() % 800);
+            s.essential = rng.next_u64() % 4 == 0;
+            specs.insert(name, s);
+        }
+        let set: UnitSet = crate::graph::build(specs.values().cloned().collect())
+            .unwrap_or_else(|e| panic!("seed {seed}: sim built a bad set: {e:?}"));
+        let mut mounted = BTreeMap::new();
+        for p in &mounts_all {
+            if rng.next_u64() % 2 == 0 {
+                mounted.insert(p.clone(), false);
+            }
+        }
+        let cap = 1 + (rng.next_u64() % 4) as u32;
+        let t0 = Instant::now();
+        let engine = Engine::new(
+            set,
+            EngineConfig {
+                max_parallel_starts: cap,
+                seed,
+            },
+            mount_table(&mounted),
+        );
+        let lock_unknown = rng.next_u64() % 8 == 0;
+        let mut sim = Sim {
+            seed,
+            rng,
+            now: t0,
+            t0,
+            engine,
+            specs,
+            procs: BTreeMap::new(),
+            next_pid: 100,
+            mounted,
+            disk_queue: VecDeque::new(),
+            disk: LockMap::new(),
+            wanted_locks: LockMap::new(),
+            lock_unknown,
+            unknown_from_boot: lock_unknown,
+            recover_pending: false,
+            recover_version: None,
+            op_stopped: BTreeSet::new(),
+            done: BTreeSet::new(),
+            ready: BTreeSet::new(),
+            next_req: 1,
+            lock_on_reqs: BTreeMap::new(),
+            restarts: BTreeMap::new(),
+            stale_runs: Vec::new(),
+            faults: true,
+            trace: VecDeque::new(),
+            cap,
+        };
+        let load = if lock_unknown {
+            LocksLoad::Unknown("sim: torn lock file".into())
+        } else {
+            LocksLoad::Loaded(LockMap::new())
+        };
+        sim.feed(Event::LocksLoaded(load));
+        sim
+    }
+
+    fn fail(&self, msg: &str) -> ! {
+        let trace: Vec<&String> = self.trace.iter().collect();
+        panic!(
+            "sim seed {} (replay with SUPD_SIM_SEED={}): {msg}\nlast steps:\n{}",
+            self.seed,
+            self.seed,
+            trace
+                .iter()
+                .map(|s| format!("  {s}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
+    fn note(&mut self, s: String) {
+        if self.trace.len() >= 40 {
+            self.trace.pop_front();
+        }
+        let t = self.now.duration_since(self.t0).as_millis();
+        self.trace.push_back(format!("t={t}ms {s}"));
+    }
+
+    fn locked(&self, unit: &str) -> bool {
+        self.wanted_locks.contains_key(unit) || self.disk.contains_key(unit)
+    }
+
+    fn proc_of(&self, unit: &str) -> Option<(&i32, &Proc)> {
+        self.procs.iter().find(|(_, p)| p.unit == unit)
+    }
+
+    /// Is `unit` ready per the world (the oracle for invariant 5)?
+    fn oracle_ready(&self, unit: &str) -> bool {
+        let spec = &self.specs[unit];
+        match spec.kind {
+            UnitKind::Oneshot => self.done.contains(unit),
+            UnitKind::Longrun => match self.proc_of(unit) {
+                Some((_, p)) => {
+                    !p.signalled
+                        && (spec.ready.kind != ReadyKind::Notify || p.notified)
+                }
+                None => false,
+            },
+        }
+    }
+
+    fn mounts_ok(&self, unit: &str) -> bool {
+        self.specs[unit].mounts.iter().all(|m| {
+            self.mounted
+                .get(&m.path)
+                .is_some_and(|ro| !*ro || !m.options.iter().any(|o| o == "rw"))
+        })
+    }
+
+    fn feed(&mut self, ev: Event) {
+        let label = format!("{ev:?}");
+        let label: String = label.chars().take(160).collect();
+        self.note(label);
+        let before_backoff: BTreeSet<String> = self
+            .engine
+            .units()
+            .filter(|(_, u)| matches!(u.state, UnitState::Backoff { .. }))
+            .map(|(_, u)| u.spec.name.clone())
+            .collect();
+        let now = self.now;
+        let engine = &mut self.engine;
+        let actions = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            engine.handle(now, ev)
+        })) {
+            Ok(a) => a,
+            Err(p) => {
+                let m = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                self.fail(&format!("engine panicked: {m}"))
+            }
+        };
+        self.check_state();
+        let mut follow = Vec::new();
+        for a in actions {
+            if let Some(ev) = self.execute(a, &before_backoff) {
+                follow.push(ev);
+            }
+        }
+        for ev in follow {
+            self.feed(ev);
+        }
+    }
+
+    fn check_state(&self) {
+        let starting = self
+            .engine
+            .units()
+            .filter(|(_, u)| matches!(u.state, UnitState::Starting { .. }))
+            .count();
+        if starting > self.cap as usize {
+            self.fail(&format!("{starting} units starting at once, cap {}", self.cap));
+        }
+    }
+
+    fn execute(&mut self, a: Action, before_backoff: &BTreeSet<String>) -> Option<Event> {
+        self.note(format!("  -> {}", format!("{a:?}").chars().take(160).collect::<String>()));
+        match a {
+            Action::Spawn { run, spec, .. } => {
+                let name = spec.name.clone();
+                // (b) locks, (j) fail-closed, (h) operator stop.
+                if self.locked(&name) {
+                    self.fail(&format!("spawned {name} while it has a maintenance lock"));
+                }
+                if self.lock_unknown && !spec.essential {
+                    self.fail(&format!("spawned non-essential {name} while the lock state is unknown"));
+                }
+                if self.op_stopped.contains(&name) {
+                    self.fail(&format!("spawned {name} after an operator stop"));
+                }
+                // (d) requires ready.
+                for dep in &spec.requires {
+                    if !self.oracle_ready(dep) {
+                        self.fail(&format!("spawned {name} while its requirement {dep} is not ready"));
+                    }
+                }
+                if self.proc_of(&name).is_some() {
+                    self.fail(&format!("spawned {name} while a process of it still exists"));
+                }
+                // (e) burst over automatic restarts.
+                if before_backoff.contains(&name) {
+                    let s = &self.specs[&name];
+                    let v = self.restarts.entry(name.clone()).or_default();
+                    let now = self.now;
+                    v.retain(|t| now.duration_since(*t) < s.restart.interval);
+                    v.push(now);
+                    if v.len() > s.restart.burst as usize {
+                        let n = v.len();
+                        self.fail(&format!("{name}: {n} automatic restarts within the interval (burst {})", s.restart.burst));
+                    }
+                }
+                // (a) the spawner's last-moment mount check.
+                if !self.mounts_ok(&name) {
+                    return Some(Event::SpawnFailed {
+                        run,
+                        error: "mount missing".into(),
+                        mount: Some(crate::mounts::MountProblem::NotMounted {
+                            path: spec.mounts.first().map(|m| m.path.clone()).unwrap_or_default(),
+                            on: None,
+                        }),
+                    });
+                }
+                self.done.remove(&name);
+                let pid = self.next_pid;
+                self.next_pid += 1;
+                let r = self.rng.next_u64();
+                let mut b = Behaviour {
+                    exit_after: None,
+                    exit_code: 0,
+                    ignores_term: false,
+                    notify_after: None,
+                };
+                if self.faults {
+                    if r % 3 == 0 {
+                        b.exit_after = Some(Duration::from_millis(self.rng.next_u64() % 2000));
+                        b.exit_code = if self.rng.next_u64() % 2 == 0 { 0 } else { 1 };
+                    }
+                    b.ignores_term = self.rng.next_u64() % 5 == 0;
+                }
+                if spec.kind == UnitKind::Oneshot {
+                    b.exit_after = Some(Duration::from_millis(self.rng.next_u64() % 500));
+                    if !self.faults {
+                        b.exit_code = 0;
+                    }
+                }
+                if spec.ready.kind == ReadyKind::Notify {
+                    b.notify_after = Some(Duration::from_millis(self.rng.next_u64() % 700));
+                }
+                let exit_at = b.exit_after.map(|d| {
+                    (self.now + d, ExitStatus::Exited(b.exit_code))
+                });
+                self.procs.insert(
+                    pid,
+                    Proc {
+                        unit: name,
+                        run,
+                        behaviour: b,
+                        started: self.now,
+                        exit_at,
+                        notified: false,
+                        signalled: false,
+                    },
+                );
+                Some(Event::Spawned { run, pid })
+            }
+            Action::Signal { run, signal } => {
+                // (g) signal only what is unreaped.
+                let Some((_, p)) = self.procs.iter_mut().find(|(_, p)| p.run == run) else {
+                    if !self.stale_runs.contains(&run) {
+                        self.fail(&format!("signal {signal} to run {run:?} that has exited"));
+                    }
+                    return None;
+                };
+                p.signalled = true;
+                let now = self.now;
+                if signal == libc::SIGKILL {
+                    p.exit_at = Some((now, ExitStatus::Signaled { signal, core: false }));
+                } else if !p.behaviour.ignores_term {
+                    let at = now + Duration::from_millis(5);
+                    if p.exit_at.is_none_or(|(t, _)| t > at) {
+                        p.exit_at = Some((at, ExitStatus::Signaled { signal, core: false }));
+                    }
+                }
+                None
+            }
+            Action::PersistLocks { version, locks } => {
+                if self.recover_pending {
+                    self.recover_pending = false;
+                    self.recover_version = Some(version);
+                }
+                let delay = Duration::from_millis(self.rng.next_u64() % 50);
+                let ok = !(self.faults && self.rng.next_u64() % 10 == 0);
+                self.disk_queue.push_back((self.now + delay, version, locks, ok));
+                None
+            }
+            Action::Reply { req, response } => {
+                // (c) maintenance on acknowledged only when durable and down.
+                if let Some(unit) = self.lock_on_reqs.remove(&req)
+                    && response.ok
+                {
+                    if !self.disk.contains_key(&unit) {
+                        self.fail(&format!("maintenance on {unit} acknowledged before it was on disk"));
+                    }
+                    if self.proc_of(&unit).is_some() {
+                        self.fail(&format!("maintenance on {unit} acknowledged while it still runs"));
+                    }
+                }
+                None
+            }
+            Action::Audit(_) | Action::CancelProbe { .. } | Action::StartProbe { .. } => None,
+            Action::ShutdownComplete(_) => None,
+        }
+    }
+
+    /// The next time something happens by itself.
+    fn next_world_time(&self) -> Option<Instant> {
+        let exits = self.procs.values().filter_map(|p| p.exit_at.map(|(t, _)| t));
+        let notifies = self.procs.values().filter_map(|p| {
+            (!p.notified).then_some(()).and(p.behaviour.notify_after.map(|d| p.started + d))
+        });
+        let disk = self.disk_queue.front().map(|d| d.0);
+        exits
+            .chain(notifies)
+            .chain(disk)
+            .chain(self.engine.next_deadline())
+            .min()
+    }
+
+    /// Deliver whatever is due at `self.now`.
+    fn deliver_due(&mut self) {
+        let now = self.now;
+        // Exits (the reaper).
+        let due: Vec<i32> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| p.exit_at.is_some_and(|(t, _)| t <= now))
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in due {
+            let Some(p) = self.procs.remove(&pid) else { continue };
+            let status = p.exit_at.map(|(_, s)| s).unwrap_or(ExitStatus::Exited(0));
+            self.ready.remove(&p.unit);
+            if self.specs[&p.unit].kind == UnitKind::Oneshot && status.success() && !p.signalled {
+                self.done.insert(p.unit.clone());
+            }
+            self.stale_runs.push(p.run);
+            self.feed(Event::ProcessExited { run: p.run, status });
+        }
+        // Notifications.
+        let due: Vec<(i32, RunId)> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| !p.notified && p.behaviour.notify_after.is_some_and(|d| p.started + d <= now))
+            .map(|(pid, p)| (*pid, p.run))
+            .collect();
+        for (pid, run) in due {
+            if let Some(p) = self.procs.get_mut(&pid) {
+                p.notified = true;
+            }
+            self.feed(Event::Notified {
+                run,
+                msg: NotifyMsg {
+                    ready: true,
+                    ..Default::default()
+                },
+            });
+        }
+        // Disk completions, in order.
+        while self.disk_queue.front().is_some_and(|d| d.0 <= now) {
+            let Some((_, version, locks, ok)) = self.disk_queue.pop_front() else { break };
+            if ok {
+                self.disk = locks;
+            }
+            let result = if ok { Ok(()) } else { Err("sim: fsync failed".into()) };
+            // Predict the engine's lock state before it hears of the write:
+            // spawns happen while it handles this very event.
+            if !ok {
+                self.lock_unknown = true;
+            } else if self.recover_version.is_some_and(|rv| rv <= version) {
+                self.recover_version = None;
+                self.unknown_from_boot = false;
+                self.lock_unknown = false;
+            } else if self.lock_unknown && !self.unknown_from_boot && self.recover_version.is_none() {
+                self.lock_unknown = false;
+            }
+            self.feed(Event::LocksPersisted { version, result });
+        }
+        if self.engine.next_deadline().is_some_and(|d| d <= now) {
+            self.feed(Event::Tick);
+        }
+    }
+
+    fn command(&mut self, request: Request) -> ReqId {
+        let req = ReqId(self.next_req);
+        self.next_req += 1;
+        let wall_ms = self.now.duration_since(self.t0).as_millis() as u64;
+        self.feed(Event::Command {
+            req,
+            peer: peer(),
+            wall_ms,
+            request,
+        });
+        req
+    }
+
+    fn random_external(&mut self) {
+        let names: Vec<String> = self.specs.keys().cloned().collect();
+        let unit = names[(self.rng.next_u64() % names.len() as u64) as usize].clone();
+        match self.rng.next_u64() % 12 {
+            0 => {
+                self.op_stopped.insert(unit.clone());
+                self.command(Request::Stop { unit });
+            }
+            1 | 2 => {
+                // The start is accepted (and may spawn at once) unless
+                // locked, or the lock state is unknown for a non-essential.
+                if !self.locked(&unit) && (!self.lock_unknown || self.specs[&unit].essential) {
+                    self.op_stopped.remove(&unit);
+                    // An operator start clears the restart budget.
+                    self.restarts.remove(&unit);
+                }
+                if self.rng.next_u64() % 2 == 0 {
+                    self.command(Request::Start { unit });
+                } else {
+                    self.command(Request::Restart { unit });
+                }
+            }
+            3 | 4 => {
+                let holder = if self.rng.next_u64() % 2 == 0 { "alice" } else { "bob" };
+                if !self.lock_unknown {
+                    let hs = self.wanted_locks.entry(unit.clone()).or_default();
+                    if !hs.iter().any(|h| h.holder == holder) {
+                        hs.push(Holder {
+                            holder: holder.into(),
+                            reason: "sim".into(),
+                            since_unix_ms: 0,
+                        });
+                    }
+                }
+                let req = self.command(Request::MaintenanceOn {
+                    unit: unit.clone(),
+                    reason: "sim".into(),
+                    holder: Some(holder.into()),
+                });
+                self.lock_on_reqs.insert(req, unit);
+            }
+            5 | 6 => {
+                let holder = if self.rng.next_u64() % 2 == 0 { "alice" } else { "bob" };
+                let dry_run = self.rng.next_u64() % 4 == 0;
+                if !self.lock_unknown
+                    && !dry_run
+                    && let Some(hs) = self.wanted_locks.get_mut(&unit)
+                {
+                    hs.retain(|h| h.holder != holder);
+                    if hs.is_empty() {
+                        self.wanted_locks.remove(&unit);
+                    }
+                }
+                self.command(Request::MaintenanceOff {
+                    unit,
+                    holder: Some(holder.into()),
+                    force: false,
+                    dry_run,
+                });
+            }
+            7 | 8 => {
+                // A mount appears, vanishes or flips read-only.
+                let p = PathBuf::from(format!("/srv/m{}", self.rng.next_u64() % 3));
+                match self.rng.next_u64() % 3 {
+                    0 => {
+                        self.mounted.insert(p, false);
+                    }
+                    1 => {
+                        self.mounted.remove(&p);
+                    }
+                    _ => {
+                        self.mounted.insert(p, true);
+                    }
+                }
+                // Sometimes the engine hears late: the spawner's re-check
+                // must cover the gap.
+                if self.rng.next_u64() % 3 != 0 {
+                    let t = mount_table(&self.mounted);
+                    self.feed(Event::MountTableChanged(t));
+                }
+            }
+            9 => {
+                // A stale result from an old run must change nothing.
+                if let Some(&run) = self.stale_runs.last() {
+                    let before: Vec<String> =
+                        self.engine.units().map(|(_, u)| format!("{:?}", u.state)).collect();
+                    let ev = match self.rng.next_u64() % 3 {
+                        0 => Event::ProcessExited { run, status: ExitStatus::Exited(1) },
+                        1 => Event::ProbeAnswered { run, ok: false, output: None },
+                        _ => Event::Notified { run, msg: NotifyMsg { ready: true, ..Default::default() } },
+                    };
+                    let now = self.now;
+                    let acts = self.engine.handle(now, ev);
+                    let after: Vec<String> =
+                        self.engine.units().map(|(_, u)| format!("{:?}", u.state)).collect();
+                    if before != after || acts.iter().any(|a| matches!(a, Action::Spawn { .. } | Action::Signal { .. })) {
+                        self.fail(&format!("a stale result for {run:?} changed the engine: {acts:?}"));
+                    }
+                }
+            }
+            10 => {
+                if self.lock_unknown && self.rng.next_u64() % 3 == 0 && self.disk_queue.is_empty() {
+                    let req = ReqId(self.next_req);
+                    self.next_req += 1;
+                    self.recover_pending = true;
+                    self.feed(Event::Recover {
+                        req,
+                        peer: peer(),
+                        wall_ms: 0,
+                        result: Ok(self.disk.clone()),
+                        source: "sim".into(),
+                    });
+                    // Known again once that write is durable; the sim
+                    // learns it when the write completes.
+                }
+            }
+            _ => {
+                let shed = self.rng.next_u64() % 2 == 0;
+                if shed {
+                    self.command(Request::Shed { level: crate::unit::Priority::Optional });
+                } else {
+                    self.command(Request::Unshed);
+                }
+            }
+        }
+    }
+
+    fn run(&mut self, steps: usize) {
+        for _ in 0..steps {
+            let next = self.next_world_time();
+            let external_in = Duration::from_millis(self.rng.next_u64() % 400);
+            let t_ext = self.now + external_in;
+            match next {
+                Some(t) if t <= t_ext => {
+                    self.now = self.now.max(t);
+                    self.deliver_due();
+                }
+                _ => {
+                    self.now = t_ext;
+                    self.deliver_due();
+                    self.random_external();
+                }
+            }
+        }
+    }
+
+    fn drain_disk(&mut self) {
+        while let Some(t) = self.disk_queue.front().map(|d| d.0) {
+            self.now = self.now.max(t);
+            self.deliver_due();
+        }
+    }
+
+    /// Faults off, every obstacle removed: everything must come up.
+    fn liveness(&mut self) {
+        self.faults = false;
+        // Let in-flight writes land.
+        while let Some(t) = self.disk_queue.front().map(|d| d.0) {
+            self.now = self.now.max(t);
+            self.deliver_due();
+        }
+        if self.engine.lock_model().unknown_reason().is_some() {
+            let req = ReqId(self.next_req);
+            self.next_req += 1;
+            self.recover_pending = true;
+            self.feed(Event::Recover {
+                req,
+                peer: peer(),
+                wall_ms: 0,
+                result: Ok(LockMap::new()),
+                source: "sim".into(),
+            });
+            self.drain_disk();
+        }
+        for unit in self.specs.keys().cloned().collect::<Vec<_>>() {
+            for holder in ["alice", "bob"] {
+                self.command(Request::MaintenanceOff {
+                    unit: unit.clone(),
+                    holder: Some(holder.into()),
+                    force: false,
+                    dry_run: false,
+                });
+            }
+        }
+        self.wanted_locks.clear();
+        self.command(Request::Unshed);
+        for p in self.specs.values().flat_map(|s| s.mounts.iter().map(|m| m.path.clone())).collect::<Vec<_>>() {
+            self.mounted.insert(p, false);
+        }
+        let t = mount_table(&self.mounted);
+        self.feed(Event::MountTableChanged(t));
+        // Drain writes, then start everything (clears failed).
+        let deadline = self.now + Duration::from_secs(600);
+        while let Some(t) = self.disk_queue.front().map(|d| d.0) {
+            self.now = self.now.max(t);
+            self.deliver_due();
+        }
+        self.lock_unknown = self.engine.lock_model().unknown_reason().is_some();
+        for unit in self.specs.keys().cloned().collect::<Vec<_>>() {
+            self.op_stopped.remove(&unit);
+            self.command(Request::Start { unit });
+        }
+        // Processes in the liveness phase are well-behaved from now on; old
+        // ones may still exit on their own schedule.
+        while self.now < deadline {
+            let all_up = self.engine.units().all(|(_, u)| match u.spec.kind {
+                UnitKind::Oneshot => matches!(u.state, UnitState::Done),
+                UnitKind::Longrun => matches!(u.state, UnitState::Running { ready: true, .. }),
+            });
+            if all_up {
+                return;
+            }
+            match self.next_world_time() {
+                Some(t) => {
+                    self.now = self.now.max(t);
+                    self.deliver_due();
+                }
+                None => break,
+            }
+            // A unit that failed during the drain gets one more operator
+            // start (as an operator would).
+            let failed: Vec<String> = self
+                .engine
+                .units()
+                .filter(|(_, u)| matches!(u.state, UnitState::Failed { .. } | UnitState::Exited { .. }))
+                .map(|(_, u)| u.spec.name.clone())
+                .collect();
+            for unit in failed {
+                self.command(Request::Start { unit });
+            }
+        }
+        let states: Vec<String> = self
+            .engine
+            .units()
+            .map(|(id, u)| format!("{}={:?} why: {}", u.spec.name, u.state, self.engine.why(id, self.now)))
+            .collect();
+        self.fail(&format!("liveness: not everything came up within 10 virtual minutes:\n{}", states.join("\n")));
+    }
+}
+
+fn seeds() -> Vec<u64> {
+    if let Some(s) = std::env::var("SUPD_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        return vec![s];
+    }
+    let n: u64 = std::env::var("SUPD_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    (1..=n).collect()
+}
+
+#[test]
+fn sim_seeds() {
+    let start = std::time::Instant::now();
+    let seeds = seeds();
+    for &seed in &seeds {
+        let mut sim = Sim::new(seed);
+        sim.run(1500);
+        sim.liveness();
+    }
+    eprintln!("sim: {} seeds x 1500 steps + liveness in {:?}", seeds.len(), start.elapsed());
+}

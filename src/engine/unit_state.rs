@@ -199,6 +199,10 @@ pub struct Unit {
     pub attempt: u32,
     pub restarts: u32,
     pub mount_wait_since: Option<Instant>,
+    /// The spawner's last-moment check refused a start: our snapshot is
+    /// behind the kernel. Treated as a missing mount until the watcher
+    /// delivers the next table (else we would retry in a tight loop).
+    pub mount_refused: Option<MountProblem>,
     pub last_exit: Option<ExitStatus>,
     pub status_text: Option<String>,
     pub health: HealthRt,
@@ -219,6 +223,7 @@ impl Unit {
             attempt: 0,
             restarts: 0,
             mount_wait_since: None,
+            mount_refused: None,
             last_exit: None,
             status_text: None,
             health: HealthRt::default(),
