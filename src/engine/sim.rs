@@ -85,6 +85,9 @@ struct Sim {
     /// Automatic restarts per unit (times), for the burst check.
     restarts: BTreeMap<String, Vec<Instant>>,
     stale_runs: Vec<RunId>,
+    /// Set while an operator start/restart is being handled: the spawns it
+    /// causes are not automatic restarts.
+    in_operator_start: bool,
     faults: bool,
     trace: VecDeque<String>,
     cap: u32,
@@ -219,6 +222,7 @@ impl Sim {
             lock_on_reqs: BTreeMap::new(),
             restarts: BTreeMap::new(),
             stale_runs: Vec::new(),
+            in_operator_start: false,
             faults: true,
             trace: VecDeque::new(),
             cap,
@@ -358,7 +362,7 @@ impl Sim {
                     self.fail(&format!("spawned {name} while a process of it still exists"));
                 }
                 // (e) burst over automatic restarts.
-                if before_backoff.contains(&name) {
+                if before_backoff.contains(&name) && !self.in_operator_start {
                     let s = &self.specs[&name];
                     let v = self.restarts.entry(name.clone()).or_default();
                     let now = self.now;
@@ -579,11 +583,13 @@ impl Sim {
                     // An operator start clears the restart budget.
                     self.restarts.remove(&unit);
                 }
+                self.in_operator_start = true;
                 if self.rng.next_u64() % 2 == 0 {
                     self.command(Request::Start { unit });
                 } else {
                     self.command(Request::Restart { unit });
                 }
+                self.in_operator_start = false;
             }
             3 | 4 => {
                 let holder = if self.rng.next_u64() % 2 == 0 { "alice" } else { "bob" };

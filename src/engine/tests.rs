@@ -1,1 +1,694 @@
-//! Engine scenario tests. (Placeholder, being written.)
+//! Engine scenario tests with a simulated clock: each test names what it
+//! proves. The world is played by hand here (the seeded, randomised world
+//! is `sim.rs`).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::engine::locks::LockMap;
+use crate::engine::{
+    Action, Engine, EngineConfig, Event, ExitStatus, LocksLoad, NotifyMsg, PeerInfo, ReqId, RunId,
+    UnitState,
+};
+use crate::mounts::{MountEntry, MountTable};
+use crate::protocol::Request;
+use crate::unit::{
+    HealthSpec, MountReq, OnLoss, OnUnhealthy, ProbeTarget, ReadyKind, RestartPolicy, UnitKind,
+    UnitSpec,
+};
+
+struct T {
+    e: Engine,
+    now: Instant,
+    next_pid: i32,
+    next_req: u64,
+    log: Vec<Action>,
+}
+
+fn longrun(name: &str) -> UnitSpec {
+    let mut s = UnitSpec::simple(name, UnitKind::Longrun, &["/bin/x"]);
+    s.restart.delay = Duration::from_millis(100);
+    s.restart.max_delay = Duration::from_millis(100);
+    s
+}
+
+fn requires(mut s: UnitSpec, deps: &[&str]) -> UnitSpec {
+    s.requires = deps.iter().map(|d| d.to_string()).collect();
+    s
+}
+
+fn table(paths: &[(&str, bool)]) -> MountTable {
+    let mut entries = vec![MountEntry {
+        mount_id: 1,
+        parent_id: 0,
+        root: "/".into(),
+        mount_point: "/".into(),
+        mount_options: vec!["rw".into()],
+        fstype: "ext4".into(),
+        source: "/dev/vda".into(),
+        super_options: vec![],
+    }];
+    for (i, (p, ro)) in paths.iter().enumerate() {
+        entries.push(MountEntry {
+            mount_id: 2 + i as u32,
+            parent_id: 1,
+            root: "/".into(),
+            mount_point: PathBuf::from(p),
+            mount_options: vec![if *ro { "ro" } else { "rw" }.into()],
+            fstype: "tmpfs".into(),
+            source: "t".into(),
+            super_options: vec![],
+        });
+    }
+    MountTable {
+        entries,
+        skipped: 0,
+    }
+}
+
+impl T {
+    fn new(specs: Vec<UnitSpec>) -> T {
+        T::with(specs, 16, table(&[]), true)
+    }
+
+    fn with(specs: Vec<UnitSpec>, cap: u32, mounts: MountTable, locks_known: bool) -> T {
+        let set = crate::graph::build(specs).expect("valid set");
+        let e = Engine::new(
+            set,
+            EngineConfig {
+                max_parallel_starts: cap,
+                seed: 7,
+            },
+            mounts,
+        );
+        let mut t = T {
+            e,
+            now: Instant::now(),
+            next_pid: 100,
+            next_req: 1,
+            log: vec![],
+        };
+        let load = if locks_known {
+            LocksLoad::Loaded(LockMap::new())
+        } else {
+            LocksLoad::Unknown("test: corrupt".into())
+        };
+        t.feed(Event::LocksLoaded(load));
+        t
+    }
+
+    /// Feed an event; spawns are answered at once (like the driver).
+    fn feed(&mut self, ev: Event) -> Vec<Action> {
+        let mut out = Vec::new();
+        let mut queue = vec![ev];
+        while let Some(ev) = queue.pop() {
+            let acts = self.e.handle(self.now, ev);
+            for a in acts {
+                if let Action::Spawn { run, .. } = &a {
+                    let pid = self.next_pid;
+                    self.next_pid += 1;
+                    queue.push(Event::Spawned { run: *run, pid });
+                }
+                out.push(a);
+            }
+        }
+        self.log.extend(out.iter().cloned());
+        out
+    }
+
+    fn cmd(&mut self, request: Request) -> (ReqId, Vec<Action>) {
+        let req = ReqId(self.next_req);
+        self.next_req += 1;
+        let acts = self.feed(Event::Command {
+            req,
+            peer: PeerInfo {
+                uid: 0,
+                pid: Some(1),
+                name: "root".into(),
+            },
+            wall_ms: 1_000,
+            request,
+        });
+        (req, acts)
+    }
+
+    fn advance(&mut self, d: Duration) -> Vec<Action> {
+        self.now += d;
+        self.feed(Event::Tick)
+    }
+
+    fn run_of(&self, name: &str) -> RunId {
+        let id = self.e.unit_id(name).expect("unit");
+        self.e.unit(id).state.run().unwrap_or_else(|| panic!("{name} has no run: {:?}", self.e.unit(id).state))
+    }
+
+    fn state(&self, name: &str) -> &UnitState {
+        &self.e.unit(self.e.unit_id(name).expect("unit")).state
+    }
+
+    fn running(&self, name: &str) -> bool {
+        matches!(self.state(name), UnitState::Running { .. } | UnitState::Starting { .. })
+    }
+
+    fn exit(&mut self, name: &str, code: i32) -> Vec<Action> {
+        let run = self.run_of(name);
+        self.feed(Event::ProcessExited {
+            run,
+            status: ExitStatus::Exited(code),
+        })
+    }
+
+    fn persist_all(&mut self, ok: bool) -> Vec<Action> {
+        let versions: Vec<u64> = self
+            .log
+            .iter()
+            .filter_map(|a| match a {
+                Action::PersistLocks { version, .. } => Some(*version),
+                _ => None,
+            })
+            .collect();
+        let mut out = vec![];
+        if let Some(v) = versions.last() {
+            out = self.feed(Event::LocksPersisted {
+                version: *v,
+                result: if ok { Ok(()) } else { Err("disk on fire".into()) },
+            });
+        }
+        out
+    }
+
+    fn why(&self, name: &str) -> String {
+        self.e.why(self.e.unit_id(name).expect("unit"), self.now)
+    }
+}
+
+fn spawned(acts: &[Action]) -> Vec<String> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::Spawn { spec, .. } => Some(spec.name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn signalled(t: &T, acts: &[Action]) -> Vec<String> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::Signal { run, .. } => t
+                .e
+                .units()
+                .find(|(_, u)| u.state.run() == Some(*run))
+                .map(|(_, u)| u.spec.name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn reply(acts: &[Action], req: ReqId) -> Option<(bool, String)> {
+    acts.iter().find_map(|a| match a {
+        Action::Reply { req: r, response } if *r == req => {
+            Some((response.ok, response.message.clone()))
+        }
+        _ => None,
+    })
+}
+
+#[test]
+fn diamond_starts_in_order_and_independent_units_together() {
+    let mut t = T::new(vec![
+        longrun("base"),
+        requires(longrun("left"), &["base"]),
+        requires(longrun("right"), &["base"]),
+        requires(longrun("top"), &["left", "right"]),
+        longrun("solo"),
+    ]);
+    let order = spawned(&t.log);
+    let pos = |n: &str| order.iter().position(|x| x == n).unwrap_or(usize::MAX);
+    assert!(pos("base") < pos("left") && pos("base") < pos("right"));
+    assert!(pos("left") < pos("top") && pos("right") < pos("top"));
+    assert_eq!(order.len(), 5, "all start in one settle: {order:?}");
+    assert!(t.running("top"));
+    let _ = &mut t;
+}
+
+#[test]
+fn oneshot_must_complete_before_dependents() {
+    let mut setup = UnitSpec::simple("setup", UnitKind::Oneshot, &["/bin/x"]);
+    setup.restart.policy = RestartPolicy::Never;
+    let mut t = T::new(vec![setup, requires(longrun("app"), &["setup"])]);
+    assert_eq!(spawned(&t.log), vec!["setup"]);
+    assert!(t.why("app").contains("setup"));
+    let acts = t.exit("setup", 0);
+    assert_eq!(spawned(&acts), vec!["app"]);
+    assert!(matches!(t.state("setup"), UnitState::Done));
+}
+
+#[test]
+fn dependents_stop_before_their_dependency() {
+    let mut t = T::new(vec![longrun("db"), requires(longrun("app"), &["db"])]);
+    let (req, acts) = t.cmd(Request::Stop { unit: "db".into() });
+    assert_eq!(signalled(&t, &acts), vec!["app"], "only the dependent first");
+    assert!(reply(&acts, req).is_none(), "answer waits for the stop");
+    let acts = t.exit("app", 0);
+    assert_eq!(signalled(&t, &acts), vec!["db"]);
+    let acts = t.exit("db", 0);
+    assert!(reply(&acts, req).is_some_and(|(ok, _)| ok));
+    assert!(spawned(&acts).is_empty(), "app must not come back without db");
+}
+
+#[test]
+fn operator_stop_is_not_undone_by_policy_or_dependency() {
+    let mut db = longrun("db");
+    db.restart.policy = RestartPolicy::Always;
+    let mut t = T::new(vec![db, requires(longrun("app"), &["db"])]);
+    t.cmd(Request::Stop { unit: "db".into() });
+    t.exit("app", 0);
+    t.exit("db", 0);
+    for _ in 0..20 {
+        let acts = t.advance(Duration::from_secs(1));
+        assert!(spawned(&acts).is_empty(), "{acts:?}");
+    }
+    assert!(t.why("db").contains("stopped by an operator"));
+    let (_, acts) = t.cmd(Request::Start { unit: "db".into() });
+    assert_eq!(spawned(&acts), vec!["db", "app"]);
+}
+
+#[test]
+fn crash_restarts_with_backoff_then_fails_at_the_burst() {
+    let mut s = longrun("svc");
+    s.restart.delay = Duration::from_millis(100);
+    s.restart.max_delay = Duration::from_secs(10);
+    s.restart.burst = 3;
+    s.restart.interval = Duration::from_secs(60);
+    let mut t = T::new(vec![s]);
+    let mut delays = vec![];
+    for _ in 0..3 {
+        t.exit("svc", 1);
+        let until = match t.state("svc") {
+            UnitState::Backoff { until } => *until,
+            other => panic!("{other:?}"),
+        };
+        delays.push(until.duration_since(t.now));
+        t.advance(until.duration_since(t.now));
+        assert!(t.running("svc"));
+    }
+    assert!(delays[0] <= Duration::from_millis(100) && delays[0] >= Duration::from_millis(50));
+    assert!(delays[2] > delays[0], "backoff grows: {delays:?}");
+    t.exit("svc", 1);
+    t.advance(Duration::from_secs(10));
+    assert!(matches!(t.state("svc"), UnitState::Failed { .. }), "{:?}", t.state("svc"));
+    assert!(t.why("svc").contains("start limit"));
+    let (_, acts) = t.cmd(Request::Start { unit: "svc".into() });
+    assert_eq!(spawned(&acts), vec!["svc"], "start clears failed");
+}
+
+#[test]
+fn clean_exit_under_on_failure_is_not_restarted() {
+    let mut t = T::new(vec![longrun("svc")]);
+    t.exit("svc", 0);
+    let acts = t.advance(Duration::from_secs(5));
+    assert!(spawned(&acts).is_empty());
+    assert!(matches!(t.state("svc"), UnitState::Exited { .. }));
+}
+
+/// Invariant 2, table-driven over every path that can start a unit.
+#[test]
+fn a_locked_unit_is_never_started_by_any_path() {
+    type Path = fn(&mut T) -> Vec<Action>;
+    let paths: Vec<(&str, Path)> = vec![
+        ("restart policy after a crash", |t| {
+            t.advance(Duration::from_secs(5))
+        }),
+        ("dependency pull-up (dependency restarted)", |t| {
+            t.cmd(Request::Restart { unit: "dep".into() });
+            let mut a = t.exit("app", 0);
+            a.extend(t.exit("dep", 0));
+            a.extend(t.advance(Duration::from_secs(1)));
+            a
+        }),
+        ("manual start", |t| t.cmd(Request::Start { unit: "db".into() }).1),
+        ("manual restart", |t| t.cmd(Request::Restart { unit: "db".into() }).1),
+        ("reload", |t| {
+            let set = crate::graph::build(specs()).expect("set");
+            let req = ReqId(999);
+            t.feed(Event::Reloaded {
+                req: Some(req),
+                peer: PeerInfo { uid: 0, pid: None, name: "root".into() },
+                wall_ms: 0,
+                result: Ok(set),
+            })
+        }),
+        ("mount reappearing", |t| {
+            let mut a = t.feed(Event::MountTableChanged(table(&[])));
+            a.extend(t.feed(Event::MountTableChanged(table(&[("/srv/db", false)]))));
+            a
+        }),
+        ("unshed", |t| {
+            let mut a = t.cmd(Request::Shed { level: crate::unit::Priority::Critical }).1;
+            a.extend(t.cmd(Request::Unshed).1);
+            a
+        }),
+        ("probe-driven restart", |t| {
+            let mut a = vec![];
+            for _ in 0..5 {
+                a.extend(t.advance(Duration::from_secs(1)));
+            }
+            a
+        }),
+        ("timers firing for an hour", |t| {
+            let mut a = vec![];
+            for _ in 0..60 {
+                a.extend(t.advance(Duration::from_secs(60)));
+            }
+            a
+        }),
+    ];
+    fn specs() -> Vec<UnitSpec> {
+        let mut db = requires(longrun("db"), &["dep"]);
+        db.restart.policy = RestartPolicy::Always;
+        db.mounts.push(MountReq {
+            path: "/srv/db".into(),
+            fstype: None,
+            source: None,
+            options: vec![],
+            on_loss: OnLoss::Stop,
+            timeout: None,
+        });
+        db.health = Some(HealthSpec {
+            target: ProbeTarget::Tcp("127.0.0.1:1".into()),
+            interval: Duration::from_millis(500),
+            timeout: Duration::from_millis(100),
+            start_period: Duration::ZERO,
+            failure_threshold: 1,
+            success_threshold: 1,
+            on_unhealthy: OnUnhealthy::Restart,
+        });
+        vec![longrun("dep"), db, requires(longrun("app"), &["dep"])]
+    }
+    for (name, path) in paths {
+        let mut t = T::with(specs(), 16, table(&[("/srv/db", false)]), true);
+        assert!(t.running("db"), "{name}: db should start first");
+        let (req, _) = t.cmd(Request::MaintenanceOn {
+            unit: "db".into(),
+            reason: "disk swap".into(),
+            holder: Some("alice".into()),
+        });
+        let acts = t.exit("db", 0);
+        assert!(reply(&acts, req).is_none(), "{name}: answered before the lock was durable");
+        let acts = t.persist_all(true);
+        assert!(reply(&acts, req).is_some_and(|(ok, _)| ok), "{name}");
+        let acts = path(&mut t);
+        assert!(
+            !spawned(&acts).contains(&"db".to_string()),
+            "{name}: locked unit started: {acts:?}"
+        );
+        assert!(!t.running("db"), "{name}");
+        if name.starts_with("manual") {
+            let refused = acts.iter().any(|a| matches!(a, Action::Reply { response, .. } if !response.ok && response.message.contains("alice") && response.message.contains("disk swap")));
+            assert!(refused, "{name}: refusal must name holder and reason: {acts:?}");
+        }
+    }
+}
+
+#[test]
+fn release_takes_effect_only_once_durable_and_only_after_the_last_holder() {
+    let mut t = T::new(vec![longrun("db")]);
+    for h in ["alice", "bob"] {
+        t.cmd(Request::MaintenanceOn {
+            unit: "db".into(),
+            reason: h.into(),
+            holder: Some(h.into()),
+        });
+    }
+    t.exit("db", 0);
+    t.persist_all(true);
+    let (_, acts) = t.cmd(Request::MaintenanceOff {
+        unit: "db".into(),
+        holder: Some("alice".into()),
+        force: false,
+        dry_run: false,
+    });
+    assert!(spawned(&acts).is_empty());
+    let acts = t.persist_all(true);
+    assert!(spawned(&acts).is_empty(), "bob still holds it");
+    let (req, acts) = t.cmd(Request::MaintenanceOff {
+        unit: "db".into(),
+        holder: Some("bob".into()),
+        force: false,
+        dry_run: false,
+    });
+    assert!(spawned(&acts).is_empty(), "no start before the release is on disk");
+    assert!(reply(&acts, req).is_none());
+    let acts = t.persist_all(true);
+    assert_eq!(spawned(&acts), vec!["db"]);
+    assert!(reply(&acts, req).is_some_and(|(ok, m)| ok && m.contains("starting")));
+}
+
+#[test]
+fn failed_lock_write_answers_failure_and_fails_closed() {
+    let mut t = T::new(vec![longrun("db"), longrun("web")]);
+    let (req, _) = t.cmd(Request::MaintenanceOn {
+        unit: "db".into(),
+        reason: "x".into(),
+        holder: None,
+    });
+    t.exit("db", 0);
+    let acts = t.persist_all(false);
+    assert!(reply(&acts, req).is_some_and(|(ok, _)| !ok));
+    assert!(!t.running("db"), "held down in memory even though not durable");
+    // Fail closed: a crashed non-essential unit is not restarted.
+    t.exit("web", 1);
+    let acts = t.advance(Duration::from_secs(5));
+    assert!(spawned(&acts).is_empty(), "{acts:?}");
+}
+
+#[test]
+fn unknown_lock_state_starts_only_essential_units() {
+    let mut console = longrun("console");
+    console.essential = true;
+    let mut t = T::with(vec![console, longrun("db")], 16, table(&[]), false);
+    assert_eq!(spawned(&t.log), vec!["console"]);
+    assert!(t.why("db").contains("lock state unknown"));
+    let (_, acts) = t.cmd(Request::Start { unit: "db".into() });
+    assert!(spawned(&acts).is_empty());
+    let req = ReqId(77);
+    t.feed(Event::Recover {
+        req,
+        peer: PeerInfo { uid: 0, pid: None, name: "root".into() },
+        wall_ms: 0,
+        result: Ok(LockMap::new()),
+        source: "test".into(),
+    });
+    let acts = t.persist_all(true);
+    assert_eq!(spawned(&acts), vec!["db"]);
+}
+
+#[test]
+fn dependents_wait_on_a_locked_dependency_and_why_says_so() {
+    let mut t = T::new(vec![longrun("db"), requires(longrun("app"), &["db"])]);
+    t.cmd(Request::MaintenanceOn {
+        unit: "db".into(),
+        reason: "upgrade".into(),
+        holder: Some("alice".into()),
+    });
+    t.exit("app", 0);
+    t.exit("db", 0);
+    t.persist_all(true);
+    let why = t.why("app");
+    assert!(why.contains("db") && why.contains("maintenance"), "{why}");
+}
+
+#[test]
+fn shutdown_stops_in_reverse_dependency_order() {
+    let mut t = T::new(vec![
+        longrun("a"),
+        requires(longrun("b"), &["a"]),
+        requires(longrun("c"), &["b"]),
+    ]);
+    let acts = t.feed(Event::ShutdownRequested(crate::engine::ShutdownKind::Exit));
+    assert_eq!(signalled(&t, &acts), vec!["c"]);
+    let acts = t.exit("c", 0);
+    assert_eq!(signalled(&t, &acts), vec!["b"]);
+    let acts = t.exit("b", 0);
+    assert_eq!(signalled(&t, &acts), vec!["a"]);
+    let acts = t.exit("a", 0);
+    assert!(acts.iter().any(|a| matches!(a, Action::ShutdownComplete(_))));
+}
+
+#[test]
+fn stop_timeout_sends_sigkill() {
+    let mut s = longrun("svc");
+    s.stop.timeout = Duration::from_secs(3);
+    let mut t = T::new(vec![s]);
+    t.cmd(Request::Stop { unit: "svc".into() });
+    let acts = t.advance(Duration::from_secs(2));
+    assert!(signalled(&t, &acts).is_empty());
+    let acts = t.advance(Duration::from_secs(2));
+    assert!(acts.iter().any(|a| matches!(a, Action::Signal { signal, .. } if *signal == libc::SIGKILL)));
+}
+
+#[test]
+fn max_parallel_starts_queues_notify_units() {
+    let specs: Vec<UnitSpec> = (0..10)
+        .map(|i| {
+            let mut s = longrun(&format!("n{i}"));
+            s.ready.kind = ReadyKind::Notify;
+            s
+        })
+        .collect();
+    let mut t = T::with(specs, 3, table(&[]), true);
+    assert_eq!(spawned(&t.log).len(), 3);
+    let run = t.run_of("n0");
+    let acts = t.feed(Event::Notified {
+        run,
+        msg: NotifyMsg {
+            ready: true,
+            ..Default::default()
+        },
+    });
+    assert_eq!(spawned(&acts).len(), 1, "one slot freed, one start");
+    assert!(t.why("n9").contains("max_parallel_starts"));
+}
+
+#[test]
+fn notify_readiness_gates_dependents() {
+    let mut db = longrun("db");
+    db.ready.kind = ReadyKind::Notify;
+    let mut t = T::new(vec![db, requires(longrun("app"), &["db"])]);
+    assert_eq!(spawned(&t.log), vec!["db"]);
+    let run = t.run_of("db");
+    let acts = t.feed(Event::Notified {
+        run,
+        msg: NotifyMsg {
+            ready: true,
+            status: Some("up".into()),
+            ..Default::default()
+        },
+    });
+    assert_eq!(spawned(&acts), vec!["app"]);
+}
+
+#[test]
+fn probe_thresholds_start_period_and_stale_results() {
+    let mut s = longrun("web");
+    s.ready.kind = ReadyKind::Probe;
+    s.restart.policy = RestartPolicy::Always;
+    s.health = Some(HealthSpec {
+        target: ProbeTarget::Tcp("127.0.0.1:1".into()),
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_millis(200),
+        start_period: Duration::from_secs(3),
+        failure_threshold: 2,
+        success_threshold: 2,
+        on_unhealthy: OnUnhealthy::Restart,
+    });
+    let mut t = T::new(vec![s]);
+    let run = t.run_of("web");
+    let probe = |t: &mut T, ok: bool| {
+        t.feed(Event::ProbeAnswered {
+            run,
+            ok,
+            output: None,
+        })
+    };
+    // Not ready yet: failures do not count (not ready is not unhealthy).
+    for _ in 0..5 {
+        probe(&mut t, false);
+    }
+    assert!(matches!(t.state("web"), UnitState::Starting { .. }));
+    probe(&mut t, true);
+    assert!(matches!(t.state("web"), UnitState::Starting { .. }), "success_threshold 2");
+    probe(&mut t, true);
+    assert!(matches!(t.state("web"), UnitState::Running { ready: true, .. }));
+    // Within start_period (3 s from spawn) failures still do not count.
+    probe(&mut t, false);
+    probe(&mut t, false);
+    assert!(matches!(t.state("web"), UnitState::Running { .. }));
+    t.now += Duration::from_secs(4);
+    probe(&mut t, false);
+    let acts = probe(&mut t, false);
+    assert_eq!(signalled(&t, &acts), vec!["web"], "unhealthy -> restart");
+    t.exit("web", 0);
+    // A late answer from the old run must not touch the new one.
+    t.advance(Duration::from_secs(5));
+    let new_run = t.run_of("web");
+    assert_ne!(new_run, run);
+    let before = t.state("web").clone();
+    let acts = t.feed(Event::ProbeAnswered {
+        run,
+        ok: true,
+        output: None,
+    });
+    assert!(acts.is_empty());
+    assert_eq!(*t.state("web"), before);
+}
+
+#[test]
+fn mount_timeout_fails_with_the_path() {
+    let mut s = longrun("db");
+    s.mounts.push(MountReq {
+        path: "/srv/pg".into(),
+        fstype: None,
+        source: None,
+        options: vec!["rw".into()],
+        on_loss: OnLoss::Stop,
+        timeout: Some(Duration::from_secs(30)),
+    });
+    let mut t = T::new(vec![s]);
+    assert!(t.why("db").contains("/srv/pg is a directory on /, not a mount point"));
+    t.advance(Duration::from_secs(31));
+    assert!(matches!(t.state("db"), UnitState::Failed { .. }));
+    assert!(t.why("db").contains("/srv/pg"), "{}", t.why("db"));
+    // Read-only does not satisfy rw.
+    t.feed(Event::MountTableChanged(table(&[("/srv/pg", true)])));
+    let (_, acts) = t.cmd(Request::Start { unit: "db".into() });
+    assert!(spawned(&acts).is_empty());
+    assert!(t.why("db").contains("read-only"));
+    let acts = t.feed(Event::MountTableChanged(table(&[("/srv/pg", false)])));
+    assert_eq!(spawned(&acts), vec!["db"]);
+    let acts = t.feed(Event::MountTableChanged(table(&[])));
+    assert_eq!(signalled(&t, &acts), vec!["db"], "mount lost -> stop");
+}
+
+#[test]
+fn spawner_refusal_waits_for_the_next_mount_table() {
+    let mut s = longrun("db");
+    s.mounts.push(MountReq {
+        path: "/srv/pg".into(),
+        fstype: None,
+        source: None,
+        options: vec![],
+        on_loss: OnLoss::Stop,
+        timeout: None,
+    });
+    let set = crate::graph::build(vec![s]).expect("set");
+    let now = Instant::now();
+    let mut e = Engine::new(set, EngineConfig::default(), table(&[("/srv/pg", false)]));
+    let acts = e.handle(now, Event::LocksLoaded(LocksLoad::Loaded(LockMap::new())));
+    let run = acts
+        .iter()
+        .find_map(|a| match a {
+            Action::Spawn { run, .. } => Some(*run),
+            _ => None,
+        })
+        .expect("spawn");
+    // The kernel's table says otherwise: the spawner refuses.
+    let problem = crate::mounts::MountProblem::NotMounted {
+        path: "/srv/pg".into(),
+        on: Some("/".into()),
+    };
+    let acts = e.handle(
+        now,
+        Event::SpawnFailed {
+            run,
+            error: problem.to_string(),
+            mount: Some(problem),
+        },
+    );
+    assert!(spawned(&acts).is_empty(), "must not retry in a tight loop: {acts:?}");
+    let id = e.unit_id("db").expect("db");
+    assert!(e.why(id, now).contains("not a mount point"));
+    // The watcher catches up: mounted after all.
+    let acts = e.handle(now, Event::MountTableChanged(table(&[("/srv/pg", false)])));
+    assert_eq!(spawned(&acts), vec!["db"]);
+}
