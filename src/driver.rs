@@ -178,6 +178,24 @@ async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> 
         table.clone(),
     );
 
+    // The state directory is ours alone: a second supd on the same state
+    // would make two writers of the lock file. (With a late-mounted state
+    // dir the lock is taken once the mount appears.)
+    let mut dir_lock = None;
+    if settings.state_mount.is_none() {
+        let store = LockStore::open(&settings.state_dir);
+        match store.ensure_dir().and_then(|_| store.lock_dir()) {
+            Ok(l) => dir_lock = Some(l),
+            Err(e) => {
+                tracing::error!("state directory {}: {e}", settings.state_dir.display());
+                if settings.mode == Mode::Subreaper {
+                    eprintln!("supd: {e}");
+                    return 1;
+                }
+            }
+        }
+    }
+
     // Control socket.
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlRequest>(64);
     match control::bind(&settings.socket) {
@@ -192,6 +210,7 @@ async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> 
         Err(e) => {
             tracing::error!("control socket {}: {e}", settings.socket.display());
             if settings.mode == Mode::Subreaper {
+                eprintln!("supd: {e}");
                 return 1;
             }
         }
@@ -221,7 +240,7 @@ async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> 
     let state_mount = settings.state_mount.clone();
     let spawn_res = std::thread::Builder::new()
         .name("supd-disk".into())
-        .spawn(move || disk_thread(state_dir, state_mount, disk_rx, disk_res_tx));
+        .spawn(move || disk_thread(state_dir, state_mount, dir_lock, disk_rx, disk_res_tx));
     if let Err(e) = spawn_res {
         tracing::error!("cannot start the persistence thread: {e}");
         return 1;
@@ -320,27 +339,30 @@ async fn sleep_until(deadline: Option<Instant>) {
 fn disk_thread(
     dir: PathBuf,
     state_mount: Option<MountReq>,
+    dir_lock: Option<crate::world::lock_store::DirLock>,
     rx: std::sync::mpsc::Receiver<DiskJob>,
     tx: mpsc::UnboundedSender<DiskResult>,
 ) {
     let mut store = LockStore::open(&dir);
     // Held for supd's lifetime: a second supd on the same state refuses.
-    let mut _dir_lock = None;
+    let mut dir_lock = dir_lock;
     while let Ok(job) = rx.recv() {
         match job {
             DiskJob::Load => {
                 let load = (|| {
-                    if state_mount.is_none()
-                        && let Err(e) = store.ensure_dir()
-                    {
-                        return LocksLoad::Unknown(format!(
-                            "cannot create state directory {}: {e}",
-                            dir.display()
-                        ));
-                    }
-                    match store.lock_dir() {
-                        Ok(l) => _dir_lock = Some(l),
-                        Err(e) => return LocksLoad::Unknown(e.to_string()),
+                    if dir_lock.is_none() {
+                        if state_mount.is_none()
+                            && let Err(e) = store.ensure_dir()
+                        {
+                            return LocksLoad::Unknown(format!(
+                                "cannot create state directory {}: {e}",
+                                dir.display()
+                            ));
+                        }
+                        match store.lock_dir() {
+                            Ok(l) => dir_lock = Some(l),
+                            Err(e) => return LocksLoad::Unknown(e.to_string()),
+                        }
                     }
                     match store.load() {
                         LoadOutcome::Loaded { locks, note, .. } => {

@@ -19,14 +19,12 @@ use std::time::{Duration, Instant};
 use crate::engine::locks::{Holder, LockMap};
 use crate::engine::restart::Rng;
 use crate::engine::{
-    Action, Engine, EngineConfig, Event, ExitStatus, LocksLoad, NotifyMsg, PeerInfo, ReqId,
-    RunId, UnitState,
+    Action, Engine, EngineConfig, Event, ExitStatus, LocksLoad, NotifyMsg, PeerInfo, ReqId, RunId,
+    UnitState,
 };
 use crate::mounts::{MountEntry, MountTable};
 use crate::protocol::Request;
-use crate::unit::{
-    MountReq, OnLoss, ReadyKind, RestartPolicy, UnitKind, UnitSet, UnitSpec,
-};
+use crate::unit::{MountReq, OnLoss, ReadyKind, RestartPolicy, UnitKind, UnitSet, UnitSpec};
 
 /// How a simulated process behaves.
 #[derive(Debug, Clone, Copy)]
@@ -141,7 +139,11 @@ impl Sim {
             let oneshot = rng.next_u64() % 5 == 0;
             let mut s = UnitSpec::simple(
                 &name,
-                if oneshot { UnitKind::Oneshot } else { UnitKind::Longrun },
+                if oneshot {
+                    UnitKind::Oneshot
+                } else {
+                    UnitKind::Longrun
+                },
                 &["/bin/x"],
             );
             for j in 0..i {
@@ -159,7 +161,11 @@ impl Sim {
                     fstype: None,
                     source: None,
                     options: vec!["rw".into()],
-                    on_loss: if rng.next_u64() % 4 == 0 { OnLoss::Ignore } else { OnLoss::Stop },
+                    on_loss: if rng.next_u64() % 4 == 0 {
+                        OnLoss::Ignore
+                    } else {
+                        OnLoss::Stop
+                    },
                     timeout: None,
                 });
             }
@@ -169,7 +175,13 @@ impl Sim {
             s.restart.policy = match rng.next_u64() % 4 {
                 0 => RestartPolicy::Never,
                 1 => RestartPolicy::Always,
-                _ => if oneshot { RestartPolicy::Never } else { RestartPolicy::OnFailure },
+                _ => {
+                    if oneshot {
+                        RestartPolicy::Never
+                    } else {
+                        RestartPolicy::OnFailure
+                    }
+                }
             };
             s.restart.delay = Duration::from_millis(rng.next_u64() % 300);
             s.restart.max_delay = s.restart.delay * 8;
@@ -273,8 +285,7 @@ impl Sim {
             UnitKind::Oneshot => self.done.contains(unit),
             UnitKind::Longrun => match self.proc_of(unit) {
                 Some((_, p)) => {
-                    !p.signalled
-                        && (spec.ready.kind != ReadyKind::Notify || p.notified)
+                    !p.signalled && (spec.ready.kind != ReadyKind::Notify || p.notified)
                 }
                 None => false,
             },
@@ -301,19 +312,19 @@ impl Sim {
             .collect();
         let now = self.now;
         let engine = &mut self.engine;
-        let actions = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            engine.handle(now, ev)
-        })) {
-            Ok(a) => a,
-            Err(p) => {
-                let m = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                self.fail(&format!("engine panicked: {m}"))
-            }
-        };
+        let actions =
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.handle(now, ev)))
+            {
+                Ok(a) => a,
+                Err(p) => {
+                    let m = p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    self.fail(&format!("engine panicked: {m}"))
+                }
+            };
         self.check_state();
         let mut follow = Vec::new();
         for a in actions {
@@ -333,12 +344,18 @@ impl Sim {
             .filter(|(_, u)| matches!(u.state, UnitState::Starting { .. }))
             .count();
         if starting > self.cap as usize {
-            self.fail(&format!("{starting} units starting at once, cap {}", self.cap));
+            self.fail(&format!(
+                "{starting} units starting at once, cap {}",
+                self.cap
+            ));
         }
     }
 
     fn execute(&mut self, a: Action, before_backoff: &BTreeSet<String>) -> Option<Event> {
-        self.note(format!("  -> {}", format!("{a:?}").chars().take(160).collect::<String>()));
+        self.note(format!(
+            "  -> {}",
+            format!("{a:?}").chars().take(160).collect::<String>()
+        ));
         match a {
             Action::Spawn { run, spec, .. } => {
                 let name = spec.name.clone();
@@ -347,7 +364,9 @@ impl Sim {
                     self.fail(&format!("spawned {name} while it has a maintenance lock"));
                 }
                 if self.lock_unknown && !spec.essential {
-                    self.fail(&format!("spawned non-essential {name} while the lock state is unknown"));
+                    self.fail(&format!(
+                        "spawned non-essential {name} while the lock state is unknown"
+                    ));
                 }
                 if self.op_stopped.contains(&name) {
                     self.fail(&format!("spawned {name} after an operator stop"));
@@ -355,11 +374,15 @@ impl Sim {
                 // (d) requires ready.
                 for dep in &spec.requires {
                     if !self.oracle_ready(dep) {
-                        self.fail(&format!("spawned {name} while its requirement {dep} is not ready"));
+                        self.fail(&format!(
+                            "spawned {name} while its requirement {dep} is not ready"
+                        ));
                     }
                 }
                 if self.proc_of(&name).is_some() {
-                    self.fail(&format!("spawned {name} while a process of it still exists"));
+                    self.fail(&format!(
+                        "spawned {name} while a process of it still exists"
+                    ));
                 }
                 // (e) burst over automatic restarts.
                 if before_backoff.contains(&name) && !self.in_operator_start {
@@ -370,7 +393,10 @@ impl Sim {
                     v.push(now);
                     if v.len() > s.restart.burst as usize {
                         let n = v.len();
-                        self.fail(&format!("{name}: {n} automatic restarts within the interval (burst {})", s.restart.burst));
+                        self.fail(&format!(
+                            "{name}: {n} automatic restarts within the interval (burst {})",
+                            s.restart.burst
+                        ));
                     }
                 }
                 // (a) the spawner's last-moment mount check.
@@ -379,7 +405,11 @@ impl Sim {
                         run,
                         error: "mount missing".into(),
                         mount: Some(crate::mounts::MountProblem::NotMounted {
-                            path: spec.mounts.first().map(|m| m.path.clone()).unwrap_or_default(),
+                            path: spec
+                                .mounts
+                                .first()
+                                .map(|m| m.path.clone())
+                                .unwrap_or_default(),
                             on: None,
                         }),
                     });
@@ -410,9 +440,9 @@ impl Sim {
                 if spec.ready.kind == ReadyKind::Notify {
                     b.notify_after = Some(Duration::from_millis(self.rng.next_u64() % 700));
                 }
-                let exit_at = b.exit_after.map(|d| {
-                    (self.now + d, ExitStatus::Exited(b.exit_code))
-                });
+                let exit_at = b
+                    .exit_after
+                    .map(|d| (self.now + d, ExitStatus::Exited(b.exit_code)));
                 self.procs.insert(
                     pid,
                     Proc {
@@ -438,11 +468,23 @@ impl Sim {
                 p.signalled = true;
                 let now = self.now;
                 if signal == libc::SIGKILL {
-                    p.exit_at = Some((now, ExitStatus::Signaled { signal, core: false }));
+                    p.exit_at = Some((
+                        now,
+                        ExitStatus::Signaled {
+                            signal,
+                            core: false,
+                        },
+                    ));
                 } else if !p.behaviour.ignores_term {
                     let at = now + Duration::from_millis(5);
                     if p.exit_at.is_none_or(|(t, _)| t > at) {
-                        p.exit_at = Some((at, ExitStatus::Signaled { signal, core: false }));
+                        p.exit_at = Some((
+                            at,
+                            ExitStatus::Signaled {
+                                signal,
+                                core: false,
+                            },
+                        ));
                     }
                 }
                 None
@@ -454,7 +496,8 @@ impl Sim {
                 }
                 let delay = Duration::from_millis(self.rng.next_u64() % 50);
                 let ok = !(self.faults && self.rng.next_u64() % 10 == 0);
-                self.disk_queue.push_back((self.now + delay, version, locks, ok));
+                self.disk_queue
+                    .push_back((self.now + delay, version, locks, ok));
                 None
             }
             Action::Reply { req, response } => {
@@ -463,10 +506,14 @@ impl Sim {
                     && response.ok
                 {
                     if !self.disk.contains_key(&unit) {
-                        self.fail(&format!("maintenance on {unit} acknowledged before it was on disk"));
+                        self.fail(&format!(
+                            "maintenance on {unit} acknowledged before it was on disk"
+                        ));
                     }
                     if self.proc_of(&unit).is_some() {
-                        self.fail(&format!("maintenance on {unit} acknowledged while it still runs"));
+                        self.fail(&format!(
+                            "maintenance on {unit} acknowledged while it still runs"
+                        ));
                     }
                 }
                 None
@@ -478,9 +525,14 @@ impl Sim {
 
     /// The next time something happens by itself.
     fn next_world_time(&self) -> Option<Instant> {
-        let exits = self.procs.values().filter_map(|p| p.exit_at.map(|(t, _)| t));
+        let exits = self
+            .procs
+            .values()
+            .filter_map(|p| p.exit_at.map(|(t, _)| t));
         let notifies = self.procs.values().filter_map(|p| {
-            (!p.notified).then_some(()).and(p.behaviour.notify_after.map(|d| p.started + d))
+            (!p.notified)
+                .then_some(())
+                .and(p.behaviour.notify_after.map(|d| p.started + d))
         });
         let disk = self.disk_queue.front().map(|d| d.0);
         exits
@@ -501,7 +553,9 @@ impl Sim {
             .map(|(pid, _)| *pid)
             .collect();
         for pid in due {
-            let Some(p) = self.procs.remove(&pid) else { continue };
+            let Some(p) = self.procs.remove(&pid) else {
+                continue;
+            };
             let status = p.exit_at.map(|(_, s)| s).unwrap_or(ExitStatus::Exited(0));
             self.ready.remove(&p.unit);
             if self.specs[&p.unit].kind == UnitKind::Oneshot && status.success() && !p.signalled {
@@ -514,7 +568,12 @@ impl Sim {
         let due: Vec<(i32, RunId)> = self
             .procs
             .iter()
-            .filter(|(_, p)| !p.notified && p.behaviour.notify_after.is_some_and(|d| p.started + d <= now))
+            .filter(|(_, p)| {
+                !p.notified
+                    && p.behaviour
+                        .notify_after
+                        .is_some_and(|d| p.started + d <= now)
+            })
             .map(|(pid, p)| (*pid, p.run))
             .collect();
         for (pid, run) in due {
@@ -531,11 +590,17 @@ impl Sim {
         }
         // Disk completions, in order.
         while self.disk_queue.front().is_some_and(|d| d.0 <= now) {
-            let Some((_, version, locks, ok)) = self.disk_queue.pop_front() else { break };
+            let Some((_, version, locks, ok)) = self.disk_queue.pop_front() else {
+                break;
+            };
             if ok {
                 self.disk = locks;
             }
-            let result = if ok { Ok(()) } else { Err("sim: fsync failed".into()) };
+            let result = if ok {
+                Ok(())
+            } else {
+                Err("sim: fsync failed".into())
+            };
             // Predict the engine's lock state before it hears of the write:
             // spawns happen while it handles this very event.
             if !ok {
@@ -544,7 +609,8 @@ impl Sim {
                 self.recover_version = None;
                 self.unknown_from_boot = false;
                 self.lock_unknown = false;
-            } else if self.lock_unknown && !self.unknown_from_boot && self.recover_version.is_none() {
+            } else if self.lock_unknown && !self.unknown_from_boot && self.recover_version.is_none()
+            {
                 self.lock_unknown = false;
             }
             self.feed(Event::LocksPersisted { version, result });
@@ -592,7 +658,11 @@ impl Sim {
                 self.in_operator_start = false;
             }
             3 | 4 => {
-                let holder = if self.rng.next_u64() % 2 == 0 { "alice" } else { "bob" };
+                let holder = if self.rng.next_u64() % 2 == 0 {
+                    "alice"
+                } else {
+                    "bob"
+                };
                 if !self.lock_unknown {
                     let hs = self.wanted_locks.entry(unit.clone()).or_default();
                     if !hs.iter().any(|h| h.holder == holder) {
@@ -611,7 +681,11 @@ impl Sim {
                 self.lock_on_reqs.insert(req, unit);
             }
             5 | 6 => {
-                let holder = if self.rng.next_u64() % 2 == 0 { "alice" } else { "bob" };
+                let holder = if self.rng.next_u64() % 2 == 0 {
+                    "alice"
+                } else {
+                    "bob"
+                };
                 let dry_run = self.rng.next_u64() % 4 == 0;
                 if !self.lock_unknown
                     && !dry_run
@@ -653,19 +727,44 @@ impl Sim {
             9 => {
                 // A stale result from an old run must change nothing.
                 if let Some(&run) = self.stale_runs.last() {
-                    let before: Vec<String> =
-                        self.engine.units().map(|(_, u)| format!("{:?}", u.state)).collect();
+                    let before: Vec<String> = self
+                        .engine
+                        .units()
+                        .map(|(_, u)| format!("{:?}", u.state))
+                        .collect();
                     let ev = match self.rng.next_u64() % 3 {
-                        0 => Event::ProcessExited { run, status: ExitStatus::Exited(1) },
-                        1 => Event::ProbeAnswered { run, ok: false, output: None },
-                        _ => Event::Notified { run, msg: NotifyMsg { ready: true, ..Default::default() } },
+                        0 => Event::ProcessExited {
+                            run,
+                            status: ExitStatus::Exited(1),
+                        },
+                        1 => Event::ProbeAnswered {
+                            run,
+                            ok: false,
+                            output: None,
+                        },
+                        _ => Event::Notified {
+                            run,
+                            msg: NotifyMsg {
+                                ready: true,
+                                ..Default::default()
+                            },
+                        },
                     };
                     let now = self.now;
                     let acts = self.engine.handle(now, ev);
-                    let after: Vec<String> =
-                        self.engine.units().map(|(_, u)| format!("{:?}", u.state)).collect();
-                    if before != after || acts.iter().any(|a| matches!(a, Action::Spawn { .. } | Action::Signal { .. })) {
-                        self.fail(&format!("a stale result for {run:?} changed the engine: {acts:?}"));
+                    let after: Vec<String> = self
+                        .engine
+                        .units()
+                        .map(|(_, u)| format!("{:?}", u.state))
+                        .collect();
+                    if before != after
+                        || acts
+                            .iter()
+                            .any(|a| matches!(a, Action::Spawn { .. } | Action::Signal { .. }))
+                    {
+                        self.fail(&format!(
+                            "a stale result for {run:?} changed the engine: {acts:?}"
+                        ));
                     }
                 }
             }
@@ -688,7 +787,9 @@ impl Sim {
             _ => {
                 let shed = self.rng.next_u64() % 2 == 0;
                 if shed {
-                    self.command(Request::Shed { level: crate::unit::Priority::Optional });
+                    self.command(Request::Shed {
+                        level: crate::unit::Priority::Optional,
+                    });
                 } else {
                     self.command(Request::Unshed);
                 }
@@ -755,7 +856,12 @@ impl Sim {
         }
         self.wanted_locks.clear();
         self.command(Request::Unshed);
-        for p in self.specs.values().flat_map(|s| s.mounts.iter().map(|m| m.path.clone())).collect::<Vec<_>>() {
+        for p in self
+            .specs
+            .values()
+            .flat_map(|s| s.mounts.iter().map(|m| m.path.clone()))
+            .collect::<Vec<_>>()
+        {
             self.mounted.insert(p, false);
         }
         let t = mount_table(&self.mounted);
@@ -793,7 +899,9 @@ impl Sim {
             let failed: Vec<String> = self
                 .engine
                 .units()
-                .filter(|(_, u)| matches!(u.state, UnitState::Failed { .. } | UnitState::Exited { .. }))
+                .filter(|(_, u)| {
+                    matches!(u.state, UnitState::Failed { .. } | UnitState::Exited { .. })
+                })
                 .map(|(_, u)| u.spec.name.clone())
                 .collect();
             for unit in failed {
@@ -803,14 +911,27 @@ impl Sim {
         let states: Vec<String> = self
             .engine
             .units()
-            .map(|(id, u)| format!("{}={:?} why: {}", u.spec.name, u.state, self.engine.why(id, self.now)))
+            .map(|(id, u)| {
+                format!(
+                    "{}={:?} why: {}",
+                    u.spec.name,
+                    u.state,
+                    self.engine.why(id, self.now)
+                )
+            })
             .collect();
-        self.fail(&format!("liveness: not everything came up within 10 virtual minutes:\n{}", states.join("\n")));
+        self.fail(&format!(
+            "liveness: not everything came up within 10 virtual minutes:\n{}",
+            states.join("\n")
+        ));
     }
 }
 
 fn seeds() -> Vec<u64> {
-    if let Some(s) = std::env::var("SUPD_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+    if let Some(s) = std::env::var("SUPD_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         return vec![s];
     }
     let n: u64 = std::env::var("SUPD_SIM_SEEDS")
@@ -829,5 +950,9 @@ fn sim_seeds() {
         sim.run(1500);
         sim.liveness();
     }
-    eprintln!("sim: {} seeds x 1500 steps + liveness in {:?}", seeds.len(), start.elapsed());
+    eprintln!(
+        "sim: {} seeds x 1500 steps + liveness in {:?}",
+        seeds.len(),
+        start.elapsed()
+    );
 }

@@ -139,7 +139,11 @@ impl T {
 
     fn run_of(&self, name: &str) -> RunId {
         let id = self.e.unit_id(name).expect("unit");
-        self.e.unit(id).state.run().unwrap_or_else(|| panic!("{name} has no run: {:?}", self.e.unit(id).state))
+        self.e
+            .unit(id)
+            .state
+            .run()
+            .unwrap_or_else(|| panic!("{name} has no run: {:?}", self.e.unit(id).state))
     }
 
     fn state(&self, name: &str) -> &UnitState {
@@ -147,7 +151,10 @@ impl T {
     }
 
     fn running(&self, name: &str) -> bool {
-        matches!(self.state(name), UnitState::Running { .. } | UnitState::Starting { .. })
+        matches!(
+            self.state(name),
+            UnitState::Running { .. } | UnitState::Starting { .. }
+        )
     }
 
     fn exit(&mut self, name: &str, code: i32) -> Vec<Action> {
@@ -171,7 +178,11 @@ impl T {
         if let Some(v) = versions.last() {
             out = self.feed(Event::LocksPersisted {
                 version: *v,
-                result: if ok { Ok(()) } else { Err("disk on fire".into()) },
+                result: if ok {
+                    Ok(())
+                } else {
+                    Err("disk on fire".into())
+                },
             });
         }
         out
@@ -194,11 +205,11 @@ fn spawned(acts: &[Action]) -> Vec<String> {
 fn signalled(t: &T, acts: &[Action]) -> Vec<String> {
     acts.iter()
         .filter_map(|a| match a {
-            Action::Signal { run, .. } => t
-                .e
-                .units()
-                .find(|(_, u)| u.state.run() == Some(*run))
-                .map(|(_, u)| u.spec.name.clone()),
+            Action::Signal { run, .. } => {
+                t.e.units()
+                    .find(|(_, u)| u.state.run() == Some(*run))
+                    .map(|(_, u)| u.spec.name.clone())
+            }
             _ => None,
         })
         .collect()
@@ -247,13 +258,20 @@ fn oneshot_must_complete_before_dependents() {
 fn dependents_stop_before_their_dependency() {
     let mut t = T::new(vec![longrun("db"), requires(longrun("app"), &["db"])]);
     let (req, acts) = t.cmd(Request::Stop { unit: "db".into() });
-    assert_eq!(signalled(&t, &acts), vec!["app"], "only the dependent first");
+    assert_eq!(
+        signalled(&t, &acts),
+        vec!["app"],
+        "only the dependent first"
+    );
     assert!(reply(&acts, req).is_none(), "answer waits for the stop");
     let acts = t.exit("app", 0);
     assert_eq!(signalled(&t, &acts), vec!["db"]);
     let acts = t.exit("db", 0);
     assert!(reply(&acts, req).is_some_and(|(ok, _)| ok));
-    assert!(spawned(&acts).is_empty(), "app must not come back without db");
+    assert!(
+        spawned(&acts).is_empty(),
+        "app must not come back without db"
+    );
 }
 
 #[test]
@@ -296,7 +314,11 @@ fn crash_restarts_with_backoff_then_fails_at_the_burst() {
     assert!(delays[2] > delays[0], "backoff grows: {delays:?}");
     t.exit("svc", 1);
     t.advance(Duration::from_secs(10));
-    assert!(matches!(t.state("svc"), UnitState::Failed { .. }), "{:?}", t.state("svc"));
+    assert!(
+        matches!(t.state("svc"), UnitState::Failed { .. }),
+        "{:?}",
+        t.state("svc")
+    );
     assert!(t.why("svc").contains("start limit"));
     let (_, acts) = t.cmd(Request::Start { unit: "svc".into() });
     assert_eq!(spawned(&acts), vec!["svc"], "start clears failed");
@@ -326,14 +348,22 @@ fn a_locked_unit_is_never_started_by_any_path() {
             a.extend(t.advance(Duration::from_secs(1)));
             a
         }),
-        ("manual start", |t| t.cmd(Request::Start { unit: "db".into() }).1),
-        ("manual restart", |t| t.cmd(Request::Restart { unit: "db".into() }).1),
+        ("manual start", |t| {
+            t.cmd(Request::Start { unit: "db".into() }).1
+        }),
+        ("manual restart", |t| {
+            t.cmd(Request::Restart { unit: "db".into() }).1
+        }),
         ("reload", |t| {
             let set = crate::graph::build(specs()).expect("set");
             let req = ReqId(999);
             t.feed(Event::Reloaded {
                 req: Some(req),
-                peer: PeerInfo { uid: 0, pid: None, name: "root".into() },
+                peer: PeerInfo {
+                    uid: 0,
+                    pid: None,
+                    name: "root".into(),
+                },
                 wall_ms: 0,
                 result: Ok(set),
             })
@@ -344,7 +374,11 @@ fn a_locked_unit_is_never_started_by_any_path() {
             a
         }),
         ("unshed", |t| {
-            let mut a = t.cmd(Request::Shed { level: crate::unit::Priority::Critical }).1;
+            let mut a = t
+                .cmd(Request::Shed {
+                    level: crate::unit::Priority::Critical,
+                })
+                .1;
             a.extend(t.cmd(Request::Unshed).1);
             a
         }),
@@ -394,7 +428,10 @@ fn a_locked_unit_is_never_started_by_any_path() {
             holder: Some("alice".into()),
         });
         let acts = t.exit("db", 0);
-        assert!(reply(&acts, req).is_none(), "{name}: answered before the lock was durable");
+        assert!(
+            reply(&acts, req).is_none(),
+            "{name}: answered before the lock was durable"
+        );
         let acts = t.persist_all(true);
         assert!(reply(&acts, req).is_some_and(|(ok, _)| ok), "{name}");
         let acts = path(&mut t);
@@ -405,7 +442,10 @@ fn a_locked_unit_is_never_started_by_any_path() {
         assert!(!t.running("db"), "{name}");
         if name.starts_with("manual") {
             let refused = acts.iter().any(|a| matches!(a, Action::Reply { response, .. } if !response.ok && response.message.contains("alice") && response.message.contains("disk swap")));
-            assert!(refused, "{name}: refusal must name holder and reason: {acts:?}");
+            assert!(
+                refused,
+                "{name}: refusal must name holder and reason: {acts:?}"
+            );
         }
     }
 }
@@ -437,7 +477,10 @@ fn release_takes_effect_only_once_durable_and_only_after_the_last_holder() {
         force: false,
         dry_run: false,
     });
-    assert!(spawned(&acts).is_empty(), "no start before the release is on disk");
+    assert!(
+        spawned(&acts).is_empty(),
+        "no start before the release is on disk"
+    );
     assert!(reply(&acts, req).is_none());
     let acts = t.persist_all(true);
     assert_eq!(spawned(&acts), vec!["db"]);
@@ -455,7 +498,10 @@ fn failed_lock_write_answers_failure_and_fails_closed() {
     t.exit("db", 0);
     let acts = t.persist_all(false);
     assert!(reply(&acts, req).is_some_and(|(ok, _)| !ok));
-    assert!(!t.running("db"), "held down in memory even though not durable");
+    assert!(
+        !t.running("db"),
+        "held down in memory even though not durable"
+    );
     // Fail closed: a crashed non-essential unit is not restarted.
     t.exit("web", 1);
     let acts = t.advance(Duration::from_secs(5));
@@ -474,7 +520,11 @@ fn unknown_lock_state_starts_only_essential_units() {
     let req = ReqId(77);
     t.feed(Event::Recover {
         req,
-        peer: PeerInfo { uid: 0, pid: None, name: "root".into() },
+        peer: PeerInfo {
+            uid: 0,
+            pid: None,
+            name: "root".into(),
+        },
         wall_ms: 0,
         result: Ok(LockMap::new()),
         source: "test".into(),
@@ -512,7 +562,10 @@ fn shutdown_stops_in_reverse_dependency_order() {
     let acts = t.exit("b", 0);
     assert_eq!(signalled(&t, &acts), vec!["a"]);
     let acts = t.exit("a", 0);
-    assert!(acts.iter().any(|a| matches!(a, Action::ShutdownComplete(_))));
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::ShutdownComplete(_)))
+    );
 }
 
 #[test]
@@ -524,7 +577,10 @@ fn stop_timeout_sends_sigkill() {
     let acts = t.advance(Duration::from_secs(2));
     assert!(signalled(&t, &acts).is_empty());
     let acts = t.advance(Duration::from_secs(2));
-    assert!(acts.iter().any(|a| matches!(a, Action::Signal { signal, .. } if *signal == libc::SIGKILL)));
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::Signal { signal, .. } if *signal == libc::SIGKILL))
+    );
 }
 
 #[test]
@@ -597,9 +653,15 @@ fn probe_thresholds_start_period_and_stale_results() {
     }
     assert!(matches!(t.state("web"), UnitState::Starting { .. }));
     probe(&mut t, true);
-    assert!(matches!(t.state("web"), UnitState::Starting { .. }), "success_threshold 2");
+    assert!(
+        matches!(t.state("web"), UnitState::Starting { .. }),
+        "success_threshold 2"
+    );
     probe(&mut t, true);
-    assert!(matches!(t.state("web"), UnitState::Running { ready: true, .. }));
+    assert!(matches!(
+        t.state("web"),
+        UnitState::Running { ready: true, .. }
+    ));
     // Within start_period (3 s from spawn) failures still do not count.
     probe(&mut t, false);
     probe(&mut t, false);
@@ -635,7 +697,10 @@ fn mount_timeout_fails_with_the_path() {
         timeout: Some(Duration::from_secs(30)),
     });
     let mut t = T::new(vec![s]);
-    assert!(t.why("db").contains("/srv/pg is a directory on /, not a mount point"));
+    assert!(
+        t.why("db")
+            .contains("/srv/pg is a directory on /, not a mount point")
+    );
     t.advance(Duration::from_secs(31));
     assert!(matches!(t.state("db"), UnitState::Failed { .. }));
     assert!(t.why("db").contains("/srv/pg"), "{}", t.why("db"));
@@ -685,7 +750,10 @@ fn spawner_refusal_waits_for_the_next_mount_table() {
             mount: Some(problem),
         },
     );
-    assert!(spawned(&acts).is_empty(), "must not retry in a tight loop: {acts:?}");
+    assert!(
+        spawned(&acts).is_empty(),
+        "must not retry in a tight loop: {acts:?}"
+    );
     let id = e.unit_id("db").expect("db");
     assert!(e.why(id, now).contains("not a mount point"));
     // The watcher catches up: mounted after all.
