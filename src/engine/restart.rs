@@ -28,6 +28,11 @@ impl Rng {
         z ^ (z >> 31)
     }
 
+    /// True with probability 1/n.
+    pub fn one_in(&mut self, n: u64) -> bool {
+        self.next_u64().is_multiple_of(n.max(1))
+    }
+
     /// Uniform in `[0, max]`.
     pub fn below_or_eq(&mut self, max: u64) -> u64 {
         if max == u64::MAX {

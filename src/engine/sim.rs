@@ -136,7 +136,7 @@ impl Sim {
         let mut mounts_all = Vec::new();
         for i in 0..n {
             let name = format!("u{i}");
-            let oneshot = rng.next_u64() % 5 == 0;
+            let oneshot = rng.one_in(5);
             let mut s = UnitSpec::simple(
                 &name,
                 if oneshot {
@@ -147,13 +147,13 @@ impl Sim {
                 &["/bin/x"],
             );
             for j in 0..i {
-                if rng.next_u64() % 3 == 0 {
+                if rng.one_in(3) {
                     s.requires.push(format!("u{j}"));
-                } else if rng.next_u64() % 6 == 0 {
+                } else if rng.one_in(6) {
                     s.after.push(format!("u{j}"));
                 }
             }
-            if rng.next_u64() % 3 == 0 {
+            if rng.one_in(3) {
                 let p = PathBuf::from(format!("/srv/m{}", rng.next_u64() % 3));
                 mounts_all.push(p.clone());
                 s.mounts.push(MountReq {
@@ -161,7 +161,7 @@ impl Sim {
                     fstype: None,
                     source: None,
                     options: vec!["rw".into()],
-                    on_loss: if rng.next_u64() % 4 == 0 {
+                    on_loss: if rng.one_in(4) {
                         OnLoss::Ignore
                     } else {
                         OnLoss::Stop
@@ -169,7 +169,7 @@ impl Sim {
                     timeout: None,
                 });
             }
-            if !oneshot && rng.next_u64() % 3 == 0 {
+            if !oneshot && rng.one_in(3) {
                 s.ready.kind = ReadyKind::Notify;
             }
             s.restart.policy = match rng.next_u64() % 4 {
@@ -188,14 +188,14 @@ impl Sim {
             s.restart.burst = 1 + (rng.next_u64() % 4) as u32;
             s.restart.interval = Duration::from_secs(10);
             s.stop.timeout = Duration::from_millis(200 + rng.next_u64() % 800);
-            s.essential = rng.next_u64() % 4 == 0;
+            s.essential = rng.one_in(4);
             specs.insert(name, s);
         }
         let set: UnitSet = crate::graph::build(specs.values().cloned().collect())
             .unwrap_or_else(|e| panic!("seed {seed}: sim built a bad set: {e:?}"));
         let mut mounted = BTreeMap::new();
         for p in &mounts_all {
-            if rng.next_u64() % 2 == 0 {
+            if rng.one_in(2) {
                 mounted.insert(p.clone(), false);
             }
         }
@@ -209,7 +209,7 @@ impl Sim {
             },
             mount_table(&mounted),
         );
-        let lock_unknown = rng.next_u64() % 8 == 0;
+        let lock_unknown = rng.one_in(8);
         let mut sim = Sim {
             seed,
             rng,
@@ -425,11 +425,11 @@ impl Sim {
                     notify_after: None,
                 };
                 if self.faults {
-                    if r % 3 == 0 {
+                    if r.is_multiple_of(3) {
                         b.exit_after = Some(Duration::from_millis(self.rng.next_u64() % 2000));
-                        b.exit_code = if self.rng.next_u64() % 2 == 0 { 0 } else { 1 };
+                        b.exit_code = if self.rng.one_in(2) { 0 } else { 1 };
                     }
-                    b.ignores_term = self.rng.next_u64() % 5 == 0;
+                    b.ignores_term = self.rng.one_in(5);
                 }
                 if spec.kind == UnitKind::Oneshot {
                     b.exit_after = Some(Duration::from_millis(self.rng.next_u64() % 500));
@@ -495,7 +495,7 @@ impl Sim {
                     self.recover_version = Some(version);
                 }
                 let delay = Duration::from_millis(self.rng.next_u64() % 50);
-                let ok = !(self.faults && self.rng.next_u64() % 10 == 0);
+                let ok = !(self.faults && self.rng.one_in(10));
                 self.disk_queue
                     .push_back((self.now + delay, version, locks, ok));
                 None
@@ -650,7 +650,7 @@ impl Sim {
                     self.restarts.remove(&unit);
                 }
                 self.in_operator_start = true;
-                if self.rng.next_u64() % 2 == 0 {
+                if self.rng.one_in(2) {
                     self.command(Request::Start { unit });
                 } else {
                     self.command(Request::Restart { unit });
@@ -658,11 +658,7 @@ impl Sim {
                 self.in_operator_start = false;
             }
             3 | 4 => {
-                let holder = if self.rng.next_u64() % 2 == 0 {
-                    "alice"
-                } else {
-                    "bob"
-                };
+                let holder = if self.rng.one_in(2) { "alice" } else { "bob" };
                 if !self.lock_unknown {
                     let hs = self.wanted_locks.entry(unit.clone()).or_default();
                     if !hs.iter().any(|h| h.holder == holder) {
@@ -681,12 +677,8 @@ impl Sim {
                 self.lock_on_reqs.insert(req, unit);
             }
             5 | 6 => {
-                let holder = if self.rng.next_u64() % 2 == 0 {
-                    "alice"
-                } else {
-                    "bob"
-                };
-                let dry_run = self.rng.next_u64() % 4 == 0;
+                let holder = if self.rng.one_in(2) { "alice" } else { "bob" };
+                let dry_run = self.rng.one_in(4);
                 if !self.lock_unknown
                     && !dry_run
                     && let Some(hs) = self.wanted_locks.get_mut(&unit)
@@ -719,7 +711,7 @@ impl Sim {
                 }
                 // Sometimes the engine hears late: the spawner's re-check
                 // must cover the gap.
-                if self.rng.next_u64() % 3 != 0 {
+                if !self.rng.one_in(3) {
                     let t = mount_table(&self.mounted);
                     self.feed(Event::MountTableChanged(t));
                 }
@@ -769,7 +761,7 @@ impl Sim {
                 }
             }
             10 => {
-                if self.lock_unknown && self.rng.next_u64() % 3 == 0 && self.disk_queue.is_empty() {
+                if self.lock_unknown && self.rng.one_in(3) && self.disk_queue.is_empty() {
                     let req = ReqId(self.next_req);
                     self.next_req += 1;
                     self.recover_pending = true;
@@ -785,7 +777,7 @@ impl Sim {
                 }
             }
             _ => {
-                let shed = self.rng.next_u64() % 2 == 0;
+                let shed = self.rng.one_in(2);
                 if shed {
                     self.command(Request::Shed {
                         level: crate::unit::Priority::Optional,
