@@ -26,8 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::locks::LockMap;
 use crate::engine::{
-    Action, AuditEntry, Engine, EngineConfig, Event, ExitStatus, LocksLoad, PeerInfo, ReqId, RunId,
-    ShutdownKind,
+    Action, AuditEntry, Engine, EngineConfig, Event, ExitStatus, LocksLoad, PeerInfo, ProbeKind,
+    ReqId, RunId, ShutdownKind,
 };
 use crate::protocol::{Request, Response};
 use crate::unit::{MountReq, ProbeTarget, UnitSpec};
@@ -56,8 +56,8 @@ pub struct Settings {
 enum Proc {
     /// A unit's main process (its process-group leader).
     Main(RunId),
-    /// An exec health probe for a run, with its deadline.
-    Probe(RunId, Instant),
+    /// An exec probe for a run, with its deadline.
+    Probe(RunId, ProbeKind, Instant),
 }
 
 /// Work for the persistence thread, done strictly in order so an audit
@@ -90,12 +90,14 @@ struct Driver {
     procs: HashMap<i32, Proc>,
     /// run -> main pid, for signalling.
     run_pids: HashMap<RunId, i32>,
-    /// Runs with an exec probe in flight -> probe pid.
-    probe_pids: HashMap<RunId, i32>,
+    /// Exec probes in flight -> probe pid.
+    probe_pids: HashMap<(RunId, ProbeKind), i32>,
     replies: HashMap<ReqId, oneshot::Sender<Response>>,
     next_req: u64,
     disk_tx: std::sync::mpsc::Sender<DiskJob>,
-    probe_tx: mpsc::UnboundedSender<(RunId, bool, Option<String>)>,
+    probe_tx: mpsc::UnboundedSender<(RunId, ProbeKind, bool, Option<String>)>,
+    /// `[ready] kind = "fd"` readiness lines arrive here.
+    ready_tx: mpsc::UnboundedSender<RunId>,
     notify_path: Option<String>,
     /// Waiting for the state directory's filesystem before loading locks.
     locks_wait_mount: bool,
@@ -247,6 +249,7 @@ async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> 
     }
 
     let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
     let mut d = Driver {
         engine,
         engine_broken: None,
@@ -258,6 +261,7 @@ async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> 
         next_req: 1,
         disk_tx,
         probe_tx,
+        ready_tx,
         notify_path: notify_sock
             .as_ref()
             .map(|s| s.path.to_string_lossy().to_string()),
@@ -303,7 +307,8 @@ async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> 
                     d.feed(Event::LocksLoaded(load));
                 }
             },
-            Some((run, ok, out)) = probe_rx.recv() => d.feed(Event::ProbeAnswered { run, ok, output: out }),
+            Some((run, kind, ok, out)) = probe_rx.recv() => d.feed(Event::ProbeAnswered { run, kind, ok, output: out }),
+            Some(run) = ready_rx.recv() => d.feed(Event::ReadyFd { run }),
             r = async { match &notify_sock { Some(s) => s.recv().await, None => std::future::pending().await } } => {
                 if let Ok(r) = r { d.notified(r) }
             }
@@ -444,7 +449,7 @@ impl Driver {
 
     fn next_wakeup(&self) -> Option<Instant> {
         let probes = self.procs.values().filter_map(|p| match p {
-            Proc::Probe(_, deadline) => Some(*deadline),
+            Proc::Probe(_, _, deadline) => Some(*deadline),
             Proc::Main(_) => None,
         });
         let engine = if self.engine_broken.is_some() {
@@ -550,13 +555,16 @@ impl Driver {
             }
             Action::StartProbe {
                 run,
+                kind,
                 spec,
                 target,
                 timeout,
-            } => self.start_probe(run, spec, target, timeout),
+            } => self.start_probe(run, kind, spec, target, timeout),
             Action::CancelProbe { run } => {
-                if let Some(pid) = self.probe_pids.remove(&run) {
-                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                for kind in [ProbeKind::Liveness, ProbeKind::Readiness] {
+                    if let Some(pid) = self.probe_pids.remove(&(run, kind)) {
+                        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                    }
                 }
                 None
             }
@@ -575,10 +583,14 @@ impl Driver {
         let env = spawn::SpawnEnv {
             notify_socket: notify,
         };
-        match spawn::spawn(spec, &spec.exec, mounts, &env, true) {
+        let ready_fd = (spec.ready.kind == crate::unit::ReadyKind::Fd).then_some(spec.ready.fd);
+        match spawn::spawn(spec, &spec.exec, mounts, &env, true, ready_fd) {
             Ok(s) => {
                 self.procs.insert(s.pid, Proc::Main(run));
                 self.run_pids.insert(run, s.pid);
+                if let Some(fd) = s.ready {
+                    output::watch_ready_line(fd, run, self.ready_tx.clone());
+                }
                 if let Some(fd) = s.stdout {
                     output::capture(spec.name.clone(), output::Stream::Stdout, fd);
                 }
@@ -603,6 +615,7 @@ impl Driver {
     fn start_probe(
         &mut self,
         run: RunId,
+        kind: ProbeKind,
         spec: Arc<UnitSpec>,
         target: ProbeTarget,
         timeout: Duration,
@@ -612,11 +625,11 @@ impl Driver {
                 let env = spawn::SpawnEnv {
                     notify_socket: None,
                 };
-                match spawn::spawn(&spec, argv, &[], &env, true) {
+                match spawn::spawn(&spec, argv, &[], &env, true, None) {
                     Ok(s) => {
                         self.procs
-                            .insert(s.pid, Proc::Probe(run, Instant::now() + timeout));
-                        self.probe_pids.insert(run, s.pid);
+                            .insert(s.pid, Proc::Probe(run, kind, Instant::now() + timeout));
+                        self.probe_pids.insert((run, kind), s.pid);
                         let name = format!("{}:probe", spec.name);
                         if let Some(fd) = s.stdout {
                             output::capture(name.clone(), output::Stream::Stdout, fd);
@@ -628,6 +641,7 @@ impl Driver {
                     }
                     Err(e) => Some(Event::ProbeAnswered {
                         run,
+                        kind,
                         ok: false,
                         output: Some(match e {
                             spawn::SpawnError::Failed(s) => s,
@@ -640,7 +654,7 @@ impl Driver {
                 let tx = self.probe_tx.clone();
                 tokio::spawn(async move {
                     let (ok, out) = probe::run(&target, timeout).await;
-                    let _ = tx.send((run, ok, out));
+                    let _ = tx.send((run, kind, ok, out));
                 });
                 None
             }
@@ -650,24 +664,25 @@ impl Driver {
     /// Exec probes past their deadline are killed and answered as failed.
     fn expire_probes(&mut self) {
         let now = Instant::now();
-        let late: Vec<(i32, RunId)> = self
+        let late: Vec<(i32, RunId, ProbeKind)> = self
             .procs
             .iter()
             .filter_map(|(pid, p)| match p {
-                Proc::Probe(run, deadline) if *deadline <= now => Some((*pid, *run)),
+                Proc::Probe(run, kind, deadline) if *deadline <= now => Some((*pid, *run, *kind)),
                 _ => None,
             })
             .collect();
-        for (pid, run) in late {
+        for (pid, run, kind) in late {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
             // Keep it in `procs` until reaped, but push its deadline out so
             // we do not spin; answer now.
             self.procs
-                .insert(pid, Proc::Probe(run, now + Duration::from_secs(3600)));
-            if self.probe_pids.get(&run) == Some(&pid) {
-                self.probe_pids.remove(&run);
+                .insert(pid, Proc::Probe(run, kind, now + Duration::from_secs(3600)));
+            if self.probe_pids.get(&(run, kind)) == Some(&pid) {
+                self.probe_pids.remove(&(run, kind));
                 self.feed(Event::ProbeAnswered {
                     run,
+                    kind,
                     ok: false,
                     output: Some("exec probe timed out".into()),
                 });
@@ -703,12 +718,13 @@ impl Driver {
                     let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
                     self.feed(Event::ProcessExited { run, status });
                 }
-                Some(Proc::Probe(run, _)) => {
-                    if self.probe_pids.get(&run) == Some(&pid) {
-                        self.probe_pids.remove(&run);
+                Some(Proc::Probe(run, kind, _)) => {
+                    if self.probe_pids.get(&(run, kind)) == Some(&pid) {
+                        self.probe_pids.remove(&(run, kind));
                         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
                         self.feed(Event::ProbeAnswered {
                             run,
+                            kind,
                             ok: status.success(),
                             output: (!status.success()).then(|| format!("probe {status}")),
                         });

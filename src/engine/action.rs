@@ -53,11 +53,12 @@ pub enum Action {
     /// Start one health probe for `run`; answer with `ProbeAnswered`.
     StartProbe {
         run: RunId,
+        kind: super::event::ProbeKind,
         spec: Arc<UnitSpec>,
         target: ProbeTarget,
         timeout: std::time::Duration,
     },
-    /// Abandon a running probe (timeout or the run ended).
+    /// Abandon every running probe of the run (it ended or is stopping).
     CancelProbe {
         run: RunId,
     },

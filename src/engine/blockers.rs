@@ -193,6 +193,25 @@ impl Engine {
         }
     }
 
+    /// Still up for the dependents already running: a unit that is merely
+    /// not ready (its readiness probe fails) keeps them; one that stops or
+    /// died does not.
+    pub(crate) fn is_up(&self, id: UnitId) -> bool {
+        let u = &self.units[id.0 as usize];
+        if u.stop_pending.is_some() || u.restart_requested {
+            return false;
+        }
+        match &u.state {
+            UnitState::Running { .. } | UnitState::Done => true,
+            UnitState::Inactive
+            | UnitState::Starting { .. }
+            | UnitState::Stopping { .. }
+            | UnitState::Backoff { .. }
+            | UnitState::Failed { .. }
+            | UnitState::Exited { .. } => false,
+        }
+    }
+
     /// None when `dep` is ready; else why not, in words.
     fn not_ready_why(&self, dep: &str, now: Instant) -> Option<String> {
         let Some(&id) = self.by_name.get(dep) else {
@@ -207,6 +226,7 @@ impl Engine {
                 _ if d.effective().kind == UnitKind::Oneshot => "still running".to_string(),
                 ReadyKind::Notify => "started, waiting for its READY=1".to_string(),
                 ReadyKind::Probe => "started, waiting for its first passing probe".to_string(),
+                ReadyKind::Fd => "started, waiting for its readiness line".to_string(),
                 ReadyKind::Started => "starting".to_string(),
             },
             UnitState::Running { .. } if d.stop_pending.is_none() => {

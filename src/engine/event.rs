@@ -70,6 +70,14 @@ pub enum ShutdownKind {
     Reboot,
 }
 
+/// Which probe of a unit: liveness (`[health]`, may restart) or
+/// readiness (`[readiness]`, only toggles ready).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProbeKind {
+    Liveness,
+    Readiness,
+}
+
 /// An sd_notify message, already checked to come from the unit's processes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NotifyMsg {
@@ -134,8 +142,13 @@ pub enum Event {
     },
     ProbeAnswered {
         run: RunId,
+        kind: ProbeKind,
         ok: bool,
         output: Option<String>,
+    },
+    /// `[ready] kind = "fd"`: the service wrote its readiness line.
+    ReadyFd {
+        run: RunId,
     },
     Notified {
         run: RunId,

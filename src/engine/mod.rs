@@ -47,7 +47,9 @@ use crate::unit::{OnLoss, OnUnhealthy, ReadyKind, RestartPolicy, UnitKind, UnitS
 
 pub use action::{Action, AuditEntry};
 pub use blockers::Blocker;
-pub use event::{Event, ExitStatus, LocksLoad, NotifyMsg, PeerInfo, ReqId, ShutdownKind};
+pub use event::{
+    Event, ExitStatus, LocksLoad, NotifyMsg, PeerInfo, ProbeKind, ReqId, ShutdownKind,
+};
 use locks::{LockModel, LockState};
 use restart::Rng;
 use timers::{TimerKind, TimerTable};
@@ -338,7 +340,8 @@ impl Engine {
                                 },
                             );
                         }
-                        self.arm_probe(id, now, true);
+                        self.arm_probe(id, now, ProbeKind::Liveness, true);
+                        self.arm_probe(id, now, ProbeKind::Readiness, true);
                     }
                     UnitState::Stopping {
                         run,
@@ -442,7 +445,17 @@ impl Engine {
                 }
             },
             Event::LocksPersisted { version, result } => self.on_persisted(version, result),
-            Event::ProbeAnswered { run, ok, output } => self.on_probe(now, run, ok, output),
+            Event::ProbeAnswered {
+                run,
+                kind,
+                ok,
+                output,
+            } => self.on_probe(now, run, kind, ok, output),
+            Event::ReadyFd { run } => {
+                if let Some(id) = self.run_unit(run) {
+                    self.mark_ready(id, now, ReadyKind::Fd);
+                }
+            }
             Event::Notified { run, msg } => {
                 let Some(id) = self.run_unit(run) else {
                     return;
@@ -451,7 +464,13 @@ impl Engine {
                     self.unit_mut(id).status_text = Some(s);
                 }
                 if msg.ready {
-                    self.mark_ready(id, ReadyKind::Notify);
+                    self.mark_ready(id, now, ReadyKind::Notify);
+                }
+                if msg.watchdog
+                    && let Some(wd) = self.units[id.0 as usize].spec.ready.watchdog
+                    && self.timers.get(id, TimerKind::Watchdog).is_some()
+                {
+                    self.timers.set(id, TimerKind::Watchdog, now + wd);
                 }
             }
             Event::ShutdownRequested(kind) => {
@@ -465,7 +484,7 @@ impl Engine {
         }
     }
 
-    fn mark_ready(&mut self, id: UnitId, via: ReadyKind) {
+    fn mark_ready(&mut self, id: UnitId, now: Instant, via: ReadyKind) {
         let u = &self.units[id.0 as usize];
         if u.spec.ready.kind != via || u.spec.kind != UnitKind::Longrun {
             return;
@@ -477,6 +496,9 @@ impl Engine {
         } = u.state
         {
             tracing::info!(unit = %u.spec.name, "ready");
+            if let Some(wd) = u.spec.ready.watchdog {
+                self.timers.set(id, TimerKind::Watchdog, now + wd);
+            }
             self.set_state(
                 id,
                 UnitState::Running {
@@ -499,11 +521,14 @@ impl Engine {
         self.timers.cancel(id, TimerKind::KillAfter);
         self.timers.cancel(id, TimerKind::StartTimeout);
         self.timers.cancel(id, TimerKind::ProbeDue);
+        self.timers.cancel(id, TimerKind::ReadinessDue);
+        self.timers.cancel(id, TimerKind::Watchdog);
         self.out.push(Action::CancelProbe { run });
         let name = self.units[id.0 as usize].spec.name.clone();
         let u = self.unit_mut(id);
         u.last_exit = Some(status);
         u.health = Default::default();
+        u.readiness = Default::default();
         match u.state.clone() {
             UnitState::Stopping { reason, .. } => {
                 tracing::info!(unit = %name, "stopped ({reason}): {status}");
@@ -662,32 +687,60 @@ impl Engine {
                         }
                     }
                 }
-                TimerKind::ProbeDue => {
+                TimerKind::ProbeDue | TimerKind::ReadinessDue => {
+                    let pk = if kind == TimerKind::ProbeDue {
+                        ProbeKind::Liveness
+                    } else {
+                        ProbeKind::Readiness
+                    };
                     let u = &self.units[id.0 as usize];
-                    if let (Some(run), Some(h)) = (u.state.run(), u.spec.health.clone())
-                        && !u.health.probing
+                    let probing = match pk {
+                        ProbeKind::Liveness => u.health.probing,
+                        ProbeKind::Readiness => u.readiness.probing,
+                    };
+                    if let (Some(run), Some(h)) = (u.state.run(), probe_spec(&u.spec, pk).cloned())
+                        && !probing
                         && !matches!(u.state, UnitState::Stopping { .. })
                     {
-                        self.unit_mut(id).health.probing = true;
-                        let spec = self.units[id.0 as usize].spec.clone();
+                        let u = self.unit_mut(id);
+                        match pk {
+                            ProbeKind::Liveness => u.health.probing = true,
+                            ProbeKind::Readiness => u.readiness.probing = true,
+                        }
+                        let spec = u.spec.clone();
                         self.out.push(Action::StartProbe {
                             run,
+                            kind: pk,
                             spec,
                             target: h.target.clone(),
                             timeout: h.timeout,
                         });
                     }
                 }
+                TimerKind::Watchdog => {
+                    if matches!(u.state, UnitState::Running { .. }) {
+                        tracing::warn!(unit = %u.spec.name, "no WATCHDOG=1 within {:?}: unhealthy", u.spec.ready.watchdog.unwrap_or_default());
+                        let on = u
+                            .spec
+                            .health
+                            .as_ref()
+                            .map(|h| h.on_unhealthy)
+                            .unwrap_or(OnUnhealthy::Restart);
+                        if on != OnUnhealthy::Report {
+                            self.begin_stop(id, now, StopReason::HealthFailed);
+                        }
+                    }
+                }
             }
         }
     }
 
-    /// Schedule the next probe. Before the unit is ready probes run at
-    /// least every second, so readiness is noticed promptly even with a
-    /// long liveness interval.
-    fn arm_probe(&mut self, id: UnitId, now: Instant, first: bool) {
+    /// Schedule the next probe of `kind`. Before the unit is ready probes
+    /// run at least every second, so readiness is noticed promptly even with
+    /// a long interval.
+    fn arm_probe(&mut self, id: UnitId, now: Instant, kind: ProbeKind, first: bool) {
         let u = &self.units[id.0 as usize];
-        let Some(h) = &u.spec.health else {
+        let Some(h) = probe_spec(&u.spec, kind) else {
             return;
         };
         let ready = matches!(u.state, UnitState::Running { ready: true, .. });
@@ -700,58 +753,123 @@ impl Engine {
         } else {
             now + every
         };
-        self.timers.set(id, TimerKind::ProbeDue, at);
+        let tk = match kind {
+            ProbeKind::Liveness => TimerKind::ProbeDue,
+            ProbeKind::Readiness => TimerKind::ReadinessDue,
+        };
+        self.timers.set(id, tk, at);
     }
 
-    fn on_probe(&mut self, now: Instant, run: RunId, ok: bool, output: Option<String>) {
+    fn on_probe(
+        &mut self,
+        now: Instant,
+        run: RunId,
+        kind: ProbeKind,
+        ok: bool,
+        output: Option<String>,
+    ) {
         // A probe result for an old run must never act on a new one.
         let Some(id) = self.run_unit(run) else {
             return;
         };
         let u = self.unit_mut(id);
-        u.health.probing = false;
-        u.health.last = Some(ok);
-        if output.is_some() || ok {
-            u.health.last_output = output;
-        }
-        let Some(h) = u.spec.health.clone() else {
+        let Some(h) = probe_spec(&u.spec, kind).cloned() else {
             return;
         };
+        let has_readiness = u.spec.readiness.is_some();
+        let probe_readiness = u.spec.ready.kind == ReadyKind::Probe;
         let since = match u.state {
             UnitState::Starting { since, .. } | UnitState::Running { since, .. } => since,
             _ => return,
         };
+        let ready = matches!(u.state, UnitState::Running { ready: true, .. });
+        let rt = match kind {
+            ProbeKind::Liveness => &mut u.health,
+            ProbeKind::Readiness => &mut u.readiness,
+        };
+        rt.probing = false;
+        rt.last = Some(ok);
+        if output.is_some() || ok {
+            rt.last_output = output;
+        }
         if ok {
-            u.health.consecutive_failures = 0;
-            u.health.consecutive_successes = u.health.consecutive_successes.saturating_add(1);
-            if u.health.consecutive_successes >= h.success_threshold {
-                self.mark_ready(id, ReadyKind::Probe);
+            rt.consecutive_failures = 0;
+            rt.consecutive_successes = rt.consecutive_successes.saturating_add(1);
+            let enough = rt.consecutive_successes >= h.success_threshold;
+            // The readiness probe decides readiness when there is one; the
+            // liveness probe does only when there is not.
+            let decides = kind == ProbeKind::Readiness || !has_readiness;
+            if enough && decides {
+                if let UnitState::Running {
+                    run,
+                    pid,
+                    since,
+                    ready: false,
+                } = u.state
+                {
+                    tracing::info!(unit = %u.spec.name, "ready again (readiness probe passes)");
+                    self.set_state(
+                        id,
+                        UnitState::Running {
+                            run,
+                            pid,
+                            since,
+                            ready: true,
+                        },
+                    );
+                } else if probe_readiness {
+                    self.mark_ready(id, now, ReadyKind::Probe);
+                }
             }
         } else {
-            u.health.consecutive_successes = 0;
+            rt.consecutive_successes = 0;
             let in_start_period = now.saturating_duration_since(since) < h.start_period;
-            let ready = matches!(u.state, UnitState::Running { ready: true, .. });
             // Not ready yet is not unhealthy: failures count only once the
-            // unit was ready (or it has no probe-based readiness) and the
+            // unit was ready (or its readiness is not probe-based) and the
             // start period is over.
-            if !in_start_period && (ready || u.spec.ready.kind != ReadyKind::Probe) {
-                u.health.consecutive_failures = u.health.consecutive_failures.saturating_add(1);
+            if !in_start_period && (ready || !probe_readiness) {
+                rt.consecutive_failures = rt.consecutive_failures.saturating_add(1);
             }
-            if u.health.consecutive_failures >= h.failure_threshold {
+            if rt.consecutive_failures >= h.failure_threshold {
                 let name = u.spec.name.clone();
-                match h.on_unhealthy {
-                    OnUnhealthy::Report => {
-                        tracing::warn!(unit = %name, "unhealthy ({} consecutive probe failures); on_unhealthy = report", h.failure_threshold);
+                match kind {
+                    ProbeKind::Readiness => {
+                        // Not ready: dependents not yet started wait;
+                        // nothing is restarted (that would turn load into a
+                        // reconnect storm).
+                        if let UnitState::Running {
+                            run,
+                            pid,
+                            since,
+                            ready: true,
+                        } = u.state
+                        {
+                            tracing::warn!(unit = %name, "not ready ({} consecutive readiness failures); not restarted", h.failure_threshold);
+                            self.set_state(
+                                id,
+                                UnitState::Running {
+                                    run,
+                                    pid,
+                                    since,
+                                    ready: false,
+                                },
+                            );
+                        }
                     }
-                    OnUnhealthy::Restart | OnUnhealthy::Stop => {
-                        tracing::warn!(unit = %name, "unhealthy ({} consecutive probe failures): stopping", h.failure_threshold);
-                        self.begin_stop(id, now, StopReason::HealthFailed);
-                        return;
-                    }
+                    ProbeKind::Liveness => match h.on_unhealthy {
+                        OnUnhealthy::Report => {
+                            tracing::warn!(unit = %name, "unhealthy ({} consecutive probe failures); on_unhealthy = report", h.failure_threshold);
+                        }
+                        OnUnhealthy::Restart | OnUnhealthy::Stop => {
+                            tracing::warn!(unit = %name, "unhealthy ({} consecutive probe failures): stopping", h.failure_threshold);
+                            self.begin_stop(id, now, StopReason::HealthFailed);
+                            return;
+                        }
+                    },
                 }
             }
         }
-        self.arm_probe(id, now, false);
+        self.arm_probe(id, now, kind, false);
     }
 
     fn on_persisted(&mut self, version: u64, result: Result<(), String>) {
@@ -843,7 +961,7 @@ impl Engine {
         }
         for dep in &spec.requires {
             match self.by_name.get(dep) {
-                Some(&d) if self.is_ready(d) => {}
+                Some(&d) if self.is_up(d) => {}
                 _ => return Some(StopReason::DependencyStopped(dep.clone())),
             }
         }
@@ -917,6 +1035,8 @@ impl Engine {
         tracing::info!(unit = %spec.name, "stopping: {reason}");
         self.timers.cancel(id, TimerKind::StartTimeout);
         self.timers.cancel(id, TimerKind::ProbeDue);
+        self.timers.cancel(id, TimerKind::ReadinessDue);
+        self.timers.cancel(id, TimerKind::Watchdog);
         self.out.push(Action::CancelProbe { run });
         if pid.is_some() {
             self.out.push(Action::Signal {
@@ -1024,6 +1144,7 @@ impl Engine {
         u.mount_wait_since = None;
         u.status_text = None;
         u.health = Default::default();
+        u.readiness = Default::default();
         self.timers.cancel(id, TimerKind::MountTimeout);
         self.timers.cancel(id, TimerKind::RestartAt);
         let run = RunId(self.next_run);
@@ -1101,6 +1222,14 @@ impl Engine {
             }
         }
         self.pending = keep;
+    }
+}
+
+/// The probe of `kind` a unit declares, if any.
+fn probe_spec(spec: &UnitSpec, kind: ProbeKind) -> Option<&crate::unit::HealthSpec> {
+    match kind {
+        ProbeKind::Liveness => spec.health.as_ref(),
+        ProbeKind::Readiness => spec.readiness.as_ref(),
     }
 }
 

@@ -730,6 +730,7 @@ impl Sim {
                             status: ExitStatus::Exited(1),
                         },
                         1 => Event::ProbeAnswered {
+                            kind: crate::engine::ProbeKind::Liveness,
                             run,
                             ok: false,
                             output: None,

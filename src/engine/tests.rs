@@ -642,6 +642,7 @@ fn probe_thresholds_start_period_and_stale_results() {
     let run = t.run_of("web");
     let probe = |t: &mut T, ok: bool| {
         t.feed(Event::ProbeAnswered {
+            kind: crate::engine::ProbeKind::Liveness,
             run,
             ok,
             output: None,
@@ -677,6 +678,7 @@ fn probe_thresholds_start_period_and_stale_results() {
     assert_ne!(new_run, run);
     let before = t.state("web").clone();
     let acts = t.feed(Event::ProbeAnswered {
+        kind: crate::engine::ProbeKind::Liveness,
         run,
         ok: true,
         output: None,
@@ -759,4 +761,104 @@ fn spawner_refusal_waits_for_the_next_mount_table() {
     // The watcher catches up: mounted after all.
     let acts = e.handle(now, Event::MountTableChanged(table(&[("/srv/pg", false)])));
     assert_eq!(spawned(&acts), vec!["db"]);
+}
+
+fn tcp_probe(failure_threshold: u32) -> HealthSpec {
+    HealthSpec {
+        target: ProbeTarget::Tcp("127.0.0.1:1".into()),
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_millis(200),
+        start_period: Duration::ZERO,
+        failure_threshold,
+        success_threshold: 1,
+        on_unhealthy: OnUnhealthy::Restart,
+    }
+}
+
+#[test]
+fn not_ready_is_not_unhealthy() {
+    let mut db = longrun("db");
+    db.ready.kind = ReadyKind::Probe;
+    db.readiness = Some(tcp_probe(2));
+    db.restart.policy = RestartPolicy::Always;
+    let mut t = T::new(vec![db, requires(longrun("app"), &["db"])]);
+    let run = t.run_of("db");
+    let answer = |t: &mut T, ok: bool| {
+        t.feed(Event::ProbeAnswered {
+            run,
+            kind: crate::engine::ProbeKind::Readiness,
+            ok,
+            output: None,
+        })
+    };
+    let acts = answer(&mut t, true);
+    assert_eq!(spawned(&acts), vec!["app"], "ready -> dependent starts");
+    answer(&mut t, false);
+    let acts = answer(&mut t, false);
+    assert!(matches!(
+        t.state("db"),
+        UnitState::Running { ready: false, .. }
+    ));
+    assert!(
+        signalled(&t, &acts).is_empty(),
+        "nothing restarted or stopped: {acts:?}"
+    );
+    assert!(t.running("app"), "a running dependent keeps running");
+    // A dependent that has not started yet waits: stop and start app.
+    t.cmd(Request::Stop { unit: "app".into() });
+    t.exit("app", 0);
+    let (_, acts) = t.cmd(Request::Start { unit: "app".into() });
+    assert!(spawned(&acts).is_empty());
+    assert!(t.why("app").contains("not ready"), "{}", t.why("app"));
+    let acts = answer(&mut t, true);
+    assert_eq!(spawned(&acts), vec!["app"]);
+}
+
+#[test]
+fn watchdog_silence_restarts_the_unit() {
+    let mut s = longrun("svc");
+    s.ready.kind = ReadyKind::Notify;
+    s.ready.watchdog = Some(Duration::from_secs(5));
+    s.restart.policy = RestartPolicy::Always;
+    let mut t = T::new(vec![s]);
+    let run = t.run_of("svc");
+    let ready = NotifyMsg {
+        ready: true,
+        ..Default::default()
+    };
+    t.feed(Event::Notified { run, msg: ready });
+    for _ in 0..3 {
+        t.now += Duration::from_secs(4);
+        t.feed(Event::Notified {
+            run,
+            msg: NotifyMsg {
+                watchdog: true,
+                ..Default::default()
+            },
+        });
+        let acts = t.feed(Event::Tick);
+        assert!(signalled(&t, &acts).is_empty(), "pinged in time");
+    }
+    let acts = t.advance(Duration::from_secs(6));
+    assert_eq!(signalled(&t, &acts), vec!["svc"], "watchdog expired");
+}
+
+#[test]
+fn fd_readiness_gates_dependents() {
+    let mut db = longrun("db");
+    db.ready.kind = ReadyKind::Fd;
+    let mut t = T::new(vec![db, requires(longrun("app"), &["db"])]);
+    assert_eq!(spawned(&t.log), vec!["db"]);
+    let run = t.run_of("db");
+    // A notify message does not count for an fd unit.
+    let acts = t.feed(Event::Notified {
+        run,
+        msg: NotifyMsg {
+            ready: true,
+            ..Default::default()
+        },
+    });
+    assert!(spawned(&acts).is_empty());
+    let acts = t.feed(Event::ReadyFd { run });
+    assert_eq!(spawned(&acts), vec!["app"]);
 }

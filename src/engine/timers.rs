@@ -19,8 +19,12 @@ pub enum TimerKind {
     RestartAt,
     /// A required mount has been missing for its whole `timeout`.
     MountTimeout,
-    /// Run the next health probe.
+    /// Run the next health (liveness) probe.
     ProbeDue,
+    /// Run the next readiness probe.
+    ReadinessDue,
+    /// sd_notify WATCHDOG=1 is overdue.
+    Watchdog,
 }
 
 #[derive(Debug, Default, Clone)]

@@ -206,6 +206,7 @@ pub struct Unit {
     pub last_exit: Option<ExitStatus>,
     pub status_text: Option<String>,
     pub health: HealthRt,
+    pub readiness: HealthRt,
 }
 
 impl Unit {
@@ -227,6 +228,7 @@ impl Unit {
             last_exit: None,
             status_text: None,
             health: HealthRt::default(),
+            readiness: HealthRt::default(),
         }
     }
 

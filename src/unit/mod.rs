@@ -46,8 +46,10 @@ pub enum ReadyKind {
     Started,
     /// sd_notify `READY=1` on `$NOTIFY_SOCKET`.
     Notify,
-    /// The first passing health probe.
+    /// The first passing probe (`[readiness]` if present, else `[health]`).
     Probe,
+    /// s6-style: the service writes a line to file descriptor `ready.fd`.
+    Fd,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -107,6 +109,11 @@ pub struct ReadySpec {
     pub kind: ReadyKind,
     /// Fail the start when the unit is not ready within this time.
     pub timeout: Option<Duration>,
+    /// For `kind = "fd"`: the descriptor number the service writes to.
+    pub fd: i32,
+    /// sd_notify `WATCHDOG=1` must arrive at least this often once ready
+    /// (`WATCHDOG_USEC` is set for the service); else it is unhealthy.
+    pub watchdog: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,7 +159,11 @@ pub struct UnitSpec {
     pub after: Vec<String>,
     pub mounts: Vec<MountReq>,
     pub ready: ReadySpec,
+    /// Liveness: failing -> `on_unhealthy` (restart by default).
     pub health: Option<HealthSpec>,
+    /// Readiness: failing after ready -> not ready (dependents not yet
+    /// started wait); nothing is restarted.
+    pub readiness: Option<HealthSpec>,
     pub restart: RestartSpec,
     pub stop: StopSpec,
     pub priority: Priority,
@@ -179,8 +190,11 @@ impl UnitSpec {
             ready: ReadySpec {
                 kind: ReadyKind::Started,
                 timeout: None,
+                fd: 3,
+                watchdog: None,
             },
             health: None,
+            readiness: None,
             restart: RestartSpec {
                 policy: match kind {
                     UnitKind::Longrun => RestartPolicy::OnFailure,

@@ -38,6 +38,7 @@ struct RawUnit {
     mount: Option<Vec<Spanned<RawMount>>>,
     ready: Option<Spanned<RawReady>>,
     health: Option<Spanned<RawHealth>>,
+    readiness: Option<Spanned<RawHealth>>,
     restart: Option<Spanned<RawRestart>>,
     stop: Option<Spanned<RawStop>>,
 }
@@ -58,6 +59,8 @@ pub(crate) struct RawMount {
 struct RawReady {
     kind: Option<Spanned<ReadyKind>>,
     timeout: Option<Spanned<String>>,
+    fd: Option<Spanned<i32>>,
+    watchdog: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -110,6 +113,7 @@ const TOP_KEYS: &[&str] = &[
     "mount",
     "ready",
     "health",
+    "readiness",
     "restart",
     "stop",
 ];
@@ -299,6 +303,94 @@ pub(crate) fn mount_req(errs: &mut Errs<'_>, m: &RawMount) -> Option<MountReq> {
     })
 }
 
+fn probe_spec(errs: &mut Errs<'_>, h: &Spanned<RawHealth>, section: &str) -> Option<HealthSpec> {
+    let span = h.span();
+    let h = h.get_ref();
+    let mut targets = Vec::new();
+    if let Some(e) = &h.exec {
+        if e.is_empty() {
+            errs.at(
+                span.clone(),
+                format!("[{section}] exec is empty"),
+                "give the probe command",
+            );
+        }
+        targets.push(ProbeTarget::Exec(e.clone()));
+    }
+    if let Some(t) = &h.tcp {
+        if !t.contains(':') {
+            errs.at(
+                span.clone(),
+                format!("[{section}] tcp = {t:?} needs host:port"),
+                "e.g. tcp = \"127.0.0.1:5432\"",
+            );
+        }
+        targets.push(ProbeTarget::Tcp(t.clone()));
+    }
+    if let Some(u) = &h.http {
+        if !(u.starts_with("http://") || u.starts_with("http+unix://")) {
+            errs.at(span.clone(), format!("[{section}] http = {u:?} is not an http:// URL"), "e.g. http = \"http://127.0.0.1:8080/healthz\" or \"http+unix:///run/app.sock:/healthz\"");
+        }
+        targets.push(ProbeTarget::Http(u.clone()));
+    }
+    if let Some(u) = &h.unix {
+        targets.push(ProbeTarget::Unix(PathBuf::from(u)));
+    }
+    if targets.len() != 1 {
+        errs.at(
+            span,
+            format!(
+                "[{section}] needs exactly one of exec, tcp, http, unix (found {})",
+                targets.len()
+            ),
+            "keep one probe per unit",
+        );
+        return None;
+    }
+    let interval = errs.duration(
+        &h.interval,
+        &format!("{section}.interval"),
+        Duration::from_secs(5),
+    );
+    let timeout = errs.duration(
+        &h.timeout,
+        &format!("{section}.timeout"),
+        Duration::from_secs(2),
+    );
+    if (timeout.is_zero() || interval.is_zero())
+        && let Some(t) = h.timeout.as_ref().or(h.interval.as_ref())
+    {
+        errs.at(
+            t.span(),
+            format!("[{section}] interval and timeout must be > 0"),
+            "e.g. interval = \"5s\", timeout = \"2s\"",
+        );
+    }
+    let mut threshold = |v: &Option<Spanned<u32>>, key: &str, default: u32| match v {
+        Some(n) if *n.get_ref() == 0 => {
+            errs.at(n.span(), format!("`{key}` must be at least 1"), "");
+            default
+        }
+        Some(n) => *n.get_ref(),
+        None => default,
+    };
+    let failure_threshold = threshold(&h.failure_threshold, "failure_threshold", 3);
+    let success_threshold = threshold(&h.success_threshold, "success_threshold", 1);
+    Some(HealthSpec {
+        target: targets.remove(0),
+        interval,
+        timeout,
+        start_period: errs.duration(
+            &h.start_period,
+            &format!("{section}.start_period"),
+            Duration::ZERO,
+        ),
+        failure_threshold,
+        success_threshold,
+        on_unhealthy: h.on_unhealthy.unwrap_or(OnUnhealthy::Restart),
+    })
+}
+
 /// Line numbers of dependency names, for errors found later by the graph.
 pub type DepLines = BTreeMap<String, usize>;
 
@@ -409,70 +501,14 @@ pub fn parse_unit_with_lines(
         .filter_map(|m| mount_req(&mut errs, m.get_ref()))
         .collect();
 
-    let health = raw.health.as_ref().and_then(|h| {
-        let span = h.span();
-        let h = h.get_ref();
-        let mut targets = Vec::new();
-        if let Some(e) = &h.exec {
-            if e.is_empty() {
-                errs.at(span.clone(), "[health] exec is empty", "give the probe command");
-            }
-            targets.push(ProbeTarget::Exec(e.clone()));
-        }
-        if let Some(t) = &h.tcp {
-            if !t.contains(':') {
-                errs.at(span.clone(), format!("[health] tcp = {t:?} needs host:port"), "e.g. tcp = \"127.0.0.1:5432\"");
-            }
-            targets.push(ProbeTarget::Tcp(t.clone()));
-        }
-        if let Some(u) = &h.http {
-            if !(u.starts_with("http://") || u.starts_with("http+unix://")) {
-                errs.at(span.clone(), format!("[health] http = {u:?} is not an http:// URL"), "e.g. http = \"http://127.0.0.1:8080/healthz\" or \"http+unix:///run/app.sock:/healthz\"");
-            }
-            targets.push(ProbeTarget::Http(u.clone()));
-        }
-        if let Some(u) = &h.unix {
-            targets.push(ProbeTarget::Unix(PathBuf::from(u)));
-        }
-        if targets.len() != 1 {
-            errs.at(
-                span,
-                format!("[health] needs exactly one of exec, tcp, http, unix (found {})", targets.len()),
-                "keep one probe per unit",
-            );
-            return None;
-        }
-        let interval = errs.duration(&h.interval, "health.interval", Duration::from_secs(5));
-        let timeout = errs.duration(&h.timeout, "health.timeout", Duration::from_secs(2));
-        if (timeout.is_zero() || interval.is_zero())
-            && let Some(t) = h.timeout.as_ref().or(h.interval.as_ref())
-        {
-            errs.at(
-                t.span(),
-                "health interval and timeout must be > 0",
-                "e.g. interval = \"5s\", timeout = \"2s\"",
-            );
-        }
-        let mut threshold = |v: &Option<Spanned<u32>>, key: &str, default: u32| match v {
-            Some(n) if *n.get_ref() == 0 => {
-                errs.at(n.span(), format!("`{key}` must be at least 1"), "");
-                default
-            }
-            Some(n) => *n.get_ref(),
-            None => default,
-        };
-        let failure_threshold = threshold(&h.failure_threshold, "failure_threshold", 3);
-        let success_threshold = threshold(&h.success_threshold, "success_threshold", 1);
-        Some(HealthSpec {
-            target: targets.remove(0),
-            interval,
-            timeout,
-            start_period: errs.duration(&h.start_period, "health.start_period", Duration::ZERO),
-            failure_threshold,
-            success_threshold,
-            on_unhealthy: h.on_unhealthy.unwrap_or(OnUnhealthy::Restart),
-        })
-    });
+    let health = raw
+        .health
+        .as_ref()
+        .and_then(|h| probe_spec(&mut errs, h, "health"));
+    let readiness = raw
+        .readiness
+        .as_ref()
+        .and_then(|h| probe_spec(&mut errs, h, "readiness"));
 
     let ready = {
         let r = raw.ready.as_ref().map(|r| r.get_ref());
@@ -486,19 +522,36 @@ pub fn parse_unit_with_lines(
                     "remove [ready] kind, or make the unit a longrun",
                 );
             }
-            if rk == ReadyKind::Probe && health.is_none() {
+            if rk == ReadyKind::Probe && health.is_none() && readiness.is_none() {
                 errs.at(
                     k.span(),
-                    "[ready] kind = \"probe\" needs a [health] probe",
-                    "add a [health] section with exec, tcp, http or unix",
+                    "[ready] kind = \"probe\" needs a [readiness] or [health] probe",
+                    "add a [readiness] (or [health]) section with exec, tcp, http or unix",
                 );
             }
         }
+        let fd = match r.and_then(|r| r.fd.as_ref()) {
+            Some(f) if !(3..=1023).contains(f.get_ref()) => {
+                errs.at(
+                    f.span(),
+                    format!("[ready] fd = {} is not usable", f.get_ref()),
+                    "use a descriptor number from 3 to 1023 (0-2 are stdio)",
+                );
+                3
+            }
+            Some(f) => *f.get_ref(),
+            None => 3,
+        };
+        let watchdog = r
+            .and_then(|r| r.watchdog.as_ref())
+            .map(|t| errs.duration(&Some(t.clone()), "ready.watchdog", Duration::from_secs(30)));
         ReadySpec {
             kind: rk,
             timeout: r
                 .and_then(|r| r.timeout.as_ref())
                 .map(|t| errs.duration(&Some(t.clone()), "ready.timeout", Duration::from_secs(90))),
+            fd,
+            watchdog,
         }
     };
 
@@ -615,6 +668,7 @@ pub fn parse_unit_with_lines(
             mounts,
             ready,
             health,
+            readiness,
             restart,
             stop,
             priority: raw.priority.unwrap_or(Priority::Normal),
@@ -787,7 +841,7 @@ timeout = "30s"
         let e = err("type = \"oneshot\"\nexec = [\"/x\"]\n[ready]\nkind = \"notify\"\n");
         assert!(e[0].contains(":4:"), "{e:?}");
         let e = err("exec = [\"/x\"]\n[ready]\nkind = \"probe\"\n");
-        assert!(e[0].contains("needs a [health]"), "{e:?}");
+        assert!(e[0].contains("needs a [readiness] or [health]"), "{e:?}");
         let e = err("exec = [\"/x\"]\n[health]\ntcp = \"127.0.0.1:1\"\nhttp = \"http://x/\"\n");
         assert!(e[0].contains("exactly one"), "{e:?}");
     }

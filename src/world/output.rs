@@ -64,3 +64,34 @@ fn emit(unit: &str, stream: Stream, line: &[u8], truncated: bool) {
         Stream::Stderr => tracing::warn!(target: "unit", unit = %unit, "{text}{cut}"),
     }
 }
+
+/// `[ready] kind = "fd"`: report `run` as ready on the first newline the
+/// service writes to its readiness descriptor.
+pub fn watch_ready_line(
+    fd: OwnedFd,
+    run: crate::engine::RunId,
+    tx: tokio::sync::mpsc::UnboundedSender<crate::engine::RunId>,
+) {
+    let rx = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+        Ok(rx) => rx,
+        Err(e) => {
+            tracing::warn!("cannot watch the readiness pipe: {e}");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        let mut rx = rx;
+        let mut buf = [0u8; 256];
+        loop {
+            match rx.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if buf[..n].contains(&b'\n') {
+                        let _ = tx.send(run);
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}

@@ -21,6 +21,8 @@ pub struct Spawned {
     pub pid: i32,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
+    /// Read end of the `[ready] kind = "fd"` pipe.
+    pub ready: Option<OwnedFd>,
 }
 
 #[derive(Debug)]
@@ -56,6 +58,7 @@ pub fn spawn(
     mounts: &[MountReq],
     extra: &SpawnEnv<'_>,
     capture_output: bool,
+    ready_fd: Option<i32>,
 ) -> Result<Spawned, SpawnError> {
     let Some(program) = argv.first() else {
         return Err(SpawnError::Failed("empty exec".to_string()));
@@ -110,12 +113,31 @@ pub fn spawn(
         cmd.stdout(Stdio::null());
         cmd.stderr(Stdio::null());
     }
-    // SAFETY: setsid is async-signal-safe and touches no memory; it puts
-    // the service in its own session and process group so that stopping it
-    // can signal the whole group (and never supd's).
+    // s6-style readiness: the service gets the write end of a pipe as fd N.
+    let ready_pipe = match ready_fd {
+        Some(_) => Some(
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| SpawnError::Failed(format!("creating the readiness pipe: {e}")))?,
+        ),
+        None => None,
+    };
+    let ready_w = ready_pipe
+        .as_ref()
+        .map(|(_, w)| std::os::fd::AsRawFd::as_raw_fd(w));
+    let target_fd = ready_fd.unwrap_or(-1);
+    // SAFETY: setsid and dup2 are async-signal-safe and touch no memory.
+    // setsid puts the service in its own session and process group so that
+    // stopping it can signal the whole group (and never supd's); dup2 gives
+    // it the readiness pipe at the fd number it asked for (dup2 clears
+    // close-on-exec on the copy).
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if let Some(w) = ready_w
+                && libc::dup2(w, target_fd) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }
@@ -139,9 +161,12 @@ pub fn spawn(
     let stderr = child.stderr.take().map(OwnedFd::from);
     // Dropping `Child` neither waits nor kills: the reaper owns the exit.
     drop(child);
+    // Our copy of the write end must close, or the reader never sees EOF.
+    let ready = ready_pipe.map(|(r, _w)| r);
     Ok(Spawned {
         pid,
         stdout,
         stderr,
+        ready,
     })
 }
