@@ -255,3 +255,59 @@ fn shed_stops_low_priority_units_until_unshed() {
     supd.ok(&["unshed"]);
     supd.wait_state("batch", "running", Duration::from_secs(10));
 }
+
+#[test]
+fn fd_readiness_line_gates_dependents() {
+    if !can_run("fd_readiness") {
+        return;
+    }
+    let out = TempDir::new("fd-out");
+    let o = out.path().display().to_string();
+    // s6-style: write a newline to fd 5 when ready.
+    let db = sh_unit(
+        &format!("sleep 0.5; date +%s%N > {o}/ready; echo >&5; exec sleep 600"),
+        "[ready]\nkind = \"fd\"\nfd = 5",
+    );
+    let app = sh_unit(
+        &format!("date +%s%N > {o}/app; exec sleep 600"),
+        "requires = [\"db\"]",
+    );
+    let supd = Supd::start("fdready", &[("db", &db), ("app", &app)]);
+    supd.wait_state("app", "running", Duration::from_secs(10));
+    assert!(stamp(&out.path().join("app")) > stamp(&out.path().join("ready")));
+}
+
+#[test]
+fn failing_readiness_probe_marks_not_ready_without_restart() {
+    if !can_run("readiness_probe") {
+        return;
+    }
+    let out = TempDir::new("rdy-out");
+    let flag = out.path().join("serving");
+    let runs = out.path().join("runs");
+    std::fs::write(&flag, "").unwrap();
+    let db = format!(
+        "{}\n[ready]\nkind = \"probe\"\n[readiness]\nexec = [\"/bin/test\", \"-e\", {}]\ninterval = \"100ms\"\nfailure_threshold = 2\n[restart]\npolicy = \"always\"\ndelay = \"50ms\"\n",
+        sh_unit(
+            &format!("echo run >> {}; exec sleep 600", runs.display()),
+            ""
+        ),
+        toml_str(&flag.display().to_string())
+    );
+    let app = sh_unit("exec sleep 600", "requires = [\"db\"]");
+    let supd = Supd::start("rdyprobe", &[("db", &db), ("app", &app)]);
+    supd.wait_state("app", "running", Duration::from_secs(10));
+    // Overloaded: the readiness probe fails. Not ready, not restarted, and
+    // the running dependent stays.
+    std::fs::remove_file(&flag).unwrap();
+    wait_for("db not ready", Duration::from_secs(10), || {
+        (supd.unit("db")["ready"] == false).then_some(())
+    });
+    assert_eq!(supd.state_of("db"), "running");
+    assert_eq!(supd.state_of("app"), "running");
+    assert_eq!(std::fs::read_to_string(&runs).unwrap().lines().count(), 1);
+    std::fs::write(&flag, "").unwrap();
+    wait_for("db ready again", Duration::from_secs(10), || {
+        (supd.unit("db")["ready"] == true).then_some(())
+    });
+}
