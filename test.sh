@@ -12,11 +12,26 @@ if [ "$(id -u)" = 0 ]; then
   command -v python3 >/dev/null || need+=(python3)
   command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
   command -v losetup >/dev/null || need+=(mount)
+  command -v setpriv >/dev/null || need+=(util-linux)
+  # Real daemons for tests/real_services.rs.
+  [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
+  command -v redis-server >/dev/null || need+=(redis-server)
+  command -v redis-cli >/dev/null || need+=(redis-tools)
+  command -v nginx >/dev/null || need+=(nginx-light)
   if [ ${#need[@]} -gt 0 ]; then
     echo "test.sh: installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # Packages must not start their daemons: the tests start their own,
+    # under supd, and nothing may be left running.
+    guard=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+      chmod +x /usr/sbin/policy-rc.d
+      guard=1
+    fi
     apt-get update -qq
     apt-get install -y -qq "${need[@]}" >/dev/null
+    [ "$guard" = 1 ] && rm -f /usr/sbin/policy-rc.d
   fi
 else
   echo "test.sh: not root — namespace tests will print SKIP lines (run as root for the full suite)"

@@ -58,6 +58,8 @@ enum Proc {
     Main(RunId),
     /// An exec probe for a run, with its deadline.
     Probe(RunId, ProbeKind, Instant),
+    /// A `[stop] exec` command; its exit is only logged.
+    StopCommand(RunId),
 }
 
 /// Work for the persistence thread, done strictly in order so an audit
@@ -450,7 +452,7 @@ impl Driver {
     fn next_wakeup(&self) -> Option<Instant> {
         let probes = self.procs.values().filter_map(|p| match p {
             Proc::Probe(_, _, deadline) => Some(*deadline),
-            Proc::Main(_) => None,
+            Proc::Main(_) | Proc::StopCommand(_) => None,
         });
         let engine = if self.engine_broken.is_some() {
             None
@@ -506,6 +508,38 @@ impl Driver {
                     if sig == Signal::SIGKILL || sig == Signal::SIGTERM {
                         // A stopped process never sees SIGTERM otherwise.
                         let _ = killpg(Pid::from_raw(pid), Signal::SIGCONT);
+                    }
+                }
+                None
+            }
+            Action::StopExec { run, spec } => {
+                let argv = spec.stop.exec.clone().unwrap_or_default();
+                let env = spawn::SpawnEnv {
+                    notify_socket: None,
+                };
+                match spawn::spawn(&spec, &argv, &[], &env, true, None) {
+                    Ok(s) => {
+                        self.procs.insert(s.pid, Proc::StopCommand(run));
+                        let name = format!("{}:stop", spec.name);
+                        if let Some(fd) = s.stdout {
+                            output::capture(name.clone(), output::Stream::Stdout, fd);
+                        }
+                        if let Some(fd) = s.stderr {
+                            output::capture(name, output::Stream::Stderr, fd);
+                        }
+                    }
+                    Err(e) => {
+                        // Fall back to the signal: the unit must still stop.
+                        let msg = match e {
+                            spawn::SpawnError::Failed(m) => m,
+                            spawn::SpawnError::Mount(p) => p.to_string(),
+                        };
+                        tracing::warn!(unit = %spec.name, "stop command failed ({msg}); sending {}", crate::engine::signal_name(spec.stop.signal));
+                        if let Some(&pid) = self.run_pids.get(&run)
+                            && let Ok(sig) = Signal::try_from(spec.stop.signal)
+                        {
+                            let _ = killpg(Pid::from_raw(pid), sig);
+                        }
                     }
                 }
                 None
@@ -729,6 +763,9 @@ impl Driver {
                             output: (!status.success()).then(|| format!("probe {status}")),
                         });
                     }
+                }
+                Some(Proc::StopCommand(run)) => {
+                    tracing::debug!("stop command for {run:?} {status}");
                 }
                 None => tracing::debug!("reaped orphan pid {pid}: {status}"),
             }

@@ -44,6 +44,10 @@ pub enum Request {
     Why {
         unit: String,
     },
+    /// Ask a running unit to reload its configuration (its `reload_signal`).
+    ReloadUnit {
+        unit: String,
+    },
     Reload,
     MaintenanceOn {
         unit: String,

@@ -58,6 +58,9 @@ enum Cmd {
     Reset { unit: String },
     /// Say, in words, what a unit is waiting on.
     Why { unit: String },
+    /// Ask a running unit to reload its own configuration: sends its
+    /// `reload_signal` (default SIGHUP) to its process group.
+    ReloadUnit { unit: String },
     /// Re-read the unit files. An invalid set changes nothing and the
     /// errors are printed; new units start, removed units stop, changed
     /// units take effect at their next start.
@@ -165,6 +168,7 @@ fn main() -> ExitCode {
         Cmd::Restart { unit } => (Request::Restart { unit: unit.clone() }, false, true),
         Cmd::Reset { unit } => (Request::Reset { unit: unit.clone() }, false, false),
         Cmd::Why { unit } => (Request::Why { unit: unit.clone() }, false, false),
+        Cmd::ReloadUnit { unit } => (Request::ReloadUnit { unit: unit.clone() }, false, false),
         Cmd::Reload => (Request::Reload, false, false),
         Cmd::Maintenance(Maint::On {
             unit,

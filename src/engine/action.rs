@@ -40,6 +40,11 @@ pub enum Action {
         run: RunId,
         signal: i32,
     },
+    /// Run the unit's `[stop] exec` command to stop `run`.
+    StopExec {
+        run: RunId,
+        spec: Arc<UnitSpec>,
+    },
     /// Write the full lock map durably, then report `LocksPersisted{version}`.
     PersistLocks {
         version: u64,

@@ -273,6 +273,30 @@ impl Engine {
                     }),
                 );
             }
+            Request::ReloadUnit { unit } => {
+                let Some(id) = self.lookup(req, &unit) else {
+                    return;
+                };
+                let u = &self.units[id.0 as usize];
+                match (&u.state, u.state.run()) {
+                    (UnitState::Running { .. } | UnitState::Starting { .. }, Some(run)) => {
+                        let signal = u.spec.reload_signal;
+                        self.out.push(Action::Signal { run, signal });
+                        self.audit(&peer, wall_ms, Some(&unit), None, "reload-unit", None, "ok");
+                        self.reply(
+                            req,
+                            Response::ok(format!("sent {} to {unit}", super::signal_name(signal))),
+                        );
+                    }
+                    _ => self.reply(
+                        req,
+                        Response::err(format!(
+                            "{unit} is not running ({}); nothing to reload",
+                            self.state_word(id)
+                        )),
+                    ),
+                }
+            }
             Request::Reload => {
                 self.reply(
                     req,

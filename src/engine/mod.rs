@@ -350,7 +350,7 @@ impl Engine {
                         since,
                         ..
                     } => {
-                        // Stopped before the spawner answered: signal now.
+                        // Stopped before the spawner answered: stop now.
                         self.set_state(
                             id,
                             UnitState::Stopping {
@@ -361,10 +361,7 @@ impl Engine {
                                 since,
                             },
                         );
-                        self.out.push(Action::Signal {
-                            run,
-                            signal: spec.stop.signal,
-                        });
+                        self.out.push(stop_action(run, &spec));
                     }
                     _ => {}
                 }
@@ -1039,10 +1036,7 @@ impl Engine {
         self.timers.cancel(id, TimerKind::Watchdog);
         self.out.push(Action::CancelProbe { run });
         if pid.is_some() {
-            self.out.push(Action::Signal {
-                run,
-                signal: spec.stop.signal,
-            });
+            self.out.push(stop_action(run, &spec));
         }
         self.timers
             .set(id, TimerKind::KillAfter, now + spec.stop.timeout);
@@ -1222,6 +1216,20 @@ impl Engine {
             }
         }
         self.pending = keep;
+    }
+}
+
+/// How to ask `run` to stop: its `[stop] exec` command, else its signal.
+fn stop_action(run: RunId, spec: &Arc<UnitSpec>) -> Action {
+    match &spec.stop.exec {
+        Some(_) => Action::StopExec {
+            run,
+            spec: spec.clone(),
+        },
+        None => Action::Signal {
+            run,
+            signal: spec.stop.signal,
+        },
     }
 }
 

@@ -457,6 +457,13 @@ impl Sim {
                 );
                 Some(Event::Spawned { run, pid })
             }
+            Action::StopExec { run, .. } => self.execute(
+                Action::Signal {
+                    run,
+                    signal: libc::SIGTERM,
+                },
+                before_backoff,
+            ),
             Action::Signal { run, signal } => {
                 // (g) signal only what is unreaped.
                 let Some((_, p)) = self.procs.iter_mut().find(|(_, p)| p.run == run) else {

@@ -133,6 +133,18 @@ pub struct StopSpec {
     /// Signal number (e.g. `libc::SIGTERM`).
     pub signal: i32,
     pub timeout: Duration,
+    /// A command that stops the service instead of the signal (run as the
+    /// unit's user); SIGKILL to the group still follows after `timeout`.
+    pub exec: Option<Vec<String>>,
+}
+
+/// Resource limits applied before exec (setrlimit; soft = hard).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub nofile: Option<u64>,
+    pub nproc: Option<u64>,
+    pub core: Option<u64>,
+    pub memlock: Option<u64>,
 }
 
 /// One validated unit.
@@ -150,6 +162,14 @@ pub struct UnitSpec {
     pub user: Option<String>,
     pub group: Option<String>,
     pub working_directory: Option<PathBuf>,
+    /// Directories created under /run before each start, owned by the
+    /// unit's user (like systemd's RuntimeDirectory).
+    pub runtime_directory: Vec<String>,
+    /// File-creation mask for the service (e.g. 0o027).
+    pub umask: Option<u32>,
+    pub limits: Limits,
+    /// Signal for `supctl reload-unit` (default SIGHUP).
+    pub reload_signal: i32,
     pub essential: bool,
     /// Must be ready first; if it stops, this unit stops first.
     pub requires: Vec<String>,
@@ -182,6 +202,10 @@ impl UnitSpec {
             user: None,
             group: None,
             working_directory: None,
+            runtime_directory: vec![],
+            umask: None,
+            limits: Limits::default(),
+            reload_signal: libc::SIGHUP,
             essential: false,
             requires: vec![],
             wants: vec![],
@@ -209,6 +233,7 @@ impl UnitSpec {
             stop: StopSpec {
                 signal: libc::SIGTERM,
                 timeout: Duration::from_secs(10),
+                exec: None,
             },
             priority: Priority::Normal,
         }

@@ -30,6 +30,10 @@ struct RawUnit {
     user: Option<String>,
     group: Option<String>,
     working_directory: Option<Spanned<String>>,
+    runtime_directory: Option<Vec<Spanned<String>>>,
+    umask: Option<Spanned<String>>,
+    limits: Option<RawLimits>,
+    reload_signal: Option<Spanned<String>>,
     essential: Option<bool>,
     priority: Option<Priority>,
     requires: Option<Vec<Spanned<String>>>,
@@ -94,6 +98,16 @@ struct RawRestart {
 struct RawStop {
     signal: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    exec: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    nofile: Option<u64>,
+    nproc: Option<u64>,
+    core: Option<u64>,
+    memlock: Option<u64>,
 }
 
 /// Every key a unit file may have, for "did you mean" hints.
@@ -105,6 +119,10 @@ const TOP_KEYS: &[&str] = &[
     "user",
     "group",
     "working_directory",
+    "runtime_directory",
+    "umask",
+    "limits",
+    "reload_signal",
     "essential",
     "priority",
     "requires",
@@ -637,6 +655,16 @@ pub fn parse_unit_with_lines(
             },
         };
         let none = None;
+        let exec = s.and_then(|s| s.exec.as_ref()).map(|e| {
+            if e.get_ref().is_empty() {
+                errs.at(
+                    e.span(),
+                    "[stop] exec is empty",
+                    "give the stop command, or remove it to stop by signal",
+                );
+            }
+            e.get_ref().clone()
+        });
         StopSpec {
             signal,
             timeout: errs.duration(
@@ -644,7 +672,55 @@ pub fn parse_unit_with_lines(
                 "stop.timeout",
                 Duration::from_secs(10),
             ),
+            exec,
         }
+    };
+
+    let mut runtime_directory = Vec::new();
+    for d in raw.runtime_directory.iter().flatten() {
+        let name = d.get_ref();
+        if name.is_empty() || name.contains("..") || name.starts_with('/') {
+            errs.at(
+                d.span(),
+                format!("runtime_directory {name:?} must be a name below /run"),
+                "e.g. runtime_directory = [\"postgresql\"] creates /run/postgresql",
+            );
+        } else {
+            runtime_directory.push(name.clone());
+        }
+    }
+    let umask = raw.umask.as_ref().and_then(|u| {
+        match u32::from_str_radix(u.get_ref().trim_start_matches("0o"), 8) {
+            Ok(v) if v <= 0o777 => Some(v),
+            _ => {
+                errs.at(
+                    u.span(),
+                    format!("umask {:?} is not an octal mask", u.get_ref()),
+                    "e.g. umask = \"0027\"",
+                );
+                None
+            }
+        }
+    });
+    let limits = raw
+        .limits
+        .as_ref()
+        .map(|l| crate::unit::Limits {
+            nofile: l.nofile,
+            nproc: l.nproc,
+            core: l.core,
+            memlock: l.memlock,
+        })
+        .unwrap_or_default();
+    let reload_signal = match &raw.reload_signal {
+        None => libc::SIGHUP,
+        Some(sig) => match parse_signal(sig.get_ref()) {
+            Ok(n) => n,
+            Err(e) => {
+                errs.at(sig.span(), e, "use a name like \"SIGHUP\" or \"SIGUSR1\"");
+                libc::SIGHUP
+            }
+        },
     };
 
     if !errs.list.is_empty() {
@@ -661,6 +737,10 @@ pub fn parse_unit_with_lines(
             user: raw.user,
             group: raw.group,
             working_directory,
+            runtime_directory,
+            umask,
+            limits,
+            reload_signal,
             essential: raw.essential.unwrap_or(false),
             requires,
             wants,

@@ -68,6 +68,7 @@ pub fn spawn(
     cmd.env_clear();
     cmd.env("PATH", DEFAULT_PATH);
     cmd.env("SUPD_UNIT", &spec.name);
+    let mut owner: Option<(u32, u32)> = None;
     if let Some(user) = &spec.user {
         let u = nix::unistd::User::from_name(user)
             .map_err(|e| SpawnError::Failed(format!("looking up user {user}: {e}")))?
@@ -79,6 +80,7 @@ pub fn spawn(
             })?;
         cmd.uid(u.uid.as_raw());
         cmd.gid(u.gid.as_raw());
+        owner = Some((u.uid.as_raw(), u.gid.as_raw()));
         cmd.env("USER", user);
         cmd.env("LOGNAME", user);
         cmd.env("HOME", &u.dir);
@@ -93,6 +95,18 @@ pub fn spawn(
                 ))
             })?;
         cmd.gid(g.gid.as_raw());
+        owner = Some((owner.map(|o| o.0).unwrap_or(0), g.gid.as_raw()));
+    }
+    for name in &spec.runtime_directory {
+        let dir = std::path::Path::new("/run").join(name);
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            SpawnError::Failed(format!("creating runtime directory {}: {e}", dir.display()))
+        })?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| {
+                SpawnError::Failed(format!("chown of runtime directory {}: {e}", dir.display()))
+            })?;
+        }
     }
     if let Some(sock) = extra.notify_socket {
         cmd.env("NOTIFY_SOCKET", sock);
@@ -125,6 +139,25 @@ pub fn spawn(
         .as_ref()
         .map(|(_, w)| std::os::fd::AsRawFd::as_raw_fd(w));
     let target_fd = ready_fd.unwrap_or(-1);
+    let umask = spec.umask;
+    let limits: Vec<(nix::sys::resource::Resource, u64)> = [
+        (
+            nix::sys::resource::Resource::RLIMIT_NOFILE,
+            spec.limits.nofile,
+        ),
+        (
+            nix::sys::resource::Resource::RLIMIT_NPROC,
+            spec.limits.nproc,
+        ),
+        (nix::sys::resource::Resource::RLIMIT_CORE, spec.limits.core),
+        (
+            nix::sys::resource::Resource::RLIMIT_MEMLOCK,
+            spec.limits.memlock,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(r, v)| v.map(|v| (r, v)))
+    .collect();
     // SAFETY: setsid and dup2 are async-signal-safe and touch no memory.
     // setsid puts the service in its own session and process group so that
     // stopping it can signal the whole group (and never supd's); dup2 gives
@@ -137,6 +170,12 @@ pub fn spawn(
                 && libc::dup2(w, target_fd) < 0
             {
                 return Err(std::io::Error::last_os_error());
+            }
+            if let Some(m) = umask {
+                libc::umask(m as libc::mode_t);
+            }
+            for (r, v) in &limits {
+                nix::sys::resource::setrlimit(*r, *v, *v).map_err(std::io::Error::from)?;
             }
             Ok(())
         });
