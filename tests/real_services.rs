@@ -127,7 +127,7 @@ fn pg_in(dir: &Path) -> Pg {
     }
 }
 
-/// 1. The resurrected database, replayed.
+/// The resurrected database (incident 1), replayed.
 #[test]
 fn maintenance_keeps_postgres_down_through_kill_and_reboot() {
     if !have("postgres_maintenance", &[&format!("{PGBIN}/postgres")]) {
@@ -186,7 +186,7 @@ fn maintenance_keeps_postgres_down_through_kill_and_reboot() {
     assert_eq!(pg.psql("select count(*) from t"), "500");
 }
 
-/// 2. The service that started before its disk, replayed.
+/// The service that started before its disk (incident 2), replayed.
 #[test]
 fn postgres_waits_for_its_disk_and_never_writes_underneath() {
     if !have(
@@ -263,7 +263,7 @@ timeout = "1s"
     )
 }
 
-/// 3, 5. Ready means ready; a clean shutdown keeps data, in order.
+/// Ready means ready (3); a clean shutdown keeps data, in order (5).
 #[test]
 fn appliance_starts_when_ready_and_shuts_down_in_order() {
     if !have(
@@ -363,11 +363,9 @@ http.server.HTTPServer(("127.0.0.1",{aport}),H).serve_forever()
     assert!(st.success(), "{st}");
     let log = supd.log_text();
     let pos = |u: &str| {
-        log.find(&format!("stopped (system shutdown): "))
-            .and_then(|_| {
-                log.lines().position(|l| {
-                    l.contains("stopped (system shutdown)") && l.contains(&format!("unit={u}"))
-                })
+        log.lines()
+            .position(|l| {
+                l.contains("stopped (system shutdown)") && l.contains(&format!("unit={u}"))
             })
             .unwrap_or_else(|| panic!("no stop line for {u} in:\n{log}"))
     };
@@ -387,8 +385,8 @@ http.server.HTTPServer(("127.0.0.1",{aport}),H).serve_forever()
     assert_eq!(pg.psql("select count(*) from rows"), "1000");
 }
 
-/// 4. No storm: a crash-looping Redis backs off, fails, and comes back on
-/// an operator's start.
+/// No storm (incident 4): a crash-looping Redis backs off, fails, and
+/// comes back when an operator starts it.
 #[test]
 fn redis_crash_loop_backs_off_and_fails() {
     if !have("redis_crash_loop", &["/usr/bin/redis-server"]) {
