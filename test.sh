@@ -18,6 +18,13 @@ if [ "$(id -u)" = 0 ]; then
   command -v redis-server >/dev/null || need+=(redis-server)
   command -v redis-cli >/dev/null || need+=(redis-tools)
   command -v nginx >/dev/null || need+=(nginx-light)
+  # The VM test (tests/vm.rs): QEMU, a Debian kernel, busybox, cpio.
+  command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+  ls /lib/modules 2>/dev/null | grep -q -- '-cloud-amd64$' || need+=(linux-image-cloud-amd64)
+  [ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q static || need+=(busybox-static)
+  command -v cpio >/dev/null || need+=(cpio)
+  command -v debugfs >/dev/null || need+=(e2fsprogs)
+  command -v file >/dev/null || need+=(file)
   if [ ${#need[@]} -gt 0 ]; then
     echo "test.sh: installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -35,6 +42,11 @@ if [ "$(id -u)" = 0 ]; then
   fi
 else
   echo "test.sh: not root — namespace tests will print SKIP lines (run as root for the full suite)"
+fi
+
+# The VM's supd is a static musl build.
+if command -v rustup >/dev/null && ! rustup target list --installed | grep -q x86_64-unknown-linux-musl; then
+  rustup target add x86_64-unknown-linux-musl || echo "test.sh: could not add the musl target; the VM test will fail"
 fi
 
 # The engine simulation runs this many seeds (CI: a few hundred).

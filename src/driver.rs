@@ -72,6 +72,9 @@ enum DiskJob {
     Audit(AuditRecord),
     /// Load the lock state (at boot, or when the state mount appears).
     Load,
+    /// Shutdown: close every file in the state directory (the flock
+    /// included) so its filesystem can be unmounted, then answer.
+    Close(std::sync::mpsc::Sender<()>),
 }
 
 enum DiskResult {
@@ -358,9 +361,20 @@ fn disk_thread(
             DiskJob::Load => {
                 let load = (|| {
                     if dir_lock.is_none() {
-                        if state_mount.is_none()
-                            && let Err(e) = store.ensure_dir()
-                        {
+                        // Load is only asked once the state dir's mount (if
+                        // any) was seen; re-check it right here so creating
+                        // the directory can never land under an empty mount
+                        // point.
+                        if let Some(m) = &state_mount {
+                            let table = mount_watch::read_mount_table().unwrap_or_default();
+                            if let Err(p) = table.check(m) {
+                                return LocksLoad::Unknown(format!(
+                                    "state directory {} is not mounted: {p}",
+                                    dir.display()
+                                ));
+                            }
+                        }
+                        if let Err(e) = store.ensure_dir() {
                             return LocksLoad::Unknown(format!(
                                 "cannot create state directory {}: {e}",
                                 dir.display()
@@ -402,6 +416,11 @@ fn disk_thread(
                 if tx.send(DiskResult::Persisted { version, result }).is_err() {
                     return;
                 }
+            }
+            DiskJob::Close(done) => {
+                drop(dir_lock.take());
+                let _ = done.send(());
+                return;
             }
             DiskJob::Audit(rec) => {
                 if let Err(e) = audit::append_durable(&dir, &rec) {
@@ -887,8 +906,13 @@ impl Driver {
             "all units stopped ({:.3}s); stopping remaining processes",
             self.started.elapsed().as_secs_f64()
         );
-        // Replies for the last commands must not be lost.
         crate::world::init::kill_remaining(pid1, Duration::from_secs(5));
+        // Everything queued for the disk is written in order before this;
+        // then the state directory is released so it can be unmounted.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        if self.disk_tx.send(DiskJob::Close(done_tx)).is_ok() {
+            let _ = done_rx.recv_timeout(Duration::from_secs(10));
+        }
         let _ = std::fs::remove_file(&self.settings.socket);
         if let Some(p) = &self.notify_path {
             let _ = std::fs::remove_file(p);

@@ -174,6 +174,7 @@ fn main() -> ExitCode {
     match mode {
         Mode::VmInit => {
             init::early_mounts();
+            init::loopback_up();
             if let Some(h) = &config.hostname
                 && let Err(e) = nix::unistd::sethostname(h)
             {

@@ -119,6 +119,31 @@ pub fn early_mounts() {
     );
 }
 
+/// Bring the loopback interface up, as init does: services and their
+/// health probes talk over 127.0.0.1 long before any network is configured.
+pub fn loopback_up() {
+    // SAFETY: plain ioctls on a socket we own, with a zeroed, properly
+    // sized ifreq whose name is NUL-terminated.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            tracing::warn!("loopback: socket: {}", std::io::Error::last_os_error());
+            return;
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            ifr.ifr_name[i] = *b as libc::c_char;
+        }
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut ifr) == 0 {
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &ifr) != 0 {
+                tracing::warn!("loopback: up: {}", std::io::Error::last_os_error());
+            }
+        }
+        libc::close(fd);
+    }
+}
+
 /// Reap every exited child now; returns how many.
 pub fn reap_all_nohang() -> usize {
     let mut n = 0;
