@@ -122,9 +122,9 @@ fn boots_as_pid1_keeps_data_and_locks_across_reboot() {
     assert!(ok, "fsck after boot 1:\n{fsck}");
     let last_synced = serial
         .lines()
+        .rev()
         .filter_map(|l| l.split("db: record ").nth(1))
-        .filter_map(|r| r.split_whitespace().next())
-        .last()
+        .find_map(|r| r.split_whitespace().next())
         .expect("db synced records")
         .to_string();
     let (_, dblog) = sh(Command::new("debugfs")
