@@ -13,6 +13,7 @@
 //!   carries out its `Action`s.
 
 pub mod config;
+pub mod docs;
 pub mod driver;
 pub mod engine;
 pub mod error;

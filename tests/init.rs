@@ -148,3 +148,28 @@ fn shim_reaps_orphans() {
     });
     assert_eq!(wait_code(&mut c).code(), Some(0));
 }
+
+#[test]
+fn generate_docs_writes_man_pages_and_completions() {
+    let t = TempDir::new("docs");
+    for bin in [SUPD, SUPCTL] {
+        let out = Command::new(bin)
+            .arg("generate-docs")
+            .arg(t.path())
+            .output()
+            .expect("generate-docs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let man = std::fs::read_to_string(t.path().join("man/supctl.1")).unwrap();
+    assert!(
+        man.contains("maintenance"),
+        "supctl(1) lacks its subcommands"
+    );
+    assert!(t.path().join("man/supd.1").exists());
+    let bash = std::fs::read_to_string(t.path().join("completions/supctl.bash")).unwrap();
+    assert!(bash.contains("maintenance"));
+}

@@ -81,6 +81,9 @@ enum Cmd {
     Poweroff,
     /// Ordered shutdown, then reboot (VM) or exit.
     Reboot,
+    /// Write man pages and shell completions to DIR (used by packaging).
+    #[command(hide = true)]
+    GenerateDocs { dir: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -160,6 +163,16 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    if let Cmd::GenerateDocs { dir } = &cli.cmd {
+        use clap::CommandFactory;
+        return match supd::docs::generate(dir, Cli::command()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("supctl: generating docs in {}: {e}", dir.display());
+                ExitCode::from(1)
+            }
+        };
+    }
     let socket = socket_path(&cli);
     let (req, json, long_wait) = match &cli.cmd {
         Cmd::Status { unit, json } => (Request::Status { unit: unit.clone() }, *json, false),
@@ -228,6 +241,7 @@ fn main() -> ExitCode {
         Cmd::Unshed => (Request::Unshed, false, false),
         Cmd::Poweroff => (Request::Poweroff, false, true),
         Cmd::Reboot => (Request::Reboot, false, true),
+        Cmd::GenerateDocs { .. } => return ExitCode::from(2),
     };
     let timeout = cli.timeout.unwrap_or(if long_wait {
         Duration::from_secs(300)

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use supd::config::Config;
 use supd::driver::{self, Settings};
@@ -68,6 +68,10 @@ enum Cmd {
     /// Validate the unit files (and supd.toml) and print every error; exit 1
     /// if there is any, 0 with a one-line summary otherwise.
     Check,
+    /// Write man pages and shell completions for supd and supctl to DIR
+    /// (used by packaging).
+    #[command(hide = true)]
+    GenerateDocs { dir: PathBuf },
 }
 
 fn is_root() -> bool {
@@ -150,6 +154,15 @@ fn main() -> ExitCode {
         .or(config.units_dir.clone())
         .unwrap_or_else(default_units);
 
+    if let Some(Cmd::GenerateDocs { dir }) = &cli.cmd {
+        return match supd::docs::generate(dir, Cli::command()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("supd: generating docs in {}: {e}", dir.display());
+                ExitCode::from(1)
+            }
+        };
+    }
     if let Some(Cmd::Check) = cli.cmd {
         return match supd::unit::load::load_dir(&units_dir) {
             Ok(set) => {
