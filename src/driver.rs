@@ -483,14 +483,21 @@ impl Driver {
 
     /// Feed one event and carry out everything that follows from it.
     fn feed(&mut self, ev: Event) {
-        let mut queue = std::collections::VecDeque::from([ev]);
-        while let Some(ev) = queue.pop_front() {
+        self.feed_many(vec![ev]);
+    }
+
+    /// Feed events that happened together; the immediate answers to the
+    /// resulting actions (spawn results) are fed back as one batch too.
+    fn feed_many(&mut self, events: Vec<Event>) {
+        let mut batch = events;
+        while !batch.is_empty() {
             if self.engine_broken.is_some() {
                 return;
             }
             let now = Instant::now();
             let engine = &mut self.engine;
-            let actions = match catch_unwind(AssertUnwindSafe(|| engine.handle(now, ev))) {
+            let evs = std::mem::take(&mut batch);
+            let actions = match catch_unwind(AssertUnwindSafe(|| engine.handle_many(now, evs))) {
                 Ok(a) => a,
                 Err(p) => {
                     let msg = p
@@ -507,7 +514,7 @@ impl Driver {
             };
             for a in actions {
                 if let Some(ev) = self.execute(a) {
-                    queue.push_back(ev);
+                    batch.push(ev);
                 }
             }
         }
@@ -746,6 +753,14 @@ impl Driver {
     /// The reaper: the only `waitpid(-1)` in supd. Signals coalesce, so
     /// drain until nothing is left — never a bounded number per wake-up.
     fn reap(&mut self) {
+        let mut exits = Vec::new();
+        self.reap_into(&mut exits);
+        if !exits.is_empty() {
+            self.feed_many(exits);
+        }
+    }
+
+    fn reap_into(&mut self, exits: &mut Vec<Event>) {
         loop {
             let ws = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
@@ -769,13 +784,13 @@ impl Driver {
                     // group is an orphan of a dead service. The group id
                     // cannot be reused while members remain.
                     let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-                    self.feed(Event::ProcessExited { run, status });
+                    exits.push(Event::ProcessExited { run, status });
                 }
                 Some(Proc::Probe(run, kind, _)) => {
                     if self.probe_pids.get(&(run, kind)) == Some(&pid) {
                         self.probe_pids.remove(&(run, kind));
                         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-                        self.feed(Event::ProbeAnswered {
+                        exits.push(Event::ProbeAnswered {
                             run,
                             kind,
                             ok: status.success(),

@@ -155,32 +155,33 @@ pub fn reap_all_nohang() -> usize {
     }
 }
 
-/// Pids of our direct children (orphans reparented to us included).
+/// Pids of our direct children (orphans reparented to us included), from
+/// `/proc/self/task/*/children`: `/proc/self` resolves in whatever PID
+/// namespace the mounted /proc belongs to, so this is right even when
+/// supd is PID 1 of a namespace that still sees the host's /proc (there,
+/// comparing ppid fields with our own pid would match the host's init).
 fn children() -> Vec<i32> {
-    let me = std::process::id() as i32;
     let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return out;
     };
-    for ent in dir.flatten() {
-        let Some(pid) = ent.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Fields after the last ')' are: state ppid ...
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        let mut it = rest.split_whitespace();
-        let state = it.next().unwrap_or("");
-        let ppid: i32 = it.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        if ppid == me && state != "Z" {
-            out.push(pid);
+    for t in tasks.flatten() {
+        if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+            out.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
         }
     }
     out
+}
+
+/// Does any child remain (alive or zombie)? Reaps whatever has exited.
+fn any_child_left() -> bool {
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => return true,
+            Ok(_) => continue,
+            Err(_) => return false, // ECHILD: none left
+        }
+    }
 }
 
 /// SIGTERM everything that is left, wait up to `grace`, SIGKILL the rest,
@@ -196,29 +197,26 @@ pub fn kill_remaining(pid1: bool, grace: Duration) {
             }
         }
     };
-    reap_all_nohang();
-    if children().is_empty() {
+    if !any_child_left() {
         return;
     }
     tracing::info!("sending SIGTERM to remaining processes");
     send(Signal::SIGTERM);
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
-        reap_all_nohang();
-        if children().is_empty() {
+        if !any_child_left() {
             return;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
     }
     tracing::warn!("sending SIGKILL to remaining processes");
     send(Signal::SIGKILL);
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        reap_all_nohang();
-        if children().is_empty() {
+        if !any_child_left() {
             return;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

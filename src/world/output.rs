@@ -30,7 +30,9 @@ pub fn capture(unit: String, stream: Stream, fd: OwnedFd) {
     };
     tokio::spawn(async move {
         let mut rx = rx;
-        let mut buf = vec![0u8; 8192];
+        // Small on purpose: one reader per service pipe, two pipes per
+        // service; 8 KiB each would be megabytes of idle memory at N=100.
+        let mut buf = [0u8; 512];
         let mut line: Vec<u8> = Vec::new();
         let mut truncated = false;
         loop {
