@@ -542,6 +542,7 @@ impl Driver {
                 let argv = spec.stop.exec.clone().unwrap_or_default();
                 let env = spawn::SpawnEnv {
                     notify_socket: None,
+                    main_pid: self.run_pids.get(&run).copied(),
                 };
                 match spawn::spawn(&spec, &argv, &[], &env, true, None) {
                     Ok(s) => {
@@ -642,6 +643,7 @@ impl Driver {
         };
         let env = spawn::SpawnEnv {
             notify_socket: notify,
+            main_pid: None,
         };
         let ready_fd = (spec.ready.kind == crate::unit::ReadyKind::Fd).then_some(spec.ready.fd);
         match spawn::spawn(spec, &spec.exec, mounts, &env, true, ready_fd) {
@@ -684,6 +686,7 @@ impl Driver {
             ProbeTarget::Exec(argv) => {
                 let env = spawn::SpawnEnv {
                     notify_socket: None,
+                    main_pid: None,
                 };
                 match spawn::spawn(&spec, argv, &[], &env, true, None) {
                     Ok(s) => {

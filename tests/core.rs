@@ -347,3 +347,56 @@ fn check_reports_every_bad_file() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn runtime_directory_umask_limits_and_stop_command() {
+    if !can_run("runtime_directory_umask_limits") {
+        return;
+    }
+    let t = TempDir::new("proc-env");
+    let o = t.path().display().to_string();
+    let rundir = format!("supd-test-{}", std::process::id());
+    let unit = format!(
+        "{}user = \"nobody\"\nruntime_directory = [\"{rundir}\"]\numask = \"0077\"\nlimits = {{ nofile = 1234 }}\n[stop]\nexec = [\"/bin/sh\", \"-c\", \"echo by-exec > {o}/stopped; kill $MAINPID\"]\n",
+        sh_unit(
+            &format!(
+                "touch /run/{rundir}/f; stat -c %a /run/{rundir}/f > {o}/mode; ulimit -n > {o}/nofile; id -u > {o}/uid; exec sleep 600"
+            ),
+            ""
+        )
+    );
+    std::fs::set_permissions(
+        t.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let supd = Supd::start("procenv", &[("svc", &unit)]);
+    supd.wait_state("svc", "running", Duration::from_secs(10));
+    let read = |f: &str| {
+        wait_for(f, Duration::from_secs(5), || {
+            std::fs::read_to_string(t.path().join(f))
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .trim()
+        .to_string()
+    };
+    assert_eq!(read("uid"), "65534");
+    assert_eq!(read("mode"), "600", "umask 0077 applied");
+    assert_eq!(read("nofile"), "1234");
+    let meta = std::fs::metadata(format!("/run/{rundir}")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&meta),
+        65534,
+        "runtime dir owned by the unit's user"
+    );
+    supd.ok(&["stop", "svc"]);
+    assert_eq!(read("stopped"), "by-exec");
+    assert!(
+        supd.unit("svc")["last_exit"]
+            .as_str()
+            .unwrap_or("")
+            .contains("SIGTERM")
+    );
+    let _ = std::fs::remove_dir_all(format!("/run/{rundir}"));
+}

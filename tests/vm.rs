@@ -110,7 +110,8 @@ fn boots_as_pid1_keeps_data_and_locks_across_reboot() {
     assert!(at("completed unit=mount-data") < at("starting unit=db"));
     assert!(at("ready unit=web") < at("starting unit=driver"));
     // Every service killed; PID 1 survived and carried on.
-    assert!(at("DRIVER: killing every process") < at("DRIVER: LOCKED"));
+    assert!(at("DRIVER: killing every process") < at("DRIVER: SOCKET-OK"));
+    assert!(at("DRIVER: SOCKET-OK") < at("DRIVER: LOCKED"));
     // Ordered stop, then the disk unmounted before power-off.
     assert!(
         at("stopping: system shutdown unit=driver")

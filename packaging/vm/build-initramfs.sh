@@ -39,6 +39,7 @@ mkdir -p "$root"/{bin,sbin,etc/supd/units,lib/modules,data,proc,sys,dev,run,tmp,
 cp "$bin/supd" "$root/init"
 cp "$bin/supctl" "$root/sbin/supctl"
 cp "$(command -v busybox)" "$root/bin/busybox"
+gcc -O2 -static -o "$root/bin/sendraw" "$here/sendraw.c" || die "cannot build sendraw (gcc, static libc)"
 for applet in $(busybox --list); do
   [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
 done

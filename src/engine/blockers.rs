@@ -147,7 +147,17 @@ impl Engine {
             }
         }
         for dep in &spec.requires {
-            if let Some(why) = self.not_ready_why(dep, now) {
+            // The sentence costs allocations; the decision (all == false,
+            // on every settle for every waiting unit) needs only the fact.
+            let not_ready = if all {
+                self.not_ready_why(dep, now)
+            } else {
+                match self.by_name.get(dep.as_str()) {
+                    Some(&d) if self.is_ready(d) => None,
+                    _ => Some(String::new()),
+                }
+            };
+            if let Some(why) = not_ready {
                 block!(Blocker::WaitingFor {
                     unit: dep.clone(),
                     why

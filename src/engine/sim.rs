@@ -338,6 +338,28 @@ impl Sim {
     }
 
     fn check_state(&self) {
+        // A running unit whose mount is gone (in the engine's own view) and
+        // whose on_loss is "stop" must be on its way down.
+        for (_, u) in self.engine.units() {
+            let has_proc = matches!(
+                u.state,
+                UnitState::Starting { .. } | UnitState::Running { .. }
+            );
+            if !has_proc {
+                continue;
+            }
+            let lost = u
+                .spec
+                .mounts
+                .iter()
+                .any(|m| m.on_loss == OnLoss::Stop && self.engine.mounts().check(m).is_err());
+            if lost && u.stop_pending.is_none() {
+                self.fail(&format!(
+                    "{} keeps running after losing its mount",
+                    u.spec.name
+                ));
+            }
+        }
         let starting = self
             .engine
             .units()
@@ -399,7 +421,20 @@ impl Sim {
                         ));
                     }
                 }
-                // (a) the spawner's last-moment mount check.
+                // (a) the engine decides from its own snapshot: a spawn while
+                // that snapshot lacks a mount is a bug (the spawner's re-check
+                // below is a second guard, not the first).
+                if let Some(m) = spec
+                    .mounts
+                    .iter()
+                    .find(|m| self.engine.mounts().check(m).is_err())
+                {
+                    self.fail(&format!(
+                        "spawned {name} while its mount {} is missing in the engine's own table",
+                        m.path.display()
+                    ));
+                }
+                // The spawner's last-moment mount check.
                 if !self.mounts_ok(&name) {
                     return Some(Event::SpawnFailed {
                         run,

@@ -49,6 +49,9 @@ pub fn recheck_mounts(mounts: &[MountReq]) -> Result<(), SpawnError> {
 /// Extra environment supd adds for a unit.
 pub struct SpawnEnv<'a> {
     pub notify_socket: Option<&'a str>,
+    /// For `[stop] exec`: the pid of the process it should stop, as
+    /// `$MAINPID` (as systemd's ExecStop has it).
+    pub main_pid: Option<i32>,
 }
 
 /// Spawn `argv` with the unit's identity and environment.
@@ -110,6 +113,9 @@ pub fn spawn(
     }
     if let Some(sock) = extra.notify_socket {
         cmd.env("NOTIFY_SOCKET", sock);
+    }
+    if let Some(pid) = extra.main_pid {
+        cmd.env("MAINPID", pid.to_string());
     }
     for (k, v) in &spec.env {
         cmd.env(k, v);
