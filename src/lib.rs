@@ -12,6 +12,7 @@
 //!   tokio loop that turns the world into `Event`s, feeds the engine and
 //!   carries out its `Action`s.
 
+pub mod cli;
 pub mod config;
 pub mod docs;
 pub mod driver;

@@ -6,8 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --locked --release --bin supd --bin supctl
 rm -rf target/docs
-target/release/supd generate-docs target/docs
-target/release/supctl generate-docs target/docs
+target/release/supctl generate-docs target/docs   # both binaries' pages
 if ! command -v cargo-deb >/dev/null; then
   echo "build-deb: installing cargo-deb (cargo install cargo-deb --locked)"
   cargo install cargo-deb --locked

@@ -81,7 +81,8 @@ enum Cmd {
     Poweroff,
     /// Ordered shutdown, then reboot (VM) or exit.
     Reboot,
-    /// Write man pages and shell completions to DIR (used by packaging).
+    /// Write man pages and shell completions for supd and supctl to DIR
+    /// (used by packaging).
     #[command(hide = true)]
     GenerateDocs { dir: PathBuf },
 }
@@ -165,7 +166,9 @@ fn main() -> ExitCode {
     };
     if let Cmd::GenerateDocs { dir } = &cli.cmd {
         use clap::CommandFactory;
-        return match supd::docs::generate(dir, Cli::command()) {
+        return match supd::docs::generate(dir, Cli::command())
+            .and_then(|_| supd::docs::generate(dir, supd::cli::Cli::command()))
+        {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("supctl: generating docs in {}: {e}", dir.display());
