@@ -166,7 +166,7 @@ fn crash_loop_backs_off_with_jitter_then_fails() {
     for (i, g) in gaps.iter().enumerate() {
         let ceil = 100.0 * (1u32 << i) as f64;
         assert!(
-            *g >= ceil / 2.0 - 5.0 && *g <= ceil + 150.0,
+            *g >= ceil / 2.0 - 5.0 && *g <= ceil + 500.0,
             "gap {i} = {g} ms outside [{}, {}]",
             ceil / 2.0,
             ceil

@@ -114,28 +114,8 @@ fn shim_reaps_orphans() {
     );
     let me = c.id() as i32;
     let zombies_or_orphans = || -> (usize, usize) {
-        let (mut z, mut n) = (0, 0);
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                continue;
-            };
-            let mut it = rest.split_whitespace();
-            let state = it.next().unwrap_or("");
-            let ppid: i32 = it.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-            if ppid == me {
-                n += 1;
-                if state == "Z" {
-                    z += 1;
-                }
-            }
-        }
-        (z, n)
+        let kids = children_of(me);
+        (kids.iter().filter(|(_, st)| *st == 'Z').count(), kids.len())
     };
     // The orphaned sleeps come to the shim, exit, and are reaped while the
     // main child still runs.

@@ -332,26 +332,16 @@ impl Engine {
                 let spec = u.spec.clone();
                 match u.state.clone() {
                     UnitState::Starting { run, since, .. } => {
+                        self.set_state(
+                            id,
+                            UnitState::Starting {
+                                run,
+                                pid: Some(pid),
+                                since,
+                            },
+                        );
                         if spec.kind == UnitKind::Longrun && spec.ready.kind == ReadyKind::Started {
-                            self.set_state(
-                                id,
-                                UnitState::Running {
-                                    run,
-                                    pid,
-                                    since,
-                                    ready: true,
-                                },
-                            );
-                            self.timers.cancel(id, TimerKind::StartTimeout);
-                        } else {
-                            self.set_state(
-                                id,
-                                UnitState::Starting {
-                                    run,
-                                    pid: Some(pid),
-                                    since,
-                                },
-                            );
+                            self.mark_ready(id, now, ReadyKind::Started);
                         }
                         self.arm_probe(id, now, ProbeKind::Liveness, true);
                         self.arm_probe(id, now, ProbeKind::Readiness, true);
@@ -505,7 +495,11 @@ impl Engine {
             since,
         } = u.state
         {
-            tracing::info!(unit = %u.spec.name, "ready");
+            if via == ReadyKind::Started {
+                tracing::debug!(unit = %u.spec.name, "ready (started)");
+            } else {
+                tracing::info!(unit = %u.spec.name, "ready");
+            }
             if let Some(wd) = u.spec.ready.watchdog {
                 self.timers.set(id, TimerKind::Watchdog, now + wd);
             }
