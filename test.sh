@@ -52,4 +52,6 @@ fi
 # The engine simulation runs this many seeds (CI: a few hundred).
 export SUPD_SIM_SEEDS="${SUPD_SIM_SEEDS:-300}"
 cargo build --locked --all-targets
-cargo test --locked --all-targets "$@"
+# Benches (harness = false) are built above but not run here: they are
+# numbers, not tests (`cargo bench --bench engine`).
+cargo test --locked --lib --bins --tests "$@"

@@ -268,7 +268,7 @@ def bench_start():
     out("| N | " + " | ".join(PEERS) + " |")
     out("|---|" + "---|" * len(PEERS))
     for n, rounds in ([(1, 3), (10, 3), (100, 3), (500, 2)] if QUICK else
-                      [(1, 7), (10, 7), (100, 5), (500, 3)]):
+                      [(1, 5), (10, 5), (100, 5), (500, 3)]):
         per = {k: [] for k in PEERS}
         for r in range(rounds):
             order = PEERS[:]
