@@ -26,8 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::locks::LockMap;
 use crate::engine::{
-    Action, AuditEntry, Engine, EngineConfig, Event, ExitStatus, LocksLoad, PeerInfo, ProbeKind,
-    ReqId, RunId, ShutdownKind,
+    Action, Engine, EngineConfig, Event, ExitStatus, LocksLoad, PeerInfo, ProbeKind, ReqId, RunId,
+    ShutdownKind,
 };
 use crate::protocol::{Request, Response};
 use crate::unit::{MountReq, ProbeTarget, UnitSpec};
@@ -591,27 +591,8 @@ impl Driver {
                 None
             }
             Action::Audit(e) => {
-                let AuditEntry {
-                    wall_ms,
-                    peer_uid,
-                    peer_pid,
-                    holder,
-                    unit,
-                    action,
-                    reason,
-                    outcome,
-                } = e;
-                tracing::info!(target: "audit", "uid={peer_uid:?} pid={peer_pid:?} {action} unit={unit:?} holder={holder:?} reason={reason:?}: {outcome}");
-                let _ = self.disk_tx.send(DiskJob::Audit(AuditRecord {
-                    time_unix_ms: wall_ms,
-                    peer_uid,
-                    peer_pid,
-                    holder,
-                    unit,
-                    action,
-                    reason,
-                    outcome,
-                }));
+                tracing::info!(target: "audit", "uid={:?} pid={:?} {} unit={:?} holder={:?} reason={:?}: {}", e.peer_uid, e.peer_pid, e.action, e.unit, e.holder, e.reason, e.outcome);
+                let _ = self.disk_tx.send(DiskJob::Audit(e));
                 None
             }
             Action::StartProbe {

@@ -8,12 +8,14 @@ use std::time::Duration;
 use common::*;
 use nix::sys::signal::Signal;
 
+/// A timestamp a service wrote; the file can exist a moment before its
+/// content, so wait (bounded) for a number.
 fn read_ns(path: &std::path::Path) -> u128 {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("no timestamp in {}", path.display()))
+    wait_for(
+        &format!("a timestamp in {}", path.display()),
+        Duration::from_secs(10),
+        || std::fs::read_to_string(path).ok()?.trim().parse().ok(),
+    )
 }
 
 #[test]

@@ -336,15 +336,18 @@ http.server.HTTPServer(("127.0.0.1",{aport}),H).serve_forever()
         "{}",
         std::fs::read_to_string(&violations).unwrap_or_default()
     );
-    let app_ready: u128 = std::fs::read_to_string(d.join("app.ready"))
-        .unwrap()
-        .parse()
-        .unwrap();
-    let nginx_start: u128 = std::fs::read_to_string(d.join("nginx.start"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    // A stamp file can exist a moment before its content: wait for it.
+    let stamp = |name: &str| -> u128 {
+        wait_for(name, Duration::from_secs(10), || {
+            std::fs::read_to_string(d.join(name))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        })
+    };
+    let app_ready = stamp("app.ready");
+    let nginx_start = stamp("nginx.start");
     assert!(
         nginx_start > app_ready,
         "nginx started before the app answered"

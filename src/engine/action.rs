@@ -14,8 +14,11 @@ use super::RunId;
 use super::event::{ReqId, ShutdownKind};
 
 /// One audit-log entry (who, what, when) for a change made over the socket.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The same record is what `world::audit` appends as one JSON line.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuditEntry {
+    /// Wall-clock time, milliseconds since the Unix epoch.
+    #[serde(rename = "time_unix_ms")]
     pub wall_ms: u64,
     pub peer_uid: Option<u32>,
     pub peer_pid: Option<i32>,

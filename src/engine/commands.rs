@@ -42,6 +42,37 @@ impl Engine {
         }));
     }
 
+    /// Refuse an operator start/restart that a lock (or an unknown lock
+    /// state, a shutdown, a removed unit) forbids: answer with every reason
+    /// and audit the refusal. True when refused.
+    #[allow(clippy::too_many_arguments)]
+    fn refuse_manual_start(
+        &mut self,
+        req: ReqId,
+        id: UnitId,
+        unit: &str,
+        verb: &str,
+        peer: &PeerInfo,
+        wall_ms: u64,
+        now: Instant,
+    ) -> bool {
+        let refusals: Vec<String> = self
+            .start_blockers(id, now, true)
+            .into_iter()
+            .filter(Blocker::refuses_manual_start)
+            .map(|b| b.describe(now).replace("UNIT", unit))
+            .collect();
+        if refusals.is_empty() {
+            return false;
+        }
+        self.audit(peer, wall_ms, Some(unit), None, verb, None, "refused");
+        self.reply(
+            req,
+            Response::err(format!("refused to {verb} {unit}: {}", refusals.join("; "))),
+        );
+        true
+    }
+
     fn lookup(&mut self, req: ReqId, name: &str) -> Option<UnitId> {
         match self.by_name.get(name) {
             Some(&id) if !self.units[id.0 as usize].removed => Some(id),
@@ -103,16 +134,7 @@ impl Engine {
                 let Some(id) = self.lookup(req, &unit) else {
                     return;
                 };
-                let refusals: Vec<String> = self
-                    .start_blockers(id, now, true)
-                    .into_iter()
-                    .filter(Blocker::refuses_manual_start)
-                    .map(|b| b.describe(now).replace("UNIT", &unit))
-                    .collect();
-                if !refusals.is_empty() {
-                    let msg = format!("refused to start {unit}: {}", refusals.join("; "));
-                    self.audit(&peer, wall_ms, Some(&unit), None, "start", None, "refused");
-                    self.reply(req, Response::err(msg));
+                if self.refuse_manual_start(req, id, &unit, "start", &peer, wall_ms, now) {
                     return;
                 }
                 let u = self.unit_mut(id);
@@ -194,29 +216,7 @@ impl Engine {
                 let Some(id) = self.lookup(req, &unit) else {
                     return;
                 };
-                let refusals: Vec<String> = self
-                    .start_blockers(id, now, true)
-                    .into_iter()
-                    .filter(Blocker::refuses_manual_start)
-                    .map(|b| b.describe(now).replace("UNIT", &unit))
-                    .collect();
-                if !refusals.is_empty() {
-                    self.audit(
-                        &peer,
-                        wall_ms,
-                        Some(&unit),
-                        None,
-                        "restart",
-                        None,
-                        "refused",
-                    );
-                    self.reply(
-                        req,
-                        Response::err(format!(
-                            "refused to restart {unit}: {}",
-                            refusals.join("; ")
-                        )),
-                    );
+                if self.refuse_manual_start(req, id, &unit, "restart", &peer, wall_ms, now) {
                     return;
                 }
                 let u = self.unit_mut(id);

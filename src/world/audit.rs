@@ -11,23 +11,13 @@ use std::io::{self, BufRead, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
 const FILE: &str = "audit.log";
 /// Longest reason kept, so one request cannot bloat the log.
 const MAX_REASON: usize = 4096;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditRecord {
-    pub time_unix_ms: u64,
-    pub peer_uid: Option<u32>,
-    pub peer_pid: Option<i32>,
-    pub holder: Option<String>,
-    pub unit: Option<String>,
-    pub action: String,
-    pub reason: Option<String>,
-    pub outcome: String,
-}
+/// The record appended per change: the engine's `AuditEntry` (one type, so
+/// what the engine decides to audit and what is on disk cannot diverge).
+pub type AuditRecord = crate::engine::AuditEntry;
 
 pub fn append_durable(dir: &Path, rec: &AuditRecord) -> io::Result<()> {
     let mut rec = rec.clone();
@@ -85,7 +75,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         let rec = |a: &str| AuditRecord {
-            time_unix_ms: 1,
+            wall_ms: 1,
             peer_uid: Some(0),
             peer_pid: Some(5),
             holder: Some("alice".into()),
