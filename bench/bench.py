@@ -50,6 +50,7 @@ class Marks:
         self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
         libc.inotify_add_watch(self.fd, path.encode(), IN_CREATE | IN_MOVED_TO)
         self.names = []
+        self.start_names = []
 
     def _drain(self, timeout):
         import select
@@ -66,10 +67,22 @@ class Marks:
             _, _, _, ln = struct.unpack_from("iIII", buf, i)
             name = buf[i + 16 : i + 16 + ln].split(b"\0", 1)[0].decode()
             self.names.append(name)
+            if name.rsplit(".", 1)[-1].isdigit():
+                self.start_names.append(name)
             i += 16 + ln
 
     def starts(self):
-        return [n for n in self.names if n.rsplit(".", 1)[-1].isdigit()]
+        """Start markers seen so far, in order (counted as they arrive: the
+        waiter must not cost more per event as N grows)."""
+        return self.start_names
+
+    def stamp(self, name):
+        """CLOCK_MONOTONIC ns at which the service wrote marker `name`."""
+        return read_int(os.path.join(self.path, name))
+
+    def last_start_ns(self):
+        """When the last service to start ran its first instruction."""
+        return max(self.stamp(n) for n in self.start_names)
 
     def wait(self, pred, timeout):
         end = time.monotonic() + timeout
@@ -141,10 +154,13 @@ def ns_pids(ns_init):
 
 # ---- supervisors --------------------------------------------------------
 
+HORUST = shutil.which("horust") or (os.environ.get("HORUST") if os.path.exists(os.environ.get("HORUST", "/x/none")) else None)
+
 
 def layout_dirs(n, base):
     """runit/s6 service directories whose ./run is the service itself."""
     shutil.rmtree(base, ignore_errors=True)
+    os.makedirs(base)
     for i in range(n):
         d = os.path.join(base, f"s{i}")
         os.makedirs(d)
@@ -167,23 +183,46 @@ def supd_units(n, base, probes=False, extra=""):
     return base
 
 
+def supd_argv(units, base, max_parallel=1000):
+    state = base + "-state"
+    shutil.rmtree(state, ignore_errors=True)
+    return [SUPD, "--units", units, "--state-dir", state, "--socket", base + ".sock",
+            "--config", "/nonexistent", "--max-parallel-starts", str(max_parallel), "--log-level", "warn"]
+
+
+def horust_dir(n, base, args=""):
+    shutil.rmtree(base, ignore_errors=True)
+    os.makedirs(base)
+    for i in range(n):
+        with open(os.path.join(base, f"s{i}.toml"), "w") as f:
+            # Horust's smallest restart backoff is what `backoff` says; 0s here.
+            f.write(f'command = "{SERVICE} s{i}{args}"\n[restart]\nstrategy = "always"\n'
+                    'backoff = "0s"\nattempts = 0\n[environment]\nkeep-env = true\n')
+    return base
+
+
+def horust_argv(services):
+    uds = services + "-uds"
+    os.makedirs(uds, exist_ok=True)
+    return [HORUST, "--services-path", services, "--uds-folder-path", uds,
+            "--config-path", "/nonexistent"]
+
+
 def setup(kind, n, tag, probes=False):
     """(argv, stop signal) for `kind` supervising n services."""
     base = os.path.join(TMP, f"{kind}-{tag}")
     if kind == "floor":
         return [FLOOR, str(n), SERVICE], signal.SIGTERM
     if kind == "supd":
-        units = supd_units(n, base + "-units", probes)
-        state = base + "-state"
-        shutil.rmtree(state, ignore_errors=True)
-        return [
-            SUPD, "--units", units, "--state-dir", state, "--socket", base + ".sock",
-            "--config", "/nonexistent", "--max-parallel-starts", "1000", "--log-level", "warn",
-        ], signal.SIGTERM
+        return supd_argv(supd_units(n, base + "-units", probes), base), signal.SIGTERM
     if kind == "runit":
+        # runsvdir's documented stop for a PID-1-like role: SIGHUP (TERM to
+        # every runsv, then exit).
         return ["runsvdir", "-P", layout_dirs(n, base)], signal.SIGHUP
     if kind == "s6":
         return ["s6-svscan", layout_dirs(n, base)], signal.SIGTERM
+    if kind == "horust":
+        return horust_argv(horust_dir(n, base)), signal.SIGTERM
     if kind == "supervisord":
         conf = base + ".conf"
         with open(conf, "w") as f:
@@ -197,13 +236,17 @@ def setup(kind, n, tag, probes=False):
 
 
 class Run:
-    """One supervisor as PID 1 of a fresh PID namespace."""
+    """One supervisor as PID 1 of a fresh PID namespace. Everything it starts
+    dies with it (the kernel SIGKILLs a namespace whose init exits), and
+    `unshare --kill-child` takes the supervisor down if we die."""
 
-    def __init__(self, argv, marks, env_extra=None, mount_ns=False):
+    def __init__(self, argv, marks, env_extra=None, mount_ns=False, mount_proc=False):
         env = dict(os.environ, MARKDIR=marks)
         env.update(env_extra or {})
         pre = ["unshare", "--pid", "--fork", "--kill-child=SIGKILL"]
-        if mount_ns:
+        if mount_proc:
+            pre += ["--mount-proc"]
+        elif mount_ns:
             pre += ["--mount", "--propagation", "private"]
         self.p = subprocess.Popen(pre + ["--"] + argv, env=env, stdin=subprocess.DEVNULL,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -231,10 +274,11 @@ class Run:
             return False
 
     def kill(self):
+        """SIGKILL the supervisor (by pid): its namespace goes with it."""
         self.signal(signal.SIGKILL)
         if not self.wait(10):
             self.p.kill()
-            self.p.wait()
+            self.p.wait(10)
 
 
 def med(xs):
@@ -246,10 +290,12 @@ def med(xs):
 
 def ratio(vals, floor):
     rs = [v / f for v, f in zip(vals, floor) if v is not None and f]
-    return f"×{statistics.median(rs):.2f}" if rs else "n/a"
+    if not rs:
+        return "n/a"
+    return f"×{statistics.median(rs):.2f} ({min(rs):.2f}–{max(rs):.2f})"
 
 
-PEERS = ["floor", "supd", "runit", "s6", "supervisord"]
+PEERS = ["floor", "supd", "runit", "s6", "supervisord"] + (["horust"] if HORUST else [])
 results = {}
 lines = []
 
@@ -259,16 +305,26 @@ def out(s=""):
     lines.append(s)
 
 
+def log(s):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {s}", file=sys.stderr, flush=True)
+
+
 # ---- 1. start-to-all-running --------------------------------------------
 
 
 def bench_start():
+    plan = [(1, 3), (10, 3), (100, 3), (500, 2)] if QUICK else [(1, 5), (10, 5), (100, 5), (500, 5)]
     out("## 1. Start to all running (ms)")
+    out("")
+    out("From just before `unshare` is exec'd to the moment the last of the N services "
+        "ran (the CLOCK_MONOTONIC stamp each service writes into its marker; the "
+        "harness's inotify waiter only decides when to stop waiting). Rounds per N: "
+        + ", ".join(f"N={n}: {r}" for n, r in plan) + ". Cells: median (min–max), "
+        "then the ratio to the floor of the same round, median (min–max).")
     out("")
     out("| N | " + " | ".join(PEERS) + " |")
     out("|---|" + "---|" * len(PEERS))
-    for n, rounds in ([(1, 3), (10, 3), (100, 3), (500, 2)] if QUICK else
-                      [(1, 5), (10, 5), (100, 5), (500, 3)]):
+    for n, rounds in plan:
         per = {k: [] for k in PEERS}
         for r in range(rounds):
             order = PEERS[:]
@@ -279,12 +335,11 @@ def bench_start():
                 t0 = now()
                 run = Run(argv, m.path)
                 ok = m.wait(lambda m: len(m.starts()) >= n, 60)
-                t = (now() - t0) / 1e6 if ok else None
+                t = (m.last_start_ns() - t0) / 1e6 if ok else None
                 per[k].append(t)
-                run.signal(sig)
-                if not run.wait(30):
-                    run.kill()
+                run.kill()
                 m.close()
+        log(f"start N={n} done")
         row = [med(per["floor"])] + [f"{med(per[k])} {ratio(per[k], per['floor'])}" for k in PEERS[1:]]
         out(f"| {n} | " + " | ".join(row) + " |")
         results[f"start{n}"] = per
@@ -296,12 +351,12 @@ def bench_start():
 
 def own_processes(run):
     """The supervisor's processes: everything in its namespace that is not
-    a service (runit and s6 exec ./run, so match the executable, not the
-    name)."""
+    a service or a probe (runit and s6 exec ./run, so match the executable,
+    not the name)."""
     out = []
     for p in ns_pids(run.pid):
         try:
-            if os.readlink(f"/proc/{p}/exe") == SERVICE:
+            if os.readlink(f"/proc/{p}/exe") in (SERVICE, "/usr/bin/true", "/bin/true"):
                 continue
         except OSError:
             continue
@@ -327,6 +382,7 @@ def mem_kib(pids):
 
 
 def switches(pids):
+    """Sum of voluntary + involuntary context switches of every thread."""
     total = 0
     for p in pids:
         try:
@@ -342,28 +398,30 @@ def switches(pids):
 
 def bench_idle():
     secs = 3 if QUICK else 10
-    out(f"## 2. Idle cost at N=100 (supervisor's own processes; wake-ups over {secs} s)")
+    out(f"## 2. Idle cost (supervisor's own processes; wake-ups = context switches of all "
+        f"their threads over {secs} s idle, 1 s after the last service started)")
     out("")
-    out("| supervisor | processes | PSS MiB | RssAnon MiB | wake-ups/s |")
-    out("|---|---|---|---|---|")
-    for k, probes in [(p, False) for p in PEERS] + [("supd", True)]:
-        argv, sig = setup(k, 100, "idle" + ("p" if probes else ""), probes)
+    out("| supervisor | N | processes | threads | PSS MiB | RssAnon MiB | wake-ups/s |")
+    out("|---|---|---|---|---|---|---|")
+    cases = [(p, 100, False) for p in PEERS] + [("supd", 1, False), ("supd", 500, False), ("supd", 100, True)]
+    for k, n, probes in cases:
+        argv, sig = setup(k, n, "idle" + ("p" if probes else ""), probes)
         m = Marks(MARKS)
         run = Run(argv, m.path)
-        m.wait(lambda m: len(m.starts()) >= 100, 60)
+        m.wait(lambda m: len(m.starts()) >= n, 60)
         time.sleep(1.0)
         pids = own_processes(run)
+        threads = sum(len(os.listdir(f"/proc/{p}/task")) for p in pids if os.path.exists(f"/proc/{p}/task"))
         a = switches(pids)
         time.sleep(secs)
         b = switches(pids)
         pss, anon = mem_kib(pids)
-        label = k + (" (exec probe every 5 s per unit)" if probes else "")
-        out(f"| {label} | {len(pids)} | {pss / 1024:.2f} | {anon / 1024:.2f} | {(b - a) / secs:.1f} |")
-        results[f"idle-{label}"] = (len(pids), pss, anon, (b - a) / secs)
-        run.signal(sig)
-        if not run.wait(30):
-            run.kill()
+        label = k + (" + exec probe every 5 s per unit" if probes else "")
+        out(f"| {label} | {n} | {len(pids)} | {threads} | {pss / 1024:.2f} | {anon / 1024:.2f} | {(b - a) / secs:.1f} |")
+        results[f"idle-{label}-{n}"] = (len(pids), pss, anon, (b - a) / secs)
+        run.kill()
         m.close()
+    log("idle done")
     out("")
 
 
@@ -372,13 +430,15 @@ def bench_idle():
 
 def bench_restart():
     kills = 5 if QUICK else 10
-    out(f"## 3. Restart latency after SIGKILL, N=1 ({kills} kills per round, ms)")
+    rounds = 2 if QUICK else 3
+    out(f"## 3. Restart latency after SIGKILL, N=1 ({rounds} rounds × {kills} kills at a random "
+        "moment, ms: from just before kill(2) to the replacement's first instruction)")
     out("")
-    out("| supervisor | median (min–max) | ratio to floor |")
+    out("| supervisor | median (min–max) | ratio to floor, per round: median (min–max) |")
     out("|---|---|---|")
     per = {k: [] for k in PEERS}
-    floor_round = []
-    for r in range(2 if QUICK else 3):
+    rounds_v = []
+    for r in range(rounds):
         order = PEERS[:]
         random.shuffle(order)
         rnd = {}
@@ -395,18 +455,17 @@ def bench_restart():
                 t0 = now()
                 os.kill(pid, signal.SIGKILL)
                 ok = m.wait(lambda m: len(m.starts()) > have, 10)
-                ts.append((now() - t0) / 1e6 if ok else None)
-            rnd[k] = statistics.median([t for t in ts if t is not None] or [0])
+                ts.append((m.stamp(m.starts()[-1]) - t0) / 1e6 if ok else None)
+            good = [t for t in ts if t is not None]
+            rnd[k] = statistics.median(good) if good else None
             per[k] += ts
-            run.signal(sig)
-            if not run.wait(30):
-                run.kill()
+            run.kill()
             m.close()
-        floor_round.append(rnd)
+        rounds_v.append(rnd)
     for k in PEERS:
-        rs = [r[k] / r["floor"] for r in floor_round if r.get("floor")]
-        out(f"| {k} | {med(per[k])} | ×{statistics.median(rs):.2f} |")
+        out(f"| {k} | {med(per[k])} | {ratio([r[k] for r in rounds_v], [r['floor'] for r in rounds_v])} |")
     results["restart"] = per
+    log("restart done")
     out("")
 
 
@@ -414,14 +473,20 @@ def bench_restart():
 
 
 def bench_reap():
-    out("## 4. Reaping 1000 orphaned grandchildren as PID 1 (ms after the last fork until no zombie)")
+    rounds = 2 if QUICK else 3
+    out(f"## 4. Reaping 1000 orphaned grandchildren as PID 1 of a PID namespace ({rounds} rounds, ms)")
     out("")
-    out("| supervisor | after last fork: median (min–max) |")
-    out("|---|---|")
-    kinds = ["floor", "supd", "tini", "dumb-init", "catatonit", "runit", "s6", "supervisord"]
+    out("`unshare -fp --mount-proc`; the service forks 1000 children that each leave an "
+        "orphaned grandchild which exits at once, then polls /proc/1/task/*/children "
+        "itself until PID 1 has no zombie child left (so the harness's latency is not in "
+        "the figure; the poll's own granularity is, the same for all).")
+    out("")
+    out("| supervisor | first fork → no zombie | last fork → no zombie |")
+    out("|---|---|---|")
+    kinds = ["floor", "supd", "tini", "dumb-init", "catatonit"] + [p for p in PEERS if p not in ("floor", "supd")]
     for k in kinds:
-        vals = []
-        for _ in range(2 if QUICK else 3):
+        tot, after = [], []
+        for _ in range(rounds):
             m = Marks(MARKS)
             if k in ("tini", "dumb-init", "catatonit"):
                 argv, sig = [k, "--", SERVICE, "s0", "orphans"], signal.SIGTERM
@@ -430,46 +495,38 @@ def bench_reap():
                 units = supd_units(0, base + "-units")
                 with open(os.path.join(units, "s0.toml"), "w") as f:
                     f.write(f'exec = ["{SERVICE}", "s0", "orphans"]\nenv = {{ MARKDIR = "{MARKS}" }}\n')
-                shutil.rmtree(base + "-state", ignore_errors=True)
-                argv, sig = [SUPD, "--units", units, "--state-dir", base + "-state", "--socket",
-                             base + ".sock", "--config", "/nonexistent", "--log-level", "warn"], signal.SIGTERM
+                argv, sig = supd_argv(units, base), signal.SIGTERM
             elif k == "floor":
                 argv, sig = [FLOOR, "1", SERVICE, "orphans"], signal.SIGTERM
-            else:
-                argv, sig = setup(k, 1, "reap")
-            if k in ("runit", "s6"):
-                # ./run takes no arguments: give the service dir an env var.
+            elif k in ("runit", "s6"):
+                # ./run takes no arguments: a one-line exec script.
                 argv, sig = setup(k, 0, "reap")
                 d = os.path.join(argv[-1], "s0")
                 os.makedirs(d, exist_ok=True)
                 with open(os.path.join(d, "run"), "w") as f:
                     f.write(f"#!/bin/sh\nexec {SERVICE} s0 orphans\n")
                 os.chmod(os.path.join(d, "run"), 0o755)
-            if k == "supervisord":
+            elif k == "horust":
+                argv, sig = horust_argv(horust_dir(1, os.path.join(TMP, "hreap"), " orphans")), signal.SIGTERM
+            else:  # supervisord
+                argv, sig = setup(k, 1, "reap")
                 conf = argv[-1]
                 txt = open(conf).read().replace(f"command={SERVICE} s0", f"command={SERVICE} s0 orphans")
                 open(conf, "w").write(txt)
-            run = Run(argv, m.path)
-            ok = m.wait(lambda m: any(n.endswith(".lastfork") for n in m.names), 30)
-            if not ok:
-                vals.append(None)
-                run.kill()
-                m.close()
-                continue
-            last = read_int(os.path.join(m.path, "s0.lastfork"))
-            end = time.monotonic() + 30
-            while time.monotonic() < end:
-                z = sum(1 for c in ns_children(run.pid) if stat(c)[1] == "Z")
-                if z == 0:
-                    break
-            t = now()
-            vals.append((t - last) / 1e6)
-            run.signal(sig)
-            if not run.wait(10):
-                run.kill()
+            run = Run(argv, m.path, mount_proc=True)
+            ok = m.wait(lambda m: "s0.reaped" in m.names, 40)
+            if ok:
+                first = read_int(os.path.join(m.path, "s0.firstfork"))
+                last = read_int(os.path.join(m.path, "s0.lastfork"))
+                done = read_int(os.path.join(m.path, "s0.reaped"))
+                ok = done > 0
+            tot.append((done - first) / 1e6 if ok else None)
+            after.append((done - last) / 1e6 if ok else None)
+            run.kill()
             m.close()
-        out(f"| {k} | {med(vals)} |")
-        results[f"reap-{k}"] = vals
+        out(f"| {k} | {med(tot)} | {med(after)} |")
+        results[f"reap-{k}"] = (tot, after)
+    log("reap done")
     out("")
 
 
@@ -477,13 +534,20 @@ def bench_reap():
 
 
 def bench_stop():
-    out("## 5. Stop-all, N=100: stop signal until the supervisor and every service are gone (ms)")
+    rounds = 2 if QUICK else 3
+    out(f"## 5. Stop-all, N=100: stop signal until the supervisor and every service are gone "
+        f"({rounds} rounds, ms)")
+    out("")
+    out("From just before kill(2) of the supervisor (its stop signal: SIGTERM; runsvdir: "
+        "SIGHUP) until `unshare` has reaped it, which the kernel allows only once every "
+        "process of the namespace is gone. A `.term` marker counts a service that got "
+        "SIGTERM (rather than the kernel's SIGKILL when PID 1 exits).")
     out("")
     out("| supervisor | median (min–max) | ratio to floor | services that got SIGTERM |")
     out("|---|---|---|---|")
     per = {k: [] for k in PEERS}
     terms = {k: [] for k in PEERS}
-    for r in range(2 if QUICK else 3):
+    for r in range(rounds):
         order = PEERS[:]
         random.shuffle(order)
         for k in order:
@@ -494,7 +558,7 @@ def bench_stop():
             time.sleep(0.3)
             t0 = now()
             run.signal(sig)
-            ok = run.wait(60)
+            ok = run.wait(30)
             per[k].append((now() - t0) / 1e6 if ok else None)
             if not ok:
                 run.kill()
@@ -503,10 +567,32 @@ def bench_stop():
     for k in PEERS:
         out(f"| {k} | {med(per[k])} | {ratio(per[k], per['floor'])} | {min(terms[k])}–{max(terms[k])} of 100 |")
     results["stop"] = (per, terms)
+    log("stop done")
     out("")
 
 
 # ---- 6. supd only -------------------------------------------------------
+
+
+def raw_request(sock, req, timeout=10):
+    """One request line over the control socket; ns until the answer line."""
+    import json
+    import socket
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    t0 = now()
+    s.connect(sock)
+    s.sendall((json.dumps(dict(v=1, **req)) + "\n").encode())
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            break
+        buf += chunk
+    t = now() - t0
+    s.close()
+    return t, buf
 
 
 def bench_supd_only():
@@ -521,49 +607,57 @@ def bench_supd_only():
         units = supd_units(0, base + "-units")
         with open(os.path.join(units, "s0.toml"), "w") as f:
             f.write(f'exec = ["{SERVICE}", "s0"]\nenv = {{ MARKDIR = "{MARKS}" }}\n[[mount]]\npath = "{target}"\n')
-        shutil.rmtree(base + "-state", ignore_errors=True)
         m = Marks(MARKS)
-        run = Run([SUPD, "--units", units, "--state-dir", base + "-state", "--socket", base + ".sock",
-                   "--config", "/nonexistent", "--log-level", "warn"], m.path, mount_ns=True)
-        time.sleep(0.5)
-        t_mount = int(subprocess.run([MOUNTAT, str(run.pid), target], capture_output=True, text=True).stdout)
-        m.wait(lambda m: len(m.starts()) >= 1, 10)
-        t_run = read_int(os.path.join(m.path, m.starts()[0]))
-        lat.append((t_run - t_mount) / 1e6)
-        run.signal(signal.SIGTERM)
-        if not run.wait(10):
-            run.kill()
+        run = Run(supd_argv(units, base), m.path, mount_ns=True)
+        time.sleep(0.3)
+        r = subprocess.run([MOUNTAT, str(run.pid), target], capture_output=True, text=True, timeout=10)
+        if r.returncode == 0 and m.wait(lambda m: len(m.starts()) >= 1, 10):
+            lat.append((m.stamp(m.starts()[0]) - int(r.stdout)) / 1e6)
+        else:
+            lat.append(None)
+        # Unmount what we mounted (the private namespace would drop it anyway).
+        subprocess.run([MOUNTAT, str(run.pid), target, "-u"], capture_output=True, timeout=10)
+        run.kill()
         m.close()
-    out(f"- mount appears → service's first instruction: {med(lat)} ms")
+    out(f"- mount appears → the waiting service's first instruction ({len(lat)} rounds; from "
+        f"just after mount(2) returns in supd's mount namespace): {med(lat)} ms")
     results["mount"] = lat
     # status --json at 1000 units, maintenance on
     base = os.path.join(TMP, "k")
     units = supd_units(1000, base + "-units")
-    shutil.rmtree(base + "-state", ignore_errors=True)
     m = Marks(MARKS)
     sock = base + ".sock"
-    run = Run([SUPD, "--units", units, "--state-dir", base + "-state", "--socket", sock,
-               "--config", "/nonexistent", "--max-parallel-starts", "1000", "--log-level", "warn"], m.path)
+    run = Run(supd_argv(units, base), m.path)
     m.wait(lambda m: len(m.starts()) >= 1000, 120)
-    st = []
+    time.sleep(0.5)
+    st, st_raw, size = [], [], 0
     for _ in range(20):
         t0 = now()
-        subprocess.run([SUPCTL, "--socket", sock, "status", "--json"], stdout=subprocess.DEVNULL, check=True)
+        subprocess.run([SUPCTL, "--socket", sock, "status", "--json"], stdout=subprocess.DEVNULL,
+                       check=True, timeout=10)
         st.append((now() - t0) / 1e6)
-    out(f"- `supctl status --json` with 1000 units (whole command): {med(st)} ms")
-    mo = []
+        t, buf = raw_request(sock, {"cmd": "status", "unit": None})
+        st_raw.append(t / 1e6)
+        size = len(buf)
+    out(f"- `supctl status --json` with 1000 units running, 20 times: whole command {med(st)} ms; "
+        f"the request alone over the socket {med(st_raw)} ms ({size / 1024:.0f} KiB answer)")
+    mo, mo_raw = [], []
     for i in range(20):
         t0 = now()
         subprocess.run([SUPCTL, "--socket", sock, "maintenance", "on", f"s{i}", "--reason", "bench"],
-                       stdout=subprocess.DEVNULL, check=True)
+                       stdout=subprocess.DEVNULL, check=True, timeout=20)
         mo.append((now() - t0) / 1e6)
-    out(f"- `supctl maintenance on` acknowledged (lock fsynced, unit stopped; whole command): {med(mo)} ms")
-    results["status"] = st
-    results["maint"] = mo
-    run.signal(signal.SIGTERM)
-    if not run.wait(60):
-        run.kill()
+        t, buf = raw_request(sock, {"cmd": "maintenance-on", "unit": f"s{500 + i}", "reason": "bench"}, 20)
+        if b'"ok":true' not in buf.replace(b" ", b"") and b"error" in buf:
+            log(f"maintenance-on answer: {buf[:200]!r}")
+        mo_raw.append(t / 1e6)
+    out(f"- `supctl maintenance on UNIT` acknowledged (lock fsynced, the unit stopped), 20 units "
+        f"of the 1000: whole command {med(mo)} ms; the request alone {med(mo_raw)} ms")
+    results["status"] = (st, st_raw)
+    results["maint"] = (mo, mo_raw)
+    run.kill()
     m.close()
+    log("supd-only done")
     out("")
 
 
@@ -575,11 +669,20 @@ def main():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
+    t_start = time.monotonic()
     out("# supd benchmark results")
     out("")
-    out(f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Machine: {os.cpu_count()} cores, {cpu}, "
-        f"kernel {u.release}. Command: `bench/run.sh{' --quick' if QUICK else ''}` as root. "
-        "Figures: median (min–max) over rounds; ratios to the floor taken within each round.")
+    out(f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Machine: `nproc` = {os.cpu_count()}, "
+        f"{cpu}, kernel {u.release}. Command: `{'HORUST=' + HORUST + ' ' if os.environ.get('HORUST') else ''}"
+        f"bench/run.sh{' --quick' if QUICK else ''}` as root. "
+        "Every supervisor runs as PID 1 of its own PID namespace. Figures: median (min–max) over "
+        "rounds; ratios to the floor taken within each round; rounds interleave the supervisors "
+        "in a shuffled order.")
+    out("")
+    sz = os.path.getsize(SUPD)
+    out(f"Peers: {', '.join(PEERS[1:])}; tini, dumb-init, catatonit for reaping only."
+        + ("" if HORUST else " Horust: not installed (see bench/README.md).")
+        + f" supd binary measured: `{SUPD}`, {sz:,} bytes.")
     out("")
     try:
         bench_start()
@@ -589,6 +692,7 @@ def main():
         bench_stop()
         bench_supd_only()
     finally:
+        out(f"Total harness time: {time.monotonic() - t_start:.0f} s.")
         with open(OUT, "w") as f:
             f.write("\n".join(lines) + "\n")
         shutil.rmtree(TMP, ignore_errors=True)

@@ -2,30 +2,71 @@
 # Benchmark supd against its peers and a floor (a minimal C supervisor), on
 # this machine, in one run. As root on Debian: installs the peers by name,
 # builds the C tools and supd (release), runs bench/bench.py, and writes
-# bench/RESULTS.md. `--quick` uses fewer rounds (a smoke run, ~2 minutes).
+# bench/RESULTS.md (about 10 minutes on 2 cores).
+#
+#   bench/run.sh [--quick] [--with-horust]
+#
+# --quick: fewer rounds (a smoke run, ~4 minutes). --with-horust: try
+# `cargo install horust --locked` (given 5 minutes; not measured if it takes
+# longer). A horust on PATH, or named by $HORUST, is always measured.
+# $CARGO_TARGET_DIR is honoured for the supd build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh: run as root (PID namespaces, mounts, apt-get)" >&2; exit 1; }
 
+quick=() with_horust=0
+for a in "$@"; do
+  case "$a" in
+    --quick) quick=(--quick) ;;
+    --with-horust) with_horust=1 ;;
+    *) echo "usage: bench/run.sh [--quick] [--with-horust]" >&2; exit 2 ;;
+  esac
+done
+
+build="$(mktemp -d)"
+guard=0
+cleanup() {
+  if [ "$guard" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+  rm -rf "$build"
+}
+trap cleanup EXIT
+
+# Peers, by Debian package name; a name the archive does not have is skipped.
 need=()
 for p in runit s6 supervisor tini dumb-init catatonit; do
-  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+  dpkg -s "$p" >/dev/null 2>&1 && continue
+  if apt-cache policy "$p" 2>/dev/null | grep -q 'Candidate: [^(]'; then
+    need+=("$p")
+  else
+    echo "bench: package $p is not in the archive here; skipped" >&2
+  fi
 done
 if [ ${#need[@]} -gt 0 ]; then
   echo "bench: installing ${need[*]}"
-  guard=0
+  # Keep the packages' own daemons (runit's runsvdir, supervisord) from
+  # starting: invoke-rc.d asks policy-rc.d, and 101 means "not allowed".
   if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; guard=1
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    guard=1
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-  [ "$guard" = 1 ] && rm -f /usr/sbin/policy-rc.d
+  DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  if [ "$guard" = 1 ]; then rm -f /usr/sbin/policy-rc.d; guard=0; fi
 fi
 
-build="$(mktemp -d)"
-trap 'rm -rf "$build"' EXIT
+if [ "$with_horust" = 1 ] && ! command -v horust >/dev/null && [ -z "${HORUST:-}" ]; then
+  echo "bench: cargo install horust --locked (5 minutes at most)"
+  if timeout 300 cargo install horust --locked --root "$build/horust" >"$build/horust.log" 2>&1; then
+    export HORUST="$build/horust/bin/horust"
+  else
+    echo "bench: horust did not install within 5 minutes; not measured" >&2
+  fi
+fi
+
 for t in service floor mountat; do
-  gcc -O2 -static -o "$build/$t" "bench/$t.c" 2>/dev/null || gcc -O2 -o "$build/$t" "bench/$t.c"
+  gcc -O2 -Wall -static -o "$build/$t" "bench/$t.c" 2>/dev/null || gcc -O2 -Wall -o "$build/$t" "bench/$t.c"
 done
 cargo build --locked --release --bin supd --bin supctl
-python3 bench/bench.py "$build" target/release/supd target/release/supctl bench/RESULTS.md "$@"
+target="${CARGO_TARGET_DIR:-target}"
+python3 bench/bench.py "$build" "$target/release/supd" "$target/release/supctl" bench/RESULTS.md "${quick[@]}"
 echo "bench: results in bench/RESULTS.md"

@@ -2,13 +2,21 @@
  *
  * Default mode: create MARKDIR/<name>.<hostpid> (content: CLOCK_MONOTONIC
  * ns at start) and pause(); on SIGTERM create MARKDIR/<name>.term and exit 0.
- * Mode "orphans": fork 1000 children that each leave an orphaned grandchild
- * which exits at once, write MARKDIR/<name>.lastfork (monotonic ns), then
- * pause. <name> is argv[1], or the current directory's name (runit and s6
- * run ./run with no arguments).
+ * Mode "orphans" (run as a descendant of PID 1 of a PID namespace with its
+ * own /proc, `unshare -fp --mount-proc`): fork 1000 children that each
+ * leave an orphaned grandchild which exits at once; write
+ * MARKDIR/<name>.firstfork and .lastfork (monotonic ns); then poll
+ * /proc/1/task/<*>/children until PID 1 has no zombie child and no
+ * grandchild of ours is left, and write MARKDIR/<name>.reaped (monotonic
+ * ns; -1 after 30 s). The measurement is taken inside the namespace, so
+ * the harness's own wake-up latency is not in it. Then pause.
+ * <name> is argv[1], or the current directory's name (runit and s6 run
+ * ./run with no arguments).
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <libgen.h>
 #include <limits.h>
 #include <signal.h>
@@ -50,6 +58,44 @@ static long host_pid(void) {
     return pid;
 }
 
+/* 1 while PID 1 still has a zombie child or a live grandchild of ours
+ * (comm "service", not us) among its children. */
+static int orphans_left(pid_t self) {
+    DIR *d = opendir("/proc/1/task");
+    struct dirent *e;
+    int left = 0;
+    if (!d) return 1;
+    while (!left && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char path[300], buf[1 << 16];
+        snprintf(path, sizeof path, "/proc/1/task/%s/children", e->d_name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) continue;
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n <= 0) continue;
+        buf[n] = 0;
+        for (char *p = buf, *q; !left && *p; p = q) {
+            long pid = strtol(p, &q, 10);
+            if (q == p) break;
+            if (pid == self) continue;
+            char st[512];
+            snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+            int sf = open(path, O_RDONLY | O_CLOEXEC);
+            if (sf < 0) continue; /* reaped meanwhile */
+            ssize_t m = read(sf, st, sizeof st - 1);
+            close(sf);
+            if (m <= 0) continue;
+            st[m] = 0;
+            char *rp = strrchr(st, ')');
+            if (!rp) continue;
+            if (rp[2] == 'Z' || strstr(st, "(service)")) left = 1;
+        }
+    }
+    closedir(d);
+    return left;
+}
+
 static void on_term(int sig) {
     (void)sig;
     mark("term", now_ns());
@@ -68,6 +114,7 @@ int main(int argc, char **argv) {
     }
     signal(SIGTERM, on_term);
     if (argc > 2 && strcmp(argv[2], "orphans") == 0) {
+        mark("firstfork", now_ns());
         for (int i = 0; i < 1000; i++) {
             pid_t c = fork();
             if (c == 0) {
@@ -77,6 +124,14 @@ int main(int argc, char **argv) {
             if (c > 0) waitpid(c, NULL, 0);
         }
         mark("lastfork", now_ns());
+        long long deadline = now_ns() + 30000000000LL;
+        int timed_out = 0;
+        while (orphans_left(getpid())) {
+            if (now_ns() > deadline) { timed_out = 1; break; }
+            sched_yield();
+        }
+        if (timed_out) mark("reaped", -1);
+        else mark("reaped", now_ns());
     }
     char suffix[32];
     snprintf(suffix, sizeof suffix, "%ld", host_pid());

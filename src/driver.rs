@@ -118,6 +118,15 @@ fn wall_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The unit's `output` key as the spawner's choice.
+fn output_to(spec: &UnitSpec) -> spawn::OutputTo {
+    match spec.output {
+        crate::unit::Output::Capture => spawn::OutputTo::Capture,
+        crate::unit::Output::Inherit => spawn::OutputTo::Inherit,
+        crate::unit::Output::Null => spawn::OutputTo::Discard,
+    }
+}
+
 fn supd_peer() -> PeerInfo {
     PeerInfo {
         uid: nix::unistd::geteuid().as_raw(),
@@ -544,15 +553,11 @@ impl Driver {
                     notify_socket: None,
                     main_pid: self.run_pids.get(&run).copied(),
                 };
-                match spawn::spawn(&spec, &argv, &[], &env, true, None) {
+                match spawn::spawn(&spec, &argv, &[], &env, output_to(&spec), None) {
                     Ok(s) => {
                         self.procs.insert(s.pid, Proc::StopCommand(run));
-                        let name = format!("{}:stop", spec.name);
-                        if let Some(fd) = s.stdout {
-                            output::capture(name.clone(), output::Stream::Stdout, fd);
-                        }
-                        if let Some(fd) = s.stderr {
-                            output::capture(name, output::Stream::Stderr, fd);
+                        if let Some(fd) = s.output {
+                            output::capture(format!("{}:stop", spec.name), fd);
                         }
                     }
                     Err(e) => {
@@ -627,18 +632,15 @@ impl Driver {
             main_pid: None,
         };
         let ready_fd = (spec.ready.kind == crate::unit::ReadyKind::Fd).then_some(spec.ready.fd);
-        match spawn::spawn(spec, &spec.exec, mounts, &env, true, ready_fd) {
+        match spawn::spawn(spec, &spec.exec, mounts, &env, output_to(spec), ready_fd) {
             Ok(s) => {
                 self.procs.insert(s.pid, Proc::Main(run));
                 self.run_pids.insert(run, s.pid);
                 if let Some(fd) = s.ready {
                     output::watch_ready_line(fd, run, self.ready_tx.clone());
                 }
-                if let Some(fd) = s.stdout {
-                    output::capture(spec.name.clone(), output::Stream::Stdout, fd);
-                }
-                if let Some(fd) = s.stderr {
-                    output::capture(spec.name.clone(), output::Stream::Stderr, fd);
+                if let Some(fd) = s.output {
+                    output::capture(spec.name.clone(), fd);
                 }
                 Event::Spawned { run, pid: s.pid }
             }
@@ -669,17 +671,13 @@ impl Driver {
                     notify_socket: None,
                     main_pid: None,
                 };
-                match spawn::spawn(&spec, argv, &[], &env, true, None) {
+                match spawn::spawn(&spec, argv, &[], &env, output_to(&spec), None) {
                     Ok(s) => {
                         self.procs
                             .insert(s.pid, Proc::Probe(run, kind, Instant::now() + timeout));
                         self.probe_pids.insert((run, kind), s.pid);
-                        let name = format!("{}:probe", spec.name);
-                        if let Some(fd) = s.stdout {
-                            output::capture(name.clone(), output::Stream::Stdout, fd);
-                        }
-                        if let Some(fd) = s.stderr {
-                            output::capture(name, output::Stream::Stderr, fd);
+                        if let Some(fd) = s.output {
+                            output::capture(format!("{}:probe", spec.name), fd);
                         }
                         None
                     }

@@ -60,6 +60,19 @@ pub enum Priority {
     Critical,
 }
 
+/// Where a service's stdout and stderr go (`output = ...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Output {
+    /// One pipe for both streams; supd logs each line with the unit's name.
+    Capture,
+    /// supd's own stdout/stderr (the console, or the container's log):
+    /// cheapest, no per-unit descriptor in supd, lines are not tagged.
+    Inherit,
+    /// /dev/null.
+    Null,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnUnhealthy {
@@ -187,6 +200,7 @@ pub struct UnitSpec {
     pub restart: RestartSpec,
     pub stop: StopSpec,
     pub priority: Priority,
+    pub output: Output,
 }
 
 impl UnitSpec {
@@ -236,6 +250,7 @@ impl UnitSpec {
                 exec: None,
             },
             priority: Priority::Normal,
+            output: Output::Capture,
         }
     }
 }

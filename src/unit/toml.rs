@@ -15,7 +15,7 @@ use toml::Spanned;
 
 use crate::error::UnitError;
 use crate::unit::{
-    HealthSpec, MountReq, OnLoss, OnUnhealthy, Priority, ProbeTarget, ReadyKind, ReadySpec,
+    HealthSpec, MountReq, OnLoss, OnUnhealthy, Output, Priority, ProbeTarget, ReadyKind, ReadySpec,
     RestartPolicy, RestartSpec, StopSpec, UnitKind, UnitSpec,
 };
 
@@ -36,6 +36,7 @@ struct RawUnit {
     reload_signal: Option<Spanned<String>>,
     essential: Option<bool>,
     priority: Option<Priority>,
+    output: Option<Output>,
     requires: Option<Vec<Spanned<String>>>,
     wants: Option<Vec<Spanned<String>>>,
     after: Option<Vec<Spanned<String>>>,
@@ -125,6 +126,7 @@ const TOP_KEYS: &[&str] = &[
     "reload_signal",
     "essential",
     "priority",
+    "output",
     "requires",
     "wants",
     "after",
@@ -752,6 +754,7 @@ pub fn parse_unit_with_lines(
             restart,
             stop,
             priority: raw.priority.unwrap_or(Priority::Normal),
+            output: raw.output.unwrap_or(Output::Capture),
         },
         dep_lines,
     ))

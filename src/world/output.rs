@@ -1,7 +1,8 @@
 //! Service output capture.
 //!
-//! Owns: reading a child's stdout/stderr pipe line by line and logging each
-//! line with the unit's name. Lines are bounded (a service that never prints
+//! Owns: reading a child's output pipe (stdout and stderr share it, as a
+//! systemd journal stream does) line by line and logging each line with the
+//! unit's name. Lines are bounded (a service that never prints
 //! a newline cannot grow supd's memory) and the pipe is always drained, so a
 //! chatty child never blocks on a full pipe. Must never: block the driver
 //! loop, or hold the pipe open after the child's side closes.
@@ -13,14 +14,8 @@ use tokio::io::AsyncReadExt;
 /// Longest line kept; the rest of a longer line is cut and marked.
 const MAX_LINE: usize = 4096;
 
-#[derive(Clone, Copy)]
-pub enum Stream {
-    Stdout,
-    Stderr,
-}
-
 /// Spawn a task that logs every line of `fd` under `unit`.
-pub fn capture(unit: String, stream: Stream, fd: OwnedFd) {
+pub fn capture(unit: String, fd: OwnedFd) {
     let rx = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
         Ok(rx) => rx,
         Err(e) => {
@@ -30,8 +25,8 @@ pub fn capture(unit: String, stream: Stream, fd: OwnedFd) {
     };
     tokio::spawn(async move {
         let mut rx = rx;
-        // Small on purpose: one reader per service pipe, two pipes per
-        // service; 8 KiB each would be megabytes of idle memory at N=100.
+        // Small on purpose: one reader per service; 8 KiB each would be
+        // megabytes of idle memory at N=500.
         let mut buf = [0u8; 512];
         let mut line: Vec<u8> = Vec::new();
         let mut truncated = false;
@@ -42,7 +37,7 @@ pub fn capture(unit: String, stream: Stream, fd: OwnedFd) {
             };
             for &b in &buf[..n] {
                 if b == b'\n' {
-                    emit(&unit, stream, &line, truncated);
+                    emit(&unit, &line, truncated);
                     line.clear();
                     truncated = false;
                 } else if line.len() < MAX_LINE {
@@ -53,18 +48,15 @@ pub fn capture(unit: String, stream: Stream, fd: OwnedFd) {
             }
         }
         if !line.is_empty() {
-            emit(&unit, stream, &line, truncated);
+            emit(&unit, &line, truncated);
         }
     });
 }
 
-fn emit(unit: &str, stream: Stream, line: &[u8], truncated: bool) {
+fn emit(unit: &str, line: &[u8], truncated: bool) {
     let text = String::from_utf8_lossy(line);
     let cut = if truncated { " [line truncated]" } else { "" };
-    match stream {
-        Stream::Stdout => tracing::info!(target: "unit", unit = %unit, "{text}{cut}"),
-        Stream::Stderr => tracing::warn!(target: "unit", unit = %unit, "{text}{cut}"),
-    }
+    tracing::info!(target: "unit", unit = %unit, "{text}{cut}");
 }
 
 /// `[ready] kind = "fd"`: report `run` as ready on the first newline the
