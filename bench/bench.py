@@ -183,10 +183,10 @@ def supd_units(n, base, probes=False, extra=""):
     return base
 
 
-def supd_argv(units, base, max_parallel=1000):
+def supd_argv(units, base, max_parallel=1000, binary=None):
     state = base + "-state"
     shutil.rmtree(state, ignore_errors=True)
-    return [SUPD, "--units", units, "--state-dir", state, "--socket", base + ".sock",
+    return [binary or SUPD, "--units", units, "--state-dir", state, "--socket", base + ".sock",
             "--config", "/nonexistent", "--max-parallel-starts", str(max_parallel), "--log-level", "warn"]
 
 
@@ -215,6 +215,16 @@ def setup(kind, n, tag, probes=False):
         return [FLOOR, str(n), SERVICE], signal.SIGTERM
     if kind == "supd":
         return supd_argv(supd_units(n, base + "-units", probes), base), signal.SIGTERM
+    if kind == "supd-inherit":
+        # Services write straight to supd's stdout/stderr, as they do under
+        # the floor, runit, s6 and horust: no output pipe per unit.
+        units = supd_units(n, base + "-units", probes, extra='output = "inherit"')
+        return supd_argv(units, base), signal.SIGTERM
+    if kind == "supd-null":
+        units = supd_units(n, base + "-units", probes, extra='output = "null"')
+        return supd_argv(units, base), signal.SIGTERM
+    if kind == "supd-b":
+        return supd_argv(supd_units(n, base + "-units", probes), base, binary=SUPD_B), signal.SIGTERM
     if kind == "runit":
         # runsvdir's documented stop for a PID-1-like role: SIGHUP (TERM to
         # every runsv, then exit).
@@ -295,7 +305,17 @@ def ratio(vals, floor):
     return f"×{statistics.median(rs):.2f} ({min(rs):.2f}–{max(rs):.2f})"
 
 
-PEERS = ["floor", "supd", "runit", "s6", "supervisord"] + (["horust"] if HORUST else [])
+# A second supd build to compare against (e.g. the previous commit's).
+SUPD_B = os.environ.get("SUPD_B")
+PEERS = (["floor", "supd", "supd-inherit"] + (["supd-b"] if SUPD_B else [])
+         + (["supd-null"] if os.environ.get("BENCH_PEERS") else [])
+         + ["runit", "s6", "supervisord"] + (["horust"] if HORUST else []))
+# BENCH_PEERS=floor,supd,... narrows the set (the floor is always kept);
+# BENCH_ONLY=start,idle,restart,reap,stop,supd narrows the sections.
+if os.environ.get("BENCH_PEERS"):
+    want = os.environ["BENCH_PEERS"].split(",")
+    PEERS = ["floor"] + [p for p in PEERS[1:] if p in want]
+ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
 results = {}
 lines = []
 
@@ -403,7 +423,9 @@ def bench_idle():
     out("")
     out("| supervisor | N | processes | threads | PSS MiB | RssAnon MiB | wake-ups/s |")
     out("|---|---|---|---|---|---|---|")
-    cases = [(p, 100, False) for p in PEERS] + [("supd", 1, False), ("supd", 500, False), ("supd", 100, True)]
+    cases = [(p, 100, False) for p in PEERS]
+    if "supd" in PEERS:
+        cases += [("supd", 1, False), ("supd", 500, False), ("supd", 100, True)]
     for k, n, probes in cases:
         argv, sig = setup(k, n, "idle" + ("p" if probes else ""), probes)
         m = Marks(MARKS)
@@ -483,7 +505,8 @@ def bench_reap():
     out("")
     out("| supervisor | first fork → no zombie | last fork → no zombie |")
     out("|---|---|---|")
-    kinds = ["floor", "supd", "tini", "dumb-init", "catatonit"] + [p for p in PEERS if p not in ("floor", "supd")]
+    kinds = ["floor", "supd", "tini", "dumb-init", "catatonit"] + [
+        p for p in PEERS if p not in ("floor", "supd", "supd-inherit", "supd-b")]
     for k in kinds:
         tot, after = [], []
         for _ in range(rounds):
@@ -685,12 +708,10 @@ def main():
         + f" supd binary measured: `{SUPD}`, {sz:,} bytes.")
     out("")
     try:
-        bench_start()
-        bench_idle()
-        bench_restart()
-        bench_reap()
-        bench_stop()
-        bench_supd_only()
+        for name, fn in [("start", bench_start), ("idle", bench_idle), ("restart", bench_restart),
+                         ("reap", bench_reap), ("stop", bench_stop), ("supd", bench_supd_only)]:
+            if not ONLY or name in ONLY:
+                fn()
     finally:
         out(f"Total harness time: {time.monotonic() - t_start:.0f} s.")
         with open(OUT, "w") as f:

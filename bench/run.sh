@@ -4,22 +4,26 @@
 # builds the C tools and supd (release), runs bench/bench.py, and writes
 # bench/RESULTS.md (about 10 minutes on 2 cores).
 #
-#   bench/run.sh [--quick] [--with-horust]
+#   bench/run.sh [--quick] [--no-horust]
 #
-# --quick: fewer rounds (a smoke run, ~4 minutes). --with-horust: try
-# `cargo install horust --locked` (given 5 minutes; not measured if it takes
-# longer). A horust on PATH, or named by $HORUST, is always measured.
-# $CARGO_TARGET_DIR is honoured for the supd build.
+# --quick: fewer rounds (a smoke run, ~4 minutes). Horust is installed with
+# `cargo install horust --locked` into /var/cache/supd-bench/horust (once;
+# about 5 minutes with one job on 2 cores; given 20 at most) unless
+# --no-horust; a horust on PATH, or named by $HORUST, is used as it is.
+# $CARGO_TARGET_DIR is honoured for the supd build. Environment knobs for
+# bench.py: BENCH_PEERS=floor,supd,... BENCH_ONLY=start,idle,... SUPD_B=PATH
+# (a second supd build measured beside the first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh: run as root (PID namespaces, mounts, apt-get)" >&2; exit 1; }
 
-quick=() with_horust=0
+quick=() with_horust=1
 for a in "$@"; do
   case "$a" in
     --quick) quick=(--quick) ;;
+    --no-horust) with_horust=0 ;;
     --with-horust) with_horust=1 ;;
-    *) echo "usage: bench/run.sh [--quick] [--with-horust]" >&2; exit 2 ;;
+    *) echo "usage: bench/run.sh [--quick] [--no-horust]" >&2; exit 2 ;;
   esac
 done
 
@@ -54,13 +58,15 @@ if [ ${#need[@]} -gt 0 ]; then
   if [ "$guard" = 1 ]; then rm -f /usr/sbin/policy-rc.d; guard=0; fi
 fi
 
+cache=/var/cache/supd-bench
 if [ "$with_horust" = 1 ] && ! command -v horust >/dev/null && [ -z "${HORUST:-}" ]; then
-  echo "bench: cargo install horust --locked (5 minutes at most)"
-  if timeout 300 cargo install horust --locked --root "$build/horust" >"$build/horust.log" 2>&1; then
-    export HORUST="$build/horust/bin/horust"
-  else
-    echo "bench: horust did not install within 5 minutes; not measured" >&2
+  if [ ! -x "$cache/horust/bin/horust" ]; then
+    echo "bench: cargo install horust --locked (once; 20 minutes at most)"
+    mkdir -p "$cache"
+    timeout 1200 cargo install horust --locked -j1 --root "$cache/horust" >"$cache/horust.log" 2>&1 \
+      || echo "bench: horust did not install (see $cache/horust.log); not measured" >&2
   fi
+  [ -x "$cache/horust/bin/horust" ] && export HORUST="$cache/horust/bin/horust"
 fi
 
 for t in service floor mountat; do

@@ -109,6 +109,10 @@ struct Driver {
     shutdown_complete: Option<ShutdownKind>,
     /// The shutdown signal (or command) that started an exit; for the exit code.
     started: Instant,
+    /// Boot or a reload happened and its memory has not been trimmed yet.
+    trim_pending: bool,
+    /// When the loop last handled anything (the trim waits for quiet).
+    last_activity: Instant,
 }
 
 fn wall_ms() -> u64 {
@@ -281,6 +285,8 @@ async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> 
             .map(|s| s.path.to_string_lossy().to_string()),
         shutdown_complete: None,
         started: Instant::now(),
+        trim_pending: true,
+        last_activity: Instant::now(),
         settings,
     };
     d.start_lock_load(&table);
@@ -291,7 +297,11 @@ async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> 
         if let Some(kind) = d.shutdown_complete {
             return d.finish(kind);
         }
-        let deadline = d.next_wakeup();
+        let trim_at = d.trim_pending.then(|| d.last_activity + TRIM_AFTER_QUIET);
+        let deadline = match (d.next_wakeup(), trim_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         tokio::select! {
             biased;
             _ = sigchld.recv() => d.reap(),
@@ -341,12 +351,24 @@ async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> 
                 }
             }
             _ = sleep_until(deadline) => {
+                if let Some(t) = trim_at && Instant::now() >= t {
+                    // Boot (or a reload) has settled: give back what it used.
+                    d.trim_pending = false;
+                    let kib = crate::world::trim::after_boot();
+                    tracing::debug!("settled: dropped {kib} KiB of start-up mappings");
+                    continue;
+                }
                 d.expire_probes();
                 d.feed(Event::Tick);
             }
         }
+        d.last_activity = Instant::now();
     }
 }
+
+/// How long the loop must have been quiet after boot or a reload before
+/// start-up memory is given back (one wake-up, once).
+const TRIM_AFTER_QUIET: Duration = Duration::from_millis(250);
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
@@ -812,6 +834,7 @@ impl Driver {
     }
 
     fn reload(&mut self, req: Option<ReqId>, peer: PeerInfo) {
+        self.trim_pending = true;
         let result = crate::unit::load::load_dir(&self.settings.units_dir)
             .map_err(|errs| errs.iter().map(|e| e.to_string()).collect());
         self.feed(Event::Reloaded {
@@ -823,6 +846,9 @@ impl Driver {
     }
 
     fn control(&mut self, c: ControlRequest) {
+        // Answers touch cold code (serialisation, formatting): give it back
+        // once the operator is done.
+        self.trim_pending = true;
         let ControlRequest { peer, req, reply } = c;
         let peer = PeerInfo {
             uid: peer.uid,

@@ -10,3 +10,4 @@ pub mod output;
 pub mod probe;
 pub mod shim;
 pub mod spawn;
+pub mod trim;
