@@ -4,6 +4,13 @@
 //!
 //! Owns: flags, subcommands and their help text. Must never: resolve
 //! defaults or touch the system (bin/supd.rs does that).
+//!
+//! Two parsers, one meaning: the clap derive below is the definition (man
+//! page, completions, and the reference in tests), and `parse` is what the
+//! PID-1 binary runs — a hand parser for these eight flags, because clap's
+//! parser was 129 KiB of a static supd (measured) for a job this small, and
+//! PID 1 is in every container. `tests::hand_parser_agrees_with_clap`
+//! feeds both the same command lines so they cannot drift.
 
 use std::path::PathBuf;
 
@@ -29,7 +36,7 @@ use clap::{Parser, Subcommand};
 ///
 /// Exit codes: 0 clean shutdown, 1 failure (bad units at start-up, socket in
 /// use...), 2 usage error. `supd -- CMD` exits with CMD's status.
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, PartialEq)]
 #[command(name = "supd", version, about, long_about, verbatim_doc_comment)]
 pub struct Cli {
     /// Directory of unit files (NAME.toml).
@@ -58,9 +65,249 @@ pub struct Cli {
     pub shim: Vec<String>,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, PartialEq)]
 pub enum Cmd {
     /// Validate the unit files (and supd.toml) and print every error; exit 1
     /// if there is any, 0 with a one-line summary otherwise.
     Check,
+}
+
+/// What the PID-1 binary's parser found.
+#[derive(Debug, PartialEq)]
+pub enum Parsed {
+    Run(Cli),
+    /// Print `HELP` (or the version) on stdout and exit 0.
+    Help,
+    Version,
+}
+
+/// A usage error: print it on stderr and exit 2.
+#[derive(Debug, PartialEq)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "error: {}\n\nUsage: supd [OPTIONS] [COMMAND] [-- <CMD>...]\n\nFor more information, try '--help'.",
+            self.0
+        )
+    }
+}
+
+/// `supd --help`, kept in step with the clap definition by a test.
+pub const HELP: &str = "\
+supd — a service supervisor that can run as PID 1.
+
+Starts services from TOML unit files only when their preconditions hold
+(their filesystems really mounted, their dependencies really ready),
+watches them with health probes, restarts them with care, and honours
+maintenance locks (`supctl maintenance on UNIT`) that no automatic
+restart overrides.
+
+Usage: supd [OPTIONS] [COMMAND] [-- <CMD>...]
+
+Commands:
+  check  Validate the unit files (and supd.toml) and print every error; exit 1
+         if there is any, 0 with a one-line summary otherwise.
+  help   Print this message
+
+Arguments:
+  [CMD]...  `supd -- CMD [ARGS...]`: container shim — run CMD as the only child,
+            forward signals to it, reap orphans, exit with its status.
+
+Options:
+      --units <DIR>                Directory of unit files (NAME.toml).
+      --state-dir <DIR>            Where maintenance locks and the audit log are kept.
+      --socket <PATH>              Control socket path (also: SUPD_SOCKET).
+      --config <FILE>              supd-wide settings file. [default: /etc/supd/supd.toml]
+      --log-level <LEVEL>          error | warn | info | debug | trace (also: SUPD_LOG).
+      --max-parallel-starts <N>    Cap on units starting at once (not yet ready).
+  -h, --help                       Print help
+  -V, --version                    Print version
+
+Paths: flags override /etc/supd/supd.toml (see --config), which overrides
+the defaults. As root the defaults are /etc/supd/units, /var/lib/supd and
+/run/supd/control.sock; as another user ~/.config/supd/units,
+~/.local/state/supd and $XDG_RUNTIME_DIR/supd/control.sock. SUPD_SOCKET
+overrides the socket.
+
+Signals: SIGTERM/SIGINT stop every unit in reverse dependency order, then
+supd exits (as a VM's PID 1: powers off / reboots); SIGHUP reloads the unit
+files; SIGUSR1/SIGUSR2 are forwarded to every unit's process group.
+
+Exit codes: 0 clean shutdown, 1 failure (bad units at start-up, socket in
+use...), 2 usage error. `supd -- CMD` exits with CMD's status.
+";
+
+/// Parse supd's arguments (without argv[0]) as the clap definition would.
+pub fn parse<I>(args: I) -> Result<Parsed, UsageError>
+where
+    I: IntoIterator<Item = std::ffi::OsString>,
+{
+    let mut cli = Cli {
+        units: None,
+        state_dir: None,
+        socket: None,
+        config: PathBuf::from("/etc/supd/supd.toml"),
+        log_level: None,
+        max_parallel_starts: None,
+        cmd: None,
+        shim: Vec::new(),
+    };
+    let mut seen: Vec<&'static str> = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        let Some(a) = arg.to_str() else {
+            return Err(UsageError(format!(
+                "invalid UTF-8 in argument {:?}",
+                arg.to_string_lossy()
+            )));
+        };
+        if a == "--" {
+            for rest in it.by_ref() {
+                match rest.into_string() {
+                    Ok(s) => cli.shim.push(s),
+                    Err(o) => {
+                        return Err(UsageError(format!(
+                            "invalid UTF-8 in argument {:?}",
+                            o.to_string_lossy()
+                        )));
+                    }
+                }
+            }
+            break;
+        }
+        match a {
+            "-h" | "--help" => return Ok(Parsed::Help),
+            "-V" | "--version" => return Ok(Parsed::Version),
+            "help" if cli.cmd.is_none() => return Ok(Parsed::Help),
+            "check" if cli.cmd.is_none() => {
+                cli.cmd = Some(Cmd::Check);
+                continue;
+            }
+            _ => {}
+        }
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (a, None),
+        };
+        let name: &'static str = match flag {
+            "--units" => "--units",
+            "--state-dir" => "--state-dir",
+            "--socket" => "--socket",
+            "--config" => "--config",
+            "--log-level" => "--log-level",
+            "--max-parallel-starts" => "--max-parallel-starts",
+            _ => {
+                return Err(UsageError(format!("unexpected argument '{a}' found")));
+            }
+        };
+        // After `check` only the global --units is accepted, as in clap.
+        if cli.cmd.is_some() && name != "--units" {
+            return Err(UsageError(format!("unexpected argument '{a}' found")));
+        }
+        if seen.contains(&name) {
+            return Err(UsageError(format!(
+                "the argument '{name}' cannot be used multiple times"
+            )));
+        }
+        seen.push(name);
+        let value = match inline {
+            Some(v) => v,
+            None => match it.next().map(|v| v.into_string()) {
+                Some(Ok(v)) if !v.starts_with("--") || v == "-" => v,
+                _ => {
+                    return Err(UsageError(format!(
+                        "a value is required for '{name}' but none was supplied"
+                    )));
+                }
+            },
+        };
+        match name {
+            "--units" => cli.units = Some(PathBuf::from(value)),
+            "--state-dir" => cli.state_dir = Some(PathBuf::from(value)),
+            "--socket" => cli.socket = Some(PathBuf::from(value)),
+            "--config" => cli.config = PathBuf::from(value),
+            "--log-level" => cli.log_level = Some(value),
+            _ => {
+                cli.max_parallel_starts = Some(value.parse().map_err(|e| {
+                    UsageError(format!(
+                        "invalid value '{value}' for '--max-parallel-starts <N>': {e}"
+                    ))
+                })?)
+            }
+        }
+    }
+    Ok(Parsed::Run(cli))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    fn argv(s: &[&str]) -> Vec<std::ffi::OsString> {
+        s.iter().map(|a| a.into()).collect()
+    }
+
+    #[test]
+    fn hand_parser_agrees_with_clap() {
+        let good: &[&[&str]] = &[
+            &[],
+            &["--units", "/u", "--state-dir", "/s", "--socket", "/c.sock"],
+            &[
+                "--units=/u",
+                "--log-level=debug",
+                "--max-parallel-starts",
+                "7",
+            ],
+            &["--config", "/etc/x.toml", "check"],
+            &["check", "--units", "/u"],
+            &["--", "/bin/sh", "-c", "exit 3"],
+            &["--units", "/u", "--", "prog", "--units", "x"],
+        ];
+        for g in good {
+            let clap = Cli::try_parse_from(std::iter::once("supd").chain(g.iter().copied()))
+                .unwrap_or_else(|e| panic!("clap rejects {g:?}: {e}"));
+            match parse(argv(g)) {
+                Ok(Parsed::Run(hand)) => assert_eq!(hand, clap, "{g:?}"),
+                other => panic!("hand parser on {g:?}: {other:?}"),
+            }
+        }
+        let bad: &[&[&str]] = &[
+            &["--units"],
+            &["--bogus"],
+            &["stray"],
+            &["--max-parallel-starts", "many"],
+            &["--units", "/a", "--units", "/b"],
+            &["check", "--socket", "/x"],
+            &["--socket", "--units"],
+        ];
+        for b in bad {
+            assert!(
+                Cli::try_parse_from(std::iter::once("supd").chain(b.iter().copied())).is_err(),
+                "clap accepts {b:?}"
+            );
+            assert!(parse(argv(b)).is_err(), "hand parser accepts {b:?}");
+        }
+        assert_eq!(parse(argv(&["--help"])), Ok(Parsed::Help));
+        assert_eq!(parse(argv(&["-V"])), Ok(Parsed::Version));
+    }
+
+    #[test]
+    fn help_names_every_flag_of_the_definition() {
+        let cmd = Cli::command();
+        for a in cmd.get_arguments() {
+            if let Some(long) = a.get_long() {
+                assert!(
+                    HELP.contains(&format!("--{long}")),
+                    "--{long} missing from HELP"
+                );
+            }
+        }
+        for sc in cmd.get_subcommands() {
+            assert!(HELP.contains(sc.get_name()), "{} missing", sc.get_name());
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! `supd`: the supervisor binary.
 //!
-//! Owns: command-line parsing, choosing run / check / `--` shim, resolving
+//! Owns: command-line parsing (by `supd::cli::parse`, not clap: see there), choosing run / check / `--` shim, resolving
 //! paths (flags > supd.toml > defaults), logging setup. Must never: let a
 //! panic end PID 1 — the driver runs under `catch_unwind`, and as PID 1 a
 //! failure degrades to reaping forever rather than a kernel panic.
@@ -8,9 +8,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
-
-use supd::cli::{Cli, Cmd};
+use supd::cli::{Cmd, Parsed};
 use supd::config::Config;
 use supd::driver::{self, Settings};
 use supd::world::init::{self, Mode};
@@ -49,11 +47,7 @@ fn init_logging(level: &str) {
         "trace" => tracing::Level::TRACE,
         _ => tracing::Level::INFO,
     };
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
+    supd::world::log::init(level);
 }
 
 fn main() -> ExitCode {
@@ -63,11 +57,19 @@ fn main() -> ExitCode {
         // SAFETY: single-threaded at this point (no runtime yet).
         unsafe { std::env::set_var("PATH", supd::world::spawn::DEFAULT_PATH) };
     }
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
+    let cli = match supd::cli::parse(std::env::args_os().skip(1)) {
+        Ok(Parsed::Run(c)) => c,
+        Ok(Parsed::Help) => {
+            print!("{}", supd::cli::HELP);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::Version) => {
+            println!("supd {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            eprintln!("{e}");
+            return ExitCode::from(2);
         }
     };
     if !cli.shim.is_empty() {

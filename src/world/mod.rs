@@ -4,6 +4,7 @@ pub mod audit;
 pub mod control;
 pub mod init;
 pub mod lock_store;
+pub mod log;
 pub mod mount_watch;
 pub mod notify;
 pub mod output;

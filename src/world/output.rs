@@ -24,21 +24,29 @@ pub fn capture(unit: String, fd: OwnedFd) {
         }
     };
     tokio::spawn(async move {
-        let mut rx = rx;
-        // Small on purpose: one reader per service; 8 KiB each would be
-        // megabytes of idle memory at N=500.
-        let mut buf = [0u8; 512];
+        let rx = rx;
         let mut line: Vec<u8> = Vec::new();
         let mut truncated = false;
         loop {
-            let n = match rx.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
+            // Wait for data, then read into a buffer that lives only in this
+            // step: the task keeps no read buffer while it waits (one task
+            // per service; 512 bytes each was a third of supd's memory per
+            // unit).
+            if rx.readable().await.is_err() {
+                break;
+            }
+            let mut buf = [0u8; 512];
+            let n = match rx.try_read(&mut buf) {
+                Ok(0) => break,
                 Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => break,
             };
             for &b in &buf[..n] {
                 if b == b'\n' {
                     emit(&unit, &line, truncated);
                     line.clear();
+                    line.shrink_to(256);
                     truncated = false;
                 } else if line.len() < MAX_LINE {
                     line.push(b);

@@ -187,17 +187,18 @@ fn resolve_program(program: &str, path: &str) -> Result<PathBuf, SpawnError> {
     }
 }
 
+/// Who the child runs as: uid, gid, supplementary groups (each only when
+/// the unit asks for it).
+type Identity = (
+    Option<libc::uid_t>,
+    Option<libc::gid_t>,
+    Option<Vec<libc::gid_t>>,
+);
+
 fn lookup_identity(
     spec: &UnitSpec,
     envs: &mut Vec<(String, String)>,
-) -> Result<
-    (
-        Option<libc::uid_t>,
-        Option<libc::gid_t>,
-        Option<Vec<libc::gid_t>>,
-    ),
-    SpawnError,
-> {
+) -> Result<Identity, SpawnError> {
     let mut uid = None;
     let mut gid = None;
     let mut groups: Option<Vec<libc::gid_t>> = None;

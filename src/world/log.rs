@@ -1,0 +1,192 @@
+//! supd's log sink: every `tracing` event as one line on stderr.
+//!
+//! Owns: formatting an event as `TIME LEVEL target: message key=value...`
+//! (the same shape `tracing-subscriber`'s fmt layer prints, which scripts
+//! and the VM test read) and writing it with one `write` call, so lines
+//! from supd never interleave mid-line on a shared console.
+//!
+//! Why not tracing-subscriber: its fmt layer was 112 KiB of the PID-1
+//! binary (measured on the static musl build), for a job that is one
+//! visitor and one write here. We use no spans, filters or layers.
+//!
+//! Must never: block on anything but the write itself, panic on a closed
+//! or broken stderr (the console of a VM can vanish), or allocate per event
+//! more than the line it prints.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Level, Metadata, Subscriber};
+
+/// Install the sink for events at `max` and more severe. Returns false if a
+/// global subscriber was already set.
+pub fn init(max: Level) -> bool {
+    tracing::subscriber::set_global_default(StderrLog { max }).is_ok()
+}
+
+struct StderrLog {
+    max: Level,
+}
+
+impl Subscriber for StderrLog {
+    fn enabled(&self, m: &Metadata<'_>) -> bool {
+        // tracing orders levels by verbosity: TRACE is the greatest.
+        *m.level() <= self.max
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::from_level(self.max))
+    }
+
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+
+    fn event(&self, event: &Event<'_>) {
+        let line = format_line(wall_now(), event);
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    fn enter(&self, _: &Id) {}
+
+    fn exit(&self, _: &Id) {}
+}
+
+fn wall_now() -> (u64, u32) {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => (d.as_secs(), d.subsec_micros()),
+        Err(_) => (0, 0),
+    }
+}
+
+fn format_line(now: (u64, u32), event: &Event<'_>) -> String {
+    let meta = event.metadata();
+    let mut v = Fields {
+        message: String::new(),
+        rest: String::new(),
+    };
+    event.record(&mut v);
+    let mut line = String::with_capacity(48 + v.message.len() + v.rest.len());
+    push_rfc3339(&mut line, now.0, now.1);
+    let level = match *meta.level() {
+        Level::ERROR => "ERROR",
+        Level::WARN => " WARN",
+        Level::INFO => " INFO",
+        Level::DEBUG => "DEBUG",
+        Level::TRACE => "TRACE",
+    };
+    let _ = write!(line, " {level} {}: {}", meta.target(), v.message);
+    line.push_str(&v.rest);
+    line.push('\n');
+    line
+}
+
+struct Fields {
+    message: String,
+    rest: String,
+}
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        // `%x` fields arrive as a Debug that prints Display (unquoted),
+        // `?x` as Debug proper — the same convention as tracing-subscriber.
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            let _ = write!(self.rest, " {}={value:?}", field.name());
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else {
+            let _ = write!(self.rest, " {}={value:?}", field.name());
+        }
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` for seconds since the epoch (UTC).
+fn push_rfc3339(out: &mut String, secs: u64, micros: u32) {
+    let days = (secs / 86_400) as i64;
+    let sod = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_utc_rfc3339() {
+        let mut s = String::new();
+        push_rfc3339(&mut s, 0, 0);
+        assert_eq!(s, "1970-01-01T00:00:00.000000Z");
+        s.clear();
+        // 2026-12-01T08:03:55.047951Z
+        push_rfc3339(&mut s, 1_796_112_235, 47_951);
+        assert_eq!(s, "2026-12-01T08:03:55.047951Z");
+        s.clear();
+        // A leap day.
+        push_rfc3339(&mut s, 951_782_400, 1);
+        assert_eq!(s, "2000-02-29T00:00:00.000001Z");
+    }
+
+    #[test]
+    fn fields_follow_the_message_display_unquoted_debug_quoted() {
+        struct Capture(std::sync::Mutex<Vec<String>>);
+        impl Subscriber for Capture {
+            fn enabled(&self, _: &Metadata<'_>) -> bool {
+                true
+            }
+            fn new_span(&self, _: &Attributes<'_>) -> Id {
+                Id::from_u64(1)
+            }
+            fn record(&self, _: &Id, _: &Record<'_>) {}
+            fn record_follows_from(&self, _: &Id, _: &Id) {}
+            fn event(&self, e: &Event<'_>) {
+                if let Ok(mut v) = self.0.lock() {
+                    v.push(format_line((0, 0), e));
+                }
+            }
+            fn enter(&self, _: &Id) {}
+            fn exit(&self, _: &Id) {}
+        }
+        let cap = std::sync::Arc::new(Capture(std::sync::Mutex::new(Vec::new())));
+        tracing::subscriber::with_default(cap.clone(), || {
+            let unit = "web";
+            let why = String::from("a b");
+            tracing::warn!(unit = %unit, why = ?why, "stopped (system shutdown): {}", 7);
+        });
+        let lines = cap.0.lock().map(|v| v.clone()).unwrap_or_default();
+        assert_eq!(
+            lines,
+            vec![format!(
+                "1970-01-01T00:00:00.000000Z  WARN {}: stopped (system shutdown): 7 unit=web why=\"a b\"\n",
+                module_path!()
+            )]
+        );
+    }
+}
