@@ -233,6 +233,23 @@ def setup(kind, n, tag, probes=False):
         return ["s6-svscan", layout_dirs(n, base)], signal.SIGTERM
     if kind == "horust":
         return horust_argv(horust_dir(n, base)), signal.SIGTERM
+    if kind == "monit":
+        # monit runs programs that return (daemons): `service sN daemon`
+        # forks and its parent exits. It checks every `set daemon` seconds
+        # (1 here, its minimum) and finds processes by their command line.
+        rc = base + ".monitrc"
+        for ext in (".state", ".id", ".pid", ".log"):
+            # A state file left by the previous round would be restored.
+            if os.path.exists(base + ext):
+                os.remove(base + ext)
+        with open(rc, "w") as f:
+            f.write(f"set daemon 1\nset init\nset logfile {base}.log\nset pidfile {base}.pid\n"
+                    f"set idfile {base}.id\nset statefile {base}.state\n")
+            for i in range(n):
+                f.write(f'check process s{i} matching "^{SERVICE} s{i} daemon$"\n'
+                        f'  start program = "{SERVICE} s{i} daemon"\n')
+        os.chmod(rc, 0o600)
+        return ["monit", "-I", "-c", rc], signal.SIGTERM
     if kind == "supervisord":
         conf = base + ".conf"
         with open(conf, "w") as f:
@@ -309,7 +326,8 @@ def ratio(vals, floor):
 SUPD_B = os.environ.get("SUPD_B")
 PEERS = (["floor", "supd", "supd-inherit"] + (["supd-b"] if SUPD_B else [])
          + (["supd-null"] if os.environ.get("BENCH_PEERS") else [])
-         + ["runit", "s6", "supervisord"] + (["horust"] if HORUST else []))
+         + ["runit", "s6", "supervisord"] + (["horust"] if HORUST else [])
+         + (["monit"] if shutil.which("monit") else []))
 # BENCH_PEERS=floor,supd,... narrows the set (the floor is always kept);
 # BENCH_ONLY=start,idle,restart,reap,stop,supd narrows the sections.
 if os.environ.get("BENCH_PEERS"):
@@ -350,6 +368,11 @@ def bench_start():
             order = PEERS[:]
             random.shuffle(order)
             for k in order:
+                if k == "monit" and n > 100:
+                    # monit starts about five services a second (N=100
+                    # takes ~20 s): N=500 would exceed the 60 s bound.
+                    per[k].append(None)
+                    continue
                 argv, sig = setup(k, n, f"start{n}")
                 m = Marks(MARKS)
                 t0 = now()
@@ -468,9 +491,9 @@ def bench_restart():
             argv, sig = setup(k, 1, "restart")
             m = Marks(MARKS)
             run = Run(argv, m.path)
-            m.wait(lambda m: len(m.starts()) >= 1, 30)
+            started = m.wait(lambda m: len(m.starts()) >= 1, 30)
             ts = []
-            for _ in range(kills):
+            for _ in range(kills if started else 0):
                 time.sleep(random.uniform(0.05, 0.3))
                 have = len(m.starts())
                 pid = int(m.starts()[-1].rsplit(".", 1)[1])
@@ -531,6 +554,11 @@ def bench_reap():
                 os.chmod(os.path.join(d, "run"), 0o755)
             elif k == "horust":
                 argv, sig = horust_argv(horust_dir(1, os.path.join(TMP, "hreap"), " orphans")), signal.SIGTERM
+            elif k == "monit":
+                argv, sig = setup(k, 1, "reap")
+                rc = argv[-1]
+                txt = open(rc).read().replace(" s0 daemon", " s0 orphans daemon")
+                open(rc, "w").write(txt)
             else:  # supervisord
                 argv, sig = setup(k, 1, "reap")
                 conf = argv[-1]

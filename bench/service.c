@@ -112,8 +112,21 @@ int main(int argc, char **argv) {
         if (!getcwd(cwd, sizeof cwd)) return 1;
         snprintf(name, sizeof name, "%s", basename(cwd));
     }
+    int orphans = 0, daemonize = 0;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "orphans") == 0) orphans = 1;
+        if (strcmp(argv[i], "daemon") == 0) daemonize = 1;
+    }
+    /* `daemon`: for monit, whose start program must return: fork, the
+     * parent exits, the child (reparented to PID 1) is the service. */
+    if (daemonize) {
+        pid_t c = fork();
+        if (c < 0) return 1;
+        if (c > 0) _exit(0);
+        setsid();
+    }
     signal(SIGTERM, on_term);
-    if (argc > 2 && strcmp(argv[2], "orphans") == 0) {
+    if (orphans) {
         mark("firstfork", now_ns());
         for (int i = 0; i < 1000; i++) {
             pid_t c = fork();

@@ -944,7 +944,13 @@ impl Driver {
             (Mode::VmInit, ShutdownKind::Reboot) => crate::world::init::finish_vm(true),
             (Mode::VmInit, _) => crate::world::init::finish_vm(false),
             _ => {
-                nix::unistd::sync();
+                // Not sync(2): in a container or under another init that
+                // flushes every dirty page of the whole host, an unbounded
+                // cost that is not ours (the lock store fsyncs what it
+                // writes). Flush only the state directory's filesystem.
+                if let Ok(d) = std::fs::File::open(&self.settings.state_dir) {
+                    let _ = nix::unistd::syncfs(&d);
+                }
                 tracing::info!("supd exiting");
                 0
             }

@@ -5,9 +5,10 @@
 //! - **Pure core** (no I/O, no clock, no tokio): `engine` (events in, actions
 //!   out), `unit` (validated specs), `graph` (dependency order and cycles),
 //!   `mounts` (mountinfo parsing and checks), `protocol` (wire types).
-//! - **World** (`world/`): everything that touches the kernel — spawning,
-//!   the single reaper, the mount watcher, the lock store, the control socket,
-//!   signals, PID-1 duties.
+//! - **World** (`world/`): everything that touches the kernel — spawning
+//!   (`spawn`: clone(CLONE_VM|CLONE_VFORK), no fork), the single reaper, the
+//!   mount watcher, the lock store, the control socket, signals, PID-1
+//!   duties, the log sink (`log`) and giving start-up memory back (`trim`).
 //! - **Driver** (`driver`): the only place the two meet; a current-thread
 //!   tokio loop that turns the world into `Event`s, feeds the engine and
 //!   carries out its `Action`s.

@@ -390,3 +390,55 @@ fn runtime_directory_umask_limits_and_stop_command() {
     );
     let _ = std::fs::remove_dir_all(format!("/run/{rundir}"));
 }
+
+#[test]
+fn output_is_captured_with_the_unit_name_inherited_or_discarded() {
+    if !can_run("output_is_captured") {
+        return;
+    }
+    let t = TempDir::new("output-out");
+    let o = t.path().display().to_string();
+    // Each unit prints on stdout and stderr, then says it is done.
+    let unit = |tag: &str, mode: &str| {
+        sh_unit(
+            &format!("echo out-{tag}; echo err-{tag} >&2; touch {o}/{tag}; exec sleep 600"),
+            &format!("output = \"{mode}\""),
+        )
+    };
+    let (cap, inh, nul) = (
+        unit("cap", "capture"),
+        unit("inh", "inherit"),
+        unit("nul", "null"),
+    );
+    let supd = Supd::start("output", &[("cap", &cap), ("inh", &inh), ("nul", &nul)]);
+    for tag in ["cap", "inh", "nul"] {
+        wait_for(&format!("{tag} ran"), Duration::from_secs(10), || {
+            t.path().join(tag).exists().then_some(())
+        });
+    }
+    // Captured lines arrive through supd's reader: wait for them.
+    let log = wait_for("captured lines in the log", Duration::from_secs(10), || {
+        let l = supd.log_text();
+        (l.contains("out-cap")
+            && l.contains("err-cap")
+            && l.contains("out-inh")
+            && l.contains("err-inh"))
+        .then_some(l)
+    });
+    let line = |needle: &str| {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_default()
+            .to_string()
+    };
+    // Both streams of a captured unit are tagged with its name.
+    assert!(line("out-cap").contains("unit=cap"), "{log}");
+    assert!(line("err-cap").contains("unit=cap"), "{log}");
+    // Inherited output goes straight to supd's stdout/stderr, untagged.
+    assert_eq!(line("out-inh"), "out-inh", "{log}");
+    assert_eq!(line("err-inh"), "err-inh", "{log}");
+    assert!(
+        !log.contains("out-nul") && !log.contains("err-nul"),
+        "{log}"
+    );
+}
