@@ -144,6 +144,7 @@ fn supd_peer() -> PeerInfo {
 pub fn run(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> i32 {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_park(crate::world::trim::on_park)
         .build()
     {
         Ok(rt) => rt,
@@ -354,8 +355,7 @@ async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> 
                 if let Some(t) = trim_at && Instant::now() >= t {
                     // Boot (or a reload) has settled: give back what it used.
                     d.trim_pending = false;
-                    let kib = crate::world::trim::after_boot();
-                    tracing::debug!("settled: dropped {kib} KiB of start-up mappings");
+                    crate::world::trim::request();
                     continue;
                 }
                 d.expire_probes();
