@@ -122,6 +122,46 @@ fn wall_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Blocks signals in this thread until dropped (then restores the mask).
+struct SigHold(libc::sigset_t);
+
+impl SigHold {
+    fn with(fill: impl FnOnce(&mut libc::sigset_t)) -> SigHold {
+        // SAFETY: plain libc calls on local sigsets.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            fill(&mut set);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+            SigHold(old)
+        }
+    }
+
+    fn chld() -> SigHold {
+        // SAFETY: adds one valid signal number to a valid set.
+        SigHold::with(|s| unsafe {
+            libc::sigaddset(s, libc::SIGCHLD);
+        })
+    }
+
+    fn all() -> SigHold {
+        // SAFETY: fills a valid set.
+        SigHold::with(|s| unsafe {
+            libc::sigfillset(s);
+        })
+    }
+}
+
+impl Drop for SigHold {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved by `with`.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut());
+        }
+    }
+}
+
 /// The unit's `output` key as the spawner's choice.
 fn output_to(spec: &UnitSpec) -> spawn::OutputTo {
     match spec.output {
@@ -142,6 +182,8 @@ fn supd_peer() -> PeerInfo {
 /// Run supd until shutdown completes. Returns the process exit code (only
 /// meaningful when not a VM's PID 1, which ends in reboot(2)).
 pub fn run(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> i32 {
+    // While the lowest descriptor numbers are still free.
+    spawn::init();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .on_thread_park(crate::world::trim::on_park)
@@ -153,7 +195,12 @@ pub fn run(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> i32 {
             return 1;
         }
     };
-    rt.block_on(main_loop(settings, set, seed))
+    let code = rt.block_on(main_loop(settings, set, seed));
+    // Everything that must outlive us is on disk (the disk thread was
+    // closed in `finish`); tearing down a task and a descriptor per unit
+    // would only delay the exit the stop-all figure measures.
+    std::mem::forget(rt);
+    code
 }
 
 async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> i32 {
@@ -259,9 +306,14 @@ async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> 
     let (disk_res_tx, mut disk_res_rx) = mpsc::unbounded_channel::<DiskResult>();
     let state_dir = settings.state_dir.clone();
     let state_mount = settings.state_mount.clone();
+    // The disk thread never takes signals: they all go to the loop's
+    // thread (so holding SIGCHLD there really holds it), and a blocking
+    // fsync is never interrupted by a handler. It inherits the mask.
+    let all = SigHold::all();
     let spawn_res = std::thread::Builder::new()
         .name("supd-disk".into())
         .spawn(move || disk_thread(state_dir, state_mount, dir_lock, disk_rx, disk_res_tx));
+    drop(all);
     if let Err(e) = spawn_res {
         tracing::error!("cannot start the persistence thread: {e}");
         return 1;
@@ -543,11 +595,17 @@ impl Driver {
                     return;
                 }
             };
+            // Hold SIGCHLD while carrying out a batch: stopping 100 units
+            // is 100 signals, and every child that exits meanwhile would
+            // interrupt the loop with a handler run. Held, the exits
+            // coalesce into one pending SIGCHLD and one reaper drain.
+            let held = SigHold::chld();
             for a in actions {
                 if let Some(ev) = self.execute(a) {
                     batch.push(ev);
                 }
             }
+            drop(held);
         }
     }
 
@@ -757,8 +815,12 @@ impl Driver {
     /// The reaper: the only `waitpid(-1)` in supd. Signals coalesce, so
     /// drain until nothing is left — never a bounded number per wake-up.
     fn reap(&mut self) {
+        // Exits during the drain are collected by it; their SIGCHLDs would
+        // only interrupt it. One stays pending and wakes us once more.
+        let held = SigHold::chld();
         let mut exits = Vec::new();
         self.reap_into(&mut exits);
+        drop(held);
         if !exits.is_empty() {
             self.feed_many(exits);
         }
@@ -944,13 +1006,11 @@ impl Driver {
             (Mode::VmInit, ShutdownKind::Reboot) => crate::world::init::finish_vm(true),
             (Mode::VmInit, _) => crate::world::init::finish_vm(false),
             _ => {
-                // Not sync(2): in a container or under another init that
-                // flushes every dirty page of the whole host, an unbounded
-                // cost that is not ours (the lock store fsyncs what it
-                // writes). Flush only the state directory's filesystem.
-                if let Ok(d) = std::fs::File::open(&self.settings.state_dir) {
-                    let _ = nix::unistd::syncfs(&d);
-                }
+                // No sync(2): in a container or under another init it would
+                // flush every dirty page of the whole host, an unbounded
+                // cost that is not ours, and the kernel outlives us anyway.
+                // What supd itself must not lose (locks, audit) was fsynced
+                // when written.
                 tracing::info!("supd exiting");
                 0
             }
