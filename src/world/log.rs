@@ -5,9 +5,9 @@
 //! and the VM test read) and writing it with one `write` call, so lines
 //! from supd never interleave mid-line on a shared console.
 //!
-//! Why not tracing-subscriber: its fmt layer was 112 KiB of the PID-1
-//! binary (measured on the static musl build), for a job that is one
-//! visitor and one write here. We use no spans, filters or layers.
+//! Why not tracing-subscriber: its fmt layer cost 49 KB more than this
+//! module in the static PID-1 binary (measured on the musl build), for a
+//! job that is one visitor and one write here. We use no spans, filters or layers.
 //!
 //! Must never: block on anything but the write itself, panic on a closed
 //! or broken stderr (the console of a VM can vanish), or allocate per event
