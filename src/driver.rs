@@ -36,6 +36,7 @@ use crate::world::control::{self, ControlRequest};
 use crate::world::init::Mode;
 use crate::world::lock_store::{LoadOutcome, LockStore};
 use crate::world::mount_watch::{self, MountWatcher};
+use crate::world::sigmask::SigHold;
 use crate::world::{notify, output, probe, spawn};
 
 /// Everything the driver needs to run, resolved from flags, supd.toml and
@@ -120,55 +121,6 @@ fn wall_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// Blocks signals in this thread until dropped (then restores the mask).
-struct SigHold(libc::sigset_t);
-
-impl SigHold {
-    fn with(fill: impl FnOnce(&mut libc::sigset_t)) -> SigHold {
-        // SAFETY: plain libc calls on local sigsets.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            fill(&mut set);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
-            SigHold(old)
-        }
-    }
-
-    fn chld() -> SigHold {
-        // SAFETY: adds one valid signal number to a valid set.
-        SigHold::with(|s| unsafe {
-            libc::sigaddset(s, libc::SIGCHLD);
-        })
-    }
-
-    fn all() -> SigHold {
-        // SAFETY: fills a valid set.
-        SigHold::with(|s| unsafe {
-            libc::sigfillset(s);
-        })
-    }
-}
-
-impl Drop for SigHold {
-    fn drop(&mut self) {
-        // SAFETY: restores the mask saved by `with`.
-        unsafe {
-            libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut());
-        }
-    }
-}
-
-/// The unit's `output` key as the spawner's choice.
-fn output_to(spec: &UnitSpec) -> spawn::OutputTo {
-    match spec.output {
-        crate::unit::Output::Capture => spawn::OutputTo::Capture,
-        crate::unit::Output::Inherit => spawn::OutputTo::Inherit,
-        crate::unit::Output::Null => spawn::OutputTo::Discard,
-    }
 }
 
 fn supd_peer() -> PeerInfo {
@@ -405,7 +357,8 @@ async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> 
             }
             _ = sleep_until(deadline) => {
                 if let Some(t) = trim_at && Instant::now() >= t {
-                    // Boot (or a reload) has settled: give back what it used.
+                    // Boot, a reload or commands have settled: give back
+                    // what they used.
                     d.trim_pending = false;
                     crate::world::trim::request();
                     continue;
@@ -418,8 +371,8 @@ async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> 
     }
 }
 
-/// How long the loop must have been quiet after boot or a reload before
-/// start-up memory is given back (one wake-up, once).
+/// How long the loop must have been quiet after boot, a reload or operator
+/// commands before their memory is given back (one wake-up each time).
 const TRIM_AFTER_QUIET: Duration = Duration::from_millis(250);
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -633,7 +586,7 @@ impl Driver {
                     notify_socket: None,
                     main_pid: self.run_pids.get(&run).copied(),
                 };
-                match spawn::spawn(&spec, &argv, &[], &env, output_to(&spec), None) {
+                match spawn::spawn(&spec, &argv, &[], &env, None) {
                     Ok(s) => {
                         self.procs.insert(s.pid, Proc::StopCommand(run));
                         if let Some(fd) = s.output {
@@ -712,7 +665,7 @@ impl Driver {
             main_pid: None,
         };
         let ready_fd = (spec.ready.kind == crate::unit::ReadyKind::Fd).then_some(spec.ready.fd);
-        match spawn::spawn(spec, &spec.exec, mounts, &env, output_to(spec), ready_fd) {
+        match spawn::spawn(spec, &spec.exec, mounts, &env, ready_fd) {
             Ok(s) => {
                 self.procs.insert(s.pid, Proc::Main(run));
                 self.run_pids.insert(run, s.pid);
@@ -751,7 +704,7 @@ impl Driver {
                     notify_socket: None,
                     main_pid: None,
                 };
-                match spawn::spawn(&spec, argv, &[], &env, output_to(&spec), None) {
+                match spawn::spawn(&spec, argv, &[], &env, None) {
                     Ok(s) => {
                         self.procs
                             .insert(s.pid, Proc::Probe(run, kind, Instant::now() + timeout));

@@ -10,5 +10,6 @@ pub mod notify;
 pub mod output;
 pub mod probe;
 pub mod shim;
+pub mod sigmask;
 pub mod spawn;
 pub mod trim;

@@ -45,7 +45,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::mounts::MountProblem;
-use crate::unit::{MountReq, UnitSpec};
+use crate::unit::{MountReq, Output, UnitSpec};
 
 /// Default PATH for services: the kernel gives PID 1 none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -64,18 +64,6 @@ pub enum SpawnError {
     Mount(MountProblem),
     /// Setup or exec failed; the text says which step and why.
     Failed(String),
-}
-
-/// Where a child's stdout and stderr go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputTo {
-    /// One pipe for both, read by `output` and logged with the unit's name
-    /// (as systemd's journal stream is shared by stdout and stderr).
-    Capture,
-    /// supd's own stdout and stderr (the console, or the container's log).
-    Inherit,
-    /// /dev/null.
-    Discard,
 }
 
 /// Three reserved low descriptor numbers (see the module doc) and whether
@@ -334,7 +322,6 @@ pub fn spawn(
     argv: &[String],
     mounts: &[MountReq],
     extra: &SpawnEnv<'_>,
-    output: OutputTo,
     ready_fd: Option<i32>,
 ) -> Result<Spawned, SpawnError> {
     let Some(program) = argv.first() else {
@@ -386,20 +373,22 @@ pub fn spawn(
         .map(OwnedFd::from)
         .map_err(|e| SpawnError::Failed(format!("opening /dev/null: {e}")))?;
     let mut fds: Vec<(i32, i32)> = vec![(devnull.as_raw_fd(), 0)];
-    let out_pipe = match output {
-        OutputTo::Capture => {
+    // Where stdout and stderr go: one pipe for both (as systemd's journal
+    // stream is shared), supd's own, or /dev/null.
+    let out_pipe = match spec.output {
+        Output::Capture => {
             let (r, w) = nix::unistd::pipe2(cloexec)
                 .map_err(|e| SpawnError::Failed(format!("creating the output pipe: {e}")))?;
             fds.push((w.as_raw_fd(), 1));
             fds.push((w.as_raw_fd(), 2));
             Some((r, w))
         }
-        OutputTo::Discard => {
+        Output::Null => {
             fds.push((devnull.as_raw_fd(), 1));
             fds.push((devnull.as_raw_fd(), 2));
             None
         }
-        OutputTo::Inherit => None,
+        Output::Inherit => None,
     };
     // s6-style readiness: the service gets the write end of a pipe as fd N.
     let ready_pipe = match ready_fd {
@@ -416,7 +405,6 @@ pub fn spawn(
     let _guard = SPAWN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let slots = SLOTS.get_or_init(reserve_slots).as_ref();
     let mut unshare_below = None;
-    let touched_slots = slots.is_some();
     if let Some(sl) = slots {
         let mut sources: Vec<i32> = Vec::with_capacity(3);
         for &(src, _) in &fds {
@@ -513,9 +501,7 @@ pub fn spawn(
 
     let mut err = ChildErr::default();
     let res = clone_and_exec(&plan, &mut err);
-    if let Some(sl) = slots
-        && touched_slots
-    {
+    if let Some(sl) = slots {
         // Give the slots back to /dev/null: our copies of the pipes' write
         // ends must close, or their readers never see end-of-file.
         for slot in sl.fds {
@@ -626,13 +612,7 @@ fn clone_with(
     };
     // Block every signal so no handler of ours runs in the child while it
     // shares our memory; the child resets dispositions before unblocking.
-    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: plain libc calls on local sigsets.
-    unsafe {
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-    }
+    let held = crate::world::sigmask::SigHold::all();
     // SAFETY: CLONE_VM|CLONE_VFORK suspends this thread until the child
     // execs or exits, so `arg` and `stack` stay valid and untouched by us
     // while the child uses them; `f` only makes raw system calls on data
@@ -646,10 +626,7 @@ fn clone_with(
         )
     };
     let err = std::io::Error::last_os_error();
-    // SAFETY: restores the mask saved above.
-    unsafe {
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-    }
+    drop(held);
     drop(stack);
     if pid < 0 {
         return Err(err);
@@ -836,7 +813,7 @@ mod tests {
             notify_socket: None,
             main_pid: Some(42),
         };
-        let s = spawn(spec, &argv, &[], &env, OutputTo::Capture, None).expect("spawn");
+        let s = spawn(spec, &argv, &[], &env, None).expect("spawn");
         let mut out = String::new();
         let fd = s.output.expect("pipe");
         std::fs::File::from(fd)
@@ -877,7 +854,7 @@ mod tests {
             main_pid: None,
         };
         let argv = vec!["/nonexistent/prog".to_string()];
-        match spawn(&spec, &argv, &[], &env, OutputTo::Discard, None) {
+        match spawn(&spec, &argv, &[], &env, None) {
             Err(SpawnError::Failed(m)) => assert!(m.contains("exec /nonexistent/prog"), "{m}"),
             Ok(s) => panic!("spawned pid {}", s.pid),
             Err(e) => panic!("{e:?}"),
@@ -885,13 +862,13 @@ mod tests {
         let mut spec = UnitSpec::simple("t", UnitKind::Longrun, &["true"]);
         spec.working_directory = Some("/nonexistent/dir".into());
         let argv = vec!["true".to_string()];
-        match spawn(&spec, &argv, &[], &env, OutputTo::Discard, None) {
+        match spawn(&spec, &argv, &[], &env, None) {
             Err(SpawnError::Failed(m)) => assert!(m.contains("working_directory"), "{m}"),
             Ok(s) => panic!("spawned pid {}", s.pid),
             Err(e) => panic!("{e:?}"),
         }
         let argv = vec!["no-such-program-supd".to_string()];
-        match spawn(&spec, &argv, &[], &env, OutputTo::Discard, None) {
+        match spawn(&spec, &argv, &[], &env, None) {
             Err(SpawnError::Failed(m)) => assert!(m.contains("not found on PATH"), "{m}"),
             Ok(s) => panic!("spawned pid {}", s.pid),
             Err(e) => panic!("{e:?}"),
@@ -939,7 +916,7 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let s = spawn(&spec, &argv, &[], &env, OutputTo::Capture, Some(3)).expect("spawn");
+        let s = spawn(&spec, &argv, &[], &env, Some(3)).expect("spawn");
         let mut ready = String::new();
         std::fs::File::from(s.ready.expect("ready pipe"))
             .read_to_string(&mut ready)

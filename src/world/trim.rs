@@ -1,7 +1,8 @@
 //! Giving back what start-up used.
 //!
-//! Owns: one call, made by the driver once boot, a reload or a burst of
-//! operator commands has settled — the first 250 ms of quiet after it — that returns start-up memory to the
+//! Owns: one call, made once boot, a reload or a burst of operator
+//! commands has settled (the driver asks after 250 ms of quiet; the
+//! runtime's park hook runs it), that returns start-up memory to the
 //! kernel: free heap pages (`malloc_trim`, glibc only) and the page-table
 //! mappings of code and read-only data (supd's own and its shared
 //! libraries') that start-up touched (argument and unit-file parsing,
@@ -32,13 +33,13 @@ pub fn request() {
 /// The runtime's `on_thread_park` hook: trim if asked.
 pub fn on_park() {
     if REQUESTED.swap(false, std::sync::atomic::Ordering::Relaxed) {
-        let kib = after_boot();
+        let kib = trim_now();
         tracing::debug!("settled: dropped {kib} KiB of start-up mappings");
     }
 }
 
 /// Trim now; returns how many KiB of mappings were dropped (for the log).
-pub fn after_boot() -> u64 {
+pub fn trim_now() -> u64 {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free memory of the allocator.
     unsafe {
@@ -151,7 +152,7 @@ Anonymous:           132 kB
     #[test]
     fn trimming_keeps_the_process_working() {
         // Drop our own test binary's code mappings, then run code again.
-        let _ = after_boot();
+        let _ = trim_now();
         let v: Vec<u64> = (0..1000).collect();
         assert_eq!(v.iter().sum::<u64>(), 499_500);
         assert!(format!("{:?}", v.len()).contains("1000"));
