@@ -11,5 +11,6 @@ pub mod output;
 pub mod probe;
 pub mod shim;
 pub mod sigmask;
+pub mod signals;
 pub mod spawn;
 pub mod trim;

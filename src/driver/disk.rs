@@ -1,0 +1,211 @@
+//! The persistence thread: the only writer of supd's state directory.
+//!
+//! Owns: the lock store and the audit log on disk, and the state
+//! directory's flock for supd's lifetime. Jobs are done strictly in the
+//! order they were queued, so an audit record and a lock write reach the
+//! disk in the order the engine decided them; results go back to the loop
+//! as `DiskResult`s.
+//!
+//! Must never: run on the event loop's thread (fsync can take seconds on a
+//! busy disk, and PID 1 must keep reaping); take signals (it is created
+//! with every signal blocked, so holding SIGCHLD on the loop's thread
+//! really holds it, and a blocking fsync is never interrupted); create the
+//! state directory under a mount point whose filesystem is not there yet.
+
+use std::path::PathBuf;
+
+use tokio::sync::mpsc;
+
+use super::Driver;
+use crate::engine::locks::LockMap;
+use crate::engine::{Event, LocksLoad};
+use crate::unit::MountReq;
+use crate::world::audit::{self, AuditRecord};
+use crate::world::lock_store::{DirLock, LoadOutcome, LockStore};
+use crate::world::mount_watch;
+use crate::world::sigmask::SigHold;
+
+/// Work for the persistence thread.
+pub(super) enum DiskJob {
+    Persist {
+        version: u64,
+        locks: LockMap,
+    },
+    Audit(AuditRecord),
+    /// Load the lock state (at boot, or when the state mount appears).
+    Load,
+    /// Shutdown: close every file in the state directory (the flock
+    /// included) so its filesystem can be unmounted, then answer.
+    Close(std::sync::mpsc::Sender<()>),
+}
+
+pub(super) enum DiskResult {
+    Persisted {
+        version: u64,
+        result: Result<(), String>,
+    },
+    Loaded(LocksLoad),
+}
+
+/// Start the persistence thread. `dir_lock` is the state directory's flock
+/// when it was already taken (state dir not on a late mount).
+pub(super) fn start(
+    dir: PathBuf,
+    state_mount: Option<MountReq>,
+    dir_lock: Option<DirLock>,
+) -> std::io::Result<(
+    std::sync::mpsc::Sender<DiskJob>,
+    mpsc::UnboundedReceiver<DiskResult>,
+)> {
+    let (job_tx, job_rx) = std::sync::mpsc::channel::<DiskJob>();
+    let (res_tx, res_rx) = mpsc::unbounded_channel::<DiskResult>();
+    // The thread inherits the mask: every signal stays with the loop.
+    let all = SigHold::all();
+    let spawned = std::thread::Builder::new()
+        .name("supd-disk".into())
+        .spawn(move || run(dir, state_mount, dir_lock, job_rx, res_tx));
+    drop(all);
+    spawned.map(|_| (job_tx, res_rx))
+}
+
+fn run(
+    dir: PathBuf,
+    state_mount: Option<MountReq>,
+    dir_lock: Option<DirLock>,
+    rx: std::sync::mpsc::Receiver<DiskJob>,
+    tx: mpsc::UnboundedSender<DiskResult>,
+) {
+    let mut store = LockStore::open(&dir);
+    // Held for supd's lifetime: a second supd on the same state refuses.
+    let mut dir_lock = dir_lock;
+    while let Ok(job) = rx.recv() {
+        match job {
+            DiskJob::Load => {
+                let load = load(&dir, state_mount.as_ref(), &mut store, &mut dir_lock);
+                if tx.send(DiskResult::Loaded(load)).is_err() {
+                    return;
+                }
+            }
+            DiskJob::Persist { version, locks } => {
+                let result = store
+                    .write_durable(&locks)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                if tx.send(DiskResult::Persisted { version, result }).is_err() {
+                    return;
+                }
+            }
+            DiskJob::Close(done) => {
+                drop(dir_lock.take());
+                let _ = done.send(());
+                return;
+            }
+            DiskJob::Audit(rec) => {
+                if let Err(e) = audit::append_durable(&dir, &rec) {
+                    tracing::error!("audit log in {}: {e}", dir.display());
+                }
+            }
+        }
+    }
+}
+
+fn load(
+    dir: &std::path::Path,
+    state_mount: Option<&MountReq>,
+    store: &mut LockStore,
+    dir_lock: &mut Option<DirLock>,
+) -> LocksLoad {
+    if dir_lock.is_none() {
+        // Load is only asked once the state dir's mount (if any) was seen;
+        // re-check it right here so creating the directory can never land
+        // under an empty mount point.
+        if let Some(m) = state_mount {
+            let table = mount_watch::read_mount_table().unwrap_or_default();
+            if let Err(p) = table.check(m) {
+                return LocksLoad::Unknown(format!(
+                    "state directory {} is not mounted: {p}",
+                    dir.display()
+                ));
+            }
+        }
+        if let Err(e) = store.ensure_dir() {
+            return LocksLoad::Unknown(format!(
+                "cannot create state directory {}: {e}",
+                dir.display()
+            ));
+        }
+        match store.lock_dir() {
+            Ok(l) => *dir_lock = Some(l),
+            Err(e) => return LocksLoad::Unknown(e.to_string()),
+        }
+    }
+    match store.load() {
+        LoadOutcome::Loaded { locks, note, .. } => {
+            if let Some(n) = note {
+                tracing::warn!("lock state: {n}");
+            }
+            LocksLoad::Loaded(locks)
+        }
+        LoadOutcome::Fresh => LocksLoad::Loaded(LockMap::new()),
+        LoadOutcome::Failed { problem, kept } => {
+            let kept: Vec<String> = kept.iter().map(|p| p.display().to_string()).collect();
+            LocksLoad::Unknown(if kept.is_empty() {
+                problem
+            } else {
+                format!("{problem} (kept for inspection: {})", kept.join(", "))
+            })
+        }
+    }
+}
+
+impl Driver {
+    /// Ask the disk thread to load the locks, unless the state directory's
+    /// filesystem is not there yet — then the state stays unknown
+    /// (fail-closed) and we never create a fresh store in the directory
+    /// underneath the mount point.
+    pub(super) fn start_lock_load(&mut self, table: &crate::mounts::MountTable) {
+        if let Some(m) = &self.settings.state_mount
+            && let Err(p) = table.check(m)
+        {
+            if !self.locks_wait_mount {
+                tracing::warn!(
+                    "state directory {} waits for its filesystem: {p}; only essential units start until it is mounted",
+                    self.settings.state_dir.display()
+                );
+                self.locks_wait_mount = true;
+                self.feed(Event::LocksLoaded(LocksLoad::Unknown(format!(
+                    "state directory {} is not mounted yet: {p}",
+                    self.settings.state_dir.display()
+                ))));
+            }
+            return;
+        }
+        self.locks_wait_mount = false;
+        let _ = self.disk_tx.send(DiskJob::Load);
+    }
+
+    pub(super) fn disk_result(&mut self, res: DiskResult) {
+        match res {
+            DiskResult::Persisted { version, result } => {
+                self.feed(Event::LocksPersisted { version, result })
+            }
+            DiskResult::Loaded(load) => {
+                if let LocksLoad::Unknown(why) = &load {
+                    tracing::error!(
+                        "lock state unknown: {why}; only essential units start until an operator runs `supctl maintenance recover`"
+                    );
+                }
+                self.feed(Event::LocksLoaded(load));
+            }
+        }
+    }
+
+    /// Everything queued for the disk is written in order before this;
+    /// then the state directory is released so it can be unmounted.
+    pub(super) fn close_disk(&mut self) {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        if self.disk_tx.send(DiskJob::Close(done_tx)).is_ok() {
+            let _ = done_rx.recv_timeout(std::time::Duration::from_secs(10));
+        }
+    }
+}

@@ -1,0 +1,510 @@
+//! The driver: where the pure engine meets the world.
+//!
+//! Owns: the single-threaded event loop — a router. It waits on the world's
+//! sources (signals, the mount watcher, the control socket, sd_notify
+//! datagrams, probe results, readiness lines, the disk thread, the one
+//! timer), turns what arrives into `Event`s, feeds them to the engine and
+//! carries out the returned `Action`s. The pieces it routes to live beside
+//! it:
+//!
+//! - `procs`: the process table and the only `waitpid(-1)` (the reaper),
+//!   and process creation for mains, exec probes and stop commands;
+//! - `disk`: the persistence thread (lock store, audit log, state-dir lock);
+//! - `dispatch`: control requests, reloads and sd_notify → engine events.
+//!
+//! Must never: decide anything the engine should decide; block (fsync is
+//! on the disk thread, probes are tasks or reaped processes); let an engine
+//! panic take PID 1 down (the engine runs under `catch_unwind`; if it ever
+//! panics the driver keeps reaping and answering, and starts nothing more).
+
+mod disk;
+mod dispatch;
+mod procs;
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::Signal;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::engine::{
+    Action, Engine, EngineConfig, Event, PeerInfo, ProbeKind, ReqId, RunId, ShutdownKind,
+};
+use crate::protocol::Response;
+use crate::unit::MountReq;
+use crate::world::control::{self, ControlRequest};
+use crate::world::init::Mode;
+use crate::world::lock_store::LockStore;
+use crate::world::mount_watch::{self, MountWatcher};
+use crate::world::notify::{self, NotifySocket};
+use crate::world::sigmask::SigHold;
+use crate::world::signals::{Incoming, Signals};
+use crate::world::spawn;
+
+use disk::{DiskJob, DiskResult};
+use procs::ProcTable;
+
+/// Everything the driver needs to run, resolved from flags, supd.toml and
+/// defaults by `bin/supd.rs`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub units_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub max_parallel_starts: u32,
+    /// The state dir's filesystem, when it is mounted late in boot.
+    pub state_mount: Option<MountReq>,
+    pub mode: Mode,
+}
+
+type ProbeResult = (RunId, ProbeKind, bool, Option<String>);
+
+struct Driver {
+    engine: Engine,
+    /// Set if the engine ever panicked: nothing starts any more, but we
+    /// keep reaping and answering (PID 1 must not die).
+    engine_broken: Option<String>,
+    settings: Settings,
+    /// Every process we created, until reaped.
+    procs: ProcTable,
+    replies: HashMap<ReqId, oneshot::Sender<Response>>,
+    next_req: u64,
+    disk_tx: std::sync::mpsc::Sender<DiskJob>,
+    probe_tx: mpsc::UnboundedSender<ProbeResult>,
+    /// `[ready] kind = "fd"` readiness lines arrive here.
+    ready_tx: mpsc::UnboundedSender<RunId>,
+    notify_path: Option<String>,
+    /// Waiting for the state directory's filesystem before loading locks.
+    locks_wait_mount: bool,
+    shutdown_complete: Option<ShutdownKind>,
+    /// When the loop started; for the shutdown log line.
+    started: Instant,
+    /// Boot or a reload happened and its memory has not been trimmed yet.
+    trim_pending: bool,
+    /// When the loop last handled anything (the trim waits for quiet).
+    last_activity: Instant,
+}
+
+/// The world's sources the loop waits on, other than the driver's own
+/// channels' senders (which live in `Driver`).
+struct Sources {
+    signals: Signals,
+    watcher: Option<MountWatcher>,
+    notify: Option<NotifySocket>,
+    ctl_rx: mpsc::Receiver<ControlRequest>,
+    disk_rx: mpsc::UnboundedReceiver<DiskResult>,
+    probe_rx: mpsc::UnboundedReceiver<ProbeResult>,
+    ready_rx: mpsc::UnboundedReceiver<RunId>,
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The peer recorded for what supd does on its own behalf (SIGHUP reload).
+fn supd_peer() -> PeerInfo {
+    PeerInfo {
+        uid: nix::unistd::geteuid().as_raw(),
+        pid: Some(std::process::id() as i32),
+        name: "supd".to_string(),
+    }
+}
+
+/// Run supd until shutdown completes. Returns the process exit code (only
+/// meaningful when not a VM's PID 1, which ends in reboot(2)).
+pub fn run(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> i32 {
+    // While the lowest descriptor numbers are still free.
+    spawn::init();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_park(crate::world::trim::on_park)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot build the runtime: {e}");
+            return 1;
+        }
+    };
+    let code = rt.block_on(main_loop(settings, set, seed));
+    // Everything that must outlive us is on disk (the disk thread was
+    // closed in `finish`); tearing down a task and a descriptor per unit
+    // would only delay the exit the stop-all figure measures.
+    std::mem::forget(rt);
+    code
+}
+
+async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> i32 {
+    let Some((mut d, mut src)) = setup(settings, set, seed) else {
+        return 1;
+    };
+    let table = mount_watch::read_mount_table().unwrap_or_default();
+    d.start_lock_load(&table);
+    // Kick the engine once so units that need nothing start at boot.
+    d.feed(Event::Tick);
+
+    loop {
+        if let Some(kind) = d.shutdown_complete {
+            return d.finish(kind);
+        }
+        let trim_at = d.trim_pending.then(|| d.last_activity + TRIM_AFTER_QUIET);
+        let deadline = match (d.next_wakeup(), trim_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        tokio::select! {
+            biased;
+            s = src.signals.recv() => d.signal(s),
+            Some(req) = src.ctl_rx.recv() => d.control(req),
+            Some(res) = src.disk_rx.recv() => d.disk_result(res),
+            Some((run, kind, ok, output)) = src.probe_rx.recv() => {
+                d.feed(Event::ProbeAnswered { run, kind, ok, output })
+            }
+            Some(run) = src.ready_rx.recv() => d.feed(Event::ReadyFd { run }),
+            r = async { match &src.notify { Some(s) => s.recv().await, None => std::future::pending().await } } => {
+                if let Ok(r) = r { d.notified(r) }
+            }
+            t = async { match src.watcher.as_mut() { Some(w) => w.changed().await, None => std::future::pending().await } } => {
+                match t {
+                    Ok(table) => {
+                        if d.locks_wait_mount {
+                            d.start_lock_load(&table);
+                        }
+                        d.feed(Event::MountTableChanged(table));
+                    }
+                    Err(e) => {
+                        tracing::error!("mount watcher failed: {e}; no longer watching");
+                        src.watcher = None;
+                    }
+                }
+            }
+            _ = sleep_until(deadline) => {
+                if let Some(t) = trim_at && Instant::now() >= t {
+                    // Boot, a reload or commands have settled: give back
+                    // what they used.
+                    d.trim_pending = false;
+                    crate::world::trim::request();
+                    continue;
+                }
+                d.expire_probes();
+                d.feed(Event::Tick);
+            }
+        }
+        d.last_activity = Instant::now();
+    }
+}
+
+/// Open every source and build the driver; `None` when supd cannot run
+/// (the reason was logged).
+fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Driver, Sources)> {
+    // Signals first: a child that exits before we listen must still wake us.
+    let signals = Signals::install()
+        .map_err(|e| tracing::error!("signal handler: {e}"))
+        .ok()?;
+    if settings.mode == Mode::VmInit {
+        // ctrl-alt-del becomes SIGINT to us instead of an immediate reboot.
+        let _ = nix::sys::reboot::set_cad_enabled(false);
+    }
+    let subreaper = settings.mode == Mode::Subreaper;
+
+    let watcher = match MountWatcher::new() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::error!(
+                "cannot watch the mount table ({e}); units waiting on mounts will not start until reload"
+            );
+            None
+        }
+    };
+    let table = mount_watch::read_mount_table().unwrap_or_default();
+    let engine = Engine::new(
+        set,
+        EngineConfig {
+            max_parallel_starts: settings.max_parallel_starts,
+            seed,
+        },
+        table,
+    );
+
+    // The state directory is ours alone: a second supd on the same state
+    // would make two writers of the lock file. (With a late-mounted state
+    // dir the lock is taken once the mount appears.)
+    let mut dir_lock = None;
+    if settings.state_mount.is_none() {
+        let store = LockStore::open(&settings.state_dir);
+        match store.ensure_dir().and_then(|_| store.lock_dir()) {
+            Ok(l) => dir_lock = Some(l),
+            Err(e) => {
+                tracing::error!("state directory {}: {e}", settings.state_dir.display());
+                if subreaper {
+                    eprintln!("supd: {e}");
+                    return None;
+                }
+            }
+        }
+    }
+
+    let (ctl_tx, ctl_rx) = mpsc::channel::<ControlRequest>(64);
+    match control::bind(&settings.socket) {
+        Ok(listener) => {
+            tokio::spawn(control::serve(
+                listener,
+                ctl_tx,
+                std::future::pending::<()>(),
+            ));
+            tracing::info!("control socket at {}", settings.socket.display());
+        }
+        Err(e) => {
+            tracing::error!("control socket {}: {e}", settings.socket.display());
+            if subreaper {
+                eprintln!("supd: {e}");
+                return None;
+            }
+        }
+    }
+
+    // sd_notify socket, next to the control socket.
+    let notify_path = settings
+        .socket
+        .parent()
+        .map(|d| d.join("notify.sock"))
+        .unwrap_or_else(|| PathBuf::from("/run/supd/notify.sock"));
+    let notify = match notify::NotifySocket::bind(&notify_path) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(
+                "sd_notify socket {}: {e}; notify readiness unavailable",
+                notify_path.display()
+            );
+            None
+        }
+    };
+
+    let (disk_tx, disk_rx) = disk::start(
+        settings.state_dir.clone(),
+        settings.state_mount.clone(),
+        dir_lock,
+    )
+    .map_err(|e| tracing::error!("cannot start the persistence thread: {e}"))
+    .ok()?;
+
+    let (probe_tx, probe_rx) = mpsc::unbounded_channel();
+    let (ready_tx, ready_rx) = mpsc::unbounded_channel();
+    let d = Driver {
+        engine,
+        engine_broken: None,
+        locks_wait_mount: false,
+        procs: ProcTable::default(),
+        replies: HashMap::new(),
+        next_req: 1,
+        disk_tx,
+        probe_tx,
+        ready_tx,
+        notify_path: notify
+            .as_ref()
+            .map(|s| s.path.to_string_lossy().to_string()),
+        shutdown_complete: None,
+        started: Instant::now(),
+        trim_pending: true,
+        last_activity: Instant::now(),
+        settings,
+    };
+    let src = Sources {
+        signals,
+        watcher,
+        notify,
+        ctl_rx,
+        disk_rx,
+        probe_rx,
+        ready_rx,
+    };
+    Some((d, src))
+}
+
+/// How long the loop must have been quiet after boot, a reload or operator
+/// commands before their memory is given back (one wake-up each time).
+const TRIM_AFTER_QUIET: Duration = Duration::from_millis(250);
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Driver {
+    fn term_kind(&self) -> ShutdownKind {
+        match self.settings.mode {
+            Mode::VmInit => ShutdownKind::Poweroff,
+            Mode::ContainerInit | Mode::Subreaper => ShutdownKind::Exit,
+        }
+    }
+
+    fn signal(&mut self, s: Incoming) {
+        match s {
+            Incoming::Child => self.reap(),
+            Incoming::Terminate | Incoming::Power => {
+                tracing::info!("{s:?} signal received");
+                self.feed(Event::ShutdownRequested(self.term_kind()));
+            }
+            Incoming::Interrupt => {
+                tracing::info!("SIGINT received");
+                let kind = if self.settings.mode == Mode::VmInit {
+                    ShutdownKind::Reboot
+                } else {
+                    ShutdownKind::Exit
+                };
+                self.feed(Event::ShutdownRequested(kind));
+            }
+            Incoming::Hangup => self.reload_on_hup(),
+            Incoming::User1 => self.procs.signal_all_units(Signal::SIGUSR1),
+            Incoming::User2 => self.procs.signal_all_units(Signal::SIGUSR2),
+        }
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        let engine = if self.engine_broken.is_some() {
+            None
+        } else {
+            self.engine.next_deadline()
+        };
+        engine
+            .into_iter()
+            .chain(self.procs.next_probe_deadline())
+            .min()
+    }
+
+    /// Feed one event and carry out everything that follows from it.
+    fn feed(&mut self, ev: Event) {
+        self.feed_many(vec![ev]);
+    }
+
+    /// Feed events that happened together; the immediate answers to the
+    /// resulting actions (spawn results) are fed back as one batch too.
+    fn feed_many(&mut self, events: Vec<Event>) {
+        let mut batch = events;
+        while !batch.is_empty() {
+            if self.engine_broken.is_some() {
+                return;
+            }
+            let now = Instant::now();
+            let engine = &mut self.engine;
+            let evs = std::mem::take(&mut batch);
+            let actions = match catch_unwind(AssertUnwindSafe(|| engine.handle_many(now, evs))) {
+                Ok(a) => a,
+                Err(p) => {
+                    let msg = p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "unknown panic".into());
+                    tracing::error!(
+                        "BUG: the engine panicked ({msg}); supd keeps reaping and answering but starts nothing more. Please report this."
+                    );
+                    self.engine_broken = Some(msg);
+                    return;
+                }
+            };
+            // Hold SIGCHLD while carrying out a batch: stopping 100 units
+            // is 100 signals, and every child that exits meanwhile would
+            // interrupt the loop with a handler run. Held, the exits
+            // coalesce into one pending SIGCHLD and one reaper drain.
+            let held = SigHold::chld();
+            for a in actions {
+                if let Some(ev) = self.execute(a) {
+                    batch.push(ev);
+                }
+            }
+            drop(held);
+        }
+    }
+
+    /// Carry out one action; an immediate result comes back as an event.
+    fn execute(&mut self, action: Action) -> Option<Event> {
+        match action {
+            Action::Spawn { run, spec, mounts } => Some(self.spawn_main(run, &spec, &mounts)),
+            Action::Signal { run, signal } => {
+                if let Ok(sig) = Signal::try_from(signal) {
+                    self.procs.signal_run(run, sig);
+                }
+                None
+            }
+            Action::StopExec { run, spec } => {
+                self.stop_exec(run, &spec);
+                None
+            }
+            Action::PersistLocks { version, locks } => {
+                if self
+                    .disk_tx
+                    .send(DiskJob::Persist { version, locks })
+                    .is_err()
+                {
+                    return Some(Event::LocksPersisted {
+                        version,
+                        result: Err("the persistence thread is gone".into()),
+                    });
+                }
+                None
+            }
+            Action::Reply { req, response } => {
+                if let Some(tx) = self.replies.remove(&req) {
+                    let _ = tx.send(response);
+                }
+                None
+            }
+            Action::Audit(e) => {
+                tracing::info!(target: "audit", "uid={:?} pid={:?} {} unit={:?} holder={:?} reason={:?}: {}", e.peer_uid, e.peer_pid, e.action, e.unit, e.holder, e.reason, e.outcome);
+                let _ = self.disk_tx.send(DiskJob::Audit(e));
+                None
+            }
+            Action::StartProbe {
+                run,
+                kind,
+                spec,
+                target,
+                timeout,
+            } => self.start_probe(run, kind, spec, target, timeout),
+            Action::CancelProbe { run } => {
+                self.procs.cancel_probes(run);
+                None
+            }
+            Action::ShutdownComplete(kind) => {
+                self.shutdown_complete = Some(kind);
+                None
+            }
+        }
+    }
+
+    /// After every unit stopped: end the world as the mode requires.
+    fn finish(&mut self, kind: ShutdownKind) -> i32 {
+        let pid1 = self.settings.mode != Mode::Subreaper;
+        tracing::info!(
+            "all units stopped ({:.3}s); stopping remaining processes",
+            self.started.elapsed().as_secs_f64()
+        );
+        crate::world::init::kill_remaining(pid1, Duration::from_secs(5));
+        self.close_disk();
+        let _ = std::fs::remove_file(&self.settings.socket);
+        if let Some(p) = &self.notify_path {
+            let _ = std::fs::remove_file(p);
+        }
+        match (self.settings.mode, kind) {
+            (Mode::VmInit, ShutdownKind::Reboot) => crate::world::init::finish_vm(true),
+            (Mode::VmInit, _) => crate::world::init::finish_vm(false),
+            _ => {
+                // No sync(2): in a container or under another init it would
+                // flush every dirty page of the whole host, an unbounded
+                // cost that is not ours, and the kernel outlives us anyway.
+                // What supd itself must not lose (locks, audit) was fsynced
+                // when written.
+                tracing::info!("supd exiting");
+                0
+            }
+        }
+    }
+}
