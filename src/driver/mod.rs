@@ -120,6 +120,8 @@ fn supd_peer() -> PeerInfo {
 pub fn run(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> i32 {
     // While the lowest descriptor numbers are still free.
     spawn::init();
+    // While supd is still one thread (see world::fdtable).
+    crate::world::fdtable::presize(set.units.len());
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .on_thread_park(crate::world::trim::on_park)

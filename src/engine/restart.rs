@@ -50,6 +50,26 @@ pub fn backoff_ceiling(spec: &RestartSpec, attempt: u32) -> Duration {
     Duration::from_millis(ms).min(spec.max_delay.max(spec.delay))
 }
 
+/// The shortest time `burst` consecutive restarts can take: jitter keeps at
+/// least half of each ceiling. O(log(max_delay/delay)), not O(burst): once
+/// the ceiling reaches `max_delay` every further attempt adds the same
+/// amount, so `burst = 100000` costs what `burst = 20` does.
+pub fn fastest_burst(spec: &RestartSpec, burst: u32) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut attempt = 0u32;
+    while attempt < burst {
+        let ceiling = backoff_ceiling(spec, attempt);
+        let capped = ceiling >= spec.max_delay.max(spec.delay) || attempt >= 64;
+        if capped {
+            let rest = burst - attempt;
+            return total.saturating_add((ceiling / 2).saturating_mul(rest));
+        }
+        total = total.saturating_add(ceiling / 2);
+        attempt += 1;
+    }
+    total
+}
+
 /// Full jitter (AWS architecture blog): uniform in `[ceiling/2, ceiling]`.
 /// Half the ceiling is kept as a floor so a crash loop still slows down
 /// visibly while units restarted together spread out.
@@ -125,6 +145,11 @@ mod tests {
             .collect();
         assert_eq!(c, vec![100, 200, 400, 800, 1000, 1000]);
         assert_eq!(backoff_ceiling(&s, 200).as_millis(), 1000);
+        // The closed form agrees with summing every attempt.
+        for burst in [0u32, 1, 2, 5, 9, 10, 11, 50, 300] {
+            let summed: Duration = (0..burst).map(|a| backoff_ceiling(&s, a) / 2).sum();
+            assert_eq!(fastest_burst(&s, burst), summed, "burst {burst}");
+        }
     }
 
     #[test]

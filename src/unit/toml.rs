@@ -629,9 +629,7 @@ pub fn parse_unit_with_lines(
         // The shortest time `burst` restarts can take (jitter keeps at least
         // half of each ceiling). If even that exceeds `interval`, the limit
         // can never trigger: a crash loop would go on forever.
-        let fastest: Duration = (0..burst)
-            .map(|a| crate::engine::restart::backoff_ceiling(&spec, a) / 2)
-            .sum();
+        let fastest = crate::engine::restart::fastest_burst(&spec, burst);
         if policy != RestartPolicy::Never && fastest > interval {
             errs.at(
                 span,

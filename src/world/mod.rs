@@ -2,6 +2,7 @@
 //! signals. The engine never calls into here; the driver does.
 pub mod audit;
 pub mod control;
+pub mod fdtable;
 pub mod init;
 pub mod lock_store;
 pub mod log;
