@@ -9,9 +9,11 @@
 //!   (`spawn`: clone(CLONE_VM|CLONE_VFORK), no fork), the single reaper, the
 //!   mount watcher, the lock store, the control socket, signals, PID-1
 //!   duties, the log sink (`log`) and giving start-up memory back (`trim`).
-//! - **Driver** (`driver`): the only place the two meet; a current-thread
+//! - **Driver** (`driver/`): the only place the two meet; a current-thread
 //!   tokio loop that turns the world into `Event`s, feeds the engine and
-//!   carries out its `Action`s.
+//!   carries out its `Action`s. It is a router: the process table and
+//!   reaper (`procs`), the persistence thread (`disk`) and request dispatch
+//!   (`dispatch`) are its submodules.
 
 pub mod cli;
 pub mod config;
