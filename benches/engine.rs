@@ -43,6 +43,7 @@ fn build(n: usize) -> Engine {
         EngineConfig {
             max_parallel_starts: 100_000,
             seed: 1,
+            ..Default::default()
         },
         supd::mounts::MountTable::default(),
     )
@@ -54,7 +55,11 @@ fn spawns(actions: Vec<Action>, pid: &mut i32) -> Vec<Event> {
         .filter_map(|a| match a {
             Action::Spawn { run, .. } => {
                 *pid += 1;
-                Some(Event::Spawned { run, pid: *pid })
+                Some(Event::Spawned {
+                    run,
+                    pid: *pid,
+                    cgroup: None,
+                })
             }
             _ => None,
         })

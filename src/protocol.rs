@@ -202,6 +202,13 @@ pub struct UnitStatus {
     pub status_text: Option<String>,
     #[serde(default)]
     pub last_exit: Option<String>,
+    /// How the unit's processes are held together: "cgroup" or
+    /// "process-group" (null before its first run).
+    #[serde(default)]
+    pub containment: Option<String>,
+    /// Its cgroup (path in the cgroup v2 hierarchy), when contained.
+    #[serde(default)]
+    pub cgroup: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -223,4 +230,8 @@ pub struct StatusReport {
     pub shed_level: Option<crate::unit::Priority>,
     #[serde(default)]
     pub shutting_down: bool,
+    /// supd's containment: its cgroup subtree, or why it has only
+    /// process groups.
+    #[serde(default)]
+    pub containment: Option<String>,
 }

@@ -368,6 +368,9 @@ fn print_status(r: &StatusReport, detailed: bool) {
     if r.shutting_down {
         println!("shutting down");
     }
+    if detailed && let Some(c) = &r.containment {
+        println!("containment: {c}");
+    }
     if detailed {
         for u in &r.units {
             println!(
@@ -398,6 +401,11 @@ fn print_status(r: &StatusReport, detailed: bool) {
             }
             if let Some(e) = &u.last_exit {
                 println!("  last exit:   {e}");
+            }
+            match (&u.containment, &u.cgroup) {
+                (Some(_), Some(cg)) => println!("  cgroup:      {cg}"),
+                (Some(c), None) => println!("  containment: {c}"),
+                (None, _) => {}
             }
             if let Some(h) = &u.health {
                 println!(

@@ -10,7 +10,9 @@
 //! - `procs`: the process table and the only `waitpid(-1)` (the reaper),
 //!   and process creation for mains, exec probes and stop commands;
 //! - `disk`: the persistence thread (lock store, audit log, state-dir lock);
-//! - `dispatch`: control requests, reloads and sd_notify → engine events.
+//! - `dispatch`: control requests, reloads and sd_notify → engine events;
+//! - `groups`: each run's cgroup (when supd has cgroup v2), and turning a
+//!   group's `cgroup.events` into `GroupEmpty`.
 //!
 //! Must never: decide anything the engine should decide; block (fsync is
 //! on the disk thread, probes are tasks or reaped processes); let an engine
@@ -19,6 +21,7 @@
 
 mod disk;
 mod dispatch;
+mod groups;
 mod procs;
 
 use std::collections::HashMap;
@@ -44,6 +47,7 @@ use crate::world::signals::{Incoming, Signals};
 use crate::world::spawn;
 
 use disk::{DiskJob, DiskResult};
+use groups::Groups;
 use procs::ProcTable;
 
 /// Everything the driver needs to run, resolved from flags, supd.toml and
@@ -69,6 +73,8 @@ struct Driver {
     settings: Settings,
     /// Every process we created, until reaped.
     procs: ProcTable,
+    /// The cgroup each contained run lives in.
+    groups: Groups,
     replies: HashMap<ReqId, oneshot::Sender<Response>>,
     next_req: u64,
     disk_tx: std::sync::mpsc::Sender<DiskJob>,
@@ -97,6 +103,8 @@ struct Sources {
     disk_rx: mpsc::UnboundedReceiver<DiskResult>,
     probe_rx: mpsc::UnboundedReceiver<ProbeResult>,
     ready_rx: mpsc::UnboundedReceiver<RunId>,
+    /// Units whose cgroup emptied.
+    group_rx: mpsc::UnboundedReceiver<String>,
 }
 
 fn wall_ms() -> u64 {
@@ -168,6 +176,11 @@ async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> 
                 d.feed(Event::ProbeAnswered { run, kind, ok, output })
             }
             Some(run) = src.ready_rx.recv() => d.feed(Event::ReadyFd { run }),
+            Some(unit) = src.group_rx.recv() => {
+                if let Some(run) = d.groups.emptied(&unit) {
+                    d.feed(Event::GroupEmpty { run });
+                }
+            }
             r = async { match &src.notify { Some(s) => s.recv().await, None => std::future::pending().await } } => {
                 if let Ok(r) = r { d.notified(r) }
             }
@@ -224,11 +237,30 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         }
     };
     let table = mount_watch::read_mount_table().unwrap_or_default();
+    // Before the first spawn: every unit process is born in its group.
+    let (group_tx, group_rx) = mpsc::unbounded_channel();
+    let groups = Groups::new(
+        crate::world::cgroup::Containment::setup(
+            &settings.state_dir,
+            settings.mode == Mode::VmInit,
+        ),
+        group_tx,
+    );
+    let containment = groups.describe();
+    match &groups.containment {
+        crate::world::cgroup::Containment::Cgroup(_) => {
+            tracing::info!("containment: {containment}")
+        }
+        crate::world::cgroup::Containment::ProcessGroups { .. } => {
+            tracing::warn!("containment: {containment}")
+        }
+    }
     let engine = Engine::new(
         set,
         EngineConfig {
             max_parallel_starts: settings.max_parallel_starts,
             seed,
+            containment: Some(containment),
         },
         table,
     );
@@ -302,6 +334,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         engine_broken: None,
         locks_wait_mount: false,
         procs: ProcTable::default(),
+        groups,
         replies: HashMap::new(),
         next_req: 1,
         disk_tx,
@@ -324,6 +357,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         disk_rx,
         probe_rx,
         ready_rx,
+        group_rx,
     };
     Some((d, src))
 }
@@ -431,8 +465,29 @@ impl Driver {
         match action {
             Action::Spawn { run, spec, mounts } => Some(self.spawn_main(run, &spec, &mounts)),
             Action::Signal { run, signal } => {
+                match self.groups.dir_of(run) {
+                    Some(dir) => {
+                        if let Err(e) = crate::world::cgroup::signal_all(&dir, signal) {
+                            tracing::warn!("signalling the processes of {}: {e}", dir.display());
+                        }
+                    }
+                    None => {
+                        if let Ok(sig) = Signal::try_from(signal) {
+                            self.procs.signal_run(run, sig);
+                        }
+                    }
+                }
+                None
+            }
+            Action::SignalMain { run, signal } => {
                 if let Ok(sig) = Signal::try_from(signal) {
-                    self.procs.signal_run(run, sig);
+                    self.procs.signal_main(run, sig);
+                }
+                None
+            }
+            Action::KillGroup { run } => {
+                if !self.groups.kill(run) {
+                    self.procs.signal_run(run, Signal::SIGKILL);
                 }
                 None
             }

@@ -20,6 +20,7 @@ use nix::unistd::Pid;
 use super::Driver;
 use crate::engine::{Event, ExitStatus, ProbeKind, RunId};
 use crate::unit::{MountReq, ProbeTarget, UnitSpec};
+use crate::world::cgroup::GroupKind;
 use crate::world::sigmask::SigHold;
 use crate::world::{output, probe, spawn};
 
@@ -46,6 +47,9 @@ pub(super) struct ProcTable {
     run_pids: HashMap<RunId, i32>,
     /// Exec probes in flight -> probe pid.
     probe_pids: HashMap<(RunId, ProbeKind), i32>,
+    /// Runs born in a cgroup: their end is the engine's to decide (by
+    /// `GroupEmpty`), not a process-group SIGKILL at the main's exit.
+    contained: std::collections::HashSet<RunId>,
 }
 
 impl ProcTable {
@@ -62,6 +66,18 @@ impl ProcTable {
         if sig == Signal::SIGKILL || sig == Signal::SIGTERM {
             // A stopped process never sees SIGTERM otherwise.
             let _ = killpg(Pid::from_raw(pid), Signal::SIGCONT);
+        }
+        true
+    }
+
+    /// Signal only a run's main process, if it is unreaped.
+    pub(super) fn signal_main(&self, run: RunId, sig: Signal) -> bool {
+        let Some(&pid) = self.run_pids.get(&run) else {
+            return false;
+        };
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+        if sig == Signal::SIGKILL || sig == Signal::SIGTERM {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGCONT);
         }
         true
     }
@@ -152,10 +168,12 @@ impl ProcTable {
             match self.procs.remove(&pid) {
                 Some(Proc::Main(run)) => {
                     self.run_pids.remove(&run);
-                    // The main process is gone; whatever is left in its
-                    // group is an orphan of a dead service. The group id
-                    // cannot be reused while members remain.
-                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                    if !self.contained.remove(&run) {
+                        // The main process is gone; whatever is left in
+                        // its group is an orphan of a dead service. The
+                        // group id cannot be reused while members remain.
+                        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                    }
                     exits.push(Event::ProcessExited { run, status });
                 }
                 Some(Proc::Probe(run, kind, _)) => {
@@ -215,22 +233,32 @@ impl Driver {
             crate::unit::ReadyKind::Notify => self.notify_path.as_deref(),
             _ => None,
         };
+        let group = self.groups.group_for(&spec.name, GroupKind::Unit);
         let env = spawn::SpawnEnv {
             notify_socket: notify,
             main_pid: None,
+            cgroup: group.as_ref().map(|g| g.0),
         };
         let ready_fd = (spec.ready.kind == crate::unit::ReadyKind::Fd).then_some(spec.ready.fd);
         match spawn::spawn(spec, &spec.exec, mounts, &env, ready_fd) {
             Ok(s) => {
                 self.procs.procs.insert(s.pid, Proc::Main(run));
                 self.procs.run_pids.insert(run, s.pid);
+                if group.is_some() {
+                    self.procs.contained.insert(run);
+                    self.groups.bind(run, &spec.name);
+                }
                 if let Some(fd) = s.ready {
                     output::watch_ready_line(fd, run, self.ready_tx.clone());
                 }
                 if let Some(fd) = s.output {
                     output::capture(spec.name.clone(), fd);
                 }
-                Event::Spawned { run, pid: s.pid }
+                Event::Spawned {
+                    run,
+                    pid: s.pid,
+                    cgroup: group.map(|g| g.1),
+                }
             }
             Err(spawn::SpawnError::Mount(p)) => Event::SpawnFailed {
                 run,
@@ -249,9 +277,17 @@ impl Driver {
     /// the stop signal (the unit must still stop).
     pub(super) fn stop_exec(&mut self, run: RunId, spec: &UnitSpec) {
         let argv = spec.stop.exec.clone().unwrap_or_default();
+        // The stop command belongs to the unit: it runs in its group, and
+        // the unit is down only once it too has finished.
+        let group = self
+            .groups
+            .is_contained(run)
+            .then(|| self.groups.group_for(&spec.name, GroupKind::Unit))
+            .flatten();
         let env = spawn::SpawnEnv {
             notify_socket: None,
             main_pid: self.procs.main_pid(run),
+            cgroup: group.map(|g| g.0),
         };
         match spawn::spawn(spec, &argv, &[], &env, None) {
             Ok(s) => {
@@ -282,9 +318,13 @@ impl Driver {
     ) -> Option<Event> {
         match &target {
             ProbeTarget::Exec(argv) => {
+                // Accounted apart from the unit: a probe never keeps it
+                // alive, nor is it killed with it.
+                let group = self.groups.group_for(&spec.name, GroupKind::Probe);
                 let env = spawn::SpawnEnv {
                     notify_socket: None,
                     main_pid: None,
+                    cgroup: group.map(|g| g.0),
                 };
                 match spawn::spawn(&spec, argv, &[], &env, None) {
                     Ok(s) => {

@@ -38,10 +38,22 @@ pub enum Action {
         spec: Arc<UnitSpec>,
         mounts: Vec<MountReq>,
     },
-    /// Signal the process group of `run`, if it is still unreaped.
+    /// Signal every process of `run`: its cgroup's members, or (not
+    /// contained) its process group if the main process is unreaped.
     Signal {
         run: RunId,
         signal: i32,
+    },
+    /// Signal only the main process of `run`, if it is still unreaped
+    /// (`kill_mode = "main"` / `"mixed"`).
+    SignalMain {
+        run: RunId,
+        signal: i32,
+    },
+    /// SIGKILL every process of `run`: `cgroup.kill` on its group (no fork
+    /// can race it), else SIGKILL to its process group.
+    KillGroup {
+        run: RunId,
     },
     /// Run the unit's `[stop] exec` command to stop `run`.
     StopExec {

@@ -197,6 +197,7 @@ impl Engine {
             UnitState::Inactive
             | UnitState::Starting { .. }
             | UnitState::Stopping { .. }
+            | UnitState::Draining { .. }
             | UnitState::Backoff { .. }
             | UnitState::Failed { .. }
             | UnitState::Exited { .. } => false,
@@ -216,6 +217,7 @@ impl Engine {
             UnitState::Inactive
             | UnitState::Starting { .. }
             | UnitState::Stopping { .. }
+            | UnitState::Draining { .. }
             | UnitState::Backoff { .. }
             | UnitState::Failed { .. }
             | UnitState::Exited { .. } => false,
@@ -242,7 +244,9 @@ impl Engine {
             UnitState::Running { .. } if d.stop_pending.is_none() => {
                 "running but not ready".to_string()
             }
-            UnitState::Running { .. } | UnitState::Stopping { .. } => "stopping".to_string(),
+            UnitState::Running { .. } | UnitState::Stopping { .. } | UnitState::Draining { .. } => {
+                "stopping".to_string()
+            }
             UnitState::Failed { reason } => format!("failed: {reason}"),
             UnitState::Exited { status } => format!("{status}"),
             UnitState::Backoff { until } => format!(
@@ -269,7 +273,7 @@ impl Engine {
         match &d.state {
             UnitState::Running { ready, .. } => !*ready && d.stop_pending.is_none(),
             UnitState::Starting { .. } | UnitState::Backoff { .. } => true,
-            UnitState::Stopping { .. } => d.restart_requested,
+            UnitState::Stopping { .. } | UnitState::Draining { .. } => d.restart_requested,
             UnitState::Done | UnitState::Failed { .. } | UnitState::Exited { .. } => false,
             UnitState::Inactive => {
                 if d.removed || d.want == Want::Down || self.shutdown.is_some() {

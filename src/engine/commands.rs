@@ -157,7 +157,8 @@ impl Engine {
                     UnitState::Inactive
                     | UnitState::Starting { .. }
                     | UnitState::Running { .. }
-                    | UnitState::Stopping { .. } => {}
+                    | UnitState::Stopping { .. }
+                    | UnitState::Draining { .. } => {}
                 }
                 self.audit(&peer, wall_ms, Some(&unit), None, "start", None, "ok");
                 // Settle now so the answer can say whether it started.
@@ -167,7 +168,7 @@ impl Engine {
                     UnitState::Starting { .. } | UnitState::Running { .. } => {
                         format!("{unit} started")
                     }
-                    UnitState::Stopping { .. } => {
+                    UnitState::Stopping { .. } | UnitState::Draining { .. } => {
                         format!("{unit} is stopping; it will start again once stopped")
                     }
                     UnitState::Done => format!("{unit} completed"),

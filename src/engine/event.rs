@@ -90,10 +90,18 @@ pub struct NotifyMsg {
 
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// The driver spawned the process for `run`.
+    /// The driver spawned the process for `run`. `cgroup` is the group
+    /// it was born in (the run then lasts until `GroupEmpty`), or None
+    /// when the unit is only its process group.
     Spawned {
         run: RunId,
         pid: i32,
+        cgroup: Option<String>,
+    },
+    /// The cgroup of a contained `run` has no process left (it may come
+    /// before or after the main process's `ProcessExited`).
+    GroupEmpty {
+        run: RunId,
     },
     /// The process could not be created. `mount` is set when the spawner's
     /// last-moment mount check refused it.

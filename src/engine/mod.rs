@@ -43,7 +43,9 @@ use std::time::Instant;
 
 use crate::mounts::MountTable;
 use crate::protocol::Response;
-use crate::unit::{OnLoss, OnUnhealthy, ReadyKind, RestartPolicy, UnitKind, UnitSet, UnitSpec};
+use crate::unit::{
+    KillMode, OnLoss, OnUnhealthy, ReadyKind, RestartPolicy, UnitKind, UnitSet, UnitSpec,
+};
 
 pub use action::{Action, AuditEntry};
 pub use blockers::Blocker;
@@ -70,6 +72,8 @@ pub struct EngineConfig {
     pub max_parallel_starts: u32,
     /// Seed for restart jitter.
     pub seed: u64,
+    /// supd's containment in words, for `status` (the driver's finding).
+    pub containment: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -77,6 +81,7 @@ impl Default for EngineConfig {
         EngineConfig {
             max_parallel_starts: 16,
             seed: 0x5eed,
+            containment: None,
         }
     }
 }
@@ -324,10 +329,12 @@ impl Engine {
 
     fn on_event(&mut self, now: Instant, event: Event) {
         match event {
-            Event::Spawned { run, pid } => {
+            Event::Spawned { run, pid, cgroup } => {
                 let Some(id) = self.run_unit(run) else {
                     return;
                 };
+                let u = self.unit_mut(id);
+                u.cgroup = cgroup;
                 let u = &self.units[id.0 as usize];
                 let spec = u.spec.clone();
                 match u.state.clone() {
@@ -392,6 +399,7 @@ impl Engine {
                 }
             }
             Event::ProcessExited { run, status } => self.on_exit(now, run, status),
+            Event::GroupEmpty { run } => self.on_group_empty(now, run),
             Event::MountTableChanged(table) => {
                 self.mounts = table;
                 for u in self.units.iter_mut() {
@@ -521,7 +529,73 @@ impl Engine {
             self.runs.remove(&run);
             return;
         };
+        let u = &self.units[id.0 as usize];
+        if u.cgroup.is_some() && u.group_empty != Some(run) {
+            // Contained, and the group still has processes: the run lasts
+            // until they are gone (a unit is all of its processes).
+            let was = u.state.clone();
+            let mode = u.spec.stop.kill_mode;
+            // During a stop, `group` and `main` give the rest until the
+            // timeout (they got the signal, or the main process was to
+            // stop them); otherwise the service is over and what is left
+            // of it is killed now, as the process group was before.
+            let kill_now = match &was {
+                UnitState::Stopping { killed, .. } => *killed || mode == KillMode::Mixed,
+                _ => true,
+            };
+            self.timers.cancel(id, TimerKind::StartTimeout);
+            self.timers.cancel(id, TimerKind::ProbeDue);
+            self.timers.cancel(id, TimerKind::ReadinessDue);
+            self.timers.cancel(id, TimerKind::Watchdog);
+            self.out.push(Action::CancelProbe { run });
+            if kill_now {
+                self.out.push(Action::KillGroup { run });
+            }
+            let u = self.unit_mut(id);
+            u.last_exit = Some(status);
+            self.set_state(
+                id,
+                UnitState::Draining {
+                    run,
+                    status,
+                    was: Box::new(was),
+                    since: now,
+                },
+            );
+            return;
+        }
+        self.end_run(now, id, run, status);
+    }
+
+    /// A contained run's group has no process left.
+    fn on_group_empty(&mut self, now: Instant, run: RunId) {
+        let Some(id) = self.run_unit(run) else {
+            return;
+        };
+        match self.units[id.0 as usize].state.clone() {
+            UnitState::Draining { status, was, .. } => {
+                // Decide as if the main process exited now, in the state
+                // it exited in.
+                self.set_state(id, *was);
+                self.end_run(now, id, run, status);
+            }
+            UnitState::Starting { .. } | UnitState::Running { .. } | UnitState::Stopping { .. } => {
+                // The main process is gone but not reaped yet.
+                self.unit_mut(id).group_empty = Some(run);
+            }
+            UnitState::Inactive
+            | UnitState::Backoff { .. }
+            | UnitState::Failed { .. }
+            | UnitState::Done
+            | UnitState::Exited { .. } => {}
+        }
+    }
+
+    /// The run is over: its main process exited and (if contained) its
+    /// group is empty. Decide what follows from the state it ended in.
+    fn end_run(&mut self, now: Instant, id: UnitId, run: RunId, status: ExitStatus) {
         self.runs.remove(&run);
+        self.unit_mut(id).group_empty = None;
         self.timers.cancel(id, TimerKind::KillAfter);
         self.timers.cancel(id, TimerKind::StartTimeout);
         self.timers.cancel(id, TimerKind::ProbeDue);
@@ -606,7 +680,8 @@ impl Engine {
                     self.set_state(id, UnitState::Exited { status });
                 }
             }
-            UnitState::Inactive
+            UnitState::Draining { .. }
+            | UnitState::Inactive
             | UnitState::Backoff { .. }
             | UnitState::Failed { .. }
             | UnitState::Done
@@ -640,6 +715,10 @@ impl Engine {
             let u = &self.units[id.0 as usize];
             match kind {
                 TimerKind::KillAfter => {
+                    if let UnitState::Draining { run, .. } = u.state {
+                        tracing::warn!(unit = %u.spec.name, "processes left after {:?}: SIGKILL to all of them", u.spec.stop.timeout);
+                        self.out.push(Action::KillGroup { run });
+                    }
                     if let UnitState::Stopping {
                         run,
                         pid,
@@ -648,11 +727,8 @@ impl Engine {
                         since,
                     } = u.state.clone()
                     {
-                        tracing::warn!(unit = %u.spec.name, "did not stop within {:?}: SIGKILL to its process group", u.spec.stop.timeout);
-                        self.out.push(Action::Signal {
-                            run,
-                            signal: libc::SIGKILL,
-                        });
+                        tracing::warn!(unit = %u.spec.name, "did not stop within {:?}: SIGKILL to all its processes", u.spec.stop.timeout);
+                        self.out.push(Action::KillGroup { run });
                         self.set_state(
                             id,
                             UnitState::Stopping {
@@ -1006,6 +1082,7 @@ impl Engine {
                 }
                 UnitState::Inactive
                 | UnitState::Stopping { .. }
+                | UnitState::Draining { .. }
                 | UnitState::Failed { .. }
                 | UnitState::Done
                 | UnitState::Exited { .. } => {}
@@ -1143,6 +1220,7 @@ impl Engine {
             u.restarts = u.restarts.saturating_add(1);
         }
         u.mount_wait_since = None;
+        u.group_empty = None;
         u.status_text = None;
         u.health = Default::default();
         u.readiness = Default::default();
@@ -1226,14 +1304,19 @@ impl Engine {
     }
 }
 
-/// How to ask `run` to stop: its `[stop] exec` command, else its signal.
+/// How to ask `run` to stop: its `[stop] exec` command, else its signal
+/// to the processes its `kill_mode` names.
 fn stop_action(run: RunId, spec: &Arc<UnitSpec>) -> Action {
-    match &spec.stop.exec {
-        Some(_) => Action::StopExec {
+    match (&spec.stop.exec, spec.stop.kill_mode) {
+        (Some(_), _) => Action::StopExec {
             run,
             spec: spec.clone(),
         },
-        None => Action::Signal {
+        (None, KillMode::Group) => Action::Signal {
+            run,
+            signal: spec.stop.signal,
+        },
+        (None, KillMode::Main | KillMode::Mixed) => Action::SignalMain {
             run,
             signal: spec.stop.signal,
         },

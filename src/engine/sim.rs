@@ -50,6 +50,17 @@ struct Proc {
     signalled: bool,
 }
 
+/// A process of a contained run other than its main one (a daemon that
+/// forked away): it outlives the main process, and only a signal to the
+/// group or `KillGroup` ends it.
+#[derive(Debug, Clone)]
+struct Member {
+    unit: String,
+    run: RunId,
+    ignores_term: bool,
+    dies_at: Option<Instant>,
+}
+
 struct Sim {
     seed: u64,
     rng: Rng,
@@ -58,6 +69,11 @@ struct Sim {
     engine: Engine,
     specs: BTreeMap<String, UnitSpec>,
     procs: BTreeMap<i32, Proc>,
+    /// Other processes of contained runs, by pid.
+    members: BTreeMap<i32, Member>,
+    /// supd has cgroups in this world: runs are contained and last until
+    /// `GroupEmpty`.
+    contained: bool,
     next_pid: i32,
     /// The real mount table (what the spawner re-reads).
     mounted: BTreeMap<PathBuf, bool>, // path -> read-only?
@@ -188,6 +204,11 @@ impl Sim {
             s.restart.burst = 1 + (rng.next_u64() % 4) as u32;
             s.restart.interval = Duration::from_secs(10);
             s.stop.timeout = Duration::from_millis(200 + rng.next_u64() % 800);
+            s.stop.kill_mode = match rng.next_u64() % 3 {
+                0 => crate::unit::KillMode::Group,
+                1 => crate::unit::KillMode::Main,
+                _ => crate::unit::KillMode::Mixed,
+            };
             s.essential = rng.one_in(4);
             specs.insert(name, s);
         }
@@ -206,10 +227,12 @@ impl Sim {
             EngineConfig {
                 max_parallel_starts: cap,
                 seed,
+                ..Default::default()
             },
             mount_table(&mounted),
         );
         let lock_unknown = rng.one_in(8);
+        let contained = !rng.one_in(3);
         let mut sim = Sim {
             seed,
             rng,
@@ -218,6 +241,8 @@ impl Sim {
             engine,
             specs,
             procs: BTreeMap::new(),
+            members: BTreeMap::new(),
+            contained,
             next_pid: 100,
             mounted,
             disk_queue: VecDeque::new(),
@@ -276,6 +301,16 @@ impl Sim {
 
     fn proc_of(&self, unit: &str) -> Option<(&i32, &Proc)> {
         self.procs.iter().find(|(_, p)| p.unit == unit)
+    }
+
+    /// Any process of `unit` at all: its main or a member of its group.
+    fn any_process_of(&self, unit: &str) -> bool {
+        self.proc_of(unit).is_some() || self.members.values().any(|m| m.unit == unit)
+    }
+
+    /// The run has no process left: the group is empty.
+    fn group_empty(&self, run: RunId) -> bool {
+        !self.procs.values().any(|p| p.run == run) && !self.members.values().any(|m| m.run == run)
     }
 
     /// Is `unit` ready per the world (the oracle for invariant 5)?
@@ -401,7 +436,9 @@ impl Sim {
                         ));
                     }
                 }
-                if self.proc_of(&name).is_some() {
+                // No unit ever has two live runs: not while its main
+                // process lives, nor while anything of its last run does.
+                if self.any_process_of(&name) {
                     self.fail(&format!(
                         "spawned {name} while a process of it still exists"
                     ));
@@ -478,6 +515,21 @@ impl Sim {
                 let exit_at = b
                     .exit_after
                     .map(|d| (self.now + d, ExitStatus::Exited(b.exit_code)));
+                // Some contained services leave a daemon behind.
+                if self.contained && self.faults && self.rng.one_in(3) {
+                    let mpid = self.next_pid;
+                    self.next_pid += 1;
+                    let ignores_term = self.rng.one_in(4);
+                    self.members.insert(
+                        mpid,
+                        Member {
+                            unit: name.clone(),
+                            run,
+                            ignores_term,
+                            dies_at: None,
+                        },
+                    );
+                }
                 self.procs.insert(
                     pid,
                     Proc {
@@ -490,7 +542,8 @@ impl Sim {
                         signalled: false,
                     },
                 );
-                Some(Event::Spawned { run, pid })
+                let cgroup = self.contained.then(|| format!("/sim/{}.unit", spec.name));
+                Some(Event::Spawned { run, pid, cgroup })
             }
             Action::StopExec { run, .. } => self.execute(
                 Action::Signal {
@@ -499,10 +552,38 @@ impl Sim {
                 },
                 before_backoff,
             ),
-            Action::Signal { run, signal } => {
+            Action::KillGroup { run } => {
+                let now = self.now;
+                for m in self.members.values_mut().filter(|m| m.run == run) {
+                    m.dies_at = Some(now);
+                }
+                if let Some((_, p)) = self.procs.iter_mut().find(|(_, p)| p.run == run) {
+                    p.signalled = true;
+                    p.exit_at = Some((
+                        now,
+                        ExitStatus::Signaled {
+                            signal: libc::SIGKILL,
+                            core: false,
+                        },
+                    ));
+                }
+                None
+            }
+            Action::Signal { run, signal } | Action::SignalMain { run, signal } => {
+                let group = matches!(a, Action::Signal { .. });
+                let now = self.now;
+                if group {
+                    for m in self.members.values_mut().filter(|m| m.run == run) {
+                        if signal == libc::SIGKILL || !m.ignores_term {
+                            let at = now + Duration::from_millis(3);
+                            m.dies_at = Some(m.dies_at.map_or(at, |t| t.min(at)));
+                        }
+                    }
+                }
                 // (g) signal only what is unreaped.
                 let Some((_, p)) = self.procs.iter_mut().find(|(_, p)| p.run == run) else {
-                    if !self.stale_runs.contains(&run) {
+                    let draining = self.members.values().any(|m| m.run == run);
+                    if !self.stale_runs.contains(&run) && !draining {
                         self.fail(&format!("signal {signal} to run {run:?} that has exited"));
                     }
                     return None;
@@ -552,9 +633,9 @@ impl Sim {
                             "maintenance on {unit} acknowledged before it was on disk"
                         ));
                     }
-                    if self.proc_of(&unit).is_some() {
+                    if self.any_process_of(&unit) {
                         self.fail(&format!(
-                            "maintenance on {unit} acknowledged while it still runs"
+                            "maintenance on {unit} acknowledged while a process of it still runs"
                         ));
                     }
                 }
@@ -577,7 +658,9 @@ impl Sim {
                 .and(p.behaviour.notify_after.map(|d| p.started + d))
         });
         let disk = self.disk_queue.front().map(|d| d.0);
+        let members = self.members.values().filter_map(|m| m.dies_at);
         exits
+            .chain(members)
             .chain(notifies)
             .chain(disk)
             .chain(self.engine.next_deadline())
@@ -603,8 +686,41 @@ impl Sim {
             if self.specs[&p.unit].kind == UnitKind::Oneshot && status.success() && !p.signalled {
                 self.done.insert(p.unit.clone());
             }
-            self.stale_runs.push(p.run);
-            self.feed(Event::ProcessExited { run: p.run, status });
+            if self.contained && self.group_empty(p.run) {
+                // The kernel empties the group before the parent hears of
+                // the exit; the driver may see either first.
+                if self.rng.one_in(2) {
+                    self.feed(Event::GroupEmpty { run: p.run });
+                    self.stale_runs.push(p.run);
+                    self.feed(Event::ProcessExited { run: p.run, status });
+                } else {
+                    self.feed(Event::ProcessExited { run: p.run, status });
+                    self.stale_runs.push(p.run);
+                    self.feed(Event::GroupEmpty { run: p.run });
+                }
+            } else {
+                if !self.contained {
+                    self.stale_runs.push(p.run);
+                }
+                self.feed(Event::ProcessExited { run: p.run, status });
+            }
+        }
+        // Members of contained groups that die now; the last one out
+        // empties the group.
+        let due: Vec<i32> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.dies_at.is_some_and(|t| t <= now))
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in due {
+            let Some(m) = self.members.remove(&pid) else {
+                continue;
+            };
+            if self.group_empty(m.run) {
+                self.stale_runs.push(m.run);
+                self.feed(Event::GroupEmpty { run: m.run });
+            }
         }
         // Notifications.
         let due: Vec<(i32, RunId)> = self
@@ -766,7 +882,8 @@ impl Sim {
                         .units()
                         .map(|(_, u)| format!("{:?}", u.state))
                         .collect();
-                    let ev = match self.rng.next_u64() % 3 {
+                    let ev = match self.rng.next_u64() % 4 {
+                        3 => Event::GroupEmpty { run },
                         0 => Event::ProcessExited {
                             run,
                             status: ExitStatus::Exited(1),
@@ -793,9 +910,15 @@ impl Sim {
                         .map(|(_, u)| format!("{:?}", u.state))
                         .collect();
                     if before != after
-                        || acts
-                            .iter()
-                            .any(|a| matches!(a, Action::Spawn { .. } | Action::Signal { .. }))
+                        || acts.iter().any(|a| {
+                            matches!(
+                                a,
+                                Action::Spawn { .. }
+                                    | Action::Signal { .. }
+                                    | Action::SignalMain { .. }
+                                    | Action::KillGroup { .. }
+                            )
+                        })
                     {
                         self.fail(&format!(
                             "a stale result for {run:?} changed the engine: {acts:?}"

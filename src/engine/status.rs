@@ -28,7 +28,7 @@ impl Engine {
             }
             UnitState::Starting { .. } => "starting",
             UnitState::Running { .. } => "running",
-            UnitState::Stopping { .. } => "stopping",
+            UnitState::Stopping { .. } | UnitState::Draining { .. } => "stopping",
             UnitState::Backoff { .. } => "backoff",
             UnitState::Failed { .. } => "failed",
             UnitState::Done => "done",
@@ -46,6 +46,7 @@ impl Engine {
             lock_state_problem: self.locks.unknown_reason().map(str::to_string),
             shed_level: self.shed,
             shutting_down: self.shutdown.is_some(),
+            containment: self.cfg.containment.clone(),
         }
     }
 
@@ -92,6 +93,15 @@ impl Engine {
             health,
             status_text: u.status_text.clone(),
             last_exit: u.last_exit.map(|s| s.to_string()),
+            containment: (u.state.has_process() || u.last_exit.is_some()).then(|| {
+                if u.cgroup.is_some() {
+                    "cgroup"
+                } else {
+                    "process-group"
+                }
+                .to_string()
+            }),
+            cgroup: u.cgroup.clone(),
         }
     }
 
@@ -117,6 +127,9 @@ impl Engine {
             } else {
                 reason.to_string()
             }),
+            UnitState::Draining { status, .. } => Some(format!(
+                "main process {status}; waiting for the rest of its processes to exit"
+            )),
             UnitState::Backoff { until } => Some(format!(
                 "restarting in {:.1}s (attempt {})",
                 until.saturating_duration_since(now).as_secs_f64(),
@@ -158,6 +171,11 @@ impl Engine {
                 );
             }
             UnitState::Stopping { reason, .. } => return format!("{name} is stopping: {reason}"),
+            UnitState::Draining { status, .. } => {
+                return format!(
+                    "{name}'s main process {status}, but processes of it remain in its cgroup; it is down (and may start again) only once they are gone"
+                );
+            }
             UnitState::Done => return format!("{name} completed successfully (oneshot)"),
             UnitState::Failed { reason } => {
                 return format!(

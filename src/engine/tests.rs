@@ -23,6 +23,8 @@ struct T {
     next_pid: i32,
     next_req: u64,
     log: Vec<Action>,
+    /// Runs are born in a cgroup (as with cgroup v2).
+    contained: bool,
 }
 
 fn longrun(name: &str) -> UnitSpec {
@@ -78,6 +80,7 @@ impl T {
             EngineConfig {
                 max_parallel_starts: cap,
                 seed: 7,
+                ..Default::default()
             },
             mounts,
         );
@@ -87,6 +90,7 @@ impl T {
             next_pid: 100,
             next_req: 1,
             log: vec![],
+            contained: false,
         };
         let load = if locks_known {
             LocksLoad::Loaded(LockMap::new())
@@ -107,7 +111,11 @@ impl T {
                 if let Action::Spawn { run, .. } = &a {
                     let pid = self.next_pid;
                     self.next_pid += 1;
-                    queue.push(Event::Spawned { run: *run, pid });
+                    queue.push(Event::Spawned {
+                        run: *run,
+                        pid,
+                        cgroup: self.contained.then(|| "/test.unit".to_string()),
+                    });
                 }
                 out.push(a);
             }
@@ -577,10 +585,102 @@ fn stop_timeout_sends_sigkill() {
     let acts = t.advance(Duration::from_secs(2));
     assert!(signalled(&t, &acts).is_empty());
     let acts = t.advance(Duration::from_secs(2));
+    assert!(acts.iter().any(|a| matches!(a, Action::KillGroup { .. })));
+}
+
+// ---- containment (cgroup per unit) ----------------------------------------
+
+fn contained(specs: Vec<UnitSpec>) -> T {
+    let mut t = T::new(vec![]);
+    t.contained = true;
+    let set = crate::graph::build(specs).expect("valid set");
+    t.e = Engine::new(set, EngineConfig::default(), table(&[]));
+    t.feed(Event::LocksLoaded(LocksLoad::Loaded(LockMap::new())));
+    t
+}
+
+fn kills(acts: &[Action]) -> usize {
+    acts.iter()
+        .filter(|a| matches!(a, Action::KillGroup { .. }))
+        .count()
+}
+
+#[test]
+fn contained_run_lasts_until_its_group_is_empty() {
+    let mut s = longrun("d");
+    s.restart.policy = RestartPolicy::Always;
+    let mut t = contained(vec![s]);
+    let run = t.run_of("d");
+    // The main process exits (a daemon's parent after forking): what is
+    // left of it is killed, and nothing starts again while it lives.
+    let acts = t.exit("d", 0);
+    assert_eq!(kills(&acts), 1, "{acts:?}");
+    assert!(matches!(t.state("d"), UnitState::Draining { .. }));
+    assert!(spawned(&t.advance(Duration::from_secs(5))).is_empty());
+    let acts = t.feed(Event::GroupEmpty { run });
     assert!(
-        acts.iter()
-            .any(|a| matches!(a, Action::Signal { signal, .. } if *signal == libc::SIGKILL))
+        matches!(t.state("d"), UnitState::Backoff { .. }),
+        "{acts:?}"
     );
+    let acts = t.advance(Duration::from_secs(1));
+    assert_eq!(spawned(&acts), vec!["d".to_string()]);
+    assert_ne!(t.run_of("d"), run);
+}
+
+#[test]
+fn group_empty_before_the_exit_is_reaped_ends_the_run_at_the_exit() {
+    let mut t = contained(vec![longrun("d")]);
+    let run = t.run_of("d");
+    t.feed(Event::GroupEmpty { run });
+    assert!(t.running("d"), "the main process is not reaped yet");
+    let acts = t.exit("d", 1);
+    assert_eq!(kills(&acts), 0);
+    assert!(matches!(t.state("d"), UnitState::Backoff { .. }));
+    // A late duplicate changes nothing.
+    t.feed(Event::GroupEmpty { run });
+    assert!(matches!(t.state("d"), UnitState::Backoff { .. }));
+}
+
+#[test]
+fn stop_answers_only_when_the_group_is_empty() {
+    let mut t = contained(vec![longrun("d")]);
+    let run = t.run_of("d");
+    let (req, acts) = t.cmd(Request::Stop { unit: "d".into() });
+    assert!(acts.iter().any(|a| matches!(a, Action::Signal { .. })));
+    // Default kill_mode = group: the rest got the signal too; they are
+    // given until the timeout after the main process is gone.
+    let acts = t.exit("d", 0);
+    assert_eq!(kills(&acts), 0);
+    assert!(!replied(&acts, req));
+    let acts = t.advance(Duration::from_secs(11));
+    assert_eq!(kills(&acts), 1, "SIGKILL to what is left at the timeout");
+    let acts = t.feed(Event::GroupEmpty { run });
+    assert!(replied(&acts, req), "{acts:?}");
+    assert_eq!(t.e.state_word(t.e.unit_id("d").expect("d")), "stopped");
+}
+
+#[test]
+fn kill_mode_main_and_mixed() {
+    let mut m = longrun("m");
+    m.stop.kill_mode = crate::unit::KillMode::Main;
+    let mut x = longrun("x");
+    x.stop.kill_mode = crate::unit::KillMode::Mixed;
+    let mut t = contained(vec![m, x]);
+    for (name, kill_at_exit) in [("m", 0), ("x", 1)] {
+        let (_, acts) = t.cmd(Request::Stop { unit: name.into() });
+        assert!(
+            acts.iter().any(|a| matches!(a, Action::SignalMain { .. })),
+            "{name}: {acts:?}"
+        );
+        assert!(!acts.iter().any(|a| matches!(a, Action::Signal { .. })));
+        let acts = t.exit(name, 0);
+        assert_eq!(kills(&acts), kill_at_exit, "{name}: {acts:?}");
+    }
+}
+
+fn replied(acts: &[Action], req: ReqId) -> bool {
+    acts.iter()
+        .any(|a| matches!(a, Action::Reply { req: r, .. } if *r == req))
 }
 
 #[test]

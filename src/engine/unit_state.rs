@@ -111,6 +111,18 @@ pub enum UnitState {
         killed: bool,
         since: Instant,
     },
+    /// The main process of a contained run has exited, but its cgroup
+    /// still has processes (children, a daemon that forked away): the run
+    /// is not over, and nothing may start again, until `GroupEmpty`.
+    /// `was` is the state the main process exited in; the decision it
+    /// would have caused (restart, fail, done) is taken when the group is
+    /// empty.
+    Draining {
+        run: RunId,
+        status: ExitStatus,
+        was: Box<UnitState>,
+        since: Instant,
+    },
     /// Waiting to restart after a failure.
     Backoff {
         until: Instant,
@@ -132,7 +144,8 @@ impl UnitState {
         match self {
             UnitState::Starting { run, .. }
             | UnitState::Running { run, .. }
-            | UnitState::Stopping { run, .. } => Some(*run),
+            | UnitState::Stopping { run, .. }
+            | UnitState::Draining { run, .. } => Some(*run),
             UnitState::Inactive
             | UnitState::Backoff { .. }
             | UnitState::Failed { .. }
@@ -145,7 +158,8 @@ impl UnitState {
         match self {
             UnitState::Starting { pid, .. } | UnitState::Stopping { pid, .. } => *pid,
             UnitState::Running { pid, .. } => Some(*pid),
-            UnitState::Inactive
+            UnitState::Draining { .. }
+            | UnitState::Inactive
             | UnitState::Backoff { .. }
             | UnitState::Failed { .. }
             | UnitState::Done
@@ -204,6 +218,12 @@ pub struct Unit {
     /// delivers the next table (else we would retry in a tight loop).
     pub mount_refused: Option<MountProblem>,
     pub last_exit: Option<ExitStatus>,
+    /// The cgroup of the current (or last) run, from `Spawned`; None when
+    /// it was contained only by its process group.
+    pub cgroup: Option<String>,
+    /// `GroupEmpty` for this run arrived before its main process was
+    /// reaped (the kernel empties the group before the parent is told).
+    pub group_empty: Option<RunId>,
     pub status_text: Option<String>,
     pub health: HealthRt,
     pub readiness: HealthRt,
@@ -226,6 +246,8 @@ impl Unit {
             mount_wait_since: None,
             mount_refused: None,
             last_exit: None,
+            cgroup: None,
+            group_empty: None,
             status_text: None,
             health: HealthRt::default(),
             readiness: HealthRt::default(),

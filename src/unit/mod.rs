@@ -73,6 +73,21 @@ pub enum Output {
     Null,
 }
 
+/// Who gets the stop signal (`[stop] kill_mode`, as systemd's KillMode).
+/// Whatever the mode, every process of the unit is SIGKILLed at the stop
+/// timeout: a unit is stopped only when all of its processes are gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KillMode {
+    /// Every process of the unit gets the stop signal.
+    #[default]
+    Group,
+    /// Only the main process; the rest are left to it until the timeout.
+    Main,
+    /// The main process; once it has exited, SIGKILL to the rest.
+    Mixed,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnUnhealthy {
@@ -149,6 +164,7 @@ pub struct StopSpec {
     /// A command that stops the service instead of the signal (run as the
     /// unit's user); SIGKILL to the group still follows after `timeout`.
     pub exec: Option<Vec<String>>,
+    pub kill_mode: KillMode,
 }
 
 /// Resource limits applied before exec (setrlimit; soft = hard).
@@ -248,6 +264,7 @@ impl UnitSpec {
                 signal: libc::SIGTERM,
                 timeout: Duration::from_secs(10),
                 exec: None,
+                kill_mode: KillMode::Group,
             },
             priority: Priority::Normal,
             output: Output::Capture,

@@ -15,8 +15,8 @@ use toml::Spanned;
 
 use crate::error::UnitError;
 use crate::unit::{
-    HealthSpec, MountReq, OnLoss, OnUnhealthy, Output, Priority, ProbeTarget, ReadyKind, ReadySpec,
-    RestartPolicy, RestartSpec, StopSpec, UnitKind, UnitSpec,
+    HealthSpec, KillMode, MountReq, OnLoss, OnUnhealthy, Output, Priority, ProbeTarget, ReadyKind,
+    ReadySpec, RestartPolicy, RestartSpec, StopSpec, UnitKind, UnitSpec,
 };
 
 #[derive(Deserialize)]
@@ -100,6 +100,7 @@ struct RawStop {
     signal: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     exec: Option<Spanned<Vec<String>>>,
+    kill_mode: Option<KillMode>,
 }
 
 #[derive(Deserialize)]
@@ -673,6 +674,7 @@ pub fn parse_unit_with_lines(
                 Duration::from_secs(10),
             ),
             exec,
+            kill_mode: s.and_then(|s| s.kill_mode).unwrap_or_default(),
         }
     };
 

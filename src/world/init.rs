@@ -59,7 +59,7 @@ pub fn become_subreaper() -> std::io::Result<()> {
 pub fn early_mounts() {
     use nix::mount::{MsFlags, mount};
     let table = crate::world::mount_watch::read_mount_table().unwrap_or_default();
-    let want: [(&str, &str, &str, MsFlags, Option<&str>); 5] = [
+    let want: [(&str, &str, &str, MsFlags, Option<&str>); 6] = [
         (
             "proc",
             "/proc",
@@ -73,6 +73,14 @@ pub fn early_mounts() {
             "sysfs",
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
             None,
+        ),
+        (
+            // Containment: a cgroup per unit (world::cgroup). After /sys.
+            "cgroup2",
+            "/sys/fs/cgroup",
+            "cgroup2",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("nsdelegate"),
         ),
         (
             "devtmpfs",

@@ -147,12 +147,17 @@ pub fn recheck_mounts(mounts: &[MountReq]) -> Result<(), SpawnError> {
     Ok(())
 }
 
-/// Extra environment supd adds for a unit.
+/// What supd adds for a process beyond its unit's spec: environment and
+/// the cgroup it is born in.
 pub struct SpawnEnv<'a> {
     pub notify_socket: Option<&'a str>,
     /// For `[stop] exec`: the pid of the process it should stop, as
     /// `$MAINPID` (as systemd's ExecStop has it).
     pub main_pid: Option<i32>,
+    /// An open cgroup v2 directory: the child starts life in that group
+    /// (`CLONE_INTO_CGROUP`; where the kernel lacks it, the child moves
+    /// itself there before exec). Borrowed for the call.
+    pub cgroup: Option<i32>,
 }
 
 /// The pre-exec steps, in the order the child takes them. A failure names
@@ -170,6 +175,7 @@ enum Stage {
     Uid,
     Chdir,
     Exec,
+    Cgroup,
 }
 
 impl Stage {
@@ -183,6 +189,7 @@ impl Stage {
             6 => Stage::Uid,
             7 => Stage::Chdir,
             8 => Stage::Exec,
+            9 => Stage::Cgroup,
             _ => Stage::None,
         }
     }
@@ -212,6 +219,9 @@ struct Plan {
     gid: Option<libc::gid_t>,
     uid: Option<libc::uid_t>,
     chdir: CString,
+    /// `cgroup.procs` of the unit's group, open for writing, when the child
+    /// must move itself there (kernels without `CLONE_INTO_CGROUP`).
+    cgroup_procs: Option<i32>,
 }
 
 /// Written by the child on failure, read by the parent after it resumes.
@@ -493,6 +503,7 @@ pub fn spawn(
         gid,
         uid,
         chdir: cstr("working_directory", dir.as_bytes())?,
+        cgroup_procs: None,
     };
 
     // Last-moment guard: the engine decided from its snapshot; the kernel's
@@ -500,7 +511,29 @@ pub fn spawn(
     recheck_mounts(mounts)?;
 
     let mut err = ChildErr::default();
-    let res = clone_and_exec(&plan, &mut err);
+    let mut plan = plan;
+    let mut procs_fd: Option<OwnedFd> = None;
+    let res = match extra.cgroup {
+        Some(dir) if clone3::available() => {
+            let r = clone3::clone_into(&plan, &mut err, dir);
+            match r {
+                Err(e) if clone3::unsupported(&e) => {
+                    clone3::mark_unavailable();
+                    procs_fd = Some(open_procs(dir)?);
+                    plan.cgroup_procs = procs_fd.as_ref().map(|f| f.as_raw_fd());
+                    clone_and_exec(&plan, &mut err)
+                }
+                r => r,
+            }
+        }
+        Some(dir) => {
+            procs_fd = Some(open_procs(dir)?);
+            plan.cgroup_procs = procs_fd.as_ref().map(|f| f.as_raw_fd());
+            clone_and_exec(&plan, &mut err)
+        }
+        None => clone_and_exec(&plan, &mut err),
+    };
+    drop(procs_fd);
     if let Some(sl) = slots {
         // Give the slots back to /dev/null: our copies of the pipes' write
         // ends must close, or their readers never see end-of-file.
@@ -569,6 +602,9 @@ fn describe_failure(spec: &UnitSpec, program: &str, stage: Stage, errno: i32) ->
                 .unwrap_or(Path::new("/"))
                 .display()
         ),
+        Stage::Cgroup => format!(
+            "placing {program} into the unit's cgroup: {e} (see `supctl status`: containment)"
+        ),
         Stage::None => format!("starting {program}: unknown failure"),
     }
 }
@@ -576,6 +612,171 @@ fn describe_failure(spec: &UnitSpec, program: &str, stage: Stage, errno: i32) ->
 /// Stack for the child between clone and exec. It only runs `child_main`
 /// (a few frames of raw system calls), so a small one is plenty.
 const CHILD_STACK: usize = 32 * 1024;
+
+/// `cgroup.procs` in an open group directory, for a child to write itself
+/// into.
+fn open_procs(dir: i32) -> Result<OwnedFd, SpawnError> {
+    // SAFETY: openat on a directory descriptor the caller keeps open, with
+    // a NUL-terminated literal name; the result is ours.
+    let fd = unsafe {
+        libc::openat(
+            dir,
+            c"cgroup.procs".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(SpawnError::Failed(format!(
+            "opening the unit's cgroup.procs: {e}"
+        )));
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// `clone3(CLONE_INTO_CGROUP)`: the child is born in its unit's group, so
+/// there is no moment when it runs outside it and no migration to pay for
+/// (writing a pid into `cgroup.procs` takes a global lock for writing).
+/// The C libraries have no wrapper that runs a function on a new stack,
+/// so the entry is a few lines of assembly; other architectures use the
+/// fallback (the child writes itself into `cgroup.procs`).
+mod clone3 {
+    use super::{CHILD_STACK, ChildArgs, ChildErr, Plan, child_main};
+    use std::mem::MaybeUninit;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static UNAVAILABLE: AtomicBool = AtomicBool::new(!cfg!(target_arch = "x86_64"));
+
+    pub fn available() -> bool {
+        !UNAVAILABLE.load(Ordering::Relaxed)
+    }
+
+    pub fn mark_unavailable() {
+        UNAVAILABLE.store(true, Ordering::Relaxed);
+    }
+
+    /// The kernel does not know clone3 or CLONE_INTO_CGROUP (< 5.7).
+    pub fn unsupported(e: &std::io::Error) -> bool {
+        matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::E2BIG))
+    }
+
+    /// `struct clone_args`, version 2 (with `cgroup`).
+    #[repr(C)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+    pub fn clone_into(plan: &Plan, err_slot: &mut ChildErr, cgroup: i32) -> std::io::Result<i32> {
+        let mut args = ChildArgs {
+            plan,
+            err: err_slot,
+        };
+        let share_fds = if plan.unshare_below.is_some() {
+            libc::CLONE_FILES as u64
+        } else {
+            0
+        };
+        let mut stack: Vec<MaybeUninit<u8>> = Vec::with_capacity(CHILD_STACK);
+        let base = stack.as_mut_ptr() as u64;
+        // The kernel starts the child at base + size: keep that 16-aligned.
+        let size = ((base + CHILD_STACK as u64) & !15) - base;
+        let cl = CloneArgs {
+            flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | share_fds | CLONE_INTO_CGROUP,
+            pidfd: 0,
+            child_tid: 0,
+            parent_tid: 0,
+            exit_signal: libc::SIGCHLD as u64,
+            stack: base,
+            stack_size: size,
+            tls: 0,
+            set_tid: 0,
+            set_tid_size: 0,
+            cgroup: cgroup as u64,
+        };
+        // As in `clone_with`: no handler of ours may run in the child.
+        let held = crate::world::sigmask::SigHold::all();
+        // SAFETY: CLONE_VM|CLONE_VFORK suspends this thread until the child
+        // execs or exits, so `args`, `cl` and `stack` stay valid and
+        // untouched by us while the child uses them; the child only runs
+        // `child_main` (raw system calls on data built before the clone)
+        // and never returns into Rust code.
+        let r = unsafe {
+            raw(
+                &cl,
+                child_main,
+                &mut args as *mut ChildArgs as *mut libc::c_void,
+            )
+        };
+        drop(held);
+        drop(stack);
+        if r < 0 {
+            return Err(std::io::Error::from_raw_os_error((-r) as i32));
+        }
+        Ok(r as i32)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn raw(
+        cl: &CloneArgs,
+        f: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+        arg: *mut libc::c_void,
+    ) -> isize {
+        let ret: isize;
+        // SAFETY: the caller upholds the clone contract above. The parent
+        // only executes the system call (rcx, r11 clobbered) and returns
+        // the pid or -errno in rax. The child starts on its own stack (the
+        // kernel sets rsp to stack + stack_size, 16-aligned), calls
+        // f(arg), and exits with its return value; it never reaches code
+        // after the asm block.
+        unsafe {
+            core::arch::asm!(
+                "syscall",
+                "test rax, rax",
+                "jnz 2f",
+                "xor ebp, ebp",
+                "mov rdi, r12",
+                "call r13",
+                "mov edi, eax",
+                "mov eax, {exit}",
+                "syscall",
+                "ud2",
+                "2:",
+                exit = const libc::SYS_exit_group,
+                inlateout("rax") libc::SYS_clone3 as isize => ret,
+                in("rdi") cl as *const CloneArgs,
+                in("rsi") std::mem::size_of::<CloneArgs>(),
+                in("r12") arg,
+                in("r13") f,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        ret
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn raw(
+        _cl: &CloneArgs,
+        _f: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+        _arg: *mut libc::c_void,
+    ) -> isize {
+        -(libc::ENOSYS as isize)
+    }
+}
 
 fn clone_and_exec(plan: &Plan, err_slot: &mut ChildErr) -> std::io::Result<i32> {
     let mut args = ChildArgs {
@@ -681,6 +882,14 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY (for every `sys` below): valid call numbers, arguments built
     // by the parent and alive for the child's lifetime.
     unsafe {
+        if let Some(fd) = plan.cgroup_procs {
+            // Into the unit's group before anything else runs: "0" is
+            // the writing process.
+            let r = sys(libc::SYS_write, fd as usize, b"0".as_ptr() as usize, 1, 0);
+            if r < 0 {
+                fail(Stage::Cgroup, r);
+            }
+        }
         if let Some(lo) = plan.unshare_below {
             // Before touching any descriptor: we still share the parent's
             // table. Afterwards ours holds only the entries below `lo`.
@@ -812,6 +1021,7 @@ mod tests {
         let env = SpawnEnv {
             notify_socket: None,
             main_pid: Some(42),
+            cgroup: None,
         };
         let s = spawn(spec, &argv, &[], &env, None).expect("spawn");
         let mut out = String::new();
@@ -852,6 +1062,7 @@ mod tests {
         let env = SpawnEnv {
             notify_socket: None,
             main_pid: None,
+            cgroup: None,
         };
         let argv = vec!["/nonexistent/prog".to_string()];
         match spawn(&spec, &argv, &[], &env, None) {
@@ -911,6 +1122,7 @@ mod tests {
         let env = SpawnEnv {
             notify_socket: None,
             main_pid: None,
+            cgroup: None,
         };
         let argv: Vec<String> = ["sh", "-c", "echo ready >&3; ls /proc/self/fd | wc -l"]
             .iter()

@@ -316,7 +316,87 @@ impl Drop for Supd {
         if self.outer.is_some() {
             self.kill9();
         }
+        remove_cgroups(&self.state);
     }
+}
+
+/// supd's cgroup subtree for a state directory (whether or not it exists).
+pub fn cgroup_subtree(state: &Path) -> Option<PathBuf> {
+    let mount = supd::world::cgroup::hierarchy()?;
+    Some(mount.join(supd::world::cgroup::subtree_name(state)))
+}
+
+/// Kill whatever is left in supd's subtree for `state` and remove it
+/// (bounded): tests must leave no cgroup behind.
+pub fn remove_cgroups(state: &Path) {
+    let Some(dir) = cgroup_subtree(state) else {
+        return;
+    };
+    if !dir.exists() {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut left = 0;
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if !p.is_dir() {
+                continue;
+            }
+            let _ = std::fs::write(p.join("cgroup.kill"), "1");
+            if std::fs::remove_dir(&p).is_err() {
+                left += 1;
+            }
+        }
+        if left == 0 && std::fs::remove_dir(&dir).is_ok() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            eprintln!("could not remove cgroup {} in time", dir.display());
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Is there a writable cgroup v2 hierarchy where supd can make groups?
+/// Prints the SKIP reason when not.
+pub fn cgroup_writable(test: &str) -> bool {
+    let Some(mount) = supd::world::cgroup::hierarchy() else {
+        eprintln!("SKIP {test}: no writable cgroup2 filesystem is mounted");
+        return false;
+    };
+    let probe = mount.join(format!("supd-test-probe-{}", std::process::id()));
+    match std::fs::create_dir(&probe) {
+        Ok(()) => {
+            let _ = std::fs::remove_dir(&probe);
+            true
+        }
+        Err(e) => {
+            eprintln!(
+                "SKIP {test}: cannot create a cgroup in {}: {e}",
+                mount.display()
+            );
+            false
+        }
+    }
+}
+
+/// Live (non-zombie) processes whose command line contains `token`.
+pub fn processes_with(token: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmd).contains(token) && alive(pid) {
+            out.push(pid);
+        }
+    }
+    out
 }
 
 /// A unit file text for a shell command (argv: /bin/sh -c CMD).

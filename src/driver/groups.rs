@@ -1,0 +1,199 @@
+//! The driver's side of containment: which cgroup each run lives in.
+//!
+//! Owns: supd's `Containment` (found once at start-up), the open group of
+//! each unit (created at its first spawn, with a task that wakes on its
+//! `cgroup.events`), and the map from a contained run to its group. Turns
+//! "the group of unit U became empty" into `GroupEmpty{run}` for the run
+//! that lives there.
+//!
+//! Must never: report a group empty on a stale wake-up (the file is read
+//! again, synchronously, before the engine is told); bind two runs to one
+//! group (the engine starts a unit again only after `GroupEmpty`); decide
+//! anything about a unit.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use tokio::sync::mpsc;
+
+use crate::engine::RunId;
+use crate::world::cgroup::{self, Containment, EventsWatch, Group, GroupKind};
+
+pub(super) struct Groups {
+    pub(super) containment: Containment,
+    /// Open groups, by unit name and kind (kept for the unit's lifetime:
+    /// one descriptor each, and no mkdir/open per spawn).
+    open: HashMap<(String, GroupKind), Group>,
+    /// Contained run -> its unit (until its group is reported empty).
+    runs: HashMap<RunId, String>,
+    /// Unit -> the run whose processes are in its group now.
+    current: HashMap<String, RunId>,
+    /// Units whose group emptied, from the watch tasks.
+    tx: mpsc::UnboundedSender<String>,
+    /// Units whose group was killed through `cgroup.kill` since it was
+    /// made. Linux (seen on 6.18) SIGKILLs a child born into such a group
+    /// with CLONE_INTO_CGROUP: the fork compares the group's kill count
+    /// with the one it sampled from the parent's group. So a killed group
+    /// is made afresh before the next spawn.
+    killed: std::collections::HashSet<String>,
+}
+
+impl Groups {
+    pub(super) fn new(containment: Containment, tx: mpsc::UnboundedSender<String>) -> Groups {
+        Groups {
+            containment,
+            open: HashMap::new(),
+            runs: HashMap::new(),
+            current: HashMap::new(),
+            tx,
+            killed: Default::default(),
+        }
+    }
+
+    /// supd's containment in words, for `status`.
+    pub(super) fn describe(&self) -> String {
+        match &self.containment {
+            Containment::Cgroup(t) => format!(
+                "cgroup v2 {} (controllers: {}){}",
+                t.dir.display(),
+                if t.controllers.is_empty() {
+                    "none".to_string()
+                } else {
+                    t.controllers.join(" ")
+                },
+                t.unavailable
+                    .as_ref()
+                    .map(|w| format!("; {w}"))
+                    .unwrap_or_default()
+            ),
+            Containment::ProcessGroups { why } => format!(
+                "process groups only ({why}): a process that leaves its group escapes supervision"
+            ),
+        }
+    }
+
+    /// The open directory descriptor of a unit's group and its cgroup
+    /// path, creating the group (and, for the unit group, its watch) on
+    /// first use. None without cgroups, or when the group cannot be made
+    /// (logged; the run is then contained by its process group only).
+    pub(super) fn group_for(&mut self, unit: &str, kind: GroupKind) -> Option<(i32, String)> {
+        let Containment::Cgroup(tree) = &self.containment else {
+            return None;
+        };
+        let key = (unit.to_string(), kind);
+        if kind == GroupKind::Unit && self.killed.contains(unit) && !self.current.contains_key(unit)
+        {
+            // Made afresh (see `killed`); the old watch ends when its file
+            // goes away.
+            self.killed.remove(unit);
+            if let Some(g) = self.open.remove(&key)
+                && let Err(e) = cgroup::remove(&g.path)
+            {
+                tracing::warn!(unit = %unit, "removing killed cgroup {}: {e}", g.path.display());
+            }
+        }
+        if !self.open.contains_key(&key) {
+            let g = match tree.open_group(unit, kind) {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::warn!(unit = %unit, "{e}; this run is contained by its process group only");
+                    return None;
+                }
+            };
+            if kind == GroupKind::Unit {
+                match EventsWatch::new(&g.path) {
+                    Ok(w) => watch(unit.to_string(), w, self.tx.clone()),
+                    Err(e) => {
+                        tracing::warn!(unit = %unit, "watching {}/cgroup.events: {e}; this run is contained by its process group only", g.path.display());
+                        return None;
+                    }
+                }
+            }
+            self.open.insert(key.clone(), g);
+        }
+        let g = self.open.get(&key)?;
+        let path = format!(
+            "{}/{}",
+            tree.cgroup_path.trim_end_matches('/'),
+            cgroup::group_name(unit, kind)
+        );
+        Some((g.raw_dir(), path))
+    }
+
+    /// SIGKILL everything in a contained run's group. False when the run
+    /// is not contained (the caller falls back to its process group).
+    pub(super) fn kill(&mut self, run: RunId) -> bool {
+        let Some(dir) = self.dir_of(run) else {
+            return false;
+        };
+        if let Some(unit) = self.runs.get(&run) {
+            self.killed.insert(unit.clone());
+        }
+        if let Err(e) = cgroup::kill(&dir) {
+            tracing::warn!("killing the processes of {}: {e}", dir.display());
+        }
+        true
+    }
+
+    /// `run`'s main process was born in `unit`'s group.
+    pub(super) fn bind(&mut self, run: RunId, unit: &str) {
+        self.runs.insert(run, unit.to_string());
+        self.current.insert(unit.to_string(), run);
+    }
+
+    pub(super) fn is_contained(&self, run: RunId) -> bool {
+        self.runs.contains_key(&run)
+    }
+
+    /// The directory of a contained run's group.
+    pub(super) fn dir_of(&self, run: RunId) -> Option<PathBuf> {
+        let unit = self.runs.get(&run)?;
+        self.open
+            .get(&(unit.clone(), GroupKind::Unit))
+            .map(|g| g.path.clone())
+    }
+
+    /// A watch task says `unit`'s group emptied: the run to tell the
+    /// engine about, if that is still true now.
+    pub(super) fn emptied(&mut self, unit: &str) -> Option<RunId> {
+        let run = *self.current.get(unit)?;
+        let dir = self.dir_of(run)?;
+        // Wake-ups can be stale (a change seen twice, or the group was
+        // filled again since): believe only the file as it reads now.
+        match cgroup::populated(&dir) {
+            Ok(false) => {}
+            Ok(true) => return None,
+            Err(e) => {
+                tracing::warn!(unit = %unit, "reading {}/cgroup.events: {e}", dir.display());
+                return None;
+            }
+        }
+        self.current.remove(unit);
+        self.runs.remove(&run);
+        Some(run)
+    }
+}
+
+/// One task per unit group, asleep in epoll until `cgroup.events` changes
+/// (no timer, no polling).
+fn watch(unit: String, mut w: EventsWatch, tx: mpsc::UnboundedSender<String>) {
+    let _ = w.read();
+    tokio::spawn(async move {
+        loop {
+            match w.changed().await {
+                Ok(false) => {
+                    if tx.send(unit.clone()).is_err() {
+                        return;
+                    }
+                }
+                Ok(true) => {}
+                // The group was removed (made afresh after a kill).
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENODEV | libc::ENOENT)) => return,
+                Err(e) => {
+                    tracing::error!(unit = %unit, "watching its cgroup failed: {e}; its end is noticed only through its main process");
+                    return;
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,556 @@
+//! Containment: a cgroup v2 group per unit.
+//!
+//! Owns: finding a writable cgroup v2 hierarchy (from mountinfo:
+//! `/sys/fs/cgroup`, or a hybrid host's `/sys/fs/cgroup/unified`), supd's
+//! own subtree in it, one group per unit (`NAME.unit`, the run's main
+//! process, its children, its stop command) and one for its exec probes
+//! (`NAME.probe`, accounted apart so a probe never keeps the unit alive),
+//! and the group operations the driver needs: signal every member, kill
+//! them all (`cgroup.kill`), read `populated`, and wake on `cgroup.events`
+//! changes without polling (the kernel marks the open file POLLPRI, as it
+//! does mountinfo).
+//!
+//! Layout (S is supd's subtree, named after its state directory so that a
+//! restarted or re-executed supd finds the same one):
+//!
+//! ```text
+//! <the cgroup supd started in>/supd[-HASH]/   S: subtree_control = what we can enable
+//!     supd.self/                               supd itself (cgroup v2 allows no
+//!                                              processes in an inner node that
+//!                                              delegates controllers)
+//!     db.unit/  db.probe/  web.unit/ ...
+//! ```
+//!
+//! Must never: block on anything but these kernel files (they answer at
+//! once); remove a group that still has processes; put a process anywhere
+//! outside S; decide anything about a unit (the engine does, from
+//! `GroupEmpty` and the other events the driver derives from here).
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+/// The state directory whose subtree is the plain `supd` (the packaged
+/// default); any other gets `supd-HASH`, so that supds on one host (tests,
+/// several instances) never share a subtree.
+const DEFAULT_STATE_DIR: &str = "/var/lib/supd";
+
+/// supd's own leaf inside its subtree.
+pub const SELF_LEAF: &str = "supd.self";
+
+/// Which group of a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GroupKind {
+    /// The run: main process, its descendants, the stop command.
+    Unit,
+    /// Exec probes.
+    Probe,
+}
+
+impl GroupKind {
+    fn suffix(self) -> &'static str {
+        match self {
+            GroupKind::Unit => "unit",
+            GroupKind::Probe => "probe",
+        }
+    }
+}
+
+/// The name of a unit's group in the subtree.
+pub fn group_name(unit: &str, kind: GroupKind) -> String {
+    format!("{unit}.{}", kind.suffix())
+}
+
+/// The unit a group directory name belongs to (`db.unit` → `db`).
+pub fn unit_of_group(dir_name: &str) -> Option<(&str, GroupKind)> {
+    if let Some(u) = dir_name.strip_suffix(".unit") {
+        return Some((u, GroupKind::Unit));
+    }
+    dir_name
+        .strip_suffix(".probe")
+        .map(|u| (u, GroupKind::Probe))
+}
+
+/// Where the cgroup v2 hierarchy is mounted in our mount namespace, and
+/// the path of its root as this namespace sees it.
+fn find_mount(mountinfo: &str) -> Option<(PathBuf, String)> {
+    let mut found: Vec<(PathBuf, String)> = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut post = post.split_whitespace();
+        if post.next() != Some("cgroup2") {
+            continue;
+        }
+        let f: Vec<&str> = pre.split_whitespace().collect();
+        if f.len() < 6 {
+            continue;
+        }
+        let opts = f[5];
+        if opts.split(',').any(|o| o == "ro") {
+            continue;
+        }
+        let root = unescape(f[3]);
+        let mp = PathBuf::from(unescape(f[4]));
+        found.push((mp, root));
+    }
+    // The pure v2 layout first, then a hybrid host's unified hierarchy,
+    // then anything else.
+    let rank = |p: &Path| match p.to_str() {
+        Some("/sys/fs/cgroup") => 0,
+        Some("/sys/fs/cgroup/unified") => 1,
+        _ => 2,
+    };
+    found.sort_by_key(|(p, _)| rank(p));
+    found.into_iter().next()
+}
+
+/// The writable cgroup v2 mount point in our mount namespace, if any.
+pub fn hierarchy() -> Option<PathBuf> {
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    find_mount(&mi).map(|(p, _)| p)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// supd's own cgroup v2 path, from `/proc/self/cgroup` (`0::/path`).
+fn own_cgroup(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|p| p.trim().to_string())
+}
+
+/// The subtree's name for a state directory.
+pub fn subtree_name(state_dir: &Path) -> String {
+    if state_dir == Path::new(DEFAULT_STATE_DIR) {
+        return "supd".to_string();
+    }
+    // FNV-1a: stable across builds and runs (std's hasher is not).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in state_dir.as_os_str().as_encoded_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("supd-{:08x}", (h ^ (h >> 32)) as u32)
+}
+
+/// supd's subtree in a writable cgroup v2 hierarchy.
+#[derive(Debug)]
+pub struct Tree {
+    /// The subtree's directory (absolute path in our mount namespace).
+    pub dir: PathBuf,
+    /// The subtree as a cgroup path (`/supd-1234abcd`), for operators.
+    pub cgroup_path: String,
+    /// Controllers enabled for the units' groups.
+    pub controllers: Vec<String>,
+    /// Controllers the hierarchy has but we could not delegate, and why.
+    pub unavailable: Option<String>,
+}
+
+/// What containment supd runs with.
+#[derive(Debug)]
+pub enum Containment {
+    Cgroup(Tree),
+    /// No writable cgroup v2: units are their process groups; a process
+    /// that leaves its group (setsid) escapes supervision.
+    ProcessGroups {
+        why: String,
+    },
+}
+
+impl Containment {
+    /// Find or create supd's subtree and move supd into its own leaf.
+    /// Never fails: without a usable hierarchy the answer is process
+    /// groups, with the reason.
+    /// `machine_init`: supd is the init of a whole machine, so the
+    /// hierarchy's root is its own to configure.
+    pub fn setup(state_dir: &Path, machine_init: bool) -> Containment {
+        match Tree::setup(state_dir, machine_init) {
+            Ok(t) => Containment::Cgroup(t),
+            Err(why) => Containment::ProcessGroups { why },
+        }
+    }
+
+    pub fn tree(&self) -> Option<&Tree> {
+        match self {
+            Containment::Cgroup(t) => Some(t),
+            Containment::ProcessGroups { .. } => None,
+        }
+    }
+}
+
+impl Tree {
+    fn setup(state_dir: &Path, machine_init: bool) -> Result<Tree, String> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
+        let (mount, mount_root) = find_mount(&mountinfo)
+            .ok_or("no writable cgroup2 filesystem is mounted (mount one on /sys/fs/cgroup)")?;
+        let own_text = std::fs::read_to_string("/proc/self/cgroup")
+            .map_err(|e| format!("reading /proc/self/cgroup: {e}"))?;
+        let own =
+            own_cgroup(&own_text).ok_or("/proc/self/cgroup has no cgroup v2 line (0::PATH)")?;
+        // Our cgroup as a directory under the mount: the mount shows the
+        // hierarchy from `mount_root` down.
+        let rel = own
+            .strip_prefix(mount_root.trim_end_matches('/'))
+            .unwrap_or(&own)
+            .trim_start_matches('/')
+            .to_string();
+        let mut base = mount.join(&rel);
+        let name = subtree_name(state_dir);
+        // A re-executed supd is already in its subtree's own leaf.
+        if base.file_name().and_then(|n| n.to_str()) == Some(SELF_LEAF)
+            && base
+                .parent()
+                .and_then(|p| p.file_name())
+                .and_then(|n| n.to_str())
+                == Some(name.as_str())
+            && let Some(p) = base.parent().and_then(|p| p.parent())
+        {
+            base = p.to_path_buf();
+        }
+        if !base.join("cgroup.procs").exists() {
+            return Err(format!(
+                "our cgroup {own} is not visible under {} (a cgroup namespace or mount that hides it)",
+                mount.display()
+            ));
+        }
+        let dir = base.join(&name);
+        mkdir(&dir)?;
+        let leaf = dir.join(SELF_LEAF);
+        mkdir(&leaf)?;
+        // Move supd out of `base` into its own leaf: a group with
+        // processes cannot delegate controllers to its children.
+        write_file(&leaf.join("cgroup.procs"), b"0").map_err(|e| {
+            format!(
+                "moving supd into {}: {e} (is the hierarchy delegated to supd's user?)",
+                leaf.display()
+            )
+        })?;
+        // The host's root cgroup is not ours to configure unless we are
+        // the machine's init or it is the root of our own cgroup
+        // namespace (a container's); elsewhere we use what the parent
+        // already delegates.
+        let base_is_root = base == mount;
+        let own_base = !base_is_root || machine_init || !in_initial_cgroup_ns();
+        let (controllers, unavailable) = delegate(&base, &dir, own_base);
+        let cgroup_path = format!(
+            "/{}",
+            dir.strip_prefix(&mount)
+                .unwrap_or(&dir)
+                .to_string_lossy()
+                .trim_start_matches('/')
+        );
+        Ok(Tree {
+            dir,
+            cgroup_path,
+            controllers,
+            unavailable,
+        })
+    }
+
+    /// The directory of a unit's group (created if missing).
+    pub fn group_dir(&self, unit: &str, kind: GroupKind) -> PathBuf {
+        self.dir.join(group_name(unit, kind))
+    }
+
+    /// Create (if needed) and open a unit's group; the handle is what
+    /// `CLONE_INTO_CGROUP` takes.
+    pub fn open_group(&self, unit: &str, kind: GroupKind) -> Result<Group, String> {
+        let path = self.group_dir(unit, kind);
+        mkdir(&path)?;
+        Group::open(path)
+    }
+
+    /// Every group directory in the subtree (for adoption and clean-up).
+    pub fn groups(&self) -> Vec<(String, GroupKind, PathBuf)> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some((unit, kind)) = unit_of_group(name) {
+                out.push((unit.to_string(), kind, e.path()));
+            }
+        }
+        out
+    }
+}
+
+/// Enable in `base` (for `dir`) and in `dir` (for the units) every
+/// controller `base` has. Returns what is enabled for the units, and why
+/// the rest is not.
+fn delegate(base: &Path, dir: &Path, own_base: bool) -> (Vec<String>, Option<String>) {
+    let avail = std::fs::read_to_string(base.join("cgroup.controllers")).unwrap_or_default();
+    let given = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+    let mut enabled = Vec::new();
+    let mut problems = Vec::new();
+    for c in avail.split_whitespace() {
+        let on = format!("+{c}");
+        let has = given.split_whitespace().any(|g| g == c);
+        if !has && !own_base {
+            problems.push(format!("{c} (not delegated to supd's cgroup)"));
+            continue;
+        }
+        // Into `dir` first (needs `base` to delegate it), then to the units.
+        let r = if has {
+            Ok(())
+        } else {
+            write_file(&base.join("cgroup.subtree_control"), on.as_bytes())
+        }
+        .and_then(|_| write_file(&dir.join("cgroup.subtree_control"), on.as_bytes()));
+        match r {
+            Ok(()) => enabled.push(c.to_string()),
+            Err(e) => problems.push(format!("{c} ({e})")),
+        }
+    }
+    let why = (!problems.is_empty()).then(|| {
+        format!(
+            "cannot delegate {} from {} (other processes share supd's starting cgroup?)",
+            problems.join(", "),
+            base.display()
+        )
+    });
+    (enabled, why)
+}
+
+/// Inode of the initial cgroup namespace (`PROC_CGROUP_INIT_INO`).
+const PROC_CGROUP_INIT_INO: u64 = 0xEFFF_FFFB;
+
+fn in_initial_cgroup_ns() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/cgroup")
+        .map(|m| m.ino() == PROC_CGROUP_INIT_INO)
+        .unwrap_or(true)
+}
+
+fn mkdir(p: &Path) -> Result<(), String> {
+    match std::fs::create_dir(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!("creating cgroup {}: {e}", p.display())),
+    }
+}
+
+fn write_file(p: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).open(p)?;
+    f.write_all(data)
+}
+
+/// An open unit group: its directory (for `CLONE_INTO_CGROUP`) and its
+/// `cgroup.procs` (for kernels without it: the child writes itself in).
+#[derive(Debug)]
+pub struct Group {
+    pub path: PathBuf,
+    pub dir: OwnedFd,
+}
+
+impl Group {
+    pub fn open(path: PathBuf) -> Result<Group, String> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| format!("opening cgroup {}: {e}", path.display()))?;
+        Ok(Group {
+            path,
+            dir: OwnedFd::from(f),
+        })
+    }
+
+    pub fn raw_dir(&self) -> i32 {
+        self.dir.as_raw_fd()
+    }
+}
+
+/// The pids in a group (`cgroup.procs`).
+pub fn pids(dir: &Path) -> std::io::Result<Vec<i32>> {
+    let text = std::fs::read_to_string(dir.join("cgroup.procs"))?;
+    Ok(text
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect())
+}
+
+/// Is any process left in the group (or below it)?
+pub fn populated(dir: &Path) -> std::io::Result<bool> {
+    let text = std::fs::read_to_string(dir.join("cgroup.events"))?;
+    Ok(parse_populated(&text))
+}
+
+fn parse_populated(events: &str) -> bool {
+    events
+        .lines()
+        .find_map(|l| l.strip_prefix("populated "))
+        .map(|v| v.trim() != "0")
+        .unwrap_or(false)
+}
+
+/// Send `sig` to every process in the group. A process forked meanwhile
+/// may be missed; `kill` (SIGKILL through the kernel) is the one that
+/// cannot miss.
+pub fn signal_all(dir: &Path, sig: i32) -> std::io::Result<usize> {
+    let mut n = 0;
+    for pid in pids(dir)? {
+        // SAFETY: kill(2) with integers. A pid in cgroup.procs is a live
+        // member (or a zombie of someone's), never a recycled stranger:
+        // it leaves the file when it dies.
+        if pid > 0 && unsafe { libc::kill(pid, sig) } == 0 {
+            n += 1;
+            if sig == libc::SIGTERM || sig == libc::SIGKILL {
+                // A stopped process never sees SIGTERM otherwise.
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGCONT) };
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// SIGKILL every process in the group and its descendants, atomically
+/// with respect to forks (`cgroup.kill`, Linux 5.14); on older kernels,
+/// SIGKILL the members until none is left (bounded).
+pub fn kill(dir: &Path) -> std::io::Result<()> {
+    match write_file(&dir.join("cgroup.kill"), b"1") {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            for _ in 0..16 {
+                if signal_all(dir, libc::SIGKILL)? == 0 {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Remove an empty group directory (a removed unit's). Fails with EBUSY
+/// while processes remain, which is what we want.
+pub fn remove(dir: &Path) -> std::io::Result<()> {
+    std::fs::remove_dir(dir)
+}
+
+/// Wakes when a group's `cgroup.events` changes (populated, frozen).
+pub struct EventsWatch {
+    fd: AsyncFd<File>,
+}
+
+impl EventsWatch {
+    pub fn new(dir: &Path) -> std::io::Result<EventsWatch> {
+        let f = File::open(dir.join("cgroup.events"))?;
+        // `File` owns its descriptor, so the deprecated constructor's
+        // I/O-safety concern does not apply (as in mount_watch).
+        #[allow(deprecated)]
+        let fd = AsyncFd::with_interest(f, Interest::PRIORITY | Interest::ERROR)?;
+        Ok(EventsWatch { fd })
+    }
+
+    /// The current `populated` value, read now (arms the notification).
+    pub fn read(&mut self) -> std::io::Result<bool> {
+        let f = self.fd.get_mut();
+        read_events(f)
+    }
+
+    /// Wait for the next change; returns `populated` as it is then.
+    pub async fn changed(&mut self) -> std::io::Result<bool> {
+        let mut guard = self
+            .fd
+            .ready_mut(Interest::PRIORITY | Interest::ERROR)
+            .await?;
+        let v = read_events(guard.get_inner_mut())?;
+        guard.clear_ready();
+        Ok(v)
+    }
+}
+
+fn read_events(f: &mut File) -> std::io::Result<bool> {
+    f.seek(SeekFrom::Start(0))?;
+    let mut text = String::new();
+    f.read_to_string(&mut text)?;
+    Ok(parse_populated(&text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_unified_hierarchy_first_and_skips_read_only() {
+        let mi = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+50 31 0:38 / /mnt/ro ro,relatime - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            find_mount(mi),
+            Some((PathBuf::from("/sys/fs/cgroup/unified"), "/".to_string()))
+        );
+        let mi = "\
+50 1 0:38 / /mnt/other rw - cgroup2 cgroup2 rw
+41 1 0:38 /x /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate
+";
+        assert_eq!(
+            find_mount(mi),
+            Some((PathBuf::from("/sys/fs/cgroup"), "/x".to_string()))
+        );
+        assert_eq!(
+            find_mount("41 1 0:38 / /sys/fs/cgroup ro - cgroup2 cgroup2 ro\n"),
+            None
+        );
+        assert_eq!(find_mount("1 0 0:1 / / rw - ext4 /dev/sda rw\n"), None);
+    }
+
+    #[test]
+    fn parses_own_cgroup_and_events() {
+        assert_eq!(
+            own_cgroup("9:name=systemd:/\n1:cpu:/\n0::/system.slice/supd.service\n"),
+            Some("/system.slice/supd.service".to_string())
+        );
+        assert_eq!(own_cgroup("1:cpu:/\n"), None);
+        assert!(parse_populated("populated 1\nfrozen 0\n"));
+        assert!(!parse_populated("populated 0\nfrozen 0\n"));
+        assert_eq!(unescape("/a\\040b"), "/a b");
+    }
+
+    #[test]
+    fn group_names_round_trip_and_subtrees_differ_by_state_dir() {
+        for u in ["db", "a.unit", "x.probe", "web@1"] {
+            for k in [GroupKind::Unit, GroupKind::Probe] {
+                assert_eq!(unit_of_group(&group_name(u, k)), Some((u, k)));
+            }
+        }
+        assert_eq!(unit_of_group(SELF_LEAF), None);
+        assert_eq!(subtree_name(Path::new("/var/lib/supd")), "supd");
+        let a = subtree_name(Path::new("/tmp/a/state"));
+        let b = subtree_name(Path::new("/tmp/b/state"));
+        assert_ne!(a, b);
+        assert_eq!(a, subtree_name(Path::new("/tmp/a/state")));
+        assert!(a.starts_with("supd-") && a.len() == 13, "{a}");
+    }
+}
