@@ -13,18 +13,25 @@ use common::*;
 /// command line carries `DAEMON:<token>`. With `stubborn`, it ignores
 /// SIGTERM (only SIGKILL ends it).
 const DAEMON: &str = r#"
-import os, sys
+import os, sys, time
 token, stubborn = sys.argv[1], sys.argv[2] == "stubborn"
+flag = token + "/daemon-up"
 if os.fork() > 0:
+    # Like a start script: exit once the daemon is up (bounded).
+    for _ in range(500):
+        if os.path.exists(flag):
+            os.unlink(flag)
+            break
+        time.sleep(0.01)
     os._exit(0)
 os.setsid()
 if os.fork() > 0:
     os._exit(0)
-code = "import signal, time\n"
+code = "import signal, sys, time\n"
 if stubborn:
     code += "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-code += "time.sleep(600)\n"
-os.execv(sys.executable, [sys.executable, "-c", code, "DAEMON:" + token])
+code += "open(sys.argv[1], 'w').close()\ntime.sleep(600)\n"
+os.execv(sys.executable, [sys.executable, "-c", code, flag, "DAEMON:" + token])
 "#;
 
 fn write_daemon(dir: &Path) -> PathBuf {
