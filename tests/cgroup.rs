@@ -129,3 +129,137 @@ fn restart_always_never_piles_up_copies() {
     assert!(seen > 0, "the daemon never ran");
     assert!(most <= 1, "{most} daemons alive at once");
 }
+
+/// A forking daemon that writes its pid file before its starting process
+/// exits (as systemd asks of Type=forking services).
+const FORKING: &str = r#"
+import os, sys, time
+token, pid_file = sys.argv[1], sys.argv[2]
+r, w = os.pipe()
+if os.fork() > 0:
+    os.close(w)
+    os.read(r, 1)  # the daemon has written its pid file
+    os._exit(0)
+os.setsid()
+if os.fork() > 0:
+    os._exit(0)
+with open(pid_file + ".tmp", "w") as f:
+    f.write("%d\n" % os.getpid())
+os.rename(pid_file + ".tmp", pid_file)
+os.write(w, b"x")
+code = "import time\ntime.sleep(600)\n"
+os.execv(sys.executable, [sys.executable, "-c", code, "DAEMON:" + token])
+"#;
+
+#[test]
+fn forking_daemon_is_found_through_its_pid_file_and_supervised() {
+    if skip("forking_daemon_is_found_through_its_pid_file") {
+        return;
+    }
+    let t = TempDir::new("cg-fork");
+    let script = t.path().join("forking.py");
+    std::fs::write(&script, FORKING).expect("write forking.py");
+    let token = t.path().display().to_string();
+    let pid_file = t.path().join("d.pid");
+    let unit = format!(
+        "type = \"forking\"\npid_file = {}\nexec = [\"python3\", {}, {}, {}]\n[restart]\ndelay = \"100ms\"\n",
+        toml_str(&pid_file.display().to_string()),
+        toml_str(&script.display().to_string()),
+        toml_str(&token),
+        toml_str(&pid_file.display().to_string()),
+    );
+    let supd = Supd::start("cg-fork", &[("d", &unit)]);
+    let marker = format!("DAEMON:{token}");
+    supd.wait_state("d", "running", Duration::from_secs(10));
+    let written: i64 = std::fs::read_to_string(&pid_file)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    assert_eq!(supd.unit("d")["pid"].as_i64(), Some(written));
+    let daemons = processes_with(&marker);
+    assert_eq!(daemons.len(), 1, "{daemons:?}");
+
+    // The daemon dies: that is the service dying (restarted per policy),
+    // not something supd overlooks because it did not start it itself.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemons[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill daemon");
+    wait_for("the restarted daemon", Duration::from_secs(10), || {
+        let now = processes_with(&marker);
+        (now.len() == 1 && now[0] != daemons[0]).then_some(())
+    });
+    supd.wait_state("d", "running", Duration::from_secs(10));
+    assert_eq!(supd.unit("d")["restarts"].as_u64(), Some(1));
+    assert!(
+        supd.unit("d")["last_exit"]
+            .as_str()
+            .unwrap_or("")
+            .contains("SIGKILL")
+    );
+    supd.ok(&["stop", "d"]);
+    assert_eq!(processes_with(&token), Vec::<i32>::new());
+}
+
+/// A notify service that hands off to a child: it names the child with
+/// MAINPID=, tries to name a stranger (pid 1 of its namespace: supd),
+/// and exits.
+const HANDOFF: &str = r#"
+import os, socket, sys, time
+token = sys.argv[1]
+child = os.fork()
+if child == 0:
+    os.execv(sys.executable, [sys.executable, "-c", "import time\ntime.sleep(600)\n", "CHILD:" + token])
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+addr = os.environ["NOTIFY_SOCKET"]
+s.sendto(b"MAINPID=1\n", addr)
+s.sendto(("MAINPID=%d\nREADY=1\n" % child).encode(), addr)
+time.sleep(0.5)
+"#;
+
+#[test]
+fn mainpid_hands_the_unit_to_a_process_of_its_cgroup_only() {
+    if skip("mainpid_hands_the_unit_to_a_process_of_its_cgroup_only") {
+        return;
+    }
+    let t = TempDir::new("cg-mainpid");
+    let script = t.path().join("handoff.py");
+    std::fs::write(&script, HANDOFF).expect("write handoff.py");
+    let token = t.path().display().to_string();
+    let unit = format!(
+        "exec = [\"python3\", {}, {}]\n[ready]\nkind = \"notify\"\n[restart]\npolicy = \"never\"\n",
+        toml_str(&script.display().to_string()),
+        toml_str(&token),
+    );
+    let supd = Supd::start("cg-mainpid", &[("m", &unit)]);
+    supd.wait_state("m", "running", Duration::from_secs(10));
+    let marker = format!("CHILD:{token}");
+    wait_for("the handed-off child", Duration::from_secs(10), || {
+        (processes_with(&marker).len() == 1).then_some(())
+    });
+    let first_pid = supd.unit("m")["pid"].as_i64();
+    // The starting process exits after the hand-off: the unit stays up,
+    // its main process is the child.
+    std::thread::sleep(Duration::from_millis(800));
+    let u = supd.unit("m");
+    assert_eq!(u["state"], "running", "{u}");
+    assert_eq!(u["pid"].as_i64(), first_pid);
+    assert_ne!(u["pid"].as_i64(), Some(1));
+    assert!(
+        supd.log_text().contains("ignoring MAINPID=1"),
+        "a pid outside the unit's cgroup must be refused"
+    );
+    let child = processes_with(&marker);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child[0]),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill child");
+    wait_for(
+        "the unit to end with its main process",
+        Duration::from_secs(10),
+        || (supd.state_of("m") == "failed").then_some(()),
+    );
+}

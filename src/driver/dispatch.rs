@@ -18,17 +18,46 @@ use crate::protocol::{Request, Response};
 use crate::world::audit;
 use crate::world::control::ControlRequest;
 use crate::world::lock_store::LockStore;
-use crate::world::notify;
+use crate::world::{mainpid, notify};
 
 impl Driver {
     pub(super) fn notified(&mut self, r: notify::Received) {
-        match self.procs.run_of_member(r.pid) {
-            Some(run) => self.feed(Event::Notified { run, msg: r.msg }),
-            None => tracing::warn!(
+        // A unit's processes are its cgroup's members (a daemon that left
+        // the process group included), else its process group.
+        let run = self
+            .groups
+            .run_of_pid(r.pid)
+            .or_else(|| self.procs.run_of_member(r.pid));
+        let Some(run) = run else {
+            tracing::warn!(
                 "ignoring sd_notify message from pid {}: not a process of any unit",
                 r.pid
-            ),
+            );
+            return;
+        };
+        let mut msg = r.msg;
+        let mut events = Vec::new();
+        if let Some(p) = msg.main_pid.take()
+            && self.procs.main_pid(run) != Some(p)
+        {
+            // Accepted only for a live process of the same unit: a stale
+            // or hostile MAINPID= must not make supd signal a stranger.
+            let group = self.groups.dir_of(run);
+            let leader = self.procs.main_pid(run);
+            let ok = match (&group, leader) {
+                (None, Some(l)) if notify::belongs_to(p, l) => Ok(()),
+                _ => mainpid::check(p, group.as_deref()),
+            };
+            match ok {
+                Ok(()) => {
+                    self.set_main_pid(run, p);
+                    events.push(Event::MainPid { run, result: Ok(p) });
+                }
+                Err(e) => tracing::warn!("ignoring MAINPID={p} from pid {}: {e}", r.pid),
+            }
         }
+        events.push(Event::Notified { run, msg });
+        self.feed_many(events);
     }
 
     /// SIGHUP (no request) or `supctl reload`.

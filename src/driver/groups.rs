@@ -153,6 +153,15 @@ impl Groups {
             .map(|g| g.path.clone())
     }
 
+    /// The run whose group `pid` is in (from `/proc/PID/cgroup`).
+    pub(super) fn run_of_pid(&self, pid: i32) -> Option<RunId> {
+        let Containment::Cgroup(tree) = &self.containment else {
+            return None;
+        };
+        let unit = cgroup::unit_of_pid(pid, tree)?;
+        self.current.get(&unit).copied()
+    }
+
     /// A watch task says `unit`'s group emptied: the run to tell the
     /// engine about, if that is still true now.
     pub(super) fn emptied(&mut self, unit: &str) -> Option<RunId> {

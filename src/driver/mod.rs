@@ -75,6 +75,8 @@ struct Driver {
     procs: ProcTable,
     /// The cgroup each contained run lives in.
     groups: Groups,
+    /// Main processes that are not our children report their exit here.
+    foreign_tx: mpsc::UnboundedSender<i32>,
     replies: HashMap<ReqId, oneshot::Sender<Response>>,
     next_req: u64,
     disk_tx: std::sync::mpsc::Sender<DiskJob>,
@@ -105,6 +107,7 @@ struct Sources {
     ready_rx: mpsc::UnboundedReceiver<RunId>,
     /// Units whose cgroup emptied.
     group_rx: mpsc::UnboundedReceiver<String>,
+    foreign_rx: mpsc::UnboundedReceiver<i32>,
 }
 
 fn wall_ms() -> u64 {
@@ -176,6 +179,7 @@ async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> 
                 d.feed(Event::ProbeAnswered { run, kind, ok, output })
             }
             Some(run) = src.ready_rx.recv() => d.feed(Event::ReadyFd { run }),
+            Some(pid) = src.foreign_rx.recv() => d.foreign_exited(pid),
             Some(unit) = src.group_rx.recv() => {
                 if let Some(run) = d.groups.emptied(&unit) {
                     d.feed(Event::GroupEmpty { run });
@@ -236,35 +240,6 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
             None
         }
     };
-    let table = mount_watch::read_mount_table().unwrap_or_default();
-    // Before the first spawn: every unit process is born in its group.
-    let (group_tx, group_rx) = mpsc::unbounded_channel();
-    let groups = Groups::new(
-        crate::world::cgroup::Containment::setup(
-            &settings.state_dir,
-            settings.mode == Mode::VmInit,
-        ),
-        group_tx,
-    );
-    let containment = groups.describe();
-    match &groups.containment {
-        crate::world::cgroup::Containment::Cgroup(_) => {
-            tracing::info!("containment: {containment}")
-        }
-        crate::world::cgroup::Containment::ProcessGroups { .. } => {
-            tracing::warn!("containment: {containment}")
-        }
-    }
-    let engine = Engine::new(
-        set,
-        EngineConfig {
-            max_parallel_starts: settings.max_parallel_starts,
-            seed,
-            containment: Some(containment),
-        },
-        table,
-    );
-
     // The state directory is ours alone: a second supd on the same state
     // would make two writers of the lock file. (With a late-mounted state
     // dir the lock is taken once the mount appears.)
@@ -319,6 +294,36 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         }
     };
 
+    let table = mount_watch::read_mount_table().unwrap_or_default();
+    // Once we know we run (state dir and socket are ours), before the
+    // first spawn: every unit process is born in its group.
+    let (group_tx, group_rx) = mpsc::unbounded_channel();
+    let groups = Groups::new(
+        crate::world::cgroup::Containment::setup(
+            &settings.state_dir,
+            settings.mode == Mode::VmInit,
+        ),
+        group_tx,
+    );
+    let containment = groups.describe();
+    match &groups.containment {
+        crate::world::cgroup::Containment::Cgroup(_) => {
+            tracing::info!("containment: {containment}")
+        }
+        crate::world::cgroup::Containment::ProcessGroups { .. } => {
+            tracing::warn!("containment: {containment}")
+        }
+    }
+    let engine = Engine::new(
+        set,
+        EngineConfig {
+            max_parallel_starts: settings.max_parallel_starts,
+            seed,
+            containment: Some(containment),
+        },
+        table,
+    );
+
     let (disk_tx, disk_rx) = disk::start(
         settings.state_dir.clone(),
         settings.state_mount.clone(),
@@ -329,7 +334,9 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
 
     let (probe_tx, probe_rx) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = mpsc::unbounded_channel();
+    let (foreign_tx, foreign_rx) = mpsc::unbounded_channel();
     let d = Driver {
+        foreign_tx,
         engine,
         engine_broken: None,
         locks_wait_mount: false,
@@ -358,6 +365,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         probe_rx,
         ready_rx,
         group_rx,
+        foreign_rx,
     };
     Some((d, src))
 }
@@ -485,6 +493,7 @@ impl Driver {
                 }
                 None
             }
+            Action::FindMainPid { run, pid_file } => Some(self.find_main_pid(run, pid_file)),
             Action::KillGroup { run } => {
                 if !self.groups.kill(run) {
                     self.procs.signal_run(run, Signal::SIGKILL);
@@ -545,6 +554,11 @@ impl Driver {
             self.started.elapsed().as_secs_f64()
         );
         crate::world::init::kill_remaining(pid1, Duration::from_secs(5));
+        if self.settings.mode != Mode::VmInit
+            && let Some(t) = self.groups.containment.tree()
+        {
+            t.remove_all();
+        }
         self.close_disk();
         let _ = std::fs::remove_file(&self.settings.socket);
         if let Some(p) = &self.notify_path {

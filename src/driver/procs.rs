@@ -10,6 +10,7 @@
 //! about a unit (exits become `Event`s for the engine).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ use crate::engine::{Event, ExitStatus, ProbeKind, RunId};
 use crate::unit::{MountReq, ProbeTarget, UnitSpec};
 use crate::world::cgroup::GroupKind;
 use crate::world::sigmask::SigHold;
-use crate::world::{output, probe, spawn};
+use crate::world::{mainpid, output, probe, spawn};
 
 /// What a pid in our table is.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +34,9 @@ enum Proc {
     Probe(RunId, ProbeKind, Instant),
     /// A `[stop] exec` command; its exit is only logged.
     StopCommand(RunId),
+    /// Was the run's main process until the main pid moved on (a forking
+    /// daemon's starting process, `MAINPID=`); its exit is only logged.
+    Former(RunId),
 }
 
 /// How long a timed-out probe's deadline is pushed out while we wait to
@@ -50,6 +54,9 @@ pub(super) struct ProcTable {
     /// Runs born in a cgroup: their end is the engine's to decide (by
     /// `GroupEmpty`), not a process-group SIGKILL at the main's exit.
     contained: std::collections::HashSet<RunId>,
+    /// Main processes that are not our children (so the reaper may never
+    /// see them), watched by pidfd: pid -> run.
+    foreign: HashMap<i32, RunId>,
 }
 
 impl ProcTable {
@@ -110,7 +117,7 @@ impl ProcTable {
             .values()
             .filter_map(|p| match p {
                 Proc::Probe(_, _, deadline) => Some(*deadline),
-                Proc::Main(_) | Proc::StopCommand(_) => None,
+                Proc::Main(_) | Proc::StopCommand(_) | Proc::Former(_) => None,
             })
             .min()
     }
@@ -191,6 +198,9 @@ impl ProcTable {
                 Some(Proc::StopCommand(run)) => {
                     tracing::debug!("stop command for {run:?} {status}");
                 }
+                Some(Proc::Former(run)) => {
+                    tracing::debug!("former main process {pid} of {run:?} {status}");
+                }
                 None => tracing::debug!("reaped orphan pid {pid}: {status}"),
             }
         }
@@ -201,6 +211,91 @@ fn spawn_error_text(e: spawn::SpawnError) -> String {
     match e {
         spawn::SpawnError::Failed(m) => m,
         spawn::SpawnError::Mount(p) => p.to_string(),
+    }
+}
+
+/// Main processes supd did not create (forking daemons, `MAINPID=`).
+impl Driver {
+    /// From now on `pid` is `run`'s main process: its exit ends the run's
+    /// main, signals for "the main process" go to it. The caller checked
+    /// that it is a live process of the unit.
+    pub(super) fn set_main_pid(&mut self, run: RunId, pid: i32) {
+        let t = &mut self.procs;
+        if let Some(old) = t.run_pids.insert(run, pid)
+            && old != pid
+        {
+            if matches!(t.procs.get(&old), Some(Proc::Main(r)) if *r == run) {
+                t.procs.insert(old, Proc::Former(run));
+            }
+            t.foreign.remove(&old);
+        }
+        t.procs.insert(pid, Proc::Main(run));
+        if self.groups.is_contained(run) {
+            t.contained.insert(run);
+        }
+        if !mainpid::is_our_child(pid) {
+            // Its parent may reap it before it is ever ours: learn of its
+            // exit through a pidfd.
+            match mainpid::ExitWatch::new(pid) {
+                Ok(w) => {
+                    t.foreign.insert(pid, run);
+                    let tx = self.foreign_tx.clone();
+                    tokio::spawn(async move {
+                        let _ = w.exited().await;
+                        let _ = tx.send(pid);
+                    });
+                }
+                Err(e) => tracing::warn!(
+                    "cannot watch main pid {pid} ({e}); its exit is seen only if it becomes supd's child"
+                ),
+            }
+        }
+    }
+
+    /// A main process that was not our child exited.
+    pub(super) fn foreign_exited(&mut self, pid: i32) {
+        let Some(run) = self.procs.foreign.remove(&pid) else {
+            return;
+        };
+        if mainpid::is_our_child(pid) {
+            // Reparented to us: the reaper reports it, with its status.
+            return;
+        }
+        if !matches!(self.procs.procs.get(&pid), Some(Proc::Main(r)) if *r == run) {
+            return;
+        }
+        self.procs.procs.remove(&pid);
+        self.procs.run_pids.remove(&run);
+        self.procs.contained.remove(&run);
+        self.feed(Event::ProcessExited {
+            run,
+            status: ExitStatus::Unknown,
+        });
+    }
+
+    /// `type = "forking"`: its starting process exited 0; name the daemon.
+    pub(super) fn find_main_pid(&mut self, run: RunId, pid_file: Option<PathBuf>) -> Event {
+        let group = self.groups.dir_of(run);
+        let pid = match (&pid_file, &group) {
+            (Some(f), _) => mainpid::read_pid_file(f),
+            (None, Some(dir)) => match crate::world::cgroup::pids(dir) {
+                Ok(v) if v.len() == 1 => Ok(v[0]),
+                Ok(v) => Err(format!(
+                    "{} processes in its cgroup, so which is the daemon is not clear; set pid_file",
+                    v.len()
+                )),
+                Err(e) => Err(format!("reading {}/cgroup.procs: {e}", dir.display())),
+            },
+            (None, None) => Err(
+                "without cgroup containment a forking daemon is found only through its pid_file; set pid_file"
+                    .to_string(),
+            ),
+        };
+        let result = pid.and_then(|p| mainpid::check(p, group.as_deref()).map(|()| p));
+        if let Ok(p) = result {
+            self.set_main_pid(run, p);
+        }
+        Event::MainPid { run, result }
     }
 }
 

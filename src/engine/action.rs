@@ -50,6 +50,13 @@ pub enum Action {
         run: RunId,
         signal: i32,
     },
+    /// `type = "forking"`: the starting process exited 0; find the
+    /// daemon's pid (its `pid_file`, else the one process left in its
+    /// cgroup) and answer `MainPid`.
+    FindMainPid {
+        run: RunId,
+        pid_file: Option<std::path::PathBuf>,
+    },
     /// SIGKILL every process of `run`: `cgroup.kill` on its group (no fork
     /// can race it), else SIGKILL to its process group.
     KillGroup {

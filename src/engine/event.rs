@@ -16,7 +16,13 @@ use super::RunId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
     Exited(i32),
-    Signaled { signal: i32, core: bool },
+    Signaled {
+        signal: i32,
+        core: bool,
+    },
+    /// It exited, but supd could not learn how: it was not supd's child
+    /// (an adopted service, or a main pid named by the service).
+    Unknown,
 }
 
 impl ExitStatus {
@@ -25,10 +31,16 @@ impl ExitStatus {
     }
 }
 
+/// A run's main process is now this pid (`type = "forking"`'s pid file,
+/// or sd_notify `MAINPID=`), checked by the driver to be a live process of
+/// the unit (in its cgroup), or why none could be found.
+pub type MainPidResult = Result<i32, String>;
+
 impl std::fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ExitStatus::Exited(c) => write!(f, "exited with code {c}"),
+            ExitStatus::Unknown => write!(f, "exited (status unknown: not supd's child)"),
             ExitStatus::Signaled { signal, core } => {
                 let name = crate::engine::signal_name(*signal);
                 write!(
@@ -97,6 +109,11 @@ pub enum Event {
         run: RunId,
         pid: i32,
         cgroup: Option<String>,
+    },
+    /// The run's main process is now this pid, or none could be found.
+    MainPid {
+        run: RunId,
+        result: MainPidResult,
     },
     /// The cgroup of a contained `run` has no process left (it may come
     /// before or after the main process's `ProcessExited`).

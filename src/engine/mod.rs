@@ -348,6 +348,8 @@ impl Engine {
                             },
                         );
                         if spec.kind == UnitKind::Longrun && spec.ready.kind == ReadyKind::Started {
+                            // (A forking unit is ready once its main pid
+                            // is known: on_main_pid.)
                             self.mark_ready(id, now, ReadyKind::Started);
                         }
                         self.arm_probe(id, now, ProbeKind::Liveness, true);
@@ -400,6 +402,7 @@ impl Engine {
             }
             Event::ProcessExited { run, status } => self.on_exit(now, run, status),
             Event::GroupEmpty { run } => self.on_group_empty(now, run),
+            Event::MainPid { run, result } => self.on_main_pid(now, run, result),
             Event::MountTableChanged(table) => {
                 self.mounts = table;
                 for u in self.units.iter_mut() {
@@ -494,7 +497,7 @@ impl Engine {
 
     fn mark_ready(&mut self, id: UnitId, now: Instant, via: ReadyKind) {
         let u = &self.units[id.0 as usize];
-        if u.spec.ready.kind != via || u.spec.kind != UnitKind::Longrun {
+        if u.spec.ready.kind != via || !u.spec.kind.long_running() {
             return;
         }
         if let UnitState::Starting {
@@ -530,6 +533,31 @@ impl Engine {
             return;
         };
         let u = &self.units[id.0 as usize];
+        if u.spec.kind == UnitKind::Forking
+            && u.main_exit != Some(run)
+            && status.success()
+            && let UnitState::Starting { since, .. } = u.state
+        {
+            // The starting process forked the daemon and exited: the run
+            // goes on; find its main process.
+            let pid_file = u.spec.pid_file.clone();
+            let gone = u.group_empty == Some(run);
+            self.unit_mut(id).main_exit = Some(run);
+            self.set_state(
+                id,
+                UnitState::Starting {
+                    run,
+                    pid: None,
+                    since,
+                },
+            );
+            if gone {
+                self.no_main_pid(now, id, run, "every process of it exited".into());
+            } else {
+                self.out.push(Action::FindMainPid { run, pid_file });
+            }
+            return;
+        }
         if u.cgroup.is_some() && u.group_empty != Some(run) {
             // Contained, and the group still has processes: the run lasts
             // until they are gone (a unit is all of its processes).
@@ -579,6 +607,14 @@ impl Engine {
                 self.set_state(id, *was);
                 self.end_run(now, id, run, status);
             }
+            UnitState::Starting { .. } if self.units[id.0 as usize].main_exit == Some(run) => {
+                self.no_main_pid(
+                    now,
+                    id,
+                    run,
+                    "every process of it exited before its main pid was known".into(),
+                );
+            }
             UnitState::Starting { .. } | UnitState::Running { .. } | UnitState::Stopping { .. } => {
                 // The main process is gone but not reaped yet.
                 self.unit_mut(id).group_empty = Some(run);
@@ -588,6 +624,109 @@ impl Engine {
             | UnitState::Failed { .. }
             | UnitState::Done
             | UnitState::Exited { .. } => {}
+        }
+    }
+
+    /// The driver named the run's main process (or could not find one).
+    fn on_main_pid(&mut self, now: Instant, run: RunId, result: event::MainPidResult) {
+        let Some(id) = self.run_unit(run) else {
+            return;
+        };
+        let pid = match result {
+            Ok(pid) => pid,
+            Err(e) => {
+                if self.units[id.0 as usize].main_exit == Some(run) {
+                    self.no_main_pid(now, id, run, e);
+                }
+                return;
+            }
+        };
+        let u = self.unit_mut(id);
+        u.main_exit = None;
+        u.group_empty = None;
+        let name = u.spec.name.clone();
+        let ready_on_pid =
+            u.spec.kind == UnitKind::Forking && u.spec.ready.kind == ReadyKind::Started;
+        tracing::info!(unit = %name, "main process is now pid {pid}");
+        match self.units[id.0 as usize].state.clone() {
+            UnitState::Starting { run, since, .. } => {
+                self.set_state(
+                    id,
+                    UnitState::Starting {
+                        run,
+                        pid: Some(pid),
+                        since,
+                    },
+                );
+                if ready_on_pid {
+                    self.mark_ready(id, now, ReadyKind::Started);
+                }
+            }
+            UnitState::Running {
+                run, since, ready, ..
+            } => self.set_state(
+                id,
+                UnitState::Running {
+                    run,
+                    pid,
+                    since,
+                    ready,
+                },
+            ),
+            UnitState::Stopping {
+                run,
+                reason,
+                killed,
+                since,
+                ..
+            } => self.set_state(
+                id,
+                UnitState::Stopping {
+                    run,
+                    pid: Some(pid),
+                    reason,
+                    killed,
+                    since,
+                },
+            ),
+            UnitState::Draining { .. }
+            | UnitState::Inactive
+            | UnitState::Backoff { .. }
+            | UnitState::Failed { .. }
+            | UnitState::Done
+            | UnitState::Exited { .. } => {}
+        }
+    }
+
+    /// A forking unit's daemon could not be found: whatever is left of the
+    /// run is killed, and it ends as a failed start.
+    fn no_main_pid(&mut self, now: Instant, id: UnitId, run: RunId, why: String) {
+        let u = self.unit_mut(id);
+        u.main_exit = None;
+        tracing::warn!(unit = %u.spec.name, "no main process: {why}");
+        let contained = u.cgroup.is_some();
+        let emptied = u.group_empty == Some(run);
+        let was = UnitState::Stopping {
+            run,
+            pid: None,
+            reason: StopReason::NoMainPid(why),
+            killed: true,
+            since: now,
+        };
+        if contained && !emptied {
+            self.out.push(Action::KillGroup { run });
+            self.set_state(
+                id,
+                UnitState::Draining {
+                    run,
+                    status: ExitStatus::Exited(0),
+                    was: Box::new(was),
+                    since: now,
+                },
+            );
+        } else {
+            self.set_state(id, was);
+            self.end_run(now, id, run, ExitStatus::Exited(0));
         }
     }
 
@@ -638,6 +777,9 @@ impl Engine {
                     }
                     StopReason::StartTimeout => {
                         self.after_failure(id, now, FailReason::StartTimeout, false);
+                    }
+                    StopReason::NoMainPid(e) => {
+                        self.after_failure(id, now, FailReason::NoMainPid(e), false);
                     }
                     StopReason::Operator
                     | StopReason::Maintenance
@@ -1221,6 +1363,7 @@ impl Engine {
         }
         u.mount_wait_since = None;
         u.group_empty = None;
+        u.main_exit = None;
         u.status_text = None;
         u.health = Default::default();
         u.readiness = Default::default();

@@ -48,6 +48,11 @@ struct Proc {
     notified: bool,
     /// A stop signal was sent (it is on its way down).
     signalled: bool,
+    /// The starting process of a forking unit: it forks the daemon just
+    /// before it exits 0.
+    forks: bool,
+    /// The engine was told this is the main process (forking daemons).
+    main_known: bool,
 }
 
 /// A process of a contained run other than its main one (a daemon that
@@ -187,6 +192,8 @@ impl Sim {
             }
             if !oneshot && rng.one_in(3) {
                 s.ready.kind = ReadyKind::Notify;
+            } else if !oneshot && rng.one_in(5) {
+                s.kind = UnitKind::Forking;
             }
             s.restart.policy = match rng.next_u64() % 4 {
                 0 => RestartPolicy::Never,
@@ -324,6 +331,9 @@ impl Sim {
                 }
                 None => false,
             },
+            UnitKind::Forking => self
+                .proc_of(unit)
+                .is_some_and(|(_, p)| !p.signalled && p.main_known),
         }
     }
 
@@ -512,6 +522,18 @@ impl Sim {
                 if spec.ready.kind == ReadyKind::Notify {
                     b.notify_after = Some(Duration::from_millis(self.rng.next_u64() % 700));
                 }
+                let mut forks = false;
+                if spec.kind == UnitKind::Forking {
+                    // The starting process: forks the daemon and exits 0
+                    // (with faults: fails, or exits without a daemon).
+                    b.exit_after = Some(Duration::from_millis(self.rng.next_u64() % 100));
+                    b.exit_code = if self.faults && self.rng.one_in(6) {
+                        1
+                    } else {
+                        0
+                    };
+                    forks = b.exit_code == 0 && !(self.faults && self.rng.one_in(6));
+                }
                 let exit_at = b
                     .exit_after
                     .map(|d| (self.now + d, ExitStatus::Exited(b.exit_code)));
@@ -540,6 +562,8 @@ impl Sim {
                         exit_at,
                         notified: false,
                         signalled: false,
+                        forks,
+                        main_known: false,
                     },
                 );
                 let cgroup = self.contained.then(|| format!("/sim/{}.unit", spec.name));
@@ -641,6 +665,17 @@ impl Sim {
                 }
                 None
             }
+            Action::FindMainPid { run, .. } => {
+                let found = self.procs.iter_mut().find(|(_, p)| p.run == run);
+                let result = match found {
+                    Some((pid, p)) => {
+                        p.main_known = true;
+                        Ok(*pid)
+                    }
+                    None => Err("sim: no daemon".to_string()),
+                };
+                Some(Event::MainPid { run, result })
+            }
             Action::Audit(_) | Action::CancelProbe { .. } | Action::StartProbe { .. } => None,
             Action::ShutdownComplete(_) => None,
         }
@@ -686,6 +721,34 @@ impl Sim {
             if self.specs[&p.unit].kind == UnitKind::Oneshot && status.success() && !p.signalled {
                 self.done.insert(p.unit.clone());
             }
+            if p.forks && status.success() && !p.signalled {
+                // The daemon it forked lives on (a process of the run).
+                let dpid = self.next_pid;
+                self.next_pid += 1;
+                let mut b = p.behaviour;
+                b.exit_after = None;
+                if self.faults && self.rng.one_in(3) {
+                    b.exit_after = Some(Duration::from_millis(self.rng.next_u64() % 2000));
+                    b.exit_code = if self.rng.one_in(2) { 0 } else { 1 };
+                }
+                let exit_at = b
+                    .exit_after
+                    .map(|d| (now + d, ExitStatus::Exited(b.exit_code)));
+                self.procs.insert(
+                    dpid,
+                    Proc {
+                        unit: p.unit.clone(),
+                        run: p.run,
+                        behaviour: b,
+                        started: now,
+                        exit_at,
+                        notified: false,
+                        signalled: false,
+                        forks: false,
+                        main_known: false,
+                    },
+                );
+            }
             if self.contained && self.group_empty(p.run) {
                 // The kernel empties the group before the parent hears of
                 // the exit; the driver may see either first.
@@ -699,7 +762,7 @@ impl Sim {
                     self.feed(Event::GroupEmpty { run: p.run });
                 }
             } else {
-                if !self.contained {
+                if !self.contained && self.group_empty(p.run) {
                     self.stale_runs.push(p.run);
                 }
                 self.feed(Event::ProcessExited { run: p.run, status });
@@ -1040,7 +1103,9 @@ impl Sim {
         while self.now < deadline {
             let all_up = self.engine.units().all(|(_, u)| match u.spec.kind {
                 UnitKind::Oneshot => matches!(u.state, UnitState::Done),
-                UnitKind::Longrun => matches!(u.state, UnitState::Running { ready: true, .. }),
+                UnitKind::Longrun | UnitKind::Forking => {
+                    matches!(u.state, UnitState::Running { ready: true, .. })
+                }
             });
             if all_up {
                 return;

@@ -116,6 +116,12 @@ impl Engine {
             UnitState::Starting { .. } => Some(match u.spec.kind {
                 UnitKind::Oneshot => "running to completion".to_string(),
                 UnitKind::Longrun => "waiting for readiness".to_string(),
+                UnitKind::Forking if u.main_exit.is_some() => {
+                    "started; looking for its main process".to_string()
+                }
+                UnitKind::Forking => {
+                    "waiting for its starting process to fork and exit".to_string()
+                }
             }),
             UnitState::Running { ready, .. } => u
                 .stop_pending

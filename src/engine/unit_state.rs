@@ -31,6 +31,9 @@ pub enum StopReason {
     Removed,
     /// `supctl restart`: stop, then start again.
     Restart,
+    /// `type = "forking"`: no main process could be found after the
+    /// starting process exited.
+    NoMainPid(String),
 }
 
 impl std::fmt::Display for StopReason {
@@ -46,6 +49,7 @@ impl std::fmt::Display for StopReason {
             StopReason::Shed => write!(f, "shed by operator"),
             StopReason::Removed => write!(f, "unit file removed"),
             StopReason::Restart => write!(f, "restart requested"),
+            StopReason::NoMainPid(e) => write!(f, "no main process: {e}"),
         }
     }
 }
@@ -64,6 +68,8 @@ pub enum FailReason {
     MountTimeout(MountProblem),
     StartTimeout,
     Unhealthy,
+    /// `type = "forking"`: its main process could not be found.
+    NoMainPid(String),
 }
 
 impl std::fmt::Display for FailReason {
@@ -81,6 +87,9 @@ impl std::fmt::Display for FailReason {
             FailReason::MountTimeout(p) => write!(f, "gave up waiting for mount: {p}"),
             FailReason::StartTimeout => write!(f, "not ready within its start timeout"),
             FailReason::Unhealthy => write!(f, "health probe failed (on_unhealthy = \"stop\")"),
+            FailReason::NoMainPid(e) => {
+                write!(f, "started, but its main process was not found: {e}")
+            }
         }
     }
 }
@@ -224,6 +233,9 @@ pub struct Unit {
     /// `GroupEmpty` for this run arrived before its main process was
     /// reaped (the kernel empties the group before the parent is told).
     pub group_empty: Option<RunId>,
+    /// `type = "forking"`: this run's starting process exited 0 and its
+    /// main pid is being looked up (the run goes on meanwhile).
+    pub main_exit: Option<RunId>,
     pub status_text: Option<String>,
     pub health: HealthRt,
     pub readiness: HealthRt,
@@ -248,6 +260,7 @@ impl Unit {
             last_exit: None,
             cgroup: None,
             group_empty: None,
+            main_exit: None,
             status_text: None,
             health: HealthRt::default(),
             readiness: HealthRt::default(),

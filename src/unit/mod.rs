@@ -21,6 +21,17 @@ use serde::{Deserialize, Serialize};
 pub enum UnitKind {
     Longrun,
     Oneshot,
+    /// A classic daemon: the started process forks the service and exits
+    /// 0; the service's pid comes from `pid_file` (or, in a cgroup, is the
+    /// one process left). Ready once that pid is known.
+    Forking,
+}
+
+impl UnitKind {
+    /// Runs until stopped (as opposed to a oneshot's run to completion).
+    pub fn long_running(self) -> bool {
+        self != UnitKind::Oneshot
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,6 +198,8 @@ pub struct UnitSpec {
     pub kind: UnitKind,
     /// argv, non-empty, no shell.
     pub exec: Vec<String>,
+    /// `type = "forking"`: where the daemon writes its pid.
+    pub pid_file: Option<PathBuf>,
     pub env: BTreeMap<String, String>,
     pub user: Option<String>,
     pub group: Option<String>,
@@ -228,6 +241,7 @@ impl UnitSpec {
             description: None,
             kind,
             exec: exec.iter().map(|s| s.to_string()).collect(),
+            pid_file: None,
             env: BTreeMap::new(),
             user: None,
             group: None,
@@ -251,7 +265,7 @@ impl UnitSpec {
             readiness: None,
             restart: RestartSpec {
                 policy: match kind {
-                    UnitKind::Longrun => RestartPolicy::OnFailure,
+                    UnitKind::Longrun | UnitKind::Forking => RestartPolicy::OnFailure,
                     UnitKind::Oneshot => RestartPolicy::Never,
                 },
                 delay: Duration::from_secs(1),

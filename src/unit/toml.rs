@@ -26,6 +26,7 @@ struct RawUnit {
     #[serde(rename = "type")]
     kind: Option<UnitKind>,
     exec: Option<Spanned<Vec<String>>>,
+    pid_file: Option<Spanned<String>>,
     env: Option<Spanned<BTreeMap<String, String>>>,
     user: Option<String>,
     group: Option<String>,
@@ -117,6 +118,7 @@ const TOP_KEYS: &[&str] = &[
     "description",
     "type",
     "exec",
+    "pid_file",
     "env",
     "user",
     "group",
@@ -489,6 +491,16 @@ pub fn parse_unit_with_lines(
         .working_directory
         .as_ref()
         .and_then(|w| abs_path(&mut errs, w, "working_directory"));
+    let pid_file = raw.pid_file.as_ref().and_then(|p| {
+        if kind != UnitKind::Forking {
+            errs.at(
+                p.span(),
+                "`pid_file` applies only to type = \"forking\"",
+                "remove it, or set type = \"forking\" for a daemon that forks and writes its pid",
+            );
+        }
+        abs_path(&mut errs, p, "pid_file")
+    });
 
     let mut dep_lines = DepLines::new();
     let mut deps =
@@ -579,7 +591,7 @@ pub fn parse_unit_with_lines(
     let restart = {
         let r = raw.restart.as_ref().map(|r| r.get_ref());
         let policy = r.and_then(|r| r.policy).unwrap_or(match kind {
-            UnitKind::Longrun => RestartPolicy::OnFailure,
+            UnitKind::Longrun | UnitKind::Forking => RestartPolicy::OnFailure,
             UnitKind::Oneshot => RestartPolicy::Never,
         });
         let none = None;
@@ -735,6 +747,7 @@ pub fn parse_unit_with_lines(
             description: raw.description,
             kind,
             exec,
+            pid_file,
             env,
             user: raw.user,
             group: raw.group,

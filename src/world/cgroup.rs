@@ -163,6 +163,8 @@ pub fn subtree_name(state_dir: &Path) -> String {
 pub struct Tree {
     /// The subtree's directory (absolute path in our mount namespace).
     pub dir: PathBuf,
+    /// The cgroup supd started in (the subtree's parent).
+    pub base: PathBuf,
     /// The subtree as a cgroup path (`/supd-1234abcd`), for operators.
     pub cgroup_path: String,
     /// Controllers enabled for the units' groups.
@@ -267,6 +269,7 @@ impl Tree {
         );
         Ok(Tree {
             dir,
+            base,
             cgroup_path,
             controllers,
             unavailable,
@@ -284,6 +287,36 @@ impl Tree {
         let path = self.group_dir(unit, kind);
         mkdir(&path)?;
         Group::open(path)
+    }
+
+    /// After a clean shutdown (every process gone): leave the subtree and
+    /// remove it, so nothing of supd is left in the hierarchy. Best effort:
+    /// a group that still has processes stays (and says why in the log).
+    pub fn remove_all(&self) {
+        let _ = write_file(&self.base.join("cgroup.procs"), b"0");
+        for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if !p.is_dir() {
+                continue;
+            }
+            // Leftovers (a probe still running) die first; dying takes a
+            // moment, so the removal is retried briefly.
+            if p.file_name() != Some(std::ffi::OsStr::new(SELF_LEAF)) {
+                let _ = kill(&p);
+            }
+            let mut r = std::fs::remove_dir(&p);
+            for _ in 0..50 {
+                if r.is_ok() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                r = std::fs::remove_dir(&p);
+            }
+            if let Err(e) = r {
+                tracing::warn!("leaving cgroup {}: {e}", p.display());
+            }
+        }
+        let _ = std::fs::remove_dir(&self.dir);
     }
 
     /// Every group directory in the subtree (for adoption and clean-up).
@@ -384,6 +417,22 @@ impl Group {
 
     pub fn raw_dir(&self) -> i32 {
         self.dir.as_raw_fd()
+    }
+}
+
+/// The unit whose group (`NAME.unit` in our subtree) `pid` is in.
+pub fn unit_of_pid(pid: i32, tree: &Tree) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = own_cgroup(&text)?;
+    let mut parts = path.rsplit('/');
+    let leaf = parts.next()?;
+    let parent = parts.next()?;
+    if Some(std::ffi::OsStr::new(parent)) != tree.dir.file_name() {
+        return None;
+    }
+    match unit_of_group(leaf)? {
+        (unit, GroupKind::Unit) => Some(unit.to_string()),
+        (_, GroupKind::Probe) => None,
     }
 }
 

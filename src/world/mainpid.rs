@@ -1,0 +1,112 @@
+//! Main processes supd did not create: a forking daemon's pid (from its
+//! pid file), a pid a service names with sd_notify `MAINPID=`, and (after
+//! a restart of supd) a service adopted from the previous supd.
+//!
+//! Owns: reading a pid file, checking that a pid really is a live process
+//! of the unit — a member of its cgroup, or without cgroups a descendant
+//! of supd — and waking when such a process exits though it is not supd's
+//! child (a pidfd, polled by epoll: no timer). Must never: accept a pid it
+//! cannot tie to the unit (a stale pid file naming an unrelated process
+//! would have supd signal a stranger), or wait for a process (only the
+//! reaper reaps).
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+/// The pid in a pid file.
+pub fn read_pid_file(path: &Path) -> Result<i32, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "reading pid_file {}: {e} (the daemon must write it before its starting process exits)",
+            path.display()
+        )
+    })?;
+    match text.trim().parse::<i32>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!(
+            "pid_file {} does not hold a pid: {:?}",
+            path.display(),
+            text.chars().take(40).collect::<String>()
+        )),
+    }
+}
+
+/// State letter and parent pid from `/proc/PID/stat`.
+fn stat(pid: i32) -> Option<(char, i32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = text.rsplit_once(')')?;
+    let mut it = rest.split_whitespace();
+    let state = it.next()?.chars().next()?;
+    let ppid = it.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// Is `pid` supd's child right now (so the reaper will collect it)?
+pub fn is_our_child(pid: i32) -> bool {
+    stat(pid).is_some_and(|(_, ppid)| ppid == std::process::id() as i32)
+}
+
+/// Check that `pid` is a live process of the unit: in its cgroup
+/// (`group`), or — without one — descended from supd within a few
+/// generations (a daemon whose parent has not exited yet).
+pub fn check(pid: i32, group: Option<&Path>) -> Result<(), String> {
+    match stat(pid) {
+        None => return Err(format!("pid {pid} does not exist")),
+        Some(('Z', _)) => return Err(format!("pid {pid} has already exited")),
+        Some(_) => {}
+    }
+    if let Some(dir) = group {
+        let members = crate::world::cgroup::pids(dir)
+            .map_err(|e| format!("reading {}/cgroup.procs: {e}", dir.display()))?;
+        if members.contains(&pid) {
+            return Ok(());
+        }
+        return Err(format!(
+            "pid {pid} is not a process of the unit (not in its cgroup {})",
+            dir.display()
+        ));
+    }
+    let me = std::process::id() as i32;
+    let mut p = pid;
+    for _ in 0..4 {
+        match stat(p) {
+            Some((_, pp)) if pp == me => return Ok(()),
+            Some((_, pp)) if pp > 1 => p = pp,
+            _ => break,
+        }
+    }
+    Err(format!(
+        "pid {pid} is not a descendant of supd (without cgroups supd accepts only those)"
+    ))
+}
+
+/// Wakes once when a process exits (`pidfd_open`, Linux 5.3).
+pub struct ExitWatch {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl ExitWatch {
+    pub fn new(pid: i32) -> std::io::Result<ExitWatch> {
+        // SAFETY: pidfd_open with integer arguments; the result, if any, is
+        // a new descriptor we own.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fresh descriptor, owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // `OwnedFd` owns its descriptor, so the deprecated constructor's
+        // I/O-safety concern does not apply (as in mount_watch).
+        #[allow(deprecated)]
+        let fd = AsyncFd::with_interest(fd, Interest::READABLE)?;
+        Ok(ExitWatch { fd })
+    }
+
+    pub async fn exited(&self) -> std::io::Result<()> {
+        let _guard = self.fd.readable().await?;
+        Ok(())
+    }
+}
