@@ -263,3 +263,121 @@ fn mainpid_hands_the_unit_to_a_process_of_its_cgroup_only() {
         || (supd.state_of("m") == "failed").then_some(()),
     );
 }
+
+/// A python process whose command line carries `mark` (argv), optionally
+/// ignoring SIGTERM.
+fn marked(mark: &str, stubborn: bool) -> String {
+    let code = if stubborn {
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(600)\n"
+    } else {
+        "import time\ntime.sleep(600)\n"
+    };
+    format!(
+        "exec = [\"python3\", \"-c\", {}, {}]\n",
+        toml_str(code),
+        toml_str(mark)
+    )
+}
+
+#[test]
+fn killed_supd_is_replaced_without_second_copies_or_locked_units() {
+    if skip("killed_supd_is_replaced_without_second_copies") {
+        return;
+    }
+    let t = TempDir::new("cg-adopt");
+    let script = write_daemon(t.path());
+    let token = t.path().display().to_string();
+    let a = marked(&format!("MARK:a:{token}"), false);
+    let b = format!(
+        "{}[stop]\ntimeout = \"5s\"\n",
+        marked(&format!("MARK:b:{token}"), true)
+    );
+    // c: a wrapper whose daemon leaves the process group.
+    let c = sh_unit(
+        &format!(
+            "python3 {} {token} meek; exec python3 -c 'import time; time.sleep(600)' MARK:c:{token}",
+            script.display()
+        ),
+        "",
+    );
+    // Not PID 1 of a namespace: killing supd must leave its services
+    // running, as on a host where supd runs under another init.
+    let opts = Options {
+        namespace: false,
+        ..Default::default()
+    };
+    let mut supd = Supd::start_with("cg-adopt", &[("a", &a), ("b", &b), ("c", &c)], opts);
+    let one = |mark: &str| -> i32 {
+        let m = format!("{mark}{token}");
+        wait_for(&format!("one {m}"), Duration::from_secs(10), || {
+            let v = processes_with(&m);
+            (v.len() == 1).then(|| v[0])
+        })
+    };
+    let pa = one("MARK:a:");
+    let pc = one("MARK:c:");
+    let pd = one("DAEMON:");
+    one("MARK:b:");
+
+    // b is being stopped for maintenance (it ignores SIGTERM: 5 s) when
+    // supd is killed: its lock is durable, the unit still runs.
+    let sock = supd.socket.clone();
+    let lock = std::thread::spawn(move || {
+        std::process::Command::new(SUPCTL)
+            .arg("--socket")
+            .arg(&sock)
+            .args(["maintenance", "on", "b", "--reason", "disk swap"])
+            .output()
+    });
+    let locks = supd.state.join("locks.json");
+    wait_for("b's lock on disk", Duration::from_secs(10), || {
+        std::fs::read_to_string(&locks)
+            .ok()?
+            .contains("disk swap")
+            .then_some(())
+    });
+    supd.kill9();
+    let _ = lock.join();
+    assert_eq!(processes_with(&format!("MARK:a:{token}")), vec![pa]);
+    assert_eq!(
+        processes_with(&format!("MARK:b:{token}")).len(),
+        1,
+        "b still runs while no supd is there"
+    );
+
+    // A new supd on the same state and units.
+    supd.spawn(&Options {
+        namespace: false,
+        ..Default::default()
+    });
+    supd.wait_state("a", "running", Duration::from_secs(10));
+    // Adopted, not restarted: the very same processes, exactly one each.
+    assert_eq!(supd.unit("a")["pid"].as_i64(), Some(pa as i64));
+    assert_eq!(processes_with(&format!("MARK:a:{token}")), vec![pa]);
+    assert_eq!(supd.unit("c")["pid"].as_i64(), Some(pc as i64));
+    assert_eq!(processes_with(&format!("MARK:c:{token}")), vec![pc]);
+    assert_eq!(processes_with(&format!("DAEMON:{token}")), vec![pd]);
+    // The locked unit found running is stopped (SIGKILL after its 5 s).
+    wait_for(
+        "the locked unit to be gone",
+        Duration::from_secs(15),
+        || {
+            processes_with(&format!("MARK:b:{token}"))
+                .is_empty()
+                .then_some(())
+        },
+    );
+    wait_for("b to be down", Duration::from_secs(5), || {
+        let u = supd.unit("b");
+        (u["pid"].is_null() && u["state"] != "stopping").then_some(())
+    });
+    let u = supd.unit("b");
+    assert!(!u["maintenance"].is_null(), "{u}");
+    assert_ne!(u["state"], "running", "{u}");
+    let audit = supd.ok(&["maintenance", "log", "--json"]);
+    assert!(audit.contains("\"adopt\""), "{audit}");
+    // Stopping the adopted unit still stops all of it.
+    supd.ok(&["stop", "c"]);
+    assert!(processes_with(&format!("DAEMON:{token}")).is_empty());
+    assert!(processes_with(&format!("MARK:c:{token}")).is_empty());
+}

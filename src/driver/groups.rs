@@ -145,6 +145,19 @@ impl Groups {
         self.runs.contains_key(&run)
     }
 
+    /// Record `pid` as the main process on `run`'s group, for a supd that
+    /// starts after this one (crash, kill, upgrade) to adopt it.
+    pub(super) fn record_main(&self, run: RunId, pid: i32) {
+        let Some(unit) = self.runs.get(&run) else {
+            return;
+        };
+        if let Some(g) = self.open.get(&(unit.clone(), GroupKind::Unit))
+            && let Err(e) = cgroup::record_main(g.raw_dir(), pid)
+        {
+            tracing::debug!(unit = %unit, "recording main pid {pid} on its cgroup: {e}");
+        }
+    }
+
     /// The directory of a contained run's group.
     pub(super) fn dir_of(&self, run: RunId) -> Option<PathBuf> {
         let unit = self.runs.get(&run)?;
@@ -180,6 +193,79 @@ impl Groups {
         self.current.remove(unit);
         self.runs.remove(&run);
         Some(run)
+    }
+}
+
+/// Adoption: what a previous supd left in the subtree.
+impl super::Driver {
+    /// Events for every populated group a previous supd left: units that
+    /// still exist are offered to the engine for adoption; leftovers of
+    /// removed units and stray probes are killed here (there is no unit
+    /// to decide for). Each decision is logged and audited.
+    pub(super) fn survivors(&mut self) -> Vec<crate::engine::Event> {
+        let Containment::Cgroup(tree) = &self.groups.containment else {
+            return Vec::new();
+        };
+        let found = tree.survivors();
+        let base = tree.cgroup_path.trim_end_matches('/').to_string();
+        let mut events = Vec::new();
+        for s in found {
+            let known = self
+                .engine
+                .unit_id(&s.unit)
+                .is_some_and(|id| !self.engine.unit(id).removed);
+            if known && s.kind == GroupKind::Unit {
+                events.push(crate::engine::Event::Adopted {
+                    cgroup: format!("{base}/{}", cgroup::group_name(&s.unit, s.kind)),
+                    unit: s.unit,
+                    pid: s.main,
+                    wall_ms: super::wall_ms(),
+                });
+                continue;
+            }
+            let what = if known {
+                "a probe left running by a previous supd"
+            } else {
+                "processes of a unit that no longer exists, left by a previous supd"
+            };
+            tracing::warn!(unit = %s.unit, "killing {what} ({})", s.path.display());
+            let outcome = match cgroup::kill(&s.path) {
+                Ok(()) => "killed".to_string(),
+                Err(e) => format!("kill failed: {e}"),
+            };
+            let _ = self
+                .disk_tx
+                .send(super::disk::DiskJob::Audit(crate::engine::AuditEntry {
+                    wall_ms: super::wall_ms(),
+                    peer_uid: None,
+                    peer_pid: None,
+                    holder: None,
+                    unit: Some(s.unit.clone()),
+                    action: "stop-leftover".to_string(),
+                    reason: Some(what.to_string()),
+                    outcome,
+                }));
+        }
+        events
+    }
+
+    /// `Action::Track`: the adopted `run` is the processes in `unit`'s
+    /// group; `pid`, if known, its main process.
+    pub(super) fn track(
+        &mut self,
+        run: RunId,
+        unit: &str,
+        pid: Option<i32>,
+    ) -> Option<crate::engine::Event> {
+        self.groups.group_for(unit, GroupKind::Unit)?;
+        self.groups.bind(run, unit);
+        if let Some(pid) = pid {
+            self.set_main_pid(run, pid);
+        }
+        // It may have emptied before the watch was there to see it.
+        self.groups
+            .emptied(unit)
+            .map(|run| crate::engine::Event::GroupEmpty { run })
     }
 }
 

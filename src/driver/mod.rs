@@ -158,8 +158,12 @@ async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> 
     };
     let table = mount_watch::read_mount_table().unwrap_or_default();
     d.start_lock_load(&table);
-    // Kick the engine once so units that need nothing start at boot.
-    d.feed(Event::Tick);
+    // What a previous supd left running is adopted (or stopped) before
+    // anything starts: never a second copy. The same batch kicks the
+    // engine once so units that need nothing start at boot.
+    let mut first = d.survivors();
+    first.push(Event::Tick);
+    d.feed_many(first);
 
     loop {
         if let Some(kind) = d.shutdown_complete {
@@ -494,6 +498,7 @@ impl Driver {
                 None
             }
             Action::FindMainPid { run, pid_file } => Some(self.find_main_pid(run, pid_file)),
+            Action::Track { run, unit, pid } => self.track(run, &unit, pid),
             Action::KillGroup { run } => {
                 if !self.groups.kill(run) {
                     self.procs.signal_run(run, Signal::SIGKILL);

@@ -50,6 +50,13 @@ pub enum Action {
         run: RunId,
         signal: i32,
     },
+    /// An adopted run (`Event::Adopted`): from now on `run` is the
+    /// processes in `unit`'s cgroup, its main process `pid` (if known).
+    Track {
+        run: RunId,
+        unit: String,
+        pid: Option<i32>,
+    },
     /// `type = "forking"`: the starting process exited 0; find the
     /// daemon's pid (its `pid_file`, else the one process left in its
     /// cgroup) and answer `MainPid`.

@@ -110,6 +110,18 @@ pub enum Event {
         pid: i32,
         cgroup: Option<String>,
     },
+    /// supd found the unit's cgroup populated at start-up: a previous
+    /// supd (crashed, killed, re-executed) left it running. `pid` is its
+    /// main process where that could be verified (recorded pid with the
+    /// same start time, still in the group); without it the processes are
+    /// stopped before a fresh start. The engine allocates the run and asks
+    /// the driver to `Track` it.
+    Adopted {
+        unit: String,
+        pid: Option<i32>,
+        cgroup: String,
+        wall_ms: u64,
+    },
     /// The run's main process is now this pid, or none could be found.
     MainPid {
         run: RunId,

@@ -403,6 +403,12 @@ impl Engine {
             Event::ProcessExited { run, status } => self.on_exit(now, run, status),
             Event::GroupEmpty { run } => self.on_group_empty(now, run),
             Event::MainPid { run, result } => self.on_main_pid(now, run, result),
+            Event::Adopted {
+                unit,
+                pid,
+                cgroup,
+                wall_ms,
+            } => self.on_adopted(now, unit, pid, cgroup, wall_ms),
             Event::MountTableChanged(table) => {
                 self.mounts = table;
                 for u in self.units.iter_mut() {
@@ -533,6 +539,10 @@ impl Engine {
             return;
         };
         let u = &self.units[id.0 as usize];
+        if matches!(u.state, UnitState::Draining { .. }) {
+            // Its main process is already gone: nothing more to learn.
+            return;
+        }
         if u.spec.kind == UnitKind::Forking
             && u.main_exit != Some(run)
             && status.success()
@@ -625,6 +635,104 @@ impl Engine {
             | UnitState::Done
             | UnitState::Exited { .. } => {}
         }
+    }
+
+    /// A previous supd left `unit` running. Never a second copy: with a
+    /// main process it is adopted as running (and stopped by the settle
+    /// that follows if a lock, an operator stop or a missing mount says
+    /// so); without one it is stopped, and starts afresh once its group is
+    /// empty.
+    fn on_adopted(
+        &mut self,
+        now: Instant,
+        unit: String,
+        pid: Option<i32>,
+        cgroup: String,
+        wall_ms: u64,
+    ) {
+        let Some(id) = self.unit_id(&unit) else {
+            return;
+        };
+        if self.units[id.0 as usize].state.has_process() {
+            return;
+        }
+        let run = RunId(self.next_run);
+        self.next_run += 1;
+        self.runs.insert(run, id);
+        let u = self.unit_mut(id);
+        u.cgroup = Some(cgroup);
+        if let Some(next) = u.next_spec.take() {
+            u.spec = next;
+        }
+        let spec = u.spec.clone();
+        self.out.push(Action::Track {
+            run,
+            unit: unit.clone(),
+            pid,
+        });
+        let outcome = match pid {
+            Some(pid) => {
+                tracing::info!(unit = %unit, "adopted: running as pid {pid}, left by a previous supd");
+                // A long-running unit was up (and ready: it ran under the
+                // previous supd); a oneshot is still running to completion.
+                let state = if spec.kind.long_running() {
+                    UnitState::Running {
+                        run,
+                        pid,
+                        since: now,
+                        ready: true,
+                    }
+                } else {
+                    UnitState::Starting {
+                        run,
+                        pid: Some(pid),
+                        since: now,
+                    }
+                };
+                self.set_state(id, state);
+                if let Some(wd) = spec.ready.watchdog {
+                    self.timers.set(id, TimerKind::Watchdog, now + wd);
+                }
+                self.arm_probe(id, now, ProbeKind::Liveness, true);
+                self.arm_probe(id, now, ProbeKind::Readiness, true);
+                format!("adopted running process {pid}")
+            }
+            None => {
+                tracing::warn!(unit = %unit, "found running without a known main process: stopping it before a fresh start");
+                self.out.push(Action::Signal {
+                    run,
+                    signal: spec.stop.signal,
+                });
+                self.timers
+                    .set(id, TimerKind::KillAfter, now + spec.stop.timeout);
+                self.set_state(
+                    id,
+                    UnitState::Draining {
+                        run,
+                        status: ExitStatus::Unknown,
+                        was: Box::new(UnitState::Stopping {
+                            run,
+                            pid: None,
+                            reason: StopReason::Unowned,
+                            killed: false,
+                            since: now,
+                        }),
+                        since: now,
+                    },
+                );
+                "main process unknown: stopping it before a fresh start".to_string()
+            }
+        };
+        self.out.push(Action::Audit(AuditEntry {
+            wall_ms,
+            peer_uid: None,
+            peer_pid: None,
+            holder: None,
+            unit: Some(unit),
+            action: "adopt".to_string(),
+            reason: None,
+            outcome,
+        }));
     }
 
     /// The driver named the run's main process (or could not find one).
@@ -787,6 +895,7 @@ impl Engine {
                     | StopReason::MountLost(_)
                     | StopReason::Shutdown
                     | StopReason::Shed
+                    | StopReason::Unowned
                     | StopReason::Removed => self.set_state(id, UnitState::Inactive),
                 }
             }

@@ -271,10 +271,90 @@ impl Sim {
             trace: VecDeque::new(),
             cap,
         };
+        // A previous supd left some units running (with a daemon, and a
+        // main process it may or may not vouch for), and some locked on
+        // disk: adoption must never give a locked unit back its run.
+        let names: Vec<String> = sim.specs.keys().cloned().collect();
+        let mut on_disk = LockMap::new();
+        let mut adopted = Vec::new();
+        for name in names {
+            // (Essential units may start before the lock file is read —
+            // "not loaded yet" counts as unknown — so only others are
+            // locked here.)
+            if !lock_unknown && !sim.specs[&name].essential && sim.rng.one_in(4) {
+                let h = vec![Holder {
+                    holder: "carol".into(),
+                    reason: "sim: before the restart".into(),
+                    since_unix_ms: 0,
+                }];
+                on_disk.insert(name.clone(), h.clone());
+                sim.disk.insert(name.clone(), h.clone());
+                sim.wanted_locks.insert(name.clone(), h);
+            }
+            if !sim.contained || !sim.rng.one_in(3) {
+                continue;
+            }
+            let pid = sim.next_pid;
+            sim.next_pid += 2;
+            let known = !sim.rng.one_in(3);
+            let oneshot = sim.specs[&name].kind == UnitKind::Oneshot;
+            let behaviour = Behaviour {
+                exit_after: oneshot.then(|| Duration::from_millis(sim.rng.next_u64() % 500)),
+                exit_code: 0,
+                ignores_term: sim.rng.one_in(4),
+                notify_after: None,
+            };
+            if known {
+                sim.procs.insert(
+                    pid,
+                    Proc {
+                        unit: name.clone(),
+                        run: RunId(0),
+                        behaviour,
+                        started: t0,
+                        exit_at: behaviour
+                            .exit_after
+                            .map(|d| (t0 + d, ExitStatus::Exited(0))),
+                        notified: true,
+                        signalled: false,
+                        forks: false,
+                        main_known: true,
+                    },
+                );
+            } else {
+                // No main process supd can vouch for: to the new supd it is
+                // just another member of the group.
+                sim.members.insert(
+                    pid,
+                    Member {
+                        unit: name.clone(),
+                        run: RunId(0),
+                        ignores_term: behaviour.ignores_term,
+                        dies_at: None,
+                    },
+                );
+            }
+            sim.members.insert(
+                pid + 1,
+                Member {
+                    unit: name.clone(),
+                    run: RunId(0),
+                    ignores_term: sim.rng.one_in(4),
+                    dies_at: None,
+                },
+            );
+            adopted.push(Event::Adopted {
+                cgroup: format!("/sim/{name}.unit"),
+                unit: name,
+                pid: known.then_some(pid),
+                wall_ms: 0,
+            });
+        }
+        sim.feed_many(adopted);
         let load = if lock_unknown {
             LocksLoad::Unknown("sim: torn lock file".into())
         } else {
-            LocksLoad::Loaded(LockMap::new())
+            LocksLoad::Loaded(on_disk)
         };
         sim.feed(Event::LocksLoaded(load));
         sim
@@ -346,9 +426,17 @@ impl Sim {
     }
 
     fn feed(&mut self, ev: Event) {
-        let label = format!("{ev:?}");
-        let label: String = label.chars().take(160).collect();
-        self.note(label);
+        self.feed_many(vec![ev]);
+    }
+
+    /// Events that happened together, decided once (as the driver feeds
+    /// a reaper drain or the adoption batch at start-up).
+    fn feed_many(&mut self, evs: Vec<Event>) {
+        for ev in &evs {
+            let label = format!("{ev:?}");
+            let label: String = label.chars().take(160).collect();
+            self.note(label);
+        }
         let before_backoff: BTreeSet<String> = self
             .engine
             .units()
@@ -357,19 +445,19 @@ impl Sim {
             .collect();
         let now = self.now;
         let engine = &mut self.engine;
-        let actions =
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.handle(now, ev)))
-            {
-                Ok(a) => a,
-                Err(p) => {
-                    let m = p
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_default();
-                    self.fail(&format!("engine panicked: {m}"))
-                }
-            };
+        let actions = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            engine.handle_many(now, evs)
+        })) {
+            Ok(a) => a,
+            Err(p) => {
+                let m = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                self.fail(&format!("engine panicked: {m}"))
+            }
+        };
         self.check_state();
         let mut follow = Vec::new();
         for a in actions {
@@ -403,6 +491,26 @@ impl Sim {
                     "{} keeps running after losing its mount",
                     u.spec.name
                 ));
+            }
+        }
+        // Adoption never resurrects a locked unit: once the lock state is
+        // known, a locked unit that runs is stopping (or waits for its
+        // dependents to stop first).
+        if self.engine.lock_model().unknown_reason().is_none() {
+            for (_, u) in self.engine.units() {
+                if self.disk.contains_key(&u.spec.name)
+                    && self.wanted_locks.contains_key(&u.spec.name)
+                    && matches!(
+                        u.state,
+                        UnitState::Running { .. } | UnitState::Starting { .. }
+                    )
+                    && u.stop_pending.is_none()
+                {
+                    self.fail(&format!(
+                        "{} runs under a durable lock ({:?})",
+                        u.spec.name, u.state
+                    ));
+                }
             }
         }
         let starting = self
@@ -662,6 +770,15 @@ impl Sim {
                             "maintenance on {unit} acknowledged while a process of it still runs"
                         ));
                     }
+                }
+                None
+            }
+            Action::Track { run, unit, .. } => {
+                for p in self.procs.values_mut().filter(|p| p.unit == unit) {
+                    p.run = run;
+                }
+                for m in self.members.values_mut().filter(|m| m.unit == unit) {
+                    m.run = run;
                 }
                 None
             }
@@ -1066,7 +1183,7 @@ impl Sim {
             self.drain_disk();
         }
         for unit in self.specs.keys().cloned().collect::<Vec<_>>() {
-            for holder in ["alice", "bob"] {
+            for holder in ["alice", "bob", "carol"] {
                 self.command(Request::MaintenanceOff {
                     unit: unit.clone(),
                     holder: Some(holder.into()),

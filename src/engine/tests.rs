@@ -962,3 +962,84 @@ fn fd_readiness_gates_dependents() {
     let acts = t.feed(Event::ReadyFd { run });
     assert_eq!(spawned(&acts), vec!["app"]);
 }
+
+// ---- adoption (a previous supd left units running) ------------------------
+
+fn adopted_world(specs: Vec<UnitSpec>, survivors: &[(&str, Option<i32>)], locked: &[&str]) -> T {
+    let mut t = T::new(vec![]);
+    t.contained = true;
+    let set = crate::graph::build(specs).expect("valid set");
+    t.e = Engine::new(set, EngineConfig::default(), table(&[]));
+    // As the driver does: every survivor and the first tick in one batch,
+    // before the lock file has been read.
+    let mut evs: Vec<Event> = survivors
+        .iter()
+        .map(|(u, pid)| Event::Adopted {
+            unit: u.to_string(),
+            pid: *pid,
+            cgroup: format!("/supd/{u}.unit"),
+            wall_ms: 1,
+        })
+        .collect();
+    evs.push(Event::Tick);
+    let acts = t.e.handle_many(t.now, evs);
+    t.log.extend(acts);
+    let mut map = LockMap::new();
+    for u in locked {
+        map.insert(
+            u.to_string(),
+            vec![crate::engine::locks::Holder {
+                holder: "ops".into(),
+                reason: "before the crash".into(),
+                since_unix_ms: 0,
+            }],
+        );
+    }
+    t.feed(Event::LocksLoaded(LocksLoad::Loaded(map)));
+    t
+}
+
+#[test]
+fn adoption_keeps_one_copy_and_never_resurrects_a_locked_unit() {
+    let t = adopted_world(
+        vec![longrun("a"), longrun("b"), longrun("c")],
+        &[("a", Some(500)), ("b", None), ("c", Some(700))],
+        &["c"],
+    );
+    // No spawn for a unit found running: never a second copy.
+    assert!(spawned(&t.log).is_empty(), "{:?}", t.log);
+    assert!(
+        t.log
+            .iter()
+            .any(|a| matches!(a, Action::Track { unit, pid: Some(500), .. } if unit == "a"))
+    );
+    assert!(matches!(t.state("a"), UnitState::Running { pid: 500, .. }));
+    // Without a main process supd can vouch for: stopped, not adopted.
+    assert!(matches!(t.state("b"), UnitState::Draining { .. }));
+    // Locked on disk: stopped as soon as the lock is known.
+    assert!(
+        matches!(t.state("c"), UnitState::Stopping { .. }),
+        "{:?}",
+        t.state("c")
+    );
+    let audited: Vec<&str> = t
+        .log
+        .iter()
+        .filter_map(|a| match a {
+            Action::Audit(e) if e.action == "adopt" => e.unit.as_deref(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(audited, vec!["a", "b", "c"]);
+}
+
+#[test]
+fn unowned_survivor_starts_afresh_only_once_its_group_is_empty() {
+    let mut t = adopted_world(vec![longrun("b")], &[("b", None)], &[]);
+    let run = t.run_of("b");
+    assert!(spawned(&t.advance(Duration::from_secs(5))).is_empty());
+    let acts = t.advance(Duration::from_secs(6));
+    assert_eq!(kills(&acts), 1, "SIGKILL at the stop timeout: {acts:?}");
+    let acts = t.feed(Event::GroupEmpty { run });
+    assert_eq!(spawned(&acts), vec!["b".to_string()]);
+}

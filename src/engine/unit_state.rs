@@ -34,6 +34,9 @@ pub enum StopReason {
     /// `type = "forking"`: no main process could be found after the
     /// starting process exited.
     NoMainPid(String),
+    /// Found running at start-up (left by a previous supd) without a main
+    /// process supd can vouch for: stopped, then started afresh.
+    Unowned,
 }
 
 impl std::fmt::Display for StopReason {
@@ -50,6 +53,10 @@ impl std::fmt::Display for StopReason {
             StopReason::Removed => write!(f, "unit file removed"),
             StopReason::Restart => write!(f, "restart requested"),
             StopReason::NoMainPid(e) => write!(f, "no main process: {e}"),
+            StopReason::Unowned => write!(
+                f,
+                "found running without a known main process (left by a previous supd)"
+            ),
         }
     }
 }

@@ -436,6 +436,113 @@ pub fn unit_of_pid(pid: i32, tree: &Tree) -> Option<String> {
     }
 }
 
+/// Extended attribute on a unit's group naming its main process as
+/// "PID STARTTIME": kept with the group itself (kernel memory, no disk
+/// write per spawn), so a supd that restarts — crashed, killed, upgraded —
+/// finds it exactly where the processes are. `trusted.` needs
+/// CAP_SYS_ADMIN; a delegated, unprivileged supd uses `user.`.
+const MAIN_XATTRS: [&std::ffi::CStr; 2] = [c"trusted.supd.main", c"user.supd.main"];
+
+/// A process's start time (clock ticks after boot, `/proc/PID/stat`
+/// field 22): with the pid, it names one process for good.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = text.rsplit_once(')')?;
+    // Fields after the command: state is field 3, start time field 22.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Record `pid` as the main process of the group open at `dir_fd`.
+pub fn record_main(dir_fd: i32, pid: i32) -> std::io::Result<()> {
+    let st = start_time(pid).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, format!("pid {pid} is gone"))
+    })?;
+    let v = format!("{pid} {st}");
+    let mut last = std::io::Error::from_raw_os_error(libc::ENOTSUP);
+    for name in MAIN_XATTRS {
+        // SAFETY: fsetxattr on a descriptor the caller keeps open, with a
+        // NUL-terminated name and a (pointer, length) value we own.
+        let r = unsafe {
+            libc::fsetxattr(
+                dir_fd,
+                name.as_ptr(),
+                v.as_ptr() as *const libc::c_void,
+                v.len(),
+                0,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        last = std::io::Error::last_os_error();
+    }
+    Err(last)
+}
+
+/// The main process recorded on a group, if it is still that same
+/// process (same start time) and still in the group.
+pub fn recorded_main(dir: &Path) -> Option<i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let cpath = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut buf = [0u8; 64];
+    let n = MAIN_XATTRS.iter().find_map(|name| {
+        // SAFETY: getxattr into a buffer of the given length.
+        let n = unsafe {
+            libc::getxattr(
+                cpath.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+            )
+        };
+        (n > 0).then_some(n as usize)
+    })?;
+    let text = std::str::from_utf8(&buf[..n]).ok()?;
+    let (pid, st) = text.trim().split_once(' ')?;
+    let pid: i32 = pid.parse().ok()?;
+    let st: u64 = st.parse().ok()?;
+    (start_time(pid) == Some(st) && pids(dir).ok()?.contains(&pid)).then_some(pid)
+}
+
+/// A unit group found populated when supd starts: what a previous supd
+/// left running.
+#[derive(Debug)]
+pub struct Survivor {
+    pub unit: String,
+    pub kind: GroupKind,
+    pub path: PathBuf,
+    /// The recorded main process, verified (pid, start time, membership).
+    pub main: Option<i32>,
+}
+
+impl Tree {
+    /// Every populated group in the subtree (empty ones are removed).
+    pub fn survivors(&self) -> Vec<Survivor> {
+        let mut out = Vec::new();
+        for (unit, kind, path) in self.groups() {
+            match populated(&path) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let _ = remove(&path);
+                    continue;
+                }
+                Err(_) => continue,
+            }
+            let main = match kind {
+                GroupKind::Unit => recorded_main(&path),
+                GroupKind::Probe => None,
+            };
+            out.push(Survivor {
+                unit,
+                kind,
+                path,
+                main,
+            });
+        }
+        out
+    }
+}
+
 /// The pids in a group (`cgroup.procs`).
 pub fn pids(dir: &Path) -> std::io::Result<Vec<i32>> {
     let text = std::fs::read_to_string(dir.join("cgroup.procs"))?;
