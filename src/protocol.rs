@@ -87,6 +87,9 @@ pub enum Request {
     Unshed,
     Poweroff,
     Reboot,
+    /// Replace supd's binary in place (execve), handing its state to the
+    /// new image; services keep running, unrestarted.
+    Reexec,
 }
 
 impl Request {

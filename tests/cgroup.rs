@@ -381,3 +381,90 @@ fn killed_supd_is_replaced_without_second_copies_or_locked_units() {
     assert!(processes_with(&format!("DAEMON:{token}")).is_empty());
     assert!(processes_with(&format!("MARK:c:{token}")).is_empty());
 }
+
+#[test]
+fn reexec_replaces_supd_and_keeps_every_service_and_pid() {
+    if skip("reexec_replaces_supd_and_keeps_every_service_and_pid") {
+        return;
+    }
+    let t = TempDir::new("cg-reexec");
+    let script = write_daemon(t.path());
+    let token = t.path().display().to_string();
+    // a writes to its captured stdout all the time: a pipe whose reader
+    // went away with the old image would kill it (SIGPIPE).
+    let a = format!(
+        "exec = [\"python3\", \"-c\", {}, {}]\n",
+        toml_str(
+            "import sys, time\nwhile True:\n    print('tick', flush=True)\n    time.sleep(0.1)\n"
+        ),
+        toml_str(&format!("MARK:a:{token}"))
+    );
+    let c = sh_unit(
+        &format!(
+            "python3 {} {token} meek; exec python3 -c 'import time; time.sleep(600)' MARK:c:{token}",
+            script.display()
+        ),
+        "",
+    );
+    let s = marked(&format!("MARK:s:{token}"), false);
+    let supd = Supd::start("cg-reexec", &[("a", &a), ("c", &c), ("s", &s)]);
+    for u in ["a", "c", "s"] {
+        supd.wait_state(u, "running", Duration::from_secs(10));
+    }
+    wait_for("the daemon", Duration::from_secs(10), || {
+        (processes_with(&format!("DAEMON:{token}")).len() == 1).then_some(())
+    });
+    supd.ok(&["stop", "s"]);
+    let before: Vec<(String, serde_json::Value)> = ["a", "c"]
+        .iter()
+        .map(|u| (u.to_string(), supd.unit(u)["pid"].clone()))
+        .collect();
+    let procs_before: Vec<Vec<i32>> = ["MARK:a:", "MARK:c:", "DAEMON:"]
+        .iter()
+        .map(|m| processes_with(&format!("{m}{token}")))
+        .collect();
+    let supd_start = supd_start_time(supd.pid);
+
+    let out = supd.ok(&["reexec"]);
+    assert!(out.contains("re-executing"), "{out}");
+    wait_for("the new image", Duration::from_secs(10), || {
+        supd.log_text()
+            .contains("re-executed: taking over")
+            .then_some(())
+    });
+    wait_for("the new image's socket", Duration::from_secs(10), || {
+        (supd.supctl(&["status", "--json"]).status.success()).then_some(())
+    });
+    // Same supd process (an exec, not a new process), new image.
+    assert_eq!(supd_start_time(supd.pid), supd_start);
+    for (u, pid) in &before {
+        let now = supd.unit(u);
+        assert_eq!(&now["pid"], pid, "{u}: {now}");
+        assert_eq!(now["state"], "running", "{u}: {now}");
+    }
+    let procs_after: Vec<Vec<i32>> = ["MARK:a:", "MARK:c:", "DAEMON:"]
+        .iter()
+        .map(|m| processes_with(&format!("{m}{token}")))
+        .collect();
+    assert_eq!(procs_after, procs_before, "no service restarted");
+    // Operator intent crossed the exec: s stays stopped.
+    assert_eq!(supd.state_of("s"), "stopped");
+    assert!(processes_with(&format!("MARK:s:{token}")).is_empty());
+    // a's output still flows (its pipe crossed the exec) and a lives.
+    let cut = supd.log_text().len();
+    wait_for(
+        "a's output after the re-exec",
+        Duration::from_secs(5),
+        || supd.log_text()[cut..].contains("tick").then_some(()),
+    );
+    assert_eq!(processes_with(&format!("MARK:a:{token}")), procs_before[0]);
+    // The adopted unit is still all of its processes.
+    supd.ok(&["stop", "c"]);
+    assert!(processes_with(&format!("DAEMON:{token}")).is_empty());
+}
+
+fn supd_start_time(pid: i32) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("supd alive");
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    rest.split_whitespace().nth(19).unwrap_or("").to_string()
+}

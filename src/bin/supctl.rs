@@ -81,6 +81,9 @@ enum Cmd {
     Poweroff,
     /// Ordered shutdown, then reboot (VM) or exit.
     Reboot,
+    /// Replace supd's binary in place (e.g. after an upgrade): the new
+    /// image takes over every running service; none is restarted.
+    Reexec,
     /// Write man pages and shell completions for supd and supctl to DIR
     /// (used by packaging).
     #[command(hide = true)]
@@ -244,6 +247,7 @@ fn main() -> ExitCode {
         Cmd::Unshed => (Request::Unshed, false, false),
         Cmd::Poweroff => (Request::Poweroff, false, true),
         Cmd::Reboot => (Request::Reboot, false, true),
+        Cmd::Reexec => (Request::Reexec, false, false),
         Cmd::GenerateDocs { .. } => return ExitCode::from(2),
     };
     let timeout = cli.timeout.unwrap_or(if long_wait {

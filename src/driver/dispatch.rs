@@ -107,6 +107,14 @@ impl Driver {
         match req {
             Request::Reload => self.reload(Some(id), peer),
             Request::MaintenanceLog { limit } => self.audit_log(id, limit),
+            Request::Reexec if super::reexec::check_exe(&self.exe).is_err() => {
+                let why = super::reexec::check_exe(&self.exe)
+                    .err()
+                    .unwrap_or_default();
+                if let Some(tx) = self.replies.remove(&id) {
+                    let _ = tx.send(Response::err(format!("{why}; supd keeps running")));
+                }
+            }
             Request::MaintenanceRecover { from, accept_empty } => {
                 let (result, source) = match (from, accept_empty) {
                     (Some(path), false) => (

@@ -216,7 +216,7 @@ impl super::Driver {
                 .is_some_and(|id| !self.engine.unit(id).removed);
             if known && s.kind == GroupKind::Unit {
                 events.push(crate::engine::Event::Adopted {
-                    cgroup: format!("{base}/{}", cgroup::group_name(&s.unit, s.kind)),
+                    cgroup: Some(format!("{base}/{}", cgroup::group_name(&s.unit, s.kind))),
                     unit: s.unit,
                     pid: s.main,
                     wall_ms: super::wall_ms(),
@@ -256,13 +256,26 @@ impl super::Driver {
         run: RunId,
         unit: &str,
         pid: Option<i32>,
+        contained: bool,
     ) -> Option<crate::engine::Event> {
-        self.groups.group_for(unit, GroupKind::Unit)?;
-        self.groups.bind(run, unit);
+        if contained {
+            self.groups.group_for(unit, GroupKind::Unit)?;
+            self.groups.bind(run, unit);
+        }
         if let Some(pid) = pid {
             self.set_main_pid(run, pid);
         }
+        // After `reexec`: its output pipe, kept open across the exec.
+        if let Some(fd) = self.resumed_outputs.remove(unit) {
+            if let Ok(copy) = fd.try_clone() {
+                self.procs.keep_output(run, copy);
+            }
+            crate::world::output::capture(unit.to_string(), fd);
+        }
         // It may have emptied before the watch was there to see it.
+        if !contained {
+            return None;
+        }
         self.groups
             .emptied(unit)
             .map(|run| crate::engine::Event::GroupEmpty { run })

@@ -23,6 +23,7 @@ mod disk;
 mod dispatch;
 mod groups;
 mod procs;
+mod reexec;
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -77,6 +78,14 @@ struct Driver {
     groups: Groups,
     /// Main processes that are not our children report their exit here.
     foreign_tx: mpsc::UnboundedSender<i32>,
+    /// Our own executable, for `reexec` (resolved at start: after an
+    /// upgrade replaced the file, the path names the new binary).
+    exe: PathBuf,
+    /// `supctl reexec` was answered: replace the image at the loop's top.
+    reexec: Option<crate::engine::Handoff>,
+    /// Output pipes handed over by the previous image, until their units
+    /// are adopted.
+    resumed_outputs: HashMap<String, std::os::fd::OwnedFd>,
     replies: HashMap<ReqId, oneshot::Sender<Response>>,
     next_req: u64,
     disk_tx: std::sync::mpsc::Sender<DiskJob>,
@@ -129,6 +138,8 @@ fn supd_peer() -> PeerInfo {
 /// Run supd until shutdown completes. Returns the process exit code (only
 /// meaningful when not a VM's PID 1, which ends in reboot(2)).
 pub fn run(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> i32 {
+    // Before any thread exists (it edits the environment).
+    let resume = reexec::take();
     // While the lowest descriptor numbers are still free.
     spawn::init();
     // While supd is still one thread (see world::fdtable).
@@ -144,7 +155,7 @@ pub fn run(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> i32 {
             return 1;
         }
     };
-    let code = rt.block_on(main_loop(settings, set, seed));
+    let code = rt.block_on(main_loop(settings, set, seed, resume));
     // Everything that must outlive us is on disk (the disk thread was
     // closed in `finish`); tearing down a task and a descriptor per unit
     // would only delay the exit the stop-all figure measures.
@@ -152,22 +163,72 @@ pub fn run(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> i32 {
     code
 }
 
-async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> i32 {
+async fn main_loop(
+    settings: Settings,
+    set: crate::unit::UnitSet,
+    seed: u64,
+    resume: Option<reexec::Resume>,
+) -> i32 {
     let Some((mut d, mut src)) = setup(settings, set, seed) else {
         return 1;
     };
+    let mut first = Vec::new();
+    let mut handed: Vec<(String, i32)> = Vec::new();
+    if let Some(r) = resume {
+        let taken = r.into_taken();
+        tracing::info!(
+            "re-executed: taking over from the previous image ({} units)",
+            taken.handoff.units.len()
+        );
+        d.resumed_outputs = taken.outputs;
+        handed = taken
+            .handoff
+            .units
+            .iter()
+            .filter_map(|u| u.pid.map(|p| (u.name.clone(), p)))
+            .collect();
+        first.push(Event::Resumed(taken.handoff));
+    }
     let table = mount_watch::read_mount_table().unwrap_or_default();
     d.start_lock_load(&table);
     // What a previous supd left running is adopted (or stopped) before
     // anything starts: never a second copy. The same batch kicks the
     // engine once so units that need nothing start at boot.
-    let mut first = d.survivors();
+    let found = d.survivors();
+    // Runs the cgroups do not show (no cgroups, or a run contained only by
+    // its process group): the handed-over main processes, still our
+    // children across the exec.
+    for (unit, pid) in handed {
+        let seen = found
+            .iter()
+            .any(|e| matches!(e, Event::Adopted { unit: u, .. } if *u == unit));
+        if seen {
+            continue;
+        }
+        match crate::world::mainpid::check(pid, None) {
+            Ok(()) => first.push(Event::Adopted {
+                unit,
+                pid: Some(pid),
+                cgroup: None,
+                wall_ms: wall_ms(),
+            }),
+            Err(e) => tracing::info!(unit = %unit, "not taken over: {e}"),
+        }
+    }
+    first.extend(found);
     first.push(Event::Tick);
     d.feed_many(first);
+    // Pipes of units that were not adopted: nobody will read them.
+    d.resumed_outputs.clear();
 
     loop {
         if let Some(kind) = d.shutdown_complete {
             return d.finish(kind);
+        }
+        if let Some(h) = d.reexec.take() {
+            // Let the connection task deliver "re-executing" first.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            d.reexec_now(h);
         }
         let trim_at = d.trim_pending.then(|| d.last_activity + TRIM_AFTER_QUIET);
         let deadline = match (d.next_wakeup(), trim_at) {
@@ -339,8 +400,12 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
     let (probe_tx, probe_rx) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = mpsc::unbounded_channel();
     let (foreign_tx, foreign_rx) = mpsc::unbounded_channel();
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
     let d = Driver {
         foreign_tx,
+        exe,
+        reexec: None,
+        resumed_outputs: HashMap::new(),
         engine,
         engine_broken: None,
         locks_wait_mount: false,
@@ -498,7 +563,16 @@ impl Driver {
                 None
             }
             Action::FindMainPid { run, pid_file } => Some(self.find_main_pid(run, pid_file)),
-            Action::Track { run, unit, pid } => self.track(run, &unit, pid),
+            Action::Track {
+                run,
+                unit,
+                pid,
+                contained,
+            } => self.track(run, &unit, pid, contained),
+            Action::Reexec(h) => {
+                self.reexec = Some(h);
+                None
+            }
             Action::KillGroup { run } => {
                 if !self.groups.kill(run) {
                     self.procs.signal_run(run, Signal::SIGKILL);

@@ -57,9 +57,25 @@ pub(super) struct ProcTable {
     /// Main processes that are not our children (so the reaper may never
     /// see them), watched by pidfd: pid -> run.
     foreign: HashMap<i32, RunId>,
+    /// A copy of each run's output pipe (read end), so `reexec` can hand
+    /// it to the new image: a pipe nobody reads kills its writer.
+    outputs: HashMap<RunId, std::os::fd::OwnedFd>,
 }
 
 impl ProcTable {
+    /// Every run's output pipe copy, by raw descriptor.
+    pub(super) fn outputs(&self) -> Vec<(RunId, i32)> {
+        use std::os::fd::AsRawFd;
+        self.outputs
+            .iter()
+            .map(|(r, fd)| (*r, fd.as_raw_fd()))
+            .collect()
+    }
+
+    pub(super) fn keep_output(&mut self, run: RunId, fd: std::os::fd::OwnedFd) {
+        self.outputs.insert(run, fd);
+    }
+
     pub(super) fn main_pid(&self, run: RunId) -> Option<i32> {
         self.run_pids.get(&run).copied()
     }
@@ -175,6 +191,7 @@ impl ProcTable {
             match self.procs.remove(&pid) {
                 Some(Proc::Main(run)) => {
                     self.run_pids.remove(&run);
+                    self.outputs.remove(&run);
                     if !self.contained.remove(&run) {
                         // The main process is gone; whatever is left in
                         // its group is an orphan of a dead service. The
@@ -268,6 +285,7 @@ impl Driver {
         self.procs.procs.remove(&pid);
         self.procs.run_pids.remove(&run);
         self.procs.contained.remove(&run);
+        self.procs.outputs.remove(&run);
         self.feed(Event::ProcessExited {
             run,
             status: ExitStatus::Unknown,
@@ -349,6 +367,9 @@ impl Driver {
                     output::watch_ready_line(fd, run, self.ready_tx.clone());
                 }
                 if let Some(fd) = s.output {
+                    if let Ok(copy) = fd.try_clone() {
+                        self.procs.outputs.insert(run, copy);
+                    }
                     output::capture(spec.name.clone(), fd);
                 }
                 Event::Spawned {

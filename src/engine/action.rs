@@ -50,12 +50,17 @@ pub enum Action {
         run: RunId,
         signal: i32,
     },
+    /// `supctl reexec`: replace supd's image, handing this over (the
+    /// reply was sent just before).
+    Reexec(super::Handoff),
     /// An adopted run (`Event::Adopted`): from now on `run` is the
     /// processes in `unit`'s cgroup, its main process `pid` (if known).
     Track {
         run: RunId,
         unit: String,
         pid: Option<i32>,
+        /// The run lives in the unit's cgroup.
+        contained: bool,
     },
     /// `type = "forking"`: the starting process exited 0; find the
     /// daemon's pid (its `pid_file`, else the one process left in its

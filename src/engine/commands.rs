@@ -350,6 +350,24 @@ impl Engine {
                     )),
                 );
             }
+            Request::Reexec => {
+                if self.shutdown.is_some() {
+                    self.reply(
+                        req,
+                        Response::err("supd is shutting down; not re-executing"),
+                    );
+                    return;
+                }
+                self.audit(&peer, wall_ms, None, None, "reexec", None, "ok");
+                self.reply(
+                    req,
+                    Response::ok(
+                        "re-executing supd: services keep running; the new image takes them over",
+                    ),
+                );
+                let h = self.handoff(now);
+                self.out.push(Action::Reexec(h));
+            }
             Request::Unshed => {
                 self.shed = None;
                 self.audit(&peer, wall_ms, None, None, "unshed", None, "ok");

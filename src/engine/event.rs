@@ -110,6 +110,10 @@ pub enum Event {
         pid: i32,
         cgroup: Option<String>,
     },
+    /// This supd is a re-executed image (`supctl reexec`): what the old
+    /// image knew that the cgroups and the lock file do not say. Fed first,
+    /// in the same batch as the `Adopted` events.
+    Resumed(super::Handoff),
     /// supd found the unit's cgroup populated at start-up: a previous
     /// supd (crashed, killed, re-executed) left it running. `pid` is its
     /// main process where that could be verified (recorded pid with the
@@ -119,7 +123,9 @@ pub enum Event {
     Adopted {
         unit: String,
         pid: Option<i32>,
-        cgroup: String,
+        /// None: not contained (after `reexec` without cgroups: the main
+        /// process handed over, still supd's child).
+        cgroup: Option<String>,
         wall_ms: u64,
     },
     /// The run's main process is now this pid, or none could be found.

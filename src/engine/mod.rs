@@ -86,6 +86,47 @@ impl Default for EngineConfig {
     }
 }
 
+/// What a re-executed supd needs from the old image that neither the
+/// cgroups (runs, main pids) nor the lock file (locks) say: operator
+/// intent, failures, restart counts, shedding.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Handoff {
+    pub units: Vec<HandoffUnit>,
+    pub shed: Option<crate::unit::Priority>,
+    /// The locks, when known: the new image must not wait for the lock
+    /// file to hold a locked unit down (in that window only essential
+    /// units may start — a locked one among them would).
+    #[serde(default)]
+    pub locks: Option<locks::LockMap>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HandoffUnit {
+    pub name: String,
+    /// An operator stopped it: nothing automatic may start it.
+    pub down: bool,
+    /// It is in `failed`, for this reason.
+    pub failed: Option<String>,
+    pub restarts: u32,
+    /// Its main process (how a re-executed supd without cgroups finds its
+    /// runs: they are still its children).
+    #[serde(default)]
+    pub pid: Option<i32>,
+    /// The restart budget and backoff, so a re-exec does not reset them:
+    /// consecutive failures, ages of the automatic starts in the window,
+    /// and the backoff left before the next start (all in ms).
+    #[serde(default)]
+    pub attempt: u32,
+    #[serde(default)]
+    pub window_ages_ms: Vec<u64>,
+    #[serde(default)]
+    pub backoff_ms: Option<u64>,
+    /// Its run was ready (dependents may rely on it); a run still starting
+    /// is taken over as starting.
+    #[serde(default)]
+    pub ready: bool,
+}
+
 /// A reply the engine owes once a condition holds.
 #[derive(Debug, Clone)]
 enum Pending {
@@ -144,6 +185,9 @@ pub struct Engine {
     /// Units in `Starting`, kept in step by `set_state` (the cap is checked
     /// for every unit on every pass).
     starting: usize,
+    /// From a re-exec's hand-off, until the unit is adopted: was its run
+    /// ready?
+    resumed_ready: HashMap<String, bool>,
     out: Vec<Action>,
 }
 
@@ -167,6 +211,7 @@ impl Engine {
             shutdown_done: false,
             shed: None,
             starting: 0,
+            resumed_ready: HashMap::new(),
             out: Vec::new(),
         };
         e.install(set);
@@ -409,6 +454,12 @@ impl Engine {
                 cgroup,
                 wall_ms,
             } => self.on_adopted(now, unit, pid, cgroup, wall_ms),
+            Event::Resumed(h) => {
+                if let Some(map) = h.locks.clone() {
+                    self.on_event(now, Event::LocksLoaded(LocksLoad::Loaded(map)));
+                }
+                self.resume(now, h);
+            }
             Event::MountTableChanged(table) => {
                 self.mounts = table;
                 for u in self.units.iter_mut() {
@@ -637,6 +688,79 @@ impl Engine {
         }
     }
 
+    /// What to hand to a re-executed image.
+    pub fn handoff(&self, now: Instant) -> Handoff {
+        Handoff {
+            units: self
+                .units
+                .iter()
+                .filter(|u| !u.removed)
+                .map(|u| HandoffUnit {
+                    name: u.spec.name.clone(),
+                    down: u.want == Want::Down,
+                    failed: match &u.state {
+                        UnitState::Failed { reason } => Some(reason.to_string()),
+                        _ => None,
+                    },
+                    restarts: u.restarts,
+                    pid: u.state.pid(),
+                    attempt: u.attempt,
+                    window_ages_ms: u.window.ages_ms(now),
+                    ready: matches!(u.state, UnitState::Running { ready: true, .. }),
+                    backoff_ms: match u.state {
+                        UnitState::Backoff { until } => {
+                            Some(until.saturating_duration_since(now).as_millis() as u64)
+                        }
+                        _ => None,
+                    },
+                })
+                .collect(),
+            shed: self.shed,
+            locks: (self.locks.state == LockState::Known).then(|| self.locks.wanted.clone()),
+        }
+    }
+
+    /// Take over what the old image knew (before anything is decided).
+    fn resume(&mut self, now: Instant, h: Handoff) {
+        self.shed = h.shed;
+        for hu in h.units {
+            let Some(id) = self.unit_id(&hu.name) else {
+                continue;
+            };
+            let u = self.unit_mut(id);
+            u.restarts = hu.restarts;
+            u.attempt = hu.attempt;
+            if hu.pid.is_some() {
+                self.resumed_ready.insert(hu.name.clone(), hu.ready);
+            }
+            let u = self.unit_mut(id);
+            u.window = restart::StartWindow::from_ages_ms(now, &hu.window_ages_ms);
+            if let Some(ms) = hu.backoff_ms
+                && matches!(u.state, UnitState::Inactive)
+                && !hu.down
+                && hu.failed.is_none()
+            {
+                let until = now + std::time::Duration::from_millis(ms);
+                self.set_state(id, UnitState::Backoff { until });
+                self.timers.set(id, TimerKind::RestartAt, until);
+            }
+            let u = self.unit_mut(id);
+            if hu.down {
+                u.want = Want::Down;
+            }
+            if let Some(why) = hu.failed
+                && matches!(u.state, UnitState::Inactive)
+            {
+                self.set_state(
+                    id,
+                    UnitState::Failed {
+                        reason: FailReason::Carried(why),
+                    },
+                );
+            }
+        }
+    }
+
     /// A previous supd left `unit` running. Never a second copy: with a
     /// main process it is adopted as running (and stopped by the settle
     /// that follows if a lock, an operator stop or a missing mount says
@@ -647,7 +771,7 @@ impl Engine {
         now: Instant,
         unit: String,
         pid: Option<i32>,
-        cgroup: String,
+        cgroup: Option<String>,
         wall_ms: u64,
     ) {
         let Some(id) = self.unit_id(&unit) else {
@@ -659,8 +783,12 @@ impl Engine {
         let run = RunId(self.next_run);
         self.next_run += 1;
         self.runs.insert(run, id);
+        let contained = cgroup.is_some();
+        if !contained && pid.is_none() {
+            return;
+        }
         let u = self.unit_mut(id);
-        u.cgroup = Some(cgroup);
+        u.cgroup = cgroup;
         if let Some(next) = u.next_spec.take() {
             u.spec = next;
         }
@@ -669,13 +797,17 @@ impl Engine {
             run,
             unit: unit.clone(),
             pid,
+            contained,
         });
         let outcome = match pid {
             Some(pid) => {
                 tracing::info!(unit = %unit, "adopted: running as pid {pid}, left by a previous supd");
                 // A long-running unit was up (and ready: it ran under the
-                // previous supd); a oneshot is still running to completion.
-                let state = if spec.kind.long_running() {
+                // previous supd) unless the hand-off of a re-exec says it
+                // was still starting; a oneshot is still running to
+                // completion.
+                let ready = self.resumed_ready.remove(&unit).unwrap_or(true);
+                let state = if spec.kind.long_running() && ready {
                     UnitState::Running {
                         run,
                         pid,

@@ -121,6 +121,24 @@ impl StartWindow {
     pub fn count(&self) -> usize {
         self.starts.len()
     }
+
+    /// How long ago each start was, in ms (for a re-executed supd: the
+    /// monotonic clock goes on, but an `Instant` cannot cross exec).
+    pub fn ages_ms(&self, now: Instant) -> Vec<u64> {
+        self.starts
+            .iter()
+            .map(|t| now.saturating_duration_since(*t).as_millis() as u64)
+            .collect()
+    }
+
+    pub fn from_ages_ms(now: Instant, ages: &[u64]) -> StartWindow {
+        StartWindow {
+            starts: ages
+                .iter()
+                .filter_map(|a| now.checked_sub(Duration::from_millis(*a)))
+                .collect(),
+        }
+    }
 }
 
 #[cfg(test)]

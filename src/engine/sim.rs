@@ -110,6 +110,8 @@ struct Sim {
     faults: bool,
     trace: VecDeque<String>,
     cap: u32,
+    /// The unit set, for a re-executed engine.
+    set: UnitSet,
 }
 
 fn mount_table(mounted: &BTreeMap<PathBuf, bool>) -> MountTable {
@@ -230,7 +232,7 @@ impl Sim {
         let cap = 1 + (rng.next_u64() % 4) as u32;
         let t0 = Instant::now();
         let engine = Engine::new(
-            set,
+            set.clone(),
             EngineConfig {
                 max_parallel_starts: cap,
                 seed,
@@ -270,6 +272,7 @@ impl Sim {
             faults: true,
             trace: VecDeque::new(),
             cap,
+            set,
         };
         // A previous supd left some units running (with a daemon, and a
         // main process it may or may not vouch for), and some locked on
@@ -344,7 +347,7 @@ impl Sim {
                 },
             );
             adopted.push(Event::Adopted {
-                cgroup: format!("/sim/{name}.unit"),
+                cgroup: Some(format!("/sim/{name}.unit")),
                 unit: name,
                 pid: known.then_some(pid),
                 wall_ms: 0,
@@ -793,7 +796,10 @@ impl Sim {
                 };
                 Some(Event::MainPid { run, result })
             }
-            Action::Audit(_) | Action::CancelProbe { .. } | Action::StartProbe { .. } => None,
+            Action::Audit(_)
+            | Action::CancelProbe { .. }
+            | Action::StartProbe { .. }
+            | Action::Reexec(_) => None,
             Action::ShutdownComplete(_) => None,
         }
     }
@@ -1122,6 +1128,7 @@ impl Sim {
                     // learns it when the write completes.
                 }
             }
+            _ if self.rng.one_in(6) => self.reexec(),
             _ => {
                 let shed = self.rng.one_in(2);
                 if shed {
@@ -1133,6 +1140,65 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// `supctl reexec`: a new engine takes over from the old one's
+    /// hand-off, adopting every run from the world (as the cgroups and
+    /// the recorded main pids tell it) and reading the lock file.
+    fn reexec(&mut self) {
+        if self.lock_unknown || self.recover_pending || self.recover_version.is_some() {
+            return;
+        }
+        // The old image flushes its writes before the exec.
+        self.drain_disk();
+        if self.lock_unknown {
+            return;
+        }
+        let handoff = self.engine.handoff(self.now);
+        self.note("REEXEC".into());
+        self.engine = Engine::new(
+            self.set.clone(),
+            EngineConfig {
+                max_parallel_starts: self.cap,
+                seed: self.seed ^ 0x5eed,
+                ..Default::default()
+            },
+            mount_table(&self.mounted),
+        );
+        // Old run ids mean nothing to the new engine; replies owed by the
+        // old one are lost with their connections.
+        self.stale_runs.clear();
+        self.lock_on_reqs.clear();
+        self.wanted_locks = self.disk.clone();
+        let mut batch = vec![Event::Resumed(handoff)];
+        let units: BTreeSet<String> = self
+            .procs
+            .values()
+            .map(|p| p.unit.clone())
+            .chain(self.members.values().map(|m| m.unit.clone()))
+            .collect();
+        for unit in units {
+            // The recorded main pid: the process supd spawned or was told
+            // about. Without cgroups only the handed-over main processes
+            // are found (they are still supd's children).
+            let pid = self
+                .procs
+                .iter()
+                .find(|(_, p)| p.unit == unit)
+                .map(|(pid, _)| *pid);
+            if !self.contained && pid.is_none() {
+                continue;
+            }
+            batch.push(Event::Adopted {
+                cgroup: self.contained.then(|| format!("/sim/{unit}.unit")),
+                unit,
+                pid,
+                wall_ms: 0,
+            });
+        }
+        batch.push(Event::Tick);
+        self.feed_many(batch);
+        self.feed(Event::LocksLoaded(LocksLoad::Loaded(self.disk.clone())));
     }
 
     fn run(&mut self, steps: usize) {

@@ -977,7 +977,7 @@ fn adopted_world(specs: Vec<UnitSpec>, survivors: &[(&str, Option<i32>)], locked
         .map(|(u, pid)| Event::Adopted {
             unit: u.to_string(),
             pid: *pid,
-            cgroup: format!("/supd/{u}.unit"),
+            cgroup: Some(format!("/supd/{u}.unit")),
             wall_ms: 1,
         })
         .collect();

@@ -77,6 +77,8 @@ pub enum FailReason {
     Unhealthy,
     /// `type = "forking"`: its main process could not be found.
     NoMainPid(String),
+    /// Failed before supd re-executed itself (the reason, in words).
+    Carried(String),
 }
 
 impl std::fmt::Display for FailReason {
@@ -97,6 +99,7 @@ impl std::fmt::Display for FailReason {
             FailReason::NoMainPid(e) => {
                 write!(f, "started, but its main process was not found: {e}")
             }
+            FailReason::Carried(e) => write!(f, "{e}"),
         }
     }
 }
