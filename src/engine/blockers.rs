@@ -188,7 +188,7 @@ impl Engine {
     /// oneshot that completed.
     pub(crate) fn is_ready(&self, id: UnitId) -> bool {
         let u = &self.units[id.0 as usize];
-        if u.stop_pending.is_some() || u.restart_requested {
+        if u.stop_pending.is_some() || u.restart_requested || u.all_gone() {
             return false;
         }
         match &u.state {
@@ -209,7 +209,7 @@ impl Engine {
     /// died does not.
     pub(crate) fn is_up(&self, id: UnitId) -> bool {
         let u = &self.units[id.0 as usize];
-        if u.stop_pending.is_some() || u.restart_requested {
+        if u.stop_pending.is_some() || u.restart_requested || u.all_gone() {
             return false;
         }
         match &u.state {

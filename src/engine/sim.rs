@@ -112,6 +112,9 @@ struct Sim {
     cap: u32,
     /// The unit set, for a re-executed engine.
     set: UnitSet,
+    /// Runs taken over rather than started: they do not count against
+    /// the cap on concurrent starts (they were started long ago).
+    adopted_runs: BTreeSet<RunId>,
 }
 
 fn mount_table(mounted: &BTreeMap<PathBuf, bool>) -> MountTable {
@@ -273,6 +276,7 @@ impl Sim {
             trace: VecDeque::new(),
             cap,
             set,
+            adopted_runs: BTreeSet::new(),
         };
         // A previous supd left some units running (with a daemon, and a
         // main process it may or may not vouch for), and some locked on
@@ -461,6 +465,11 @@ impl Sim {
                 self.fail(&format!("engine panicked: {m}"))
             }
         };
+        for a in &actions {
+            if let Action::Track { run, .. } = a {
+                self.adopted_runs.insert(*run);
+            }
+        }
         self.check_state();
         let mut follow = Vec::new();
         for a in actions {
@@ -519,7 +528,9 @@ impl Sim {
         let starting = self
             .engine
             .units()
-            .filter(|(_, u)| matches!(u.state, UnitState::Starting { .. }))
+            .filter(|(_, u)| {
+                matches!(u.state, UnitState::Starting { run, .. } if !self.adopted_runs.contains(&run))
+            })
             .count();
         if starting > self.cap as usize {
             self.fail(&format!(
@@ -777,6 +788,7 @@ impl Sim {
                 None
             }
             Action::Track { run, unit, .. } => {
+                self.adopted_runs.insert(run);
                 for p in self.procs.values_mut().filter(|p| p.unit == unit) {
                     p.run = run;
                 }
@@ -1168,6 +1180,7 @@ impl Sim {
         // Old run ids mean nothing to the new engine; replies owed by the
         // old one are lost with their connections.
         self.stale_runs.clear();
+        self.adopted_runs.clear();
         self.lock_on_reqs.clear();
         self.wanted_locks = self.disk.clone();
         let mut batch = vec![Event::Resumed(handoff)];

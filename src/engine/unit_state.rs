@@ -277,6 +277,12 @@ impl Unit {
         }
     }
 
+    /// Every process of the current run is gone (its group emptied), though
+    /// its main process is not reaped yet: it is no longer up.
+    pub fn all_gone(&self) -> bool {
+        self.group_empty.is_some() && self.group_empty == self.state.run()
+    }
+
     /// The spec that governs decisions now: the pending one if a reload
     /// changed the file, since the next start will use it.
     pub fn effective(&self) -> &Arc<UnitSpec> {
