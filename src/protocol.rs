@@ -212,6 +212,9 @@ pub struct UnitStatus {
     /// Its cgroup (path in the cgroup v2 hierarchy), when contained.
     #[serde(default)]
     pub cgroup: Option<String>,
+    /// Processes of it the kernel's OOM killer killed (since supd started).
+    #[serde(default)]
+    pub oom_kills: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -468,3 +468,29 @@ fn supd_start_time(pid: i32) -> String {
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     rest.split_whitespace().nth(19).unwrap_or("").to_string()
 }
+
+#[test]
+fn resources_without_their_controller_are_refused_clearly() {
+    if skip("resources_without_their_controller_are_refused_clearly") {
+        return;
+    }
+    let unit = format!(
+        "{}[resources]\nmemory_max = \"64M\"\n[restart]\npolicy = \"never\"\n",
+        marked("MARK:r:never-runs", false)
+    );
+    let supd = Supd::start("cg-res", &[("r", &unit)]);
+    let st = supd.status();
+    let containment = st["containment"].as_str().unwrap_or("").to_string();
+    if containment.contains("memory") {
+        eprintln!(
+            "SKIP resources_without_their_controller: this host delegates the memory controller ({containment}); the VM test covers limits"
+        );
+        return;
+    }
+    supd.wait_state("r", "failed", Duration::from_secs(10));
+    let detail = supd.unit("r")["detail"].as_str().unwrap_or("").to_string();
+    assert!(
+        detail.contains("memory_max needs the memory controller"),
+        "{detail}"
+    );
+}

@@ -109,6 +109,20 @@ fn boots_as_pid1_keeps_data_and_locks_across_reboot() {
     // Boot order: the disk before db, db only on the mounted disk.
     assert!(at("completed unit=mount-data") < at("starting unit=db"));
     assert!(at("ready unit=web") < at("starting unit=driver"));
+    // Containment as PID 1: cgroup2 mounted, controllers delegated, limits
+    // in the unit's cgroup, an OOM kill named as such.
+    assert!(
+        serial.contains("DRIVER: LIMITS-OK"),
+        "limits not applied:\n{serial}"
+    );
+    assert!(
+        serial.contains("DRIVER: OOM-OK"),
+        "OOM not reported:\n{serial}"
+    );
+    assert!(
+        !serial.contains("HOG: survived"),
+        "memory_max not enforced:\n{serial}"
+    );
     // Every service killed; PID 1 survived and carried on.
     assert!(at("DRIVER: killing every process") < at("DRIVER: SOCKET-OK"));
     assert!(at("DRIVER: SOCKET-OK") < at("DRIVER: LOCKED"));

@@ -406,6 +406,9 @@ fn print_status(r: &StatusReport, detailed: bool) {
             if let Some(e) = &u.last_exit {
                 println!("  last exit:   {e}");
             }
+            if u.oom_kills > 0 {
+                println!("  oom kills:   {}", u.oom_kills);
+            }
             match (&u.containment, &u.cgroup) {
                 (Some(_), Some(cg)) => println!("  cgroup:      {cg}"),
                 (Some(c), None) => println!("  containment: {c}"),

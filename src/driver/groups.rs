@@ -36,6 +36,10 @@ pub(super) struct Groups {
     /// with the one it sampled from the parent's group. So a killed group
     /// is made afresh before the next spawn.
     killed: std::collections::HashSet<String>,
+    /// Resources last written to each unit's group.
+    applied: HashMap<String, crate::unit::Resources>,
+    /// OOM kills seen in each unit's group (`memory.events`).
+    oom_seen: HashMap<String, u64>,
 }
 
 impl Groups {
@@ -47,6 +51,8 @@ impl Groups {
             current: HashMap::new(),
             tx,
             killed: Default::default(),
+            applied: HashMap::new(),
+            oom_seen: HashMap::new(),
         }
     }
 
@@ -86,6 +92,8 @@ impl Groups {
             // Made afresh (see `killed`); the old watch ends when its file
             // goes away.
             self.killed.remove(unit);
+            self.applied.remove(unit);
+            self.oom_seen.remove(unit);
             if let Some(g) = self.open.remove(&key)
                 && let Err(e) = cgroup::remove(&g.path)
             {
@@ -108,6 +116,11 @@ impl Groups {
                         return None;
                     }
                 }
+            }
+            if kind == GroupKind::Unit
+                && let Some(n) = cgroup::oom_kills(&g.path)
+            {
+                self.oom_seen.insert(unit.to_string(), n);
             }
             self.open.insert(key.clone(), g);
         }
@@ -133,6 +146,62 @@ impl Groups {
             tracing::warn!("killing the processes of {}: {e}", dir.display());
         }
         true
+    }
+
+    /// Write the unit's `[resources]` into its group before a spawn (only
+    /// when they changed). Refused, with the reason, where they cannot be
+    /// applied: without cgroups, or without the controller.
+    pub(super) fn apply_resources(
+        &mut self,
+        unit: &str,
+        r: &crate::unit::Resources,
+    ) -> Result<(), String> {
+        let tree = match &self.containment {
+            Containment::Cgroup(t) => t,
+            Containment::ProcessGroups { why } => {
+                if r.is_empty() {
+                    return Ok(());
+                }
+                return Err(format!(
+                    "[resources] need cgroup containment, which supd does not have here ({why})"
+                ));
+            }
+        };
+        if self.applied.get(unit) == Some(r) {
+            return Ok(());
+        }
+        let Some(g) = self.open.get(&(unit.to_string(), GroupKind::Unit)) else {
+            return if r.is_empty() {
+                Ok(())
+            } else {
+                Err("[resources]: the unit's cgroup could not be made".to_string())
+            };
+        };
+        if r.is_empty() && !self.applied.contains_key(unit) {
+            // Nothing asked, nothing written before: the kernel's defaults.
+            self.applied.insert(unit.to_string(), r.clone());
+            return Ok(());
+        }
+        cgroup::apply(&g.path, r, &tree.controllers)?;
+        self.applied.insert(unit.to_string(), r.clone());
+        Ok(())
+    }
+
+    /// New OOM kills in `unit`'s group since last asked.
+    pub(super) fn new_oom_kills(&mut self, unit: &str) -> u64 {
+        let Some(g) = self.open.get(&(unit.to_string(), GroupKind::Unit)) else {
+            return 0;
+        };
+        let Some(n) = cgroup::oom_kills(&g.path) else {
+            return 0;
+        };
+        let seen = self.oom_seen.insert(unit.to_string(), n).unwrap_or(0);
+        n.saturating_sub(seen)
+    }
+
+    /// The unit of a contained run (while its group is not reported empty).
+    pub(super) fn unit_of(&self, run: RunId) -> Option<&str> {
+        self.runs.get(&run).map(String::as_str)
     }
 
     /// `run`'s main process was born in `unit`'s group.

@@ -247,7 +247,13 @@ async fn main_loop(
             Some(pid) = src.foreign_rx.recv() => d.foreign_exited(pid),
             Some(unit) = src.group_rx.recv() => {
                 if let Some(run) = d.groups.emptied(&unit) {
-                    d.feed(Event::GroupEmpty { run });
+                    let mut evs = Vec::new();
+                    let n = d.groups.new_oom_kills(&unit);
+                    if n > 0 {
+                        evs.push(Event::OomKilled { run, count: n });
+                    }
+                    evs.push(Event::GroupEmpty { run });
+                    d.feed_many(evs);
                 }
             }
             r = async { match &src.notify { Some(s) => s.recv().await, None => std::future::pending().await } } => {

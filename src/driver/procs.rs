@@ -330,6 +330,25 @@ impl Driver {
         let mut exits = Vec::new();
         self.procs.reap_into(&mut exits);
         drop(held);
+        // A main process SIGKILLed in a group with new OOM kills: the
+        // kernel's OOM killer did it (its own cause, not "killed").
+        let mut i = 0;
+        while i < exits.len() {
+            if let Event::ProcessExited {
+                run,
+                status: ExitStatus::Signaled { signal, .. },
+            } = exits[i]
+                && signal == libc::SIGKILL
+                && let Some(unit) = self.groups.unit_of(run).map(str::to_string)
+            {
+                let n = self.groups.new_oom_kills(&unit);
+                if n > 0 {
+                    exits.insert(i, Event::OomKilled { run, count: n });
+                    i += 1;
+                }
+            }
+            i += 1;
+        }
         if !exits.is_empty() {
             self.feed_many(exits);
         }
@@ -348,6 +367,13 @@ impl Driver {
             _ => None,
         };
         let group = self.groups.group_for(&spec.name, GroupKind::Unit);
+        if let Err(error) = self.groups.apply_resources(&spec.name, &spec.resources) {
+            return Event::SpawnFailed {
+                run,
+                error,
+                mount: None,
+            };
+        }
         let env = spawn::SpawnEnv {
             notify_socket: notify,
             main_pid: None,

@@ -23,6 +23,11 @@ pub enum ExitStatus {
     /// It exited, but supd could not learn how: it was not supd's child
     /// (an adopted service, or a main pid named by the service).
     Unknown,
+    /// SIGKILLed by the kernel's OOM killer: its cgroup hit `memory_max`
+    /// (the limit in bytes, when the unit set one).
+    OutOfMemory {
+        limit: Option<u64>,
+    },
 }
 
 impl ExitStatus {
@@ -41,6 +46,10 @@ impl std::fmt::Display for ExitStatus {
         match self {
             ExitStatus::Exited(c) => write!(f, "exited with code {c}"),
             ExitStatus::Unknown => write!(f, "exited (status unknown: not supd's child)"),
+            ExitStatus::OutOfMemory { limit } => match limit {
+                Some(b) => write!(f, "killed: out of memory (memory_max {})", human_bytes(*b)),
+                None => write!(f, "killed: out of memory"),
+            },
             ExitStatus::Signaled { signal, core } => {
                 let name = crate::engine::signal_name(*signal);
                 write!(
@@ -51,6 +60,16 @@ impl std::fmt::Display for ExitStatus {
             }
         }
     }
+}
+
+/// 268435456 -> "256M": sizes as a unit file writes them.
+pub fn human_bytes(b: u64) -> String {
+    for (shift, suffix) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
+        if b >= 1 << shift && b.is_multiple_of(1 << shift) {
+            return format!("{}{suffix}", b >> shift);
+        }
+    }
+    b.to_string()
 }
 
 /// Who sent a control request (from SO_PEERCRED).
@@ -132,6 +151,12 @@ pub enum Event {
     MainPid {
         run: RunId,
         result: MainPidResult,
+    },
+    /// The kernel OOM-killed `count` processes in `run`'s cgroup (fed just
+    /// before the exit or the group's end it explains).
+    OomKilled {
+        run: RunId,
+        count: u64,
     },
     /// The cgroup of a contained `run` has no process left (it may come
     /// before or after the main process's `ProcessExited`).

@@ -447,6 +447,14 @@ impl Engine {
             }
             Event::ProcessExited { run, status } => self.on_exit(now, run, status),
             Event::GroupEmpty { run } => self.on_group_empty(now, run),
+            Event::OomKilled { run, count } => {
+                if let Some(id) = self.run_unit(run) {
+                    let u = self.unit_mut(id);
+                    u.oom_kills = u.oom_kills.saturating_add(count);
+                    u.oom_run = Some(run);
+                    tracing::warn!(unit = %u.spec.name, "the kernel's OOM killer killed {count} process(es) of it");
+                }
+            }
             Event::MainPid { run, result } => self.on_main_pid(now, run, result),
             Event::Adopted {
                 unit,
@@ -974,7 +982,23 @@ impl Engine {
     /// group is empty. Decide what follows from the state it ended in.
     fn end_run(&mut self, now: Instant, id: UnitId, run: RunId, status: ExitStatus) {
         self.runs.remove(&run);
-        self.unit_mut(id).group_empty = None;
+        let u = self.unit_mut(id);
+        u.group_empty = None;
+        // A SIGKILL in a group the OOM killer struck is its doing.
+        let status = match status {
+            ExitStatus::Signaled { signal, .. }
+                if signal == libc::SIGKILL && u.oom_run == Some(run) =>
+            {
+                ExitStatus::OutOfMemory {
+                    limit: match u.spec.resources.memory_max {
+                        Some(crate::unit::CgLimit::Value(b)) => Some(b),
+                        _ => None,
+                    },
+                }
+            }
+            s => s,
+        };
+        u.oom_run = None;
         self.timers.cancel(id, TimerKind::KillAfter);
         self.timers.cancel(id, TimerKind::StartTimeout);
         self.timers.cancel(id, TimerKind::ProbeDue);

@@ -102,6 +102,7 @@ impl Engine {
                 .to_string()
             }),
             cgroup: u.cgroup.clone(),
+            oom_kills: u.oom_kills,
         }
     }
 

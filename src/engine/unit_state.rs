@@ -243,6 +243,11 @@ pub struct Unit {
     /// `GroupEmpty` for this run arrived before its main process was
     /// reaped (the kernel empties the group before the parent is told).
     pub group_empty: Option<RunId>,
+    /// The kernel OOM-killed in this run's group: a SIGKILL that ends it is
+    /// reported as out of memory.
+    pub oom_run: Option<RunId>,
+    /// OOM kills in the unit's group since supd started.
+    pub oom_kills: u64,
     /// `type = "forking"`: this run's starting process exited 0 and its
     /// main pid is being looked up (the run goes on meanwhile).
     pub main_exit: Option<RunId>,
@@ -270,6 +275,8 @@ impl Unit {
             last_exit: None,
             cgroup: None,
             group_empty: None,
+            oom_run: None,
+            oom_kills: 0,
             main_exit: None,
             status_text: None,
             health: HealthRt::default(),

@@ -178,6 +178,46 @@ pub struct StopSpec {
     pub kill_mode: KillMode,
 }
 
+/// A cgroup limit: a number, or `max` (none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgLimit {
+    Max,
+    Value(u64),
+}
+
+impl std::fmt::Display for CgLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CgLimit::Max => write!(f, "max"),
+            CgLimit::Value(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// `[resources]`: limits applied through the unit's cgroup (cgroup v2
+/// file names in the comments).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// memory.max, bytes: above it the kernel OOM-kills in the group.
+    pub memory_max: Option<CgLimit>,
+    /// memory.high, bytes: above it the group is throttled and reclaimed.
+    pub memory_high: Option<CgLimit>,
+    /// cpu.weight, 1..=10000 (100 is everyone's default).
+    pub cpu_weight: Option<u32>,
+    /// cpu.max: quota per period in µs (None quota = max).
+    pub cpu_max: Option<(Option<u64>, u64)>,
+    /// pids.max.
+    pub pids_max: Option<CgLimit>,
+    /// io.weight, 1..=10000.
+    pub io_weight: Option<u32>,
+}
+
+impl Resources {
+    pub fn is_empty(&self) -> bool {
+        *self == Resources::default()
+    }
+}
+
 /// Resource limits applied before exec (setrlimit; soft = hard).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Limits {
@@ -230,6 +270,7 @@ pub struct UnitSpec {
     pub stop: StopSpec,
     pub priority: Priority,
     pub output: Output,
+    pub resources: Resources,
 }
 
 impl UnitSpec {
@@ -282,6 +323,7 @@ impl UnitSpec {
             },
             priority: Priority::Normal,
             output: Output::Capture,
+            resources: Resources::default(),
         }
     }
 }

@@ -47,6 +47,18 @@ struct RawUnit {
     readiness: Option<Spanned<RawHealth>>,
     restart: Option<Spanned<RawRestart>>,
     stop: Option<Spanned<RawStop>>,
+    resources: Option<RawResources>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResources {
+    memory_max: Option<Spanned<toml::Value>>,
+    memory_high: Option<Spanned<toml::Value>>,
+    cpu_weight: Option<Spanned<i64>>,
+    cpu_max: Option<Spanned<String>>,
+    pids_max: Option<Spanned<toml::Value>>,
+    io_weight: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -139,6 +151,7 @@ const TOP_KEYS: &[&str] = &[
     "readiness",
     "restart",
     "stop",
+    "resources",
 ];
 
 /// Where in the text a byte offset is (1-based line and column).
@@ -221,6 +234,119 @@ impl<'a> Errs<'a> {
             },
         }
     }
+}
+
+/// A byte size: an integer, or a string like "256M", "1G", "512K",
+/// "1048576", or "max".
+fn parse_size(v: &toml::Value) -> Result<crate::unit::CgLimit, String> {
+    use crate::unit::CgLimit;
+    match v {
+        toml::Value::Integer(n) if *n >= 0 => Ok(CgLimit::Value(*n as u64)),
+        toml::Value::String(s) => {
+            let s = s.trim();
+            if s == "max" || s == "infinity" {
+                return Ok(CgLimit::Max);
+            }
+            let (num, mult) = match s.char_indices().last() {
+                Some((i, c)) if c.is_ascii_alphabetic() => {
+                    let m: u64 = match c.to_ascii_uppercase() {
+                        'K' => 1 << 10,
+                        'M' => 1 << 20,
+                        'G' => 1 << 30,
+                        'T' => 1 << 40,
+                        _ => return Err(format!("unknown unit {c:?}")),
+                    };
+                    (&s[..i], m)
+                }
+                _ => (s, 1),
+            };
+            let n: u64 = num
+                .trim()
+                .parse()
+                .map_err(|_| format!("{s:?} is not a size"))?;
+            n.checked_mul(mult)
+                .map(CgLimit::Value)
+                .ok_or_else(|| format!("{s:?} is too large"))
+        }
+        other => Err(format!("{other:?} is not a size")),
+    }
+}
+
+fn parse_resources(errs: &mut Errs<'_>, r: &RawResources) -> crate::unit::Resources {
+    use crate::unit::CgLimit;
+    let mut out = crate::unit::Resources::default();
+    let size_hint = "write a size like \"256M\", \"1G\", a number of bytes, or \"max\"";
+    let size = |errs: &mut Errs<'_>, v: &Option<Spanned<toml::Value>>, key: &str| {
+        v.as_ref().and_then(|v| match parse_size(v.get_ref()) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                errs.at(v.span(), format!("`{key}`: {e}"), size_hint);
+                None
+            }
+        })
+    };
+    out.memory_max = size(errs, &r.memory_max, "memory_max");
+    out.memory_high = size(errs, &r.memory_high, "memory_high");
+    out.pids_max = match &r.pids_max {
+        Some(v) => match v.get_ref() {
+            toml::Value::Integer(n) if *n > 0 => Some(CgLimit::Value(*n as u64)),
+            toml::Value::String(s) if s == "max" => Some(CgLimit::Max),
+            _ => {
+                errs.at(
+                    v.span(),
+                    "`pids_max` must be a positive number of processes or \"max\"",
+                    "e.g. pids_max = 256",
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let weight = |errs: &mut Errs<'_>, v: &Option<Spanned<i64>>, key: &str| {
+        v.as_ref().and_then(|w| {
+            let n = *w.get_ref();
+            if (1..=10000).contains(&n) {
+                Some(n as u32)
+            } else {
+                errs.at(
+                    w.span(),
+                    format!("`{key}` = {n} is out of range"),
+                    "a weight is 1..=10000; 100 is the default every group has",
+                );
+                None
+            }
+        })
+    };
+    out.cpu_weight = weight(errs, &r.cpu_weight, "cpu_weight");
+    out.io_weight = weight(errs, &r.io_weight, "io_weight");
+    out.cpu_max = r.cpu_max.as_ref().and_then(|c| {
+        let s = c.get_ref().trim();
+        let period = 100_000u64;
+        let parsed = if s == "max" {
+            Some((None, period))
+        } else if let Some(p) = s.strip_suffix('%') {
+            p.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|p| *p > 0.0 && p.is_finite() && *p <= 1_000_000.0)
+                .map(|p| (Some(((p / 100.0) * period as f64).round().max(1000.0) as u64), period))
+        } else {
+            let mut it = s.split_whitespace();
+            match (it.next().and_then(|q| q.parse::<u64>().ok()), it.next().and_then(|p| p.parse::<u64>().ok()), it.next()) {
+                (Some(q), Some(p), None) if q >= 1000 && (1000..=1_000_000).contains(&p) => Some((Some(q), p)),
+                _ => None,
+            }
+        };
+        if parsed.is_none() {
+            errs.at(
+                c.span(),
+                format!("`cpu_max` = {s:?} is not a CPU limit"),
+                "write a share of one CPU like \"50%\" or \"200%\", \"QUOTA PERIOD\" in microseconds like \"50000 100000\", or \"max\"",
+            );
+        }
+        parsed
+    });
+    out
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -726,6 +852,11 @@ pub fn parse_unit_with_lines(
             memlock: l.memlock,
         })
         .unwrap_or_default();
+    let resources = raw
+        .resources
+        .as_ref()
+        .map(|r| parse_resources(&mut errs, r))
+        .unwrap_or_default();
     let reload_signal = match &raw.reload_signal {
         None => libc::SIGHUP,
         Some(sig) => match parse_signal(sig.get_ref()) {
@@ -768,6 +899,7 @@ pub fn parse_unit_with_lines(
             stop,
             priority: raw.priority.unwrap_or(Priority::Normal),
             output: raw.output.unwrap_or(Output::Capture),
+            resources,
         },
         dep_lines,
     ))
@@ -930,6 +1062,40 @@ timeout = "30s"
         );
         assert!(e.join("").contains("can never happen"), "{e:?}");
         assert!(parse("exec = [\"/x\"]\n[restart]\ndelay = \"0s\"\nmax_delay = \"0s\"\n").is_ok());
+    }
+
+    #[test]
+    fn resources_kill_mode_and_forking_keys() {
+        use crate::unit::{CgLimit, KillMode};
+        let s = parse(
+            "type = \"forking\"\npid_file = \"/run/d.pid\"\nexec = [\"/x\"]\n[stop]\nkill_mode = \"mixed\"\n[resources]\nmemory_max = \"256M\"\nmemory_high = 100000000\ncpu_weight = 50\ncpu_max = \"150%\"\npids_max = 64\nio_weight = 10\n",
+        )
+        .expect("valid");
+        assert_eq!(s.kind, UnitKind::Forking);
+        assert_eq!(s.pid_file, Some(PathBuf::from("/run/d.pid")));
+        assert_eq!(s.stop.kill_mode, KillMode::Mixed);
+        let r = &s.resources;
+        assert_eq!(r.memory_max, Some(CgLimit::Value(256 << 20)));
+        assert_eq!(r.memory_high, Some(CgLimit::Value(100_000_000)));
+        assert_eq!(r.cpu_weight, Some(50));
+        assert_eq!(r.cpu_max, Some((Some(150_000), 100_000)));
+        assert_eq!(r.pids_max, Some(CgLimit::Value(64)));
+        assert_eq!(r.io_weight, Some(10));
+        let e = err("exec = [\"/x\"]\npid_file = \"/run/x.pid\"\n[resources]\nmemory_max = \"lots\"\ncpu_weight = 0\ncpu_max = \"fast\"\npids_max = -1\n").join("\n");
+        for needle in [
+            "pid_file` applies only",
+            "memory_max",
+            "cpu_weight` = 0",
+            "cpu_max",
+            "pids_max",
+        ] {
+            assert!(e.contains(needle), "{needle} not in:\n{e}");
+        }
+        assert!(
+            err("exec = [\"/x\"]\n[stop]\nkill_mode = \"all\"\n")
+                .join("")
+                .contains("`group`, `main`, `mixed`")
+        );
     }
 
     #[test]

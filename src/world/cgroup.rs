@@ -543,6 +543,69 @@ impl Tree {
     }
 }
 
+/// How many times the kernel OOM-killed a process in the group
+/// (`memory.events` `oom_kill`); None without the memory controller.
+pub fn oom_kills(dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join("memory.events")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Write a unit's `[resources]` into its group. Every key of a controller
+/// the subtree has is written (unset keys get the kernel's default, so a
+/// reload that removes a key takes effect); a key whose controller is
+/// missing is refused with the reason.
+pub fn apply(dir: &Path, r: &crate::unit::Resources, controllers: &[String]) -> Result<(), String> {
+    use crate::unit::CgLimit;
+    let has = |c: &str| controllers.iter().any(|x| x == c);
+    let need = |key: &str, c: &str, set: bool| -> Result<(), String> {
+        if set && !has(c) {
+            return Err(format!(
+                "[resources] {key} needs the {c} controller, which supd's cgroup subtree does not have (it has: {}); enable it for supd's cgroup, or remove {key}",
+                if controllers.is_empty() {
+                    "none".to_string()
+                } else {
+                    controllers.join(" ")
+                }
+            ));
+        }
+        Ok(())
+    };
+    need("memory_max", "memory", r.memory_max.is_some())?;
+    need("memory_high", "memory", r.memory_high.is_some())?;
+    need("cpu_weight", "cpu", r.cpu_weight.is_some())?;
+    need("cpu_max", "cpu", r.cpu_max.is_some())?;
+    need("pids_max", "pids", r.pids_max.is_some())?;
+    need("io_weight", "io", r.io_weight.is_some())?;
+    let lim = |l: Option<CgLimit>| l.unwrap_or(CgLimit::Max).to_string();
+    let mut writes: Vec<(&str, String)> = Vec::new();
+    if has("memory") {
+        writes.push(("memory.max", lim(r.memory_max)));
+        writes.push(("memory.high", lim(r.memory_high)));
+    }
+    if has("cpu") {
+        writes.push(("cpu.weight", r.cpu_weight.unwrap_or(100).to_string()));
+        let (q, p) = r.cpu_max.unwrap_or((None, 100_000));
+        let q = q.map(|q| q.to_string()).unwrap_or_else(|| "max".into());
+        writes.push(("cpu.max", format!("{q} {p}")));
+    }
+    if has("pids") {
+        writes.push(("pids.max", lim(r.pids_max)));
+    }
+    if has("io") && dir.join("io.weight").exists() {
+        writes.push((
+            "io.weight",
+            format!("default {}", r.io_weight.unwrap_or(100)),
+        ));
+    }
+    for (file, v) in writes {
+        write_file(&dir.join(file), v.as_bytes())
+            .map_err(|e| format!("writing {v:?} to {}/{file}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
 /// The pids in a group (`cgroup.procs`).
 pub fn pids(dir: &Path) -> std::io::Result<Vec<i32>> {
     let text = std::fs::read_to_string(dir.join("cgroup.procs"))?;
