@@ -338,6 +338,29 @@ fn check_reports_every_bad_file() {
     );
 }
 
+/// Issue 13 item 3: a duration no clock can hold is a load error naming
+/// file:line and the maximum, not a panic in the running supervisor.
+#[test]
+fn check_bounds_every_duration() {
+    let dir = TempDir::new("hugedur");
+    std::fs::write(
+        dir.path().join("db.toml"),
+        "exec = [\"/bin/sleep\", \"600\"]\n[ready]\nkind = \"notify\"\ntimeout = \"300000000000y\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(SUPD)
+        .args(["check", "--units"])
+        .arg(dir.path())
+        .output()
+        .expect("supd check");
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "accepted: {text}");
+    assert!(
+        text.contains("db.toml:4:") && text.contains("ready.timeout") && text.contains("10y"),
+        "{text}"
+    );
+}
+
 #[test]
 fn runtime_directory_umask_limits_and_stop_command() {
     if !can_run("runtime_directory_umask_limits") {

@@ -470,7 +470,8 @@ impl Engine {
                     && let Some(wd) = self.units[id.0 as usize].spec.ready.watchdog
                     && self.timers.get(id, TimerKind::Watchdog).is_some()
                 {
-                    self.timers.set(id, TimerKind::Watchdog, now + wd);
+                    self.timers
+                        .set(id, TimerKind::Watchdog, timers::after(now, wd));
                 }
             }
             Event::ShutdownRequested(kind) => {
@@ -501,7 +502,8 @@ impl Engine {
                 tracing::info!(unit = %u.spec.name, "ready");
             }
             if let Some(wd) = u.spec.ready.watchdog {
-                self.timers.set(id, TimerKind::Watchdog, now + wd);
+                self.timers
+                    .set(id, TimerKind::Watchdog, timers::after(now, wd));
             }
             self.set_state(
                 id,
@@ -630,7 +632,7 @@ impl Engine {
         let u = &mut self.units[id.0 as usize];
         let delay = restart::backoff_delay(&spec.restart, u.attempt, &mut self.rng);
         u.attempt = u.attempt.saturating_add(1);
-        let until = now + delay;
+        let until = timers::after(now, delay);
         self.set_state(id, UnitState::Backoff { until });
         self.timers.set(id, TimerKind::RestartAt, until);
     }
@@ -753,9 +755,9 @@ impl Engine {
             every = every.min(std::time::Duration::from_secs(1));
         }
         let at = if first && !ready {
-            now + every.min(std::time::Duration::from_millis(100))
+            timers::after(now, every.min(std::time::Duration::from_millis(100)))
         } else {
-            now + every
+            timers::after(now, every)
         };
         let tk = match kind {
             ProbeKind::Liveness => TimerKind::ProbeDue,
@@ -1045,8 +1047,11 @@ impl Engine {
         if pid.is_some() {
             self.out.push(stop_action(run, &spec));
         }
-        self.timers
-            .set(id, TimerKind::KillAfter, now + spec.stop.timeout);
+        self.timers.set(
+            id,
+            TimerKind::KillAfter,
+            timers::after(now, spec.stop.timeout),
+        );
         self.set_state(
             id,
             UnitState::Stopping {
@@ -1104,7 +1109,8 @@ impl Engine {
             .min();
         self.unit_mut(id).mount_wait_since = Some(now);
         if let Some(t) = timeout {
-            self.timers.set(id, TimerKind::MountTimeout, now + t);
+            self.timers
+                .set(id, TimerKind::MountTimeout, timers::after(now, t));
         }
     }
 
@@ -1152,7 +1158,8 @@ impl Engine {
         self.next_run += 1;
         self.runs.insert(run, id);
         if let Some(t) = spec.ready.timeout {
-            self.timers.set(id, TimerKind::StartTimeout, now + t);
+            self.timers
+                .set(id, TimerKind::StartTimeout, timers::after(now, t));
         }
         tracing::info!(unit = %spec.name, "starting");
         self.set_state(

@@ -862,3 +862,66 @@ fn fd_readiness_gates_dependents() {
     let acts = t.feed(Event::ReadyFd { run });
     assert_eq!(spawned(&acts), vec!["app"]);
 }
+
+/// Issue 13 item 3: durations far beyond what an `Instant` can hold (a
+/// unit file is bounded at load, but the engine must not trust that) never
+/// overflow a deadline — start timeout, watchdog, probe interval, mount
+/// timeout, stop timeout, restart backoff.
+#[test]
+fn huge_durations_never_overflow_a_deadline() {
+    let huge = Duration::MAX;
+    let mut db = longrun("db");
+    db.ready.kind = ReadyKind::Notify;
+    db.ready.timeout = Some(huge);
+    db.ready.watchdog = Some(huge);
+    db.stop.timeout = huge;
+    db.restart.policy = RestartPolicy::Always;
+    db.restart.delay = huge;
+    db.restart.max_delay = huge;
+    let mut probe = tcp_probe(1);
+    probe.interval = huge;
+    probe.timeout = huge;
+    probe.start_period = huge;
+    db.health = Some(probe);
+    let mut disk = longrun("disk");
+    disk.mounts.push(MountReq {
+        path: "/srv/pg".into(),
+        fstype: None,
+        source: None,
+        options: vec![],
+        on_loss: OnLoss::Stop,
+        timeout: Some(huge),
+    });
+    let mut t = T::new(vec![db, disk]);
+    assert!(t.why("disk").contains("not a mount point"));
+    let run = t.run_of("db");
+    t.feed(Event::Notified {
+        run,
+        msg: NotifyMsg {
+            ready: true,
+            watchdog: true,
+            ..Default::default()
+        },
+    });
+    t.feed(Event::ProbeAnswered {
+        run,
+        kind: crate::engine::ProbeKind::Liveness,
+        ok: true,
+        output: None,
+    });
+    assert!(matches!(
+        t.state("db"),
+        UnitState::Running { ready: true, .. }
+    ));
+    // A crash: backoff by `delay`.
+    t.exit("db", 1);
+    assert!(matches!(t.state("db"), UnitState::Backoff { .. }));
+    // An operator start, then a stop: the stop timeout arms KillAfter.
+    t.cmd(Request::Start { unit: "db".into() });
+    assert!(t.running("db"));
+    t.cmd(Request::Stop { unit: "db".into() });
+    assert!(matches!(t.state("db"), UnitState::Stopping { .. }));
+    let acts = t.advance(Duration::from_secs(3600));
+    assert!(signalled(&t, &acts).is_empty(), "{acts:?}");
+    assert!(t.e.next_deadline().is_some());
+}
