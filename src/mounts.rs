@@ -107,6 +107,12 @@ pub enum MountProblem {
         path: PathBuf,
         option: String,
     },
+    /// The mount table itself could not be read: nothing is known to be
+    /// mounted (fail closed).
+    TableUnknown {
+        path: PathBuf,
+        why: String,
+    },
 }
 
 impl MountProblem {
@@ -117,7 +123,8 @@ impl MountProblem {
             | MountProblem::ReadOnly { path }
             | MountProblem::WrongFstype { path, .. }
             | MountProblem::WrongSource { path, .. }
-            | MountProblem::MissingOption { path, .. } => path,
+            | MountProblem::MissingOption { path, .. }
+            | MountProblem::TableUnknown { path, .. } => path,
         }
     }
 }
@@ -163,6 +170,11 @@ impl fmt::Display for MountProblem {
                 "{} is mounted without option {}, which the unit requires",
                 path.display(),
                 option
+            ),
+            MountProblem::TableUnknown { path, why } => write!(
+                f,
+                "{} counts as not mounted: the mount table cannot be read ({why}); supd keeps retrying",
+                path.display()
             ),
         }
     }

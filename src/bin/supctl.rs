@@ -362,6 +362,11 @@ fn print_status(r: &StatusReport, detailed: bool) {
         println!("WARNING: lock state unreadable — only essential units start: {p}");
         println!("         see `supctl maintenance recover --help`");
     }
+    if let Some(p) = &r.mount_table_problem {
+        println!(
+            "WARNING: mount table unreadable — units needing a mount do not start (on_loss = \"stop\" ones stop): {p}"
+        );
+    }
     if let Some(level) = r.shed_level {
         println!("shedding: units at or below priority {level:?} are held down (`supctl unshed`)");
     }

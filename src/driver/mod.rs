@@ -37,7 +37,7 @@ use crate::unit::MountReq;
 use crate::world::control::{self, ControlRequest};
 use crate::world::init::Mode;
 use crate::world::lock_store::LockStore;
-use crate::world::mount_watch::{self, MountWatcher};
+use crate::world::mount_watch::{MountNews, ResilientWatcher};
 use crate::world::notify::{self, NotifySocket};
 use crate::world::sigmask::SigHold;
 use crate::world::signals::{Incoming, Signals};
@@ -91,7 +91,11 @@ struct Driver {
 /// channels' senders (which live in `Driver`).
 struct Sources {
     signals: Signals,
-    watcher: Option<MountWatcher>,
+    /// Never stops watching: a read error makes the table unknown (the
+    /// engine fails closed) until a retry reads it again.
+    watcher: ResilientWatcher,
+    /// Why the first read of the mount table failed, if it did.
+    first_table_error: Option<String>,
     notify: Option<NotifySocket>,
     ctl_rx: mpsc::Receiver<ControlRequest>,
     disk_rx: mpsc::UnboundedReceiver<DiskResult>,
@@ -145,7 +149,10 @@ async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> 
     let Some((mut d, mut src)) = setup(settings, set, seed) else {
         return 1;
     };
-    let table = mount_watch::read_mount_table().unwrap_or_default();
+    if let Some(why) = src.first_table_error.take() {
+        d.feed(Event::MountTableUnknown(why));
+    }
+    let table = d.engine.mounts().clone();
     d.start_lock_load(&table);
     // Kick the engine once so units that need nothing start at boot.
     d.feed(Event::Tick);
@@ -171,20 +178,15 @@ async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> 
             r = async { match &src.notify { Some(s) => s.recv().await, None => std::future::pending().await } } => {
                 if let Ok(r) = r { d.notified(r) }
             }
-            t = async { match src.watcher.as_mut() { Some(w) => w.changed().await, None => std::future::pending().await } } => {
-                match t {
-                    Ok(table) => {
-                        if d.locks_wait_mount {
-                            d.start_lock_load(&table);
-                        }
-                        d.feed(Event::MountTableChanged(table));
+            news = src.watcher.next() => match news {
+                MountNews::Changed(table) => {
+                    if d.locks_wait_mount {
+                        d.start_lock_load(&table);
                     }
-                    Err(e) => {
-                        tracing::error!("mount watcher failed: {e}; no longer watching");
-                        src.watcher = None;
-                    }
+                    d.feed(Event::MountTableChanged(table));
                 }
-            }
+                MountNews::Unknown(why) => d.feed(Event::MountTableUnknown(why)),
+            },
             _ = sleep_until(deadline) => {
                 if let Some(t) = trim_at && Instant::now() >= t {
                     // Boot, a reload or commands have settled: give back
@@ -214,16 +216,11 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
     }
     let subreaper = settings.mode == Mode::Subreaper;
 
-    let watcher = match MountWatcher::new() {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::error!(
-                "cannot watch the mount table ({e}); units waiting on mounts will not start until reload"
-            );
-            None
-        }
+    let (watcher, first_table) = ResilientWatcher::start();
+    let (table, first_table_error) = match first_table {
+        Ok(t) => (t, None),
+        Err(why) => (Default::default(), Some(why)),
     };
-    let table = mount_watch::read_mount_table().unwrap_or_default();
     let engine = Engine::new(
         set,
         EngineConfig {
@@ -319,6 +316,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
     let src = Sources {
         signals,
         watcher,
+        first_table_error,
         notify,
         ctl_rx,
         disk_rx,

@@ -142,7 +142,7 @@ impl Engine {
             block!(Blocker::MountMissing(p.clone()));
         }
         for m in &spec.mounts {
-            if let Err(p) = self.mounts.check(m) {
+            if let Err(p) = self.mount_check(m) {
                 block!(Blocker::MountMissing(p));
             }
         }
@@ -279,7 +279,7 @@ impl Engine {
                 if self.locks.holders(&spec.name).is_some()
                     || (self.locks.unknown_reason().is_some() && !spec.essential)
                     || self.shed.is_some_and(|l| spec.priority <= l)
-                    || spec.mounts.iter().any(|m| self.mounts.check(m).is_err())
+                    || spec.mounts.iter().any(|m| self.mount_check(m).is_err())
                 {
                     return false;
                 }

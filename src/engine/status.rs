@@ -44,6 +44,7 @@ impl Engine {
         StatusReport {
             units,
             lock_state_problem: self.locks.unknown_reason().map(str::to_string),
+            mount_table_problem: self.mount_table_problem().map(str::to_string),
             shed_level: self.shed,
             shutting_down: self.shutdown.is_some(),
         }

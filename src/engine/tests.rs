@@ -925,3 +925,83 @@ fn huge_durations_never_overflow_a_deadline() {
     assert!(signalled(&t, &acts).is_empty(), "{acts:?}");
     assert!(t.e.next_deadline().is_some());
 }
+
+fn mount_at(path: &str, on_loss: OnLoss) -> MountReq {
+    MountReq {
+        path: path.into(),
+        fstype: None,
+        source: None,
+        options: vec![],
+        on_loss,
+        timeout: None,
+    }
+}
+
+/// Issue 13 item 1: when the mount table cannot be read, supd does not
+/// know whether a required filesystem is there, so it is treated as not
+/// there: nothing that needs a mount starts, and units with
+/// `on_loss = "stop"` stop once the table has been unknown for the grace
+/// period. Units without mounts are not affected; reading the table again
+/// ends it.
+#[test]
+fn unknown_mount_table_fails_closed_until_read_again() {
+    let mut db = longrun("db");
+    db.mounts.push(mount_at("/srv/pg", OnLoss::Stop));
+    let mut logs = longrun("logs");
+    logs.mounts.push(mount_at("/srv/logs", OnLoss::Ignore));
+    let mut late = longrun("late");
+    late.mounts.push(mount_at("/srv/late", OnLoss::Stop));
+    let mut t = T::with(
+        vec![db, logs, late, longrun("web")],
+        16,
+        table(&[("/srv/pg", false), ("/srv/logs", false)]),
+        true,
+    );
+    assert!(t.running("db") && t.running("logs") && t.running("web"));
+    let acts = t.feed(Event::MountTableUnknown("reading mountinfo: EIO".into()));
+    assert!(signalled(&t, &acts).is_empty(), "a grace first: {acts:?}");
+    let why = t.why("late");
+    assert!(
+        why.contains("cannot be read") && why.contains("EIO"),
+        "{why}"
+    );
+    let st = t.e.status_report(&[], t.now, 0);
+    assert!(
+        st.mount_table_problem
+            .as_deref()
+            .is_some_and(|p| p.contains("EIO")),
+        "{st:?}"
+    );
+    // An operator start does not push through either.
+    let (_, acts) = t.cmd(Request::Start {
+        unit: "late".into(),
+    });
+    assert!(spawned(&acts).is_empty());
+    let acts = t.advance(MOUNT_GRACE_IN_TEST / 2);
+    assert!(signalled(&t, &acts).is_empty(), "{acts:?}");
+    let acts = t.advance(MOUNT_GRACE_IN_TEST);
+    assert_eq!(signalled(&t, &acts), vec!["db"], "on_loss = stop");
+    t.exit("db", 0);
+    assert!(!t.running("db"), "not started again while unknown");
+    assert!(t.running("logs"), "on_loss = ignore keeps running");
+    // Unrelated units keep being supervised.
+    t.exit("web", 1);
+    let acts = t.advance(Duration::from_secs(1));
+    assert_eq!(spawned(&acts), vec!["web"]);
+    // Read again: everything whose mount is there comes back.
+    let acts = t.feed(Event::MountTableChanged(table(&[
+        ("/srv/pg", false),
+        ("/srv/logs", false),
+        ("/srv/late", false),
+    ])));
+    let mut s = spawned(&acts);
+    s.sort();
+    assert_eq!(s, vec!["db", "late"]);
+    assert!(
+        t.e.status_report(&[], t.now, 0)
+            .mount_table_problem
+            .is_none()
+    );
+}
+
+const MOUNT_GRACE_IN_TEST: Duration = crate::engine::MOUNT_UNKNOWN_GRACE;
