@@ -304,6 +304,74 @@ fn corrupt_state_fails_closed_until_recovered() {
     supd.wait_state("db", "running", Duration::from_secs(10));
 }
 
+/// Issue 13 item 2: with the current lock file damaged and the previous
+/// generation valid, supd once loaded the older generation — the newest
+/// acknowledged lock lost, the locked unit started, no warning. Writes are
+/// tmp + fsync + rename, so a bad current file is corruption or tampering:
+/// fail closed, keep it, say so. And deleting both files is not a first
+/// run when the audit log shows locks were taken.
+#[test]
+fn corrupt_current_lock_file_never_rolls_back() {
+    if !can_run("corrupt_current_lock_file") {
+        return;
+    }
+    let db = sh_unit("exec sleep 600", "");
+    let other = sh_unit("exec sleep 600", "");
+    let console = sh_unit("exec sleep 600", "essential = true");
+    let mut supd = Supd::start(
+        "lockrollback",
+        &[("db", &db), ("other", &other), ("console", &console)],
+    );
+    supd.wait_state("db", "running", Duration::from_secs(10));
+    // Three generations: {other}, {}, {db}. The previous one is valid and
+    // has no lock on db.
+    supd.ok(&["maintenance", "on", "other", "--reason", "x"]);
+    supd.ok(&["maintenance", "off", "other"]);
+    supd.ok(&["maintenance", "on", "db", "--reason", "disk swap"]);
+    supd.signal(Signal::SIGTERM);
+    supd.wait_exit(Duration::from_secs(20));
+    let cur = supd.state.join("locks.json");
+    let mut bytes = std::fs::read(&cur).unwrap();
+    let at = bytes.len() - 10;
+    bytes[at] ^= 0x01;
+    std::fs::write(&cur, &bytes).unwrap();
+
+    supd.spawn(&Options::default());
+    supd.wait_state("console", "running", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let st = supd.status();
+    let problem = st["lock_state_problem"].as_str().unwrap_or("").to_string();
+    assert!(
+        problem.contains("locks.json") && problem.contains("locks.prev.json"),
+        "no problem reported (rolled back?): {st}"
+    );
+    assert_eq!(supd.state_of("db"), "waiting", "db started: lock lost");
+    assert_eq!(supd.state_of("other"), "waiting", "fail closed");
+    assert_eq!(std::fs::read(&cur).unwrap(), bytes, "bad file not kept");
+    assert!(supd.ok(&["status"]).contains("WARNING"));
+
+    // Both files deleted: the audit log shows locks were taken, so this
+    // is not a first run.
+    supd.signal(Signal::SIGTERM);
+    supd.wait_exit(Duration::from_secs(20));
+    std::fs::remove_file(&cur).unwrap();
+    std::fs::remove_file(supd.state.join("locks.prev.json")).unwrap();
+    supd.spawn(&Options::default());
+    supd.wait_state("console", "running", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let st = supd.status();
+    let problem = st["lock_state_problem"].as_str().unwrap_or("").to_string();
+    assert!(
+        problem.contains("audit") && problem.contains("maintenance recover"),
+        "{st}"
+    );
+    assert_eq!(supd.state_of("db"), "waiting");
+    // The operator decides: here, start from no locks.
+    supd.ok(&["maintenance", "recover", "--accept-empty"]);
+    supd.wait_state("db", "running", Duration::from_secs(10));
+    supd.wait_state("other", "running", Duration::from_secs(10));
+}
+
 #[test]
 fn non_root_peer_cannot_change_locks() {
     if !can_run("non_root_peer") {

@@ -65,6 +65,38 @@ pub fn read_tail(dir: &Path, limit: usize) -> io::Result<Vec<AuditRecord>> {
     Ok(out.into())
 }
 
+/// Does the log show that a maintenance lock was ever taken here (a
+/// `maintenance-on` or `maintenance-recover` that succeeded)? Then an
+/// absent lock file means lost state, not a first run. No log: false.
+/// Streams the file (it may be large); runs on the persistence thread.
+pub fn shows_locks(dir: &Path) -> io::Result<bool> {
+    let path = dir.join(FILE);
+    let f = match crate::world::regular_file::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    };
+    let mut r = io::BufReader::new(f);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            return Ok(false);
+        }
+        // Cheap filter first: most lines are other actions.
+        let text = String::from_utf8_lossy(&line);
+        if !(text.contains("maintenance-on") || text.contains("maintenance-recover")) {
+            continue;
+        }
+        if let Ok(rec) = serde_json::from_str::<AuditRecord>(text.trim_end())
+            && (rec.action == "maintenance-on" || rec.action == "maintenance-recover")
+            && rec.outcome == "ok"
+        {
+            return Ok(true);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ pub mod mount_watch;
 pub mod notify;
 pub mod output;
 pub mod probe;
+pub mod regular_file;
 pub mod shim;
 pub mod sigmask;
 pub mod signals;
