@@ -442,3 +442,90 @@ fn output_is_captured_with_the_unit_name_inherited_or_discarded() {
         "{log}"
     );
 }
+
+/// Bytes waiting in a pipe (FIONREAD).
+fn pipe_fill(fd: &std::os::fd::OwnedFd) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if r < 0 { 0 } else { n as usize }
+}
+
+#[test]
+fn a_stalled_log_reader_does_not_stall_supd() {
+    if !can_run("stalled_log_reader") {
+        return;
+    }
+    // A real program that floods its output (far more than a pipe holds),
+    // then idles; and a unit for the operator to lock.
+    let spew = "exec = [\"python3\", \"-c\", \"import sys, time\\nfor i in range(20000): print('spew line %d ' % i + 'x' * 80, flush=True)\\ntime.sleep(600)\"]\n";
+    let db = sh_unit("exec sleep 600", "");
+    let mut supd = Supd::start_with(
+        "stalled-log",
+        &[("spew", spew), ("db", &db)],
+        Options {
+            log_to_pipe: true,
+            ..Options::default()
+        },
+    );
+    let pipe = supd.log_pipe.take().expect("log pipe");
+    // Nobody reads supd's stderr: wait until the pipe is full.
+    wait_for(
+        "supd's stderr pipe to fill",
+        Duration::from_secs(20),
+        || (pipe_fill(&pipe) >= 60 * 1024).then_some(()),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    // supd must still answer, and act, within a deadline.
+    let quick = |args: &[&str]| {
+        let t0 = std::time::Instant::now();
+        let out = std::process::Command::new(SUPCTL)
+            .arg("--socket")
+            .arg(&supd.socket)
+            .args(["--timeout", "5s"])
+            .args(args)
+            .output()
+            .expect("run supctl");
+        assert!(
+            out.status.success(),
+            "supctl {args:?} with supd's stderr stalled: {}{} (after {:?})",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            t0.elapsed()
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    quick(&["status"]);
+    quick(&["maintenance", "on", "db", "--reason", "stalled log test"]);
+    let st: serde_json::Value = serde_json::from_str(&quick(&["status", "--json"])).expect("json");
+    let db_locked = st["units"]
+        .as_array()
+        .and_then(|a| a.iter().find(|u| u["name"] == "db"))
+        .map(|u| u["maintenance"].is_array());
+    assert_eq!(db_locked, Some(true), "{st}");
+
+    // Once the reader drains the pipe, supd says how many lines it dropped.
+    use std::io::Read;
+    let mut f = std::fs::File::from(pipe);
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = text.clone();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = f.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if let Ok(mut t) = sink.lock() {
+                t.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    });
+    wait_for("a report of dropped lines", Duration::from_secs(20), || {
+        let t = text.lock().ok()?;
+        t.lines()
+            .find(|l| l.contains("log lines dropped"))
+            .map(|l| l.to_string())
+    });
+    supd.kill9();
+}

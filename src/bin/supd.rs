@@ -183,6 +183,8 @@ fn main() -> ExitCode {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
     let result = std::panic::catch_unwind(move || driver::run(settings, set, seed));
+    // Log lines still held for a slow reader of stderr: a bounded wait.
+    supd::world::log::flush(std::time::Duration::from_secs(1));
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(_) => {
