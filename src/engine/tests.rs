@@ -862,3 +862,47 @@ fn fd_readiness_gates_dependents() {
     let acts = t.feed(Event::ReadyFd { run });
     assert_eq!(spawned(&acts), vec!["app"]);
 }
+
+/// Issue 13 item 7: a `notify` unit still starting (crash recovery) is
+/// probed, but failures before READY=1 do not count — `[ready] timeout`
+/// governs start-up (Kubernetes' startupProbe semantics). Once ready,
+/// they do.
+#[test]
+fn health_failures_before_readiness_do_not_count() {
+    let mut db = longrun("db");
+    db.ready.kind = ReadyKind::Notify;
+    db.ready.timeout = Some(Duration::from_secs(120));
+    db.restart.policy = RestartPolicy::Always;
+    db.health = Some(tcp_probe(3));
+    let mut t = T::new(vec![db]);
+    let run = t.run_of("db");
+    let probe = |t: &mut T, ok: bool| {
+        t.feed(Event::ProbeAnswered {
+            run,
+            kind: crate::engine::ProbeKind::Liveness,
+            ok,
+            output: Some("connection refused".into()),
+        })
+    };
+    for _ in 0..30 {
+        t.now += Duration::from_secs(1);
+        let acts = probe(&mut t, false);
+        assert!(signalled(&t, &acts).is_empty(), "killed while starting");
+    }
+    assert!(matches!(t.state("db"), UnitState::Starting { .. }));
+    t.feed(Event::Notified {
+        run,
+        msg: crate::engine::NotifyMsg {
+            ready: true,
+            ..Default::default()
+        },
+    });
+    assert!(matches!(
+        t.state("db"),
+        UnitState::Running { ready: true, .. }
+    ));
+    probe(&mut t, false);
+    probe(&mut t, false);
+    let acts = probe(&mut t, false);
+    assert_eq!(signalled(&t, &acts), vec!["db"], "unhealthy once ready");
+}
