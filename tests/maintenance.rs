@@ -344,3 +344,36 @@ fn non_root_peer_cannot_change_locks() {
     let r = as_nobody(&["status"]);
     assert!(r.status.success());
 }
+
+/// Issue 13 item 9: what an operator reads names the blocking unit, with
+/// its reason, and a dry run lists the dependents that come back.
+#[test]
+fn hints_name_the_blocking_unit_and_dry_run_lists_dependents() {
+    if !can_run("hints_name_blocker") {
+        return;
+    }
+    let db = sh_unit("exec sleep 600", "");
+    let web = sh_unit("exec sleep 600", "requires = [\"db\"]");
+    let supd = Supd::start("hints", &[("db", &db), ("web", &web)]);
+    supd.wait_state("web", "running", Duration::from_secs(10));
+    supd.ok(&[
+        "maintenance",
+        "on",
+        "db",
+        "--reason",
+        "upgrade",
+        "--holder",
+        "alice",
+    ]);
+    supd.wait_state("web", "waiting", Duration::from_secs(10));
+    let why = supd.ok(&["why", "web"]);
+    assert!(why.contains("`supctl maintenance off db`"), "{why}");
+    let table = supd.ok(&["status"]);
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("web"))
+        .unwrap_or_default();
+    assert!(line.contains("db: under maintenance"), "{table}");
+    let dry = supd.ok(&["maintenance", "off", "db", "--holder", "alice", "--dry-run"]);
+    assert!(dry.contains("db; then web"), "{dry}");
+}

@@ -906,3 +906,71 @@ fn health_failures_before_readiness_do_not_count() {
     let acts = probe(&mut t, false);
     assert_eq!(signalled(&t, &acts), vec!["db"], "unhealthy once ready");
 }
+
+/// Issue 13 item 9: what `why`, `status` and the replies tell an operator
+/// about a dependency names the unit that blocks, with its reason.
+#[test]
+fn blocker_hints_name_the_blocking_unit() {
+    let mut t = T::new(vec![
+        longrun("db"),
+        requires(longrun("web"), &["db"]),
+        requires(longrun("app"), &["web"]),
+    ]);
+    t.cmd(Request::MaintenanceOn {
+        unit: "db".into(),
+        reason: "upgrade".into(),
+        holder: Some("alice".into()),
+    });
+    t.exit("app", 0);
+    t.exit("web", 0);
+    t.exit("db", 0);
+    t.persist_all(true);
+    let why = t.why("web");
+    assert!(
+        why.contains("supctl maintenance off db") && !why.contains("off web"),
+        "{why}"
+    );
+    // The DETAIL column says why db is not ready, not just "db: ".
+    let web = t.e.unit_id("web").unwrap();
+    let st = t.e.status_report(&[web], t.now, 0);
+    let detail = st.units[0].detail.clone().unwrap_or_default();
+    assert!(
+        detail.starts_with("waiting for required unit db: under maintenance"),
+        "{detail:?}"
+    );
+    // A dry run lists db and the dependents that come back after it.
+    let (req, acts) = t.cmd(Request::MaintenanceOff {
+        unit: "db".into(),
+        holder: Some("alice".into()),
+        force: false,
+        dry_run: true,
+    });
+    let (ok, msg) = reply(&acts, req).expect("reply");
+    assert!(ok, "{msg}");
+    assert!(
+        msg.contains("db") && msg.contains("web") && msg.contains("app"),
+        "{msg}"
+    );
+    assert!(
+        msg.find("db") < msg.find("web") && msg.find("web") < msg.find("app"),
+        "{msg}"
+    );
+    // A start reply names the real unit to start, never "UNIT".
+    t.cmd(Request::MaintenanceOff {
+        unit: "db".into(),
+        holder: Some("alice".into()),
+        force: false,
+        dry_run: false,
+    });
+    t.persist_all(true);
+    t.cmd(Request::Stop { unit: "db".into() });
+    t.exit("app", 0);
+    t.exit("web", 0);
+    t.exit("db", 0);
+    let (req, acts) = t.cmd(Request::Start { unit: "web".into() });
+    let (_, msg) = reply(&acts, req).expect("reply");
+    assert!(
+        msg.contains("`supctl start db`") && !msg.contains("UNIT"),
+        "{msg}"
+    );
+}
