@@ -529,3 +529,156 @@ fn a_stalled_log_reader_does_not_stall_supd() {
     });
     supd.kill9();
 }
+
+fn supd_check(dir: &std::path::Path, as_nobody: bool) -> (Option<i32>, String) {
+    let mut cmd = if as_nobody {
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            SUPD,
+        ]);
+        c
+    } else {
+        std::process::Command::new(SUPD)
+    };
+    let out = cmd
+        .args(["check", "--units"])
+        .arg(dir)
+        .output()
+        .expect("supd check");
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Issue 13 item 10: `supd check` reports what certainly fails at spawn
+/// (with file:line), and accepts what is valid (an empty argument).
+#[test]
+fn check_reports_what_fails_at_spawn_and_accepts_empty_arguments() {
+    let t = TempDir::new("check-host");
+    let good = t.path().join("good");
+    std::fs::create_dir_all(&good).unwrap();
+    // `redis-server --logfile ""`: an empty argument is an argument.
+    std::fs::write(
+        good.join("redis.toml"),
+        "description = \"x\"\nexec = [\"/bin/sh\", \"-c\", \"exit 0\", \"--logfile\", \"\"]\n",
+    )
+    .unwrap();
+    // A binary on a filesystem not mounted yet is not "missing".
+    std::fs::write(
+        good.join("late.toml"),
+        "exec = [\"/srv/supd-never-mounted/bin/app\"]\n[[mount]]\npath = \"/srv/supd-never-mounted\"\n",
+    )
+    .unwrap();
+    let (code, text) = supd_check(&good, false);
+    assert_eq!(code, Some(0), "{text}");
+
+    let bad = t.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    let plain = t.path().join("plain-file");
+    std::fs::write(&plain, "not a program").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let noexec = format!("exec = [{}]\n", toml_str(&plain.display().to_string()));
+    let units = [
+        (
+            "missing",
+            "\nexec = [\"/nonexistent/supd-test/bin/server\"]\n",
+        ),
+        ("noexec", noexec.as_str()),
+        (
+            "nouser",
+            "exec = [\"/bin/true\"]\n\nuser = \"supd-no-such-user\"\n",
+        ),
+        (
+            "nogroup",
+            "exec = [\"/bin/true\"]\ngroup = \"supd-no-such-group\"\n",
+        ),
+        (
+            "probe",
+            "exec = [\"/bin/true\"]\n[health]\nexec = [\"/nonexistent/supd-test/probe\"]\n",
+        ),
+    ];
+    for (n, text) in units {
+        std::fs::write(bad.join(format!("{n}.toml")), text).unwrap();
+    }
+    let (code, text) = supd_check(&bad, false);
+    assert_eq!(code, Some(1), "{text}");
+    for needle in [
+        "missing.toml:2",
+        "/nonexistent/supd-test/bin/server",
+        "noexec.toml:1",
+        "not executable",
+        "nouser.toml:3",
+        "supd-no-such-user",
+        "nogroup.toml:2",
+        "supd-no-such-group",
+        "probe.toml:3",
+    ] {
+        assert!(text.contains(needle), "{needle} not in:\n{text}");
+    }
+
+    // Not root: a limit above the hard limit fails at spawn.
+    if nix::unistd::geteuid().is_root()
+        && std::process::Command::new("setpriv")
+            .arg("--version")
+            .output()
+            .is_ok()
+    {
+        let lim = t.path().join("lim");
+        std::fs::create_dir_all(&lim).unwrap();
+        let (_, hard) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        std::fs::write(
+            lim.join("many.toml"),
+            format!(
+                "exec = [\"/bin/true\"]\nlimits = {{ nofile = {} }}\n",
+                hard.saturating_add(1)
+            ),
+        )
+        .unwrap();
+        for p in [t.path(), lim.as_path(), &lim.join("many.toml")] {
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
+        }
+        let (code, text) = supd_check(&lim, true);
+        assert_eq!(code, Some(1), "{text}");
+        assert!(
+            text.contains("many.toml:2") && text.contains("hard limit"),
+            "{text}"
+        );
+    }
+}
+
+/// Issue 13 item 10, the other side: at boot a unit whose binary is
+/// missing is a warning (file:line) and that unit's spawn failure — the
+/// other units load and run.
+#[test]
+fn a_missing_binary_fails_its_unit_not_the_set() {
+    if !can_run("missing_binary") {
+        return;
+    }
+    let ok = sh_unit("exec sleep 600", "");
+    let missing = "exec = [\"/nonexistent/supd-test/bin/server\"]\n[restart]\npolicy = \"never\"\n";
+    let supd = Supd::start("missing-bin", &[("ok", &ok), ("gone", missing)]);
+    supd.wait_state("ok", "running", Duration::from_secs(10));
+    let why = wait_for("gone's spawn failure", Duration::from_secs(10), || {
+        let w = supd.ok(&["why", "gone"]);
+        w.contains("/nonexistent/supd-test/bin/server").then_some(w)
+    });
+    assert!(!why.contains("is running"), "{why}");
+    let log = supd.log_text();
+    assert!(
+        log.contains(
+            "gone.toml:1:1: error: exec program /nonexistent/supd-test/bin/server does not exist"
+        ),
+        "{log}"
+    );
+}

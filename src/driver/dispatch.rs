@@ -36,6 +36,12 @@ impl Driver {
         self.trim_pending = true;
         let result = crate::unit::load::load_dir(&self.settings.units_dir)
             .map_err(|errs| errs.iter().map(|e| e.to_string()).collect());
+        if let Ok(set) = &result {
+            // Warnings only: such a unit fails at its spawn, not the reload.
+            for e in crate::world::host_check::check_set(set) {
+                tracing::warn!("{e}");
+            }
+        }
         self.feed(Event::Reloaded {
             req,
             peer,
