@@ -76,6 +76,9 @@ struct Driver {
     /// `[ready] kind = "fd"` readiness lines arrive here.
     ready_tx: mpsc::UnboundedSender<RunId>,
     notify_path: Option<String>,
+    /// We bound the control socket (so it is ours to remove at exit; a
+    /// second instance that could not bind must not delete the first's).
+    socket_bound: bool,
     /// Waiting for the state directory's filesystem before loading locks.
     locks_wait_mount: bool,
     shutdown_complete: Option<ShutdownKind>,
@@ -252,8 +255,10 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
     }
 
     let (ctl_tx, ctl_rx) = mpsc::channel::<ControlRequest>(64);
+    let mut socket_bound = false;
     match control::bind(&settings.socket) {
         Ok(listener) => {
+            socket_bound = true;
             tokio::spawn(control::serve(
                 listener,
                 ctl_tx,
@@ -310,6 +315,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         notify_path: notify
             .as_ref()
             .map(|s| s.path.to_string_lossy().to_string()),
+        socket_bound,
         shutdown_complete: None,
         started: Instant::now(),
         trim_pending: true,
@@ -491,7 +497,9 @@ impl Driver {
         );
         crate::world::init::kill_remaining(pid1, Duration::from_secs(5));
         self.close_disk();
-        let _ = std::fs::remove_file(&self.settings.socket);
+        if self.socket_bound {
+            let _ = std::fs::remove_file(&self.settings.socket);
+        }
         if let Some(p) = &self.notify_path {
             let _ = std::fs::remove_file(p);
         }

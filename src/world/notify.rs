@@ -4,8 +4,10 @@
 //! `$NOTIFY_SOCKET`, receiving `READY=1`, `STATUS=`, `STOPPING=1`,
 //! `WATCHDOG=1`, `MAINPID=` with the sender's credentials
 //! (`SO_PASSCRED`), so the driver can check the sender belongs to the unit
-//! it claims to be. Must never: trust the message text for identity, or
-//! block (datagrams are read when the socket is readable).
+//! it claims to be. Must never: trust the message text for identity,
+//! block (datagrams are read when the socket is readable), or remove a
+//! socket a running supd still receives on (a second instance fails
+//! instead).
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -26,11 +28,17 @@ pub struct Received {
 }
 
 impl NotifySocket {
+    /// Bind at `path`, beside the control socket (whose directory was
+    /// checked when it was bound). A socket someone still receives on (a
+    /// running supd's) is never removed: only a stale one is replaced.
     pub fn bind(path: &Path) -> std::io::Result<NotifySocket> {
-        let _ = std::fs::remove_file(path);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
+        super::control::prepare_socket_dir(path)?;
+        super::control::clear_stale_socket(path, |p| {
+            // A datagram connect succeeds only while someone is bound there.
+            std::os::unix::net::UnixDatagram::unbound()
+                .and_then(|s| s.connect(p))
+                .is_ok()
+        })?;
         let sock = std::os::unix::net::UnixDatagram::bind(path)?;
         sock.set_nonblocking(true)?;
         nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::PassCred, &true)
