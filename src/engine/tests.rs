@@ -407,6 +407,7 @@ fn a_locked_unit_is_never_started_by_any_path() {
             options: vec![],
             on_loss: OnLoss::Stop,
             timeout: None,
+            symlink_to: None,
         });
         db.health = Some(HealthSpec {
             target: ProbeTarget::Tcp("127.0.0.1:1".into()),
@@ -697,6 +698,7 @@ fn mount_timeout_fails_with_the_path() {
         options: vec!["rw".into()],
         on_loss: OnLoss::Stop,
         timeout: Some(Duration::from_secs(30)),
+        symlink_to: None,
     });
     let mut t = T::new(vec![s]);
     assert!(
@@ -727,6 +729,7 @@ fn spawner_refusal_waits_for_the_next_mount_table() {
         options: vec![],
         on_loss: OnLoss::Stop,
         timeout: None,
+        symlink_to: None,
     });
     let set = crate::graph::build(vec![s]).expect("set");
     let now = Instant::now();
@@ -743,6 +746,7 @@ fn spawner_refusal_waits_for_the_next_mount_table() {
     let problem = crate::mounts::MountProblem::NotMounted {
         path: "/srv/pg".into(),
         on: Some("/".into()),
+        link: None,
     };
     let acts = e.handle(
         now,

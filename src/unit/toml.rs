@@ -320,6 +320,7 @@ pub(crate) fn mount_req(errs: &mut Errs<'_>, m: &RawMount) -> Option<MountReq> {
             .timeout
             .as_ref()
             .map(|t| errs.duration(&Some(t.clone()), "mount.timeout", Duration::ZERO)),
+        symlink_to: None,
     })
 }
 

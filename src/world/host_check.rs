@@ -4,7 +4,8 @@
 //! Owns: looking at the host for each unit — an absolute `exec` (main,
 //! probe, stop) that does not exist or is not executable, a `user` or
 //! `group` that does not exist, a `limits` value above what supd may set
-//! (the hard limit when not root; `fs.nr_open` for `nofile` always) — and
+//! (the hard limit when not root; `fs.nr_open` for `nofile` always), a
+//! `[[mount]] path` that is a symlink (found when the unit was loaded) — and
 //! reporting each as a `UnitError` with the file and line of the key.
 //!
 //! A separate step from loading on purpose: `supd check` reports these as
@@ -79,6 +80,19 @@ pub fn check_unit(spec: &UnitSpec) -> Vec<UnitError> {
         ));
     }
     found.extend(limit_problems(spec));
+    for m in &spec.mounts {
+        if let Some(target) = &m.symlink_to {
+            found.push((
+                (Some("mount"), "path"),
+                format!(
+                    "mount path {} is a symlink to {}: it can never be a mount point itself (the kernel lists the target), so the unit would wait forever",
+                    m.path.display(),
+                    target.display()
+                ),
+                format!("name the real mount point: path = \"{}\"", target.display()),
+            ));
+        }
+    }
     if found.is_empty() {
         return Vec::new();
     }
