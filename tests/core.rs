@@ -682,3 +682,17 @@ fn a_missing_binary_fails_its_unit_not_the_set() {
         "{log}"
     );
 }
+
+/// Issue 13 item 12(g): a unit file whose name is not UTF-8 is reported
+/// (escaped), not skipped silently.
+#[test]
+fn a_non_utf8_unit_file_name_is_reported() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = TempDir::new("nonutf8-name");
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.toml");
+    std::fs::write(t.path().join(name), "exec = [\"/bin/true\"]\n").unwrap();
+    std::fs::write(t.path().join("ok.toml"), "exec = [\"/bin/true\"]\n").unwrap();
+    let (code, text) = supd_check(t.path(), false);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("caf\\xe9"), "{text}");
+}

@@ -38,9 +38,12 @@ pub fn load_dir(dir: &Path) -> Result<UnitSet, Vec<UnitError>> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            // Bytes, not str: a name that is not UTF-8 is still a unit
+            // file, reported below rather than skipped in silence.
+            use std::os::unix::ffi::OsStrExt;
+            let name = p.file_name().map(|n| n.as_bytes()).unwrap_or(b"");
             // Hidden files and editor leftovers are not units.
-            name.ends_with(".toml") && !name.starts_with('.')
+            name.ends_with(b".toml") && !name.starts_with(b".")
         })
         .collect();
     paths.sort();
@@ -50,11 +53,19 @@ pub fn load_dir(dir: &Path) -> Result<UnitSet, Vec<UnitError>> {
     let mut failed = std::collections::BTreeSet::new();
     let mut mount_table = None;
     for path in paths {
-        let name = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("")
-            .to_string();
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+            use std::os::unix::ffi::OsStrExt;
+            let raw = path.file_name().map(|n| n.as_bytes()).unwrap_or(b"");
+            errors.push(
+                UnitError::new(
+                    &path,
+                    format!("unit file name \"{}\" is not UTF-8", raw.escape_ascii()),
+                )
+                .hint("rename the file: letters, digits, _ . @ - only, at most 64 characters"),
+            );
+            continue;
+        };
+        let name = name.to_string();
         if !valid_name(&name) {
             errors.push(
                 UnitError::new(&path, format!("invalid unit name {name:?}"))
