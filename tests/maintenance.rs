@@ -377,3 +377,43 @@ fn hints_name_the_blocking_unit_and_dry_run_lists_dependents() {
     let dry = supd.ok(&["maintenance", "off", "db", "--holder", "alice", "--dry-run"]);
     assert!(dry.contains("db; then web"), "{dry}");
 }
+
+/// Issue 13 item 12(d): a holder or reason with control characters (a
+/// terminal escape, a carriage return) is shown escaped by supctl, never
+/// sent raw to the operator's terminal.
+#[test]
+fn control_characters_in_holder_and_reason_are_escaped() {
+    if !can_run("escaped_holder_reason") {
+        return;
+    }
+    let db = sh_unit("exec sleep 600", "");
+    let supd = Supd::start("escape", &[("db", &db)]);
+    supd.wait_state("db", "running", Duration::from_secs(10));
+    supd.ok(&[
+        "maintenance",
+        "on",
+        "db",
+        "--reason",
+        "disk\x1b[2J\x1b[31m swap\rFAKE\u{202e}",
+        "--holder",
+        "bob\x1b[0m",
+    ]);
+    let views: Vec<Vec<&str>> = vec![
+        vec!["status"],
+        vec!["status", "db"],
+        vec!["why", "db"],
+        vec!["maintenance", "list"],
+        vec!["maintenance", "log"],
+        vec!["start", "db"],
+    ];
+    for args in views {
+        let out = supd.supctl(&args);
+        let all = [out.stdout.as_slice(), out.stderr.as_slice()].concat();
+        let text = String::from_utf8_lossy(&all);
+        assert!(
+            !all.contains(&0x1b) && !all.contains(&b'\r') && !text.contains('\u{202e}'),
+            "supctl {args:?} printed raw control characters: {text:?}"
+        );
+        assert!(text.contains("\\u{1b}"), "supctl {args:?}: {text:?}");
+    }
+}
