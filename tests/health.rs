@@ -349,3 +349,42 @@ fn health_probe_does_not_kill_a_notify_unit_still_starting() {
         supd.log_text()
     );
 }
+
+/// Issue 13 item 12(a): the notify socket is 0666 (services of any user
+/// must reach it), so any local user can send to it: a flood of forged
+/// datagrams is counted and logged at most once per window, not once each.
+#[test]
+fn forged_notification_flood_is_rate_limited_in_the_log() {
+    if !can_run("forged_flood") {
+        return;
+    }
+    let db = "exec = [\"/bin/sleep\", \"600\"]\n[ready]\nkind = \"notify\"\n";
+    let supd = Supd::start("forgedflood", &[("db", db)]);
+    supd.wait_state("db", "starting", Duration::from_secs(10));
+    let notify = supd.socket.parent().unwrap().join("notify.sock");
+    let s = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    for _ in 0..2000 {
+        s.send_to(b"READY=1", &notify).unwrap();
+    }
+    // Everything sent has been read once supd answers after it (the
+    // datagrams are queued before the control request is made).
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(supd.state_of("db"), "starting");
+    let count = |log: &str| log.lines().filter(|l| l.contains("sd_notify")).count();
+    let n = count(&supd.log_text());
+    assert!(n <= 2, "{n} log lines for 2000 forged datagrams");
+    // After the window, the next one reports how many were ignored.
+    std::thread::sleep(Duration::from_millis(5200));
+    s.send_to(b"READY=1", &notify).unwrap();
+    let line = wait_for(
+        "the count of ignored messages",
+        Duration::from_secs(5),
+        || {
+            supd.log_text()
+                .lines()
+                .find(|l| l.contains("sd_notify") && l.contains("2000"))
+                .map(|l| l.to_string())
+        },
+    );
+    assert!(line.contains("ignored"), "{line}");
+}

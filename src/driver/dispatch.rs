@@ -24,10 +24,9 @@ impl Driver {
     pub(super) fn notified(&mut self, r: notify::Received) {
         match self.procs.run_of_member(r.pid) {
             Some(run) => self.feed(Event::Notified { run, msg: r.msg }),
-            None => tracing::warn!(
-                "ignoring sd_notify message from pid {}: not a process of any unit",
-                r.pid
-            ),
+            None => self
+                .notify_rejects
+                .rejected(std::time::Instant::now(), r.pid),
         }
     }
 

@@ -76,6 +76,8 @@ struct Driver {
     /// `[ready] kind = "fd"` readiness lines arrive here.
     ready_tx: mpsc::UnboundedSender<RunId>,
     notify_path: Option<String>,
+    /// sd_notify datagrams from no unit's process, logged with a rate limit.
+    notify_rejects: notify::RejectLog,
     /// We bound the control socket (so it is ours to remove at exit; a
     /// second instance that could not bind must not delete the first's).
     socket_bound: bool,
@@ -316,6 +318,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
             .as_ref()
             .map(|s| s.path.to_string_lossy().to_string()),
         socket_bound,
+        notify_rejects: notify::RejectLog::new(notify::RejectLog::WINDOW),
         shutdown_complete: None,
         started: Instant::now(),
         trim_pending: true,
