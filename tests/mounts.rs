@@ -217,6 +217,43 @@ fn mount_race_never_runs_a_unit_without_its_mount() {
     );
 }
 
+/// Issue 13 item 12(f): a `[[mount]] path` that is a symlink is said to be
+/// one, with its target — not "a directory" — by `why`, `status` and
+/// `supd check`.
+#[test]
+fn a_symlinked_mount_path_is_reported_as_a_symlink() {
+    if !can_run("symlinked_mount_path") {
+        return;
+    }
+    let t = TempDir::new("mnt-link");
+    let real = t.path().join("real");
+    std::fs::create_dir_all(&real).unwrap();
+    let link = t.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let unit = mount_unit(&link.display().to_string(), "exec sleep 600", "", "");
+    let supd = Supd::start("mntlink", &[("db", &unit)]);
+    let why = wait_for("why db names the mount", Duration::from_secs(10), || {
+        let w = supd.ok(&["why", "db"]);
+        w.contains(&link.display().to_string()).then_some(w)
+    });
+    assert!(
+        why.contains("symlink") && why.contains(&real.display().to_string()),
+        "{why}"
+    );
+    assert!(!why.contains("is a directory"), "{why}");
+    let out = std::process::Command::new(SUPD)
+        .args(["check", "--units"])
+        .arg(&supd.units)
+        .output()
+        .expect("supd check");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("db.toml:") && text.contains("symlink"),
+        "{text}"
+    );
+}
+
 /// Issue 13 item 1: one mount whose path is not UTF-8 (anywhere in the
 /// table) once ended mount watching for good: db then never started when
 /// its disk appeared, and did not stop when it vanished.

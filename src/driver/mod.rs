@@ -76,6 +76,20 @@ struct Driver {
     /// `[ready] kind = "fd"` readiness lines arrive here.
     ready_tx: mpsc::UnboundedSender<RunId>,
     notify_path: Option<String>,
+    /// Audit records queued to / written by the disk thread (sequence
+    /// numbers). A reply is sent only once every record queued before it
+    /// is on disk: until then it waits in `held_replies` with the sequence
+    /// number it needs.
+    audits_sent: u64,
+    audits_done: u64,
+    held_replies: Vec<(u64, oneshot::Sender<Response>, Response)>,
+    /// The last audit write failed; said in the replies it held.
+    audit_failure: Option<String>,
+    /// sd_notify datagrams from no unit's process, logged with a rate limit.
+    notify_rejects: notify::RejectLog,
+    /// We bound the control socket (so it is ours to remove at exit; a
+    /// second instance that could not bind must not delete the first's).
+    socket_bound: bool,
     /// Waiting for the state directory's filesystem before loading locks.
     locks_wait_mount: bool,
     shutdown_complete: Option<ShutdownKind>,
@@ -249,8 +263,10 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
     }
 
     let (ctl_tx, ctl_rx) = mpsc::channel::<ControlRequest>(64);
+    let mut socket_bound = false;
     match control::bind(&settings.socket) {
         Ok(listener) => {
+            socket_bound = true;
             tokio::spawn(control::serve(
                 listener,
                 ctl_tx,
@@ -307,6 +323,12 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         notify_path: notify
             .as_ref()
             .map(|s| s.path.to_string_lossy().to_string()),
+        socket_bound,
+        notify_rejects: notify::RejectLog::new(notify::RejectLog::WINDOW),
+        audits_sent: 0,
+        audits_done: 0,
+        held_replies: Vec::new(),
+        audit_failure: None,
         shutdown_complete: None,
         started: Instant::now(),
         trim_pending: true,
@@ -415,7 +437,12 @@ impl Driver {
             // interrupt the loop with a handler run. Held, the exits
             // coalesce into one pending SIGCHLD and one reaper drain.
             let held = SigHold::chld();
-            for a in actions {
+            // Audit records first: a reply in this batch then waits for
+            // them (an acknowledged change is an audited one).
+            let (audits, rest): (Vec<Action>, Vec<Action>) = actions
+                .into_iter()
+                .partition(|a| matches!(a, Action::Audit(_)));
+            for a in audits.into_iter().chain(rest) {
                 if let Some(ev) = self.execute(a) {
                     batch.push(ev);
                 }
@@ -453,13 +480,27 @@ impl Driver {
             }
             Action::Reply { req, response } => {
                 if let Some(tx) = self.replies.remove(&req) {
-                    let _ = tx.send(response);
+                    if self.audits_done < self.audits_sent {
+                        self.held_replies.push((self.audits_sent, tx, response));
+                    } else {
+                        let _ = tx.send(response);
+                    }
                 }
                 None
             }
             Action::Audit(e) => {
                 tracing::info!(target: "audit", "uid={:?} pid={:?} {} unit={:?} holder={:?} reason={:?}: {}", e.peer_uid, e.peer_pid, e.action, e.unit, e.holder, e.reason, e.outcome);
-                let _ = self.disk_tx.send(DiskJob::Audit(e));
+                self.audits_sent += 1;
+                if self
+                    .disk_tx
+                    .send(DiskJob::Audit(e, self.audits_sent))
+                    .is_err()
+                {
+                    self.audited(
+                        self.audits_sent,
+                        Err("the persistence thread is gone".into()),
+                    );
+                }
                 None
             }
             Action::StartProbe {
@@ -489,7 +530,9 @@ impl Driver {
         );
         crate::world::init::kill_remaining(pid1, Duration::from_secs(5));
         self.close_disk();
-        let _ = std::fs::remove_file(&self.settings.socket);
+        if self.socket_bound {
+            let _ = std::fs::remove_file(&self.settings.socket);
+        }
         if let Some(p) = &self.notify_path {
             let _ = std::fs::remove_file(p);
         }

@@ -863,7 +863,6 @@ impl Engine {
             UnitState::Starting { since, .. } | UnitState::Running { since, .. } => since,
             _ => return,
         };
-        let ready = matches!(u.state, UnitState::Running { ready: true, .. });
         let rt = match kind {
             ProbeKind::Liveness => &mut u.health,
             ProbeKind::Readiness => &mut u.readiness,
@@ -905,10 +904,14 @@ impl Engine {
         } else {
             rt.consecutive_successes = 0;
             let in_start_period = now.saturating_duration_since(since) < h.start_period;
-            // Not ready yet is not unhealthy: failures count only once the
-            // unit was ready (or its readiness is not probe-based) and the
-            // start period is over.
-            if !in_start_period && (ready || !probe_readiness) {
+            // Not ready yet is not unhealthy: failures count only once this
+            // run has been ready (it is `Running`, even if a readiness probe
+            // took readiness away since) and the start period is over.
+            // Before that, `[ready] timeout` governs start-up (Kubernetes'
+            // startupProbe semantics): a database in crash recovery is not
+            // killed for refusing connections.
+            let been_ready = matches!(u.state, UnitState::Running { .. });
+            if !in_start_period && been_ready {
                 rt.consecutive_failures = rt.consecutive_failures.saturating_add(1);
             }
             if rt.consecutive_failures >= h.failure_threshold {

@@ -170,6 +170,7 @@ impl Sim {
                         OnLoss::Stop
                     },
                     timeout: None,
+                    symlink_to: None,
                 });
             }
             if !oneshot && rng.one_in(3) {
@@ -457,6 +458,7 @@ impl Sim {
                                 .map(|m| m.path.clone())
                                 .unwrap_or_default(),
                             on: None,
+                            link: None,
                         }),
                     });
                 }

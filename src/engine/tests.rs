@@ -407,6 +407,7 @@ fn a_locked_unit_is_never_started_by_any_path() {
             options: vec![],
             on_loss: OnLoss::Stop,
             timeout: None,
+            symlink_to: None,
         });
         db.health = Some(HealthSpec {
             target: ProbeTarget::Tcp("127.0.0.1:1".into()),
@@ -697,6 +698,7 @@ fn mount_timeout_fails_with_the_path() {
         options: vec!["rw".into()],
         on_loss: OnLoss::Stop,
         timeout: Some(Duration::from_secs(30)),
+        symlink_to: None,
     });
     let mut t = T::new(vec![s]);
     assert!(
@@ -727,6 +729,7 @@ fn spawner_refusal_waits_for_the_next_mount_table() {
         options: vec![],
         on_loss: OnLoss::Stop,
         timeout: None,
+        symlink_to: None,
     });
     let set = crate::graph::build(vec![s]).expect("set");
     let now = Instant::now();
@@ -743,6 +746,7 @@ fn spawner_refusal_waits_for_the_next_mount_table() {
     let problem = crate::mounts::MountProblem::NotMounted {
         path: "/srv/pg".into(),
         on: Some("/".into()),
+        link: None,
     };
     let acts = e.handle(
         now,
@@ -863,6 +867,118 @@ fn fd_readiness_gates_dependents() {
     assert_eq!(spawned(&acts), vec!["app"]);
 }
 
+/// Issue 13 item 7: a `notify` unit still starting (crash recovery) is
+/// probed, but failures before READY=1 do not count — `[ready] timeout`
+/// governs start-up (Kubernetes' startupProbe semantics). Once ready,
+/// they do.
+#[test]
+fn health_failures_before_readiness_do_not_count() {
+    let mut db = longrun("db");
+    db.ready.kind = ReadyKind::Notify;
+    db.ready.timeout = Some(Duration::from_secs(120));
+    db.restart.policy = RestartPolicy::Always;
+    db.health = Some(tcp_probe(3));
+    let mut t = T::new(vec![db]);
+    let run = t.run_of("db");
+    let probe = |t: &mut T, ok: bool| {
+        t.feed(Event::ProbeAnswered {
+            run,
+            kind: crate::engine::ProbeKind::Liveness,
+            ok,
+            output: Some("connection refused".into()),
+        })
+    };
+    for _ in 0..30 {
+        t.now += Duration::from_secs(1);
+        let acts = probe(&mut t, false);
+        assert!(signalled(&t, &acts).is_empty(), "killed while starting");
+    }
+    assert!(matches!(t.state("db"), UnitState::Starting { .. }));
+    t.feed(Event::Notified {
+        run,
+        msg: crate::engine::NotifyMsg {
+            ready: true,
+            ..Default::default()
+        },
+    });
+    assert!(matches!(
+        t.state("db"),
+        UnitState::Running { ready: true, .. }
+    ));
+    probe(&mut t, false);
+    probe(&mut t, false);
+    let acts = probe(&mut t, false);
+    assert_eq!(signalled(&t, &acts), vec!["db"], "unhealthy once ready");
+}
+
+/// Issue 13 item 9: what `why`, `status` and the replies tell an operator
+/// about a dependency names the unit that blocks, with its reason.
+#[test]
+fn blocker_hints_name_the_blocking_unit() {
+    let mut t = T::new(vec![
+        longrun("db"),
+        requires(longrun("web"), &["db"]),
+        requires(longrun("app"), &["web"]),
+    ]);
+    t.cmd(Request::MaintenanceOn {
+        unit: "db".into(),
+        reason: "upgrade".into(),
+        holder: Some("alice".into()),
+    });
+    t.exit("app", 0);
+    t.exit("web", 0);
+    t.exit("db", 0);
+    t.persist_all(true);
+    let why = t.why("web");
+    assert!(
+        why.contains("supctl maintenance off db") && !why.contains("off web"),
+        "{why}"
+    );
+    // The DETAIL column says why db is not ready, not just "db: ".
+    let web = t.e.unit_id("web").unwrap();
+    let st = t.e.status_report(&[web], t.now, 0);
+    let detail = st.units[0].detail.clone().unwrap_or_default();
+    assert!(
+        detail.starts_with("waiting for required unit db: under maintenance"),
+        "{detail:?}"
+    );
+    // A dry run lists db and the dependents that come back after it.
+    let (req, acts) = t.cmd(Request::MaintenanceOff {
+        unit: "db".into(),
+        holder: Some("alice".into()),
+        force: false,
+        dry_run: true,
+    });
+    let (ok, msg) = reply(&acts, req).expect("reply");
+    assert!(ok, "{msg}");
+    assert!(
+        msg.contains("db") && msg.contains("web") && msg.contains("app"),
+        "{msg}"
+    );
+    assert!(
+        msg.find("db") < msg.find("web") && msg.find("web") < msg.find("app"),
+        "{msg}"
+    );
+    // A start reply names the real unit to start, never "UNIT".
+    t.cmd(Request::MaintenanceOff {
+        unit: "db".into(),
+        holder: Some("alice".into()),
+        force: false,
+        dry_run: false,
+    });
+    t.persist_all(true);
+    t.cmd(Request::Stop { unit: "db".into() });
+    t.exit("app", 0);
+    t.exit("web", 0);
+    t.exit("db", 0);
+    let (req, acts) = t.cmd(Request::Start { unit: "web".into() });
+    let (_, msg) = reply(&acts, req).expect("reply");
+    assert!(
+        msg.contains("`supctl start db`") && !msg.contains("UNIT"),
+        "{msg}"
+    );
+}
+
 /// Issue 13 item 3: durations far beyond what an `Instant` can hold (a
 /// unit file is bounded at load, but the engine must not trust that) never
 /// overflow a deadline — start timeout, watchdog, probe interval, mount
@@ -891,6 +1007,7 @@ fn huge_durations_never_overflow_a_deadline() {
         options: vec![],
         on_loss: OnLoss::Stop,
         timeout: Some(huge),
+        symlink_to: None,
     });
     let mut t = T::new(vec![db, disk]);
     assert!(t.why("disk").contains("not a mount point"));
@@ -934,6 +1051,7 @@ fn mount_at(path: &str, on_loss: OnLoss) -> MountReq {
         options: vec![],
         on_loss,
         timeout: None,
+        symlink_to: None,
     }
 }
 

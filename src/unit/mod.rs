@@ -104,6 +104,11 @@ pub struct MountReq {
     pub on_loss: OnLoss,
     /// How long to wait for the mount before the unit becomes `failed`.
     pub timeout: Option<Duration>,
+    /// What `path` was a symlink to when the unit was loaded (a host fact,
+    /// for messages only; never used to decide): the check uses `path` as
+    /// written, and the kernel lists the link's target as the mount point,
+    /// so such a unit would wait forever for a "directory".
+    pub symlink_to: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -335,6 +335,7 @@ pub(crate) fn mount_req(errs: &mut Errs<'_>, m: &RawMount) -> Option<MountReq> {
             .timeout
             .as_ref()
             .map(|t| errs.duration(&Some(t.clone()), "mount.timeout", Duration::ZERO)),
+        symlink_to: None,
     })
 }
 
@@ -470,11 +471,19 @@ pub fn parse_unit_with_lines(
                     "`exec` is empty",
                     "give at least the program: exec = [\"/usr/bin/myservice\"]",
                 );
-            } else if e.get_ref().iter().any(|a| a.is_empty() || a.contains('\0')) {
+            } else if e.get_ref()[0].is_empty() {
                 errs.at(
                     e.span(),
-                    "`exec` has an empty or NUL-containing argument",
-                    "remove it",
+                    "`exec` names no program (its first element is empty)",
+                    "give the program first: exec = [\"/usr/bin/myservice\", ...]",
+                );
+            } else if e.get_ref().iter().any(|a| a.contains('\0')) {
+                // An empty argument is an argument (`--logfile ""`); a NUL
+                // cannot be passed to exec at all.
+                errs.at(
+                    e.span(),
+                    "`exec` has an argument containing a NUL byte",
+                    "remove the NUL byte: exec cannot pass it",
                 );
             }
             e.get_ref().clone()

@@ -3,7 +3,9 @@
 pub mod audit;
 pub mod control;
 pub mod fdtable;
+pub mod host_check;
 pub mod init;
+pub mod line_writer;
 pub mod lock_store;
 pub mod log;
 pub mod mount_watch;
