@@ -148,3 +148,227 @@ fn second_supd_on_the_same_socket_or_state_is_refused() {
         "{err}"
     );
 }
+
+/// Run `cmd` (stderr piped) until it exits, at most `timeout`; a child
+/// still running then is killed by its pid. Returns its exit code (None if
+/// it had to be killed) and its stderr.
+fn run_bounded(cmd: &mut std::process::Command, timeout: Duration) -> (Option<i32>, String) {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + timeout;
+    let code = loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            break st.code();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    use std::io::Read as _;
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    (code, err)
+}
+
+fn inode(p: &std::path::Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(p).ok().map(|m| m.ino())
+}
+
+/// Issue 13 item 11: a second supd that runs anyway (as PID 1 it must come
+/// up) never deletes or replaces the first one's sockets, not even when it
+/// exits.
+#[test]
+fn a_second_supd_as_pid1_leaves_the_first_ones_sockets_alone() {
+    if !can_run("second_supd_pid1") {
+        return;
+    }
+    let supd = Supd::start("ctlpid1", &[("a", &sh_unit("exec sleep 600", ""))]);
+    let notify = supd.dir.path().join("notify.sock");
+    let (ctl0, notify0) = (inode(&supd.socket), inode(&notify));
+    assert!(ctl0.is_some() && notify0.is_some());
+    for state in [supd.state.clone(), supd.dir.path().join("other-state")] {
+        let mut b = std::process::Command::new("unshare")
+            .args([
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--kill-child=SIGKILL",
+                "--",
+            ])
+            .arg(SUPD)
+            .arg("--units")
+            .arg(&supd.units)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--socket")
+            .arg(&supd.socket)
+            .arg("--config")
+            .arg("/nonexistent")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("second supd");
+        let outer = b.id() as i32;
+        let inner: i32 = wait_for("the second supd", Duration::from_secs(10), || {
+            std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children"))
+                .ok()?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        });
+        // Let it get past its start-up (where it would bind), then stop it.
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(inner),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        wait_for("the second supd to exit", Duration::from_secs(20), || {
+            b.try_wait().ok().flatten()
+        });
+        let mut err = String::new();
+        use std::io::Read as _;
+        if let Some(mut e) = b.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        assert_eq!(inode(&supd.socket), ctl0, "control socket replaced: {err}");
+        assert_eq!(inode(&notify), notify0, "notify socket replaced: {err}");
+        assert_eq!(supd.state_of("a"), "running");
+    }
+}
+
+/// Issue 13 item 11: `--socket` naming a file that is not a socket is
+/// refused, and the file is kept.
+#[test]
+fn socket_path_that_is_a_regular_file_is_not_deleted() {
+    if !can_run("socket_regular_file") {
+        return;
+    }
+    let t = TempDir::new("sockfile");
+    let units = t.path().join("units");
+    std::fs::create_dir_all(&units).unwrap();
+    let file = t.path().join("precious.txt");
+    std::fs::write(&file, "do not delete").unwrap();
+    let (code, err) = run_bounded(
+        std::process::Command::new(SUPD)
+            .arg("--units")
+            .arg(&units)
+            .arg("--state-dir")
+            .arg(t.path().join("state"))
+            .arg("--socket")
+            .arg(&file)
+            .arg("--config")
+            .arg("/nonexistent"),
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("not a socket"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&file).ok().as_deref(),
+        Some("do not delete")
+    );
+}
+
+/// Issue 13 item 11: as a user without XDG_RUNTIME_DIR, the fallback
+/// socket directory /tmp/supd-UID must be the user's own and not writable
+/// by others; a squatted one is refused with what to do.
+#[test]
+fn fallback_socket_directory_must_be_the_users_own() {
+    if !can_run("fallback_socket_dir") {
+        return;
+    }
+    if std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP fallback_socket_dir: setpriv not installed");
+        return;
+    }
+    let t = TempDir::new("fallback");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let units = t.path().join("units");
+    std::fs::create_dir_all(&units).unwrap();
+    // uid 65534 (nobody) is used by this test only.
+    let dir = std::path::PathBuf::from("/tmp/supd-65534");
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = |wait: bool| {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(SUPD)
+            .arg("--units")
+            .arg(&units)
+            .arg("--state-dir")
+            .arg(t.path().join("state"))
+            .arg("--config")
+            .arg("/nonexistent")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("SUPD_SOCKET")
+            .env("HOME", t.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if wait {
+            let (code, err) = run_bounded(&mut c, Duration::from_secs(10));
+            (code, err, None)
+        } else {
+            (
+                None,
+                String::new(),
+                Some(c.spawn().expect("supd as nobody")),
+            )
+        }
+    };
+    // Squatted: someone else's directory, writable by all.
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (code, err, _) = run(true);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("/tmp/supd-65534") && err.contains("owned by uid 0"),
+        "{err}"
+    );
+    assert!(!dir.join("control.sock").exists());
+    // Its own, but writable by others: refused too.
+    nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    let (code, err, _) = run(true);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("writable by others"), "{err}");
+    // Absent: created as the user's own, and used.
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (_, _, child) = run(false);
+    /// Ends the child by its pid if the test fails half-way.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reap(child.expect("running"));
+    let sock = dir.join("control.sock");
+    wait_for("the fallback socket", Duration::from_secs(10), || {
+        sock.exists().then_some(())
+    });
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(&dir).unwrap();
+    assert_eq!(md.uid(), 65534);
+    assert_eq!(md.mode() & 0o022, 0, "mode {:o}", md.mode());
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    wait_for("supd to exit", Duration::from_secs(10), || {
+        child.0.try_wait().ok().flatten()
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -268,12 +268,12 @@ fn main() -> ExitCode {
     let resp = match rt.block_on(control::request(&socket, &req, timeout)) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("supctl: {e}");
+            eprintln!("supctl: {}", text(&e.to_string()));
             return ExitCode::from(1);
         }
     };
     if !resp.ok {
-        eprintln!("supctl: {}", resp.message);
+        eprintln!("supctl: {}", text(&resp.message));
         return ExitCode::from(1);
     }
     if json {
@@ -303,11 +303,11 @@ fn main() -> ExitCode {
                 for l in locks {
                     println!(
                         "{:<20} {:<12} {:<22} {:>8}  {}{}{}",
-                        l.unit,
-                        l.holder.holder,
+                        field(&l.unit),
+                        field(&l.holder.holder),
                         l.holder.since,
                         age(l.holder.age_secs),
-                        l.holder.reason,
+                        field(&l.holder.reason),
                         if l.defined {
                             ""
                         } else {
@@ -327,18 +327,52 @@ fn main() -> ExitCode {
                         supd::engine::rfc3339(t),
                         r["peer_uid"],
                         r["peer_pid"],
-                        r["action"].as_str().unwrap_or(""),
-                        r["unit"].as_str().unwrap_or("-"),
-                        r["holder"].as_str().unwrap_or("-"),
-                        r["reason"].as_str().unwrap_or("-"),
-                        r["outcome"].as_str().unwrap_or("")
+                        field(r["action"].as_str().unwrap_or("")),
+                        field(r["unit"].as_str().unwrap_or("-")),
+                        field(r["holder"].as_str().unwrap_or("-")),
+                        field(r["reason"].as_str().unwrap_or("-")),
+                        field(r["outcome"].as_str().unwrap_or(""))
                     );
                 }
             }
         }
-        _ => println!("{}", resp.message),
+        _ => println!("{}", text(&resp.message)),
     }
     ExitCode::SUCCESS
+}
+
+/// A value from supd (a holder, a reason, a service's status text) as one
+/// printable line: control characters (terminal escapes, carriage returns,
+/// newlines) and bidirectional overrides are shown escaped (`\u{1b}`), so
+/// text any client or service supplied cannot drive the operator's
+/// terminal or forge lines.
+fn field(s: &str) -> std::borrow::Cow<'_, str> {
+    escape(s, false)
+}
+
+/// A whole message from supd: its own line breaks stay; every other
+/// control character is escaped as in `field`.
+fn text(s: &str) -> std::borrow::Cow<'_, str> {
+    escape(s, true)
+}
+
+fn escape(s: &str, keep_newlines: bool) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| {
+        (c.is_control() && !(keep_newlines && c == '\n'))
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if bad(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn age(secs: u64) -> String {
@@ -355,7 +389,14 @@ fn maint_text(u: &UnitStatus) -> String {
         None => "-".to_string(),
         Some(hs) => hs
             .iter()
-            .map(|h| format!("locked by {} ({}): {}", h.holder, age(h.age_secs), h.reason))
+            .map(|h| {
+                format!(
+                    "locked by {} ({}): {}",
+                    field(&h.holder),
+                    age(h.age_secs),
+                    field(&h.reason)
+                )
+            })
             .collect::<Vec<_>>()
             .join("; "),
     }
@@ -363,8 +404,16 @@ fn maint_text(u: &UnitStatus) -> String {
 
 fn print_status(r: &StatusReport, detailed: bool) {
     if let Some(p) = &r.lock_state_problem {
-        println!("WARNING: lock state unreadable — only essential units start: {p}");
+        println!(
+            "WARNING: lock state unreadable — only essential units start: {}",
+            field(p)
+        );
         println!("         see `supctl maintenance recover --help`");
+    }
+    if let Some(p) = &r.mount_table_problem {
+        println!(
+            "WARNING: mount table unreadable — units needing a mount do not start (on_loss = \"stop\" ones stop): {p}"
+        );
     }
     if let Some(level) = r.shed_level {
         println!("shedding: units at or below priority {level:?} are held down (`supctl unshed`)");
@@ -382,7 +431,7 @@ fn print_status(r: &StatusReport, detailed: bool) {
                 u.name,
                 u.description
                     .as_ref()
-                    .map(|d| format!(" — {d}"))
+                    .map(|d| format!(" — {}", field(d)))
                     .unwrap_or_default()
             );
             println!(
@@ -397,14 +446,14 @@ fn print_status(r: &StatusReport, detailed: bool) {
             println!("  want:        {}", u.want);
             println!("  maintenance: {}", maint_text(u));
             if let Some(d) = &u.detail {
-                println!("  detail:      {d}");
+                println!("  detail:      {}", field(d));
             }
             println!("  restarts:    {}", u.restarts);
             if let Some(ms) = u.next_restart_in_ms {
                 println!("  next restart in {:.1}s", ms as f64 / 1000.0);
             }
             if let Some(e) = &u.last_exit {
-                println!("  last exit:   {e}");
+                println!("  last exit:   {}", field(e));
             }
             if u.oom_kills > 0 {
                 println!("  oom kills:   {}", u.oom_kills);
@@ -421,12 +470,12 @@ fn print_status(r: &StatusReport, detailed: bool) {
                     h.consecutive_failures,
                     h.last_output
                         .as_ref()
-                        .map(|o| format!(": {o}"))
+                        .map(|o| format!(": {}", field(o)))
                         .unwrap_or_default()
                 );
             }
             if let Some(s) = &u.status_text {
-                println!("  status:      {s}");
+                println!("  status:      {}", field(s));
             }
             if u.essential {
                 println!("  essential:   yes");
@@ -453,7 +502,7 @@ fn print_status(r: &StatusReport, detailed: bool) {
             u.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             if u.ready { "yes" } else { "no" },
             maint_text(u),
-            u.detail.clone().unwrap_or_default()
+            field(u.detail.as_deref().unwrap_or_default())
         );
     }
 }
@@ -462,6 +511,14 @@ fn print_status(r: &StatusReport, detailed: bool) {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(field("a\x1b[31mb\r\nc"), "a\\u{1b}[31mb\\u{d}\\u{a}c");
+        assert_eq!(text("line1\nline2\x1b"), "line1\nline2\\u{1b}");
+        assert_eq!(field("plain"), "plain");
+        assert_eq!(field("x\u{202e}y"), "x\\u{202e}y");
+    }
 
     #[test]
     fn cli_is_well_formed() {

@@ -11,11 +11,11 @@
 //! replies only once the change is durable); accept a notify message from
 //! a process outside the unit's process group.
 
+use super::disk::DiskJob;
 use super::{Driver, supd_peer, wall_ms};
 use crate::engine::locks::LockMap;
 use crate::engine::{Event, PeerInfo, ReqId, ShutdownKind};
 use crate::protocol::{Request, Response};
-use crate::world::audit;
 use crate::world::control::ControlRequest;
 use crate::world::lock_store::LockStore;
 use crate::world::{mainpid, notify};
@@ -29,10 +29,8 @@ impl Driver {
             .run_of_pid(r.pid)
             .or_else(|| self.procs.run_of_member(r.pid));
         let Some(run) = run else {
-            tracing::warn!(
-                "ignoring sd_notify message from pid {}: not a process of any unit",
-                r.pid
-            );
+            self.notify_rejects
+                .rejected(std::time::Instant::now(), r.pid);
             return;
         };
         let mut msg = r.msg;
@@ -65,6 +63,12 @@ impl Driver {
         self.trim_pending = true;
         let result = crate::unit::load::load_dir(&self.settings.units_dir)
             .map_err(|errs| errs.iter().map(|e| e.to_string()).collect());
+        if let Ok(set) = &result {
+            // Warnings only: such a unit fails at its spawn, not the reload.
+            for e in crate::world::host_check::check_set(set) {
+                tracing::warn!("{e}");
+            }
+        }
         self.feed(Event::Reloaded {
             req,
             peer,
@@ -146,23 +150,38 @@ impl Driver {
 
     /// `supctl maintenance log`: the audit log's tail, answered here (it
     /// changes nothing).
+    /// Read by the disk thread (never on the loop: the log can be large),
+    /// after every record queued before this request; answered by a task.
     fn audit_log(&mut self, id: ReqId, limit: Option<usize>) {
         let limit = limit.unwrap_or(50).min(10_000);
-        let resp = match audit::read_tail(&self.settings.state_dir, limit) {
-            Ok(recs) => {
-                let n = recs.len();
-                Response::ok_data(
-                    format!("{n} record(s)"),
-                    serde_json::to_value(&recs).unwrap_or_default(),
-                )
-            }
-            Err(e) => Response::err(format!(
-                "reading the audit log in {}: {e}",
-                self.settings.state_dir.display()
-            )),
+        let Some(tx) = self.replies.remove(&id) else {
+            return;
         };
-        if let Some(tx) = self.replies.remove(&id) {
-            let _ = tx.send(resp);
+        let (rtx, rrx) = tokio::sync::oneshot::channel();
+        if self
+            .disk_tx
+            .send(DiskJob::ReadAudit { limit, reply: rtx })
+            .is_err()
+        {
+            let _ = tx.send(Response::err("the persistence thread is gone"));
+            return;
         }
+        let dir = self.settings.state_dir.clone();
+        tokio::spawn(async move {
+            let resp = match rrx.await {
+                Ok(Ok(recs)) => {
+                    let n = recs.len();
+                    Response::ok_data(
+                        format!("{n} record(s)"),
+                        serde_json::to_value(&recs).unwrap_or_default(),
+                    )
+                }
+                Ok(Err(e)) => {
+                    Response::err(format!("reading the audit log in {}: {e}", dir.display()))
+                }
+                Err(_) => Response::err("the persistence thread is gone"),
+            };
+            let _ = tx.send(resp);
+        });
     }
 }

@@ -302,18 +302,16 @@ impl super::Driver {
                 Ok(()) => "killed".to_string(),
                 Err(e) => format!("kill failed: {e}"),
             };
-            let _ = self
-                .disk_tx
-                .send(super::disk::DiskJob::Audit(crate::engine::AuditEntry {
-                    wall_ms: super::wall_ms(),
-                    peer_uid: None,
-                    peer_pid: None,
-                    holder: None,
-                    unit: Some(s.unit.clone()),
-                    action: "stop-leftover".to_string(),
-                    reason: Some(what.to_string()),
-                    outcome,
-                }));
+            let _ = self.execute(crate::engine::Action::Audit(crate::engine::AuditEntry {
+                wall_ms: super::wall_ms(),
+                peer_uid: None,
+                peer_pid: None,
+                holder: None,
+                unit: Some(s.unit.clone()),
+                action: "stop-leftover".to_string(),
+                reason: Some(what.to_string()),
+                outcome,
+            }));
         }
         events
     }

@@ -50,8 +50,9 @@ pub struct ControlRequest {
 }
 
 /// `/run/supd/control.sock` as root, else `$XDG_RUNTIME_DIR/supd/…`
-/// (falling back to `/tmp/supd-$UID/…`). `SUPD_SOCKET` is applied by the
-/// callers, before this default.
+/// (falling back to `/tmp/supd-$UID/…`, which `bind` accepts only if it is
+/// the user's own and not writable by others). `SUPD_SOCKET` is applied by
+/// the callers, before this default.
 pub fn default_socket_path() -> PathBuf {
     let uid = nix::unistd::geteuid();
     if uid.is_root() {
@@ -63,6 +64,126 @@ pub fn default_socket_path() -> PathBuf {
     }
 }
 
+/// Make `path`'s directory (creating it, 0755) and check that nobody else
+/// can plant or swap sockets in it: it must belong to us or to root and
+/// not be writable by group or others (unless it is a root-owned sticky
+/// directory such as /tmp, where others cannot touch our files).
+pub fn prepare_socket_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    if !dir.exists() {
+        if let Some(up) = dir.parent() {
+            std::fs::create_dir_all(up).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("creating {}: {e}", up.display()))
+            })?;
+        }
+        // The last component with its mode from the start; if someone
+        // makes it first, the checks below judge theirs.
+        match std::fs::DirBuilder::new().mode(0o755).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("creating {}: {e}", dir.display()),
+                ));
+            }
+        }
+    }
+    let md = std::fs::metadata(dir)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+    let me = nix::unistd::geteuid().as_raw();
+    let refuse = |why: String| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "refusing to put the control socket in {}: {why}. Another user could replace supd's sockets there. Remove it (or fix its owner and mode: chown {me} and chmod 700), set XDG_RUNTIME_DIR, or give --socket a path in a directory of your own",
+                dir.display()
+            ),
+        ))
+    };
+    if !md.is_dir() {
+        return refuse("it is not a directory".into());
+    }
+    if md.uid() != me && md.uid() != 0 {
+        return refuse(format!(
+            "it is owned by uid {}, not by you (uid {me})",
+            md.uid()
+        ));
+    }
+    // A root-owned sticky directory (/tmp): others cannot remove or
+    // rename what we create in it. A root-owned one that is not writable
+    // by others is harmless (if we cannot write it, bind says so).
+    let sticky_root = md.uid() == 0 && md.mode() & 0o1000 != 0;
+    if md.mode() & 0o022 != 0 && !sticky_root {
+        let owner = if md.uid() == me {
+            String::new()
+        } else {
+            format!(
+                "it is owned by uid {}, not by you (uid {me}), and ",
+                md.uid()
+            )
+        };
+        return refuse(format!(
+            "{owner}it is writable by others (mode {:o})",
+            md.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// Clear `path` for a new socket: nothing there, or a stale socket (no one
+/// answers on it: `live` says whether someone does) that is removed. A live
+/// socket or anything that is not a socket is refused and left alone.
+pub fn clear_stale_socket(path: &Path, live: impl FnOnce(&Path) -> bool) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let md = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("{}: {e}", path.display()),
+            ));
+        }
+    };
+    if !md.file_type().is_socket() {
+        let what = if md.is_file() {
+            "a regular file"
+        } else if md.is_dir() {
+            "a directory"
+        } else if md.file_type().is_symlink() {
+            "a symlink"
+        } else {
+            "not a socket"
+        };
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket ({what}); supd replaces only a stale socket. Move it away, or choose another path",
+                path.display()
+            ),
+        ));
+    }
+    if live(path) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!(
+                "another supd is listening on {} (stop it, or give this one another --socket)",
+                path.display()
+            ),
+        ));
+    }
+    std::fs::remove_file(path).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("removing stale socket {}: {e}", path.display()),
+        )
+    })
+}
+
 /// Bind the control socket. The socket is created under a 0077 umask so
 /// it is never world-writable, not even between bind and chmod.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
@@ -70,26 +191,8 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     let ctx = |what: &str, e: std::io::Error| {
         std::io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
     };
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-        && !dir.exists()
-    {
-        std::fs::create_dir_all(dir).map_err(|e| ctx("creating the directory of", e))?;
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
-    }
-    if path.exists() {
-        // Someone listening? Then refuse; else it is stale: remove it.
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                format!(
-                    "another supd is listening on {} (stop it, or give this one another --socket)",
-                    path.display()
-                ),
-            ));
-        }
-        std::fs::remove_file(path).map_err(|e| ctx("removing stale socket", e))?;
-    }
+    prepare_socket_dir(path)?;
+    clear_stale_socket(path, |p| std::os::unix::net::UnixStream::connect(p).is_ok())?;
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let l = std::os::unix::net::UnixListener::bind(path);
     nix::sys::stat::umask(old);
