@@ -249,8 +249,15 @@ async fn main_loop(
             return d.finish(kind);
         }
         if let Some(h) = d.reexec.take() {
-            // Let the connection task deliver "re-executing" first.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Everything that must outlive this image goes to disk first;
+            // the audit results it answers with release the replies held
+            // for them ("re-executing" among them), and the connection
+            // tasks get a moment to deliver them.
+            d.close_disk();
+            while let Ok(res) = src.disk_rx.try_recv() {
+                d.disk_result(res);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
             d.reexec_now(h);
         }
         let trim_at = d.trim_pending.then(|| d.last_activity + TRIM_AFTER_QUIET);
@@ -384,13 +391,20 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
     // Once we know we run (state dir and socket are ours), before the
     // first spawn: every unit process is born in its group.
     let (group_tx, group_rx) = mpsc::unbounded_channel();
-    let groups = Groups::new(
-        crate::world::cgroup::Containment::setup(
-            &settings.state_dir,
-            settings.mode == Mode::VmInit,
-        ),
-        group_tx,
-    );
+    // The subtree belongs to whoever holds the state directory: a supd
+    // that could not take it (PID 1 carries on without it) must not adopt,
+    // kill or remove another supd's services.
+    let containment = if dir_lock.is_some() || settings.state_mount.is_some() {
+        crate::world::cgroup::Containment::setup(&settings.state_dir, settings.mode == Mode::VmInit)
+    } else {
+        crate::world::cgroup::Containment::ProcessGroups {
+            why: format!(
+                "another supd holds the state directory {}, and with it the cgroups of its services",
+                settings.state_dir.display()
+            ),
+        }
+    };
+    let groups = Groups::new(containment, group_tx);
     let containment = groups.describe();
     match &groups.containment {
         crate::world::cgroup::Containment::Cgroup(_) => {

@@ -106,7 +106,8 @@ pub(super) fn check_exe(exe: &Path) -> Result<(), String> {
 }
 
 impl Driver {
-    /// Replace this image. Returns only if execve failed (logged).
+    /// Replace this image (the persistence thread is closed already).
+    /// Returns only if execve failed (logged).
     pub(super) fn reexec_now(&mut self, handoff: Handoff) {
         let mut outputs = Vec::new();
         for (run, fd) in self.procs.outputs() {
@@ -136,8 +137,6 @@ impl Driver {
             self.exe.display(),
             resume.handoff.units.len()
         );
-        // Everything that must outlive us is on disk before the exec.
-        self.close_disk();
         let mut args = std::env::args_os();
         let arg0 = args
             .next()
