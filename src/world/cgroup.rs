@@ -223,7 +223,10 @@ impl Tree {
             .trim_start_matches('/')
             .to_string();
         let mut base = mount.join(&rel);
-        let name = subtree_name(state_dir);
+        // One subtree per state directory, however it was spelled.
+        let state_dir =
+            std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+        let name = subtree_name(&state_dir);
         // A re-executed supd is already in its subtree's own leaf.
         if base.file_name().and_then(|n| n.to_str()) == Some(SELF_LEAF)
             && base

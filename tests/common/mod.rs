@@ -334,7 +334,8 @@ impl Drop for Supd {
 /// supd's cgroup subtree for a state directory (whether or not it exists).
 pub fn cgroup_subtree(state: &Path) -> Option<PathBuf> {
     let mount = supd::world::cgroup::hierarchy()?;
-    Some(mount.join(supd::world::cgroup::subtree_name(state)))
+    let state = std::fs::canonicalize(state).unwrap_or_else(|_| state.to_path_buf());
+    Some(mount.join(supd::world::cgroup::subtree_name(&state)))
 }
 
 /// Kill whatever is left in supd's subtree for `state` and remove it
