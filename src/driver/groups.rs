@@ -109,7 +109,7 @@ impl Groups {
                 }
             };
             if kind == GroupKind::Unit {
-                match EventsWatch::new(&g.path) {
+                match EventsWatch::new(&g) {
                     Ok(w) => watch(unit.to_string(), w, self.tx.clone()),
                     Err(e) => {
                         tracing::warn!(unit = %unit, "watching {}/cgroup.events: {e}; this run is contained by its process group only", g.path.display());
@@ -216,12 +216,12 @@ impl Groups {
 
     /// Record `pid` as the main process on `run`'s group, for a supd that
     /// starts after this one (crash, kill, upgrade) to adopt it.
-    pub(super) fn record_main(&self, run: RunId, pid: i32) {
+    pub(super) fn record_main(&self, run: RunId, pid: i32, start: Option<u64>) {
         let Some(unit) = self.runs.get(&run) else {
             return;
         };
         if let Some(g) = self.open.get(&(unit.clone(), GroupKind::Unit))
-            && let Err(e) = cgroup::record_main(g.raw_dir(), pid)
+            && let Err(e) = cgroup::record_main(g.raw_dir(), pid, start)
         {
             tracing::debug!(unit = %unit, "recording main pid {pid} on its cgroup: {e}");
         }

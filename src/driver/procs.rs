@@ -249,7 +249,7 @@ impl Driver {
         t.procs.insert(pid, Proc::Main(run));
         if self.groups.is_contained(run) {
             t.contained.insert(run);
-            self.groups.record_main(run, pid);
+            self.groups.record_main(run, pid, None);
         }
         if !mainpid::is_our_child(pid) {
             // Its parent may reap it before it is ever ours: learn of its
@@ -387,7 +387,7 @@ impl Driver {
                 if group.is_some() {
                     self.procs.contained.insert(run);
                     self.groups.bind(run, &spec.name);
-                    self.groups.record_main(run, s.pid);
+                    self.groups.record_main(run, s.pid, s.start_ticks);
                 }
                 if let Some(fd) = s.ready {
                     output::watch_ready_line(fd, run, self.ready_tx.clone());

@@ -165,6 +165,11 @@ pub struct Tree {
     pub dir: PathBuf,
     /// The cgroup supd started in (the subtree's parent).
     pub base: PathBuf,
+    /// The subtree, open: groups are made and opened relative to it (no
+    /// path walk through cgroupfs per spawn).
+    fd: OwnedFd,
+    /// supd moved itself into the subtree's leaf `supd.self`.
+    moved: bool,
     /// The subtree as a cgroup path (`/supd-1234abcd`), for operators.
     pub cgroup_path: String,
     /// Controllers enabled for the units' groups.
@@ -228,6 +233,7 @@ impl Tree {
             std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
         let name = subtree_name(&state_dir);
         // A re-executed supd is already in its subtree's own leaf.
+        let mut in_leaf = false;
         if base.file_name().and_then(|n| n.to_str()) == Some(SELF_LEAF)
             && base
                 .parent()
@@ -237,6 +243,7 @@ impl Tree {
             && let Some(p) = base.parent().and_then(|p| p.parent())
         {
             base = p.to_path_buf();
+            in_leaf = true;
         }
         if !base.join("cgroup.procs").exists() {
             return Err(format!(
@@ -246,22 +253,29 @@ impl Tree {
         }
         let dir = base.join(&name);
         mkdir(&dir)?;
-        let leaf = dir.join(SELF_LEAF);
-        mkdir(&leaf)?;
-        // Move supd out of `base` into its own leaf: a group with
-        // processes cannot delegate controllers to its children.
-        write_file(&leaf.join("cgroup.procs"), b"0").map_err(|e| {
-            format!(
-                "moving supd into {}: {e} (is the hierarchy delegated to supd's user?)",
-                leaf.display()
-            )
-        })?;
         // The host's root cgroup is not ours to configure unless we are
         // the machine's init or it is the root of our own cgroup
         // namespace (a container's); elsewhere we use what the parent
         // already delegates.
         let base_is_root = base == mount;
         let own_base = !base_is_root || machine_init || !in_initial_cgroup_ns();
+        // Leave `base` for our own leaf only when that is what lets us
+        // delegate controllers: a non-root group with processes cannot
+        // give controllers to its children (the root may). Moving costs a
+        // global lock round (an RCU grace period), so not for nothing.
+        let avail = std::fs::read_to_string(base.join("cgroup.controllers")).unwrap_or_default();
+        let moved = in_leaf || (!base_is_root && own_base && !avail.trim().is_empty());
+        if moved && !in_leaf {
+            let leaf = dir.join(SELF_LEAF);
+            mkdir(&leaf)?;
+            write_file(&leaf.join("cgroup.procs"), b"0").map_err(|e| {
+                format!(
+                    "moving supd into {}: {e} (is the hierarchy delegated to supd's user?)",
+                    leaf.display()
+                )
+            })?;
+        }
+        let fd = Group::open(dir.clone())?.dir;
         let (controllers, unavailable) = delegate(&base, &dir, own_base);
         let cgroup_path = format!(
             "/{}",
@@ -272,6 +286,8 @@ impl Tree {
         );
         Ok(Tree {
             dir,
+            fd,
+            moved,
             base,
             cgroup_path,
             controllers,
@@ -287,16 +303,43 @@ impl Tree {
     /// Create (if needed) and open a unit's group; the handle is what
     /// `CLONE_INTO_CGROUP` takes.
     pub fn open_group(&self, unit: &str, kind: GroupKind) -> Result<Group, String> {
-        let path = self.group_dir(unit, kind);
-        mkdir(&path)?;
-        Group::open(path)
+        let name = group_name(unit, kind);
+        let path = self.dir.join(&name);
+        let c = std::ffi::CString::new(name)
+            .map_err(|_| format!("unit name {unit:?} contains a NUL byte"))?;
+        // SAFETY: mkdirat/openat relative to a directory descriptor we own,
+        // with a NUL-terminated name; the result, if any, is ours.
+        let fd = unsafe {
+            if libc::mkdirat(self.fd.as_raw_fd(), c.as_ptr(), 0o755) != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::AlreadyExists {
+                    return Err(format!("creating cgroup {}: {e}", path.display()));
+                }
+            }
+            libc::openat(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(format!("opening cgroup {}: {e}", path.display()));
+        }
+        Ok(Group {
+            path,
+            // SAFETY: a fresh descriptor nothing else owns.
+            dir: unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) },
+        })
     }
 
     /// After a clean shutdown (every process gone): leave the subtree and
     /// remove it, so nothing of supd is left in the hierarchy. Best effort:
     /// a group that still has processes stays (and says why in the log).
     pub fn remove_all(&self) {
-        let _ = write_file(&self.base.join("cgroup.procs"), b"0");
+        if self.moved {
+            let _ = write_file(&self.base.join("cgroup.procs"), b"0");
+        }
         for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
             let p = e.path();
             if !p.is_dir() {
@@ -455,9 +498,10 @@ pub fn start_time(pid: i32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Record `pid` as the main process of the group open at `dir_fd`.
-pub fn record_main(dir_fd: i32, pid: i32) -> std::io::Result<()> {
-    let st = start_time(pid).ok_or_else(|| {
+/// Record `pid` (started at `start`, in `/proc/PID/stat` ticks, when the
+/// caller knows it) as the main process of the group open at `dir_fd`.
+pub fn record_main(dir_fd: i32, pid: i32, start: Option<u64>) -> std::io::Result<()> {
+    let st = start.or_else(|| start_time(pid)).ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::NotFound, format!("pid {pid} is gone"))
     })?;
     let v = format!("{pid} {st}");
@@ -519,17 +563,14 @@ pub struct Survivor {
 }
 
 impl Tree {
-    /// Every populated group in the subtree (empty ones are removed).
+    /// Every populated group in the subtree. Empty ones stay: a unit
+    /// that still exists reuses its group (removing and making 300 groups
+    /// again would cost a boot after a crash ~0.3 ms each).
     pub fn survivors(&self) -> Vec<Survivor> {
         let mut out = Vec::new();
         for (unit, kind, path) in self.groups() {
-            match populated(&path) {
-                Ok(true) => {}
-                Ok(false) => {
-                    let _ = remove(&path);
-                    continue;
-                }
-                Err(_) => continue,
+            if !matches!(populated(&path), Ok(true)) {
+                continue;
             }
             let main = match kind {
                 GroupKind::Unit => recorded_main(&path),
@@ -683,8 +724,22 @@ pub struct EventsWatch {
 }
 
 impl EventsWatch {
-    pub fn new(dir: &Path) -> std::io::Result<EventsWatch> {
-        let f = File::open(dir.join("cgroup.events"))?;
+    /// Watch the group open at `group` (its directory descriptor).
+    pub fn new(group: &Group) -> std::io::Result<EventsWatch> {
+        // SAFETY: openat relative to the group's directory descriptor, a
+        // NUL-terminated literal name; the result, if any, is ours.
+        let fd = unsafe {
+            libc::openat(
+                group.raw_dir(),
+                c"cgroup.events".as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        let f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         // `File` owns its descriptor, so the deprecated constructor's
         // I/O-safety concern does not apply (as in mount_watch).
         #[allow(deprecated)]

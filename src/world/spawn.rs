@@ -52,6 +52,10 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 
 pub struct Spawned {
     pub pid: i32,
+    /// The child's start time as `/proc/PID/stat` gives it (clock ticks
+    /// since boot), when the clock showed the same tick before and after
+    /// the clone (the kernel stamps the child in between); else None.
+    pub start_ticks: Option<u64>,
     /// Read end of the service's stdout+stderr pipe, when captured.
     pub output: Option<OwnedFd>,
     /// Read end of the `[ready] kind = "fd"` pipe.
@@ -512,6 +516,7 @@ pub fn spawn(
 
     let mut err = ChildErr::default();
     let mut plan = plan;
+    let born_after = boottime_ticks();
     let mut procs_fd: Option<OwnedFd> = None;
     let res = match extra.cgroup {
         Some(dir) if clone3::available() => {
@@ -534,6 +539,7 @@ pub fn spawn(
         None => clone_and_exec(&plan, &mut err),
     };
     drop(procs_fd);
+    let born_before = boottime_ticks();
     if let Some(sl) = slots {
         // Give the slots back to /dev/null: our copies of the pipes' write
         // ends must close, or their readers never see end-of-file.
@@ -557,10 +563,33 @@ pub fn spawn(
     drop(devnull);
     Ok(Spawned {
         pid,
+        start_ticks: (born_after.is_some() && born_after == born_before)
+            .then_some(born_after)
+            .flatten(),
         // Our copies of the write ends close here, or readers never see EOF.
         output: out_pipe.map(|(r, _w)| r),
         ready: ready_pipe.map(|(r, _w)| r),
     })
+}
+
+/// CLOCK_BOOTTIME in the clock ticks `/proc/PID/stat` counts start times
+/// in (USER_HZ). A vDSO read: no system call.
+fn boottime_ticks() -> Option<u64> {
+    static HZ: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    // SAFETY: sysconf with a constant; clock_gettime into a local struct.
+    let hz = *HZ.get_or_init(|| match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        n if n > 0 => n as u64,
+        _ => 100,
+    });
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+        return None;
+    }
+    let ns = (ts.tv_sec as u64)
+        .checked_mul(1_000_000_000)?
+        .checked_add(ts.tv_nsec as u64)?;
+    Some(ns / (1_000_000_000 / hz))
 }
 
 fn describe_failure(spec: &UnitSpec, program: &str, stage: Stage, errno: i32) -> String {
@@ -1054,6 +1083,30 @@ mod tests {
         assert!(out.contains("SigIgn:\t0000000000000000"), "{out}");
         assert!(out.contains("SigBlk:\t0000000000000000"), "{out}");
         assert!(out.trim_end().ends_with('/'), "cwd /: {out}");
+    }
+
+    #[test]
+    fn start_ticks_are_the_start_time_proc_shows() {
+        let spec = UnitSpec::simple("t", UnitKind::Longrun, &["sleep"]);
+        let env = SpawnEnv {
+            notify_socket: None,
+            main_pid: None,
+            cgroup: None,
+        };
+        let argv: Vec<String> = ["sleep", "5"].iter().map(|s| s.to_string()).collect();
+        let mut known = 0;
+        for _ in 0..20 {
+            let s = spawn(&spec, &argv, &[], &env, None).expect("spawn");
+            let proc_says = crate::world::cgroup::start_time(s.pid);
+            // SAFETY: kill our own child, then reap it.
+            unsafe { libc::kill(s.pid, libc::SIGKILL) };
+            wait(s.pid);
+            if let Some(t) = s.start_ticks {
+                assert_eq!(Some(t), proc_says);
+                known += 1;
+            }
+        }
+        assert!(known > 0, "never known in 20 spawns");
     }
 
     #[test]
