@@ -30,8 +30,8 @@ if os.fork() > 0:
 code = "import signal, sys, time\n"
 if stubborn:
     code += "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-code += "open(sys.argv[1], 'w').close()\ntime.sleep(600)\n"
-os.execv(sys.executable, [sys.executable, "-c", code, flag, "DAEMON:" + token])
+code += "open(sys.argv[1], 'w').close()\nopen(sys.argv[1] + '.' + str(os.getpid()), 'w').close()\ntime.sleep(600)\n"
+os.execv(sys.executable, [sys.executable, "-c", "import os\n" + code, flag, "DAEMON:" + token])
 "#;
 
 fn write_daemon(dir: &Path) -> PathBuf {
@@ -63,8 +63,18 @@ fn double_forking_daemon_is_stopped_by_stop_and_maintenance_on() {
     );
     let supd = Supd::start("cg-daemon", &[("d", &unit)]);
     let marker = format!("DAEMON:{token}");
+    // Up, and ignoring SIGTERM already (it says so after the signal call).
+    let up = |n: usize| {
+        std::fs::read_dir(t.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("daemon-up."))
+            .count()
+            >= n
+    };
     wait_for("the daemon to run", Duration::from_secs(10), || {
-        (processes_with(&marker).len() == 1).then_some(())
+        (processes_with(&marker).len() == 1 && up(1)).then_some(())
     });
     let u = supd.unit("d");
     assert_eq!(u["containment"], "cgroup", "{u}");
@@ -84,7 +94,7 @@ fn double_forking_daemon_is_stopped_by_stop_and_maintenance_on() {
 
     supd.ok(&["start", "d"]);
     wait_for("the daemon to run again", Duration::from_secs(10), || {
-        (processes_with(&marker).len() == 1).then_some(())
+        (processes_with(&marker).len() == 1 && up(2)).then_some(())
     });
     supd.ok(&["maintenance", "on", "d", "--reason", "disk swap"]);
     assert_eq!(
