@@ -312,6 +312,13 @@ impl Supd {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // Dead, not dying: a process that is still closing its files holds
+        // the state-dir lock and the sockets a new supd needs (under load,
+        // a thread in fsync or a cgroup call can take a while to go).
+        let pid = self.pid;
+        wait_for("the killed supd to be gone", Duration::from_secs(30), || {
+            (!alive(pid)).then_some(())
+        });
     }
 }
 
