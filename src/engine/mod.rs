@@ -25,6 +25,7 @@ pub mod blockers;
 pub mod event;
 pub mod locks;
 pub mod restart;
+pub mod timeline;
 pub mod timers;
 pub mod unit_state;
 
@@ -159,6 +160,8 @@ pub struct Engine {
     /// Units in `Starting`, kept in step by `set_state` (the cap is checked
     /// for every unit on every pass).
     starting: usize,
+    /// What each unit waited on and when (`supctl analyze`); watches only.
+    timeline: timeline::Timeline,
     out: Vec<Action>,
 }
 
@@ -183,6 +186,7 @@ impl Engine {
             shutdown_done: false,
             shed: None,
             starting: 0,
+            timeline: timeline::Timeline::default(),
             out: Vec::new(),
         };
         e.install(set);
@@ -191,6 +195,7 @@ impl Engine {
 
     /// Feed one event; get the actions to carry out, in order.
     pub fn handle(&mut self, now: Instant, event: Event) -> Vec<Action> {
+        self.timeline.tick(now);
         self.on_event(now, event);
         self.expire_mount_grace(now);
         self.settle(now);
@@ -203,6 +208,7 @@ impl Engine {
     /// settles: at a thousand units that turns a quadratic start-up into a
     /// linear one.
     pub fn handle_many(&mut self, now: Instant, events: Vec<Event>) -> Vec<Action> {
+        self.timeline.tick(now);
         for ev in events {
             self.on_event(now, ev);
         }
@@ -362,6 +368,7 @@ impl Engine {
             (true, false) => self.starting = self.starting.saturating_sub(1),
             _ => {}
         }
+        self.timeline.on_state(id, &self.units[id.0 as usize]);
     }
 
     fn unit_mut(&mut self, id: UnitId) -> &mut Unit {
@@ -1166,6 +1173,9 @@ impl Engine {
                 continue;
             }
             let blockers = self.start_blockers(id, now, false);
+            if let Some(b) = blockers.first() {
+                self.timeline.on_blocker(id, b);
+            }
             match blockers.first() {
                 None => {
                     if self.try_start(id, now) {
