@@ -1,0 +1,330 @@
+//! Issue 19 with a real boot: `supctl analyze blame | critical-chain |
+//! plot` and `supctl graph` against supd as PID 1 of a fresh namespace,
+//! where one unit waits for a tmpfs the test mounts late, one is held by a
+//! maintenance lock, and the start cap is 1. The SVG is loaded in headless
+//! Chromium and the DOT rendered by Graphviz.
+//!
+//! Set SUPD_TEST_ARTIFACTS=DIR to keep the SVGs and the screenshot.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// Run `argv` with a deadline; returns (success, stdout, stderr). A
+/// program that overruns is killed by its pid.
+fn run_bounded(argv: &[&str], timeout: Duration) -> (bool, String, String) {
+    let dir = TempDir::new("bounded");
+    let out_p = dir.path().join("out");
+    let err_p = dir.path().join("err");
+    let mut child = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_p).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_p).expect("stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {}: {e}", argv[0]));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break Some(st);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = std::fs::read_to_string(&out_p).unwrap_or_default();
+    let err = std::fs::read_to_string(&err_p).unwrap_or_default();
+    let Some(st) = status else {
+        panic!("{argv:?} did not finish within {timeout:?}; stderr:\n{err}");
+    };
+    (st.success(), out, err)
+}
+
+fn need(tool: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{tool} is not installed: `apt-get install {package}` (./test.sh does it as root)"
+    );
+}
+
+/// Headless Chromium, as root, with nothing reaching the network, in a
+/// fresh profile.
+fn chromium(profile: &Path, extra: &[&str], url: &str) -> (bool, String, String) {
+    let ud = format!("--user-data-dir={}", profile.display());
+    let mut argv = vec![
+        "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        &ud,
+    ];
+    argv.extend_from_slice(extra);
+    argv.push(url);
+    run_bounded(&argv, Duration::from_secs(120))
+}
+
+/// A script the browser runs inside the SVG after laying it out: how many
+/// rows, how many of them have a visible box, at how many distinct heights.
+const ROW_CHECK: &str = r#"<script><![CDATA[
+window.addEventListener('load', function () {
+  var root = document.documentElement;
+  var rows = document.querySelectorAll('g.row');
+  var ys = {}, shown = 0, bars = 0;
+  rows.forEach(function (g) {
+    var b = g.getBBox();
+    if (b.width > 0 && b.height > 0) { shown++; ys[Math.round(b.y)] = 1; }
+    bars += g.querySelectorAll('rect.bar').length;
+  });
+  root.setAttribute('data-rows', rows.length);
+  root.setAttribute('data-shown', shown);
+  root.setAttribute('data-distinct-y', Object.keys(ys).length);
+  root.setAttribute('data-bars', bars);
+});
+]]></script></svg>"#;
+
+fn attr(dom: &str, name: &str) -> Option<usize> {
+    let k = format!("{name}=\"");
+    let i = dom.find(&k)? + k.len();
+    dom[i..].split('"').next()?.parse().ok()
+}
+
+fn json(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+#[test]
+fn a_real_boot_seen_through_blame_chain_plot_and_graph() {
+    if !can_run("analyze_real_boot") {
+        return;
+    }
+    need("chromium", "chromium");
+    need("dot", "graphviz");
+    let data = TempDir::new("an-data");
+    let d = data.path().display().to_string();
+    let db = format!(
+        "{}\n[[mount]]\npath = {}\n",
+        sh_unit(
+            "sleep 0.3; echo ready >&3; exec sleep 600",
+            "description = \"database on a late disk\"\n[ready]\nkind = \"fd\""
+        ),
+        toml_str(&d)
+    );
+    let units = [
+        ("db", db),
+        (
+            "setup",
+            format!("type = \"oneshot\"\n{}", sh_unit("sleep 0.4", "")),
+        ),
+        ("cache", sh_unit("exec sleep 600", "")),
+        (
+            "app",
+            sh_unit(
+                "sleep 0.2; echo >&3; exec sleep 600",
+                "requires = [\"db\", \"cache\"]\nafter = [\"setup\"]\n[ready]\nkind = \"fd\"",
+            ),
+        ),
+        ("report", sh_unit("exec sleep 600", "requires = [\"db\"]")),
+    ];
+    let refs: Vec<(&str, &str)> = units.iter().map(|(n, s)| (*n, s.as_str())).collect();
+    let supd = Supd::start_with(
+        "analyze",
+        &refs,
+        Options {
+            extra_args: vec!["--max-parallel-starts".into(), "1".into()],
+            ..Options::default()
+        },
+    );
+    // report requires db, which waits for its mount: the lock is in place
+    // before report could start.
+    supd.ok(&[
+        "maintenance",
+        "on",
+        "report",
+        "--reason",
+        "nightly reindex",
+        "--holder",
+        "ops",
+    ]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(supd.state_of("db"), "waiting");
+    supd.in_ns_ok(&["mount", "-t", "tmpfs", "supd-analyze", &d]);
+    wait_for("app to be ready", Duration::from_secs(10), || {
+        let u = supd.unit("app");
+        (u["ready"] == true).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    supd.ok(&["maintenance", "off", "report", "--holder", "ops"]);
+    supd.wait_state("report", "running", Duration::from_secs(10));
+
+    // critical-chain names the mount wait, with the right path, and its
+    // duration covers the delay before the test mounted it.
+    let chain = supd.ok(&["analyze", "critical-chain", "db"]);
+    assert!(chain.contains(&format!("for mount {d}")), "{chain}");
+    let cj = json(&supd.ok(&["analyze", "critical-chain", "db", "--json"]));
+    let links = cj["links"].as_array().expect("links");
+    let mount = links
+        .iter()
+        .find(|l| l["wait"] == "mount")
+        .unwrap_or_else(|| panic!("no mount link: {cj:#}"));
+    assert_eq!(mount["path"], d.as_str());
+    assert!(
+        mount["duration_ms"].as_u64().unwrap_or(0) >= 1400,
+        "{mount}"
+    );
+    // app's chain descends into db's mount wait.
+    let chain = supd.ok(&["analyze", "critical-chain", "app"]);
+    assert!(
+        chain.contains("for required unit db to be ready"),
+        "{chain}"
+    );
+    assert!(chain.contains(&format!("for mount {d}")), "{chain}");
+    // report waited for the lock, and says who held it and why.
+    let chain = supd.ok(&["analyze", "critical-chain", "report"]);
+    assert!(
+        chain.contains("for the maintenance lock, held by ops (nightly reindex)"),
+        "{chain}"
+    );
+    // The start cap (1): someone waited in it.
+    let blame_json = json(&supd.ok(&["analyze", "blame", "--json"]));
+    let rows = blame_json.as_array().expect("rows");
+    assert_eq!(rows.len(), 5, "{blame_json:#}");
+    let blame = supd.ok(&["analyze", "blame"]);
+    for u in ["db", "setup", "cache", "app", "report"] {
+        assert!(
+            blame.lines().any(|l| l.contains(&format!(" {u} "))),
+            "{u} in:\n{blame}"
+        );
+    }
+    let timeline = json(&supd.ok(&["analyze", "plot", "--json"]));
+    let waits: Vec<String> = timeline["units"]
+        .as_array()
+        .expect("units")
+        .iter()
+        .flat_map(|u| {
+            u["boot"]["segments"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|s| s["wait"].as_str().map(str::to_string))
+        .collect();
+    assert!(waits.iter().any(|w| w == "cap"), "{waits:?}");
+    // Unknown unit: refused with exit 1 and the known names.
+    let bad = supd.supctl(&["analyze", "critical-chain", "nope"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("known: app, cache, db, report, setup"));
+
+    // The SVG timeline in a real browser: it parses (no parsererror), and
+    // lays out one visible row per unit, each at its own height.
+    let work = TempDir::new("an-browser");
+    let svg = supd.ok(&["analyze", "plot"]);
+    let svg_path = work.path().join("boot.svg");
+    std::fs::write(&svg_path, &svg).expect("write svg");
+    let probe_path = work.path().join("boot-check.svg");
+    std::fs::write(&probe_path, svg.replace("</svg>", ROW_CHECK)).expect("write probe");
+    let (ok, dom, err) = chromium(
+        &work.path().join("profile1"),
+        &["--dump-dom"],
+        &format!("file://{}", probe_path.display()),
+    );
+    assert!(ok, "chromium failed: {err}");
+    assert!(
+        !dom.contains("parsererror"),
+        "the SVG did not parse:\n{dom}"
+    );
+    assert_eq!(attr(&dom, "data-rows"), Some(5), "{dom}");
+    assert_eq!(attr(&dom, "data-shown"), Some(5));
+    assert_eq!(attr(&dom, "data-distinct-y"), Some(5));
+    assert!(attr(&dom, "data-bars").unwrap_or(0) >= 10);
+    let png = work.path().join("boot.png");
+    let (ok, _, err) = chromium(
+        &work.path().join("profile2"),
+        &[
+            &format!("--screenshot={}", png.display()),
+            "--window-size=1400,420",
+        ],
+        &format!("file://{}", svg_path.display()),
+    );
+    assert!(ok, "chromium screenshot failed: {err}");
+    let bytes = std::fs::read(&png).expect("screenshot written");
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 10_000);
+
+    // The graph: DOT through Graphviz without a complaint; the SVG in the
+    // browser.
+    let dot_src = supd.ok(&["graph", "--dot"]);
+    let dot_path = work.path().join("units.dot");
+    std::fs::write(&dot_path, &dot_src).expect("write dot");
+    let dot_svg = work.path().join("units-dot.svg");
+    let (ok, _, err) = run_bounded(
+        &[
+            "dot",
+            "-Tsvg",
+            "-o",
+            &dot_svg.display().to_string(),
+            &dot_path.display().to_string(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(
+        ok && err.trim().is_empty(),
+        "dot failed or warned: {err}\n{dot_src}"
+    );
+    // Graphviz writes "-" as &#45;.
+    let rendered = std::fs::read_to_string(&dot_svg)
+        .expect("dot output")
+        .replace("&#45;", "-");
+    for u in ["db", "setup", "cache", "app", "report"] {
+        assert!(
+            rendered.contains(&format!(">{u}</text>")),
+            "{u} not drawn by dot"
+        );
+    }
+    assert!(
+        rendered.contains(&format!("mount {d}")),
+        "mount node not drawn by dot:\n{rendered}"
+    );
+    let g = json(&supd.ok(&["graph", "--json"]));
+    let app = g["units"]
+        .as_array()
+        .and_then(|a| a.iter().find(|u| u["name"] == "app"))
+        .expect("app in graph");
+    assert_eq!(app["requires"], serde_json::json!(["db", "cache"]));
+    let graph_svg = supd.ok(&["graph"]);
+    let graph_path = work.path().join("units.svg");
+    std::fs::write(&graph_path, &graph_svg).expect("write graph svg");
+    let (ok, dom, err) = chromium(
+        &work.path().join("profile3"),
+        &["--dump-dom"],
+        &format!("file://{}", graph_path.display()),
+    );
+    assert!(ok, "chromium failed: {err}");
+    assert!(!dom.contains("parsererror"), "{dom}");
+    assert_eq!(dom.matches("class=\"gnode unit\"").count(), 5);
+    assert_eq!(dom.matches("class=\"gnode mount\"").count(), 1);
+
+    if let Some(keep) = std::env::var_os("SUPD_TEST_ARTIFACTS") {
+        let keep = PathBuf::from(keep);
+        let _ = std::fs::create_dir_all(&keep);
+        for f in ["boot.svg", "boot.png", "units.svg", "units-dot.svg"] {
+            let _ = std::fs::copy(work.path().join(f), keep.join(f));
+        }
+    }
+    supd.in_ns_ok(&["umount", "-l", &d]);
+}
