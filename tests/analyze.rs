@@ -227,6 +227,11 @@ fn a_real_boot_seen_through_blame_chain_plot_and_graph() {
         .collect();
     assert!(waits.iter().any(|w| w == "cap"), "{waits:?}");
     // Unknown unit: refused with exit 1 and the known names.
+    println!(
+        "{blame}\n{}\n{}",
+        supd.ok(&["analyze", "critical-chain"]),
+        supd.ok(&["analyze", "critical-chain", "report"])
+    );
     let bad = supd.supctl(&["analyze", "critical-chain", "nope"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("known: app, cache, db, report, setup"));

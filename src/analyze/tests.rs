@@ -81,7 +81,7 @@ fn critical_chain_follows_the_dependency_into_its_mount_wait() {
             (
                 "db".into(),
                 1,
-                "waited 0.5 s in the start cap (1 units starting at once)".into()
+                "waited 0.5 s in the start cap (max_parallel_starts = 1)".into()
             ),
             ("db".into(), 1, "waited 1.0 s for mount /srv/db".into()),
         ],

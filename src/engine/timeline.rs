@@ -41,7 +41,8 @@ pub enum Wait {
     Mount(Box<MountProblem>),
     /// Holders, in words: "alice (resize volume), bob (backup)".
     Lock(Box<str>),
-    LockUnknown,
+    /// Why the lock state is unknown ("not loaded yet", a corrupt file).
+    LockUnknown(Box<str>),
     Dependency(Box<str>),
     Ordering(Box<str>),
     Cap(u32),
@@ -59,7 +60,7 @@ impl Wait {
             Blocker::ShuttingDown => Wait::Shutdown,
             Blocker::Removed => Wait::Removed,
             Blocker::Locked { holders } => Wait::Lock(holders_text(holders).into()),
-            Blocker::LockStateUnknown(_) => Wait::LockUnknown,
+            Blocker::LockStateUnknown(why) => Wait::LockUnknown(why.as_str().into()),
             Blocker::OperatorStopped => Wait::Operator,
             Blocker::Shed(_) => Wait::Shed,
             Blocker::MountMissing(p) => Wait::Mount(Box::new(p.clone())),
@@ -75,11 +76,11 @@ impl Wait {
         match (self, b) {
             (Wait::Shutdown, Blocker::ShuttingDown)
             | (Wait::Removed, Blocker::Removed)
-            | (Wait::LockUnknown, Blocker::LockStateUnknown(_))
             | (Wait::Operator, Blocker::OperatorStopped)
             | (Wait::Shed, Blocker::Shed(_))
             | (Wait::Backoff(_), Blocker::Backoff { .. }) => true,
             (Wait::Lock(h), Blocker::Locked { holders }) => **h == holders_text(holders),
+            (Wait::LockUnknown(a), Blocker::LockStateUnknown(b)) => **a == **b,
             (Wait::Mount(p), Blocker::MountMissing(q)) => **p == *q,
             (Wait::Dependency(u), Blocker::WaitingFor { unit, .. })
             | (Wait::Ordering(u), Blocker::Ordering { unit }) => **u == **unit,
@@ -264,6 +265,13 @@ impl Timeline {
         self.enter(id, Step::Waiting(Wait::of(b)));
     }
 
+    /// The phase being recorded for `id` now.
+    #[cfg(test)]
+    pub(crate) fn last_step(&self, id: UnitId) -> Option<&Step> {
+        let l = self.lines.get(id.0 as usize)?;
+        l.current.as_ref().or(l.boot.as_ref())?.last()
+    }
+
     #[cfg(test)]
     pub(crate) fn segments(&self, id: UnitId) -> usize {
         self.lines.get(id.0 as usize).map_or(0, |l| {
@@ -309,9 +317,9 @@ fn segment(step: &Step, start_ms: u64, end_ms: Option<u64>) -> Segment {
                     (WaitKind::Mount, p.to_string())
                 }
                 Wait::Lock(h) => (WaitKind::Lock, format!("held by {h}")),
-                Wait::LockUnknown => (
+                Wait::LockUnknown(why) => (
                     WaitKind::LockUnknown,
-                    "the lock state is unknown; only essential units start".to_string(),
+                    format!("the lock state was unknown ({why}); only essential units start"),
                 ),
                 Wait::Dependency(u) => {
                     s.unit = Some(u.to_string());
@@ -323,7 +331,7 @@ fn segment(step: &Step, start_ms: u64, end_ms: Option<u64>) -> Segment {
                 }
                 Wait::Cap(c) => (
                     WaitKind::Cap,
-                    format!("the start cap ({c} units starting at once)"),
+                    format!("the start cap (max_parallel_starts = {c})"),
                 ),
                 Wait::Backoff(after) => (
                     WaitKind::Backoff,
