@@ -374,18 +374,21 @@ impl Sim {
         for (id, u) in self.engine.units() {
             use super::timeline::{MAX_SEGMENTS, Step, Wait};
             let step = self.engine.timeline.last_step(id);
-            let agrees = match (&u.state, step) {
+            let agrees = matches!(
+                (&u.state, step),
                 (UnitState::Starting { .. }, Some(Step::Starting))
-                | (UnitState::Running { ready: true, .. }, Some(Step::Ready))
-                | (UnitState::Running { ready: false, .. }, Some(Step::NotReady))
-                | (UnitState::Stopping { .. }, Some(Step::Stopping(_)))
-                | (UnitState::Backoff { .. }, Some(Step::Waiting(_)))
-                | (UnitState::Inactive, Some(Step::Waiting(_)))
-                | (UnitState::Failed { .. }, Some(Step::Failed(_)))
-                | (UnitState::Exited { .. }, Some(Step::Exited(_)))
-                | (UnitState::Done, Some(Step::Done)) => true,
-                _ => false,
-            };
+                    | (UnitState::Running { ready: true, .. }, Some(Step::Ready))
+                    | (
+                        UnitState::Running { ready: false, .. },
+                        Some(Step::NotReady)
+                    )
+                    | (UnitState::Stopping { .. }, Some(Step::Stopping(_)))
+                    | (UnitState::Backoff { .. }, Some(Step::Waiting(_)))
+                    | (UnitState::Inactive, Some(Step::Waiting(_)))
+                    | (UnitState::Failed { .. }, Some(Step::Failed(_)))
+                    | (UnitState::Exited { .. }, Some(Step::Exited(_)))
+                    | (UnitState::Done, Some(Step::Done))
+            );
             let backoff_wait = !matches!(u.state, UnitState::Inactive)
                 || !matches!(step, Some(Step::Waiting(Wait::Backoff(_))));
             if !agrees || !backoff_wait {
