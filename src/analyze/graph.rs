@@ -410,7 +410,7 @@ pub fn graph_svg(g: &GraphReport) -> String {
         let _ = writeln!(s, ".{class}{{fill:{}}}", fill(class));
     }
     s.push_str("</style>\n");
-    s.push_str(r##"<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#444444"/></marker></defs>"##);
+    s.push_str(r##"<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerUnits="userSpaceOnUse" markerWidth="10" markerHeight="10" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#444444"/></marker></defs>"##);
     s.push('\n');
     let _ = writeln!(
         s,

@@ -177,7 +177,7 @@ pub fn blame(r: &TimelineReport, cycle: Cycle) -> Vec<BlameRow> {
             for s in before.iter().filter(|s| s.phase == Phase::Waiting) {
                 let ms = seg_end(s, r.now_ms).saturating_sub(s.start_ms);
                 waited = waited.saturating_add(ms);
-                if longest.as_ref().is_none_or(|l| ms > l.ms) {
+                if ms > 0 && longest.as_ref().is_none_or(|l| ms > l.ms) {
                     longest = Some(LongestWait {
                         wait: s.wait,
                         cause: wait_phrase(s),
@@ -193,10 +193,10 @@ pub fn blame(r: &TimelineReport, cycle: Cycle) -> Vec<BlameRow> {
                 .map(|s| s.start_ms);
             let now = match up {
                 Some(_) => None,
-                None => rec.segments.last().map(|s| {
-                    let next = None;
-                    sentence(s, next, u.kind == "oneshot", r.now_ms)
-                }),
+                None => rec
+                    .segments
+                    .last()
+                    .map(|s| sentence(s, None, u.kind == "oneshot", r.now_ms)),
             };
             Some(BlameRow {
                 unit: u.name.clone(),
@@ -336,6 +336,11 @@ pub fn critical_chain(
             let s = &crec.segments[i];
             let following = crec.segments.get(i + 1);
             let end_ms = seg_end(s, r.now_ms);
+            // A wait that cost nothing (the lock state read in the first
+            // millisecond) decided nothing.
+            if s.phase == Phase::Waiting && end_ms == s.start_ms && s.end_ms.is_some() {
+                continue;
+            }
             push_link(
                 &mut links,
                 Link {

@@ -331,11 +331,10 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     if json {
-        println!(
-            "{}",
+        return emit(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&resp.data).unwrap_or_default()
-        );
-        return ExitCode::SUCCESS;
+        ));
     }
     match &cli.cmd {
         Cmd::Status { unit, .. } => match serde_json::from_value::<StatusReport>(resp.data) {
@@ -391,14 +390,16 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Analyze(a) => return analyze(a, resp.data),
-        Cmd::Graph { dot, .. } => match serde_json::from_value::<GraphReport>(resp.data) {
-            Ok(g) if *dot => print!("{}", analysis::graph::graph_dot(&g)),
-            Ok(g) => print!("{}", analysis::graph::graph_svg(&g)),
-            Err(e) => {
-                eprintln!("supctl: unexpected graph payload: {e}");
-                return ExitCode::from(1);
-            }
-        },
+        Cmd::Graph { dot, .. } => {
+            return match serde_json::from_value::<GraphReport>(resp.data) {
+                Ok(g) if *dot => emit(&analysis::graph::graph_dot(&g)),
+                Ok(g) => emit(&analysis::graph::graph_svg(&g)),
+                Err(e) => {
+                    eprintln!("supctl: unexpected graph payload: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
         _ => println!("{}", text(&resp.message)),
     }
     ExitCode::SUCCESS
@@ -455,10 +456,7 @@ fn analyze(cmd: &Analyze, data: serde_json::Value) -> ExitCode {
         }
     };
     let json_out = |v: serde_json::Result<String>| match v {
-        Ok(s) => {
-            println!("{s}");
-            ExitCode::SUCCESS
-        }
+        Ok(s) => emit(&format!("{s}\n")),
         Err(e) => {
             eprintln!("supctl: {e}");
             ExitCode::from(1)
@@ -470,25 +468,37 @@ fn analyze(cmd: &Analyze, data: serde_json::Value) -> ExitCode {
             if *json {
                 return json_out(serde_json::to_string_pretty(&rows));
             }
-            print!("{}", analysis::blame_text(&rows));
+            emit(&analysis::blame_text(&rows))
         }
         Analyze::CriticalChain {
             unit,
             current,
             json,
         } => match analysis::critical_chain(&report, unit.as_deref(), cycle(*current)) {
-            Ok(c) if *json => return json_out(serde_json::to_string_pretty(&c)),
-            Ok(c) => print!("{}", analysis::chain_text(&c)),
+            Ok(c) if *json => json_out(serde_json::to_string_pretty(&c)),
+            Ok(c) => emit(&analysis::chain_text(&c)),
             Err(e) => {
                 eprintln!("supctl: {e}");
-                return ExitCode::from(1);
+                ExitCode::from(1)
             }
         },
-        Analyze::Plot { current, .. } => {
-            print!("{}", analysis::plot::plot_svg(&report, cycle(*current)));
+        Analyze::Plot { current, .. } => emit(&analysis::plot::plot_svg(&report, cycle(*current))),
+    }
+}
+
+/// Write `text` to stdout. A reader that went away (`supctl graph | head`)
+/// ends the output quietly, as ripgrep does, rather than with a panic.
+fn emit(text: &str) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("supctl: writing to stdout: {e}");
+            ExitCode::from(1)
         }
     }
-    ExitCode::SUCCESS
 }
 
 fn age(secs: u64) -> String {

@@ -715,6 +715,7 @@ impl Engine {
         let delay = restart::backoff_delay(&spec.restart, u.attempt, &mut self.rng);
         u.attempt = u.attempt.saturating_add(1);
         let until = timers::after(now, delay);
+        self.timeline.note_failure(id, &reason);
         self.set_state(id, UnitState::Backoff { until });
         self.timers.set(id, TimerKind::RestartAt, until);
     }

@@ -27,7 +27,7 @@ use crate::unit::UnitKind;
 
 use super::blockers::Blocker;
 use super::commands::holder_info;
-use super::unit_state::{Unit, UnitState};
+use super::unit_state::{FailReason, Unit, UnitState};
 use super::{Engine, UnitId};
 
 /// Phases kept per record. A boot cycle is typically two to four (waiting,
@@ -195,6 +195,9 @@ pub struct Timeline {
     origin: Option<Instant>,
     now: Option<Instant>,
     lines: Vec<Line>,
+    /// Why the run that is about to back off ended (`note_failure`, read
+    /// by the `Backoff` state change that follows at once).
+    failure: Option<(UnitId, Box<str>)>,
 }
 
 impl Timeline {
@@ -228,6 +231,19 @@ impl Timeline {
         }
     }
 
+    /// The run of `id` ended badly; a backoff follows. Its cause is shown
+    /// on the backoff (a spawn error has no exit status to show).
+    pub fn note_failure(&mut self, id: UnitId, reason: &FailReason) {
+        let why = match reason {
+            FailReason::Exited(status) => status.to_string(),
+            FailReason::SpawnFailed(e) => format!("could not start: {e}"),
+            FailReason::StartTimeout => "was not ready within its start timeout".to_string(),
+            FailReason::Unhealthy => "failed its health probe".to_string(),
+            FailReason::StartLimit { .. } | FailReason::MountTimeout(_) => reason.to_string(),
+        };
+        self.failure = Some((id, why.into()));
+    }
+
     /// `unit` has just changed state.
     pub fn on_state(&mut self, id: UnitId, unit: &Unit) {
         let step = match &unit.state {
@@ -239,7 +255,12 @@ impl Timeline {
             UnitState::Running { ready: false, .. } => Step::NotReady,
             UnitState::Stopping { reason, .. } => Step::Stopping(reason.to_string().into()),
             UnitState::Backoff { .. } => {
-                Step::Waiting(Wait::Backoff(unit.last_exit.map(|s| s.to_string().into())))
+                let noted = match self.failure.take() {
+                    Some((who, why)) if who == id => Some(why),
+                    _ => None,
+                };
+                let why = noted.or_else(|| unit.last_exit.map(|s| s.to_string().into()));
+                Step::Waiting(Wait::Backoff(why))
             }
             UnitState::Failed { reason } => Step::Failed(reason.to_string().into()),
             UnitState::Exited { status } => Step::Exited(status.to_string().into()),
@@ -467,6 +488,8 @@ pub(crate) mod tests {
         pub now: Instant,
         next_pid: i32,
         next_req: u64,
+        /// Answer spawns with this error instead of a pid.
+        pub spawn_error: Option<String>,
     }
 
     fn table(paths: &[&str]) -> MountTable {
@@ -525,6 +548,7 @@ pub(crate) mod tests {
                 now: t0,
                 next_pid: 100,
                 next_req: 1,
+                spawn_error: None,
             };
             w.feed(Event::LocksLoaded(LocksLoad::Loaded(locks)));
             w
@@ -539,9 +563,16 @@ pub(crate) mod tests {
                     match &a {
                         Action::Spawn { run, .. } => {
                             self.next_pid += 1;
-                            queue.push(Event::Spawned {
-                                run: *run,
-                                pid: self.next_pid,
+                            queue.push(match &self.spawn_error {
+                                Some(error) => Event::SpawnFailed {
+                                    run: *run,
+                                    error: error.clone(),
+                                    mount: None,
+                                },
+                                None => Event::Spawned {
+                                    run: *run,
+                                    pid: self.next_pid,
+                                },
                             });
                         }
                         Action::PersistLocks { version, .. } => {
@@ -758,6 +789,25 @@ pub(crate) mod tests {
             cur.segments
                 .iter()
                 .any(|s| s.wait == Some(WaitKind::Dependency))
+        );
+    }
+
+    #[test]
+    fn a_backoff_says_why_the_run_ended_even_without_an_exit() {
+        let mut s = with_mount(unit("pg", ReadyKind::Notify, &[]), "/srv/pg");
+        s.restart.policy = RestartPolicy::Always;
+        let mut w = W::new(vec![s], 16, LockMap::new());
+        w.spawn_error = Some("setting resource limits: EPERM".into());
+        w.at(1000);
+        w.mount(&["/srv/pg"]);
+        let r = w.report();
+        let segs = &boot(&r, "pg").segments;
+        assert_eq!(segs[0].wait, Some(WaitKind::Mount));
+        assert_eq!(segs[1].phase, Phase::Starting);
+        assert_eq!(segs[2].wait, Some(WaitKind::Backoff));
+        assert_eq!(
+            segs[2].cause.as_deref(),
+            Some("restart backoff after it could not start: setting resource limits: EPERM")
         );
     }
 
