@@ -8,102 +8,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-
-/// Run `argv` with a deadline; returns (success, stdout, stderr). A
-/// program that overruns is killed by its pid.
-fn run_bounded(argv: &[&str], timeout: Duration) -> (bool, String, String) {
-    let dir = TempDir::new("bounded");
-    let out_p = dir.path().join("out");
-    let err_p = dir.path().join("err");
-    let mut child = Command::new(argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_p).expect("stdout file"))
-        .stderr(std::fs::File::create(&err_p).expect("stderr file"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("running {}: {e}", argv[0]));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            break Some(st);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let out = std::fs::read_to_string(&out_p).unwrap_or_default();
-    let err = std::fs::read_to_string(&err_p).unwrap_or_default();
-    let Some(st) = status else {
-        panic!("{argv:?} did not finish within {timeout:?}; stderr:\n{err}");
-    };
-    (st.success(), out, err)
-}
-
-fn need(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "{tool} is not installed: `apt-get install {package}` (./test.sh does it as root)"
-    );
-}
-
-/// Headless Chromium, as root, with nothing reaching the network, in a
-/// fresh profile.
-fn chromium(profile: &Path, extra: &[&str], url: &str) -> (bool, String, String) {
-    let ud = format!("--user-data-dir={}", profile.display());
-    let mut argv = vec![
-        "chromium",
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-        &ud,
-    ];
-    argv.extend_from_slice(extra);
-    argv.push(url);
-    run_bounded(&argv, Duration::from_secs(120))
-}
-
-/// A script the browser runs inside the SVG after laying it out: how many
-/// rows, how many of them have a visible box, at how many distinct heights.
-const ROW_CHECK: &str = r#"<script><![CDATA[
-window.addEventListener('load', function () {
-  var root = document.documentElement;
-  var rows = document.querySelectorAll('g.row');
-  var ys = {}, shown = 0, bars = 0;
-  rows.forEach(function (g) {
-    var b = g.getBBox();
-    if (b.width > 0 && b.height > 0) { shown++; ys[Math.round(b.y)] = 1; }
-    bars += g.querySelectorAll('rect.bar').length;
-  });
-  root.setAttribute('data-rows', rows.length);
-  root.setAttribute('data-shown', shown);
-  root.setAttribute('data-distinct-y', Object.keys(ys).length);
-  root.setAttribute('data-bars', bars);
-});
-]]></script></svg>"#;
-
-fn attr(dom: &str, name: &str) -> Option<usize> {
-    let k = format!("{name}=\"");
-    let i = dom.find(&k)? + k.len();
-    dom[i..].split('"').next()?.parse().ok()
-}
 
 fn json(out: &str) -> Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
@@ -242,22 +151,13 @@ fn a_real_boot_seen_through_blame_chain_plot_and_graph() {
     let svg = supd.ok(&["analyze", "plot"]);
     let svg_path = work.path().join("boot.svg");
     std::fs::write(&svg_path, &svg).expect("write svg");
-    let probe_path = work.path().join("boot-check.svg");
-    std::fs::write(&probe_path, svg.replace("</svg>", ROW_CHECK)).expect("write probe");
-    let (ok, dom, err) = chromium(
-        &work.path().join("profile1"),
-        &["--dump-dom"],
-        &format!("file://{}", probe_path.display()),
+    let laid = timeline_in_browser(&svg, work.path());
+    assert_eq!(
+        (laid.rows, laid.shown, laid.distinct_y),
+        (5, 5, 5),
+        "one visible row per unit, each at its own height"
     );
-    assert!(ok, "chromium failed: {err}");
-    assert!(
-        !dom.contains("parsererror"),
-        "the SVG did not parse:\n{dom}"
-    );
-    assert_eq!(attr(&dom, "data-rows"), Some(5), "{dom}");
-    assert_eq!(attr(&dom, "data-shown"), Some(5));
-    assert_eq!(attr(&dom, "data-distinct-y"), Some(5));
-    assert!(attr(&dom, "data-bars").unwrap_or(0) >= 10);
+    assert!(laid.bars >= 10, "{laid:?}");
     let png = work.path().join("boot.png");
     let (ok, _, err) = chromium(
         &work.path().join("profile2"),
@@ -274,27 +174,7 @@ fn a_real_boot_seen_through_blame_chain_plot_and_graph() {
     // The graph: DOT through Graphviz without a complaint; the SVG in the
     // browser.
     let dot_src = supd.ok(&["graph", "--dot"]);
-    let dot_path = work.path().join("units.dot");
-    std::fs::write(&dot_path, &dot_src).expect("write dot");
-    let dot_svg = work.path().join("units-dot.svg");
-    let (ok, _, err) = run_bounded(
-        &[
-            "dot",
-            "-Tsvg",
-            "-o",
-            &dot_svg.display().to_string(),
-            &dot_path.display().to_string(),
-        ],
-        Duration::from_secs(60),
-    );
-    assert!(
-        ok && err.trim().is_empty(),
-        "dot failed or warned: {err}\n{dot_src}"
-    );
-    // Graphviz writes "-" as &#45;.
-    let rendered = std::fs::read_to_string(&dot_svg)
-        .expect("dot output")
-        .replace("&#45;", "-");
+    let rendered = dot_to_svg(&dot_src, work.path());
     for u in ["db", "setup", "cache", "app", "report"] {
         assert!(
             rendered.contains(&format!(">{u}</text>")),
@@ -327,7 +207,7 @@ fn a_real_boot_seen_through_blame_chain_plot_and_graph() {
     if let Some(keep) = std::env::var_os("SUPD_TEST_ARTIFACTS") {
         let keep = PathBuf::from(keep);
         let _ = std::fs::create_dir_all(&keep);
-        for f in ["boot.svg", "boot.png", "units.svg", "units-dot.svg"] {
+        for f in ["boot.svg", "boot.png", "units.svg", "units.dot.svg"] {
             let _ = std::fs::copy(work.path().join(f), keep.join(f));
         }
     }
