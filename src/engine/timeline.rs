@@ -857,6 +857,18 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn analyze_and_graph_are_read_only_requests_on_the_wire() {
+        for (line, req) in [
+            (r#"{"v":1,"cmd":"analyze"}"#, Request::Analyze),
+            (r#"{"v":1,"cmd":"graph"}"#, Request::Graph),
+        ] {
+            let env: crate::protocol::Envelope = serde_json::from_str(line).expect(line);
+            assert_eq!(env.req, req);
+            assert!(!req.mutates(), "any peer may look at the boot");
+        }
+    }
+
+    #[test]
     fn graph_names_edges_mounts_and_locks() {
         let (mut w, _) = boot_scenario();
         w.cmd(Request::MaintenanceOn {
