@@ -185,6 +185,9 @@ fn dq(s: &str) -> String {
             '\\' => out.push_str("\\\\"),
             '\n' | '\r' => out.push_str("\\n"),
             c if c.is_control() => out.push(' '),
+            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+                out.push_str(&format!("\\\\u{{{:x}}}", c as u32))
+            }
             c => out.push(c),
         }
     }

@@ -245,8 +245,8 @@ pub fn blame_text(rows: &[BlameRow]) -> String {
             opt(r.total_ms),
             dur(r.waited_ms),
             opt(r.starting_ms),
-            r.unit,
-            tail
+            printable(&r.unit),
+            printable(&tail)
         ));
     }
     out
@@ -462,7 +462,7 @@ pub fn chain_text(c: &Chain) -> String {
     let mut out = match c.ready_ms {
         Some(t) => format!(
             "{}: ready at {} ({} after it became startable at {}; {})\n",
-            c.unit,
+            printable(&c.unit),
             at(t),
             dur(t.saturating_sub(c.startable_ms)),
             at(c.startable_ms),
@@ -470,7 +470,7 @@ pub fn chain_text(c: &Chain) -> String {
         ),
         None => format!(
             "{}: not ready; startable since {} ({})\n",
-            c.unit,
+            printable(&c.unit),
             at(c.startable_ms),
             c.cycle
         ),
@@ -482,13 +482,13 @@ pub fn chain_text(c: &Chain) -> String {
         .max()
         .unwrap_or(4);
     for l in &c.links {
-        let who = format!("{}{}", "  ".repeat(l.depth), l.unit);
+        let who = format!("{}{}", "  ".repeat(l.depth), printable(&l.unit));
         out.push_str(&format!(
             "  {:>9} → {:<9}  {:<w$}  {}\n",
             at(l.start_ms),
             at(l.end_ms),
             who,
-            l.text
+            printable(&l.text)
         ));
     }
     if c.links.is_empty() {
@@ -497,10 +497,33 @@ pub fn chain_text(c: &Chain) -> String {
     if !c.not_ready.is_empty() {
         out.push_str("not ready:\n");
         for (u, now) in &c.not_ready {
-            out.push_str(&format!("  {u}: {now}\n"));
+            out.push_str(&format!("  {}: {}\n", printable(u), printable(now)));
         }
     }
     out
+}
+
+/// Free text (a unit name, a lock reason, a path, a cause) for a terminal:
+/// control characters — newlines too, so a reason cannot forge lines — and
+/// bidirectional overrides are shown escaped (`\u{1b}`), as supctl does for
+/// everything else supd sends.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if bad(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// XML text and attribute escaping (SVG).
@@ -515,6 +538,10 @@ pub(crate) fn xml(s: &str) -> String {
             '\'' => out.push_str("&apos;"),
             // Not allowed in XML 1.0 at all.
             c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => out.push(' '),
+            // Would reorder what the picture shows: shown, not obeyed.
+            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32))
+            }
             c => out.push(c),
         }
     }

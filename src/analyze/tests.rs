@@ -158,6 +158,17 @@ fn a_unit_still_waiting_is_shown_as_waiting() {
         "{now}"
     );
     assert_eq!(rows.last().map(|r| r.unit.as_str()), Some("web"));
+    // Free text reaches the terminal escaped.
+    let mut hostile = rows.clone();
+    if let Some(n) = hostile.last_mut().and_then(|r| r.now.as_mut()) {
+        n.push_str("\n  db  FORGED\u{1b}[2J\u{202e}");
+    }
+    let text = blame_text(&hostile);
+    assert_eq!(text.lines().count(), hostile.len() + 1, "{text}");
+    assert!(
+        text.contains("\\u{a}  db  FORGED\\u{1b}[2J\\u{202e}"),
+        "{text}"
+    );
     let c = critical_chain(&r, Some("web"), Cycle::Current).expect("chain");
     assert_eq!(c.ready_ms, None);
     assert!(chain_text(&c).contains("not ready"));
@@ -165,6 +176,7 @@ fn a_unit_still_waiting_is_shown_as_waiting() {
     let svg = plot_svg(&r, Cycle::Current);
     assert_well_formed(&svg);
     assert!(svg.contains("swap &lt;disk&gt; &amp; &quot;cable&quot;"));
+    assert_eq!(xml("a\u{202e}b\u{7}c"), "a\\u{202e}b c");
 }
 
 #[test]
@@ -324,6 +336,11 @@ fn dot_quotes_free_text_and_names_every_edge() {
     );
     // One node for a mount two units share; an unknown unit makes no edge.
     assert_eq!(dot.matches("\"mount:/srv/pg\" [").count(), 1);
+    let mut g = graph_report();
+    g.units[0].maintenance.as_mut().expect("locked")[0].reason = "x\u{202e}y\nz".into();
+    let dot = graph_dot(&g);
+    // Bidi overrides shown, not obeyed; a newline is one more label line.
+    assert!(dot.contains(r#"x\\u{202e}y\nz""#), "{dot}");
     assert!(!dot.contains("missing-unit"));
 }
 

@@ -530,6 +530,7 @@ pub(crate) mod tests {
             options: vec![],
             on_loss: OnLoss::Stop,
             timeout: None,
+            symlink_to: None,
         });
         s
     }
