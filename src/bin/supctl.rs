@@ -169,6 +169,8 @@ enum Analyze {
         /// released...) instead of the boot.
         #[arg(long)]
         current: bool,
+        /// The rows as one JSON document (unit, total_ms, waited_ms,
+        /// starting_ms, longest_wait...).
         #[arg(long)]
         json: bool,
     },
@@ -178,9 +180,13 @@ enum Analyze {
     /// dependency's own chain. Without UNIT: the unit that became ready
     /// last.
     CriticalChain {
+        /// Default: the unit that became ready last.
         unit: Option<String>,
+        /// The latest cycle of each unit instead of the boot.
         #[arg(long)]
         current: bool,
+        /// The chain as one JSON document (its links: unit, depth, phase,
+        /// wait, cause, start_ms, end_ms, duration_ms, text).
         #[arg(long)]
         json: bool,
     },
@@ -189,6 +195,7 @@ enum Analyze {
     /// phase — waiting on a mount, a lock, a dependency, the start cap or
     /// backoff; starting; ready — with the cause as each bar's tooltip.
     Plot {
+        /// The latest cycle of each unit instead of the boot.
         #[arg(long)]
         current: bool,
         /// The recorded timeline itself, as one JSON document.
