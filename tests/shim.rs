@@ -572,3 +572,55 @@ fn services_probes_and_stop_commands_start_with_an_empty_mask() {
     assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
     assert_eq!(supd.state_of("svc"), "stopped");
 }
+
+/// tini's and dumb-init's own test suites (fetched by tests/peers/fetch.sh,
+/// which ./test.sh runs as root), against `supd --`: every test of
+/// something supd has must pass. tests/peers/run.py lists the rest, with
+/// the reason for each.
+#[test]
+fn peer_suites_pass_against_supd() {
+    if !can_run("peer_suites_pass_against_supd") {
+        return;
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv_python = repo.join("target/peer-suites/venv/bin/python");
+    if !venv_python.exists() {
+        eprintln!(
+            "SKIP peer_suites_pass_against_supd: suites not fetched (tests/peers/fetch.sh; ./test.sh runs it as root)"
+        );
+        return;
+    }
+    if sigstate().is_none() {
+        return; // no C compiler: printed
+    }
+    let out = Command::new(&venv_python)
+        .arg(repo.join("tests/peers/run.py"))
+        .args(["--supd", SUPD])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tests/peers/run.py");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    // The table, for the log.
+    let table: Vec<&str> = text.lines().filter(|l| l.starts_with('|')).collect();
+    eprintln!("{}", table.join("\n"));
+}
+
+#[test]
+fn command_runs_where_supd_was_started_and_supd_holds_no_directory() {
+    let t = TempDir::new("shim-cwd");
+    let out = Command::new(SUPD)
+        .args(["--", "sh", "-c", "readlink /proc/$PPID/cwd; pwd"])
+        .current_dir(t.path())
+        .output()
+        .expect("run supd");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("/\n{}\n", t.path().display())
+    );
+}

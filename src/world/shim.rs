@@ -84,11 +84,20 @@ fn current_signal_state() -> SignalState {
                 8usize,
             )
         };
-        if r == 0 && old[0] == libc::SIG_IGN as u64 {
+        if r == 0 && old[0] == libc::SIG_IGN as u64 && !libc_internal(sig) {
             st.ignored |= 1u64 << (sig - 1);
         }
     }
     st
+}
+
+/// The signals below SIGRTMIN that the C library keeps for itself (glibc:
+/// 32, 33; musl: 32–34). No program can set them through libc; glibc's
+/// posix_spawn leaves them ignored in every child (so anything started by,
+/// say, Rust's `Command` has them ignored), and that artefact is not passed
+/// on: they start at their default.
+fn libc_internal(sig: i32) -> bool {
+    (32..libc::SIGRTMIN()).contains(&sig)
 }
 
 /// Record the signal state supd was exec'd with, for the shim's command.
@@ -218,6 +227,22 @@ pub fn run(argv: &[String]) -> i32 {
         .as_ref()
         .is_some_and(|t| unsafe { libc::tcgetpgrp(t.as_raw_fd()) } == our_pgrp);
     let tty_fd = tty.as_ref().map(|t| t.as_raw_fd()).unwrap_or(-1);
+    // supd holds no directory busy (a mount point to unmount, say): it moves
+    // to / before the command exists, and the command goes back to where
+    // supd was started (by descriptor: the same directory, whatever its
+    // path is now).
+    // SAFETY: open of a constant path; the descriptor is ours to own.
+    let cwd = unsafe {
+        let fd = libc::open(
+            c".".as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        );
+        (fd >= 0).then(|| OwnedFd::from_raw_fd(fd))
+    };
+    if cwd.is_some() {
+        let _ = std::env::set_current_dir("/");
+    }
+    let cwd_fd = cwd.as_ref().map(|c| c.as_raw_fd()).unwrap_or(-1);
 
     let mut cmd = Command::new(program);
     cmd.args(&argv[1..]);
@@ -239,6 +264,9 @@ pub fn run(argv: &[String]) -> i32 {
                 // to run the command.
                 libc::tcsetpgrp(tty_fd, libc::getpid());
             }
+            if cwd_fd >= 0 && libc::fchdir(cwd_fd) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             apply_signal_state(inherited);
             Ok(())
         });
@@ -256,8 +284,7 @@ pub fn run(argv: &[String]) -> i32 {
     };
     let pid = child.id() as i32;
     drop(child);
-    // Hold no directory busy (the command has its own working directory).
-    let _ = std::env::set_current_dir("/");
+    drop(cwd);
     // Stopping ourselves makes sense only when someone in our session can
     // continue us: a job-control shell. Not as PID 1 (a no-op anyway), not
     // as a session leader (nobody above us would ever send SIGCONT).
@@ -334,9 +361,10 @@ impl Shim {
             // SAFETY: valid set and out-parameter.
             None => unsafe { libc::sigwaitinfo(&self.all, &mut info) },
             Some(d) => {
+                // Deadlines here are at most a second or two away.
                 let ts = libc::timespec {
-                    tv_sec: d.as_secs() as libc::time_t,
-                    tv_nsec: d.subsec_nanos() as libc::c_long,
+                    tv_sec: d.as_secs().min(3600) as _,
+                    tv_nsec: d.subsec_nanos() as _,
                 };
                 // SAFETY: valid set, out-parameter and timeout.
                 unsafe { libc::sigtimedwait(&self.all, &mut info, &ts) }

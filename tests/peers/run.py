@@ -116,31 +116,50 @@ def build_launcher(supd, path):
     sh(["cc", "-O2", "-o", path, f'-DSUPD="{supd}"', src])
 
 
-def run_dumb_init(srcdir, bindir, venv, tool, junit):
+def run_dumb_init(srcdir, bindir, venv, tool, junit, only=None):
     env = dict(os.environ)
     env["PATH"] = f"{bindir}:{venv}/bin:{env['PATH']}"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     args = [f"{venv}/bin/python", "-m", "pytest", "-p", "no:cacheprovider",
-            "-q", "-o", "timeout=60", f"--junitxml={junit}", "tests/"]
-    if tool == "supd":
-        for nodeid, _ in DUMB_INIT_NA:
-            args += ["--deselect", nodeid]
-        args += ["-k", " and ".join(f"not {k}" for k in DUMB_INIT_NA_CASES[1])]
+            "-q", "-o", "timeout=60", f"--junitxml={junit}"]
+    if only:
+        args += only
+    else:
+        args.append("tests/")
+        if tool == "supd":
+            for nodeid, _ in DUMB_INIT_NA:
+                args += ["--deselect", nodeid]
+            args += ["-k", " and ".join(f"not {k}" for k in DUMB_INIT_NA_CASES[1])]
     p = subprocess.run(args, cwd=srcdir, env=env, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, text=True, timeout=1800)
     return p.stdout
 
 
-def junit_results(path):
-    """{test function node id: (passed, total)}"""
+def failed_cases(junit):
+    """Node ids of the failed cases in a junit file."""
+    out = []
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        if any(c.tag in ("failure", "error") for c in case):
+            out.append(case.get("classname", "").replace(".", "/") + ".py::" + case.get("name", ""))
+    return out
+
+
+def junit_results(path, retried=None):
+    """{test function node id: (passed, total, passed only on retry)}"""
+    again = {}
+    if retried:
+        for case in ET.parse(retried).getroot().iter("testcase"):
+            ok = not any(c.tag in ("failure", "error", "skipped") for c in case)
+            again[case.get("classname", "") + "::" + case.get("name", "")] = ok
     out = {}
     for case in ET.parse(path).getroot().iter("testcase"):
         cls = case.get("classname", "")  # tests.proxies_signals_test
         name = re.sub(r"\[.*$", "", case.get("name", ""))
         key = cls.replace(".", "/") + ".py::" + name
         ok = not any(c.tag in ("failure", "error", "skipped") for c in case)
-        p, t = out.get(key, (0, 0))
-        out[key] = (p + ok, t + 1)
+        late = not ok and again.get(cls + "::" + case.get("name", ""), False)
+        p, t, r = out.get(key, (0, 0, 0))
+        out[key] = (p + (ok or late), t + 1, r + late)
     return out
 
 
@@ -217,8 +236,9 @@ def fmt(v):
     if v is None:
         return "n/a"
     if isinstance(v, tuple):
-        p, t = v
-        return f"pass {p}/{t}" if p == t else f"**FAIL** {p}/{t}"
+        p, t, r = v
+        late = f" ({r} on retry)" if r else ""
+        return f"pass {p}/{t}{late}" if p == t else f"**FAIL** {p}/{t}{late}"
     return "pass" if v else "**FAIL**"
 
 
@@ -253,7 +273,15 @@ def main():
             junit = os.path.join(work, f"dumb-init-{tool}.xml")
             out = run_dumb_init(src, bindir, venv, tool, junit)
             print(f"===== dumb-init's suite against {tool} =====\n{out}")
-            runs[tool] = junit_results(junit)
+            # Its tests allow 1.5 s for a process to react: on a loaded
+            # machine a failure gets one more try, and the table says so.
+            again = None
+            failed_ids = failed_cases(junit)
+            if failed_ids:
+                again = os.path.join(work, f"dumb-init-{tool}-retry.xml")
+                out = run_dumb_init(src, bindir, venv, tool, again, only=failed_ids)
+                print(f"===== retry of {len(failed_ids)} failed case(s) against {tool} =====\n{out}")
+            runs[tool] = junit_results(junit, again)
             ok, out = run_zombies(src, exe)
             print(f"===== dumb-init's tests/test-zombies as PID 1: {tool}: {'ok' if ok else 'FAILED'}\n{out}")
             zombies[tool] = ok
