@@ -3,7 +3,8 @@
 //! packaging/container/build.sh, plus a static busybox for commands. As the
 //! shim (`ENTRYPOINT ["/supd", "--"]`): `podman stop` ends `sleep` by
 //! SIGTERM (exit 143) long before the stop timeout would SIGKILL it, exit
-//! codes pass through, orphans are reaped. As the supervisor with a few
+//! codes pass through, orphans are reaped, `podman run -it IMAGE sh` gives
+//! a working prompt and ^C. As the supervisor with a few
 //! units: `podman stop` stops them in reverse dependency order and the
 //! container exits 0.
 //!
@@ -248,6 +249,54 @@ fn stop(c: &Container) -> (Duration, i32) {
     (took, code)
 }
 
+/// `podman run -it IMAGE sh` under a pseudo-terminal, as a user at a
+/// terminal would: a prompt, a command answered, `exit 3` passed through;
+/// then ^C reaches a foreground loop (exit 130). What tini's outer tests do
+/// with `docker attach`.
+const TTY_SCRIPT: &str = r##"
+import os, pty, re, select, sys, time
+argv = sys.argv[1:]
+def session(extra):
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvp(argv[0], argv + extra)
+    return pid, fd
+buf = b""
+def expect(fd, pat, timeout=60):
+    global buf
+    deadline = time.time() + timeout
+    while True:
+        m = re.search(pat, buf)
+        if m:
+            buf = buf[m.end():]
+            return m
+        left = deadline - time.time()
+        if left <= 0:
+            sys.exit("timed out waiting for %r; screen so far: %r" % (pat, buf))
+        if select.select([fd], [], [], left)[0]:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                sys.exit("EOF waiting for %r; screen so far: %r" % (pat, buf))
+            buf += chunk
+pid, fd = session(["sh"])
+expect(fd, rb"# ")
+os.write(fd, b"echo $((6*7))\n")
+expect(fd, rb"42")
+os.write(fd, b"exit 3\n")
+_, st = os.waitpid(pid, 0)
+assert os.WEXITSTATUS(st) == 3, "exit status %r" % st
+buf = b""
+pid, fd = session(["sh", "-c", "while :; do echo tick; sleep 0.1; done"])
+expect(fd, rb"tick")
+os.write(fd, b"\x03")
+_, st = os.waitpid(pid, 0)
+assert os.WEXITSTATUS(st) == 130, "^C: exit status %r" % st
+print("tty: ok")
+"##;
+
 #[test]
 fn container_shim_and_supervisor_under_podman() {
     let Some(images) = setup() else { return };
@@ -284,6 +333,23 @@ fn container_shim_and_supervisor_under_podman() {
         ],
     );
     assert_eq!((code, out.trim()), (0, "zombies=0"));
+
+    // A terminal: `podman run -it`.
+    let out = Command::new("python3")
+        .args(["-c", TTY_SCRIPT, "podman"])
+        .args(PODMAN)
+        .args(["run", "--rm", "-it"])
+        .args(&RUN[..5])
+        .arg(&images.shim)
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "podman run -it: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Supervisor: ordered shutdown, exit 0.
     let out = TempDir::new("container-out");

@@ -78,7 +78,7 @@ TINI_NA = {
 }
 # With MINIMAL=1 tini's harness skips the tests of its flags (-e exit-code
 # remapping, -s, -w, -g, -p): options supd does not have.
-TINI_SKIPPED_BY_MINIMAL = "-e, -s, -w, -g and -p flag tests (MINIMAL=1: options supd does not have)"
+TINI_SKIPPED_BY_MINIMAL = "-e, -s, -w, -g and -p flag tests (options supd does not have)"
 
 LAUNCHER_C = r"""
 #include <stdlib.h>
@@ -228,7 +228,7 @@ def tini_smoke(exe):
         "false -> non-zero": rc(["false"]) != 0,
         "missing command -> 127": rc(["foobar123"]) == 127,
         "not executable (/etc) -> 126": rc(["/etc"]) == 126,
-        "stdin handed over (echo 'exit 0' | tini sh)": rc(["sh"], b"exit 0\n") == 0,
+        "stdin reaches the command (exit 0 piped into tini sh)": rc(["sh"], b"exit 0\n") == 0,
     }
 
 
@@ -338,7 +338,7 @@ def main():
                 failed.append(f"tini {label}")
             peer = tres["tini"].get(label) if a.peers else "-"
             rows.append(("tini", label, peer, res, TINI_NA.get(label, "")))
-        rows.append(("tini", TINI_SKIPPED_BY_MINIMAL, "-", None, "not run for either"))
+        rows.append(("tini", TINI_SKIPPED_BY_MINIMAL, "not run", None, "MINIMAL=1 skips them for both"))
         for label, res in smoke["supd"].items():
             if not res:
                 failed.append(f"tini smoke {label}")
@@ -349,7 +349,8 @@ def main():
 
     table = ["| suite | test | the tool itself | `supd --` | note |", "|---|---|---|---|---|"]
     for suite, test, peer, res, note in rows:
-        table.append(f"| {suite} | `{test}` | {peer if peer == '-' else fmt(peer)} | {fmt(res)} | {note} |")
+        shown = peer if peer in ("-", "not run") else fmt(peer)
+        table.append(f"| {suite} | `{test}` | {shown} | {fmt(res)} | {note} |")
     text = "\n".join(table)
     print(text)
     if a.markdown:
