@@ -274,6 +274,11 @@ pub fn run(argv: &[String]) -> i32 {
     let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
+            if give_tty {
+                // The child may have taken the terminal before exec failed.
+                // SAFETY: tcsetpgrp on our descriptor; SIGTTOU is held.
+                unsafe { libc::tcsetpgrp(tty_fd, our_pgrp) };
+            }
             eprintln!("supd: cannot run {program}: {e}");
             return if e.kind() == std::io::ErrorKind::NotFound {
                 127
