@@ -55,6 +55,21 @@ DUMB_INIT_NA = [
      "never gives up its terminal, so it gets no such SIGHUP/SIGCONT"),
 ]
 
+# What must have run against supd (a suite that fails to collect must not
+# pass by running nothing).
+DUMB_INIT_APPLICABLE = [
+    "tests/exit_status_test.py::test_exit_status_regular_exit",
+    "tests/exit_status_test.py::test_exit_status_terminated_by_signal",
+    "tests/proxies_signals_test.py::test_proxies_signals",
+    "tests/proxies_signals_test.py::test_proxies_signals_with_rewrite",
+    "tests/child_processes_test.py::test_setsid_signals_entire_group",
+    "tests/child_processes_test.py::test_all_processes_receive_term_on_exit_if_setsid",
+    "tests/shell_background_test.py::test_shell_background_support_without_setsid",
+    "tests/tty_test.py::test_tty",
+    "tests/tty_test.py::test_child_gets_controlling_tty_if_we_had_one",
+    "tests/cwd_test.py::test_working_directories",
+]
+
 # Cases of a parametrised dumb-init test that use -r (pytest -k keywords).
 DUMB_INIT_NA_CASES = ("tests/proxies_signals_test.py::test_proxies_signals_with_rewrite",
                       ["rewrite_map1", "rewrite_map2", "rewrite_map3"])
@@ -289,6 +304,7 @@ def main():
         partly = {DUMB_INIT_NA_CASES[0]}
         names = set().union(*[set(r) for r in runs.values()])
         names |= {n for n in whole if "::" in n}
+        names |= set(DUMB_INIT_APPLICABLE)
         for name in sorted(names):
             file_na = whole.get(name.split("::")[0])
             fn_na = whole.get(name)
@@ -302,7 +318,7 @@ def main():
                 s = False  # neither run nor excused: it did not run
             if s is not None and (s is False or s[0] != s[1]):
                 failed.append(f"dumb-init {name}")
-            peer = runs["dumb-init"].get(name) if a.peers else "-"
+            peer = runs["dumb-init"].get(name, False) if a.peers else "-"
             rows.append(("dumb-init", name, peer, s, note))
         if not a.peers:
             for n, why in whole.items():
