@@ -16,7 +16,7 @@ use super::blockers::Blocker;
 use super::event::{Event, ExitStatus, PeerInfo, ReqId, ShutdownKind};
 use super::timers::TimerKind;
 use super::unit_state::{UnitState, Want};
-use super::{Action, AuditEntry, Engine, Pending, UnitId};
+use super::{Action, AuditEntry, Engine, Pending, UnitId, WriteKind};
 
 impl Engine {
     #[allow(clippy::too_many_arguments)]
@@ -491,6 +491,48 @@ impl Engine {
             return;
         }
         let current: Vec<Holder> = self.locks.wanted.get(&unit).cloned().unwrap_or_default();
+        let unwritten: Vec<String> = self
+            .locks
+            .durable
+            .get(&unit)
+            .map(|d| {
+                d.iter()
+                    .filter(|h| !current.iter().any(|c| c.holder == h.holder))
+                    .map(|h| h.holder.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if current.is_empty() && !unwritten.is_empty() && !dry_run {
+            // Released already, but the release is not on disk (a write
+            // failed and is being retried): write it again now and answer
+            // once it is durable, as for a fresh release.
+            let version = self.locks.bump();
+            self.out.push(Action::PersistLocks {
+                version,
+                locks: self.locks.wanted.clone(),
+            });
+            let holders = unwritten.join(", ");
+            self.audit(
+                peer,
+                wall_ms,
+                Some(&unit),
+                Some(&holders),
+                "maintenance-off",
+                Some("write the pending release again"),
+                "ok",
+            );
+            self.pending.push(Pending::LockWrite {
+                req,
+                unit: self.by_name.get(&unit).copied(),
+                version,
+                message: format!("{unit}: lock released by {holders} (on disk)"),
+                kind: WriteKind::Release {
+                    unit: unit.clone(),
+                    holders,
+                },
+            });
+            return;
+        }
         if current.is_empty() {
             self.reply(
                 req,
@@ -573,6 +615,10 @@ impl Engine {
             },
             version,
             message,
+            kind: WriteKind::Release {
+                unit: unit.clone(),
+                holders: remove.join(", "),
+            },
         });
     }
 
@@ -682,6 +728,12 @@ impl Engine {
                         .get(name)
                         .is_some_and(|id| !self.units[id.0 as usize].removed),
                     durable,
+                    release_pending: durable
+                        && !self
+                            .locks
+                            .wanted
+                            .get(name)
+                            .is_some_and(|w| w.iter().any(|x| x.holder == h.holder)),
                     holder: holder_info(&h, wall_ms),
                 });
             }
@@ -835,6 +887,7 @@ impl Engine {
             message: format!(
                 "lock state recovered from {source}: {n} lock(s) adopted and written; automatic starts resume"
             ),
+            kind: WriteKind::Recover,
         });
     }
 }

@@ -45,6 +45,7 @@ impl Engine {
             units,
             lock_state_problem: self.locks.unknown_reason().map(str::to_string),
             mount_table_problem: self.mount_table_problem().map(str::to_string),
+            lock_write_problem: self.lock_write_problem(now),
             shed_level: self.shed,
             shutting_down: self.shutdown.is_some(),
         }

@@ -88,6 +88,11 @@ pub struct Options {
     /// supd's stdout and stderr go to a pipe whose read end the test holds
     /// (`Supd::log_pipe`) instead of the log file: a stalled log consumer.
     pub log_to_pipe: bool,
+    /// Shell commands run inside the new namespaces just before supd
+    /// replaces the shell (so supd is still PID 1): e.g. mount a small
+    /// tmpfs as the state directory. Mounts made here die with the
+    /// namespace.
+    pub setup_in_namespace: Option<String>,
 }
 
 impl Default for Options {
@@ -97,6 +102,7 @@ impl Default for Options {
             extra_args: vec![],
             state_dir: None,
             log_to_pipe: false,
+            setup_in_namespace: None,
         }
     }
 }
@@ -165,8 +171,20 @@ impl Supd {
                 "--mount-proc",
                 "--kill-child=SIGKILL",
                 "--",
-                SUPD,
             ]);
+            match &opts.setup_in_namespace {
+                Some(script) => {
+                    c.args([
+                        "/bin/sh",
+                        "-ec",
+                        &format!("{script}\nexec \"$0\" \"$@\""),
+                        SUPD,
+                    ]);
+                }
+                None => {
+                    c.arg(SUPD);
+                }
+            }
             c
         } else {
             Command::new(SUPD)
