@@ -3,7 +3,8 @@
 //! Owns: reading every `NAME.toml` in a directory and turning the lot into a
 //! `UnitSet` — or into every error of every file. Must never: return a
 //! partial set (one bad file refuses the whole set, so a reload can never
-//! half-apply), or read an oversized file into memory.
+//! half-apply), read an oversized file into memory, or open anything but a
+//! regular file (`world::regular_file`).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -73,10 +74,16 @@ pub fn load_dir(dir: &Path) -> Result<UnitSet, Vec<UnitError>> {
             );
             continue;
         }
-        let mut f = match std::fs::File::open(&path) {
+        // Only a regular file, opened without blocking: a FIFO named
+        // `x.toml` would otherwise wait for a writer forever (and PID 1
+        // with it).
+        let mut f = match crate::world::regular_file::open(&path) {
             Ok(f) => f,
             Err(e) => {
-                errors.push(UnitError::new(&path, format!("cannot read: {e}")));
+                failed.insert(name.clone());
+                errors.push(UnitError::new(&path, format!("cannot read: {e}")).hint(
+                    "a unit file is a regular file (or a symlink to one); remove or replace this one",
+                ));
                 continue;
             }
         };
@@ -249,6 +256,41 @@ mod tests {
         assert!(summary(&set).starts_with("ok:"));
         let set = load_dir(&root.join("units/appliance")).unwrap();
         assert_eq!(set.units.len(), 4);
+    }
+
+    /// Issue 13 item 5: a FIFO named `*.toml` once blocked `open(2)`
+    /// forever (and with it PID 1, at boot or on reload). It is refused at
+    /// once with a clear error; a directory or device likewise.
+    #[test]
+    fn fifo_or_directory_named_toml_is_refused_without_blocking() {
+        let tmp = std::env::temp_dir().join(format!("supd-load-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(tmp.join("dir.toml")).unwrap();
+        std::fs::write(tmp.join("ok.toml"), "exec = [\"/bin/true\"]\n").unwrap();
+        nix::unistd::mkfifo(
+            &tmp.join("evil.toml"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let dir = tmp.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(load_dir(&dir));
+        });
+        let errs = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("load_dir blocked on the FIFO")
+            .unwrap_err();
+        let report = format_report(&errs);
+        assert!(
+            report.contains("evil.toml") && report.contains("FIFO"),
+            "{report}"
+        );
+        assert!(
+            report.contains("dir.toml") && report.contains("directory"),
+            "{report}"
+        );
+        let _ = std::fs::remove_dir_all(&tmp);
     }
 
     #[test]
