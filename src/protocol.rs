@@ -227,6 +227,10 @@ pub struct StatusReport {
     /// are not on disk yet (supd retries the write).
     #[serde(default)]
     pub lock_write_problem: Option<String>,
+    /// Unit files left out at boot (as PID 1 supd starts the valid part of
+    /// a bad units directory) and why; empty once a reload succeeds.
+    #[serde(default)]
+    pub unit_file_problems: Vec<String>,
     /// null when the mount table is readable; else why it is not (every
     /// required mount then counts as missing).
     #[serde(default)]

@@ -519,6 +519,10 @@ fn fifo_unit_file_or_recover_source_does_not_hang_supd() {
     supd.signal(nix::sys::signal::Signal::SIGTERM);
     supd.wait_exit(Duration::from_secs(20));
     supd.spawn(&Options::default());
+    supd.wait_state("a", "running", Duration::from_secs(10));
     let st = supd.status();
-    assert!(st["units"].is_array(), "{st}");
+    assert!(
+        st["unit_file_problems"].to_string().contains("FIFO"),
+        "{st}"
+    );
 }

@@ -412,6 +412,14 @@ fn print_status(r: &StatusReport, detailed: bool) {
         );
         println!("         see `supctl maintenance recover --help`");
     }
+    if !r.unit_file_problems.is_empty() {
+        println!(
+            "WARNING: invalid unit files — supd started without these (fix them, then `supctl reload`):"
+        );
+        for p in &r.unit_file_problems {
+            println!("         {p}");
+        }
+    }
     if let Some(p) = &r.lock_write_problem {
         println!("WARNING: {p}");
     }

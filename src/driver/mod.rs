@@ -60,6 +60,8 @@ pub struct Settings {
     /// The state dir's filesystem, when it is mounted late in boot.
     pub state_mount: Option<MountReq>,
     pub mode: Mode,
+    /// Units a lenient boot load left out, and why.
+    pub skipped: crate::unit::load::Skipped,
 }
 
 type ProbeResult = (RunId, ProbeKind, bool, Option<String>);
@@ -242,7 +244,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         Ok(t) => (t, None),
         Err(why) => (Default::default(), Some(why)),
     };
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         set,
         EngineConfig {
             max_parallel_starts: settings.max_parallel_starts,
@@ -250,6 +252,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         },
         table,
     );
+    engine.set_skipped(settings.skipped.clone());
 
     // The state directory is ours alone: a second supd on the same state
     // would make two writers of the lock file. (With a late-mounted state

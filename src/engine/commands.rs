@@ -73,9 +73,23 @@ impl Engine {
         true
     }
 
+    /// Why `name` was left out at boot, if it was.
+    fn not_loaded(&self, name: &str) -> Option<String> {
+        self.skipped.units.get(name).map(|why| {
+            format!(
+                "{name} was not loaded at boot: {why}. Fix the unit file (`supd check` lists every error), then `supctl reload`"
+            )
+        })
+    }
+
     fn lookup(&mut self, req: ReqId, name: &str) -> Option<UnitId> {
         match self.by_name.get(name) {
             Some(&id) if !self.units[id.0 as usize].removed => Some(id),
+            _ if self.not_loaded(name).is_some() => {
+                let msg = self.not_loaded(name).unwrap_or_default();
+                self.reply(req, Response::err(msg));
+                None
+            }
             _ => {
                 let mut known: Vec<&str> = self
                     .units
@@ -124,6 +138,12 @@ impl Engine {
                 self.reply(req, Response::ok_data("", data));
             }
             Request::Why { unit } => {
+                if !self.by_name.contains_key(&unit)
+                    && let Some(msg) = self.not_loaded(&unit)
+                {
+                    self.reply(req, Response::ok(msg));
+                    return;
+                }
                 let Some(id) = self.lookup(req, &unit) else {
                     return;
                 };
@@ -803,6 +823,8 @@ impl Engine {
                     .cloned()
                     .collect();
                 self.install(set);
+                // The whole directory is valid now: nothing is left out.
+                self.skipped = Default::default();
                 self.audit(&peer, wall_ms, None, None, "reload", None, "ok");
                 if let Some(req) = req {
                     self.reply(

@@ -172,6 +172,9 @@ pub struct Engine {
     /// every requirement counts as missing.
     mount_unknown: Option<MountUnknown>,
     locks: LockModel,
+    /// Units left out of a lenient boot load, and why (cleared by a
+    /// successful reload).
+    skipped: crate::unit::load::Skipped,
     /// Set after a failed lock write until a write succeeds (issue 13:
     /// one ENOSPC must neither freeze the engine nor wait for an operator).
     lock_retry: Option<LockRetry>,
@@ -202,6 +205,7 @@ impl Engine {
             mount_unknown: None,
             locks: LockModel::new(),
             lock_retry: None,
+            skipped: Default::default(),
             timers: TimerTable::default(),
             pending: Vec::new(),
             rng: Rng::new(cfg.seed),
@@ -279,6 +283,12 @@ impl Engine {
 
     pub fn mounts(&self) -> &MountTable {
         &self.mounts
+    }
+
+    /// Record what a lenient boot load left out (see
+    /// `unit::load::load_dir_lenient`), for `status`, `why` and `start`.
+    pub fn set_skipped(&mut self, skipped: crate::unit::load::Skipped) {
+        self.skipped = skipped;
     }
 
     /// Why the last lock write failed and what is not on disk yet, if so.

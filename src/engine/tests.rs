@@ -1227,3 +1227,43 @@ fn repeating_a_release_whose_write_failed_writes_it_again() {
     assert!(reply(&acts, req).is_some_and(|(ok, m)| ok && m.contains("on disk")));
     assert_eq!(spawned(&acts), vec!["db"]);
 }
+
+/// Issue 13 item 6: units a lenient boot left out are named by `status`,
+/// `why` and `start` until a reload loads the whole directory.
+#[test]
+fn units_left_out_at_boot_are_reported_until_a_reload() {
+    let mut t = T::new(vec![longrun("a")]);
+    let mut skipped = crate::unit::load::Skipped::default();
+    skipped.units.insert(
+        "bad".into(),
+        "/u/bad.toml:2:8: error: unknown variant".into(),
+    );
+    skipped
+        .notes
+        .push("essential unit c starts without bad".into());
+    t.e.set_skipped(skipped);
+    let st = t.e.status_report(&[], t.now, 0);
+    assert_eq!(st.unit_file_problems.len(), 2, "{st:?}");
+    assert!(st.unit_file_problems[0].contains("bad not loaded: /u/bad.toml:2:8"));
+    let (req, acts) = t.cmd(Request::Why { unit: "bad".into() });
+    assert!(reply(&acts, req).is_some_and(|(ok, m)| ok && m.contains("not loaded at boot")));
+    let (req, acts) = t.cmd(Request::Start { unit: "bad".into() });
+    assert!(reply(&acts, req).is_some_and(|(ok, m)| !ok && m.contains("supctl reload")));
+    let set = crate::graph::build(vec![longrun("a"), longrun("bad")]).expect("set");
+    let acts = t.feed(Event::Reloaded {
+        req: None,
+        peer: PeerInfo {
+            uid: 0,
+            pid: None,
+            name: "root".into(),
+        },
+        wall_ms: 0,
+        result: Ok(set),
+    });
+    assert_eq!(spawned(&acts), vec!["bad"]);
+    assert!(
+        t.e.status_report(&[], t.now, 0)
+            .unit_file_problems
+            .is_empty()
+    );
+}
