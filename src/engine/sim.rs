@@ -2,11 +2,15 @@
 //!
 //! Owns: a fake world — virtual clock, process table (children that run,
 //! exit, crash, ignore SIGTERM, notify readiness), mount table (mounts
-//! appear, vanish, go read-only), a lock disk that fails or delays writes,
-//! and random operator commands — driven by one seeded RNG, and a checker
-//! run after every step that asserts DESIGN.md's invariants. A liveness
-//! phase then turns faults off and requires every unit to come up within a
-//! bound. Failures print the seed and the last steps. Must never: use real
+//! appear, vanish, go read-only; the watcher fails and the table is
+//! unknown until a later read), a lock disk that fails or delays writes
+//! (one at a time, or every write while it is full for seconds), and
+//! random operator commands — driven by one seeded RNG, and a checker run
+//! after every step that asserts DESIGN.md's invariants (plus: nothing
+//! with a mount starts while the table is unknown, a failed lock write is
+//! always retried, no deadline stays due after a Tick). A liveness phase
+//! then turns faults off and requires every unit to come up, and every
+//! lock change to reach the disk, within a bound. Failures print the seed and the last steps. Must never: use real
 //! time, real processes or real randomness (a seed must replay exactly).
 //!
 //! `SUPD_SIM_SEEDS=n` runs n seeds (default 300); `SUPD_SIM_SEED=s` replays
