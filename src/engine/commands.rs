@@ -85,12 +85,11 @@ impl Engine {
     fn lookup(&mut self, req: ReqId, name: &str) -> Option<UnitId> {
         match self.by_name.get(name) {
             Some(&id) if !self.units[id.0 as usize].removed => Some(id),
-            _ if self.not_loaded(name).is_some() => {
-                let msg = self.not_loaded(name).unwrap_or_default();
-                self.reply(req, Response::err(msg));
-                None
-            }
             _ => {
+                if let Some(msg) = self.not_loaded(name) {
+                    self.reply(req, Response::err(msg));
+                    return None;
+                }
                 let mut known: Vec<&str> = self
                     .units
                     .iter()
@@ -522,10 +521,20 @@ impl Engine {
                     .collect()
             })
             .unwrap_or_default();
-        if current.is_empty() && !unwritten.is_empty() && !dry_run {
+        if current.is_empty() && !unwritten.is_empty() {
             // Released already, but the release is not on disk (a write
             // failed and is being retried): write it again now and answer
             // once it is durable, as for a fresh release.
+            if dry_run {
+                let then = self.dry_run_release(now, &unit, &[]);
+                self.reply(
+                    req,
+                    Response::ok(format!(
+                        "{unit}'s release is not on disk yet (supd retries the write). Once it is: {then}"
+                    )),
+                );
+                return;
+            }
             let version = self.locks.bump();
             self.out.push(Action::PersistLocks {
                 version,

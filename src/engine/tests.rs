@@ -1220,6 +1220,20 @@ fn repeating_a_release_whose_write_failed_writes_it_again() {
     t.cmd(off.clone());
     t.persist_all(false);
     assert!(!t.running("db"));
+    let (req, acts) = t.cmd(Request::MaintenanceOff {
+        unit: "db".into(),
+        holder: None,
+        force: false,
+        dry_run: true,
+    });
+    assert!(
+        reply(&acts, req).is_some_and(|(ok, m)| ok && m.contains("not on disk yet")),
+        "{acts:?}"
+    );
+    assert!(
+        persisted_versions(&acts).is_empty(),
+        "a dry run writes nothing"
+    );
     let (req, acts) = t.cmd(off);
     assert_eq!(persisted_versions(&acts).len(), 1, "{acts:?}");
     assert!(reply(&acts, req).is_none(), "answered before durable");
