@@ -10,7 +10,9 @@
 //! - `procs`: the process table and the only `waitpid(-1)` (the reaper),
 //!   and process creation for mains, exec probes and stop commands;
 //! - `disk`: the persistence thread (lock store, audit log, state-dir lock);
-//! - `dispatch`: control requests, reloads and sd_notify → engine events.
+//! - `dispatch`: control requests, reloads and sd_notify → engine events;
+//! - `reader`: the reading thread (unit files for a reload, a recovery
+//!   file), so no file an outsider controls is read on the loop.
 //!
 //! Must never: decide anything the engine should decide; block (fsync is
 //! on the disk thread, probes are tasks or reaped processes); let an engine
@@ -20,6 +22,7 @@
 mod disk;
 mod dispatch;
 mod procs;
+mod reader;
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -57,6 +60,8 @@ pub struct Settings {
     /// The state dir's filesystem, when it is mounted late in boot.
     pub state_mount: Option<MountReq>,
     pub mode: Mode,
+    /// Units a lenient boot load left out, and why.
+    pub skipped: crate::unit::load::Skipped,
 }
 
 type ProbeResult = (RunId, ProbeKind, bool, Option<String>);
@@ -72,6 +77,8 @@ struct Driver {
     replies: HashMap<ReqId, oneshot::Sender<Response>>,
     next_req: u64,
     disk_tx: std::sync::mpsc::Sender<DiskJob>,
+    /// Reloads and recovery files are read on the reading thread.
+    read_tx: std::sync::mpsc::Sender<reader::ReadJob>,
     probe_tx: mpsc::UnboundedSender<ProbeResult>,
     /// `[ready] kind = "fd"` readiness lines arrive here.
     ready_tx: mpsc::UnboundedSender<RunId>,
@@ -113,6 +120,7 @@ struct Sources {
     notify: Option<NotifySocket>,
     ctl_rx: mpsc::Receiver<ControlRequest>,
     disk_rx: mpsc::UnboundedReceiver<DiskResult>,
+    read_rx: mpsc::UnboundedReceiver<Event>,
     probe_rx: mpsc::UnboundedReceiver<ProbeResult>,
     ready_rx: mpsc::UnboundedReceiver<RunId>,
 }
@@ -185,6 +193,7 @@ async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> 
             s = src.signals.recv() => d.signal(s),
             Some(req) = src.ctl_rx.recv() => d.control(req),
             Some(res) = src.disk_rx.recv() => d.disk_result(res),
+            Some(ev) = src.read_rx.recv() => d.feed(ev),
             Some((run, kind, ok, output)) = src.probe_rx.recv() => {
                 d.feed(Event::ProbeAnswered { run, kind, ok, output })
             }
@@ -235,7 +244,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         Ok(t) => (t, None),
         Err(why) => (Default::default(), Some(why)),
     };
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         set,
         EngineConfig {
             max_parallel_starts: settings.max_parallel_starts,
@@ -243,6 +252,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         },
         table,
     );
+    engine.set_skipped(settings.skipped.clone());
 
     // The state directory is ours alone: a second supd on the same state
     // would make two writers of the lock file. (With a late-mounted state
@@ -308,6 +318,10 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
     .map_err(|e| tracing::error!("cannot start the persistence thread: {e}"))
     .ok()?;
 
+    let (read_tx, read_rx) = reader::start()
+        .map_err(|e| tracing::error!("cannot start the reading thread: {e}"))
+        .ok()?;
+
     let (probe_tx, probe_rx) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = mpsc::unbounded_channel();
     let d = Driver {
@@ -318,6 +332,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         replies: HashMap::new(),
         next_req: 1,
         disk_tx,
+        read_tx,
         probe_tx,
         ready_tx,
         notify_path: notify
@@ -342,6 +357,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         notify,
         ctl_rx,
         disk_rx,
+        read_rx,
         probe_rx,
         ready_rx,
     };
