@@ -4,17 +4,25 @@
 //!
 //! - **Pure core** (no I/O, no clock, no tokio): `engine` (events in, actions
 //!   out), `unit` (validated specs), `graph` (dependency order and cycles),
-//!   `mounts` (mountinfo parsing and checks), `protocol` (wire types).
+//!   `mounts` (mountinfo parsing and checks), `protocol` (wire types), and
+//!   `analyze` (blame, critical chain, SVG timeline and graph renderers for
+//!   supctl — PID 1 records and answers with data, never renders).
 //! - **World** (`world/`): everything that touches the kernel — spawning
 //!   (`spawn`: clone(CLONE_VM|CLONE_VFORK), no fork), the single reaper, the
 //!   mount watcher, the lock store, the control socket, signals, PID-1
-//!   duties, the log sink (`log`) and giving start-up memory back (`trim`).
+//!   duties, the log sink (`log`, writing through `line_writer`, which never
+//!   blocks on a stalled reader), host checks of a unit set (`host_check`),
+//!   the one way to open a file someone else controls (`regular_file`:
+//!   only regular files, never blocking) and giving start-up memory back
+//!   (`trim`).
 //! - **Driver** (`driver/`): the only place the two meet; a current-thread
 //!   tokio loop that turns the world into `Event`s, feeds the engine and
 //!   carries out its `Action`s. It is a router: the process table and
-//!   reaper (`procs`), the persistence thread (`disk`) and request dispatch
+//!   reaper (`procs`), the persistence thread (`disk`), the reading thread
+//!   for reloads and recovery files (`reader`) and request dispatch
 //!   (`dispatch`) are its submodules.
 
+pub mod analyze;
 pub mod cli;
 pub mod config;
 pub mod docs;

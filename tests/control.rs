@@ -372,3 +372,157 @@ fn fallback_socket_directory_must_be_the_users_own() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 13 item 12(b): 200 idle connections (here from outside supd's PID
+/// namespace, so without a usable pid, and as root like the operator) do
+/// not lock operators out: a new client evicts the oldest idle one.
+#[test]
+fn idle_connections_of_one_client_do_not_lock_operators_out() {
+    if !can_run("idle_connections") {
+        return;
+    }
+    let supd = Supd::start("ctlidle", &[("a", &sh_unit("exec sleep 600", ""))]);
+    let idle: Vec<UnixStream> = (0..200)
+        .map(|_| UnixStream::connect(&supd.socket).expect("connect"))
+        .collect();
+    // Let supd accept them all.
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    let out = std::process::Command::new(SUPCTL)
+        .arg("--socket")
+        .arg(&supd.socket)
+        .args(["--timeout", "3s", "status"])
+        .output()
+        .expect("supctl");
+    assert!(
+        out.status.success(),
+        "operator locked out after {:?}: {}",
+        t0.elapsed(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The oldest idle connection made room, and was told why.
+    let mut oldest = &idle[0];
+    oldest
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut r = String::new();
+    let _ = oldest.read_to_string(&mut r);
+    assert!(r.contains("idle"), "{r}");
+    drop(idle);
+}
+
+/// Issue 13 item 12(b), client side: a supd that closes the connection
+/// without answering (as it does when busy) gets a clear message from
+/// supctl, not "Broken pipe".
+#[test]
+fn supctl_says_busy_when_supd_closes_without_answering() {
+    let t = TempDir::new("ctlclose");
+    let sock = t.path().join("fake.sock");
+    let l = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+    let server = std::thread::spawn(move || {
+        for _ in 0..5 {
+            match l.accept() {
+                Ok((s, _)) => drop(s),
+                Err(_) => return,
+            }
+        }
+    });
+    for _ in 0..5 {
+        let out = std::process::Command::new(SUPCTL)
+            .arg("--socket")
+            .arg(&sock)
+            .args(["--timeout", "5s", "status"])
+            .output()
+            .expect("supctl");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("busy") && !err.contains("Broken pipe"),
+            "{err}"
+        );
+    }
+    let _ = server.join();
+}
+
+/// Issue 13 item 12(b): where the client's pid is known (same PID
+/// namespace), one process may hold only a few connections at once; the
+/// next is told why.
+#[test]
+fn one_client_process_gets_a_bounded_share_of_connections() {
+    if !can_run("per_pid_connections") {
+        return;
+    }
+    // No namespace: supd sees this test's pid. No units, so nothing
+    // outlives supd.
+    let supd = Supd::start_with(
+        "ctlperpid",
+        &[],
+        Options {
+            namespace: false,
+            ..Options::default()
+        },
+    );
+    let idle: Vec<UnixStream> = (0..20)
+        .map(|_| UnixStream::connect(&supd.socket).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let r = send_raw(&supd.socket, b"{\"v\":1,\"cmd\":\"status\"}\n");
+    assert!(r.contains("busy") && r.contains("this client"), "{r}");
+    // Another process (the operator's supctl) is served.
+    supd.ok(&["status"]);
+    drop(idle);
+}
+
+/// Issue 13 item 5: a FIFO named `*.toml` in the units directory, or given
+/// to `maintenance recover --from`, once hung PID 1 (files were opened
+/// synchronously on the event loop, and opening a FIFO waits for a
+/// writer). Both are refused at once and supd keeps answering; a FIFO
+/// present at boot does not stop supd from coming up.
+#[test]
+fn fifo_unit_file_or_recover_source_does_not_hang_supd() {
+    if !can_run("fifo_unit_file") {
+        return;
+    }
+    let mut supd = Supd::start("ctlfifo", &[("a", &sh_unit("exec sleep 600", ""))]);
+    supd.wait_state("a", "running", Duration::from_secs(10));
+    let fifo = supd.units.join("evil.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let t0 = Instant::now();
+    let quick = |args: &[&str]| {
+        std::process::Command::new(SUPCTL)
+            .arg("--socket")
+            .arg(&supd.socket)
+            .args(["--timeout", "10s"])
+            .args(args)
+            .output()
+            .expect("supctl")
+    };
+    let out = quick(&["reload"]);
+    let msg = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(msg.contains("evil.toml") && msg.contains("FIFO"), "{msg}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    // Recover from a FIFO: refused at once too.
+    let src = supd.dir.path().join("locks-fifo");
+    nix::unistd::mkfifo(&src, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let out = quick(&[
+        "maintenance",
+        "recover",
+        "--from",
+        &src.display().to_string(),
+    ]);
+    let msg = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(msg.contains("FIFO"), "{msg}");
+    assert_eq!(supd.state_of("a"), "running");
+    // At boot (PID 1): supd comes up with the valid units.
+    supd.signal(nix::sys::signal::Signal::SIGTERM);
+    supd.wait_exit(Duration::from_secs(20));
+    supd.spawn(&Options::default());
+    supd.wait_state("a", "running", Duration::from_secs(10));
+    let st = supd.status();
+    assert!(
+        st["unit_file_problems"].to_string().contains("FIFO"),
+        "{st}"
+    );
+}

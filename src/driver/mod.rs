@@ -13,6 +13,8 @@
 //! - `dispatch`: control requests, reloads and sd_notify → engine events;
 //! - `groups`: each run's cgroup (when supd has cgroup v2), and turning a
 //!   group's `cgroup.events` into `GroupEmpty`.
+//! - `reader`: the reading thread (unit files for a reload, a recovery
+//!   file), so no file an outsider controls is read on the loop.
 //!
 //! Must never: decide anything the engine should decide; block (fsync is
 //! on the disk thread, probes are tasks or reaped processes); let an engine
@@ -23,6 +25,7 @@ mod disk;
 mod dispatch;
 mod groups;
 mod procs;
+mod reader;
 mod reexec;
 
 use std::collections::HashMap;
@@ -62,6 +65,8 @@ pub struct Settings {
     /// The state dir's filesystem, when it is mounted late in boot.
     pub state_mount: Option<MountReq>,
     pub mode: Mode,
+    /// Units a lenient boot load left out, and why.
+    pub skipped: crate::unit::load::Skipped,
 }
 
 type ProbeResult = (RunId, ProbeKind, bool, Option<String>);
@@ -89,6 +94,8 @@ struct Driver {
     replies: HashMap<ReqId, oneshot::Sender<Response>>,
     next_req: u64,
     disk_tx: std::sync::mpsc::Sender<DiskJob>,
+    /// Reloads and recovery files are read on the reading thread.
+    read_tx: std::sync::mpsc::Sender<reader::ReadJob>,
     probe_tx: mpsc::UnboundedSender<ProbeResult>,
     /// `[ready] kind = "fd"` readiness lines arrive here.
     ready_tx: mpsc::UnboundedSender<RunId>,
@@ -130,6 +137,7 @@ struct Sources {
     notify: Option<NotifySocket>,
     ctl_rx: mpsc::Receiver<ControlRequest>,
     disk_rx: mpsc::UnboundedReceiver<DiskResult>,
+    read_rx: mpsc::UnboundedReceiver<Event>,
     probe_rx: mpsc::UnboundedReceiver<ProbeResult>,
     ready_rx: mpsc::UnboundedReceiver<RunId>,
     /// Units whose cgroup emptied.
@@ -248,7 +256,7 @@ async fn main_loop(
         if let Some(kind) = d.shutdown_complete {
             return d.finish(kind);
         }
-        if let Some(h) = d.reexec.take() {
+        if d.reexec.take().is_some() {
             // Everything that must outlive this image goes to disk first;
             // the audit results it answers with release the replies held
             // for them ("re-executing" among them), and the connection
@@ -258,6 +266,8 @@ async fn main_loop(
                 d.disk_result(res);
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+            // What the old image knows now, every write landed.
+            let h = d.engine.handoff(Instant::now());
             d.reexec_now(h);
         }
         let trim_at = d.trim_pending.then(|| d.last_activity + TRIM_AFTER_QUIET);
@@ -270,6 +280,7 @@ async fn main_loop(
             s = src.signals.recv() => d.signal(s),
             Some(req) = src.ctl_rx.recv() => d.control(req),
             Some(res) = src.disk_rx.recv() => d.disk_result(res),
+            Some(ev) = src.read_rx.recv() => d.feed(ev),
             Some((run, kind, ok, output)) = src.probe_rx.recv() => {
                 d.feed(Event::ProbeAnswered { run, kind, ok, output })
             }
@@ -414,7 +425,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
             tracing::warn!("containment: {containment}")
         }
     }
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         set,
         EngineConfig {
             max_parallel_starts: settings.max_parallel_starts,
@@ -423,6 +434,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         },
         table,
     );
+    engine.set_skipped(settings.skipped.clone());
 
     let (disk_tx, disk_rx) = disk::start(
         settings.state_dir.clone(),
@@ -431,6 +443,10 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
     )
     .map_err(|e| tracing::error!("cannot start the persistence thread: {e}"))
     .ok()?;
+
+    let (read_tx, read_rx) = reader::start()
+        .map_err(|e| tracing::error!("cannot start the reading thread: {e}"))
+        .ok()?;
 
     let (probe_tx, probe_rx) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = mpsc::unbounded_channel();
@@ -449,6 +465,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         replies: HashMap::new(),
         next_req: 1,
         disk_tx,
+        read_tx,
         probe_tx,
         ready_tx,
         notify_path: notify
@@ -473,6 +490,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         notify,
         ctl_rx,
         disk_rx,
+        read_rx,
         probe_rx,
         ready_rx,
         group_rx,

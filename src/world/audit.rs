@@ -52,23 +52,12 @@ pub fn append_durable(dir: &Path, rec: &AuditRecord) -> io::Result<()> {
 /// asked for, at most `limit` times the longest record plus one chunk.
 pub fn read_tail(dir: &Path, limit: usize) -> io::Result<Vec<AuditRecord>> {
     use std::io::{Read, Seek, SeekFrom};
-    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(FILE);
-    let mut f = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(&path)
-    {
+    let mut f = match crate::world::regular_file::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(e),
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
     };
-    if !f.metadata()?.is_file() {
-        return Err(io::Error::other(format!(
-            "{} is not a regular file",
-            path.display()
-        )));
-    }
     if limit == 0 {
         return Ok(vec![]);
     }

@@ -1,10 +1,14 @@
 //! The control socket: supd's side and the client used by supctl.
 //!
-//! Owns: binding the Unix socket (0600 from the first instant), accepting
-//! connections with limits (connection count, request size, read and write
-//! deadlines), checking the peer's credentials (SO_PEERCRED) for requests
-//! that change anything, and handing valid requests to the driver with a
-//! reply channel. One request per connection. Must never: block the driver
+//! Owns: binding the Unix socket (0600 from the first instant, in a
+//! directory no one else controls; only a stale socket is ever replaced),
+//! accepting connections with limits (a total, slots reserved for root and
+//! supd's user, a share per client pid and per unprivileged uid, an idle
+//! timeout, request size, read and write deadlines; when full, the oldest
+//! connection that has not sent its request is evicted), checking the
+//! peer's credentials (SO_PEERCRED) for requests that change anything, and
+//! handing valid requests to the driver with a reply channel. One request
+//! per connection. Must never: block the driver
 //! loop, buffer more than `MAX_REQUEST_BYTES` from a client, die on a bad
 //! client or a failed accept, or panic.
 
@@ -21,7 +25,16 @@ use crate::protocol::{Envelope, MAX_REQUEST_BYTES, Request, Response, VERSION};
 
 /// Concurrent connections served; more are answered "busy".
 const MAX_CONNECTIONS: usize = 64;
-const READ_DEADLINE: Duration = Duration::from_secs(5);
+/// Further slots only root and supd's own user may use, so clients of
+/// other users can never lock the operators out.
+const RESERVED_PRIVILEGED: usize = 8;
+/// Connections one client process (SO_PEERCRED pid) may hold at once: one
+/// program opening hundreds of idle connections must not take them all.
+const MAX_PER_PID: usize = 8;
+/// Connections one unprivileged user may hold at once.
+const MAX_PER_UID: usize = 16;
+/// The idle timeout: a client has this long to send its request line.
+const READ_DEADLINE: Duration = Duration::from_secs(3);
 const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 /// Largest response a client accepts (status of thousands of units).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -203,6 +216,119 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     UnixListener::from_std(l).map_err(|e| ctx("registering", e))
 }
 
+/// Open connections per client pid and per unprivileged uid; an entry
+/// lives as long as a `PeerSlot`.
+#[derive(Default)]
+struct PeerCounts {
+    by_pid: std::collections::HashMap<i32, usize>,
+    by_uid: std::collections::HashMap<u32, usize>,
+}
+
+/// One connection's share of `PeerCounts`, given back on drop.
+struct PeerSlot {
+    counts: Arc<std::sync::Mutex<PeerCounts>>,
+    pid: Option<i32>,
+    uid: Option<u32>,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pid) = self.pid
+            && let Some(n) = c.by_pid.get_mut(&pid)
+        {
+            *n -= 1;
+            if *n == 0 {
+                c.by_pid.remove(&pid);
+            }
+        }
+        if let Some(uid) = self.uid
+            && let Some(n) = c.by_uid.get_mut(&uid)
+        {
+            *n -= 1;
+            if *n == 0 {
+                c.by_uid.remove(&uid);
+            }
+        }
+    }
+}
+
+/// Take a slot for this peer, or say why not.
+fn admit(
+    counts: &Arc<std::sync::Mutex<PeerCounts>>,
+    peer: &Peer,
+    privileged: bool,
+) -> Result<PeerSlot, String> {
+    let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
+    // pid 0: the client is outside our PID namespace; its pid is unknown.
+    let pid = peer.pid.filter(|&p| p > 0);
+    if let Some(pid) = pid
+        && c.by_pid.get(&pid).copied().unwrap_or(0) >= MAX_PER_PID
+    {
+        return Err(format!(
+            "supd is busy: this client (pid {pid}) already has {MAX_PER_PID} control connections open; close them and retry"
+        ));
+    }
+    if !privileged && c.by_uid.get(&peer.uid).copied().unwrap_or(0) >= MAX_PER_UID {
+        return Err(format!(
+            "supd is busy: uid {} already has {MAX_PER_UID} control connections open; retry",
+            peer.uid
+        ));
+    }
+    if let Some(pid) = pid {
+        *c.by_pid.entry(pid).or_default() += 1;
+    }
+    if !privileged {
+        *c.by_uid.entry(peer.uid).or_default() += 1;
+    }
+    Ok(PeerSlot {
+        counts: Arc::clone(counts),
+        pid,
+        uid: (!privileged).then_some(peer.uid),
+    })
+}
+
+/// Connections that have not sent their request yet, oldest first. When
+/// every slot is taken, a new client evicts the oldest of these: idle
+/// connections (however many, from whoever) can then never keep an
+/// operator out, while a connection that sent its request is never cut.
+#[derive(Default)]
+struct IdleSet {
+    next: u64,
+    waiting: std::collections::VecDeque<(u64, oneshot::Sender<()>)>,
+}
+
+impl IdleSet {
+    fn add(&mut self) -> (u64, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        self.next += 1;
+        self.waiting.push_back((self.next, tx));
+        (self.next, rx)
+    }
+
+    fn remove(&mut self, id: u64) {
+        self.waiting.retain(|(i, _)| *i != id);
+    }
+
+    /// Tell the oldest idle connection to go; false if there is none.
+    fn evict_oldest(&mut self) -> bool {
+        while let Some((_, tx)) = self.waiting.pop_front() {
+            if tx.send(()).is_ok() {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Answer "busy" and close, without waiting on the client.
+fn refuse_busy(stream: UnixStream, why: String) {
+    tokio::spawn(async move {
+        let mut s = stream;
+        let _ = write_response(&mut s, &Response::err(why)).await;
+    });
+}
+
 /// Accept loop; runs until `shutdown` completes.
 pub async fn serve(
     listener: UnixListener,
@@ -210,6 +336,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let reserved = Arc::new(Semaphore::new(RESERVED_PRIVILEGED));
+    let counts = Arc::new(std::sync::Mutex::new(PeerCounts::default()));
+    let idle = Arc::new(std::sync::Mutex::new(IdleSet::default()));
+    let me = nix::unistd::geteuid().as_raw();
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -225,24 +355,64 @@ pub async fn serve(
                 continue;
             }
         };
-        let permit = match limit.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                tokio::spawn(async move {
-                    let mut s = stream;
-                    let _ = write_response(
-                        &mut s,
-                        &Response::err("supd is busy: too many control connections; retry"),
-                    )
-                    .await;
-                });
+        let peer = match stream.peer_cred() {
+            Ok(c) => Peer {
+                uid: c.uid(),
+                gid: c.gid(),
+                pid: c.pid(),
+            },
+            Err(e) => {
+                refuse_busy(stream, format!("cannot read peer credentials: {e}"));
                 continue;
             }
         };
+        let privileged = peer.uid == 0 || peer.uid == me;
+        let slot = match admit(&counts, &peer, privileged) {
+            Ok(s) => s,
+            Err(why) => {
+                refuse_busy(stream, why);
+                continue;
+            }
+        };
+        let mut permit = limit.clone().try_acquire_owned().ok();
+        if permit.is_none() && privileged {
+            permit = reserved.clone().try_acquire_owned().ok();
+        }
+        if permit.is_none() {
+            let evicted = idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .evict_oldest();
+            if evicted {
+                // The evicted task gives its slot back at once; wait for
+                // it (briefly: the loop must go on accepting).
+                let wait = Duration::from_millis(200);
+                permit = tokio::time::timeout(wait, limit.clone().acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+            }
+        }
+        let Some(permit) = permit else {
+            refuse_busy(
+                stream,
+                "supd is busy: too many control connections, all with requests in progress; retry"
+                    .into(),
+            );
+            continue;
+        };
         let tx = tx.clone();
+        let (idle_id, evict) = idle.lock().unwrap_or_else(|p| p.into_inner()).add();
+        let idle = Arc::clone(&idle);
         tokio::spawn(async move {
-            handle(stream, tx).await;
+            handle(stream, peer, tx, evict, || {
+                idle.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(idle_id)
+            })
+            .await;
             drop(permit);
+            drop(slot);
         });
     }
 }
@@ -275,23 +445,19 @@ async fn read_request(s: &mut UnixStream) -> Result<Vec<u8>, String> {
     }
 }
 
-async fn handle(mut stream: UnixStream, tx: mpsc::Sender<ControlRequest>) {
-    let peer = match stream.peer_cred() {
-        Ok(c) => Peer {
-            uid: c.uid(),
-            gid: c.gid(),
-            pid: c.pid(),
-        },
-        Err(e) => {
-            let _ = write_response(
-                &mut stream,
-                &Response::err(format!("cannot read peer credentials: {e}")),
-            )
-            .await;
-            return;
-        }
+async fn handle(
+    mut stream: UnixStream,
+    peer: Peer,
+    tx: mpsc::Sender<ControlRequest>,
+    evict: oneshot::Receiver<()>,
+    not_idle: impl FnOnce(),
+) {
+    let read = tokio::select! {
+        r = read_request(&mut stream) => r,
+        _ = evict => Err("closed: idle without a request while supd was busy; send the request right after connecting".to_string()),
     };
-    let bytes = match read_request(&mut stream).await {
+    not_idle();
+    let bytes = match read {
         Ok(b) => b,
         Err(msg) => {
             let _ = write_response(&mut stream, &Response::err(msg)).await;
@@ -378,6 +544,10 @@ pub enum ClientError {
     Timeout(String, Duration),
     #[error("supd sent an invalid answer: {0}")]
     BadResponse(String),
+    #[error(
+        "supd at {0} closed the connection without answering: it is busy (too many control connections) or stopping; retry in a moment"
+    )]
+    Busy(String),
 }
 
 /// Client side: one request, one response, bounded in time and size.
@@ -403,14 +573,24 @@ pub async fn request(
         })
         .map_err(|e| ClientError::BadResponse(e.to_string()))?;
         line.push(b'\n');
-        s.write_all(&line)
-            .await
-            .map_err(|e| ClientError::Io(p.clone(), e))?;
+        // A busy supd answers and closes without reading the request: the
+        // write may then fail (EPIPE), but its answer is still there to read.
+        let written = s.write_all(&line).await;
         let mut buf = Vec::new();
         let mut r = BufReader::new(s).take(MAX_RESPONSE_BYTES as u64);
-        r.read_until(b'\n', &mut buf)
-            .await
-            .map_err(|e| ClientError::Io(p.clone(), e))?;
+        let read = r.read_until(b'\n', &mut buf).await;
+        let closed = |e: &std::io::Error| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            )
+        };
+        if buf.is_empty() {
+            return Err(match (written, read) {
+                (Err(e), _) | (Ok(()), Err(e)) if !closed(&e) => ClientError::Io(p.clone(), e),
+                _ => ClientError::Busy(p.clone()),
+            });
+        }
         serde_json::from_slice::<Response>(&buf).map_err(|e| {
             ClientError::BadResponse(format!(
                 "{e}: {}",

@@ -192,21 +192,8 @@ fn nr_open() -> Option<u64> {
 
 /// The unit file's text, for line numbers: regular files only, bounded.
 fn read_unit_text(path: &Path) -> Option<String> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .ok()?;
-    if !f.metadata().ok()?.is_file() {
-        return None;
-    }
-    let mut s = String::new();
-    f.take(crate::unit::load::MAX_UNIT_BYTES)
-        .read_to_string(&mut s)
-        .ok()?;
-    Some(s)
+    let bytes = super::regular_file::read(path, crate::unit::load::MAX_UNIT_BYTES).ok()?;
+    String::from_utf8(bytes).ok()
 }
 
 /// The 1-based line where `key` is set in `section` (`None`: top level).
