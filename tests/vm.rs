@@ -182,8 +182,8 @@ fn boots_as_pid1_keeps_data_and_locks_across_reboot() {
     let laid = timeline_in_browser(&from_disk("/boot.svg"), d);
     assert_eq!(
         (laid.rows, laid.shown, laid.distinct_y),
-        (5, 5, 5),
-        "one visible row per unit of the VM"
+        (7, 7, 7),
+        "one visible row per unit of the VM (packaging/vm/units: 7)"
     );
     let graph = dot_to_svg(&from_disk("/units.dot"), d);
     assert!(graph.contains("mount /data"), "{graph}");
