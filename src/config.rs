@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::error::UnitError;
 use crate::unit::MountReq;
-use crate::unit::toml::{Errs, RawMount, mount_req};
+use crate::unit::toml::{Errs, RawMount, RawSize, mount_req};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -22,6 +22,8 @@ pub struct Config {
     pub hostname: Option<String>,
     /// The state dir's filesystem; lock state is unknown until it is mounted.
     pub state_mount: Option<MountReq>,
+    /// Defaults for every unit's `log_max_size` / `log_max_files`.
+    pub log: crate::unit::LogSpec,
 }
 
 #[derive(Deserialize)]
@@ -34,6 +36,8 @@ struct Raw {
     max_parallel_starts: Option<toml::Spanned<u32>>,
     hostname: Option<String>,
     state_mount: Option<RawMount>,
+    log_max_size: Option<toml::Spanned<RawSize>>,
+    log_max_files: Option<toml::Spanned<u32>>,
 }
 
 impl Config {
@@ -43,7 +47,7 @@ impl Config {
             Ok(r) => r,
             Err(e) => {
                 match e.span() {
-                    Some(s) => errs.at(s, e.message().trim(), "valid keys: units_dir, state_dir, socket, log_level, max_parallel_starts, hostname, [state_mount]"),
+                    Some(s) => errs.at(s, e.message().trim(), "valid keys: units_dir, state_dir, socket, log_level, max_parallel_starts, hostname, log_max_size, log_max_files, [state_mount]"),
                     None => errs.whole(e.message().trim(), ""),
                 }
                 return Err(errs.list);
@@ -63,6 +67,7 @@ impl Config {
         {
             errs.at(m.span(), "max_parallel_starts must be at least 1", "");
         }
+        let log = errs.log_limits(&raw.log_max_size, &raw.log_max_files);
         let state_mount = raw
             .state_mount
             .as_ref()
@@ -78,6 +83,7 @@ impl Config {
             max_parallel_starts: raw.max_parallel_starts.map(|m| m.into_inner()),
             hostname: raw.hostname,
             state_mount,
+            log,
         })
     }
 
@@ -109,5 +115,14 @@ mod tests {
         let e = Config::parse(Path::new("supd.toml"), "max_parallel_starts = 0\n").unwrap_err();
         assert!(e[0].to_string().contains("at least 1"));
         assert_eq!(Config::load(Path::new("/nonexistent/supd.toml")), Ok(None));
+        let c = Config::parse(
+            Path::new("supd.toml"),
+            "log_max_size = \"256K\"\nlog_max_files = 8\n",
+        )
+        .unwrap();
+        assert_eq!(c.log.max_size, Some(256 * 1024));
+        assert_eq!(c.log.max_files, Some(8));
+        let e = Config::parse(Path::new("supd.toml"), "log_max_size = 10\n").unwrap_err();
+        assert!(e[0].to_string().contains("out of range"), "{}", e[0]);
     }
 }

@@ -87,9 +87,31 @@ pub enum Request {
     Unshed,
     Poweroff,
     Reboot,
+    /// Per-unit output: the last `lines` records (oldest first) of `units`
+    /// (every unit with a log when empty), interleaved by time; with
+    /// `follow`, then every new record until the client goes away. Answered
+    /// with one `Response`, then `StreamItem` lines.
+    Logs {
+        #[serde(default)]
+        units: Vec<String>,
+        /// None: everything (after `since_unix_us`, else the default 10).
+        #[serde(default)]
+        lines: Option<u64>,
+        /// Only records at or after this wall time (µs since the epoch).
+        #[serde(default)]
+        since_unix_us: Option<u64>,
+        #[serde(default)]
+        follow: bool,
+    },
 }
 
 impl Request {
+    /// Requests answered with a `Response` followed by `StreamItem` lines
+    /// (until the stream ends or the client goes away).
+    pub fn streams(&self) -> bool {
+        matches!(self, Request::Logs { .. })
+    }
+
     /// Does this request change anything? Read-only requests are allowed to
     /// every peer that can connect; changes need root or supd's own user.
     pub fn mutates(&self) -> bool {
@@ -100,6 +122,7 @@ impl Request {
                 | Request::MaintenanceList
                 | Request::MaintenanceLog { .. }
                 | Request::MaintenanceOff { dry_run: true, .. }
+                | Request::Logs { .. }
         )
     }
 }
@@ -223,4 +246,32 @@ pub struct StatusReport {
     pub shed_level: Option<crate::unit::Priority>,
     #[serde(default)]
     pub shutting_down: bool,
+}
+
+/// One line of a unit's log, as `supctl logs --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    pub unit: String,
+    /// Arrival time, RFC 3339 UTC with microseconds.
+    pub time: String,
+    pub time_unix_us: u64,
+    /// `out` (the service's stdout+stderr: they share one pipe), `stop`
+    /// (its `[stop] exec`), `probe` (its exec probes) or `supd` (what supd
+    /// recorded about the unit).
+    pub stream: String,
+    pub line: String,
+}
+
+/// A line of a streamed answer (after the `Response` line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum StreamItem {
+    Log(LogRecord),
+    /// Something the reader should know (lines skipped, a unit without a
+    /// log); not data.
+    Notice {
+        message: String,
+    },
+    /// The answer is complete (absent when the stream was cut short).
+    End,
 }

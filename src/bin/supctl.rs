@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use supd::protocol::{LockInfo, Request, StatusReport, UnitStatus};
+use supd::protocol::{LockInfo, Request, StatusReport, StreamItem, UnitStatus};
 use supd::unit::Priority;
 use supd::world::control;
 
@@ -81,6 +81,26 @@ enum Cmd {
     Poweroff,
     /// Ordered shutdown, then reboot (VM) or exit.
     Reboot,
+    /// Show units' captured output (stdout+stderr, stop commands, exec
+    /// probes) and what supd recorded about them, kept across restarts of
+    /// the units and of supd. Several units (or none: all) are interleaved
+    /// by time, oldest first.
+    Logs {
+        units: Vec<String>,
+        /// The last N lines (default 10; with --since, all since then).
+        #[arg(short = 'n', long = "lines", value_name = "N")]
+        lines: Option<u64>,
+        /// Keep printing new lines as they arrive, until interrupted.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only lines since TIME: RFC 3339 (2026-12-01T08:00:00Z) or a
+        /// duration ago (10m, 1h30m).
+        #[arg(long, value_name = "TIME", value_parser = parse_since)]
+        since: Option<u64>,
+        /// One JSON object per line (unit, time, time_unix_us, stream, line).
+        #[arg(long)]
+        json: bool,
+    },
     /// Write man pages and shell completions for supd and supctl to DIR
     /// (used by packaging).
     #[command(hide = true)]
@@ -149,6 +169,28 @@ enum Level {
     Optional,
 }
 
+/// `--since`: an RFC 3339 time, or a duration ago; µs since the epoch.
+fn parse_since(s: &str) -> Result<u64, String> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .map_err(|_| format!("{s:?} is before 1970"));
+    }
+    match humantime::parse_duration(s) {
+        Ok(d) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|n| n.as_micros() as u64)
+                .unwrap_or(0);
+            Ok(now.saturating_sub(d.as_micros() as u64))
+        }
+        Err(_) => Err(format!(
+            "{s:?} is neither an RFC 3339 time (2026-12-01T08:00:00Z) nor a duration (10m)"
+        )),
+    }
+}
+
 fn socket_path(cli: &Cli) -> PathBuf {
     cli.socket
         .clone()
@@ -177,6 +219,23 @@ fn main() -> ExitCode {
         };
     }
     let socket = socket_path(&cli);
+    if let Cmd::Logs {
+        units,
+        lines,
+        follow,
+        since,
+        json,
+    } = &cli.cmd
+    {
+        let req = Request::Logs {
+            units: units.clone(),
+            lines: *lines,
+            since_unix_us: *since,
+            follow: *follow,
+        };
+        let timeout = cli.timeout.unwrap_or(Duration::from_secs(30));
+        return logs(&socket, &req, timeout, *json);
+    }
     let (req, json, long_wait) = match &cli.cmd {
         Cmd::Status { unit, json } => (Request::Status { unit: unit.clone() }, *json, false),
         Cmd::Start { unit } => (Request::Start { unit: unit.clone() }, false, false),
@@ -244,7 +303,7 @@ fn main() -> ExitCode {
         Cmd::Unshed => (Request::Unshed, false, false),
         Cmd::Poweroff => (Request::Poweroff, false, true),
         Cmd::Reboot => (Request::Reboot, false, true),
-        Cmd::GenerateDocs { .. } => return ExitCode::from(2),
+        Cmd::GenerateDocs { .. } | Cmd::Logs { .. } => return ExitCode::from(2),
     };
     let timeout = cli.timeout.unwrap_or(if long_wait {
         Duration::from_secs(300)
@@ -335,6 +394,82 @@ fn main() -> ExitCode {
         _ => println!("{}", resp.message),
     }
     ExitCode::SUCCESS
+}
+
+/// `supctl logs`: print the streamed records as they come.
+fn logs(socket: &std::path::Path, req: &Request, timeout: Duration, json: bool) -> ExitCode {
+    use std::io::Write as _;
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("supctl: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut complete = false;
+    let mut broken = false;
+    let follow = matches!(req, Request::Logs { follow: true, .. });
+    let res = rt.block_on(control::request_stream(socket, req, timeout, |line| {
+        let item: StreamItem = match serde_json::from_str(line) {
+            Ok(i) => i,
+            Err(_) => return true, // a newer supd's item kind: skip it
+        };
+        let w = match item {
+            StreamItem::Log(r) if json => {
+                writeln!(out, "{}", serde_json::to_string(&r).unwrap_or_default())
+            }
+            StreamItem::Log(r) => {
+                let tag = if r.stream == "out" {
+                    String::new()
+                } else {
+                    format!("[{}]", r.stream)
+                };
+                writeln!(out, "{} {}{tag}: {}", r.time, r.unit, r.line)
+            }
+            StreamItem::Notice { message } => {
+                let _ = out.flush();
+                eprintln!("supctl: {message}");
+                Ok(())
+            }
+            StreamItem::End => {
+                complete = true;
+                return false;
+            }
+        };
+        // Following: show each line as it comes.
+        let w = w.and_then(|_| if follow { out.flush() } else { Ok(()) });
+        if w.is_err() {
+            // stdout closed (`| head`): stop quietly.
+            broken = true;
+            return false;
+        }
+        true
+    }));
+    let _ = out.flush();
+    match res {
+        Ok(r) if !r.ok => {
+            eprintln!("supctl: {}", r.message);
+            ExitCode::from(1)
+        }
+        Ok(_) if complete || broken => ExitCode::SUCCESS,
+        Ok(_) if follow => {
+            eprintln!("supctl: supd closed the stream (stopping or restarting?)");
+            ExitCode::from(1)
+        }
+        Ok(_) => {
+            eprintln!("supctl: the answer was cut short (supd stopped?); lines may be missing");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("supctl: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn age(secs: u64) -> String {

@@ -176,6 +176,7 @@ fn main() -> ExitCode {
             .max(1),
         state_mount: config.state_mount.clone(),
         mode,
+        log: config.log,
     };
     let seed = u64::from(std::process::id())
         ^ std::time::SystemTime::now()

@@ -18,6 +18,7 @@ use crate::protocol::{Request, Response};
 use crate::world::audit;
 use crate::world::control::ControlRequest;
 use crate::world::lock_store::LockStore;
+use crate::world::logstore::LogQuery;
 use crate::world::notify;
 
 impl Driver {
@@ -53,7 +54,12 @@ impl Driver {
         // Answers touch cold code (serialisation, formatting): give it back
         // once the operator is done.
         self.trim_pending = true;
-        let ControlRequest { peer, req, reply } = c;
+        let ControlRequest {
+            peer,
+            req,
+            reply,
+            stream,
+        } = c;
         let peer = PeerInfo {
             uid: peer.uid,
             pid: peer.pid,
@@ -70,6 +76,33 @@ impl Driver {
                     self.term_kind()
                 });
             }
+            return;
+        }
+        // Reading logs touches only the log store (off this thread).
+        if let Request::Logs {
+            units,
+            lines,
+            since_unix_us,
+            follow,
+        } = req
+        {
+            let Some(stream) = stream else {
+                let _ = reply.send(Response::err("internal: logs without a stream"));
+                return;
+            };
+            let known = self
+                .engine
+                .units()
+                .filter(|(_, u)| !u.removed)
+                .map(|(_, u)| u.spec.name.clone())
+                .collect();
+            let q = LogQuery {
+                units,
+                lines,
+                since_us: since_unix_us,
+                follow,
+            };
+            self.logs.serve(q, known, reply, stream);
             return;
         }
         let id = ReqId(self.next_req);

@@ -37,6 +37,7 @@ use crate::unit::MountReq;
 use crate::world::control::{self, ControlRequest};
 use crate::world::init::Mode;
 use crate::world::lock_store::LockStore;
+use crate::world::logstore::LogStore;
 use crate::world::mount_watch::{self, MountWatcher};
 use crate::world::notify::{self, NotifySocket};
 use crate::world::sigmask::SigHold;
@@ -57,6 +58,8 @@ pub struct Settings {
     /// The state dir's filesystem, when it is mounted late in boot.
     pub state_mount: Option<MountReq>,
     pub mode: Mode,
+    /// supd.toml's defaults for every unit's log limits.
+    pub log: crate::unit::LogSpec,
 }
 
 type ProbeResult = (RunId, ProbeKind, bool, Option<String>);
@@ -72,6 +75,8 @@ struct Driver {
     replies: HashMap<ReqId, oneshot::Sender<Response>>,
     next_req: u64,
     disk_tx: std::sync::mpsc::Sender<DiskJob>,
+    /// Per-unit logs (their own writer thread).
+    logs: LogStore,
     probe_tx: mpsc::UnboundedSender<ProbeResult>,
     /// `[ready] kind = "fd"` readiness lines arrive here.
     ready_tx: mpsc::UnboundedSender<RunId>,
@@ -295,6 +300,10 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
     .map_err(|e| tracing::error!("cannot start the persistence thread: {e}"))
     .ok()?;
 
+    let logs = LogStore::start(&settings.state_dir, settings.state_mount.clone())
+        .map_err(|e| tracing::error!("cannot start the log writer thread: {e}"))
+        .ok()?;
+
     let (probe_tx, probe_rx) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = mpsc::unbounded_channel();
     let d = Driver {
@@ -305,6 +314,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         replies: HashMap::new(),
         next_req: 1,
         disk_tx,
+        logs,
         probe_tx,
         ready_tx,
         notify_path: notify
@@ -490,6 +500,9 @@ impl Driver {
             self.started.elapsed().as_secs_f64()
         );
         crate::world::init::kill_remaining(pid1, Duration::from_secs(5));
+        // Output of the last processes is in the queue: write it, then
+        // let go of the state directory.
+        self.logs.close(Duration::from_secs(5));
         self.close_disk();
         let _ = std::fs::remove_file(&self.settings.socket);
         if let Some(p) = &self.notify_path {

@@ -20,6 +20,7 @@ use nix::unistd::Pid;
 use super::Driver;
 use crate::engine::{Event, ExitStatus, ProbeKind, RunId};
 use crate::unit::{MountReq, ProbeTarget, UnitSpec};
+use crate::world::logstore::{Limits, Stream};
 use crate::world::sigmask::SigHold;
 use crate::world::{output, probe, spawn};
 
@@ -210,6 +211,17 @@ impl Driver {
         }
     }
 
+    /// Hand a process's output pipe to a reader that feeds the unit's log.
+    fn capture(&self, spec: &UnitSpec, stream: Stream, fd: std::os::fd::OwnedFd) {
+        output::capture(
+            self.logs.clone(),
+            Arc::from(spec.name.as_str()),
+            stream,
+            Limits::of(spec, self.settings.log),
+            fd,
+        );
+    }
+
     pub(super) fn spawn_main(&mut self, run: RunId, spec: &UnitSpec, mounts: &[MountReq]) -> Event {
         let notify = match spec.ready.kind {
             crate::unit::ReadyKind::Notify => self.notify_path.as_deref(),
@@ -228,7 +240,7 @@ impl Driver {
                     output::watch_ready_line(fd, run, self.ready_tx.clone());
                 }
                 if let Some(fd) = s.output {
-                    output::capture(spec.name.clone(), fd);
+                    self.capture(spec, Stream::Out, fd);
                 }
                 Event::Spawned { run, pid: s.pid }
             }
@@ -257,7 +269,7 @@ impl Driver {
             Ok(s) => {
                 self.procs.procs.insert(s.pid, Proc::StopCommand(run));
                 if let Some(fd) = s.output {
-                    output::capture(format!("{}:stop", spec.name), fd);
+                    self.capture(spec, Stream::Stop, fd);
                 }
             }
             Err(e) => {
@@ -296,7 +308,7 @@ impl Driver {
                             .insert(s.pid, Proc::Probe(run, kind, deadline));
                         self.procs.probe_pids.insert((run, kind), s.pid);
                         if let Some(fd) = s.output {
-                            output::capture(format!("{}:probe", spec.name), fd);
+                            self.capture(&spec, Stream::Probe, fd);
                         }
                         None
                     }

@@ -320,7 +320,9 @@ impl Engine {
                 let data = serde_json::to_value(&list).unwrap_or(serde_json::Value::Null);
                 self.reply(req, Response::ok_data(format!("{n} lock(s)"), data));
             }
-            Request::MaintenanceLog { .. } | Request::MaintenanceRecover { .. } => {
+            Request::MaintenanceLog { .. }
+            | Request::MaintenanceRecover { .. }
+            | Request::Logs { .. } => {
                 self.reply(
                     req,
                     Response::err("internal: this request must be handled by the driver"),

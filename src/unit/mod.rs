@@ -201,6 +201,38 @@ pub struct UnitSpec {
     pub stop: StopSpec,
     pub priority: Priority,
     pub output: Output,
+    /// How much captured output to keep (`log_max_size`, `log_max_files`);
+    /// unset values come from supd.toml, then the built-in defaults.
+    pub log: LogSpec,
+}
+
+/// Per-unit log limits from the unit file; None = supd.toml's / default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogSpec {
+    pub max_size: Option<u64>,
+    pub max_files: Option<u32>,
+}
+
+impl LogSpec {
+    /// Defaults: 4 files of 1 MiB never fill a small appliance disk.
+    pub const DEFAULT_MAX_SIZE: u64 = 1 << 20;
+    pub const DEFAULT_MAX_FILES: u32 = 4;
+    /// Bounds (a record is at most ~4 KiB, so a file holds a few).
+    pub const MIN_MAX_SIZE: u64 = 16 * 1024;
+    pub const MAX_MAX_SIZE: u64 = 1 << 30;
+    pub const MAX_MAX_FILES: u32 = 1000;
+
+    /// This unit's value where set, else `global`'s, else the default.
+    pub fn resolve(self, global: LogSpec) -> (u64, u32) {
+        (
+            self.max_size
+                .or(global.max_size)
+                .unwrap_or(Self::DEFAULT_MAX_SIZE),
+            self.max_files
+                .or(global.max_files)
+                .unwrap_or(Self::DEFAULT_MAX_FILES),
+        )
+    }
 }
 
 impl UnitSpec {
@@ -251,6 +283,7 @@ impl UnitSpec {
             },
             priority: Priority::Normal,
             output: Output::Capture,
+            log: LogSpec::default(),
         }
     }
 }

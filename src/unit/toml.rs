@@ -37,6 +37,8 @@ struct RawUnit {
     essential: Option<bool>,
     priority: Option<Priority>,
     output: Option<Output>,
+    log_max_size: Option<Spanned<RawSize>>,
+    log_max_files: Option<Spanned<u32>>,
     requires: Option<Vec<Spanned<String>>>,
     wants: Option<Vec<Spanned<String>>>,
     after: Option<Vec<Spanned<String>>>,
@@ -127,6 +129,8 @@ const TOP_KEYS: &[&str] = &[
     "essential",
     "priority",
     "output",
+    "log_max_size",
+    "log_max_files",
     "requires",
     "wants",
     "after",
@@ -216,6 +220,89 @@ impl<'a> Errs<'a> {
                     default
                 }
             },
+        }
+    }
+}
+
+/// A size: bytes as an integer, or a string with a binary suffix
+/// (`"512K"`, `"1MiB"`, `"2M"`).
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub(crate) enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+/// Bytes in a size like `"1MiB"`; K, M and G are binary (1024-based).
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KB" | "KiB" | "k" => 1 << 10,
+        "M" | "MB" | "MiB" => 1 << 20,
+        "G" | "GB" | "GiB" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+impl Errs<'_> {
+    /// `log_max_size` / `log_max_files`, checked against the log store's
+    /// bounds.
+    pub(crate) fn log_limits(
+        &mut self,
+        size: &Option<Spanned<RawSize>>,
+        files: &Option<Spanned<u32>>,
+    ) -> crate::unit::LogSpec {
+        use crate::unit::LogSpec;
+        const MIN_MAX_SIZE: u64 = LogSpec::MIN_MAX_SIZE;
+        const MAX_MAX_SIZE: u64 = LogSpec::MAX_MAX_SIZE;
+        const MAX_MAX_FILES: u32 = LogSpec::MAX_MAX_FILES;
+        let max_size = size.as_ref().and_then(|v| {
+            let parsed = match v.get_ref() {
+                RawSize::Bytes(b) => Ok(*b),
+                RawSize::Text(t) => parse_size(t),
+            };
+            match parsed {
+                Ok(b) if (MIN_MAX_SIZE..=MAX_MAX_SIZE).contains(&b) => Some(b),
+                Ok(b) => {
+                    self.at(
+                        v.span(),
+                        format!("log_max_size {b} bytes is out of range"),
+                        format!("between {MIN_MAX_SIZE} (16K) and {MAX_MAX_SIZE} (1G) bytes"),
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.at(
+                        v.span(),
+                        format!("log_max_size: {e}"),
+                        "write sizes like 1048576, \"512K\", \"1MiB\"",
+                    );
+                    None
+                }
+            }
+        });
+        let max_files = files.as_ref().and_then(|v| {
+            let n = *v.get_ref();
+            if (1..=MAX_MAX_FILES).contains(&n) {
+                Some(n)
+            } else {
+                self.at(
+                    v.span(),
+                    format!("log_max_files = {n} is out of range"),
+                    format!("between 1 and {MAX_MAX_FILES}"),
+                );
+                None
+            }
+        });
+        crate::unit::LogSpec {
+            max_size,
+            max_files,
         }
     }
 }
@@ -723,6 +810,8 @@ pub fn parse_unit_with_lines(
         },
     };
 
+    let log = errs.log_limits(&raw.log_max_size, &raw.log_max_files);
+
     if !errs.list.is_empty() {
         return Err(errs.list);
     }
@@ -753,6 +842,7 @@ pub fn parse_unit_with_lines(
             stop,
             priority: raw.priority.unwrap_or(Priority::Normal),
             output: raw.output.unwrap_or(Output::Capture),
+            log,
         },
         dep_lines,
     ))

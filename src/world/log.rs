@@ -113,7 +113,7 @@ impl Visit for Fields {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ` for seconds since the epoch (UTC).
-fn push_rfc3339(out: &mut String, secs: u64, micros: u32) {
+pub(crate) fn push_rfc3339(out: &mut String, secs: u64, micros: u32) {
     let days = (secs / 86_400) as i64;
     let sod = secs % 86_400;
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

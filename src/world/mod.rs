@@ -6,6 +6,7 @@ pub mod fdtable;
 pub mod init;
 pub mod lock_store;
 pub mod log;
+pub mod logstore;
 pub mod mount_watch;
 pub mod notify;
 pub mod output;

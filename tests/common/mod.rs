@@ -83,6 +83,8 @@ pub struct Options {
     pub namespace: bool,
     pub extra_args: Vec<String>,
     pub state_dir: Option<PathBuf>,
+    /// Text of supd.toml (none when unset).
+    pub config: Option<String>,
 }
 
 impl Default for Options {
@@ -91,6 +93,7 @@ impl Default for Options {
             namespace: true,
             extra_args: vec![],
             state_dir: None,
+            config: None,
         }
     }
 }
@@ -114,6 +117,9 @@ impl Supd {
             .unwrap_or_else(|| dir.path().join("state"));
         let socket = dir.path().join("control.sock");
         let log = dir.path().join("supd.log");
+        if let Some(text) = &opts.config {
+            std::fs::write(dir.path().join("supd.toml"), text).expect("write supd.toml");
+        }
         let mut s = Supd {
             units: units_dir,
             state,

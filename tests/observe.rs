@@ -1,0 +1,276 @@
+//! Invariant 11 with real processes: every failure has a cause an operator
+//! can read — per-unit logs kept across restarts (of the unit and of supd),
+//! `supctl logs` (tail, interleave, follow, JSON), log rotation, logs held
+//! in memory until the state directory is mounted.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+/// `supctl logs ARGS --json` as parsed records.
+fn logs_json(supd: &Supd, args: &[&str]) -> Vec<Value> {
+    let mut a = vec!["logs", "--json"];
+    a.extend_from_slice(args);
+    supd.ok(&a)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn lines_of(recs: &[Value]) -> Vec<String> {
+    recs.iter()
+        .map(|r| r["line"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn logs_keep_earlier_runs_also_after_supd_is_killed_and_restarted() {
+    if !can_run("logs_across_restarts") {
+        return;
+    }
+    let t = TempDir::new("obs-runs");
+    let counter = t.path().join("count");
+    // A python service that says which run it is, on stdout and stderr,
+    // then crashes; the restart policy brings it back.
+    let py = format!(
+        "import os, sys\n\
+         p = {counter:?}\n\
+         n = int(open(p).read()) + 1 if os.path.exists(p) else 1\n\
+         open(p, 'w').write(str(n))\n\
+         print(f'run {{n}} starting', flush=True)\n\
+         print(f'run {{n}} error text', file=sys.stderr, flush=True)\n\
+         sys.exit(3)\n",
+        counter = counter.display().to_string()
+    );
+    let unit = format!(
+        "exec = [\"python3\", \"-c\", {}]\n[restart]\ndelay = \"100ms\"\nmax_delay = \"200ms\"\nburst = 100\n",
+        toml_str(&py)
+    );
+    let mut supd = Supd::start("obsruns", &[("crashy", &unit)]);
+    let recs = wait_for("three runs in the log", Duration::from_secs(20), || {
+        let r = logs_json(&supd, &["crashy", "-n", "100"]);
+        lines_of(&r)
+            .iter()
+            .any(|l| l == "run 3 error text")
+            .then_some(r)
+    });
+    let lines = lines_of(&recs);
+    for n in 1..=3 {
+        assert!(lines.contains(&format!("run {n} starting")), "{lines:?}");
+        assert!(lines.contains(&format!("run {n} error text")), "{lines:?}");
+    }
+    // Oldest first, times never going back, every record well-formed.
+    let pos = |s: &str| lines.iter().position(|l| l == s).unwrap();
+    assert!(pos("run 1 starting") < pos("run 2 starting"));
+    let times: Vec<u64> = recs
+        .iter()
+        .map(|r| r["time_unix_us"].as_u64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    for r in &recs {
+        assert_eq!(r["unit"], "crashy");
+        assert!(r["time"].as_str().unwrap().ends_with('Z'), "{r}");
+        assert!(
+            ["out", "supd"].contains(&r["stream"].as_str().unwrap()),
+            "{r}"
+        );
+    }
+
+    // supd killed outright: what was written stays; the new supd appends.
+    supd.kill9();
+    let before: u32 = std::fs::read_to_string(&counter)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    supd.spawn(&Options::default());
+    let recs = wait_for("a run after the restart", Duration::from_secs(20), || {
+        let n: u32 = std::fs::read_to_string(&counter)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        if n <= before {
+            return None;
+        }
+        let r = logs_json(&supd, &["crashy", "-n", "10000"]);
+        lines_of(&r)
+            .contains(&format!("run {n} error text"))
+            .then_some((n, r))
+    });
+    let (last, recs) = recs;
+    let lines = lines_of(&recs);
+    assert!(lines.contains(&"run 1 starting".to_string()), "{lines:?}");
+    assert!(lines.contains(&format!("run {last} starting")), "{lines:?}");
+    // Every run that ended before the kill is there in full.
+    let prev = before - 1;
+    assert!(
+        lines.contains(&format!("run {prev} error text")),
+        "{lines:?}"
+    );
+
+    // The human form: time, unit, line; -n counts lines.
+    let human = supd.ok(&["logs", "crashy", "-n", "2"]);
+    let hl: Vec<&str> = human.lines().collect();
+    assert_eq!(hl.len(), 2, "{human}");
+    assert!(hl.iter().all(|l| l.contains(" crashy")), "{human}");
+
+    // An unknown unit is an error naming it.
+    let out = supd.supctl(&["logs", "nosuch"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nosuch"));
+}
+
+#[test]
+fn logs_interleave_units_by_time_and_follow_streams_json_lines() {
+    if !can_run("logs_follow") {
+        return;
+    }
+    let a = sh_unit(
+        "i=0; while true; do echo a-$i; i=$((i+1)); sleep 0.05; done",
+        "",
+    );
+    let b = sh_unit(
+        "i=0; while true; do echo b-$i; i=$((i+1)); sleep 0.05; done",
+        "",
+    );
+    let supd = Supd::start("obsfollow", &[("a", &a), ("b", &b)]);
+    // Both units, interleaved, ordered by time.
+    let recs = wait_for("lines from both", Duration::from_secs(10), || {
+        let r = logs_json(&supd, &["-n", "40"]);
+        let has = |u: &str| r.iter().any(|x| x["unit"] == u);
+        (has("a") && has("b") && r.len() == 40).then_some(r)
+    });
+    let times: Vec<u64> = recs
+        .iter()
+        .map(|r| r["time_unix_us"].as_u64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    // --since filters: nothing from the future.
+    let future = "2200-01-01T00:00:00Z";
+    assert!(logs_json(&supd, &["--since", future]).is_empty());
+
+    // Follow a: lines keep coming, each one JSON, only a's, in order.
+    let mut child = Command::new(SUPCTL)
+        .arg("--socket")
+        .arg(&supd.socket)
+        .args(["logs", "-f", "--json", "-n", "1", "a"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("supctl logs -f");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let mut got: Vec<u64> = Vec::new();
+    while got.len() < 20 {
+        let l = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a followed line within 10s");
+        let v: Value = serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert_eq!(v["unit"], "a", "{l}");
+        let n: u64 = v["line"].as_str().unwrap()[2..].parse().unwrap();
+        got.push(n);
+    }
+    // Consecutive: the follow neither lost nor repeated a line across the
+    // switch from backlog to live.
+    assert!(got.windows(2).all(|w| w[1] == w[0] + 1), "{got:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+    // supd is fine afterwards (the follower's task ended with the client).
+    supd.ok(&["status"]);
+}
+
+#[test]
+fn logs_rotate_at_the_configured_size() {
+    if !can_run("logs_rotate") {
+        return;
+    }
+    // ~1 MB of 100-byte lines, into 2 files of 16 KiB.
+    let py = "import sys\nfor i in range(10000):\n    sys.stdout.write('%06d ' % i + 'x' * 92 + '\\n')\nsys.stdout.flush()\nprint('the last line', flush=True)\nimport time\ntime.sleep(600)\n";
+    let unit = format!(
+        "exec = [\"python3\", \"-c\", {}]\nlog_max_size = \"16K\"\nlog_max_files = 2\n",
+        toml_str(py)
+    );
+    let supd = Supd::start("obsrot", &[("big", &unit)]);
+    wait_for("the last line", Duration::from_secs(20), || {
+        lines_of(&logs_json(&supd, &["big", "-n", "1"]))
+            .contains(&"the last line".to_string())
+            .then_some(())
+    });
+    let dir = supd.state.join("logs/big");
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| (e.file_name(), e.metadata().unwrap().len()))
+        .collect();
+    assert!(files.len() <= 2, "{files:?}");
+    for (name, len) in &files {
+        assert!(*len <= 16 * 1024, "{name:?}: {len} bytes");
+    }
+    // Everything still on disk reads back, oldest first, consecutive.
+    let recs = logs_json(&supd, &["big", "-n", "100000"]);
+    let nums: Vec<u64> = recs
+        .iter()
+        .filter_map(|r| r["line"].as_str()?.get(..6)?.parse().ok())
+        .collect();
+    assert!(nums.len() > 100, "{}", nums.len());
+    assert!(nums.windows(2).all(|w| w[1] == w[0] + 1));
+    assert_eq!(*nums.last().unwrap(), 9999);
+}
+
+#[test]
+fn logs_wait_in_memory_for_the_state_mount() {
+    if !can_run("logs_state_mount") {
+        return;
+    }
+    let state_fs = TempDir::new("obs-statefs");
+    let mnt = state_fs.path().display().to_string();
+    let state = state_fs.path().join("supd");
+    // Essential: only those start while the lock state is not readable.
+    let unit = sh_unit("echo before the mount; exec sleep 600", "essential = true");
+    let supd = Supd::start_with(
+        "obsmnt",
+        &[("early", &unit)],
+        Options {
+            state_dir: Some(state.clone()),
+            config: Some(format!("[state_mount]\npath = {}\n", toml_str(&mnt))),
+            ..Options::default()
+        },
+    );
+    // Readable before the state directory exists...
+    wait_for("the line from memory", Duration::from_secs(10), || {
+        lines_of(&logs_json(&supd, &["early"]))
+            .contains(&"before the mount".to_string())
+            .then_some(())
+    });
+    // ...and nothing was created under the empty mount point.
+    assert!(!state.exists(), "supd wrote under the mount point");
+    supd.in_ns_ok(&["mount", "-t", "tmpfs", "supd-test", &mnt]);
+    let log = state.join("logs/early/00000001.log").display().to_string();
+    wait_for(
+        "the held line written to the mounted fs",
+        Duration::from_secs(10),
+        || {
+            let out = supd.in_ns(&["cat", &log]);
+            String::from_utf8_lossy(&out.stdout)
+                .contains("out before the mount")
+                .then_some(())
+        },
+    );
+    assert!(lines_of(&logs_json(&supd, &["early"])).contains(&"before the mount".to_string()));
+    assert!(!state.exists(), "the test's view must stay empty");
+    supd.in_ns_ok(&["umount", "-l", &mnt]);
+}
