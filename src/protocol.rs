@@ -223,8 +223,34 @@ pub struct UnitStatus {
     /// Last `STATUS=` text from sd_notify.
     #[serde(default)]
     pub status_text: Option<String>,
+    /// How its last process ended, in words ("exited with code 3").
     #[serde(default)]
     pub last_exit: Option<String>,
+    /// RFC 3339: when the state (or readiness) last changed.
+    #[serde(default)]
+    pub since: Option<String>,
+    /// Seconds its current process has been running (null without one).
+    #[serde(default)]
+    pub uptime_secs: Option<u64>,
+    /// RFC 3339: when its current (or last) process was started.
+    #[serde(default)]
+    pub started: Option<String>,
+    /// The last exit's code, or its signal name, and when (RFC 3339).
+    #[serde(default)]
+    pub last_exit_code: Option<i32>,
+    #[serde(default)]
+    pub last_exit_signal: Option<String>,
+    #[serde(default)]
+    pub last_exit_at: Option<String>,
+    /// The most recent failure in words — the spawn or exec error, the
+    /// failing probe's output, "ready timeout..." — and when.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub last_error_at: Option<String>,
+    /// Liveness-probe failures since supd started (all runs).
+    #[serde(default)]
+    pub health_failures: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

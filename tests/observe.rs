@@ -274,3 +274,57 @@ fn logs_wait_in_memory_for_the_state_mount() {
     assert!(!state.exists(), "the test's view must stay empty");
     supd.in_ns_ok(&["umount", "-l", &mnt]);
 }
+
+#[test]
+fn a_missing_exec_and_a_crash_loop_show_their_causes() {
+    if !can_run("causes_in_status") {
+        return;
+    }
+    let missing = "exec = [\"/usr/bin/supd-test-does-not-exist\"]\n[restart]\ndelay = \"200ms\"\n";
+    // A C-like real program: python exits with a code after a line.
+    let crashy = "exec = [\"python3\", \"-c\", \"print('giving up now', flush=True); raise SystemExit(7)\"]\n[restart]\ndelay = \"100ms\"\nmax_delay = \"200ms\"\nburst = 100\n";
+    let supd = Supd::start("obscause", &[("missing", missing), ("crashy", crashy)]);
+    let st = wait_for(
+        "crashy to have restarted twice",
+        Duration::from_secs(20),
+        || {
+            let u = supd.unit("crashy");
+            (u["restarts"].as_u64()? >= 2).then_some(u)
+        },
+    );
+    assert_eq!(st["last_exit_code"], 7, "{st}");
+    assert_eq!(st["last_exit"], "exited with code 7", "{st}");
+    assert!(st["last_exit_at"].as_str().unwrap().ends_with('Z'), "{st}");
+    assert!(st["since"].as_str().unwrap().ends_with('Z'), "{st}");
+    let human = supd.ok(&["status", "crashy"]);
+    assert!(human.contains("restarts:"), "{human}");
+    assert!(
+        human.contains("last exit:   exited with code 7 at "),
+        "{human}"
+    );
+    assert!(human.contains(" since "), "{human}");
+    // The last lines of its output, as systemctl status shows them.
+    assert!(human.contains("giving up now"), "{human}");
+
+    let m = wait_for(
+        "missing to have failed once",
+        Duration::from_secs(10),
+        || {
+            let u = supd.unit("missing");
+            u["last_error"].as_str().is_some().then_some(u)
+        },
+    );
+    let err = m["last_error"].as_str().unwrap();
+    assert!(
+        err.contains("exec /usr/bin/supd-test-does-not-exist") && err.contains("No such file"),
+        "{m}"
+    );
+    let human = supd.ok(&["status", "missing"]);
+    assert!(human.contains("No such file or directory"), "{human}");
+    let why = supd.ok(&["why", "missing"]);
+    assert!(why.contains("No such file or directory"), "{why}");
+    let table = supd.ok(&["status"]);
+    assert!(table.contains("No such file or directory"), "{table}");
+    // Not a terminal: no colour codes in the table.
+    assert!(!table.contains('\x1b'), "{table:?}");
+}

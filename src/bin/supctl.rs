@@ -340,7 +340,12 @@ fn main() -> ExitCode {
     }
     match &cli.cmd {
         Cmd::Status { unit, .. } => match serde_json::from_value::<StatusReport>(resp.data) {
-            Ok(r) => print_status(&r, unit.is_some()),
+            Ok(r) => {
+                print_status(&r, unit.is_some());
+                if let Some(u) = unit {
+                    print_recent_output(&rt, &socket, u);
+                }
+            }
             Err(e) => {
                 eprintln!("supctl: unexpected status payload: {e}");
                 return ExitCode::from(1);
@@ -492,7 +497,66 @@ fn maint_text(u: &UnitStatus) -> String {
     }
 }
 
+/// The last lines of a unit's log under its detailed status (as
+/// `systemctl status` shows them); nothing if they cannot be read.
+fn print_recent_output(rt: &tokio::runtime::Runtime, socket: &std::path::Path, unit: &str) {
+    let req = Request::Logs {
+        units: vec![unit.to_string()],
+        lines: Some(RECENT_LINES),
+        since_unix_us: None,
+        follow: false,
+    };
+    let mut lines = Vec::new();
+    let res = rt.block_on(control::request_stream(
+        socket,
+        &req,
+        Duration::from_secs(5),
+        |l| {
+            if let Ok(StreamItem::Log(r)) = serde_json::from_str::<StreamItem>(l) {
+                lines.push(r);
+            }
+            true
+        },
+    ));
+    if !matches!(res, Ok(ref r) if r.ok) || lines.is_empty() {
+        return;
+    }
+    println!();
+    for r in lines {
+        let tag = if r.stream == "out" {
+            String::new()
+        } else {
+            format!("[{}]", r.stream)
+        };
+        println!("  {} {tag}{}", r.time, r.line);
+    }
+}
+
+/// Lines of output under `supctl status UNIT`.
+const RECENT_LINES: u64 = 10;
+
+/// Colour for the state column: only on a terminal, and never with
+/// NO_COLOR set (https://no-color.org).
+fn use_color() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+fn paint(text: String, state: &str, color: bool) -> String {
+    let code = match state {
+        "failed" => "1;31",
+        "backoff" => "33",
+        _ => return text,
+    };
+    if color {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text
+    }
+}
+
 fn print_status(r: &StatusReport, detailed: bool) {
+    let color = use_color();
     if let Some(p) = &r.lock_state_problem {
         println!("WARNING: lock state unreadable — only essential units start: {p}");
         println!("         see `supctl maintenance recover --help`");
@@ -514,25 +578,58 @@ fn print_status(r: &StatusReport, detailed: bool) {
                     .unwrap_or_default()
             );
             println!(
-                "  state:       {}{}",
-                u.state,
-                if u.ready { " (ready)" } else { "" }
+                "  state:       {}{}{}",
+                paint(u.state.clone(), &u.state, color),
+                if u.ready { " (ready)" } else { "" },
+                u.since
+                    .as_ref()
+                    .map(|s| format!(" since {s}"))
+                    .unwrap_or_default()
             );
             println!(
                 "  pid:         {}",
                 u.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
             );
+            if let Some(up) = u.uptime_secs {
+                println!(
+                    "  uptime:      {}{}",
+                    age(up),
+                    u.started
+                        .as_ref()
+                        .map(|s| format!(" (started {s})"))
+                        .unwrap_or_default()
+                );
+            }
             println!("  want:        {}", u.want);
             println!("  maintenance: {}", maint_text(u));
             if let Some(d) = &u.detail {
                 println!("  detail:      {d}");
             }
-            println!("  restarts:    {}", u.restarts);
+            println!(
+                "  restarts:    {} (automatic, since supd started)",
+                u.restarts
+            );
             if let Some(ms) = u.next_restart_in_ms {
                 println!("  next restart in {:.1}s", ms as f64 / 1000.0);
             }
             if let Some(e) = &u.last_exit {
-                println!("  last exit:   {e}");
+                println!(
+                    "  last exit:   {e}{}",
+                    u.last_exit_at
+                        .as_ref()
+                        .map(|t| format!(" at {t}"))
+                        .unwrap_or_default()
+                );
+            }
+            if let Some(e) = &u.last_error {
+                println!(
+                    "  last error:  {}{}",
+                    paint(e.clone(), "failed", color),
+                    u.last_error_at
+                        .as_ref()
+                        .map(|t| format!(" (at {t})"))
+                        .unwrap_or_default()
+                );
             }
             if let Some(h) = &u.health {
                 println!(
@@ -567,9 +664,9 @@ fn print_status(r: &StatusReport, detailed: bool) {
     );
     for u in &r.units {
         println!(
-            "{:<w$}  {:<9} {:>7} {:<5}  {:<30} {}",
+            "{:<w$}  {} {:>7} {:<5}  {:<30} {}",
             u.name,
-            u.state,
+            paint(format!("{:<9}", u.state), &u.state, color),
             u.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             if u.ready { "yes" } else { "no" },
             maint_text(u),
@@ -586,5 +683,28 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn only_failed_and_backoff_are_painted_and_only_with_color() {
+        assert_eq!(paint("failed".into(), "failed", false), "failed");
+        assert_eq!(
+            paint("failed".into(), "failed", true),
+            "\x1b[1;31mfailed\x1b[0m"
+        );
+        assert_eq!(paint("running".into(), "running", true), "running");
+        assert!(paint("backoff".into(), "backoff", true).starts_with("\x1b[33m"));
+    }
+
+    #[test]
+    fn since_takes_a_time_or_a_duration_ago() {
+        assert_eq!(parse_since("1970-01-01T00:00:01Z"), Ok(1_000_000));
+        let ago = parse_since("10m").unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64;
+        assert!(now - ago >= 600_000_000 && now - ago < 660_000_000);
+        assert!(parse_since("yesterday-ish").is_err());
     }
 }

@@ -139,6 +139,12 @@ pub struct Engine {
     /// Units in `Starting`, kept in step by `set_state` (the cap is checked
     /// for every unit on every pass).
     starting: usize,
+    /// Each unit's (state word, ready) as last reported: a change is
+    /// history (`since`) and an event for subscribers.
+    seen: Vec<(&'static str, bool)>,
+    /// The first `now` the engine was given (supd's start, for `since` of
+    /// units that never changed).
+    booted: Option<Instant>,
     out: Vec<Action>,
 }
 
@@ -162,6 +168,8 @@ impl Engine {
             shutdown_done: false,
             shed: None,
             starting: 0,
+            seen: Vec::new(),
+            booted: None,
             out: Vec::new(),
         };
         e.install(set);
@@ -170,8 +178,10 @@ impl Engine {
 
     /// Feed one event; get the actions to carry out, in order.
     pub fn handle(&mut self, now: Instant, event: Event) -> Vec<Action> {
+        self.booted.get_or_insert(now);
         self.on_event(now, event);
         self.settle(now);
+        self.observe(now);
         std::mem::take(&mut self.out)
     }
 
@@ -181,11 +191,32 @@ impl Engine {
     /// settles: at a thousand units that turns a quadratic start-up into a
     /// linear one.
     pub fn handle_many(&mut self, now: Instant, events: Vec<Event>) -> Vec<Action> {
+        self.booted.get_or_insert(now);
         for ev in events {
             self.on_event(now, ev);
         }
         self.settle(now);
+        self.observe(now);
         std::mem::take(&mut self.out)
+    }
+
+    /// After deciding: note which units changed state (their `since`).
+    fn observe(&mut self, now: Instant) {
+        for i in 0..self.units.len() {
+            let id = UnitId(i as u32);
+            let cur = (self.state_word(id), self.is_ready(id));
+            match self.seen.get(i) {
+                Some(prev) if *prev == cur => continue,
+                Some(_) => self.seen[i] = cur,
+                None => self.seen.push(cur),
+            }
+            self.units[i].history.since = Some(now);
+        }
+    }
+
+    /// Record the most recent failure of a unit, in words.
+    fn note_error(&mut self, id: UnitId, now: Instant, text: String) {
+        self.units[id.0 as usize].history.last_error = Some((text, now));
     }
 
     /// When the engine next needs a `Tick`.
@@ -388,6 +419,7 @@ impl Engine {
                     self.set_state(id, UnitState::Inactive);
                 } else {
                     tracing::warn!(unit = %self.units[id.0 as usize].spec.name, "spawn failed: {error}");
+                    self.note_error(id, now, error.clone());
                     self.after_failure(id, now, FailReason::SpawnFailed(error), true);
                 }
             }
@@ -531,6 +563,7 @@ impl Engine {
         let name = self.units[id.0 as usize].spec.name.clone();
         let u = self.unit_mut(id);
         u.last_exit = Some(status);
+        u.history.last_exit_at = Some(now);
         u.health = Default::default();
         u.readiness = Default::default();
         match u.state.clone() {
@@ -593,6 +626,9 @@ impl Engine {
                     RestartPolicy::Never => false,
                 };
                 tracing::warn!(unit = %name, "{status}");
+                if failure {
+                    self.note_error(id, now, status.to_string());
+                }
                 if restart {
                     self.after_failure(id, now, FailReason::Exited(status), false);
                 } else if failure {
@@ -649,6 +685,11 @@ impl Engine {
                     } = u.state.clone()
                     {
                         tracing::warn!(unit = %u.spec.name, "did not stop within {:?}: SIGKILL to its process group", u.spec.stop.timeout);
+                        let text = format!(
+                            "did not stop within {}: SIGKILL sent to its process group",
+                            humantime::format_duration(u.spec.stop.timeout)
+                        );
+                        self.note_error(id, now, text);
                         self.out.push(Action::Signal {
                             run,
                             signal: libc::SIGKILL,
@@ -669,6 +710,11 @@ impl Engine {
                 TimerKind::StartTimeout => {
                     if matches!(u.state, UnitState::Starting { .. }) {
                         tracing::warn!(unit = %u.spec.name, "not ready within its start timeout");
+                        let text = format!(
+                            "ready timeout: not ready within {}; stopped",
+                            humantime::format_duration(u.spec.ready.timeout.unwrap_or_default())
+                        );
+                        self.note_error(id, now, text);
                         self.begin_stop(id, now, StopReason::StartTimeout);
                     }
                 }
@@ -681,6 +727,7 @@ impl Engine {
                             .find_map(|m| self.mounts.check(m).err());
                         if let Some(p) = problem {
                             tracing::warn!(unit = %u.spec.name, "gave up waiting for mount: {p}");
+                            self.note_error(id, now, format!("gave up waiting for mount: {p}"));
                             self.unit_mut(id).mount_wait_since = None;
                             self.set_state(
                                 id,
@@ -724,6 +771,10 @@ impl Engine {
                 TimerKind::Watchdog => {
                     if matches!(u.state, UnitState::Running { .. }) {
                         tracing::warn!(unit = %u.spec.name, "no WATCHDOG=1 within {:?}: unhealthy", u.spec.ready.watchdog.unwrap_or_default());
+                        let text = format!(
+                            "no WATCHDOG=1 within {}",
+                            humantime::format_duration(u.spec.ready.watchdog.unwrap_or_default())
+                        );
                         let on = u
                             .spec
                             .health
@@ -731,7 +782,10 @@ impl Engine {
                             .map(|h| h.on_unhealthy)
                             .unwrap_or(OnUnhealthy::Restart);
                         if on != OnUnhealthy::Report {
+                            self.note_error(id, now, format!("killed: {text}"));
                             self.begin_stop(id, now, StopReason::HealthFailed);
+                        } else {
+                            self.note_error(id, now, format!("unhealthy: {text}"));
                         }
                     }
                 }
@@ -793,6 +847,9 @@ impl Engine {
         };
         rt.probing = false;
         rt.last = Some(ok);
+        if kind == ProbeKind::Liveness && !ok {
+            u.history.health_failures = u.history.health_failures.saturating_add(1);
+        }
         if output.is_some() || ok {
             rt.last_output = output;
         }
@@ -863,9 +920,14 @@ impl Engine {
                     ProbeKind::Liveness => match h.on_unhealthy {
                         OnUnhealthy::Report => {
                             tracing::warn!(unit = %name, "unhealthy ({} consecutive probe failures); on_unhealthy = report", h.failure_threshold);
+                            let text =
+                                probe_failure_text("unhealthy", h.failure_threshold, &u.health);
+                            self.note_error(id, now, text);
                         }
                         OnUnhealthy::Restart | OnUnhealthy::Stop => {
                             tracing::warn!(unit = %name, "unhealthy ({} consecutive probe failures): stopping", h.failure_threshold);
+                            let text = probe_failure_text("killed", h.failure_threshold, &u.health);
+                            self.note_error(id, now, text);
                             self.begin_stop(id, now, StopReason::HealthFailed);
                             return;
                         }
@@ -1142,6 +1204,7 @@ impl Engine {
         if matches!(u.state, UnitState::Backoff { .. }) {
             u.restarts = u.restarts.saturating_add(1);
         }
+        u.history.started = Some(now);
         u.mount_wait_since = None;
         u.status_text = None;
         u.health = Default::default();
@@ -1246,6 +1309,20 @@ fn probe_spec(spec: &UnitSpec, kind: ProbeKind) -> Option<&crate::unit::HealthSp
         ProbeKind::Liveness => spec.health.as_ref(),
         ProbeKind::Readiness => spec.readiness.as_ref(),
     }
+}
+
+/// "killed: health probe failed 3× (last output: ...)".
+fn probe_failure_text(what: &str, threshold: u32, rt: &unit_state::HealthRt) -> String {
+    let mut t = format!("{what}: health probe failed {threshold}×");
+    if let Some(o) = rt
+        .last_output
+        .as_deref()
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+    {
+        t.push_str(&format!(" (last output: {o})"));
+    }
+    t
 }
 
 /// `SIGTERM`-style name of a signal number, for messages.

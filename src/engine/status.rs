@@ -9,7 +9,8 @@ use std::time::Instant;
 use crate::protocol::{HealthStatus, StatusReport, UnitStatus};
 use crate::unit::UnitKind;
 
-use super::commands::holder_info;
+use super::commands::{holder_info, rfc3339};
+use super::event::ExitStatus;
 use super::unit_state::{UnitState, Want};
 use super::{Engine, UnitId};
 
@@ -92,6 +93,37 @@ impl Engine {
             health,
             status_text: u.status_text.clone(),
             last_exit: u.last_exit.map(|s| s.to_string()),
+            since: u
+                .history
+                .since
+                .or(self.booted)
+                .map(|t| wall_of(t, now, wall_ms)),
+            uptime_secs: match &u.state {
+                UnitState::Starting { .. }
+                | UnitState::Running { .. }
+                | UnitState::Stopping { .. } => u
+                    .history
+                    .started
+                    .map(|t| now.saturating_duration_since(t).as_secs()),
+                _ => None,
+            },
+            started: u.history.started.map(|t| wall_of(t, now, wall_ms)),
+            last_exit_code: match u.last_exit {
+                Some(ExitStatus::Exited(c)) => Some(c),
+                _ => None,
+            },
+            last_exit_signal: match u.last_exit {
+                Some(ExitStatus::Signaled { signal, .. }) => Some(super::signal_name(signal)),
+                _ => None,
+            },
+            last_exit_at: u.history.last_exit_at.map(|t| wall_of(t, now, wall_ms)),
+            last_error: u.history.last_error.as_ref().map(|(e, _)| e.clone()),
+            last_error_at: u
+                .history
+                .last_error
+                .as_ref()
+                .map(|(_, t)| wall_of(*t, now, wall_ms)),
+            health_failures: u.history.health_failures,
         }
     }
 
@@ -118,12 +150,24 @@ impl Engine {
                 reason.to_string()
             }),
             UnitState::Backoff { until } => Some(format!(
-                "restarting in {:.1}s (attempt {})",
+                "restarting in {:.1}s (attempt {}){}",
                 until.saturating_duration_since(now).as_secs_f64(),
-                u.attempt
+                u.attempt,
+                u.history
+                    .last_error
+                    .as_ref()
+                    .map(|(e, _)| format!(" after: {e}"))
+                    .unwrap_or_default()
             )),
             UnitState::Failed { reason } => {
-                Some(format!("{reason}; `supctl start {}` retries", u.spec.name))
+                let cause = self
+                    .last_error_unless_in(id, &reason.to_string())
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default();
+                Some(format!(
+                    "{reason}{cause}; `supctl start {}` retries",
+                    u.spec.name
+                ))
             }
             UnitState::Done => None,
             UnitState::Exited { status } => Some(status.to_string()),
@@ -160,8 +204,12 @@ impl Engine {
             UnitState::Stopping { reason, .. } => return format!("{name} is stopping: {reason}"),
             UnitState::Done => return format!("{name} completed successfully (oneshot)"),
             UnitState::Failed { reason } => {
+                let cause = self
+                    .last_error_unless_in(id, &reason.to_string())
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default();
                 return format!(
-                    "{name} failed: {reason}. `supctl start {name}` retries; `supctl reset {name}` clears the failure"
+                    "{name} failed: {reason}{cause}. `supctl start {name}` retries; `supctl reset {name}` clears the failure"
                 );
             }
             UnitState::Exited { status } => {
@@ -176,7 +224,19 @@ impl Engine {
                 format!("{name} is not running; it waits on:")
             }
         };
-        format!("{head}\n{}", lines.join("\n"))
+        let mut text = format!("{head}\n{}", lines.join("\n"));
+        if matches!(u.state, UnitState::Backoff { .. })
+            && let Some((e, _)) = &u.history.last_error
+        {
+            text.push_str(&format!("\n  last failure: {e}"));
+        }
+        text
+    }
+
+    /// The last error, unless `shown` already says it.
+    fn last_error_unless_in(&self, id: UnitId, shown: &str) -> Option<&str> {
+        let (e, _) = self.units[id.0 as usize].history.last_error.as_ref()?;
+        (!shown.contains(e.as_str())).then_some(e.as_str())
     }
 
     /// Short form for reply tails.
@@ -190,4 +250,11 @@ impl Engine {
             _ => "waiting (see `supctl why`)".to_string(),
         }
     }
+}
+
+/// Wall time (RFC 3339) of a past instant, given that the wall clock read
+/// `wall_ms` at `now`. Pure arithmetic: the engine reads no clock.
+fn wall_of(t: Instant, now: Instant, wall_ms: u64) -> String {
+    let ago = now.saturating_duration_since(t).as_millis() as u64;
+    rfc3339(wall_ms.saturating_sub(ago))
 }

@@ -862,3 +862,122 @@ fn fd_readiness_gates_dependents() {
     let acts = t.feed(Event::ReadyFd { run });
     assert_eq!(spawned(&acts), vec!["app"]);
 }
+
+fn status_of(t: &T, name: &str) -> crate::protocol::UnitStatus {
+    let id = t.e.unit_id(name).expect("unit");
+    // Wall clock at `now`: a fixed epoch plus the simulated time elapsed.
+    t.e.status_report(&[id], t.now, 1_800_000_000_000)
+        .units
+        .remove(0)
+}
+
+#[test]
+fn a_crash_loop_shows_restarts_last_exit_and_since() {
+    let mut t = T::new(vec![longrun("web")]);
+    let first = status_of(&t, "web");
+    assert_eq!(first.state, "running");
+    assert_eq!(first.uptime_secs, Some(0));
+    t.advance(Duration::from_secs(5));
+    assert_eq!(status_of(&t, "web").uptime_secs, Some(5));
+    for _ in 0..3 {
+        t.exit("web", 3);
+        t.advance(Duration::from_millis(150));
+    }
+    let s = status_of(&t, "web");
+    assert_eq!(s.restarts, 3);
+    assert_eq!(s.last_exit_code, Some(3));
+    assert_eq!(s.last_exit.as_deref(), Some("exited with code 3"));
+    assert!(s.last_exit_at.is_some());
+    assert_eq!(s.last_error.as_deref(), Some("exited with code 3"));
+    // Since: the last state change, 0 s ago on the wall clock given.
+    assert_eq!(s.since.as_deref(), Some("2027-01-15T08:00:00Z"));
+    t.advance(Duration::from_secs(60));
+    let s = status_of(&t, "web");
+    assert_eq!(s.since.as_deref(), Some("2027-01-15T07:59:00Z"));
+    assert_eq!(s.uptime_secs, Some(60));
+    // A signal is reported by name.
+    let run = t.run_of("web");
+    t.feed(Event::ProcessExited {
+        run,
+        status: ExitStatus::Signaled {
+            signal: libc::SIGSEGV,
+            core: true,
+        },
+    });
+    let s = status_of(&t, "web");
+    assert_eq!(s.last_exit_signal.as_deref(), Some("SIGSEGV"));
+    assert_eq!(s.last_exit_code, None);
+    assert_eq!(s.uptime_secs, None, "no process, no uptime");
+}
+
+#[test]
+fn a_spawn_failure_is_the_cause_in_status_why_and_detail() {
+    let mut t = T::new(vec![longrun("web")]);
+    let run = t.run_of("web");
+    let err = "exec /usr/bin/x: No such file or directory (os error 2)";
+    t.feed(Event::SpawnFailed {
+        run,
+        error: err.into(),
+        mount: None,
+    });
+    let s = status_of(&t, "web");
+    assert_eq!(s.state, "backoff");
+    assert_eq!(s.last_error.as_deref(), Some(err));
+    assert!(s.detail.as_deref().unwrap_or("").contains(err), "{s:?}");
+    assert!(t.why("web").contains(err), "{}", t.why("web"));
+    // A policy that does not restart: failed, and the reason says it.
+    let mut spec = longrun("once");
+    spec.restart.policy = RestartPolicy::Never;
+    let mut t = T::new(vec![spec]);
+    let run = t.run_of("once");
+    t.feed(Event::SpawnFailed {
+        run,
+        error: err.into(),
+        mount: None,
+    });
+    assert_eq!(status_of(&t, "once").state, "failed");
+    assert!(t.why("once").contains(err), "{}", t.why("once"));
+}
+
+#[test]
+fn a_health_kill_and_a_ready_timeout_say_so() {
+    let mut spec = longrun("db");
+    spec.health = Some(HealthSpec {
+        target: ProbeTarget::Tcp("127.0.0.1:1".into()),
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(1),
+        start_period: Duration::ZERO,
+        failure_threshold: 3,
+        success_threshold: 1,
+        on_unhealthy: OnUnhealthy::Restart,
+    });
+    let mut t = T::new(vec![spec]);
+    for _ in 0..3 {
+        t.advance(Duration::from_secs(1));
+        let run = t.run_of("db");
+        t.feed(Event::ProbeAnswered {
+            run,
+            kind: crate::engine::ProbeKind::Liveness,
+            ok: false,
+            output: Some("connection refused".into()),
+        });
+    }
+    let s = status_of(&t, "db");
+    assert_eq!(s.state, "stopping");
+    assert_eq!(
+        s.last_error.as_deref(),
+        Some("killed: health probe failed 3× (last output: connection refused)")
+    );
+    assert_eq!(s.health_failures, 3);
+
+    let mut spec = longrun("slow");
+    spec.ready.kind = ReadyKind::Notify;
+    spec.ready.timeout = Some(Duration::from_secs(30));
+    let mut t = T::new(vec![spec]);
+    t.advance(Duration::from_secs(31));
+    let s = status_of(&t, "slow");
+    assert_eq!(
+        s.last_error.as_deref(),
+        Some("ready timeout: not ready within 30s; stopped")
+    );
+}

@@ -207,6 +207,24 @@ pub struct Unit {
     pub status_text: Option<String>,
     pub health: HealthRt,
     pub readiness: HealthRt,
+    /// History for operators (`since`, `uptime`, `last_exit`,
+    /// `last_error`); monotonic instants, shown as wall time by status.
+    pub history: History,
+}
+
+/// What happened to a unit, kept for `status`, `why` and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    /// When its state word (or readiness) last changed.
+    pub since: Option<Instant>,
+    /// When its current (or last) process was started.
+    pub started: Option<Instant>,
+    pub last_exit_at: Option<Instant>,
+    /// The most recent failure in words (spawn error, probe output, "ready
+    /// timeout"...) and when.
+    pub last_error: Option<(String, Instant)>,
+    /// Liveness-probe failures, all runs together (for metrics).
+    pub health_failures: u64,
 }
 
 impl Unit {
@@ -229,6 +247,7 @@ impl Unit {
             status_text: None,
             health: HealthRt::default(),
             readiness: HealthRt::default(),
+            history: History::default(),
         }
     }
 
