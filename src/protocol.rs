@@ -103,13 +103,21 @@ pub enum Request {
         #[serde(default)]
         follow: bool,
     },
+    /// State, lock, mount and probe changes as they happen, until the
+    /// client goes away; only those of `units` (and supd-wide ones: mounts,
+    /// lock state) when not empty. Answered with one `Response`, then
+    /// `StreamItem::Event` lines.
+    Events {
+        #[serde(default)]
+        units: Vec<String>,
+    },
 }
 
 impl Request {
     /// Requests answered with a `Response` followed by `StreamItem` lines
     /// (until the stream ends or the client goes away).
     pub fn streams(&self) -> bool {
-        matches!(self, Request::Logs { .. })
+        matches!(self, Request::Logs { .. } | Request::Events { .. })
     }
 
     /// Does this request change anything? Read-only requests are allowed to
@@ -123,6 +131,7 @@ impl Request {
                 | Request::MaintenanceLog { .. }
                 | Request::MaintenanceOff { dry_run: true, .. }
                 | Request::Logs { .. }
+                | Request::Events { .. }
         )
     }
 }
@@ -288,11 +297,131 @@ pub struct LogRecord {
     pub line: String,
 }
 
+/// Something that changed, as the engine saw it (`supctl events`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum EventBody {
+    /// A unit's state word or readiness changed.
+    State {
+        unit: String,
+        from: String,
+        to: String,
+        ready: bool,
+        pid: Option<i32>,
+        /// Why, in words (the status DETAIL), when there is something to say.
+        #[serde(default)]
+        detail: Option<String>,
+    },
+    /// The holders of a unit's maintenance lock changed (empty: free).
+    Lock { unit: String, holders: Vec<String> },
+    /// The lock state became known (`ok`) or unknown (fail-closed).
+    LockState { ok: bool, problem: Option<String> },
+    /// A mount some unit requires appeared (`present`) or was lost.
+    Mount {
+        path: String,
+        present: bool,
+        #[serde(default)]
+        problem: Option<String>,
+    },
+    /// A probe started passing or failing.
+    Probe {
+        unit: String,
+        /// "liveness" (`[health]`) or "readiness".
+        probe: String,
+        passing: bool,
+        #[serde(default)]
+        output: Option<String>,
+    },
+}
+
+impl EventBody {
+    pub fn unit(&self) -> Option<&str> {
+        match self {
+            EventBody::State { unit, .. }
+            | EventBody::Lock { unit, .. }
+            | EventBody::Probe { unit, .. } => Some(unit),
+            EventBody::LockState { .. } | EventBody::Mount { .. } => None,
+        }
+    }
+
+    /// One line for humans (and for the unit's log).
+    pub fn describe(&self) -> String {
+        match self {
+            EventBody::State {
+                from,
+                to,
+                ready,
+                detail,
+                ..
+            } => {
+                let mut s = format!("{from} -> {to}");
+                if *ready && to == "running" {
+                    s.push_str(" (ready)");
+                } else if !ready && to == "running" {
+                    s.push_str(" (not ready)");
+                }
+                if let Some(d) = detail {
+                    s.push_str(": ");
+                    s.push_str(d);
+                }
+                s
+            }
+            EventBody::Lock { holders, .. } if holders.is_empty() => {
+                "maintenance lock released".to_string()
+            }
+            EventBody::Lock { holders, .. } => {
+                format!("maintenance lock held by {}", holders.join(", "))
+            }
+            EventBody::LockState { ok: true, .. } => "lock state known".to_string(),
+            EventBody::LockState { problem, .. } => format!(
+                "lock state unknown (fail-closed): {}",
+                problem.as_deref().unwrap_or("?")
+            ),
+            EventBody::Mount {
+                path,
+                present: true,
+                ..
+            } => format!("mount {path} appeared"),
+            EventBody::Mount { path, problem, .. } => format!(
+                "mount {path} lost{}",
+                problem
+                    .as_ref()
+                    .map(|p| format!(": {p}"))
+                    .unwrap_or_default()
+            ),
+            EventBody::Probe {
+                probe,
+                passing,
+                output,
+                ..
+            } => format!(
+                "{probe} probe {}{}",
+                if *passing { "passing" } else { "failing" },
+                output
+                    .as_ref()
+                    .map(|o| format!(": {o}"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// An event with the wall time supd published it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// RFC 3339 UTC with microseconds.
+    pub time: String,
+    pub time_unix_us: u64,
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
 /// A line of a streamed answer (after the `Response` line).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum StreamItem {
     Log(LogRecord),
+    Event(EventRecord),
     /// Something the reader should know (lines skipped, a unit without a
     /// log); not data.
     Notice {
@@ -300,4 +429,59 @@ pub enum StreamItem {
     },
     /// The answer is complete (absent when the stream was cut short).
     End,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_items_round_trip_as_one_json_object_per_line() {
+        let items = vec![
+            StreamItem::Event(EventRecord {
+                time: "2026-12-01T08:00:00.000000Z".into(),
+                time_unix_us: 1,
+                body: EventBody::State {
+                    unit: "web".into(),
+                    from: "starting".into(),
+                    to: "running".into(),
+                    ready: true,
+                    pid: Some(7),
+                    detail: None,
+                },
+            }),
+            StreamItem::Event(EventRecord {
+                time: "t".into(),
+                time_unix_us: 2,
+                body: EventBody::Mount {
+                    path: "/srv".into(),
+                    present: false,
+                    problem: Some("gone".into()),
+                },
+            }),
+            StreamItem::Notice {
+                message: "m".into(),
+            },
+            StreamItem::End,
+        ];
+        for i in items {
+            let line = serde_json::to_string(&i).unwrap();
+            assert!(!line.contains('\n'));
+            let back: StreamItem = serde_json::from_str(&line).unwrap();
+            assert_eq!(back, i, "{line}");
+        }
+        let line = serde_json::to_string(&EventRecord {
+            time: "t".into(),
+            time_unix_us: 3,
+            body: EventBody::Lock {
+                unit: "db".into(),
+                holders: vec!["alice".into()],
+            },
+        })
+        .unwrap();
+        assert_eq!(
+            line,
+            r#"{"time":"t","time_unix_us":3,"event":"lock","unit":"db","holders":["alice"]}"#
+        );
+    }
 }

@@ -328,3 +328,218 @@ fn a_missing_exec_and_a_crash_loop_show_their_causes() {
     // Not a terminal: no colour codes in the table.
     assert!(!table.contains('\x1b'), "{table:?}");
 }
+
+/// Lines of a running `supctl ARGS` arrive on the returned channel.
+fn spawn_lines(
+    supd: &Supd,
+    args: &[&str],
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(SUPCTL)
+        .arg("--socket")
+        .arg(&supd.socket)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("supctl");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Read JSON lines until one satisfies `pred` (every line must be JSON).
+fn until(
+    rx: &std::sync::mpsc::Receiver<String>,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let l = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no event {what} within 15s"));
+        let v: Value = serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(
+            v["time"].as_str().is_some() && v["time_unix_us"].as_u64().is_some(),
+            "{v}"
+        );
+        if pred(&v) {
+            return v;
+        }
+    }
+}
+
+#[test]
+fn events_stream_state_lock_mount_and_probe_changes_as_json_lines() {
+    if !can_run("events_json") {
+        return;
+    }
+    let data = TempDir::new("obs-evmnt");
+    let flag = TempDir::new("obs-evflag");
+    let d = data.path().display().to_string();
+    let healthy = flag.path().join("healthy");
+    std::fs::write(&healthy, "").unwrap();
+    let db = format!(
+        "{}[[mount]]\npath = {}\n",
+        sh_unit("exec sleep 600", ""),
+        toml_str(&d)
+    );
+    let web = format!(
+        "exec = [\"sleep\", \"600\"]\n[health]\nexec = [\"test\", \"-e\", {}]\ninterval = \"200ms\"\non_unhealthy = \"report\"\n",
+        toml_str(&healthy.display().to_string())
+    );
+    let supd = Supd::start("obsevents", &[("db", &db), ("web", &web)]);
+    supd.wait_state("web", "running", Duration::from_secs(10));
+    let (mut all, rx) = spawn_lines(&supd, &["events", "--json"]);
+    let (mut only_web, rx_web) = spawn_lines(&supd, &["events", "--json", "web"]);
+    // Both are subscribed once a restart of web shows in both.
+    let mut subscribed = false;
+    for _ in 0..10 {
+        supd.ok(&["restart", "web"]);
+        let seen = |rx: &std::sync::mpsc::Receiver<String>| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while let Ok(l) =
+                rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            {
+                if l.contains("\"to\":\"stopping\"") {
+                    return true;
+                }
+            }
+            false
+        };
+        if seen(&rx) && seen(&rx_web) {
+            subscribed = true;
+            break;
+        }
+    }
+    assert!(subscribed, "supctl events never showed web's restart");
+
+    // A mount appears: the event, then db's start.
+    supd.in_ns_ok(&["mount", "-t", "tmpfs", "supd-test", &d]);
+    until(&rx, "mount appeared", |v| {
+        v["event"] == "mount" && v["path"] == d.as_str() && v["present"] == true
+    });
+    until(&rx, "db running", |v| {
+        v["event"] == "state" && v["unit"] == "db" && v["to"] == "running"
+    });
+    // A probe starts failing.
+    std::fs::remove_file(&healthy).unwrap();
+    until(&rx, "web's probe failing", |v| {
+        v["event"] == "probe" && v["unit"] == "web" && v["passing"] == false
+    });
+    // A lock, and the stop it causes.
+    supd.ok(&["maintenance", "on", "web", "--reason", "events test"]);
+    until(&rx, "lock", |v| {
+        v["event"] == "lock" && v["unit"] == "web" && v["holders"][0].as_str().is_some()
+    });
+    let st = until(&rx, "web stopping", |v| {
+        v["event"] == "state" && v["unit"] == "web" && v["to"] == "stopping"
+    });
+    assert!(
+        st["detail"].as_str().unwrap().contains("maintenance"),
+        "{st}"
+    );
+    // The mount is lost: db stops, and says why.
+    supd.in_ns_ok(&["umount", "-l", &d]);
+    until(&rx, "mount lost", |v| {
+        v["event"] == "mount" && v["present"] == false && v["problem"].as_str().is_some()
+    });
+    until(&rx, "db stopping", |v| {
+        v["event"] == "state" && v["unit"] == "db" && v["to"] == "stopping"
+    });
+    // The filtered stream saw web's events and never db's.
+    let mut seen_web = 0;
+    while let Ok(l) = rx_web.recv_timeout(Duration::from_millis(500)) {
+        let v: Value = serde_json::from_str(&l).unwrap();
+        assert_ne!(v["unit"], "db", "{v}");
+        if v["unit"] == "web" {
+            seen_web += 1;
+        }
+    }
+    assert!(seen_web >= 3, "{seen_web}");
+    for c in [&mut all, &mut only_web] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    // What happened is in web's log too, as supd's lines.
+    let recs = logs_json(&supd, &["web", "-n", "50"]);
+    assert!(
+        recs.iter().any(|r| r["stream"] == "supd"
+            && r["line"]
+                .as_str()
+                .unwrap()
+                .contains("maintenance lock held by")),
+        "{recs:?}"
+    );
+}
+
+#[test]
+fn a_subscriber_that_does_not_read_is_dropped_and_supd_goes_on() {
+    if !can_run("events_slow") {
+        return;
+    }
+    use std::io::{Read, Write};
+    let units: Vec<(String, String)> = (0..150)
+        .map(|i| {
+            (
+                format!("u{i:03}"),
+                "exec = [\"sleep\", \"600\"]\npriority = \"optional\"\n".to_string(),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = units
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let supd = Supd::start("obsslow", &refs);
+    let all_running = |supd: &Supd| {
+        wait_for("all running", Duration::from_secs(30), || {
+            let st = supd.status();
+            st["units"]
+                .as_array()?
+                .iter()
+                .all(|u| u["state"] == "running")
+                .then_some(())
+        })
+    };
+    all_running(&supd);
+    // A raw subscriber that reads the answer and then nothing more.
+    let mut s = std::os::unix::net::UnixStream::connect(&supd.socket).unwrap();
+    s.write_all(b"{\"v\":1,\"cmd\":\"events\"}\n").unwrap();
+    let mut first = [0u8; 1];
+    s.read_exact(&mut first).unwrap();
+    // Each shed/unshed round is ~4 events per unit: 600 per round.
+    for _ in 0..8 {
+        supd.ok(&["shed", "optional"]);
+        wait_for("all stopped", Duration::from_secs(30), || {
+            let st = supd.status();
+            st["units"]
+                .as_array()?
+                .iter()
+                .all(|u| u["pid"].is_null())
+                .then_some(())
+        });
+        supd.ok(&["unshed"]);
+        all_running(&supd);
+    }
+    // supd answered throughout; now read what the slow one got: a notice
+    // that it was dropped, then the end of the stream.
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let text = String::from_utf8_lossy(&rest);
+    let last = text.lines().last().unwrap_or("");
+    assert!(
+        last.contains("\"notice\"") && last.contains("dropped"),
+        "{last}"
+    );
+}

@@ -101,6 +101,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print state changes, lock changes, mounts appearing or lost and
+    /// probes starting to pass or fail, as they happen, until interrupted.
+    /// With UNITs, only theirs (and supd-wide ones: mounts, lock state).
+    Events {
+        units: Vec<String>,
+        /// One JSON object per line (time, time_unix_us, event, and the
+        /// event's fields: unit, from, to, ready, holders, path, probe...).
+        #[arg(long)]
+        json: bool,
+    },
     /// Write man pages and shell completions for supd and supctl to DIR
     /// (used by packaging).
     #[command(hide = true)]
@@ -234,7 +244,14 @@ fn main() -> ExitCode {
             follow: *follow,
         };
         let timeout = cli.timeout.unwrap_or(Duration::from_secs(30));
-        return logs(&socket, &req, timeout, *json);
+        return stream_cmd(&socket, &req, timeout, *json);
+    }
+    if let Cmd::Events { units, json } = &cli.cmd {
+        let req = Request::Events {
+            units: units.clone(),
+        };
+        let timeout = cli.timeout.unwrap_or(Duration::from_secs(10));
+        return stream_cmd(&socket, &req, timeout, *json);
     }
     let (req, json, long_wait) = match &cli.cmd {
         Cmd::Status { unit, json } => (Request::Status { unit: unit.clone() }, *json, false),
@@ -303,7 +320,9 @@ fn main() -> ExitCode {
         Cmd::Unshed => (Request::Unshed, false, false),
         Cmd::Poweroff => (Request::Poweroff, false, true),
         Cmd::Reboot => (Request::Reboot, false, true),
-        Cmd::GenerateDocs { .. } | Cmd::Logs { .. } => return ExitCode::from(2),
+        Cmd::GenerateDocs { .. } | Cmd::Logs { .. } | Cmd::Events { .. } => {
+            return ExitCode::from(2);
+        }
     };
     let timeout = cli.timeout.unwrap_or(if long_wait {
         Duration::from_secs(300)
@@ -401,8 +420,8 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `supctl logs`: print the streamed records as they come.
-fn logs(socket: &std::path::Path, req: &Request, timeout: Duration, json: bool) -> ExitCode {
+/// `supctl logs` / `events`: print the streamed records as they come.
+fn stream_cmd(socket: &std::path::Path, req: &Request, timeout: Duration, json: bool) -> ExitCode {
     use std::io::Write as _;
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -418,7 +437,10 @@ fn logs(socket: &std::path::Path, req: &Request, timeout: Duration, json: bool) 
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut complete = false;
     let mut broken = false;
-    let follow = matches!(req, Request::Logs { follow: true, .. });
+    let follow = matches!(
+        req,
+        Request::Logs { follow: true, .. } | Request::Events { .. }
+    );
     let res = rt.block_on(control::request_stream(socket, req, timeout, |line| {
         let item: StreamItem = match serde_json::from_str(line) {
             Ok(i) => i,
@@ -436,6 +458,16 @@ fn logs(socket: &std::path::Path, req: &Request, timeout: Duration, json: bool) 
                 };
                 writeln!(out, "{} {}{tag}: {}", r.time, r.unit, r.line)
             }
+            StreamItem::Event(e) if json => {
+                writeln!(out, "{}", serde_json::to_string(&e).unwrap_or_default())
+            }
+            StreamItem::Event(e) => writeln!(
+                out,
+                "{} {}{}",
+                e.time,
+                e.body.unit().map(|u| format!("{u}: ")).unwrap_or_default(),
+                e.body.describe()
+            ),
             StreamItem::Notice { message } => {
                 let _ = out.flush();
                 eprintln!("supctl: {message}");

@@ -14,12 +14,14 @@
 use super::{Driver, supd_peer, wall_ms};
 use crate::engine::locks::LockMap;
 use crate::engine::{Event, PeerInfo, ReqId, ShutdownKind};
+use crate::protocol::{EventBody, EventRecord, StreamItem};
 use crate::protocol::{Request, Response};
 use crate::world::audit;
 use crate::world::control::ControlRequest;
 use crate::world::lock_store::LockStore;
-use crate::world::logstore::LogQuery;
+use crate::world::logstore::{Limits, LogQuery, rfc3339_us, wall_us};
 use crate::world::notify;
+use std::sync::Arc;
 
 impl Driver {
     pub(super) fn notified(&mut self, r: notify::Received) {
@@ -105,6 +107,15 @@ impl Driver {
             self.logs.serve(q, known, reply, stream);
             return;
         }
+        if let Request::Events { units } = req {
+            match stream {
+                Some(stream) => self.subscribe(units, reply, stream),
+                None => {
+                    let _ = reply.send(Response::err("internal: events without a stream"));
+                }
+            }
+            return;
+        }
         let id = ReqId(self.next_req);
         self.next_req += 1;
         self.replies.insert(id, reply);
@@ -138,6 +149,90 @@ impl Driver {
                 request,
             }),
         }
+    }
+
+    /// Carry out `Action::Publish`: a line in the unit's log, and the event
+    /// to every subscriber (never waiting for one).
+    pub(super) fn publish(&mut self, body: EventBody) {
+        if let Some(name) = body.unit()
+            && let Some(id) = self.engine.unit_id(name)
+        {
+            let spec = &self.engine.unit(id).spec;
+            let limits = Limits::of(spec, self.settings.log);
+            self.logs.note(&Arc::from(name), limits, &body.describe());
+        }
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        let us = wall_us();
+        let _ = self.events.send(Arc::new(EventRecord {
+            time: rfc3339_us(us),
+            time_unix_us: us,
+            body,
+        }));
+    }
+
+    /// `supctl events`: a task forwarding published events to one client.
+    fn subscribe(
+        &mut self,
+        units: Vec<String>,
+        reply: tokio::sync::oneshot::Sender<Response>,
+        tx: tokio::sync::mpsc::Sender<String>,
+    ) {
+        let unknown: Vec<&String> = units
+            .iter()
+            .filter(|u| self.engine.unit_id(u).is_none())
+            .collect();
+        if !unknown.is_empty() {
+            let _ = reply.send(Response::err(format!(
+                "no unit named {} (`supctl status` lists them)",
+                unknown
+                    .iter()
+                    .map(|u| format!("{u:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+            return;
+        }
+        let mut rx = self.events.subscribe();
+        let _ = reply.send(Response::ok(""));
+        tokio::spawn(async move {
+            loop {
+                let ev = tokio::select! {
+                    e = rx.recv() => e,
+                    _ = tx.closed() => return,
+                };
+                let item = match ev {
+                    Ok(e) => {
+                        if !units.is_empty()
+                            && e.body.unit().is_some_and(|u| !units.iter().any(|x| x == u))
+                        {
+                            continue;
+                        }
+                        StreamItem::Event((*e).clone())
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        // Dropped, with a message: a subscriber that cannot
+                        // keep up would otherwise hold events forever.
+                        let msg = StreamItem::Notice {
+                            message: format!(
+                                "dropped: this reader fell {n} events behind; reconnect (and read faster)"
+                            ),
+                        };
+                        let line = serde_json::to_string(&msg).unwrap_or_default();
+                        let _ =
+                            tokio::time::timeout(std::time::Duration::from_secs(5), tx.send(line))
+                                .await;
+                        return;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                let line = serde_json::to_string(&item).unwrap_or_default();
+                if tx.send(line).await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     /// `supctl maintenance log`: the audit log's tail, answered here (it

@@ -77,6 +77,8 @@ struct Driver {
     disk_tx: std::sync::mpsc::Sender<DiskJob>,
     /// Per-unit logs (their own writer thread).
     logs: LogStore,
+    /// `supctl events` subscribers; bounded, a slow one lags and is dropped.
+    events: tokio::sync::broadcast::Sender<std::sync::Arc<crate::protocol::EventRecord>>,
     probe_tx: mpsc::UnboundedSender<ProbeResult>,
     /// `[ready] kind = "fd"` readiness lines arrive here.
     ready_tx: mpsc::UnboundedSender<RunId>,
@@ -315,6 +317,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         next_req: 1,
         disk_tx,
         logs,
+        events: tokio::sync::broadcast::channel(EVENT_BACKLOG).0,
         probe_tx,
         ready_tx,
         notify_path: notify
@@ -337,6 +340,9 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
     };
     Some((d, src))
 }
+
+/// Events a subscriber may fall behind before it is dropped.
+const EVENT_BACKLOG: usize = 1024;
 
 /// How long the loop must have been quiet after boot, a reload or operator
 /// commands before their memory is given back (one wake-up each time).
@@ -487,6 +493,10 @@ impl Driver {
             }
             Action::ShutdownComplete(kind) => {
                 self.shutdown_complete = Some(kind);
+                None
+            }
+            Action::Publish(body) => {
+                self.publish(body);
                 None
             }
         }

@@ -73,4 +73,7 @@ pub enum Action {
     /// Every unit is down: finish the shutdown (kill the rest, sync, exit or
     /// reboot).
     ShutdownComplete(ShutdownKind),
+    /// Tell subscribers (`supctl events`) and the unit's log what changed.
+    /// Nothing depends on it being delivered.
+    Publish(crate::protocol::EventBody),
 }

@@ -322,7 +322,8 @@ impl Engine {
             }
             Request::MaintenanceLog { .. }
             | Request::MaintenanceRecover { .. }
-            | Request::Logs { .. } => {
+            | Request::Logs { .. }
+            | Request::Events { .. } => {
                 self.reply(
                     req,
                     Response::err("internal: this request must be handled by the driver"),

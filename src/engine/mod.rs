@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::mounts::MountTable;
-use crate::protocol::Response;
+use crate::protocol::{EventBody, Response};
 use crate::unit::{OnLoss, OnUnhealthy, ReadyKind, RestartPolicy, UnitKind, UnitSet, UnitSpec};
 
 pub use action::{Action, AuditEntry};
@@ -142,6 +142,9 @@ pub struct Engine {
     /// Each unit's (state word, ready) as last reported: a change is
     /// history (`since`) and an event for subscribers.
     seen: Vec<(&'static str, bool)>,
+    /// Lock holders per unit and the lock-state problem as last published.
+    seen_locks: std::collections::BTreeMap<String, Vec<String>>,
+    seen_lock_state: Option<Option<String>>,
     /// The first `now` the engine was given (supd's start, for `since` of
     /// units that never changed).
     booted: Option<Instant>,
@@ -169,6 +172,8 @@ impl Engine {
             shed: None,
             starting: 0,
             seen: Vec::new(),
+            seen_locks: std::collections::BTreeMap::new(),
+            seen_lock_state: None,
             booted: None,
             out: Vec::new(),
         };
@@ -200,18 +205,108 @@ impl Engine {
         std::mem::take(&mut self.out)
     }
 
-    /// After deciding: note which units changed state (their `since`).
+    /// After deciding: note which units changed state (their `since`) and
+    /// publish what changed — states, lock holders, the lock state.
     fn observe(&mut self, now: Instant) {
+        // Locks first: a lock taken is the cause of the stop that follows.
+        let problem = self.locks.unknown_reason().map(str::to_string);
+        if self.seen_lock_state.as_ref() != Some(&problem) {
+            if self.seen_lock_state.is_some() {
+                self.out.push(Action::Publish(EventBody::LockState {
+                    ok: problem.is_none(),
+                    problem: problem.clone(),
+                }));
+            }
+            self.seen_lock_state = Some(problem);
+        }
+        let mut names: Vec<String> = self.locks.wanted.keys().cloned().collect();
+        names.extend(self.locks.durable.keys().cloned());
+        names.extend(self.seen_locks.keys().cloned());
+        names.sort();
+        names.dedup();
+        for unit in names {
+            let holders: Vec<String> = self
+                .locks
+                .holders(&unit)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|h| h.holder)
+                .collect();
+            let before = self.seen_locks.get(&unit).cloned().unwrap_or_default();
+            if before == holders {
+                continue;
+            }
+            if holders.is_empty() {
+                self.seen_locks.remove(&unit);
+            } else {
+                self.seen_locks.insert(unit.clone(), holders.clone());
+            }
+            self.out
+                .push(Action::Publish(EventBody::Lock { unit, holders }));
+        }
         for i in 0..self.units.len() {
             let id = UnitId(i as u32);
             let cur = (self.state_word(id), self.is_ready(id));
-            match self.seen.get(i) {
+            let from = match self.seen.get(i) {
                 Some(prev) if *prev == cur => continue,
-                Some(_) => self.seen[i] = cur,
+                Some(prev) => Some(prev.0),
+                None => None,
+            };
+            match self.seen.get_mut(i) {
+                Some(s) => *s = cur,
                 None => self.seen.push(cur),
             }
             self.units[i].history.since = Some(now);
+            if let Some(from) = from {
+                let u = &self.units[i];
+                let detail = self.detail(id, now).or_else(|| match cur.0 {
+                    // Why it stopped, when the state itself does not say.
+                    "waiting" | "stopped" | "backoff" | "exited" | "failed" => {
+                        u.history.last_error.as_ref().map(|(e, _)| e.clone())
+                    }
+                    _ => None,
+                });
+                self.out.push(Action::Publish(EventBody::State {
+                    unit: u.spec.name.clone(),
+                    from: from.to_string(),
+                    to: cur.0.to_string(),
+                    ready: cur.1,
+                    pid: u.state.pid(),
+                    detail,
+                }));
+            }
         }
+    }
+
+    /// Publish every required mount that appeared or was lost between two
+    /// tables.
+    fn publish_mount_changes(&mut self, old: &MountTable) {
+        let mut reqs: Vec<&crate::unit::MountReq> = Vec::new();
+        for u in self.units.iter().filter(|u| !u.removed) {
+            for m in &u.effective().mounts {
+                if !reqs.iter().any(|r| *r == m) {
+                    reqs.push(m);
+                }
+            }
+        }
+        let mut events = Vec::new();
+        for m in reqs {
+            let was = old.check(m).is_ok();
+            match self.mounts.check(m) {
+                Ok(()) if !was => events.push(EventBody::Mount {
+                    path: m.path.display().to_string(),
+                    present: true,
+                    problem: None,
+                }),
+                Err(p) if was => events.push(EventBody::Mount {
+                    path: m.path.display().to_string(),
+                    present: false,
+                    problem: Some(p.to_string()),
+                }),
+                _ => {}
+            }
+        }
+        self.out.extend(events.into_iter().map(Action::Publish));
     }
 
     /// Record the most recent failure of a unit, in words.
@@ -425,7 +520,8 @@ impl Engine {
             }
             Event::ProcessExited { run, status } => self.on_exit(now, run, status),
             Event::MountTableChanged(table) => {
-                self.mounts = table;
+                let old = std::mem::replace(&mut self.mounts, table);
+                self.publish_mount_changes(&old);
                 for u in self.units.iter_mut() {
                     u.mount_refused = None;
                 }
@@ -846,7 +942,27 @@ impl Engine {
             ProbeKind::Readiness => &mut u.readiness,
         };
         rt.probing = false;
+        let changed = rt.last != Some(ok);
         rt.last = Some(ok);
+        if changed {
+            let out = if ok { None } else { output.clone() };
+            let name = u.spec.name.clone();
+            self.out.push(Action::Publish(EventBody::Probe {
+                unit: name,
+                probe: match kind {
+                    ProbeKind::Liveness => "liveness",
+                    ProbeKind::Readiness => "readiness",
+                }
+                .to_string(),
+                passing: ok,
+                output: out,
+            }));
+        }
+        let u = self.unit_mut(id);
+        let rt = match kind {
+            ProbeKind::Liveness => &mut u.health,
+            ProbeKind::Readiness => &mut u.readiness,
+        };
         if kind == ProbeKind::Liveness && !ok {
             u.history.health_failures = u.history.health_failures.saturating_add(1);
         }

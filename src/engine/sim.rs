@@ -561,7 +561,7 @@ impl Sim {
                 None
             }
             Action::Audit(_) | Action::CancelProbe { .. } | Action::StartProbe { .. } => None,
-            Action::ShutdownComplete(_) => None,
+            Action::ShutdownComplete(_) | Action::Publish(_) => None,
         }
     }
 

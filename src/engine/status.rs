@@ -128,7 +128,7 @@ impl Engine {
     }
 
     /// One line for the status table's DETAIL column.
-    fn detail(&self, id: UnitId, now: Instant) -> Option<String> {
+    pub(super) fn detail(&self, id: UnitId, now: Instant) -> Option<String> {
         let u = &self.units[id.0 as usize];
         match &u.state {
             UnitState::Inactive => self

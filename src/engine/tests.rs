@@ -981,3 +981,107 @@ fn a_health_kill_and_a_ready_timeout_say_so() {
         Some("ready timeout: not ready within 30s; stopped")
     );
 }
+
+fn published(acts: &[Action]) -> Vec<crate::protocol::EventBody> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::Publish(b) => Some(b.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn state_lock_mount_and_probe_changes_are_published() {
+    use crate::protocol::EventBody;
+    let mut s = longrun("db");
+    s.mounts.push(MountReq {
+        path: "/srv/pg".into(),
+        fstype: None,
+        source: None,
+        options: vec![],
+        on_loss: OnLoss::Stop,
+        timeout: None,
+    });
+    s.health = Some(HealthSpec {
+        target: ProbeTarget::Tcp("127.0.0.1:1".into()),
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(1),
+        start_period: Duration::ZERO,
+        failure_threshold: 3,
+        success_threshold: 1,
+        on_unhealthy: OnUnhealthy::Report,
+    });
+    let mut t = T::new(vec![s]);
+    // The mount appears: a mount event, then db starts.
+    let ev = published(&t.feed(Event::MountTableChanged(table(&[("/srv/pg", false)]))));
+    assert_eq!(
+        ev[0],
+        EventBody::Mount {
+            path: "/srv/pg".into(),
+            present: true,
+            problem: None
+        }
+    );
+    let states: Vec<(String, String)> = ev
+        .iter()
+        .filter_map(|e| match e {
+            EventBody::State { from, to, .. } => Some((from.clone(), to.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [("waiting", "starting"), ("starting", "running")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    // A probe transition is published once, not per answer.
+    let probe = |t: &mut T, ok: bool| {
+        let run = t.run_of("db");
+        published(&t.feed(Event::ProbeAnswered {
+            run,
+            kind: crate::engine::ProbeKind::Liveness,
+            ok,
+            output: (!ok).then(|| "refused".to_string()),
+        }))
+    };
+    assert_eq!(probe(&mut t, true).len(), 1);
+    assert!(probe(&mut t, true).is_empty());
+    let ev = probe(&mut t, false);
+    assert!(
+        matches!(&ev[..], [EventBody::Probe { passing: false, output: Some(o), .. }] if o == "refused"),
+        "{ev:?}"
+    );
+    assert!(probe(&mut t, false).is_empty());
+    // A lock: the lock event comes before the stop it causes.
+    let (_, acts) = t.cmd(Request::MaintenanceOn {
+        unit: "db".into(),
+        reason: "disk".into(),
+        holder: Some("alice".into()),
+    });
+    let ev = published(&acts);
+    assert_eq!(
+        ev[0],
+        EventBody::Lock {
+            unit: "db".into(),
+            holders: vec!["alice".into()]
+        }
+    );
+    assert!(
+        matches!(&ev[1], EventBody::State { to, detail: Some(d), .. } if to == "stopping" && d.contains("maintenance")),
+        "{ev:?}"
+    );
+    // The mount is lost: published with the problem.
+    let ev = published(&t.feed(Event::MountTableChanged(table(&[]))));
+    assert!(
+        matches!(
+            &ev[..],
+            [EventBody::Mount {
+                present: false,
+                problem: Some(_),
+                ..
+            }]
+        ),
+        "{ev:?}"
+    );
+}
