@@ -284,7 +284,7 @@ impl Engine {
         let mut reqs: Vec<&crate::unit::MountReq> = Vec::new();
         for u in self.units.iter().filter(|u| !u.removed) {
             for m in &u.effective().mounts {
-                if !reqs.iter().any(|r| *r == m) {
+                if !reqs.contains(&m) {
                     reqs.push(m);
                 }
             }
