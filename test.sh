@@ -40,6 +40,14 @@ if [ "$(id -u)" = 0 ]; then
     apt-get install -y -qq "${need[@]}" >/dev/null
     [ "$guard" = 1 ] && rm -f /usr/sbin/policy-rc.d
   fi
+  # The reference Prometheus text parser that tests/observe.rs checks
+  # /metrics with (pip where python3 has it, else Debian's package).
+  if ! python3 -c 'import prometheus_client.parser' 2>/dev/null; then
+    echo "test.sh: installing the prometheus-client Python package"
+    python3 -m pip install -q prometheus-client 2>/dev/null \
+      || python3 -m pip install -q --break-system-packages prometheus-client 2>/dev/null \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-prometheus-client >/dev/null; }
+  fi
 else
   echo "test.sh: not root — namespace tests will print SKIP lines (run as root for the full suite)"
 fi

@@ -24,6 +24,8 @@ pub struct Config {
     pub state_mount: Option<MountReq>,
     /// Defaults for every unit's `log_max_size` / `log_max_files`.
     pub log: crate::unit::LogSpec,
+    /// Where to serve /metrics, /healthz, /readyz (off when None).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Deserialize)]
@@ -38,6 +40,7 @@ struct Raw {
     state_mount: Option<RawMount>,
     log_max_size: Option<toml::Spanned<RawSize>>,
     log_max_files: Option<toml::Spanned<u32>>,
+    metrics: Option<toml::Spanned<String>>,
 }
 
 impl Config {
@@ -47,7 +50,7 @@ impl Config {
             Ok(r) => r,
             Err(e) => {
                 match e.span() {
-                    Some(s) => errs.at(s, e.message().trim(), "valid keys: units_dir, state_dir, socket, log_level, max_parallel_starts, hostname, log_max_size, log_max_files, [state_mount]"),
+                    Some(s) => errs.at(s, e.message().trim(), "valid keys: units_dir, state_dir, socket, log_level, max_parallel_starts, hostname, log_max_size, log_max_files, metrics, [state_mount]"),
                     None => errs.whole(e.message().trim(), ""),
                 }
                 return Err(errs.list);
@@ -68,6 +71,20 @@ impl Config {
             errs.at(m.span(), "max_parallel_starts must be at least 1", "");
         }
         let log = errs.log_limits(&raw.log_max_size, &raw.log_max_files);
+        let metrics =
+            raw.metrics
+                .as_ref()
+                .and_then(|m| match m.get_ref().parse::<std::net::SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        errs.at(
+                            m.span(),
+                            format!("metrics = {:?} is not an address ({e})", m.get_ref()),
+                            "write IP:PORT, e.g. \"127.0.0.1:9611\" or \"[::1]:9611\"",
+                        );
+                        None
+                    }
+                });
         let state_mount = raw
             .state_mount
             .as_ref()
@@ -84,6 +101,7 @@ impl Config {
             hostname: raw.hostname,
             state_mount,
             log,
+            metrics,
         })
     }
 
@@ -124,5 +142,9 @@ mod tests {
         assert_eq!(c.log.max_files, Some(8));
         let e = Config::parse(Path::new("supd.toml"), "log_max_size = 10\n").unwrap_err();
         assert!(e[0].to_string().contains("out of range"), "{}", e[0]);
+        let c = Config::parse(Path::new("supd.toml"), "metrics = \"127.0.0.1:9611\"\n").unwrap();
+        assert_eq!(c.metrics, Some("127.0.0.1:9611".parse().unwrap()));
+        let e = Config::parse(Path::new("supd.toml"), "metrics = \"localhost\"\n").unwrap_err();
+        assert!(e[0].to_string().contains("not an address"), "{}", e[0]);
     }
 }

@@ -543,3 +543,223 @@ fn a_subscriber_that_does_not_read_is_dropped_and_supd_goes_on() {
         "{last}"
     );
 }
+
+/// A free TCP port on 127.0.0.1 (tests run in parallel; each gets its own).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// GET `path` over plain HTTP/1.1: (status code, body).
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n")?.1.to_string();
+    Some((code, body))
+}
+
+/// Parse Prometheus text with the reference Python parser; returns
+/// {family: [[sample name, labels, value], ...]}.
+fn prometheus_parse(text: &str) -> Value {
+    let script = concat!(
+        "import sys, json\n",
+        "from prometheus_client.parser import text_string_to_metric_families\n",
+        "out = {}\n",
+        "for f in text_string_to_metric_families(sys.stdin.read()):\n",
+        "    out[f.name] = [[s.name, s.labels, s.value] for s in f.samples]\n",
+        "print(json.dumps(out))\n",
+    );
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the Prometheus parser rejected /metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn has_prometheus_parser() -> bool {
+    Command::new("python3")
+        .args(["-c", "import prometheus_client.parser"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_readyz_follows_the_units() {
+    if !can_run("metrics") {
+        return;
+    }
+    assert!(
+        has_prometheus_parser(),
+        "python3 module prometheus_client missing: ./test.sh installs it (pip install prometheus-client)"
+    );
+    let flag = TempDir::new("obs-gate");
+    let f = flag.path().join("go").display().to_string();
+    let port = free_port();
+    let gate = sh_unit(
+        &format!("test -e {f} || exit 1; exec sleep 600"),
+        "[restart]\ndelay = \"100ms\"\nmax_delay = \"200ms\"\nburst = 50\ninterval = \"1m\"",
+    );
+    let crashy = "exec = [\"python3\", \"-c\", \"raise SystemExit(7)\"]\npriority = \"optional\"\n[restart]\ndelay = \"100ms\"\nmax_delay = \"200ms\"\nburst = 50\ninterval = \"1m\"\n";
+    let web = "exec = [\"sleep\", \"600\"]\n";
+    let supd = Supd::start_with(
+        "obsmetrics",
+        &[("gate", &gate), ("crashy", crashy), ("web", web)],
+        Options {
+            extra_args: vec!["--metrics".into(), format!("127.0.0.1:{port}")],
+            ..Options::default()
+        },
+    );
+    supd.wait_state("web", "running", Duration::from_secs(10));
+    supd.ok(&["maintenance", "on", "web", "--reason", "metrics test"]);
+    // gate keeps failing: not ready, and /readyz says who.
+    let (code, body) = wait_for("gate restarted", Duration::from_secs(20), || {
+        let (c, b) = http_get(port, "/readyz")?;
+        (b.contains("gate")).then_some((c, b))
+    });
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        !body.contains("crashy"),
+        "optional units do not count: {body}"
+    );
+    assert!(
+        !body.contains("web"),
+        "a locked unit does not count: {body}"
+    );
+    assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(http_get(port, "/nope").map(|r| r.0), Some(404));
+
+    wait_for("crashy restarted twice", Duration::from_secs(20), || {
+        (supd.unit("crashy")["restarts"].as_u64()? >= 2).then_some(())
+    });
+    let (code, text) = http_get(port, "/metrics").expect("/metrics");
+    assert_eq!(code, 200);
+    let m = prometheus_parse(&text);
+    let sample = |fam: &str, name: &str, labels: &[(&str, &str)]| -> Option<f64> {
+        m[fam].as_array()?.iter().find_map(|s| {
+            let ok = s[0] == name && labels.iter().all(|(k, v)| s[1][*k].as_str() == Some(*v));
+            ok.then(|| s[2].as_f64()).flatten()
+        })
+    };
+    // The parser strips `_total` from counter family names.
+    assert_eq!(
+        sample(
+            "supd_unit_state",
+            "supd_unit_state",
+            &[("unit", "web"), ("state", "waiting")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            "supd_unit_state",
+            "supd_unit_state",
+            &[("unit", "web"), ("state", "running")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample("supd_unit_ready", "supd_unit_ready", &[("unit", "web")]),
+        Some(0.0)
+    );
+    assert!(
+        sample(
+            "supd_unit_restarts",
+            "supd_unit_restarts_total",
+            &[("unit", "crashy")]
+        )
+        .unwrap()
+            >= 2.0
+    );
+    assert_eq!(
+        sample(
+            "supd_unit_last_exit_code",
+            "supd_unit_last_exit_code",
+            &[("unit", "crashy")]
+        ),
+        Some(7.0)
+    );
+    assert!(
+        sample(
+            "supd_unit_start_timestamp_seconds",
+            "supd_unit_start_timestamp_seconds",
+            &[("unit", "web")]
+        )
+        .unwrap()
+            > 1.6e9
+    );
+    assert_eq!(
+        sample(
+            "supd_unit_health_failures",
+            "supd_unit_health_failures_total",
+            &[("unit", "web")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            "supd_maintenance_locked",
+            "supd_maintenance_locked",
+            &[("unit", "web"), ("holder", "root")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        sample(
+            "supd_maintenance_lock_age_seconds",
+            "supd_maintenance_lock_age_seconds",
+            &[("unit", "web"), ("holder", "root")]
+        )
+        .is_some()
+    );
+    for fam in [
+        "supd_mounts_waiting",
+        "supd_lock_state_ok",
+        "supd_orphans_reaped",
+        "supd_control_requests",
+    ] {
+        assert!(
+            m[fam].as_array().is_some_and(|a| !a.is_empty()),
+            "{fam} missing: {m}"
+        );
+    }
+    assert_eq!(
+        sample("supd_lock_state_ok", "supd_lock_state_ok", &[]),
+        Some(1.0)
+    );
+    assert!(
+        sample(
+            "supd_control_requests",
+            "supd_control_requests_total",
+            &[("cmd", "maintenance-on")]
+        ) == Some(1.0)
+    );
+
+    // The gate opens: every non-optional unit that should run is ready.
+    std::fs::write(&f, "").unwrap();
+    wait_for("/readyz 200", Duration::from_secs(20), || {
+        (http_get(port, "/readyz")?.0 == 200).then_some(())
+    });
+}

@@ -110,6 +110,24 @@ fn main() -> ExitCode {
         };
     }
 
+    let metrics = match cli
+        .metrics
+        .as_deref()
+        .map(str::parse::<std::net::SocketAddr>)
+    {
+        None => config.metrics,
+        Some(Ok(a)) => Some(a),
+        Some(Err(e)) => {
+            eprintln!(
+                "{}",
+                supd::cli::UsageError(format!(
+                    "invalid value '{}' for '--metrics <ADDR>': {e} (write IP:PORT, e.g. 127.0.0.1:9611)",
+                    cli.metrics.as_deref().unwrap_or("")
+                ))
+            );
+            return ExitCode::from(2);
+        }
+    };
     let level = cli
         .log_level
         .clone()
@@ -177,6 +195,7 @@ fn main() -> ExitCode {
         state_mount: config.state_mount.clone(),
         mode,
         log: config.log,
+        metrics,
     };
     let seed = u64::from(std::process::id())
         ^ std::time::SystemTime::now()

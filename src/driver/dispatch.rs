@@ -22,6 +22,9 @@ use crate::world::lock_store::LockStore;
 use crate::world::logstore::{Limits, LogQuery, rfc3339_us, wall_us};
 use crate::world::notify;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::world::http::{Scrape, ScrapeRequest};
 
 impl Driver {
     pub(super) fn notified(&mut self, r: notify::Received) {
@@ -56,6 +59,11 @@ impl Driver {
         // Answers touch cold code (serialisation, formatting): give it back
         // once the operator is done.
         self.trim_pending = true;
+        let cmd = serde_json::to_value(&c.req)
+            .ok()
+            .and_then(|v| v.get("cmd")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| "?".into());
+        *self.control_requests.entry(cmd).or_insert(0) += 1;
         let ControlRequest {
             peer,
             req,
@@ -232,6 +240,31 @@ impl Driver {
                     return;
                 }
             }
+        });
+    }
+
+    /// A snapshot for /metrics, /healthz, /readyz.
+    pub(super) fn scrape(&mut self, req: ScrapeRequest) {
+        let engine = if self.engine_broken.is_some() {
+            None
+        } else {
+            let e = &self.engine;
+            let now = std::time::Instant::now();
+            let wall = wall_ms();
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.metrics(now, wall))).ok()
+        };
+        let stats = self.logs.stats();
+        let _ = req.reply.send(Scrape {
+            engine,
+            orphans_reaped: self.procs.orphans_reaped,
+            control_requests: self
+                .control_requests
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+            log_lines_written: stats.lines_written.load(Ordering::Relaxed),
+            log_lines_dropped: stats.lines_dropped.load(Ordering::Relaxed),
+            log_write_errors: stats.write_errors.load(Ordering::Relaxed),
         });
     }
 

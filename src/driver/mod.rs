@@ -35,6 +35,7 @@ use crate::engine::{
 use crate::protocol::Response;
 use crate::unit::MountReq;
 use crate::world::control::{self, ControlRequest};
+use crate::world::http::ScrapeRequest;
 use crate::world::init::Mode;
 use crate::world::lock_store::LockStore;
 use crate::world::logstore::LogStore;
@@ -60,6 +61,8 @@ pub struct Settings {
     pub mode: Mode,
     /// supd.toml's defaults for every unit's log limits.
     pub log: crate::unit::LogSpec,
+    /// Where to serve /metrics, /healthz, /readyz.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 type ProbeResult = (RunId, ProbeKind, bool, Option<String>);
@@ -77,6 +80,8 @@ struct Driver {
     disk_tx: std::sync::mpsc::Sender<DiskJob>,
     /// Per-unit logs (their own writer thread).
     logs: LogStore,
+    /// Control requests by command (for metrics).
+    control_requests: std::collections::BTreeMap<String, u64>,
     /// `supctl events` subscribers; bounded, a slow one lags and is dropped.
     events: tokio::sync::broadcast::Sender<std::sync::Arc<crate::protocol::EventRecord>>,
     probe_tx: mpsc::UnboundedSender<ProbeResult>,
@@ -104,6 +109,8 @@ struct Sources {
     disk_rx: mpsc::UnboundedReceiver<DiskResult>,
     probe_rx: mpsc::UnboundedReceiver<ProbeResult>,
     ready_rx: mpsc::UnboundedReceiver<RunId>,
+    /// Scrapes of /metrics, /healthz, /readyz (None: not serving).
+    scrape_rx: Option<mpsc::Receiver<ScrapeRequest>>,
 }
 
 fn wall_ms() -> u64 {
@@ -175,6 +182,9 @@ async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> 
                 d.feed(Event::ProbeAnswered { run, kind, ok, output })
             }
             Some(run) = src.ready_rx.recv() => d.feed(Event::ReadyFd { run }),
+            Some(req) = async { match src.scrape_rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                d.scrape(req)
+            }
             r = async { match &src.notify { Some(s) => s.recv().await, None => std::future::pending().await } } => {
                 if let Ok(r) = r { d.notified(r) }
             }
@@ -302,6 +312,25 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
     .map_err(|e| tracing::error!("cannot start the persistence thread: {e}"))
     .ok()?;
 
+    let mut scrape_rx = None;
+    if let Some(addr) = settings.metrics {
+        match crate::world::http::bind(addr) {
+            Ok(l) => {
+                let (tx, rx) = mpsc::channel(16);
+                tokio::spawn(crate::world::http::serve(l, tx));
+                scrape_rx = Some(rx);
+                tracing::info!("metrics on http://{addr}/metrics");
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                if subreaper {
+                    eprintln!("supd: {e}");
+                    return None;
+                }
+            }
+        }
+    }
+
     let logs = LogStore::start(&settings.state_dir, settings.state_mount.clone())
         .map_err(|e| tracing::error!("cannot start the log writer thread: {e}"))
         .ok()?;
@@ -318,6 +347,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         disk_tx,
         logs,
         events: tokio::sync::broadcast::channel(EVENT_BACKLOG).0,
+        control_requests: Default::default(),
         probe_tx,
         ready_tx,
         notify_path: notify
@@ -337,6 +367,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         disk_rx,
         probe_rx,
         ready_rx,
+        scrape_rx,
     };
     Some((d, src))
 }

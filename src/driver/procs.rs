@@ -47,6 +47,8 @@ pub(super) struct ProcTable {
     run_pids: HashMap<RunId, i32>,
     /// Exec probes in flight -> probe pid.
     probe_pids: HashMap<(RunId, ProbeKind), i32>,
+    /// Processes reaped that were not ours (for metrics).
+    pub(super) orphans_reaped: u64,
 }
 
 impl ProcTable {
@@ -174,7 +176,10 @@ impl ProcTable {
                 Some(Proc::StopCommand(run)) => {
                     tracing::debug!("stop command for {run:?} {status}");
                 }
-                None => tracing::debug!("reaped orphan pid {pid}: {status}"),
+                None => {
+                    self.orphans_reaped += 1;
+                    tracing::debug!("reaped orphan pid {pid}: {status}");
+                }
             }
         }
     }

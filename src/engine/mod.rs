@@ -31,6 +31,7 @@ pub mod unit_state;
 mod commands;
 pub use commands::rfc3339;
 mod status;
+pub use status::{EngineMetrics, STATE_WORDS, UnitMetrics};
 
 #[cfg(test)]
 mod sim;

@@ -258,3 +258,101 @@ fn wall_of(t: Instant, now: Instant, wall_ms: u64) -> String {
     let ago = now.saturating_duration_since(t).as_millis() as u64;
     rfc3339(wall_ms.saturating_sub(ago))
 }
+
+/// Every state word a unit can have (`supd_unit_state{state=...}`).
+pub const STATE_WORDS: &[&str] = &[
+    "waiting", "stopped", "removed", "starting", "running", "stopping", "backoff", "failed",
+    "done", "exited",
+];
+
+/// Numbers about one unit, for metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitMetrics {
+    pub name: String,
+    pub state: &'static str,
+    pub ready: bool,
+    pub restarts: u32,
+    /// Wall time its current (or last) process started, ms since the epoch.
+    pub start_unix_ms: Option<u64>,
+    /// Its last exit's code (128 + signal for a signal, as shells say).
+    pub last_exit_code: Option<i32>,
+    pub health_failures: u64,
+    /// (holder, lock taken at, ms since the epoch).
+    pub locks: Vec<(String, u64)>,
+}
+
+/// Numbers about everything the engine knows, for metrics and /readyz.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineMetrics {
+    pub units: Vec<UnitMetrics>,
+    /// Units waiting for a `[[mount]]` to appear.
+    pub mounts_waiting: usize,
+    pub lock_state_ok: bool,
+    /// Why supd is not ready (empty: ready) — every non-optional unit that
+    /// should be up and is not, fail-closed lock state, shutdown.
+    pub not_ready: Vec<String>,
+}
+
+impl Engine {
+    /// A snapshot for metrics; `wall_ms` is the wall clock at `now`.
+    pub fn metrics(&self, now: Instant, wall_ms: u64) -> EngineMetrics {
+        let wall = |t: Instant| {
+            wall_ms.saturating_sub(now.saturating_duration_since(t).as_millis() as u64)
+        };
+        let mut units = Vec::new();
+        let mut not_ready = Vec::new();
+        if let Some(why) = self.locks.unknown_reason() {
+            not_ready.push(format!("lock state unknown (fail-closed): {why}"));
+        }
+        if self.shutdown.is_some() {
+            not_ready.push("shutting down".to_string());
+        }
+        let mut mounts_waiting = 0;
+        for (id, u) in self.units() {
+            if u.removed && !u.state.has_process() {
+                continue;
+            }
+            let spec = u.effective();
+            let locks: Vec<(String, u64)> = self
+                .locks
+                .holders(&spec.name)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|h| (h.holder, h.since_unix_ms))
+                .collect();
+            let ready = self.is_ready(id);
+            if u.mount_wait_since.is_some() {
+                mounts_waiting += 1;
+            }
+            let deliberately_down = u.want == Want::Down
+                || !locks.is_empty()
+                || self.shed.is_some_and(|l| spec.priority <= l);
+            if !ready
+                && !u.removed
+                && spec.priority != crate::unit::Priority::Optional
+                && !deliberately_down
+            {
+                not_ready.push(format!("{} is {}", spec.name, self.state_word(id)));
+            }
+            units.push(UnitMetrics {
+                name: spec.name.clone(),
+                state: self.state_word(id),
+                ready,
+                restarts: u.restarts,
+                start_unix_ms: u.history.started.map(wall),
+                last_exit_code: u.last_exit.map(|e| match e {
+                    ExitStatus::Exited(c) => c,
+                    ExitStatus::Signaled { signal, .. } => 128 + signal,
+                }),
+                health_failures: u.history.health_failures,
+                locks,
+            });
+        }
+        EngineMetrics {
+            units,
+            mounts_waiting,
+            lock_state_ok: self.locks.unknown_reason().is_none(),
+            not_ready,
+        }
+    }
+}

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod control;
 pub mod fdtable;
+pub mod http;
 pub mod init;
 pub mod lock_store;
 pub mod log;
