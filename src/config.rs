@@ -18,6 +18,8 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     pub socket: Option<PathBuf>,
     pub log_level: Option<String>,
+    /// supd's own log as JSON lines instead of text.
+    pub log_json: bool,
     pub max_parallel_starts: Option<u32>,
     pub hostname: Option<String>,
     /// The state dir's filesystem; lock state is unknown until it is mounted.
@@ -35,6 +37,7 @@ struct Raw {
     state_dir: Option<PathBuf>,
     socket: Option<PathBuf>,
     log_level: Option<toml::Spanned<String>>,
+    log_format: Option<toml::Spanned<String>>,
     max_parallel_starts: Option<toml::Spanned<u32>>,
     hostname: Option<String>,
     state_mount: Option<RawMount>,
@@ -50,7 +53,7 @@ impl Config {
             Ok(r) => r,
             Err(e) => {
                 match e.span() {
-                    Some(s) => errs.at(s, e.message().trim(), "valid keys: units_dir, state_dir, socket, log_level, max_parallel_starts, hostname, log_max_size, log_max_files, metrics, [state_mount]"),
+                    Some(s) => errs.at(s, e.message().trim(), "valid keys: units_dir, state_dir, socket, log_level, log_format, max_parallel_starts, hostname, log_max_size, log_max_files, metrics, [state_mount]"),
                     None => errs.whole(e.message().trim(), ""),
                 }
                 return Err(errs.list);
@@ -63,6 +66,15 @@ impl Config {
                 l.span(),
                 format!("log_level {:?} is not a level", l.get_ref()),
                 "use error, warn, info, debug or trace",
+            );
+        }
+        if let Some(f) = &raw.log_format
+            && !["text", "json"].contains(&f.get_ref().as_str())
+        {
+            errs.at(
+                f.span(),
+                format!("log_format {:?} is not a format", f.get_ref()),
+                "use \"text\" or \"json\"",
             );
         }
         if let Some(m) = &raw.max_parallel_starts
@@ -97,6 +109,9 @@ impl Config {
             state_dir: raw.state_dir,
             socket: raw.socket,
             log_level: raw.log_level.map(|l| l.into_inner()),
+            log_json: raw
+                .log_format
+                .is_some_and(|f| f.get_ref().as_str() == "json"),
             max_parallel_starts: raw.max_parallel_starts.map(|m| m.into_inner()),
             hostname: raw.hostname,
             state_mount,
@@ -142,6 +157,10 @@ mod tests {
         assert_eq!(c.log.max_files, Some(8));
         let e = Config::parse(Path::new("supd.toml"), "log_max_size = 10\n").unwrap_err();
         assert!(e[0].to_string().contains("out of range"), "{}", e[0]);
+        let c = Config::parse(Path::new("supd.toml"), "log_format = \"json\"\n").unwrap();
+        assert!(c.log_json);
+        let e = Config::parse(Path::new("supd.toml"), "log_format = \"xml\"\n").unwrap_err();
+        assert!(e[0].to_string().contains("not a format"), "{}", e[0]);
         let c = Config::parse(Path::new("supd.toml"), "metrics = \"127.0.0.1:9611\"\n").unwrap();
         assert_eq!(c.metrics, Some("127.0.0.1:9611".parse().unwrap()));
         let e = Config::parse(Path::new("supd.toml"), "metrics = \"localhost\"\n").unwrap_err();

@@ -763,3 +763,179 @@ fn metrics_parse_as_prometheus_text_and_readyz_follows_the_units() {
         (http_get(port, "/readyz")?.0 == 200).then_some(())
     });
 }
+
+#[test]
+fn scripting_start_wait_is_active_is_failed_audit_and_stop_progress() {
+    if !can_run("scripting") {
+        return;
+    }
+    let t = TempDir::new("obs-script");
+    let ready = t.path().join("ready");
+    // Ready only once its probe passes (after ~1 s).
+    let slow = format!(
+        "exec = [\"python3\", \"-c\", \"import time, pathlib; time.sleep(1); pathlib.Path('{}').touch(); time.sleep(600)\"]\n[ready]\nkind = \"probe\"\n[health]\nexec = [\"test\", \"-e\", {}]\ninterval = \"100ms\"\n",
+        ready.display(),
+        toml_str(&ready.display().to_string())
+    );
+    let missing = "exec = [\"/usr/bin/supd-test-missing\"]\n";
+    let once =
+        "exec = [\"python3\", \"-c\", \"raise SystemExit(4)\"]\n[restart]\npolicy = \"never\"\n";
+    // Ignores SIGTERM for a while: the stop waits, and says so.
+    let armed = t.path().join("armed");
+    let stubborn = format!(
+        "exec = [\"python3\", \"-c\", \"import signal, time; signal.signal(signal.SIGTERM, lambda *a: (time.sleep(2.5), exit(0))); open('{}', 'w').close(); time.sleep(600)\"]\n[stop]\ntimeout = \"10s\"\n",
+        armed.display()
+    );
+    let wait_armed = || {
+        wait_for("stubborn's handler", Duration::from_secs(10), || {
+            armed.exists().then_some(())
+        })
+    };
+    let supd = Supd::start(
+        "obsscript",
+        &[
+            ("slow", &slow),
+            ("missing", missing),
+            ("once", once),
+            ("stubborn", &stubborn),
+        ],
+    );
+    supd.ok(&["stop", "slow"]);
+    std::fs::remove_file(&ready).ok();
+    // start --wait returns once ready, not before.
+    let out = supd.supctl(&["start", "--wait", "slow"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(ready.exists(), "returned before the unit was ready");
+    assert_eq!(supd.unit("slow")["ready"], true);
+    // ...and fails with the cause when the start fails.
+    let out = supd.supctl(&["start", "--wait", "missing"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("supd-test-missing") && err.contains("No such file"),
+        "{err}"
+    );
+    // is-active / is-failed.
+    let code = |args: &[&str]| supd.supctl(args).status.code();
+    assert_eq!(code(&["is-active", "slow"]), Some(0));
+    assert_eq!(code(&["is-failed", "slow"]), Some(1));
+    wait_for("once to fail", Duration::from_secs(10), || {
+        (supd.state_of("once") == "failed").then_some(())
+    });
+    assert_eq!(code(&["is-failed", "once"]), Some(0));
+    assert_eq!(code(&["is-active", "once"]), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&supd.supctl(&["is-active", "once"]).stdout).trim(),
+        "failed"
+    );
+    assert_eq!(code(&["is-active", "nosuch"]), Some(1));
+    // stop says what it waits for while the unit takes its time.
+    wait_armed();
+    std::fs::remove_file(&armed).unwrap();
+    let out = supd.supctl(&["stop", "stubborn"]);
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("waiting for stubborn (pid "), "{err}");
+    // A client timeout says the operation goes on.
+    supd.ok(&["start", "stubborn"]);
+    wait_armed();
+    let out = Command::new(SUPCTL)
+        .arg("--socket")
+        .arg(&supd.socket)
+        .args(["--timeout", "500ms", "stop", "stubborn"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("goes on"), "{err}");
+    supd.wait_state("stubborn", "stopped", Duration::from_secs(20));
+    // audit, and its old name.
+    let audit = supd.ok(&["audit"]);
+    assert!(audit.contains("stop unit=stubborn"), "{audit}");
+    assert_eq!(audit, supd.ok(&["maintenance", "log"]));
+}
+
+#[test]
+fn shell_completion_offers_unit_names() {
+    if !can_run("completion") {
+        return;
+    }
+    let docs = TempDir::new("obs-docs");
+    let out = Command::new(SUPCTL)
+        .arg("generate-docs")
+        .arg(docs.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    for page in ["supd.unit.5", "supd.toml.5", "supd.1", "supctl.1"] {
+        assert!(docs.path().join("man").join(page).exists(), "{page}");
+    }
+    let supd = Supd::start(
+        "obscomp",
+        &[
+            ("webserver", "exec = [\"sleep\", \"600\"]\n"),
+            ("worker", "exec = [\"sleep\", \"600\"]\n"),
+            ("db", "exec = [\"sleep\", \"600\"]\n"),
+        ],
+    );
+    let bin = std::path::Path::new(SUPCTL).parent().unwrap();
+    let complete = |words: &str| -> String {
+        let script = format!(
+            "source {}/completions/supctl.bash\nCOMP_WORDS=({words})\nCOMP_CWORD=$((${{#COMP_WORDS[@]}} - 1))\n_supctl_units supctl\necho \"${{COMPREPLY[@]}}\"\n",
+            docs.path().display()
+        );
+        let out = Command::new("bash")
+            .args(["-c", &script])
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("SUPD_SOCKET", &supd.socket)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(complete("supctl start w"), "webserver worker");
+    assert_eq!(complete("supctl logs -n 5 d"), "db");
+    assert_eq!(complete("supctl maintenance on ''"), "db webserver worker");
+}
+
+#[test]
+fn log_format_json_makes_every_line_of_supds_own_log_an_object() {
+    if !can_run("log_format_json") {
+        return;
+    }
+    let supd = Supd::start_with(
+        "obsjson",
+        &[("talk", &sh_unit("echo hello from talk; exec sleep 600", ""))],
+        Options {
+            config: Some("log_format = \"json\"\n".into()),
+            ..Options::default()
+        },
+    );
+    let text = wait_for(
+        "the unit's line in supd's log",
+        Duration::from_secs(10),
+        || {
+            let t = supd.log_text();
+            t.contains("hello from talk").then_some(t)
+        },
+    );
+    let mut saw_unit_line = false;
+    for l in text.lines() {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(
+            v["time"].as_str().is_some() && v["level"].as_str().is_some(),
+            "{l}"
+        );
+        if v["message"] == "hello from talk" {
+            assert_eq!(v["unit"], "talk", "{l}");
+            saw_unit_line = true;
+        }
+    }
+    assert!(saw_unit_line);
+}

@@ -47,7 +47,31 @@ enum Cmd {
     },
     /// Start a unit (and clear its failed state). Refused while it has a
     /// maintenance lock; the answer names the holder and the reason.
-    Start { unit: String },
+    Start {
+        unit: String,
+        /// Return once the unit is ready (exit 0), or fail with the cause
+        /// when this start fails (exit 1). Waits up to --timeout (5m).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Exit 0 if UNIT is active (running, or a oneshot that completed),
+    /// else 1. Prints its state.
+    IsActive { unit: String },
+    /// Exit 0 if UNIT is failed (held down until an operator acts), else 1.
+    /// Prints its state.
+    IsFailed { unit: String },
+    /// Show the audit log: who changed what, and when (the same as
+    /// `maintenance log`).
+    Audit {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the names of the defined units, one per line (for shell
+    /// completion).
+    #[command(hide = true)]
+    CompleteUnits,
     /// Stop a unit (units requiring it stop first). It stays down until
     /// `supctl start`: no restart policy or dependency brings it back.
     /// Answers once its processes are gone.
@@ -111,8 +135,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Write man pages and shell completions for supd and supctl to DIR
-    /// (used by packaging).
+    /// Write man pages (supd(1), supctl(1), supd.unit(5), supd.toml(5)) and
+    /// shell completions for supd and supctl to DIR (used by packaging).
     #[command(hide = true)]
     GenerateDocs { dir: PathBuf },
 }
@@ -149,7 +173,8 @@ enum Maint {
         #[arg(long)]
         json: bool,
     },
-    /// Show the audit log of lock changes (who, what, when).
+    /// Show the audit log of lock changes (who, what, when); also
+    /// `supctl audit`.
     Log {
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -220,6 +245,7 @@ fn main() -> ExitCode {
         use clap::CommandFactory;
         return match supd::docs::generate(dir, Cli::command())
             .and_then(|_| supd::docs::generate(dir, supd::cli::Cli::command()))
+            .and_then(|_| supd::docs::generate_formats(dir))
         {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -253,9 +279,12 @@ fn main() -> ExitCode {
         let timeout = cli.timeout.unwrap_or(Duration::from_secs(10));
         return stream_cmd(&socket, &req, timeout, *json);
     }
+    if let Some(code) = client_side(&cli, &socket) {
+        return code;
+    }
     let (req, json, long_wait) = match &cli.cmd {
         Cmd::Status { unit, json } => (Request::Status { unit: unit.clone() }, *json, false),
-        Cmd::Start { unit } => (Request::Start { unit: unit.clone() }, false, false),
+        Cmd::Start { unit, .. } => (Request::Start { unit: unit.clone() }, false, false),
         Cmd::Stop { unit } => (Request::Stop { unit: unit.clone() }, false, true),
         Cmd::Restart { unit } => (Request::Restart { unit: unit.clone() }, false, true),
         Cmd::Reset { unit } => (Request::Reset { unit: unit.clone() }, false, false),
@@ -291,7 +320,7 @@ fn main() -> ExitCode {
             false,
         ),
         Cmd::Maintenance(Maint::List { json }) => (Request::MaintenanceList, *json, false),
-        Cmd::Maintenance(Maint::Log { limit, json }) => (
+        Cmd::Maintenance(Maint::Log { limit, json }) | Cmd::Audit { limit, json } => (
             Request::MaintenanceLog {
                 limit: Some(*limit),
             },
@@ -320,7 +349,12 @@ fn main() -> ExitCode {
         Cmd::Unshed => (Request::Unshed, false, false),
         Cmd::Poweroff => (Request::Poweroff, false, true),
         Cmd::Reboot => (Request::Reboot, false, true),
-        Cmd::GenerateDocs { .. } | Cmd::Logs { .. } | Cmd::Events { .. } => {
+        Cmd::GenerateDocs { .. }
+        | Cmd::Logs { .. }
+        | Cmd::Events { .. }
+        | Cmd::IsActive { .. }
+        | Cmd::IsFailed { .. }
+        | Cmd::CompleteUnits => {
             return ExitCode::from(2);
         }
     };
@@ -339,7 +373,13 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let resp = match rt.block_on(control::request(&socket, &req, timeout)) {
+    // Commands that wait for a stop say what they wait for meanwhile.
+    let progress = match &cli.cmd {
+        Cmd::Stop { unit } | Cmd::Restart { unit } => Some(unit.clone()),
+        Cmd::Maintenance(Maint::On { unit, .. }) => Some(unit.clone()),
+        _ => None,
+    };
+    let resp = match rt.block_on(with_progress(&socket, &req, timeout, progress)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("supctl: {e}");
@@ -397,7 +437,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Maintenance(Maint::Log { .. }) => {
+        Cmd::Maintenance(Maint::Log { .. }) | Cmd::Audit { .. } => {
             if let Some(recs) = resp.data.as_array() {
                 for r in recs {
                     let t = r["time_unix_ms"].as_u64().unwrap_or(0);
@@ -418,6 +458,221 @@ fn main() -> ExitCode {
         _ => println!("{}", resp.message),
     }
     ExitCode::SUCCESS
+}
+
+/// Commands answered by more than one request: start --wait, is-active,
+/// is-failed, complete-units. None for the others.
+fn client_side(cli: &Cli, socket: &std::path::Path) -> Option<ExitCode> {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("supctl: {e}");
+            return Some(ExitCode::from(1));
+        }
+    };
+    let quick = cli.timeout.unwrap_or(Duration::from_secs(10));
+    let status = |unit: Option<&str>| -> Result<StatusReport, String> {
+        let req = Request::Status {
+            unit: unit.map(str::to_string),
+        };
+        let r = rt
+            .block_on(control::request(socket, &req, quick))
+            .map_err(|e| e.to_string())?;
+        if !r.ok {
+            return Err(r.message);
+        }
+        serde_json::from_value(r.data).map_err(|e| format!("unexpected status payload: {e}"))
+    };
+    let code = match &cli.cmd {
+        Cmd::Start { unit, wait: true } => {
+            let limit = cli.timeout.unwrap_or(Duration::from_secs(300));
+            rt.block_on(start_and_wait(socket, unit, limit))
+        }
+        Cmd::IsActive { unit } | Cmd::IsFailed { unit } => match status(Some(unit)) {
+            Ok(r) => {
+                let state = r.units.first().map(|u| u.state.as_str()).unwrap_or("");
+                println!("{state}");
+                let yes = match &cli.cmd {
+                    Cmd::IsActive { .. } => matches!(state, "running" | "done"),
+                    _ => state == "failed",
+                };
+                if yes {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => {
+                eprintln!("supctl: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::CompleteUnits => match status(None) {
+            Ok(r) => {
+                for u in r.units {
+                    println!("{}", u.name);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(_) => ExitCode::from(1),
+        },
+        _ => return None,
+    };
+    Some(code)
+}
+
+/// `supctl start --wait`: subscribe to the unit's events, start it, and
+/// return when it is ready (0) or this start failed (1, with the cause).
+async fn start_and_wait(socket: &std::path::Path, unit: &str, limit: Duration) -> ExitCode {
+    use supd::protocol::EventBody;
+    let fail = |msg: String| {
+        eprintln!("supctl: {msg}");
+        ExitCode::from(1)
+    };
+    let quick = Duration::from_secs(10).min(limit);
+    // Subscribed before the start: no change can slip between the two.
+    let events = Request::Events {
+        units: vec![unit.to_string()],
+    };
+    let mut stream = match control::open_stream(socket, &events, quick).await {
+        Ok((r, s)) if r.ok => s,
+        Ok((r, _)) => return fail(r.message),
+        Err(e) => return fail(e.to_string()),
+    };
+    let resp = match control::request(
+        socket,
+        &Request::Start {
+            unit: unit.to_string(),
+        },
+        quick,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => return fail(e.to_string()),
+    };
+    if !resp.ok {
+        return fail(resp.message);
+    }
+    // Already ready (the start changed nothing)?
+    if let Ok(r) = control::request(
+        socket,
+        &Request::Status {
+            unit: Some(unit.to_string()),
+        },
+        quick,
+    )
+    .await
+        && let Ok(rep) = serde_json::from_value::<StatusReport>(r.data)
+        && rep.units.first().is_some_and(|u| u.ready)
+    {
+        println!("{unit} is ready");
+        return ExitCode::SUCCESS;
+    }
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let line = tokio::select! {
+            l = stream.next_line() => l,
+            _ = tokio::time::sleep_until(deadline) => {
+                let why = control::request(socket, &Request::Why { unit: unit.to_string() }, quick)
+                    .await
+                    .map(|r| r.message)
+                    .unwrap_or_default();
+                return fail(format!(
+                    "{unit} is not ready after {}; the start goes on in supd. {why}",
+                    humantime::format_duration(limit)
+                ));
+            }
+        };
+        let line = match line {
+            Ok(Some(l)) => l,
+            Ok(None) => return fail("supd ended the event stream (shutting down?)".into()),
+            Err(e) => return fail(e.to_string()),
+        };
+        let Ok(StreamItem::Event(e)) = serde_json::from_str::<StreamItem>(&line) else {
+            continue;
+        };
+        if let EventBody::State {
+            to, ready, detail, ..
+        } = &e.body
+        {
+            if *ready && (to == "running" || to == "done") {
+                println!("{unit} is ready");
+                return ExitCode::SUCCESS;
+            }
+            if matches!(to.as_str(), "backoff" | "failed" | "exited" | "stopped") {
+                return fail(format!(
+                    "{unit} failed to start ({to}){}",
+                    detail
+                        .as_ref()
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+    }
+}
+
+/// Send `req`; while waiting for a unit to stop, say what is being waited
+/// for (on stderr, when it changes).
+async fn with_progress(
+    socket: &std::path::Path,
+    req: &Request,
+    timeout: Duration,
+    unit: Option<String>,
+) -> Result<supd::protocol::Response, control::ClientError> {
+    let fut = control::request(socket, req, timeout);
+    tokio::pin!(fut);
+    let Some(unit) = unit else {
+        return fut.await;
+    };
+    let first = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut tick = tokio::time::interval_at(first, Duration::from_secs(2));
+    let mut last = String::new();
+    loop {
+        tokio::select! {
+            r = &mut fut => return r,
+            _ = tick.tick() => {
+                let st = control::request(socket, &Request::Status { unit: None }, Duration::from_secs(5)).await;
+                if let Ok(r) = st
+                    && r.ok
+                    && let Ok(rep) = serde_json::from_value::<StatusReport>(r.data)
+                    && let Some(msg) = stop_progress(&rep, &unit)
+                    && msg != last
+                {
+                    eprintln!("supctl: {msg}");
+                    last = msg;
+                }
+            }
+        }
+    }
+}
+
+/// What a pending stop of `unit` waits for, in words.
+fn stop_progress(r: &StatusReport, unit: &str) -> Option<String> {
+    let target = r.units.iter().find(|u| u.name == unit)?;
+    let pid = |u: &UnitStatus| u.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+    let others: Vec<String> = r
+        .units
+        .iter()
+        .filter(|u| u.name != unit && u.state == "stopping")
+        .map(|u| format!("{}{}", u.name, pid(u)))
+        .collect();
+    match target.state.as_str() {
+        "stopping" => Some(format!(
+            "waiting for {unit}{} to stop ({})",
+            pid(target),
+            target.detail.as_deref().unwrap_or("stop signal sent")
+        )),
+        "running" | "starting" if !others.is_empty() => Some(format!(
+            "waiting for what requires {unit} to stop first: {}",
+            others.join(", ")
+        )),
+        _ => None,
+    }
 }
 
 /// `supctl logs` / `events`: print the streamed records as they come.

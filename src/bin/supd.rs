@@ -39,7 +39,7 @@ fn default_state() -> PathBuf {
     }
 }
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, json: bool) {
     let level = match level {
         "error" => tracing::Level::ERROR,
         "warn" => tracing::Level::WARN,
@@ -47,7 +47,7 @@ fn init_logging(level: &str) {
         "trace" => tracing::Level::TRACE,
         _ => tracing::Level::INFO,
     };
-    supd::world::log::init(level);
+    supd::world::log::init_as(level, json);
 }
 
 fn main() -> ExitCode {
@@ -134,7 +134,7 @@ fn main() -> ExitCode {
         .or_else(|| std::env::var("SUPD_LOG").ok())
         .or(config.log_level.clone())
         .unwrap_or_else(|| "info".to_string());
-    init_logging(&level);
+    init_logging(&level, config.log_json);
 
     match mode {
         Mode::VmInit => {

@@ -354,21 +354,45 @@ pub enum ClientError {
     Permission(String),
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
-    #[error("no answer from supd at {0} within {1:?}")]
+    #[error(
+        "no answer from supd at {0} within {1:?} (what it was asked to do goes on there: see `supctl status`; a longer --timeout waits for it)"
+    )]
     Timeout(String, Duration),
     #[error("supd sent an invalid answer: {0}")]
     BadResponse(String),
 }
 
-/// Client side of a streaming request: the response (within `timeout`),
-/// then every item line, each handed to `on_item` (return false to stop),
-/// until supd ends the stream. No time limit after the response.
-pub async fn request_stream(
+/// A stream's item lines, after its response (see `open_stream`).
+pub struct StreamReader {
+    r: BufReader<UnixStream>,
+    path: String,
+}
+
+impl StreamReader {
+    /// The next item line (without its newline); None when supd ended the
+    /// stream.
+    pub async fn next_line(&mut self) -> Result<Option<String>, ClientError> {
+        let mut line = Vec::new();
+        let n = (&mut self.r)
+            .take(MAX_RESPONSE_BYTES as u64)
+            .read_until(b'\n', &mut line)
+            .await
+            .map_err(|e| ClientError::Io(self.path.clone(), e))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let text = String::from_utf8_lossy(&line);
+        Ok(Some(text.trim_end_matches('\n').to_string()))
+    }
+}
+
+/// Client side of a streaming request: the response (within `timeout`)
+/// and, when it is ok, a reader of the items that follow (no time limit).
+pub async fn open_stream(
     path: &Path,
     req: &Request,
     timeout: Duration,
-    mut on_item: impl FnMut(&str) -> bool,
-) -> Result<Response, ClientError> {
+) -> Result<(Response, StreamReader), ClientError> {
     let p = path.display().to_string();
     let connect = async {
         let mut s = connect(path, &p).await?;
@@ -381,31 +405,33 @@ pub async fn request_stream(
             .await
             .map_err(|e| ClientError::Io(p.clone(), e))?;
         let resp = parse_response(&buf)?;
-        Ok::<_, ClientError>((resp, r))
+        Ok::<_, ClientError>((resp, StreamReader { r, path: p.clone() }))
     };
-    let (resp, mut r) = match tokio::time::timeout(timeout, connect).await {
-        Ok(r) => r?,
-        Err(_) => return Err(ClientError::Timeout(p, timeout)),
-    };
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(r) => r,
+        Err(_) => Err(ClientError::Timeout(p, timeout)),
+    }
+}
+
+/// Client side of a streaming request: the response (within `timeout`),
+/// then every item line, each handed to `on_item` (return false to stop),
+/// until supd ends the stream. No time limit after the response.
+pub async fn request_stream(
+    path: &Path,
+    req: &Request,
+    timeout: Duration,
+    mut on_item: impl FnMut(&str) -> bool,
+) -> Result<Response, ClientError> {
+    let (resp, mut reader) = open_stream(path, req, timeout).await?;
     if !resp.ok {
         return Ok(resp);
     }
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let n = (&mut r)
-            .take(MAX_RESPONSE_BYTES as u64)
-            .read_until(b'\n', &mut line)
-            .await
-            .map_err(|e| ClientError::Io(p.clone(), e))?;
-        if n == 0 {
-            return Ok(resp);
-        }
-        let text = String::from_utf8_lossy(&line);
-        if !on_item(text.trim_end_matches('\n')) {
-            return Ok(resp);
+    while let Some(line) = reader.next_line().await? {
+        if !on_item(&line) {
+            break;
         }
     }
+    Ok(resp)
 }
 
 async fn connect(path: &Path, p: &str) -> Result<UnixStream, ClientError> {
