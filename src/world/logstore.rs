@@ -15,7 +15,8 @@
 //! How it never blocks PID 1: output readers (`world::output`) hand whole
 //! lines to `push`, which only appends to a queue under a short mutex; a
 //! dedicated thread (every signal blocked, like the persistence thread)
-//! does all file I/O. The queue holds at most `QUEUE_BYTES`; beyond that
+//! does all file I/O. Queued and in-writing chunks hold at most
+//! `QUEUE_BYTES` (counted by allocation, not text); beyond that
 //! lines are dropped, counted per unit, and a `supd` record saying how many
 //! is written once the writer catches up — the service's pipe is always
 //! drained, so a slow disk costs lines, never a stalled service or supd.
@@ -60,8 +61,9 @@ const MEM_BYTES: usize = 1 << 20;
 const MAX_OPEN: usize = 32;
 /// `supctl logs` readers at once.
 const MAX_READERS: usize = 4;
-/// Chunks a follower may fall behind before it is told it missed some.
-const LIVE_CAPACITY: usize = 1024;
+/// Chunks a follower may fall behind before it is told it missed some
+/// (chunks are at most one 16 KiB read: a few MiB held for followers).
+const LIVE_CAPACITY: usize = 256;
 /// Records answered without -n or --since.
 const DEFAULT_LINES: u64 = 10;
 /// Most records one answer carries (beyond that, the newest are kept).
@@ -158,8 +160,6 @@ enum Job {
 #[derive(Default)]
 struct Queue {
     jobs: VecDeque<Job>,
-    /// Bytes of `Chunk` lines in `jobs`.
-    bytes: usize,
     /// Lines refused since the writer last looked, per unit.
     dropped: HashMap<Arc<str>, (u64, Limits)>,
     /// The writer waits on the condvar (so only then is a wake-up needed).
@@ -171,6 +171,9 @@ struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
     live: broadcast::Sender<Arc<Live>>,
+    /// Bytes of chunks queued or being written (by capacity: the bound is
+    /// on memory, not on text); released as each chunk is written.
+    held: AtomicUsize,
     readers: AtomicUsize,
     dir: PathBuf,
     stats: Stats,
@@ -224,6 +227,7 @@ impl LogStore {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             live,
+            held: AtomicUsize::new(0),
             readers: AtomicUsize::new(0),
             dir: state_dir.join("logs"),
             stats: Stats::default(),
@@ -259,7 +263,8 @@ impl LogStore {
         if q.closed {
             return;
         }
-        if q.bytes + lines.len() > QUEUE_BYTES {
+        let cost = lines.capacity();
+        if self.shared.held.load(Ordering::Relaxed) + cost > QUEUE_BYTES {
             let n = lines.iter().filter(|&&b| b == b'\n').count() as u64;
             self.shared
                 .stats
@@ -269,7 +274,7 @@ impl LogStore {
             e.0 += n;
             return;
         }
-        q.bytes += lines.len();
+        self.shared.held.fetch_add(cost, Ordering::Relaxed);
         q.jobs.push_back(Job::Chunk(Chunk {
             unit: unit.clone(),
             stream,
@@ -752,13 +757,16 @@ impl Writer {
                     q.sleeping = true;
                     q = self.shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
                 }
-                q.bytes = 0;
                 (std::mem::take(&mut q.jobs), std::mem::take(&mut q.dropped))
             };
             let mut close = None;
             for job in jobs {
                 match job {
-                    Job::Chunk(c) => self.chunk(c),
+                    Job::Chunk(c) => {
+                        let cost = c.lines.capacity();
+                        self.chunk(c);
+                        self.shared.held.fetch_sub(cost, Ordering::Relaxed);
+                    }
                     Job::StateReady => self.state_ready(),
                     Job::Barrier(units, tx) => {
                         let _ = tx.send(self.snapshot(&units));
@@ -1117,6 +1125,7 @@ mod tests {
                 queue: Mutex::new(Queue::default()),
                 wake: Condvar::new(),
                 live,
+                held: AtomicUsize::new(0),
                 readers: AtomicUsize::new(0),
                 dir: dir.join("logs"),
                 stats: Stats::default(),

@@ -48,31 +48,35 @@ pub fn capture(store: LogStore, unit: Arc<str>, stream: Stream, limits: Limits, 
                 break;
             }
             let mut buf = [0u8; READ_BUF];
-            let mut chunk: Vec<u8> = Vec::new();
-            for _ in 0..READS_PER_WAKE {
+            let mut reads = 0;
+            while reads < READS_PER_WAKE && !eof {
+                reads += 1;
                 let n = match rx.try_read(&mut buf) {
                     Ok(0) => {
                         eof = true;
-                        break;
+                        0
                     }
                     Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(_) => {
                         eof = true;
-                        break;
+                        0
                     }
                 };
+                // One chunk per read, sized to it: the store's byte bound
+                // is then close to the memory it really holds.
+                let mut chunk = Vec::with_capacity(n + line.len() + 32);
                 split_lines(&buf[..n], &mut line, &mut truncated, &mut chunk);
+                if eof && !line.is_empty() {
+                    end_line(&mut line, &mut truncated, &mut chunk);
+                }
+                if !chunk.is_empty() {
+                    echo(&unit, stream, &chunk);
+                    store.push(&unit, stream, limits, wall_us(), chunk);
+                }
                 if n < buf.len() {
                     break;
                 }
-            }
-            if eof && !line.is_empty() {
-                end_line(&mut line, &mut truncated, &mut chunk);
-            }
-            if !chunk.is_empty() {
-                echo(&unit, stream, &chunk);
-                store.push(&unit, stream, limits, wall_us(), chunk);
             }
             if !eof {
                 tokio::task::yield_now().await;
