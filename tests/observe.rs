@@ -53,7 +53,7 @@ fn logs_keep_earlier_runs_also_after_supd_is_killed_and_restarted() {
     );
     let mut supd = Supd::start("obsruns", &[("crashy", &unit)]);
     let recs = wait_for("three runs in the log", Duration::from_secs(20), || {
-        let r = logs_json(&supd, &["crashy", "-n", "100"]);
+        let r = logs_json(&supd, &["crashy", "-n", "10000"]);
         lines_of(&r)
             .iter()
             .any(|l| l == "run 3 error text")
@@ -483,8 +483,8 @@ fn events_stream_state_lock_mount_and_probe_changes_as_json_lines() {
 }
 
 #[test]
-fn a_subscriber_that_does_not_read_is_dropped_and_supd_goes_on() {
-    if !can_run("events_slow") {
+fn a_slow_subscriber_is_told_and_dropped_while_supd_goes_on() {
+    if !can_run("events_slow_subscriber") {
         return;
     }
     use std::io::{Read, Write};
@@ -512,13 +512,34 @@ fn a_subscriber_that_does_not_read_is_dropped_and_supd_goes_on() {
         })
     };
     all_running(&supd);
-    // A raw subscriber that reads the answer and then nothing more.
+    // A raw subscriber that reads slowly: 1 KiB every 20 ms.
     let mut s = std::os::unix::net::UnixStream::connect(&supd.socket).unwrap();
     s.write_all(b"{\"v\":1,\"cmd\":\"events\"}\n").unwrap();
-    let mut first = [0u8; 1];
-    s.read_exact(&mut first).unwrap();
-    // Each shed/unshed round is ~4 events per unit: 600 per round.
-    for _ in 0..8 {
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let got = got.clone();
+        let ended = ended.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.lock().unwrap().extend_from_slice(&buf[..n]),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            ended.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let dropped = || String::from_utf8_lossy(&got.lock().unwrap()).contains("\"notice\"");
+    // Each shed/unshed round is ~4 events per unit; go on until the
+    // subscriber is dropped (supd answers every command meanwhile).
+    for _ in 0..40 {
+        if dropped() {
+            break;
+        }
         supd.ok(&["shed", "optional"]);
         wait_for("all stopped", Duration::from_secs(30), || {
             let st = supd.status();
@@ -531,17 +552,28 @@ fn a_subscriber_that_does_not_read_is_dropped_and_supd_goes_on() {
         supd.ok(&["unshed"]);
         all_running(&supd);
     }
-    // supd answered throughout; now read what the slow one got: a notice
-    // that it was dropped, then the end of the stream.
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut rest = Vec::new();
-    let _ = s.read_to_end(&mut rest);
-    let text = String::from_utf8_lossy(&rest);
+    wait_for(
+        "the notice and the end of the stream",
+        Duration::from_secs(60),
+        || {
+            ended
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .then_some(())
+        },
+    );
+    reader.join().unwrap();
+    let text = String::from_utf8_lossy(&got.lock().unwrap()).to_string();
     let last = text.lines().last().unwrap_or("");
     assert!(
         last.contains("\"notice\"") && last.contains("dropped"),
         "{last}"
     );
+    // Everything before it was a whole event line.
+    for l in text.lines().skip(1) {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(v["kind"] == "event" || v["kind"] == "notice", "{l}");
+    }
+    supd.ok(&["status"]);
 }
 
 /// A free TCP port on 127.0.0.1 (tests run in parallel; each gets its own).

@@ -202,45 +202,9 @@ impl Driver {
             )));
             return;
         }
-        let mut rx = self.events.subscribe();
+        let rx = self.events.subscribe();
         let _ = reply.send(Response::ok(""));
-        tokio::spawn(async move {
-            loop {
-                let ev = tokio::select! {
-                    e = rx.recv() => e,
-                    _ = tx.closed() => return,
-                };
-                let item = match ev {
-                    Ok(e) => {
-                        if !units.is_empty()
-                            && e.body.unit().is_some_and(|u| !units.iter().any(|x| x == u))
-                        {
-                            continue;
-                        }
-                        StreamItem::Event((*e).clone())
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        // Dropped, with a message: a subscriber that cannot
-                        // keep up would otherwise hold events forever.
-                        let msg = StreamItem::Notice {
-                            message: format!(
-                                "dropped: this reader fell {n} events behind; reconnect (and read faster)"
-                            ),
-                        };
-                        let line = serde_json::to_string(&msg).unwrap_or_default();
-                        let _ =
-                            tokio::time::timeout(std::time::Duration::from_secs(5), tx.send(line))
-                                .await;
-                        return;
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                };
-                let line = serde_json::to_string(&item).unwrap_or_default();
-                if tx.send(line).await.is_err() {
-                    return;
-                }
-            }
-        });
+        tokio::spawn(forward_events(rx, units, tx));
     }
 
     /// A snapshot for /metrics, /healthz, /readyz.
@@ -288,5 +252,104 @@ impl Driver {
         if let Some(tx) = self.replies.remove(&id) {
             let _ = tx.send(resp);
         }
+    }
+}
+
+/// One `supctl events` subscriber: take an event from the broadcast only
+/// when the client's queue has room, so a slow client leaves events in the
+/// (bounded) broadcast; once it falls more than that behind, the next
+/// take reports the lag and the client gets a notice, in order after what
+/// it was sent, and is dropped. Nothing here ever makes the loop wait.
+async fn forward_events(
+    mut rx: tokio::sync::broadcast::Receiver<Arc<EventRecord>>,
+    units: Vec<String>,
+    tx: tokio::sync::mpsc::Sender<String>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let permit = tokio::select! {
+            p = tx.reserve() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = tx.closed() => return,
+        };
+        let line = loop {
+            let ev = tokio::select! {
+                e = rx.recv() => e,
+                _ = tx.closed() => return,
+            };
+            match ev {
+                Ok(e) => {
+                    if !units.is_empty()
+                        && e.body.unit().is_some_and(|u| !units.iter().any(|x| x == u))
+                    {
+                        continue;
+                    }
+                    break serde_json::to_string(&StreamItem::Event((*e).clone()))
+                        .unwrap_or_default();
+                }
+                Err(RecvError::Lagged(n)) => {
+                    let msg = StreamItem::Notice {
+                        message: format!(
+                            "dropped: this reader fell {n} events behind; reconnect (and read faster)"
+                        ),
+                    };
+                    permit.send(serde_json::to_string(&msg).unwrap_or_default());
+                    return;
+                }
+                Err(RecvError::Closed) => return,
+            }
+        };
+        permit.send(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_subscriber_that_falls_behind_gets_a_notice_last_and_is_dropped() {
+        let (btx, brx) = tokio::sync::broadcast::channel(8);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let task = tokio::spawn(forward_events(brx, vec![], tx));
+        let ev = |i: u64| {
+            Arc::new(EventRecord {
+                time: "t".into(),
+                time_unix_us: i,
+                body: EventBody::LockState {
+                    ok: true,
+                    problem: None,
+                },
+            })
+        };
+        // Nobody reads: 4 go to the client's queue, 8 wait in the
+        // broadcast, the rest overflow it.
+        for i in 0..30 {
+            let _ = btx.send(ev(i));
+            tokio::task::yield_now().await;
+        }
+        let mut got = Vec::new();
+        while let Some(l) = rx.recv().await {
+            got.push(l);
+        }
+        task.await.unwrap();
+        let last = got.last().unwrap();
+        assert!(
+            last.contains("\"notice\"") && last.contains("dropped"),
+            "{got:?}"
+        );
+        assert!(got[..got.len() - 1].iter().all(|l| l.contains("\"event\"")));
+        // Events before the notice are in order.
+        let times: Vec<u64> = got[..got.len() - 1]
+            .iter()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["time_unix_us"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
     }
 }

@@ -59,6 +59,8 @@ const QUEUE_BYTES: usize = 8 << 20;
 const MEM_BYTES: usize = 1 << 20;
 /// Log files kept open at once (the least recently written is closed).
 const MAX_OPEN: usize = 32;
+/// Formatted bytes of one unit gathered into one write.
+const COALESCE: usize = 256 * 1024;
 /// `supctl logs` readers at once.
 const MAX_READERS: usize = 4;
 /// Chunks a follower may fall behind before it is told it missed some
@@ -723,8 +725,9 @@ struct Writer {
     mem: VecDeque<(Arc<str>, Limits, Vec<u8>)>,
     mem_bytes: usize,
     mem_dropped: u64,
-    /// Reusable formatting buffer.
+    /// Formatted records of `pending`'s unit not yet written.
     scratch: Vec<u8>,
+    pending: Option<(Arc<str>, Limits)>,
     /// When the last write error was logged (one message per minute).
     last_error_log: Option<std::time::Instant>,
     dir_created: bool,
@@ -743,7 +746,8 @@ impl Writer {
             mem: VecDeque::new(),
             mem_bytes: 0,
             mem_dropped: 0,
-            scratch: Vec::with_capacity(64 * 1024),
+            scratch: Vec::with_capacity(COALESCE),
+            pending: None,
             last_error_log: None,
             dir_created: false,
         }
@@ -767,13 +771,18 @@ impl Writer {
                         self.chunk(c);
                         self.shared.held.fetch_sub(cost, Ordering::Relaxed);
                     }
-                    Job::StateReady => self.state_ready(),
+                    Job::StateReady => {
+                        self.flush_pending();
+                        self.state_ready();
+                    }
                     Job::Barrier(units, tx) => {
+                        self.flush_pending();
                         let _ = tx.send(self.snapshot(&units));
                     }
                     Job::Close(tx) => close = Some(tx),
                 }
             }
+            self.flush_pending();
             for (unit, (n, limits)) in dropped {
                 let text =
                     format!("{n} lines dropped: the log writer fell behind (disk slow or full)\n");
@@ -785,6 +794,7 @@ impl Writer {
                     lines: text.into_bytes(),
                 });
             }
+            self.flush_pending();
             if let Some(tx) = close {
                 lock(&self.shared.queue).closed = true;
                 for u in self.units.values_mut() {
@@ -830,25 +840,39 @@ impl Writer {
             c.time_us / 1_000_000,
             (c.time_us % 1_000_000) as u32,
         );
+        // Records of one unit accumulate in `scratch` and go out in one
+        // write (`flush_pending`) when another unit's chunk, a job other
+        // than a chunk, or the end of the batch comes.
+        if self.pending.as_ref().is_some_and(|(u, _)| *u != c.unit)
+            || self.scratch.len() >= COALESCE
+        {
+            self.flush_pending();
+        }
         let mut buf = std::mem::take(&mut self.scratch);
-        buf.clear();
+        let mut prefix = [0u8; TS_LEN + 8];
+        let plen = {
+            let st = c.stream.as_str().as_bytes();
+            prefix[..TS_LEN].copy_from_slice(&ts.as_bytes()[..TS_LEN.min(ts.len())]);
+            prefix[TS_LEN] = b' ';
+            prefix[TS_LEN + 1..TS_LEN + 1 + st.len()].copy_from_slice(st);
+            prefix[TS_LEN + 1 + st.len()] = b' ';
+            TS_LEN + 2 + st.len()
+        };
         let mut n = 0u64;
-        for line in c.lines.split_inclusive(|&b| b == b'\n') {
-            buf.extend_from_slice(ts.as_bytes());
-            buf.push(b' ');
-            buf.extend_from_slice(c.stream.as_str().as_bytes());
-            buf.push(b' ');
-            buf.extend_from_slice(line);
-            if !line.ends_with(b"\n") {
-                buf.push(b'\n');
-            }
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', &c.lines) {
+            buf.extend_from_slice(&prefix[..plen]);
+            buf.extend_from_slice(&c.lines[start..=end]);
+            start = end + 1;
             n += 1;
         }
-        if self.mounted {
-            self.write_formatted(&c.unit, c.limits, &buf);
-        } else {
-            self.hold(&c.unit, c.limits, &buf);
+        if start < c.lines.len() {
+            buf.extend_from_slice(&prefix[..plen]);
+            buf.extend_from_slice(&c.lines[start..]);
+            buf.push(b'\n');
+            n += 1;
         }
+        self.pending = Some((c.unit.clone(), c.limits));
         self.shared
             .stats
             .lines_written
@@ -862,6 +886,24 @@ impl Writer {
                 time_us: c.time_us,
                 lines: c.lines,
             }));
+        }
+    }
+
+    /// Write (or hold) the records gathered in `scratch`.
+    fn flush_pending(&mut self) {
+        let Some((unit, limits)) = self.pending.take() else {
+            return;
+        };
+        let buf = std::mem::take(&mut self.scratch);
+        if self.mounted {
+            self.write_formatted(&unit, limits, &buf);
+        } else {
+            self.hold(&unit, limits, &buf);
+        }
+        self.scratch = buf;
+        self.scratch.clear();
+        if self.scratch.capacity() > 4 * COALESCE {
+            self.scratch.shrink_to(COALESCE);
         }
     }
 
@@ -908,27 +950,25 @@ impl Writer {
                 return;
             };
             let room = limits.max_size.saturating_sub(ul.size);
-            // Whole records only: up to the last newline that fits (at
-            // least one record, into a fresh file).
             let rest = &bytes[start..];
-            let mut cut = 0;
-            for (i, &b) in rest.iter().enumerate() {
-                if b == b'\n' {
-                    if (i + 1) as u64 <= room || cut == 0 && ul.size == 0 {
-                        cut = i + 1;
-                    } else {
-                        break;
+            // Whole records only: everything if it fits, else up to the
+            // last newline that fits; into a fresh file at least one
+            // record, however long.
+            let cut = if rest.len() as u64 <= room {
+                rest.len()
+            } else {
+                let window = &rest[..(room as usize).min(rest.len())];
+                match memchr::memrchr(b'\n', window) {
+                    Some(i) => i + 1,
+                    None if ul.size == 0 => memchr::memchr(b'\n', rest)
+                        .map(|i| i + 1)
+                        .unwrap_or(rest.len()),
+                    None => {
+                        self.rotate(unit, limits);
+                        continue;
                     }
                 }
-            }
-            if cut == 0 {
-                if ul.size == 0 {
-                    cut = rest.len();
-                } else {
-                    self.rotate(unit, limits);
-                    continue;
-                }
-            }
+            };
             self.append(unit, &rest[..cut]);
             start += cut;
         }
@@ -1156,7 +1196,12 @@ mod tests {
         // Each record is 27 + 1 + 3 + 1 + 10 + 1 = 43 bytes: 4 per file.
         for i in 0..40u64 {
             w.chunk(chunk(&u, 1_000_000 * i, &format!("line {i:05}\n"), limits));
+            if i % 7 == 0 {
+                // Batches end at odd places.
+                w.flush_pending();
+            }
         }
+        w.flush_pending();
         let files = list_files(&d.join("logs/web"));
         assert_eq!(files.len(), 3, "{files:?}");
         for s in &files {
@@ -1185,6 +1230,7 @@ mod tests {
         drop(w);
         let mut w = writer(&d);
         w.chunk(chunk(&u, 99_000_000, "after restart\n", limits));
+        w.flush_pending();
         let recs = read_unit(&d.join("logs/web"), None, 2, None);
         assert_eq!(
             recs.last().map(|r| r.line.clone()),

@@ -89,7 +89,7 @@ pub fn capture(store: LogStore, unit: Arc<str>, stream: Stream, limits: Limits, 
 /// keep an unfinished one in `line`.
 fn split_lines(data: &[u8], line: &mut Vec<u8>, truncated: &mut bool, out: &mut Vec<u8>) {
     let mut rest = data;
-    while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+    while let Some(i) = memchr::memchr(b'\n', rest) {
         let (head, tail) = rest.split_at(i);
         if line.is_empty() && !*truncated && head.len() <= MAX_LINE {
             // The common case: a whole line inside this read.
