@@ -8,7 +8,9 @@
 //! - **World** (`world/`): everything that touches the kernel — spawning
 //!   (`spawn`: clone(CLONE_VM|CLONE_VFORK), no fork), the single reaper, the
 //!   mount watcher, the lock store, the control socket, signals, PID-1
-//!   duties, the log sink (`log`) and giving start-up memory back (`trim`).
+//!   duties, the log sink (`log`, writing through `line_writer`, which never
+//!   blocks on a stalled reader), host checks of a unit set (`host_check`)
+//!   and giving start-up memory back (`trim`).
 //! - **Driver** (`driver/`): the only place the two meet; a current-thread
 //!   tokio loop that turns the world into `Event`s, feeds the engine and
 //!   carries out its `Action`s. It is a router: the process table and

@@ -89,6 +89,8 @@ pub enum MountProblem {
     NotMounted {
         path: PathBuf,
         on: Option<PathBuf>,
+        /// `path` is a symlink to this (`MountReq::symlink_to`).
+        link: Option<PathBuf>,
     },
     ReadOnly {
         path: PathBuf,
@@ -107,6 +109,12 @@ pub enum MountProblem {
         path: PathBuf,
         option: String,
     },
+    /// The mount table itself could not be read: nothing is known to be
+    /// mounted (fail closed).
+    TableUnknown {
+        path: PathBuf,
+        why: String,
+    },
 }
 
 impl MountProblem {
@@ -117,7 +125,8 @@ impl MountProblem {
             | MountProblem::ReadOnly { path }
             | MountProblem::WrongFstype { path, .. }
             | MountProblem::WrongSource { path, .. }
-            | MountProblem::MissingOption { path, .. } => path,
+            | MountProblem::MissingOption { path, .. }
+            | MountProblem::TableUnknown { path, .. } => path,
         }
     }
 }
@@ -125,13 +134,32 @@ impl MountProblem {
 impl fmt::Display for MountProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            MountProblem::NotMounted { path, on: Some(on) } => write!(
+            MountProblem::NotMounted {
+                path,
+                link: Some(link),
+                ..
+            } => write!(
+                f,
+                "{} is a symlink to {}, not a mount point (mounts are checked at the path as written: set `path = \"{}\"` if that is the mount point)",
+                path.display(),
+                link.display(),
+                link.display()
+            ),
+            MountProblem::NotMounted {
+                path,
+                on: Some(on),
+                link: None,
+            } => write!(
                 f,
                 "{} is a directory on {}, not a mount point",
                 path.display(),
                 on.display()
             ),
-            MountProblem::NotMounted { path, on: None } => {
+            MountProblem::NotMounted {
+                path,
+                on: None,
+                link: None,
+            } => {
                 write!(f, "{} is not a mount point", path.display())
             }
             MountProblem::ReadOnly { path } => write!(
@@ -163,6 +191,11 @@ impl fmt::Display for MountProblem {
                 "{} is mounted without option {}, which the unit requires",
                 path.display(),
                 option
+            ),
+            MountProblem::TableUnknown { path, why } => write!(
+                f,
+                "{} counts as not mounted: the mount table cannot be read ({why}); supd keeps retrying",
+                path.display()
             ),
         }
     }
@@ -214,7 +247,11 @@ impl MountTable {
         let path = req.path.clone();
         let Some(entry) = self.find(&req.path) else {
             let on = self.containing(&req.path).map(|e| e.mount_point.clone());
-            return Err(MountProblem::NotMounted { path, on });
+            return Err(MountProblem::NotMounted {
+                path,
+                on,
+                link: req.symlink_to.clone(),
+            });
         };
         if let Some(want) = &req.fstype
             && *want != entry.fstype
@@ -460,6 +497,7 @@ mod tests {
             options: Vec::new(),
             on_loss: OnLoss::Stop,
             timeout: None,
+            symlink_to: None,
         }
     }
 
@@ -532,7 +570,8 @@ mod tests {
             e,
             MountProblem::NotMounted {
                 path: "/srv/pg/data".into(),
-                on: Some("/srv/pg".into())
+                on: Some("/srv/pg".into()),
+                link: None,
             }
         );
         assert_eq!(

@@ -277,6 +277,10 @@ pub struct StatusReport {
     pub units: Vec<UnitStatus>,
     /// null when the lock state is known; else why supd is fail-closed.
     pub lock_state_problem: Option<String>,
+    /// null when the mount table is readable; else why it is not (every
+    /// required mount then counts as missing).
+    #[serde(default)]
+    pub mount_table_problem: Option<String>,
     #[serde(default)]
     pub shed_level: Option<crate::unit::Priority>,
     #[serde(default)]

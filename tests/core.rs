@@ -338,6 +338,29 @@ fn check_reports_every_bad_file() {
     );
 }
 
+/// Issue 13 item 3: a duration no clock can hold is a load error naming
+/// file:line and the maximum, not a panic in the running supervisor.
+#[test]
+fn check_bounds_every_duration() {
+    let dir = TempDir::new("hugedur");
+    std::fs::write(
+        dir.path().join("db.toml"),
+        "exec = [\"/bin/sleep\", \"600\"]\n[ready]\nkind = \"notify\"\ntimeout = \"300000000000y\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(SUPD)
+        .args(["check", "--units"])
+        .arg(dir.path())
+        .output()
+        .expect("supd check");
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "accepted: {text}");
+    assert!(
+        text.contains("db.toml:4:") && text.contains("ready.timeout") && text.contains("10y"),
+        "{text}"
+    );
+}
+
 #[test]
 fn runtime_directory_umask_limits_and_stop_command() {
     if !can_run("runtime_directory_umask_limits") {
@@ -441,4 +464,258 @@ fn output_is_captured_with_the_unit_name_inherited_or_discarded() {
         !log.contains("out-nul") && !log.contains("err-nul"),
         "{log}"
     );
+}
+
+/// Bytes waiting in a pipe (FIONREAD).
+fn pipe_fill(fd: &std::os::fd::OwnedFd) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if r < 0 { 0 } else { n as usize }
+}
+
+#[test]
+fn a_stalled_log_reader_does_not_stall_supd() {
+    if !can_run("stalled_log_reader") {
+        return;
+    }
+    // A real program that floods its output (far more than a pipe holds),
+    // then idles; and a unit for the operator to lock.
+    let spew = "exec = [\"python3\", \"-c\", \"import sys, time\\nfor i in range(20000): print('spew line %d ' % i + 'x' * 80, flush=True)\\ntime.sleep(600)\"]\n";
+    let db = sh_unit("exec sleep 600", "");
+    let mut supd = Supd::start_with(
+        "stalled-log",
+        &[("spew", spew), ("db", &db)],
+        Options {
+            log_to_pipe: true,
+            ..Options::default()
+        },
+    );
+    let pipe = supd.log_pipe.take().expect("log pipe");
+    // Nobody reads supd's stderr: wait until the pipe is full.
+    wait_for(
+        "supd's stderr pipe to fill",
+        Duration::from_secs(20),
+        || (pipe_fill(&pipe) >= 60 * 1024).then_some(()),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    // supd must still answer, and act, within a deadline.
+    let quick = |args: &[&str]| {
+        let t0 = std::time::Instant::now();
+        let out = std::process::Command::new(SUPCTL)
+            .arg("--socket")
+            .arg(&supd.socket)
+            .args(["--timeout", "5s"])
+            .args(args)
+            .output()
+            .expect("run supctl");
+        assert!(
+            out.status.success(),
+            "supctl {args:?} with supd's stderr stalled: {}{} (after {:?})",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            t0.elapsed()
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    quick(&["status"]);
+    quick(&["maintenance", "on", "db", "--reason", "stalled log test"]);
+    let st: serde_json::Value = serde_json::from_str(&quick(&["status", "--json"])).expect("json");
+    let db_locked = st["units"]
+        .as_array()
+        .and_then(|a| a.iter().find(|u| u["name"] == "db"))
+        .map(|u| u["maintenance"].is_array());
+    assert_eq!(db_locked, Some(true), "{st}");
+
+    // Once the reader drains the pipe, supd says how many lines it dropped.
+    use std::io::Read;
+    let mut f = std::fs::File::from(pipe);
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = text.clone();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = f.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if let Ok(mut t) = sink.lock() {
+                t.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    });
+    wait_for("a report of dropped lines", Duration::from_secs(20), || {
+        let t = text.lock().ok()?;
+        t.lines()
+            .find(|l| l.contains("log lines dropped"))
+            .map(|l| l.to_string())
+    });
+    supd.kill9();
+}
+
+fn supd_check(dir: &std::path::Path, as_nobody: bool) -> (Option<i32>, String) {
+    let mut cmd = if as_nobody {
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            SUPD,
+        ]);
+        c
+    } else {
+        std::process::Command::new(SUPD)
+    };
+    let out = cmd
+        .args(["check", "--units"])
+        .arg(dir)
+        .output()
+        .expect("supd check");
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Issue 13 item 10: `supd check` reports what certainly fails at spawn
+/// (with file:line), and accepts what is valid (an empty argument).
+#[test]
+fn check_reports_what_fails_at_spawn_and_accepts_empty_arguments() {
+    let t = TempDir::new("check-host");
+    let good = t.path().join("good");
+    std::fs::create_dir_all(&good).unwrap();
+    // `redis-server --logfile ""`: an empty argument is an argument.
+    std::fs::write(
+        good.join("redis.toml"),
+        "description = \"x\"\nexec = [\"/bin/sh\", \"-c\", \"exit 0\", \"--logfile\", \"\"]\n",
+    )
+    .unwrap();
+    // A binary on a filesystem not mounted yet is not "missing".
+    std::fs::write(
+        good.join("late.toml"),
+        "exec = [\"/srv/supd-never-mounted/bin/app\"]\n[[mount]]\npath = \"/srv/supd-never-mounted\"\n",
+    )
+    .unwrap();
+    let (code, text) = supd_check(&good, false);
+    assert_eq!(code, Some(0), "{text}");
+
+    let bad = t.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    let plain = t.path().join("plain-file");
+    std::fs::write(&plain, "not a program").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let noexec = format!("exec = [{}]\n", toml_str(&plain.display().to_string()));
+    let units = [
+        (
+            "missing",
+            "\nexec = [\"/nonexistent/supd-test/bin/server\"]\n",
+        ),
+        ("noexec", noexec.as_str()),
+        (
+            "nouser",
+            "exec = [\"/bin/true\"]\n\nuser = \"supd-no-such-user\"\n",
+        ),
+        (
+            "nogroup",
+            "exec = [\"/bin/true\"]\ngroup = \"supd-no-such-group\"\n",
+        ),
+        (
+            "probe",
+            "exec = [\"/bin/true\"]\n[health]\nexec = [\"/nonexistent/supd-test/probe\"]\n",
+        ),
+    ];
+    for (n, text) in units {
+        std::fs::write(bad.join(format!("{n}.toml")), text).unwrap();
+    }
+    let (code, text) = supd_check(&bad, false);
+    assert_eq!(code, Some(1), "{text}");
+    for needle in [
+        "missing.toml:2",
+        "/nonexistent/supd-test/bin/server",
+        "noexec.toml:1",
+        "not executable",
+        "nouser.toml:3",
+        "supd-no-such-user",
+        "nogroup.toml:2",
+        "supd-no-such-group",
+        "probe.toml:3",
+    ] {
+        assert!(text.contains(needle), "{needle} not in:\n{text}");
+    }
+
+    // Not root: a limit above the hard limit fails at spawn.
+    if nix::unistd::geteuid().is_root()
+        && std::process::Command::new("setpriv")
+            .arg("--version")
+            .output()
+            .is_ok()
+    {
+        let lim = t.path().join("lim");
+        std::fs::create_dir_all(&lim).unwrap();
+        let (_, hard) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        std::fs::write(
+            lim.join("many.toml"),
+            format!(
+                "exec = [\"/bin/true\"]\nlimits = {{ nofile = {} }}\n",
+                hard.saturating_add(1)
+            ),
+        )
+        .unwrap();
+        for p in [t.path(), lim.as_path(), &lim.join("many.toml")] {
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
+        }
+        let (code, text) = supd_check(&lim, true);
+        assert_eq!(code, Some(1), "{text}");
+        assert!(
+            text.contains("many.toml:2") && text.contains("hard limit"),
+            "{text}"
+        );
+    }
+}
+
+/// Issue 13 item 10, the other side: at boot a unit whose binary is
+/// missing is a warning (file:line) and that unit's spawn failure — the
+/// other units load and run.
+#[test]
+fn a_missing_binary_fails_its_unit_not_the_set() {
+    if !can_run("missing_binary") {
+        return;
+    }
+    let ok = sh_unit("exec sleep 600", "");
+    let missing = "exec = [\"/nonexistent/supd-test/bin/server\"]\n[restart]\npolicy = \"never\"\n";
+    let supd = Supd::start("missing-bin", &[("ok", &ok), ("gone", missing)]);
+    supd.wait_state("ok", "running", Duration::from_secs(10));
+    let why = wait_for("gone's spawn failure", Duration::from_secs(10), || {
+        let w = supd.ok(&["why", "gone"]);
+        w.contains("/nonexistent/supd-test/bin/server").then_some(w)
+    });
+    assert!(!why.contains("is running"), "{why}");
+    let log = supd.log_text();
+    assert!(
+        log.contains(
+            "gone.toml:1:1: error: exec program /nonexistent/supd-test/bin/server does not exist"
+        ),
+        "{log}"
+    );
+}
+
+/// Issue 13 item 12(g): a unit file whose name is not UTF-8 is reported
+/// (escaped), not skipped silently.
+#[test]
+fn a_non_utf8_unit_file_name_is_reported() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = TempDir::new("nonutf8-name");
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.toml");
+    std::fs::write(t.path().join(name), "exec = [\"/bin/true\"]\n").unwrap();
+    std::fs::write(t.path().join("ok.toml"), "exec = [\"/bin/true\"]\n").unwrap();
+    let (code, text) = supd_check(t.path(), false);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("caf\\xe9"), "{text}");
 }

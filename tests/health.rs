@@ -311,3 +311,80 @@ fn failing_readiness_probe_marks_not_ready_without_restart() {
         (supd.unit("db")["ready"] == true).then_some(())
     });
 }
+
+/// Issue 13 item 7: a `notify` service that takes a while to come up (a
+/// database in crash recovery) refuses its health probe until it is ready;
+/// those failures must not kill it — `[ready] timeout` governs start-up.
+#[test]
+fn health_probe_does_not_kill_a_notify_unit_still_starting() {
+    if !can_run("health_before_ready") {
+        return;
+    }
+    let out = TempDir::new("slowstart-out");
+    let port = free_port();
+    let starts = out.path().join("starts");
+    // Records each start, "recovers" for 4 s (nothing listening), then
+    // listens and says READY=1.
+    let server = format!(
+        "import os,socket,time\nopen('{starts}','a').write('%d\\n' % os.getpid())\ntime.sleep(4)\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('127.0.0.1',{port}))\ns.listen(16)\nn=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\nn.sendto(b'READY=1',os.environ['NOTIFY_SOCKET'])\nwhile True:\n  c,_=s.accept(); c.close()\n",
+        starts = starts.display()
+    );
+    let db = format!(
+        "exec = [\"python3\", \"-c\", {}]\n[ready]\nkind = \"notify\"\ntimeout = \"2m\"\n[health]\ntcp = \"127.0.0.1:{port}\"\ninterval = \"1s\"\ntimeout = \"500ms\"\nfailure_threshold = 2\n[restart]\npolicy = \"always\"\ndelay = \"100ms\"\n",
+        toml_str(&server)
+    );
+    let supd = Supd::start("slowstart", &[("db", &db)]);
+    wait_for("db ready", Duration::from_secs(20), || {
+        let u = supd.unit("db");
+        (u["state"] == "running" && u["ready"] == true).then_some(())
+    });
+    // Healthy for a few probe intervals, and only ever started once.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(supd.state_of("db"), "running");
+    let n = std::fs::read_to_string(&starts).unwrap_or_default();
+    assert_eq!(
+        n.lines().count(),
+        1,
+        "db was restarted while starting: starts {n:?}\n{}",
+        supd.log_text()
+    );
+}
+
+/// Issue 13 item 12(a): the notify socket is 0666 (services of any user
+/// must reach it), so any local user can send to it: a flood of forged
+/// datagrams is counted and logged at most once per window, not once each.
+#[test]
+fn forged_notification_flood_is_rate_limited_in_the_log() {
+    if !can_run("forged_flood") {
+        return;
+    }
+    let db = "exec = [\"/bin/sleep\", \"600\"]\n[ready]\nkind = \"notify\"\n";
+    let supd = Supd::start("forgedflood", &[("db", db)]);
+    supd.wait_state("db", "starting", Duration::from_secs(10));
+    let notify = supd.socket.parent().unwrap().join("notify.sock");
+    let s = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    for _ in 0..2000 {
+        s.send_to(b"READY=1", &notify).unwrap();
+    }
+    // Everything sent has been read once supd answers after it (the
+    // datagrams are queued before the control request is made).
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(supd.state_of("db"), "starting");
+    let count = |log: &str| log.lines().filter(|l| l.contains("sd_notify")).count();
+    let n = count(&supd.log_text());
+    assert!(n <= 2, "{n} log lines for 2000 forged datagrams");
+    // After the window, the next one reports how many were ignored.
+    std::thread::sleep(Duration::from_millis(5200));
+    s.send_to(b"READY=1", &notify).unwrap();
+    let line = wait_for(
+        "the count of ignored messages",
+        Duration::from_secs(5),
+        || {
+            supd.log_text()
+                .lines()
+                .find(|l| l.contains("sd_notify") && l.contains("2000"))
+                .map(|l| l.to_string())
+        },
+    );
+    assert!(line.contains("ignored"), "{line}");
+}

@@ -304,6 +304,74 @@ fn corrupt_state_fails_closed_until_recovered() {
     supd.wait_state("db", "running", Duration::from_secs(10));
 }
 
+/// Issue 13 item 2: with the current lock file damaged and the previous
+/// generation valid, supd once loaded the older generation — the newest
+/// acknowledged lock lost, the locked unit started, no warning. Writes are
+/// tmp + fsync + rename, so a bad current file is corruption or tampering:
+/// fail closed, keep it, say so. And deleting both files is not a first
+/// run when the audit log shows locks were taken.
+#[test]
+fn corrupt_current_lock_file_never_rolls_back() {
+    if !can_run("corrupt_current_lock_file") {
+        return;
+    }
+    let db = sh_unit("exec sleep 600", "");
+    let other = sh_unit("exec sleep 600", "");
+    let console = sh_unit("exec sleep 600", "essential = true");
+    let mut supd = Supd::start(
+        "lockrollback",
+        &[("db", &db), ("other", &other), ("console", &console)],
+    );
+    supd.wait_state("db", "running", Duration::from_secs(10));
+    // Three generations: {other}, {}, {db}. The previous one is valid and
+    // has no lock on db.
+    supd.ok(&["maintenance", "on", "other", "--reason", "x"]);
+    supd.ok(&["maintenance", "off", "other"]);
+    supd.ok(&["maintenance", "on", "db", "--reason", "disk swap"]);
+    supd.signal(Signal::SIGTERM);
+    supd.wait_exit(Duration::from_secs(20));
+    let cur = supd.state.join("locks.json");
+    let mut bytes = std::fs::read(&cur).unwrap();
+    let at = bytes.len() - 10;
+    bytes[at] ^= 0x01;
+    std::fs::write(&cur, &bytes).unwrap();
+
+    supd.spawn(&Options::default());
+    supd.wait_state("console", "running", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let st = supd.status();
+    let problem = st["lock_state_problem"].as_str().unwrap_or("").to_string();
+    assert!(
+        problem.contains("locks.json") && problem.contains("locks.prev.json"),
+        "no problem reported (rolled back?): {st}"
+    );
+    assert_eq!(supd.state_of("db"), "waiting", "db started: lock lost");
+    assert_eq!(supd.state_of("other"), "waiting", "fail closed");
+    assert_eq!(std::fs::read(&cur).unwrap(), bytes, "bad file not kept");
+    assert!(supd.ok(&["status"]).contains("WARNING"));
+
+    // Both files deleted: the audit log shows locks were taken, so this
+    // is not a first run.
+    supd.signal(Signal::SIGTERM);
+    supd.wait_exit(Duration::from_secs(20));
+    std::fs::remove_file(&cur).unwrap();
+    std::fs::remove_file(supd.state.join("locks.prev.json")).unwrap();
+    supd.spawn(&Options::default());
+    supd.wait_state("console", "running", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let st = supd.status();
+    let problem = st["lock_state_problem"].as_str().unwrap_or("").to_string();
+    assert!(
+        problem.contains("audit") && problem.contains("maintenance recover"),
+        "{st}"
+    );
+    assert_eq!(supd.state_of("db"), "waiting");
+    // The operator decides: here, start from no locks.
+    supd.ok(&["maintenance", "recover", "--accept-empty"]);
+    supd.wait_state("db", "running", Duration::from_secs(10));
+    supd.wait_state("other", "running", Duration::from_secs(10));
+}
+
 #[test]
 fn non_root_peer_cannot_change_locks() {
     if !can_run("non_root_peer") {
@@ -343,4 +411,177 @@ fn non_root_peer_cannot_change_locks() {
     // Reading is allowed.
     let r = as_nobody(&["status"]);
     assert!(r.status.success());
+}
+
+/// Issue 13 item 9: what an operator reads names the blocking unit, with
+/// its reason, and a dry run lists the dependents that come back.
+#[test]
+fn hints_name_the_blocking_unit_and_dry_run_lists_dependents() {
+    if !can_run("hints_name_blocker") {
+        return;
+    }
+    let db = sh_unit("exec sleep 600", "");
+    let web = sh_unit("exec sleep 600", "requires = [\"db\"]");
+    let supd = Supd::start("hints", &[("db", &db), ("web", &web)]);
+    supd.wait_state("web", "running", Duration::from_secs(10));
+    supd.ok(&[
+        "maintenance",
+        "on",
+        "db",
+        "--reason",
+        "upgrade",
+        "--holder",
+        "alice",
+    ]);
+    supd.wait_state("web", "waiting", Duration::from_secs(10));
+    let why = supd.ok(&["why", "web"]);
+    assert!(why.contains("`supctl maintenance off db`"), "{why}");
+    let table = supd.ok(&["status"]);
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("web"))
+        .unwrap_or_default();
+    assert!(line.contains("db: under maintenance"), "{table}");
+    let dry = supd.ok(&["maintenance", "off", "db", "--holder", "alice", "--dry-run"]);
+    assert!(dry.contains("db; then web"), "{dry}");
+}
+
+/// Issue 13 item 12(d): a holder or reason with control characters (a
+/// terminal escape, a carriage return) is shown escaped by supctl, never
+/// sent raw to the operator's terminal.
+#[test]
+fn control_characters_in_holder_and_reason_are_escaped() {
+    if !can_run("escaped_holder_reason") {
+        return;
+    }
+    let db = sh_unit("exec sleep 600", "");
+    let supd = Supd::start("escape", &[("db", &db)]);
+    supd.wait_state("db", "running", Duration::from_secs(10));
+    supd.ok(&[
+        "maintenance",
+        "on",
+        "db",
+        "--reason",
+        "disk\x1b[2J\x1b[31m swap\rFAKE\u{202e}",
+        "--holder",
+        "bob\x1b[0m",
+    ]);
+    let views: Vec<Vec<&str>> = vec![
+        vec!["status"],
+        vec!["status", "db"],
+        vec!["why", "db"],
+        vec!["maintenance", "list"],
+        vec!["maintenance", "log"],
+        vec!["start", "db"],
+    ];
+    for args in views {
+        let out = supd.supctl(&args);
+        let all = [out.stdout.as_slice(), out.stderr.as_slice()].concat();
+        let text = String::from_utf8_lossy(&all);
+        assert!(
+            !all.contains(&0x1b) && !all.contains(&b'\r') && !text.contains('\u{202e}'),
+            "supctl {args:?} printed raw control characters: {text:?}"
+        );
+        assert!(text.contains("\\u{1b}"), "supctl {args:?}: {text:?}");
+    }
+}
+
+/// Issue 13 item 12(c): a change is acknowledged only once its audit
+/// record is on disk. The audit log is made a FIFO, so writing the record
+/// waits until the test reads it: the reply must wait too (or say that the
+/// record could not be written), never claim success first.
+#[test]
+fn a_change_is_acknowledged_only_after_its_audit_record() {
+    if !can_run("audit_before_ack") {
+        return;
+    }
+    let a = sh_unit("exec sleep 600", "");
+    let supd = Supd::start("auditack", &[("a", &a)]);
+    supd.wait_state("a", "running", Duration::from_secs(10));
+    let log = supd.state.join("audit.log");
+    let _ = std::fs::remove_file(&log);
+    nix::unistd::mkfifo(&log, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let mut stop = std::process::Command::new(SUPCTL)
+        .arg("--socket")
+        .arg(&supd.socket)
+        .args(["--timeout", "30s", "stop", "a"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("supctl");
+    std::thread::sleep(Duration::from_millis(1000));
+    if let Ok(Some(_)) = stop.try_wait() {
+        let out = stop.wait_with_output().expect("supctl output");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("audit record could not be written"),
+            "acknowledged before its audit record was written: {text}"
+        );
+        return;
+    }
+    // Read the record: only then may the answer come.
+    let rec = std::fs::read_to_string(&log).expect("read the fifo");
+    assert!(rec.contains("\"stop\""), "{rec}");
+    let st = wait_for("supctl stop to answer", Duration::from_secs(10), || {
+        stop.try_wait().ok().flatten()
+    });
+    assert!(st.success());
+    let _ = std::fs::remove_file(&log);
+}
+
+/// Issue 13 item 12(e): `maintenance log` reads only the tail of the audit
+/// log, off the event loop: with a 1 GiB log (a sparse hole before the
+/// records), supd answers other requests at once and the log quickly.
+#[test]
+fn maintenance_log_of_a_huge_audit_log_does_not_stall_supd() {
+    if !can_run("huge_audit_log") {
+        return;
+    }
+    let a = sh_unit("exec sleep 600", "");
+    let supd = Supd::start("hugeaudit", &[("a", &a)]);
+    supd.wait_state("a", "running", Duration::from_secs(10));
+    let log = supd.state.join("audit.log");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap();
+    f.set_len(1 << 30).unwrap();
+    use std::io::Write as _;
+    (&f).write_all(b"\n").unwrap();
+    drop(f);
+    supd.ok(&["maintenance", "on", "a", "--reason", "after the hole"]);
+    let sock = supd.socket.clone();
+    let reader = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        let out = std::process::Command::new(SUPCTL)
+            .arg("--socket")
+            .arg(&sock)
+            .args(["maintenance", "log", "--limit", "3"])
+            .output()
+            .expect("supctl");
+        (
+            t0.elapsed(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(30));
+    let t0 = Instant::now();
+    supd.ok(&["status"]);
+    let status_took = t0.elapsed();
+    let (log_took, text) = reader.join().unwrap();
+    assert!(text.contains("after the hole"), "{text}");
+    assert!(
+        status_took < Duration::from_millis(300),
+        "status took {status_took:?} while the audit log was read"
+    );
+    assert!(log_took < Duration::from_secs(2), "log took {log_took:?}");
 }

@@ -382,12 +382,12 @@ fn main() -> ExitCode {
     let resp = match rt.block_on(with_progress(&socket, &req, timeout, progress)) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("supctl: {e}");
+            eprintln!("supctl: {}", text(&e.to_string()));
             return ExitCode::from(1);
         }
     };
     if !resp.ok {
-        eprintln!("supctl: {}", resp.message);
+        eprintln!("supctl: {}", text(&resp.message));
         return ExitCode::from(1);
     }
     if json {
@@ -422,11 +422,11 @@ fn main() -> ExitCode {
                 for l in locks {
                     println!(
                         "{:<20} {:<12} {:<22} {:>8}  {}{}{}",
-                        l.unit,
-                        l.holder.holder,
+                        field(&l.unit),
+                        field(&l.holder.holder),
                         l.holder.since,
                         age(l.holder.age_secs),
-                        l.holder.reason,
+                        field(&l.holder.reason),
                         if l.defined {
                             ""
                         } else {
@@ -446,16 +446,16 @@ fn main() -> ExitCode {
                         supd::engine::rfc3339(t),
                         r["peer_uid"],
                         r["peer_pid"],
-                        r["action"].as_str().unwrap_or(""),
-                        r["unit"].as_str().unwrap_or("-"),
-                        r["holder"].as_str().unwrap_or("-"),
-                        r["reason"].as_str().unwrap_or("-"),
-                        r["outcome"].as_str().unwrap_or("")
+                        field(r["action"].as_str().unwrap_or("")),
+                        field(r["unit"].as_str().unwrap_or("-")),
+                        field(r["holder"].as_str().unwrap_or("-")),
+                        field(r["reason"].as_str().unwrap_or("-")),
+                        field(r["outcome"].as_str().unwrap_or(""))
                     );
                 }
             }
         }
-        _ => println!("{}", resp.message),
+        _ => println!("{}", text(&resp.message)),
     }
     ExitCode::SUCCESS
 }
@@ -529,7 +529,7 @@ fn client_side(cli: &Cli, socket: &std::path::Path) -> Option<ExitCode> {
 async fn start_and_wait(socket: &std::path::Path, unit: &str, limit: Duration) -> ExitCode {
     use supd::protocol::EventBody;
     let fail = |msg: String| {
-        eprintln!("supctl: {msg}");
+        eprintln!("supctl: {}", text(&msg));
         ExitCode::from(1)
     };
     let quick = Duration::from_secs(10).min(limit);
@@ -711,7 +711,7 @@ fn stream_cmd(socket: &std::path::Path, req: &Request, timeout: Duration, json: 
                 } else {
                     format!("[{}]", r.stream)
                 };
-                writeln!(out, "{} {}{tag}: {}", r.time, r.unit, r.line)
+                writeln!(out, "{} {}{tag}: {}", r.time, r.unit, field(&r.line))
             }
             StreamItem::Event(e) if json => {
                 writeln!(out, "{}", serde_json::to_string(&e).unwrap_or_default())
@@ -721,11 +721,11 @@ fn stream_cmd(socket: &std::path::Path, req: &Request, timeout: Duration, json: 
                 "{} {}{}",
                 e.time,
                 e.body.unit().map(|u| format!("{u}: ")).unwrap_or_default(),
-                e.body.describe()
+                field(&e.body.describe())
             ),
             StreamItem::Notice { message } => {
                 let _ = out.flush();
-                eprintln!("supctl: {message}");
+                eprintln!("supctl: {}", field(&message));
                 Ok(())
             }
             StreamItem::End => {
@@ -764,6 +764,40 @@ fn stream_cmd(socket: &std::path::Path, req: &Request, timeout: Duration, json: 
     }
 }
 
+/// A value from supd (a holder, a reason, a service's status text) as one
+/// printable line: control characters (terminal escapes, carriage returns,
+/// newlines) and bidirectional overrides are shown escaped (`\u{1b}`), so
+/// text any client or service supplied cannot drive the operator's
+/// terminal or forge lines.
+fn field(s: &str) -> std::borrow::Cow<'_, str> {
+    escape(s, false)
+}
+
+/// A whole message from supd: its own line breaks stay; every other
+/// control character is escaped as in `field`.
+fn text(s: &str) -> std::borrow::Cow<'_, str> {
+    escape(s, true)
+}
+
+fn escape(s: &str, keep_newlines: bool) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| {
+        (c.is_control() && !(keep_newlines && c == '\n'))
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if bad(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 fn age(secs: u64) -> String {
     match secs {
         s if s < 60 => format!("{s}s"),
@@ -778,7 +812,14 @@ fn maint_text(u: &UnitStatus) -> String {
         None => "-".to_string(),
         Some(hs) => hs
             .iter()
-            .map(|h| format!("locked by {} ({}): {}", h.holder, age(h.age_secs), h.reason))
+            .map(|h| {
+                format!(
+                    "locked by {} ({}): {}",
+                    field(&h.holder),
+                    age(h.age_secs),
+                    field(&h.reason)
+                )
+            })
             .collect::<Vec<_>>()
             .join("; "),
     }
@@ -815,7 +856,7 @@ fn print_recent_output(rt: &tokio::runtime::Runtime, socket: &std::path::Path, u
         } else {
             format!("[{}]", r.stream)
         };
-        println!("  {} {tag}{}", r.time, r.line);
+        println!("  {} {tag}{}", r.time, field(&r.line));
     }
 }
 
@@ -845,8 +886,16 @@ fn paint(text: String, state: &str, color: bool) -> String {
 fn print_status(r: &StatusReport, detailed: bool) {
     let color = use_color();
     if let Some(p) = &r.lock_state_problem {
-        println!("WARNING: lock state unreadable — only essential units start: {p}");
+        println!(
+            "WARNING: lock state unreadable — only essential units start: {}",
+            field(p)
+        );
         println!("         see `supctl maintenance recover --help`");
+    }
+    if let Some(p) = &r.mount_table_problem {
+        println!(
+            "WARNING: mount table unreadable — units needing a mount do not start (on_loss = \"stop\" ones stop): {p}"
+        );
     }
     if let Some(level) = r.shed_level {
         println!("shedding: units at or below priority {level:?} are held down (`supctl unshed`)");
@@ -861,7 +910,7 @@ fn print_status(r: &StatusReport, detailed: bool) {
                 u.name,
                 u.description
                     .as_ref()
-                    .map(|d| format!(" — {d}"))
+                    .map(|d| format!(" — {}", field(d)))
                     .unwrap_or_default()
             );
             println!(
@@ -890,7 +939,7 @@ fn print_status(r: &StatusReport, detailed: bool) {
             println!("  want:        {}", u.want);
             println!("  maintenance: {}", maint_text(u));
             if let Some(d) = &u.detail {
-                println!("  detail:      {d}");
+                println!("  detail:      {}", field(d));
             }
             println!(
                 "  restarts:    {} (automatic, since supd started)",
@@ -901,7 +950,8 @@ fn print_status(r: &StatusReport, detailed: bool) {
             }
             if let Some(e) = &u.last_exit {
                 println!(
-                    "  last exit:   {e}{}",
+                    "  last exit:   {}{}",
+                    field(e),
                     u.last_exit_at
                         .as_ref()
                         .map(|t| format!(" at {t}"))
@@ -911,7 +961,7 @@ fn print_status(r: &StatusReport, detailed: bool) {
             if let Some(e) = &u.last_error {
                 println!(
                     "  last error:  {}{}",
-                    paint(e.clone(), "failed", color),
+                    paint(field(e).into_owned(), "failed", color),
                     u.last_error_at
                         .as_ref()
                         .map(|t| format!(" (at {t})"))
@@ -925,12 +975,12 @@ fn print_status(r: &StatusReport, detailed: bool) {
                     h.consecutive_failures,
                     h.last_output
                         .as_ref()
-                        .map(|o| format!(": {o}"))
+                        .map(|o| format!(": {}", field(o)))
                         .unwrap_or_default()
                 );
             }
             if let Some(s) = &u.status_text {
-                println!("  status:      {s}");
+                println!("  status:      {}", field(s));
             }
             if u.essential {
                 println!("  essential:   yes");
@@ -957,7 +1007,7 @@ fn print_status(r: &StatusReport, detailed: bool) {
             u.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             if u.ready { "yes" } else { "no" },
             maint_text(u),
-            u.detail.clone().unwrap_or_default()
+            field(u.detail.as_deref().unwrap_or_default())
         );
     }
 }
@@ -966,6 +1016,14 @@ fn print_status(r: &StatusReport, detailed: bool) {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(field("a\x1b[31mb\r\nc"), "a\\u{1b}[31mb\\u{d}\\u{a}c");
+        assert_eq!(text("line1\nline2\x1b"), "line1\nline2\\u{1b}");
+        assert_eq!(field("plain"), "plain");
+        assert_eq!(field("x\u{202e}y"), "x\\u{202e}y");
+    }
 
     #[test]
     fn cli_is_well_formed() {

@@ -100,6 +100,13 @@ fn main() -> ExitCode {
     if let Some(Cmd::Check) = cli.cmd {
         return match supd::unit::load::load_dir(&units_dir) {
             Ok(set) => {
+                // What certainly fails at spawn on this host is an error
+                // here (boot and reload only warn: see world::host_check).
+                let host = supd::world::host_check::check_set(&set);
+                if !host.is_empty() {
+                    eprint!("{}", supd::unit::load::format_report(&host));
+                    return ExitCode::from(1);
+                }
                 println!("{}", supd::unit::load::summary(&set));
                 ExitCode::SUCCESS
             }
@@ -174,6 +181,11 @@ fn main() -> ExitCode {
             supd::unit::UnitSet::default()
         }
     };
+    // A unit that will fail at spawn must not keep the others from
+    // loading: warn now, and its start fails with the same reason.
+    for e in supd::world::host_check::check_set(&set) {
+        tracing::warn!("{e}");
+    }
     let settings = Settings {
         units_dir,
         state_dir: cli
@@ -203,6 +215,8 @@ fn main() -> ExitCode {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
     let result = std::panic::catch_unwind(move || driver::run(settings, set, seed));
+    // Log lines still held for a slow reader of stderr: a bounded wait.
+    supd::world::log::flush(std::time::Duration::from_secs(1));
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(_) => {

@@ -31,7 +31,14 @@ pub(super) enum DiskJob {
         version: u64,
         locks: LockMap,
     },
-    Audit(AuditRecord),
+    /// Append a record; answered with `Audited { seq }`.
+    Audit(AuditRecord, u64),
+    /// `maintenance log`: the last records, read here (off the loop, and
+    /// after every record queued before it).
+    ReadAudit {
+        limit: usize,
+        reply: tokio::sync::oneshot::Sender<std::io::Result<Vec<AuditRecord>>>,
+    },
     /// Load the lock state (at boot, or when the state mount appears).
     Load,
     /// Shutdown: close every file in the state directory (the flock
@@ -45,6 +52,11 @@ pub(super) enum DiskResult {
         result: Result<(), String>,
     },
     Loaded(LocksLoad),
+    /// Audit records up to `seq` were handled (`result` is this one's).
+    Audited {
+        seq: u64,
+        result: Result<(), String>,
+    },
 }
 
 /// Start the persistence thread. `dir_lock` is the state directory's flock
@@ -100,10 +112,17 @@ fn run(
                 let _ = done.send(());
                 return;
             }
-            DiskJob::Audit(rec) => {
-                if let Err(e) = audit::append_durable(&dir, &rec) {
+            DiskJob::Audit(rec, seq) => {
+                let result = audit::append_durable(&dir, &rec).map_err(|e| {
                     tracing::error!("audit log in {}: {e}", dir.display());
+                    e.to_string()
+                });
+                if tx.send(DiskResult::Audited { seq, result }).is_err() {
+                    return;
                 }
+            }
+            DiskJob::ReadAudit { limit, reply } => {
+                let _ = reply.send(audit::read_tail(&dir, limit));
             }
         }
     }
@@ -198,6 +217,32 @@ impl Driver {
                 }
                 self.feed(Event::LocksLoaded(load));
             }
+            DiskResult::Audited { seq, result } => self.audited(seq, result),
+        }
+    }
+
+    /// Replies wait for every audit record queued before them (see
+    /// `Driver::held_replies`); release those now covered.
+    pub(super) fn audited(&mut self, seq: u64, result: Result<(), String>) {
+        self.audits_done = self.audits_done.max(seq);
+        if let Err(e) = result {
+            self.audit_failure = Some(e);
+        }
+        let done = self.audits_done;
+        let (ready, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held_replies)
+            .into_iter()
+            .partition(|(s, _, _)| *s <= done);
+        self.held_replies = wait;
+        for (_, tx, mut resp) in ready {
+            if let Some(e) = &self.audit_failure {
+                resp.message.push_str(&format!(
+                    " (warning: its audit record could not be written: {e})"
+                ));
+            }
+            let _ = tx.send(resp);
+        }
+        if self.held_replies.is_empty() {
+            self.audit_failure = None;
         }
     }
 

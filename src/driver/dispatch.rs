@@ -11,12 +11,12 @@
 //! replies only once the change is durable); accept a notify message from
 //! a process outside the unit's process group.
 
+use super::disk::DiskJob;
 use super::{Driver, supd_peer, wall_ms};
 use crate::engine::locks::LockMap;
 use crate::engine::{Event, PeerInfo, ReqId, ShutdownKind};
 use crate::protocol::{EventBody, EventRecord, StreamItem};
 use crate::protocol::{Request, Response};
-use crate::world::audit;
 use crate::world::control::ControlRequest;
 use crate::world::lock_store::LockStore;
 use crate::world::logstore::{Limits, LogQuery, rfc3339_us, wall_us};
@@ -30,10 +30,9 @@ impl Driver {
     pub(super) fn notified(&mut self, r: notify::Received) {
         match self.procs.run_of_member(r.pid) {
             Some(run) => self.feed(Event::Notified { run, msg: r.msg }),
-            None => tracing::warn!(
-                "ignoring sd_notify message from pid {}: not a process of any unit",
-                r.pid
-            ),
+            None => self
+                .notify_rejects
+                .rejected(std::time::Instant::now(), r.pid),
         }
     }
 
@@ -42,6 +41,12 @@ impl Driver {
         self.trim_pending = true;
         let result = crate::unit::load::load_dir(&self.settings.units_dir)
             .map_err(|errs| errs.iter().map(|e| e.to_string()).collect());
+        if let Ok(set) = &result {
+            // Warnings only: such a unit fails at its spawn, not the reload.
+            for e in crate::world::host_check::check_set(set) {
+                tracing::warn!("{e}");
+            }
+        }
         self.feed(Event::Reloaded {
             req,
             peer,
@@ -234,24 +239,39 @@ impl Driver {
 
     /// `supctl maintenance log`: the audit log's tail, answered here (it
     /// changes nothing).
+    /// Read by the disk thread (never on the loop: the log can be large),
+    /// after every record queued before this request; answered by a task.
     fn audit_log(&mut self, id: ReqId, limit: Option<usize>) {
         let limit = limit.unwrap_or(50).min(10_000);
-        let resp = match audit::read_tail(&self.settings.state_dir, limit) {
-            Ok(recs) => {
-                let n = recs.len();
-                Response::ok_data(
-                    format!("{n} record(s)"),
-                    serde_json::to_value(&recs).unwrap_or_default(),
-                )
-            }
-            Err(e) => Response::err(format!(
-                "reading the audit log in {}: {e}",
-                self.settings.state_dir.display()
-            )),
+        let Some(tx) = self.replies.remove(&id) else {
+            return;
         };
-        if let Some(tx) = self.replies.remove(&id) {
-            let _ = tx.send(resp);
+        let (rtx, rrx) = tokio::sync::oneshot::channel();
+        if self
+            .disk_tx
+            .send(DiskJob::ReadAudit { limit, reply: rtx })
+            .is_err()
+        {
+            let _ = tx.send(Response::err("the persistence thread is gone"));
+            return;
         }
+        let dir = self.settings.state_dir.clone();
+        tokio::spawn(async move {
+            let resp = match rrx.await {
+                Ok(Ok(recs)) => {
+                    let n = recs.len();
+                    Response::ok_data(
+                        format!("{n} record(s)"),
+                        serde_json::to_value(&recs).unwrap_or_default(),
+                    )
+                }
+                Ok(Err(e)) => {
+                    Response::err(format!("reading the audit log in {}: {e}", dir.display()))
+                }
+                Err(_) => Response::err("the persistence thread is gone"),
+            };
+            let _ = tx.send(resp);
+        });
     }
 }
 

@@ -39,7 +39,7 @@ use crate::world::http::ScrapeRequest;
 use crate::world::init::Mode;
 use crate::world::lock_store::LockStore;
 use crate::world::logstore::LogStore;
-use crate::world::mount_watch::{self, MountWatcher};
+use crate::world::mount_watch::{MountNews, ResilientWatcher};
 use crate::world::notify::{self, NotifySocket};
 use crate::world::sigmask::SigHold;
 use crate::world::signals::{Incoming, Signals};
@@ -88,6 +88,20 @@ struct Driver {
     /// `[ready] kind = "fd"` readiness lines arrive here.
     ready_tx: mpsc::UnboundedSender<RunId>,
     notify_path: Option<String>,
+    /// Audit records queued to / written by the disk thread (sequence
+    /// numbers). A reply is sent only once every record queued before it
+    /// is on disk: until then it waits in `held_replies` with the sequence
+    /// number it needs.
+    audits_sent: u64,
+    audits_done: u64,
+    held_replies: Vec<(u64, oneshot::Sender<Response>, Response)>,
+    /// The last audit write failed; said in the replies it held.
+    audit_failure: Option<String>,
+    /// sd_notify datagrams from no unit's process, logged with a rate limit.
+    notify_rejects: notify::RejectLog,
+    /// We bound the control socket (so it is ours to remove at exit; a
+    /// second instance that could not bind must not delete the first's).
+    socket_bound: bool,
     /// Waiting for the state directory's filesystem before loading locks.
     locks_wait_mount: bool,
     shutdown_complete: Option<ShutdownKind>,
@@ -103,7 +117,11 @@ struct Driver {
 /// channels' senders (which live in `Driver`).
 struct Sources {
     signals: Signals,
-    watcher: Option<MountWatcher>,
+    /// Never stops watching: a read error makes the table unknown (the
+    /// engine fails closed) until a retry reads it again.
+    watcher: ResilientWatcher,
+    /// Why the first read of the mount table failed, if it did.
+    first_table_error: Option<String>,
     notify: Option<NotifySocket>,
     ctl_rx: mpsc::Receiver<ControlRequest>,
     disk_rx: mpsc::UnboundedReceiver<DiskResult>,
@@ -159,7 +177,10 @@ async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> 
     let Some((mut d, mut src)) = setup(settings, set, seed) else {
         return 1;
     };
-    let table = mount_watch::read_mount_table().unwrap_or_default();
+    if let Some(why) = src.first_table_error.take() {
+        d.feed(Event::MountTableUnknown(why));
+    }
+    let table = d.engine.mounts().clone();
     d.start_lock_load(&table);
     // Kick the engine once so units that need nothing start at boot.
     d.feed(Event::Tick);
@@ -188,20 +209,15 @@ async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> 
             r = async { match &src.notify { Some(s) => s.recv().await, None => std::future::pending().await } } => {
                 if let Ok(r) = r { d.notified(r) }
             }
-            t = async { match src.watcher.as_mut() { Some(w) => w.changed().await, None => std::future::pending().await } } => {
-                match t {
-                    Ok(table) => {
-                        if d.locks_wait_mount {
-                            d.start_lock_load(&table);
-                        }
-                        d.feed(Event::MountTableChanged(table));
+            news = src.watcher.next() => match news {
+                MountNews::Changed(table) => {
+                    if d.locks_wait_mount {
+                        d.start_lock_load(&table);
                     }
-                    Err(e) => {
-                        tracing::error!("mount watcher failed: {e}; no longer watching");
-                        src.watcher = None;
-                    }
+                    d.feed(Event::MountTableChanged(table));
                 }
-            }
+                MountNews::Unknown(why) => d.feed(Event::MountTableUnknown(why)),
+            },
             _ = sleep_until(deadline) => {
                 if let Some(t) = trim_at && Instant::now() >= t {
                     // Boot, a reload or commands have settled: give back
@@ -231,16 +247,11 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
     }
     let subreaper = settings.mode == Mode::Subreaper;
 
-    let watcher = match MountWatcher::new() {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::error!(
-                "cannot watch the mount table ({e}); units waiting on mounts will not start until reload"
-            );
-            None
-        }
+    let (watcher, first_table) = ResilientWatcher::start();
+    let (table, first_table_error) = match first_table {
+        Ok(t) => (t, None),
+        Err(why) => (Default::default(), Some(why)),
     };
-    let table = mount_watch::read_mount_table().unwrap_or_default();
     let engine = Engine::new(
         set,
         EngineConfig {
@@ -269,8 +280,10 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
     }
 
     let (ctl_tx, ctl_rx) = mpsc::channel::<ControlRequest>(64);
+    let mut socket_bound = false;
     match control::bind(&settings.socket) {
         Ok(listener) => {
+            socket_bound = true;
             tokio::spawn(control::serve(
                 listener,
                 ctl_tx,
@@ -353,6 +366,12 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         notify_path: notify
             .as_ref()
             .map(|s| s.path.to_string_lossy().to_string()),
+        socket_bound,
+        notify_rejects: notify::RejectLog::new(notify::RejectLog::WINDOW),
+        audits_sent: 0,
+        audits_done: 0,
+        held_replies: Vec::new(),
+        audit_failure: None,
         shutdown_complete: None,
         started: Instant::now(),
         trim_pending: true,
@@ -362,6 +381,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
     let src = Sources {
         signals,
         watcher,
+        first_table_error,
         notify,
         ctl_rx,
         disk_rx,
@@ -464,7 +484,12 @@ impl Driver {
             // interrupt the loop with a handler run. Held, the exits
             // coalesce into one pending SIGCHLD and one reaper drain.
             let held = SigHold::chld();
-            for a in actions {
+            // Audit records first: a reply in this batch then waits for
+            // them (an acknowledged change is an audited one).
+            let (audits, rest): (Vec<Action>, Vec<Action>) = actions
+                .into_iter()
+                .partition(|a| matches!(a, Action::Audit(_)));
+            for a in audits.into_iter().chain(rest) {
                 if let Some(ev) = self.execute(a) {
                     batch.push(ev);
                 }
@@ -502,13 +527,27 @@ impl Driver {
             }
             Action::Reply { req, response } => {
                 if let Some(tx) = self.replies.remove(&req) {
-                    let _ = tx.send(response);
+                    if self.audits_done < self.audits_sent {
+                        self.held_replies.push((self.audits_sent, tx, response));
+                    } else {
+                        let _ = tx.send(response);
+                    }
                 }
                 None
             }
             Action::Audit(e) => {
                 tracing::info!(target: "audit", "uid={:?} pid={:?} {} unit={:?} holder={:?} reason={:?}: {}", e.peer_uid, e.peer_pid, e.action, e.unit, e.holder, e.reason, e.outcome);
-                let _ = self.disk_tx.send(DiskJob::Audit(e));
+                self.audits_sent += 1;
+                if self
+                    .disk_tx
+                    .send(DiskJob::Audit(e, self.audits_sent))
+                    .is_err()
+                {
+                    self.audited(
+                        self.audits_sent,
+                        Err("the persistence thread is gone".into()),
+                    );
+                }
                 None
             }
             Action::StartProbe {
@@ -545,7 +584,9 @@ impl Driver {
         // let go of the state directory.
         self.logs.close(Duration::from_secs(5));
         self.close_disk();
-        let _ = std::fs::remove_file(&self.settings.socket);
+        if self.socket_bound {
+            let _ = std::fs::remove_file(&self.settings.socket);
+        }
         if let Some(p) = &self.notify_path {
             let _ = std::fs::remove_file(p);
         }

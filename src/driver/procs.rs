@@ -306,8 +306,9 @@ impl Driver {
                 match spawn::spawn(&spec, argv, &[], &env, None) {
                     Ok(s) => {
                         let now = Instant::now();
-                        // A deadline past the end of time is no deadline.
-                        let deadline = now.checked_add(timeout).unwrap_or(now + REAP_GRACE);
+                        // Saturating: a timeout past the end of time is
+                        // "never" (unit files bound it at load anyway).
+                        let deadline = crate::engine::timers::after(now, timeout);
                         self.procs
                             .procs
                             .insert(s.pid, Proc::Probe(run, kind, deadline));

@@ -62,7 +62,9 @@ impl Blocker {
         )
     }
 
-    pub fn describe(&self, now: Instant) -> String {
+    /// In words, for an operator; `unit` is the blocked unit, named in
+    /// the hints (what to run to release it).
+    pub fn describe(&self, unit: &str, now: Instant) -> String {
         match self {
             Blocker::ShuttingDown => "supd is shutting down".to_string(),
             Blocker::Removed => "its unit file was removed".to_string(),
@@ -72,7 +74,7 @@ impl Blocker {
                     .map(|h| format!("{} ({})", h.holder, h.reason))
                     .collect();
                 format!(
-                    "under maintenance, held by {}; release with `supctl maintenance off UNIT`",
+                    "under maintenance, held by {}; release with `supctl maintenance off {unit}`",
                     who.join(", ")
                 )
             }
@@ -80,16 +82,21 @@ impl Blocker {
                 "lock state unknown ({why}); only essential units start — see `supctl maintenance recover --help`"
             ),
             Blocker::OperatorStopped => {
-                "stopped by an operator; `supctl start UNIT` brings it back".to_string()
+                format!("stopped by an operator; `supctl start {unit}` brings it back")
             }
             Blocker::Shed(level) => {
                 format!("shed (priority at or below {level:?}); `supctl unshed` brings it back")
             }
             Blocker::MountMissing(p) => format!("waiting for mount: {p}"),
-            Blocker::WaitingFor { unit, why } => {
-                format!("waiting for required unit {unit}: {why}")
+            Blocker::WaitingFor { unit: dep, why } if why.is_empty() => {
+                format!("waiting for required unit {dep}")
             }
-            Blocker::Ordering { unit } => format!("ordered after {unit}, which is still starting"),
+            Blocker::WaitingFor { unit: dep, why } => {
+                format!("waiting for required unit {dep}: {why}")
+            }
+            Blocker::Ordering { unit: dep } => {
+                format!("ordered after {dep}, which is still starting")
+            }
             Blocker::Backoff { until } => format!(
                 "restart backoff: next attempt in {:.1}s",
                 until.saturating_duration_since(now).as_secs_f64()
@@ -142,7 +149,7 @@ impl Engine {
             block!(Blocker::MountMissing(p.clone()));
         }
         for m in &spec.mounts {
-            if let Err(p) = self.mounts.check(m) {
+            if let Err(p) = self.mount_check(m) {
                 block!(Blocker::MountMissing(p));
             }
         }
@@ -182,6 +189,20 @@ impl Engine {
             });
         }
         out
+    }
+
+    /// The blocker that decides now, with its sentence filled in (the
+    /// decision itself skips building the sentence for a dependency).
+    pub(crate) fn first_blocker(&self, id: UnitId, now: Instant) -> Option<Blocker> {
+        let mut b = self.start_blockers(id, now, false).into_iter().next()?;
+        if let Blocker::WaitingFor { unit, why } = &mut b
+            && why.is_empty()
+        {
+            *why = self
+                .not_ready_why(unit, now)
+                .unwrap_or_else(|| "ready now".to_string());
+        }
+        Some(b)
     }
 
     /// Ready for dependents: a ready longrun that is not about to stop, or a
@@ -250,8 +271,11 @@ impl Engine {
                 until.saturating_duration_since(now).as_secs_f64()
             ),
             UnitState::Done => "completed".to_string(),
+            // One level only: a chain of waiting units is described link
+            // by link (each unit's own line names its own blocker), never
+            // by recursion down the whole chain.
             UnitState::Inactive => match self.start_blockers(id, now, false).first() {
-                Some(b) => b.describe(now),
+                Some(b) => b.describe(dep, now),
                 None => "about to start".to_string(),
             },
         })
@@ -279,7 +303,7 @@ impl Engine {
                 if self.locks.holders(&spec.name).is_some()
                     || (self.locks.unknown_reason().is_some() && !spec.essential)
                     || self.shed.is_some_and(|l| spec.priority <= l)
-                    || spec.mounts.iter().any(|m| self.mounts.check(m).is_err())
+                    || spec.mounts.iter().any(|m| self.mount_check(m).is_err())
                 {
                     return false;
                 }

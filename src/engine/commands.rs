@@ -10,10 +10,10 @@ use std::time::Instant;
 
 use crate::engine::locks::{Holder, LockMap, LockState};
 use crate::protocol::{HolderInfo, LockInfo, Request, Response};
-use crate::unit::UnitSet;
+use crate::unit::{UnitKind, UnitSet};
 
 use super::blockers::Blocker;
-use super::event::{PeerInfo, ReqId, ShutdownKind};
+use super::event::{Event, ExitStatus, PeerInfo, ReqId, ShutdownKind};
 use super::timers::TimerKind;
 use super::unit_state::{UnitState, Want};
 use super::{Action, AuditEntry, Engine, Pending, UnitId};
@@ -60,7 +60,7 @@ impl Engine {
             .start_blockers(id, now, true)
             .into_iter()
             .filter(Blocker::refuses_manual_start)
-            .map(|b| b.describe(now).replace("UNIT", unit))
+            .map(|b| b.describe(unit, now))
             .collect();
         if refusals.is_empty() {
             return false;
@@ -176,7 +176,7 @@ impl Engine {
                         "{unit} will start when ready: {}",
                         self.start_blockers(id, now, true)
                             .iter()
-                            .map(|b| b.describe(now))
+                            .map(|b| b.describe(&unit, now))
                             .collect::<Vec<_>>()
                             .join("; ")
                     ),
@@ -596,14 +596,42 @@ impl Engine {
             );
         }
         sim.settle(now);
-        let started: Vec<String> = sim
-            .out
-            .iter()
-            .filter_map(|a| match a {
-                Action::Spawn { spec, .. } => Some(spec.name.clone()),
-                _ => None,
-            })
-            .collect();
+        // Play the world forward in the copy: every unit it starts becomes
+        // ready at once, so the dependents that would follow show too, wave
+        // by wave. Bounded: each wave starts at least one unit.
+        let mut waves: Vec<Vec<String>> = Vec::new();
+        for _ in 0..=sim.units.len() {
+            let mut wave = Vec::new();
+            let mut answers = Vec::new();
+            for a in std::mem::take(&mut sim.out) {
+                if let Action::Spawn { run, spec, .. } = a {
+                    wave.push(spec.name.clone());
+                    answers.push((run, spec));
+                }
+            }
+            if wave.is_empty() {
+                break;
+            }
+            waves.push(wave);
+            for (n, (run, spec)) in answers.into_iter().enumerate() {
+                // A pid no process has: the copy is never carried out.
+                let pid = i32::MAX - n as i32;
+                sim.on_event(now, Event::Spawned { run, pid });
+                if spec.kind == UnitKind::Oneshot {
+                    sim.on_event(
+                        now,
+                        Event::ProcessExited {
+                            run,
+                            status: ExitStatus::Exited(0),
+                        },
+                    );
+                } else if let Some(&id) = sim.by_name.get(&spec.name) {
+                    sim.mark_ready(id, now, spec.ready.kind);
+                }
+            }
+            sim.settle(now);
+        }
+        let started: Vec<String> = waves.iter().map(|w| w.join(", ")).collect();
         if started.is_empty() {
             let why = sim
                 .by_name
@@ -613,8 +641,8 @@ impl Engine {
             format!("dry run: releasing {unit} would start nothing now. {why}")
         } else {
             format!(
-                "dry run: releasing {unit} would start, in order: {}",
-                started.join(", ")
+                "dry run: releasing {unit} would start, in order (each once the one before is ready): {}",
+                started.join("; then ")
             )
         }
     }

@@ -108,6 +108,10 @@ pub enum Event {
         status: ExitStatus,
     },
     MountTableChanged(MountTable),
+    /// The mount table could not be read (the watcher failed; the driver
+    /// retries and sends `MountTableChanged` once it can read it again).
+    /// Until then every required mount counts as missing.
+    MountTableUnknown(String),
     /// Timers may be due; the engine checks against `now`.
     Tick,
     /// An operator request. `Reload` arrives as `Reloaded` instead, since

@@ -40,9 +40,9 @@ mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::mounts::MountTable;
+use crate::mounts::{MountProblem, MountTable};
 use crate::protocol::{EventBody, Response};
 use crate::unit::{OnLoss, OnUnhealthy, ReadyKind, RestartPolicy, UnitKind, UnitSet, UnitSpec};
 
@@ -55,6 +55,23 @@ use locks::{LockModel, LockState};
 use restart::Rng;
 use timers::{TimerKind, TimerTable};
 pub use unit_state::{FailReason, StopReason, Unit, UnitState, Want};
+
+/// How long the mount table may be unreadable before units with
+/// `on_loss = "stop"` are stopped. Starts are refused at once; the grace
+/// keeps a one-off read error (the driver retries within a second) from
+/// bouncing every database, while a lasting one cannot leave a service
+/// writing into the directory under a mount point that may be gone.
+pub const MOUNT_UNKNOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// The mount table could not be read (see `Event::MountTableUnknown`).
+#[derive(Debug, Clone)]
+struct MountUnknown {
+    why: String,
+    /// When running units with `on_loss = "stop"` are stopped.
+    stop_at: Instant,
+    /// `stop_at` has passed.
+    expired: bool,
+}
 
 /// Index of a unit; never reused within one engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -129,6 +146,9 @@ pub struct Engine {
     runs: HashMap<RunId, UnitId>,
     next_run: u64,
     mounts: MountTable,
+    /// Set while the mount table cannot be read: `mounts` is stale and
+    /// every requirement counts as missing.
+    mount_unknown: Option<MountUnknown>,
     locks: LockModel,
     timers: TimerTable,
     pending: Vec<Pending>,
@@ -163,6 +183,7 @@ impl Engine {
             runs: HashMap::new(),
             next_run: 1,
             mounts,
+            mount_unknown: None,
             locks: LockModel::new(),
             timers: TimerTable::default(),
             pending: Vec::new(),
@@ -186,6 +207,7 @@ impl Engine {
     pub fn handle(&mut self, now: Instant, event: Event) -> Vec<Action> {
         self.booted.get_or_insert(now);
         self.on_event(now, event);
+        self.expire_mount_grace(now);
         self.settle(now);
         self.observe(now);
         std::mem::take(&mut self.out)
@@ -201,6 +223,7 @@ impl Engine {
         for ev in events {
             self.on_event(now, ev);
         }
+        self.expire_mount_grace(now);
         self.settle(now);
         self.observe(now);
         std::mem::take(&mut self.out)
@@ -317,7 +340,12 @@ impl Engine {
 
     /// When the engine next needs a `Tick`.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.timers.earliest()
+        let grace = self
+            .mount_unknown
+            .as_ref()
+            .filter(|m| !m.expired)
+            .map(|m| m.stop_at);
+        self.timers.earliest().into_iter().chain(grace).min()
     }
 
     pub fn unit_id(&self, name: &str) -> Option<UnitId> {
@@ -337,6 +365,35 @@ impl Engine {
 
     pub fn mounts(&self) -> &MountTable {
         &self.mounts
+    }
+
+    /// Why the mount table is unknown, when it is.
+    pub fn mount_table_problem(&self) -> Option<&str> {
+        self.mount_unknown.as_ref().map(|m| m.why.as_str())
+    }
+
+    /// Is `m` satisfied now? With the table unknown, nothing is.
+    pub(crate) fn mount_check(&self, m: &crate::unit::MountReq) -> Result<(), MountProblem> {
+        match &self.mount_unknown {
+            Some(u) => Err(MountProblem::TableUnknown {
+                path: m.path.clone(),
+                why: u.why.clone(),
+            }),
+            None => self.mounts.check(m),
+        }
+    }
+
+    fn expire_mount_grace(&mut self, now: Instant) {
+        if let Some(m) = &mut self.mount_unknown
+            && !m.expired
+            && now >= m.stop_at
+        {
+            m.expired = true;
+            tracing::error!(
+                "the mount table is still unreadable ({}): stopping units with on_loss = \"stop\"",
+                m.why
+            );
+        }
     }
 
     pub fn lock_model(&self) -> &LockModel {
@@ -521,10 +578,28 @@ impl Engine {
             }
             Event::ProcessExited { run, status } => self.on_exit(now, run, status),
             Event::MountTableChanged(table) => {
+                if let Some(m) = self.mount_unknown.take() {
+                    tracing::info!("the mount table is readable again (was: {})", m.why);
+                }
                 let old = std::mem::replace(&mut self.mounts, table);
                 self.publish_mount_changes(&old);
                 for u in self.units.iter_mut() {
                     u.mount_refused = None;
+                }
+            }
+            Event::MountTableUnknown(why) => {
+                if self.mount_unknown.is_none() {
+                    tracing::error!(
+                        "the mount table cannot be read ({why}): units needing a mount do not start; those with on_loss = \"stop\" stop in {:?} unless it can be read again",
+                        MOUNT_UNKNOWN_GRACE
+                    );
+                    self.mount_unknown = Some(MountUnknown {
+                        why,
+                        stop_at: timers::after(now, MOUNT_UNKNOWN_GRACE),
+                        expired: false,
+                    });
+                } else if let Some(m) = &mut self.mount_unknown {
+                    m.why = why;
                 }
             }
             Event::Tick => self.on_timers(now),
@@ -599,7 +674,8 @@ impl Engine {
                     && let Some(wd) = self.units[id.0 as usize].spec.ready.watchdog
                     && self.timers.get(id, TimerKind::Watchdog).is_some()
                 {
-                    self.timers.set(id, TimerKind::Watchdog, now + wd);
+                    self.timers
+                        .set(id, TimerKind::Watchdog, timers::after(now, wd));
                 }
             }
             Event::ShutdownRequested(kind) => {
@@ -630,7 +706,8 @@ impl Engine {
                 tracing::info!(unit = %u.spec.name, "ready");
             }
             if let Some(wd) = u.spec.ready.watchdog {
-                self.timers.set(id, TimerKind::Watchdog, now + wd);
+                self.timers
+                    .set(id, TimerKind::Watchdog, timers::after(now, wd));
             }
             self.set_state(
                 id,
@@ -763,7 +840,7 @@ impl Engine {
         let u = &mut self.units[id.0 as usize];
         let delay = restart::backoff_delay(&spec.restart, u.attempt, &mut self.rng);
         u.attempt = u.attempt.saturating_add(1);
-        let until = now + delay;
+        let until = timers::after(now, delay);
         self.set_state(id, UnitState::Backoff { until });
         self.timers.set(id, TimerKind::RestartAt, until);
     }
@@ -821,7 +898,7 @@ impl Engine {
                             .effective()
                             .mounts
                             .iter()
-                            .find_map(|m| self.mounts.check(m).err());
+                            .find_map(|m| self.mount_check(m).err());
                         if let Some(p) = problem {
                             tracing::warn!(unit = %u.spec.name, "gave up waiting for mount: {p}");
                             self.note_error(id, now, format!("gave up waiting for mount: {p}"));
@@ -904,9 +981,9 @@ impl Engine {
             every = every.min(std::time::Duration::from_secs(1));
         }
         let at = if first && !ready {
-            now + every.min(std::time::Duration::from_millis(100))
+            timers::after(now, every.min(std::time::Duration::from_millis(100)))
         } else {
-            now + every
+            timers::after(now, every)
         };
         let tk = match kind {
             ProbeKind::Liveness => TimerKind::ProbeDue,
@@ -937,7 +1014,6 @@ impl Engine {
             UnitState::Starting { since, .. } | UnitState::Running { since, .. } => since,
             _ => return,
         };
-        let ready = matches!(u.state, UnitState::Running { ready: true, .. });
         let rt = match kind {
             ProbeKind::Liveness => &mut u.health,
             ProbeKind::Readiness => &mut u.readiness,
@@ -1002,10 +1078,14 @@ impl Engine {
         } else {
             rt.consecutive_successes = 0;
             let in_start_period = now.saturating_duration_since(since) < h.start_period;
-            // Not ready yet is not unhealthy: failures count only once the
-            // unit was ready (or its readiness is not probe-based) and the
-            // start period is over.
-            if !in_start_period && (ready || !probe_readiness) {
+            // Not ready yet is not unhealthy: failures count only once this
+            // run has been ready (it is `Running`, even if a readiness probe
+            // took readiness away since) and the start period is over.
+            // Before that, `[ready] timeout` governs start-up (Kubernetes'
+            // startupProbe semantics): a database in crash recovery is not
+            // killed for refusing connections.
+            let been_ready = matches!(u.state, UnitState::Running { .. });
+            if !in_start_period && been_ready {
                 rt.consecutive_failures = rt.consecutive_failures.saturating_add(1);
             }
             if rt.consecutive_failures >= h.failure_threshold {
@@ -1136,9 +1216,15 @@ impl Engine {
             return Some(StopReason::Restart);
         }
         for m in &u.spec.mounts {
-            if m.on_loss == OnLoss::Stop
-                && let Err(p) = self.mounts.check(m)
-            {
+            if m.on_loss != OnLoss::Stop {
+                continue;
+            }
+            let lost = match &self.mount_unknown {
+                // Within the grace the last table read still decides.
+                Some(unknown) if !unknown.expired => self.mounts.check(m).err(),
+                Some(_) | None => self.mount_check(m).err(),
+            };
+            if let Some(p) = lost {
                 return Some(StopReason::MountLost(p));
             }
         }
@@ -1224,8 +1310,11 @@ impl Engine {
         if pid.is_some() {
             self.out.push(stop_action(run, &spec));
         }
-        self.timers
-            .set(id, TimerKind::KillAfter, now + spec.stop.timeout);
+        self.timers.set(
+            id,
+            TimerKind::KillAfter,
+            timers::after(now, spec.stop.timeout),
+        );
         self.set_state(
             id,
             UnitState::Stopping {
@@ -1278,12 +1367,13 @@ impl Engine {
             .effective()
             .mounts
             .iter()
-            .filter(|m| self.mounts.check(m).is_err())
+            .filter(|m| self.mount_check(m).is_err())
             .filter_map(|m| m.timeout)
             .min();
         self.unit_mut(id).mount_wait_since = Some(now);
         if let Some(t) = timeout {
-            self.timers.set(id, TimerKind::MountTimeout, now + t);
+            self.timers
+                .set(id, TimerKind::MountTimeout, timers::after(now, t));
         }
     }
 
@@ -1332,7 +1422,8 @@ impl Engine {
         self.next_run += 1;
         self.runs.insert(run, id);
         if let Some(t) = spec.ready.timeout {
-            self.timers.set(id, TimerKind::StartTimeout, now + t);
+            self.timers
+                .set(id, TimerKind::StartTimeout, timers::after(now, t));
         }
         tracing::info!(unit = %spec.name, "starting");
         self.set_state(

@@ -87,6 +87,9 @@ struct Sim {
     /// causes are not automatic restarts.
     in_operator_start: bool,
     faults: bool,
+    /// Since when the engine was told the mount table is unreadable (the
+    /// watcher failed and the driver is retrying).
+    mount_unknown_since: Option<Instant>,
     trace: VecDeque<String>,
     cap: u32,
 }
@@ -167,6 +170,7 @@ impl Sim {
                         OnLoss::Stop
                     },
                     timeout: None,
+                    symlink_to: None,
                 });
             }
             if !oneshot && rng.one_in(3) {
@@ -236,6 +240,7 @@ impl Sim {
             stale_runs: Vec::new(),
             in_operator_start: false,
             faults: true,
+            mount_unknown_since: None,
             trace: VecDeque::new(),
             cap,
         };
@@ -348,11 +353,15 @@ impl Sim {
             if !has_proc {
                 continue;
             }
-            let lost = u
-                .spec
-                .mounts
-                .iter()
-                .any(|m| m.on_loss == OnLoss::Stop && self.engine.mounts().check(m).is_err());
+            // An unreadable table counts as every mount lost once the
+            // grace has passed.
+            let unknown_expired = self.mount_unknown_since.is_some_and(|t| {
+                self.now.saturating_duration_since(t) >= crate::engine::MOUNT_UNKNOWN_GRACE
+            });
+            let lost = u.spec.mounts.iter().any(|m| {
+                m.on_loss == OnLoss::Stop
+                    && (unknown_expired || self.engine.mounts().check(m).is_err())
+            });
             if lost && u.stop_pending.is_none() {
                 self.fail(&format!(
                     "{} keeps running after losing its mount",
@@ -424,6 +433,9 @@ impl Sim {
                 // (a) the engine decides from its own snapshot: a spawn while
                 // that snapshot lacks a mount is a bug (the spawner's re-check
                 // below is a second guard, not the first).
+                if !spec.mounts.is_empty() && self.mount_unknown_since.is_some() {
+                    self.fail(&format!("spawned {name} while the mount table is unknown"));
+                }
                 if let Some(m) = spec
                     .mounts
                     .iter()
@@ -446,6 +458,7 @@ impl Sim {
                                 .map(|m| m.path.clone())
                                 .unwrap_or_default(),
                             on: None,
+                            link: None,
                         }),
                     });
                 }
@@ -752,8 +765,15 @@ impl Sim {
                     }
                 }
                 // Sometimes the engine hears late: the spawner's re-check
-                // must cover the gap.
-                if !self.rng.one_in(3) {
+                // must cover the gap. Sometimes the watcher fails instead
+                // (the table is unknown until a later read succeeds).
+                if self.faults && self.rng.one_in(6) {
+                    if self.mount_unknown_since.is_none() {
+                        self.mount_unknown_since = Some(self.now);
+                    }
+                    self.feed(Event::MountTableUnknown("sim: EIO".into()));
+                } else if !self.rng.one_in(3) {
+                    self.mount_unknown_since = None;
                     let t = mount_table(&self.mounted);
                     self.feed(Event::MountTableChanged(t));
                 }
@@ -900,6 +920,7 @@ impl Sim {
             self.mounted.insert(p, false);
         }
         let t = mount_table(&self.mounted);
+        self.mount_unknown_since = None;
         self.feed(Event::MountTableChanged(t));
         // Drain writes, then start everything (clears failed).
         let deadline = self.now + Duration::from_secs(600);

@@ -45,6 +45,7 @@ impl Engine {
         StatusReport {
             units,
             lock_state_problem: self.locks.unknown_reason().map(str::to_string),
+            mount_table_problem: self.mount_table_problem().map(str::to_string),
             shed_level: self.shed,
             shutting_down: self.shutdown.is_some(),
         }
@@ -132,9 +133,8 @@ impl Engine {
         let u = &self.units[id.0 as usize];
         match &u.state {
             UnitState::Inactive => self
-                .start_blockers(id, now, false)
-                .first()
-                .map(|b| b.describe(now).replace("UNIT", &u.spec.name)),
+                .first_blocker(id, now)
+                .map(|b| b.describe(&u.spec.name, now)),
             UnitState::Starting { .. } => Some(match u.spec.kind {
                 UnitKind::Oneshot => "running to completion".to_string(),
                 UnitKind::Longrun => "waiting for readiness".to_string(),
@@ -181,7 +181,7 @@ impl Engine {
         let blockers = self.start_blockers(id, now, true);
         let lines: Vec<String> = blockers
             .iter()
-            .map(|b| format!("  - {}", b.describe(now).replace("UNIT", name)))
+            .map(|b| format!("  - {}", b.describe(name, now)))
             .collect();
         let head = match &u.state {
             UnitState::Running { pid, ready, .. } => {

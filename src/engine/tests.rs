@@ -407,6 +407,7 @@ fn a_locked_unit_is_never_started_by_any_path() {
             options: vec![],
             on_loss: OnLoss::Stop,
             timeout: None,
+            symlink_to: None,
         });
         db.health = Some(HealthSpec {
             target: ProbeTarget::Tcp("127.0.0.1:1".into()),
@@ -697,6 +698,7 @@ fn mount_timeout_fails_with_the_path() {
         options: vec!["rw".into()],
         on_loss: OnLoss::Stop,
         timeout: Some(Duration::from_secs(30)),
+        symlink_to: None,
     });
     let mut t = T::new(vec![s]);
     assert!(
@@ -727,6 +729,7 @@ fn spawner_refusal_waits_for_the_next_mount_table() {
         options: vec![],
         on_loss: OnLoss::Stop,
         timeout: None,
+        symlink_to: None,
     });
     let set = crate::graph::build(vec![s]).expect("set");
     let now = Instant::now();
@@ -743,6 +746,7 @@ fn spawner_refusal_waits_for_the_next_mount_table() {
     let problem = crate::mounts::MountProblem::NotMounted {
         path: "/srv/pg".into(),
         on: Some("/".into()),
+        link: None,
     };
     let acts = e.handle(
         now,
@@ -862,6 +866,263 @@ fn fd_readiness_gates_dependents() {
     let acts = t.feed(Event::ReadyFd { run });
     assert_eq!(spawned(&acts), vec!["app"]);
 }
+
+/// Issue 13 item 7: a `notify` unit still starting (crash recovery) is
+/// probed, but failures before READY=1 do not count — `[ready] timeout`
+/// governs start-up (Kubernetes' startupProbe semantics). Once ready,
+/// they do.
+#[test]
+fn health_failures_before_readiness_do_not_count() {
+    let mut db = longrun("db");
+    db.ready.kind = ReadyKind::Notify;
+    db.ready.timeout = Some(Duration::from_secs(120));
+    db.restart.policy = RestartPolicy::Always;
+    db.health = Some(tcp_probe(3));
+    let mut t = T::new(vec![db]);
+    let run = t.run_of("db");
+    let probe = |t: &mut T, ok: bool| {
+        t.feed(Event::ProbeAnswered {
+            run,
+            kind: crate::engine::ProbeKind::Liveness,
+            ok,
+            output: Some("connection refused".into()),
+        })
+    };
+    for _ in 0..30 {
+        t.now += Duration::from_secs(1);
+        let acts = probe(&mut t, false);
+        assert!(signalled(&t, &acts).is_empty(), "killed while starting");
+    }
+    assert!(matches!(t.state("db"), UnitState::Starting { .. }));
+    t.feed(Event::Notified {
+        run,
+        msg: crate::engine::NotifyMsg {
+            ready: true,
+            ..Default::default()
+        },
+    });
+    assert!(matches!(
+        t.state("db"),
+        UnitState::Running { ready: true, .. }
+    ));
+    probe(&mut t, false);
+    probe(&mut t, false);
+    let acts = probe(&mut t, false);
+    assert_eq!(signalled(&t, &acts), vec!["db"], "unhealthy once ready");
+}
+
+/// Issue 13 item 9: what `why`, `status` and the replies tell an operator
+/// about a dependency names the unit that blocks, with its reason.
+#[test]
+fn blocker_hints_name_the_blocking_unit() {
+    let mut t = T::new(vec![
+        longrun("db"),
+        requires(longrun("web"), &["db"]),
+        requires(longrun("app"), &["web"]),
+    ]);
+    t.cmd(Request::MaintenanceOn {
+        unit: "db".into(),
+        reason: "upgrade".into(),
+        holder: Some("alice".into()),
+    });
+    t.exit("app", 0);
+    t.exit("web", 0);
+    t.exit("db", 0);
+    t.persist_all(true);
+    let why = t.why("web");
+    assert!(
+        why.contains("supctl maintenance off db") && !why.contains("off web"),
+        "{why}"
+    );
+    // The DETAIL column says why db is not ready, not just "db: ".
+    let web = t.e.unit_id("web").unwrap();
+    let st = t.e.status_report(&[web], t.now, 0);
+    let detail = st.units[0].detail.clone().unwrap_or_default();
+    assert!(
+        detail.starts_with("waiting for required unit db: under maintenance"),
+        "{detail:?}"
+    );
+    // A dry run lists db and the dependents that come back after it.
+    let (req, acts) = t.cmd(Request::MaintenanceOff {
+        unit: "db".into(),
+        holder: Some("alice".into()),
+        force: false,
+        dry_run: true,
+    });
+    let (ok, msg) = reply(&acts, req).expect("reply");
+    assert!(ok, "{msg}");
+    assert!(
+        msg.contains("db") && msg.contains("web") && msg.contains("app"),
+        "{msg}"
+    );
+    assert!(
+        msg.find("db") < msg.find("web") && msg.find("web") < msg.find("app"),
+        "{msg}"
+    );
+    // A start reply names the real unit to start, never "UNIT".
+    t.cmd(Request::MaintenanceOff {
+        unit: "db".into(),
+        holder: Some("alice".into()),
+        force: false,
+        dry_run: false,
+    });
+    t.persist_all(true);
+    t.cmd(Request::Stop { unit: "db".into() });
+    t.exit("app", 0);
+    t.exit("web", 0);
+    t.exit("db", 0);
+    let (req, acts) = t.cmd(Request::Start { unit: "web".into() });
+    let (_, msg) = reply(&acts, req).expect("reply");
+    assert!(
+        msg.contains("`supctl start db`") && !msg.contains("UNIT"),
+        "{msg}"
+    );
+}
+
+/// Issue 13 item 3: durations far beyond what an `Instant` can hold (a
+/// unit file is bounded at load, but the engine must not trust that) never
+/// overflow a deadline — start timeout, watchdog, probe interval, mount
+/// timeout, stop timeout, restart backoff.
+#[test]
+fn huge_durations_never_overflow_a_deadline() {
+    let huge = Duration::MAX;
+    let mut db = longrun("db");
+    db.ready.kind = ReadyKind::Notify;
+    db.ready.timeout = Some(huge);
+    db.ready.watchdog = Some(huge);
+    db.stop.timeout = huge;
+    db.restart.policy = RestartPolicy::Always;
+    db.restart.delay = huge;
+    db.restart.max_delay = huge;
+    let mut probe = tcp_probe(1);
+    probe.interval = huge;
+    probe.timeout = huge;
+    probe.start_period = huge;
+    db.health = Some(probe);
+    let mut disk = longrun("disk");
+    disk.mounts.push(MountReq {
+        path: "/srv/pg".into(),
+        fstype: None,
+        source: None,
+        options: vec![],
+        on_loss: OnLoss::Stop,
+        timeout: Some(huge),
+        symlink_to: None,
+    });
+    let mut t = T::new(vec![db, disk]);
+    assert!(t.why("disk").contains("not a mount point"));
+    let run = t.run_of("db");
+    t.feed(Event::Notified {
+        run,
+        msg: NotifyMsg {
+            ready: true,
+            watchdog: true,
+            ..Default::default()
+        },
+    });
+    t.feed(Event::ProbeAnswered {
+        run,
+        kind: crate::engine::ProbeKind::Liveness,
+        ok: true,
+        output: None,
+    });
+    assert!(matches!(
+        t.state("db"),
+        UnitState::Running { ready: true, .. }
+    ));
+    // A crash: backoff by `delay`.
+    t.exit("db", 1);
+    assert!(matches!(t.state("db"), UnitState::Backoff { .. }));
+    // An operator start, then a stop: the stop timeout arms KillAfter.
+    t.cmd(Request::Start { unit: "db".into() });
+    assert!(t.running("db"));
+    t.cmd(Request::Stop { unit: "db".into() });
+    assert!(matches!(t.state("db"), UnitState::Stopping { .. }));
+    let acts = t.advance(Duration::from_secs(3600));
+    assert!(signalled(&t, &acts).is_empty(), "{acts:?}");
+    assert!(t.e.next_deadline().is_some());
+}
+
+fn mount_at(path: &str, on_loss: OnLoss) -> MountReq {
+    MountReq {
+        path: path.into(),
+        fstype: None,
+        source: None,
+        options: vec![],
+        on_loss,
+        timeout: None,
+        symlink_to: None,
+    }
+}
+
+/// Issue 13 item 1: when the mount table cannot be read, supd does not
+/// know whether a required filesystem is there, so it is treated as not
+/// there: nothing that needs a mount starts, and units with
+/// `on_loss = "stop"` stop once the table has been unknown for the grace
+/// period. Units without mounts are not affected; reading the table again
+/// ends it.
+#[test]
+fn unknown_mount_table_fails_closed_until_read_again() {
+    let mut db = longrun("db");
+    db.mounts.push(mount_at("/srv/pg", OnLoss::Stop));
+    let mut logs = longrun("logs");
+    logs.mounts.push(mount_at("/srv/logs", OnLoss::Ignore));
+    let mut late = longrun("late");
+    late.mounts.push(mount_at("/srv/late", OnLoss::Stop));
+    let mut t = T::with(
+        vec![db, logs, late, longrun("web")],
+        16,
+        table(&[("/srv/pg", false), ("/srv/logs", false)]),
+        true,
+    );
+    assert!(t.running("db") && t.running("logs") && t.running("web"));
+    let acts = t.feed(Event::MountTableUnknown("reading mountinfo: EIO".into()));
+    assert!(signalled(&t, &acts).is_empty(), "a grace first: {acts:?}");
+    let why = t.why("late");
+    assert!(
+        why.contains("cannot be read") && why.contains("EIO"),
+        "{why}"
+    );
+    let st = t.e.status_report(&[], t.now, 0);
+    assert!(
+        st.mount_table_problem
+            .as_deref()
+            .is_some_and(|p| p.contains("EIO")),
+        "{st:?}"
+    );
+    // An operator start does not push through either.
+    let (_, acts) = t.cmd(Request::Start {
+        unit: "late".into(),
+    });
+    assert!(spawned(&acts).is_empty());
+    let acts = t.advance(MOUNT_GRACE_IN_TEST / 2);
+    assert!(signalled(&t, &acts).is_empty(), "{acts:?}");
+    let acts = t.advance(MOUNT_GRACE_IN_TEST);
+    assert_eq!(signalled(&t, &acts), vec!["db"], "on_loss = stop");
+    t.exit("db", 0);
+    assert!(!t.running("db"), "not started again while unknown");
+    assert!(t.running("logs"), "on_loss = ignore keeps running");
+    // Unrelated units keep being supervised.
+    t.exit("web", 1);
+    let acts = t.advance(Duration::from_secs(1));
+    assert_eq!(spawned(&acts), vec!["web"]);
+    // Read again: everything whose mount is there comes back.
+    let acts = t.feed(Event::MountTableChanged(table(&[
+        ("/srv/pg", false),
+        ("/srv/logs", false),
+        ("/srv/late", false),
+    ])));
+    let mut s = spawned(&acts);
+    s.sort();
+    assert_eq!(s, vec!["db", "late"]);
+    assert!(
+        t.e.status_report(&[], t.now, 0)
+            .mount_table_problem
+            .is_none()
+    );
+}
+
+const MOUNT_GRACE_IN_TEST: Duration = crate::engine::MOUNT_UNKNOWN_GRACE;
 
 fn status_of(t: &T, name: &str) -> crate::protocol::UnitStatus {
     let id = t.e.unit_id(name).expect("unit");
@@ -1002,6 +1263,7 @@ fn state_lock_mount_and_probe_changes_are_published() {
         options: vec![],
         on_loss: OnLoss::Stop,
         timeout: None,
+        symlink_to: None,
     });
     s.health = Some(HealthSpec {
         target: ProbeTarget::Tcp("127.0.0.1:1".into()),

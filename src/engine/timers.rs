@@ -5,9 +5,20 @@
 //! spawn tasks — a cancelled timer is just a removed entry, nothing can leak.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::UnitId;
+
+/// `now + d` without overflow. Unit files bound every duration at load
+/// (`unit::MAX_DURATION`), but a deadline is computed in PID 1 and must
+/// never panic whatever the input: a sum past what `Instant` can hold
+/// becomes "about a century from now", which is never in practice.
+pub fn after(now: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(d)
+        .or_else(|| now.checked_add(d.min(FAR)))
+        .unwrap_or(now)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TimerKind {
@@ -73,7 +84,17 @@ impl TimerTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    #[test]
+    fn after_saturates_instead_of_overflowing() {
+        let t0 = Instant::now();
+        assert_eq!(
+            after(t0, Duration::from_secs(5)),
+            t0 + Duration::from_secs(5)
+        );
+        let far = after(t0, Duration::MAX);
+        assert!(far > t0 + Duration::from_secs(50 * 365 * 24 * 3600));
+    }
 
     #[test]
     fn overwrite_cancels_and_due_in_order() {

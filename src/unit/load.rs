@@ -38,9 +38,12 @@ pub fn load_dir(dir: &Path) -> Result<UnitSet, Vec<UnitError>> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            // Bytes, not str: a name that is not UTF-8 is still a unit
+            // file, reported below rather than skipped in silence.
+            use std::os::unix::ffi::OsStrExt;
+            let name = p.file_name().map(|n| n.as_bytes()).unwrap_or(b"");
             // Hidden files and editor leftovers are not units.
-            name.ends_with(".toml") && !name.starts_with('.')
+            name.ends_with(b".toml") && !name.starts_with(b".")
         })
         .collect();
     paths.sort();
@@ -48,12 +51,21 @@ pub fn load_dir(dir: &Path) -> Result<UnitSet, Vec<UnitError>> {
     let mut specs = Vec::new();
     let mut lines = BTreeMap::new();
     let mut failed = std::collections::BTreeSet::new();
+    let mut mount_table = None;
     for path in paths {
-        let name = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("")
-            .to_string();
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+            use std::os::unix::ffi::OsStrExt;
+            let raw = path.file_name().map(|n| n.as_bytes()).unwrap_or(b"");
+            errors.push(
+                UnitError::new(
+                    &path,
+                    format!("unit file name \"{}\" is not UTF-8", raw.escape_ascii()),
+                )
+                .hint("rename the file: letters, digits, _ . @ - only, at most 64 characters"),
+            );
+            continue;
+        };
+        let name = name.to_string();
         if !valid_name(&name) {
             errors.push(
                 UnitError::new(&path, format!("invalid unit name {name:?}"))
@@ -110,7 +122,8 @@ pub fn load_dir(dir: &Path) -> Result<UnitSet, Vec<UnitError>> {
             continue;
         }
         match crate::unit::toml::parse_unit_with_lines(&name, &path, &text) {
-            Ok((spec, deps)) => {
+            Ok((mut spec, deps)) => {
+                note_symlinked_mounts(&mut spec, &mut mount_table);
                 lines.insert(name, deps);
                 specs.push(spec);
             }
@@ -129,6 +142,36 @@ pub fn load_dir(dir: &Path) -> Result<UnitSet, Vec<UnitError>> {
         Err(mut g) => {
             errors.append(&mut g);
             Err(errors)
+        }
+    }
+}
+
+/// Record which `[[mount]] path`s are symlinks (and to what), so a unit
+/// waiting on one says so instead of "a directory". A path that is a mount
+/// point now is not looked at (a hung network filesystem must not stall
+/// the load); `table` is read once, on first need.
+fn note_symlinked_mounts(
+    spec: &mut crate::unit::UnitSpec,
+    table: &mut Option<crate::mounts::MountTable>,
+) {
+    for m in &mut spec.mounts {
+        let t = table.get_or_insert_with(|| {
+            std::fs::read("/proc/self/mountinfo")
+                .map(|b| crate::mounts::MountTable::parse_bytes(&b))
+                .unwrap_or_default()
+        });
+        if t.find(&m.path).is_some() {
+            continue;
+        }
+        let is_link = std::fs::symlink_metadata(&m.path)
+            .map(|md| md.file_type().is_symlink())
+            .unwrap_or(false);
+        if !is_link {
+            continue;
+        }
+        if let Ok(target) = std::fs::read_link(&m.path) {
+            let base = m.path.parent().unwrap_or(Path::new("/"));
+            m.symlink_to = Some(crate::mounts::normalize(&base.join(target)));
         }
     }
 }

@@ -15,6 +15,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// The longest duration a unit file may give (humantime's `10y`). Every
+/// deadline is `now + duration`; bounding the input keeps that sum far
+/// inside what a monotonic clock can represent (issue 13: a timeout of
+/// "300000000000y" overflowed it). The engine adds durations with
+/// saturation anyway, so this is the load-time half of a double guard.
+pub const MAX_DURATION: Duration = Duration::from_secs(315_576_000);
+/// How `MAX_DURATION` is written in messages and the README.
+pub const MAX_DURATION_TEXT: &str = "10y";
+
 /// Long-running service or run-to-completion task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -95,6 +104,11 @@ pub struct MountReq {
     pub on_loss: OnLoss,
     /// How long to wait for the mount before the unit becomes `failed`.
     pub timeout: Option<Duration>,
+    /// What `path` was a symlink to when the unit was loaded (a host fact,
+    /// for messages only; never used to decide): the check uses `path` as
+    /// written, and the kernel lists the link's target as the mount point,
+    /// so such a unit would wait forever for a "directory".
+    pub symlink_to: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

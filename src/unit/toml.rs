@@ -210,6 +210,21 @@ impl<'a> Errs<'a> {
         match v {
             None => default,
             Some(s) => match humantime::parse_duration(s.get_ref().trim()) {
+                Ok(d) if d > crate::unit::MAX_DURATION => {
+                    self.at(
+                        s.span(),
+                        format!(
+                            "`{key}` = {:?} is too long: durations are at most {} (supd computes deadlines from them)",
+                            s.get_ref(),
+                            crate::unit::MAX_DURATION_TEXT
+                        ),
+                        format!(
+                            "use a duration up to {}; to wait without limit, leave the key out where that is the default",
+                            crate::unit::MAX_DURATION_TEXT
+                        ),
+                    );
+                    default
+                }
                 Ok(d) => d,
                 Err(e) => {
                     self.at(
@@ -407,6 +422,7 @@ pub(crate) fn mount_req(errs: &mut Errs<'_>, m: &RawMount) -> Option<MountReq> {
             .timeout
             .as_ref()
             .map(|t| errs.duration(&Some(t.clone()), "mount.timeout", Duration::ZERO)),
+        symlink_to: None,
     })
 }
 
@@ -542,11 +558,19 @@ pub fn parse_unit_with_lines(
                     "`exec` is empty",
                     "give at least the program: exec = [\"/usr/bin/myservice\"]",
                 );
-            } else if e.get_ref().iter().any(|a| a.is_empty() || a.contains('\0')) {
+            } else if e.get_ref()[0].is_empty() {
                 errs.at(
                     e.span(),
-                    "`exec` has an empty or NUL-containing argument",
-                    "remove it",
+                    "`exec` names no program (its first element is empty)",
+                    "give the program first: exec = [\"/usr/bin/myservice\", ...]",
+                );
+            } else if e.get_ref().iter().any(|a| a.contains('\0')) {
+                // An empty argument is an argument (`--logfile ""`); a NUL
+                // cannot be passed to exec at all.
+                errs.at(
+                    e.span(),
+                    "`exec` has an argument containing a NUL byte",
+                    "remove the NUL byte: exec cannot pass it",
                 );
             }
             e.get_ref().clone()
@@ -1005,6 +1029,16 @@ timeout = "30s"
         );
         assert!(e.join("").contains("can never happen"), "{e:?}");
         assert!(parse("exec = [\"/x\"]\n[restart]\ndelay = \"0s\"\nmax_delay = \"0s\"\n").is_ok());
+        // A huge burst is checked in bounded time (it once looped `burst`
+        // times on the event loop, at every reload).
+        let t0 = std::time::Instant::now();
+        assert!(
+            parse("exec = [\"/x\"]\n[restart]\ndelay = \"0s\"\nmax_delay = \"0s\"\nburst = 4000000000\n")
+                .is_ok()
+        );
+        let e = err("exec = [\"/x\"]\n[restart]\nburst = 4000000000\n");
+        assert!(e.join("").contains("can never happen"), "{e:?}");
+        assert!(t0.elapsed() < Duration::from_secs(1));
     }
 
     #[test]
@@ -1015,6 +1049,54 @@ timeout = "30s"
         assert!(e[0].contains("needs a [readiness] or [health]"), "{e:?}");
         let e = err("exec = [\"/x\"]\n[health]\ntcp = \"127.0.0.1:1\"\nhttp = \"http://x/\"\n");
         assert!(e[0].contains("exactly one"), "{e:?}");
+    }
+
+    #[test]
+    fn huge_durations_are_refused_with_line_and_maximum() {
+        // Every duration key, each far beyond what an Instant can hold.
+        let text = "\
+exec = [\"/x\"]
+[[mount]]
+path = \"/srv/a\"
+timeout = \"300000000000y\"
+[ready]
+kind = \"notify\"
+timeout = \"300000000000y\"
+watchdog = \"300000000000y\"
+[health]
+tcp = \"127.0.0.1:1\"
+interval = \"300000000000y\"
+timeout = \"300000000000y\"
+start_period = \"300000000000y\"
+[readiness]
+tcp = \"127.0.0.1:1\"
+interval = \"300000000000y\"
+timeout = \"300000000000y\"
+start_period = \"300000000000y\"
+[restart]
+delay = \"300000000000y\"
+max_delay = \"300000000000y\"
+interval = \"300000000000y\"
+reset_after = \"300000000000y\"
+[stop]
+timeout = \"300000000000y\"
+";
+        let e = err(text);
+        let all = e.join("\n");
+        for line in [4, 7, 8, 11, 12, 13, 16, 17, 18, 20, 21, 22, 23, 25] {
+            assert!(
+                e.iter()
+                    .any(|m| m.contains(&format!("u.toml:{line}:")) && m.contains("at most 10y")),
+                "line {line} not refused:\n{all}"
+            );
+        }
+        // The maximum itself is fine; one past it is not.
+        assert!(parse("exec = [\"/x\"]\n[stop]\ntimeout = \"10y\"\n").is_ok());
+        let e = err("exec = [\"/x\"]\n[stop]\ntimeout = \"10y 1s\"\n");
+        assert!(
+            e[0].contains("u.toml:3:") && e[0].contains("stop.timeout"),
+            "{e:?}"
+        );
     }
 
     #[test]

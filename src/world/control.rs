@@ -1,15 +1,19 @@
 //! The control socket: supd's side and the client used by supctl.
 //!
-//! Owns: binding the Unix socket (0600 from the first instant), accepting
-//! connections with limits (connection count, request size, read and write
-//! deadlines), checking the peer's credentials (SO_PEERCRED) for requests
-//! that change anything, and handing valid requests to the driver with a
-//! reply channel. One request per connection. Streaming requests (`logs`,
-//! `events`) get a bounded channel too: after the response line, each item
-//! put into it is written as one more line until the producer drops it or
-//! the client goes away. Must never: block the driver loop, buffer more
-//! than `MAX_REQUEST_BYTES` from a client (or `STREAM_DEPTH` items for one),
-//! die on a bad client or a failed accept, or panic.
+//! Owns: binding the Unix socket (0600 from the first instant, in a
+//! directory no one else controls; only a stale socket is ever replaced),
+//! accepting connections with limits (a total, slots reserved for root and
+//! supd's user, a share per client pid and per unprivileged uid, an idle
+//! timeout, request size, read and write deadlines; when full, the oldest
+//! connection that has not sent its request is evicted), checking the
+//! peer's credentials (SO_PEERCRED) for requests that change anything, and
+//! handing valid requests to the driver with a reply channel. One request
+//! per connection. Streaming requests (`logs`, `events`) get a bounded
+//! channel too: after the response line, each item put into it is written
+//! as one more line until the producer drops it or the client goes away.
+//! Must never: block the driver loop, buffer more than `MAX_REQUEST_BYTES`
+//! from a client (or `STREAM_DEPTH` items for one), die on a bad client or
+//! a failed accept, or panic.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -24,7 +28,16 @@ use crate::protocol::{Envelope, MAX_REQUEST_BYTES, Request, Response, VERSION};
 
 /// Concurrent connections served; more are answered "busy".
 const MAX_CONNECTIONS: usize = 64;
-const READ_DEADLINE: Duration = Duration::from_secs(5);
+/// Further slots only root and supd's own user may use, so clients of
+/// other users can never lock the operators out.
+const RESERVED_PRIVILEGED: usize = 8;
+/// Connections one client process (SO_PEERCRED pid) may hold at once: one
+/// program opening hundreds of idle connections must not take them all.
+const MAX_PER_PID: usize = 8;
+/// Connections one unprivileged user may hold at once.
+const MAX_PER_UID: usize = 16;
+/// The idle timeout: a client has this long to send its request line.
+const READ_DEADLINE: Duration = Duration::from_secs(3);
 const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 /// Largest response a client accepts (status of thousands of units).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -64,8 +77,9 @@ pub struct ControlRequest {
 }
 
 /// `/run/supd/control.sock` as root, else `$XDG_RUNTIME_DIR/supd/…`
-/// (falling back to `/tmp/supd-$UID/…`). `SUPD_SOCKET` is applied by the
-/// callers, before this default.
+/// (falling back to `/tmp/supd-$UID/…`, which `bind` accepts only if it is
+/// the user's own and not writable by others). `SUPD_SOCKET` is applied by
+/// the callers, before this default.
 pub fn default_socket_path() -> PathBuf {
     let uid = nix::unistd::geteuid();
     if uid.is_root() {
@@ -77,6 +91,126 @@ pub fn default_socket_path() -> PathBuf {
     }
 }
 
+/// Make `path`'s directory (creating it, 0755) and check that nobody else
+/// can plant or swap sockets in it: it must belong to us or to root and
+/// not be writable by group or others (unless it is a root-owned sticky
+/// directory such as /tmp, where others cannot touch our files).
+pub fn prepare_socket_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    if !dir.exists() {
+        if let Some(up) = dir.parent() {
+            std::fs::create_dir_all(up).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("creating {}: {e}", up.display()))
+            })?;
+        }
+        // The last component with its mode from the start; if someone
+        // makes it first, the checks below judge theirs.
+        match std::fs::DirBuilder::new().mode(0o755).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("creating {}: {e}", dir.display()),
+                ));
+            }
+        }
+    }
+    let md = std::fs::metadata(dir)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+    let me = nix::unistd::geteuid().as_raw();
+    let refuse = |why: String| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "refusing to put the control socket in {}: {why}. Another user could replace supd's sockets there. Remove it (or fix its owner and mode: chown {me} and chmod 700), set XDG_RUNTIME_DIR, or give --socket a path in a directory of your own",
+                dir.display()
+            ),
+        ))
+    };
+    if !md.is_dir() {
+        return refuse("it is not a directory".into());
+    }
+    if md.uid() != me && md.uid() != 0 {
+        return refuse(format!(
+            "it is owned by uid {}, not by you (uid {me})",
+            md.uid()
+        ));
+    }
+    // A root-owned sticky directory (/tmp): others cannot remove or
+    // rename what we create in it. A root-owned one that is not writable
+    // by others is harmless (if we cannot write it, bind says so).
+    let sticky_root = md.uid() == 0 && md.mode() & 0o1000 != 0;
+    if md.mode() & 0o022 != 0 && !sticky_root {
+        let owner = if md.uid() == me {
+            String::new()
+        } else {
+            format!(
+                "it is owned by uid {}, not by you (uid {me}), and ",
+                md.uid()
+            )
+        };
+        return refuse(format!(
+            "{owner}it is writable by others (mode {:o})",
+            md.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// Clear `path` for a new socket: nothing there, or a stale socket (no one
+/// answers on it: `live` says whether someone does) that is removed. A live
+/// socket or anything that is not a socket is refused and left alone.
+pub fn clear_stale_socket(path: &Path, live: impl FnOnce(&Path) -> bool) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let md = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("{}: {e}", path.display()),
+            ));
+        }
+    };
+    if !md.file_type().is_socket() {
+        let what = if md.is_file() {
+            "a regular file"
+        } else if md.is_dir() {
+            "a directory"
+        } else if md.file_type().is_symlink() {
+            "a symlink"
+        } else {
+            "not a socket"
+        };
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket ({what}); supd replaces only a stale socket. Move it away, or choose another path",
+                path.display()
+            ),
+        ));
+    }
+    if live(path) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!(
+                "another supd is listening on {} (stop it, or give this one another --socket)",
+                path.display()
+            ),
+        ));
+    }
+    std::fs::remove_file(path).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("removing stale socket {}: {e}", path.display()),
+        )
+    })
+}
+
 /// Bind the control socket. The socket is created under a 0077 umask so
 /// it is never world-writable, not even between bind and chmod.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
@@ -84,26 +218,8 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     let ctx = |what: &str, e: std::io::Error| {
         std::io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
     };
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-        && !dir.exists()
-    {
-        std::fs::create_dir_all(dir).map_err(|e| ctx("creating the directory of", e))?;
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
-    }
-    if path.exists() {
-        // Someone listening? Then refuse; else it is stale: remove it.
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                format!(
-                    "another supd is listening on {} (stop it, or give this one another --socket)",
-                    path.display()
-                ),
-            ));
-        }
-        std::fs::remove_file(path).map_err(|e| ctx("removing stale socket", e))?;
-    }
+    prepare_socket_dir(path)?;
+    clear_stale_socket(path, |p| std::os::unix::net::UnixStream::connect(p).is_ok())?;
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let l = std::os::unix::net::UnixListener::bind(path);
     nix::sys::stat::umask(old);
@@ -114,6 +230,119 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     UnixListener::from_std(l).map_err(|e| ctx("registering", e))
 }
 
+/// Open connections per client pid and per unprivileged uid; an entry
+/// lives as long as a `PeerSlot`.
+#[derive(Default)]
+struct PeerCounts {
+    by_pid: std::collections::HashMap<i32, usize>,
+    by_uid: std::collections::HashMap<u32, usize>,
+}
+
+/// One connection's share of `PeerCounts`, given back on drop.
+struct PeerSlot {
+    counts: Arc<std::sync::Mutex<PeerCounts>>,
+    pid: Option<i32>,
+    uid: Option<u32>,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pid) = self.pid
+            && let Some(n) = c.by_pid.get_mut(&pid)
+        {
+            *n -= 1;
+            if *n == 0 {
+                c.by_pid.remove(&pid);
+            }
+        }
+        if let Some(uid) = self.uid
+            && let Some(n) = c.by_uid.get_mut(&uid)
+        {
+            *n -= 1;
+            if *n == 0 {
+                c.by_uid.remove(&uid);
+            }
+        }
+    }
+}
+
+/// Take a slot for this peer, or say why not.
+fn admit(
+    counts: &Arc<std::sync::Mutex<PeerCounts>>,
+    peer: &Peer,
+    privileged: bool,
+) -> Result<PeerSlot, String> {
+    let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
+    // pid 0: the client is outside our PID namespace; its pid is unknown.
+    let pid = peer.pid.filter(|&p| p > 0);
+    if let Some(pid) = pid
+        && c.by_pid.get(&pid).copied().unwrap_or(0) >= MAX_PER_PID
+    {
+        return Err(format!(
+            "supd is busy: this client (pid {pid}) already has {MAX_PER_PID} control connections open; close them and retry"
+        ));
+    }
+    if !privileged && c.by_uid.get(&peer.uid).copied().unwrap_or(0) >= MAX_PER_UID {
+        return Err(format!(
+            "supd is busy: uid {} already has {MAX_PER_UID} control connections open; retry",
+            peer.uid
+        ));
+    }
+    if let Some(pid) = pid {
+        *c.by_pid.entry(pid).or_default() += 1;
+    }
+    if !privileged {
+        *c.by_uid.entry(peer.uid).or_default() += 1;
+    }
+    Ok(PeerSlot {
+        counts: Arc::clone(counts),
+        pid,
+        uid: (!privileged).then_some(peer.uid),
+    })
+}
+
+/// Connections that have not sent their request yet, oldest first. When
+/// every slot is taken, a new client evicts the oldest of these: idle
+/// connections (however many, from whoever) can then never keep an
+/// operator out, while a connection that sent its request is never cut.
+#[derive(Default)]
+struct IdleSet {
+    next: u64,
+    waiting: std::collections::VecDeque<(u64, oneshot::Sender<()>)>,
+}
+
+impl IdleSet {
+    fn add(&mut self) -> (u64, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        self.next += 1;
+        self.waiting.push_back((self.next, tx));
+        (self.next, rx)
+    }
+
+    fn remove(&mut self, id: u64) {
+        self.waiting.retain(|(i, _)| *i != id);
+    }
+
+    /// Tell the oldest idle connection to go; false if there is none.
+    fn evict_oldest(&mut self) -> bool {
+        while let Some((_, tx)) = self.waiting.pop_front() {
+            if tx.send(()).is_ok() {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Answer "busy" and close, without waiting on the client.
+fn refuse_busy(stream: UnixStream, why: String) {
+    tokio::spawn(async move {
+        let mut s = stream;
+        let _ = write_response(&mut s, &Response::err(why)).await;
+    });
+}
+
 /// Accept loop; runs until `shutdown` completes.
 pub async fn serve(
     listener: UnixListener,
@@ -122,6 +351,10 @@ pub async fn serve(
 ) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let streams = Arc::new(Semaphore::new(MAX_STREAMS));
+    let reserved = Arc::new(Semaphore::new(RESERVED_PRIVILEGED));
+    let counts = Arc::new(std::sync::Mutex::new(PeerCounts::default()));
+    let idle = Arc::new(std::sync::Mutex::new(IdleSet::default()));
+    let me = nix::unistd::geteuid().as_raw();
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -137,25 +370,65 @@ pub async fn serve(
                 continue;
             }
         };
-        let permit = match limit.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                tokio::spawn(async move {
-                    let mut s = stream;
-                    let _ = write_response(
-                        &mut s,
-                        &Response::err("supd is busy: too many control connections; retry"),
-                    )
-                    .await;
-                });
+        let peer = match stream.peer_cred() {
+            Ok(c) => Peer {
+                uid: c.uid(),
+                gid: c.gid(),
+                pid: c.pid(),
+            },
+            Err(e) => {
+                refuse_busy(stream, format!("cannot read peer credentials: {e}"));
                 continue;
             }
         };
+        let privileged = peer.uid == 0 || peer.uid == me;
+        let slot = match admit(&counts, &peer, privileged) {
+            Ok(s) => s,
+            Err(why) => {
+                refuse_busy(stream, why);
+                continue;
+            }
+        };
+        let mut permit = limit.clone().try_acquire_owned().ok();
+        if permit.is_none() && privileged {
+            permit = reserved.clone().try_acquire_owned().ok();
+        }
+        if permit.is_none() {
+            let evicted = idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .evict_oldest();
+            if evicted {
+                // The evicted task gives its slot back at once; wait for
+                // it (briefly: the loop must go on accepting).
+                let wait = Duration::from_millis(200);
+                permit = tokio::time::timeout(wait, limit.clone().acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+            }
+        }
+        let Some(permit) = permit else {
+            refuse_busy(
+                stream,
+                "supd is busy: too many control connections, all with requests in progress; retry"
+                    .into(),
+            );
+            continue;
+        };
         let tx = tx.clone();
+        let (idle_id, evict) = idle.lock().unwrap_or_else(|p| p.into_inner()).add();
+        let idle = Arc::clone(&idle);
         let streams = streams.clone();
         tokio::spawn(async move {
-            handle(stream, tx, streams).await;
+            handle(stream, peer, tx, streams, evict, || {
+                idle.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(idle_id)
+            })
+            .await;
             drop(permit);
+            drop(slot);
         });
     }
 }
@@ -188,23 +461,20 @@ async fn read_request(s: &mut UnixStream) -> Result<Vec<u8>, String> {
     }
 }
 
-async fn handle(mut stream: UnixStream, tx: mpsc::Sender<ControlRequest>, streams: Arc<Semaphore>) {
-    let peer = match stream.peer_cred() {
-        Ok(c) => Peer {
-            uid: c.uid(),
-            gid: c.gid(),
-            pid: c.pid(),
-        },
-        Err(e) => {
-            let _ = write_response(
-                &mut stream,
-                &Response::err(format!("cannot read peer credentials: {e}")),
-            )
-            .await;
-            return;
-        }
+async fn handle(
+    mut stream: UnixStream,
+    peer: Peer,
+    tx: mpsc::Sender<ControlRequest>,
+    streams: Arc<Semaphore>,
+    evict: oneshot::Receiver<()>,
+    not_idle: impl FnOnce(),
+) {
+    let read = tokio::select! {
+        r = read_request(&mut stream) => r,
+        _ = evict => Err("closed: idle without a request while supd was busy; send the request right after connecting".to_string()),
     };
-    let bytes = match read_request(&mut stream).await {
+    not_idle();
+    let bytes = match read {
         Ok(b) => b,
         Err(msg) => {
             let _ = write_response(&mut stream, &Response::err(msg)).await;
@@ -360,6 +630,10 @@ pub enum ClientError {
     Timeout(String, Duration),
     #[error("supd sent an invalid answer: {0}")]
     BadResponse(String),
+    #[error(
+        "supd at {0} closed the connection without answering: it is busy (too many control connections) or stopping; retry in a moment"
+    )]
+    Busy(String),
 }
 
 /// A stream's item lines, after its response (see `open_stream`).
@@ -488,14 +762,24 @@ pub async fn request(
         })
         .map_err(|e| ClientError::BadResponse(e.to_string()))?;
         line.push(b'\n');
-        s.write_all(&line)
-            .await
-            .map_err(|e| ClientError::Io(p.clone(), e))?;
+        // A busy supd answers and closes without reading the request: the
+        // write may then fail (EPIPE), but its answer is still there to read.
+        let written = s.write_all(&line).await;
         let mut buf = Vec::new();
         let mut r = BufReader::new(s).take(MAX_RESPONSE_BYTES as u64);
-        r.read_until(b'\n', &mut buf)
-            .await
-            .map_err(|e| ClientError::Io(p.clone(), e))?;
+        let read = r.read_until(b'\n', &mut buf).await;
+        let closed = |e: &std::io::Error| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            )
+        };
+        if buf.is_empty() {
+            return Err(match (written, read) {
+                (Err(e), _) | (Ok(()), Err(e)) if !closed(&e) => ClientError::Io(p.clone(), e),
+                _ => ClientError::Busy(p.clone()),
+            });
+        }
         serde_json::from_slice::<Response>(&buf).map_err(|e| {
             ClientError::BadResponse(format!(
                 "{e}: {}",

@@ -277,6 +277,8 @@ pub fn finish_vm(reboot: bool) -> ! {
         RebootMode::RB_POWER_OFF
     };
     tracing::info!("{}", if reboot { "rebooting" } else { "powering off" });
+    // Lines still held for a slow console would die with the machine.
+    super::log::flush(Duration::from_secs(2));
     let err = sys_reboot(mode);
     // reboot(2) failed: PID 1 must still not exit. Say so and idle, reaping.
     tracing::error!("reboot(2) failed: {err:?}; halting here");

@@ -3,14 +3,16 @@
 //! Owns: the on-disk format and the write protocol. Pure `encode`/`decode`
 //! are split from the effectful `write_durable` (temporary file, fsync,
 //! rename, fsync of the directory), which is named for its guarantee: when
-//! it returns Ok, the new state survives a crash or power loss. Two
-//! generations are kept (`locks.json` and `locks.prev.json`) so one torn
-//! or corrupt file never loses the state; `load` takes the newest valid
-//! generation and keeps bad files aside for inspection.
+//! it returns Ok, the new state survives a crash or power loss. The
+//! previous generation is kept as `locks.prev.json` for inspection and as
+//! a candidate for `maintenance recover`; `load` trusts only the current
+//! file (see `load` for why) and keeps bad files for inspection.
 //!
 //! Must never: destroy a file it could not read (fail closed, keep it),
-//! report Fresh when a lock file exists, or acknowledge a write before the
-//! rename and the directory are synced.
+//! load an older generation in place of a bad current one, report Fresh
+//! when a lock file exists or the audit log shows locks were taken, read
+//! anything but a regular file, or acknowledge a write before the rename
+//! and the directory are synced.
 //!
 //! Format: one JSON object, `{"format":"supd-locks","version":1,
 //! "generation":N,"checksum":"crc32:XXXXXXXX","locks":{...}}`. The checksum
@@ -129,6 +131,28 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     })
 }
 
+/// Largest lock file read (a lock per unit for thousands of units fits
+/// many times over); anything larger is refused unread.
+pub const MAX_LOCK_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// One lock file as found on disk.
+enum Slot {
+    Missing,
+    Valid(Decoded),
+    Bad(String),
+}
+
+fn read_slot(path: &Path) -> Slot {
+    match crate::world::regular_file::read(path, MAX_LOCK_FILE_BYTES) {
+        Ok(bytes) => match decode(&bytes) {
+            Ok(d) => Slot::Valid(d),
+            Err(e) => Slot::Bad(e.to_string()),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Slot::Missing,
+        Err(e) => Slot::Bad(e.to_string()),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoadOutcome {
     Loaded {
@@ -215,9 +239,17 @@ impl LockStore {
         }
     }
 
-    /// Read the newest valid generation. Bad files are copied aside as
-    /// `NAME.corrupt-<unix time>` (originals are left in place too: the
-    /// next successful write rotates them away).
+    /// Read the lock state: the current file, and only the current file.
+    ///
+    /// Writes are tmp + fsync + rename, so `locks.json` is never torn by a
+    /// crash: if it is missing, empty, cut short, altered, of an unknown
+    /// version or not a file, that is corruption or tampering, and loading
+    /// the previous generation instead would silently drop the newest
+    /// acknowledged lock (issue 13). So: fail closed, keep the bad file
+    /// (in place, and a copy as `locks.json.corrupt-<unix time>`), and
+    /// name the previous generation as a candidate for `maintenance
+    /// recover --from`. No file at all is a first run only if the audit
+    /// log shows no lock was ever taken here.
     pub fn load(&mut self) -> LoadOutcome {
         if !self.dir.is_dir() {
             return LoadOutcome::Failed {
@@ -225,78 +257,102 @@ impl LockStore {
                 kept: vec![],
             };
         }
-        let mut problems = Vec::new();
-        let mut kept = Vec::new();
-        let mut found_any = false;
-        let mut best: Option<(Decoded, &str)> = None;
-        for name in [CURRENT, PREVIOUS] {
-            let path = self.dir.join(name);
-            let bytes = match fs::read(&path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    found_any = true;
-                    problems.push(format!("{}: {e}", path.display()));
-                    continue;
-                }
-            };
-            found_any = true;
-            match decode(&bytes) {
-                Ok(d) => {
-                    if best
-                        .as_ref()
-                        .is_none_or(|(b, _)| d.generation > b.generation)
-                    {
-                        best = Some((d, name));
-                    }
-                }
-                Err(e) => {
-                    problems.push(format!("{}: {e}", path.display()));
-                    let ts = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0);
-                    let aside = self.dir.join(format!("{name}.corrupt-{ts}"));
-                    if fs::write(&aside, &bytes).is_ok() {
-                        kept.push(aside);
-                    } else {
-                        kept.push(path.clone());
-                    }
-                }
+        let cur_path = self.dir.join(CURRENT);
+        let prev_path = self.dir.join(PREVIOUS);
+        let cur = read_slot(&cur_path);
+        let prev = read_slot(&prev_path);
+        // Later writes must be newer than anything on disk, whatever we
+        // make of it.
+        for slot in [&cur, &prev] {
+            if let Slot::Valid(d) = slot {
+                self.generation = self.generation.max(d.generation);
             }
         }
-        match best {
-            Some((d, name)) => {
-                self.generation = d.generation;
-                let note = (!problems.is_empty() || name != CURRENT).then(|| {
-                    format!(
-                        "used generation {} from {name}; {}",
+        let candidate = match &prev {
+            Slot::Valid(d) => format!(
+                "{} holds the previous generation {} ({} lock(s)): if that is right, `supctl maintenance recover --from {}`; otherwise recover --from a copy you trust, or --accept-empty",
+                prev_path.display(),
+                d.generation,
+                d.locks.values().map(Vec::len).sum::<usize>(),
+                prev_path.display()
+            ),
+            Slot::Missing => "there is no previous generation: `supctl maintenance recover --from FILE` with a copy you trust, or --accept-empty".to_string(),
+            Slot::Bad(why) => format!(
+                "the previous generation is bad too ({why}): `supctl maintenance recover --from FILE` with a copy you trust, or --accept-empty"
+            ),
+        };
+        match cur {
+            Slot::Valid(d) => {
+                let note = match &prev {
+                    Slot::Bad(why) => Some(format!(
+                        "{}: {why} (ignored: {} is valid)",
+                        prev_path.display(),
+                        cur_path.display()
+                    )),
+                    Slot::Valid(p) if p.generation > d.generation => Some(format!(
+                        "{} has generation {}, newer than {} in {} (used: the current file decides)",
+                        prev_path.display(),
+                        p.generation,
                         d.generation,
-                        if problems.is_empty() {
-                            "the current file was missing".to_string()
-                        } else {
-                            format!(
-                                "{} (kept: {})",
-                                problems.join("; "),
-                                kept.iter()
-                                    .map(|k| k.display().to_string())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            )
-                        }
-                    )
-                });
+                        cur_path.display()
+                    )),
+                    Slot::Valid(_) | Slot::Missing => None,
+                };
                 LoadOutcome::Loaded {
                     locks: d.locks,
                     generation: d.generation,
                     note,
                 }
             }
-            None if !found_any => LoadOutcome::Fresh,
-            None => LoadOutcome::Failed {
-                problem: format!("no valid lock state: {}", problems.join("; ")),
-                kept,
+            Slot::Missing => match prev {
+                Slot::Missing => match crate::world::audit::shows_locks(&self.dir) {
+                    Ok(false) => LoadOutcome::Fresh,
+                    Ok(true) => LoadOutcome::Failed {
+                        problem: format!(
+                            "no lock file in {}, but the audit log there shows locks were taken: the lock state was deleted, not never written. Restore it with `supctl maintenance recover --from FILE` (a copy you trust), or `--accept-empty` if no unit should stay locked",
+                            self.dir.display()
+                        ),
+                        kept: vec![],
+                    },
+                    Err(e) => LoadOutcome::Failed {
+                        problem: format!(
+                            "no lock file in {}, and the audit log cannot be read ({e}) to tell a first run from a deleted lock state; `supctl maintenance recover --accept-empty` if no unit should stay locked",
+                            self.dir.display()
+                        ),
+                        kept: vec![],
+                    },
+                },
+                Slot::Valid(_) | Slot::Bad(_) => LoadOutcome::Failed {
+                    problem: format!(
+                        "{} is missing while {} exists: supd never leaves it so (deleted or lost?); {candidate}",
+                        cur_path.display(),
+                        prev_path.display()
+                    ),
+                    kept: vec![],
+                },
             },
+            Slot::Bad(why) => {
+                let mut kept = Vec::new();
+                if let Ok(bytes) = crate::world::regular_file::read(&cur_path, MAX_LOCK_FILE_BYTES)
+                {
+                    let ts = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0);
+                    let aside = self.dir.join(format!("{CURRENT}.corrupt-{ts}"));
+                    if fs::write(&aside, &bytes).is_ok() {
+                        kept.push(aside);
+                    }
+                }
+                kept.push(cur_path.clone());
+                LoadOutcome::Failed {
+                    problem: format!(
+                        "{}: {why} — not loading the previous generation instead (it would drop newer locks); {candidate}",
+                        cur_path.display()
+                    ),
+                    kept,
+                }
+            }
         }
     }
 
@@ -320,7 +376,9 @@ impl LockStore {
         }
         // Keep the last good generation: current becomes previous (a hard
         // link, so there is no instant without a valid current file).
-        if cur.exists() {
+        // (Only a regular file: a directory in its place — fail-closed at
+        // load — cannot be linked, and the rename below says why.)
+        if fs::symlink_metadata(&cur).is_ok_and(|m| m.is_file()) {
             let _ = fs::remove_file(&prev);
             fs::hard_link(&cur, &prev).map_err(|e| ctx("keep previous generation", &prev, e))?;
         }
@@ -332,7 +390,8 @@ impl LockStore {
 
     /// For `maintenance recover --from FILE`.
     pub fn read_file(path: &Path) -> Result<Decoded, String> {
-        let bytes = fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let bytes = crate::world::regular_file::read(path, MAX_LOCK_FILE_BYTES)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
         decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))
     }
 }
@@ -402,27 +461,131 @@ mod tests {
     }
 
     #[test]
-    fn fresh_then_generations_and_torn_current_falls_back() {
+    fn fresh_then_generations_and_a_truncated_current_fails_closed() {
         let d = tmp("gen");
         let mut s = LockStore::open(&d);
         assert_eq!(s.load(), LoadOutcome::Fresh);
         s.write_durable(&sample(1)).unwrap();
         s.write_durable(&sample(2)).unwrap();
+        match LockStore::open(&d).load() {
+            LoadOutcome::Loaded {
+                generation, note, ..
+            } => assert_eq!((generation, note), (2, None)),
+            other => panic!("{other:?}"),
+        }
         let good = fs::read(d.join(CURRENT)).unwrap();
-        // Truncate the current file at every offset: never Fresh, never
-        // silently empty; previous generation (1) or current (2).
+        // Truncate the current file at every offset: the writes are
+        // tmp + fsync + rename, so a short current file is corruption, not
+        // a torn write — never Fresh, never the older generation.
         for cut in 0..good.len() {
+            if good[cut..].iter().all(|b| b.is_ascii_whitespace()) {
+                break; // only the trailing newline is gone: still whole
+            }
             fs::write(d.join(CURRENT), &good[..cut]).unwrap();
-            let mut s2 = LockStore::open(&d);
-            match s2.load() {
-                LoadOutcome::Loaded {
-                    generation, locks, ..
-                } => {
-                    assert!(generation == 1 || generation == 2, "cut {cut}");
-                    assert!(!locks.is_empty());
+            match LockStore::open(&d).load() {
+                LoadOutcome::Failed { problem, .. } => {
+                    assert!(problem.contains("locks.json"), "cut {cut}: {problem}");
                 }
                 other => panic!("cut {cut}: {other:?}"),
             }
+        }
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    /// Issue 13 item 2: a bad current file with a valid previous one once
+    /// loaded the older generation silently (the newest acknowledged lock
+    /// lost). Every kind of bad current file fails closed, keeps the file,
+    /// and names the previous generation as a candidate for `recover`.
+    #[test]
+    fn bad_current_never_rolls_back_to_the_previous_generation() {
+        type Spoil = fn(&Path, &[u8]);
+        let cases: [(&str, Spoil); 6] = [
+            ("empty", |p, _| fs::write(p, b"").unwrap()),
+            ("truncated", |p, g| fs::write(p, &g[..g.len() / 2]).unwrap()),
+            ("byte flipped", |p, g| {
+                let mut b = g.to_vec();
+                let at = b.len() - 20;
+                b[at] ^= 0x01;
+                fs::write(p, b).unwrap()
+            }),
+            ("unknown version", |p, g| {
+                let t = String::from_utf8(g.to_vec())
+                    .unwrap()
+                    .replace("\"version\": 1", "\"version\": 9");
+                fs::write(p, t).unwrap()
+            }),
+            ("a directory", |p, _| {
+                fs::remove_file(p).unwrap();
+                fs::create_dir(p).unwrap()
+            }),
+            ("missing", |p, _| fs::remove_file(p).unwrap()),
+        ];
+        for (what, spoil) in cases {
+            let d = tmp("rollback");
+            let mut s = LockStore::open(&d);
+            s.write_durable(&sample(1)).unwrap();
+            s.write_durable(&sample(3)).unwrap();
+            let cur = d.join(CURRENT);
+            let good = fs::read(&cur).unwrap();
+            spoil(&cur, &good);
+            let before = fs::symlink_metadata(&cur).ok().map(|m| m.file_type());
+            match LockStore::open(&d).load() {
+                LoadOutcome::Failed { problem, .. } => {
+                    assert!(
+                        problem.contains("generation 1") && problem.contains("locks.prev.json"),
+                        "{what}: {problem}"
+                    );
+                }
+                other => panic!("{what}: rolled back: {other:?}"),
+            }
+            // Nothing was removed or replaced.
+            assert_eq!(
+                fs::symlink_metadata(&cur).ok().map(|m| m.file_type()),
+                before,
+                "{what}"
+            );
+            let _ = fs::remove_dir_all(&d);
+        }
+    }
+
+    /// Both files gone is "first run" only if no lock was ever taken here:
+    /// the audit log remembers.
+    #[test]
+    fn both_files_missing_is_fresh_only_without_audited_locks() {
+        let d = tmp("gone");
+        let mut s = LockStore::open(&d);
+        s.write_durable(&sample(1)).unwrap();
+        fs::remove_file(d.join(CURRENT)).unwrap();
+        let _ = fs::remove_file(d.join(PREVIOUS));
+        // No audit log: first run.
+        assert_eq!(LockStore::open(&d).load(), LoadOutcome::Fresh);
+        let rec = |action: &str, outcome: &str| crate::world::audit::AuditRecord {
+            wall_ms: 1,
+            peer_uid: Some(0),
+            peer_pid: Some(1),
+            holder: Some("alice".into()),
+            unit: Some("db".into()),
+            action: action.into(),
+            reason: Some("x".into()),
+            outcome: outcome.into(),
+        };
+        // Audited changes that took no lock: still first run.
+        crate::world::audit::append_durable(&d, &rec("restart", "ok")).unwrap();
+        crate::world::audit::append_durable(
+            &d,
+            &rec("maintenance-on", "refused: lock state unknown"),
+        )
+        .unwrap();
+        assert_eq!(LockStore::open(&d).load(), LoadOutcome::Fresh);
+        crate::world::audit::append_durable(&d, &rec("maintenance-on", "ok")).unwrap();
+        match LockStore::open(&d).load() {
+            LoadOutcome::Failed { problem, .. } => {
+                assert!(
+                    problem.contains("audit") && problem.contains("maintenance recover"),
+                    "{problem}"
+                );
+            }
+            other => panic!("{other:?}"),
         }
         let _ = fs::remove_dir_all(&d);
     }
@@ -442,9 +605,16 @@ mod tests {
         fs::write(d.join(PREVIOUS), &flipped).unwrap();
         match LockStore::open(&d).load() {
             LoadOutcome::Failed { kept, problem } => {
+                assert!(
+                    problem.contains("previous generation is bad too"),
+                    "{problem}"
+                );
+                // A copy aside and the original, untouched; the previous
+                // file is left as it is too.
                 assert_eq!(kept.len(), 2, "{problem}");
-                assert_eq!(fs::read(&kept[1]).unwrap(), flipped);
-                // Originals untouched too.
+                assert_eq!(fs::read(&kept[0]).unwrap(), vec![0u8; 64]);
+                assert_eq!(kept[1], d.join(CURRENT));
+                assert_eq!(fs::read(d.join(CURRENT)).unwrap(), vec![0u8; 64]);
                 assert_eq!(fs::read(d.join(PREVIOUS)).unwrap(), flipped);
             }
             other => panic!("{other:?}"),

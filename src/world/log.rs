@@ -11,12 +11,19 @@
 //! module in the static PID-1 binary (measured on the musl build), for a
 //! job that is one visitor and one write here. We use no spans, filters or layers.
 //!
-//! Must never: block on anything but the write itself, panic on a closed
-//! or broken stderr (the console of a VM can vanish), or allocate per event
-//! more than the line it prints.
+//! The write goes through `line_writer`: it never blocks, however stalled
+//! the reader of stderr is (a container log consumer, a console); lines
+//! that do not fit its bounded backlog are dropped, counted and reported
+//! once stderr is writable again.
+//!
+//! Must never: block on stderr, panic on a closed or broken stderr (the
+//! console of a VM can vanish), or allocate per event more than the line it
+//! prints.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
+use std::sync::{Arc, OnceLock};
+
+use super::line_writer::LineWriter;
 
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -30,12 +37,56 @@ pub fn init(max: Level) -> bool {
 
 /// As `init`; `json`: one JSON object per line instead of text.
 pub fn init_as(max: Level, json: bool) -> bool {
-    tracing::subscriber::set_global_default(StderrLog { max, json }).is_ok()
+    JSON.store(json, std::sync::atomic::Ordering::Relaxed);
+    let out = STDERR.get_or_init(|| LineWriter::new(2, BACKLOG, dropped_report));
+    tracing::subscriber::set_global_default(StderrLog {
+        max,
+        json,
+        out: Arc::clone(out),
+    })
+    .is_ok()
+}
+
+/// Bytes of log lines held while stderr does not accept more.
+const BACKLOG: usize = 256 * 1024;
+
+static STDERR: OnceLock<Arc<LineWriter>> = OnceLock::new();
+
+/// Wait up to `timeout` for log lines still held to reach stderr (before
+/// reboot(2) or exit).
+pub fn flush(timeout: std::time::Duration) {
+    if let Some(w) = STDERR.get() {
+        w.flush(timeout);
+    }
+}
+
+/// `log_format = "json"` was chosen (for the dropped-lines report, which
+/// is written outside any event).
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn dropped_report(n: u64) -> Vec<u8> {
+    let (secs, micros) = wall_now();
+    let message = format!("{n} log lines dropped: stderr was not writable (its reader stalled)");
+    let mut line = String::with_capacity(160);
+    push_rfc3339(&mut line, secs, micros);
+    if JSON.load(std::sync::atomic::Ordering::Relaxed) {
+        let mut o = serde_json::Map::new();
+        o.insert("time".into(), line.into());
+        o.insert("level".into(), "warn".into());
+        o.insert("target".into(), module_path!().into());
+        o.insert("message".into(), message.into());
+        let mut l = serde_json::Value::Object(o).to_string();
+        l.push('\n');
+        return l.into_bytes();
+    }
+    let _ = writeln!(line, "  WARN {}: {message}", module_path!());
+    line.into_bytes()
 }
 
 struct StderrLog {
     max: Level,
     json: bool,
+    out: Arc<LineWriter>,
 }
 
 impl Subscriber for StderrLog {
@@ -62,7 +113,7 @@ impl Subscriber for StderrLog {
         } else {
             format_line(wall_now(), event)
         };
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        self.out.write_line(line.as_bytes());
     }
 
     fn enter(&self, _: &Id) {}

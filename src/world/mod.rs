@@ -3,8 +3,10 @@
 pub mod audit;
 pub mod control;
 pub mod fdtable;
+pub mod host_check;
 pub mod http;
 pub mod init;
+pub mod line_writer;
 pub mod lock_store;
 pub mod log;
 pub mod logstore;
@@ -12,6 +14,7 @@ pub mod mount_watch;
 pub mod notify;
 pub mod output;
 pub mod probe;
+pub mod regular_file;
 pub mod shim;
 pub mod sigmask;
 pub mod signals;

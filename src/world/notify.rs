@@ -4,11 +4,14 @@
 //! `$NOTIFY_SOCKET`, receiving `READY=1`, `STATUS=`, `STOPPING=1`,
 //! `WATCHDOG=1`, `MAINPID=` with the sender's credentials
 //! (`SO_PASSCRED`), so the driver can check the sender belongs to the unit
-//! it claims to be. Must never: trust the message text for identity, or
-//! block (datagrams are read when the socket is readable).
+//! it claims to be. Must never: trust the message text for identity,
+//! block (datagrams are read when the socket is readable), or remove a
+//! socket a running supd still receives on (a second instance fails
+//! instead).
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
 
@@ -26,11 +29,17 @@ pub struct Received {
 }
 
 impl NotifySocket {
+    /// Bind at `path`, beside the control socket (whose directory was
+    /// checked when it was bound). A socket someone still receives on (a
+    /// running supd's) is never removed: only a stale one is replaced.
     pub fn bind(path: &Path) -> std::io::Result<NotifySocket> {
-        let _ = std::fs::remove_file(path);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
+        super::control::prepare_socket_dir(path)?;
+        super::control::clear_stale_socket(path, |p| {
+            // A datagram connect succeeds only while someone is bound there.
+            std::os::unix::net::UnixDatagram::unbound()
+                .and_then(|s| s.connect(p))
+                .is_ok()
+        })?;
         let sock = std::os::unix::net::UnixDatagram::bind(path)?;
         sock.set_nonblocking(true)?;
         nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::PassCred, &true)
@@ -87,6 +96,53 @@ fn recv_one(fd: i32) -> std::io::Result<Option<Received>> {
     }))
 }
 
+/// Logs datagrams from processes that belong to no unit — at most once per
+/// window, with a count. The socket is 0666 (services of any user must
+/// reach it), so any local user can send to it; one line per datagram
+/// would let them flood supd's log.
+pub struct RejectLog {
+    window: Duration,
+    last_logged: Option<Instant>,
+    /// Ignored since the last line, and the first of them.
+    unlogged: u64,
+}
+
+impl RejectLog {
+    pub const WINDOW: Duration = Duration::from_secs(5);
+
+    pub fn new(window: Duration) -> RejectLog {
+        RejectLog {
+            window,
+            last_logged: None,
+            unlogged: 0,
+        }
+    }
+
+    /// A datagram from `pid` was ignored at `now`.
+    pub fn rejected(&mut self, now: Instant, pid: i32) {
+        self.unlogged = self.unlogged.saturating_add(1);
+        let due = self
+            .last_logged
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.window);
+        if !due {
+            return;
+        }
+        if self.unlogged == 1 {
+            tracing::warn!(
+                "ignoring sd_notify message from pid {pid}: not a process of any unit (more are counted, reported at most every {}s)",
+                self.window.as_secs()
+            );
+        } else {
+            tracing::warn!(
+                "ignored {} sd_notify messages from processes of no unit since the last report (latest from pid {pid})",
+                self.unlogged
+            );
+        }
+        self.unlogged = 0;
+        self.last_logged = Some(now);
+    }
+}
+
 /// Parse the newline-separated `KEY=VALUE` assignments.
 pub fn parse(text: &str) -> NotifyMsg {
     let mut m = NotifyMsg::default();
@@ -118,6 +174,21 @@ pub fn belongs_to(pid: i32, leader: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rejects_are_counted_between_reports() {
+        let mut r = RejectLog::new(Duration::from_secs(5));
+        let t0 = Instant::now();
+        r.rejected(t0, 7);
+        assert_eq!(r.unlogged, 0, "the first is logged at once");
+        for _ in 0..999 {
+            r.rejected(t0 + Duration::from_secs(1), 7);
+        }
+        assert_eq!(r.unlogged, 999);
+        r.rejected(t0 + Duration::from_secs(6), 7);
+        assert_eq!(r.unlogged, 0);
+        assert_eq!(r.last_logged, Some(t0 + Duration::from_secs(6)));
+    }
 
     #[test]
     fn parses_assignments() {

@@ -832,7 +832,8 @@ mod tests {
         let script = "echo env=$FOO:$SUPD_UNIT:$MAINPID; echo err >&2; \
                       [ \"$(cut -d' ' -f6 /proc/$$/stat)\" = $$ ] && echo leader; \
                       umask; ulimit -n; read x; echo stdin=$?; \
-                      grep -E '^Sig(Ign|Blk)' /proc/$$/status; pwd";
+                      while read -r k v; do case $k in SigIgn:|SigBlk:) echo \"$k\t$v\";; esac; \
+                      done < /proc/$$/status; pwd";
         let (out, ws) = run_capture(&spec, &["sh", "-c", script]);
         assert_eq!(ws, nix::sys::wait::WaitStatus::Exited(ws.pid().unwrap(), 0));
         assert!(out.contains("env=bar baz:t:42"), "{out}");

@@ -77,6 +77,8 @@ pub struct Supd {
     pub outer: Option<Child>,
     /// supd's pid as seen from the test (host namespace).
     pub pid: i32,
+    /// The read end of supd's stdout/stderr when `Options::log_to_pipe`.
+    pub log_pipe: Option<std::os::fd::OwnedFd>,
 }
 
 pub struct Options {
@@ -85,6 +87,9 @@ pub struct Options {
     pub state_dir: Option<PathBuf>,
     /// Text of supd.toml (none when unset).
     pub config: Option<String>,
+    /// supd's stdout and stderr go to a pipe whose read end the test holds
+    /// (`Supd::log_pipe`) instead of the log file: a stalled log consumer.
+    pub log_to_pipe: bool,
 }
 
 impl Default for Options {
@@ -94,6 +99,7 @@ impl Default for Options {
             extra_args: vec![],
             state_dir: None,
             config: None,
+            log_to_pipe: false,
         }
     }
 }
@@ -127,6 +133,7 @@ impl Supd {
             log,
             outer: None,
             pid: 0,
+            log_pipe: None,
             dir,
         };
         s.spawn(&opts);
@@ -170,10 +177,14 @@ impl Supd {
         } else {
             Command::new(SUPD)
         };
-        cmd.args(&args)
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone().expect("log fd"))
-            .stderr(logf);
+        cmd.args(&args).stdin(Stdio::null());
+        if opts.log_to_pipe {
+            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("log pipe");
+            cmd.stdout(w.try_clone().expect("log pipe fd")).stderr(w);
+            self.log_pipe = Some(r);
+        } else {
+            cmd.stdout(logf.try_clone().expect("log fd")).stderr(logf);
+        }
         let child = cmd.spawn().expect("spawn supd");
         let outer_pid = child.id() as i32;
         self.outer = Some(child);
