@@ -9,13 +9,16 @@
 //!   (`spawn`: clone(CLONE_VM|CLONE_VFORK), no fork), the single reaper, the
 //!   mount watcher, the lock store, the control socket, signals, PID-1
 //!   duties, the log sink (`log`, writing through `line_writer`, which never
-//!   blocks on a stalled reader), host checks of a unit set (`host_check`)
-//!   and giving start-up memory back (`trim`).
+//!   blocks on a stalled reader), host checks of a unit set (`host_check`),
+//!   per-unit logs (`logstore`: captured output in rotated files, written
+//!   and read off the loop), the monitoring endpoint (`http`: /metrics,
+//!   /healthz, /readyz) and giving start-up memory back (`trim`).
 //! - **Driver** (`driver/`): the only place the two meet; a current-thread
 //!   tokio loop that turns the world into `Event`s, feeds the engine and
 //!   carries out its `Action`s. It is a router: the process table and
 //!   reaper (`procs`), the persistence thread (`disk`) and request dispatch
-//!   (`dispatch`) are its submodules.
+//!   (`dispatch`, which also fans the engine's published changes out to
+//!   `supctl events` subscribers) are its submodules.
 
 pub mod cli;
 pub mod config;
