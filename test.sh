@@ -25,6 +25,10 @@ if [ "$(id -u)" = 0 ]; then
   command -v cpio >/dev/null || need+=(cpio)
   command -v debugfs >/dev/null || need+=(e2fsprogs)
   command -v file >/dev/null || need+=(file)
+  # tests/analyze.rs: the SVG timeline in a real browser, the graph in Graphviz.
+  command -v chromium >/dev/null || need+=(chromium)
+  command -v dot >/dev/null || need+=(graphviz)
+  [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
   if [ ${#need[@]} -gt 0 ]; then
     echo "test.sh: installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -4,7 +4,9 @@
 //!
 //! - **Pure core** (no I/O, no clock, no tokio): `engine` (events in, actions
 //!   out), `unit` (validated specs), `graph` (dependency order and cycles),
-//!   `mounts` (mountinfo parsing and checks), `protocol` (wire types).
+//!   `mounts` (mountinfo parsing and checks), `protocol` (wire types), and
+//!   `analyze` (blame, critical chain, SVG timeline and graph renderers for
+//!   supctl — PID 1 records and answers with data, never renders).
 //! - **World** (`world/`): everything that touches the kernel — spawning
 //!   (`spawn`: clone(CLONE_VM|CLONE_VFORK), no fork), the single reaper, the
 //!   mount watcher, the lock store, the control socket, signals, PID-1
@@ -20,6 +22,7 @@
 //!   (`dispatch`, which also fans the engine's published changes out to
 //!   `supctl events` subscribers) are its submodules.
 
+pub mod analyze;
 pub mod cli;
 pub mod config;
 pub mod docs;

@@ -111,6 +111,12 @@ pub enum Request {
         #[serde(default)]
         units: Vec<String>,
     },
+    /// The recorded timeline of every unit (`supctl analyze`): what it
+    /// waited on, when it was spawned, when it became ready.
+    Analyze,
+    /// The dependency graph (`supctl graph`): requires/wants/after, mounts
+    /// and maintenance locks.
+    Graph,
 }
 
 impl Request {
@@ -127,6 +133,8 @@ impl Request {
             self,
             Request::Status { .. }
                 | Request::Why { .. }
+                | Request::Analyze
+                | Request::Graph
                 | Request::MaintenanceList
                 | Request::MaintenanceLog { .. }
                 | Request::MaintenanceOff { dry_run: true, .. }
@@ -285,6 +293,140 @@ pub struct StatusReport {
     pub shed_level: Option<crate::unit::Priority>,
     #[serde(default)]
     pub shutting_down: bool,
+}
+
+/// The `analyze` payload: every unit's recorded cycles. Times are
+/// milliseconds since supd's first event (its start), on the monotonic
+/// clock, so a clock step during boot does not bend the picture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineReport {
+    /// Wall-clock time of the origin, milliseconds since the Unix epoch.
+    pub origin_unix_ms: u64,
+    /// When this answer was made: segments still open end here.
+    pub now_ms: u64,
+    pub max_parallel_starts: u32,
+    pub units: Vec<UnitTimeline>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitTimeline {
+    pub name: String,
+    /// As in `status`.
+    pub state: String,
+    /// "longrun" or "oneshot".
+    pub kind: String,
+    /// The unit's first cycle since supd started: from startable through
+    /// its waits to ready (or to failed), and on until the next change.
+    #[serde(default)]
+    pub boot: Option<RunRecord>,
+    /// The latest cycle, once the boot cycle has ended (after a crash, a
+    /// stop and start, a dependency that went away...).
+    #[serde(default)]
+    pub current: Option<RunRecord>,
+}
+
+/// One cycle of one unit, as consecutive phases.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// When the unit became startable.
+    pub start_ms: u64,
+    /// Older phases dropped to bound memory (the latest are kept).
+    #[serde(default)]
+    pub dropped: u32,
+    pub segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    pub phase: Phase,
+    /// For `waiting`: on what.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<WaitKind>,
+    /// The cause in words ("/srv/pg is not a mount point...", "held by
+    /// alice (resize)", "exited with code 1").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    /// The unit waited for (`dependency`, `ordering`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// The mount point waited for (`mount`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub start_ms: u64,
+    /// null while the phase lasts (it ends at `now_ms`).
+    pub end_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Waiting,
+    /// Spawned, not ready yet (a oneshot: running).
+    Starting,
+    Ready,
+    /// Running, its readiness probe failing.
+    NotReady,
+    Stopping,
+    Failed,
+    Exited,
+    /// A oneshot that completed.
+    Done,
+    /// A phase this build does not know (a newer supd).
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WaitKind {
+    Mount,
+    Lock,
+    LockUnknown,
+    Dependency,
+    Ordering,
+    Cap,
+    Backoff,
+    Operator,
+    Shed,
+    Shutdown,
+    Removed,
+    #[serde(other)]
+    Other,
+}
+
+/// The `graph` payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphReport {
+    pub units: Vec<GraphUnit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphUnit {
+    pub name: String,
+    pub state: String,
+    pub ready: bool,
+    #[serde(default)]
+    pub requires: Vec<String>,
+    #[serde(default)]
+    pub wants: Vec<String>,
+    #[serde(default)]
+    pub after: Vec<String>,
+    #[serde(default)]
+    pub mounts: Vec<GraphMount>,
+    /// null when unlocked, else every holder.
+    #[serde(default)]
+    pub maintenance: Option<Vec<HolderInfo>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphMount {
+    pub path: String,
+    #[serde(default)]
+    pub fstype: Option<String>,
+    /// Whether the requirement holds in the current mount table.
+    pub mounted: bool,
+    #[serde(default)]
+    pub problem: Option<String>,
 }
 
 /// One line of a unit's log, as `supctl logs --json` prints it.

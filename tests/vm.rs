@@ -4,7 +4,9 @@
 //! only ever write to it; a web unit becomes ready by HTTP probe; a driver
 //! unit kills every process (`kill -9 -1`: PID 1 must survive and restart
 //! them), takes a maintenance lock on db and powers off. Afterwards the
-//! image must fsck clean and hold the last synced record. Boot 2: the lock
+//! image must fsck clean and hold the last synced record; `supctl analyze`
+//! inside names db's wait for the late disk, and the timeline and graph it
+//! saved there render (headless Chromium, Graphviz). Boot 2: the lock
 //! (stored on the late-mounted disk) keeps db down.
 
 mod common;
@@ -135,6 +137,42 @@ fn boots_as_pid1_keeps_data_and_locks_across_reboot() {
         dblog.contains(&format!("record {last_synced}\n")),
         "record {last_synced} was acknowledged as synced but is not on the disk:\n{dblog}"
     );
+
+    // The boot seen from inside (issue 19): db's critical chain names its
+    // late disk — directly, or through the lock state stored on it (the
+    // first blocker in the decision order, the last to clear) — and the
+    // timeline and graph the driver saved on that disk render in a
+    // browser and in Graphviz.
+    assert!(at("DRIVER: ANALYZED") < at("DRIVER: killing every process"));
+    let waited: f64 = serial
+        .lines()
+        .filter(|l| {
+            l.contains(" db ")
+                && (l.contains("for mount /data")
+                    || l.contains("state directory /data/supd-state is not mounted yet"))
+        })
+        .find_map(|l| l.split("waited ").nth(1)?.split(" s ").next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no wait for /data in db's critical chain:\n{serial}"));
+    assert!(
+        waited >= 1.5,
+        "db waited {waited} s for /data; mount-data sleeps 2 s"
+    );
+    let from_disk = |path: &str| {
+        let out = Command::new("debugfs")
+            .args(["-R", &format!("cat {path}")])
+            .arg(&img)
+            .output()
+            .expect("debugfs");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let laid = timeline_in_browser(&from_disk("/boot.svg"), d);
+    assert_eq!(
+        (laid.rows, laid.shown, laid.distinct_y),
+        (5, 5, 5),
+        "one visible row per unit of the VM"
+    );
+    let graph = dot_to_svg(&from_disk("/units.dot"), d);
+    assert!(graph.contains("mount /data"), "{graph}");
 
     let serial2 = boot(d, "boot2.log", &["supd.boot=2"]);
     assert!(serial2.contains("DRIVER: DB-STAYED-DOWN"), "{serial2}");

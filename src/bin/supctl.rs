@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use supd::protocol::{LockInfo, Request, StatusReport, StreamItem, UnitStatus};
+use supd::analyze as analysis;
+use supd::protocol::{
+    GraphReport, LockInfo, Request, StatusReport, StreamItem, TimelineReport, UnitStatus,
+};
 use supd::unit::Priority;
 use supd::world::control;
 
@@ -135,6 +138,22 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// See the boot: which units took longest, the chain of waits behind a
+    /// unit, a timeline picture. Times are seconds since supd started.
+    #[command(subcommand)]
+    Analyze(Analyze),
+    /// The dependency graph: requires/wants/after edges, with the mounts
+    /// and maintenance locks units wait on as nodes. SVG on stdout
+    /// (`supctl graph > units.svg`); --dot for Graphviz
+    /// (`supctl graph --dot | dot -Tsvg > units.svg`).
+    Graph {
+        /// Graphviz DOT instead of SVG.
+        #[arg(long, conflicts_with = "json")]
+        dot: bool,
+        /// The graph as one JSON document (units, edges, mounts, locks).
+        #[arg(long)]
+        json: bool,
+    },
     /// Write man pages (supd(1), supctl(1), supd.unit(5), supd.toml(5)) and
     /// shell completions for supd and supctl to DIR (used by packaging).
     #[command(hide = true)]
@@ -194,6 +213,51 @@ enum Maint {
         /// Accept that the old locks are lost and start with none.
         #[arg(long)]
         accept_empty: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum Analyze {
+    /// Units by time from startable to ready, longest first, with the time
+    /// spent waiting (mount, lock, dependency, start cap, backoff) and
+    /// starting (spawned -> ready). Units not ready yet come last.
+    Blame {
+        /// The latest cycle of each unit (after a restart, a lock
+        /// released...) instead of the boot.
+        #[arg(long)]
+        current: bool,
+        /// The rows as one JSON document (unit, total_ms, waited_ms,
+        /// starting_ms, longest_wait...).
+        #[arg(long)]
+        json: bool,
+    },
+    /// The chain of waits that decided when UNIT became ready, latest
+    /// first, each with its cause and duration ("waited 4.2 s for mount
+    /// /srv/pg"). A wait for a dependency continues, indented, with that
+    /// dependency's own chain. Without UNIT: the unit that became ready
+    /// last.
+    CriticalChain {
+        /// Default: the unit that became ready last.
+        unit: Option<String>,
+        /// The latest cycle of each unit instead of the boot.
+        #[arg(long)]
+        current: bool,
+        /// The chain as one JSON document (its links: unit, depth, phase,
+        /// wait, cause, start_ms, end_ms, duration_ms, text).
+        #[arg(long)]
+        json: bool,
+    },
+    /// A self-contained SVG timeline on stdout (`supctl analyze plot >
+    /// boot.svg`, open it in a browser): one row per unit, bars coloured by
+    /// phase — waiting on a mount, a lock, a dependency, the start cap or
+    /// backoff; starting; ready — with the cause as each bar's tooltip.
+    Plot {
+        /// The latest cycle of each unit instead of the boot.
+        #[arg(long)]
+        current: bool,
+        /// The recorded timeline itself, as one JSON document.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -349,6 +413,9 @@ fn main() -> ExitCode {
         Cmd::Unshed => (Request::Unshed, false, false),
         Cmd::Poweroff => (Request::Poweroff, false, true),
         Cmd::Reboot => (Request::Reboot, false, true),
+        Cmd::Analyze(Analyze::Plot { json, .. }) => (Request::Analyze, *json, false),
+        Cmd::Analyze(_) => (Request::Analyze, false, false),
+        Cmd::Graph { json, .. } => (Request::Graph, *json, false),
         Cmd::GenerateDocs { .. }
         | Cmd::Logs { .. }
         | Cmd::Events { .. }
@@ -391,11 +458,10 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     if json {
-        println!(
-            "{}",
+        return emit(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&resp.data).unwrap_or_default()
-        );
-        return ExitCode::SUCCESS;
+        ));
     }
     match &cli.cmd {
         Cmd::Status { unit, .. } => match serde_json::from_value::<StatusReport>(resp.data) {
@@ -454,6 +520,17 @@ fn main() -> ExitCode {
                     );
                 }
             }
+        }
+        Cmd::Analyze(a) => return analyze(a, resp.data),
+        Cmd::Graph { dot, .. } => {
+            return match serde_json::from_value::<GraphReport>(resp.data) {
+                Ok(g) if *dot => emit(&analysis::graph::graph_dot(&g)),
+                Ok(g) => emit(&analysis::graph::graph_svg(&g)),
+                Err(e) => {
+                    eprintln!("supctl: unexpected graph payload: {e}");
+                    ExitCode::from(1)
+                }
+            };
         }
         _ => println!("{}", text(&resp.message)),
     }
@@ -796,6 +873,68 @@ fn escape(s: &str, keep_newlines: bool) -> std::borrow::Cow<'_, str> {
         }
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// `supctl analyze ...`: render the recorded timeline.
+fn analyze(cmd: &Analyze, data: serde_json::Value) -> ExitCode {
+    let report: TimelineReport = match serde_json::from_value(data) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("supctl: unexpected analyze payload: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let cycle = |current: bool| {
+        if current {
+            analysis::Cycle::Current
+        } else {
+            analysis::Cycle::Boot
+        }
+    };
+    let json_out = |v: serde_json::Result<String>| match v {
+        Ok(s) => emit(&format!("{s}\n")),
+        Err(e) => {
+            eprintln!("supctl: {e}");
+            ExitCode::from(1)
+        }
+    };
+    match cmd {
+        Analyze::Blame { current, json } => {
+            let rows = analysis::blame(&report, cycle(*current));
+            if *json {
+                return json_out(serde_json::to_string_pretty(&rows));
+            }
+            emit(&analysis::blame_text(&rows))
+        }
+        Analyze::CriticalChain {
+            unit,
+            current,
+            json,
+        } => match analysis::critical_chain(&report, unit.as_deref(), cycle(*current)) {
+            Ok(c) if *json => json_out(serde_json::to_string_pretty(&c)),
+            Ok(c) => emit(&analysis::chain_text(&c)),
+            Err(e) => {
+                eprintln!("supctl: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Analyze::Plot { current, .. } => emit(&analysis::plot::plot_svg(&report, cycle(*current))),
+    }
+}
+
+/// Write `text` to stdout. A reader that went away (`supctl graph | head`)
+/// ends the output quietly, as ripgrep does, rather than with a panic.
+fn emit(text: &str) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("supctl: writing to stdout: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn age(secs: u64) -> String {

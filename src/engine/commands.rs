@@ -123,6 +123,16 @@ impl Engine {
                 let data = serde_json::to_value(&report).unwrap_or(serde_json::Value::Null);
                 self.reply(req, Response::ok_data("", data));
             }
+            Request::Analyze => {
+                let report = self.timeline_report(now, wall_ms);
+                let data = serde_json::to_value(&report).unwrap_or(serde_json::Value::Null);
+                self.reply(req, Response::ok_data("", data));
+            }
+            Request::Graph => {
+                let report = self.graph_report(wall_ms);
+                let data = serde_json::to_value(&report).unwrap_or(serde_json::Value::Null);
+                self.reply(req, Response::ok_data("", data));
+            }
             Request::Why { unit } => {
                 let Some(id) = self.lookup(req, &unit) else {
                     return;

@@ -25,6 +25,7 @@ pub mod blockers;
 pub mod event;
 pub mod locks;
 pub mod restart;
+pub mod timeline;
 pub mod timers;
 pub mod unit_state;
 
@@ -169,6 +170,8 @@ pub struct Engine {
     /// The first `now` the engine was given (supd's start, for `since` of
     /// units that never changed).
     booted: Option<Instant>,
+    /// What each unit waited on and when (`supctl analyze`); watches only.
+    timeline: timeline::Timeline,
     out: Vec<Action>,
 }
 
@@ -197,6 +200,7 @@ impl Engine {
             seen_locks: std::collections::BTreeMap::new(),
             seen_lock_state: None,
             booted: None,
+            timeline: timeline::Timeline::default(),
             out: Vec::new(),
         };
         e.install(set);
@@ -206,6 +210,7 @@ impl Engine {
     /// Feed one event; get the actions to carry out, in order.
     pub fn handle(&mut self, now: Instant, event: Event) -> Vec<Action> {
         self.booted.get_or_insert(now);
+        self.timeline.tick(now);
         self.on_event(now, event);
         self.expire_mount_grace(now);
         self.settle(now);
@@ -220,6 +225,7 @@ impl Engine {
     /// linear one.
     pub fn handle_many(&mut self, now: Instant, events: Vec<Event>) -> Vec<Action> {
         self.booted.get_or_insert(now);
+        self.timeline.tick(now);
         for ev in events {
             self.on_event(now, ev);
         }
@@ -489,6 +495,7 @@ impl Engine {
             (true, false) => self.starting = self.starting.saturating_sub(1),
             _ => {}
         }
+        self.timeline.on_state(id, &self.units[id.0 as usize]);
     }
 
     fn unit_mut(&mut self, id: UnitId) -> &mut Unit {
@@ -841,6 +848,7 @@ impl Engine {
         let delay = restart::backoff_delay(&spec.restart, u.attempt, &mut self.rng);
         u.attempt = u.attempt.saturating_add(1);
         let until = timers::after(now, delay);
+        self.timeline.note_failure(id, &reason);
         self.set_state(id, UnitState::Backoff { until });
         self.timers.set(id, TimerKind::RestartAt, until);
     }
@@ -1345,6 +1353,9 @@ impl Engine {
                 continue;
             }
             let blockers = self.start_blockers(id, now, false);
+            if let Some(b) = blockers.first() {
+                self.timeline.on_blocker(id, b);
+            }
             match blockers.first() {
                 None => {
                     if self.try_start(id, now) {

@@ -369,6 +369,38 @@ impl Sim {
                 ));
             }
         }
+        // The timeline (supctl analyze) shows what happened: the phase it
+        // records now is the unit's state, and it stays bounded.
+        for (id, u) in self.engine.units() {
+            use super::timeline::{MAX_SEGMENTS, Step, Wait};
+            let step = self.engine.timeline.last_step(id);
+            let agrees = matches!(
+                (&u.state, step),
+                (UnitState::Starting { .. }, Some(Step::Starting))
+                    | (UnitState::Running { ready: true, .. }, Some(Step::Ready))
+                    | (
+                        UnitState::Running { ready: false, .. },
+                        Some(Step::NotReady)
+                    )
+                    | (UnitState::Stopping { .. }, Some(Step::Stopping(_)))
+                    | (UnitState::Backoff { .. }, Some(Step::Waiting(_)))
+                    | (UnitState::Inactive, Some(Step::Waiting(_)))
+                    | (UnitState::Failed { .. }, Some(Step::Failed(_)))
+                    | (UnitState::Exited { .. }, Some(Step::Exited(_)))
+                    | (UnitState::Done, Some(Step::Done))
+            );
+            let backoff_wait = !matches!(u.state, UnitState::Inactive)
+                || !matches!(step, Some(Step::Waiting(Wait::Backoff(_))));
+            if !agrees || !backoff_wait {
+                self.fail(&format!(
+                    "the timeline of {} records {step:?} while it is {:?}",
+                    u.spec.name, u.state
+                ));
+            }
+            if self.engine.timeline.segments(id) > 2 * MAX_SEGMENTS {
+                self.fail(&format!("the timeline of {} is unbounded", u.spec.name));
+            }
+        }
         let starting = self
             .engine
             .units()

@@ -3,8 +3,9 @@
 //! Owns: temp dirs, starting supd under `unshare --pid --fork --mount
 //! --mount-proc` (so it runs as PID 1 of its own namespace, and every
 //! process it starts dies with it), running `supctl` against it, waiting
-//! with deadlines, entering its mount namespace to mount/unmount, and
-//! cleaning up on drop. Must never: end a process by name, leave a
+//! with deadlines, entering its mount namespace to mount/unmount,
+//! cleaning up on drop, and rendering what `supctl analyze`/`graph` print
+//! (headless Chromium, Graphviz) with bounded waits. Must never: end a process by name, leave a
 //! namespace (and so a mount or a process) behind, or wait without a
 //! deadline.
 #![allow(dead_code)]
@@ -387,4 +388,160 @@ pub fn children_of(parent: i32) -> Vec<(i32, char)> {
         }
     }
     out
+}
+
+// ---- tools the analyze tests render with ------------------------------
+
+/// Run `argv` with a deadline; returns (success, stdout, stderr). A
+/// program that overruns is killed by its pid.
+pub fn run_bounded(argv: &[&str], timeout: Duration) -> (bool, String, String) {
+    let dir = TempDir::new("bounded");
+    let out_p = dir.path().join("out");
+    let err_p = dir.path().join("err");
+    let mut child = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_p).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_p).expect("stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {}: {e}", argv[0]));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break Some(st);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = std::fs::read_to_string(&out_p).unwrap_or_default();
+    let err = std::fs::read_to_string(&err_p).unwrap_or_default();
+    let Some(st) = status else {
+        panic!("{argv:?} did not finish within {timeout:?}; stderr:\n{err}");
+    };
+    (st.success(), out, err)
+}
+
+pub fn need(tool: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{tool} is not installed: `apt-get install {package}` (./test.sh does it as root)"
+    );
+}
+
+/// Headless Chromium, as root, with nothing reaching the network, in a
+/// fresh profile.
+pub fn chromium(profile: &Path, extra: &[&str], url: &str) -> (bool, String, String) {
+    let ud = format!("--user-data-dir={}", profile.display());
+    let mut argv = vec![
+        "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        &ud,
+    ];
+    argv.extend_from_slice(extra);
+    argv.push(url);
+    run_bounded(&argv, Duration::from_secs(120))
+}
+
+/// A script the browser runs inside the SVG after laying it out: how many
+/// rows, how many of them have a visible box, at how many distinct heights.
+pub const ROW_CHECK: &str = r#"<script><![CDATA[
+window.addEventListener('load', function () {
+  var root = document.documentElement;
+  var rows = document.querySelectorAll('g.row');
+  var ys = {}, shown = 0, bars = 0;
+  rows.forEach(function (g) {
+    var b = g.getBBox();
+    if (b.width > 0 && b.height > 0) { shown++; ys[Math.round(b.y)] = 1; }
+    bars += g.querySelectorAll('rect.bar').length;
+  });
+  root.setAttribute('data-rows', rows.length);
+  root.setAttribute('data-shown', shown);
+  root.setAttribute('data-distinct-y', Object.keys(ys).length);
+  root.setAttribute('data-bars', bars);
+});
+]]></script></svg>"#;
+
+pub fn attr(dom: &str, name: &str) -> Option<usize> {
+    let k = format!("{name}=\"");
+    let i = dom.find(&k)? + k.len();
+    dom[i..].split('"').next()?.parse().ok()
+}
+
+/// What the browser laid out for a `supctl analyze plot` SVG.
+#[derive(Debug)]
+pub struct SvgLayout {
+    pub rows: usize,
+    /// Rows with a visible (non-empty) box.
+    pub shown: usize,
+    /// Distinct heights of the visible rows.
+    pub distinct_y: usize,
+    pub bars: usize,
+}
+
+/// Load a timeline SVG in headless Chromium (as XML: any syntax error is a
+/// `parsererror`) with a script that measures its rows after layout.
+pub fn timeline_in_browser(svg: &str, dir: &Path) -> SvgLayout {
+    need("chromium", "chromium");
+    let probe = dir.join("timeline-check.svg");
+    std::fs::write(&probe, svg.replace("</svg>", ROW_CHECK)).expect("write probe svg");
+    let (ok, dom, err) = chromium(
+        &dir.join("chromium-profile-check"),
+        &["--dump-dom"],
+        &format!("file://{}", probe.display()),
+    );
+    assert!(ok, "chromium failed: {err}");
+    assert!(
+        !dom.contains("parsererror"),
+        "the SVG did not parse:\n{dom}"
+    );
+    let get = |k: &str| {
+        attr(&dom, k).unwrap_or_else(|| panic!("{k} not set; the script did not run:\n{dom}"))
+    };
+    SvgLayout {
+        rows: get("data-rows"),
+        shown: get("data-shown"),
+        distinct_y: get("data-distinct-y"),
+        bars: get("data-bars"),
+    }
+}
+
+/// Render DOT with Graphviz; any error or warning fails. Returns the SVG
+/// with Graphviz's `&#45;` turned back into `-`.
+pub fn dot_to_svg(dot: &str, dir: &Path) -> String {
+    need("dot", "graphviz");
+    let src = dir.join("units.dot");
+    std::fs::write(&src, dot).expect("write dot");
+    let out = dir.join("units.dot.svg");
+    let (ok, _, err) = run_bounded(
+        &[
+            "dot",
+            "-Tsvg",
+            "-o",
+            &out.display().to_string(),
+            &src.display().to_string(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(
+        ok && err.trim().is_empty(),
+        "dot failed or warned: {err}\n{dot}"
+    );
+    std::fs::read_to_string(&out)
+        .expect("dot output")
+        .replace("&#45;", "-")
 }
