@@ -29,6 +29,22 @@ if [ "$(id -u)" = 0 ]; then
   command -v chromium >/dev/null || need+=(chromium)
   command -v dot >/dev/null || need+=(graphviz)
   [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+  # The shim's tests (tests/shim.rs): a C fixture, bash under a pty.
+  command -v cc >/dev/null || need+=(gcc libc6-dev)
+  command -v bash >/dev/null || need+=(bash)
+  command -v ps >/dev/null || need+=(procps)
+  # A real container runtime (tests/container.rs): podman with runc.
+  command -v podman >/dev/null || need+=(podman)
+  command -v runc >/dev/null || need+=(runc)
+  # tini's and dumb-init's own test suites (tests/peers/): their harness
+  # modules, and the tools themselves for bench/shim_stop.py.
+  /usr/bin/python3 -c 'import pytest' 2>/dev/null || need+=(python3-pytest)
+  /usr/bin/python3 -c 'import pytest_timeout' 2>/dev/null || need+=(python3-pytest-timeout)
+  /usr/bin/python3 -c 'import psutil' 2>/dev/null || need+=(python3-psutil)
+  /usr/bin/python3 -c 'import prctl' 2>/dev/null || need+=(python3-prctl)
+  /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
+  command -v tini >/dev/null || need+=(tini)
+  command -v dumb-init >/dev/null || need+=(dumb-init)
   if [ ${#need[@]} -gt 0 ]; then
     echo "test.sh: installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -56,9 +72,15 @@ else
   echo "test.sh: not root — namespace tests will print SKIP lines (run as root for the full suite)"
 fi
 
-# The VM's supd is a static musl build.
+# tini's and dumb-init's published suites (Debian source packages), run
+# against `supd --` by tests/shim.rs; never committed here.
+if [ "$(id -u)" = 0 ]; then
+  tests/peers/fetch.sh || echo "test.sh: could not fetch the peer suites; tests/shim.rs will skip them"
+fi
+
+# The VM's and the container image's supd is a static musl build.
 if command -v rustup >/dev/null && ! rustup target list --installed | grep -q x86_64-unknown-linux-musl; then
-  rustup target add x86_64-unknown-linux-musl || echo "test.sh: could not add the musl target; the VM test will fail"
+  rustup target add x86_64-unknown-linux-musl || echo "test.sh: could not add the musl target; the VM and container tests will fail"
 fi
 
 # The engine simulation runs this many seeds (CI: a few hundred).

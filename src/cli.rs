@@ -65,6 +65,7 @@ pub struct Cli {
     pub cmd: Option<Cmd>,
     /// `supd -- CMD [ARGS...]`: container shim — run CMD as the only child,
     /// forward signals to it, reap orphans, exit with its status.
+    // `--` without CMD is a usage error, which only `parse` can tell.
     #[arg(last = true, value_name = "CMD")]
     pub shim: Vec<String>,
 }
@@ -182,6 +183,13 @@ where
                         )));
                     }
                 }
+            }
+            if cli.shim.is_empty() {
+                // clap cannot say this (a bare `--` parses like no `--`),
+                // so the agreement test lists it apart.
+                return Err(UsageError(
+                    "`--` must be followed by a command: supd -- CMD [ARGS...]".to_string(),
+                ));
             }
             break;
         }
@@ -303,6 +311,15 @@ mod tests {
                 "clap accepts {b:?}"
             );
             assert!(parse(argv(b)).is_err(), "hand parser accepts {b:?}");
+        }
+        // A bare `--` (the shim without a command) is a usage error. clap's
+        // definition cannot express it — to clap, `supd --` is `supd` — so
+        // only the hand parser, the one the binary runs, is checked here.
+        for b in [&["--"][..], &["--units", "/u", "--"]] {
+            assert!(
+                matches!(parse(argv(b)), Err(UsageError(ref m)) if m.contains("supd -- CMD")),
+                "hand parser accepts {b:?}"
+            );
         }
         assert_eq!(parse(argv(&["--help"])), Ok(Parsed::Help));
         assert_eq!(parse(argv(&["-V"])), Ok(Parsed::Version));

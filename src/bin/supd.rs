@@ -50,7 +50,16 @@ fn init_logging(level: &str, json: bool) {
     supd::world::log::init_as(level, json);
 }
 
+/// The signal mask and ignored signals supd was started with, recorded for
+/// `supd -- CMD` before anything can change them: `.init_array` runs ahead
+/// of Rust's runtime start-up, which sets SIGPIPE to ignored.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static RECORD_INHERITED_SIGNALS: extern "C" fn() = supd::world::shim::record_inherited_signals;
+
 fn main() -> ExitCode {
+    // Normally done already (see RECORD_INHERITED_SIGNALS); a no-op then.
+    supd::world::shim::record_inherited_signals();
     // The kernel gives PID 1 no PATH; our children get a sane one from the
     // spawner, and we want `which`-style lookups in supd itself to work.
     if std::env::var_os("PATH").is_none() {

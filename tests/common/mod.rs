@@ -91,6 +91,9 @@ pub struct Options {
     /// supd's stdout and stderr go to a pipe whose read end the test holds
     /// (`Supd::log_pipe`) instead of the log file: a stalled log consumer.
     pub log_to_pipe: bool,
+    /// argv run in front of supd, which it must exec (e.g. to start supd
+    /// with a given signal mask).
+    pub launcher: Vec<String>,
 }
 
 impl Default for Options {
@@ -101,6 +104,7 @@ impl Default for Options {
             state_dir: None,
             config: None,
             log_to_pipe: false,
+            launcher: vec![],
         }
     }
 }
@@ -172,8 +176,12 @@ impl Supd {
                 "--mount-proc",
                 "--kill-child=SIGKILL",
                 "--",
-                SUPD,
             ]);
+            c.args(&opts.launcher).arg(SUPD);
+            c
+        } else if let Some((first, rest)) = opts.launcher.split_first() {
+            let mut c = Command::new(first);
+            c.args(rest).arg(SUPD);
             c
         } else {
             Command::new(SUPD)
