@@ -122,7 +122,10 @@ impl Config {
 
     /// Ok(None) when the file does not exist.
     pub fn load(path: &Path) -> Result<Option<Config>, Vec<UnitError>> {
-        match std::fs::read_to_string(path) {
+        // Only a regular file, bounded (a FIFO here would hang PID 1's boot).
+        let read = crate::world::regular_file::read(path, crate::unit::load::MAX_UNIT_BYTES)
+            .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other));
+        match read {
             Ok(text) => Config::parse(path, &text).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(vec![UnitError::new(path, format!("cannot read: {e}"))]),

@@ -119,6 +119,27 @@ pub fn build_checked(
     Ok(UnitSet { units, order })
 }
 
+/// The dependency cycles among `specs` (edges to units not in `specs`
+/// ignored), each as its member names.
+pub(crate) fn cycles(specs: &[UnitSpec]) -> Vec<Vec<String>> {
+    let names: BTreeSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    let edges: BTreeMap<String, Vec<String>> = specs
+        .iter()
+        .map(|s| {
+            let deps = s
+                .requires
+                .iter()
+                .chain(&s.wants)
+                .chain(&s.after)
+                .filter(|d| names.contains(d.as_str()))
+                .cloned()
+                .collect();
+            (s.name.clone(), deps)
+        })
+        .collect();
+    find_cycles(&edges)
+}
+
 /// Every elementary cycle found by an iterative DFS, each reported once
 /// (rotated to start at its smallest name).
 fn find_cycles(edges: &BTreeMap<String, Vec<String>>) -> Vec<Vec<String>> {

@@ -12,13 +12,16 @@
 //!   mount watcher, the lock store, the control socket, signals, PID-1
 //!   duties, the log sink (`log`, writing through `line_writer`, which never
 //!   blocks on a stalled reader), host checks of a unit set (`host_check`),
-//!   per-unit logs (`logstore`: captured output in rotated files, written
-//!   and read off the loop), the monitoring endpoint (`http`: /metrics,
-//!   /healthz, /readyz) and giving start-up memory back (`trim`).
+//!   the one way to open a file someone else controls (`regular_file`:
+//!   only regular files, never blocking), per-unit logs (`logstore`:
+//!   captured output in rotated files, written and read off the loop), the
+//!   monitoring endpoint (`http`: /metrics, /healthz, /readyz) and giving
+//!   start-up memory back (`trim`).
 //! - **Driver** (`driver/`): the only place the two meet; a current-thread
 //!   tokio loop that turns the world into `Event`s, feeds the engine and
 //!   carries out its `Action`s. It is a router: the process table and
-//!   reaper (`procs`), the persistence thread (`disk`) and request dispatch
+//!   reaper (`procs`), the persistence thread (`disk`), the reading thread
+//!   for reloads and recovery files (`reader`) and request dispatch
 //!   (`dispatch`, which also fans the engine's published changes out to
 //!   `supctl events` subscribers) are its submodules.
 

@@ -206,6 +206,10 @@ pub struct LockInfo {
     pub defined: bool,
     /// Whether the lock is on disk yet.
     pub durable: bool,
+    /// Released, but the release is not on disk yet (its write failed and
+    /// is being retried): the unit stays held until it is.
+    #[serde(default)]
+    pub release_pending: bool,
     #[serde(flatten)]
     pub holder: HolderInfo,
 }
@@ -285,6 +289,14 @@ pub struct StatusReport {
     pub units: Vec<UnitStatus>,
     /// null when the lock state is known; else why supd is fail-closed.
     pub lock_state_problem: Option<String>,
+    /// null unless the last lock-state write failed: why, and which locks
+    /// are not on disk yet (supd retries the write).
+    #[serde(default)]
+    pub lock_write_problem: Option<String>,
+    /// Unit files left out at boot (as PID 1 supd starts the valid part of
+    /// a bad units directory) and why; empty once a reload succeeds.
+    #[serde(default)]
+    pub unit_file_problems: Vec<String>,
     /// null when the mount table is readable; else why it is not (every
     /// required mount then counts as missing).
     #[serde(default)]

@@ -472,3 +472,57 @@ fn one_client_process_gets_a_bounded_share_of_connections() {
     supd.ok(&["status"]);
     drop(idle);
 }
+
+/// Issue 13 item 5: a FIFO named `*.toml` in the units directory, or given
+/// to `maintenance recover --from`, once hung PID 1 (files were opened
+/// synchronously on the event loop, and opening a FIFO waits for a
+/// writer). Both are refused at once and supd keeps answering; a FIFO
+/// present at boot does not stop supd from coming up.
+#[test]
+fn fifo_unit_file_or_recover_source_does_not_hang_supd() {
+    if !can_run("fifo_unit_file") {
+        return;
+    }
+    let mut supd = Supd::start("ctlfifo", &[("a", &sh_unit("exec sleep 600", ""))]);
+    supd.wait_state("a", "running", Duration::from_secs(10));
+    let fifo = supd.units.join("evil.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let t0 = Instant::now();
+    let quick = |args: &[&str]| {
+        std::process::Command::new(SUPCTL)
+            .arg("--socket")
+            .arg(&supd.socket)
+            .args(["--timeout", "10s"])
+            .args(args)
+            .output()
+            .expect("supctl")
+    };
+    let out = quick(&["reload"]);
+    let msg = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(msg.contains("evil.toml") && msg.contains("FIFO"), "{msg}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    // Recover from a FIFO: refused at once too.
+    let src = supd.dir.path().join("locks-fifo");
+    nix::unistd::mkfifo(&src, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let out = quick(&[
+        "maintenance",
+        "recover",
+        "--from",
+        &src.display().to_string(),
+    ]);
+    let msg = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(msg.contains("FIFO"), "{msg}");
+    assert_eq!(supd.state_of("a"), "running");
+    // At boot (PID 1): supd comes up with the valid units.
+    supd.signal(nix::sys::signal::Signal::SIGTERM);
+    supd.wait_exit(Duration::from_secs(20));
+    supd.spawn(&Options::default());
+    supd.wait_state("a", "running", Duration::from_secs(10));
+    let st = supd.status();
+    assert!(
+        st["unit_file_problems"].to_string().contains("FIFO"),
+        "{st}"
+    );
+}

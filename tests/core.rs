@@ -274,6 +274,78 @@ fn reload_applies_a_valid_set_and_refuses_a_bad_one() {
     });
 }
 
+/// Issue 13 item 6: one invalid unit file at PID-1 boot once meant zero
+/// units — the essential console included — and an empty status with no
+/// warning. Boot (as PID 1) now starts every valid unit whose requirements
+/// are valid, and every essential unit; the rest are skipped and reported
+/// in `status`, `why` and the log. `reload` stays strict.
+#[test]
+fn pid1_boot_skips_invalid_units_and_reports_them() {
+    if !can_run("pid1_boot_skips_invalid_units") {
+        return;
+    }
+    let ok = sh_unit("exec sleep 600", "");
+    let dep = sh_unit("exec sleep 600", "requires = [\"bad\"]");
+    let console = sh_unit("exec sleep 600", "essential = true\nrequires = [\"bad\"]");
+    let supd = Supd::start(
+        "bootlenient",
+        &[
+            ("a", &ok),
+            (
+                "bad",
+                "exec = [\"/bin/sleep\", \"600\"\ntype = \"daemon\"\n",
+            ),
+            ("dep", &dep),
+            ("console", &console),
+        ],
+    );
+    supd.wait_state("a", "running", Duration::from_secs(10));
+    supd.wait_state("console", "running", Duration::from_secs(10));
+    let st = supd.status();
+    let names: Vec<&str> = st["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u["name"].as_str())
+        .collect();
+    assert!(!names.contains(&"bad") && !names.contains(&"dep"), "{st}");
+    let problems = st["unit_file_problems"].to_string();
+    assert!(
+        problems.contains("bad.toml") && problems.contains("dep"),
+        "{st}"
+    );
+    let human = supd.ok(&["status"]);
+    assert!(
+        human.contains("WARNING") && human.contains("bad"),
+        "{human}"
+    );
+    let why = supd.ok(&["why", "bad"]);
+    assert!(
+        why.contains("not loaded") && why.contains("bad.toml"),
+        "{why}"
+    );
+    let why = supd.ok(&["why", "dep"]);
+    assert!(why.contains("not loaded") && why.contains("bad"), "{why}");
+    let out = supd.supctl(&["start", "dep"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not loaded"));
+    assert!(supd.log_text().contains("bad.toml"));
+    // reload stays strict: still refused while bad.toml is bad.
+    let out = supd.supctl(&["reload"]);
+    assert_eq!(out.status.code(), Some(1));
+    // Fixed: the whole set loads, the skipped units start, the warning goes.
+    std::fs::write(supd.units.join("bad.toml"), sh_unit("exec sleep 600", "")).unwrap();
+    supd.ok(&["reload"]);
+    supd.wait_state("dep", "running", Duration::from_secs(10));
+    let st = supd.status();
+    assert!(
+        st["unit_file_problems"]
+            .as_array()
+            .is_none_or(|a| a.is_empty()),
+        "{st}"
+    );
+}
+
 #[test]
 fn supctl_status_json_shape_and_errors() {
     if !can_run("supctl_status_json") {

@@ -372,6 +372,115 @@ fn corrupt_current_lock_file_never_rolls_back() {
     supd.wait_state("other", "running", Duration::from_secs(10));
 }
 
+/// Issue 13 item 8, on a real full filesystem: the state directory is a
+/// 256 KiB tmpfs (in supd's own mount namespace) that the test fills up.
+/// A lock write that fails with ENOSPC fails the command that asked for it,
+/// keeps the old state on disk, holds the new lock in memory, and is
+/// retried by supd once space is freed — and meanwhile an unrelated
+/// crashed unit is restarted (it once waited for an operator).
+#[test]
+fn full_state_disk_fails_the_command_and_freezes_nothing() {
+    if !can_run("full_state_disk") {
+        return;
+    }
+    let units = [
+        ("db", sh_unit("exec sleep 600", "")),
+        ("cache", sh_unit("exec sleep 600", "")),
+        (
+            "web",
+            sh_unit("exec sleep 600", "[restart]\ndelay = \"100ms\""),
+        ),
+    ];
+    let refs: Vec<(&str, &str)> = units.iter().map(|(n, u)| (*n, u.as_str())).collect();
+    let dir = TempDir::new("lockfull");
+    let state = dir.path().join("state");
+    let st = state.display().to_string();
+    let supd = Supd::start_with(
+        "lockfull",
+        &refs,
+        Options {
+            state_dir: Some(state.clone()),
+            setup_in_namespace: Some(format!(
+                "mkdir -p {st}\nmount -t tmpfs -o size=256k,mode=0700 supd-state {st}"
+            )),
+            ..Options::default()
+        },
+    );
+    supd.wait_state("web", "running", Duration::from_secs(10));
+    supd.ok(&[
+        "maintenance",
+        "on",
+        "db",
+        "--reason",
+        "before the disk fills",
+    ]);
+    let on_disk = |supd: &Supd| {
+        let out = supd.in_ns(&["cat", &format!("{st}/locks.json")]);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let before = on_disk(&supd);
+    assert!(before.contains("\"db\""), "{before}");
+    // Fill it: dd stops at ENOSPC.
+    supd.in_ns(&[
+        "sh",
+        "-c",
+        &format!("dd if=/dev/zero of={st}/fill bs=4k 2>/dev/null; true"),
+    ]);
+    let df = supd.in_ns(&["df", "-k", &st]);
+    let df = String::from_utf8_lossy(&df.stdout).to_string();
+    assert!(df.contains("100%"), "tmpfs not full:\n{df}");
+
+    let out = supd.supctl(&["maintenance", "on", "cache", "--reason", "disk is full"]);
+    let msg = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "acknowledged on a full disk: {msg}"
+    );
+    assert!(
+        msg.contains("No space left on device") && msg.contains("not on disk"),
+        "{msg}"
+    );
+    assert_ne!(
+        supd.state_of("cache"),
+        "running",
+        "a new lock holds at once"
+    );
+    assert_eq!(on_disk(&supd), before, "the old state must stay on disk");
+    let status = supd.status();
+    assert!(status["lock_state_problem"].is_null(), "{status}");
+    assert!(
+        status["lock_write_problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("No space left")),
+        "{status}"
+    );
+    // An unrelated crash is still restarted.
+    let old = supd.unit("web")["pid"].as_i64().expect("web pid");
+    supd.in_ns_ok(&["kill", "-9", &old.to_string()]);
+    wait_for("web to be restarted", Duration::from_secs(10), || {
+        let u = supd.unit("web");
+        (u["state"] == "running" && u["pid"].as_i64() != Some(old)).then_some(())
+    });
+    // Space is freed: supd's own retry writes the lock.
+    supd.in_ns_ok(&["rm", &format!("{st}/fill")]);
+    wait_for("the retried write to land", Duration::from_secs(45), || {
+        supd.status()["lock_write_problem"].is_null().then_some(())
+    });
+    let after = on_disk(&supd);
+    assert!(
+        after.contains("\"cache\"") && after.contains("\"db\""),
+        "{after}"
+    );
+    assert!(supd.ok(&["status"]).contains("cache"));
+    supd.ok(&["maintenance", "off", "db"]);
+    supd.wait_state("db", "running", Duration::from_secs(10));
+}
+
 #[test]
 fn non_root_peer_cannot_change_locks() {
     if !can_run("non_root_peer") {

@@ -498,7 +498,13 @@ fn main() -> ExitCode {
                         } else {
                             "  (no such unit defined)"
                         },
-                        if l.durable { "" } else { "  (not yet on disk)" }
+                        if !l.durable {
+                            "  (not yet on disk)"
+                        } else if l.release_pending {
+                            "  (released; the release is not on disk yet)"
+                        } else {
+                            ""
+                        }
                     );
                 }
             }
@@ -1030,6 +1036,17 @@ fn print_status(r: &StatusReport, detailed: bool) {
             field(p)
         );
         println!("         see `supctl maintenance recover --help`");
+    }
+    if !r.unit_file_problems.is_empty() {
+        println!(
+            "WARNING: invalid unit files — supd started without these (fix them, then `supctl reload`):"
+        );
+        for p in &r.unit_file_problems {
+            println!("         {p}");
+        }
+    }
+    if let Some(p) = &r.lock_write_problem {
+        println!("WARNING: {p}");
     }
     if let Some(p) = &r.mount_table_problem {
         println!(

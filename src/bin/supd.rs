@@ -173,22 +173,38 @@ fn main() -> ExitCode {
     }
     tracing::info!("supd {} starting as {mode:?}", env!("CARGO_PKG_VERSION"));
 
-    let set = match supd::unit::load::load_dir(&units_dir) {
-        Ok(set) => set,
-        Err(errs) => {
-            eprint!("{}", supd::unit::load::format_report(&errs));
-            if mode == Mode::Subreaper {
+    // As a subreaper someone can see the refusal and fix the files; as PID
+    // 1 nobody can, so supd starts what is valid (and every essential
+    // unit): a repair console must come up.
+    let (set, skipped) = if mode == Mode::Subreaper {
+        match supd::unit::load::load_dir(&units_dir) {
+            Ok(set) => (set, Default::default()),
+            Err(errs) => {
+                eprint!("{}", supd::unit::load::format_report(&errs));
                 eprintln!(
                     "supd: refusing to start with invalid unit files (fix them; `supd check --units {}` lists the errors)",
                     units_dir.display()
                 );
                 return ExitCode::from(1);
             }
-            tracing::error!(
-                "unit files invalid; starting with no units. Fix them, then `supctl reload`"
-            );
-            supd::unit::UnitSet::default()
         }
+    } else {
+        let l = supd::unit::load::load_dir_lenient(&units_dir);
+        if !l.errors.is_empty() {
+            eprint!("{}", supd::unit::load::format_report(&l.errors));
+            for (name, why) in &l.skipped.units {
+                tracing::error!(unit = %name, "not loaded: {why}");
+            }
+            for note in &l.skipped.notes {
+                tracing::warn!("{note}");
+            }
+            tracing::error!(
+                "invalid unit files: started the {} valid unit(s) and left out {}; fix them, then `supctl reload` (`supctl status` lists them)",
+                l.set.units.len(),
+                l.skipped.units.len()
+            );
+        }
+        (l.set, l.skipped)
     };
     // A unit that will fail at spawn must not keep the others from
     // loading: warn now, and its start fails with the same reason.
@@ -217,6 +233,7 @@ fn main() -> ExitCode {
         mode,
         log: config.log,
         metrics,
+        skipped,
     };
     let seed = u64::from(std::process::id())
         ^ std::time::SystemTime::now()

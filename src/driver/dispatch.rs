@@ -2,8 +2,8 @@
 //! turned into engine events.
 //!
 //! Owns: pairing each control request with its reply channel (`ReqId`),
-//! the few requests answered without the engine (the audit log, reading a
-//! recovery file), re-reading the units directory on reload, and deciding
+//! the few requests answered without the engine (the audit log), handing
+//! reloads and recovery files to the reading thread, and deciding
 //! which run an sd_notify datagram speaks for.
 //!
 //! Must never: decide anything about units (the engine answers every
@@ -12,13 +12,13 @@
 //! a process outside the unit's process group.
 
 use super::disk::DiskJob;
+use super::reader::ReadJob;
 use super::{Driver, supd_peer, wall_ms};
 use crate::engine::locks::LockMap;
 use crate::engine::{Event, PeerInfo, ReqId, ShutdownKind};
 use crate::protocol::{EventBody, EventRecord, StreamItem};
 use crate::protocol::{Request, Response};
 use crate::world::control::ControlRequest;
-use crate::world::lock_store::LockStore;
 use crate::world::logstore::{Limits, LogQuery, rfc3339_us, wall_us};
 use crate::world::notify;
 use std::sync::Arc;
@@ -36,23 +36,22 @@ impl Driver {
         }
     }
 
-    /// SIGHUP (no request) or `supctl reload`.
+    /// SIGHUP (no request) or `supctl reload`: the units directory is read
+    /// on the reading thread; `Reloaded` comes back from there.
     pub(super) fn reload(&mut self, req: Option<ReqId>, peer: PeerInfo) {
         self.trim_pending = true;
-        let result = crate::unit::load::load_dir(&self.settings.units_dir)
-            .map_err(|errs| errs.iter().map(|e| e.to_string()).collect());
-        if let Ok(set) = &result {
-            // Warnings only: such a unit fails at its spawn, not the reload.
-            for e in crate::world::host_check::check_set(set) {
-                tracing::warn!("{e}");
-            }
-        }
-        self.feed(Event::Reloaded {
+        self.read(ReadJob::Units {
             req,
             peer,
             wall_ms: wall_ms(),
-            result,
+            dir: self.settings.units_dir.clone(),
         });
+    }
+
+    fn read(&mut self, job: ReadJob) {
+        if let Err(e) = self.read_tx.send(job) {
+            self.feed(e.0.failed("internal: supd's reading thread is gone; restart supd"));
+        }
     }
 
     pub(super) fn reload_on_hup(&mut self) {
@@ -137,10 +136,16 @@ impl Driver {
             Request::MaintenanceLog { limit } => self.audit_log(id, limit),
             Request::MaintenanceRecover { from, accept_empty } => {
                 let (result, source) = match (from, accept_empty) {
-                    (Some(path), false) => (
-                        LockStore::read_file(std::path::Path::new(&path)).map(|d| d.locks),
-                        path,
-                    ),
+                    (Some(path), false) => {
+                        // Read off the loop; `Recover` comes back from there.
+                        self.read(ReadJob::Recover {
+                            req: id,
+                            peer,
+                            wall_ms: wall_ms(),
+                            path: path.into(),
+                        });
+                        return;
+                    }
                     (None, true) => (Ok(LockMap::new()), "an empty lock state".to_string()),
                     _ => (
                         Err("give exactly one of --from FILE or --accept-empty".to_string()),

@@ -10,7 +10,9 @@
 //! - `procs`: the process table and the only `waitpid(-1)` (the reaper),
 //!   and process creation for mains, exec probes and stop commands;
 //! - `disk`: the persistence thread (lock store, audit log, state-dir lock);
-//! - `dispatch`: control requests, reloads and sd_notify → engine events.
+//! - `dispatch`: control requests, reloads and sd_notify → engine events;
+//! - `reader`: the reading thread (unit files for a reload, a recovery
+//!   file), so no file an outsider controls is read on the loop.
 //!
 //! Must never: decide anything the engine should decide; block (fsync is
 //! on the disk thread, probes are tasks or reaped processes); let an engine
@@ -20,6 +22,7 @@
 mod disk;
 mod dispatch;
 mod procs;
+mod reader;
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -63,6 +66,8 @@ pub struct Settings {
     pub log: crate::unit::LogSpec,
     /// Where to serve /metrics, /healthz, /readyz.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Units a lenient boot load left out, and why.
+    pub skipped: crate::unit::load::Skipped,
 }
 
 type ProbeResult = (RunId, ProbeKind, bool, Option<String>);
@@ -84,6 +89,8 @@ struct Driver {
     control_requests: std::collections::BTreeMap<String, u64>,
     /// `supctl events` subscribers; bounded, a slow one lags and is dropped.
     events: tokio::sync::broadcast::Sender<std::sync::Arc<crate::protocol::EventRecord>>,
+    /// Reloads and recovery files are read on the reading thread.
+    read_tx: std::sync::mpsc::Sender<reader::ReadJob>,
     probe_tx: mpsc::UnboundedSender<ProbeResult>,
     /// `[ready] kind = "fd"` readiness lines arrive here.
     ready_tx: mpsc::UnboundedSender<RunId>,
@@ -125,6 +132,7 @@ struct Sources {
     notify: Option<NotifySocket>,
     ctl_rx: mpsc::Receiver<ControlRequest>,
     disk_rx: mpsc::UnboundedReceiver<DiskResult>,
+    read_rx: mpsc::UnboundedReceiver<Event>,
     probe_rx: mpsc::UnboundedReceiver<ProbeResult>,
     ready_rx: mpsc::UnboundedReceiver<RunId>,
     /// Scrapes of /metrics, /healthz, /readyz (None: not serving).
@@ -199,6 +207,7 @@ async fn main_loop(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> 
             s = src.signals.recv() => d.signal(s),
             Some(req) = src.ctl_rx.recv() => d.control(req),
             Some(res) = src.disk_rx.recv() => d.disk_result(res),
+            Some(ev) = src.read_rx.recv() => d.feed(ev),
             Some((run, kind, ok, output)) = src.probe_rx.recv() => {
                 d.feed(Event::ProbeAnswered { run, kind, ok, output })
             }
@@ -252,7 +261,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         Ok(t) => (t, None),
         Err(why) => (Default::default(), Some(why)),
     };
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         set,
         EngineConfig {
             max_parallel_starts: settings.max_parallel_starts,
@@ -260,6 +269,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         },
         table,
     );
+    engine.set_skipped(settings.skipped.clone());
 
     // The state directory is ours alone: a second supd on the same state
     // would make two writers of the lock file. (With a late-mounted state
@@ -348,6 +358,10 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         .map_err(|e| tracing::error!("cannot start the log writer thread: {e}"))
         .ok()?;
 
+    let (read_tx, read_rx) = reader::start()
+        .map_err(|e| tracing::error!("cannot start the reading thread: {e}"))
+        .ok()?;
+
     let (probe_tx, probe_rx) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = mpsc::unbounded_channel();
     let d = Driver {
@@ -361,6 +375,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         logs,
         events: tokio::sync::broadcast::channel(EVENT_BACKLOG).0,
         control_requests: Default::default(),
+        read_tx,
         probe_tx,
         ready_tx,
         notify_path: notify
@@ -385,6 +400,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         notify,
         ctl_rx,
         disk_rx,
+        read_rx,
         probe_rx,
         ready_rx,
         scrape_rx,

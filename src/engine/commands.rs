@@ -16,7 +16,7 @@ use super::blockers::Blocker;
 use super::event::{Event, ExitStatus, PeerInfo, ReqId, ShutdownKind};
 use super::timers::TimerKind;
 use super::unit_state::{UnitState, Want};
-use super::{Action, AuditEntry, Engine, Pending, UnitId};
+use super::{Action, AuditEntry, Engine, Pending, UnitId, WriteKind};
 
 impl Engine {
     #[allow(clippy::too_many_arguments)]
@@ -73,10 +73,23 @@ impl Engine {
         true
     }
 
+    /// Why `name` was left out at boot, if it was.
+    fn not_loaded(&self, name: &str) -> Option<String> {
+        self.skipped.units.get(name).map(|why| {
+            format!(
+                "{name} was not loaded at boot: {why}. Fix the unit file (`supd check` lists every error), then `supctl reload`"
+            )
+        })
+    }
+
     fn lookup(&mut self, req: ReqId, name: &str) -> Option<UnitId> {
         match self.by_name.get(name) {
             Some(&id) if !self.units[id.0 as usize].removed => Some(id),
             _ => {
+                if let Some(msg) = self.not_loaded(name) {
+                    self.reply(req, Response::err(msg));
+                    return None;
+                }
                 let mut known: Vec<&str> = self
                     .units
                     .iter()
@@ -134,6 +147,12 @@ impl Engine {
                 self.reply(req, Response::ok_data("", data));
             }
             Request::Why { unit } => {
+                if !self.by_name.contains_key(&unit)
+                    && let Some(msg) = self.not_loaded(&unit)
+                {
+                    self.reply(req, Response::ok(msg));
+                    return;
+                }
                 let Some(id) = self.lookup(req, &unit) else {
                     return;
                 };
@@ -504,6 +523,58 @@ impl Engine {
             return;
         }
         let current: Vec<Holder> = self.locks.wanted.get(&unit).cloned().unwrap_or_default();
+        let unwritten: Vec<String> = self
+            .locks
+            .durable
+            .get(&unit)
+            .map(|d| {
+                d.iter()
+                    .filter(|h| !current.iter().any(|c| c.holder == h.holder))
+                    .map(|h| h.holder.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if current.is_empty() && !unwritten.is_empty() {
+            // Released already, but the release is not on disk (a write
+            // failed and is being retried): write it again now and answer
+            // once it is durable, as for a fresh release.
+            if dry_run {
+                let then = self.dry_run_release(now, &unit, &[]);
+                self.reply(
+                    req,
+                    Response::ok(format!(
+                        "{unit}'s release is not on disk yet (supd retries the write). Once it is: {then}"
+                    )),
+                );
+                return;
+            }
+            let version = self.locks.bump();
+            self.out.push(Action::PersistLocks {
+                version,
+                locks: self.locks.wanted.clone(),
+            });
+            let holders = unwritten.join(", ");
+            self.audit(
+                peer,
+                wall_ms,
+                Some(&unit),
+                Some(&holders),
+                "maintenance-off",
+                Some("write the pending release again"),
+                "ok",
+            );
+            self.pending.push(Pending::LockWrite {
+                req,
+                unit: self.by_name.get(&unit).copied(),
+                version,
+                message: format!("{unit}: lock released by {holders} (on disk)"),
+                kind: WriteKind::Release {
+                    unit: unit.clone(),
+                    holders,
+                },
+            });
+            return;
+        }
         if current.is_empty() {
             self.reply(
                 req,
@@ -586,6 +657,10 @@ impl Engine {
             },
             version,
             message,
+            kind: WriteKind::Release {
+                unit: unit.clone(),
+                holders: remove.join(", "),
+            },
         });
     }
 
@@ -695,6 +770,12 @@ impl Engine {
                         .get(name)
                         .is_some_and(|id| !self.units[id.0 as usize].removed),
                     durable,
+                    release_pending: durable
+                        && !self
+                            .locks
+                            .wanted
+                            .get(name)
+                            .is_some_and(|w| w.iter().any(|x| x.holder == h.holder)),
                     holder: holder_info(&h, wall_ms),
                 });
             }
@@ -764,6 +845,8 @@ impl Engine {
                     .cloned()
                     .collect();
                 self.install(set);
+                // The whole directory is valid now: nothing is left out.
+                self.skipped = Default::default();
                 self.audit(&peer, wall_ms, None, None, "reload", None, "ok");
                 if let Some(req) = req {
                     self.reply(
@@ -848,6 +931,7 @@ impl Engine {
             message: format!(
                 "lock state recovered from {source}: {n} lock(s) adopted and written; automatic starts resume"
             ),
+            kind: WriteKind::Recover,
         });
     }
 }

@@ -131,7 +131,30 @@ enum Pending {
         unit: Option<UnitId>,
         version: u64,
         message: String,
+        /// What to say if the write fails.
+        kind: WriteKind,
     },
+}
+
+/// What a pending lock write was for, to word its failure.
+#[derive(Debug, Clone)]
+enum WriteKind {
+    Release { unit: String, holders: String },
+    Recover,
+}
+
+/// First retry of a failed lock write, doubled up to `LOCK_RETRY_MAX`.
+pub const LOCK_RETRY_MIN: Duration = Duration::from_secs(1);
+pub const LOCK_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// A lock write failed; the engine writes the wanted state again later.
+#[derive(Debug, Clone)]
+struct LockRetry {
+    /// The last write error, for `status`.
+    why: String,
+    /// When to write again; None while a write is in flight.
+    at: Option<Instant>,
+    backoff: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +174,12 @@ pub struct Engine {
     /// every requirement counts as missing.
     mount_unknown: Option<MountUnknown>,
     locks: LockModel,
+    /// Units left out of a lenient boot load, and why (cleared by a
+    /// successful reload).
+    skipped: crate::unit::load::Skipped,
+    /// Set after a failed lock write until a write succeeds (issue 13:
+    /// one ENOSPC must neither freeze the engine nor wait for an operator).
+    lock_retry: Option<LockRetry>,
     timers: TimerTable,
     pending: Vec<Pending>,
     rng: Rng,
@@ -188,6 +217,8 @@ impl Engine {
             mounts,
             mount_unknown: None,
             locks: LockModel::new(),
+            lock_retry: None,
+            skipped: Default::default(),
             timers: TimerTable::default(),
             pending: Vec::new(),
             rng: Rng::new(cfg.seed),
@@ -213,6 +244,7 @@ impl Engine {
         self.timeline.tick(now);
         self.on_event(now, event);
         self.expire_mount_grace(now);
+        self.retry_lock_write(now);
         self.settle(now);
         self.observe(now);
         std::mem::take(&mut self.out)
@@ -230,6 +262,7 @@ impl Engine {
             self.on_event(now, ev);
         }
         self.expire_mount_grace(now);
+        self.retry_lock_write(now);
         self.settle(now);
         self.observe(now);
         std::mem::take(&mut self.out)
@@ -351,7 +384,19 @@ impl Engine {
             .as_ref()
             .filter(|m| !m.expired)
             .map(|m| m.stop_at);
-        self.timers.earliest().into_iter().chain(grace).min()
+        // While a write is in flight its result decides (a due retry
+        // could not act, and a deadline that cannot act is a busy loop).
+        let retry = self
+            .lock_retry
+            .as_ref()
+            .and_then(|r| r.at)
+            .filter(|_| self.locks.inflight.is_empty());
+        self.timers
+            .earliest()
+            .into_iter()
+            .chain(grace)
+            .chain(retry)
+            .min()
     }
 
     pub fn unit_id(&self, name: &str) -> Option<UnitId> {
@@ -371,6 +416,77 @@ impl Engine {
 
     pub fn mounts(&self) -> &MountTable {
         &self.mounts
+    }
+
+    /// Record what a lenient boot load left out (see
+    /// `unit::load::load_dir_lenient`), for `status`, `why` and `start`.
+    pub fn set_skipped(&mut self, skipped: crate::unit::load::Skipped) {
+        self.skipped = skipped;
+    }
+
+    /// Why the last lock write failed and what is not on disk yet, if so.
+    pub fn lock_write_problem(&self, now: Instant) -> Option<String> {
+        let r = self.lock_retry.as_ref()?;
+        let mut pending = Vec::new();
+        let names: std::collections::BTreeSet<&String> = self
+            .locks
+            .wanted
+            .keys()
+            .chain(self.locks.durable.keys())
+            .collect();
+        for name in names {
+            let wanted = self.locks.wanted.get(name.as_str());
+            let durable = self.locks.durable.get(name.as_str());
+            for h in wanted.into_iter().flatten() {
+                if !durable.is_some_and(|d| d.iter().any(|x| x.holder == h.holder)) {
+                    pending.push(format!("lock on {name} by {}", h.holder));
+                }
+            }
+            for h in durable.into_iter().flatten() {
+                if !wanted.is_some_and(|w| w.iter().any(|x| x.holder == h.holder)) {
+                    pending.push(format!("release of {name} by {}", h.holder));
+                }
+            }
+        }
+        let when = match r.at {
+            Some(at) => format!(
+                "next try in {:.0}s",
+                at.saturating_duration_since(now).as_secs_f64().ceil()
+            ),
+            None => "retrying now".to_string(),
+        };
+        Some(format!(
+            "the last lock-state write failed ({}); {when}. Not on disk yet: {}",
+            r.why,
+            if pending.is_empty() {
+                "nothing".to_string()
+            } else {
+                pending.join(", ")
+            }
+        ))
+    }
+
+    /// Write the wanted lock state again once a failed write's backoff has
+    /// passed, unless another write is in flight (its result decides).
+    fn retry_lock_write(&mut self, now: Instant) {
+        let Some(r) = &mut self.lock_retry else {
+            return;
+        };
+        if r.at.is_none_or(|at| now < at) || !self.locks.inflight.is_empty() {
+            return;
+        }
+        if self.locks.wanted == self.locks.durable && self.locks.recovering.is_none() {
+            // Nothing differs from what is on disk any more.
+            self.lock_retry = None;
+            return;
+        }
+        r.at = None;
+        let version = self.locks.bump();
+        tracing::info!("retrying the lock-state write (version {version})");
+        self.out.push(Action::PersistLocks {
+            version,
+            locks: self.locks.wanted.clone(),
+        });
     }
 
     /// Why the mount table is unknown, when it is.
@@ -655,7 +771,7 @@ impl Engine {
                     }
                 }
             },
-            Event::LocksPersisted { version, result } => self.on_persisted(version, result),
+            Event::LocksPersisted { version, result } => self.on_persisted(now, version, result),
             Event::ProbeAnswered {
                 run,
                 kind,
@@ -1143,39 +1259,76 @@ impl Engine {
         self.arm_probe(id, now, kind, false);
     }
 
-    fn on_persisted(&mut self, version: u64, result: Result<(), String>) {
+    /// A lock write finished. On failure the commands it was for fail
+    /// with what is and is not in effect; the in-memory state keeps
+    /// invariant 3 (a new lock holds at once, a release frees only once
+    /// durable) and the write is retried with backoff. Nothing else is
+    /// affected: this is not fail-closed (the state is known — it is in
+    /// memory — it is only not all on disk yet).
+    fn on_persisted(&mut self, now: Instant, version: u64, result: Result<(), String>) {
         let ok = result.is_ok();
         self.locks.persisted(version, ok);
-        if let Err(e) = &result {
-            tracing::error!("writing the lock state failed: {e}; failing closed");
-            self.locks.state = LockState::Unknown(format!(
-                "the last lock-state write failed ({e}); fix the state directory, then retry the maintenance command"
-            ));
-            let mut keep = Vec::new();
-            for p in std::mem::take(&mut self.pending) {
-                match p {
-                    Pending::LockOn {
-                        req, version: v, ..
-                    }
-                    | Pending::LockWrite {
-                        req, version: v, ..
-                    } if v <= version => {
-                        self.reply(
-                            req,
-                            Response::err(format!(
-                                "the lock state could not be written to disk: {e}. The unit is held down in memory; supd now starts only essential units. Fix the state directory and retry."
-                            )),
-                        );
-                    }
-                    other => keep.push(other),
+        let e = match result {
+            Ok(()) => {
+                if self.lock_retry.take().is_some() {
+                    tracing::info!("the lock state is on disk again");
                 }
+                return;
             }
-            self.pending = keep;
-        } else if self.locks.recovering.is_none()
-            && matches!(&self.locks.state, LockState::Unknown(w) if w.starts_with("the last lock-state write failed"))
-        {
-            self.locks.state = LockState::Known;
+            Err(e) => e,
+        };
+        let backoff = self
+            .lock_retry
+            .as_ref()
+            .map(|r| (r.backoff * 2).min(LOCK_RETRY_MAX))
+            .unwrap_or(LOCK_RETRY_MIN);
+        tracing::error!(
+            "writing the lock state failed: {e}; holding what was asked in memory, retrying in {backoff:?}"
+        );
+        self.lock_retry = Some(LockRetry {
+            why: e.clone(),
+            at: Some(timers::after(now, backoff)),
+            backoff,
+        });
+        let retry = "supd retries the write by itself (`supctl status` shows it); freeing the state directory's filesystem lets it succeed";
+        let mut keep = Vec::new();
+        for p in std::mem::take(&mut self.pending) {
+            match p {
+                Pending::LockOn {
+                    req,
+                    unit,
+                    holder,
+                    version: v,
+                    ..
+                } if v <= version => {
+                    let name = self.units[unit.0 as usize].spec.name.clone();
+                    self.reply(
+                        req,
+                        Response::err(format!(
+                            "{holder}'s lock on {name} could not be written to disk ({e}): it is not on disk, so it would not survive a restart of supd. {name} is held down in memory meanwhile; {retry}"
+                        )),
+                    );
+                }
+                Pending::LockWrite {
+                    req,
+                    version: v,
+                    kind,
+                    ..
+                } if v <= version => {
+                    let msg = match kind {
+                        WriteKind::Release { unit, holders } => format!(
+                            "the release of {unit} by {holders} could not be written to disk ({e}): {unit} stays locked until the release is on disk; {retry}"
+                        ),
+                        WriteKind::Recover => format!(
+                            "the recovered lock state could not be written to disk ({e}): supd stays fail-closed until it is; {retry}"
+                        ),
+                    };
+                    self.reply(req, Response::err(msg));
+                }
+                other => keep.push(other),
+            }
         }
+        self.pending = keep;
     }
 
     // ---- settling -------------------------------------------------------

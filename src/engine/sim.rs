@@ -2,11 +2,15 @@
 //!
 //! Owns: a fake world — virtual clock, process table (children that run,
 //! exit, crash, ignore SIGTERM, notify readiness), mount table (mounts
-//! appear, vanish, go read-only), a lock disk that fails or delays writes,
-//! and random operator commands — driven by one seeded RNG, and a checker
-//! run after every step that asserts DESIGN.md's invariants. A liveness
-//! phase then turns faults off and requires every unit to come up within a
-//! bound. Failures print the seed and the last steps. Must never: use real
+//! appear, vanish, go read-only; the watcher fails and the table is
+//! unknown until a later read), a lock disk that fails or delays writes
+//! (one at a time, or every write while it is full for seconds), and
+//! random operator commands — driven by one seeded RNG, and a checker run
+//! after every step that asserts DESIGN.md's invariants (plus: nothing
+//! with a mount starts while the table is unknown, a failed lock write is
+//! always retried, no deadline stays due after a Tick). A liveness phase
+//! then turns faults off and requires every unit to come up, and every
+//! lock change to reach the disk, within a bound. Failures print the seed and the last steps. Must never: use real
 //! time, real processes or real randomness (a seed must replay exactly).
 //!
 //! `SUPD_SIM_SEEDS=n` runs n seeds (default 300); `SUPD_SIM_SEED=s` replays
@@ -66,11 +70,12 @@ struct Sim {
     disk: LockMap,
     /// Operator intent as the sim sent it: unit -> holders.
     wanted_locks: LockMap,
+    /// The engine is fail-closed: only from boot (a failed write is
+    /// retried and fails nothing else), cleared by a durable recover.
     lock_unknown: bool,
-    /// Why the sim believes the engine is fail-closed: from boot (cleared
-    /// only by a durable recover) or from a failed write (cleared by the
-    /// next durable write).
-    unknown_from_boot: bool,
+    /// The state directory's filesystem is full until then: every write
+    /// fails (ENOSPC), and the engine must keep retrying by itself.
+    disk_full_until: Option<Instant>,
     recover_pending: bool,
     recover_version: Option<u64>,
     op_stopped: BTreeSet<String>,
@@ -228,7 +233,7 @@ impl Sim {
             disk: LockMap::new(),
             wanted_locks: LockMap::new(),
             lock_unknown,
-            unknown_from_boot: lock_unknown,
+            disk_full_until: None,
             recover_pending: false,
             recover_version: None,
             op_stopped: BTreeSet::new(),
@@ -343,6 +348,16 @@ impl Sim {
     }
 
     fn check_state(&self) {
+        // (k) A failed lock write never waits for an operator: whenever
+        // what operators asked differs from what is on disk and no write
+        // is in flight, a retry is scheduled (and status says so).
+        let lm = self.engine.lock_model();
+        if lm.inflight.is_empty()
+            && (lm.wanted != lm.durable || lm.recovering.is_some())
+            && self.engine.lock_write_problem(self.now).is_none()
+        {
+            self.fail("locks differ from the disk and no write is in flight or scheduled");
+        }
         // A running unit whose mount is gone (in the engine's own view) and
         // whose on_loss is "stop" must be on its way down.
         for (_, u) in self.engine.units() {
@@ -447,21 +462,6 @@ impl Sim {
                         "spawned {name} while a process of it still exists"
                     ));
                 }
-                // (e) burst over automatic restarts.
-                if before_backoff.contains(&name) && !self.in_operator_start {
-                    let s = &self.specs[&name];
-                    let v = self.restarts.entry(name.clone()).or_default();
-                    let now = self.now;
-                    v.retain(|t| now.duration_since(*t) < s.restart.interval);
-                    v.push(now);
-                    if v.len() > s.restart.burst as usize {
-                        let n = v.len();
-                        self.fail(&format!(
-                            "{name}: {n} automatic restarts within the interval (burst {})",
-                            s.restart.burst
-                        ));
-                    }
-                }
                 // (a) the engine decides from its own snapshot: a spawn while
                 // that snapshot lacks a mount is a bug (the spawner's re-check
                 // below is a second guard, not the first).
@@ -493,6 +493,22 @@ impl Sim {
                             link: None,
                         }),
                     });
+                }
+                // (e) burst over automatic restarts (that happened: a spawn the
+                // spawner refused is not a start, and the engine forgets it).
+                if before_backoff.contains(&name) && !self.in_operator_start {
+                    let s = &self.specs[&name];
+                    let v = self.restarts.entry(name.clone()).or_default();
+                    let now = self.now;
+                    v.retain(|t| now.duration_since(*t) < s.restart.interval);
+                    v.push(now);
+                    if v.len() > s.restart.burst as usize {
+                        let n = v.len();
+                        self.fail(&format!(
+                            "{name}: {n} automatic restarts within the interval (burst {})",
+                            s.restart.burst
+                        ));
+                    }
                 }
                 self.done.remove(&name);
                 let pid = self.next_pid;
@@ -582,7 +598,8 @@ impl Sim {
                     self.recover_version = Some(version);
                 }
                 let delay = Duration::from_millis(self.rng.next_u64() % 50);
-                let ok = !(self.faults && self.rng.one_in(10));
+                let full = self.disk_full_until.is_some_and(|t| self.now < t);
+                let ok = !(self.faults && (full || self.rng.one_in(10)));
                 self.disk_queue
                     .push_back((self.now + delay, version, locks, ok));
                 None
@@ -689,21 +706,21 @@ impl Sim {
                 Err("sim: fsync failed".into())
             };
             // Predict the engine's lock state before it hears of the write:
-            // spawns happen while it handles this very event.
-            if !ok {
-                self.lock_unknown = true;
-            } else if self.recover_version.is_some_and(|rv| rv <= version) {
+            // spawns happen while it handles this very event. A failed
+            // write changes nothing but the disk (not even fail-closed).
+            if ok && self.recover_version.is_some_and(|rv| rv <= version) {
                 self.recover_version = None;
-                self.unknown_from_boot = false;
-                self.lock_unknown = false;
-            } else if self.lock_unknown && !self.unknown_from_boot && self.recover_version.is_none()
-            {
                 self.lock_unknown = false;
             }
             self.feed(Event::LocksPersisted { version, result });
         }
         if self.engine.next_deadline().is_some_and(|d| d <= now) {
             self.feed(Event::Tick);
+            // A deadline still due after the Tick can never act: the
+            // driver would wake for it in a busy loop.
+            if self.engine.next_deadline().is_some_and(|d| d <= now) {
+                self.fail("the engine's next deadline is still due after a Tick (busy loop)");
+            }
         }
     }
 
@@ -856,6 +873,12 @@ impl Sim {
                 }
             }
             10 => {
+                if self.faults && self.rng.one_in(4) {
+                    // The state directory fills up for a while (ENOSPC on
+                    // every write), then space is freed.
+                    let secs = self.rng.next_u64() % 8;
+                    self.disk_full_until = Some(self.now + Duration::from_secs(secs));
+                }
                 if self.lock_unknown && self.rng.one_in(3) && self.disk_queue.is_empty() {
                     let req = ReqId(self.next_req);
                     self.next_req += 1;
@@ -933,6 +956,15 @@ impl Sim {
         }
         for unit in self.specs.keys().cloned().collect::<Vec<_>>() {
             for holder in ["alice", "bob"] {
+                // The operator's intent changes before the engine hears it
+                // (a lock never written frees the unit at once: the disk
+                // never had it).
+                if let Some(hs) = self.wanted_locks.get_mut(&unit) {
+                    hs.retain(|h| h.holder != holder);
+                    if hs.is_empty() {
+                        self.wanted_locks.remove(&unit);
+                    }
+                }
                 self.command(Request::MaintenanceOff {
                     unit: unit.clone(),
                     holder: Some(holder.into()),
@@ -942,6 +974,17 @@ impl Sim {
             }
         }
         self.wanted_locks.clear();
+        // An operator waits for the releases to be on disk (a release
+        // whose write failed is retried by supd) before starting units.
+        let settle_by = self.now + Duration::from_secs(120);
+        while let Some(t) = self.next_world_time() {
+            let lm = self.engine.lock_model();
+            if (lm.wanted == lm.durable && lm.inflight.is_empty()) || t > settle_by {
+                break;
+            }
+            self.now = self.now.max(t);
+            self.deliver_due();
+        }
         self.command(Request::Unshed);
         for p in self
             .specs
@@ -963,6 +1006,9 @@ impl Sim {
         self.lock_unknown = self.engine.lock_model().unknown_reason().is_some();
         for unit in self.specs.keys().cloned().collect::<Vec<_>>() {
             self.op_stopped.remove(&unit);
+            // An operator start clears the restart budget (as in
+            // `random_external`).
+            self.restarts.remove(&unit);
             self.command(Request::Start { unit });
         }
         // Processes in the liveness phase are well-behaved from now on; old
@@ -973,6 +1019,22 @@ impl Sim {
                 UnitKind::Longrun => matches!(u.state, UnitState::Running { ready: true, .. }),
             });
             if all_up {
+                // ...and every lock change reached the disk by itself.
+                while let Some(t) = self.next_world_time() {
+                    let lm = self.engine.lock_model();
+                    if lm.wanted == lm.durable && lm.inflight.is_empty() {
+                        break;
+                    }
+                    if t > deadline {
+                        self.fail("lock state never reached the disk after faults ended");
+                    }
+                    self.now = self.now.max(t);
+                    self.deliver_due();
+                }
+                let lm = self.engine.lock_model();
+                if lm.wanted != lm.durable || self.disk != lm.durable {
+                    self.fail("lock state not on disk at the end");
+                }
                 return;
             }
             match self.next_world_time() {
@@ -993,6 +1055,7 @@ impl Sim {
                 .map(|(_, u)| u.spec.name.clone())
                 .collect();
             for unit in failed {
+                self.restarts.remove(&unit);
                 self.command(Request::Start { unit });
             }
         }

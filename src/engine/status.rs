@@ -46,6 +46,14 @@ impl Engine {
             units,
             lock_state_problem: self.locks.unknown_reason().map(str::to_string),
             mount_table_problem: self.mount_table_problem().map(str::to_string),
+            lock_write_problem: self.lock_write_problem(now),
+            unit_file_problems: self
+                .skipped
+                .units
+                .iter()
+                .map(|(name, why)| format!("{name} not loaded: {why}"))
+                .chain(self.skipped.notes.iter().cloned())
+                .collect(),
             shed_level: self.shed,
             shutting_down: self.shutdown.is_some(),
         }

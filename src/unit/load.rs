@@ -1,11 +1,16 @@
 //! Loading a units directory.
 //!
 //! Owns: reading every `NAME.toml` in a directory and turning the lot into a
-//! `UnitSet` — or into every error of every file. Must never: return a
-//! partial set (one bad file refuses the whole set, so a reload can never
-//! half-apply), or read an oversized file into memory.
+//! `UnitSet` — or into every error of every file (`load_dir`: `supd check`,
+//! `reload`, boot as a subreaper) — and, for boot as PID 1 only, the valid
+//! part of a bad directory with what was left out (`load_dir_lenient`: a
+//! repair console must come up). Must never: return a partial set from
+//! `load_dir` (one bad file refuses the whole set, so a reload can never
+//! half-apply); let `load_dir_lenient` load a unit whose requirement was
+//! left out (unless essential), or leave anything out silently; read an oversized file into memory, or open anything but a
+//! regular file (`world::regular_file`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::Path;
 
@@ -23,8 +28,212 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'@' | b'-'))
 }
 
+/// Every file of a units directory, parsed one by one (no graph checks).
+struct Parsed {
+    specs: Vec<crate::unit::UnitSpec>,
+    lines: BTreeMap<String, crate::unit::toml::DepLines>,
+    /// Units whose file exists but failed.
+    failed: BTreeSet<String>,
+    /// Every per-file error, sorted by file and line.
+    errors: Vec<UnitError>,
+}
+
 /// Read and validate every unit in `dir`.
 pub fn load_dir(dir: &Path) -> Result<UnitSet, Vec<UnitError>> {
+    let Parsed {
+        specs,
+        lines,
+        failed,
+        mut errors,
+    } = read_units(dir)?;
+    // Graph errors are reported alongside file errors, so one run of
+    // `supd check` shows everything.
+    match crate::graph::build_checked(specs, &lines, &failed) {
+        Ok(set) if errors.is_empty() => Ok(set),
+        Ok(_) => Err(errors),
+        Err(mut g) => {
+            errors.append(&mut g);
+            Err(errors)
+        }
+    }
+}
+
+/// What a lenient load left out, and why (for `status`, `why`, the log).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Skipped {
+    /// Unit name -> why it was not loaded.
+    pub units: BTreeMap<String, String>,
+    /// Essential units started without something they name (their
+    /// requirement was not loaded).
+    pub notes: Vec<String>,
+}
+
+impl Skipped {
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty() && self.notes.is_empty()
+    }
+}
+
+/// A lenient load: the valid part of the directory, and what was left out.
+#[derive(Debug, Clone, Default)]
+pub struct Lenient {
+    pub set: UnitSet,
+    pub skipped: Skipped,
+    /// Every error a strict load reports (empty when nothing was skipped).
+    pub errors: Vec<UnitError>,
+}
+
+/// Boot as PID 1: never refuse the whole set for one bad file. Loads every
+/// valid unit whose `requires` (transitively) are valid, and every valid
+/// essential unit — an essential unit whose requirement was not loaded
+/// starts without it, so a repair console comes up. `wants`/`after` naming
+/// a unit left out are dropped (ordering only). Units in a dependency
+/// cycle are left out (an essential one keeps running order-free instead).
+/// `supd check` and `reload` stay strict (`load_dir`).
+pub fn load_dir_lenient(dir: &Path) -> Lenient {
+    let parsed = match read_units(dir) {
+        Ok(p) => p,
+        Err(errors) => {
+            return Lenient {
+                skipped: Skipped {
+                    units: BTreeMap::new(),
+                    notes: errors.iter().map(|e| e.to_string()).collect(),
+                },
+                errors,
+                set: UnitSet::default(),
+            };
+        }
+    };
+    let Parsed {
+        specs,
+        lines,
+        failed,
+        mut errors,
+    } = parsed;
+    match crate::graph::build_checked(specs.clone(), &lines, &failed) {
+        Ok(set) if errors.is_empty() => {
+            return Lenient {
+                set,
+                skipped: Skipped::default(),
+                errors,
+            };
+        }
+        Ok(_) => {}
+        Err(mut g) => errors.append(&mut g),
+    }
+    let mut skipped = Skipped::default();
+    // A file's first error says why its unit is not loaded.
+    for name in &failed {
+        let why = errors
+            .iter()
+            .find(|e| e.file.file_stem().and_then(|s| s.to_str()) == Some(name.as_str()))
+            .map(|e| first_line(&e.to_string()))
+            .unwrap_or_else(|| "its unit file is invalid".to_string());
+        skipped.units.insert(name.clone(), why);
+    }
+    let mut keep: BTreeMap<String, crate::unit::UnitSpec> =
+        specs.into_iter().map(|s| (s.name.clone(), s)).collect();
+    // Each round removes a unit or an edge, so this ends; the bound is a
+    // guard for PID 1.
+    let bound = keep.len() * 4 + 8;
+    for _ in 0..bound {
+        let mut changed = false;
+        let names: Vec<String> = keep.keys().cloned().collect();
+        for name in &names {
+            let Some(spec) = keep.get(name) else { continue };
+            let missing: Vec<String> = spec
+                .requires
+                .iter()
+                .filter(|d| !keep.contains_key(*d))
+                .cloned()
+                .collect();
+            let why_dep = |d: &String| match skipped.units.get(d) {
+                Some(r) => format!("requires {d}, which was not loaded ({r})"),
+                None => format!("requires {d}, which is not defined"),
+            };
+            if !missing.is_empty() && !spec.essential {
+                let why = why_dep(&missing[0]);
+                keep.remove(name);
+                skipped.units.insert(name.clone(), why);
+                changed = true;
+                continue;
+            }
+            for d in &missing {
+                skipped.notes.push(format!(
+                    "essential unit {name} starts without its requirement: it {}",
+                    why_dep(d)
+                ));
+            }
+            let present: BTreeSet<String> = keep.keys().cloned().collect();
+            if let Some(spec) = keep.get_mut(name) {
+                let before = spec.requires.len() + spec.wants.len() + spec.after.len();
+                spec.requires.retain(|d| present.contains(d));
+                spec.wants.retain(|d| present.contains(d));
+                spec.after.retain(|d| present.contains(d));
+                changed |= before != spec.requires.len() + spec.wants.len() + spec.after.len();
+            }
+        }
+        if changed {
+            continue;
+        }
+        let list: Vec<crate::unit::UnitSpec> = keep.values().cloned().collect();
+        for cycle in crate::graph::cycles(&list) {
+            let mut path = cycle.clone();
+            if let Some(first) = cycle.first() {
+                path.push(first.clone());
+            }
+            let path = path.join(" -> ");
+            for member in &cycle {
+                let Some(spec) = keep.get_mut(member) else {
+                    continue;
+                };
+                if spec.essential {
+                    let before = spec.requires.len() + spec.wants.len() + spec.after.len();
+                    spec.requires.retain(|d| !cycle.contains(d));
+                    spec.wants.retain(|d| !cycle.contains(d));
+                    spec.after.retain(|d| !cycle.contains(d));
+                    if before != spec.requires.len() + spec.wants.len() + spec.after.len() {
+                        skipped.notes.push(format!(
+                            "essential unit {member} starts without its place in a dependency cycle ({path})"
+                        ));
+                        changed = true;
+                    }
+                } else {
+                    keep.remove(member);
+                    skipped
+                        .units
+                        .insert(member.clone(), format!("in a dependency cycle: {path}"));
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let set = crate::graph::build(keep.into_values().collect()).unwrap_or_else(|e| {
+        // Cannot happen (every edge now names a kept unit, no cycle is
+        // left); if it does, nothing starts rather than something wrong.
+        skipped.notes.push(format!(
+            "internal: the valid subset did not validate ({}); no unit loaded",
+            e.first().map(|e| e.to_string()).unwrap_or_default()
+        ));
+        UnitSet::default()
+    });
+    Lenient {
+        set,
+        skipped,
+        errors,
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").to_string()
+}
+
+/// Parse every unit file of `dir`; Err only when the directory itself
+/// cannot be read.
+fn read_units(dir: &Path) -> Result<Parsed, Vec<UnitError>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
@@ -50,7 +259,7 @@ pub fn load_dir(dir: &Path) -> Result<UnitSet, Vec<UnitError>> {
     let mut errors = Vec::new();
     let mut specs = Vec::new();
     let mut lines = BTreeMap::new();
-    let mut failed = std::collections::BTreeSet::new();
+    let mut failed = BTreeSet::new();
     let mut mount_table = None;
     for path in paths {
         let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
@@ -73,10 +282,16 @@ pub fn load_dir(dir: &Path) -> Result<UnitSet, Vec<UnitError>> {
             );
             continue;
         }
-        let mut f = match std::fs::File::open(&path) {
+        // Only a regular file, opened without blocking: a FIFO named
+        // `x.toml` would otherwise wait for a writer forever (and PID 1
+        // with it).
+        let mut f = match crate::world::regular_file::open(&path) {
             Ok(f) => f,
             Err(e) => {
-                errors.push(UnitError::new(&path, format!("cannot read: {e}")));
+                failed.insert(name.clone());
+                errors.push(UnitError::new(&path, format!("cannot read: {e}")).hint(
+                    "a unit file is a regular file (or a symlink to one); remove or replace this one",
+                ));
                 continue;
             }
         };
@@ -134,16 +349,12 @@ pub fn load_dir(dir: &Path) -> Result<UnitSet, Vec<UnitError>> {
         }
     }
     errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
-    // Graph errors are reported alongside file errors, so one run of
-    // `supd check` shows everything.
-    match crate::graph::build_checked(specs, &lines, &failed) {
-        Ok(set) if errors.is_empty() => Ok(set),
-        Ok(_) => Err(errors),
-        Err(mut g) => {
-            errors.append(&mut g);
-            Err(errors)
-        }
-    }
+    Ok(Parsed {
+        specs,
+        lines,
+        failed,
+        errors,
+    })
 }
 
 /// Record which `[[mount]] path`s are symlinks (and to what), so a unit
@@ -249,6 +460,114 @@ mod tests {
         assert!(summary(&set).starts_with("ok:"));
         let set = load_dir(&root.join("units/appliance")).unwrap();
         assert_eq!(set.units.len(), 4);
+    }
+
+    /// Issue 13 item 5: a FIFO named `*.toml` once blocked `open(2)`
+    /// forever (and with it PID 1, at boot or on reload). It is refused at
+    /// once with a clear error; a directory or device likewise.
+    #[test]
+    fn fifo_or_directory_named_toml_is_refused_without_blocking() {
+        let tmp = std::env::temp_dir().join(format!("supd-load-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(tmp.join("dir.toml")).unwrap();
+        std::fs::write(tmp.join("ok.toml"), "exec = [\"/bin/true\"]\n").unwrap();
+        nix::unistd::mkfifo(
+            &tmp.join("evil.toml"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let dir = tmp.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(load_dir(&dir));
+        });
+        let errs = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("load_dir blocked on the FIFO")
+            .unwrap_err();
+        let report = format_report(&errs);
+        assert!(
+            report.contains("evil.toml") && report.contains("FIFO"),
+            "{report}"
+        );
+        assert!(
+            report.contains("dir.toml") && report.contains("directory"),
+            "{report}"
+        );
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+
+    /// Issue 13 item 6: the valid part of a bad directory, and why each
+    /// unit was left out.
+    #[test]
+    fn lenient_load_keeps_the_valid_part_and_says_why_the_rest_is_out() {
+        let tmp = std::env::temp_dir().join(format!("supd-lenient-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).unwrap();
+        let w = |name: &str, text: &str| {
+            std::fs::write(tmp.join(format!("{name}.toml")), text).unwrap()
+        };
+        let exec = "exec = [\"/bin/true\"]\n";
+        w("a", exec);
+        w("bad", "exec = [\"/bin/true\"]\ntype = \"daemon\"\n");
+        w("dep", &format!("{exec}requires = [\"bad\"]\n"));
+        w("deep", &format!("{exec}requires = [\"dep\"]\n"));
+        w(
+            "console",
+            &format!("{exec}essential = true\nrequires = [\"bad\", \"a\"]\n"),
+        );
+        w(
+            "later",
+            &format!("{exec}after = [\"bad\"]\nwants = [\"nope\"]\n"),
+        );
+        w("x", &format!("{exec}requires = [\"y\"]\n"));
+        w("y", &format!("{exec}requires = [\"x\"]\n"));
+        w("z", &format!("{exec}requires = [\"x\"]\n"));
+        w("m", &format!("{exec}requires = [\"missing\"]\n"));
+        let l = load_dir_lenient(&tmp);
+        let mut names: Vec<&String> = l.set.units.keys().collect();
+        names.sort();
+        assert_eq!(names, ["a", "console", "later"]);
+        let console = &l.set.units["console"];
+        assert_eq!(console.requires, ["a"]);
+        assert!(l.set.units["later"].after.is_empty() && l.set.units["later"].wants.is_empty());
+        let why = &l.skipped.units;
+        assert!(
+            why["bad"].contains("bad.toml") && why["bad"].contains("daemon"),
+            "{why:?}"
+        );
+        assert!(
+            why["dep"].contains("requires bad, which was not loaded"),
+            "{why:?}"
+        );
+        assert!(why["deep"].contains("requires dep"), "{why:?}");
+        assert!(
+            why["x"].contains("cycle") && why["y"].contains("cycle"),
+            "{why:?}"
+        );
+        assert!(why["z"].contains("requires x"), "{why:?}");
+        assert!(
+            why["m"].contains("missing, which is not defined"),
+            "{why:?}"
+        );
+        assert!(!why.contains_key("missing") && !why.contains_key("nope"));
+        assert!(
+            l.skipped
+                .notes
+                .iter()
+                .any(|n| n.contains("console") && n.contains("bad")),
+            "{:?}",
+            l.skipped.notes
+        );
+        // The strict load refuses the same directory, with every error.
+        let strict = load_dir(&tmp).unwrap_err();
+        assert_eq!(strict, l.errors);
+        // A clean directory: the same set, nothing skipped.
+        let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/good");
+        let l = load_dir_lenient(&good);
+        assert!(l.skipped.is_empty() && l.errors.is_empty());
+        assert_eq!(l.set.order, load_dir(&good).unwrap().order);
+        let _ = std::fs::remove_dir_all(&tmp);
     }
 
     #[test]

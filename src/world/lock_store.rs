@@ -363,7 +363,7 @@ impl LockStore {
         let tmp = self.dir.join(TMP);
         let cur = self.dir.join(CURRENT);
         let prev = self.dir.join(PREVIOUS);
-        {
+        let written = (|| {
             let mut f = OpenOptions::new()
                 .write(true)
                 .create(true)
@@ -372,7 +372,13 @@ impl LockStore {
                 .open(&tmp)
                 .map_err(|e| ctx("create", &tmp, e))?;
             f.write_all(&bytes).map_err(|e| ctx("write", &tmp, e))?;
-            f.sync_all().map_err(|e| ctx("fsync", &tmp, e))?;
+            f.sync_all().map_err(|e| ctx("fsync", &tmp, e))
+        })();
+        if let Err(e) = written {
+            // A half-written temporary file only holds space a full disk
+            // needs for the retry.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
         }
         // Keep the last good generation: current becomes previous (a hard
         // link, so there is no instant without a valid current file).
@@ -383,8 +389,10 @@ impl LockStore {
             fs::hard_link(&cur, &prev).map_err(|e| ctx("keep previous generation", &prev, e))?;
         }
         fs::rename(&tmp, &cur).map_err(|e| ctx("rename onto", &cur, e))?;
-        fsync_dir(&self.dir)?;
+        // From here the file may be on disk even if the fsync fails: the
+        // next write must be a newer generation either way.
         self.generation = generation;
+        fsync_dir(&self.dir)?;
         Ok(generation)
     }
 

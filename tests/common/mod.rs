@@ -94,6 +94,11 @@ pub struct Options {
     /// argv run in front of supd, which it must exec (e.g. to start supd
     /// with a given signal mask).
     pub launcher: Vec<String>,
+    /// Shell commands run inside the new namespaces just before supd
+    /// replaces the shell (so supd is still PID 1): e.g. mount a small
+    /// tmpfs as the state directory. Mounts made here die with the
+    /// namespace.
+    pub setup_in_namespace: Option<String>,
 }
 
 impl Default for Options {
@@ -105,6 +110,7 @@ impl Default for Options {
             config: None,
             log_to_pipe: false,
             launcher: vec![],
+            setup_in_namespace: None,
         }
     }
 }
@@ -177,6 +183,9 @@ impl Supd {
                 "--kill-child=SIGKILL",
                 "--",
             ]);
+            if let Some(script) = &opts.setup_in_namespace {
+                c.args(["/bin/sh", "-ec", &format!("{script}\nexec \"$0\" \"$@\"")]);
+            }
             c.args(&opts.launcher).arg(SUPD);
             c
         } else if let Some((first, rest)) = opts.launcher.split_first() {
