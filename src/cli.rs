@@ -75,10 +75,28 @@ pub enum Cmd {
     /// Validate the unit files (and supd.toml) and print every error; exit 1
     /// if there is any, 0 with a one-line summary otherwise.
     Check,
+    /// Convert systemd .service files (and NAME@.service templates) to supd
+    /// units, naming every directive that cannot be honoured; exit 1 if
+    /// any is refused.
+    Import {
+        /// Write NAME.toml files here (and check the directory) instead of
+        /// printing them.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Write the units anyway; refusals become warnings (listed in each
+        /// file).
+        #[arg(long)]
+        lossy: bool,
+        /// systemd unit files; NAME@INSTANCE.service reads NAME@.service.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// What the PID-1 binary's parser found.
 #[derive(Debug, PartialEq)]
+// Built once per process; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Parsed {
     Run(Cli),
     /// Print `HELP` (or the version) on stdout and exit 0.
@@ -113,9 +131,16 @@ restart overrides.
 Usage: supd [OPTIONS] [COMMAND] [-- <CMD>...]
 
 Commands:
-  check  Validate the unit files (and supd.toml) and print every error; exit 1
-         if there is any, 0 with a one-line summary otherwise.
-  help   Print this message
+  check   Validate the unit files (and supd.toml) and print every error; exit 1
+          if there is any, 0 with a one-line summary otherwise.
+  import  Convert systemd .service files (and NAME@.service templates) to supd
+          units, naming every directive that cannot be honoured; exit 1 if
+          any is refused.
+          supd import [--out DIR] [--lossy] FILE.service...
+            --out DIR  write NAME.toml files there (and check the directory)
+                       instead of printing them
+            --lossy    write the units anyway; refusals become warnings
+  help    Print this message
 
 Arguments:
   [CMD]...  `supd -- CMD [ARGS...]`: container shim — run CMD as the only child,
@@ -201,6 +226,10 @@ where
                 cli.cmd = Some(Cmd::Check);
                 continue;
             }
+            "import" if cli.cmd.is_none() => {
+                cli.cmd = Some(parse_import(&mut it, &mut cli)?);
+                break;
+            }
             _ => {}
         }
         let (flag, inline) = match a.split_once('=') {
@@ -259,6 +288,79 @@ where
     Ok(Parsed::Run(cli))
 }
 
+/// The rest of the line after `import`: its flags, the global --units,
+/// and at least one file.
+fn parse_import<I>(it: &mut I, cli: &mut Cli) -> Result<Cmd, UsageError>
+where
+    I: Iterator<Item = std::ffi::OsString>,
+{
+    let mut out = None;
+    let mut lossy = false;
+    let mut files = Vec::new();
+    let mut only_files = false;
+    while let Some(arg) = it.next() {
+        let Some(a) = arg.to_str() else {
+            return Err(UsageError(format!(
+                "invalid UTF-8 in argument {:?}",
+                arg.to_string_lossy()
+            )));
+        };
+        if only_files || !a.starts_with("--") || a == "-" {
+            files.push(PathBuf::from(a));
+            continue;
+        }
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) => (f, Some(v.to_string())),
+            None => (a, None),
+        };
+        let mut value = |name: &str| -> Result<String, UsageError> {
+            match inline.clone() {
+                Some(v) => Ok(v),
+                None => match it.next().map(|v| v.into_string()) {
+                    Some(Ok(v)) if !v.starts_with("--") => Ok(v),
+                    _ => Err(UsageError(format!(
+                        "a value is required for '{name}' but none was supplied"
+                    ))),
+                },
+            }
+        };
+        match flag {
+            "--" => only_files = true,
+            "--lossy" if inline.is_none() => {
+                if lossy {
+                    return Err(UsageError(
+                        "the argument '--lossy' cannot be used multiple times".into(),
+                    ));
+                }
+                lossy = true;
+            }
+            "--out" => {
+                if out.is_some() {
+                    return Err(UsageError(
+                        "the argument '--out <DIR>' cannot be used multiple times".into(),
+                    ));
+                }
+                out = Some(PathBuf::from(value("--out <DIR>")?));
+            }
+            "--units" => {
+                if cli.units.is_some() {
+                    return Err(UsageError(
+                        "the argument '--units' cannot be used multiple times".into(),
+                    ));
+                }
+                cli.units = Some(PathBuf::from(value("--units <DIR>")?));
+            }
+            _ => return Err(UsageError(format!("unexpected argument '{a}' found"))),
+        }
+    }
+    if files.is_empty() {
+        return Err(UsageError(
+            "the following required arguments were not provided: <FILE>...".into(),
+        ));
+    }
+    Ok(Cmd::Import { out, lossy, files })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +387,17 @@ mod tests {
             &["check", "--units", "/u"],
             &["--", "/bin/sh", "-c", "exit 3"],
             &["--units", "/u", "--", "prog", "--units", "x"],
+            &["import", "a.service"],
+            &[
+                "import",
+                "--out",
+                "/o",
+                "--lossy",
+                "a.service",
+                "b@.service",
+            ],
+            &["import", "a.service", "--out=/o"],
+            &["--units", "/u", "import", "--lossy", "x.service"],
         ];
         for g in good {
             let clap = Cli::try_parse_from(std::iter::once("supd").chain(g.iter().copied()))
@@ -304,6 +417,11 @@ mod tests {
             &["--units", "/a", "--units", "/b"],
             &["check", "--socket", "/x"],
             &["--socket", "--units"],
+            &["import"],
+            &["import", "--out"],
+            &["import", "--bogus", "a.service"],
+            &["import", "--lossy", "--lossy", "a.service"],
+            &["import", "--lossy=yes", "a.service"],
         ];
         for b in bad {
             assert!(

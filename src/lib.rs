@@ -4,9 +4,11 @@
 //!
 //! - **Pure core** (no I/O, no clock, no tokio): `engine` (events in, actions
 //!   out), `unit` (validated specs), `graph` (dependency order and cycles),
-//!   `mounts` (mountinfo parsing and checks), `protocol` (wire types), and
+//!   `mounts` (mountinfo parsing and checks), `protocol` (wire types),
 //!   `analyze` (blame, critical chain, SVG timeline and graph renderers for
-//!   supctl — PID 1 records and answers with data, never renders).
+//!   supctl — PID 1 records and answers with data, never renders), and
+//!   `import` (systemd unit files to supd units; its `command` alone reads
+//!   and writes files).
 //! - **World** (`world/`): everything that touches the kernel — spawning
 //!   (`spawn`: clone(CLONE_VM|CLONE_VFORK), no fork), the single reaper, the
 //!   mount watcher, the lock store, the control socket, signals, PID-1
@@ -33,6 +35,7 @@ pub mod driver;
 pub mod engine;
 pub mod error;
 pub mod graph;
+pub mod import;
 pub mod mounts;
 pub mod protocol;
 pub mod unit;

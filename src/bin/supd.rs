@@ -1,6 +1,6 @@
 //! `supd`: the supervisor binary.
 //!
-//! Owns: command-line parsing (by `supd::cli::parse`, not clap: see there), choosing run / check / `--` shim, resolving
+//! Owns: command-line parsing (by `supd::cli::parse`, not clap: see there), choosing run / check / import / `--` shim, resolving
 //! paths (flags > supd.toml > defaults), logging setup. Must never: let a
 //! panic end PID 1 — the driver runs under `catch_unwind`, and as PID 1 a
 //! failure degrades to reaping forever rather than a kernel panic.
@@ -83,6 +83,15 @@ fn main() -> ExitCode {
     };
     if !cli.shim.is_empty() {
         let code = supd::world::shim::run(&cli.shim);
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
+    if let Some(Cmd::Import { out, lossy, files }) = &cli.cmd {
+        let code = supd::import::command::run(&supd::import::command::Options {
+            out: out.clone(),
+            lossy: *lossy,
+            files: files.clone(),
+            fstab: PathBuf::from("/etc/fstab"),
+        });
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
     let mode = init::detect_mode();

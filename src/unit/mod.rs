@@ -24,6 +24,23 @@ pub const MAX_DURATION: Duration = Duration::from_secs(315_576_000);
 /// How `MAX_DURATION` is written in messages and the README.
 pub const MAX_DURATION_TEXT: &str = "10y";
 
+/// Well-known ordering points, named after systemd's targets. A unit may
+/// name them in `requires`, `wants` or `after` without a unit file of that
+/// name: they are reached at once. A unit file of the same name (say a
+/// oneshot `network-online` that waits for a default route) replaces the
+/// built-in one and is then an ordinary dependency.
+pub const BUILTIN_TARGETS: &[&str] = &[
+    "network",
+    "network-online",
+    "network-pre",
+    "local-fs",
+    "remote-fs",
+    "nss-lookup",
+    "time-sync",
+    "time-set",
+    "multi-user",
+];
+
 /// Long-running service or run-to-completion task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -1042,6 +1042,14 @@ timeout = "30s"
     }
 
     #[test]
+    fn empty_arguments_are_allowed_but_not_an_empty_program() {
+        let s = parse("exec = [\"/usr/bin/redis-server\", \"--logfile\", \"\"]").unwrap();
+        assert_eq!(s.exec[2], "");
+        let e = err("exec = [\"\", \"x\"]");
+        assert!(e[0].contains("no program"), "{e:?}");
+    }
+
+    #[test]
     fn oneshot_ready_kind_and_probe_without_health() {
         let e = err("type = \"oneshot\"\nexec = [\"/x\"]\n[ready]\nkind = \"notify\"\n");
         assert!(e[0].contains(":4:"), "{e:?}");

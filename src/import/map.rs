@@ -1,0 +1,1846 @@
+//! What each systemd directive means in supd.
+//!
+//! Owns: the directive table — for every directive of `[Unit]`,
+//! `[Service]` and `[Install]`, whether supd honours it exactly, honours it
+//! with a documented difference (approximated), or refuses it — and the
+//! generated unit. Must never: do I/O (host facts come in `Context`), or
+//! let a directive pass without a decision: a directive this table does
+//! not know is refused by name.
+//!
+//! Where systemd's meaning and supd's differ, the import keeps systemd's
+//! meaning: systemd's defaults (90 s start/stop timeouts, the start limit)
+//! are written out explicitly, `RequiresMountsFor=` waits only for the
+//! filesystems /etc/fstab lists for the path, and ordering against a unit
+//! that does not exist is a no-op, as in systemd.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use super::syntax::{self, Command, Entry, LineProblem, Names, UnitFile};
+use super::toml_out::{Doc, Item, V};
+use super::{Finding, FstabEntry, Imported, Severity};
+
+/// What the mapping needs to know about the host and the other units.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The name systemd knows the unit by: `nginx.service`,
+    /// `postgresql@.service` (a template), `postgresql@15-main.service`
+    /// (an instance of a template).
+    pub unit_file_name: &'a str,
+    /// Display names of the sources, indexed by `Entry::source` (the unit
+    /// file, then its drop-ins).
+    pub sources: &'a [String],
+    /// supd units that exist (in the output directory) or are imported in
+    /// the same run, by supd name.
+    pub known: &'a BTreeSet<String>,
+    /// Units imported in the same run that say `Before=` this unit.
+    pub before_me: &'a [String],
+    /// /etc/fstab, for `RequiresMountsFor=`.
+    pub fstab: &'a [FstabEntry],
+}
+
+/// supd's well-known ordering points. A unit may name them in `after`,
+/// `wants` or `requires` without a unit file of that name: they are
+/// reached at once unless the units directory defines them (see
+/// `crate::unit::BUILTIN_TARGETS`).
+fn builtin_target(target: &str) -> Option<&'static str> {
+    crate::unit::BUILTIN_TARGETS
+        .iter()
+        .find(|t| **t == target)
+        .copied()
+}
+
+/// systemd's special targets that have no supd counterpart and that a
+/// service's dependency on is meaningless under supd.
+const IGNORED_TARGETS: &[&str] = &[
+    "shutdown",
+    "umount",
+    "final",
+    "sockets",
+    "paths",
+    "timers",
+    "slices",
+    "graphical",
+    "default",
+    "emergency",
+    "rescue",
+    "halt",
+    "poweroff",
+    "reboot",
+    "kexec",
+    "exit",
+    "getty",
+    "syslog",
+    "swap",
+    "cryptsetup",
+    "remote-cryptsetup",
+    "local-fs-pre",
+    "remote-fs-pre",
+    "nss-user-lookup",
+    "rpcbind",
+    "sound",
+    "printer",
+    "bluetooth",
+    "smartcard",
+    "sysinit",
+    "basic",
+    "system-update",
+    "first-boot-complete",
+    "mail-transport-agent",
+];
+
+/// A systemd unit name as supd sees it.
+enum Dep {
+    /// A service: its supd name.
+    Unit(String),
+    /// A well-known target supd knows.
+    Builtin(&'static str),
+    /// A special target with no meaning under supd.
+    Ignored(String),
+    /// A mount unit: its path.
+    Mount(String),
+    /// A socket, device, timer...: not something supd has.
+    Other(String),
+}
+
+fn classify(name: &str) -> Dep {
+    let Some((stem, kind)) = name.rsplit_once('.') else {
+        return Dep::Other(name.to_string());
+    };
+    match kind {
+        "service" => Dep::Unit(stem.to_string()),
+        "target" => match builtin_target(stem) {
+            Some(b) => Dep::Builtin(b),
+            None if IGNORED_TARGETS.contains(&stem) => Dep::Ignored(name.to_string()),
+            None => Dep::Other(name.to_string()),
+        },
+        "mount" => Dep::Mount(if stem == "-" {
+            "/".to_string()
+        } else {
+            format!("/{}", syntax::unescape_name(stem))
+        }),
+        _ => Dep::Other(name.to_string()),
+    }
+}
+
+/// The supd unit name for a systemd file name.
+pub fn supd_name(unit_file_name: &str) -> Result<String, String> {
+    let Some(stem) = unit_file_name.strip_suffix(".service") else {
+        return Err(format!(
+            "{unit_file_name} is not a .service unit; supd imports services only (sockets, timers, mounts and paths have no supd equivalent)"
+        ));
+    };
+    let ok = !stem.is_empty()
+        && stem.len() <= 64
+        && stem
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'@' | b'-'));
+    if !ok {
+        return Err(format!(
+            "the unit name {stem:?} is not a valid supd name (letters, digits, _ . @ -, at most 64 characters)"
+        ));
+    }
+    Ok(stem.to_string())
+}
+
+/// The units a file names in `Before=` (their supd names), so that the
+/// command can give them the reverse `after` when they are imported in
+/// the same run.
+pub fn befores(file: &UnitFile, names: &Names) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(unit) = file.section("Unit") {
+        for e in unit.entries.iter().filter(|e| e.key == "Before") {
+            let Ok(v) = syntax::expand_specifiers(&e.value, names) else {
+                continue;
+            };
+            for w in v.split_whitespace() {
+                if let Dep::Unit(n) = classify(w) {
+                    out.push(n);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One `Exec*=` command with where it was written.
+#[derive(Debug, Clone)]
+struct Cmd {
+    cmd: Command,
+    entry: Entry,
+}
+
+/// Everything read from the file, before the unit is written.
+#[derive(Default)]
+struct Facts {
+    kind: Option<(String, Entry)>,
+    exec_start: Vec<Cmd>,
+    exec_start_pre: Vec<Cmd>,
+    exec_start_post: Vec<Cmd>,
+    exec_stop: Vec<Cmd>,
+    exec_stop_post: Vec<Cmd>,
+    exec_reload: Vec<Cmd>,
+    user: Option<String>,
+    group: Option<String>,
+    pid_file: Option<(String, Entry)>,
+    remain_after_exit: Option<(bool, Entry)>,
+    restart: Option<(String, Entry)>,
+    restart_sec: Option<(Duration, Entry)>,
+    limit_interval: Option<(Option<Duration>, Entry)>,
+    limit_burst: Option<(u32, Entry)>,
+    timeout_start: Option<(Option<Duration>, Entry)>,
+    timeout_stop: Option<(Option<Duration>, Entry)>,
+    watchdog: Option<(Option<Duration>, Entry)>,
+    stdout: Option<(String, Entry)>,
+    stderr: Option<(String, Entry)>,
+    /// Every dependency word with its directive, in order.
+    deps: Vec<(String, String, Entry)>,
+    /// Directives whose meaning depends on sandboxing being absent, for
+    /// `+`/`!` prefixes (the privileged escape is meaningless without it).
+    sandboxed: bool,
+}
+
+struct Mapper<'a> {
+    ctx: Context<'a>,
+    names: Names,
+    template: bool,
+    doc: Doc,
+    findings: Vec<Finding>,
+    facts: Facts,
+}
+
+impl<'a> Mapper<'a> {
+    fn file_of(&self, e: &Entry) -> String {
+        self.ctx
+            .sources
+            .get(e.source)
+            .cloned()
+            .unwrap_or_else(|| self.ctx.unit_file_name.to_string())
+    }
+
+    fn find(&mut self, sev: Severity, e: &Entry, why: impl Into<String>) {
+        let f = Finding {
+            severity: sev,
+            directive: e.key.clone(),
+            file: self.file_of(e),
+            line: e.line,
+            why: why.into(),
+        };
+        if !self.findings.contains(&f) {
+            self.findings.push(f);
+        }
+    }
+
+    fn refuse(&mut self, e: &Entry, why: impl Into<String>) {
+        self.find(Severity::Refused, e, why);
+    }
+
+    fn approx(&mut self, e: &Entry, why: impl Into<String>) {
+        self.find(Severity::Approximated, e, why);
+    }
+
+    fn note(&mut self, e: &Entry, why: impl Into<String>) {
+        self.find(Severity::Note, e, why);
+    }
+
+    /// The comment written above a key: the directive as written.
+    fn src(&self, e: &Entry) -> String {
+        let file = self.file_of(e);
+        let base = file.rsplit('/').next().unwrap_or(&file);
+        format!("{}={}  ({base}:{})", e.key, e.value, e.line)
+    }
+
+    /// The value with specifiers expanded; refused (None) when one cannot be.
+    fn value(&mut self, e: &Entry) -> Option<String> {
+        match syntax::expand_specifiers(&e.value, &self.names) {
+            Ok(v) => Some(v),
+            Err(why) => {
+                self.refuse(e, why);
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, e: &Entry) -> Option<bool> {
+        let b = syntax::parse_bool(&e.value);
+        if b.is_none() {
+            self.refuse(e, format!("{:?} is not a boolean (yes/no)", e.value));
+        }
+        b
+    }
+
+    fn timespan(&mut self, e: &Entry) -> Option<Option<Duration>> {
+        match syntax::parse_timespan(&e.value) {
+            Ok(d) => Some(d),
+            Err(why) => {
+                self.refuse(e, why);
+                None
+            }
+        }
+    }
+
+    fn commands(&mut self, e: &Entry, list: fn(&mut Facts) -> &mut Vec<Cmd>) {
+        // An empty assignment resets the list (as in drop-ins).
+        if e.value.trim().is_empty() {
+            list(&mut self.facts).clear();
+            return;
+        }
+        let Some(v) = self.value(e) else { return };
+        match syntax::split_exec(&v) {
+            Ok(cmds) => {
+                for cmd in cmds {
+                    list(&mut self.facts).push(Cmd {
+                        cmd,
+                        entry: e.clone(),
+                    });
+                }
+            }
+            Err(why) => self.refuse(e, format!("cannot read the command line: {why}")),
+        }
+    }
+
+    // ---- the directive table --------------------------------------------
+
+    fn unit_entry(&mut self, e: &Entry) {
+        match e.key.as_str() {
+            "Description" => {
+                if let Some(v) = self.value(e) {
+                    self.doc.set("", "description", V::Str(v), "");
+                }
+            }
+            "Documentation" => {
+                self.doc.header.push(format!("Documentation: {}", e.value));
+            }
+            "After" | "Wants" | "Requires" | "BindsTo" | "Before" | "Requisite" | "PartOf"
+            | "Upholds" => {
+                if e.value.trim().is_empty() {
+                    let key = e.key.clone();
+                    self.facts.deps.retain(|(k, _, _)| *k != key);
+                    return;
+                }
+                if let Some(v) = self.value(e) {
+                    for w in v.split_whitespace() {
+                        self.facts
+                            .deps
+                            .push((e.key.clone(), w.to_string(), e.clone()));
+                    }
+                }
+            }
+            "Conflicts" => {
+                let Some(v) = self.value(e) else { return };
+                for w in v.split_whitespace() {
+                    if w != "shutdown.target" && w != "umount.target" {
+                        self.refuse(
+                            e,
+                            format!("supd has no conflicts between units ({w}); stop one of them yourself"),
+                        );
+                    }
+                }
+            }
+            "DefaultDependencies" => {
+                // supd adds no implicit dependencies; the defaults' only
+                // effects (after sysinit/basic, stop at shutdown) are what
+                // supd does anyway.
+            }
+            "RequiresMountsFor" | "WantsMountsFor" => {
+                let Some(v) = self.value(e) else { return };
+                for p in v.split_whitespace() {
+                    self.mounts_for(e, p);
+                }
+            }
+            "StartLimitIntervalSec" | "StartLimitInterval" => {
+                if let Some(d) = self.timespan(e) {
+                    self.facts.limit_interval = Some((d, e.clone()));
+                }
+            }
+            "StartLimitBurst" => match e.value.trim().parse::<u32>() {
+                Ok(n) => self.facts.limit_burst = Some((n, e.clone())),
+                Err(_) => self.refuse(e, format!("{:?} is not a count", e.value)),
+            },
+            "StartLimitAction" | "FailureAction" | "SuccessAction" => {
+                if e.value.trim() != "none" {
+                    self.refuse(e, "supd does not reboot or power off the host because one unit failed or succeeded");
+                }
+            }
+            "SourcePath" => self.note(e, "generated unit; importing what systemd generated"),
+            "IgnoreOnIsolate"
+            | "AllowIsolate"
+            | "CollectMode"
+            | "JobTimeoutSec"
+            | "JobRunningTimeoutSec"
+            | "JobTimeoutAction"
+            | "StopWhenUnneeded"
+            | "RefuseManualStart"
+            | "RefuseManualStop" => {
+                self.note(e, "about systemd's job engine; no effect under supd");
+            }
+            k if k.starts_with("Condition") || k.starts_with("Assert") => {
+                self.refuse(e, "conditions and assertions are not supported yet");
+            }
+            _ => self.unknown(e),
+        }
+    }
+
+    fn service_entry(&mut self, e: &Entry) {
+        match e.key.as_str() {
+            "Type" => self.facts.kind = Some((e.value.trim().to_string(), e.clone())),
+            "ExecStart" => self.commands(e, |f| &mut f.exec_start),
+            "ExecStartPre" => self.commands(e, |f| &mut f.exec_start_pre),
+            "ExecStartPost" => self.commands(e, |f| &mut f.exec_start_post),
+            "ExecStop" => self.commands(e, |f| &mut f.exec_stop),
+            "ExecStopPost" => self.commands(e, |f| &mut f.exec_stop_post),
+            "ExecReload" => self.commands(e, |f| &mut f.exec_reload),
+            "ExecCondition" => self.refuse(e, "ExecCondition is not supported"),
+            "Environment" => {
+                if e.value.trim().is_empty() {
+                    self.doc.remove("", "env");
+                    return;
+                }
+                let Some(v) = self.value(e) else { return };
+                match syntax::split_words(&v) {
+                    Ok(words) => {
+                        let mut kv = Vec::new();
+                        for w in words {
+                            match w.split_once('=') {
+                                Some((k, v)) if valid_env_name(k) => {
+                                    kv.push((k.to_string(), V::Str(v.to_string())))
+                                }
+                                _ => self.note(
+                                    e,
+                                    format!("{w:?} is not NAME=VALUE; ignored, as systemd ignores it"),
+                                ),
+                            }
+                        }
+                        if !kv.is_empty() {
+                            let src = self.src(e);
+                            self.doc.push("", "env", V::Map(kv), src);
+                        }
+                    }
+                    Err(why) => self.refuse(e, format!("cannot read the assignments: {why}")),
+                }
+            }
+            "User" => {
+                let Some(v) = self.value(e) else { return };
+                if v.parse::<u32>().is_ok() {
+                    self.refuse(e, "a numeric user id; supd needs a user name");
+                    return;
+                }
+                let src = self.src(e);
+                self.doc.set("", "user", V::Str(v.clone()), src);
+                self.facts.user = Some(v);
+            }
+            "Group" => {
+                let Some(v) = self.value(e) else { return };
+                if v.parse::<u32>().is_ok() {
+                    self.refuse(e, "a numeric group id; supd needs a group name");
+                    return;
+                }
+                let src = self.src(e);
+                self.doc.set("", "group", V::Str(v.clone()), src);
+                self.facts.group = Some(v);
+            }
+            "WorkingDirectory" => {
+                let Some(v) = self.value(e) else { return };
+                let (optional, path) = match v.strip_prefix('-') {
+                    Some(p) => (true, p.to_string()),
+                    None => (false, v.clone()),
+                };
+                if path == "~" || !path.starts_with('/') {
+                    self.refuse(e, "only an absolute path is supported (not ~)");
+                    return;
+                }
+                if optional {
+                    self.approx(e, "`-`: systemd starts the service anyway when the directory is missing; supd fails the start");
+                }
+                let src = self.src(e);
+                self.doc.set("", "working_directory", V::Str(path), src);
+            }
+            "UMask" => {
+                let v = e.value.trim();
+                match u32::from_str_radix(v, 8) {
+                    Ok(m) if m <= 0o777 => {
+                        let src = self.src(e);
+                        self.doc
+                            .set("", "umask", V::Str(format!("{m:04o}")), src);
+                    }
+                    _ => self.refuse(e, format!("{v:?} is not an octal mask")),
+                }
+            }
+            "LimitNOFILE" => self.limit(e, "nofile", false),
+            "LimitNPROC" => self.limit(e, "nproc", false),
+            "LimitCORE" => self.limit(e, "core", true),
+            "LimitMEMLOCK" => self.limit(e, "memlock", true),
+            "Restart" => self.facts.restart = Some((e.value.trim().to_string(), e.clone())),
+            "RestartSec" => {
+                if let Some(d) = self.timespan(e) {
+                    self.facts.restart_sec = Some((d.unwrap_or(Duration::from_secs(3600)), e.clone()));
+                }
+            }
+            "StartLimitIntervalSec" | "StartLimitInterval" | "StartLimitBurst" => {
+                // Accepted in [Service] by older units.
+                self.unit_entry(e)
+            }
+            "TimeoutStartSec" => {
+                if let Some(d) = self.timespan(e) {
+                    self.facts.timeout_start = Some((zero_is_infinity(d), e.clone()));
+                }
+            }
+            "TimeoutStopSec" => {
+                if let Some(d) = self.timespan(e) {
+                    self.facts.timeout_stop = Some((zero_is_infinity(d), e.clone()));
+                }
+            }
+            "TimeoutSec" => {
+                if let Some(d) = self.timespan(e) {
+                    let d = zero_is_infinity(d);
+                    self.facts.timeout_start = Some((d, e.clone()));
+                    self.facts.timeout_stop = Some((d, e.clone()));
+                }
+            }
+            "TimeoutAbortSec" => {
+                self.note(e, "supd does not send SIGABRT on a watchdog timeout; it stops the unit");
+            }
+            "WatchdogSec" => {
+                if let Some(d) = self.timespan(e) {
+                    self.facts.watchdog = Some((zero_is_infinity(d), e.clone()));
+                }
+            }
+            "PIDFile" => {
+                if let Some(v) = self.value(e) {
+                    self.facts.pid_file = Some((v, e.clone()));
+                }
+            }
+            "RemainAfterExit" => {
+                if let Some(b) = self.bool(e) {
+                    self.facts.remain_after_exit = Some((b, e.clone()));
+                }
+            }
+            "KillSignal" => match crate::unit::toml::parse_signal(e.value.trim()) {
+                Ok(_) => {
+                    let src = self.src(e);
+                    self.doc
+                        .set("stop", "signal", V::Str(e.value.trim().to_string()), src);
+                }
+                Err(why) => self.refuse(e, why),
+            },
+            "KillMode" => match e.value.trim() {
+                "control-group" => self.approx(
+                    e,
+                    "supd signals the service's process group, not a control group: a process that left the group (setsid, daemonizing) is not stopped",
+                ),
+                "mixed" => self.approx(
+                    e,
+                    "supd sends the stop signal to the whole process group, not only the main process; SIGKILL after the timeout also goes to the group",
+                ),
+                "process" => self.approx(
+                    e,
+                    "supd sends the stop signal to the service's process group, not only the main process (children in their own session, e.g. ssh logins, are left alone as with systemd)",
+                ),
+                other => self.refuse(e, format!("KillMode={other}: supd always stops what it started")),
+            },
+            "SendSIGKILL" => match self.bool(e) {
+                Some(true) => {}
+                Some(false) => self.refuse(e, "supd always sends SIGKILL after the stop timeout"),
+                None => {}
+            },
+            "SendSIGHUP" => match self.bool(e) {
+                Some(false) => {}
+                Some(true) => self.refuse(e, "supd does not send SIGHUP after the stop signal"),
+                None => {}
+            },
+            "RestartKillSignal" | "FinalKillSignal" | "WatchdogSignal" => {
+                self.refuse(e, "not supported; supd uses [stop] signal and SIGKILL");
+            }
+            "RuntimeDirectory" => {
+                let Some(v) = self.value(e) else { return };
+                let dirs: Vec<String> = v.split_whitespace().map(str::to_string).collect();
+                if dirs.iter().any(|d| d.contains("..") || d.starts_with('/')) {
+                    self.refuse(e, "names must be relative, below /run");
+                    return;
+                }
+                let src = self.src(e);
+                self.doc.push("", "runtime_directory", V::Strs(dirs), src);
+            }
+            "RuntimeDirectoryPreserve" => self.note(e, "supd keeps runtime directories across restarts and stops"),
+            "StandardOutput" => self.facts.stdout = Some((e.value.trim().to_string(), e.clone())),
+            "StandardError" => self.facts.stderr = Some((e.value.trim().to_string(), e.clone())),
+            "StandardInput" => {
+                if e.value.trim() != "null" {
+                    self.refuse(e, "services get /dev/null as stdin under supd");
+                }
+            }
+            "SyslogIdentifier" | "SyslogFacility" | "SyslogLevel" | "SyslogLevelPrefix"
+            | "LogLevelMax" | "LogExtraFields" | "LogRateLimitIntervalSec"
+            | "LogRateLimitBurst" => self.note(
+                e,
+                "supd logs each line of the service's output tagged with the unit's name",
+            ),
+            "NotifyAccess" => match e.value.trim() {
+                "none" => {}
+                _ => self.note(
+                    e,
+                    "supd accepts sd_notify messages from any process of the unit's process group",
+                ),
+            },
+            "IgnoreSIGPIPE" => match self.bool(e) {
+                Some(false) => {}
+                Some(true) => self.approx(e, "supd starts services with SIGPIPE at its default action"),
+                None => {}
+            },
+            "NonBlocking" => self.note(e, "only affects socket-activation descriptors, which supd does not pass"),
+            "GuessMainPID" => self.note(e, "supd's main process is the one it started (or the PIDFile's)"),
+            "PermissionsStartOnly" => match self.bool(e) {
+                Some(false) => {}
+                _ => self.refuse(e, "deprecated; needs privileged (+) start commands"),
+            },
+            "Slice" | "Delegate" | "TasksMax" | "MemoryLimit" | "MemoryMax" | "MemoryHigh"
+            | "CPUQuota" | "CPUWeight" | "CPUShares" | "IOWeight" | "BlockIOWeight"
+            | "MemoryAccounting" | "CPUAccounting" | "IOAccounting" | "TasksAccounting"
+            | "OOMPolicy" | "ManagedOOMSwap" | "ManagedOOMMemoryPressure" => {
+                self.refuse(e, "cgroup resource control is not supported by supd import")
+            }
+            "NoNewPrivileges" | "CapabilityBoundingSet" | "AmbientCapabilities" | "PrivateTmp"
+            | "ProtectSystem" | "ProtectHome" | "ReadWritePaths" | "ReadOnlyPaths"
+            | "ReadWriteDirectories" | "ReadOnlyDirectories" | "InaccessiblePaths"
+            | "InaccessibleDirectories" | "PrivateDevices" | "ProtectKernelTunables"
+            | "ProtectKernelModules" | "ProtectKernelLogs" | "ProtectControlGroups"
+            | "ProtectClock" | "ProtectHostname" | "ProtectProc" | "ProcSubset"
+            | "PrivateNetwork" | "PrivateUsers" | "PrivateIPC" | "PrivateMounts"
+            | "RestrictAddressFamilies" | "RestrictNamespaces" | "RestrictRealtime"
+            | "RestrictSUIDSGID" | "SystemCallFilter" | "SystemCallArchitectures"
+            | "SystemCallErrorNumber" | "SystemCallLog" | "MemoryDenyWriteExecute"
+            | "LockPersonality" | "RemoveIPC" | "DevicePolicy" | "DeviceAllow"
+            | "NoExecPaths" | "ExecPaths" | "TemporaryFileSystem" | "BindPaths"
+            | "BindReadOnlyPaths" | "RootDirectory" | "RootImage" | "MountAPIVFS"
+            | "KeyringMode" | "SecureBits" | "DynamicUser" | "IPAddressDeny"
+            | "IPAddressAllow" | "RestrictFileSystems" | "ProtectKernelTunable"
+            | "AppArmorProfile" | "SELinuxContext" | "SmackProcessLabel"
+            | "RestrictNetworkInterfaces" => {
+                self.facts.sandboxed = true;
+                self.refuse(e, "sandboxing is not supported by supd import yet");
+            }
+            "Nice" | "OOMScoreAdjust" | "SupplementaryGroups" | "EnvironmentFile"
+            | "StateDirectory" | "CacheDirectory" | "LogsDirectory" | "ConfigurationDirectory"
+            | "RuntimeDirectoryMode" | "StateDirectoryMode" | "CacheDirectoryMode"
+            | "LogsDirectoryMode" | "ConfigurationDirectoryMode" | "SuccessExitStatus"
+            | "RestartPreventExitStatus" => {
+                self.refuse(e, "not supported yet");
+            }
+            "RestartForceExitStatus" => self.refuse(e, "supd has no forced-restart exit statuses"),
+            "RuntimeMaxSec" | "RuntimeRandomizedExtraSec" => {
+                self.refuse(e, "supd does not limit how long a service runs")
+            }
+            "BusName" => self.refuse(e, "D-Bus activation and Type=dbus are not supported"),
+            "Sockets" | "FileDescriptorStoreMax" | "FileDescriptorStorePreserve" => {
+                self.refuse(e, "socket activation and the descriptor store are not supported")
+            }
+            "CPUSchedulingPolicy" | "CPUSchedulingPriority" | "CPUSchedulingResetOnFork"
+            | "CPUAffinity" | "NUMAPolicy" | "NUMAMask" | "IOSchedulingClass"
+            | "IOSchedulingPriority" | "TimerSlackNSec" | "Personality" | "UtmpIdentifier"
+            | "UtmpMode" | "TTYPath" | "TTYReset" | "TTYVHangup" | "TTYVTDisallocate"
+            | "PAMName" | "PassEnvironment" | "UnsetEnvironment" | "LoadCredential"
+            | "SetCredential" | "LoadCredentialEncrypted" | "SetCredentialEncrypted" => {
+                self.refuse(e, "not supported by supd")
+            }
+            k if k.starts_with("Limit") => {
+                self.refuse(e, "supd sets only LimitNOFILE, LimitNPROC, LimitCORE and LimitMEMLOCK")
+            }
+            _ => self.unknown(e),
+        }
+    }
+
+    fn install_entry(&mut self, e: &Entry) {
+        match e.key.as_str() {
+            "WantedBy" | "RequiredBy" | "UpheldBy" => {
+                let Some(v) = self.value(e) else { return };
+                for w in v.split_whitespace() {
+                    match w {
+                        "multi-user.target" | "default.target" | "graphical.target" => {}
+                        other => self.approx(
+                            e,
+                            format!("every unit in supd's units directory starts at boot; {other} does not pull it in"),
+                        ),
+                    }
+                }
+            }
+            "Alias" => self.note(e, "supd has no aliases; the unit keeps the file's name"),
+            "Also" => self.note(e, "import those units too if you want them"),
+            "DefaultInstance" => self.note(e, "instantiate the template by name instead"),
+            _ => self.unknown(e),
+        }
+    }
+
+    fn unknown(&mut self, e: &Entry) {
+        if e.key.starts_with("X-") {
+            return;
+        }
+        self.refuse(e, "not a directive supd import knows; not honoured");
+    }
+
+    fn limit(&mut self, e: &Entry, key: &str, bytes: bool) {
+        let v = e.value.trim();
+        let (soft, hard) = match v.split_once(':') {
+            Some((s, h)) => (s, h),
+            None => (v, v),
+        };
+        let parse = |s: &str| -> Option<u64> {
+            if s == "infinity" {
+                return Some(i64::MAX as u64);
+            }
+            let (num, mul) = if bytes {
+                match s.char_indices().last() {
+                    Some((i, 'K')) => (&s[..i], 1u64 << 10),
+                    Some((i, 'M')) => (&s[..i], 1 << 20),
+                    Some((i, 'G')) => (&s[..i], 1 << 30),
+                    Some((i, 'T')) => (&s[..i], 1 << 40),
+                    _ => (s, 1),
+                }
+            } else {
+                (s, 1)
+            };
+            num.parse::<u64>().ok()?.checked_mul(mul)
+        };
+        let (Some(s), Some(h)) = (parse(soft), parse(hard)) else {
+            self.refuse(e, format!("{v:?} is not a limit supd can set"));
+            return;
+        };
+        if key == "nofile" && (soft == "infinity" || hard == "infinity") {
+            self.refuse(
+                e,
+                "LimitNOFILE=infinity depends on the host's nr_open; give a number",
+            );
+            return;
+        }
+        if s != h {
+            self.approx(
+                e,
+                format!("supd sets soft = hard; using the soft value {s} for both"),
+            );
+        }
+        if soft == "infinity" {
+            self.approx(
+                e,
+                "infinity is written as the largest value TOML holds (2^63-1)",
+            );
+        }
+        let src = self.src(e);
+        let mut items = match self.doc.get("", "limits") {
+            Some(V::Map(m)) => m.clone(),
+            _ => Vec::new(),
+        };
+        items.retain(|(k, _)| k != key);
+        items.push((key.to_string(), V::Int(s.min(i64::MAX as u64) as i64)));
+        self.doc.set("", "limits", V::Map(items), src);
+    }
+
+    fn mounts_for(&mut self, e: &Entry, path: &str) {
+        if !path.starts_with('/') {
+            self.refuse(e, format!("{path:?} is not an absolute path"));
+            return;
+        }
+        // In a template the instance is not known yet: match what comes
+        // before it.
+        let literal: String = match path.find('%') {
+            Some(i) => path[..i]
+                .rsplit_once('/')
+                .map(|(a, _)| a)
+                .unwrap_or("")
+                .to_string(),
+            None => path.to_string(),
+        };
+        let literal = if literal.is_empty() {
+            "/".to_string()
+        } else {
+            literal
+        };
+        let lp = std::path::Path::new(&literal);
+        let mut found = false;
+        for m in self.ctx.fstab {
+            if m.path == "/" || m.fstype == "none" {
+                continue;
+            }
+            if lp.starts_with(&m.path) {
+                found = true;
+                let exists = self.doc.mounts.iter().any(|t| {
+                    t.iter()
+                        .any(|i| i.key == "path" && i.value == V::Str(m.path.clone()))
+                });
+                if exists {
+                    continue;
+                }
+                let mut t = vec![Item {
+                    key: "path".into(),
+                    value: V::Str(m.path.clone()),
+                    note: vec![format!(
+                        "{}: {} is in /etc/fstab ({} {})",
+                        self.src(e),
+                        m.path,
+                        m.source,
+                        m.fstype
+                    )],
+                }];
+                if !matches!(m.fstype.as_str(), "auto" | "") {
+                    t.push(Item {
+                        key: "fstype".into(),
+                        value: V::Str(m.fstype.clone()),
+                        note: vec![],
+                    });
+                }
+                self.doc.mounts.push(t);
+            }
+        }
+        if !found {
+            self.note(
+                e,
+                format!("no /etc/fstab entry covers {path}: satisfied by the root filesystem, as with systemd"),
+            );
+        }
+    }
+
+    // ---- writing the unit -----------------------------------------------
+
+    /// argv for supd, or None (refused) when a prefix or `$` use cannot be
+    /// honoured. `prefixes` says which prefixes the target key encodes.
+    fn argv(&mut self, c: &Cmd, what: &str) -> Option<Vec<String>> {
+        let p = c.cmd.prefix;
+        let e = &c.entry;
+        if p.argv0 && c.cmd.argv.first() != Some(&c.cmd.path) {
+            self.refuse(
+                e,
+                format!("`@` (a custom argv[0] for {}) is not supported", c.cmd.path),
+            );
+            return None;
+        }
+        if p.shell {
+            self.refuse(e, "`|` (run through a shell) is not supported");
+            return None;
+        }
+        if p.no_setuid {
+            self.refuse(
+                e,
+                "`!` (the program changes credentials itself) is not supported",
+            );
+            return None;
+        }
+        if p.privileged
+            && (self.facts.user.is_some() || self.facts.group.is_some() || self.facts.sandboxed)
+        {
+            self.refuse(
+                e,
+                format!(
+                    "`+` (run {what} as root, without User=/Group= and sandboxing) is not supported"
+                ),
+            );
+            return None;
+        }
+        if p.ignore_failure {
+            self.refuse(
+                e,
+                format!("`-` (ignore a failure of {what}) is not supported here"),
+            );
+            return None;
+        }
+        if !p.no_env_expand && c.cmd.argv.iter().any(|a| needs_expansion(a)) {
+            self.refuse(e, "$VARIABLE substitution in commands is not supported yet");
+            return None;
+        }
+        Some(c.cmd.argv.clone())
+    }
+
+    fn finish(mut self) -> Imported {
+        let name = supd_name(self.ctx.unit_file_name).unwrap_or_default();
+        let facts = std::mem::take(&mut self.facts);
+        let kind_e = facts.kind.clone();
+        let kind =
+            kind_e
+                .as_ref()
+                .map(|(k, _)| k.as_str())
+                .unwrap_or(if facts.exec_start.is_empty() {
+                    "oneshot"
+                } else {
+                    "simple"
+                });
+        let kind_src = kind_e
+            .as_ref()
+            .map(|(_, e)| self.src(e))
+            .unwrap_or_default();
+        let whole = |why: &str| Finding {
+            severity: Severity::Refused,
+            directive: String::new(),
+            file: self
+                .ctx
+                .sources
+                .first()
+                .cloned()
+                .unwrap_or_else(|| self.ctx.unit_file_name.to_string()),
+            line: 0,
+            why: why.to_string(),
+        };
+        let mut longrun_ready: Option<&str> = None;
+        match kind {
+            "simple" | "exec" => {}
+            "idle" => {
+                if let Some((_, e)) = &kind_e {
+                    self.approx(e, "supd does not delay the start until other jobs are done");
+                }
+            }
+            "notify" | "notify-reload" => {
+                longrun_ready = Some("notify");
+                if kind == "notify-reload"
+                    && let Some((_, e)) = &kind_e
+                {
+                    self.approx(e, "reloads by SIGHUP (reload_signal); supd does not wait for RELOADING=1/READY=1");
+                }
+            }
+            "oneshot" => {
+                self.doc
+                    .set("", "type", V::Str("oneshot".into()), kind_src.clone());
+            }
+            "forking" => {
+                if let Some((_, e)) = &kind_e {
+                    self.refuse(e, "Type=forking is not supported yet");
+                }
+            }
+            "dbus" => {
+                if let Some((_, e)) = &kind_e {
+                    self.refuse(
+                        e,
+                        "Type=dbus (ready when a bus name appears) is not supported",
+                    );
+                }
+            }
+            other => {
+                if let Some((_, e)) = &kind_e {
+                    self.refuse(e, format!("unknown Type={other}"));
+                }
+            }
+        }
+
+        // The command.
+        let oneshot = kind == "oneshot";
+        let mut exec_done = false;
+        match facts.exec_start.len() {
+            0 => {
+                if oneshot {
+                    // A oneshot with only ExecStop= etc.: nothing to run.
+                    self.doc.set(
+                        "",
+                        "exec",
+                        V::Strs(vec!["/bin/true".into()]),
+                        "no ExecStart=: a oneshot with nothing to run",
+                    );
+                    exec_done = true;
+                } else {
+                    self.findings.push(whole(
+                        "the service has no ExecStart= (systemd refuses it too)",
+                    ));
+                }
+            }
+            n => {
+                if n > 1 && !oneshot {
+                    let e = facts.exec_start[1].entry.clone();
+                    self.refuse(&e, "more than one ExecStart= is only allowed for Type=oneshot (systemd refuses it too)");
+                }
+                if n > 1 && oneshot {
+                    let e = facts.exec_start[1].entry.clone();
+                    self.refuse(&e, "a oneshot with several commands is not supported yet");
+                }
+                let c = facts.exec_start[0].clone();
+                if let Some(argv) = self.argv(&c, "the main command") {
+                    let src = self.src(&c.entry);
+                    self.doc.set("", "exec", V::Strs(argv), src);
+                    exec_done = true;
+                }
+            }
+        }
+        let _ = exec_done;
+        for (list, key) in [
+            (&facts.exec_start_pre, "ExecStartPre"),
+            (&facts.exec_start_post, "ExecStartPost"),
+            (&facts.exec_stop_post, "ExecStopPost"),
+        ] {
+            if let Some(c) = list.first() {
+                let e = c.entry.clone();
+                self.refuse(&e, format!("{key} is not supported yet"));
+            }
+        }
+        // ExecStop: a command, or a plain kill of the main process (the
+        // stop signal, exactly).
+        if let Some(c) = facts.exec_stop.first().cloned() {
+            if let Some(sig) = kill_mainpid(&c.cmd) {
+                let src = self.src(&c.entry);
+                if let Some(V::Str(k)) = self.doc.get("stop", "signal")
+                    && *k != sig
+                {
+                    let e = c.entry.clone();
+                    self.approx(&e, format!("supd sends {sig} to the process group; systemd would send it to the main process and then KillSignal ({k}) to what is left"));
+                }
+                self.doc.set("stop", "signal", V::Str(sig), src);
+            } else if let Some(argv) = self.argv(&c, "the stop command") {
+                let src = self.src(&c.entry);
+                self.doc.set("stop", "exec", V::Strs(argv), src);
+            }
+            if let Some(c2) = facts.exec_stop.get(1) {
+                let e = c2.entry.clone();
+                self.refuse(&e, "supd runs one stop command");
+            }
+        }
+        // ExecReload: a signal to the main process maps to reload_signal.
+        match facts.exec_reload.as_slice() {
+            [] => {}
+            [c] if kill_mainpid(&c.cmd).is_some() => {
+                let sig = kill_mainpid(&c.cmd).unwrap_or_default();
+                let src = self.src(&c.entry);
+                self.doc.set("", "reload_signal", V::Str(sig), src);
+                let e = c.entry.clone();
+                self.approx(&e, "`supctl reload-unit` sends the signal to the service's process group, not only the main process");
+            }
+            [c, ..] => {
+                let e = c.entry.clone();
+                self.refuse(
+                    &e,
+                    "a reload command is not supported yet (only kill -SIG $MAINPID)",
+                );
+            }
+        }
+
+        // Readiness.
+        if let Some(r) = longrun_ready {
+            self.doc
+                .set("ready", "kind", V::Str(r.into()), kind_src.clone());
+        }
+        let waits_for_ready = longrun_ready.is_some() || kind == "forking" || oneshot;
+        match &facts.timeout_start {
+            Some((Some(d), e)) if longrun_ready.is_some() => {
+                let src = self.src(e);
+                self.doc.set("ready", "timeout", V::Str(dur(*d)), src);
+            }
+            Some((None, _)) => {}
+            Some((Some(_), e)) if oneshot => {
+                let e = e.clone();
+                self.approx(&e, "supd does not time out a oneshot");
+            }
+            Some((Some(_), _)) => {}
+            None if longrun_ready.is_some() => {
+                self.doc.set(
+                    "ready",
+                    "timeout",
+                    V::Str("90s".into()),
+                    "systemd's default TimeoutStartSec",
+                );
+            }
+            None => {}
+        }
+        let _ = waits_for_ready;
+        if let Some((Some(d), e)) = &facts.watchdog {
+            let src = self.src(e);
+            self.doc.set("ready", "watchdog", V::Str(dur(*d)), src);
+        }
+
+        // Restart.
+        let policy = match &facts.restart {
+            None => Some(("never", None)),
+            Some((r, e)) => match r.as_str() {
+                "no" => Some(("never", Some(e.clone()))),
+                "always" => Some(("always", Some(e.clone()))),
+                "on-failure" => Some(("on-failure", Some(e.clone()))),
+                other => {
+                    let e = e.clone();
+                    self.refuse(&e, format!("Restart={other} is not supported yet"));
+                    None
+                }
+            },
+        };
+        if let Some((p, e)) = &policy {
+            let note = match e {
+                Some(e) => self.src(e),
+                None => "systemd's default Restart=no".into(),
+            };
+            if !(oneshot && *p == "never") {
+                self.doc.set("restart", "policy", V::Str((*p).into()), note);
+            }
+        }
+        let restarts = policy.as_ref().is_some_and(|(p, _)| *p != "never");
+        if restarts {
+            // systemd restarts after a constant RestartSec (100 ms by
+            // default); supd backs off from there. The start limit is
+            // systemd's (5 in 10 s by default) when that can trigger.
+            let delay = facts
+                .restart_sec
+                .as_ref()
+                .map(|(d, _)| *d)
+                .unwrap_or(Duration::from_millis(100));
+            let max_delay = delay.max(Duration::from_secs(60));
+            let note = match &facts.restart_sec {
+                Some((_, e)) => self.src(e),
+                None => "systemd's default RestartSec=100ms".into(),
+            };
+            if let Some((_, e)) = &facts.restart_sec {
+                let e = e.clone();
+                self.approx(&e, format!("supd backs off exponentially from {} up to {} (with jitter) instead of waiting a constant time", dur(delay), dur(max_delay)));
+            }
+            self.doc.set("restart", "delay", V::Str(dur(delay)), note);
+            self.doc
+                .set("restart", "max_delay", V::Str(dur(max_delay)), "");
+            let burst = facts
+                .limit_burst
+                .as_ref()
+                .map(|(b, _)| *b)
+                .unwrap_or(5)
+                .max(1);
+            let (interval, interval_note) = match &facts.limit_interval {
+                Some((Some(d), e)) if !d.is_zero() => (*d, self.src(e)),
+                Some((_, e)) => {
+                    let e = e.clone();
+                    self.approx(
+                        &e,
+                        "supd always limits restarts; using a limit of 1000 starts",
+                    );
+                    (Duration::from_secs(24 * 3600), self.src(&e))
+                }
+                None => (
+                    Duration::from_secs(10),
+                    "systemd's default StartLimitIntervalSec=10s".into(),
+                ),
+            };
+            let burst = if matches!(facts.limit_interval, Some((d, _)) if d.is_none_or(|d| d.is_zero()))
+            {
+                1000
+            } else {
+                burst
+            };
+            // supd refuses a limit its backoff can never reach: then the
+            // interval is widened to the shortest time the backoff takes.
+            let spec = crate::unit::RestartSpec {
+                policy: crate::unit::RestartPolicy::Always,
+                delay,
+                max_delay,
+                burst,
+                interval,
+                reset_after: Duration::from_secs(60),
+            };
+            let fastest: Duration = (0..burst)
+                .map(|a| crate::engine::restart::backoff_ceiling(&spec, a) / 2)
+                .sum();
+            let interval = if fastest > interval {
+                let widened = fastest + Duration::from_secs(1);
+                let why = format!(
+                    "{burst} restarts cannot happen within {} with supd's backoff; the start limit counts them within {} instead",
+                    dur(interval),
+                    dur(widened)
+                );
+                match facts
+                    .limit_interval
+                    .as_ref()
+                    .map(|(_, e)| e)
+                    .or(facts.restart_sec.as_ref().map(|(_, e)| e))
+                {
+                    Some(e) => {
+                        let e = e.clone();
+                        self.approx(&e, why);
+                    }
+                    None => self.findings.push(Finding {
+                        severity: Severity::Approximated,
+                        directive: "StartLimitIntervalSec".into(),
+                        file: self.ctx.sources.first().cloned().unwrap_or_default(),
+                        line: 0,
+                        why,
+                    }),
+                }
+                widened
+            } else {
+                interval
+            };
+            self.doc.set(
+                "restart",
+                "burst",
+                V::Int(i64::from(burst)),
+                match &facts.limit_burst {
+                    Some((_, e)) => self.src(e),
+                    None => "systemd's default StartLimitBurst=5".into(),
+                },
+            );
+            self.doc
+                .set("restart", "interval", V::Str(dur(interval)), interval_note);
+        }
+
+        // Stop.
+        match &facts.timeout_stop {
+            Some((Some(d), e)) => {
+                let src = self.src(e);
+                self.doc.set("stop", "timeout", V::Str(dur(*d)), src);
+            }
+            Some((None, e)) => {
+                let e = e.clone();
+                self.approx(&e, "supd always has a stop timeout; using 1 hour");
+                let src = self.src(&e);
+                self.doc.set("stop", "timeout", V::Str("1h".into()), src);
+            }
+            None => self.doc.set(
+                "stop",
+                "timeout",
+                V::Str("90s".into()),
+                "systemd's default TimeoutStopSec",
+            ),
+        }
+
+        // Output.
+        let out_kind = |v: Option<&(String, Entry)>| -> Result<&'static str, ()> {
+            match v.map(|(s, _)| s.as_str()) {
+                None
+                | Some("journal")
+                | Some("inherit")
+                | Some("syslog")
+                | Some("kmsg")
+                | Some("journal+console")
+                | Some("syslog+console")
+                | Some("kmsg+console") => Ok("capture"),
+                Some("null") => Ok("null"),
+                Some(_) => Err(()),
+            }
+        };
+        match (
+            out_kind(facts.stdout.as_ref()),
+            out_kind(facts.stderr.as_ref()),
+        ) {
+            (Ok("null"), Ok("null")) => {
+                let src = facts
+                    .stdout
+                    .as_ref()
+                    .map(|(_, e)| self.src(e))
+                    .unwrap_or_default();
+                self.doc.set("", "output", V::Str("null".into()), src);
+            }
+            (Ok(a), Ok(b)) => {
+                if a != b {
+                    for (_, e) in facts.stdout.iter().chain(facts.stderr.iter()) {
+                        let e = e.clone();
+                        self.approx(
+                            &e,
+                            "supd captures stdout and stderr together; both are logged",
+                        );
+                    }
+                }
+            }
+            (a, b) => {
+                for (r, v) in [(a, &facts.stdout), (b, &facts.stderr)] {
+                    if r.is_err()
+                        && let Some((val, e)) = v
+                    {
+                        let e = e.clone();
+                        self.refuse(&e, format!("{val}: supd logs service output itself (or discards it with output = \"null\")"));
+                    }
+                }
+            }
+        }
+
+        if let Some((true, e)) = &facts.remain_after_exit
+            && !oneshot
+        {
+            let e = e.clone();
+            self.refuse(
+                &e,
+                "RemainAfterExit for a long-running service is not supported yet",
+            );
+        }
+        if let Some((_, e)) = &facts.pid_file {
+            let e = e.clone();
+            if kind != "forking" {
+                self.note(
+                    &e,
+                    "only used with Type=forking; supd knows the main process it started",
+                );
+            }
+        }
+
+        // Dependencies.
+        self.dependencies(&facts);
+        let before_me: Vec<String> = self.ctx.before_me.to_vec();
+        for b in before_me {
+            self.doc.push(
+                "",
+                "after",
+                V::Strs(vec![b.clone()]),
+                format!("{b} says Before={}", self.ctx.unit_file_name),
+            );
+        }
+
+        // The result must load: check it the way `supd check` will.
+        let text = self.render(&name);
+        if let Some(t) = &text {
+            let check_name = name.clone();
+            if let Err(errs) = crate::unit::toml::parse_unit(
+                &check_name,
+                std::path::Path::new(&format!("{name}.toml")),
+                t,
+            ) {
+                for e in errs {
+                    self.findings.push(whole(&format!(
+                        "the generated unit does not pass supd check ({e}); this is a bug in supd import"
+                    )));
+                }
+            }
+        }
+        self.findings.sort_by_key(|f| (f.file.clone(), f.line));
+        Imported {
+            name,
+            toml: text,
+            findings: self.findings,
+        }
+    }
+
+    fn dependencies(&mut self, facts: &Facts) {
+        let after_words: BTreeSet<String> = facts
+            .deps
+            .iter()
+            .filter(|(k, _, _)| k == "After")
+            .map(|(_, w, _)| w.clone())
+            .collect();
+        for (key, word, e) in facts.deps.clone() {
+            let src = self.src(&e);
+            match (key.as_str(), classify(&word)) {
+                ("Before", Dep::Unit(n)) => {
+                    if !self.ctx.known.contains(&n) {
+                        self.note(&e, format!("{word} is not a supd unit here: no effect, as in systemd when it is not loaded"));
+                    } else if !self.ctx.before_me.is_empty() || self.ctx.known.contains(&n) {
+                        // The command gives units of the same run the
+                        // reverse ordering; an existing file is not edited.
+                        self.note(&e, format!("written as `after` in {n}'s unit when imported together; otherwise add after = [\"{}\"] to {n}.toml", supd_name(self.ctx.unit_file_name).unwrap_or_default()));
+                    }
+                }
+                ("Before", Dep::Builtin(t)) => {
+                    self.note(
+                        &e,
+                        format!("supd's {t} is reached at once; nothing waits for this unit"),
+                    );
+                }
+                ("Before", Dep::Ignored(_)) => {}
+                ("Before", Dep::Mount(_) | Dep::Other(_)) => {
+                    self.note(&e, format!("{word}: no effect under supd"));
+                }
+                (_, Dep::Ignored(t)) => {
+                    if key != "After" && key != "Wants" {
+                        self.note(&e, format!("{t} has no meaning under supd; ignored"));
+                    }
+                }
+                (_, Dep::Builtin(t)) => {
+                    let k = match key.as_str() {
+                        "After" => "after",
+                        "Wants" => "wants",
+                        _ => "requires",
+                    };
+                    self.doc.push("", k, V::Strs(vec![t.to_string()]), src);
+                }
+                (_, Dep::Other(n)) => match key.as_str() {
+                    "After" | "Wants" => {
+                        self.note(
+                            &e,
+                            format!("{n}: supd has no such unit type; ordering ignored"),
+                        );
+                    }
+                    _ => self.refuse(
+                        &e,
+                        format!(
+                            "{n}: supd cannot depend on socket, device, timer, path or slice units"
+                        ),
+                    ),
+                },
+                (_, Dep::Mount(p)) => match key.as_str() {
+                    "After" | "Wants" => self.note(
+                        &e,
+                        format!(
+                            "orders after the mount of {p}; add a [[mount]] for {p} to wait for it"
+                        ),
+                    ),
+                    _ => {
+                        self.doc.mounts.push(vec![Item {
+                            key: "path".into(),
+                            value: V::Str(p),
+                            note: vec![src],
+                        }]);
+                    }
+                },
+                (_, Dep::Unit(n)) => {
+                    let known = self.ctx.known.contains(&n);
+                    match key.as_str() {
+                        "After" => {
+                            if known {
+                                self.doc.push("", "after", V::Strs(vec![n]), src);
+                            } else {
+                                self.note(&e, format!("{word} is not a supd unit here: no effect, as in systemd when it is not loaded"));
+                            }
+                        }
+                        "Wants" => {
+                            if known {
+                                if !after_words.contains(&word) {
+                                    self.approx(
+                                        &e,
+                                        format!("supd's `wants` also orders this unit after {n}"),
+                                    );
+                                }
+                                self.doc.push("", "wants", V::Strs(vec![n]), src);
+                            } else {
+                                self.note(&e, format!("{word} is not a supd unit here: ignored, as systemd ignores a missing wanted unit"));
+                            }
+                        }
+                        "Requires" | "BindsTo" => {
+                            if known {
+                                if !after_words.contains(&word) {
+                                    self.approx(&e, format!("supd's `requires` also waits for {n} to be ready before starting this unit"));
+                                }
+                                self.doc.push("", "requires", V::Strs(vec![n]), src);
+                            } else {
+                                self.refuse(&e, format!("{word} is not a supd unit: import it in the same run (or into the same --out directory) first"));
+                            }
+                        }
+                        other => self.refuse(&e, format!("{other}= is not supported")),
+                    }
+                }
+            }
+        }
+    }
+
+    fn render(&mut self, name: &str) -> Option<String> {
+        self.doc.header.insert(
+            0,
+            format!(
+                "supd unit {name}, imported from {} by `supd import`.",
+                self.ctx.sources.join(", ")
+            ),
+        );
+        if self.template {
+            self.doc.header.insert(
+                1,
+                format!("A template: instance NAME is unit {name}NAME; %i is NAME, %I its unescaped form."),
+            );
+        }
+        let refused: Vec<String> = self
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Refused)
+            .map(|f| format!("  {}", f.display(true)))
+            .collect();
+        if !refused.is_empty() {
+            self.doc
+                .footer
+                .push("NOT honoured (imported with --lossy):".into());
+            self.doc.footer.extend(refused);
+        }
+        let approx: Vec<String> = self
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Approximated)
+            .map(|f| format!("  {}", f.display(true)))
+            .collect();
+        if !approx.is_empty() {
+            self.doc.footer.push("Approximated:".into());
+            self.doc.footer.extend(approx);
+        }
+        self.doc.get("", "exec")?;
+        Some(self.doc.render())
+    }
+}
+
+fn zero_is_infinity(d: Option<Duration>) -> Option<Duration> {
+    d.filter(|d| !d.is_zero())
+}
+
+fn valid_env_name(k: &str) -> bool {
+    !k.is_empty()
+        && !k.starts_with(|c: char| c.is_ascii_digit())
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Does this argument use systemd's runtime substitution: `${NAME}`
+/// anywhere, `$NAME` as a whole word, or `$$`?
+pub fn needs_expansion(a: &str) -> bool {
+    if a.contains("${") || a.contains("$$") {
+        return true;
+    }
+    match a.strip_prefix('$') {
+        Some(n) => valid_env_name(n),
+        None => false,
+    }
+}
+
+/// `kill [-s] [-]SIG $MAINPID` (or `/bin/kill ...`): the signal it sends.
+fn kill_mainpid(c: &Command) -> Option<String> {
+    let prog = c.path.rsplit('/').next()?;
+    if prog != "kill" {
+        return None;
+    }
+    let args: Vec<&str> = c.argv.iter().skip(1).map(String::as_str).collect();
+    let (sig, target) = match args.as_slice() {
+        [t] => ("TERM", *t),
+        ["-s", s, t] => (*s, *t),
+        [s, t] if s.starts_with('-') => (&s[1..], *t),
+        _ => return None,
+    };
+    if target != "$MAINPID" && target != "${MAINPID}" {
+        return None;
+    }
+    let sig = if sig.chars().all(|c| c.is_ascii_digit()) {
+        let n: i32 = sig.parse().ok()?;
+        nix::sys::signal::Signal::try_from(n)
+            .ok()?
+            .as_str()
+            .to_string()
+    } else {
+        let up = sig.to_ascii_uppercase();
+        if up.starts_with("SIG") {
+            up
+        } else {
+            format!("SIG{up}")
+        }
+    };
+    crate::unit::toml::parse_signal(&sig).ok()?;
+    Some(sig)
+}
+
+/// A duration as supd writes it.
+fn dur(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(3_600_000) && ms > 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms.is_multiple_of(60_000) && ms > 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// Import one unit: its file (and drop-ins) already parsed.
+pub fn map(ctx: Context<'_>, file: &UnitFile, problems: &[LineProblem]) -> Imported {
+    let name = match supd_name(ctx.unit_file_name) {
+        Ok(n) => n,
+        Err(why) => {
+            return Imported {
+                name: ctx.unit_file_name.to_string(),
+                toml: None,
+                findings: vec![Finding {
+                    severity: Severity::Refused,
+                    directive: String::new(),
+                    file: ctx.sources.first().cloned().unwrap_or_default(),
+                    line: 0,
+                    why,
+                }],
+            };
+        }
+    };
+    let names = Names::from_file_name(ctx.unit_file_name).unwrap_or(Names {
+        prefix: name.clone(),
+        instance: None,
+        suffix: "service".into(),
+    });
+    let mut m = Mapper {
+        ctx,
+        template: names.is_template(),
+        names,
+        doc: Doc::default(),
+        findings: Vec::new(),
+        facts: Facts::default(),
+    };
+    for p in problems {
+        m.findings.push(Finding {
+            severity: Severity::Note,
+            directive: String::new(),
+            file: ctx.sources.get(p.source).cloned().unwrap_or_default(),
+            line: p.line,
+            why: p.message.clone(),
+        });
+    }
+    // Sandboxing changes what `+` means: look ahead.
+    if let Some(s) = file.section("Service") {
+        m.facts.user = s
+            .entries
+            .iter()
+            .rev()
+            .find(|e| e.key == "User")
+            .map(|e| e.value.clone());
+        m.facts.group = s
+            .entries
+            .iter()
+            .rev()
+            .find(|e| e.key == "Group")
+            .map(|e| e.value.clone());
+    }
+    for section in &file.sections {
+        for e in &section.entries {
+            match section.name.as_str() {
+                "Unit" => m.unit_entry(e),
+                "Service" => m.service_entry(e),
+                "Install" => m.install_entry(e),
+                s if s.starts_with("X-") => {}
+                other => m.find(
+                    Severity::Refused,
+                    e,
+                    format!("[{other}] is not a section of a service unit"),
+                ),
+            }
+        }
+    }
+    m.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct T {
+        known: BTreeSet<String>,
+        fstab: Vec<FstabEntry>,
+        before_me: Vec<String>,
+    }
+
+    impl T {
+        fn new() -> T {
+            T {
+                known: BTreeSet::new(),
+                fstab: vec![],
+                before_me: vec![],
+            }
+        }
+
+        fn import(&self, name: &str, text: &str) -> Imported {
+            let (f, p) = syntax::parse(text);
+            let sources = vec![format!("/lib/systemd/system/{name}")];
+            let ctx = Context {
+                unit_file_name: name,
+                sources: &sources,
+                known: &self.known,
+                before_me: &self.before_me,
+                fstab: &self.fstab,
+            };
+            map(ctx, &f, &p)
+        }
+    }
+
+    fn refused(i: &Imported) -> Vec<String> {
+        i.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Refused)
+            .map(|f| f.directive.clone())
+            .collect()
+    }
+
+    fn toml(i: &Imported) -> toml::Value {
+        let t = i.toml.as_deref().expect("a unit");
+        toml::from_str(t).unwrap_or_else(|e| panic!("{e}\n{t}"))
+    }
+
+    #[test]
+    fn a_simple_daemon_maps_exactly_with_systemd_defaults() {
+        let i = T::new().import(
+            "memcachedish.service",
+            "[Unit]\nDescription=cache\nAfter=network.target\n\n[Service]\nExecStart=/usr/bin/cache -m 64 -p 11211 --logfile \"\"\nUser=nobody\nRestart=always\nRestartSec=2\nLimitNOFILE=4096\nEnvironment=A=1 \"B=two words\"\n\n[Install]\nWantedBy=multi-user.target\n",
+        );
+        assert_eq!(refused(&i), Vec::<String>::new(), "{:?}", i.findings);
+        let v = toml(&i);
+        assert_eq!(v["description"].as_str(), Some("cache"));
+        let exec: Vec<&str> = v["exec"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            exec,
+            ["/usr/bin/cache", "-m", "64", "-p", "11211", "--logfile", ""]
+        );
+        assert_eq!(v["user"].as_str(), Some("nobody"));
+        assert_eq!(v["after"][0].as_str(), Some("network"));
+        assert_eq!(v["env"]["B"].as_str(), Some("two words"));
+        assert_eq!(v["limits"]["nofile"].as_integer(), Some(4096));
+        assert_eq!(v["restart"]["policy"].as_str(), Some("always"));
+        assert_eq!(v["restart"]["delay"].as_str(), Some("2s"));
+        assert_eq!(v["stop"]["timeout"].as_str(), Some("90s"));
+        // The comment says where each key came from.
+        assert!(
+            i.toml
+                .as_deref()
+                .unwrap()
+                .contains("# ExecStart=/usr/bin/cache")
+        );
+    }
+
+    #[test]
+    fn every_refusal_names_its_directive_and_line() {
+        let i = T::new().import(
+            "x.service",
+            "[Service]\nExecStart=/bin/x\nSystemCallFilter=@system-service\nFrobnicate=yes\nX-Vendor=ok\n[Socket]\nListenStream=80\n",
+        );
+        let r: Vec<(String, usize)> = i
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Refused)
+            .map(|f| (f.directive.clone(), f.line))
+            .collect();
+        assert_eq!(
+            r,
+            [
+                ("SystemCallFilter".to_string(), 3),
+                ("Frobnicate".to_string(), 4),
+                ("ListenStream".to_string(), 7)
+            ]
+        );
+        // Refused or not, a unit is produced (written only with --lossy),
+        // and it lists what it does not honour.
+        let t = i.toml.unwrap();
+        assert!(t.contains("NOT honoured"), "{t}");
+        assert!(t.contains("SystemCallFilter"), "{t}");
+    }
+
+    #[test]
+    fn notify_with_timeouts_and_kill_commands() {
+        let i = T::new().import(
+            "d.service",
+            "[Service]\nType=notify\nExecStart=/usr/sbin/d\nExecReload=/bin/kill -HUP $MAINPID\nExecStop=/bin/kill -s QUIT $MAINPID\nTimeoutStartSec=infinity\nTimeoutStopSec=5min\nWatchdogSec=30\nKillSignal=SIGINT\n",
+        );
+        assert_eq!(refused(&i), Vec::<String>::new(), "{:?}", i.findings);
+        let v = toml(&i);
+        assert_eq!(v["ready"]["kind"].as_str(), Some("notify"));
+        assert!(v["ready"].get("timeout").is_none());
+        assert_eq!(v["ready"]["watchdog"].as_str(), Some("30s"));
+        assert_eq!(v["reload_signal"].as_str(), Some("SIGHUP"));
+        // ExecStop's kill reaches the main process first; KillSignal
+        // would only go to what is left after it.
+        assert_eq!(v["stop"]["signal"].as_str(), Some("SIGQUIT"));
+        assert_eq!(v["stop"]["timeout"].as_str(), Some("5m"));
+        assert!(
+            v.get("restart")
+                .is_none_or(|r| r.get("policy").is_none() || r["policy"].as_str() == Some("never"))
+        );
+    }
+
+    #[test]
+    fn dependencies_keep_systemds_meaning() {
+        let mut t = T::new();
+        t.known.insert("db".into());
+        let i = t.import(
+            "app.service",
+            "[Unit]\nAfter=db.service ghost.service network-online.target syslog.target\nWants=network-online.target ghost.service\nRequires=db.service\n[Service]\nExecStart=/bin/app\n",
+        );
+        assert_eq!(refused(&i), Vec::<String>::new(), "{:?}", i.findings);
+        let v = toml(&i);
+        let list = |k: &str| -> Vec<String> {
+            v.get(k)
+                .and_then(|a| a.as_array())
+                .map(|a| a.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(list("after"), ["db", "network-online"]);
+        assert_eq!(list("wants"), ["network-online"]);
+        assert_eq!(list("requires"), ["db"]);
+        // A missing required unit is refused (systemd would fail the start).
+        let i = t.import(
+            "app.service",
+            "[Unit]\nRequires=ghost.service\n[Service]\nExecStart=/bin/app\n",
+        );
+        assert_eq!(refused(&i), ["Requires"]);
+        let i = t.import(
+            "app.service",
+            "[Unit]\nRequires=app.socket\n[Service]\nExecStart=/bin/app\n",
+        );
+        assert_eq!(refused(&i), ["Requires"]);
+    }
+
+    #[test]
+    fn requires_mounts_for_uses_fstab() {
+        let mut t = T::new();
+        t.fstab = super::super::parse_fstab(
+            "/dev/vda1 / ext4 defaults 0 1\n/dev/vdb /var/lib/pg ext4 rw 0 2\n/dev/vdc /srv xfs defaults 0 2\n",
+        );
+        let i = t.import(
+            "pg.service",
+            "[Unit]\nRequiresMountsFor=/var/lib/pg/15/main /etc/pg\n[Service]\nExecStart=/bin/pg\n",
+        );
+        let v = toml(&i);
+        let m = v["mount"].as_array().unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0]["path"].as_str(), Some("/var/lib/pg"));
+        assert_eq!(m[0]["fstype"].as_str(), Some("ext4"));
+        assert!(
+            i.findings
+                .iter()
+                .any(|f| f.why.contains("/etc/pg") && f.why.contains("root filesystem"))
+        );
+    }
+
+    #[test]
+    fn templates_keep_instance_placeholders() {
+        let i = T::new().import(
+            "worker@.service",
+            "[Unit]\nDescription=Worker %i (%I) of %p\n[Service]\nExecStart=/usr/bin/worker --name %i --dir /srv/%I --pct 5%%\n",
+        );
+        assert_eq!(i.name, "worker@");
+        let v = toml(&i);
+        assert_eq!(v["description"].as_str(), Some("Worker %i (%I) of worker"));
+        assert_eq!(v["exec"][2].as_str(), Some("%i"));
+        assert_eq!(v["exec"][6].as_str(), Some("5%%"));
+        let i = T::new().import(
+            "worker@a-b.service",
+            "[Service]\nExecStart=/usr/bin/worker --dir /srv/%I %n\n",
+        );
+        assert_eq!(i.name, "worker@a-b");
+        let v = toml(&i);
+        assert_eq!(v["exec"][2].as_str(), Some("/srv/a/b"));
+        assert_eq!(v["exec"][3].as_str(), Some("worker@a-b.service"));
+    }
+
+    #[test]
+    fn restart_limits_that_supd_would_reject_are_widened() {
+        let i = T::new().import(
+            "r.service",
+            "[Service]\nExecStart=/bin/r\nRestart=on-failure\nRestartSec=5\nStartLimitBurst=5\nStartLimitIntervalSec=10\n",
+        );
+        assert_eq!(refused(&i), Vec::<String>::new(), "{:?}", i.findings);
+        assert!(
+            i.findings
+                .iter()
+                .any(|f| f.why.contains("cannot happen within")),
+            "{:?}",
+            i.findings
+        );
+        toml(&i);
+    }
+
+    #[test]
+    fn non_services_and_bad_names_are_refused_whole() {
+        let i = T::new().import("x.socket", "[Socket]\nListenStream=1\n");
+        assert!(i.toml.is_none());
+        assert_eq!(i.errors(), 1);
+        let i = T::new().import("a\\x2db.service", "[Service]\nExecStart=/bin/x\n");
+        assert!(i.toml.is_none());
+        let i = T::new().import("nocmd.service", "[Service]\nUser=x\n");
+        // No ExecStart=: a oneshot that runs nothing, as systemd treats it.
+        assert_eq!(toml(&i)["type"].as_str(), Some("oneshot"));
+        let i = T::new().import("nocmd.service", "[Service]\nType=simple\nUser=x\n");
+        assert!(i.errors() > 0);
+    }
+
+    #[test]
+    fn kill_commands_are_recognised() {
+        let c = |s: &str| syntax::split_exec(s).unwrap().remove(0);
+        assert_eq!(
+            kill_mainpid(&c("/bin/kill -HUP $MAINPID")).as_deref(),
+            Some("SIGHUP")
+        );
+        assert_eq!(
+            kill_mainpid(&c("/bin/kill -s USR1 ${MAINPID}")).as_deref(),
+            Some("SIGUSR1")
+        );
+        assert_eq!(
+            kill_mainpid(&c("kill $MAINPID")).as_deref(),
+            Some("SIGTERM")
+        );
+        assert_eq!(
+            kill_mainpid(&c("/bin/kill -1 $MAINPID")).as_deref(),
+            Some("SIGHUP")
+        );
+        assert_eq!(kill_mainpid(&c("/bin/kill -HUP 1")), None);
+        assert!(needs_expansion("$FOO") && needs_expansion("a${B}c") && needs_expansion("$$"));
+        assert!(!needs_expansion("--x=$FOO") && !needs_expansion("$") && !needs_expansion("a$b"));
+    }
+}
