@@ -1119,9 +1119,7 @@ impl<'a> Mapper<'a> {
                 interval,
                 reset_after: Duration::from_secs(60),
             };
-            let fastest: Duration = (0..burst)
-                .map(|a| crate::engine::restart::backoff_ceiling(&spec, a) / 2)
-                .sum();
+            let fastest = crate::engine::restart::fastest_burst(&spec, burst);
             let interval = if fastest > interval {
                 let widened = fastest + Duration::from_secs(1);
                 let why = format!(
