@@ -235,6 +235,8 @@ impl Driver {
         let env = spawn::SpawnEnv {
             notify_socket: notify,
             main_pid: None,
+            expand: true,
+            privileged: false,
         };
         let ready_fd = (spec.ready.kind == crate::unit::ReadyKind::Fd).then_some(spec.ready.fd);
         match spawn::spawn(spec, &spec.exec, mounts, &env, ready_fd) {
@@ -269,6 +271,8 @@ impl Driver {
         let env = spawn::SpawnEnv {
             notify_socket: None,
             main_pid: self.procs.main_pid(run),
+            expand: true,
+            privileged: false,
         };
         match spawn::spawn(spec, &argv, &[], &env, None) {
             Ok(s) => {
@@ -299,10 +303,7 @@ impl Driver {
     ) -> Option<Event> {
         match &target {
             ProbeTarget::Exec(argv) => {
-                let env = spawn::SpawnEnv {
-                    notify_socket: None,
-                    main_pid: None,
-                };
+                let env = spawn::SpawnEnv::plain();
                 match spawn::spawn(&spec, argv, &[], &env, None) {
                     Ok(s) => {
                         let now = Instant::now();

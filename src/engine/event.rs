@@ -23,6 +23,26 @@ impl ExitStatus {
     pub fn success(&self) -> bool {
         matches!(self, ExitStatus::Exited(0))
     }
+
+    /// The status as unit specs compare it (`success_exit_status`...).
+    pub fn view(&self) -> crate::unit::ExitStatusView {
+        match self {
+            ExitStatus::Exited(c) => crate::unit::ExitStatusView::Code(*c),
+            ExitStatus::Signaled { signal, .. } => crate::unit::ExitStatusView::Signal(*signal),
+        }
+    }
+
+    /// Killed by a signal other than the ones a clean stop uses (SIGHUP,
+    /// SIGINT, SIGTERM, SIGPIPE), as systemd's `on-abnormal` counts them.
+    pub fn unclean_signal(&self) -> bool {
+        match self {
+            ExitStatus::Exited(_) => false,
+            ExitStatus::Signaled { signal, .. } => !matches!(
+                *signal,
+                libc::SIGHUP | libc::SIGINT | libc::SIGTERM | libc::SIGPIPE
+            ),
+        }
+    }
 }
 
 impl std::fmt::Display for ExitStatus {

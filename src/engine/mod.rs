@@ -906,7 +906,10 @@ impl Engine {
             }
             UnitState::Starting { since, .. } | UnitState::Running { since, .. } => {
                 let spec = self.units[id.0 as usize].spec.clone();
-                if spec.kind == UnitKind::Oneshot && status.success() {
+                let ok = spec.exit_ok(status.view());
+                // A completed oneshot, or a longrun that stays up after its
+                // process exits (`remain_after_exit`): ready for dependents.
+                if ok && (spec.kind == UnitKind::Oneshot || spec.remain_after_exit) {
                     tracing::info!(unit = %name, "completed");
                     let u = self.unit_mut(id);
                     u.attempt = 0;
@@ -916,12 +919,16 @@ impl Engine {
                 if now.saturating_duration_since(since) >= spec.restart.reset_after {
                     self.unit_mut(id).attempt = 0;
                 }
-                let failure = !status.success();
-                let restart = match spec.restart.policy {
-                    RestartPolicy::Always => true,
-                    RestartPolicy::OnFailure => failure,
-                    RestartPolicy::Never => false,
-                };
+                let failure = !ok;
+                let restart = !spec.restart_prevented(status.view())
+                    && match spec.restart.policy {
+                        RestartPolicy::Always => true,
+                        RestartPolicy::OnFailure => failure,
+                        RestartPolicy::OnAbnormal | RestartPolicy::OnAbort => {
+                            failure && status.unclean_signal()
+                        }
+                        RestartPolicy::OnWatchdog | RestartPolicy::Never => false,
+                    };
                 tracing::warn!(unit = %name, "{status}");
                 if failure {
                     self.note_error(id, now, status.to_string());
@@ -951,9 +958,16 @@ impl Engine {
     /// retry if the policy allows, else fail.
     fn after_failure(&mut self, id: UnitId, now: Instant, reason: FailReason, spawn_error: bool) {
         let spec = self.units[id.0 as usize].spec.clone();
-        let restart = match spec.restart.policy {
-            RestartPolicy::Always | RestartPolicy::OnFailure => true,
-            RestartPolicy::Never => false,
+        let restart = match (&reason, spec.restart.policy) {
+            (_, RestartPolicy::Never) => false,
+            // `on_exit` has applied the policy to the exit status already.
+            (FailReason::Exited(_), _) => true,
+            (_, RestartPolicy::Always | RestartPolicy::OnFailure) => true,
+            (FailReason::StartTimeout | FailReason::Unhealthy, RestartPolicy::OnAbnormal) => true,
+            (FailReason::Unhealthy, RestartPolicy::OnWatchdog) => true,
+            (_, RestartPolicy::OnAbnormal | RestartPolicy::OnAbort | RestartPolicy::OnWatchdog) => {
+                false
+            }
         };
         if !restart {
             self.set_state(id, UnitState::Failed { reason });

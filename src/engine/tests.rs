@@ -1280,6 +1280,124 @@ fn units_left_out_at_boot_are_reported_until_a_reload() {
             .unit_file_problems
             .is_empty()
     );
+
+// ---- keys for units imported from systemd ---------------------------------
+
+fn killed(t: &mut T, name: &str, signal: i32) -> Vec<Action> {
+    let run = t.run_of(name);
+    t.feed(Event::ProcessExited {
+        run,
+        status: ExitStatus::Signaled {
+            signal,
+            core: false,
+        },
+    })
+}
+
+#[test]
+fn success_exit_status_and_restart_prevent_exit_status() {
+    use crate::unit::ExitMatch;
+    let mut s = longrun("svc");
+    s.success_exit_status = vec![ExitMatch::Code(3), ExitMatch::Signal(libc::SIGTERM)];
+    s.restart.policy = RestartPolicy::Always;
+    s.restart_prevent_exit_status = vec![ExitMatch::Code(255)];
+    let mut t = T::new(vec![s]);
+    // Exit 3 is a success: restarted by `always`, but not counted as failed.
+    t.exit("svc", 3);
+    assert!(matches!(t.state("svc"), UnitState::Backoff { .. }));
+    t.advance(Duration::from_secs(1));
+    assert!(t.running("svc"));
+    // 255 forbids a restart even under `always`; it is still a failure.
+    t.exit("svc", 255);
+    t.advance(Duration::from_secs(5));
+    assert!(
+        matches!(t.state("svc"), UnitState::Failed { .. }),
+        "{:?}",
+        t.state("svc")
+    );
+    let mut s = longrun("one");
+    s.success_exit_status = vec![ExitMatch::Signal(libc::SIGTERM)];
+    s.restart.policy = RestartPolicy::OnFailure;
+    let mut t = T::new(vec![s]);
+    killed(&mut t, "one", libc::SIGTERM);
+    assert!(
+        matches!(t.state("one"), UnitState::Exited { .. }),
+        "{:?}",
+        t.state("one")
+    );
+}
+
+#[test]
+fn on_abnormal_and_on_abort_restart_only_after_unclean_ends() {
+    for (policy, code_restarts, abort_restarts, timeout_restarts) in [
+        (RestartPolicy::OnAbnormal, false, true, true),
+        (RestartPolicy::OnAbort, false, true, false),
+        (RestartPolicy::OnWatchdog, false, false, false),
+    ] {
+        let mk = || {
+            let mut s = longrun("svc");
+            s.restart.policy = policy;
+            s.ready.kind = ReadyKind::Notify;
+            s.ready.timeout = Some(Duration::from_secs(5));
+            s
+        };
+        let mut t = T::new(vec![mk()]);
+        t.exit("svc", 1);
+        assert_eq!(
+            matches!(t.state("svc"), UnitState::Backoff { .. }),
+            code_restarts,
+            "{policy:?} exit 1"
+        );
+        let mut t = T::new(vec![mk()]);
+        killed(&mut t, "svc", libc::SIGTERM);
+        assert!(
+            !matches!(t.state("svc"), UnitState::Backoff { .. }),
+            "{policy:?} SIGTERM is clean"
+        );
+        let mut t = T::new(vec![mk()]);
+        killed(&mut t, "svc", libc::SIGSEGV);
+        assert_eq!(
+            matches!(t.state("svc"), UnitState::Backoff { .. }),
+            abort_restarts,
+            "{policy:?} SIGSEGV"
+        );
+        // Never ready: the start timeout stops it, then it ends.
+        let mut t = T::new(vec![mk()]);
+        t.advance(Duration::from_secs(6));
+        killed(&mut t, "svc", libc::SIGTERM);
+        assert_eq!(
+            matches!(t.state("svc"), UnitState::Backoff { .. }),
+            timeout_restarts,
+            "{policy:?} timeout"
+        );
+    }
+}
+
+#[test]
+fn remain_after_exit_keeps_dependents_up() {
+    let mut s = longrun("setup");
+    s.remain_after_exit = true;
+    let mut t = T::new(vec![s, requires(longrun("app"), &["setup"])]);
+    assert!(t.running("app"));
+    t.exit("setup", 0);
+    t.advance(Duration::from_secs(1));
+    assert!(matches!(t.state("setup"), UnitState::Done));
+    assert!(t.running("app"), "app keeps running: {:?}", t.state("app"));
+}
+
+#[test]
+fn infinite_stop_timeout_never_kills() {
+    let mut s = longrun("svc");
+    s.stop.timeout = Duration::MAX;
+    let mut t = T::new(vec![s]);
+    t.cmd(Request::Stop { unit: "svc".into() });
+    let acts = t.advance(Duration::from_secs(365 * 24 * 3600));
+    assert!(
+        !acts
+            .iter()
+            .any(|a| matches!(a, Action::Signal { signal, .. } if *signal == libc::SIGKILL)),
+        "{acts:?}"
+    );
 }
 
 fn status_of(t: &T, name: &str) -> crate::protocol::UnitStatus {

@@ -195,6 +195,8 @@ struct Facts {
     stderr: Option<(String, Entry)>,
     /// Every dependency word with its directive, in order.
     deps: Vec<(String, String, Entry)>,
+    /// `SendSIGKILL=no`.
+    no_sigkill: Option<Entry>,
     /// Directives whose meaning depends on sandboxing being absent, for
     /// `+`/`!` prefixes (the privileged escape is meaningless without it).
     sandboxed: bool,
@@ -540,7 +542,10 @@ impl<'a> Mapper<'a> {
             },
             "SendSIGKILL" => match self.bool(e) {
                 Some(true) => {}
-                Some(false) => self.refuse(e, "supd always sends SIGKILL after the stop timeout"),
+                Some(false) => {
+                    self.facts.no_sigkill = Some(e.clone());
+                    self.approx(e, "supd waits for the service to stop however long it takes (stop timeout = \"infinity\"); systemd would give up waiting after TimeoutStopSec and leave it running");
+                }
                 None => {}
             },
             "SendSIGHUP" => match self.bool(e) {
@@ -619,13 +624,59 @@ impl<'a> Mapper<'a> {
                 self.facts.sandboxed = true;
                 self.refuse(e, "sandboxing is not supported by supd import yet");
             }
-            "Nice" | "OOMScoreAdjust" | "SupplementaryGroups" | "EnvironmentFile"
-            | "StateDirectory" | "CacheDirectory" | "LogsDirectory" | "ConfigurationDirectory"
-            | "RuntimeDirectoryMode" | "StateDirectoryMode" | "CacheDirectoryMode"
-            | "LogsDirectoryMode" | "ConfigurationDirectoryMode" | "SuccessExitStatus"
-            | "RestartPreventExitStatus" => {
-                self.refuse(e, "not supported yet");
+            "EnvironmentFile" => {
+                if e.value.trim().is_empty() {
+                    self.doc.remove("", "env_file");
+                    return;
+                }
+                let Some(v) = self.value(e) else { return };
+                let path = v.trim_start_matches('-');
+                if !path.starts_with('/') {
+                    self.refuse(e, "the path must be absolute");
+                    return;
+                }
+                let src = self.src(e);
+                self.doc.push("", "env_file", V::Strs(vec![v]), src);
             }
+            "StateDirectory" => self.dirs(e, "state_directory"),
+            "CacheDirectory" => self.dirs(e, "cache_directory"),
+            "LogsDirectory" => self.dirs(e, "logs_directory"),
+            "ConfigurationDirectory" => self.dirs(e, "configuration_directory"),
+            "RuntimeDirectoryMode" => self.mode(e, "runtime_directory_mode"),
+            "StateDirectoryMode" => self.mode(e, "state_directory_mode"),
+            "CacheDirectoryMode" => self.mode(e, "cache_directory_mode"),
+            "LogsDirectoryMode" => self.mode(e, "logs_directory_mode"),
+            "ConfigurationDirectoryMode" => self.mode(e, "configuration_directory_mode"),
+            "Nice" => match e.value.trim().parse::<i64>() {
+                Ok(n) if (-20..=19).contains(&n) => {
+                    let src = self.src(e);
+                    self.doc.set("", "nice", V::Int(n), src);
+                }
+                _ => self.refuse(e, format!("{:?} is not a nice value (-20..19)", e.value)),
+            },
+            "OOMScoreAdjust" => match e.value.trim().parse::<i64>() {
+                Ok(n) if (-1000..=1000).contains(&n) => {
+                    let src = self.src(e);
+                    self.doc.set("", "oom_score_adjust", V::Int(n), src);
+                }
+                _ => self.refuse(e, format!("{:?} is not -1000..1000", e.value)),
+            },
+            "SupplementaryGroups" => {
+                if e.value.trim().is_empty() {
+                    self.doc.remove("", "supplementary_groups");
+                    return;
+                }
+                let Some(v) = self.value(e) else { return };
+                let groups: Vec<String> = v.split_whitespace().map(str::to_string).collect();
+                if groups.iter().any(|g| g.parse::<u32>().is_ok()) {
+                    self.refuse(e, "numeric group ids; supd needs group names");
+                    return;
+                }
+                let src = self.src(e);
+                self.doc.push("", "supplementary_groups", V::Strs(groups), src);
+            }
+            "SuccessExitStatus" => self.statuses(e, "success_exit_status"),
+            "RestartPreventExitStatus" => self.statuses(e, "restart_prevent_exit_status"),
             "RestartForceExitStatus" => self.refuse(e, "supd has no forced-restart exit statuses"),
             "RuntimeMaxSec" | "RuntimeRandomizedExtraSec" => {
                 self.refuse(e, "supd does not limit how long a service runs")
@@ -675,6 +726,74 @@ impl<'a> Mapper<'a> {
             return;
         }
         self.refuse(e, "not a directive supd import knows; not honoured");
+    }
+
+    /// `StateDirectory=` and its kind: relative names, space-separated.
+    fn dirs(&mut self, e: &Entry, key: &str) {
+        if e.value.trim().is_empty() {
+            self.doc.remove("", key);
+            return;
+        }
+        let Some(v) = self.value(e) else { return };
+        let mut dirs = Vec::new();
+        for d in v.split_whitespace() {
+            // `name:symlink` (v250) creates a symlink too.
+            if d.contains(':') {
+                self.refuse(e, format!("{d:?}: the `:` (symlink) form is not supported"));
+                return;
+            }
+            if d.starts_with('/') || d.split('/').any(|c| c == ".." || c == ".") {
+                self.refuse(e, format!("{d:?} must be a relative path"));
+                return;
+            }
+            dirs.push(d.to_string());
+        }
+        let src = self.src(e);
+        self.doc.push("", key, V::Strs(dirs), src);
+    }
+
+    fn mode(&mut self, e: &Entry, key: &str) {
+        match u32::from_str_radix(e.value.trim(), 8) {
+            Ok(m) if m <= 0o7777 => {
+                let src = self.src(e);
+                self.doc.set("", key, V::Str(format!("{m:04o}")), src);
+            }
+            _ => self.refuse(e, format!("{:?} is not an octal mode", e.value)),
+        }
+    }
+
+    /// `SuccessExitStatus=` words: codes and signal names.
+    fn statuses(&mut self, e: &Entry, key: &str) {
+        if e.value.trim().is_empty() {
+            self.doc.remove("", key);
+            return;
+        }
+        let mut list = Vec::new();
+        for w in e.value.split_whitespace() {
+            if let Ok(n) = w.parse::<i64>()
+                && (0..=255).contains(&n)
+            {
+                list.push(V::Int(n));
+                continue;
+            }
+            let up = w.to_ascii_uppercase();
+            let full = if up.starts_with("SIG") {
+                up
+            } else {
+                format!("SIG{up}")
+            };
+            if full.parse::<nix::sys::signal::Signal>().is_ok() {
+                list.push(V::Str(full));
+            } else {
+                self.refuse(
+                    e,
+                    format!("{w:?} is neither an exit code nor a signal name"),
+                );
+                return;
+            }
+        }
+        let src = self.src(e);
+        self.doc.push("", key, V::Mixed(list), src);
     }
 
     fn limit(&mut self, e: &Entry, key: &str, bytes: bool) {
@@ -840,9 +959,10 @@ impl<'a> Mapper<'a> {
             );
             return None;
         }
-        if !p.no_env_expand && c.cmd.argv.iter().any(|a| needs_expansion(a)) {
-            self.refuse(e, "$VARIABLE substitution in commands is not supported yet");
-            return None;
+        // supd substitutes `$VAR`/`${VAR}` as systemd does; `:` asks for
+        // no substitution, so every `$` is written as `$$`.
+        if p.no_env_expand {
+            return Some(c.cmd.argv.iter().map(|a| a.replace('$', "$$")).collect());
         }
         Some(c.cmd.argv.clone())
     }
@@ -1044,6 +1164,9 @@ impl<'a> Mapper<'a> {
                 "no" => Some(("never", Some(e.clone()))),
                 "always" => Some(("always", Some(e.clone()))),
                 "on-failure" => Some(("on-failure", Some(e.clone()))),
+                "on-abnormal" => Some(("on-abnormal", Some(e.clone()))),
+                "on-abort" => Some(("on-abort", Some(e.clone()))),
+                "on-watchdog" => Some(("on-watchdog", Some(e.clone()))),
                 other => {
                     let e = e.clone();
                     self.refuse(&e, format!("Restart={other} is not supported yet"));
@@ -1163,16 +1286,19 @@ impl<'a> Mapper<'a> {
         }
 
         // Stop.
-        match &facts.timeout_stop {
+        let timeout_stop = match (&facts.no_sigkill, &facts.timeout_stop) {
+            (Some(e), _) => Some((None, e.clone())),
+            (None, t) => t.clone(),
+        };
+        match &timeout_stop {
             Some((Some(d), e)) => {
                 let src = self.src(e);
                 self.doc.set("stop", "timeout", V::Str(dur(*d)), src);
             }
             Some((None, e)) => {
-                let e = e.clone();
-                self.approx(&e, "supd always has a stop timeout; using 1 hour");
-                let src = self.src(&e);
-                self.doc.set("stop", "timeout", V::Str("1h".into()), src);
+                let src = self.src(e);
+                self.doc
+                    .set("stop", "timeout", V::Str("infinity".into()), src);
             }
             None => self.doc.set(
                 "stop",
@@ -1232,14 +1358,16 @@ impl<'a> Mapper<'a> {
             }
         }
 
-        if let Some((true, e)) = &facts.remain_after_exit
-            && !oneshot
-        {
-            let e = e.clone();
-            self.refuse(
-                &e,
-                "RemainAfterExit for a long-running service is not supported yet",
-            );
+        match &facts.remain_after_exit {
+            Some((true, e)) if !oneshot => {
+                let src = self.src(e);
+                self.doc.set("", "remain_after_exit", V::Bool(true), src);
+            }
+            Some((false, e)) if oneshot => {
+                let e = e.clone();
+                self.approx(&e, "a completed oneshot stays `done` under supd (ready for its dependents) until it is started again");
+            }
+            _ => {}
         }
         if let Some((_, e)) = &facts.pid_file {
             let e = e.clone();
@@ -1840,5 +1968,67 @@ mod tests {
         assert_eq!(kill_mainpid(&c("/bin/kill -HUP 1")), None);
         assert!(needs_expansion("$FOO") && needs_expansion("a${B}c") && needs_expansion("$$"));
         assert!(!needs_expansion("--x=$FOO") && !needs_expansion("$") && !needs_expansion("a$b"));
+    }
+}
+
+#[cfg(test)]
+mod native_keys {
+    use super::*;
+
+    fn import(name: &str, text: &str) -> Imported {
+        let (f, p) = syntax::parse(text);
+        let sources = vec![name.to_string()];
+        let known = BTreeSet::new();
+        let ctx = Context {
+            unit_file_name: name,
+            sources: &sources,
+            known: &known,
+            before_me: &[],
+            fstab: &[],
+        };
+        map(ctx, &f, &p)
+    }
+
+    #[test]
+    fn environment_files_exit_statuses_directories_and_scheduling() {
+        let i = import(
+            "cron.service",
+            "[Service]\nEnvironmentFile=-/etc/default/cron\nExecStart=/usr/sbin/cron -f $EXTRA_OPTS\nSuccessExitStatus=1 SIGTERM\nRestartPreventExitStatus=255\nRestart=on-abnormal\nStateDirectory=cron cron/x\nStateDirectoryMode=0750\nRuntimeDirectory=cron\nRuntimeDirectoryMode=2755\nNice=5\nOOMScoreAdjust=-900\nSupplementaryGroups=adm\nTimeoutStopSec=infinity\n",
+        );
+        let refused: Vec<_> = i
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Refused)
+            .collect();
+        assert!(refused.is_empty(), "{refused:?}");
+        let t = i.toml.unwrap();
+        let v: toml::Value = toml::from_str(&t).unwrap();
+        assert_eq!(v["env_file"][0].as_str(), Some("-/etc/default/cron"));
+        assert_eq!(v["exec"][2].as_str(), Some("$EXTRA_OPTS"));
+        assert_eq!(v["success_exit_status"][0].as_integer(), Some(1));
+        assert_eq!(v["success_exit_status"][1].as_str(), Some("SIGTERM"));
+        assert_eq!(v["restart_prevent_exit_status"][0].as_integer(), Some(255));
+        assert_eq!(v["restart"]["policy"].as_str(), Some("on-abnormal"));
+        assert_eq!(v["state_directory"][1].as_str(), Some("cron/x"));
+        assert_eq!(v["state_directory_mode"].as_str(), Some("0750"));
+        assert_eq!(v["runtime_directory_mode"].as_str(), Some("2755"));
+        assert_eq!(v["nice"].as_integer(), Some(5));
+        assert_eq!(v["oom_score_adjust"].as_integer(), Some(-900));
+        assert_eq!(v["supplementary_groups"][0].as_str(), Some("adm"));
+        assert_eq!(v["stop"]["timeout"].as_str(), Some("infinity"));
+        // And supd loads it.
+        crate::unit::toml::parse_unit("cron", std::path::Path::new("cron.toml"), &t).unwrap();
+    }
+
+    #[test]
+    fn remain_after_exit_and_send_sigkill() {
+        let i = import(
+            "setup.service",
+            "[Service]\nExecStart=/bin/setup\nRemainAfterExit=yes\nSendSIGKILL=no\nTimeoutStopSec=900\n",
+        );
+        assert_eq!(i.errors(), 0, "{:?}", i.findings);
+        let v: toml::Value = toml::from_str(i.toml.as_deref().unwrap()).unwrap();
+        assert_eq!(v["remain_after_exit"].as_bool(), Some(true));
+        assert_eq!(v["stop"]["timeout"].as_str(), Some("infinity"));
     }
 }

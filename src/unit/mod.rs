@@ -5,6 +5,7 @@
 //! Must never: hold a partially valid set, or do I/O (loading lives in `load`,
 //! parsing and per-file validation in `toml`).
 
+pub mod exec;
 pub mod load;
 pub mod toml;
 
@@ -54,6 +55,14 @@ pub enum UnitKind {
 pub enum RestartPolicy {
     Always,
     OnFailure,
+    /// systemd's `on-abnormal`: killed by a signal other than the clean
+    /// ones (SIGHUP, SIGINT, SIGTERM, SIGPIPE), a start or watchdog
+    /// timeout, or a failing health probe — not a non-zero exit code.
+    OnAbnormal,
+    /// systemd's `on-abort`: killed by a signal other than the clean ones.
+    OnAbort,
+    /// systemd's `on-watchdog`: the watchdog (or a health probe) failed.
+    OnWatchdog,
     Never,
 }
 
@@ -176,6 +185,7 @@ pub struct RestartSpec {
 pub struct StopSpec {
     /// Signal number (e.g. `libc::SIGTERM`).
     pub signal: i32,
+    /// `Duration::MAX` for `timeout = "infinity"`: never SIGKILL.
     pub timeout: Duration,
     /// A command that stops the service instead of the signal (run as the
     /// unit's user); SIGKILL to the group still follows after `timeout`.
@@ -189,6 +199,134 @@ pub struct Limits {
     pub nproc: Option<u64>,
     pub core: Option<u64>,
     pub memlock: Option<u64>,
+}
+
+/// A helper command (`exec_start_pre`, `exec_start_post`,
+/// `exec_stop_post`, `reload_exec`): its argv and systemd's prefixes,
+/// written before the program (`"-/usr/bin/x"`, `"+/usr/bin/x"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelperCmd {
+    pub argv: Vec<String>,
+    /// `-`: a failing exit is logged, not a failure.
+    pub ignore_failure: bool,
+    /// `+`: runs as root, ignoring `user`, `group` and sandboxing.
+    pub privileged: bool,
+}
+
+/// An exit status named in `success_exit_status` or
+/// `restart_prevent_exit_status`: a code, or a signal that killed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitMatch {
+    Code(i32),
+    Signal(i32),
+}
+
+/// `env_file`: systemd EnvironmentFile syntax; `-` before the path makes
+/// a missing file fine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvFile {
+    pub path: PathBuf,
+    pub optional: bool,
+}
+
+/// What a condition (`condition_*`) or assertion (`assert_*`) checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CondKind {
+    PathExists,
+    PathExistsGlob,
+    PathIsDirectory,
+    PathIsSymbolicLink,
+    PathIsMountPoint,
+    PathIsReadWrite,
+    DirectoryNotEmpty,
+    FileNotEmpty,
+    FileIsExecutable,
+    /// `yes`/`no`, `vm`, `container`, or a technology name.
+    Virtualization,
+    /// A word (or `word=value`) on the kernel command line.
+    KernelCommandLine,
+    /// A capability in supd's bounding set.
+    Capability,
+    /// `yes`/`no`: on mains power.
+    ACPower,
+    /// An environment assignment (`NAME` or `NAME=value`) in supd's own
+    /// environment.
+    Environment,
+}
+
+impl CondKind {
+    /// The unit-file key suffix (`path_exists` in `condition_path_exists`).
+    pub fn key(self) -> &'static str {
+        match self {
+            CondKind::PathExists => "path_exists",
+            CondKind::PathExistsGlob => "path_exists_glob",
+            CondKind::PathIsDirectory => "path_is_directory",
+            CondKind::PathIsSymbolicLink => "path_is_symbolic_link",
+            CondKind::PathIsMountPoint => "path_is_mount_point",
+            CondKind::PathIsReadWrite => "path_is_read_write",
+            CondKind::DirectoryNotEmpty => "directory_not_empty",
+            CondKind::FileNotEmpty => "file_not_empty",
+            CondKind::FileIsExecutable => "file_is_executable",
+            CondKind::Virtualization => "virtualization",
+            CondKind::KernelCommandLine => "kernel_command_line",
+            CondKind::Capability => "capability",
+            CondKind::ACPower => "ac_power",
+            CondKind::Environment => "environment",
+        }
+    }
+
+    pub const ALL: &'static [CondKind] = &[
+        CondKind::PathExists,
+        CondKind::PathExistsGlob,
+        CondKind::PathIsDirectory,
+        CondKind::PathIsSymbolicLink,
+        CondKind::PathIsMountPoint,
+        CondKind::PathIsReadWrite,
+        CondKind::DirectoryNotEmpty,
+        CondKind::FileNotEmpty,
+        CondKind::FileIsExecutable,
+        CondKind::Virtualization,
+        CondKind::KernelCommandLine,
+        CondKind::Capability,
+        CondKind::ACPower,
+        CondKind::Environment,
+    ];
+}
+
+/// One condition: checked right before each start. A failing condition
+/// makes the unit `skipped` (not failed; its dependents start as if it
+/// had completed); a failing assertion makes the start fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub kind: CondKind,
+    /// The path or word (without the `!`).
+    pub arg: String,
+    /// Written with a leading `!`: holds when the check does not.
+    pub negate: bool,
+    /// `assert_*` rather than `condition_*`.
+    pub assert: bool,
+}
+
+/// Modes of the directories supd creates for a unit (octal, e.g. 0o755).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectoryModes {
+    pub runtime: u32,
+    pub state: u32,
+    pub cache: u32,
+    pub logs: u32,
+    pub configuration: u32,
+}
+
+impl Default for DirectoryModes {
+    fn default() -> Self {
+        DirectoryModes {
+            runtime: 0o755,
+            state: 0o755,
+            cache: 0o755,
+            logs: 0o755,
+            configuration: 0o755,
+        }
+    }
 }
 
 /// One validated unit.
@@ -235,6 +373,41 @@ pub struct UnitSpec {
     /// How much captured output to keep (`log_max_size`, `log_max_files`);
     /// unset values come from supd.toml, then the built-in defaults.
     pub log: LogSpec,
+    /// Run in order before the main process; a failure fails the start.
+    pub exec_start_pre: Vec<HelperCmd>,
+    /// Run in order once the main process is started.
+    pub exec_start_post: Vec<HelperCmd>,
+    /// Run in order after the main process has exited, whatever the cause.
+    pub exec_stop_post: Vec<HelperCmd>,
+    /// `supctl reload-unit` runs these (with `$MAINPID`) instead of sending
+    /// `reload_signal`.
+    pub reload_exec: Vec<HelperCmd>,
+    /// Read before each start; later files and `env` win.
+    pub env_file: Vec<EnvFile>,
+    /// A longrun whose main process exits successfully stays up (like a
+    /// completed oneshot) instead of becoming `exited`.
+    pub remain_after_exit: bool,
+    /// Exit statuses that count as success besides 0.
+    pub success_exit_status: Vec<ExitMatch>,
+    /// Exit statuses after which the restart policy does not restart.
+    pub restart_prevent_exit_status: Vec<ExitMatch>,
+    /// Created (and chowned to `user`) under /var/lib, /var/cache,
+    /// /var/log and /etc before each start.
+    pub state_directory: Vec<String>,
+    pub cache_directory: Vec<String>,
+    pub logs_directory: Vec<String>,
+    pub configuration_directory: Vec<String>,
+    pub directory_modes: DirectoryModes,
+    /// Scheduling priority (-20..19).
+    pub nice: Option<i32>,
+    /// /proc/self/oom_score_adj (-1000..1000).
+    pub oom_score_adjust: Option<i32>,
+    /// Extra groups, added to the user's.
+    pub supplementary_groups: Vec<String>,
+    pub conditions: Vec<Condition>,
+    /// `type = "forking"`: the command daemonizes; the main process is the
+    /// pid written to this file once the command exited 0.
+    pub pid_file: Option<PathBuf>,
 }
 
 /// Per-unit log limits from the unit file; None = supd.toml's / default.
@@ -267,6 +440,24 @@ impl LogSpec {
 }
 
 impl UnitSpec {
+    /// Does `status` count as a successful exit?
+    pub fn exit_ok(&self, status: ExitStatusView) -> bool {
+        match status {
+            ExitStatusView::Code(0) => true,
+            ExitStatusView::Code(c) => self.success_exit_status.contains(&ExitMatch::Code(c)),
+            ExitStatusView::Signal(s) => self.success_exit_status.contains(&ExitMatch::Signal(s)),
+        }
+    }
+
+    /// Does `status` forbid an automatic restart?
+    pub fn restart_prevented(&self, status: ExitStatusView) -> bool {
+        let m = match status {
+            ExitStatusView::Code(c) => ExitMatch::Code(c),
+            ExitStatusView::Signal(s) => ExitMatch::Signal(s),
+        };
+        self.restart_prevent_exit_status.contains(&m)
+    }
+
     /// A minimal spec, used by tests and the simulation.
     pub fn simple(name: &str, kind: UnitKind, exec: &[&str]) -> UnitSpec {
         UnitSpec {
@@ -315,8 +506,34 @@ impl UnitSpec {
             priority: Priority::Normal,
             output: Output::Capture,
             log: LogSpec::default(),
+            exec_start_pre: vec![],
+            exec_start_post: vec![],
+            exec_stop_post: vec![],
+            reload_exec: vec![],
+            env_file: vec![],
+            remain_after_exit: false,
+            success_exit_status: vec![],
+            restart_prevent_exit_status: vec![],
+            state_directory: vec![],
+            cache_directory: vec![],
+            logs_directory: vec![],
+            configuration_directory: vec![],
+            directory_modes: DirectoryModes::default(),
+            nice: None,
+            oom_score_adjust: None,
+            supplementary_groups: vec![],
+            conditions: vec![],
+            pid_file: None,
         }
     }
+}
+
+/// An exit status as the unit spec sees it (the engine's `ExitStatus`
+/// without the core flag), so `unit` does not depend on `engine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatusView {
+    Code(i32),
+    Signal(i32),
 }
 
 /// An immutable, fully validated set: every dependency exists, no cycles.

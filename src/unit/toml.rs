@@ -24,7 +24,7 @@ use crate::unit::{
 struct RawUnit {
     description: Option<String>,
     #[serde(rename = "type")]
-    kind: Option<UnitKind>,
+    kind: Option<Spanned<RawKind>>,
     exec: Option<Spanned<Vec<String>>>,
     env: Option<Spanned<BTreeMap<String, String>>>,
     user: Option<String>,
@@ -48,6 +48,190 @@ struct RawUnit {
     readiness: Option<Spanned<RawHealth>>,
     restart: Option<Spanned<RawRestart>>,
     stop: Option<Spanned<RawStop>>,
+    // Keys for units imported from systemd (see `extras`).
+    exec_start_pre: Option<Spanned<Commands>>,
+    exec_start_post: Option<Spanned<Commands>>,
+    exec_stop_post: Option<Spanned<Commands>>,
+    reload_exec: Option<Spanned<Commands>>,
+    env_file: Option<OneOrMany>,
+    remain_after_exit: Option<bool>,
+    success_exit_status: Option<Vec<Spanned<CodeOrName>>>,
+    restart_prevent_exit_status: Option<Vec<Spanned<CodeOrName>>>,
+    state_directory: Option<Vec<Spanned<String>>>,
+    cache_directory: Option<Vec<Spanned<String>>>,
+    logs_directory: Option<Vec<Spanned<String>>>,
+    configuration_directory: Option<Vec<Spanned<String>>>,
+    runtime_directory_mode: Option<Spanned<String>>,
+    state_directory_mode: Option<Spanned<String>>,
+    cache_directory_mode: Option<Spanned<String>>,
+    logs_directory_mode: Option<Spanned<String>>,
+    configuration_directory_mode: Option<Spanned<String>>,
+    nice: Option<Spanned<i32>>,
+    oom_score_adjust: Option<Spanned<i32>>,
+    supplementary_groups: Option<Vec<String>>,
+    pid_file: Option<Spanned<String>>,
+    condition_path_exists: Option<OneOrMany>,
+    assert_path_exists: Option<OneOrMany>,
+    condition_path_exists_glob: Option<OneOrMany>,
+    assert_path_exists_glob: Option<OneOrMany>,
+    condition_path_is_directory: Option<OneOrMany>,
+    assert_path_is_directory: Option<OneOrMany>,
+    condition_path_is_symbolic_link: Option<OneOrMany>,
+    assert_path_is_symbolic_link: Option<OneOrMany>,
+    condition_path_is_mount_point: Option<OneOrMany>,
+    assert_path_is_mount_point: Option<OneOrMany>,
+    condition_path_is_read_write: Option<OneOrMany>,
+    assert_path_is_read_write: Option<OneOrMany>,
+    condition_directory_not_empty: Option<OneOrMany>,
+    assert_directory_not_empty: Option<OneOrMany>,
+    condition_file_not_empty: Option<OneOrMany>,
+    assert_file_not_empty: Option<OneOrMany>,
+    condition_file_is_executable: Option<OneOrMany>,
+    assert_file_is_executable: Option<OneOrMany>,
+    condition_virtualization: Option<OneOrMany>,
+    assert_virtualization: Option<OneOrMany>,
+    condition_kernel_command_line: Option<OneOrMany>,
+    assert_kernel_command_line: Option<OneOrMany>,
+    condition_capability: Option<OneOrMany>,
+    assert_capability: Option<OneOrMany>,
+    condition_ac_power: Option<OneOrMany>,
+    assert_ac_power: Option<OneOrMany>,
+    condition_environment: Option<OneOrMany>,
+    assert_environment: Option<OneOrMany>,
+}
+
+impl RawUnit {
+    /// Every `condition_*`/`assert_*` key that is set, with its kind.
+    fn condition_keys(&self) -> Vec<(crate::unit::CondKind, bool, &OneOrMany)> {
+        use crate::unit::CondKind as K;
+        let all: [(K, &Option<OneOrMany>, &Option<OneOrMany>); 14] = [
+            (
+                K::PathExists,
+                &self.condition_path_exists,
+                &self.assert_path_exists,
+            ),
+            (
+                K::PathExistsGlob,
+                &self.condition_path_exists_glob,
+                &self.assert_path_exists_glob,
+            ),
+            (
+                K::PathIsDirectory,
+                &self.condition_path_is_directory,
+                &self.assert_path_is_directory,
+            ),
+            (
+                K::PathIsSymbolicLink,
+                &self.condition_path_is_symbolic_link,
+                &self.assert_path_is_symbolic_link,
+            ),
+            (
+                K::PathIsMountPoint,
+                &self.condition_path_is_mount_point,
+                &self.assert_path_is_mount_point,
+            ),
+            (
+                K::PathIsReadWrite,
+                &self.condition_path_is_read_write,
+                &self.assert_path_is_read_write,
+            ),
+            (
+                K::DirectoryNotEmpty,
+                &self.condition_directory_not_empty,
+                &self.assert_directory_not_empty,
+            ),
+            (
+                K::FileNotEmpty,
+                &self.condition_file_not_empty,
+                &self.assert_file_not_empty,
+            ),
+            (
+                K::FileIsExecutable,
+                &self.condition_file_is_executable,
+                &self.assert_file_is_executable,
+            ),
+            (
+                K::Virtualization,
+                &self.condition_virtualization,
+                &self.assert_virtualization,
+            ),
+            (
+                K::KernelCommandLine,
+                &self.condition_kernel_command_line,
+                &self.assert_kernel_command_line,
+            ),
+            (
+                K::Capability,
+                &self.condition_capability,
+                &self.assert_capability,
+            ),
+            (K::ACPower, &self.condition_ac_power, &self.assert_ac_power),
+            (
+                K::Environment,
+                &self.condition_environment,
+                &self.assert_environment,
+            ),
+        ];
+        let mut out = Vec::new();
+        for (k, c, a) in all {
+            if let Some(v) = c {
+                out.push((k, false, v));
+            }
+            if let Some(v) = a {
+                out.push((k, true, v));
+            }
+        }
+        out
+    }
+}
+
+/// `type`: a forking service is a longrun whose main process is read
+/// from `pid_file` once its command has exited 0.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawKind {
+    Longrun,
+    Oneshot,
+    Forking,
+}
+
+/// One command (`["/bin/x", "a"]`) or several (`[["/bin/x"], ["/bin/y"]]`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Commands {
+    One(Vec<String>),
+    Many(Vec<Vec<String>>),
+}
+
+/// A string or a list of strings (spanned as a whole: an untagged enum
+/// cannot carry spans inside).
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum OneOrManyInner {
+    One(String),
+    Many(Vec<String>),
+}
+
+type OneOrMany = Spanned<OneOrManyInner>;
+
+/// Each item with the span of the whole value.
+fn items(v: &OneOrMany) -> Vec<Spanned<String>> {
+    let span = v.span();
+    match v.get_ref() {
+        OneOrManyInner::One(s) => vec![Spanned::new(span, s.clone())],
+        OneOrManyInner::Many(l) => l
+            .iter()
+            .map(|s| Spanned::new(span.clone(), s.clone()))
+            .collect(),
+    }
+}
+
+/// An exit code or a signal name.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum CodeOrName {
+    Code(i64),
+    Name(String),
 }
 
 #[derive(Deserialize)]
@@ -140,6 +324,55 @@ const TOP_KEYS: &[&str] = &[
     "readiness",
     "restart",
     "stop",
+    "exec_start_pre",
+    "exec_start_post",
+    "exec_stop_post",
+    "reload_exec",
+    "env_file",
+    "remain_after_exit",
+    "success_exit_status",
+    "restart_prevent_exit_status",
+    "state_directory",
+    "cache_directory",
+    "logs_directory",
+    "configuration_directory",
+    "runtime_directory_mode",
+    "state_directory_mode",
+    "cache_directory_mode",
+    "logs_directory_mode",
+    "configuration_directory_mode",
+    "nice",
+    "oom_score_adjust",
+    "supplementary_groups",
+    "pid_file",
+    "condition_path_exists",
+    "assert_path_exists",
+    "condition_path_exists_glob",
+    "assert_path_exists_glob",
+    "condition_path_is_directory",
+    "assert_path_is_directory",
+    "condition_path_is_symbolic_link",
+    "assert_path_is_symbolic_link",
+    "condition_path_is_mount_point",
+    "assert_path_is_mount_point",
+    "condition_path_is_read_write",
+    "assert_path_is_read_write",
+    "condition_directory_not_empty",
+    "assert_directory_not_empty",
+    "condition_file_not_empty",
+    "assert_file_not_empty",
+    "condition_file_is_executable",
+    "assert_file_is_executable",
+    "condition_virtualization",
+    "assert_virtualization",
+    "condition_kernel_command_line",
+    "assert_kernel_command_line",
+    "condition_capability",
+    "assert_capability",
+    "condition_ac_power",
+    "assert_ac_power",
+    "condition_environment",
+    "assert_environment",
 ];
 
 /// Where in the text a byte offset is (1-based line and column).
@@ -541,7 +774,11 @@ pub fn parse_unit_with_lines(
             return Err(errs.list);
         }
     };
-    let kind = raw.kind.unwrap_or(UnitKind::Longrun);
+    let raw_kind = raw.kind.as_ref().map(|k| *k.get_ref());
+    let kind = match raw_kind {
+        Some(RawKind::Oneshot) => UnitKind::Oneshot,
+        Some(RawKind::Longrun) | Some(RawKind::Forking) | None => UnitKind::Longrun,
+    };
 
     let exec: Vec<String> = match &raw.exec {
         None => {
@@ -678,8 +915,10 @@ pub fn parse_unit_with_lines(
             .map(|t| errs.duration(&Some(t.clone()), "ready.watchdog", Duration::from_secs(30)));
         ReadySpec {
             kind: rk,
+            // "infinity": no start timeout, as when the key is absent.
             timeout: r
                 .and_then(|r| r.timeout.as_ref())
+                .filter(|t| t.get_ref().trim() != "infinity")
                 .map(|t| errs.duration(&Some(t.clone()), "ready.timeout", Duration::from_secs(90))),
             fd,
             watchdog,
@@ -778,11 +1017,15 @@ pub fn parse_unit_with_lines(
         });
         StopSpec {
             signal,
-            timeout: errs.duration(
-                s.map(|s| &s.timeout).unwrap_or(&none),
-                "stop.timeout",
-                Duration::from_secs(10),
-            ),
+            // "infinity": wait for the service however long it takes.
+            timeout: match s.and_then(|s| s.timeout.as_ref()) {
+                Some(t) if t.get_ref().trim() == "infinity" => Duration::MAX,
+                _ => errs.duration(
+                    s.map(|s| &s.timeout).unwrap_or(&none),
+                    "stop.timeout",
+                    Duration::from_secs(10),
+                ),
+            },
             exec,
         }
     };
@@ -836,6 +1079,8 @@ pub fn parse_unit_with_lines(
 
     let log = errs.log_limits(&raw.log_max_size, &raw.log_max_files);
 
+    let x = extras(&mut errs, &raw, raw_kind, &restart);
+
     if !errs.list.is_empty() {
         return Err(errs.list);
     }
@@ -867,9 +1112,306 @@ pub fn parse_unit_with_lines(
             priority: raw.priority.unwrap_or(Priority::Normal),
             output: raw.output.unwrap_or(Output::Capture),
             log,
+
+            exec_start_pre: x.exec_start_pre,
+            exec_start_post: x.exec_start_post,
+            exec_stop_post: x.exec_stop_post,
+            reload_exec: x.reload_exec,
+            env_file: x.env_file,
+            remain_after_exit: raw.remain_after_exit.unwrap_or(false),
+            success_exit_status: x.success_exit_status,
+            restart_prevent_exit_status: x.restart_prevent_exit_status,
+            state_directory: x.state_directory,
+            cache_directory: x.cache_directory,
+            logs_directory: x.logs_directory,
+            configuration_directory: x.configuration_directory,
+            directory_modes: x.directory_modes,
+            nice: x.nice,
+            oom_score_adjust: x.oom_score_adjust,
+            supplementary_groups: raw.supplementary_groups.unwrap_or_default(),
+            conditions: x.conditions,
+            pid_file: x.pid_file,
         },
         dep_lines,
     ))
+}
+
+/// The keys systemd units need (see `supd import`), validated.
+#[derive(Default)]
+struct Extras {
+    exec_start_pre: Vec<crate::unit::HelperCmd>,
+    exec_start_post: Vec<crate::unit::HelperCmd>,
+    exec_stop_post: Vec<crate::unit::HelperCmd>,
+    reload_exec: Vec<crate::unit::HelperCmd>,
+    env_file: Vec<crate::unit::EnvFile>,
+    success_exit_status: Vec<crate::unit::ExitMatch>,
+    restart_prevent_exit_status: Vec<crate::unit::ExitMatch>,
+    state_directory: Vec<String>,
+    cache_directory: Vec<String>,
+    logs_directory: Vec<String>,
+    configuration_directory: Vec<String>,
+    directory_modes: crate::unit::DirectoryModes,
+    nice: Option<i32>,
+    oom_score_adjust: Option<i32>,
+    conditions: Vec<crate::unit::Condition>,
+    pid_file: Option<PathBuf>,
+}
+
+fn extras(
+    errs: &mut Errs<'_>,
+    raw: &RawUnit,
+    kind: Option<RawKind>,
+    restart: &RestartSpec,
+) -> Extras {
+    let mut x = Extras::default();
+    let cmds = |errs: &mut Errs<'_>, v: &Option<Spanned<Commands>>, key: &str| {
+        let Some(v) = v else { return Vec::new() };
+        let list = match v.get_ref() {
+            Commands::One(a) => vec![a.clone()],
+            Commands::Many(m) => m.clone(),
+        };
+        let mut out = Vec::new();
+        for mut argv in list {
+            let mut ignore_failure = false;
+            let mut privileged = false;
+            if let Some(first) = argv.first_mut() {
+                loop {
+                    if let Some(r) = first.strip_prefix('-') {
+                        ignore_failure = true;
+                        *first = r.to_string();
+                    } else if let Some(r) = first.strip_prefix('+') {
+                        privileged = true;
+                        *first = r.to_string();
+                    } else {
+                        break;
+                    }
+                }
+            }
+            if argv.first().is_none_or(|p| p.is_empty()) || argv.iter().any(|a| a.contains('\0')) {
+                errs.at(
+                    v.span(),
+                    format!("`{key}` has an empty command (or a NUL byte)"),
+                    "each command is a list: [\"/usr/bin/prog\", \"arg\"], optionally \"-/usr/bin/prog\" to ignore its failure or \"+/usr/bin/prog\" to run it as root",
+                );
+                continue;
+            }
+            out.push(crate::unit::HelperCmd {
+                argv,
+                ignore_failure,
+                privileged,
+            });
+        }
+        out
+    };
+    x.exec_start_pre = cmds(errs, &raw.exec_start_pre, "exec_start_pre");
+    x.exec_start_post = cmds(errs, &raw.exec_start_post, "exec_start_post");
+    x.exec_stop_post = cmds(errs, &raw.exec_stop_post, "exec_stop_post");
+    x.reload_exec = cmds(errs, &raw.reload_exec, "reload_exec");
+
+    for f in raw.env_file.iter().flat_map(items) {
+        let (optional, path) = match f.get_ref().strip_prefix('-') {
+            Some(p) => (true, p),
+            None => (false, f.get_ref().as_str()),
+        };
+        let sp = Spanned::new(f.span(), path.to_string());
+        if let Some(p) = abs_path(errs, &sp, "env_file") {
+            x.env_file.push(crate::unit::EnvFile { path: p, optional });
+        }
+    }
+
+    let statuses = |errs: &mut Errs<'_>, v: &Option<Vec<Spanned<CodeOrName>>>, key: &str| {
+        let mut out = Vec::new();
+        for s in v.iter().flatten() {
+            match s.get_ref() {
+                CodeOrName::Code(c) if (0..=255).contains(c) => {
+                    out.push(crate::unit::ExitMatch::Code(*c as i32))
+                }
+                CodeOrName::Code(c) => {
+                    errs.at(s.span(), format!("`{key}`: exit code {c} is not 0-255"), "")
+                }
+                CodeOrName::Name(n) => match parse_signal_any(n) {
+                    Some(sig) => out.push(crate::unit::ExitMatch::Signal(sig)),
+                    None => errs.at(
+                        s.span(),
+                        format!("`{key}`: {n:?} is neither an exit code nor a signal name"),
+                        "e.g. [1, 143, \"SIGTERM\"]",
+                    ),
+                },
+            }
+        }
+        out
+    };
+    x.success_exit_status = statuses(errs, &raw.success_exit_status, "success_exit_status");
+    x.restart_prevent_exit_status = statuses(
+        errs,
+        &raw.restart_prevent_exit_status,
+        "restart_prevent_exit_status",
+    );
+    let _ = restart;
+
+    let dirs = |errs: &mut Errs<'_>, v: &Option<Vec<Spanned<String>>>, key: &str, base: &str| {
+        let mut out = Vec::new();
+        for d in v.iter().flatten() {
+            let name = d.get_ref();
+            if name.is_empty()
+                || name.starts_with('/')
+                || Path::new(name)
+                    .components()
+                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                errs.at(
+                    d.span(),
+                    format!("{key} {name:?} must be a relative path below {base}"),
+                    format!("e.g. {key} = [\"myservice\"] creates {base}/myservice"),
+                );
+            } else {
+                out.push(name.clone());
+            }
+        }
+        out
+    };
+    x.state_directory = dirs(errs, &raw.state_directory, "state_directory", "/var/lib");
+    x.cache_directory = dirs(errs, &raw.cache_directory, "cache_directory", "/var/cache");
+    x.logs_directory = dirs(errs, &raw.logs_directory, "logs_directory", "/var/log");
+    x.configuration_directory = dirs(
+        errs,
+        &raw.configuration_directory,
+        "configuration_directory",
+        "/etc",
+    );
+    let mode = |errs: &mut Errs<'_>, v: &Option<Spanned<String>>, key: &str| -> u32 {
+        let Some(m) = v else { return 0o755 };
+        match u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8) {
+            Ok(v) if v <= 0o7777 => v,
+            _ => {
+                errs.at(
+                    m.span(),
+                    format!("`{key}` = {:?} is not an octal mode", m.get_ref()),
+                    "e.g. \"0750\"",
+                );
+                0o755
+            }
+        }
+    };
+    x.directory_modes = crate::unit::DirectoryModes {
+        runtime: mode(errs, &raw.runtime_directory_mode, "runtime_directory_mode"),
+        state: mode(errs, &raw.state_directory_mode, "state_directory_mode"),
+        cache: mode(errs, &raw.cache_directory_mode, "cache_directory_mode"),
+        logs: mode(errs, &raw.logs_directory_mode, "logs_directory_mode"),
+        configuration: mode(
+            errs,
+            &raw.configuration_directory_mode,
+            "configuration_directory_mode",
+        ),
+    };
+
+    if let Some(n) = &raw.nice {
+        if (-20..=19).contains(n.get_ref()) {
+            x.nice = Some(*n.get_ref());
+        } else {
+            errs.at(
+                n.span(),
+                format!("nice = {} is not -20..19", n.get_ref()),
+                "",
+            );
+        }
+    }
+    if let Some(n) = &raw.oom_score_adjust {
+        if (-1000..=1000).contains(n.get_ref()) {
+            x.oom_score_adjust = Some(*n.get_ref());
+        } else {
+            errs.at(
+                n.span(),
+                format!("oom_score_adjust = {} is not -1000..1000", n.get_ref()),
+                "",
+            );
+        }
+    }
+
+    for (k, assert, v) in raw.condition_keys() {
+        let prefix = if assert { "assert" } else { "condition" };
+        for item in items(v) {
+            let text = item.get_ref().trim();
+            if text.starts_with('|') {
+                errs.at(
+                    item.span(),
+                    format!(
+                        "`{prefix}_{}`: triggering conditions (`|`) are not supported",
+                        k.key()
+                    ),
+                    "split the unit, or drop the `|`",
+                );
+                continue;
+            }
+            let (negate, arg) = match text.strip_prefix('!') {
+                Some(a) => (true, a.trim()),
+                None => (false, text),
+            };
+            let path_kind = !matches!(
+                k,
+                crate::unit::CondKind::Virtualization
+                    | crate::unit::CondKind::KernelCommandLine
+                    | crate::unit::CondKind::Capability
+                    | crate::unit::CondKind::ACPower
+                    | crate::unit::CondKind::Environment
+            );
+            if arg.is_empty() || (path_kind && !arg.starts_with('/')) {
+                errs.at(
+                    item.span(),
+                    format!(
+                        "`{prefix}_{}` = {text:?} needs {}",
+                        k.key(),
+                        if path_kind {
+                            "an absolute path"
+                        } else {
+                            "a value"
+                        }
+                    ),
+                    "e.g. \"/etc/myservice.conf\", or \"!/etc/myservice/disabled\" to negate",
+                );
+                continue;
+            }
+            x.conditions.push(crate::unit::Condition {
+                kind: k,
+                arg: arg.to_string(),
+                negate,
+                assert,
+            });
+        }
+    }
+
+    match (kind, &raw.pid_file) {
+        (Some(RawKind::Forking), Some(p)) => x.pid_file = abs_path(errs, p, "pid_file"),
+        (Some(RawKind::Forking), None) => {
+            let span = raw.kind.as_ref().map(|k| k.span()).unwrap_or(0..0);
+            errs.at(
+                span,
+                "type = \"forking\" needs `pid_file`",
+                "give the file the daemon writes its pid to, e.g. pid_file = \"/run/nginx.pid\"",
+            );
+        }
+        (_, Some(p)) => errs.at(
+            p.span(),
+            "`pid_file` is only for type = \"forking\"",
+            "remove it, or set type = \"forking\"",
+        ),
+        (_, None) => {}
+    }
+    x
+}
+
+/// A signal number from `SIGTERM`/`TERM`, including SIGKILL (an exit
+/// status, not a stop signal).
+fn parse_signal_any(s: &str) -> Option<i32> {
+    let up = s.trim().to_ascii_uppercase();
+    let full = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    full.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
 }
 
 #[cfg(test)]
@@ -1047,6 +1589,74 @@ timeout = "30s"
         assert_eq!(s.exec[2], "");
         let e = err("exec = [\"\", \"x\"]");
         assert!(e[0].contains("no program"), "{e:?}");
+    }
+
+    #[test]
+    fn keys_for_imported_units() {
+        let s = parse(
+            r#"
+type = "forking"
+pid_file = "/run/x.pid"
+exec = ["/usr/sbin/x"]
+exec_start_pre = ["-/usr/sbin/x", "-t"]
+exec_start_post = [["/bin/a"], ["+/bin/b", "c"]]
+exec_stop_post = ["/bin/cleanup"]
+reload_exec = [["/usr/sbin/x", "-t"], ["/bin/kill", "-HUP", "$MAINPID"]]
+env_file = ["-/etc/default/x", "/etc/x.env"]
+remain_after_exit = true
+success_exit_status = [1, "SIGTERM", "HUP"]
+restart_prevent_exit_status = [255]
+state_directory = ["x", "x/sub"]
+state_directory_mode = "0750"
+runtime_directory_mode = "2755"
+nice = -5
+oom_score_adjust = -900
+supplementary_groups = ["adm"]
+condition_path_exists = ["/etc/x.conf", "!/etc/x/disabled"]
+assert_path_is_directory = "/var/lib"
+condition_virtualization = "!container"
+[restart]
+policy = "on-abnormal"
+[stop]
+timeout = "infinity"
+[ready]
+timeout = "infinity"
+"#,
+        )
+        .unwrap();
+        assert_eq!(s.pid_file, Some(PathBuf::from("/run/x.pid")));
+        assert!(s.exec_start_pre[0].ignore_failure && !s.exec_start_pre[0].privileged);
+        assert_eq!(s.exec_start_pre[0].argv, ["/usr/sbin/x", "-t"]);
+        assert!(s.exec_start_post[1].privileged);
+        assert_eq!(s.reload_exec.len(), 2);
+        assert!(s.env_file[0].optional && !s.env_file[1].optional);
+        assert!(s.remain_after_exit);
+        assert_eq!(
+            s.success_exit_status,
+            [
+                crate::unit::ExitMatch::Code(1),
+                crate::unit::ExitMatch::Signal(libc::SIGTERM),
+                crate::unit::ExitMatch::Signal(libc::SIGHUP)
+            ]
+        );
+        assert_eq!(s.directory_modes.state, 0o750);
+        assert_eq!(s.directory_modes.runtime, 0o2755);
+        assert_eq!(s.nice, Some(-5));
+        assert_eq!(s.conditions.len(), 4);
+        assert!(s.conditions[1].negate && !s.conditions[1].assert);
+        assert!(s.conditions.iter().any(|c| c.assert));
+        assert_eq!(s.restart.policy, RestartPolicy::OnAbnormal);
+        assert_eq!(s.stop.timeout, Duration::MAX);
+        assert_eq!(s.ready.timeout, None);
+
+        let e = err("type = \"forking\"\nexec = [\"/x\"]\n");
+        assert!(e[0].contains("pid_file"), "{e:?}");
+        let e = err("exec = [\"/x\"]\npid_file = \"/run/x.pid\"\n");
+        assert!(e[0].contains("only for type"), "{e:?}");
+        let e = err(
+            "exec = [\"/x\"]\nnice = 40\nstate_directory = [\"../etc\"]\ncondition_path_exists = \"relative\"\nsuccess_exit_status = [\"SIGNOPE\"]\n",
+        );
+        assert_eq!(e.len(), 4, "{e:?}");
     }
 
     #[test]

@@ -147,12 +147,145 @@ pub fn recheck_mounts(mounts: &[MountReq]) -> Result<(), SpawnError> {
     Ok(())
 }
 
-/// Extra environment supd adds for a unit.
+/// Extra environment supd adds for a unit, and how the command is run.
 pub struct SpawnEnv<'a> {
     pub notify_socket: Option<&'a str>,
     /// For `[stop] exec`: the pid of the process it should stop, as
     /// `$MAINPID` (as systemd's ExecStop has it).
     pub main_pid: Option<i32>,
+    /// Apply systemd's `$VAR`/`${VAR}` substitution to argv (the unit's
+    /// own commands; not probes).
+    pub expand: bool,
+    /// A `+` helper command: runs as root, without `user`/`group`.
+    pub privileged: bool,
+}
+
+impl SpawnEnv<'_> {
+    /// A probe's or test's environment: nothing added, nothing expanded.
+    pub fn plain() -> SpawnEnv<'static> {
+        SpawnEnv {
+            notify_socket: None,
+            main_pid: None,
+            expand: false,
+            privileged: false,
+        }
+    }
+}
+
+/// Largest environment file read.
+const MAX_ENV_FILE: u64 = 1024 * 1024;
+
+/// Read the unit's `env_file`s into `envs` (later files win).
+fn read_env_files(spec: &UnitSpec, envs: &mut Vec<(String, String)>) -> Result<(), SpawnError> {
+    use std::io::Read;
+    for f in &spec.env_file {
+        let file = match std::fs::File::open(&f.path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && f.optional => continue,
+            Err(e) => {
+                return Err(SpawnError::Failed(format!(
+                    "reading env_file {}: {e} (write \"-{}\" in {} if the file is optional)",
+                    f.path.display(),
+                    f.path.display(),
+                    spec.file.display()
+                )));
+            }
+        };
+        let mut bytes = Vec::new();
+        file.take(MAX_ENV_FILE)
+            .read_to_end(&mut bytes)
+            .map_err(|e| {
+                SpawnError::Failed(format!("reading env_file {}: {e}", f.path.display()))
+            })?;
+        let text = String::from_utf8_lossy(&bytes);
+        let (kv, warnings) = crate::unit::exec::parse_env_file(&text, envs);
+        for w in warnings {
+            tracing::warn!(unit = %spec.name, "env_file {}: {w}", f.path.display());
+        }
+        for (k, v) in kv {
+            envs.retain(|(ek, _)| *ek != k);
+            envs.push((k, v));
+        }
+    }
+    Ok(())
+}
+
+/// The directories supd creates before each start: (base, names, mode,
+/// environment variable, chowned to the unit's user).
+fn managed_dirs(spec: &UnitSpec) -> [(&'static str, &[String], u32, &'static str, bool); 5] {
+    let m = spec.directory_modes;
+    [
+        (
+            "/run",
+            &spec.runtime_directory,
+            m.runtime,
+            "RUNTIME_DIRECTORY",
+            true,
+        ),
+        (
+            "/var/lib",
+            &spec.state_directory,
+            m.state,
+            "STATE_DIRECTORY",
+            true,
+        ),
+        (
+            "/var/cache",
+            &spec.cache_directory,
+            m.cache,
+            "CACHE_DIRECTORY",
+            true,
+        ),
+        (
+            "/var/log",
+            &spec.logs_directory,
+            m.logs,
+            "LOGS_DIRECTORY",
+            true,
+        ),
+        (
+            "/etc",
+            &spec.configuration_directory,
+            m.configuration,
+            "CONFIGURATION_DIRECTORY",
+            false,
+        ),
+    ]
+}
+
+/// Create the unit's directories (owned by its user, with their modes)
+/// and name them in the environment, as systemd does.
+fn make_dirs(
+    spec: &UnitSpec,
+    uid: Option<libc::uid_t>,
+    gid: Option<libc::gid_t>,
+    envs: &mut Vec<(String, String)>,
+) -> Result<(), SpawnError> {
+    use std::os::unix::fs::PermissionsExt;
+    for (base, names, mode, var, chown) in managed_dirs(spec) {
+        if names.is_empty() {
+            continue;
+        }
+        let mut paths = Vec::new();
+        for name in names {
+            let dir = Path::new(base).join(name);
+            let what = var.to_ascii_lowercase();
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                SpawnError::Failed(format!("creating {what} {}: {e}", dir.display()))
+            })?;
+            if chown && (uid.is_some() || gid.is_some()) {
+                std::os::unix::fs::chown(&dir, uid, gid).map_err(|e| {
+                    SpawnError::Failed(format!("chown of {what} {}: {e}", dir.display()))
+                })?;
+            }
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+                SpawnError::Failed(format!("chmod {mode:o} of {what} {}: {e}", dir.display()))
+            })?;
+            paths.push(dir.to_string_lossy().into_owned());
+        }
+        envs.push((var.into(), paths.join(":")));
+    }
+    Ok(())
 }
 
 /// The pre-exec steps, in the order the child takes them. A failure names
@@ -170,6 +303,8 @@ enum Stage {
     Uid,
     Chdir,
     Exec,
+    Nice,
+    OomScore,
 }
 
 impl Stage {
@@ -183,6 +318,8 @@ impl Stage {
             6 => Stage::Uid,
             7 => Stage::Chdir,
             8 => Stage::Exec,
+            9 => Stage::Nice,
+            10 => Stage::OomScore,
             _ => Stage::None,
         }
     }
@@ -212,6 +349,9 @@ struct Plan {
     gid: Option<libc::gid_t>,
     uid: Option<libc::uid_t>,
     chdir: CString,
+    nice: Option<i32>,
+    /// The value for /proc/self/oom_score_adj, as text.
+    oom_score: Option<CString>,
 }
 
 /// Written by the child on failure, read by the parent after it resumes.
@@ -316,6 +456,40 @@ fn lookup_identity(
     Ok((uid, gid, groups))
 }
 
+/// Add `supplementary_groups` to the user's groups (root only).
+fn supplementary(
+    spec: &UnitSpec,
+    gid: Option<libc::gid_t>,
+    groups: Option<Vec<libc::gid_t>>,
+) -> Result<Option<Vec<libc::gid_t>>, SpawnError> {
+    if spec.supplementary_groups.is_empty() || !nix::unistd::geteuid().is_root() {
+        return Ok(groups);
+    }
+    let mut list = groups.unwrap_or_else(|| gid.into_iter().collect());
+    for name in &spec.supplementary_groups {
+        let g = nix::unistd::Group::from_name(name)
+            .map_err(|e| SpawnError::Failed(format!("looking up group {name}: {e}")))?
+            .ok_or_else(|| {
+                SpawnError::Failed(format!(
+                    "group {name} does not exist (create it, or change `supplementary_groups` in {})",
+                    spec.file.display()
+                ))
+            })?;
+        if !list.contains(&g.gid.as_raw()) {
+            list.push(g.gid.as_raw());
+        }
+    }
+    Ok(Some(list))
+}
+
+/// The unit's user and group ids, for owning its directories even when a
+/// `+` command (running as root) starts it.
+fn lookup_owner(spec: &UnitSpec) -> Result<(Option<libc::uid_t>, Option<libc::gid_t>), SpawnError> {
+    let mut scratch = Vec::new();
+    let (uid, gid, _) = lookup_identity(spec, &mut scratch)?;
+    Ok((uid, gid))
+}
+
 /// Spawn `argv` with the unit's identity and environment.
 pub fn spawn(
     spec: &UnitSpec,
@@ -333,35 +507,45 @@ pub fn spawn(
         ("PATH".into(), DEFAULT_PATH.into()),
         ("SUPD_UNIT".into(), spec.name.clone()),
     ];
-    let (uid, gid, groups) = lookup_identity(spec, &mut envs)?;
+    let (uid, gid, groups) = if extra.privileged {
+        (None, None, None)
+    } else {
+        let (uid, gid, groups) = lookup_identity(spec, &mut envs)?;
+        (uid, gid, supplementary(spec, gid, groups)?)
+    };
     if let Some(sock) = extra.notify_socket {
         envs.push(("NOTIFY_SOCKET".into(), sock.into()));
     }
     if let Some(pid) = extra.main_pid {
         envs.push(("MAINPID".into(), pid.to_string()));
     }
+    // Directories are made (and named in the environment) before the
+    // unit's own variables, which may refer to them.
+    let (dir_uid, dir_gid) = if extra.privileged {
+        lookup_owner(spec)?
+    } else {
+        (uid, gid)
+    };
+    make_dirs(spec, dir_uid, dir_gid, &mut envs)?;
+    // The unit's `env`, then its env files (which win, as in systemd).
     for (k, v) in &spec.env {
         envs.retain(|(ek, _)| ek != k);
         envs.push((k.clone(), v.clone()));
     }
+    read_env_files(spec, &mut envs)?;
+    let expanded;
+    let argv = if extra.expand {
+        expanded = crate::unit::exec::expand_argv(argv, &envs);
+        &expanded[..]
+    } else {
+        argv
+    };
     let path_var = envs
         .iter()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.as_str())
         .unwrap_or(DEFAULT_PATH);
     let exe = resolve_program(program, path_var)?;
-
-    for name in &spec.runtime_directory {
-        let dir = Path::new("/run").join(name);
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            SpawnError::Failed(format!("creating runtime directory {}: {e}", dir.display()))
-        })?;
-        if uid.is_some() || gid.is_some() {
-            std::os::unix::fs::chown(&dir, uid, gid).map_err(|e| {
-                SpawnError::Failed(format!("chown of runtime directory {}: {e}", dir.display()))
-            })?;
-        }
-    }
 
     // Descriptors. Everything we open is close-on-exec; the child copies
     // what it needs onto 0, 1, 2 and the readiness fd.
@@ -493,6 +677,11 @@ pub fn spawn(
         gid,
         uid,
         chdir: cstr("working_directory", dir.as_bytes())?,
+        nice: spec.nice,
+        oom_score: match spec.oom_score_adjust {
+            Some(v) => Some(cstr("oom_score_adjust", v.to_string().as_bytes())?),
+            None => None,
+        },
     };
 
     // Last-moment guard: the engine decided from its snapshot; the kernel's
@@ -569,9 +758,20 @@ fn describe_failure(spec: &UnitSpec, program: &str, stage: Stage, errno: i32) ->
                 .unwrap_or(Path::new("/"))
                 .display()
         ),
+        Stage::Nice => format!(
+            "setting nice {} (`nice` in {file}): {e}",
+            spec.nice.unwrap_or(0)
+        ),
+        Stage::OomScore => format!(
+            "setting oom_score_adjust {} (`oom_score_adjust` in {file}): {e}",
+            spec.oom_score_adjust.unwrap_or(0)
+        ),
         Stage::None => format!("starting {program}: unknown failure"),
     }
 }
+
+/// Where the child writes `oom_score_adjust`.
+const OOM_SCORE_ADJ: &std::ffi::CStr = c"/proc/self/oom_score_adj";
 
 /// Stack for the child between clone and exec. It only runs `child_main`
 /// (a few frames of raw system calls), so a small one is plenty.
@@ -757,6 +957,43 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 fail(Stage::Rlimit, r);
             }
         }
+        // Before dropping privileges: lowering either needs root.
+        if let Some(n) = plan.nice {
+            let r = sys(
+                libc::SYS_setpriority,
+                libc::PRIO_PROCESS as usize,
+                0,
+                n as isize as usize,
+                0,
+            );
+            if r < 0 {
+                fail(Stage::Nice, r);
+            }
+        }
+        if let Some(v) = plan.oom_score.as_ref() {
+            let fd = sys(
+                libc::SYS_openat,
+                libc::AT_FDCWD as isize as usize,
+                OOM_SCORE_ADJ.as_ptr() as usize,
+                (libc::O_WRONLY | libc::O_CLOEXEC) as usize,
+                0,
+            );
+            if fd < 0 {
+                fail(Stage::OomScore, fd);
+            }
+            let bytes = v.as_bytes();
+            let r = sys(
+                libc::SYS_write,
+                fd as usize,
+                bytes.as_ptr() as usize,
+                bytes.len(),
+                0,
+            );
+            sys(libc::SYS_close, fd as usize, 0, 0, 0);
+            if r < 0 {
+                fail(Stage::OomScore, r);
+            }
+        }
         if let Some(g) = plan.groups.as_ref() {
             let r = sys(libc::SYS_setgroups, g.len(), g.as_ptr() as usize, 0, 0);
             if r < 0 {
@@ -810,8 +1047,8 @@ mod tests {
     fn run_capture(spec: &UnitSpec, argv: &[&str]) -> (String, nix::sys::wait::WaitStatus) {
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
         let env = SpawnEnv {
-            notify_socket: None,
             main_pid: Some(42),
+            ..SpawnEnv::plain()
         };
         let s = spawn(spec, &argv, &[], &env, None).expect("spawn");
         let mut out = String::new();
@@ -850,10 +1087,7 @@ mod tests {
     #[test]
     fn exec_failure_names_the_step_and_leaves_no_child() {
         let spec = UnitSpec::simple("t", UnitKind::Longrun, &["/nonexistent/prog"]);
-        let env = SpawnEnv {
-            notify_socket: None,
-            main_pid: None,
-        };
+        let env = SpawnEnv::plain();
         let argv = vec!["/nonexistent/prog".to_string()];
         match spawn(&spec, &argv, &[], &env, None) {
             Err(SpawnError::Failed(m)) => assert!(m.contains("exec /nonexistent/prog"), "{m}"),
@@ -906,13 +1140,128 @@ mod tests {
         drop(extra);
     }
 
+    fn root(test: &str) -> bool {
+        let r = nix::unistd::geteuid().is_root();
+        if !r {
+            eprintln!("SKIP {test}: needs root");
+        }
+        r
+    }
+
+    #[test]
+    fn env_files_and_systemd_substitution() {
+        let dir = std::env::temp_dir().join(format!("supd-envfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("defaults");
+        std::fs::write(&f, "# as in /etc/default\nOPTS=\"-a  -b\"\nNAME=file\n").unwrap();
+        let mut spec = UnitSpec::simple("t", UnitKind::Longrun, &["sh"]);
+        spec.env.insert("NAME".into(), "env".into());
+        spec.env.insert("OTHER".into(), "o".into());
+        spec.env_file = vec![
+            crate::unit::EnvFile {
+                path: f.clone(),
+                optional: false,
+            },
+            crate::unit::EnvFile {
+                path: dir.join("missing"),
+                optional: true,
+            },
+        ];
+        let argv: Vec<String> = [
+            "sh",
+            "-c",
+            "echo \"[$0][$1][$2][$3]\"",
+            "$OPTS",
+            "${NAME}-${OTHER}",
+            "$$x",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let env = SpawnEnv {
+            expand: true,
+            ..SpawnEnv::plain()
+        };
+        let sp = spawn(&spec, &argv, &[], &env, None).expect("spawn");
+        let mut out = String::new();
+        std::fs::File::from(sp.output.expect("pipe"))
+            .read_to_string(&mut out)
+            .unwrap();
+        wait(sp.pid);
+        // $OPTS split into two words; the file's NAME wins over `env`.
+        assert_eq!(out.trim(), "[-a][-b][file-o][$x]");
+        // A required file that is missing fails the start, naming it.
+        spec.env_file[1].optional = false;
+        match spawn(&spec, &argv, &[], &env, None) {
+            Err(SpawnError::Failed(m)) => {
+                assert!(m.contains("missing") && m.contains("env_file"), "{m}")
+            }
+            Ok(s) => panic!("spawned {}", s.pid),
+            Err(e) => panic!("{e:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn nice_and_oom_score_are_set_before_exec() {
+        let mut spec = UnitSpec::simple("t", UnitKind::Longrun, &["sh"]);
+        spec.nice = Some(7);
+        spec.oom_score_adjust = Some(345);
+        let (out, _) = run_capture(
+            &spec,
+            &[
+                "sh",
+                "-c",
+                "cut -d' ' -f19 /proc/$$/stat; cat /proc/$$/oom_score_adj",
+            ],
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines, ["7", "345"], "{out}");
+    }
+
+    #[test]
+    fn directories_are_made_owned_and_named() {
+        if !root("directories") {
+            return;
+        }
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let tag = format!("supd-test-{}", std::process::id());
+        let mut spec = UnitSpec::simple("t", UnitKind::Longrun, &["sh"]);
+        spec.user = Some("nobody".into());
+        spec.supplementary_groups = vec!["adm".into()];
+        spec.state_directory = vec![format!("{tag}/a")];
+        spec.logs_directory = vec![tag.clone()];
+        spec.directory_modes.state = 0o750;
+        let (out, _) = run_capture(
+            &spec,
+            &["sh", "-c", "echo $STATE_DIRECTORY $LOGS_DIRECTORY; id -G"],
+        );
+        let state = Path::new("/var/lib").join(&tag).join("a");
+        let md = std::fs::metadata(&state).expect("state dir");
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        assert_eq!(md.uid(), nobody.uid.as_raw());
+        assert_eq!(md.permissions().mode() & 0o7777, 0o750);
+        let adm = nix::unistd::Group::from_name("adm").unwrap().unwrap();
+        let mut lines = out.lines();
+        assert_eq!(
+            lines.next(),
+            Some(format!("{} /var/log/{tag}", state.display()).as_str())
+        );
+        let groups: Vec<u32> = lines
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .filter_map(|g| g.parse().ok())
+            .collect();
+        assert!(groups.contains(&adm.gid.as_raw()), "{out}");
+        let _ = std::fs::remove_dir_all(Path::new("/var/lib").join(&tag));
+        let _ = std::fs::remove_dir_all(Path::new("/var/log").join(&tag));
+    }
+
     #[test]
     fn readiness_fd_lands_on_its_number_even_when_low() {
         let spec = UnitSpec::simple("t", UnitKind::Longrun, &["sh"]);
-        let env = SpawnEnv {
-            notify_socket: None,
-            main_pid: None,
-        };
+        let env = SpawnEnv::plain();
         let argv: Vec<String> = ["sh", "-c", "echo ready >&3; ls /proc/self/fd | wc -l"]
             .iter()
             .map(|s| s.to_string())
