@@ -506,27 +506,25 @@ impl Driver {
                 .into_iter()
                 .partition(|a| matches!(a, Action::Audit(_)));
             for a in audits.into_iter().chain(rest) {
-                if let Some(ev) = self.execute(a) {
-                    batch.push(ev);
-                }
+                batch.extend(self.execute(a));
             }
             drop(held);
         }
     }
 
     /// Carry out one action; an immediate result comes back as an event.
-    fn execute(&mut self, action: Action) -> Option<Event> {
+    fn execute(&mut self, action: Action) -> Vec<Event> {
         match action {
-            Action::Spawn { run, spec, mounts } => Some(self.spawn_main(run, &spec, &mounts)),
+            Action::Spawn { run, spec, mounts } => self.start_run(run, spec, mounts),
             Action::Signal { run, signal } => {
                 if let Ok(sig) = Signal::try_from(signal) {
                     self.procs.signal_run(run, sig);
                 }
-                None
+                vec![]
             }
             Action::StopExec { run, spec } => {
                 self.stop_exec(run, &spec);
-                None
+                vec![]
             }
             Action::PersistLocks { version, locks } => {
                 if self
@@ -534,12 +532,12 @@ impl Driver {
                     .send(DiskJob::Persist { version, locks })
                     .is_err()
                 {
-                    return Some(Event::LocksPersisted {
+                    return vec![Event::LocksPersisted {
                         version,
                         result: Err("the persistence thread is gone".into()),
-                    });
+                    }];
                 }
-                None
+                vec![]
             }
             Action::Reply { req, response } => {
                 if let Some(tx) = self.replies.remove(&req) {
@@ -549,7 +547,7 @@ impl Driver {
                         let _ = tx.send(response);
                     }
                 }
-                None
+                vec![]
             }
             Action::Audit(e) => {
                 tracing::info!(target: "audit", "uid={:?} pid={:?} {} unit={:?} holder={:?} reason={:?}: {}", e.peer_uid, e.peer_pid, e.action, e.unit, e.holder, e.reason, e.outcome);
@@ -564,7 +562,7 @@ impl Driver {
                         Err("the persistence thread is gone".into()),
                     );
                 }
-                None
+                vec![]
             }
             Action::StartProbe {
                 run,
@@ -572,18 +570,22 @@ impl Driver {
                 spec,
                 target,
                 timeout,
-            } => self.start_probe(run, kind, spec, target, timeout),
+            } => self
+                .start_probe(run, kind, spec, target, timeout)
+                .into_iter()
+                .collect(),
+            Action::ReloadExec { run, spec: _ } => self.reload_exec(run),
             Action::CancelProbe { run } => {
                 self.procs.cancel_probes(run);
-                None
+                vec![]
             }
             Action::ShutdownComplete(kind) => {
                 self.shutdown_complete = Some(kind);
-                None
+                vec![]
             }
             Action::Publish(body) => {
                 self.publish(body);
-                None
+                vec![]
             }
         }
     }

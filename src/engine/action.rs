@@ -70,6 +70,12 @@ pub enum Action {
     CancelProbe {
         run: RunId,
     },
+    /// `supctl reload-unit` for a unit with `reload_exec`: run its reload
+    /// commands in order (with `$MAINPID`).
+    ReloadExec {
+        run: RunId,
+        spec: Arc<UnitSpec>,
+    },
     /// Every unit is down: finish the shutdown (kill the rest, sync, exit or
     /// reboot).
     ShutdownComplete(ShutdownKind),

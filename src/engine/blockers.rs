@@ -214,7 +214,7 @@ impl Engine {
         }
         match &u.state {
             UnitState::Running { ready, .. } => *ready,
-            UnitState::Done => true,
+            UnitState::Done | UnitState::Skipped { .. } => true,
             UnitState::Inactive
             | UnitState::Starting { .. }
             | UnitState::Stopping { .. }
@@ -233,7 +233,7 @@ impl Engine {
             return false;
         }
         match &u.state {
-            UnitState::Running { .. } | UnitState::Done => true,
+            UnitState::Running { .. } | UnitState::Done | UnitState::Skipped { .. } => true,
             UnitState::Inactive
             | UnitState::Starting { .. }
             | UnitState::Stopping { .. }
@@ -271,6 +271,7 @@ impl Engine {
                 until.saturating_duration_since(now).as_secs_f64()
             ),
             UnitState::Done => "completed".to_string(),
+            UnitState::Skipped { why } => format!("skipped: {why}"),
             // One level only: a chain of waiting units is described link
             // by link (each unit's own line names its own blocker), never
             // by recursion down the whole chain.
@@ -294,7 +295,10 @@ impl Engine {
             UnitState::Running { ready, .. } => !*ready && d.stop_pending.is_none(),
             UnitState::Starting { .. } | UnitState::Backoff { .. } => true,
             UnitState::Stopping { .. } => d.restart_requested,
-            UnitState::Done | UnitState::Failed { .. } | UnitState::Exited { .. } => false,
+            UnitState::Done
+            | UnitState::Failed { .. }
+            | UnitState::Exited { .. }
+            | UnitState::Skipped { .. } => false,
             UnitState::Inactive => {
                 if d.removed || d.want == Want::Down || self.shutdown.is_some() {
                     return false;

@@ -179,6 +179,7 @@ impl Engine {
                     UnitState::Failed { .. }
                     | UnitState::Exited { .. }
                     | UnitState::Done
+                    | UnitState::Skipped { .. }
                     | UnitState::Backoff { .. } => {
                         self.timers.cancel(id, TimerKind::RestartAt);
                         self.set_state(id, UnitState::Inactive);
@@ -200,6 +201,7 @@ impl Engine {
                         format!("{unit} is stopping; it will start again once stopped")
                     }
                     UnitState::Done => format!("{unit} completed"),
+                    UnitState::Skipped { why } => format!("{unit} skipped: {why}"),
                     UnitState::Failed { reason } => format!("{unit} failed: {reason}"),
                     _ => format!(
                         "{unit} will start when ready: {}",
@@ -308,6 +310,19 @@ impl Engine {
                 };
                 let u = &self.units[id.0 as usize];
                 match (&u.state, u.state.run()) {
+                    (UnitState::Running { .. } | UnitState::Starting { .. }, Some(run))
+                        if !u.spec.reload_exec.is_empty() =>
+                    {
+                        let spec = u.spec.clone();
+                        self.out.push(Action::ReloadExec { run, spec });
+                        self.audit(&peer, wall_ms, Some(&unit), None, "reload-unit", None, "ok");
+                        self.reply(
+                            req,
+                            Response::ok(format!(
+                                "running {unit}'s reload commands (their output and failures are logged as {unit}:reload)"
+                            )),
+                        );
+                    }
                     (UnitState::Running { .. } | UnitState::Starting { .. }, Some(run)) => {
                         let signal = u.spec.reload_signal;
                         self.out.push(Action::Signal { run, signal });

@@ -179,4 +179,16 @@ pub enum Event {
         msg: NotifyMsg,
     },
     ShutdownRequested(ShutdownKind),
+    /// A condition of the unit did not hold just before its start: no
+    /// process was created.
+    ConditionFailed {
+        run: RunId,
+        why: String,
+    },
+    /// A command of the start sequence that must succeed
+    /// (`exec_start_post`) failed while the main process runs.
+    HelperFailed {
+        run: RunId,
+        what: String,
+    },
 }

@@ -680,6 +680,15 @@ impl Engine {
                 let Some(id) = self.run_unit(run) else {
                     return;
                 };
+                if mount.is_none()
+                    && matches!(self.units[id.0 as usize].state, UnitState::Stopping { .. })
+                {
+                    // Stopped while its start sequence ran: it ends as the
+                    // stop's reason says, not as a start failure.
+                    tracing::info!(unit = %self.units[id.0 as usize].spec.name, "start abandoned: {error}");
+                    self.on_exit(now, run, ExitStatus::Exited(1));
+                    return;
+                }
                 self.runs.remove(&run);
                 self.timers.cancel_all(id);
                 let manual = self.units[id.0 as usize].manual_start;
@@ -700,6 +709,33 @@ impl Engine {
                 }
             }
             Event::ProcessExited { run, status } => self.on_exit(now, run, status),
+            Event::ConditionFailed { run, why } => {
+                let Some(id) = self.run_unit(run) else {
+                    return;
+                };
+                if matches!(self.units[id.0 as usize].state, UnitState::Stopping { .. }) {
+                    self.on_exit(now, run, ExitStatus::Exited(0));
+                    return;
+                }
+                self.runs.remove(&run);
+                self.timers.cancel_all(id);
+                tracing::info!(unit = %self.units[id.0 as usize].spec.name, "skipped: {why}");
+                let u = self.unit_mut(id);
+                u.manual_start = false;
+                u.attempt = 0;
+                self.set_state(id, UnitState::Skipped { why });
+            }
+            Event::HelperFailed { run, what } => {
+                if let Some(id) = self.run_unit(run)
+                    && matches!(
+                        self.units[id.0 as usize].state,
+                        UnitState::Starting { .. } | UnitState::Running { .. }
+                    )
+                {
+                    tracing::warn!(unit = %self.units[id.0 as usize].spec.name, "{what}");
+                    self.begin_stop(id, now, StopReason::StartFailed(what));
+                }
+            }
             Event::MountTableChanged(table) => {
                 if let Some(m) = self.mount_unknown.take() {
                     tracing::info!("the mount table is readable again (was: {})", m.why);
@@ -895,6 +931,9 @@ impl Engine {
                     StopReason::StartTimeout => {
                         self.after_failure(id, now, FailReason::StartTimeout, false);
                     }
+                    StopReason::StartFailed(what) => {
+                        self.after_failure(id, now, FailReason::SpawnFailed(what), false);
+                    }
                     StopReason::Operator
                     | StopReason::Maintenance
                     | StopReason::DependencyStopped(_)
@@ -950,7 +989,8 @@ impl Engine {
             | UnitState::Backoff { .. }
             | UnitState::Failed { .. }
             | UnitState::Done
-            | UnitState::Exited { .. } => {}
+            | UnitState::Exited { .. }
+            | UnitState::Skipped { .. } => {}
         }
     }
 
@@ -1448,7 +1488,8 @@ impl Engine {
                 | UnitState::Stopping { .. }
                 | UnitState::Failed { .. }
                 | UnitState::Done
-                | UnitState::Exited { .. } => {}
+                | UnitState::Exited { .. }
+                | UnitState::Skipped { .. } => {}
             }
         }
         changed

@@ -622,7 +622,10 @@ impl Sim {
                 }
                 None
             }
-            Action::Audit(_) | Action::CancelProbe { .. } | Action::StartProbe { .. } => None,
+            Action::Audit(_)
+            | Action::CancelProbe { .. }
+            | Action::StartProbe { .. }
+            | Action::ReloadExec { .. } => None,
             Action::ShutdownComplete(_) | Action::Publish(_) => None,
         }
     }

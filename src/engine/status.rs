@@ -34,6 +34,7 @@ impl Engine {
             UnitState::Failed { .. } => "failed",
             UnitState::Done => "done",
             UnitState::Exited { .. } => "exited",
+            UnitState::Skipped { .. } => "skipped",
         }
     }
 
@@ -179,6 +180,7 @@ impl Engine {
             }
             UnitState::Done => None,
             UnitState::Exited { status } => Some(status.to_string()),
+            UnitState::Skipped { why } => Some(format!("condition not met: {why}")),
         }
     }
 
@@ -211,6 +213,11 @@ impl Engine {
             }
             UnitState::Stopping { reason, .. } => return format!("{name} is stopping: {reason}"),
             UnitState::Done => return format!("{name} completed successfully (oneshot)"),
+            UnitState::Skipped { why } => {
+                return format!(
+                    "{name} was skipped: {why}. `supctl start {name}` checks its conditions again"
+                );
+            }
             UnitState::Failed { reason } => {
                 let cause = self
                     .last_error_unless_in(id, &reason.to_string())
@@ -254,6 +261,7 @@ impl Engine {
             UnitState::Failed { reason } => format!("failed ({reason})"),
             UnitState::Exited { status } => format!("{status}, not restarted by policy"),
             UnitState::Done => "completed".to_string(),
+            UnitState::Skipped { why } => format!("skipped ({why})"),
             _ if u.want == Want::Down => "stopped by an operator".to_string(),
             _ => "waiting (see `supctl why`)".to_string(),
         }

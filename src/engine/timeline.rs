@@ -265,6 +265,8 @@ impl Timeline {
             UnitState::Failed { reason } => Step::Failed(reason.to_string().into()),
             UnitState::Exited { status } => Step::Exited(status.to_string().into()),
             UnitState::Done => Step::Done,
+            // A condition did not hold: nothing ran, nothing failed.
+            UnitState::Skipped { why } => Step::Exited(format!("skipped: {why}").into()),
         };
         self.enter(id, step);
     }

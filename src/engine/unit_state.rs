@@ -31,6 +31,8 @@ pub enum StopReason {
     Removed,
     /// `supctl restart`: stop, then start again.
     Restart,
+    /// A command of the start sequence (`exec_start_post`) failed.
+    StartFailed(String),
 }
 
 impl std::fmt::Display for StopReason {
@@ -46,6 +48,7 @@ impl std::fmt::Display for StopReason {
             StopReason::Shed => write!(f, "shed by operator"),
             StopReason::Removed => write!(f, "unit file removed"),
             StopReason::Restart => write!(f, "restart requested"),
+            StopReason::StartFailed(what) => write!(f, "{what}"),
         }
     }
 }
@@ -125,6 +128,11 @@ pub enum UnitState {
     Exited {
         status: ExitStatus,
     },
+    /// A condition (`condition_*`) did not hold at its last start: not a
+    /// failure; its dependents start as if it had completed.
+    Skipped {
+        why: String,
+    },
 }
 
 impl UnitState {
@@ -137,7 +145,8 @@ impl UnitState {
             | UnitState::Backoff { .. }
             | UnitState::Failed { .. }
             | UnitState::Done
-            | UnitState::Exited { .. } => None,
+            | UnitState::Exited { .. }
+            | UnitState::Skipped { .. } => None,
         }
     }
 
@@ -149,7 +158,8 @@ impl UnitState {
             | UnitState::Backoff { .. }
             | UnitState::Failed { .. }
             | UnitState::Done
-            | UnitState::Exited { .. } => None,
+            | UnitState::Exited { .. }
+            | UnitState::Skipped { .. } => None,
         }
     }
 

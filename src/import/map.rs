@@ -376,9 +376,8 @@ impl<'a> Mapper<'a> {
             | "RefuseManualStop" => {
                 self.note(e, "about systemd's job engine; no effect under supd");
             }
-            k if k.starts_with("Condition") || k.starts_with("Assert") => {
-                self.refuse(e, "conditions and assertions are not supported yet");
-            }
+            k if k.starts_with("Condition") || k.starts_with("Assert") => self.condition(e),
+
             _ => self.unknown(e),
         }
     }
@@ -728,6 +727,55 @@ impl<'a> Mapper<'a> {
         self.refuse(e, "not a directive supd import knows; not honoured");
     }
 
+    /// `ConditionX=`/`AssertX=` as `condition_x`/`assert_x`.
+    fn condition(&mut self, e: &Entry) {
+        let (assert, kind) = match e.key.strip_prefix("Condition") {
+            Some(k) => (false, k),
+            None => (true, e.key.trim_start_matches("Assert")),
+        };
+        let key = match kind {
+            "PathExists" => "path_exists",
+            "PathExistsGlob" => "path_exists_glob",
+            "PathIsDirectory" => "path_is_directory",
+            "PathIsSymbolicLink" => "path_is_symbolic_link",
+            "PathIsMountPoint" => "path_is_mount_point",
+            "PathIsReadWrite" => "path_is_read_write",
+            "DirectoryNotEmpty" => "directory_not_empty",
+            "FileNotEmpty" => "file_not_empty",
+            "FileIsExecutable" => "file_is_executable",
+            "Virtualization" => "virtualization",
+            "KernelCommandLine" => "kernel_command_line",
+            "Capability" => "capability",
+            "ACPower" => "ac_power",
+            "Environment" => "environment",
+            other => {
+                self.refuse(e, format!("{other} is not a condition supd checks"));
+                return;
+            }
+        };
+        let key = format!("{}_{key}", if assert { "assert" } else { "condition" });
+        if e.value.trim().is_empty() {
+            // An empty assignment resets the list, as in drop-ins.
+            self.doc.remove("", &key);
+            return;
+        }
+        let Some(v) = self.value(e) else { return };
+        let v = v.trim().to_string();
+        if v.starts_with('|') {
+            self.refuse(
+                e,
+                "triggering conditions (`|`: any one of them suffices) are not supported",
+            );
+            return;
+        }
+        if kind == "Capability" && crate::unit::caps::number(v.trim_start_matches('!')).is_none() {
+            self.refuse(e, format!("{v:?} is not a capability name"));
+            return;
+        }
+        let src = self.src(e);
+        self.doc.push("", &key, V::Strs(vec![v]), src);
+    }
+
     /// `StateDirectory=` and its kind: relative names, space-separated.
     fn dirs(&mut self, e: &Entry, key: &str) {
         if e.value.trim().is_empty() {
@@ -942,6 +990,7 @@ impl<'a> Mapper<'a> {
             return None;
         }
         if p.privileged
+            && (what == "the main command" || what == "the stop command")
             && (self.facts.user.is_some() || self.facts.group.is_some() || self.facts.sandboxed)
         {
             self.refuse(
@@ -952,7 +1001,7 @@ impl<'a> Mapper<'a> {
             );
             return None;
         }
-        if p.ignore_failure {
+        if p.ignore_failure && what == "the main command" {
             self.refuse(
                 e,
                 format!("`-` (ignore a failure of {what}) is not supported here"),
@@ -961,10 +1010,26 @@ impl<'a> Mapper<'a> {
         }
         // supd substitutes `$VAR`/`${VAR}` as systemd does; `:` asks for
         // no substitution, so every `$` is written as `$$`.
-        if p.no_env_expand {
-            return Some(c.cmd.argv.iter().map(|a| a.replace('$', "$$")).collect());
+        let mut argv: Vec<String> = if p.no_env_expand {
+            c.cmd.argv.iter().map(|a| a.replace('$', "$$")).collect()
+        } else {
+            c.cmd.argv.clone()
+        };
+        // Helper commands keep systemd's prefixes on the program.
+        if what != "the main command"
+            && what != "the stop command"
+            && let Some(first) = argv.first_mut()
+        {
+            let mut pre = String::new();
+            if p.ignore_failure {
+                pre.push('-');
+            }
+            if p.privileged {
+                pre.push('+');
+            }
+            *first = format!("{pre}{first}");
         }
-        Some(c.cmd.argv.clone())
+        Some(argv)
     }
 
     fn finish(mut self) -> Imported {
@@ -1016,11 +1081,19 @@ impl<'a> Mapper<'a> {
                 self.doc
                     .set("", "type", V::Str("oneshot".into()), kind_src.clone());
             }
-            "forking" => {
-                if let Some((_, e)) = &kind_e {
-                    self.refuse(e, "Type=forking is not supported yet");
+            "forking" => match (&facts.pid_file, &kind_e) {
+                (Some((path, pe)), _) => {
+                    let src = self.src(pe);
+                    self.doc
+                        .set("", "type", V::Str("forking".into()), kind_src.clone());
+                    self.doc.set("", "pid_file", V::Str(path.clone()), src);
                 }
-            }
+                (None, Some((_, e))) => {
+                    let e = e.clone();
+                    self.refuse(&e, "Type=forking without PIDFile=: supd follows a daemon only through its pid file");
+                }
+                (None, None) => {}
+            },
             "dbus" => {
                 if let Some((_, e)) = &kind_e {
                     self.refuse(
@@ -1061,11 +1134,29 @@ impl<'a> Mapper<'a> {
                     let e = facts.exec_start[1].entry.clone();
                     self.refuse(&e, "more than one ExecStart= is only allowed for Type=oneshot (systemd refuses it too)");
                 }
-                if n > 1 && oneshot {
-                    let e = facts.exec_start[1].entry.clone();
-                    self.refuse(&e, "a oneshot with several commands is not supported yet");
+                // A oneshot's commands run one after the other, each
+                // needing the one before to succeed: all but the last are
+                // start commands, after its own ExecStartPre=.
+                let last = if oneshot { n - 1 } else { 0 };
+                for c in facts.exec_start[..last].iter().cloned() {
+                    if let Some(argv) = self.argv(&c, "a start command") {
+                        let src = self.src(&c.entry);
+                        self.doc
+                            .push("", "exec_start_pre_more", V::Cmds(vec![argv]), src);
+                    }
                 }
-                let c = facts.exec_start[0].clone();
+                let c = facts.exec_start[last].clone();
+                if c.cmd.prefix.ignore_failure && kind == "forking" {
+                    let e = c.entry.clone();
+                    self.approx(
+                        &e,
+                        "`-`: supd treats a failing start command as a failed start",
+                    );
+                }
+                let mut c = c;
+                if kind == "forking" {
+                    c.cmd.prefix.ignore_failure = false;
+                }
                 if let Some(argv) = self.argv(&c, "the main command") {
                     let src = self.src(&c.entry);
                     self.doc.set("", "exec", V::Strs(argv), src);
@@ -1075,20 +1166,34 @@ impl<'a> Mapper<'a> {
         }
         let _ = exec_done;
         for (list, key) in [
-            (&facts.exec_start_pre, "ExecStartPre"),
-            (&facts.exec_start_post, "ExecStartPost"),
-            (&facts.exec_stop_post, "ExecStopPost"),
+            (&facts.exec_start_pre, "exec_start_pre"),
+            (&facts.exec_start_post, "exec_start_post"),
+            (&facts.exec_stop_post, "exec_stop_post"),
         ] {
-            if let Some(c) = list.first() {
-                let e = c.entry.clone();
-                self.refuse(&e, format!("{key} is not supported yet"));
+            for c in list.iter().cloned() {
+                if let Some(argv) = self.argv(&c, "a helper command") {
+                    let src = self.src(&c.entry);
+                    self.doc.push("", key, V::Cmds(vec![argv]), src);
+                }
             }
+        }
+        // A oneshot's earlier commands come after its ExecStartPre=.
+        let more = self.doc.get("", "exec_start_pre_more").cloned();
+        self.doc.remove("", "exec_start_pre_more");
+        if let Some(more) = more {
+            self.doc.push(
+                "",
+                "exec_start_pre",
+                more,
+                "a oneshot's ExecStart= commands before the last",
+            );
         }
         // ExecStop: a command, or a plain kill of the main process (the
         // stop signal, exactly).
         if let Some(c) = facts.exec_stop.first().cloned() {
             if let Some(sig) = kill_mainpid(&c.cmd) {
                 let src = self.src(&c.entry);
+                let _ = &c;
                 if let Some(V::Str(k)) = self.doc.get("stop", "signal")
                     && *k != sig
                 {
@@ -1115,12 +1220,13 @@ impl<'a> Mapper<'a> {
                 let e = c.entry.clone();
                 self.approx(&e, "`supctl reload-unit` sends the signal to the service's process group, not only the main process");
             }
-            [c, ..] => {
-                let e = c.entry.clone();
-                self.refuse(
-                    &e,
-                    "a reload command is not supported yet (only kill -SIG $MAINPID)",
-                );
+            cmds => {
+                for c in cmds.iter().cloned() {
+                    if let Some(argv) = self.argv(&c, "a reload command") {
+                        let src = self.src(&c.entry);
+                        self.doc.push("", "reload_exec", V::Cmds(vec![argv]), src);
+                    }
+                }
             }
         }
 
@@ -1130,18 +1236,20 @@ impl<'a> Mapper<'a> {
                 .set("ready", "kind", V::Str(r.into()), kind_src.clone());
         }
         let waits_for_ready = longrun_ready.is_some() || kind == "forking" || oneshot;
+        // The start timeout covers the start commands too, as systemd's.
+        let timed = longrun_ready.is_some()
+            || kind == "forking"
+            || !facts.exec_start_pre.is_empty()
+            || !facts.exec_start_post.is_empty();
         match &facts.timeout_start {
-            Some((Some(d), e)) if longrun_ready.is_some() => {
+            Some((Some(d), e)) if timed || oneshot => {
                 let src = self.src(e);
                 self.doc.set("ready", "timeout", V::Str(dur(*d)), src);
             }
             Some((None, _)) => {}
-            Some((Some(_), e)) if oneshot => {
-                let e = e.clone();
-                self.approx(&e, "supd does not time out a oneshot");
-            }
             Some((Some(_), _)) => {}
-            None if longrun_ready.is_some() => {
+            // systemd does not time out a oneshot unless told to.
+            None if timed && !oneshot => {
                 self.doc.set(
                     "ready",
                     "timeout",

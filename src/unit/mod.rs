@@ -5,6 +5,7 @@
 //! Must never: hold a partially valid set, or do I/O (loading lives in `load`,
 //! parsing and per-file validation in `toml`).
 
+pub mod caps;
 pub mod exec;
 pub mod load;
 pub mod toml;

@@ -1,6 +1,7 @@
 //! Everything that touches the kernel: processes, mounts, sockets, files,
 //! signals. The engine never calls into here; the driver does.
 pub mod audit;
+pub mod conditions;
 pub mod control;
 pub mod fdtable;
 pub mod host_check;
