@@ -181,3 +181,38 @@ fn environment_files_and_substitution_reach_the_service() {
         "one|two|fast"
     );
 }
+
+#[test]
+fn templates_are_instantiated_by_symlink_and_by_dependency() {
+    if !can_run("templates") {
+        return;
+    }
+    let dir = TempDir::new("tpl");
+    let out = dir.path().join("out");
+    let tpl = format!(
+        "exec = [\"/bin/sh\", \"-c\", \"echo %i %I > {}/%i.ran; exec sleep 1000\"]\n",
+        out.display()
+    );
+    std::fs::create_dir_all(&out).unwrap();
+    let app = "exec = [\"sleep\", \"1000\"]\nrequires = [\"worker@b-c\"]\n";
+    let supd = Supd::start("tpl", &[("worker@", &tpl), ("app", app)]);
+    supd.wait_state("app", "running", Duration::from_secs(10));
+    assert_eq!(
+        std::fs::read_to_string(out.join("b-c.ran")).unwrap().trim(),
+        "b-c b/c"
+    );
+    // `supctl enable`'s way: a symlink to the template, picked up on reload.
+    std::os::unix::fs::symlink("worker@.toml", supd.units.join("worker@x.toml")).unwrap();
+    supd.ok(&["reload"]);
+    supd.wait_state("worker@x", "running", Duration::from_secs(10));
+    // The template itself is not a unit.
+    let st = supd.status();
+    assert!(
+        !st["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["name"] == "worker@"),
+        "{st}"
+    );
+}

@@ -102,6 +102,19 @@ pub fn run(opts: &Options) -> i32 {
     let fstab = std::fs::read_to_string(&opts.fstab)
         .map(|t| parse_fstab(&t))
         .unwrap_or_default();
+    let host = super::syntax::Host {
+        hostname: nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default(),
+        machine_id: std::fs::read_to_string("/etc/machine-id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        kernel_release: nix::sys::utsname::uname()
+            .ok()
+            .and_then(|u| u.release().to_str().map(str::to_string))
+            .unwrap_or_default(),
+    };
     let mut inputs = Vec::new();
     for p in &opts.files {
         match read_input(p) {
@@ -171,6 +184,7 @@ pub fn run(opts: &Options) -> i32 {
             known: &known,
             before_me: &before_me,
             fstab: &fstab,
+            host: &host,
         };
         let imp = map::map(ctx, file, problems);
         if report(&imp, &sources[0], opts.lossy) {

@@ -37,6 +37,8 @@ pub struct Context<'a> {
     pub before_me: &'a [String],
     /// /etc/fstab, for `RequiresMountsFor=`.
     pub fstab: &'a [FstabEntry],
+    /// This host's name, machine id and kernel, for `%H`, `%m`, `%v`.
+    pub host: &'a syntax::Host,
 }
 
 /// supd's well-known ordering points. A unit may name them in `after`,
@@ -197,6 +199,8 @@ struct Facts {
     deps: Vec<(String, String, Entry)>,
     /// `SendSIGKILL=no`.
     no_sigkill: Option<Entry>,
+    /// `PermissionsStartOnly=yes`: helpers run as root.
+    permissions_start_only: bool,
     /// Directives whose meaning depends on sandboxing being absent, for
     /// `+`/`!` prefixes (the privileged escape is meaningless without it).
     sandboxed: bool,
@@ -245,6 +249,14 @@ impl<'a> Mapper<'a> {
         self.find(Severity::Note, e, why);
     }
 
+    /// Does a supd unit of this name exist (or its template)?
+    fn is_known(&self, name: &str) -> bool {
+        self.ctx.known.contains(name)
+            || name
+                .split_once('@')
+                .is_some_and(|(p, i)| !i.is_empty() && self.ctx.known.contains(&format!("{p}@")))
+    }
+
     /// The comment written above a key: the directive as written.
     fn src(&self, e: &Entry) -> String {
         let file = self.file_of(e);
@@ -255,7 +267,16 @@ impl<'a> Mapper<'a> {
     /// The value with specifiers expanded; refused (None) when one cannot be.
     fn value(&mut self, e: &Entry) -> Option<String> {
         match syntax::expand_specifiers(&e.value, &self.names) {
-            Ok(v) => Some(v),
+            Ok(v) => {
+                let host_specs = e.value.replace("%%", "");
+                if ["%H", "%l", "%m", "%v"]
+                    .iter()
+                    .any(|x| host_specs.contains(x))
+                {
+                    self.approx(e, "%H/%l/%m/%v are written as this host's hostname, machine id or kernel at import time; import again on another host");
+                }
+                Some(v)
+            }
             Err(why) => {
                 self.refuse(e, why);
                 None
@@ -331,11 +352,20 @@ impl<'a> Mapper<'a> {
             "Conflicts" => {
                 let Some(v) = self.value(e) else { return };
                 for w in v.split_whitespace() {
-                    if w != "shutdown.target" && w != "umount.target" {
+                    if w == "shutdown.target" || w == "umount.target" {
+                        continue;
+                    }
+                    let known = match classify(w) {
+                        Dep::Unit(n) => self.is_known(&n),
+                        _ => true,
+                    };
+                    if known {
                         self.refuse(
                             e,
                             format!("supd has no conflicts between units ({w}); stop one of them yourself"),
                         );
+                    } else {
+                        self.note(e, format!("{w} is not a supd unit here: no effect, as in systemd when it is not loaded"));
                     }
                 }
             }
@@ -593,10 +623,13 @@ impl<'a> Mapper<'a> {
             },
             "NonBlocking" => self.note(e, "only affects socket-activation descriptors, which supd does not pass"),
             "GuessMainPID" => self.note(e, "supd's main process is the one it started (or the PIDFile's)"),
-            "PermissionsStartOnly" => match self.bool(e) {
-                Some(false) => {}
-                _ => self.refuse(e, "deprecated; needs privileged (+) start commands"),
-            },
+            "PermissionsStartOnly" => {
+                if let Some(b) = self.bool(e) {
+                    // Every helper command runs with full privileges, as
+                    // with a `+` prefix each.
+                    self.facts.permissions_start_only = b;
+                }
+            }
             "Slice" | "Delegate" | "TasksMax" | "MemoryLimit" | "MemoryMax" | "MemoryHigh"
             | "CPUQuota" | "CPUWeight" | "CPUShares" | "IOWeight" | "BlockIOWeight"
             | "MemoryAccounting" | "CPUAccounting" | "IOAccounting" | "TasksAccounting"
@@ -761,14 +794,9 @@ impl<'a> Mapper<'a> {
         }
         let Some(v) = self.value(e) else { return };
         let v = v.trim().to_string();
-        if v.starts_with('|') {
-            self.refuse(
-                e,
-                "triggering conditions (`|`: any one of them suffices) are not supported",
-            );
-            return;
-        }
-        if kind == "Capability" && crate::unit::caps::number(v.trim_start_matches('!')).is_none() {
+        if kind == "Capability"
+            && crate::unit::caps::number(v.trim_start_matches(['|', '!'])).is_none()
+        {
             self.refuse(e, format!("{v:?} is not a capability name"));
             return;
         }
@@ -982,15 +1010,28 @@ impl<'a> Mapper<'a> {
             self.refuse(e, "`|` (run through a shell) is not supported");
             return None;
         }
-        if p.no_setuid {
-            self.refuse(
-                e,
-                "`!` (the program changes credentials itself) is not supported",
-            );
-            return None;
+        let helper = what != "the main command" && what != "the stop command";
+        let mut p = p;
+        if helper && self.facts.permissions_start_only {
+            p.privileged = true;
+        }
+        // `!`: systemd does not apply User=/Group= (the program drops
+        // privileges itself). Without them it changes nothing; for a helper
+        // it is a `+` (which also skips sandboxing).
+        if p.no_setuid && (self.facts.user.is_some() || self.facts.group.is_some()) {
+            if helper {
+                p.privileged = true;
+                self.approx(e, "`!` is run as `+` (as root, also outside the sandbox)");
+            } else {
+                self.refuse(
+                    e,
+                    "`!` (the program drops privileges itself) with User=/Group= is not supported",
+                );
+                return None;
+            }
         }
         if p.privileged
-            && (what == "the main command" || what == "the stop command")
+            && !helper
             && (self.facts.user.is_some() || self.facts.group.is_some() || self.facts.sandboxed)
         {
             self.refuse(
@@ -1165,10 +1206,15 @@ impl<'a> Mapper<'a> {
             }
         }
         let _ = exec_done;
+        let stop_post: &[Cmd] = if facts.remain_after_exit.as_ref().is_some_and(|(b, _)| *b) {
+            &[]
+        } else {
+            &facts.exec_stop_post
+        };
         for (list, key) in [
-            (&facts.exec_start_pre, "exec_start_pre"),
-            (&facts.exec_start_post, "exec_start_post"),
-            (&facts.exec_stop_post, "exec_stop_post"),
+            (&facts.exec_start_pre[..], "exec_start_pre"),
+            (&facts.exec_start_post[..], "exec_start_post"),
+            (stop_post, "exec_stop_post"),
         ] {
             for c in list.iter().cloned() {
                 if let Some(argv) = self.argv(&c, "a helper command") {
@@ -1188,9 +1234,26 @@ impl<'a> Mapper<'a> {
                 "a oneshot's ExecStart= commands before the last",
             );
         }
+        // A unit that stays up after its process exited has nothing left
+        // to stop under supd: its stop commands would never run.
+        let remains = facts.remain_after_exit.as_ref().is_some_and(|(b, _)| *b);
+        if remains {
+            for c in facts.exec_stop_post.iter() {
+                let e = c.entry.clone();
+                self.refuse(&e, "supd runs no command when a unit that remained after its process exited (RemainAfterExit=yes) is stopped");
+            }
+        }
+        // A oneshot has no process to stop once it completed.
+        let remains = remains || oneshot;
+        if remains {
+            for c in facts.exec_stop.iter() {
+                let e = c.entry.clone();
+                self.refuse(&e, "supd runs no stop command for a unit whose process has already exited (a oneshot, or RemainAfterExit=yes)");
+            }
+        }
         // ExecStop: a command, or a plain kill of the main process (the
         // stop signal, exactly).
-        if let Some(c) = facts.exec_stop.first().cloned() {
+        if let Some(c) = facts.exec_stop.first().cloned().filter(|_| !remains) {
             if let Some(sig) = kill_mainpid(&c.cmd) {
                 let src = self.src(&c.entry);
                 let _ = &c;
@@ -1534,9 +1597,9 @@ impl<'a> Mapper<'a> {
             let src = self.src(&e);
             match (key.as_str(), classify(&word)) {
                 ("Before", Dep::Unit(n)) => {
-                    if !self.ctx.known.contains(&n) {
+                    if !self.is_known(&n) {
                         self.note(&e, format!("{word} is not a supd unit here: no effect, as in systemd when it is not loaded"));
-                    } else if !self.ctx.before_me.is_empty() || self.ctx.known.contains(&n) {
+                    } else if !self.ctx.before_me.is_empty() || self.is_known(&n) {
                         // The command gives units of the same run the
                         // reverse ordering; an existing file is not edited.
                         self.note(&e, format!("written as `after` in {n}'s unit when imported together; otherwise add after = [\"{}\"] to {n}.toml", supd_name(self.ctx.unit_file_name).unwrap_or_default()));
@@ -1595,7 +1658,7 @@ impl<'a> Mapper<'a> {
                     }
                 },
                 (_, Dep::Unit(n)) => {
-                    let known = self.ctx.known.contains(&n);
+                    let known = self.is_known(&n);
                     match key.as_str() {
                         "After" => {
                             if known {
@@ -1763,11 +1826,13 @@ pub fn map(ctx: Context<'_>, file: &UnitFile, problems: &[LineProblem]) -> Impor
             };
         }
     };
-    let names = Names::from_file_name(ctx.unit_file_name).unwrap_or(Names {
+    let mut names = Names::from_file_name(ctx.unit_file_name).unwrap_or(Names {
         prefix: name.clone(),
         instance: None,
         suffix: "service".into(),
+        host: syntax::Host::default(),
     });
+    names.host = ctx.host.clone();
     let mut m = Mapper {
         ctx,
         template: names.is_template(),
@@ -1846,6 +1911,7 @@ mod tests {
                 known: &self.known,
                 before_me: &self.before_me,
                 fstab: &self.fstab,
+                host: &syntax::Host::default(),
             };
             map(ctx, &f, &p)
         }
@@ -2093,6 +2159,7 @@ mod native_keys {
             known: &known,
             before_me: &[],
             fstab: &[],
+            host: &syntax::Host::default(),
         };
         map(ctx, &f, &p)
     }

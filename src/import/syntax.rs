@@ -361,6 +361,15 @@ pub fn unescape_name(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Facts of the host the import runs on, for the specifiers that name
+/// them (`%H`, `%l`, `%m`, `%v`, `%a`). Empty ones are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Host {
+    pub hostname: String,
+    pub machine_id: String,
+    pub kernel_release: String,
+}
+
 /// The unit's own names, for specifiers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
@@ -371,6 +380,8 @@ pub struct Names {
     pub instance: Option<String>,
     /// `service`, `socket`...
     pub suffix: String,
+    /// The host, when known.
+    pub host: Host,
 }
 
 impl Names {
@@ -385,11 +396,13 @@ impl Names {
                 prefix: p.to_string(),
                 instance: Some(i.to_string()),
                 suffix: suffix.to_string(),
+                host: Host::default(),
             },
             None => Names {
                 prefix: stem.to_string(),
                 instance: None,
                 suffix: suffix.to_string(),
+                host: Host::default(),
             },
         })
     }
@@ -473,6 +486,14 @@ pub fn expand_specifiers(s: &str, names: &Names) -> Result<String, String> {
             'g' => "root".into(),
             'G' => "0".into(),
             's' => "/bin/sh".into(),
+            'a' if cfg!(target_arch = "x86_64") => "x86-64".into(),
+            'a' if cfg!(target_arch = "aarch64") => "arm64".into(),
+            'H' if !names.host.hostname.is_empty() => lit(&names.host.hostname),
+            'l' if !names.host.hostname.is_empty() => {
+                lit(names.host.hostname.split('.').next().unwrap_or(""))
+            }
+            'm' if !names.host.machine_id.is_empty() => lit(&names.host.machine_id),
+            'v' if !names.host.kernel_release.is_empty() => lit(&names.host.kernel_release),
             other => {
                 return Err(format!(
                     "specifier %{other} names a fact of the host it runs on (or is unknown); supd does not expand it"

@@ -306,6 +306,9 @@ pub struct Condition {
     pub negate: bool,
     /// `assert_*` rather than `condition_*`.
     pub assert: bool,
+    /// Written with a leading `|`: a triggering condition — when a unit
+    /// has any, at least one of them must hold (the others all must).
+    pub trigger: bool,
 }
 
 /// Modes of the directories supd creates for a unit (octal, e.g. 0o755).

@@ -1332,17 +1332,10 @@ fn extras(
         let prefix = if assert { "assert" } else { "condition" };
         for item in items(v) {
             let text = item.get_ref().trim();
-            if text.starts_with('|') {
-                errs.at(
-                    item.span(),
-                    format!(
-                        "`{prefix}_{}`: triggering conditions (`|`) are not supported",
-                        k.key()
-                    ),
-                    "split the unit, or drop the `|`",
-                );
-                continue;
-            }
+            let (trigger, text) = match text.strip_prefix('|') {
+                Some(t) => (true, t.trim()),
+                None => (false, text),
+            };
             let (negate, arg) = match text.strip_prefix('!') {
                 Some(a) => (true, a.trim()),
                 None => (false, text),
@@ -1376,6 +1369,7 @@ fn extras(
                 arg: arg.to_string(),
                 negate,
                 assert,
+                trigger,
             });
         }
     }

@@ -24,7 +24,37 @@ pub enum NotMet {
 
 /// Check every condition and assertion; the first that fails says why.
 pub fn check(spec: &UnitSpec) -> Result<(), NotMet> {
-    for c in &spec.conditions {
+    // Triggering conditions: at least one must hold, per kind of check
+    // (conditions, assertions).
+    for assert in [false, true] {
+        let triggers: Vec<&Condition> = spec
+            .conditions
+            .iter()
+            .filter(|c| c.trigger && c.assert == assert)
+            .collect();
+        if !triggers.is_empty() && !triggers.iter().any(|c| holds(c) != c.negate) {
+            let prefix = if assert { "assert" } else { "condition" };
+            let why = format!(
+                "none of the triggering {prefix}s ({}) holds",
+                triggers
+                    .iter()
+                    .map(|c| format!(
+                        "{prefix}_{} = \"|{}{}\"",
+                        c.kind.key(),
+                        if c.negate { "!" } else { "" },
+                        c.arg
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            return Err(if assert {
+                NotMet::Assertion(why)
+            } else {
+                NotMet::Condition(why)
+            });
+        }
+    }
+    for c in spec.conditions.iter().filter(|c| !c.trigger) {
         let holds = holds(c);
         if holds == c.negate {
             let prefix = if c.assert { "assert" } else { "condition" };
@@ -299,7 +329,22 @@ mod tests {
             arg: arg.into(),
             negate,
             assert,
+            trigger: false,
         }
+    }
+
+    #[test]
+    fn triggering_conditions_need_one() {
+        let mut spec = UnitSpec::simple("c", UnitKind::Longrun, &["/bin/true"]);
+        let t = |arg: &str| {
+            let mut c = cond(CondKind::PathExists, arg, false, false);
+            c.trigger = true;
+            c
+        };
+        spec.conditions = vec![t("/nonexistent/a"), t("/nonexistent/b")];
+        assert!(matches!(check(&spec), Err(NotMet::Condition(w)) if w.contains("triggering")));
+        spec.conditions.push(t("/proc"));
+        assert_eq!(check(&spec), Ok(()));
     }
 
     #[test]
