@@ -501,6 +501,7 @@ impl Driver {
             main_pid: self.procs.main_pid(run),
             expand: true,
             privileged: cmd.privileged,
+            sandboxed: true,
         };
         // The start command of a forking unit is its service: the mounts
         // are checked right before it, as for any main process.
@@ -753,6 +754,7 @@ impl Driver {
             main_pid: None,
             expand: true,
             privileged: false,
+            sandboxed: true,
         };
         let ready_fd = (spec.ready.kind == crate::unit::ReadyKind::Fd).then_some(spec.ready.fd);
         match spawn::spawn(spec, &spec.exec, mounts, &env, ready_fd) {
@@ -789,6 +791,7 @@ impl Driver {
             main_pid: self.procs.main_pid(run),
             expand: true,
             privileged: false,
+            sandboxed: true,
         };
         match spawn::spawn(spec, &argv, &[], &env, None) {
             Ok(s) => {

@@ -201,6 +201,9 @@ struct Facts {
     no_sigkill: Option<Entry>,
     /// `PermissionsStartOnly=yes`: helpers run as root.
     permissions_start_only: bool,
+    /// Capability sets as far as read.
+    bounding: Option<u64>,
+    ambient: Option<u64>,
     /// Directives whose meaning depends on sandboxing being absent, for
     /// `+`/`!` prefixes (the privileged escape is meaningless without it).
     sandboxed: bool,
@@ -636,25 +639,111 @@ impl<'a> Mapper<'a> {
             | "OOMPolicy" | "ManagedOOMSwap" | "ManagedOOMMemoryPressure" => {
                 self.refuse(e, "cgroup resource control is not supported by supd import")
             }
-            "NoNewPrivileges" | "CapabilityBoundingSet" | "AmbientCapabilities" | "PrivateTmp"
-            | "ProtectSystem" | "ProtectHome" | "ReadWritePaths" | "ReadOnlyPaths"
-            | "ReadWriteDirectories" | "ReadOnlyDirectories" | "InaccessiblePaths"
-            | "InaccessibleDirectories" | "PrivateDevices" | "ProtectKernelTunables"
-            | "ProtectKernelModules" | "ProtectKernelLogs" | "ProtectControlGroups"
-            | "ProtectClock" | "ProtectHostname" | "ProtectProc" | "ProcSubset"
-            | "PrivateNetwork" | "PrivateUsers" | "PrivateIPC" | "PrivateMounts"
+            "NoNewPrivileges" => self.sandbox_bool(e, "no_new_privileges"),
+            "PrivateTmp" => self.sandbox_bool(e, "private_tmp"),
+            "PrivateDevices" => self.sandbox_bool(e, "private_devices"),
+            "PrivateNetwork" => self.sandbox_bool(e, "private_network"),
+            "PrivateIPC" => self.sandbox_bool(e, "private_ipc"),
+            "ProtectKernelTunables" => self.sandbox_bool(e, "protect_kernel_tunables"),
+            "ProtectKernelModules" => self.sandbox_bool(e, "protect_kernel_modules"),
+            "ProtectKernelLogs" => self.sandbox_bool(e, "protect_kernel_logs"),
+            "ProtectControlGroups" => self.sandbox_bool(e, "protect_control_groups"),
+            "ProtectHostname" => self.sandbox_bool(e, "protect_hostname"),
+            "ProtectClock" => {
+                self.sandbox_bool(e, "protect_clock");
+                if syntax::parse_bool(&e.value) == Some(true) {
+                    self.approx(e, "by dropping CAP_SYS_TIME and CAP_WAKE_ALARM (no system call filter, no device rules)");
+                }
+            }
+            "ProtectSystem" => {
+                let v = match e.value.trim() {
+                    "strict" => "strict",
+                    "full" => "full",
+                    w => match syntax::parse_bool(w) {
+                        Some(true) => "yes",
+                        Some(false) => "no",
+                        None => {
+                            self.refuse(e, format!("{w:?} is not yes, no, full or strict"));
+                            return;
+                        }
+                    },
+                };
+                self.facts.sandboxed |= v != "no";
+                let src = self.src(e);
+                self.doc.set("sandbox", "protect_system", V::Str(v.into()), src);
+            }
+            "ProtectHome" => {
+                let v = match e.value.trim() {
+                    "read-only" => "read-only",
+                    "tmpfs" => "tmpfs",
+                    w => match syntax::parse_bool(w) {
+                        Some(true) => "yes",
+                        Some(false) => "no",
+                        None => {
+                            self.refuse(e, format!("{w:?} is not yes, no, read-only or tmpfs"));
+                            return;
+                        }
+                    },
+                };
+                self.facts.sandboxed |= v != "no";
+                let src = self.src(e);
+                self.doc.set("sandbox", "protect_home", V::Str(v.into()), src);
+            }
+            "ProtectProc" => match e.value.trim() {
+                w @ ("invisible" | "noaccess" | "ptraceable" | "default") => {
+                    self.facts.sandboxed = true;
+                    let src = self.src(e);
+                    self.doc.set("sandbox", "protect_proc", V::Str(w.into()), src);
+                }
+                w => self.refuse(e, format!("{w:?} is not invisible, noaccess, ptraceable or default")),
+            },
+            "ProcSubset" => match e.value.trim() {
+                w @ ("pid" | "all") => {
+                    self.facts.sandboxed = true;
+                    let src = self.src(e);
+                    self.doc.set("sandbox", "proc_subset", V::Str(w.into()), src);
+                }
+                w => self.refuse(e, format!("{w:?} is not pid or all")),
+            },
+            "ReadWritePaths" | "ReadWriteDirectories" => self.sandbox_paths(e, "read_write_paths"),
+            "ReadOnlyPaths" | "ReadOnlyDirectories" => self.sandbox_paths(e, "read_only_paths"),
+            "InaccessiblePaths" | "InaccessibleDirectories" => {
+                self.sandbox_paths(e, "inaccessible_paths")
+            }
+            "NoExecPaths" => self.sandbox_paths(e, "no_exec_paths"),
+            "ExecPaths" => self.sandbox_paths(e, "exec_paths"),
+            "CapabilityBoundingSet" => self.caps(e, "capability_bounding_set"),
+            "AmbientCapabilities" => self.caps(e, "ambient_capabilities"),
+            "PrivateUsers" | "PrivateMounts"
             | "RestrictAddressFamilies" | "RestrictNamespaces" | "RestrictRealtime"
             | "RestrictSUIDSGID" | "SystemCallFilter" | "SystemCallArchitectures"
             | "SystemCallErrorNumber" | "SystemCallLog" | "MemoryDenyWriteExecute"
             | "LockPersonality" | "RemoveIPC" | "DevicePolicy" | "DeviceAllow"
-            | "NoExecPaths" | "ExecPaths" | "TemporaryFileSystem" | "BindPaths"
+            | "TemporaryFileSystem" | "BindPaths"
             | "BindReadOnlyPaths" | "RootDirectory" | "RootImage" | "MountAPIVFS"
             | "KeyringMode" | "SecureBits" | "DynamicUser" | "IPAddressDeny"
             | "IPAddressAllow" | "RestrictFileSystems" | "ProtectKernelTunable"
             | "AppArmorProfile" | "SELinuxContext" | "SmackProcessLabel"
             | "RestrictNetworkInterfaces" => {
                 self.facts.sandboxed = true;
-                self.refuse(e, "sandboxing is not supported by supd import yet");
+                let why = match e.key.as_str() {
+                    "RestrictAddressFamilies" | "RestrictNamespaces" | "RestrictRealtime"
+                    | "RestrictSUIDSGID" | "SystemCallFilter" | "SystemCallArchitectures"
+                    | "SystemCallErrorNumber" | "SystemCallLog" | "MemoryDenyWriteExecute"
+                    | "LockPersonality" => {
+                        "enforced by systemd with a seccomp system call filter, which supd's sandbox does not have"
+                    }
+                    "DevicePolicy" | "DeviceAllow" | "IPAddressDeny" | "IPAddressAllow"
+                    | "RestrictFileSystems" | "RestrictNetworkInterfaces" => {
+                        "enforced by systemd with cgroup/BPF programs, which supd's sandbox does not have"
+                    }
+                    "DynamicUser" => "supd does not allocate users; create one and set User=",
+                    "AppArmorProfile" | "SELinuxContext" | "SmackProcessLabel" => {
+                        "supd does not set security labels"
+                    }
+                    _ => "not part of supd's sandbox",
+                };
+                self.refuse(e, why);
             }
             "EnvironmentFile" => {
                 if e.value.trim().is_empty() {
@@ -802,6 +891,87 @@ impl<'a> Mapper<'a> {
         }
         let src = self.src(e);
         self.doc.push("", &key, V::Strs(vec![v]), src);
+    }
+
+    fn sandbox_bool(&mut self, e: &Entry, key: &str) {
+        if let Some(b) = self.bool(e) {
+            self.facts.sandboxed |= b;
+            let src = self.src(e);
+            self.doc.set("sandbox", key, V::Bool(b), src);
+        }
+    }
+
+    /// Space-separated paths, `-` (may be missing) kept; `+` (relative to
+    /// RootDirectory=) refused.
+    fn sandbox_paths(&mut self, e: &Entry, key: &str) {
+        if e.value.trim().is_empty() {
+            self.doc.remove("sandbox", key);
+            return;
+        }
+        let Some(v) = self.value(e) else { return };
+        let words = match syntax::split_words(&v) {
+            Ok(w) => w,
+            Err(why) => {
+                self.refuse(e, why);
+                return;
+            }
+        };
+        let mut out = Vec::new();
+        for w in words {
+            let path = w.trim_start_matches('-');
+            if path.starts_with('+') {
+                self.refuse(e, "`+` (relative to RootDirectory=) is not supported");
+                return;
+            }
+            if !path.starts_with('/') {
+                self.refuse(e, format!("{w:?} is not an absolute path"));
+                return;
+            }
+            out.push(w);
+        }
+        self.facts.sandboxed = true;
+        let src = self.src(e);
+        self.doc.push("sandbox", key, V::Strs(out), src);
+    }
+
+    /// `CapabilityBoundingSet=`: sets merge; `~` drops the listed ones;
+    /// empty means none. Written as the capabilities kept.
+    fn caps(&mut self, e: &Entry, key: &str) {
+        let all = (1u64 << crate::unit::caps::NAMES.len()) - 1;
+        let v = e.value.trim();
+        let (invert, list) = match v.strip_prefix('~') {
+            Some(l) => (true, l),
+            None => (false, v),
+        };
+        let mut mask = 0u64;
+        for w in list.split_whitespace() {
+            match crate::unit::caps::number(w) {
+                Some(n) => mask |= 1u64 << n,
+                None => {
+                    self.refuse(e, format!("{w:?} is not a capability supd knows"));
+                    return;
+                }
+            }
+        }
+        let current = match key {
+            "capability_bounding_set" => &mut self.facts.bounding,
+            _ => &mut self.facts.ambient,
+        };
+        let new = if v.is_empty() {
+            0
+        } else if invert {
+            current.unwrap_or(all) & !mask
+        } else {
+            current.unwrap_or(0) | mask
+        };
+        *current = Some(new);
+        self.facts.sandboxed = true;
+        let names: Vec<String> = (0..crate::unit::caps::NAMES.len())
+            .filter(|b| new & (1u64 << b) != 0)
+            .map(|b| crate::unit::caps::NAMES[b].to_string())
+            .collect();
+        let src = self.src(e);
+        self.doc.set("sandbox", key, V::Strs(names), src);
     }
 
     /// `StateDirectory=` and its kind: relative names, space-separated.
@@ -2193,6 +2363,35 @@ mod native_keys {
         assert_eq!(v["stop"]["timeout"].as_str(), Some("infinity"));
         // And supd loads it.
         crate::unit::toml::parse_unit("cron", std::path::Path::new("cron.toml"), &t).unwrap();
+    }
+
+    #[test]
+    fn sandboxing_maps_or_is_refused_by_name() {
+        let i = import(
+            "redisish.service",
+            "[Service]\nExecStart=/usr/bin/redis-server\nUser=redis\nPrivateTmp=true\nPrivateDevices=yes\nProtectHome=true\nProtectSystem=strict\nReadWritePaths=-/var/lib/redis\nReadWriteDirectories=-/etc/redis\nCapabilityBoundingSet=\nNoNewPrivileges=true\nProtectKernelTunables=true\nProtectProc=invisible\nSystemCallFilter=@system-service\nMemoryDenyWriteExecute=true\n",
+        );
+        let refused: Vec<&str> = i
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Refused)
+            .map(|f| f.directive.as_str())
+            .collect();
+        assert_eq!(refused, ["SystemCallFilter", "MemoryDenyWriteExecute"]);
+        let t = i.toml.unwrap();
+        let v: toml::Value = toml::from_str(&t).unwrap();
+        let sb = &v["sandbox"];
+        assert_eq!(sb["private_tmp"].as_bool(), Some(true));
+        assert_eq!(sb["protect_system"].as_str(), Some("strict"));
+        assert_eq!(sb["protect_home"].as_str(), Some("yes"));
+        assert_eq!(sb["read_write_paths"].as_array().map(|a| a.len()), Some(2));
+        assert_eq!(
+            sb["capability_bounding_set"].as_array().map(|a| a.len()),
+            Some(0)
+        );
+        assert_eq!(sb["protect_proc"].as_str(), Some("invisible"));
+        let spec = crate::unit::toml::parse_unit("r", std::path::Path::new("r.toml"), &t).unwrap();
+        assert_eq!(spec.sandbox.capability_bounding_set, Some(0));
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub struct Item {
 }
 
 /// Sections in the order they are written.
-pub const SECTIONS: &[&str] = &["", "ready", "restart", "stop"];
+pub const SECTIONS: &[&str] = &["", "ready", "restart", "stop", "sandbox"];
 
 /// A generated unit file.
 #[derive(Debug, Clone, Default)]

@@ -333,6 +333,104 @@ impl Default for DirectoryModes {
     }
 }
 
+/// `[sandbox] protect_system`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProtectSystem {
+    #[default]
+    No,
+    /// /usr, /boot, /efi read-only.
+    Yes,
+    /// ...and /etc.
+    Full,
+    /// Everything read-only but /dev, /proc, /sys, the unit's own
+    /// directories and `read_write_paths`.
+    Strict,
+}
+
+/// `[sandbox] protect_home`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProtectHome {
+    #[default]
+    No,
+    /// /home, /root and /run/user empty and inaccessible.
+    Yes,
+    ReadOnly,
+    /// An empty tmpfs on each.
+    Tmpfs,
+}
+
+/// A path for `read_write_paths` and friends: `-` before it makes a
+/// missing path fine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxPath {
+    pub path: PathBuf,
+    pub optional: bool,
+}
+
+/// `[sandbox]`: what a unit's processes may see and do, set up in a mount
+/// namespace of their own (and prctl) right before exec. The default
+/// restricts nothing and creates no namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Sandbox {
+    pub no_new_privileges: bool,
+    /// Capabilities kept in the bounding set (all others dropped); None
+    /// keeps the set as it is.
+    pub capability_bounding_set: Option<u64>,
+    /// Capabilities raised in the ambient set (for a non-root `user`).
+    pub ambient_capabilities: u64,
+    pub private_tmp: bool,
+    pub protect_system: ProtectSystem,
+    pub protect_home: ProtectHome,
+    pub read_write_paths: Vec<SandboxPath>,
+    pub read_only_paths: Vec<SandboxPath>,
+    pub inaccessible_paths: Vec<SandboxPath>,
+    /// A /dev with only null, zero, full, random, urandom, tty, pts, shm.
+    pub private_devices: bool,
+    pub protect_kernel_tunables: bool,
+    pub protect_kernel_modules: bool,
+    pub protect_kernel_logs: bool,
+    pub protect_control_groups: bool,
+    pub protect_clock: bool,
+    /// A UTS namespace of its own: hostname changes stay inside.
+    pub protect_hostname: bool,
+    /// A network namespace with only loopback.
+    pub private_network: bool,
+    /// An IPC namespace of its own.
+    pub private_ipc: bool,
+    /// A /proc of its own with `hidepid=` this value (`invisible`,
+    /// `noaccess`, `ptraceable`).
+    pub protect_proc: Option<String>,
+    /// `subset=pid` on that /proc.
+    pub proc_subset_pid: bool,
+    /// Mounted noexec (recursively), except `exec_paths`.
+    pub no_exec_paths: Vec<SandboxPath>,
+    pub exec_paths: Vec<SandboxPath>,
+}
+
+impl Sandbox {
+    /// Does it need a mount namespace?
+    pub fn needs_mounts(&self) -> bool {
+        self.private_tmp
+            || self.protect_system != ProtectSystem::No
+            || self.protect_home != ProtectHome::No
+            || !self.read_write_paths.is_empty()
+            || !self.read_only_paths.is_empty()
+            || !self.inaccessible_paths.is_empty()
+            || self.private_devices
+            || self.protect_kernel_tunables
+            || self.protect_kernel_modules
+            || self.protect_kernel_logs
+            || self.protect_control_groups
+            || self.protect_proc.is_some()
+            || self.proc_subset_pid
+            || !self.no_exec_paths.is_empty()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Sandbox::default()
+    }
+}
+
 /// One validated unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitSpec {
@@ -412,6 +510,7 @@ pub struct UnitSpec {
     /// `type = "forking"`: the command daemonizes; the main process is the
     /// pid written to this file once the command exited 0.
     pub pid_file: Option<PathBuf>,
+    pub sandbox: Sandbox,
 }
 
 /// Per-unit log limits from the unit file; None = supd.toml's / default.
@@ -528,6 +627,7 @@ impl UnitSpec {
             supplementary_groups: vec![],
             conditions: vec![],
             pid_file: None,
+            sandbox: Sandbox::default(),
         }
     }
 }

@@ -70,6 +70,7 @@ struct RawUnit {
     oom_score_adjust: Option<Spanned<i32>>,
     supplementary_groups: Option<Vec<String>>,
     pid_file: Option<Spanned<String>>,
+    sandbox: Option<Spanned<RawSandbox>>,
     condition_path_exists: Option<OneOrMany>,
     assert_path_exists: Option<OneOrMany>,
     condition_path_exists_glob: Option<OneOrMany>,
@@ -183,6 +184,40 @@ impl RawUnit {
         }
         out
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSandbox {
+    no_new_privileges: Option<bool>,
+    capability_bounding_set: Option<Vec<Spanned<String>>>,
+    ambient_capabilities: Option<Vec<Spanned<String>>>,
+    private_tmp: Option<bool>,
+    protect_system: Option<Spanned<BoolOrWord>>,
+    protect_home: Option<Spanned<BoolOrWord>>,
+    read_write_paths: Option<Vec<Spanned<String>>>,
+    read_only_paths: Option<Vec<Spanned<String>>>,
+    inaccessible_paths: Option<Vec<Spanned<String>>>,
+    private_devices: Option<bool>,
+    protect_kernel_tunables: Option<bool>,
+    protect_kernel_modules: Option<bool>,
+    protect_kernel_logs: Option<bool>,
+    protect_control_groups: Option<bool>,
+    protect_clock: Option<bool>,
+    protect_hostname: Option<bool>,
+    private_network: Option<bool>,
+    private_ipc: Option<bool>,
+    protect_proc: Option<Spanned<String>>,
+    proc_subset: Option<Spanned<String>>,
+    no_exec_paths: Option<Vec<Spanned<String>>>,
+    exec_paths: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum BoolOrWord {
+    Bool(bool),
+    Word(String),
 }
 
 /// `type`: a forking service is a longrun whose main process is read
@@ -345,6 +380,7 @@ const TOP_KEYS: &[&str] = &[
     "oom_score_adjust",
     "supplementary_groups",
     "pid_file",
+    "sandbox",
     "condition_path_exists",
     "assert_path_exists",
     "condition_path_exists_glob",
@@ -1131,6 +1167,7 @@ pub fn parse_unit_with_lines(
             supplementary_groups: raw.supplementary_groups.unwrap_or_default(),
             conditions: x.conditions,
             pid_file: x.pid_file,
+            sandbox: x.sandbox,
         },
         dep_lines,
     ))
@@ -1155,6 +1192,7 @@ struct Extras {
     oom_score_adjust: Option<i32>,
     conditions: Vec<crate::unit::Condition>,
     pid_file: Option<PathBuf>,
+    sandbox: crate::unit::Sandbox,
 }
 
 fn extras(
@@ -1374,6 +1412,9 @@ fn extras(
         }
     }
 
+    if let Some(sb) = &raw.sandbox {
+        x.sandbox = sandbox(errs, sb.get_ref());
+    }
     match (kind, &raw.pid_file) {
         (Some(RawKind::Forking), Some(p)) => x.pid_file = abs_path(errs, p, "pid_file"),
         (Some(RawKind::Forking), None) => {
@@ -1392,6 +1433,145 @@ fn extras(
         (_, None) => {}
     }
     x
+}
+
+fn sandbox(errs: &mut Errs<'_>, r: &RawSandbox) -> crate::unit::Sandbox {
+    use crate::unit::{ProtectHome, ProtectSystem, SandboxPath};
+    let mut s = crate::unit::Sandbox {
+        no_new_privileges: r.no_new_privileges.unwrap_or(false),
+        private_tmp: r.private_tmp.unwrap_or(false),
+        private_devices: r.private_devices.unwrap_or(false),
+        protect_kernel_tunables: r.protect_kernel_tunables.unwrap_or(false),
+        protect_kernel_modules: r.protect_kernel_modules.unwrap_or(false),
+        protect_kernel_logs: r.protect_kernel_logs.unwrap_or(false),
+        protect_control_groups: r.protect_control_groups.unwrap_or(false),
+        protect_clock: r.protect_clock.unwrap_or(false),
+        protect_hostname: r.protect_hostname.unwrap_or(false),
+        private_network: r.private_network.unwrap_or(false),
+        private_ipc: r.private_ipc.unwrap_or(false),
+        ..Default::default()
+    };
+    let caps = |errs: &mut Errs<'_>, v: &Vec<Spanned<String>>, key: &str| -> (u64, bool) {
+        // `~` before the first name: the list is what to drop.
+        let mut mask = 0u64;
+        let mut invert = false;
+        for (i, c) in v.iter().enumerate() {
+            let mut name = c.get_ref().trim();
+            if i == 0
+                && let Some(n) = name.strip_prefix('~')
+            {
+                invert = true;
+                name = n.trim();
+            }
+            match crate::unit::caps::number(name) {
+                Some(n) => mask |= 1u64 << n,
+                None => errs.at(
+                    c.span(),
+                    format!("[sandbox] {key}: {name:?} is not a capability"),
+                    "names like \"CAP_NET_BIND_SERVICE\"; \"~CAP_X\" first drops the listed ones",
+                ),
+            }
+        }
+        (mask, invert)
+    };
+    let all = (1u64 << crate::unit::caps::NAMES.len()) - 1;
+    if let Some(v) = &r.capability_bounding_set {
+        let (mask, invert) = caps(errs, v, "capability_bounding_set");
+        s.capability_bounding_set = Some(if invert { all & !mask } else { mask });
+    }
+    if let Some(v) = &r.ambient_capabilities {
+        let (mask, invert) = caps(errs, v, "ambient_capabilities");
+        s.ambient_capabilities = if invert { all & !mask } else { mask };
+    }
+    let word = |errs: &mut Errs<'_>,
+                v: &Option<Spanned<BoolOrWord>>,
+                key: &str,
+                words: &[&str]|
+     -> Option<String> {
+        let v = v.as_ref()?;
+        match v.get_ref() {
+            BoolOrWord::Bool(true) => Some("yes".into()),
+            BoolOrWord::Bool(false) => None,
+            BoolOrWord::Word(w) if words.contains(&w.as_str()) => Some(w.clone()),
+            BoolOrWord::Word(w) => {
+                errs.at(
+                    v.span(),
+                    format!("[sandbox] {key} = {w:?} is not one of {}", words.join(", ")),
+                    "",
+                );
+                None
+            }
+        }
+    };
+    s.protect_system = match word(
+        errs,
+        &r.protect_system,
+        "protect_system",
+        &["yes", "full", "strict", "no"],
+    )
+    .as_deref()
+    {
+        Some("yes") => ProtectSystem::Yes,
+        Some("full") => ProtectSystem::Full,
+        Some("strict") => ProtectSystem::Strict,
+        _ => ProtectSystem::No,
+    };
+    s.protect_home = match word(
+        errs,
+        &r.protect_home,
+        "protect_home",
+        &["yes", "read-only", "tmpfs", "no"],
+    )
+    .as_deref()
+    {
+        Some("yes") => ProtectHome::Yes,
+        Some("read-only") => ProtectHome::ReadOnly,
+        Some("tmpfs") => ProtectHome::Tmpfs,
+        _ => ProtectHome::No,
+    };
+    let paths =
+        |errs: &mut Errs<'_>, v: &Option<Vec<Spanned<String>>>, key: &str| -> Vec<SandboxPath> {
+            let mut out = Vec::new();
+            for p in v.iter().flatten() {
+                let (optional, path) = match p.get_ref().strip_prefix('-') {
+                    Some(x) => (true, x.to_string()),
+                    None => (false, p.get_ref().clone()),
+                };
+                let sp = Spanned::new(p.span(), path);
+                if let Some(path) = abs_path(errs, &sp, &format!("sandbox.{key}")) {
+                    out.push(SandboxPath { path, optional });
+                }
+            }
+            out
+        };
+    s.read_write_paths = paths(errs, &r.read_write_paths, "read_write_paths");
+    s.read_only_paths = paths(errs, &r.read_only_paths, "read_only_paths");
+    s.inaccessible_paths = paths(errs, &r.inaccessible_paths, "inaccessible_paths");
+    s.no_exec_paths = paths(errs, &r.no_exec_paths, "no_exec_paths");
+    s.exec_paths = paths(errs, &r.exec_paths, "exec_paths");
+    if let Some(p) = &r.protect_proc {
+        match p.get_ref().as_str() {
+            "default" => {}
+            w @ ("invisible" | "noaccess" | "ptraceable") => s.protect_proc = Some(w.to_string()),
+            w => errs.at(
+                p.span(),
+                format!("[sandbox] protect_proc = {w:?} is not one of default, invisible, noaccess, ptraceable"),
+                "",
+            ),
+        }
+    }
+    if let Some(p) = &r.proc_subset {
+        match p.get_ref().as_str() {
+            "all" => {}
+            "pid" => s.proc_subset_pid = true,
+            w => errs.at(
+                p.span(),
+                format!("[sandbox] proc_subset = {w:?} is not \"all\" or \"pid\""),
+                "",
+            ),
+        }
+    }
+    s
 }
 
 /// A signal number from `SIGTERM`/`TERM`, including SIGKILL (an exit
@@ -1651,6 +1831,43 @@ timeout = "infinity"
             "exec = [\"/x\"]\nnice = 40\nstate_directory = [\"../etc\"]\ncondition_path_exists = \"relative\"\nsuccess_exit_status = [\"SIGNOPE\"]\n",
         );
         assert_eq!(e.len(), 4, "{e:?}");
+    }
+
+    #[test]
+    fn sandbox_keys() {
+        let s = parse(
+            r#"
+exec = ["/x"]
+[sandbox]
+no_new_privileges = true
+capability_bounding_set = ["CAP_NET_BIND_SERVICE", "chown"]
+ambient_capabilities = ["CAP_NET_BIND_SERVICE"]
+private_tmp = true
+protect_system = "strict"
+protect_home = "read-only"
+read_write_paths = ["-/var/lib/x", "/srv"]
+protect_proc = "invisible"
+proc_subset = "pid"
+"#,
+        )
+        .unwrap();
+        let sb = &s.sandbox;
+        assert!(sb.no_new_privileges && sb.private_tmp);
+        assert_eq!(sb.capability_bounding_set, Some((1 << 10) | 1));
+        assert_eq!(sb.protect_system, crate::unit::ProtectSystem::Strict);
+        assert_eq!(sb.protect_home, crate::unit::ProtectHome::ReadOnly);
+        assert!(sb.read_write_paths[0].optional && !sb.read_write_paths[1].optional);
+        assert!(sb.needs_mounts());
+        let s = parse("exec = [\"/x\"]\n[sandbox]\ncapability_bounding_set = [\"~CAP_SYS_ADMIN\"]\nprotect_system = true\n").unwrap();
+        assert_eq!(
+            s.sandbox.capability_bounding_set.map(|m| m & (1 << 21)),
+            Some(0)
+        );
+        assert_eq!(s.sandbox.protect_system, crate::unit::ProtectSystem::Yes);
+        let e = err(
+            "exec = [\"/x\"]\n[sandbox]\nprotect_system = \"very\"\ncapability_bounding_set = [\"CAP_NOPE\"]\nprivate_tmpp = true\n",
+        );
+        assert!(e.join("\n").contains("private_tmpp"), "{e:?}");
     }
 
     #[test]

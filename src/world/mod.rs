@@ -16,6 +16,7 @@ pub mod notify;
 pub mod output;
 pub mod probe;
 pub mod regular_file;
+pub mod sandbox;
 pub mod shim;
 pub mod sigmask;
 pub mod signals;

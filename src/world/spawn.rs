@@ -156,8 +156,11 @@ pub struct SpawnEnv<'a> {
     /// Apply systemd's `$VAR`/`${VAR}` substitution to argv (the unit's
     /// own commands; not probes).
     pub expand: bool,
-    /// A `+` helper command: runs as root, without `user`/`group`.
+    /// A `+` helper command: runs as root, without `user`/`group` and
+    /// outside the sandbox.
     pub privileged: bool,
+    /// Apply the unit's `[sandbox]` (its own commands; not probes).
+    pub sandboxed: bool,
 }
 
 impl SpawnEnv<'_> {
@@ -168,6 +171,7 @@ impl SpawnEnv<'_> {
             main_pid: None,
             expand: false,
             privileged: false,
+            sandboxed: false,
         }
     }
 }
@@ -305,6 +309,7 @@ enum Stage {
     Exec,
     Nice,
     OomScore,
+    Sandbox,
 }
 
 impl Stage {
@@ -320,6 +325,7 @@ impl Stage {
             8 => Stage::Exec,
             9 => Stage::Nice,
             10 => Stage::OomScore,
+            11 => Stage::Sandbox,
             _ => Stage::None,
         }
     }
@@ -352,6 +358,7 @@ struct Plan {
     nice: Option<i32>,
     /// The value for /proc/self/oom_score_adj, as text.
     oom_score: Option<CString>,
+    sandbox: Option<crate::world::sandbox::Plan>,
 }
 
 /// Written by the child on failure, read by the parent after it resumes.
@@ -359,6 +366,8 @@ struct Plan {
 struct ChildErr {
     stage: i32,
     errno: i32,
+    /// For `Stage::Sandbox`: which step.
+    step: usize,
 }
 
 /// What `child_main` gets: the plan to read, the error slot to write.
@@ -682,6 +691,15 @@ pub fn spawn(
             Some(v) => Some(cstr("oom_score_adjust", v.to_string().as_bytes())?),
             None => None,
         },
+        sandbox: if extra.sandboxed && !extra.privileged && !spec.sandbox.is_empty() {
+            let table = crate::world::mount_watch::read_mount_table().map_err(|e| {
+                SpawnError::Failed(format!("reading /proc/self/mountinfo for the sandbox: {e}"))
+            })?;
+            crate::world::sandbox::plan(spec, &table, &crate::world::sandbox::inaccessible_file())
+                .map_err(|e| SpawnError::Failed(format!("{e} (in {})", spec.file.display())))?
+        } else {
+            None
+        },
     };
 
     // Last-moment guard: the engine decided from its snapshot; the kernel's
@@ -706,6 +724,18 @@ pub fn spawn(
         // resumed us at its exit); collect it now, before anyone could
         // mistake its pid for a service.
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        if stage == Stage::Sandbox {
+            let what = plan
+                .sandbox
+                .as_ref()
+                .map(|p| crate::world::sandbox::describe(p, err.step))
+                .unwrap_or_default();
+            return Err(SpawnError::Failed(format!(
+                "sandbox ([sandbox] in {}): {what}: {}",
+                spec.file.display(),
+                std::io::Error::from_raw_os_error(err.errno)
+            )));
+        }
         return Err(SpawnError::Failed(describe_failure(
             spec, program, stage, err.errno,
         )));
@@ -766,6 +796,7 @@ fn describe_failure(spec: &UnitSpec, program: &str, stage: Stage, errno: i32) ->
             "setting oom_score_adjust {} (`oom_score_adjust` in {file}): {e}",
             spec.oom_score_adjust.unwrap_or(0)
         ),
+        Stage::Sandbox => format!("setting up the sandbox of {program}: {e}"),
         Stage::None => format!("starting {program}: unknown failure"),
     }
 }
@@ -858,7 +889,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         let a = &*(arg as *const ChildArgs);
         (&*a.plan, a.err)
     };
-    let fail = |stage: Stage, r: isize| -> ! {
+    let fail_at = |stage: Stage, r: isize, step: usize| -> ! {
         // SAFETY: volatile writes into the error slot, then exit this child
         // only; the parent reads the slot after it resumes.
         unsafe {
@@ -867,6 +898,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 ChildErr {
                     stage: stage as i32,
                     errno: (-r) as i32,
+                    step,
                 },
             );
             libc::syscall(libc::SYS_exit_group, 127);
@@ -874,6 +906,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         #[allow(clippy::empty_loop)]
         loop {}
     };
+    let fail = |stage: Stage, r: isize| -> ! { fail_at(stage, r, 0) };
     // The kernel's sigset is 8 bytes; its sigaction is handler, flags,
     // restorer, mask. All zero: SIG_DFL, no flags, empty mask.
     let dfl = [0u64; 4];
@@ -957,6 +990,13 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 fail(Stage::Rlimit, r);
             }
         }
+        // The sandbox: namespaces and mounts need root, as does the
+        // bounding set.
+        if let Some(sb) = plan.sandbox.as_ref()
+            && let Err((step, r)) = crate::world::sandbox::apply_before_identity(sb)
+        {
+            fail_at(Stage::Sandbox, r, step);
+        }
         // Before dropping privileges: lowering either needs root.
         if let Some(n) = plan.nice {
             let r = sys(
@@ -1011,6 +1051,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             if r < 0 {
                 fail(Stage::Uid, r);
             }
+        }
+        if let Some(sb) = plan.sandbox.as_ref()
+            && let Err((step, r)) = crate::world::sandbox::apply_after_identity(sb)
+        {
+            fail_at(Stage::Sandbox, r, step);
         }
         let r = sys(libc::SYS_chdir, plan.chdir.as_ptr() as usize, 0, 0, 0);
         if r < 0 {
