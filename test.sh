@@ -13,6 +13,8 @@ if [ "$(id -u)" = 0 ]; then
   command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
   command -v losetup >/dev/null || need+=(mount)
   command -v setpriv >/dev/null || need+=(util-linux)
+  # systemd-notify for tests/notify.rs (the package's daemons are not started).
+  command -v systemd-notify >/dev/null || need+=(systemd)
   # Real daemons for tests/real_services.rs.
   [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
   command -v redis-server >/dev/null || need+=(redis-server)

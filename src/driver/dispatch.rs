@@ -28,8 +28,24 @@ use crate::world::http::{Scrape, ScrapeRequest};
 
 impl Driver {
     pub(super) fn notified(&mut self, r: notify::Received) {
-        match self.procs.run_of_member(r.pid) {
-            Some(run) => self.feed(Event::Notified { run, msg: r.msg }),
+        let run = self
+            .procs
+            .run_of_member(r.pid)
+            .or_else(|| self.procs.run_of_departed_sender(r.pid, r.uid));
+        match run {
+            Some(run) => {
+                let mut events = Vec::new();
+                if let Some(pid) = r.msg.main_pid {
+                    match self.procs.adopt_main(run, pid) {
+                        Ok(ev) => events.extend(ev),
+                        Err(why) => {
+                            tracing::warn!("ignoring MAINPID={pid} from pid {}: {why}", r.pid)
+                        }
+                    }
+                }
+                events.push(Event::Notified { run, msg: r.msg });
+                self.feed_many(events);
+            }
             None => self
                 .notify_rejects
                 .rejected(std::time::Instant::now(), r.pid),

@@ -106,6 +106,11 @@ struct Driver {
     audit_failure: Option<String>,
     /// sd_notify datagrams from no unit's process, logged with a rate limit.
     notify_rejects: notify::RejectLog,
+    /// supd's own `$NOTIFY_SOCKET` (it runs under systemd or another
+    /// supd), and whether READY=1 / STOPPING=1 were sent on it.
+    own_notify: Option<String>,
+    own_ready_sent: bool,
+    own_stopping_sent: bool,
     /// We bound the control socket (so it is ours to remove at exit; a
     /// second instance that could not bind must not delete the first's).
     socket_bound: bool,
@@ -383,6 +388,11 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
             .map(|s| s.path.to_string_lossy().to_string()),
         socket_bound,
         notify_rejects: notify::RejectLog::new(notify::RejectLog::WINDOW),
+        own_notify: std::env::var("NOTIFY_SOCKET")
+            .ok()
+            .filter(|s| !s.is_empty()),
+        own_ready_sent: false,
+        own_stopping_sent: false,
         audits_sent: 0,
         audits_done: 0,
         held_replies: Vec::new(),
@@ -472,6 +482,33 @@ impl Driver {
     /// Feed events that happened together; the immediate answers to the
     /// resulting actions (spawn results) are fed back as one batch too.
     fn feed_many(&mut self, events: Vec<Event>) {
+        self.feed_batch(events);
+        self.tell_manager();
+    }
+
+    /// READY=1 to supd's own manager once boot has settled, STOPPING=1 once
+    /// shutdown begins.
+    fn tell_manager(&mut self) {
+        let Some(sock) = self.own_notify.clone() else {
+            return;
+        };
+        let say = |text: &str| {
+            if let Err(e) = notify::notify_manager(&sock, text) {
+                tracing::warn!("sd_notify to supd's manager at {sock}: {e}");
+            }
+        };
+        if !self.own_ready_sent && self.engine_broken.is_none() && self.engine.settled() {
+            self.own_ready_sent = true;
+            let units = self.engine.units().count();
+            say(&format!("READY=1\nSTATUS=supervising {units} units"));
+        }
+        if !self.own_stopping_sent && self.engine.shutting_down().is_some() {
+            self.own_stopping_sent = true;
+            say("STOPPING=1\nSTATUS=stopping units");
+        }
+    }
+
+    fn feed_batch(&mut self, events: Vec<Event>) {
         let mut batch = events;
         while !batch.is_empty() {
             if self.engine_broken.is_some() {

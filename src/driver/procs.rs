@@ -73,6 +73,9 @@ enum Proc {
     StopCommand(RunId),
     /// A helper command of a run, killed at its deadline.
     Helper(RunId, Step, Option<Instant>),
+    /// A run's former main process (it named another with `MAINPID=`):
+    /// its exit is only logged.
+    Former(RunId),
 }
 
 /// What the driver must do after a drain, beyond feeding events.
@@ -168,13 +171,42 @@ impl ProcTable {
             .map(|(run, _)| *run)
     }
 
+    /// A sender that is already gone (`systemd-notify --no-block` from a
+    /// service's script exits at once) cannot be placed in a process
+    /// group any more. Its message is taken for the one notify unit with a
+    /// process that runs as the sender's uid (the credentials recorded by
+    /// the kernel at send time); with several such units it is ignored —
+    /// which one spoke is unknowable without the sender's cgroup.
+    pub(super) fn run_of_departed_sender(&self, pid: i32, uid: u32) -> Option<RunId> {
+        let gone = matches!(
+            nix::sys::signal::kill(Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if !gone {
+            return None;
+        }
+        let mut candidates = self.runs.iter().filter(|(run, c)| {
+            c.spec.ready.kind == crate::unit::ReadyKind::Notify
+                && self.run_pids.contains_key(run)
+                && unit_uid(&c.spec) == Some(uid)
+        });
+        let first = candidates.next().map(|(r, _)| *r);
+        if candidates.next().is_some() {
+            tracing::warn!(
+                "sd_notify message from pid {pid} (already exited, uid {uid}): several units could have sent it; ignored (let systemd-notify wait, i.e. drop --no-block)"
+            );
+            return None;
+        }
+        first
+    }
+
     /// The earliest exec-probe or helper deadline, or the next look at a
     /// pid file.
     pub(super) fn next_probe_deadline(&self) -> Option<Instant> {
         let procs = self.procs.values().filter_map(|p| match p {
             Proc::Probe(_, _, deadline) => Some(*deadline),
             Proc::Helper(_, _, deadline) => *deadline,
-            Proc::Main(_) | Proc::StopCommand(_) => None,
+            Proc::Main(_) | Proc::StopCommand(_) | Proc::Former(_) => None,
         });
         let polls = self
             .runs
@@ -308,6 +340,9 @@ impl ProcTable {
                             output: (!status.success()).then(|| format!("probe {status}")),
                         });
                     }
+                }
+                Some(Proc::Former(run)) => {
+                    tracing::debug!("former main process {pid} of {run:?} {status}");
                 }
                 Some(Proc::StopCommand(run)) => {
                     tracing::debug!("stop command for {run:?} {status}");
@@ -502,6 +537,16 @@ impl Driver {
             expand: true,
             privileged: cmd.privileged,
             sandboxed: true,
+            // A forking unit's daemon gets the watchdog period (not a pid:
+            // the daemon's is not known yet).
+            watchdog_usec: (step == Step::Starter)
+                .then(|| {
+                    spec.ready
+                        .watchdog
+                        .map(|w| u64::try_from(w.as_micros()).unwrap_or(u64::MAX))
+                })
+                .flatten(),
+            watchdog_pid: false,
         };
         // The start command of a forking unit is its service: the mounts
         // are checked right before it, as for any main process.
@@ -755,6 +800,11 @@ impl Driver {
             expand: true,
             privileged: false,
             sandboxed: true,
+            watchdog_usec: spec
+                .ready
+                .watchdog
+                .map(|w| u64::try_from(w.as_micros()).unwrap_or(u64::MAX)),
+            watchdog_pid: true,
         };
         let ready_fd = (spec.ready.kind == crate::unit::ReadyKind::Fd).then_some(spec.ready.fd);
         match spawn::spawn(spec, &spec.exec, mounts, &env, ready_fd) {
@@ -792,6 +842,8 @@ impl Driver {
             expand: true,
             privileged: false,
             sandboxed: true,
+            watchdog_usec: None,
+            watchdog_pid: false,
         };
         match spawn::spawn(spec, &argv, &[], &env, None) {
             Ok(s) => {
@@ -856,6 +908,57 @@ impl Driver {
             }
         }
     }
+}
+
+/// `MAINPID=` from a unit: adopt `pid` as the run's main process if it is
+/// alive and we will learn of its exit — a child of supd (a reparented
+/// daemon) or of the current main process (reparented to us when that
+/// exits). Anything else is refused (the pid could be anyone's).
+impl ProcTable {
+    pub(super) fn adopt_main(&mut self, run: RunId, pid: i32) -> Result<Option<Event>, String> {
+        let Some(&current) = self.run_pids.get(&run) else {
+            return Err("the unit has no main process".into());
+        };
+        if pid == current {
+            return Ok(None);
+        }
+        let ppid = parent_of(pid).ok_or_else(|| format!("pid {pid} is not running"))?;
+        if ppid != std::process::id() as i32 && ppid != current {
+            return Err(format!(
+                "pid {pid} is neither a child of the unit's main process {current} nor of supd"
+            ));
+        }
+        if matches!(self.procs.get(&pid), Some(p) if !matches!(p, Proc::Former(_))) {
+            return Err(format!("pid {pid} is already another process supd tracks"));
+        }
+        self.procs.insert(current, Proc::Former(run));
+        self.procs.insert(pid, Proc::Main(run));
+        self.run_pids.insert(run, pid);
+        Ok(Some(Event::MainPidChanged { run, pid }))
+    }
+}
+
+/// The uid a unit's processes run as.
+fn unit_uid(spec: &UnitSpec) -> Option<u32> {
+    match &spec.user {
+        None => Some(nix::unistd::geteuid().as_raw()),
+        Some(u) => nix::unistd::User::from_name(u)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw()),
+    }
+}
+
+/// The parent of a live (not zombie) process.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')').map(|(_, r)| r)?;
+    let mut f = rest.split_whitespace();
+    let state = f.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    f.next()?.parse().ok()
 }
 
 /// Is `pid` a live child of supd (a daemon reparented to us)?

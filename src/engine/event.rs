@@ -106,6 +106,15 @@ pub struct NotifyMsg {
     pub watchdog: bool,
     pub status: Option<String>,
     pub main_pid: Option<i32>,
+    /// `RELOADING=1`: not ready until the next `READY=1`.
+    pub reloading: bool,
+    /// `WATCHDOG=trigger`: the service asks to be treated as hung.
+    pub watchdog_trigger: bool,
+    /// `EXTEND_TIMEOUT_USEC=`: the current start or stop timeout moves to
+    /// at least this far from now.
+    pub extend_timeout_usec: Option<u64>,
+    /// `ERRNO=`: the service's last error, shown with its status.
+    pub errno: Option<i32>,
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +193,12 @@ pub enum Event {
     ConditionFailed {
         run: RunId,
         why: String,
+    },
+    /// `MAINPID=`, checked by the driver (the new pid is a process of the
+    /// unit, adopted as its main process).
+    MainPidChanged {
+        run: RunId,
+        pid: i32,
     },
     /// A command of the start sequence that must succeed
     /// (`exec_start_post`) failed while the main process runs.

@@ -201,6 +201,9 @@ pub struct Engine {
     booted: Option<Instant>,
     /// What each unit waited on and when (`supctl analyze`); watches only.
     timeline: timeline::Timeline,
+    /// The lock state has been loaded (or found unreadable) once: before
+    /// that nothing could start, so nothing has settled.
+    locks_looked_at: bool,
     out: Vec<Action>,
 }
 
@@ -232,6 +235,7 @@ impl Engine {
             seen_lock_state: None,
             booted: None,
             timeline: timeline::Timeline::default(),
+            locks_looked_at: false,
             out: Vec::new(),
         };
         e.install(set);
@@ -526,6 +530,12 @@ impl Engine {
         self.shutdown
     }
 
+    /// No unit is starting: what boot (or a reload) set in motion has come
+    /// up, failed or is waiting on something outside supd.
+    pub fn settled(&self) -> bool {
+        self.locks_looked_at && self.starting == 0
+    }
+
     pub fn max_parallel_starts(&self) -> u32 {
         self.cfg.max_parallel_starts
     }
@@ -630,6 +640,9 @@ impl Engine {
     // ---- events ---------------------------------------------------------
 
     fn on_event(&mut self, now: Instant, event: Event) {
+        if matches!(event, Event::LocksLoaded(_)) {
+            self.locks_looked_at = true;
+        }
         match event {
             Event::Spawned { run, pid } => {
                 let Some(id) = self.run_unit(run) else {
@@ -826,7 +839,76 @@ impl Engine {
                 if let Some(s) = msg.status {
                     self.unit_mut(id).status_text = Some(s);
                 }
+                if let Some(e) = msg.errno {
+                    let err = std::io::Error::from_raw_os_error(e);
+                    let u = self.unit_mut(id);
+                    let base = u.status_text.take().unwrap_or_default();
+                    let sep = if base.is_empty() { "" } else { "; " };
+                    u.status_text = Some(format!("{base}{sep}errno {e} ({err})"));
+                }
+                if let Some(usec) = msg.extend_timeout_usec {
+                    // The timeout of the state it is in moves out to at
+                    // least `usec` from now; never closer.
+                    let at = timers::after(now, std::time::Duration::from_micros(usec));
+                    let kind = match self.units[id.0 as usize].state {
+                        UnitState::Starting { .. } => Some(TimerKind::StartTimeout),
+                        UnitState::Stopping { killed: false, .. } => Some(TimerKind::KillAfter),
+                        UnitState::Running { .. } => Some(TimerKind::Watchdog),
+                        _ => None,
+                    };
+                    if let Some(k) = kind
+                        && self.timers.get(id, k).is_some_and(|t| t < at)
+                    {
+                        self.timers.set(id, k, at);
+                    }
+                }
+                // STOPPING=1 and RELOADING=1: not ready (dependents not yet
+                // started wait) until READY=1 comes again.
+                if msg.stopping || msg.reloading {
+                    if let UnitState::Running {
+                        run,
+                        pid,
+                        since,
+                        ready: true,
+                    } = self.units[id.0 as usize].state
+                    {
+                        self.set_state(
+                            id,
+                            UnitState::Running {
+                                run,
+                                pid,
+                                since,
+                                ready: false,
+                            },
+                        );
+                    }
+                    if msg.stopping {
+                        self.unit_mut(id).status_text = Some("stopping (STOPPING=1)".into());
+                    } else if self.units[id.0 as usize].status_text.is_none() {
+                        self.unit_mut(id).status_text = Some("reloading (RELOADING=1)".into());
+                    }
+                }
                 if msg.ready {
+                    if let UnitState::Running {
+                        run,
+                        pid,
+                        since,
+                        ready: false,
+                    } = self.units[id.0 as usize].state
+                        && self.units[id.0 as usize].spec.ready.kind == ReadyKind::Notify
+                        && self.units[id.0 as usize].spec.readiness.is_none()
+                    {
+                        tracing::info!(unit = %self.units[id.0 as usize].spec.name, "ready again (READY=1)");
+                        self.set_state(
+                            id,
+                            UnitState::Running {
+                                run,
+                                pid,
+                                since,
+                                ready: true,
+                            },
+                        );
+                    }
                     self.mark_ready(id, now, ReadyKind::Notify);
                 }
                 if msg.watchdog
@@ -835,6 +917,51 @@ impl Engine {
                 {
                     self.timers
                         .set(id, TimerKind::Watchdog, timers::after(now, wd));
+                }
+                if msg.watchdog_trigger
+                    && matches!(self.units[id.0 as usize].state, UnitState::Running { .. })
+                {
+                    tracing::warn!(unit = %self.units[id.0 as usize].spec.name, "WATCHDOG=trigger: treated as a watchdog timeout");
+                    self.timers.set(id, TimerKind::Watchdog, now);
+                    self.on_timers(now);
+                }
+            }
+            Event::MainPidChanged { run, pid } => {
+                let Some(id) = self.run_unit(run) else {
+                    return;
+                };
+                let state = match self.units[id.0 as usize].state.clone() {
+                    UnitState::Starting { run, since, .. } => Some(UnitState::Starting {
+                        run,
+                        pid: Some(pid),
+                        since,
+                    }),
+                    UnitState::Running {
+                        run, since, ready, ..
+                    } => Some(UnitState::Running {
+                        run,
+                        pid,
+                        since,
+                        ready,
+                    }),
+                    UnitState::Stopping {
+                        run,
+                        reason,
+                        killed,
+                        since,
+                        ..
+                    } => Some(UnitState::Stopping {
+                        run,
+                        pid: Some(pid),
+                        reason,
+                        killed,
+                        since,
+                    }),
+                    _ => None,
+                };
+                if let Some(s) = state {
+                    tracing::info!(unit = %self.units[id.0 as usize].spec.name, "main process is now {pid} (MAINPID=)");
+                    self.set_state(id, s);
                 }
             }
             Event::ShutdownRequested(kind) => {

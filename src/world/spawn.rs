@@ -161,6 +161,11 @@ pub struct SpawnEnv<'a> {
     pub privileged: bool,
     /// Apply the unit's `[sandbox]` (its own commands; not probes).
     pub sandboxed: bool,
+    /// `[ready] watchdog`: export `WATCHDOG_USEC` (and `WATCHDOG_PID`,
+    /// the child's own pid, when `watchdog_pid`), as systemd does for the
+    /// main process.
+    pub watchdog_usec: Option<u64>,
+    pub watchdog_pid: bool,
 }
 
 impl SpawnEnv<'_> {
@@ -172,6 +177,8 @@ impl SpawnEnv<'_> {
             expand: false,
             privileged: false,
             sandboxed: false,
+            watchdog_usec: None,
+            watchdog_pid: false,
         }
     }
 }
@@ -358,6 +365,9 @@ struct Plan {
     nice: Option<i32>,
     /// The value for /proc/self/oom_score_adj, as text.
     oom_score: Option<CString>,
+    /// `WATCHDOG_PID=` with room for the digits the child writes (its
+    /// pid is known only once it exists); in `envp_ptrs` too.
+    watchdog_pid: Option<Vec<u8>>,
     sandbox: Option<crate::world::sandbox::Plan>,
 }
 
@@ -653,10 +663,20 @@ pub fn spawn(
         .iter()
         .map(|a| cstr("an exec argument", a.as_bytes()))
         .collect::<Result<_, _>>()?;
+    if let Some(usec) = extra.watchdog_usec {
+        envs.retain(|(k, _)| k != "WATCHDOG_USEC" && k != "WATCHDOG_PID");
+        envs.push(("WATCHDOG_USEC".into(), usec.to_string()));
+    }
     let c_envp: Vec<CString> = envs
         .iter()
         .map(|(k, v)| cstr("an environment variable", format!("{k}={v}").as_bytes()))
         .collect::<Result<_, _>>()?;
+    // "WATCHDOG_PID=" then room for 10 digits and the NUL.
+    let mut watchdog_pid = (extra.watchdog_usec.is_some() && extra.watchdog_pid).then(|| {
+        let mut b = b"WATCHDOG_PID=".to_vec();
+        b.resize(b.len() + 11, 0);
+        b
+    });
     let dir = spec
         .working_directory
         .as_deref()
@@ -673,8 +693,14 @@ pub fn spawn(
         envp_ptrs: c_envp
             .iter()
             .map(|s| s.as_ptr())
+            .chain(
+                watchdog_pid
+                    .as_mut()
+                    .map(|b| b.as_ptr() as *const libc::c_char),
+            )
             .chain(std::iter::once(std::ptr::null()))
             .collect(),
+        watchdog_pid,
         _envp: c_envp,
         targets,
         unshare_below,
@@ -1068,6 +1094,27 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             0,
             8,
         );
+        if let Some(buf) = plan.watchdog_pid.as_ref() {
+            // Our pid, in decimal, after "WATCHDOG_PID=" (the buffer has
+            // room for ten digits and the NUL; it is ours until exec).
+            let mut pid = sys(libc::SYS_getpid, 0, 0, 0, 0) as u64;
+            let mut digits = [0u8; 10];
+            let mut n = 0;
+            loop {
+                digits[n] = b'0' + (pid % 10) as u8;
+                n += 1;
+                pid /= 10;
+                if pid == 0 || n == digits.len() {
+                    break;
+                }
+            }
+            let base = buf.as_ptr() as *mut u8;
+            let start = b"WATCHDOG_PID=".len();
+            for i in 0..n {
+                std::ptr::write_volatile(base.add(start + i), digits[n - 1 - i]);
+            }
+            std::ptr::write_volatile(base.add(start + n), 0);
+        }
         let r = sys(
             libc::SYS_execve,
             plan.path.as_ptr() as usize,

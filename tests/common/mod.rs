@@ -99,6 +99,9 @@ pub struct Options {
     /// tmpfs as the state directory. Mounts made here die with the
     /// namespace.
     pub setup_in_namespace: Option<String>,
+
+    /// Extra environment for supd (e.g. its own NOTIFY_SOCKET).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -111,6 +114,8 @@ impl Default for Options {
             log_to_pipe: false,
             launcher: vec![],
             setup_in_namespace: None,
+
+            env: vec![],
         }
     }
 }
@@ -196,6 +201,7 @@ impl Supd {
             Command::new(SUPD)
         };
         cmd.args(&args).stdin(Stdio::null());
+        cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
         if opts.log_to_pipe {
             let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("log pipe");
             cmd.stdout(w.try_clone().expect("log pipe fd")).stderr(w);
