@@ -20,6 +20,8 @@ if [ "$(id -u)" = 0 ]; then
   command -v redis-server >/dev/null || need+=(redis-server)
   command -v redis-cli >/dev/null || need+=(redis-tools)
   command -v nginx >/dev/null || need+=(nginx-light)
+  # tests/imported_services.rs runs these from their own Debian unit files.
+  [ -x /usr/sbin/sshd ] || need+=(openssh-server)
   # The VM test (tests/vm.rs): QEMU, a Debian kernel, busybox, cpio.
   command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
   ls /lib/modules 2>/dev/null | grep -q -- '-cloud-amd64$' || need+=(linux-image-cloud-amd64)

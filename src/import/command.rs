@@ -160,6 +160,11 @@ pub fn run(opts: &Options) -> i32 {
         let (Some(name), Some(names)) = (name, Names::from_file_name(&input.unit_file_name)) else {
             continue;
         };
+        // A template is not a unit: nothing can be ordered after it (its
+        // instances, named by their own files, are).
+        if name.ends_with('@') {
+            continue;
+        }
         for target in map::befores(file, &names) {
             before.entry(target).or_default().push(name.clone());
         }

@@ -135,7 +135,7 @@ pub struct Plan {
 }
 
 /// Maximum grabbed device nodes.
-const MAX_SLOTS: usize = 8;
+const MAX_SLOTS: usize = 16;
 
 fn c(p: &Path) -> Option<CString> {
     CString::new(p.as_os_str().as_bytes()).ok()
@@ -179,6 +179,7 @@ pub fn plan(
     spec: &UnitSpec,
     table: &MountTable,
     inaccessible_file: &Path,
+    notify_socket: Option<&Path>,
 ) -> Result<Option<Plan>, String> {
     let sb: &Sandbox = &spec.sandbox;
     if sb.is_empty() {
@@ -231,6 +232,33 @@ pub fn plan(
     }
     p.unshare |= libc::CLONE_NEWNS;
     p.ops.push(Op::SlaveRoot);
+    // supd's sd_notify socket must stay reachable when a private /tmp (or
+    // /home) would hide it: keep it now, put it back at the end.
+    let fresh: Vec<&str> = {
+        let mut v = Vec::new();
+        if sb.private_tmp {
+            v.extend(["/tmp", "/var/tmp"]);
+        }
+        if sb.protect_home == ProtectHome::Tmpfs {
+            v.extend(["/home", "/root", "/run/user"]);
+        }
+        v
+    };
+    let kept = notify_socket.and_then(|k| {
+        let root = fresh
+            .iter()
+            .find(|r| k.starts_with(r) && k != Path::new(r))?;
+        Some((k.to_path_buf(), PathBuf::from(root)))
+    });
+    let keep_slot = MAX_SLOTS - 1;
+    if let Some((k, _)) = &kept
+        && let Some(path) = c(k)
+    {
+        p.ops.push(Op::Grab {
+            slot: keep_slot,
+            path,
+        });
+    }
 
     // A private /proc first: the protections below then apply to it.
     if sb.protect_proc.is_some() || sb.proc_subset_pid {
@@ -532,7 +560,7 @@ pub fn plan(
         let mut kept = Vec::new();
         for (i, dev) in DEVICES.iter().enumerate() {
             let host = Path::new("/dev").join(dev);
-            if !exists(&host) || p.slots >= MAX_SLOTS {
+            if !exists(&host) || p.slots >= MAX_SLOTS - 1 {
                 continue;
             }
             p.ops.push(Op::Grab {
@@ -574,7 +602,27 @@ pub fn plan(
             });
         }
     }
-    if p.slots > MAX_SLOTS {
+    if let Some((k, root)) = &kept {
+        // The directories between the fresh file system and the socket.
+        let mut d = root.clone();
+        if let Ok(rel) = k.strip_prefix(root) {
+            let comps: Vec<_> = rel.components().collect();
+            for comp in comps.iter().take(comps.len().saturating_sub(1)) {
+                d.push(comp);
+                if let Some(path) = c(&d) {
+                    p.ops.push(Op::Mkdir { path });
+                }
+            }
+        }
+        if let Some(path) = c(k) {
+            p.ops.push(Op::Touch { path: path.clone() });
+            p.ops.push(Op::Place {
+                slot: keep_slot,
+                path,
+            });
+        }
+    }
+    if p.slots >= MAX_SLOTS {
         return Err("[sandbox]: too many inaccessible files".into());
     }
     Ok(Some(p))
@@ -629,6 +677,9 @@ pub unsafe fn apply_before_identity(plan: &Plan) -> Result<(), Failure> {
             }
         }
         let mut fds = [-1isize; MAX_SLOTS];
+        // The unit's umask is already set; what the sandbox creates (the
+        // directories up to the notify socket...) gets its modes exactly.
+        let umask = sys(libc::SYS_umask, 0, 0, 0, 0, 0);
         for (i, op) in plan.ops.iter().enumerate() {
             let r = apply_op(op, &mut fds);
             let optional = match op {
@@ -646,6 +697,7 @@ pub unsafe fn apply_before_identity(plan: &Plan) -> Result<(), Failure> {
                 return Err((i, r));
             }
         }
+        sys(libc::SYS_umask, umask as usize, 0, 0, 0, 0);
         for fd in fds {
             if fd >= 0 {
                 sys(libc::SYS_close, fd as usize, 0, 0, 0, 0);

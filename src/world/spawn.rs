@@ -721,8 +721,13 @@ pub fn spawn(
             let table = crate::world::mount_watch::read_mount_table().map_err(|e| {
                 SpawnError::Failed(format!("reading /proc/self/mountinfo for the sandbox: {e}"))
             })?;
-            crate::world::sandbox::plan(spec, &table, &crate::world::sandbox::inaccessible_file())
-                .map_err(|e| SpawnError::Failed(format!("{e} (in {})", spec.file.display())))?
+            crate::world::sandbox::plan(
+                spec,
+                &table,
+                &crate::world::sandbox::inaccessible_file(),
+                extra.notify_socket.map(Path::new),
+            )
+            .map_err(|e| SpawnError::Failed(format!("{e} (in {})", spec.file.display())))?
         } else {
             None
         },
