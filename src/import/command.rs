@@ -156,6 +156,7 @@ pub fn run(opts: &Options) -> i32 {
         .collect();
     known.extend(batch.iter().flatten().cloned());
     let mut before: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut after: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for ((input, (file, _)), name) in inputs.iter().zip(&parsed).zip(&batch) {
         let (Some(name), Some(names)) = (name, Names::from_file_name(&input.unit_file_name)) else {
             continue;
@@ -167,6 +168,9 @@ pub fn run(opts: &Options) -> i32 {
         }
         for target in map::befores(file, &names) {
             before.entry(target).or_default().push(name.clone());
+        }
+        for target in map::afters(file, &names) {
+            after.entry(target).or_default().push(name.clone());
         }
     }
     if let Some(out) = &opts.out
@@ -183,11 +187,17 @@ pub fn run(opts: &Options) -> i32 {
             .and_then(|n| before.get(n))
             .cloned()
             .unwrap_or_default();
+        let after_me = name
+            .as_ref()
+            .and_then(|n| after.get(n))
+            .cloned()
+            .unwrap_or_default();
         let ctx = Context {
             unit_file_name: &input.unit_file_name,
             sources: &sources,
             known: &known,
             before_me: &before_me,
+            after_me: &after_me,
             fstab: &fstab,
             host: &host,
         };

@@ -35,6 +35,8 @@ pub struct Context<'a> {
     pub known: &'a BTreeSet<String>,
     /// Units imported in the same run that say `Before=` this unit.
     pub before_me: &'a [String],
+    /// Units imported in the same run that say `After=` this unit.
+    pub after_me: &'a [String],
     /// /etc/fstab, for `RequiresMountsFor=`.
     pub fstab: &'a [FstabEntry],
     /// This host's name, machine id and kernel, for `%H`, `%m`, `%v`.
@@ -149,9 +151,18 @@ pub fn supd_name(unit_file_name: &str) -> Result<String, String> {
 /// command can give them the reverse `after` when they are imported in
 /// the same run.
 pub fn befores(file: &UnitFile, names: &Names) -> Vec<String> {
+    ordering(file, names, "Before")
+}
+
+/// The units a file names in `After=` (their supd names).
+pub fn afters(file: &UnitFile, names: &Names) -> Vec<String> {
+    ordering(file, names, "After")
+}
+
+fn ordering(file: &UnitFile, names: &Names, key: &str) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(unit) = file.section("Unit") {
-        for e in unit.entries.iter().filter(|e| e.key == "Before") {
+        for e in unit.entries.iter().filter(|e| e.key == key) {
             let Ok(v) = syntax::expand_specifiers(&e.value, names) else {
                 continue;
             };
@@ -1164,21 +1175,29 @@ impl<'a> Mapper<'a> {
 
     // ---- writing the unit -----------------------------------------------
 
-    /// argv for supd, or None (refused) when a prefix or `$` use cannot be
-    /// honoured. `prefixes` says which prefixes the target key encodes.
+    /// argv for supd. A prefix whose meaning supd cannot keep is refused
+    /// (so an error without `--lossy`) and dropped from what is written
+    /// (what `--lossy` runs), except `|` (a shell line cannot be run as
+    /// argv): None.
     fn argv(&mut self, c: &Cmd, what: &str) -> Option<Vec<String>> {
         let p = c.cmd.prefix;
         let e = &c.entry;
-        if p.argv0 && c.cmd.argv.first() != Some(&c.cmd.path) {
-            self.refuse(
-                e,
-                format!("`@` (a custom argv[0] for {}) is not supported", c.cmd.path),
-            );
-            return None;
-        }
         if p.shell {
             self.refuse(e, "`|` (run through a shell) is not supported");
             return None;
+        }
+        let mut cmd_argv = c.cmd.argv.clone();
+        if p.argv0 && c.cmd.argv.first() != Some(&c.cmd.path) {
+            self.refuse(
+                e,
+                format!(
+                    "`@` (a custom argv[0] for {}) is not supported; --lossy runs it with its own name",
+                    c.cmd.path
+                ),
+            );
+            if let Some(first) = cmd_argv.first_mut() {
+                *first = c.cmd.path.clone();
+            }
         }
         let helper = what != "the main command" && what != "the stop command";
         let mut p = p;
@@ -1195,9 +1214,8 @@ impl<'a> Mapper<'a> {
             } else {
                 self.refuse(
                     e,
-                    "`!` (the program drops privileges itself) with User=/Group= is not supported",
+                    "`!` (the program drops privileges itself) with User=/Group= is not supported; --lossy runs it as User=",
                 );
-                return None;
             }
         }
         if p.privileged
@@ -1207,24 +1225,24 @@ impl<'a> Mapper<'a> {
             self.refuse(
                 e,
                 format!(
-                    "`+` (run {what} as root, without User=/Group= and sandboxing) is not supported"
+                    "`+` (run {what} as root, without User=/Group= and sandboxing) is not supported; --lossy runs it as User= and sandboxed"
                 ),
             );
-            return None;
+            p.privileged = false;
         }
         if p.ignore_failure && what == "the main command" {
             self.refuse(
                 e,
-                format!("`-` (ignore a failure of {what}) is not supported here"),
+                format!("`-` (ignore a failure of {what}) is not supported here; --lossy treats a failure as a failure"),
             );
-            return None;
+            p.ignore_failure = false;
         }
         // supd substitutes `$VAR`/`${VAR}` as systemd does; `:` asks for
         // no substitution, so every `$` is written as `$$`.
         let mut argv: Vec<String> = if p.no_env_expand {
-            c.cmd.argv.iter().map(|a| a.replace('$', "$$")).collect()
+            cmd_argv.iter().map(|a| a.replace('$', "$$")).collect()
         } else {
-            c.cmd.argv.clone()
+            cmd_argv
         };
         // Helper commands keep systemd's prefixes on the program.
         if what != "the main command"
@@ -1837,6 +1855,18 @@ impl<'a> Mapper<'a> {
                                 self.note(&e, format!("{word} is not a supd unit here: no effect, as in systemd when it is not loaded"));
                             }
                         }
+                        // supd's `wants`/`requires` also order; when the
+                        // other unit is ordered after this one (its After=)
+                        // and this one is not after it, systemd starts both
+                        // at once and supd would make a cycle: keep the
+                        // other unit's ordering, drop this dependency.
+                        "Wants" | "Requires" | "BindsTo"
+                            if known
+                                && !after_words.contains(&word)
+                                && self.ctx.after_me.contains(&n) =>
+                        {
+                            self.approx(&e, format!("{n} is ordered after this unit (its After=); supd cannot also make this unit wait for it, so the dependency is not kept (no stop propagation from {n})"));
+                        }
                         "Wants" => {
                             if known {
                                 if !after_words.contains(&word) {
@@ -2080,6 +2110,7 @@ mod tests {
                 sources: &sources,
                 known: &self.known,
                 before_me: &self.before_me,
+                after_me: &[],
                 fstab: &self.fstab,
                 host: &syntax::Host::default(),
             };
@@ -2328,6 +2359,7 @@ mod native_keys {
             sources: &sources,
             known: &known,
             before_me: &[],
+            after_me: &[],
             fstab: &[],
             host: &syntax::Host::default(),
         };
