@@ -573,6 +573,8 @@ mod tests {
         assert!(!set.units.is_empty());
         let set = load_dir(&root.join("units")).unwrap();
         assert!(summary(&set).starts_with("ok:"));
+        let set = load_dir(&root.join("units/imported")).unwrap();
+        assert_eq!(set.units.len(), 2, "the template is not a unit");
         let set = load_dir(&root.join("units/appliance")).unwrap();
         assert_eq!(set.units.len(), 4);
     }
