@@ -53,6 +53,8 @@ pub fn build_checked(
             ("requires", &s.requires),
             ("wants", &s.wants),
             ("after", &s.after),
+            ("part_of", &s.part_of),
+            ("reload_propagated_from", &s.reload_propagated_from),
         ] {
             for dep in list {
                 if !names.contains(dep) && !also_defined.contains(dep) {

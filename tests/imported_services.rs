@@ -304,7 +304,12 @@ fn postgresql_instance_from_its_debian_template_accepts_a_query() {
     ]);
     let tpl = unit_here(dir.path(), tpl, "[Service]\nOOMScoreAdjust=0\n");
     let report = import(&supd, &[&tpl, "/lib/systemd/system/postgresql.service"]);
-    assert!(report.contains("PartOf"), "{report}");
+    assert!(!report.contains("not honoured"), "{report}");
+    let tpl_text = std::fs::read_to_string(supd.units.join("postgresql@.toml")).unwrap();
+    assert!(
+        tpl_text.contains("part_of = [\"postgresql\"]"),
+        "{tpl_text}"
+    );
     // `supctl enable`'s way: the instance is a symlink to the template.
     std::os::unix::fs::symlink(
         "postgresql@.toml",
@@ -338,9 +343,20 @@ fn postgresql_instance_from_its_debian_template_accepts_a_query() {
             .then(|| String::from_utf8_lossy(&o.stdout).to_string())
     });
     assert_eq!(out.trim(), "42");
-    // The main process is the postmaster from the pid file; stopping goes
-    // through pg_ctlcluster stop.
-    supd.ok(&["stop", "postgresql@15-supdtest"]);
+    // ReloadPropagatedFrom: reloading the umbrella reloads the cluster
+    // (pg_ctlcluster reload).
+    let r = supd.ok(&["reload-unit", "postgresql"]);
+    assert!(r.contains("postgresql@15-supdtest"), "{r}");
+    // PartOf: stopping the umbrella stops the cluster, through
+    // pg_ctlcluster stop.
+    supd.ok(&["stop", "postgresql"]);
+    wait_unit(
+        &supd,
+        "postgresql@15-supdtest stopped with postgresql",
+        Duration::from_secs(60),
+        |u| u["pid"].is_null(),
+        "postgresql@15-supdtest",
+    );
     let st = supd.in_ns(&["pg_lsclusters", "-h"]);
     assert!(
         String::from_utf8_lossy(&st.stdout).contains("down"),

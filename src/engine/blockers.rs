@@ -171,6 +171,14 @@ impl Engine {
                 });
             }
         }
+        for whole in &spec.part_of {
+            if let Some(why) = self.part_held_down(whole) {
+                block!(Blocker::WaitingFor {
+                    unit: whole.clone(),
+                    why: format!("{why} (this unit is part_of it)")
+                });
+            }
+        }
         for dep in spec.after.iter().chain(spec.wants.iter()) {
             if self.on_its_way_up(dep, now) {
                 block!(Blocker::Ordering { unit: dep.clone() });
@@ -203,6 +211,22 @@ impl Engine {
                 .unwrap_or_else(|| "ready now".to_string());
         }
         Some(b)
+    }
+
+    /// For `part_of`: is `whole` held down by an operator (stopped, locked,
+    /// removed)? Then its parts are too.
+    pub(crate) fn part_held_down(&self, whole: &str) -> Option<&'static str> {
+        let &id = self.by_name.get(whole)?;
+        let w = &self.units[id.0 as usize];
+        if w.removed {
+            Some("removed")
+        } else if self.locks.wanted.contains_key(whole) {
+            Some("under maintenance")
+        } else if w.want == Want::Down {
+            Some("stopped by an operator")
+        } else {
+            None
+        }
     }
 
     /// Ready for dependents: a ready longrun that is not about to stop, or a

@@ -1576,7 +1576,33 @@ impl Engine {
                 _ => return Some(StopReason::DependencyStopped(dep.clone())),
             }
         }
+        for whole in &spec.part_of {
+            if self.part_held_down(whole).is_some() {
+                return Some(StopReason::DependencyStopped(whole.clone()));
+            }
+        }
         None
+    }
+
+    /// Units that name `id` in `part_of` (or, `reload`, in
+    /// `reload_propagated_from`).
+    fn parts_of(&self, id: UnitId, reload: bool) -> Vec<UnitId> {
+        let name = &self.units[id.0 as usize].spec.name;
+        self.units
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| {
+                !u.removed && {
+                    let s = u.effective();
+                    if reload {
+                        s.reload_propagated_from.contains(name)
+                    } else {
+                        s.part_of.contains(name)
+                    }
+                }
+            })
+            .map(|(i, _)| UnitId(i as u32))
+            .collect()
     }
 
     fn stop_pass(&mut self, now: Instant) -> bool {

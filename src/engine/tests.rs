@@ -1280,6 +1280,7 @@ fn units_left_out_at_boot_are_reported_until_a_reload() {
             .unit_file_problems
             .is_empty()
     );
+}
 
 // ---- keys for units imported from systemd ---------------------------------
 
@@ -1622,4 +1623,38 @@ fn state_lock_mount_and_probe_changes_are_published() {
         ),
         "{ev:?}"
     );
+}
+
+#[test]
+fn part_of_stops_restarts_and_holds_down_with_the_whole() {
+    let mut inst = longrun("pg@main");
+    inst.part_of = vec!["pg".into()];
+    inst.reload_propagated_from = vec!["pg".into()];
+    let mut t = T::new(vec![longrun("pg"), inst]);
+    assert!(t.running("pg@main"));
+    // Restart the whole: the part restarts too.
+    let before = t.run_of("pg@main");
+    let (_, acts) = t.cmd(Request::Restart { unit: "pg".into() });
+    assert!(
+        signalled(&t, &acts).contains(&"pg@main".to_string()),
+        "{acts:?}"
+    );
+    t.exit("pg@main", 0);
+    t.exit("pg", 0);
+    t.advance(Duration::from_millis(10));
+    assert!(t.running("pg@main") && t.run_of("pg@main") != before);
+    // Reload propagates.
+    let (req, acts) = t.cmd(Request::ReloadUnit { unit: "pg".into() });
+    assert_eq!(signalled(&t, &acts).len(), 2, "{acts:?}");
+    assert!(reply(&acts, req).is_some_and(|(ok, m)| ok && m.contains("pg@main")));
+    // Stop the whole: the part stops and stays down until it comes back.
+    t.cmd(Request::Stop { unit: "pg".into() });
+    t.exit("pg@main", 0);
+    t.exit("pg", 0);
+    t.advance(Duration::from_secs(5));
+    assert!(!t.running("pg@main"));
+    assert!(t.why("pg@main").contains("part_of"), "{}", t.why("pg@main"));
+    t.cmd(Request::Start { unit: "pg".into() });
+    t.advance(Duration::from_millis(10));
+    assert!(t.running("pg@main"), "{:?}", t.state("pg@main"));
 }

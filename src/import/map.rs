@@ -348,8 +348,15 @@ impl<'a> Mapper<'a> {
             "Documentation" => {
                 self.doc.header.push(format!("Documentation: {}", e.value));
             }
-            "After" | "Wants" | "Requires" | "BindsTo" | "Before" | "Requisite" | "PartOf"
-            | "Upholds" => {
+            "After"
+            | "Wants"
+            | "Requires"
+            | "BindsTo"
+            | "Before"
+            | "Requisite"
+            | "PartOf"
+            | "Upholds"
+            | "ReloadPropagatedFrom" => {
                 if e.value.trim().is_empty() {
                     let key = e.key.clone();
                     self.facts.deps.retain(|(k, _, _)| *k != key);
@@ -1784,6 +1791,21 @@ impl<'a> Mapper<'a> {
         for (key, word, e) in facts.deps.clone() {
             let src = self.src(&e);
             match (key.as_str(), classify(&word)) {
+                ("PartOf" | "ReloadPropagatedFrom", Dep::Unit(n)) => {
+                    let k = if key == "PartOf" {
+                        "part_of"
+                    } else {
+                        "reload_propagated_from"
+                    };
+                    if self.is_known(&n) {
+                        self.doc.push("", k, V::Strs(vec![n]), src);
+                    } else {
+                        self.note(&e, format!("{word} is not a supd unit here: no effect, as in systemd when it is not loaded"));
+                    }
+                }
+                ("PartOf" | "ReloadPropagatedFrom", _) => {
+                    self.note(&e, format!("{word}: no supd unit to follow; no effect"));
+                }
                 ("Before", Dep::Unit(n)) => {
                     if !self.is_known(&n) {
                         self.note(&e, format!("{word} is not a supd unit here: no effect, as in systemd when it is not loaded"));

@@ -507,6 +507,11 @@ pub struct UnitSpec {
     /// Extra groups, added to the user's.
     pub supplementary_groups: Vec<String>,
     pub conditions: Vec<Condition>,
+    /// systemd's PartOf=: stopped (and kept down) while one of these is
+    /// stopped by an operator or locked; restarted with it.
+    pub part_of: Vec<String>,
+    /// `supctl reload-unit` of one of these reloads this unit too.
+    pub reload_propagated_from: Vec<String>,
     /// `type = "forking"`: the command daemonizes; the main process is the
     /// pid written to this file once the command exited 0.
     pub pid_file: Option<PathBuf>,
@@ -626,6 +631,8 @@ impl UnitSpec {
             oom_score_adjust: None,
             supplementary_groups: vec![],
             conditions: vec![],
+            part_of: vec![],
+            reload_propagated_from: vec![],
             pid_file: None,
             sandbox: Sandbox::default(),
         }

@@ -71,6 +71,8 @@ struct RawUnit {
     supplementary_groups: Option<Vec<String>>,
     pid_file: Option<Spanned<String>>,
     sandbox: Option<Spanned<RawSandbox>>,
+    part_of: Option<Vec<Spanned<String>>>,
+    reload_propagated_from: Option<Vec<Spanned<String>>>,
     condition_path_exists: Option<OneOrMany>,
     assert_path_exists: Option<OneOrMany>,
     condition_path_exists_glob: Option<OneOrMany>,
@@ -381,6 +383,8 @@ const TOP_KEYS: &[&str] = &[
     "supplementary_groups",
     "pid_file",
     "sandbox",
+    "part_of",
+    "reload_propagated_from",
     "condition_path_exists",
     "assert_path_exists",
     "condition_path_exists_glob",
@@ -895,6 +899,12 @@ pub fn parse_unit_with_lines(
             out
         };
     let requires = deps(&mut errs, &raw.requires, "requires");
+    let part_of = deps(&mut errs, &raw.part_of, "part_of");
+    let reload_propagated_from = deps(
+        &mut errs,
+        &raw.reload_propagated_from,
+        "reload_propagated_from",
+    );
     let wants = deps(&mut errs, &raw.wants, "wants");
     let after = deps(&mut errs, &raw.after, "after");
 
@@ -1166,6 +1176,8 @@ pub fn parse_unit_with_lines(
             oom_score_adjust: x.oom_score_adjust,
             supplementary_groups: raw.supplementary_groups.unwrap_or_default(),
             conditions: x.conditions,
+            part_of,
+            reload_propagated_from,
             pid_file: x.pid_file,
             sandbox: x.sandbox,
         },
