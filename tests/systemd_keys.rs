@@ -216,3 +216,21 @@ fn templates_are_instantiated_by_symlink_and_by_dependency() {
         "{st}"
     );
 }
+
+#[test]
+fn a_completed_oneshot_runs_its_stop_command_when_stopped() {
+    if !can_run("oneshot_stop") {
+        return;
+    }
+    let dir = TempDir::new("oneshot-stop");
+    let log = dir.path().join("log");
+    let unit = format!(
+        "type = \"oneshot\"\nexec = [\"/bin/sh\", \"-c\", \"echo up >> {l}\"]\n[stop]\nexec = [\"/bin/sh\", \"-c\", \"echo down >> {l}\"]\n",
+        l = log.display()
+    );
+    let supd = Supd::start("oneshotstop", &[("rules", &unit)]);
+    supd.wait_state("rules", "done", Duration::from_secs(10));
+    supd.ok(&["stop", "rules"]);
+    assert_eq!(lines(&log), ["up", "down"]);
+    assert_eq!(supd.state_of("rules"), "stopped");
+}

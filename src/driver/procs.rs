@@ -834,8 +834,11 @@ impl Driver {
 
     /// Run a unit's `[stop] exec`; if it cannot even start, fall back to
     /// the stop signal (the unit must still stop).
-    pub(super) fn stop_exec(&mut self, run: RunId, spec: &UnitSpec) {
+    pub(super) fn stop_exec(&mut self, run: RunId, spec: &UnitSpec) -> Vec<Event> {
         let argv = spec.stop.exec.clone().unwrap_or_default();
+        // A completed unit (no process) is stopped by its stop command
+        // alone: the command is the run's process, its exit the end.
+        let alone = self.procs.main_pid(run).is_none();
         let env = spawn::SpawnEnv {
             notify_socket: None,
             main_pid: self.procs.main_pid(run),
@@ -847,19 +850,33 @@ impl Driver {
         };
         match spawn::spawn(spec, &argv, &[], &env, None) {
             Ok(s) => {
-                self.procs.procs.insert(s.pid, Proc::StopCommand(run));
+                if alone {
+                    self.procs.procs.insert(s.pid, Proc::Main(run));
+                    self.procs.run_pids.insert(run, s.pid);
+                } else {
+                    self.procs.procs.insert(s.pid, Proc::StopCommand(run));
+                }
                 if let Some(fd) = s.output {
                     self.capture(spec, Stream::Stop, fd);
                 }
+                vec![]
             }
             Err(e) => {
                 let msg = spawn_error_text(e);
+                if alone {
+                    tracing::warn!(unit = %spec.name, "stop command failed: {msg}");
+                    return vec![Event::ProcessExited {
+                        run,
+                        status: ExitStatus::Exited(127),
+                    }];
+                }
                 tracing::warn!(unit = %spec.name, "stop command failed ({msg}); sending {}", crate::engine::signal_name(spec.stop.signal));
                 if let Ok(sig) = Signal::try_from(spec.stop.signal)
                     && let Some(pid) = self.procs.main_pid(run)
                 {
                     let _ = killpg(Pid::from_raw(pid), sig);
                 }
+                vec![]
             }
         }
     }

@@ -1637,10 +1637,47 @@ impl Engine {
                         changed = true;
                     }
                 }
+                UnitState::Done => {
+                    // A completed unit with a stop command (a oneshot, or
+                    // `remain_after_exit`): stopping it runs the command,
+                    // as a run of its own whose exit ends the stop.
+                    let spec = u.effective().clone();
+                    if spec.stop.exec.is_some()
+                        && let Some(reason) = self.stop_cause(id)
+                        && !matches!(reason, StopReason::Restart)
+                        && self.dependents_down(id)
+                    {
+                        let u = self.unit_mut(id);
+                        if let Some(next) = u.next_spec.take() {
+                            u.spec = next;
+                        }
+                        let spec = u.spec.clone();
+                        let run = RunId(self.next_run);
+                        self.next_run += 1;
+                        self.runs.insert(run, id);
+                        tracing::info!(unit = %spec.name, "stopping: {reason} (running its stop command)");
+                        self.timers.set(
+                            id,
+                            TimerKind::KillAfter,
+                            timers::after(now, spec.stop.timeout),
+                        );
+                        self.set_state(
+                            id,
+                            UnitState::Stopping {
+                                run,
+                                pid: None,
+                                reason,
+                                killed: false,
+                                since: now,
+                            },
+                        );
+                        self.out.push(Action::StopExec { run, spec });
+                        changed = true;
+                    }
+                }
                 UnitState::Inactive
                 | UnitState::Stopping { .. }
                 | UnitState::Failed { .. }
-                | UnitState::Done
                 | UnitState::Exited { .. }
                 | UnitState::Skipped { .. } => {}
             }

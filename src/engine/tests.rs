@@ -1658,3 +1658,45 @@ fn part_of_stops_restarts_and_holds_down_with_the_whole() {
     t.advance(Duration::from_millis(10));
     assert!(t.running("pg@main"), "{:?}", t.state("pg@main"));
 }
+
+#[test]
+fn a_completed_unit_with_a_stop_command_runs_it_when_stopped() {
+    let mut fw = UnitSpec::simple(
+        "firewall",
+        UnitKind::Oneshot,
+        &["/usr/sbin/nft", "-f", "rules"],
+    );
+    fw.stop.exec = Some(vec![
+        "/usr/sbin/nft".into(),
+        "flush".into(),
+        "ruleset".into(),
+    ]);
+    let mut t = T::new(vec![fw, requires(longrun("app"), &["firewall"])]);
+    t.exit("firewall", 0);
+    assert!(matches!(t.state("firewall"), UnitState::Done));
+    assert!(t.running("app"));
+    // Shutdown: the app stops first, then the firewall's stop command runs
+    // (as a run of its own), and only its exit completes the shutdown.
+    let acts = t.feed(Event::ShutdownRequested(crate::engine::ShutdownKind::Exit));
+    assert!(
+        !acts.iter().any(|a| matches!(a, Action::StopExec { .. })),
+        "{acts:?}"
+    );
+    let acts = t.exit("app", 0);
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::StopExec { spec, .. } if spec.name == "firewall")),
+        "{acts:?}"
+    );
+    assert!(
+        !acts
+            .iter()
+            .any(|a| matches!(a, Action::ShutdownComplete(_)))
+    );
+    let acts = t.exit("firewall", 0);
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::ShutdownComplete(_))),
+        "{acts:?}"
+    );
+}

@@ -1438,18 +1438,22 @@ impl<'a> Mapper<'a> {
                 self.refuse(&e, "supd runs no command when a unit that remained after its process exited (RemainAfterExit=yes) is stopped");
             }
         }
-        // A oneshot has no process to stop once it completed.
-        let remains = remains || oneshot;
-        if remains {
-            for c in facts.exec_stop.iter() {
-                let e = c.entry.clone();
-                self.refuse(&e, "supd runs no stop command for a unit whose process has already exited (a oneshot, or RemainAfterExit=yes)");
-            }
+        // A completed unit (a oneshot, RemainAfterExit=yes) has no process
+        // left: stopping it runs its stop command (supd runs it then, as
+        // systemd does with RemainAfterExit; without it systemd runs it
+        // right after the command completed).
+        let completed = remains || oneshot;
+        if oneshot
+            && !remains
+            && let Some(c) = facts.exec_stop.first()
+        {
+            let e = c.entry.clone();
+            self.approx(&e, "runs when the unit is stopped (supd keeps a completed oneshot up), not right after ExecStart= completed");
         }
         // ExecStop: a command, or a plain kill of the main process (the
         // stop signal, exactly).
-        if let Some(c) = facts.exec_stop.first().cloned().filter(|_| !remains) {
-            if let Some(sig) = kill_mainpid(&c.cmd) {
+        if let Some(c) = facts.exec_stop.first().cloned() {
+            if let Some(sig) = kill_mainpid(&c.cmd).filter(|_| !completed) {
                 let src = self.src(&c.entry);
                 let _ = &c;
                 if let Some(V::Str(k)) = self.doc.get("stop", "signal")
