@@ -109,7 +109,7 @@ const UNIT_KEYS: &[(&str, &[Key])] = &[
             ("description", "Free text.", "none"),
             (
                 "type",
-                "\"longrun\", or \"oneshot\": runs to completion and is ready when it exits 0.",
+                "\"longrun\", \"oneshot\" (runs to completion and is ready when it exits 0) or \"forking\" (see pid_file).",
                 "\"longrun\"",
             ),
             (
@@ -184,6 +184,94 @@ const UNIT_KEYS: &[(&str, &[Key])] = &[
                 "[]",
             ),
             ("after", "Ordering only.", "[]"),
+            (
+                "pid_file",
+                "With type = \"forking\": the command daemonizes; once it exited 0 the main process is the pid in this file (a live child of supd).",
+                "none",
+            ),
+            (
+                "exec_start_pre, exec_start_post, exec_stop_post",
+                "Commands ([\"/bin/x\", \"a\"] or a list of them) run before the main process (a failure fails the start), after it started (a failure stops the unit) and after it exited. \"-/bin/x\": a failure is only logged; \"+/bin/x\": as root, outside [sandbox].",
+                "[]",
+            ),
+            (
+                "reload_exec",
+                "Commands `supctl reload-unit` runs (with $MAINPID) instead of sending reload_signal.",
+                "[]",
+            ),
+            (
+                "env_file",
+                "Files in systemd's EnvironmentFile syntax, read at each start (\"-/path\": may be missing); they win over env. Commands get systemd's $VAR (split into words) and ${VAR} substitution; $$ is a $.",
+                "[]",
+            ),
+            (
+                "remain_after_exit",
+                "A longrun whose process exits successfully stays up (done) for its dependents.",
+                "false",
+            ),
+            (
+                "success_exit_status, restart_prevent_exit_status",
+                "Exit codes and signal names that count as success / after which [restart] never restarts.",
+                "[]",
+            ),
+            (
+                "state_directory, cache_directory, logs_directory, configuration_directory",
+                "Like runtime_directory, under /var/lib, /var/cache, /var/log and /etc (not chowned).",
+                "[]",
+            ),
+            (
+                "runtime_directory_mode, state_directory_mode, cache_directory_mode, logs_directory_mode, configuration_directory_mode",
+                "Octal modes of those directories.",
+                "\"0755\"",
+            ),
+            ("nice", "Scheduling priority, -20 to 19.", "supd's"),
+            ("oom_score_adjust", "-1000 to 1000.", "supd's"),
+            ("supplementary_groups", "Groups added to the user's.", "[]"),
+            (
+                "part_of, reload_propagated_from",
+                "Units this one is part of (stopped and held down while one is stopped by an operator, locked or removed; restarted with it) / whose reload-unit reloads this one too.",
+                "[]",
+            ),
+            (
+                "condition_path_exists, condition_path_exists_glob, condition_path_is_directory, condition_path_is_symbolic_link, condition_path_is_mount_point, condition_path_is_read_write, condition_directory_not_empty, condition_file_not_empty, condition_file_is_executable, condition_virtualization, condition_kernel_command_line, condition_capability, condition_ac_power, condition_environment",
+                "Checked right before each start (\"!x\" negates; \"|x\": one of these must hold). A failing condition leaves the unit skipped: not failed, its dependents start.",
+                "none",
+            ),
+            (
+                "assert_path_exists, assert_path_exists_glob, assert_path_is_directory, assert_path_is_symbolic_link, assert_path_is_mount_point, assert_path_is_read_write, assert_directory_not_empty, assert_file_not_empty, assert_file_is_executable, assert_virtualization, assert_kernel_command_line, assert_capability, assert_ac_power, assert_environment",
+                "The same checks; a failing assertion fails the start.",
+                "none",
+            ),
+        ],
+    ),
+    (
+        "[sandbox]",
+        &[
+            (
+                "no_new_privileges, capability_bounding_set, ambient_capabilities",
+                "PR_SET_NO_NEW_PRIVS; capabilities kept ([] drops all; [\"~CAP_X\"] drops the listed ones); capabilities raised for a non-root user.",
+                "none",
+            ),
+            (
+                "private_tmp, private_devices, private_network, private_ipc, protect_hostname",
+                "A fresh /tmp and /var/tmp; a /dev with only null, zero, full, random, urandom, tty, shm; namespaces of its own (loopback only; IPC; hostname).",
+                "false",
+            ),
+            (
+                "protect_system, protect_home",
+                "true (/usr, /boot read-only), \"full\" (and /etc), \"strict\" (all but /dev, /proc, /sys and the unit's paths); true (/home, /root, /run/user inaccessible), \"read-only\", \"tmpfs\".",
+                "false",
+            ),
+            (
+                "read_write_paths, read_only_paths, inaccessible_paths, no_exec_paths, exec_paths",
+                "Paths (\"-/p\": may be missing).",
+                "[]",
+            ),
+            (
+                "protect_kernel_tunables, protect_kernel_modules, protect_kernel_logs, protect_control_groups, protect_clock, protect_proc, proc_subset",
+                "/proc/sys and /sys read-only; module directories hidden; kernel log hidden; /sys/fs/cgroup read-only; clock capabilities dropped; a /proc of its own with hidepid= and subset=pid.",
+                "false",
+            ),
         ],
     ),
     (
@@ -262,7 +350,7 @@ const UNIT_KEYS: &[(&str, &[Key])] = &[
         &[
             (
                 "policy",
-                "\"always\", \"on-failure\" or \"never\".",
+                "\"always\", \"on-failure\", \"on-abnormal\", \"on-abort\", \"on-watchdog\" or \"never\".",
                 "\"on-failure\" (longrun), \"never\" (oneshot)",
             ),
             (
