@@ -152,7 +152,9 @@ pub fn parse(text: &str) -> NotifyMsg {
             Some(("STOPPING", "1")) => m.stopping = true,
             Some(("WATCHDOG", "1")) => m.watchdog = true,
             Some(("STATUS", s)) => m.status = Some(s.chars().take(512).collect()),
-            Some(("MAINPID", p)) => m.main_pid = p.trim().parse().ok(),
+            // A pid is positive: `MAINPID=0` or `-1` would name a process
+            // group or every process, never a main process.
+            Some(("MAINPID", p)) => m.main_pid = p.trim().parse().ok().filter(|p: &i32| *p > 0),
             _ => {}
         }
     }
@@ -197,5 +199,8 @@ mod tests {
         assert_eq!(m.status.as_deref(), Some("Accepting connections"));
         assert_eq!(m.main_pid, Some(42));
         assert!(!m.stopping);
+        for bad in ["MAINPID=0", "MAINPID=-1", "MAINPID=x", "MAINPID=2147483648"] {
+            assert_eq!(parse(bad).main_pid, None, "{bad}");
+        }
     }
 }
