@@ -23,9 +23,9 @@ use supd::mounts::MountTable;
 use supd::protocol::Request;
 use supd::unit::{self, UnitSet, UnitSpec};
 
-/// The largest duration a valid unit may carry (issue 13 item 3: 10 years;
-/// anything larger is refused at load time with file:line).
-const MAX_DURATION: Duration = Duration::from_secs(315_576_000);
+/// The largest duration a valid unit may carry (issue 13 item 3: anything
+/// larger is refused at load time with file:line).
+const MAX_DURATION: Duration = unit::MAX_DURATION;
 
 fn unit_corpus() -> Vec<PathBuf> {
     let mut v = files(&repo().join("units"), ".toml");
