@@ -230,6 +230,17 @@ fn mountinfo_corpus_parses_as_captured() {
         t.find(Path::new("/tmp/mi-cap/m/üñí"))
             .is_some_and(|e| e.is_read_only())
     );
+    // ext4 gone read-only after an error on Linux 6.18: no `ro` anywhere.
+    let t = MountTable::parse_bytes(
+        &std::fs::read(
+            repo().join("tests/corpus/mountinfo/linux-6.18-ext4-emergency-ro.mountinfo"),
+        )
+        .unwrap_or_default(),
+    );
+    let state = t
+        .find(Path::new("/tmp/roexp/state"))
+        .expect("captured mount");
+    assert!(state.is_read_only(), "emergency_ro is read-only: {state:?}");
 }
 
 #[test]
