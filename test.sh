@@ -13,6 +13,9 @@ if [ "$(id -u)" = 0 ]; then
   command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
   command -v losetup >/dev/null || need+=(mount)
   command -v setpriv >/dev/null || need+=(util-linux)
+  # EIO under the lock store (tests/faults.rs): a FUSE passthrough that
+  # fails on demand (the kernel may have no device-mapper).
+  /usr/bin/python3 -c 'import fusepy' 2>/dev/null || need+=(python3-fusepy)
   # Real daemons for tests/real_services.rs.
   [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
   command -v redis-server >/dev/null || need+=(redis-server)

@@ -97,6 +97,8 @@ pub struct Options {
     /// tmpfs as the state directory. Mounts made here die with the
     /// namespace.
     pub setup_in_namespace: Option<String>,
+    /// Text of supd.toml (the file given to --config).
+    pub config: Option<String>,
 }
 
 impl Default for Options {
@@ -108,6 +110,7 @@ impl Default for Options {
             log_to_pipe: false,
             launcher: vec![],
             setup_in_namespace: None,
+            config: None,
         }
     }
 }
@@ -124,6 +127,9 @@ impl Supd {
         std::fs::create_dir_all(&units_dir).expect("units dir");
         for (name, text) in units {
             std::fs::write(units_dir.join(format!("{name}.toml")), text).expect("write unit");
+        }
+        if let Some(c) = &opts.config {
+            std::fs::write(dir.path().join("supd.toml"), c).expect("write supd.toml");
         }
         let state = opts
             .state_dir
