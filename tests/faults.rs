@@ -12,6 +12,15 @@
 //!   device-mapper (`/dev/mapper/control`: "No such device"); FUSE needs no
 //!   kernel module beyond fuse and no LD_PRELOAD.
 //!
+//! Found on the way: supd keeps its lock file (the state directory's flock)
+//! open on the state filesystem for its whole life, so a state filesystem
+//! that went read-only cannot be unmounted and repaired in place without
+//! restarting supd — which, as PID 1, is a reboot; a lazy unmount leaves the
+//! broken superblock alive and the next mount of the same device gets it
+//! back, still read-only. The read-only test therefore recovers by mounting
+//! a repaired copy (a replacement disk); releasing the state directory when
+//! its filesystem fails would let an operator repair it in place.
+//!
 //! For each: a write that fails fails its command with the kernel's reason
 //! in the answer; no command hangs; the engine keeps working meanwhile (a
 //! crashing unrelated unit keeps being restarted); once the fault is gone
@@ -55,6 +64,9 @@ struct Rig {
     mnt: PathBuf,
     fault: Fault,
     fuse: Option<Child>,
+    /// The ext4 image now holding the state (a repaired copy after the
+    /// read-only fault).
+    image: PathBuf,
 }
 
 impl Drop for Rig {
@@ -148,12 +160,14 @@ impl Rig {
             .map(|(n, t)| (n.as_str(), t.as_str()))
             .collect();
         let supd = Supd::start_with(&tag, &refs, Rig::options(&mnt));
+        let image = root.path().join("state.img");
         let mut rig = Rig {
             supd,
             root,
             mnt,
             fault,
             fuse: None,
+            image,
         };
         rig.attach();
         Some(rig)
@@ -178,7 +192,7 @@ impl Rig {
         let mnt = self.mnt.display().to_string();
         match self.fault {
             Fault::NoSpace | Fault::ReadOnly => {
-                let img = self.root.path().join("state.img").display().to_string();
+                let img = self.image.display().to_string();
                 self.supd
                     .in_ns_ok(&["mount", "-o", "loop,errors=remount-ro", &img, &mnt]);
             }
@@ -268,13 +282,19 @@ impl Rig {
                 self.supd.in_ns_ok(&["sync"]);
             }
             Fault::ReadOnly => {
-                // The repair an operator does: detach (supd still holds its
-                // lock file there, so lazily), check, mount again.
+                // supd keeps its lock file open on the broken filesystem, so
+                // the operator cannot unmount and repair it in place (the
+                // kernel would hand the same read-only superblock back on
+                // the next mount of that device): detach it, and mount a
+                // repaired copy — as a replacement disk restored from it
+                // would be.
                 self.supd.in_ns_ok(&["umount", "-l", &mnt]);
-                let img = self.root.path().join("state.img");
-                let (_, out) = sh(Command::new("e2fsck").arg("-fy").arg(&img));
-                eprintln!("fault-readonly: e2fsck after the error:\n{out}");
-                let img = img.display().to_string();
+                let copy = self.root.path().join("state-repaired.img");
+                std::fs::copy(&self.image, &copy).expect("copy image");
+                let (_, out) = sh(Command::new("e2fsck").arg("-fy").arg(&copy));
+                eprintln!("fault-readonly: e2fsck of the copy:\n{out}");
+                self.image = copy;
+                let img = self.image.display().to_string();
                 self.supd
                     .in_ns_ok(&["mount", "-o", "loop,errors=remount-ro", &img, &mnt]);
             }
