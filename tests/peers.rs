@@ -188,7 +188,6 @@ fn can_setpriv(test: &str) -> bool {
 }
 
 #[test]
-#[ignore = "fails on main until issue 13 item 12(b) lands (branch defects-b, 7a76afc): idle peers fill the 64 slots and the operator is told 'supd is busy'"]
 fn control_socket_under_idle_slow_and_flooding_peers() {
     if !can_run("peers_control") || !can_setpriv("peers_control") {
         return;
