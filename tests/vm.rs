@@ -366,9 +366,15 @@ fn spawn_vm(dir: &Path, log: &str, cache: &str, args: &[String]) -> std::process
         .env("VM_CACHE", cache)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        // A file, not a pipe nobody reads (a chatty QEMU would block).
+        .stderr(std::fs::File::create(dir.join(format!("{log}.qemu-stderr"))).expect("stderr file"))
         .spawn()
         .expect("start qemu")
+}
+
+/// What QEMU (or run-vm.sh) said on stderr for this boot.
+fn qemu_stderr(dir: &Path, log: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("{log}.qemu-stderr"))).unwrap_or_default()
 }
 
 fn read_log(dir: &Path, log: &str) -> String {
@@ -491,7 +497,8 @@ fn power_cuts_never_lose_an_acknowledged_lock() {
             }
             if let Ok(Some(st)) = vm.0.try_wait() {
                 panic!(
-                    "{tag}: qemu exited by itself ({st}):\n{}",
+                    "{tag}: qemu exited by itself ({st}): {}\n--- serial ---\n{}",
+                    qemu_stderr(d, &log),
                     read_log(d, &log)
                 );
             }
@@ -588,7 +595,11 @@ fn power_cuts_never_lose_an_acknowledged_lock() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let serial = read_log(d, log);
-    assert!(st.success(), "final boot: qemu {st}:\n{serial}");
+    assert!(
+        st.success(),
+        "final boot: qemu {st}: {}\n{serial}",
+        qemu_stderr(d, log)
+    );
     assert!(
         serial.contains("reboot: Power down"),
         "no clean power-off:\n{serial}"
