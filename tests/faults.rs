@@ -21,12 +21,15 @@
 //! a repaired copy (a replacement disk); releasing the state directory when
 //! its filesystem fails would let an operator repair it in place.
 //!
-//! For each: a write that fails fails its command with the kernel's reason
+//! For each, in rounds (`SUPD_FAULT_ROUNDS`, default 2; a soak sets
+//! hundreds): a write that fails fails its command with the kernel's reason
 //! in the answer; no command hangs; the engine keeps working meanwhile (a
 //! crashing unrelated unit keeps being restarted); once the fault is gone
-//! the next command succeeds without restarting supd; and after a kill -9
-//! and restart, the state on disk holds every acknowledged change (a failed
-//! command may or may not have reached the disk — it was not acknowledged).
+//! the next command succeeds without restarting supd and stores exactly
+//! what was asked (supd holds a failed change in memory and retries it, as
+//! its answer said); and after a kill -9 and restart, the state on disk
+//! holds every acknowledged change (a failed command may or may not have
+//! reached the disk — it was not acknowledged).
 
 mod common;
 
@@ -89,6 +92,7 @@ fn units(root: &Path) -> Vec<(String, String)> {
         ("db".into(), sh_unit("exec sleep 100000", "")),
         ("a".into(), sh_unit("exec sleep 100000", "")),
         ("b".into(), sh_unit("exec sleep 100000", "")),
+        ("c".into(), sh_unit("exec sleep 100000", "")),
         // Crashes every 200 ms: its restarts show the engine is alive.
         (
             "worker".into(),
@@ -273,7 +277,7 @@ impl Rig {
         );
     }
 
-    fn clear(&mut self) {
+    fn clear(&mut self, round: u32) {
         let mnt = self.mnt.display().to_string();
         match self.fault {
             Fault::NoSpace => {
@@ -289,7 +293,7 @@ impl Rig {
                 // repaired copy — as a replacement disk restored from it
                 // would be.
                 self.supd.in_ns_ok(&["umount", "-l", &mnt]);
-                let copy = self.root.path().join("state-repaired.img");
+                let copy = self.root.path().join(format!("state-repaired-{round}.img"));
                 std::fs::copy(&self.image, &copy).expect("copy image");
                 let (_, out) = sh(Command::new("e2fsck").arg("-fy").arg(&copy));
                 eprintln!("fault-readonly: e2fsck of the copy:\n{out}");
@@ -397,96 +401,122 @@ fn check_durable(
     }
 }
 
+/// What the operator was told: acknowledged changes, and per key the
+/// changes that failed since (supd retries them, so they may land).
+#[derive(Default)]
+struct Model {
+    acked: LockSet,
+    unsure: BTreeMap<(String, String), Vec<Option<String>>>,
+}
+
+impl Model {
+    fn apply(&mut self, on: bool, unit: &str, reason: &str, result: &Result<(), String>) {
+        let key = (unit.to_string(), HOLDER.to_string());
+        let target = on.then(|| reason.to_string());
+        match result {
+            Ok(()) => {
+                self.unsure.remove(&key);
+                match target {
+                    Some(r) => self.acked.insert(key, r),
+                    None => self.acked.remove(&key),
+                };
+            }
+            Err(_) => self.unsure.entry(key).or_default().push(target),
+        }
+    }
+
+    /// A write succeeded after the fault: it stored everything asked so
+    /// far, the failed changes included.
+    fn settle(&mut self) {
+        for (key, targets) in std::mem::take(&mut self.unsure) {
+            match targets.last().cloned().flatten() {
+                Some(r) => self.acked.insert(key, r),
+                None => self.acked.remove(&key),
+            };
+        }
+    }
+}
+
 fn run(fault: Fault) {
     let Some(mut rig) = Rig::new(fault) else {
         return;
     };
-    let mut acked = LockSet::new();
-    let mut unsure: BTreeMap<(String, String), Vec<Option<String>>> = BTreeMap::new();
-    let mut apply =
-        |acked: &mut LockSet, on: bool, unit: &str, reason: &str, result: &Result<(), String>| {
-            let key = (unit.to_string(), HOLDER.to_string());
-            let target = on.then(|| reason.to_string());
-            match result {
-                Ok(()) => {
-                    unsure.remove(&key);
-                    match &target {
-                        Some(r) => acked.insert(key, r.clone()),
-                        None => acked.remove(&key),
-                    };
-                }
-                Err(_) => unsure.entry(key).or_default().push(target),
-            }
-        };
-
+    let mut m = Model::default();
     // Before the fault: acknowledged, on disk.
     for (unit, reason) in [("db", "before-1"), ("a", "before-2")] {
         let r = rig.maint(true, unit, reason);
         assert!(r.is_ok(), "{fault:?} before the fault: {r:?}");
-        apply(&mut acked, true, unit, reason, &r);
+        m.apply(true, unit, reason, &r);
     }
 
-    rig.inject();
-    let during: [(bool, &str, &str); 5] = [
-        (true, "b", "during-1"),
-        (false, "a", ""),
-        (true, "db", "during-2"),
-        (false, "db", ""),
-        (true, "a", "during-3"),
-    ];
+    // Rounds of: fault in, an operator flips each lock (a write that must
+    // fail), the engine keeps working, fault out, the next command
+    // succeeds without a restart. Each round starts from a settled state:
+    // a successful write stores everything asked so far, the commands that
+    // failed included (supd holds them in memory and retries).
+    let rounds = std::env::var("SUPD_FAULT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2u32);
     let mut failed = 0;
-    for (on, unit, reason) in during {
-        let r = rig.maint(on, unit, reason);
-        eprintln!(
-            "fault {fault:?}: during: maintenance {} {unit}: {}",
-            if on { "on" } else { "off" },
-            r.as_ref().err().map(|m| m.trim()).unwrap_or("ok")
-        );
-        if let Err(msg) = &r {
-            failed += 1;
-            assert!(
-                msg.contains(fault.words()),
-                "{fault:?}: the answer does not say what went wrong (want {:?}): {msg}",
-                fault.words()
+    for round in 1..=rounds {
+        let settled = rig.loaded();
+        rig.inject();
+        for unit in ["b", "a", "db"] {
+            let on = !settled.contains_key(&(unit.to_string(), HOLDER.to_string()));
+            let reason = format!("during-{round}-{unit}");
+            let r = rig.maint(on, unit, &reason);
+            eprintln!(
+                "fault {fault:?}: round {round}: maintenance {} {unit}: {}",
+                if on { "on" } else { "off" },
+                r.as_ref().err().map(|m| m.trim()).unwrap_or("ok")
             );
+            if let Err(msg) = &r {
+                failed += 1;
+                assert!(
+                    msg.contains(fault.words()),
+                    "{fault:?}: the answer does not say what went wrong (want {:?}): {msg}",
+                    fault.words()
+                );
+            }
+            m.apply(on, unit, &reason, &r);
         }
-        apply(&mut acked, on, unit, reason, &r);
-    }
-    assert!(
-        failed > 0,
-        "{fault:?}: no command failed: the fault was not under the lock store"
-    );
-    rig.engine_alive("during the fault (issue 13 item 8)");
+        assert!(
+            failed > 0,
+            "{fault:?}: no command failed: the fault was not under the lock store"
+        );
+        rig.engine_alive("during the fault (issue 13 item 8)");
 
-    rig.clear();
-    // Recovery needs no restart: the next command succeeds (give supd a
-    // moment to notice a remounted state filesystem).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let reason = format!("after-{attempt}");
-        let r = rig.maint(true, "b", &reason);
-        apply(&mut acked, true, "b", &reason, &r);
-        match r {
-            Ok(()) => break,
-            Err(msg) => assert!(
-                Instant::now() < deadline,
-                "{fault:?}: no recovery without a restart (issue 13 item 8): {msg}\n--- supd log ---\n{}",
-                rig.supd.log_text()
-            ),
+        rig.clear(round);
+        // Recovery needs no restart: the next command succeeds (give supd
+        // a moment to notice a remounted state filesystem).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let reason = format!("after-{round}-{attempt}");
+            let r = rig.maint(true, "c", &reason);
+            m.apply(true, "c", &reason, &r);
+            match r {
+                Ok(()) => break,
+                Err(msg) => assert!(
+                    Instant::now() < deadline,
+                    "{fault:?}: no recovery without a restart (issue 13 item 8): {msg}\n--- supd log ---\n{}",
+                    rig.supd.log_text()
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(500));
         }
-        std::thread::sleep(Duration::from_millis(500));
+        // That write stored every change asked so far: what failed during
+        // the fault is on disk now, so the model can say so.
+        m.settle();
+        assert_eq!(
+            rig.loaded(),
+            m.acked,
+            "{fault:?}: round {round}: after recovery the disk does not hold what was asked"
+        );
+        rig.engine_alive("after the fault");
     }
-    // Flip db's lock, whatever the fault left it as (a command that failed
-    // during the fault is retried by supd and may have landed since).
-    let db_locked = rig
-        .loaded()
-        .contains_key(&("db".to_string(), HOLDER.to_string()));
-    let r = rig.maint(!db_locked, "db", "after-db");
-    apply(&mut acked, !db_locked, "db", "after-db", &r);
-    assert!(r.is_ok(), "{fault:?} after recovery: {r:?}");
-    rig.engine_alive("after the fault");
 
     // Durable: kill -9, start again on the same disk.
     rig.supd.kill9();
@@ -498,10 +528,10 @@ fn run(fault: Fault) {
     rig.supd.spawn(&opts);
     rig.attach();
     let loaded = rig.loaded();
-    check_durable(fault, &loaded, &acked, &unsure);
+    check_durable(fault, &loaded, &m.acked, &m.unsure);
     eprintln!(
-        "fault {fault:?}: {failed} commands failed cleanly, {} locks acknowledged and on disk after a restart",
-        acked.len()
+        "fault {fault:?}: {rounds} faults injected, {failed} commands failed cleanly, {} locks acknowledged and on disk after a restart",
+        m.acked.len()
     );
 }
 
