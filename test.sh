@@ -15,6 +15,9 @@ if [ "$(id -u)" = 0 ]; then
   command -v setpriv >/dev/null || need+=(util-linux)
   # systemd-notify for tests/notify.rs (the package's daemons are not started).
   command -v systemd-notify >/dev/null || need+=(systemd)
+  # EIO under the lock store (tests/faults.rs): a FUSE passthrough that
+  # fails on demand (the kernel may have no device-mapper).
+  /usr/bin/python3 -c 'import fusepy' 2>/dev/null || need+=(python3-fusepy)
   # Real daemons for tests/real_services.rs.
   [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
   command -v redis-server >/dev/null || need+=(redis-server)

@@ -144,6 +144,42 @@ impl Request {
     }
 }
 
+/// Pure: the bytes of one request line (with its newline), as supctl sends it.
+pub fn encode_request(req: &Request) -> Vec<u8> {
+    let mut line = serde_json::to_vec(&Envelope {
+        v: VERSION,
+        req: req.clone(),
+    })
+    .unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// Pure: one request line as supd reads it (the size cap is the reader's).
+/// `Err` is the whole answer for the client: what was wrong and what shape
+/// was expected. A wrong version gets its own message so an old supctl
+/// knows to upgrade.
+pub fn decode_request(bytes: &[u8]) -> Result<Request, String> {
+    match serde_json::from_slice::<Envelope>(bytes) {
+        Ok(env) if env.v == VERSION => Ok(env.req),
+        Ok(env) => Err(format!(
+            "unsupported protocol version {} (this supd speaks v{VERSION})",
+            env.v
+        )),
+        Err(e) => Err(match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Ok(v) if v.get("v").and_then(|x| x.as_u64()) != Some(VERSION as u64) => format!(
+                "unsupported protocol version {} (this supd speaks v{VERSION}); use a matching supctl",
+                v.get("v")
+                    .map(|x| x.to_string())
+                    .unwrap_or_else(|| "missing".into())
+            ),
+            _ => format!(
+                "invalid request ({e}); expected one JSON line like {{\"v\":{VERSION},\"cmd\":\"status\"}}"
+            ),
+        }),
+    }
+}
+
 /// A response line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Response {

@@ -710,6 +710,12 @@ fn probe_spec(errs: &mut Errs<'_>, h: &Spanned<RawHealth>, section: &str) -> Opt
                 format!("[{section}] exec is empty"),
                 "give the probe command",
             );
+        } else if e.iter().any(|a| a.contains('\0')) {
+            errs.at(
+                span.clone(),
+                format!("[{section}] exec has an argument containing NUL"),
+                "remove the NUL (\\u0000): no program can receive it",
+            );
         }
         targets.push(ProbeTarget::Exec(e.clone()));
     }
@@ -1057,6 +1063,12 @@ pub fn parse_unit_with_lines(
                     e.span(),
                     "[stop] exec is empty",
                     "give the stop command, or remove it to stop by signal",
+                );
+            } else if e.get_ref().iter().any(|a| a.contains('\0')) {
+                errs.at(
+                    e.span(),
+                    "[stop] exec has an argument containing NUL",
+                    "remove the NUL (\\u0000): no program can receive it",
                 );
             }
             e.get_ref().clone()
@@ -1948,5 +1960,21 @@ timeout = \"300000000000y\"
         assert_eq!(parse_signal("SIGQUIT"), Ok(libc::SIGQUIT));
         assert!(parse_signal("SIGSTOP").is_err());
         assert!(parse_signal("SIGNOPE").is_err());
+    }
+
+    /// Found by tests/fuzz.rs (unit_text_structured): a NUL in a stop or
+    /// probe command was accepted and could only fail at stop/probe time.
+    #[test]
+    fn nul_in_stop_and_probe_commands_is_refused() {
+        let e = err("exec = [\"/x\"]\n[stop]\nexec = [\"/bin/kill\", \"a\\u0000b\"]\n");
+        assert!(
+            e[0].contains("[stop] exec") && e[0].contains("NUL"),
+            "{e:?}"
+        );
+        let e = err("exec = [\"/x\"]\n[health]\nexec = [\"\\u0000\"]\n");
+        assert!(
+            e[0].contains("[health] exec") && e[0].contains("NUL"),
+            "{e:?}"
+        );
     }
 }

@@ -481,44 +481,20 @@ async fn handle(
             return;
         }
     };
-    let env: Envelope = match serde_json::from_slice(&bytes) {
-        Ok(e) => e,
-        Err(e) => {
-            // Say what shape was expected: a wrong version gets its own
-            // message so an old supctl knows to upgrade.
-            let msg = match serde_json::from_slice::<serde_json::Value>(&bytes) {
-                Ok(v) if v.get("v").and_then(|x| x.as_u64()) != Some(VERSION as u64) => format!(
-                    "unsupported protocol version {} (this supd speaks v{VERSION}); use a matching supctl",
-                    v.get("v")
-                        .map(|x| x.to_string())
-                        .unwrap_or_else(|| "missing".into())
-                ),
-                _ => format!(
-                    "invalid request ({e}); expected one JSON line like {{\"v\":{VERSION},\"cmd\":\"status\"}}"
-                ),
-            };
+    let req = match crate::protocol::decode_request(&bytes) {
+        Ok(r) => r,
+        Err(msg) => {
             let _ = write_response(&mut stream, &Response::err(msg)).await;
             return;
         }
     };
-    if env.v != VERSION {
-        let _ = write_response(
-            &mut stream,
-            &Response::err(format!(
-                "unsupported protocol version {} (this supd speaks v{VERSION})",
-                env.v
-            )),
-        )
-        .await;
-        return;
-    }
     let me = nix::unistd::geteuid().as_raw();
-    if env.req.mutates() && peer.uid != 0 && peer.uid != me {
+    if req.mutates() && peer.uid != 0 && peer.uid != me {
         tracing::warn!(
             "refused control request from uid {} (pid {:?}): {:?} needs root",
             peer.uid,
             peer.pid,
-            env.req
+            req
         );
         let _ = write_response(
             &mut stream,
@@ -532,7 +508,7 @@ async fn handle(
     }
     let (rtx, rrx) = oneshot::channel();
     let mut stream_permit = None;
-    let (stx, srx) = if env.req.streams() {
+    let (stx, srx) = if req.streams() {
         match streams.try_acquire_owned() {
             Ok(p) => stream_permit = Some(p),
             Err(_) => {
@@ -554,7 +530,7 @@ async fn handle(
     if tx
         .send(ControlRequest {
             peer,
-            req: env.req,
+            req,
             reply: rtx,
             stream: stx,
         })
@@ -756,12 +732,7 @@ pub async fn request(
                 std::io::ErrorKind::PermissionDenied => ClientError::Permission(p.clone()),
                 _ => ClientError::Io(p.clone(), e),
             })?;
-        let mut line = serde_json::to_vec(&Envelope {
-            v: VERSION,
-            req: req.clone(),
-        })
-        .map_err(|e| ClientError::BadResponse(e.to_string()))?;
-        line.push(b'\n');
+        let line = crate::protocol::encode_request(req);
         // A busy supd answers and closes without reading the request: the
         // write may then fail (EPIPE), but its answer is still there to read.
         let written = s.write_all(&line).await;

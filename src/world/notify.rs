@@ -186,6 +186,8 @@ pub fn parse(text: &str) -> NotifyMsg {
             Some(("STOPPING", "1")) => m.stopping = true,
             Some(("WATCHDOG", "1")) => m.watchdog = true,
             Some(("STATUS", s)) => m.status = Some(s.chars().take(512).collect()),
+            // `MAINPID=0` or `-1` would name a process group or every
+            // process, and pid 1 is never a unit's main process.
             Some(("MAINPID", p)) => m.main_pid = p.trim().parse().ok().filter(|p| *p > 1),
             Some(("RELOADING", "1")) => m.reloading = true,
             Some(("WATCHDOG", "trigger")) => m.watchdog_trigger = true,
@@ -242,5 +244,8 @@ mod tests {
         assert_eq!(m.extend_timeout_usec, Some(5_000_000));
         assert_eq!(m.errno, Some(2));
         assert_eq!(m.main_pid, None, "pid 1 is never a unit's");
+        for bad in ["MAINPID=0", "MAINPID=-1", "MAINPID=x", "MAINPID=2147483648"] {
+            assert_eq!(parse(bad).main_pid, None, "{bad}");
+        }
     }
 }

@@ -99,7 +99,6 @@ pub struct Options {
     /// tmpfs as the state directory. Mounts made here die with the
     /// namespace.
     pub setup_in_namespace: Option<String>,
-
     /// Extra environment for supd (e.g. its own NOTIFY_SOCKET).
     pub env: Vec<(String, String)>,
 }
@@ -114,7 +113,6 @@ impl Default for Options {
             log_to_pipe: false,
             launcher: vec![],
             setup_in_namespace: None,
-
             env: vec![],
         }
     }
@@ -133,15 +131,15 @@ impl Supd {
         for (name, text) in units {
             std::fs::write(units_dir.join(format!("{name}.toml")), text).expect("write unit");
         }
+        if let Some(c) = &opts.config {
+            std::fs::write(dir.path().join("supd.toml"), c).expect("write supd.toml");
+        }
         let state = opts
             .state_dir
             .clone()
             .unwrap_or_else(|| dir.path().join("state"));
         let socket = dir.path().join("control.sock");
         let log = dir.path().join("supd.log");
-        if let Some(text) = &opts.config {
-            std::fs::write(dir.path().join("supd.toml"), text).expect("write supd.toml");
-        }
         let mut s = Supd {
             units: units_dir,
             state,
