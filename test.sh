@@ -13,11 +13,18 @@ if [ "$(id -u)" = 0 ]; then
   command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
   command -v losetup >/dev/null || need+=(mount)
   command -v setpriv >/dev/null || need+=(util-linux)
+  # systemd-notify for tests/notify.rs (the package's daemons are not started).
+  command -v systemd-notify >/dev/null || need+=(systemd)
+  # EIO under the lock store (tests/faults.rs): a FUSE passthrough that
+  # fails on demand (the kernel may have no device-mapper).
+  /usr/bin/python3 -c 'import fusepy' 2>/dev/null || need+=(python3-fusepy)
   # Real daemons for tests/real_services.rs.
   [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
   command -v redis-server >/dev/null || need+=(redis-server)
   command -v redis-cli >/dev/null || need+=(redis-tools)
   command -v nginx >/dev/null || need+=(nginx-light)
+  # tests/imported_services.rs runs these from their own Debian unit files.
+  [ -x /usr/sbin/sshd ] || need+=(openssh-server)
   # The VM test (tests/vm.rs): QEMU, a Debian kernel, busybox, cpio.
   command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
   ls /lib/modules 2>/dev/null | grep -q -- '-cloud-amd64$' || need+=(linux-image-cloud-amd64)
@@ -59,6 +66,14 @@ if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
     apt-get install -y -qq "${need[@]}" >/dev/null
     [ "$guard" = 1 ] && rm -f /usr/sbin/policy-rc.d
+  fi
+  # The reference Prometheus text parser that tests/observe.rs checks
+  # /metrics with (pip where python3 has it, else Debian's package).
+  if ! python3 -c 'import prometheus_client.parser' 2>/dev/null; then
+    echo "test.sh: installing the prometheus-client Python package"
+    python3 -m pip install -q prometheus-client 2>/dev/null \
+      || python3 -m pip install -q --break-system-packages prometheus-client 2>/dev/null \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-prometheus-client >/dev/null; }
   fi
 else
   echo "test.sh: not root — namespace tests will print SKIP lines (run as root for the full suite)"

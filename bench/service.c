@@ -11,7 +11,8 @@
  * ns; -1 after 30 s). The measurement is taken inside the namespace, so
  * the harness's own wake-up latency is not in it. Then pause.
  * <name> is argv[1], or the current directory's name (runit and s6 run
- * ./run with no arguments).
+ * ./run with no arguments). With SERVICE_SAY set it also prints one line
+ * on stdout at start.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -148,6 +149,13 @@ int main(int argc, char **argv) {
     }
     char suffix[32];
     snprintf(suffix, sizeof suffix, "%ld", host_pid());
+    /* SERVICE_SAY: one line on stdout at start, as most services print
+     * (bench/logging.py: start with per-unit logging on vs inherit). */
+    if (getenv("SERVICE_SAY")) {
+        char line[300];
+        int n = snprintf(line, sizeof line, "%s: started, pid %ld\n", name, host_pid());
+        if (write(1, line, n) < 0) {}
+    }
     mark(suffix, now_ns());
     for (;;) pause();
 }

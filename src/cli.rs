@@ -7,7 +7,7 @@
 //!
 //! Two parsers, one meaning: the clap derive below is the definition (man
 //! page, completions, and the reference in tests), and `parse` is what the
-//! PID-1 binary runs — a hand parser for these eight flags, because clap's
+//! PID-1 binary runs — a hand parser for these flags, because clap's
 //! parser was 213 KB of the static supd (measured: 2,025,968 -> 1,812,976
 //! bytes) for a job this small, and PID 1 is in every container. `tests::hand_parser_agrees_with_clap`
 //! feeds both the same command lines so they cannot drift.
@@ -57,6 +57,10 @@ pub struct Cli {
     /// Cap on units starting at once (not yet ready).
     #[arg(long, value_name = "N")]
     pub max_parallel_starts: Option<u32>,
+    /// Serve Prometheus /metrics, /healthz and /readyz on ADDR
+    /// (e.g. 127.0.0.1:9611). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
     #[command(subcommand)]
     pub cmd: Option<Cmd>,
     /// `supd -- CMD [ARGS...]`: container shim — run CMD as the only child,
@@ -71,10 +75,28 @@ pub enum Cmd {
     /// Validate the unit files (and supd.toml) and print every error; exit 1
     /// if there is any, 0 with a one-line summary otherwise.
     Check,
+    /// Convert systemd .service files (and NAME@.service templates) to supd
+    /// units, naming every directive that cannot be honoured; exit 1 if
+    /// any is refused.
+    Import {
+        /// Write NAME.toml files here (and check the directory) instead of
+        /// printing them.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Write the units anyway; refusals become warnings (listed in each
+        /// file).
+        #[arg(long)]
+        lossy: bool,
+        /// systemd unit files; NAME@INSTANCE.service reads NAME@.service.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// What the PID-1 binary's parser found.
 #[derive(Debug, PartialEq)]
+// Built once per process; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Parsed {
     Run(Cli),
     /// Print `HELP` (or the version) on stdout and exit 0.
@@ -109,9 +131,16 @@ restart overrides.
 Usage: supd [OPTIONS] [COMMAND] [-- <CMD>...]
 
 Commands:
-  check  Validate the unit files (and supd.toml) and print every error; exit 1
-         if there is any, 0 with a one-line summary otherwise.
-  help   Print this message
+  check   Validate the unit files (and supd.toml) and print every error; exit 1
+          if there is any, 0 with a one-line summary otherwise.
+  import  Convert systemd .service files (and NAME@.service templates) to supd
+          units, naming every directive that cannot be honoured; exit 1 if
+          any is refused.
+          supd import [--out DIR] [--lossy] FILE.service...
+            --out DIR  write NAME.toml files there (and check the directory)
+                       instead of printing them
+            --lossy    write the units anyway; refusals become warnings
+  help    Print this message
 
 Arguments:
   [CMD]...  `supd -- CMD [ARGS...]`: container shim — run CMD as the only child,
@@ -124,6 +153,8 @@ Options:
       --config <FILE>              supd-wide settings file. [default: /etc/supd/supd.toml]
       --log-level <LEVEL>          error | warn | info | debug | trace (also: SUPD_LOG).
       --max-parallel-starts <N>    Cap on units starting at once (not yet ready).
+      --metrics <ADDR>             Serve Prometheus /metrics, /healthz and /readyz on ADDR
+                                   (e.g. 127.0.0.1:9611). Off by default.
   -h, --help                       Print help
   -V, --version                    Print version
 
@@ -153,6 +184,7 @@ where
         config: PathBuf::from("/etc/supd/supd.toml"),
         log_level: None,
         max_parallel_starts: None,
+        metrics: None,
         cmd: None,
         shim: Vec::new(),
     };
@@ -194,6 +226,10 @@ where
                 cli.cmd = Some(Cmd::Check);
                 continue;
             }
+            "import" if cli.cmd.is_none() => {
+                cli.cmd = Some(parse_import(&mut it, &mut cli)?);
+                break;
+            }
             _ => {}
         }
         let (flag, inline) = match a.split_once('=') {
@@ -207,6 +243,7 @@ where
             "--config" => "--config",
             "--log-level" => "--log-level",
             "--max-parallel-starts" => "--max-parallel-starts",
+            "--metrics" => "--metrics",
             _ => {
                 return Err(UsageError(format!("unexpected argument '{a}' found")));
             }
@@ -238,6 +275,7 @@ where
             "--socket" => cli.socket = Some(PathBuf::from(value)),
             "--config" => cli.config = PathBuf::from(value),
             "--log-level" => cli.log_level = Some(value),
+            "--metrics" => cli.metrics = Some(value),
             _ => {
                 cli.max_parallel_starts = Some(value.parse().map_err(|e| {
                     UsageError(format!(
@@ -248,6 +286,79 @@ where
         }
     }
     Ok(Parsed::Run(cli))
+}
+
+/// The rest of the line after `import`: its flags, the global --units,
+/// and at least one file.
+fn parse_import<I>(it: &mut I, cli: &mut Cli) -> Result<Cmd, UsageError>
+where
+    I: Iterator<Item = std::ffi::OsString>,
+{
+    let mut out = None;
+    let mut lossy = false;
+    let mut files = Vec::new();
+    let mut only_files = false;
+    while let Some(arg) = it.next() {
+        let Some(a) = arg.to_str() else {
+            return Err(UsageError(format!(
+                "invalid UTF-8 in argument {:?}",
+                arg.to_string_lossy()
+            )));
+        };
+        if only_files || !a.starts_with("--") || a == "-" {
+            files.push(PathBuf::from(a));
+            continue;
+        }
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) => (f, Some(v.to_string())),
+            None => (a, None),
+        };
+        let mut value = |name: &str| -> Result<String, UsageError> {
+            match inline.clone() {
+                Some(v) => Ok(v),
+                None => match it.next().map(|v| v.into_string()) {
+                    Some(Ok(v)) if !v.starts_with("--") => Ok(v),
+                    _ => Err(UsageError(format!(
+                        "a value is required for '{name}' but none was supplied"
+                    ))),
+                },
+            }
+        };
+        match flag {
+            "--" => only_files = true,
+            "--lossy" if inline.is_none() => {
+                if lossy {
+                    return Err(UsageError(
+                        "the argument '--lossy' cannot be used multiple times".into(),
+                    ));
+                }
+                lossy = true;
+            }
+            "--out" => {
+                if out.is_some() {
+                    return Err(UsageError(
+                        "the argument '--out <DIR>' cannot be used multiple times".into(),
+                    ));
+                }
+                out = Some(PathBuf::from(value("--out <DIR>")?));
+            }
+            "--units" => {
+                if cli.units.is_some() {
+                    return Err(UsageError(
+                        "the argument '--units' cannot be used multiple times".into(),
+                    ));
+                }
+                cli.units = Some(PathBuf::from(value("--units <DIR>")?));
+            }
+            _ => return Err(UsageError(format!("unexpected argument '{a}' found"))),
+        }
+    }
+    if files.is_empty() {
+        return Err(UsageError(
+            "the following required arguments were not provided: <FILE>...".into(),
+        ));
+    }
+    Ok(Cmd::Import { out, lossy, files })
 }
 
 #[cfg(test)]
@@ -271,9 +382,22 @@ mod tests {
                 "7",
             ],
             &["--config", "/etc/x.toml", "check"],
+            &["--metrics", "127.0.0.1:9611", "--units", "/u"],
+            &["--metrics=[::1]:9611"],
             &["check", "--units", "/u"],
             &["--", "/bin/sh", "-c", "exit 3"],
             &["--units", "/u", "--", "prog", "--units", "x"],
+            &["import", "a.service"],
+            &[
+                "import",
+                "--out",
+                "/o",
+                "--lossy",
+                "a.service",
+                "b@.service",
+            ],
+            &["import", "a.service", "--out=/o"],
+            &["--units", "/u", "import", "--lossy", "x.service"],
         ];
         for g in good {
             let clap = Cli::try_parse_from(std::iter::once("supd").chain(g.iter().copied()))
@@ -288,9 +412,16 @@ mod tests {
             &["--bogus"],
             &["stray"],
             &["--max-parallel-starts", "many"],
+            &["--metrics"],
+            &["check", "--metrics", "x"],
             &["--units", "/a", "--units", "/b"],
             &["check", "--socket", "/x"],
             &["--socket", "--units"],
+            &["import"],
+            &["import", "--out"],
+            &["import", "--bogus", "a.service"],
+            &["import", "--lossy", "--lossy", "a.service"],
+            &["import", "--lossy=yes", "a.service"],
         ];
         for b in bad {
             assert!(

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::error::UnitError;
 use crate::unit::MountReq;
-use crate::unit::toml::{Errs, RawMount, mount_req};
+use crate::unit::toml::{Errs, RawMount, RawSize, mount_req};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -18,10 +18,16 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     pub socket: Option<PathBuf>,
     pub log_level: Option<String>,
+    /// supd's own log as JSON lines instead of text.
+    pub log_json: bool,
     pub max_parallel_starts: Option<u32>,
     pub hostname: Option<String>,
     /// The state dir's filesystem; lock state is unknown until it is mounted.
     pub state_mount: Option<MountReq>,
+    /// Defaults for every unit's `log_max_size` / `log_max_files`.
+    pub log: crate::unit::LogSpec,
+    /// Where to serve /metrics, /healthz, /readyz (off when None).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Deserialize)]
@@ -31,9 +37,13 @@ struct Raw {
     state_dir: Option<PathBuf>,
     socket: Option<PathBuf>,
     log_level: Option<toml::Spanned<String>>,
+    log_format: Option<toml::Spanned<String>>,
     max_parallel_starts: Option<toml::Spanned<u32>>,
     hostname: Option<String>,
     state_mount: Option<RawMount>,
+    log_max_size: Option<toml::Spanned<RawSize>>,
+    log_max_files: Option<toml::Spanned<u32>>,
+    metrics: Option<toml::Spanned<String>>,
 }
 
 impl Config {
@@ -43,7 +53,7 @@ impl Config {
             Ok(r) => r,
             Err(e) => {
                 match e.span() {
-                    Some(s) => errs.at(s, e.message().trim(), "valid keys: units_dir, state_dir, socket, log_level, max_parallel_starts, hostname, [state_mount]"),
+                    Some(s) => errs.at(s, e.message().trim(), "valid keys: units_dir, state_dir, socket, log_level, log_format, max_parallel_starts, hostname, log_max_size, log_max_files, metrics, [state_mount]"),
                     None => errs.whole(e.message().trim(), ""),
                 }
                 return Err(errs.list);
@@ -58,11 +68,35 @@ impl Config {
                 "use error, warn, info, debug or trace",
             );
         }
+        if let Some(f) = &raw.log_format
+            && !["text", "json"].contains(&f.get_ref().as_str())
+        {
+            errs.at(
+                f.span(),
+                format!("log_format {:?} is not a format", f.get_ref()),
+                "use \"text\" or \"json\"",
+            );
+        }
         if let Some(m) = &raw.max_parallel_starts
             && *m.get_ref() == 0
         {
             errs.at(m.span(), "max_parallel_starts must be at least 1", "");
         }
+        let log = errs.log_limits(&raw.log_max_size, &raw.log_max_files);
+        let metrics =
+            raw.metrics
+                .as_ref()
+                .and_then(|m| match m.get_ref().parse::<std::net::SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        errs.at(
+                            m.span(),
+                            format!("metrics = {:?} is not an address ({e})", m.get_ref()),
+                            "write IP:PORT, e.g. \"127.0.0.1:9611\" or \"[::1]:9611\"",
+                        );
+                        None
+                    }
+                });
         let state_mount = raw
             .state_mount
             .as_ref()
@@ -75,9 +109,14 @@ impl Config {
             state_dir: raw.state_dir,
             socket: raw.socket,
             log_level: raw.log_level.map(|l| l.into_inner()),
+            log_json: raw
+                .log_format
+                .is_some_and(|f| f.get_ref().as_str() == "json"),
             max_parallel_starts: raw.max_parallel_starts.map(|m| m.into_inner()),
             hostname: raw.hostname,
             state_mount,
+            log,
+            metrics,
         })
     }
 
@@ -112,5 +151,22 @@ mod tests {
         let e = Config::parse(Path::new("supd.toml"), "max_parallel_starts = 0\n").unwrap_err();
         assert!(e[0].to_string().contains("at least 1"));
         assert_eq!(Config::load(Path::new("/nonexistent/supd.toml")), Ok(None));
+        let c = Config::parse(
+            Path::new("supd.toml"),
+            "log_max_size = \"256K\"\nlog_max_files = 8\n",
+        )
+        .unwrap();
+        assert_eq!(c.log.max_size, Some(256 * 1024));
+        assert_eq!(c.log.max_files, Some(8));
+        let e = Config::parse(Path::new("supd.toml"), "log_max_size = 10\n").unwrap_err();
+        assert!(e[0].to_string().contains("out of range"), "{}", e[0]);
+        let c = Config::parse(Path::new("supd.toml"), "log_format = \"json\"\n").unwrap();
+        assert!(c.log_json);
+        let e = Config::parse(Path::new("supd.toml"), "log_format = \"xml\"\n").unwrap_err();
+        assert!(e[0].to_string().contains("not a format"), "{}", e[0]);
+        let c = Config::parse(Path::new("supd.toml"), "metrics = \"127.0.0.1:9611\"\n").unwrap();
+        assert_eq!(c.metrics, Some("127.0.0.1:9611".parse().unwrap()));
+        let e = Config::parse(Path::new("supd.toml"), "metrics = \"localhost\"\n").unwrap_err();
+        assert!(e[0].to_string().contains("not an address"), "{}", e[0]);
     }
 }

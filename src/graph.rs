@@ -29,18 +29,32 @@ pub fn build_with_lines(
 /// failed to parse (so naming them is not an "unknown dependency" error —
 /// their own errors are reported instead).
 pub fn build_checked(
-    specs: Vec<UnitSpec>,
+    mut specs: Vec<UnitSpec>,
     lines: &BTreeMap<String, DepLines>,
     also_defined: &BTreeSet<String>,
 ) -> Result<UnitSet, Vec<UnitError>> {
     let mut errors = Vec::new();
     let names: BTreeSet<String> = specs.iter().map(|s| s.name.clone()).collect();
+    // A well-known target nobody defines is reached at once: depending on
+    // it orders nothing.
+    let builtin = |d: &String| {
+        crate::unit::BUILTIN_TARGETS.contains(&d.as_str())
+            && !names.contains(d)
+            && !also_defined.contains(d)
+    };
+    for s in specs.iter_mut() {
+        s.requires.retain(|d| !builtin(d));
+        s.wants.retain(|d| !builtin(d));
+        s.after.retain(|d| !builtin(d));
+    }
     let mut edges: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for s in &specs {
         for (key, list) in [
             ("requires", &s.requires),
             ("wants", &s.wants),
             ("after", &s.after),
+            ("part_of", &s.part_of),
+            ("reload_propagated_from", &s.reload_propagated_from),
         ] {
             for dep in list {
                 if !names.contains(dep) && !also_defined.contains(dep) {
@@ -217,6 +231,27 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(set.order, vec!["base", "left", "right", "solo", "top"]);
+    }
+
+    #[test]
+    fn builtin_targets_order_nothing_unless_defined() {
+        let set = build(vec![
+            u("web", &["network-online"], &["local-fs", "db"]),
+            u("db", &[], &[]),
+        ])
+        .unwrap();
+        let web = &set.units["web"];
+        assert!(web.requires.is_empty());
+        assert_eq!(web.after, ["db"]);
+        // Defined as a unit: an ordinary dependency.
+        let set = build(vec![
+            u("web", &["network-online"], &[]),
+            u("network-online", &[], &[]),
+        ])
+        .unwrap();
+        assert_eq!(set.units["web"].requires, ["network-online"]);
+        assert_eq!(set.order, ["network-online", "web"]);
+        assert!(build(vec![u("web", &["network-offline"], &[])]).is_err());
     }
 
     #[test]

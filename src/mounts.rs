@@ -58,10 +58,12 @@ pub struct MountEntry {
 
 impl MountEntry {
     /// Read-only if either the mount or its superblock is: a bind remount
-    /// sets only the former, `mount -o remount,ro` and ext4's
-    /// `errors=remount-ro` set the latter.
+    /// sets only the former, `mount -o remount,ro` the latter. ext4's
+    /// `errors=remount-ro` on recent kernels (seen on 6.18) sets neither:
+    /// the superblock options stay `rw` and gain `emergency_ro`, and every
+    /// write fails with EROFS (tests/corpus/mountinfo has the capture).
     pub fn is_read_only(&self) -> bool {
-        self.has_option("ro")
+        self.has_option("ro") || self.has_option("emergency_ro")
     }
 
     /// The exact option token is present in the per-mount or per-superblock
@@ -637,6 +639,15 @@ mod tests {
             r.path = p.into();
             assert_eq!(t.check(&r), Ok(()), "{p}");
         }
+        // ext4 after an error with errors=remount-ro, as Linux 6.18 shows
+        // it: `rw` everywhere, and `emergency_ro`; writes fail with EROFS.
+        let t = MountTable::parse(
+            "43 42 254:0 / / rw,relatime - ext4 /dev/vda rw\n\
+             65 43 7:0 / /srv/state rw,relatime - ext4 /dev/loop0 rw,errors=remount-ro,emergency_ro\n",
+        );
+        r.path = "/srv/state".into();
+        r.options = vec!["rw".into()];
+        assert!(matches!(t.check(&r), Err(MountProblem::ReadOnly { .. })));
     }
 
     #[test]

@@ -90,6 +90,30 @@ pub enum Request {
     /// Replace supd's binary in place (execve), handing its state to the
     /// new image; services keep running, unrestarted.
     Reexec,
+    /// Per-unit output: the last `lines` records (oldest first) of `units`
+    /// (every unit with a log when empty), interleaved by time; with
+    /// `follow`, then every new record until the client goes away. Answered
+    /// with one `Response`, then `StreamItem` lines.
+    Logs {
+        #[serde(default)]
+        units: Vec<String>,
+        /// None: everything (after `since_unix_us`, else the default 10).
+        #[serde(default)]
+        lines: Option<u64>,
+        /// Only records at or after this wall time (µs since the epoch).
+        #[serde(default)]
+        since_unix_us: Option<u64>,
+        #[serde(default)]
+        follow: bool,
+    },
+    /// State, lock, mount and probe changes as they happen, until the
+    /// client goes away; only those of `units` (and supd-wide ones: mounts,
+    /// lock state) when not empty. Answered with one `Response`, then
+    /// `StreamItem::Event` lines.
+    Events {
+        #[serde(default)]
+        units: Vec<String>,
+    },
     /// The recorded timeline of every unit (`supctl analyze`): what it
     /// waited on, when it was spawned, when it became ready.
     Analyze,
@@ -99,6 +123,12 @@ pub enum Request {
 }
 
 impl Request {
+    /// Requests answered with a `Response` followed by `StreamItem` lines
+    /// (until the stream ends or the client goes away).
+    pub fn streams(&self) -> bool {
+        matches!(self, Request::Logs { .. } | Request::Events { .. })
+    }
+
     /// Does this request change anything? Read-only requests are allowed to
     /// every peer that can connect; changes need root or supd's own user.
     pub fn mutates(&self) -> bool {
@@ -111,7 +141,45 @@ impl Request {
                 | Request::MaintenanceList
                 | Request::MaintenanceLog { .. }
                 | Request::MaintenanceOff { dry_run: true, .. }
+                | Request::Logs { .. }
+                | Request::Events { .. }
         )
+    }
+}
+
+/// Pure: the bytes of one request line (with its newline), as supctl sends it.
+pub fn encode_request(req: &Request) -> Vec<u8> {
+    let mut line = serde_json::to_vec(&Envelope {
+        v: VERSION,
+        req: req.clone(),
+    })
+    .unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// Pure: one request line as supd reads it (the size cap is the reader's).
+/// `Err` is the whole answer for the client: what was wrong and what shape
+/// was expected. A wrong version gets its own message so an old supctl
+/// knows to upgrade.
+pub fn decode_request(bytes: &[u8]) -> Result<Request, String> {
+    match serde_json::from_slice::<Envelope>(bytes) {
+        Ok(env) if env.v == VERSION => Ok(env.req),
+        Ok(env) => Err(format!(
+            "unsupported protocol version {} (this supd speaks v{VERSION})",
+            env.v
+        )),
+        Err(e) => Err(match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Ok(v) if v.get("v").and_then(|x| x.as_u64()) != Some(VERSION as u64) => format!(
+                "unsupported protocol version {} (this supd speaks v{VERSION}); use a matching supctl",
+                v.get("v")
+                    .map(|x| x.to_string())
+                    .unwrap_or_else(|| "missing".into())
+            ),
+            _ => format!(
+                "invalid request ({e}); expected one JSON line like {{\"v\":{VERSION},\"cmd\":\"status\"}}"
+            ),
+        }),
     }
 }
 
@@ -215,6 +283,7 @@ pub struct UnitStatus {
     /// Last `STATUS=` text from sd_notify.
     #[serde(default)]
     pub status_text: Option<String>,
+    /// How its last process ended, in words ("exited with code 3").
     #[serde(default)]
     pub last_exit: Option<String>,
     /// How the unit's processes are held together: "cgroup" or
@@ -227,6 +296,31 @@ pub struct UnitStatus {
     /// Processes of it the kernel's OOM killer killed (since supd started).
     #[serde(default)]
     pub oom_kills: u64,
+    /// RFC 3339: when the state (or readiness) last changed.
+    #[serde(default)]
+    pub since: Option<String>,
+    /// Seconds its current process has been running (null without one).
+    #[serde(default)]
+    pub uptime_secs: Option<u64>,
+    /// RFC 3339: when its current (or last) process was started.
+    #[serde(default)]
+    pub started: Option<String>,
+    /// The last exit's code, or its signal name, and when (RFC 3339).
+    #[serde(default)]
+    pub last_exit_code: Option<i32>,
+    #[serde(default)]
+    pub last_exit_signal: Option<String>,
+    #[serde(default)]
+    pub last_exit_at: Option<String>,
+    /// The most recent failure in words — the spawn or exec error, the
+    /// failing probe's output, "ready timeout..." — and when.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub last_error_at: Option<String>,
+    /// Liveness-probe failures since supd started (all runs).
+    #[serde(default)]
+    pub health_failures: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -398,4 +492,207 @@ pub struct GraphMount {
     pub mounted: bool,
     #[serde(default)]
     pub problem: Option<String>,
+}
+
+/// One line of a unit's log, as `supctl logs --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    pub unit: String,
+    /// Arrival time, RFC 3339 UTC with microseconds.
+    pub time: String,
+    pub time_unix_us: u64,
+    /// `out` (the service's stdout+stderr: they share one pipe), `stop`
+    /// (its `[stop] exec`), `probe` (its exec probes) or `supd` (what supd
+    /// recorded about the unit).
+    pub stream: String,
+    pub line: String,
+}
+
+/// Something that changed, as the engine saw it (`supctl events`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum EventBody {
+    /// A unit's state word or readiness changed.
+    State {
+        unit: String,
+        from: String,
+        to: String,
+        ready: bool,
+        pid: Option<i32>,
+        /// Why, in words (the status DETAIL), when there is something to say.
+        #[serde(default)]
+        detail: Option<String>,
+    },
+    /// The holders of a unit's maintenance lock changed (empty: free).
+    Lock { unit: String, holders: Vec<String> },
+    /// The lock state became known (`ok`) or unknown (fail-closed).
+    LockState { ok: bool, problem: Option<String> },
+    /// A mount some unit requires appeared (`present`) or was lost.
+    Mount {
+        path: String,
+        present: bool,
+        #[serde(default)]
+        problem: Option<String>,
+    },
+    /// A probe started passing or failing.
+    Probe {
+        unit: String,
+        /// "liveness" (`[health]`) or "readiness".
+        probe: String,
+        passing: bool,
+        #[serde(default)]
+        output: Option<String>,
+    },
+}
+
+impl EventBody {
+    pub fn unit(&self) -> Option<&str> {
+        match self {
+            EventBody::State { unit, .. }
+            | EventBody::Lock { unit, .. }
+            | EventBody::Probe { unit, .. } => Some(unit),
+            EventBody::LockState { .. } | EventBody::Mount { .. } => None,
+        }
+    }
+
+    /// One line for humans (and for the unit's log).
+    pub fn describe(&self) -> String {
+        match self {
+            EventBody::State {
+                from,
+                to,
+                ready,
+                detail,
+                ..
+            } => {
+                let mut s = format!("{from} -> {to}");
+                if *ready && to == "running" {
+                    s.push_str(" (ready)");
+                } else if !ready && to == "running" {
+                    s.push_str(" (not ready)");
+                }
+                if let Some(d) = detail {
+                    s.push_str(": ");
+                    s.push_str(d);
+                }
+                s
+            }
+            EventBody::Lock { holders, .. } if holders.is_empty() => {
+                "maintenance lock released".to_string()
+            }
+            EventBody::Lock { holders, .. } => {
+                format!("maintenance lock held by {}", holders.join(", "))
+            }
+            EventBody::LockState { ok: true, .. } => "lock state known".to_string(),
+            EventBody::LockState { problem, .. } => format!(
+                "lock state unknown (fail-closed): {}",
+                problem.as_deref().unwrap_or("?")
+            ),
+            EventBody::Mount {
+                path,
+                present: true,
+                ..
+            } => format!("mount {path} appeared"),
+            EventBody::Mount { path, problem, .. } => format!(
+                "mount {path} lost{}",
+                problem
+                    .as_ref()
+                    .map(|p| format!(": {p}"))
+                    .unwrap_or_default()
+            ),
+            EventBody::Probe {
+                probe,
+                passing,
+                output,
+                ..
+            } => format!(
+                "{probe} probe {}{}",
+                if *passing { "passing" } else { "failing" },
+                output
+                    .as_ref()
+                    .map(|o| format!(": {o}"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// An event with the wall time supd published it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// RFC 3339 UTC with microseconds.
+    pub time: String,
+    pub time_unix_us: u64,
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+/// A line of a streamed answer (after the `Response` line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum StreamItem {
+    Log(LogRecord),
+    Event(EventRecord),
+    /// Something the reader should know (lines skipped, a unit without a
+    /// log); not data.
+    Notice {
+        message: String,
+    },
+    /// The answer is complete (absent when the stream was cut short).
+    End,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_items_round_trip_as_one_json_object_per_line() {
+        let items = vec![
+            StreamItem::Event(EventRecord {
+                time: "2026-12-01T08:00:00.000000Z".into(),
+                time_unix_us: 1,
+                body: EventBody::State {
+                    unit: "web".into(),
+                    from: "starting".into(),
+                    to: "running".into(),
+                    ready: true,
+                    pid: Some(7),
+                    detail: None,
+                },
+            }),
+            StreamItem::Event(EventRecord {
+                time: "t".into(),
+                time_unix_us: 2,
+                body: EventBody::Mount {
+                    path: "/srv".into(),
+                    present: false,
+                    problem: Some("gone".into()),
+                },
+            }),
+            StreamItem::Notice {
+                message: "m".into(),
+            },
+            StreamItem::End,
+        ];
+        for i in items {
+            let line = serde_json::to_string(&i).unwrap();
+            assert!(!line.contains('\n'));
+            let back: StreamItem = serde_json::from_str(&line).unwrap();
+            assert_eq!(back, i, "{line}");
+        }
+        let line = serde_json::to_string(&EventRecord {
+            time: "t".into(),
+            time_unix_us: 3,
+            body: EventBody::Lock {
+                unit: "db".into(),
+                holders: vec!["alice".into()],
+            },
+        })
+        .unwrap();
+        assert_eq!(
+            line,
+            r#"{"time":"t","time_unix_us":3,"event":"lock","unit":"db","holders":["alice"]}"#
+        );
+    }
 }

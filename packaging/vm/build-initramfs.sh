@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Build a bootable initramfs with a static supd as /init, busybox, the
-# virtio modules of a Debian kernel, and the unit files in
-# packaging/vm/units/. Output: $OUT/initramfs.cpio.gz and $OUT/vmlinuz.
+# virtio modules of a Debian kernel, the test helpers (sendraw, hammer), and
+# a scenario: SCENARIO/supd.toml and SCENARIO/units/*.toml (default: this
+# directory, i.e. packaging/vm/units/; packaging/vm/powercut/ is the
+# power-cut test's). Output: $OUT/initramfs.cpio.gz and $OUT/vmlinuz.
 #
-# Usage: packaging/vm/build-initramfs.sh OUTDIR [release|debug]
+# Usage: packaging/vm/build-initramfs.sh OUTDIR [release|debug] [SCENARIO]
 # Needs: rustup target x86_64-unknown-linux-musl, busybox-static, cpio,
 #        linux-image-cloud-amd64 (./test.sh installs them as root).
 set -euo pipefail
@@ -11,6 +13,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 out="${1:?usage: build-initramfs.sh OUTDIR [release|debug]}"
 profile="${2:-release}"
+scenario="$(cd "${3:-$here}" && pwd)"
 target=x86_64-unknown-linux-musl
 
 die() { echo "build-initramfs: $*" >&2; exit 1; }
@@ -40,6 +43,7 @@ cp "$bin/supd" "$root/init"
 cp "$bin/supctl" "$root/sbin/supctl"
 cp "$(command -v busybox)" "$root/bin/busybox"
 gcc -O2 -static -o "$root/bin/sendraw" "$here/sendraw.c" || die "cannot build sendraw (gcc, static libc)"
+gcc -O2 -static -o "$root/bin/hammer" "$here/hammer.c" || die "cannot build hammer (gcc, static libc)"
 for applet in $(busybox --list); do
   [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
 done
@@ -53,8 +57,8 @@ for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_p
     *) die "unexpected module file $f" ;;
   esac
 done
-cp "$here"/units/*.toml "$root/etc/supd/units/"
-cp "$here/supd.toml" "$root/etc/supd/supd.toml"
+cp "$scenario"/units/*.toml "$root/etc/supd/units/"
+cp "$scenario/supd.toml" "$root/etc/supd/supd.toml"
 echo 'root:x:0:0:root:/root:/bin/sh' > "$root/etc/passwd"
 echo 'root:x:0:' > "$root/etc/group"
 echo 'hello from supd in a VM' > "$root/www/index.html"

@@ -12,7 +12,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use supd::analyze as analysis;
-use supd::protocol::{GraphReport, LockInfo, Request, StatusReport, TimelineReport, UnitStatus};
+use supd::protocol::{
+    GraphReport, LockInfo, Request, StatusReport, StreamItem, TimelineReport, UnitStatus,
+};
 use supd::unit::Priority;
 use supd::world::control;
 
@@ -48,7 +50,31 @@ enum Cmd {
     },
     /// Start a unit (and clear its failed state). Refused while it has a
     /// maintenance lock; the answer names the holder and the reason.
-    Start { unit: String },
+    Start {
+        unit: String,
+        /// Return once the unit is ready (exit 0), or fail with the cause
+        /// when this start fails (exit 1). Waits up to --timeout (5m).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Exit 0 if UNIT is active (running, or a oneshot that completed),
+    /// else 1. Prints its state.
+    IsActive { unit: String },
+    /// Exit 0 if UNIT is failed (held down until an operator acts), else 1.
+    /// Prints its state.
+    IsFailed { unit: String },
+    /// Show the audit log: who changed what, and when (the same as
+    /// `maintenance log`).
+    Audit {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the names of the defined units, one per line (for shell
+    /// completion).
+    #[command(hide = true)]
+    CompleteUnits,
     /// Stop a unit (units requiring it stop first). It stays down until
     /// `supctl start`: no restart policy or dependency brings it back.
     /// Answers once its processes are gone.
@@ -85,6 +111,36 @@ enum Cmd {
     /// Replace supd's binary in place (e.g. after an upgrade): the new
     /// image takes over every running service; none is restarted.
     Reexec,
+    /// Show units' captured output (stdout+stderr, stop commands, exec
+    /// probes) and what supd recorded about them, kept across restarts of
+    /// the units and of supd. Several units (or none: all) are interleaved
+    /// by time, oldest first.
+    Logs {
+        units: Vec<String>,
+        /// The last N lines (default 10; with --since, all since then).
+        #[arg(short = 'n', long = "lines", value_name = "N")]
+        lines: Option<u64>,
+        /// Keep printing new lines as they arrive, until interrupted.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only lines since TIME: RFC 3339 (2026-12-01T08:00:00Z) or a
+        /// duration ago (10m, 1h30m).
+        #[arg(long, value_name = "TIME", value_parser = parse_since)]
+        since: Option<u64>,
+        /// One JSON object per line (unit, time, time_unix_us, stream, line).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print state changes, lock changes, mounts appearing or lost and
+    /// probes starting to pass or fail, as they happen, until interrupted.
+    /// With UNITs, only theirs (and supd-wide ones: mounts, lock state).
+    Events {
+        units: Vec<String>,
+        /// One JSON object per line (time, time_unix_us, event, and the
+        /// event's fields: unit, from, to, ready, holders, path, probe...).
+        #[arg(long)]
+        json: bool,
+    },
     /// See the boot: which units took longest, the chain of waits behind a
     /// unit, a timeline picture. Times are seconds since supd started.
     #[command(subcommand)]
@@ -101,8 +157,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Write man pages and shell completions for supd and supctl to DIR
-    /// (used by packaging).
+    /// Write man pages (supd(1), supctl(1), supd.unit(5), supd.toml(5)) and
+    /// shell completions for supd and supctl to DIR (used by packaging).
     #[command(hide = true)]
     GenerateDocs { dir: PathBuf },
 }
@@ -139,7 +195,8 @@ enum Maint {
         #[arg(long)]
         json: bool,
     },
-    /// Show the audit log of lock changes (who, what, when).
+    /// Show the audit log of lock changes (who, what, when); also
+    /// `supctl audit`.
     Log {
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -214,6 +271,28 @@ enum Level {
     Optional,
 }
 
+/// `--since`: an RFC 3339 time, or a duration ago; µs since the epoch.
+fn parse_since(s: &str) -> Result<u64, String> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .map_err(|_| format!("{s:?} is before 1970"));
+    }
+    match humantime::parse_duration(s) {
+        Ok(d) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|n| n.as_micros() as u64)
+                .unwrap_or(0);
+            Ok(now.saturating_sub(d.as_micros() as u64))
+        }
+        Err(_) => Err(format!(
+            "{s:?} is neither an RFC 3339 time (2026-12-01T08:00:00Z) nor a duration (10m)"
+        )),
+    }
+}
+
 fn socket_path(cli: &Cli) -> PathBuf {
     cli.socket
         .clone()
@@ -233,6 +312,7 @@ fn main() -> ExitCode {
         use clap::CommandFactory;
         return match supd::docs::generate(dir, Cli::command())
             .and_then(|_| supd::docs::generate(dir, supd::cli::Cli::command()))
+            .and_then(|_| supd::docs::generate_formats(dir))
         {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -242,9 +322,36 @@ fn main() -> ExitCode {
         };
     }
     let socket = socket_path(&cli);
+    if let Cmd::Logs {
+        units,
+        lines,
+        follow,
+        since,
+        json,
+    } = &cli.cmd
+    {
+        let req = Request::Logs {
+            units: units.clone(),
+            lines: *lines,
+            since_unix_us: *since,
+            follow: *follow,
+        };
+        let timeout = cli.timeout.unwrap_or(Duration::from_secs(30));
+        return stream_cmd(&socket, &req, timeout, *json);
+    }
+    if let Cmd::Events { units, json } = &cli.cmd {
+        let req = Request::Events {
+            units: units.clone(),
+        };
+        let timeout = cli.timeout.unwrap_or(Duration::from_secs(10));
+        return stream_cmd(&socket, &req, timeout, *json);
+    }
+    if let Some(code) = client_side(&cli, &socket) {
+        return code;
+    }
     let (req, json, long_wait) = match &cli.cmd {
         Cmd::Status { unit, json } => (Request::Status { unit: unit.clone() }, *json, false),
-        Cmd::Start { unit } => (Request::Start { unit: unit.clone() }, false, false),
+        Cmd::Start { unit, .. } => (Request::Start { unit: unit.clone() }, false, false),
         Cmd::Stop { unit } => (Request::Stop { unit: unit.clone() }, false, true),
         Cmd::Restart { unit } => (Request::Restart { unit: unit.clone() }, false, true),
         Cmd::Reset { unit } => (Request::Reset { unit: unit.clone() }, false, false),
@@ -280,7 +387,7 @@ fn main() -> ExitCode {
             false,
         ),
         Cmd::Maintenance(Maint::List { json }) => (Request::MaintenanceList, *json, false),
-        Cmd::Maintenance(Maint::Log { limit, json }) => (
+        Cmd::Maintenance(Maint::Log { limit, json }) | Cmd::Audit { limit, json } => (
             Request::MaintenanceLog {
                 limit: Some(*limit),
             },
@@ -313,7 +420,14 @@ fn main() -> ExitCode {
         Cmd::Analyze(Analyze::Plot { json, .. }) => (Request::Analyze, *json, false),
         Cmd::Analyze(_) => (Request::Analyze, false, false),
         Cmd::Graph { json, .. } => (Request::Graph, *json, false),
-        Cmd::GenerateDocs { .. } => return ExitCode::from(2),
+        Cmd::GenerateDocs { .. }
+        | Cmd::Logs { .. }
+        | Cmd::Events { .. }
+        | Cmd::IsActive { .. }
+        | Cmd::IsFailed { .. }
+        | Cmd::CompleteUnits => {
+            return ExitCode::from(2);
+        }
     };
     let timeout = cli.timeout.unwrap_or(if long_wait {
         Duration::from_secs(300)
@@ -330,7 +444,13 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let resp = match rt.block_on(control::request(&socket, &req, timeout)) {
+    // Commands that wait for a stop say what they wait for meanwhile.
+    let progress = match &cli.cmd {
+        Cmd::Stop { unit } | Cmd::Restart { unit } => Some(unit.clone()),
+        Cmd::Maintenance(Maint::On { unit, .. }) => Some(unit.clone()),
+        _ => None,
+    };
+    let resp = match rt.block_on(with_progress(&socket, &req, timeout, progress)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("supctl: {}", text(&e.to_string()));
@@ -349,7 +469,12 @@ fn main() -> ExitCode {
     }
     match &cli.cmd {
         Cmd::Status { unit, .. } => match serde_json::from_value::<StatusReport>(resp.data) {
-            Ok(r) => print_status(&r, unit.is_some()),
+            Ok(r) => {
+                print_status(&r, unit.is_some());
+                if let Some(u) = unit {
+                    print_recent_output(&rt, &socket, u);
+                }
+            }
             Err(e) => {
                 eprintln!("supctl: unexpected status payload: {e}");
                 return ExitCode::from(1);
@@ -388,7 +513,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Maintenance(Maint::Log { .. }) => {
+        Cmd::Maintenance(Maint::Log { .. }) | Cmd::Audit { .. } => {
             if let Some(recs) = resp.data.as_array() {
                 for r in recs {
                     let t = r["time_unix_ms"].as_u64().unwrap_or(0);
@@ -420,6 +545,310 @@ fn main() -> ExitCode {
         _ => println!("{}", text(&resp.message)),
     }
     ExitCode::SUCCESS
+}
+
+/// Commands answered by more than one request: start --wait, is-active,
+/// is-failed, complete-units. None for the others.
+fn client_side(cli: &Cli, socket: &std::path::Path) -> Option<ExitCode> {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("supctl: {e}");
+            return Some(ExitCode::from(1));
+        }
+    };
+    let quick = cli.timeout.unwrap_or(Duration::from_secs(10));
+    let status = |unit: Option<&str>| -> Result<StatusReport, String> {
+        let req = Request::Status {
+            unit: unit.map(str::to_string),
+        };
+        let r = rt
+            .block_on(control::request(socket, &req, quick))
+            .map_err(|e| e.to_string())?;
+        if !r.ok {
+            return Err(r.message);
+        }
+        serde_json::from_value(r.data).map_err(|e| format!("unexpected status payload: {e}"))
+    };
+    let code = match &cli.cmd {
+        Cmd::Start { unit, wait: true } => {
+            let limit = cli.timeout.unwrap_or(Duration::from_secs(300));
+            rt.block_on(start_and_wait(socket, unit, limit))
+        }
+        Cmd::IsActive { unit } | Cmd::IsFailed { unit } => match status(Some(unit)) {
+            Ok(r) => {
+                let state = r.units.first().map(|u| u.state.as_str()).unwrap_or("");
+                println!("{state}");
+                let yes = match &cli.cmd {
+                    Cmd::IsActive { .. } => matches!(state, "running" | "done"),
+                    _ => state == "failed",
+                };
+                if yes {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => {
+                eprintln!("supctl: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::CompleteUnits => match status(None) {
+            Ok(r) => {
+                for u in r.units {
+                    println!("{}", u.name);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(_) => ExitCode::from(1),
+        },
+        _ => return None,
+    };
+    Some(code)
+}
+
+/// `supctl start --wait`: subscribe to the unit's events, start it, and
+/// return when it is ready (0) or this start failed (1, with the cause).
+async fn start_and_wait(socket: &std::path::Path, unit: &str, limit: Duration) -> ExitCode {
+    use supd::protocol::EventBody;
+    let fail = |msg: String| {
+        eprintln!("supctl: {}", text(&msg));
+        ExitCode::from(1)
+    };
+    let quick = Duration::from_secs(10).min(limit);
+    // Subscribed before the start: no change can slip between the two.
+    let events = Request::Events {
+        units: vec![unit.to_string()],
+    };
+    let mut stream = match control::open_stream(socket, &events, quick).await {
+        Ok((r, s)) if r.ok => s,
+        Ok((r, _)) => return fail(r.message),
+        Err(e) => return fail(e.to_string()),
+    };
+    let resp = match control::request(
+        socket,
+        &Request::Start {
+            unit: unit.to_string(),
+        },
+        quick,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => return fail(e.to_string()),
+    };
+    if !resp.ok {
+        return fail(resp.message);
+    }
+    // Already ready (the start changed nothing)?
+    if let Ok(r) = control::request(
+        socket,
+        &Request::Status {
+            unit: Some(unit.to_string()),
+        },
+        quick,
+    )
+    .await
+        && let Ok(rep) = serde_json::from_value::<StatusReport>(r.data)
+        && rep.units.first().is_some_and(|u| u.ready)
+    {
+        println!("{unit} is ready");
+        return ExitCode::SUCCESS;
+    }
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let line = tokio::select! {
+            l = stream.next_line() => l,
+            _ = tokio::time::sleep_until(deadline) => {
+                let why = control::request(socket, &Request::Why { unit: unit.to_string() }, quick)
+                    .await
+                    .map(|r| r.message)
+                    .unwrap_or_default();
+                return fail(format!(
+                    "{unit} is not ready after {}; the start goes on in supd. {why}",
+                    humantime::format_duration(limit)
+                ));
+            }
+        };
+        let line = match line {
+            Ok(Some(l)) => l,
+            Ok(None) => return fail("supd ended the event stream (shutting down?)".into()),
+            Err(e) => return fail(e.to_string()),
+        };
+        let Ok(StreamItem::Event(e)) = serde_json::from_str::<StreamItem>(&line) else {
+            continue;
+        };
+        if let EventBody::State {
+            to, ready, detail, ..
+        } = &e.body
+        {
+            if *ready && (to == "running" || to == "done") {
+                println!("{unit} is ready");
+                return ExitCode::SUCCESS;
+            }
+            if matches!(to.as_str(), "backoff" | "failed" | "exited" | "stopped") {
+                return fail(format!(
+                    "{unit} failed to start ({to}){}",
+                    detail
+                        .as_ref()
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+    }
+}
+
+/// Send `req`; while waiting for a unit to stop, say what is being waited
+/// for (on stderr, when it changes).
+async fn with_progress(
+    socket: &std::path::Path,
+    req: &Request,
+    timeout: Duration,
+    unit: Option<String>,
+) -> Result<supd::protocol::Response, control::ClientError> {
+    let fut = control::request(socket, req, timeout);
+    tokio::pin!(fut);
+    let Some(unit) = unit else {
+        return fut.await;
+    };
+    let first = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut tick = tokio::time::interval_at(first, Duration::from_secs(2));
+    let mut last = String::new();
+    loop {
+        tokio::select! {
+            r = &mut fut => return r,
+            _ = tick.tick() => {
+                let st = control::request(socket, &Request::Status { unit: None }, Duration::from_secs(5)).await;
+                if let Ok(r) = st
+                    && r.ok
+                    && let Ok(rep) = serde_json::from_value::<StatusReport>(r.data)
+                    && let Some(msg) = stop_progress(&rep, &unit)
+                    && msg != last
+                {
+                    eprintln!("supctl: {msg}");
+                    last = msg;
+                }
+            }
+        }
+    }
+}
+
+/// What a pending stop of `unit` waits for, in words.
+fn stop_progress(r: &StatusReport, unit: &str) -> Option<String> {
+    let target = r.units.iter().find(|u| u.name == unit)?;
+    let pid = |u: &UnitStatus| u.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+    let others: Vec<String> = r
+        .units
+        .iter()
+        .filter(|u| u.name != unit && u.state == "stopping")
+        .map(|u| format!("{}{}", u.name, pid(u)))
+        .collect();
+    match target.state.as_str() {
+        "stopping" => Some(format!(
+            "waiting for {unit}{} to stop ({})",
+            pid(target),
+            target.detail.as_deref().unwrap_or("stop signal sent")
+        )),
+        "running" | "starting" if !others.is_empty() => Some(format!(
+            "waiting for what requires {unit} to stop first: {}",
+            others.join(", ")
+        )),
+        _ => None,
+    }
+}
+
+/// `supctl logs` / `events`: print the streamed records as they come.
+fn stream_cmd(socket: &std::path::Path, req: &Request, timeout: Duration, json: bool) -> ExitCode {
+    use std::io::Write as _;
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("supctl: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut complete = false;
+    let mut broken = false;
+    let follow = matches!(
+        req,
+        Request::Logs { follow: true, .. } | Request::Events { .. }
+    );
+    let res = rt.block_on(control::request_stream(socket, req, timeout, |line| {
+        let item: StreamItem = match serde_json::from_str(line) {
+            Ok(i) => i,
+            Err(_) => return true, // a newer supd's item kind: skip it
+        };
+        let w = match item {
+            StreamItem::Log(r) if json => {
+                writeln!(out, "{}", serde_json::to_string(&r).unwrap_or_default())
+            }
+            StreamItem::Log(r) => {
+                let tag = if r.stream == "out" {
+                    String::new()
+                } else {
+                    format!("[{}]", r.stream)
+                };
+                writeln!(out, "{} {}{tag}: {}", r.time, r.unit, field(&r.line))
+            }
+            StreamItem::Event(e) if json => {
+                writeln!(out, "{}", serde_json::to_string(&e).unwrap_or_default())
+            }
+            StreamItem::Event(e) => writeln!(
+                out,
+                "{} {}{}",
+                e.time,
+                e.body.unit().map(|u| format!("{u}: ")).unwrap_or_default(),
+                field(&e.body.describe())
+            ),
+            StreamItem::Notice { message } => {
+                let _ = out.flush();
+                eprintln!("supctl: {}", field(&message));
+                Ok(())
+            }
+            StreamItem::End => {
+                complete = true;
+                return false;
+            }
+        };
+        // Following: show each line as it comes.
+        let w = w.and_then(|_| if follow { out.flush() } else { Ok(()) });
+        if w.is_err() {
+            // stdout closed (`| head`): stop quietly.
+            broken = true;
+            return false;
+        }
+        true
+    }));
+    let _ = out.flush();
+    match res {
+        Ok(r) if !r.ok => {
+            eprintln!("supctl: {}", r.message);
+            ExitCode::from(1)
+        }
+        Ok(_) if complete || broken => ExitCode::SUCCESS,
+        Ok(_) if follow => {
+            eprintln!("supctl: supd closed the stream (stopping or restarting?)");
+            ExitCode::from(1)
+        }
+        Ok(_) => {
+            eprintln!("supctl: the answer was cut short (supd stopped?); lines may be missing");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("supctl: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// A value from supd (a holder, a reason, a service's status text) as one
@@ -545,7 +974,66 @@ fn maint_text(u: &UnitStatus) -> String {
     }
 }
 
+/// The last lines of a unit's log under its detailed status (as
+/// `systemctl status` shows them); nothing if they cannot be read.
+fn print_recent_output(rt: &tokio::runtime::Runtime, socket: &std::path::Path, unit: &str) {
+    let req = Request::Logs {
+        units: vec![unit.to_string()],
+        lines: Some(RECENT_LINES),
+        since_unix_us: None,
+        follow: false,
+    };
+    let mut lines = Vec::new();
+    let res = rt.block_on(control::request_stream(
+        socket,
+        &req,
+        Duration::from_secs(5),
+        |l| {
+            if let Ok(StreamItem::Log(r)) = serde_json::from_str::<StreamItem>(l) {
+                lines.push(r);
+            }
+            true
+        },
+    ));
+    if !matches!(res, Ok(ref r) if r.ok) || lines.is_empty() {
+        return;
+    }
+    println!();
+    for r in lines {
+        let tag = if r.stream == "out" {
+            String::new()
+        } else {
+            format!("[{}]", r.stream)
+        };
+        println!("  {} {tag}{}", r.time, field(&r.line));
+    }
+}
+
+/// Lines of output under `supctl status UNIT`.
+const RECENT_LINES: u64 = 10;
+
+/// Colour for the state column: only on a terminal, and never with
+/// NO_COLOR set (https://no-color.org).
+fn use_color() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+fn paint(text: String, state: &str, color: bool) -> String {
+    let code = match state {
+        "failed" => "1;31",
+        "backoff" => "33",
+        _ => return text,
+    };
+    if color {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text
+    }
+}
+
 fn print_status(r: &StatusReport, detailed: bool) {
+    let color = use_color();
     if let Some(p) = &r.lock_state_problem {
         println!(
             "WARNING: lock state unreadable — only essential units start: {}",
@@ -589,25 +1077,59 @@ fn print_status(r: &StatusReport, detailed: bool) {
                     .unwrap_or_default()
             );
             println!(
-                "  state:       {}{}",
-                u.state,
-                if u.ready { " (ready)" } else { "" }
+                "  state:       {}{}{}",
+                paint(u.state.clone(), &u.state, color),
+                if u.ready { " (ready)" } else { "" },
+                u.since
+                    .as_ref()
+                    .map(|s| format!(" since {s}"))
+                    .unwrap_or_default()
             );
             println!(
                 "  pid:         {}",
                 u.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
             );
+            if let Some(up) = u.uptime_secs {
+                println!(
+                    "  uptime:      {}{}",
+                    age(up),
+                    u.started
+                        .as_ref()
+                        .map(|s| format!(" (started {s})"))
+                        .unwrap_or_default()
+                );
+            }
             println!("  want:        {}", u.want);
             println!("  maintenance: {}", maint_text(u));
             if let Some(d) = &u.detail {
                 println!("  detail:      {}", field(d));
             }
-            println!("  restarts:    {}", u.restarts);
+            println!(
+                "  restarts:    {} (automatic, since supd started)",
+                u.restarts
+            );
             if let Some(ms) = u.next_restart_in_ms {
                 println!("  next restart in {:.1}s", ms as f64 / 1000.0);
             }
             if let Some(e) = &u.last_exit {
-                println!("  last exit:   {}", field(e));
+                println!(
+                    "  last exit:   {}{}",
+                    field(e),
+                    u.last_exit_at
+                        .as_ref()
+                        .map(|t| format!(" at {t}"))
+                        .unwrap_or_default()
+                );
+            }
+            if let Some(e) = &u.last_error {
+                println!(
+                    "  last error:  {}{}",
+                    paint(field(e).into_owned(), "failed", color),
+                    u.last_error_at
+                        .as_ref()
+                        .map(|t| format!(" (at {t})"))
+                        .unwrap_or_default()
+                );
             }
             if u.oom_kills > 0 {
                 println!("  oom kills:   {}", u.oom_kills);
@@ -650,9 +1172,9 @@ fn print_status(r: &StatusReport, detailed: bool) {
     );
     for u in &r.units {
         println!(
-            "{:<w$}  {:<9} {:>7} {:<5}  {:<30} {}",
+            "{:<w$}  {} {:>7} {:<5}  {:<30} {}",
             u.name,
-            u.state,
+            paint(format!("{:<9}", u.state), &u.state, color),
             u.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             if u.ready { "yes" } else { "no" },
             maint_text(u),
@@ -677,5 +1199,28 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn only_failed_and_backoff_are_painted_and_only_with_color() {
+        assert_eq!(paint("failed".into(), "failed", false), "failed");
+        assert_eq!(
+            paint("failed".into(), "failed", true),
+            "\x1b[1;31mfailed\x1b[0m"
+        );
+        assert_eq!(paint("running".into(), "running", true), "running");
+        assert!(paint("backoff".into(), "backoff", true).starts_with("\x1b[33m"));
+    }
+
+    #[test]
+    fn since_takes_a_time_or_a_duration_ago() {
+        assert_eq!(parse_since("1970-01-01T00:00:01Z"), Ok(1_000_000));
+        let ago = parse_since("10m").unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64;
+        assert!(now - ago >= 600_000_000 && now - ago < 660_000_000);
+        assert!(parse_since("yesterday-ish").is_err());
     }
 }

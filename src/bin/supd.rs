@@ -1,6 +1,6 @@
 //! `supd`: the supervisor binary.
 //!
-//! Owns: command-line parsing (by `supd::cli::parse`, not clap: see there), choosing run / check / `--` shim, resolving
+//! Owns: command-line parsing (by `supd::cli::parse`, not clap: see there), choosing run / check / import / `--` shim, resolving
 //! paths (flags > supd.toml > defaults), logging setup. Must never: let a
 //! panic end PID 1 — the driver runs under `catch_unwind`, and as PID 1 a
 //! failure degrades to reaping forever rather than a kernel panic.
@@ -39,7 +39,7 @@ fn default_state() -> PathBuf {
     }
 }
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, json: bool) {
     let level = match level {
         "error" => tracing::Level::ERROR,
         "warn" => tracing::Level::WARN,
@@ -47,7 +47,7 @@ fn init_logging(level: &str) {
         "trace" => tracing::Level::TRACE,
         _ => tracing::Level::INFO,
     };
-    supd::world::log::init(level);
+    supd::world::log::init_as(level, json);
 }
 
 /// The signal mask and ignored signals supd was started with, recorded for
@@ -83,6 +83,15 @@ fn main() -> ExitCode {
     };
     if !cli.shim.is_empty() {
         let code = supd::world::shim::run(&cli.shim);
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
+    if let Some(Cmd::Import { out, lossy, files }) = &cli.cmd {
+        let code = supd::import::command::run(&supd::import::command::Options {
+            out: out.clone(),
+            lossy: *lossy,
+            files: files.clone(),
+            fstab: PathBuf::from("/etc/fstab"),
+        });
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
     let mode = init::detect_mode();
@@ -126,13 +135,31 @@ fn main() -> ExitCode {
         };
     }
 
+    let metrics = match cli
+        .metrics
+        .as_deref()
+        .map(str::parse::<std::net::SocketAddr>)
+    {
+        None => config.metrics,
+        Some(Ok(a)) => Some(a),
+        Some(Err(e)) => {
+            eprintln!(
+                "{}",
+                supd::cli::UsageError(format!(
+                    "invalid value '{}' for '--metrics <ADDR>': {e} (write IP:PORT, e.g. 127.0.0.1:9611)",
+                    cli.metrics.as_deref().unwrap_or("")
+                ))
+            );
+            return ExitCode::from(2);
+        }
+    };
     let level = cli
         .log_level
         .clone()
         .or_else(|| std::env::var("SUPD_LOG").ok())
         .or(config.log_level.clone())
         .unwrap_or_else(|| "info".to_string());
-    init_logging(&level);
+    init_logging(&level, config.log_json);
 
     match mode {
         Mode::VmInit => {
@@ -213,6 +240,8 @@ fn main() -> ExitCode {
             .max(1),
         state_mount: config.state_mount.clone(),
         mode,
+        log: config.log,
+        metrics,
         skipped,
     };
     let seed = u64::from(std::process::id())

@@ -201,6 +201,7 @@ impl Driver {
         }
         self.locks_wait_mount = false;
         let _ = self.disk_tx.send(DiskJob::Load);
+        self.logs.state_dir_ready();
     }
 
     pub(super) fn disk_result(&mut self, res: DiskResult) {

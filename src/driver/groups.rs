@@ -337,7 +337,17 @@ impl super::Driver {
             if let Ok(copy) = fd.try_clone() {
                 self.procs.keep_output(run, copy);
             }
-            crate::world::output::capture(unit.to_string(), fd);
+            let (max_size, max_files) = crate::unit::LogSpec::default().resolve(self.settings.log);
+            crate::world::output::capture(
+                self.logs.clone(),
+                std::sync::Arc::from(unit),
+                crate::world::logstore::Stream::Out,
+                crate::world::logstore::Limits {
+                    max_size,
+                    max_files,
+                },
+                fd,
+            );
         }
         // It may have emptied before the watch was there to see it.
         if !contained {

@@ -42,8 +42,10 @@ use crate::engine::{
 use crate::protocol::Response;
 use crate::unit::MountReq;
 use crate::world::control::{self, ControlRequest};
+use crate::world::http::ScrapeRequest;
 use crate::world::init::Mode;
 use crate::world::lock_store::LockStore;
+use crate::world::logstore::LogStore;
 use crate::world::mount_watch::{MountNews, ResilientWatcher};
 use crate::world::notify::{self, NotifySocket};
 use crate::world::sigmask::SigHold;
@@ -65,6 +67,10 @@ pub struct Settings {
     /// The state dir's filesystem, when it is mounted late in boot.
     pub state_mount: Option<MountReq>,
     pub mode: Mode,
+    /// supd.toml's defaults for every unit's log limits.
+    pub log: crate::unit::LogSpec,
+    /// Where to serve /metrics, /healthz, /readyz.
+    pub metrics: Option<std::net::SocketAddr>,
     /// Units a lenient boot load left out, and why.
     pub skipped: crate::unit::load::Skipped,
 }
@@ -94,6 +100,12 @@ struct Driver {
     replies: HashMap<ReqId, oneshot::Sender<Response>>,
     next_req: u64,
     disk_tx: std::sync::mpsc::Sender<DiskJob>,
+    /// Per-unit logs (their own writer thread).
+    logs: LogStore,
+    /// Control requests by command (for metrics).
+    control_requests: std::collections::BTreeMap<String, u64>,
+    /// `supctl events` subscribers; bounded, a slow one lags and is dropped.
+    events: tokio::sync::broadcast::Sender<std::sync::Arc<crate::protocol::EventRecord>>,
     /// Reloads and recovery files are read on the reading thread.
     read_tx: std::sync::mpsc::Sender<reader::ReadJob>,
     probe_tx: mpsc::UnboundedSender<ProbeResult>,
@@ -111,6 +123,11 @@ struct Driver {
     audit_failure: Option<String>,
     /// sd_notify datagrams from no unit's process, logged with a rate limit.
     notify_rejects: notify::RejectLog,
+    /// supd's own `$NOTIFY_SOCKET` (it runs under systemd or another
+    /// supd), and whether READY=1 / STOPPING=1 were sent on it.
+    own_notify: Option<String>,
+    own_ready_sent: bool,
+    own_stopping_sent: bool,
     /// We bound the control socket (so it is ours to remove at exit; a
     /// second instance that could not bind must not delete the first's).
     socket_bound: bool,
@@ -143,6 +160,8 @@ struct Sources {
     /// Units whose cgroup emptied.
     group_rx: mpsc::UnboundedReceiver<String>,
     foreign_rx: mpsc::UnboundedReceiver<i32>,
+    /// Scrapes of /metrics, /healthz, /readyz (None: not serving).
+    scrape_rx: Option<mpsc::Receiver<ScrapeRequest>>,
 }
 
 fn wall_ms() -> u64 {
@@ -297,6 +316,9 @@ async fn main_loop(
                     d.feed_many(evs);
                 }
             }
+            Some(req) = async { match src.scrape_rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                d.scrape(req)
+            }
             r = async { match &src.notify { Some(s) => s.recv().await, None => std::future::pending().await } } => {
                 if let Ok(r) = r { d.notified(r) }
             }
@@ -444,6 +466,29 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
     .map_err(|e| tracing::error!("cannot start the persistence thread: {e}"))
     .ok()?;
 
+    let mut scrape_rx = None;
+    if let Some(addr) = settings.metrics {
+        match crate::world::http::bind(addr) {
+            Ok(l) => {
+                let (tx, rx) = mpsc::channel(16);
+                tokio::spawn(crate::world::http::serve(l, tx));
+                scrape_rx = Some(rx);
+                tracing::info!("metrics on http://{addr}/metrics");
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                if subreaper {
+                    eprintln!("supd: {e}");
+                    return None;
+                }
+            }
+        }
+    }
+
+    let logs = LogStore::start(&settings.state_dir, settings.state_mount.clone())
+        .map_err(|e| tracing::error!("cannot start the log writer thread: {e}"))
+        .ok()?;
+
     let (read_tx, read_rx) = reader::start()
         .map_err(|e| tracing::error!("cannot start the reading thread: {e}"))
         .ok()?;
@@ -465,6 +510,9 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         replies: HashMap::new(),
         next_req: 1,
         disk_tx,
+        logs,
+        events: tokio::sync::broadcast::channel(EVENT_BACKLOG).0,
+        control_requests: Default::default(),
         read_tx,
         probe_tx,
         ready_tx,
@@ -473,6 +521,11 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
             .map(|s| s.path.to_string_lossy().to_string()),
         socket_bound,
         notify_rejects: notify::RejectLog::new(notify::RejectLog::WINDOW),
+        own_notify: std::env::var("NOTIFY_SOCKET")
+            .ok()
+            .filter(|s| !s.is_empty()),
+        own_ready_sent: false,
+        own_stopping_sent: false,
         audits_sent: 0,
         audits_done: 0,
         held_replies: Vec::new(),
@@ -495,9 +548,13 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         ready_rx,
         group_rx,
         foreign_rx,
+        scrape_rx,
     };
     Some((d, src))
 }
+
+/// Events a subscriber may fall behind before it is dropped.
+const EVENT_BACKLOG: usize = 1024;
 
 /// How long the loop must have been quiet after boot, a reload or operator
 /// commands before their memory is given back (one wake-up each time).
@@ -560,6 +617,33 @@ impl Driver {
     /// Feed events that happened together; the immediate answers to the
     /// resulting actions (spawn results) are fed back as one batch too.
     fn feed_many(&mut self, events: Vec<Event>) {
+        self.feed_batch(events);
+        self.tell_manager();
+    }
+
+    /// READY=1 to supd's own manager once boot has settled, STOPPING=1 once
+    /// shutdown begins.
+    fn tell_manager(&mut self) {
+        let Some(sock) = self.own_notify.clone() else {
+            return;
+        };
+        let say = |text: &str| {
+            if let Err(e) = notify::notify_manager(&sock, text) {
+                tracing::warn!("sd_notify to supd's manager at {sock}: {e}");
+            }
+        };
+        if !self.own_ready_sent && self.engine_broken.is_none() && self.engine.settled() {
+            self.own_ready_sent = true;
+            let units = self.engine.units().count();
+            say(&format!("READY=1\nSTATUS=supervising {units} units"));
+        }
+        if !self.own_stopping_sent && self.engine.shutting_down().is_some() {
+            self.own_stopping_sent = true;
+            say("STOPPING=1\nSTATUS=stopping units");
+        }
+    }
+
+    fn feed_batch(&mut self, events: Vec<Event>) {
         let mut batch = events;
         while !batch.is_empty() {
             if self.engine_broken.is_some() {
@@ -594,18 +678,16 @@ impl Driver {
                 .into_iter()
                 .partition(|a| matches!(a, Action::Audit(_)));
             for a in audits.into_iter().chain(rest) {
-                if let Some(ev) = self.execute(a) {
-                    batch.push(ev);
-                }
+                batch.extend(self.execute(a));
             }
             drop(held);
         }
     }
 
     /// Carry out one action; an immediate result comes back as an event.
-    fn execute(&mut self, action: Action) -> Option<Event> {
+    fn execute(&mut self, action: Action) -> Vec<Event> {
         match action {
-            Action::Spawn { run, spec, mounts } => Some(self.spawn_main(run, &spec, &mounts)),
+            Action::Spawn { run, spec, mounts } => self.start_run(run, spec, mounts),
             Action::Signal { run, signal } => {
                 match self.groups.dir_of(run) {
                     Some(dir) => {
@@ -619,47 +701,43 @@ impl Driver {
                         }
                     }
                 }
-                None
+                vec![]
             }
             Action::SignalMain { run, signal } => {
                 if let Ok(sig) = Signal::try_from(signal) {
                     self.procs.signal_main(run, sig);
                 }
-                None
+                vec![]
             }
-            Action::FindMainPid { run, pid_file } => Some(self.find_main_pid(run, pid_file)),
             Action::Track {
                 run,
                 unit,
                 pid,
                 contained,
-            } => self.track(run, &unit, pid, contained),
+            } => self.track(run, &unit, pid, contained).into_iter().collect(),
             Action::Reexec(h) => {
                 self.reexec = Some(h);
-                None
+                vec![]
             }
             Action::KillGroup { run } => {
                 if !self.groups.kill(run) {
                     self.procs.signal_run(run, Signal::SIGKILL);
                 }
-                None
+                vec![]
             }
-            Action::StopExec { run, spec } => {
-                self.stop_exec(run, &spec);
-                None
-            }
+            Action::StopExec { run, spec } => self.stop_exec(run, &spec),
             Action::PersistLocks { version, locks } => {
                 if self
                     .disk_tx
                     .send(DiskJob::Persist { version, locks })
                     .is_err()
                 {
-                    return Some(Event::LocksPersisted {
+                    return vec![Event::LocksPersisted {
                         version,
                         result: Err("the persistence thread is gone".into()),
-                    });
+                    }];
                 }
-                None
+                vec![]
             }
             Action::Reply { req, response } => {
                 if let Some(tx) = self.replies.remove(&req) {
@@ -669,7 +747,7 @@ impl Driver {
                         let _ = tx.send(response);
                     }
                 }
-                None
+                vec![]
             }
             Action::Audit(e) => {
                 tracing::info!(target: "audit", "uid={:?} pid={:?} {} unit={:?} holder={:?} reason={:?}: {}", e.peer_uid, e.peer_pid, e.action, e.unit, e.holder, e.reason, e.outcome);
@@ -684,7 +762,7 @@ impl Driver {
                         Err("the persistence thread is gone".into()),
                     );
                 }
-                None
+                vec![]
             }
             Action::StartProbe {
                 run,
@@ -692,14 +770,22 @@ impl Driver {
                 spec,
                 target,
                 timeout,
-            } => self.start_probe(run, kind, spec, target, timeout),
+            } => self
+                .start_probe(run, kind, spec, target, timeout)
+                .into_iter()
+                .collect(),
+            Action::ReloadExec { run, spec: _ } => self.reload_exec(run),
             Action::CancelProbe { run } => {
                 self.procs.cancel_probes(run);
-                None
+                vec![]
             }
             Action::ShutdownComplete(kind) => {
                 self.shutdown_complete = Some(kind);
-                None
+                vec![]
+            }
+            Action::Publish(body) => {
+                self.publish(body);
+                vec![]
             }
         }
     }
@@ -717,6 +803,9 @@ impl Driver {
         {
             t.remove_all();
         }
+        // Output of the last processes is in the queue: write it, then
+        // let go of the state directory.
+        self.logs.close(Duration::from_secs(5));
         self.close_disk();
         if self.socket_bound {
             let _ = std::fs::remove_file(&self.settings.socket);

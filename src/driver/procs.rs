@@ -1,16 +1,26 @@
 //! The process table and the one reaper.
 //!
 //! Owns: every pid supd created (unit main processes, exec probes, stop
-//! commands), the map from run to main pid, creating those processes
+//! commands, and the helper commands of a run: `exec_start_pre`, a
+//! forking unit's start command, `exec_start_post`, `exec_stop_post`,
+//! `reload_exec`), the map from run to main pid, creating those processes
 //! through `world::spawn`, and the only `waitpid(-1)` in supd.
+//!
+//! A run's commands are a fixed script, carried out here step by step as
+//! each one is reaped: conditions, then the start commands in order, then
+//! the main process (for `type = "forking"`: the start command, then the
+//! pid read from `pid_file`), then the post commands; after the main
+//! process exits, the stop-post commands, and only then its exit is told
+//! to the engine (so a restart never overlaps them). Until the main
+//! process exists, the run's current helper stands in for it: the
+//! engine's signals reach it.
 //!
 //! Must never: reap anywhere but `ProcTable::reap_into`; signal a pid that
 //! has been reaped (a pid in the table is alive or a zombie, so it cannot
 //! have been recycled — entries leave only when reaped); decide anything
 //! about a unit (exits become `Event`s for the engine).
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,8 +32,36 @@ use super::Driver;
 use crate::engine::{Event, ExitStatus, ProbeKind, RunId};
 use crate::unit::{MountReq, ProbeTarget, UnitSpec};
 use crate::world::cgroup::GroupKind;
+use crate::world::logstore::{Limits, Stream};
 use crate::world::sigmask::SigHold;
 use crate::world::{mainpid, output, probe, spawn};
+
+/// Which helper command of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Step {
+    /// `exec_start_pre[i]`.
+    Pre(usize),
+    /// `type = "forking"`: `exec`, which daemonizes.
+    Starter,
+    /// `exec_start_post[i]`.
+    Post(usize),
+    /// `exec_stop_post[i]`.
+    StopPost(usize),
+    /// `reload_exec[i]`.
+    Reload(usize),
+}
+
+impl Step {
+    fn label(self) -> &'static str {
+        match self {
+            Step::Pre(_) => "pre",
+            Step::Starter => "start",
+            Step::Post(_) => "post",
+            Step::StopPost(_) => "stop-post",
+            Step::Reload(_) => "reload",
+        }
+    }
+}
 
 /// What a pid in our table is.
 #[derive(Debug, Clone, Copy)]
@@ -34,10 +72,41 @@ enum Proc {
     Probe(RunId, ProbeKind, Instant),
     /// A `[stop] exec` command; its exit is only logged.
     StopCommand(RunId),
-    /// Was the run's main process until the main pid moved on (a forking
-    /// daemon's starting process, `MAINPID=`); its exit is only logged.
+    /// A helper command of a run, killed at its deadline.
+    Helper(RunId, Step, Option<Instant>),
+    /// A run's former main process (it named another with `MAINPID=`):
+    /// its exit is only logged.
     Former(RunId),
 }
+
+/// What the driver must do after a drain, beyond feeding events.
+pub(super) enum Next {
+    /// A helper exited: take the run's next step.
+    Helper(RunId, Step, ExitStatus),
+    /// A main process exited and its unit has stop-post commands.
+    StopPost(RunId, ExitStatus),
+}
+
+/// The unit a run was started from, while the run has anything left to do.
+struct RunCtx {
+    spec: Arc<UnitSpec>,
+    mounts: Vec<MountReq>,
+    /// The main process's exit, held while `exec_stop_post` runs.
+    exited: Option<ExitStatus>,
+    /// `type = "forking"`: read `pid_file` until this deadline.
+    pid_wait: Option<Instant>,
+}
+
+/// How many recently reaped unknown pids are remembered (a forking
+/// daemon can die before its pid file is read).
+const ORPHAN_MEMORY: usize = 64;
+
+/// How often a pid file is looked at while waiting for it.
+const PID_POLL: Duration = Duration::from_millis(50);
+
+/// How long a forking unit's pid file is waited for after its start
+/// command exited 0, when the unit has no start timeout.
+const PID_FILE_WAIT: Duration = Duration::from_secs(90);
 
 /// How long a timed-out probe's deadline is pushed out while we wait to
 /// reap it (it was SIGKILLed; this only keeps the loop from spinning).
@@ -60,6 +129,15 @@ pub(super) struct ProcTable {
     /// A copy of each run's output pipe (read end), so `reexec` can hand
     /// it to the new image: a pipe nobody reads kills its writer.
     outputs: HashMap<RunId, std::os::fd::OwnedFd>,
+    /// Processes reaped that were not ours (for metrics).
+    pub(super) orphans_reaped: u64,
+    /// Runs whose script is not finished (every run with a process).
+    runs: HashMap<RunId, RunCtx>,
+    /// The helper standing in for a run's main process (pre, start and
+    /// stop-post commands): what the engine's signals reach.
+    helper_pids: HashMap<RunId, i32>,
+    /// Unknown pids reaped lately, with their status.
+    orphans: VecDeque<(i32, ExitStatus)>,
 }
 
 impl ProcTable {
@@ -80,15 +158,16 @@ impl ProcTable {
         self.run_pids.get(&run).copied()
     }
 
-    /// Signal a run's process group, if its main process is unreaped.
+    /// Signal a run's process group (its main process's, else its
+    /// current helper's), if that process is unreaped.
     pub(super) fn signal_run(&self, run: RunId, sig: Signal) -> bool {
-        let Some(&pid) = self.run_pids.get(&run) else {
+        let Some(&pid) = self.run_pids.get(&run).or(self.helper_pids.get(&run)) else {
             return false;
         };
-        let _ = killpg(Pid::from_raw(pid), sig);
+        signal_group(pid, sig);
         if sig == Signal::SIGKILL || sig == Signal::SIGTERM {
             // A stopped process never sees SIGTERM otherwise.
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGCONT);
+            signal_group(pid, Signal::SIGCONT);
         }
         true
     }
@@ -107,7 +186,7 @@ impl ProcTable {
 
     pub(super) fn signal_all_units(&self, sig: Signal) {
         for &pid in self.run_pids.values() {
-            let _ = killpg(Pid::from_raw(pid), sig);
+            signal_group(pid, sig);
         }
     }
 
@@ -127,15 +206,78 @@ impl ProcTable {
             .map(|(run, _)| *run)
     }
 
-    /// The earliest exec-probe deadline.
+    /// A sender that is already gone (`systemd-notify --no-block` from a
+    /// service's script exits at once) cannot be placed in a process
+    /// group any more. Its message is taken for the one notify unit with a
+    /// process that runs as the sender's uid (the credentials recorded by
+    /// the kernel at send time); with several such units it is ignored —
+    /// which one spoke is unknowable without the sender's cgroup.
+    pub(super) fn run_of_departed_sender(&self, pid: i32, uid: u32) -> Option<RunId> {
+        let gone = matches!(
+            nix::sys::signal::kill(Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if !gone {
+            return None;
+        }
+        let mut candidates = self.runs.iter().filter(|(run, c)| {
+            c.spec.ready.kind == crate::unit::ReadyKind::Notify
+                && self.run_pids.contains_key(run)
+                && unit_uid(&c.spec) == Some(uid)
+        });
+        let first = candidates.next().map(|(r, _)| *r);
+        if candidates.next().is_some() {
+            tracing::warn!(
+                "sd_notify message from pid {pid} (already exited, uid {uid}): several units could have sent it; ignored (let systemd-notify wait, i.e. drop --no-block)"
+            );
+            return None;
+        }
+        first
+    }
+
+    /// The earliest exec-probe or helper deadline, or the next look at a
+    /// pid file.
     pub(super) fn next_probe_deadline(&self) -> Option<Instant> {
-        self.procs
+        let procs = self.procs.values().filter_map(|p| match p {
+            Proc::Probe(_, _, deadline) => Some(*deadline),
+            Proc::Helper(_, _, deadline) => *deadline,
+            Proc::Main(_) | Proc::StopCommand(_) | Proc::Former(_) => None,
+        });
+        let polls = self
+            .runs
             .values()
-            .filter_map(|p| match p {
-                Proc::Probe(_, _, deadline) => Some(*deadline),
-                Proc::Main(_) | Proc::StopCommand(_) | Proc::Former(_) => None,
+            .filter_map(|c| c.pid_wait.map(|_| Instant::now() + PID_POLL));
+        procs.chain(polls).min()
+    }
+
+    /// Kill helpers past their deadline (their exit then fails the step).
+    pub(super) fn expire_helpers(&mut self, now: Instant) {
+        let late: Vec<(i32, RunId, Step)> = self
+            .procs
+            .iter()
+            .filter_map(|(pid, p)| match p {
+                Proc::Helper(run, step, Some(d)) if *d <= now => Some((*pid, *run, *step)),
+                _ => None,
             })
-            .min()
+            .collect();
+        for (pid, run, step) in late {
+            tracing::warn!(
+                "{run:?}: {} command (pid {pid}) timed out; killing it",
+                step.label()
+            );
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            self.procs.insert(pid, Proc::Helper(run, step, None));
+        }
+    }
+
+    fn helpers_of(&self, run: RunId) -> Vec<i32> {
+        self.procs
+            .iter()
+            .filter_map(|(pid, p)| match p {
+                Proc::Helper(r, _, _) if *r == run => Some(*pid),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Kill exec probes past their deadline; each one still current is
@@ -171,7 +313,8 @@ impl ProcTable {
 
     /// The reaper: the only `waitpid(-1)` in supd. Signals coalesce, so
     /// drain until nothing is left — never a bounded number per wake-up.
-    pub(super) fn reap_into(&mut self, exits: &mut Vec<Event>) {
+    /// Helper exits come back as `Next` steps for the driver.
+    pub(super) fn reap_into(&mut self, exits: &mut Vec<Event>, next: &mut Vec<Next>) {
         loop {
             let ws = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
@@ -196,9 +339,33 @@ impl ProcTable {
                         // The main process is gone; whatever is left in
                         // its group is an orphan of a dead service. The
                         // group id cannot be reused while members remain.
+                        signal_group(pid, Signal::SIGKILL);
+                    }
+                    // So are its post and reload commands.
+                    for h in self.helpers_of(run) {
+                        let _ = killpg(Pid::from_raw(h), Signal::SIGKILL);
+                    }
+                    let stop_post = self
+                        .runs
+                        .get(&run)
+                        .is_some_and(|c| !c.spec.exec_stop_post.is_empty());
+                    if stop_post {
+                        next.push(Next::StopPost(run, status));
+                    } else {
+                        self.runs.remove(&run);
+                        exits.push(Event::ProcessExited { run, status });
+                    }
+                }
+                Some(Proc::Helper(run, step, _)) => {
+                    if self.helper_pids.get(&run) == Some(&pid) {
+                        self.helper_pids.remove(&run);
+                    }
+                    // A forking unit's start command leaves its daemon in
+                    // the group: only other helpers' groups are cleaned.
+                    if step != Step::Starter {
                         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
                     }
-                    exits.push(Event::ProcessExited { run, status });
+                    next.push(Next::Helper(run, step, status));
                 }
                 Some(Proc::Probe(run, kind, _)) => {
                     if self.probe_pids.get(&(run, kind)) == Some(&pid) {
@@ -212,14 +379,35 @@ impl ProcTable {
                         });
                     }
                 }
-                Some(Proc::StopCommand(run)) => {
-                    tracing::debug!("stop command for {run:?} {status}");
-                }
                 Some(Proc::Former(run)) => {
                     tracing::debug!("former main process {pid} of {run:?} {status}");
                 }
-                None => tracing::debug!("reaped orphan pid {pid}: {status}"),
+                Some(Proc::StopCommand(run)) => {
+                    tracing::debug!("stop command for {run:?} {status}");
+                }
+                None => {
+                    self.orphans_reaped += 1;
+                    tracing::debug!("reaped orphan pid {pid}: {status}");
+                    if self.orphans.len() >= ORPHAN_MEMORY {
+                        self.orphans.pop_front();
+                    }
+                    self.orphans.push_back((pid, status));
+                }
             }
+        }
+    }
+}
+
+/// Signal the process group `pid` leads; a forking daemon that did not
+/// make itself a group leader gets the signal alone.
+fn signal_group(pid: i32, sig: Signal) {
+    let p = Pid::from_raw(pid);
+    match nix::unistd::getpgid(Some(p)) {
+        Ok(pg) if pg != p => {
+            let _ = nix::sys::signal::kill(p, sig);
+        }
+        _ => {
+            let _ = killpg(p, sig);
         }
     }
 }
@@ -292,29 +480,25 @@ impl Driver {
         });
     }
 
-    /// `type = "forking"`: its starting process exited 0; name the daemon.
-    pub(super) fn find_main_pid(&mut self, run: RunId, pid_file: Option<PathBuf>) -> Event {
-        let group = self.groups.dir_of(run);
-        let pid = match (&pid_file, &group) {
-            (Some(f), _) => mainpid::read_pid_file(f),
-            (None, Some(dir)) => match crate::world::cgroup::pids(dir) {
-                Ok(v) if v.len() == 1 => Ok(v[0]),
-                Ok(v) => Err(format!(
-                    "{} processes in its cgroup, so which is the daemon is not clear; set pid_file",
-                    v.len()
-                )),
-                Err(e) => Err(format!("reading {}/cgroup.procs: {e}", dir.display())),
-            },
-            (None, None) => Err(
-                "without cgroup containment a forking daemon is found only through its pid_file; set pid_file"
-                    .to_string(),
-            ),
+    /// `MAINPID=`: in a contained unit any live process of its cgroup may
+    /// become the main process (recorded on the cgroup for adoption);
+    /// otherwise the process table's rule (a child of supd or of the
+    /// current main process).
+    pub(super) fn adopt_main(&mut self, run: RunId, pid: i32) -> Result<Option<Event>, String> {
+        let Some(dir) = self.groups.dir_of(run) else {
+            return self.procs.adopt_main(run, pid);
         };
-        let result = pid.and_then(|p| mainpid::check(p, group.as_deref()).map(|()| p));
-        if let Ok(p) = result {
-            self.set_main_pid(run, p);
+        if self.procs.main_pid(run) == Some(pid) {
+            return Ok(None);
         }
-        Event::MainPid { run, result }
+        mainpid::check(pid, Some(&dir))?;
+        match self.procs.procs.get(&pid) {
+            None | Some(Proc::Former(_)) => {}
+            Some(Proc::Main(r)) if *r == run => {}
+            Some(_) => return Err(format!("pid {pid} is already another process supd tracks")),
+        }
+        self.set_main_pid(run, pid);
+        Ok(Some(Event::MainPidChanged { run, pid }))
     }
 }
 
@@ -328,8 +512,22 @@ impl Driver {
         // only interrupt it. One stays pending and wakes us once more.
         let held = SigHold::chld();
         let mut exits = Vec::new();
-        self.procs.reap_into(&mut exits);
+        let mut next = Vec::new();
+        self.procs.reap_into(&mut exits, &mut next);
         drop(held);
+        for n in next {
+            match n {
+                Next::Helper(run, step, status) => {
+                    exits.extend(self.after_helper(run, step, status))
+                }
+                Next::StopPost(run, status) => {
+                    if let Some(c) = self.procs.runs.get_mut(&run) {
+                        c.exited = Some(status);
+                    }
+                    exits.extend(self.run_step(run, Step::StopPost(0)));
+                }
+            }
+        }
         // A main process SIGKILLed in a group with new OOM kills: the
         // kernel's OOM killer did it (its own cause, not "killed").
         let mut i = 0;
@@ -355,13 +553,413 @@ impl Driver {
     }
 
     pub(super) fn expire_probes(&mut self) {
-        let answers = self.procs.expire_probes(Instant::now());
+        let now = Instant::now();
+        self.procs.expire_helpers(now);
+        let mut answers = self.procs.expire_probes(now);
+        answers.extend(self.poll_pid_files(now));
         if !answers.is_empty() {
             self.feed_many(answers);
         }
     }
 
-    pub(super) fn spawn_main(&mut self, run: RunId, spec: &UnitSpec, mounts: &[MountReq]) -> Event {
+    /// Hand a process's output pipe to a reader that feeds the unit's log.
+    fn capture(&self, spec: &UnitSpec, stream: Stream, fd: std::os::fd::OwnedFd) {
+        output::capture(
+            self.logs.clone(),
+            Arc::from(spec.name.as_str()),
+            stream,
+            Limits::of(spec, self.settings.log),
+            fd,
+        );
+    }
+
+    /// The engine asked for a run to start: check its conditions, then
+    /// take the first step of its script.
+    pub(super) fn start_run(
+        &mut self,
+        run: RunId,
+        spec: Arc<UnitSpec>,
+        mounts: Vec<MountReq>,
+    ) -> Vec<Event> {
+        match crate::world::conditions::check(&spec) {
+            Ok(()) => {}
+            Err(crate::world::conditions::NotMet::Condition(why)) => {
+                return vec![Event::ConditionFailed { run, why }];
+            }
+            Err(crate::world::conditions::NotMet::Assertion(why)) => {
+                return vec![Event::SpawnFailed {
+                    run,
+                    error: why,
+                    mount: None,
+                }];
+            }
+        }
+        let first = if !spec.exec_start_pre.is_empty() {
+            Some(Step::Pre(0))
+        } else if spec.pid_file.is_some() {
+            Some(Step::Starter)
+        } else {
+            None
+        };
+        self.procs.runs.insert(
+            run,
+            RunCtx {
+                spec,
+                mounts,
+                exited: None,
+                pid_wait: None,
+            },
+        );
+        match first {
+            Some(step) => self.run_step(run, step),
+            None => self.main_and_posts(run),
+        }
+    }
+
+    /// Spawn the main process, then start the post commands.
+    fn main_and_posts(&mut self, run: RunId) -> Vec<Event> {
+        let Some(ctx) = self.procs.runs.get(&run) else {
+            return vec![];
+        };
+        let (spec, mounts) = (ctx.spec.clone(), ctx.mounts.clone());
+        let ev = self.spawn_main(run, &spec, &mounts);
+        let started = matches!(ev, Event::Spawned { .. });
+        if !started {
+            self.procs.runs.remove(&run);
+        }
+        let mut out = vec![ev];
+        if started && !spec.exec_start_post.is_empty() {
+            out.extend(self.run_step(run, Step::Post(0)));
+        }
+        out
+    }
+
+    /// Start one helper command; its exit comes back through the reaper.
+    fn run_step(&mut self, run: RunId, step: Step) -> Vec<Event> {
+        let Some(ctx) = self.procs.runs.get(&run) else {
+            return vec![];
+        };
+        let spec = ctx.spec.clone();
+        let mounts = ctx.mounts.clone();
+        let (cmd, list_len) = match step {
+            Step::Pre(i) => (
+                spec.exec_start_pre.get(i).cloned(),
+                spec.exec_start_pre.len(),
+            ),
+            Step::Post(i) => (
+                spec.exec_start_post.get(i).cloned(),
+                spec.exec_start_post.len(),
+            ),
+            Step::StopPost(i) => (
+                spec.exec_stop_post.get(i).cloned(),
+                spec.exec_stop_post.len(),
+            ),
+            Step::Reload(i) => (spec.reload_exec.get(i).cloned(), spec.reload_exec.len()),
+            Step::Starter => (
+                Some(crate::unit::HelperCmd {
+                    argv: spec.exec.clone(),
+                    ignore_failure: false,
+                    privileged: false,
+                }),
+                1,
+            ),
+        };
+        let _ = list_len;
+        let Some(cmd) = cmd else {
+            return vec![];
+        };
+        let notify = (step == Step::Starter && spec.ready.kind == crate::unit::ReadyKind::Notify)
+            .then_some(self.notify_path.as_deref())
+            .flatten();
+        // Helper commands belong to the unit: they run in its cgroup (a
+        // forking unit's start command is its service).
+        let group = self.groups.group_for(&spec.name, GroupKind::Unit);
+        if step == Step::Starter
+            && group.is_some()
+            && let Err(e) = self.groups.apply_resources(&spec.name, &spec.resources)
+        {
+            return self.step_failed(run, step, false, e, None);
+        }
+        let env = spawn::SpawnEnv {
+            notify_socket: notify,
+            main_pid: self.procs.main_pid(run),
+            cgroup: group.as_ref().map(|g| g.0),
+            expand: true,
+            privileged: cmd.privileged,
+            sandboxed: true,
+            // A forking unit's daemon gets the watchdog period (not a pid:
+            // the daemon's is not known yet).
+            watchdog_usec: (step == Step::Starter)
+                .then(|| {
+                    spec.ready
+                        .watchdog
+                        .map(|w| u64::try_from(w.as_micros()).unwrap_or(u64::MAX))
+                })
+                .flatten(),
+            watchdog_pid: false,
+        };
+        // The start command of a forking unit is its service: the mounts
+        // are checked right before it, as for any main process.
+        let check: &[MountReq] = if step == Step::Starter { &mounts } else { &[] };
+        let now = Instant::now();
+        // Start and reload commands get the start timeout (none when the
+        // unit has none, as systemd's TimeoutStartSec=infinity), stop-post
+        // commands the stop timeout.
+        let limit = match step {
+            Step::StopPost(_) => Some(spec.stop.timeout),
+            _ => spec.ready.timeout,
+        };
+        let deadline = limit.and_then(|t| now.checked_add(t));
+        match spawn::spawn(&spec, &cmd.argv, check, &env, None) {
+            Ok(s) => {
+                self.procs
+                    .procs
+                    .insert(s.pid, Proc::Helper(run, step, deadline));
+                if step == Step::Starter && group.is_some() {
+                    self.groups.bind(run, &spec.name);
+                }
+                if matches!(step, Step::Pre(_) | Step::Starter | Step::StopPost(_)) {
+                    self.procs.helper_pids.insert(run, s.pid);
+                }
+                if let Some(fd) = s.output {
+                    // Start and reload commands speak for the service;
+                    // stop-post commands are part of stopping it.
+                    let stream = match step {
+                        Step::StopPost(_) => Stream::Stop,
+                        Step::Pre(_) | Step::Starter | Step::Post(_) | Step::Reload(_) => {
+                            Stream::Out
+                        }
+                    };
+                    self.capture(&spec, stream, fd);
+                }
+                vec![]
+            }
+            Err(e) => {
+                let mount = match &e {
+                    spawn::SpawnError::Mount(p) => Some(p.clone()),
+                    spawn::SpawnError::Failed(_) => None,
+                };
+                let msg = format!(
+                    "{} command {:?}: {}",
+                    step.label(),
+                    cmd.argv,
+                    spawn_error_text(e)
+                );
+                // A command that cannot even start counts as failing.
+                self.step_failed(run, step, cmd.ignore_failure, msg, mount)
+            }
+        }
+    }
+
+    /// A helper ended with `status`: the next step, or the failure.
+    fn after_helper(&mut self, run: RunId, step: Step, status: ExitStatus) -> Vec<Event> {
+        let Some(ctx) = self.procs.runs.get(&run) else {
+            return vec![];
+        };
+        let spec = ctx.spec.clone();
+        let cmd = match step {
+            Step::Pre(i) => spec.exec_start_pre.get(i),
+            Step::Post(i) => spec.exec_start_post.get(i),
+            Step::StopPost(i) => spec.exec_stop_post.get(i),
+            Step::Reload(i) => spec.reload_exec.get(i),
+            Step::Starter => None,
+        };
+        let ignore = cmd.is_some_and(|c| c.ignore_failure);
+        let argv = cmd
+            .map(|c| c.argv.clone())
+            .unwrap_or_else(|| spec.exec.clone());
+        if status.success() || ignore {
+            if !status.success() {
+                tracing::info!(unit = %spec.name, "{} command {argv:?} {status} (failure ignored: `-`)", step.label());
+            }
+            return self.step_done(run, step);
+        }
+        let msg = format!("{} command {argv:?} {status}", step.label());
+        self.step_failed(run, step, false, msg, None)
+    }
+
+    fn step_failed(
+        &mut self,
+        run: RunId,
+        step: Step,
+        ignore: bool,
+        msg: String,
+        mount: Option<crate::mounts::MountProblem>,
+    ) -> Vec<Event> {
+        let name = self
+            .procs
+            .runs
+            .get(&run)
+            .map(|c| c.spec.name.clone())
+            .unwrap_or_default();
+        if ignore {
+            tracing::info!(unit = %name, "{msg} (failure ignored: `-`)");
+            return self.step_done(run, step);
+        }
+        match step {
+            Step::Pre(_) | Step::Starter => {
+                self.procs.runs.remove(&run);
+                vec![Event::SpawnFailed {
+                    run,
+                    error: msg,
+                    mount,
+                }]
+            }
+            Step::Post(_) => vec![Event::HelperFailed { run, what: msg }],
+            Step::Reload(_) => {
+                tracing::warn!(unit = %name, "reload failed: {msg}");
+                vec![]
+            }
+            Step::StopPost(_) => {
+                tracing::warn!(unit = %name, "{msg}");
+                self.step_done(run, step)
+            }
+        }
+    }
+
+    /// The step succeeded (or its failure is ignored): take the next one.
+    fn step_done(&mut self, run: RunId, step: Step) -> Vec<Event> {
+        let Some(ctx) = self.procs.runs.get(&run) else {
+            return vec![];
+        };
+        let spec = ctx.spec.clone();
+        match step {
+            Step::Pre(i) if i + 1 < spec.exec_start_pre.len() => {
+                self.run_step(run, Step::Pre(i + 1))
+            }
+            Step::Pre(_) if spec.pid_file.is_some() => self.run_step(run, Step::Starter),
+            Step::Pre(_) => self.main_and_posts(run),
+            Step::Starter => {
+                let now = Instant::now();
+                let wait = spec.ready.timeout.unwrap_or(PID_FILE_WAIT);
+                if let Some(c) = self.procs.runs.get_mut(&run) {
+                    c.pid_wait = Some(now.checked_add(wait).unwrap_or(now));
+                }
+                self.read_pid_file(run, now)
+            }
+            Step::Post(i) if i + 1 < spec.exec_start_post.len() => {
+                self.run_step(run, Step::Post(i + 1))
+            }
+            Step::Post(_) => vec![],
+            Step::Reload(i) if i + 1 < spec.reload_exec.len() => {
+                self.run_step(run, Step::Reload(i + 1))
+            }
+            Step::Reload(_) => {
+                tracing::info!(unit = %spec.name, "reloaded");
+                vec![]
+            }
+            Step::StopPost(i) if i + 1 < spec.exec_stop_post.len() => {
+                self.run_step(run, Step::StopPost(i + 1))
+            }
+            Step::StopPost(_) => {
+                let status = self
+                    .procs
+                    .runs
+                    .remove(&run)
+                    .and_then(|c| c.exited)
+                    .unwrap_or(ExitStatus::Exited(0));
+                vec![Event::ProcessExited { run, status }]
+            }
+        }
+    }
+
+    /// `supctl reload-unit` for a unit with `reload_exec`.
+    pub(super) fn reload_exec(&mut self, run: RunId) -> Vec<Event> {
+        self.run_step(run, Step::Reload(0))
+    }
+
+    /// Look at the pid files forking units wait for.
+    fn poll_pid_files(&mut self, now: Instant) -> Vec<Event> {
+        let waiting: Vec<RunId> = self
+            .procs
+            .runs
+            .iter()
+            .filter(|(_, c)| c.pid_wait.is_some())
+            .map(|(r, _)| *r)
+            .collect();
+        let mut out = Vec::new();
+        for run in waiting {
+            out.extend(self.read_pid_file(run, now));
+        }
+        out
+    }
+
+    /// Adopt the pid in a forking unit's pid file as its main process,
+    /// once it names a live process that is ours (reparented to supd, as
+    /// subreaper or PID 1). Until the deadline a missing, stale or foreign
+    /// pid means "not yet".
+    fn read_pid_file(&mut self, run: RunId, now: Instant) -> Vec<Event> {
+        let Some(ctx) = self.procs.runs.get(&run) else {
+            return vec![];
+        };
+        let (Some(path), Some(deadline)) = (ctx.spec.pid_file.clone(), ctx.pid_wait) else {
+            return vec![];
+        };
+        let spec = ctx.spec.clone();
+        let found = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+            .filter(|p| *p > 1);
+        if let Some(pid) = found {
+            if let Some(pos) = self.procs.orphans.iter().position(|(p, _)| *p == pid) {
+                // It died before we looked.
+                let (_, status) = self
+                    .procs
+                    .orphans
+                    .remove(pos)
+                    .unwrap_or((pid, ExitStatus::Exited(1)));
+                self.procs.runs.remove(&run);
+                return vec![
+                    Event::Spawned {
+                        run,
+                        pid,
+                        cgroup: None,
+                    },
+                    Event::ProcessExited { run, status },
+                ];
+            }
+            // Contained: only a process in the unit's cgroup (it need not
+            // be our child; its exit is then watched by pidfd).
+            let group = self.groups.dir_of(run);
+            let of_unit = match &group {
+                Some(dir) => mainpid::check(pid, Some(dir)).is_ok(),
+                None => is_our_child(pid),
+            };
+            if of_unit && !self.procs.procs.contains_key(&pid) {
+                if let Some(c) = self.procs.runs.get_mut(&run) {
+                    c.pid_wait = None;
+                }
+                tracing::info!(unit = %spec.name, "main process {pid} (from {})", path.display());
+                self.set_main_pid(run, pid);
+                let cgroup = if group.is_some() {
+                    self.groups
+                        .group_for(&spec.name, GroupKind::Unit)
+                        .map(|g| g.1)
+                } else {
+                    None
+                };
+                let mut out = vec![Event::Spawned { run, pid, cgroup }];
+                if !spec.exec_start_post.is_empty() {
+                    out.extend(self.run_step(run, Step::Post(0)));
+                }
+                return out;
+            }
+        }
+        if now >= deadline {
+            self.procs.runs.remove(&run);
+            return vec![Event::SpawnFailed {
+                run,
+                error: format!(
+                    "the start command exited 0 but {} did not name a running process of the unit in time (is `pid_file` right?)",
+                    path.display()
+                ),
+                mount: None,
+            }];
+        }
+        vec![]
+    }
+
+    fn spawn_main(&mut self, run: RunId, spec: &UnitSpec, mounts: &[MountReq]) -> Event {
         let notify = match spec.ready.kind {
             crate::unit::ReadyKind::Notify => self.notify_path.as_deref(),
             _ => None,
@@ -378,6 +976,14 @@ impl Driver {
             notify_socket: notify,
             main_pid: None,
             cgroup: group.as_ref().map(|g| g.0),
+            expand: true,
+            privileged: false,
+            sandboxed: true,
+            watchdog_usec: spec
+                .ready
+                .watchdog
+                .map(|w| u64::try_from(w.as_micros()).unwrap_or(u64::MAX)),
+            watchdog_pid: true,
         };
         let ready_fd = (spec.ready.kind == crate::unit::ReadyKind::Fd).then_some(spec.ready.fd);
         match spawn::spawn(spec, &spec.exec, mounts, &env, ready_fd) {
@@ -396,7 +1002,7 @@ impl Driver {
                     if let Ok(copy) = fd.try_clone() {
                         self.procs.outputs.insert(run, copy);
                     }
-                    output::capture(spec.name.clone(), fd);
+                    self.capture(spec, Stream::Out, fd);
                 }
                 Event::Spawned {
                     run,
@@ -419,7 +1025,7 @@ impl Driver {
 
     /// Run a unit's `[stop] exec`; if it cannot even start, fall back to
     /// the stop signal (the unit must still stop).
-    pub(super) fn stop_exec(&mut self, run: RunId, spec: &UnitSpec) {
+    pub(super) fn stop_exec(&mut self, run: RunId, spec: &UnitSpec) -> Vec<Event> {
         let argv = spec.stop.exec.clone().unwrap_or_default();
         // The stop command belongs to the unit: it runs in its group, and
         // the unit is down only once it too has finished.
@@ -428,26 +1034,48 @@ impl Driver {
             .is_contained(run)
             .then(|| self.groups.group_for(&spec.name, GroupKind::Unit))
             .flatten();
+        // A completed unit (no process) is stopped by its stop command
+        // alone: the command is the run's process, its exit the end.
+        let alone = self.procs.main_pid(run).is_none();
         let env = spawn::SpawnEnv {
             notify_socket: None,
             main_pid: self.procs.main_pid(run),
             cgroup: group.map(|g| g.0),
+            expand: true,
+            privileged: false,
+            sandboxed: true,
+            watchdog_usec: None,
+            watchdog_pid: false,
         };
         match spawn::spawn(spec, &argv, &[], &env, None) {
             Ok(s) => {
-                self.procs.procs.insert(s.pid, Proc::StopCommand(run));
-                if let Some(fd) = s.output {
-                    output::capture(format!("{}:stop", spec.name), fd);
+                if alone {
+                    self.procs.procs.insert(s.pid, Proc::Main(run));
+                    self.procs.run_pids.insert(run, s.pid);
+                } else {
+                    self.procs.procs.insert(s.pid, Proc::StopCommand(run));
                 }
+                if let Some(fd) = s.output {
+                    self.capture(spec, Stream::Stop, fd);
+                }
+                vec![]
             }
             Err(e) => {
                 let msg = spawn_error_text(e);
+                if alone {
+                    tracing::warn!(unit = %spec.name, "stop command failed: {msg}");
+                    return vec![Event::ProcessExited {
+                        run,
+                        status: ExitStatus::Exited(127),
+                    }];
+                }
                 tracing::warn!(unit = %spec.name, "stop command failed ({msg}); sending {}", crate::engine::signal_name(spec.stop.signal));
                 if let Ok(sig) = Signal::try_from(spec.stop.signal)
                     && let Some(pid) = self.procs.main_pid(run)
                 {
                     let _ = killpg(Pid::from_raw(pid), sig);
                 }
+                vec![]
             }
         }
     }
@@ -466,9 +1094,8 @@ impl Driver {
                 // alive, nor is it killed with it.
                 let group = self.groups.group_for(&spec.name, GroupKind::Probe);
                 let env = spawn::SpawnEnv {
-                    notify_socket: None,
-                    main_pid: None,
                     cgroup: group.map(|g| g.0),
+                    ..spawn::SpawnEnv::plain()
                 };
                 match spawn::spawn(&spec, argv, &[], &env, None) {
                     Ok(s) => {
@@ -481,7 +1108,7 @@ impl Driver {
                             .insert(s.pid, Proc::Probe(run, kind, deadline));
                         self.procs.probe_pids.insert((run, kind), s.pid);
                         if let Some(fd) = s.output {
-                            output::capture(format!("{}:probe", spec.name), fd);
+                            self.capture(&spec, Stream::Probe, fd);
                         }
                         None
                     }
@@ -503,4 +1130,71 @@ impl Driver {
             }
         }
     }
+}
+
+/// `MAINPID=` from a unit: adopt `pid` as the run's main process if it is
+/// alive and we will learn of its exit — a child of supd (a reparented
+/// daemon) or of the current main process (reparented to us when that
+/// exits). Anything else is refused (the pid could be anyone's).
+impl ProcTable {
+    pub(super) fn adopt_main(&mut self, run: RunId, pid: i32) -> Result<Option<Event>, String> {
+        let Some(&current) = self.run_pids.get(&run) else {
+            return Err("the unit has no main process".into());
+        };
+        if pid == current {
+            return Ok(None);
+        }
+        let ppid = parent_of(pid).ok_or_else(|| format!("pid {pid} is not running"))?;
+        if ppid != std::process::id() as i32 && ppid != current {
+            return Err(format!(
+                "pid {pid} is neither a child of the unit's main process {current} nor of supd"
+            ));
+        }
+        if matches!(self.procs.get(&pid), Some(p) if !matches!(p, Proc::Former(_))) {
+            return Err(format!("pid {pid} is already another process supd tracks"));
+        }
+        self.procs.insert(current, Proc::Former(run));
+        self.procs.insert(pid, Proc::Main(run));
+        self.run_pids.insert(run, pid);
+        Ok(Some(Event::MainPidChanged { run, pid }))
+    }
+}
+
+/// The uid a unit's processes run as.
+fn unit_uid(spec: &UnitSpec) -> Option<u32> {
+    match &spec.user {
+        None => Some(nix::unistd::geteuid().as_raw()),
+        Some(u) => nix::unistd::User::from_name(u)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw()),
+    }
+}
+
+/// The parent of a live (not zombie) process.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')').map(|(_, r)| r)?;
+    let mut f = rest.split_whitespace();
+    let state = f.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    f.next()?.parse().ok()
+}
+
+/// Is `pid` a live child of supd (a daemon reparented to us)?
+fn is_our_child(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The command name may hold spaces and parentheses: fields start after
+    // the last ')'.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return false;
+    };
+    let mut f = rest.split_whitespace();
+    let state = f.next().unwrap_or("Z");
+    let ppid: i32 = f.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    state != "Z" && ppid == std::process::id() as i32
 }

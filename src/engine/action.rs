@@ -62,13 +62,6 @@ pub enum Action {
         /// The run lives in the unit's cgroup.
         contained: bool,
     },
-    /// `type = "forking"`: the starting process exited 0; find the
-    /// daemon's pid (its `pid_file`, else the one process left in its
-    /// cgroup) and answer `MainPid`.
-    FindMainPid {
-        run: RunId,
-        pid_file: Option<std::path::PathBuf>,
-    },
     /// SIGKILL every process of `run`: `cgroup.kill` on its group (no fork
     /// can race it), else SIGKILL to its process group.
     KillGroup {
@@ -101,7 +94,16 @@ pub enum Action {
     CancelProbe {
         run: RunId,
     },
+    /// `supctl reload-unit` for a unit with `reload_exec`: run its reload
+    /// commands in order (with `$MAINPID`).
+    ReloadExec {
+        run: RunId,
+        spec: Arc<UnitSpec>,
+    },
     /// Every unit is down: finish the shutdown (kill the rest, sync, exit or
     /// reboot).
     ShutdownComplete(ShutdownKind),
+    /// Tell subscribers (`supctl events`) and the unit's log what changed.
+    /// Nothing depends on it being delivered.
+    Publish(crate::protocol::EventBody),
 }

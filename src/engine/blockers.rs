@@ -171,6 +171,14 @@ impl Engine {
                 });
             }
         }
+        for whole in &spec.part_of {
+            if let Some(why) = self.part_held_down(whole) {
+                block!(Blocker::WaitingFor {
+                    unit: whole.clone(),
+                    why: format!("{why} (this unit is part_of it)")
+                });
+            }
+        }
         for dep in spec.after.iter().chain(spec.wants.iter()) {
             if self.on_its_way_up(dep, now) {
                 block!(Blocker::Ordering { unit: dep.clone() });
@@ -205,6 +213,22 @@ impl Engine {
         Some(b)
     }
 
+    /// For `part_of`: is `whole` held down by an operator (stopped, locked,
+    /// removed)? Then its parts are too.
+    pub(crate) fn part_held_down(&self, whole: &str) -> Option<&'static str> {
+        let &id = self.by_name.get(whole)?;
+        let w = &self.units[id.0 as usize];
+        if w.removed {
+            Some("removed")
+        } else if self.locks.wanted.contains_key(whole) {
+            Some("under maintenance")
+        } else if w.want == Want::Down {
+            Some("stopped by an operator")
+        } else {
+            None
+        }
+    }
+
     /// Ready for dependents: a ready longrun that is not about to stop, or a
     /// oneshot that completed.
     pub(crate) fn is_ready(&self, id: UnitId) -> bool {
@@ -214,7 +238,7 @@ impl Engine {
         }
         match &u.state {
             UnitState::Running { ready, .. } => *ready,
-            UnitState::Done => true,
+            UnitState::Done | UnitState::Skipped { .. } => true,
             UnitState::Inactive
             | UnitState::Starting { .. }
             | UnitState::Stopping { .. }
@@ -234,7 +258,7 @@ impl Engine {
             return false;
         }
         match &u.state {
-            UnitState::Running { .. } | UnitState::Done => true,
+            UnitState::Running { .. } | UnitState::Done | UnitState::Skipped { .. } => true,
             UnitState::Inactive
             | UnitState::Starting { .. }
             | UnitState::Stopping { .. }
@@ -275,6 +299,7 @@ impl Engine {
                 until.saturating_duration_since(now).as_secs_f64()
             ),
             UnitState::Done => "completed".to_string(),
+            UnitState::Skipped { why } => format!("skipped: {why}"),
             // One level only: a chain of waiting units is described link
             // by link (each unit's own line names its own blocker), never
             // by recursion down the whole chain.
@@ -298,7 +323,10 @@ impl Engine {
             UnitState::Running { ready, .. } => !*ready && d.stop_pending.is_none(),
             UnitState::Starting { .. } | UnitState::Backoff { .. } => true,
             UnitState::Stopping { .. } | UnitState::Draining { .. } => d.restart_requested,
-            UnitState::Done | UnitState::Failed { .. } | UnitState::Exited { .. } => false,
+            UnitState::Done
+            | UnitState::Failed { .. }
+            | UnitState::Exited { .. }
+            | UnitState::Skipped { .. } => false,
             UnitState::Inactive => {
                 if d.removed || d.want == Want::Down || self.shutdown.is_some() {
                     return false;

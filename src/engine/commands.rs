@@ -179,6 +179,7 @@ impl Engine {
                     UnitState::Failed { .. }
                     | UnitState::Exited { .. }
                     | UnitState::Done
+                    | UnitState::Skipped { .. }
                     | UnitState::Backoff { .. } => {
                         self.timers.cancel(id, TimerKind::RestartAt);
                         self.set_state(id, UnitState::Inactive);
@@ -201,6 +202,7 @@ impl Engine {
                         format!("{unit} is stopping; it will start again once stopped")
                     }
                     UnitState::Done => format!("{unit} completed"),
+                    UnitState::Skipped { why } => format!("{unit} skipped: {why}"),
                     UnitState::Failed { reason } => format!("{unit} failed: {reason}"),
                     _ => format!(
                         "{unit} will start when ready: {}",
@@ -263,6 +265,13 @@ impl Engine {
                     }
                 }
                 self.audit(&peer, wall_ms, Some(&unit), None, "restart", None, "ok");
+                // Its parts (`part_of`) restart with it.
+                for part in self.parts_of(id, false) {
+                    let p = self.unit_mut(part);
+                    if p.state.has_process() {
+                        p.restart_requested = true;
+                    }
+                }
                 let old = self.units[id.0 as usize].state.run();
                 if old.is_none() {
                     self.settle(now);
@@ -307,24 +316,40 @@ impl Engine {
                 let Some(id) = self.lookup(req, &unit) else {
                     return;
                 };
-                let u = &self.units[id.0 as usize];
-                match (&u.state, u.state.run()) {
-                    (UnitState::Running { .. } | UnitState::Starting { .. }, Some(run)) => {
+                // The unit, and the units that take their reloads from it
+                // (`reload_propagated_from`).
+                let mut done = Vec::new();
+                for target in std::iter::once(id).chain(self.parts_of(id, true)) {
+                    let u = &self.units[target.0 as usize];
+                    let name = u.spec.name.clone();
+                    let (UnitState::Running { .. } | UnitState::Starting { .. }, Some(run)) =
+                        (&u.state, u.state.run())
+                    else {
+                        continue;
+                    };
+                    if u.spec.reload_exec.is_empty() {
                         let signal = u.spec.reload_signal;
                         self.out.push(Action::Signal { run, signal });
-                        self.audit(&peer, wall_ms, Some(&unit), None, "reload-unit", None, "ok");
-                        self.reply(
-                            req,
-                            Response::ok(format!("sent {} to {unit}", super::signal_name(signal))),
-                        );
+                        done.push(format!("sent {} to {name}", super::signal_name(signal)));
+                    } else {
+                        let spec = u.spec.clone();
+                        self.out.push(Action::ReloadExec { run, spec });
+                        done.push(format!(
+                            "running {name}'s reload commands (their output and failures are logged as {name}:reload)"
+                        ));
                     }
-                    _ => self.reply(
+                }
+                if done.is_empty() {
+                    self.reply(
                         req,
                         Response::err(format!(
                             "{unit} is not running ({}); nothing to reload",
                             self.state_word(id)
                         )),
-                    ),
+                    );
+                } else {
+                    self.audit(&peer, wall_ms, Some(&unit), None, "reload-unit", None, "ok");
+                    self.reply(req, Response::ok(done.join("; ")));
                 }
             }
             Request::Reload => {
@@ -350,7 +375,10 @@ impl Engine {
                 let data = serde_json::to_value(&list).unwrap_or(serde_json::Value::Null);
                 self.reply(req, Response::ok_data(format!("{n} lock(s)"), data));
             }
-            Request::MaintenanceLog { .. } | Request::MaintenanceRecover { .. } => {
+            Request::MaintenanceLog { .. }
+            | Request::MaintenanceRecover { .. }
+            | Request::Logs { .. }
+            | Request::Events { .. } => {
                 self.reply(
                     req,
                     Response::err("internal: this request must be handled by the driver"),

@@ -34,12 +34,31 @@ impl ExitStatus {
     pub fn success(&self) -> bool {
         matches!(self, ExitStatus::Exited(0))
     }
-}
 
-/// A run's main process is now this pid (`type = "forking"`'s pid file,
-/// or sd_notify `MAINPID=`), checked by the driver to be a live process of
-/// the unit (in its cgroup), or why none could be found.
-pub type MainPidResult = Result<i32, String>;
+    /// The status as unit specs compare it (`success_exit_status`...).
+    pub fn view(&self) -> crate::unit::ExitStatusView {
+        match self {
+            ExitStatus::Exited(c) => crate::unit::ExitStatusView::Code(*c),
+            ExitStatus::Signaled { signal, .. } => crate::unit::ExitStatusView::Signal(*signal),
+            ExitStatus::OutOfMemory { .. } => crate::unit::ExitStatusView::Signal(libc::SIGKILL),
+            // Matches no configured status (those are 0..=255 or signals).
+            ExitStatus::Unknown => crate::unit::ExitStatusView::Code(-1),
+        }
+    }
+
+    /// Killed by a signal other than the ones a clean stop uses (SIGHUP,
+    /// SIGINT, SIGTERM, SIGPIPE), as systemd's `on-abnormal` counts them.
+    pub fn unclean_signal(&self) -> bool {
+        match self {
+            ExitStatus::Exited(_) | ExitStatus::Unknown => false,
+            ExitStatus::OutOfMemory { .. } => true,
+            ExitStatus::Signaled { signal, .. } => !matches!(
+                *signal,
+                libc::SIGHUP | libc::SIGINT | libc::SIGTERM | libc::SIGPIPE
+            ),
+        }
+    }
+}
 
 impl std::fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -117,6 +136,15 @@ pub struct NotifyMsg {
     pub watchdog: bool,
     pub status: Option<String>,
     pub main_pid: Option<i32>,
+    /// `RELOADING=1`: not ready until the next `READY=1`.
+    pub reloading: bool,
+    /// `WATCHDOG=trigger`: the service asks to be treated as hung.
+    pub watchdog_trigger: bool,
+    /// `EXTEND_TIMEOUT_USEC=`: the current start or stop timeout moves to
+    /// at least this far from now.
+    pub extend_timeout_usec: Option<u64>,
+    /// `ERRNO=`: the service's last error, shown with its status.
+    pub errno: Option<i32>,
 }
 
 #[derive(Debug, Clone)]
@@ -146,11 +174,6 @@ pub enum Event {
         /// process handed over, still supd's child).
         cgroup: Option<String>,
         wall_ms: u64,
-    },
-    /// The run's main process is now this pid, or none could be found.
-    MainPid {
-        run: RunId,
-        result: MainPidResult,
     },
     /// The kernel OOM-killed `count` processes in `run`'s cgroup (fed just
     /// before the exit or the group's end it explains).
@@ -227,4 +250,22 @@ pub enum Event {
         msg: NotifyMsg,
     },
     ShutdownRequested(ShutdownKind),
+    /// A condition of the unit did not hold just before its start: no
+    /// process was created.
+    ConditionFailed {
+        run: RunId,
+        why: String,
+    },
+    /// `MAINPID=`, checked by the driver (the new pid is a process of the
+    /// unit, adopted as its main process).
+    MainPidChanged {
+        run: RunId,
+        pid: i32,
+    },
+    /// A command of the start sequence that must succeed
+    /// (`exec_start_post`) failed while the main process runs.
+    HelperFailed {
+        run: RunId,
+        what: String,
+    },
 }

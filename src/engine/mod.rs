@@ -32,6 +32,7 @@ pub mod unit_state;
 mod commands;
 pub use commands::rfc3339;
 mod status;
+pub use status::{EngineMetrics, STATE_WORDS, UnitMetrics};
 
 #[cfg(test)]
 mod sim;
@@ -43,7 +44,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::mounts::{MountProblem, MountTable};
-use crate::protocol::Response;
+use crate::protocol::{EventBody, Response};
 use crate::unit::{
     KillMode, OnLoss, OnUnhealthy, ReadyKind, RestartPolicy, UnitKind, UnitSet, UnitSpec,
 };
@@ -238,8 +239,20 @@ pub struct Engine {
     /// From a re-exec's hand-off, until the unit is adopted: was its run
     /// ready?
     resumed_ready: HashMap<String, bool>,
+    /// Each unit's (state word, ready) as last reported: a change is
+    /// history (`since`) and an event for subscribers.
+    seen: Vec<(&'static str, bool)>,
+    /// Lock holders per unit and the lock-state problem as last published.
+    seen_locks: std::collections::BTreeMap<String, Vec<String>>,
+    seen_lock_state: Option<Option<String>>,
+    /// The first `now` the engine was given (supd's start, for `since` of
+    /// units that never changed).
+    booted: Option<Instant>,
     /// What each unit waited on and when (`supctl analyze`); watches only.
     timeline: timeline::Timeline,
+    /// The lock state has been loaded (or found unreadable) once: before
+    /// that nothing could start, so nothing has settled.
+    locks_looked_at: bool,
     out: Vec<Action>,
 }
 
@@ -267,7 +280,12 @@ impl Engine {
             shed: None,
             starting: 0,
             resumed_ready: HashMap::new(),
+            seen: Vec::new(),
+            seen_locks: std::collections::BTreeMap::new(),
+            seen_lock_state: None,
+            booted: None,
             timeline: timeline::Timeline::default(),
+            locks_looked_at: false,
             out: Vec::new(),
         };
         e.install(set);
@@ -276,11 +294,13 @@ impl Engine {
 
     /// Feed one event; get the actions to carry out, in order.
     pub fn handle(&mut self, now: Instant, event: Event) -> Vec<Action> {
+        self.booted.get_or_insert(now);
         self.timeline.tick(now);
         self.on_event(now, event);
         self.expire_mount_grace(now);
         self.retry_lock_write(now);
         self.settle(now);
+        self.observe(now);
         std::mem::take(&mut self.out)
     }
 
@@ -290,6 +310,7 @@ impl Engine {
     /// settles: at a thousand units that turns a quadratic start-up into a
     /// linear one.
     pub fn handle_many(&mut self, now: Instant, events: Vec<Event>) -> Vec<Action> {
+        self.booted.get_or_insert(now);
         self.timeline.tick(now);
         for ev in events {
             self.on_event(now, ev);
@@ -297,7 +318,117 @@ impl Engine {
         self.expire_mount_grace(now);
         self.retry_lock_write(now);
         self.settle(now);
+        self.observe(now);
         std::mem::take(&mut self.out)
+    }
+
+    /// After deciding: note which units changed state (their `since`) and
+    /// publish what changed — states, lock holders, the lock state.
+    fn observe(&mut self, now: Instant) {
+        // Locks first: a lock taken is the cause of the stop that follows.
+        let problem = self.locks.unknown_reason().map(str::to_string);
+        if self.seen_lock_state.as_ref() != Some(&problem) {
+            if self.seen_lock_state.is_some() {
+                self.out.push(Action::Publish(EventBody::LockState {
+                    ok: problem.is_none(),
+                    problem: problem.clone(),
+                }));
+            }
+            self.seen_lock_state = Some(problem);
+        }
+        let mut names: Vec<String> = self.locks.wanted.keys().cloned().collect();
+        names.extend(self.locks.durable.keys().cloned());
+        names.extend(self.seen_locks.keys().cloned());
+        names.sort();
+        names.dedup();
+        for unit in names {
+            let holders: Vec<String> = self
+                .locks
+                .holders(&unit)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|h| h.holder)
+                .collect();
+            let before = self.seen_locks.get(&unit).cloned().unwrap_or_default();
+            if before == holders {
+                continue;
+            }
+            if holders.is_empty() {
+                self.seen_locks.remove(&unit);
+            } else {
+                self.seen_locks.insert(unit.clone(), holders.clone());
+            }
+            self.out
+                .push(Action::Publish(EventBody::Lock { unit, holders }));
+        }
+        for i in 0..self.units.len() {
+            let id = UnitId(i as u32);
+            let cur = (self.state_word(id), self.is_ready(id));
+            let from = match self.seen.get(i) {
+                Some(prev) if *prev == cur => continue,
+                Some(prev) => Some(prev.0),
+                None => None,
+            };
+            match self.seen.get_mut(i) {
+                Some(s) => *s = cur,
+                None => self.seen.push(cur),
+            }
+            self.units[i].history.since = Some(now);
+            if let Some(from) = from {
+                let u = &self.units[i];
+                let detail = self.detail(id, now).or_else(|| match cur.0 {
+                    // Why it stopped, when the state itself does not say.
+                    "waiting" | "stopped" | "backoff" | "exited" | "failed" => {
+                        u.history.last_error.as_ref().map(|(e, _)| e.clone())
+                    }
+                    _ => None,
+                });
+                self.out.push(Action::Publish(EventBody::State {
+                    unit: u.spec.name.clone(),
+                    from: from.to_string(),
+                    to: cur.0.to_string(),
+                    ready: cur.1,
+                    pid: u.state.pid(),
+                    detail,
+                }));
+            }
+        }
+    }
+
+    /// Publish every required mount that appeared or was lost between two
+    /// tables.
+    fn publish_mount_changes(&mut self, old: &MountTable) {
+        let mut reqs: Vec<&crate::unit::MountReq> = Vec::new();
+        for u in self.units.iter().filter(|u| !u.removed) {
+            for m in &u.effective().mounts {
+                if !reqs.contains(&m) {
+                    reqs.push(m);
+                }
+            }
+        }
+        let mut events = Vec::new();
+        for m in reqs {
+            let was = old.check(m).is_ok();
+            match self.mounts.check(m) {
+                Ok(()) if !was => events.push(EventBody::Mount {
+                    path: m.path.display().to_string(),
+                    present: true,
+                    problem: None,
+                }),
+                Err(p) if was => events.push(EventBody::Mount {
+                    path: m.path.display().to_string(),
+                    present: false,
+                    problem: Some(p.to_string()),
+                }),
+                _ => {}
+            }
+        }
+        self.out.extend(events.into_iter().map(Action::Publish));
+    }
+
+    /// Record the most recent failure of a unit, in words.
+    fn note_error(&mut self, id: UnitId, now: Instant, text: String) {
+        self.units[id.0 as usize].history.last_error = Some((text, now));
     }
 
     /// When the engine next needs a `Tick`.
@@ -449,6 +580,12 @@ impl Engine {
         self.shutdown
     }
 
+    /// No unit is starting: what boot (or a reload) set in motion has come
+    /// up, failed or is waiting on something outside supd.
+    pub fn settled(&self) -> bool {
+        self.locks_looked_at && self.starting == 0
+    }
+
     pub fn max_parallel_starts(&self) -> u32 {
         self.cfg.max_parallel_starts
     }
@@ -553,6 +690,9 @@ impl Engine {
     // ---- events ---------------------------------------------------------
 
     fn on_event(&mut self, now: Instant, event: Event) {
+        if matches!(event, Event::LocksLoaded(_)) {
+            self.locks_looked_at = true;
+        }
         match event {
             Event::Spawned { run, pid, cgroup } => {
                 let Some(id) = self.run_unit(run) else {
@@ -607,6 +747,15 @@ impl Engine {
                 let Some(id) = self.run_unit(run) else {
                     return;
                 };
+                if mount.is_none()
+                    && matches!(self.units[id.0 as usize].state, UnitState::Stopping { .. })
+                {
+                    // Stopped while its start sequence ran: it ends as the
+                    // stop's reason says, not as a start failure.
+                    tracing::info!(unit = %self.units[id.0 as usize].spec.name, "start abandoned: {error}");
+                    self.on_exit(now, run, ExitStatus::Exited(1));
+                    return;
+                }
                 self.runs.remove(&run);
                 self.timers.cancel_all(id);
                 let manual = self.units[id.0 as usize].manual_start;
@@ -622,6 +771,7 @@ impl Engine {
                     self.set_state(id, UnitState::Inactive);
                 } else {
                     tracing::warn!(unit = %self.units[id.0 as usize].spec.name, "spawn failed: {error}");
+                    self.note_error(id, now, error.clone());
                     self.after_failure(id, now, FailReason::SpawnFailed(error), true);
                 }
             }
@@ -635,7 +785,6 @@ impl Engine {
                     tracing::warn!(unit = %u.spec.name, "the kernel's OOM killer killed {count} process(es) of it");
                 }
             }
-            Event::MainPid { run, result } => self.on_main_pid(now, run, result),
             Event::Adopted {
                 unit,
                 pid,
@@ -648,11 +797,39 @@ impl Engine {
                 }
                 self.resume(now, h);
             }
+            Event::ConditionFailed { run, why } => {
+                let Some(id) = self.run_unit(run) else {
+                    return;
+                };
+                if matches!(self.units[id.0 as usize].state, UnitState::Stopping { .. }) {
+                    self.on_exit(now, run, ExitStatus::Exited(0));
+                    return;
+                }
+                self.runs.remove(&run);
+                self.timers.cancel_all(id);
+                tracing::info!(unit = %self.units[id.0 as usize].spec.name, "skipped: {why}");
+                let u = self.unit_mut(id);
+                u.manual_start = false;
+                u.attempt = 0;
+                self.set_state(id, UnitState::Skipped { why });
+            }
+            Event::HelperFailed { run, what } => {
+                if let Some(id) = self.run_unit(run)
+                    && matches!(
+                        self.units[id.0 as usize].state,
+                        UnitState::Starting { .. } | UnitState::Running { .. }
+                    )
+                {
+                    tracing::warn!(unit = %self.units[id.0 as usize].spec.name, "{what}");
+                    self.begin_stop(id, now, StopReason::StartFailed(what));
+                }
+            }
             Event::MountTableChanged(table) => {
                 if let Some(m) = self.mount_unknown.take() {
                     tracing::info!("the mount table is readable again (was: {})", m.why);
                 }
-                self.mounts = table;
+                let old = std::mem::replace(&mut self.mounts, table);
+                self.publish_mount_changes(&old);
                 for u in self.units.iter_mut() {
                     u.mount_refused = None;
                 }
@@ -737,7 +914,76 @@ impl Engine {
                 if let Some(s) = msg.status {
                     self.unit_mut(id).status_text = Some(s);
                 }
+                if let Some(e) = msg.errno {
+                    let err = std::io::Error::from_raw_os_error(e);
+                    let u = self.unit_mut(id);
+                    let base = u.status_text.take().unwrap_or_default();
+                    let sep = if base.is_empty() { "" } else { "; " };
+                    u.status_text = Some(format!("{base}{sep}errno {e} ({err})"));
+                }
+                if let Some(usec) = msg.extend_timeout_usec {
+                    // The timeout of the state it is in moves out to at
+                    // least `usec` from now; never closer.
+                    let at = timers::after(now, std::time::Duration::from_micros(usec));
+                    let kind = match self.units[id.0 as usize].state {
+                        UnitState::Starting { .. } => Some(TimerKind::StartTimeout),
+                        UnitState::Stopping { killed: false, .. } => Some(TimerKind::KillAfter),
+                        UnitState::Running { .. } => Some(TimerKind::Watchdog),
+                        _ => None,
+                    };
+                    if let Some(k) = kind
+                        && self.timers.get(id, k).is_some_and(|t| t < at)
+                    {
+                        self.timers.set(id, k, at);
+                    }
+                }
+                // STOPPING=1 and RELOADING=1: not ready (dependents not yet
+                // started wait) until READY=1 comes again.
+                if msg.stopping || msg.reloading {
+                    if let UnitState::Running {
+                        run,
+                        pid,
+                        since,
+                        ready: true,
+                    } = self.units[id.0 as usize].state
+                    {
+                        self.set_state(
+                            id,
+                            UnitState::Running {
+                                run,
+                                pid,
+                                since,
+                                ready: false,
+                            },
+                        );
+                    }
+                    if msg.stopping {
+                        self.unit_mut(id).status_text = Some("stopping (STOPPING=1)".into());
+                    } else if self.units[id.0 as usize].status_text.is_none() {
+                        self.unit_mut(id).status_text = Some("reloading (RELOADING=1)".into());
+                    }
+                }
                 if msg.ready {
+                    if let UnitState::Running {
+                        run,
+                        pid,
+                        since,
+                        ready: false,
+                    } = self.units[id.0 as usize].state
+                        && self.units[id.0 as usize].spec.ready.kind == ReadyKind::Notify
+                        && self.units[id.0 as usize].spec.readiness.is_none()
+                    {
+                        tracing::info!(unit = %self.units[id.0 as usize].spec.name, "ready again (READY=1)");
+                        self.set_state(
+                            id,
+                            UnitState::Running {
+                                run,
+                                pid,
+                                since,
+                                ready: true,
+                            },
+                        );
+                    }
                     self.mark_ready(id, now, ReadyKind::Notify);
                 }
                 if msg.watchdog
@@ -746,6 +992,51 @@ impl Engine {
                 {
                     self.timers
                         .set(id, TimerKind::Watchdog, timers::after(now, wd));
+                }
+                if msg.watchdog_trigger
+                    && matches!(self.units[id.0 as usize].state, UnitState::Running { .. })
+                {
+                    tracing::warn!(unit = %self.units[id.0 as usize].spec.name, "WATCHDOG=trigger: treated as a watchdog timeout");
+                    self.timers.set(id, TimerKind::Watchdog, now);
+                    self.on_timers(now);
+                }
+            }
+            Event::MainPidChanged { run, pid } => {
+                let Some(id) = self.run_unit(run) else {
+                    return;
+                };
+                let state = match self.units[id.0 as usize].state.clone() {
+                    UnitState::Starting { run, since, .. } => Some(UnitState::Starting {
+                        run,
+                        pid: Some(pid),
+                        since,
+                    }),
+                    UnitState::Running {
+                        run, since, ready, ..
+                    } => Some(UnitState::Running {
+                        run,
+                        pid,
+                        since,
+                        ready,
+                    }),
+                    UnitState::Stopping {
+                        run,
+                        reason,
+                        killed,
+                        since,
+                        ..
+                    } => Some(UnitState::Stopping {
+                        run,
+                        pid: Some(pid),
+                        reason,
+                        killed,
+                        since,
+                    }),
+                    _ => None,
+                };
+                if let Some(s) = state {
+                    tracing::info!(unit = %self.units[id.0 as usize].spec.name, "main process is now {pid} (MAINPID=)");
+                    self.set_state(id, s);
                 }
             }
             Event::ShutdownRequested(kind) => {
@@ -802,31 +1093,6 @@ impl Engine {
             // Its main process is already gone: nothing more to learn.
             return;
         }
-        if u.spec.kind == UnitKind::Forking
-            && u.main_exit != Some(run)
-            && status.success()
-            && let UnitState::Starting { since, .. } = u.state
-        {
-            // The starting process forked the daemon and exited: the run
-            // goes on; find its main process.
-            let pid_file = u.spec.pid_file.clone();
-            let gone = u.group_empty == Some(run);
-            self.unit_mut(id).main_exit = Some(run);
-            self.set_state(
-                id,
-                UnitState::Starting {
-                    run,
-                    pid: None,
-                    since,
-                },
-            );
-            if gone {
-                self.no_main_pid(now, id, run, "every process of it exited".into());
-            } else {
-                self.out.push(Action::FindMainPid { run, pid_file });
-            }
-            return;
-        }
         if u.cgroup.is_some() && u.group_empty != Some(run) {
             // Contained, and the group still has processes: the run lasts
             // until they are gone (a unit is all of its processes).
@@ -876,14 +1142,6 @@ impl Engine {
                 self.set_state(id, *was);
                 self.end_run(now, id, run, status);
             }
-            UnitState::Starting { .. } if self.units[id.0 as usize].main_exit == Some(run) => {
-                self.no_main_pid(
-                    now,
-                    id,
-                    run,
-                    "every process of it exited before its main pid was known".into(),
-                );
-            }
             UnitState::Starting { .. } | UnitState::Running { .. } | UnitState::Stopping { .. } => {
                 // The main process is gone but not reaped yet.
                 self.unit_mut(id).group_empty = Some(run);
@@ -892,7 +1150,8 @@ impl Engine {
             | UnitState::Backoff { .. }
             | UnitState::Failed { .. }
             | UnitState::Done
-            | UnitState::Exited { .. } => {}
+            | UnitState::Exited { .. }
+            | UnitState::Skipped { .. } => {}
         }
     }
 
@@ -1084,109 +1343,6 @@ impl Engine {
         }));
     }
 
-    /// The driver named the run's main process (or could not find one).
-    fn on_main_pid(&mut self, now: Instant, run: RunId, result: event::MainPidResult) {
-        let Some(id) = self.run_unit(run) else {
-            return;
-        };
-        let pid = match result {
-            Ok(pid) => pid,
-            Err(e) => {
-                if self.units[id.0 as usize].main_exit == Some(run) {
-                    self.no_main_pid(now, id, run, e);
-                }
-                return;
-            }
-        };
-        let u = self.unit_mut(id);
-        u.main_exit = None;
-        u.group_empty = None;
-        let name = u.spec.name.clone();
-        let ready_on_pid =
-            u.spec.kind == UnitKind::Forking && u.spec.ready.kind == ReadyKind::Started;
-        tracing::info!(unit = %name, "main process is now pid {pid}");
-        match self.units[id.0 as usize].state.clone() {
-            UnitState::Starting { run, since, .. } => {
-                self.set_state(
-                    id,
-                    UnitState::Starting {
-                        run,
-                        pid: Some(pid),
-                        since,
-                    },
-                );
-                if ready_on_pid {
-                    self.mark_ready(id, now, ReadyKind::Started);
-                }
-            }
-            UnitState::Running {
-                run, since, ready, ..
-            } => self.set_state(
-                id,
-                UnitState::Running {
-                    run,
-                    pid,
-                    since,
-                    ready,
-                },
-            ),
-            UnitState::Stopping {
-                run,
-                reason,
-                killed,
-                since,
-                ..
-            } => self.set_state(
-                id,
-                UnitState::Stopping {
-                    run,
-                    pid: Some(pid),
-                    reason,
-                    killed,
-                    since,
-                },
-            ),
-            UnitState::Draining { .. }
-            | UnitState::Inactive
-            | UnitState::Backoff { .. }
-            | UnitState::Failed { .. }
-            | UnitState::Done
-            | UnitState::Exited { .. } => {}
-        }
-    }
-
-    /// A forking unit's daemon could not be found: whatever is left of the
-    /// run is killed, and it ends as a failed start.
-    fn no_main_pid(&mut self, now: Instant, id: UnitId, run: RunId, why: String) {
-        let u = self.unit_mut(id);
-        u.main_exit = None;
-        tracing::warn!(unit = %u.spec.name, "no main process: {why}");
-        let contained = u.cgroup.is_some();
-        let emptied = u.group_empty == Some(run);
-        let was = UnitState::Stopping {
-            run,
-            pid: None,
-            reason: StopReason::NoMainPid(why),
-            killed: true,
-            since: now,
-        };
-        if contained && !emptied {
-            self.out.push(Action::KillGroup { run });
-            self.set_state(
-                id,
-                UnitState::Draining {
-                    run,
-                    status: ExitStatus::Exited(0),
-                    was: Box::new(was),
-                    since: now,
-                },
-            );
-        } else {
-            self.set_state(id, was);
-            self.end_run(now, id, run, ExitStatus::Exited(0));
-        }
-    }
-
     /// The run is over: its main process exited and (if contained) its
     /// group is empty. Decide what follows from the state it ended in.
     fn end_run(&mut self, now: Instant, id: UnitId, run: RunId, status: ExitStatus) {
@@ -1217,6 +1373,7 @@ impl Engine {
         let name = self.units[id.0 as usize].spec.name.clone();
         let u = self.unit_mut(id);
         u.last_exit = Some(status);
+        u.history.last_exit_at = Some(now);
         u.health = Default::default();
         u.readiness = Default::default();
         match u.state.clone() {
@@ -1251,8 +1408,8 @@ impl Engine {
                     StopReason::StartTimeout => {
                         self.after_failure(id, now, FailReason::StartTimeout, false);
                     }
-                    StopReason::NoMainPid(e) => {
-                        self.after_failure(id, now, FailReason::NoMainPid(e), false);
+                    StopReason::StartFailed(what) => {
+                        self.after_failure(id, now, FailReason::SpawnFailed(what), false);
                     }
                     StopReason::Operator
                     | StopReason::Maintenance
@@ -1266,7 +1423,10 @@ impl Engine {
             }
             UnitState::Starting { since, .. } | UnitState::Running { since, .. } => {
                 let spec = self.units[id.0 as usize].spec.clone();
-                if spec.kind == UnitKind::Oneshot && status.success() {
+                let ok = spec.exit_ok(status.view());
+                // A completed oneshot, or a longrun that stays up after its
+                // process exits (`remain_after_exit`): ready for dependents.
+                if ok && (spec.kind == UnitKind::Oneshot || spec.remain_after_exit) {
                     tracing::info!(unit = %name, "completed");
                     let u = self.unit_mut(id);
                     u.attempt = 0;
@@ -1276,13 +1436,20 @@ impl Engine {
                 if now.saturating_duration_since(since) >= spec.restart.reset_after {
                     self.unit_mut(id).attempt = 0;
                 }
-                let failure = !status.success();
-                let restart = match spec.restart.policy {
-                    RestartPolicy::Always => true,
-                    RestartPolicy::OnFailure => failure,
-                    RestartPolicy::Never => false,
-                };
+                let failure = !ok;
+                let restart = !spec.restart_prevented(status.view())
+                    && match spec.restart.policy {
+                        RestartPolicy::Always => true,
+                        RestartPolicy::OnFailure => failure,
+                        RestartPolicy::OnAbnormal | RestartPolicy::OnAbort => {
+                            failure && status.unclean_signal()
+                        }
+                        RestartPolicy::OnWatchdog | RestartPolicy::Never => false,
+                    };
                 tracing::warn!(unit = %name, "{status}");
+                if failure {
+                    self.note_error(id, now, status.to_string());
+                }
                 if restart {
                     self.after_failure(id, now, FailReason::Exited(status), false);
                 } else if failure {
@@ -1301,7 +1468,8 @@ impl Engine {
             | UnitState::Backoff { .. }
             | UnitState::Failed { .. }
             | UnitState::Done
-            | UnitState::Exited { .. } => {}
+            | UnitState::Exited { .. }
+            | UnitState::Skipped { .. } => {}
         }
     }
 
@@ -1309,9 +1477,16 @@ impl Engine {
     /// retry if the policy allows, else fail.
     fn after_failure(&mut self, id: UnitId, now: Instant, reason: FailReason, spawn_error: bool) {
         let spec = self.units[id.0 as usize].spec.clone();
-        let restart = match spec.restart.policy {
-            RestartPolicy::Always | RestartPolicy::OnFailure => true,
-            RestartPolicy::Never => false,
+        let restart = match (&reason, spec.restart.policy) {
+            (_, RestartPolicy::Never) => false,
+            // `on_exit` has applied the policy to the exit status already.
+            (FailReason::Exited(_), _) => true,
+            (_, RestartPolicy::Always | RestartPolicy::OnFailure) => true,
+            (FailReason::StartTimeout | FailReason::Unhealthy, RestartPolicy::OnAbnormal) => true,
+            (FailReason::Unhealthy, RestartPolicy::OnWatchdog) => true,
+            (_, RestartPolicy::OnAbnormal | RestartPolicy::OnAbort | RestartPolicy::OnWatchdog) => {
+                false
+            }
         };
         if !restart {
             self.set_state(id, UnitState::Failed { reason });
@@ -1345,6 +1520,11 @@ impl Engine {
                     } = u.state.clone()
                     {
                         tracing::warn!(unit = %u.spec.name, "did not stop within {:?}: SIGKILL to all its processes", u.spec.stop.timeout);
+                        let text = format!(
+                            "did not stop within {}: SIGKILL sent to all its processes",
+                            humantime::format_duration(u.spec.stop.timeout)
+                        );
+                        self.note_error(id, now, text);
                         self.out.push(Action::KillGroup { run });
                         self.set_state(
                             id,
@@ -1362,6 +1542,11 @@ impl Engine {
                 TimerKind::StartTimeout => {
                     if matches!(u.state, UnitState::Starting { .. }) {
                         tracing::warn!(unit = %u.spec.name, "not ready within its start timeout");
+                        let text = format!(
+                            "ready timeout: not ready within {}; stopped",
+                            humantime::format_duration(u.spec.ready.timeout.unwrap_or_default())
+                        );
+                        self.note_error(id, now, text);
                         self.begin_stop(id, now, StopReason::StartTimeout);
                     }
                 }
@@ -1374,6 +1559,7 @@ impl Engine {
                             .find_map(|m| self.mount_check(m).err());
                         if let Some(p) = problem {
                             tracing::warn!(unit = %u.spec.name, "gave up waiting for mount: {p}");
+                            self.note_error(id, now, format!("gave up waiting for mount: {p}"));
                             self.unit_mut(id).mount_wait_since = None;
                             self.set_state(
                                 id,
@@ -1417,6 +1603,10 @@ impl Engine {
                 TimerKind::Watchdog => {
                     if matches!(u.state, UnitState::Running { .. }) {
                         tracing::warn!(unit = %u.spec.name, "no WATCHDOG=1 within {:?}: unhealthy", u.spec.ready.watchdog.unwrap_or_default());
+                        let text = format!(
+                            "no WATCHDOG=1 within {}",
+                            humantime::format_duration(u.spec.ready.watchdog.unwrap_or_default())
+                        );
                         let on = u
                             .spec
                             .health
@@ -1424,7 +1614,10 @@ impl Engine {
                             .map(|h| h.on_unhealthy)
                             .unwrap_or(OnUnhealthy::Restart);
                         if on != OnUnhealthy::Report {
+                            self.note_error(id, now, format!("killed: {text}"));
                             self.begin_stop(id, now, StopReason::HealthFailed);
+                        } else {
+                            self.note_error(id, now, format!("unhealthy: {text}"));
                         }
                     }
                 }
@@ -1484,7 +1677,30 @@ impl Engine {
             ProbeKind::Readiness => &mut u.readiness,
         };
         rt.probing = false;
+        let changed = rt.last != Some(ok);
         rt.last = Some(ok);
+        if changed {
+            let out = if ok { None } else { output.clone() };
+            let name = u.spec.name.clone();
+            self.out.push(Action::Publish(EventBody::Probe {
+                unit: name,
+                probe: match kind {
+                    ProbeKind::Liveness => "liveness",
+                    ProbeKind::Readiness => "readiness",
+                }
+                .to_string(),
+                passing: ok,
+                output: out,
+            }));
+        }
+        let u = self.unit_mut(id);
+        let rt = match kind {
+            ProbeKind::Liveness => &mut u.health,
+            ProbeKind::Readiness => &mut u.readiness,
+        };
+        if kind == ProbeKind::Liveness && !ok {
+            u.history.health_failures = u.history.health_failures.saturating_add(1);
+        }
         if output.is_some() || ok {
             rt.last_output = output;
         }
@@ -1559,9 +1775,14 @@ impl Engine {
                     ProbeKind::Liveness => match h.on_unhealthy {
                         OnUnhealthy::Report => {
                             tracing::warn!(unit = %name, "unhealthy ({} consecutive probe failures); on_unhealthy = report", h.failure_threshold);
+                            let text =
+                                probe_failure_text("unhealthy", h.failure_threshold, &u.health);
+                            self.note_error(id, now, text);
                         }
                         OnUnhealthy::Restart | OnUnhealthy::Stop => {
                             tracing::warn!(unit = %name, "unhealthy ({} consecutive probe failures): stopping", h.failure_threshold);
+                            let text = probe_failure_text("killed", h.failure_threshold, &u.health);
+                            self.note_error(id, now, text);
                             self.begin_stop(id, now, StopReason::HealthFailed);
                             return;
                         }
@@ -1708,7 +1929,33 @@ impl Engine {
                 _ => return Some(StopReason::DependencyStopped(dep.clone())),
             }
         }
+        for whole in &spec.part_of {
+            if self.part_held_down(whole).is_some() {
+                return Some(StopReason::DependencyStopped(whole.clone()));
+            }
+        }
         None
+    }
+
+    /// Units that name `id` in `part_of` (or, `reload`, in
+    /// `reload_propagated_from`).
+    fn parts_of(&self, id: UnitId, reload: bool) -> Vec<UnitId> {
+        let name = &self.units[id.0 as usize].spec.name;
+        self.units
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| {
+                !u.removed && {
+                    let s = u.effective();
+                    if reload {
+                        s.reload_propagated_from.contains(name)
+                    } else {
+                        s.part_of.contains(name)
+                    }
+                }
+            })
+            .map(|(i, _)| UnitId(i as u32))
+            .collect()
     }
 
     fn stop_pass(&mut self, now: Instant) -> bool {
@@ -1743,12 +1990,54 @@ impl Engine {
                         changed = true;
                     }
                 }
+                UnitState::Done => {
+                    // A completed unit with a stop command (a oneshot, or
+                    // `remain_after_exit`): stopping it runs the command,
+                    // as a run of its own whose exit ends the stop.
+                    let spec = u.effective().clone();
+                    if spec.stop.exec.is_some()
+                        && let Some(reason) = self.stop_cause(id)
+                        && !matches!(reason, StopReason::Restart)
+                        && self.dependents_down(id)
+                    {
+                        let u = self.unit_mut(id);
+                        if let Some(next) = u.next_spec.take() {
+                            u.spec = next;
+                        }
+                        let spec = u.spec.clone();
+                        let run = RunId(self.next_run);
+                        self.next_run += 1;
+                        self.runs.insert(run, id);
+                        tracing::info!(unit = %spec.name, "stopping: {reason} (running its stop command)");
+                        self.timers.set(
+                            id,
+                            TimerKind::KillAfter,
+                            timers::after(now, spec.stop.timeout),
+                        );
+                        self.set_state(
+                            id,
+                            UnitState::Stopping {
+                                run,
+                                pid: None,
+                                reason,
+                                killed: false,
+                                since: now,
+                            },
+                        );
+                        // The stop command alone is this run's process, not
+                        // contained (no `Spawned` names a cgroup for it): its
+                        // exit ends the run.
+                        self.unit_mut(id).cgroup = None;
+                        self.out.push(Action::StopExec { run, spec });
+                        changed = true;
+                    }
+                }
                 UnitState::Inactive
                 | UnitState::Stopping { .. }
                 | UnitState::Draining { .. }
                 | UnitState::Failed { .. }
-                | UnitState::Done
-                | UnitState::Exited { .. } => {}
+                | UnitState::Exited { .. }
+                | UnitState::Skipped { .. } => {}
             }
         }
         changed
@@ -1889,9 +2178,9 @@ impl Engine {
         if matches!(u.state, UnitState::Backoff { .. }) {
             u.restarts = u.restarts.saturating_add(1);
         }
+        u.history.started = Some(now);
         u.mount_wait_since = None;
         u.group_empty = None;
-        u.main_exit = None;
         u.status_text = None;
         u.health = Default::default();
         u.readiness = Default::default();
@@ -2001,6 +2290,20 @@ fn probe_spec(spec: &UnitSpec, kind: ProbeKind) -> Option<&crate::unit::HealthSp
         ProbeKind::Liveness => spec.health.as_ref(),
         ProbeKind::Readiness => spec.readiness.as_ref(),
     }
+}
+
+/// "killed: health probe failed 3× (last output: ...)".
+fn probe_failure_text(what: &str, threshold: u32, rt: &unit_state::HealthRt) -> String {
+    let mut t = format!("{what}: health probe failed {threshold}×");
+    if let Some(o) = rt
+        .last_output
+        .as_deref()
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+    {
+        t.push_str(&format!(" (last output: {o})"));
+    }
+    t
 }
 
 /// `SIGTERM`-style name of a signal number, for messages.

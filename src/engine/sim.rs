@@ -55,8 +55,6 @@ struct Proc {
     /// The starting process of a forking unit: it forks the daemon just
     /// before it exits 0.
     forks: bool,
-    /// The engine was told this is the main process (forking daemons).
-    main_known: bool,
 }
 
 /// A process of a contained run other than its main one (a daemon that
@@ -206,8 +204,6 @@ impl Sim {
             }
             if !oneshot && rng.one_in(3) {
                 s.ready.kind = ReadyKind::Notify;
-            } else if !oneshot && rng.one_in(5) {
-                s.kind = UnitKind::Forking;
             }
             s.restart.policy = match rng.next_u64() % 4 {
                 0 => RestartPolicy::Never,
@@ -335,7 +331,6 @@ impl Sim {
                         notified: true,
                         signalled: false,
                         forks: false,
-                        main_known: true,
                     },
                 );
             } else {
@@ -428,9 +423,6 @@ impl Sim {
                 }
                 None => false,
             },
-            UnitKind::Forking => self
-                .proc_of(unit)
-                .is_some_and(|(_, p)| !p.signalled && p.main_known),
         }
     }
 
@@ -706,18 +698,7 @@ impl Sim {
                 if spec.ready.kind == ReadyKind::Notify {
                     b.notify_after = Some(Duration::from_millis(self.rng.next_u64() % 700));
                 }
-                let mut forks = false;
-                if spec.kind == UnitKind::Forking {
-                    // The starting process: forks the daemon and exits 0
-                    // (with faults: fails, or exits without a daemon).
-                    b.exit_after = Some(Duration::from_millis(self.rng.next_u64() % 100));
-                    b.exit_code = if self.faults && self.rng.one_in(6) {
-                        1
-                    } else {
-                        0
-                    };
-                    forks = b.exit_code == 0 && !(self.faults && self.rng.one_in(6));
-                }
+                let forks = false;
                 let exit_at = b
                     .exit_after
                     .map(|d| (self.now + d, ExitStatus::Exited(b.exit_code)));
@@ -747,7 +728,6 @@ impl Sim {
                         notified: false,
                         signalled: false,
                         forks,
-                        main_known: false,
                     },
                 );
                 let cgroup = self.contained.then(|| format!("/sim/{}.unit", spec.name));
@@ -860,22 +840,12 @@ impl Sim {
                 }
                 None
             }
-            Action::FindMainPid { run, .. } => {
-                let found = self.procs.iter_mut().find(|(_, p)| p.run == run);
-                let result = match found {
-                    Some((pid, p)) => {
-                        p.main_known = true;
-                        Ok(*pid)
-                    }
-                    None => Err("sim: no daemon".to_string()),
-                };
-                Some(Event::MainPid { run, result })
-            }
             Action::Audit(_)
             | Action::CancelProbe { .. }
             | Action::StartProbe { .. }
+            | Action::ReloadExec { .. }
             | Action::Reexec(_) => None,
-            Action::ShutdownComplete(_) => None,
+            Action::ShutdownComplete(_) | Action::Publish(_) => None,
         }
     }
 
@@ -943,7 +913,6 @@ impl Sim {
                         notified: false,
                         signalled: false,
                         forks: false,
-                        main_known: false,
                     },
                 );
             }
@@ -1406,7 +1375,7 @@ impl Sim {
         while self.now < deadline {
             let all_up = self.engine.units().all(|(_, u)| match u.spec.kind {
                 UnitKind::Oneshot => matches!(u.state, UnitState::Done),
-                UnitKind::Longrun | UnitKind::Forking => {
+                UnitKind::Longrun => {
                     matches!(u.state, UnitState::Running { ready: true, .. })
                 }
             });

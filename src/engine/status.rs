@@ -9,7 +9,8 @@ use std::time::Instant;
 use crate::protocol::{HealthStatus, StatusReport, UnitStatus};
 use crate::unit::UnitKind;
 
-use super::commands::holder_info;
+use super::commands::{holder_info, rfc3339};
+use super::event::ExitStatus;
 use super::unit_state::{UnitState, Want};
 use super::{Engine, UnitId};
 
@@ -33,6 +34,7 @@ impl Engine {
             UnitState::Failed { .. } => "failed",
             UnitState::Done => "done",
             UnitState::Exited { .. } => "exited",
+            UnitState::Skipped { .. } => "skipped",
         }
     }
 
@@ -112,11 +114,42 @@ impl Engine {
             }),
             cgroup: u.cgroup.clone(),
             oom_kills: u.oom_kills,
+            since: u
+                .history
+                .since
+                .or(self.booted)
+                .map(|t| wall_of(t, now, wall_ms)),
+            uptime_secs: match &u.state {
+                UnitState::Starting { .. }
+                | UnitState::Running { .. }
+                | UnitState::Stopping { .. } => u
+                    .history
+                    .started
+                    .map(|t| now.saturating_duration_since(t).as_secs()),
+                _ => None,
+            },
+            started: u.history.started.map(|t| wall_of(t, now, wall_ms)),
+            last_exit_code: match u.last_exit {
+                Some(ExitStatus::Exited(c)) => Some(c),
+                _ => None,
+            },
+            last_exit_signal: match u.last_exit {
+                Some(ExitStatus::Signaled { signal, .. }) => Some(super::signal_name(signal)),
+                _ => None,
+            },
+            last_exit_at: u.history.last_exit_at.map(|t| wall_of(t, now, wall_ms)),
+            last_error: u.history.last_error.as_ref().map(|(e, _)| e.clone()),
+            last_error_at: u
+                .history
+                .last_error
+                .as_ref()
+                .map(|(_, t)| wall_of(*t, now, wall_ms)),
+            health_failures: u.history.health_failures,
         }
     }
 
     /// One line for the status table's DETAIL column.
-    fn detail(&self, id: UnitId, now: Instant) -> Option<String> {
+    pub(super) fn detail(&self, id: UnitId, now: Instant) -> Option<String> {
         let u = &self.units[id.0 as usize];
         match &u.state {
             UnitState::Inactive => self
@@ -125,12 +158,6 @@ impl Engine {
             UnitState::Starting { .. } => Some(match u.spec.kind {
                 UnitKind::Oneshot => "running to completion".to_string(),
                 UnitKind::Longrun => "waiting for readiness".to_string(),
-                UnitKind::Forking if u.main_exit.is_some() => {
-                    "started; looking for its main process".to_string()
-                }
-                UnitKind::Forking => {
-                    "waiting for its starting process to fork and exit".to_string()
-                }
             }),
             UnitState::Running { ready, .. } => u
                 .stop_pending
@@ -146,15 +173,28 @@ impl Engine {
                 "main process {status}; waiting for the rest of its processes to exit"
             )),
             UnitState::Backoff { until } => Some(format!(
-                "restarting in {:.1}s (attempt {})",
+                "restarting in {:.1}s (attempt {}){}",
                 until.saturating_duration_since(now).as_secs_f64(),
-                u.attempt
+                u.attempt,
+                u.history
+                    .last_error
+                    .as_ref()
+                    .map(|(e, _)| format!(" after: {e}"))
+                    .unwrap_or_default()
             )),
             UnitState::Failed { reason } => {
-                Some(format!("{reason}; `supctl start {}` retries", u.spec.name))
+                let cause = self
+                    .last_error_unless_in(id, &reason.to_string())
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default();
+                Some(format!(
+                    "{reason}{cause}; `supctl start {}` retries",
+                    u.spec.name
+                ))
             }
             UnitState::Done => None,
             UnitState::Exited { status } => Some(status.to_string()),
+            UnitState::Skipped { why } => Some(format!("condition not met: {why}")),
         }
     }
 
@@ -192,9 +232,18 @@ impl Engine {
                 );
             }
             UnitState::Done => return format!("{name} completed successfully (oneshot)"),
-            UnitState::Failed { reason } => {
+            UnitState::Skipped { why } => {
                 return format!(
-                    "{name} failed: {reason}. `supctl start {name}` retries; `supctl reset {name}` clears the failure"
+                    "{name} was skipped: {why}. `supctl start {name}` checks its conditions again"
+                );
+            }
+            UnitState::Failed { reason } => {
+                let cause = self
+                    .last_error_unless_in(id, &reason.to_string())
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default();
+                return format!(
+                    "{name} failed: {reason}{cause}. `supctl start {name}` retries; `supctl reset {name}` clears the failure"
                 );
             }
             UnitState::Exited { status } => {
@@ -209,7 +258,19 @@ impl Engine {
                 format!("{name} is not running; it waits on:")
             }
         };
-        format!("{head}\n{}", lines.join("\n"))
+        let mut text = format!("{head}\n{}", lines.join("\n"));
+        if matches!(u.state, UnitState::Backoff { .. })
+            && let Some((e, _)) = &u.history.last_error
+        {
+            text.push_str(&format!("\n  last failure: {e}"));
+        }
+        text
+    }
+
+    /// The last error, unless `shown` already says it.
+    fn last_error_unless_in(&self, id: UnitId, shown: &str) -> Option<&str> {
+        let (e, _) = self.units[id.0 as usize].history.last_error.as_ref()?;
+        (!shown.contains(e.as_str())).then_some(e.as_str())
     }
 
     /// Short form for reply tails.
@@ -219,8 +280,116 @@ impl Engine {
             UnitState::Failed { reason } => format!("failed ({reason})"),
             UnitState::Exited { status } => format!("{status}, not restarted by policy"),
             UnitState::Done => "completed".to_string(),
+            UnitState::Skipped { why } => format!("skipped ({why})"),
             _ if u.want == Want::Down => "stopped by an operator".to_string(),
             _ => "waiting (see `supctl why`)".to_string(),
+        }
+    }
+}
+
+/// Wall time (RFC 3339) of a past instant, given that the wall clock read
+/// `wall_ms` at `now`. Pure arithmetic: the engine reads no clock.
+fn wall_of(t: Instant, now: Instant, wall_ms: u64) -> String {
+    let ago = now.saturating_duration_since(t).as_millis() as u64;
+    rfc3339(wall_ms.saturating_sub(ago))
+}
+
+/// Every state word a unit can have (`supd_unit_state{state=...}`).
+pub const STATE_WORDS: &[&str] = &[
+    "waiting", "stopped", "removed", "starting", "running", "stopping", "backoff", "failed",
+    "done", "exited",
+];
+
+/// Numbers about one unit, for metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitMetrics {
+    pub name: String,
+    pub state: &'static str,
+    pub ready: bool,
+    pub restarts: u32,
+    /// Wall time its current (or last) process started, ms since the epoch.
+    pub start_unix_ms: Option<u64>,
+    /// Its last exit's code (128 + signal for a signal, as shells say).
+    pub last_exit_code: Option<i32>,
+    pub health_failures: u64,
+    /// (holder, lock taken at, ms since the epoch).
+    pub locks: Vec<(String, u64)>,
+}
+
+/// Numbers about everything the engine knows, for metrics and /readyz.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineMetrics {
+    pub units: Vec<UnitMetrics>,
+    /// Units waiting for a `[[mount]]` to appear.
+    pub mounts_waiting: usize,
+    pub lock_state_ok: bool,
+    /// Why supd is not ready (empty: ready) — every non-optional unit that
+    /// should be up and is not, fail-closed lock state, shutdown.
+    pub not_ready: Vec<String>,
+}
+
+impl Engine {
+    /// A snapshot for metrics; `wall_ms` is the wall clock at `now`.
+    pub fn metrics(&self, now: Instant, wall_ms: u64) -> EngineMetrics {
+        let wall = |t: Instant| {
+            wall_ms.saturating_sub(now.saturating_duration_since(t).as_millis() as u64)
+        };
+        let mut units = Vec::new();
+        let mut not_ready = Vec::new();
+        if let Some(why) = self.locks.unknown_reason() {
+            not_ready.push(format!("lock state unknown (fail-closed): {why}"));
+        }
+        if self.shutdown.is_some() {
+            not_ready.push("shutting down".to_string());
+        }
+        let mut mounts_waiting = 0;
+        for (id, u) in self.units() {
+            if u.removed && !u.state.has_process() {
+                continue;
+            }
+            let spec = u.effective();
+            let locks: Vec<(String, u64)> = self
+                .locks
+                .holders(&spec.name)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|h| (h.holder, h.since_unix_ms))
+                .collect();
+            let ready = self.is_ready(id);
+            if u.mount_wait_since.is_some() {
+                mounts_waiting += 1;
+            }
+            let deliberately_down = u.want == Want::Down
+                || !locks.is_empty()
+                || self.shed.is_some_and(|l| spec.priority <= l);
+            if !ready
+                && !u.removed
+                && spec.priority != crate::unit::Priority::Optional
+                && !deliberately_down
+            {
+                not_ready.push(format!("{} is {}", spec.name, self.state_word(id)));
+            }
+            units.push(UnitMetrics {
+                name: spec.name.clone(),
+                state: self.state_word(id),
+                ready,
+                restarts: u.restarts,
+                start_unix_ms: u.history.started.map(wall),
+                last_exit_code: u.last_exit.and_then(|e| match e {
+                    ExitStatus::Exited(c) => Some(c),
+                    ExitStatus::Signaled { signal, .. } => Some(128 + signal),
+                    ExitStatus::OutOfMemory { .. } => Some(128 + libc::SIGKILL),
+                    ExitStatus::Unknown => None,
+                }),
+                health_failures: u.history.health_failures,
+                locks,
+            });
+        }
+        EngineMetrics {
+            units,
+            mounts_waiting,
+            lock_state_ok: self.locks.unknown_reason().is_none(),
+            not_ready,
         }
     }
 }

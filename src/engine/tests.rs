@@ -1462,3 +1462,422 @@ fn units_left_out_at_boot_are_reported_until_a_reload() {
             .is_empty()
     );
 }
+
+// ---- keys for units imported from systemd ---------------------------------
+
+fn killed(t: &mut T, name: &str, signal: i32) -> Vec<Action> {
+    let run = t.run_of(name);
+    t.feed(Event::ProcessExited {
+        run,
+        status: ExitStatus::Signaled {
+            signal,
+            core: false,
+        },
+    })
+}
+
+#[test]
+fn success_exit_status_and_restart_prevent_exit_status() {
+    use crate::unit::ExitMatch;
+    let mut s = longrun("svc");
+    s.success_exit_status = vec![ExitMatch::Code(3), ExitMatch::Signal(libc::SIGTERM)];
+    s.restart.policy = RestartPolicy::Always;
+    s.restart_prevent_exit_status = vec![ExitMatch::Code(255)];
+    let mut t = T::new(vec![s]);
+    // Exit 3 is a success: restarted by `always`, but not counted as failed.
+    t.exit("svc", 3);
+    assert!(matches!(t.state("svc"), UnitState::Backoff { .. }));
+    t.advance(Duration::from_secs(1));
+    assert!(t.running("svc"));
+    // 255 forbids a restart even under `always`; it is still a failure.
+    t.exit("svc", 255);
+    t.advance(Duration::from_secs(5));
+    assert!(
+        matches!(t.state("svc"), UnitState::Failed { .. }),
+        "{:?}",
+        t.state("svc")
+    );
+    let mut s = longrun("one");
+    s.success_exit_status = vec![ExitMatch::Signal(libc::SIGTERM)];
+    s.restart.policy = RestartPolicy::OnFailure;
+    let mut t = T::new(vec![s]);
+    killed(&mut t, "one", libc::SIGTERM);
+    assert!(
+        matches!(t.state("one"), UnitState::Exited { .. }),
+        "{:?}",
+        t.state("one")
+    );
+}
+
+#[test]
+fn on_abnormal_and_on_abort_restart_only_after_unclean_ends() {
+    for (policy, code_restarts, abort_restarts, timeout_restarts) in [
+        (RestartPolicy::OnAbnormal, false, true, true),
+        (RestartPolicy::OnAbort, false, true, false),
+        (RestartPolicy::OnWatchdog, false, false, false),
+    ] {
+        let mk = || {
+            let mut s = longrun("svc");
+            s.restart.policy = policy;
+            s.ready.kind = ReadyKind::Notify;
+            s.ready.timeout = Some(Duration::from_secs(5));
+            s
+        };
+        let mut t = T::new(vec![mk()]);
+        t.exit("svc", 1);
+        assert_eq!(
+            matches!(t.state("svc"), UnitState::Backoff { .. }),
+            code_restarts,
+            "{policy:?} exit 1"
+        );
+        let mut t = T::new(vec![mk()]);
+        killed(&mut t, "svc", libc::SIGTERM);
+        assert!(
+            !matches!(t.state("svc"), UnitState::Backoff { .. }),
+            "{policy:?} SIGTERM is clean"
+        );
+        let mut t = T::new(vec![mk()]);
+        killed(&mut t, "svc", libc::SIGSEGV);
+        assert_eq!(
+            matches!(t.state("svc"), UnitState::Backoff { .. }),
+            abort_restarts,
+            "{policy:?} SIGSEGV"
+        );
+        // Never ready: the start timeout stops it, then it ends.
+        let mut t = T::new(vec![mk()]);
+        t.advance(Duration::from_secs(6));
+        killed(&mut t, "svc", libc::SIGTERM);
+        assert_eq!(
+            matches!(t.state("svc"), UnitState::Backoff { .. }),
+            timeout_restarts,
+            "{policy:?} timeout"
+        );
+    }
+}
+
+#[test]
+fn remain_after_exit_keeps_dependents_up() {
+    let mut s = longrun("setup");
+    s.remain_after_exit = true;
+    let mut t = T::new(vec![s, requires(longrun("app"), &["setup"])]);
+    assert!(t.running("app"));
+    t.exit("setup", 0);
+    t.advance(Duration::from_secs(1));
+    assert!(matches!(t.state("setup"), UnitState::Done));
+    assert!(t.running("app"), "app keeps running: {:?}", t.state("app"));
+}
+
+#[test]
+fn infinite_stop_timeout_never_kills() {
+    let mut s = longrun("svc");
+    s.stop.timeout = Duration::MAX;
+    let mut t = T::new(vec![s]);
+    t.cmd(Request::Stop { unit: "svc".into() });
+    let acts = t.advance(Duration::from_secs(365 * 24 * 3600));
+    assert!(
+        !acts
+            .iter()
+            .any(|a| matches!(a, Action::Signal { signal, .. } if *signal == libc::SIGKILL)),
+        "{acts:?}"
+    );
+}
+
+fn status_of(t: &T, name: &str) -> crate::protocol::UnitStatus {
+    let id = t.e.unit_id(name).expect("unit");
+    // Wall clock at `now`: a fixed epoch plus the simulated time elapsed.
+    t.e.status_report(&[id], t.now, 1_800_000_000_000)
+        .units
+        .remove(0)
+}
+
+#[test]
+fn a_crash_loop_shows_restarts_last_exit_and_since() {
+    let mut t = T::new(vec![longrun("web")]);
+    let first = status_of(&t, "web");
+    assert_eq!(first.state, "running");
+    assert_eq!(first.uptime_secs, Some(0));
+    t.advance(Duration::from_secs(5));
+    assert_eq!(status_of(&t, "web").uptime_secs, Some(5));
+    for _ in 0..3 {
+        t.exit("web", 3);
+        t.advance(Duration::from_millis(150));
+    }
+    let s = status_of(&t, "web");
+    assert_eq!(s.restarts, 3);
+    assert_eq!(s.last_exit_code, Some(3));
+    assert_eq!(s.last_exit.as_deref(), Some("exited with code 3"));
+    assert!(s.last_exit_at.is_some());
+    assert_eq!(s.last_error.as_deref(), Some("exited with code 3"));
+    // Since: the last state change, 0 s ago on the wall clock given.
+    assert_eq!(s.since.as_deref(), Some("2027-01-15T08:00:00Z"));
+    t.advance(Duration::from_secs(60));
+    let s = status_of(&t, "web");
+    assert_eq!(s.since.as_deref(), Some("2027-01-15T07:59:00Z"));
+    assert_eq!(s.uptime_secs, Some(60));
+    // A signal is reported by name.
+    let run = t.run_of("web");
+    t.feed(Event::ProcessExited {
+        run,
+        status: ExitStatus::Signaled {
+            signal: libc::SIGSEGV,
+            core: true,
+        },
+    });
+    let s = status_of(&t, "web");
+    assert_eq!(s.last_exit_signal.as_deref(), Some("SIGSEGV"));
+    assert_eq!(s.last_exit_code, None);
+    assert_eq!(s.uptime_secs, None, "no process, no uptime");
+}
+
+#[test]
+fn a_spawn_failure_is_the_cause_in_status_why_and_detail() {
+    let mut t = T::new(vec![longrun("web")]);
+    let run = t.run_of("web");
+    let err = "exec /usr/bin/x: No such file or directory (os error 2)";
+    t.feed(Event::SpawnFailed {
+        run,
+        error: err.into(),
+        mount: None,
+    });
+    let s = status_of(&t, "web");
+    assert_eq!(s.state, "backoff");
+    assert_eq!(s.last_error.as_deref(), Some(err));
+    assert!(s.detail.as_deref().unwrap_or("").contains(err), "{s:?}");
+    assert!(t.why("web").contains(err), "{}", t.why("web"));
+    // A policy that does not restart: failed, and the reason says it.
+    let mut spec = longrun("once");
+    spec.restart.policy = RestartPolicy::Never;
+    let mut t = T::new(vec![spec]);
+    let run = t.run_of("once");
+    t.feed(Event::SpawnFailed {
+        run,
+        error: err.into(),
+        mount: None,
+    });
+    assert_eq!(status_of(&t, "once").state, "failed");
+    assert!(t.why("once").contains(err), "{}", t.why("once"));
+}
+
+#[test]
+fn a_health_kill_and_a_ready_timeout_say_so() {
+    let mut spec = longrun("db");
+    spec.health = Some(HealthSpec {
+        target: ProbeTarget::Tcp("127.0.0.1:1".into()),
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(1),
+        start_period: Duration::ZERO,
+        failure_threshold: 3,
+        success_threshold: 1,
+        on_unhealthy: OnUnhealthy::Restart,
+    });
+    let mut t = T::new(vec![spec]);
+    for _ in 0..3 {
+        t.advance(Duration::from_secs(1));
+        let run = t.run_of("db");
+        t.feed(Event::ProbeAnswered {
+            run,
+            kind: crate::engine::ProbeKind::Liveness,
+            ok: false,
+            output: Some("connection refused".into()),
+        });
+    }
+    let s = status_of(&t, "db");
+    assert_eq!(s.state, "stopping");
+    assert_eq!(
+        s.last_error.as_deref(),
+        Some("killed: health probe failed 3× (last output: connection refused)")
+    );
+    assert_eq!(s.health_failures, 3);
+
+    let mut spec = longrun("slow");
+    spec.ready.kind = ReadyKind::Notify;
+    spec.ready.timeout = Some(Duration::from_secs(30));
+    let mut t = T::new(vec![spec]);
+    t.advance(Duration::from_secs(31));
+    let s = status_of(&t, "slow");
+    assert_eq!(
+        s.last_error.as_deref(),
+        Some("ready timeout: not ready within 30s; stopped")
+    );
+}
+
+fn published(acts: &[Action]) -> Vec<crate::protocol::EventBody> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::Publish(b) => Some(b.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn state_lock_mount_and_probe_changes_are_published() {
+    use crate::protocol::EventBody;
+    let mut s = longrun("db");
+    s.mounts.push(MountReq {
+        path: "/srv/pg".into(),
+        fstype: None,
+        source: None,
+        options: vec![],
+        on_loss: OnLoss::Stop,
+        timeout: None,
+        symlink_to: None,
+    });
+    s.health = Some(HealthSpec {
+        target: ProbeTarget::Tcp("127.0.0.1:1".into()),
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(1),
+        start_period: Duration::ZERO,
+        failure_threshold: 3,
+        success_threshold: 1,
+        on_unhealthy: OnUnhealthy::Report,
+    });
+    let mut t = T::new(vec![s]);
+    // The mount appears: a mount event, then db starts.
+    let ev = published(&t.feed(Event::MountTableChanged(table(&[("/srv/pg", false)]))));
+    assert_eq!(
+        ev[0],
+        EventBody::Mount {
+            path: "/srv/pg".into(),
+            present: true,
+            problem: None
+        }
+    );
+    let states: Vec<(String, String)> = ev
+        .iter()
+        .filter_map(|e| match e {
+            EventBody::State { from, to, .. } => Some((from.clone(), to.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [("waiting", "starting"), ("starting", "running")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    // A probe transition is published once, not per answer.
+    let probe = |t: &mut T, ok: bool| {
+        let run = t.run_of("db");
+        published(&t.feed(Event::ProbeAnswered {
+            run,
+            kind: crate::engine::ProbeKind::Liveness,
+            ok,
+            output: (!ok).then(|| "refused".to_string()),
+        }))
+    };
+    assert_eq!(probe(&mut t, true).len(), 1);
+    assert!(probe(&mut t, true).is_empty());
+    let ev = probe(&mut t, false);
+    assert!(
+        matches!(&ev[..], [EventBody::Probe { passing: false, output: Some(o), .. }] if o == "refused"),
+        "{ev:?}"
+    );
+    assert!(probe(&mut t, false).is_empty());
+    // A lock: the lock event comes before the stop it causes.
+    let (_, acts) = t.cmd(Request::MaintenanceOn {
+        unit: "db".into(),
+        reason: "disk".into(),
+        holder: Some("alice".into()),
+    });
+    let ev = published(&acts);
+    assert_eq!(
+        ev[0],
+        EventBody::Lock {
+            unit: "db".into(),
+            holders: vec!["alice".into()]
+        }
+    );
+    assert!(
+        matches!(&ev[1], EventBody::State { to, detail: Some(d), .. } if to == "stopping" && d.contains("maintenance")),
+        "{ev:?}"
+    );
+    // The mount is lost: published with the problem.
+    let ev = published(&t.feed(Event::MountTableChanged(table(&[]))));
+    assert!(
+        matches!(
+            &ev[..],
+            [EventBody::Mount {
+                present: false,
+                problem: Some(_),
+                ..
+            }]
+        ),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn part_of_stops_restarts_and_holds_down_with_the_whole() {
+    let mut inst = longrun("pg@main");
+    inst.part_of = vec!["pg".into()];
+    inst.reload_propagated_from = vec!["pg".into()];
+    let mut t = T::new(vec![longrun("pg"), inst]);
+    assert!(t.running("pg@main"));
+    // Restart the whole: the part restarts too.
+    let before = t.run_of("pg@main");
+    let (_, acts) = t.cmd(Request::Restart { unit: "pg".into() });
+    assert!(
+        signalled(&t, &acts).contains(&"pg@main".to_string()),
+        "{acts:?}"
+    );
+    t.exit("pg@main", 0);
+    t.exit("pg", 0);
+    t.advance(Duration::from_millis(10));
+    assert!(t.running("pg@main") && t.run_of("pg@main") != before);
+    // Reload propagates.
+    let (req, acts) = t.cmd(Request::ReloadUnit { unit: "pg".into() });
+    assert_eq!(signalled(&t, &acts).len(), 2, "{acts:?}");
+    assert!(reply(&acts, req).is_some_and(|(ok, m)| ok && m.contains("pg@main")));
+    // Stop the whole: the part stops and stays down until it comes back.
+    t.cmd(Request::Stop { unit: "pg".into() });
+    t.exit("pg@main", 0);
+    t.exit("pg", 0);
+    t.advance(Duration::from_secs(5));
+    assert!(!t.running("pg@main"));
+    assert!(t.why("pg@main").contains("part_of"), "{}", t.why("pg@main"));
+    t.cmd(Request::Start { unit: "pg".into() });
+    t.advance(Duration::from_millis(10));
+    assert!(t.running("pg@main"), "{:?}", t.state("pg@main"));
+}
+
+#[test]
+fn a_completed_unit_with_a_stop_command_runs_it_when_stopped() {
+    let mut fw = UnitSpec::simple(
+        "firewall",
+        UnitKind::Oneshot,
+        &["/usr/sbin/nft", "-f", "rules"],
+    );
+    fw.stop.exec = Some(vec![
+        "/usr/sbin/nft".into(),
+        "flush".into(),
+        "ruleset".into(),
+    ]);
+    let mut t = T::new(vec![fw, requires(longrun("app"), &["firewall"])]);
+    t.exit("firewall", 0);
+    assert!(matches!(t.state("firewall"), UnitState::Done));
+    assert!(t.running("app"));
+    // Shutdown: the app stops first, then the firewall's stop command runs
+    // (as a run of its own), and only its exit completes the shutdown.
+    let acts = t.feed(Event::ShutdownRequested(crate::engine::ShutdownKind::Exit));
+    assert!(
+        !acts.iter().any(|a| matches!(a, Action::StopExec { .. })),
+        "{acts:?}"
+    );
+    let acts = t.exit("app", 0);
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::StopExec { spec, .. } if spec.name == "firewall")),
+        "{acts:?}"
+    );
+    assert!(
+        !acts
+            .iter()
+            .any(|a| matches!(a, Action::ShutdownComplete(_)))
+    );
+    let acts = t.exit("firewall", 0);
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::ShutdownComplete(_))),
+        "{acts:?}"
+    );
+}

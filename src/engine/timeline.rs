@@ -241,7 +241,6 @@ impl Timeline {
             FailReason::Unhealthy => "failed its health probe".to_string(),
             FailReason::StartLimit { .. }
             | FailReason::MountTimeout(_)
-            | FailReason::NoMainPid(_)
             | FailReason::Carried(_) => reason.to_string(),
         };
         self.failure = Some((id, why.into()));
@@ -273,6 +272,8 @@ impl Timeline {
             UnitState::Failed { reason } => Step::Failed(reason.to_string().into()),
             UnitState::Exited { status } => Step::Exited(status.to_string().into()),
             UnitState::Done => Step::Done,
+            // A condition did not hold: nothing ran, nothing failed.
+            UnitState::Skipped { why } => Step::Exited(format!("skipped: {why}").into()),
         };
         self.enter(id, step);
     }
@@ -418,9 +419,9 @@ impl Engine {
                     name: u.spec.name.clone(),
                     state: self.state_word(id).to_string(),
                     kind: match u.effective().kind {
+                        UnitKind::Longrun if u.spec.pid_file.is_some() => "forking",
                         UnitKind::Longrun => "longrun",
                         UnitKind::Oneshot => "oneshot",
-                        UnitKind::Forking => "forking",
                     }
                     .to_string(),
                     boot: line.and_then(|l| l.boot.as_ref()).map(|r| tl.record(r)),

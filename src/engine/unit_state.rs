@@ -31,12 +31,11 @@ pub enum StopReason {
     Removed,
     /// `supctl restart`: stop, then start again.
     Restart,
-    /// `type = "forking"`: no main process could be found after the
-    /// starting process exited.
-    NoMainPid(String),
     /// Found running at start-up (left by a previous supd) without a main
     /// process supd can vouch for: stopped, then started afresh.
     Unowned,
+    /// A command of the start sequence (`exec_start_post`) failed.
+    StartFailed(String),
 }
 
 impl std::fmt::Display for StopReason {
@@ -52,11 +51,11 @@ impl std::fmt::Display for StopReason {
             StopReason::Shed => write!(f, "shed by operator"),
             StopReason::Removed => write!(f, "unit file removed"),
             StopReason::Restart => write!(f, "restart requested"),
-            StopReason::NoMainPid(e) => write!(f, "no main process: {e}"),
             StopReason::Unowned => write!(
                 f,
                 "found running without a known main process (left by a previous supd)"
             ),
+            StopReason::StartFailed(what) => write!(f, "{what}"),
         }
     }
 }
@@ -75,8 +74,6 @@ pub enum FailReason {
     MountTimeout(MountProblem),
     StartTimeout,
     Unhealthy,
-    /// `type = "forking"`: its main process could not be found.
-    NoMainPid(String),
     /// Failed before supd re-executed itself (the reason, in words).
     Carried(String),
 }
@@ -96,9 +93,6 @@ impl std::fmt::Display for FailReason {
             FailReason::MountTimeout(p) => write!(f, "gave up waiting for mount: {p}"),
             FailReason::StartTimeout => write!(f, "not ready within its start timeout"),
             FailReason::Unhealthy => write!(f, "health probe failed (on_unhealthy = \"stop\")"),
-            FailReason::NoMainPid(e) => {
-                write!(f, "started, but its main process was not found: {e}")
-            }
             FailReason::Carried(e) => write!(f, "{e}"),
         }
     }
@@ -156,6 +150,11 @@ pub enum UnitState {
     Exited {
         status: ExitStatus,
     },
+    /// A condition (`condition_*`) did not hold at its last start: not a
+    /// failure; its dependents start as if it had completed.
+    Skipped {
+        why: String,
+    },
 }
 
 impl UnitState {
@@ -169,7 +168,8 @@ impl UnitState {
             | UnitState::Backoff { .. }
             | UnitState::Failed { .. }
             | UnitState::Done
-            | UnitState::Exited { .. } => None,
+            | UnitState::Exited { .. }
+            | UnitState::Skipped { .. } => None,
         }
     }
 
@@ -182,7 +182,8 @@ impl UnitState {
             | UnitState::Backoff { .. }
             | UnitState::Failed { .. }
             | UnitState::Done
-            | UnitState::Exited { .. } => None,
+            | UnitState::Exited { .. }
+            | UnitState::Skipped { .. } => None,
         }
     }
 
@@ -248,12 +249,27 @@ pub struct Unit {
     pub oom_run: Option<RunId>,
     /// OOM kills in the unit's group since supd started.
     pub oom_kills: u64,
-    /// `type = "forking"`: this run's starting process exited 0 and its
-    /// main pid is being looked up (the run goes on meanwhile).
-    pub main_exit: Option<RunId>,
     pub status_text: Option<String>,
     pub health: HealthRt,
     pub readiness: HealthRt,
+    /// History for operators (`since`, `uptime`, `last_exit`,
+    /// `last_error`); monotonic instants, shown as wall time by status.
+    pub history: History,
+}
+
+/// What happened to a unit, kept for `status`, `why` and metrics.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    /// When its state word (or readiness) last changed.
+    pub since: Option<Instant>,
+    /// When its current (or last) process was started.
+    pub started: Option<Instant>,
+    pub last_exit_at: Option<Instant>,
+    /// The most recent failure in words (spawn error, probe output, "ready
+    /// timeout"...) and when.
+    pub last_error: Option<(String, Instant)>,
+    /// Liveness-probe failures, all runs together (for metrics).
+    pub health_failures: u64,
 }
 
 impl Unit {
@@ -277,10 +293,10 @@ impl Unit {
             group_empty: None,
             oom_run: None,
             oom_kills: 0,
-            main_exit: None,
             status_text: None,
             health: HealthRt::default(),
             readiness: HealthRt::default(),
+            history: History::default(),
         }
     }
 

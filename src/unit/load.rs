@@ -4,11 +4,16 @@
 //! `UnitSet` — or into every error of every file (`load_dir`: `supd check`,
 //! `reload`, boot as a subreaper) — and, for boot as PID 1 only, the valid
 //! part of a bad directory with what was left out (`load_dir_lenient`: a
-//! repair console must come up). Must never: return a partial set from
+//! repair console must come up). Templates: `NAME@.toml` is not a unit but
+//! a template; unit `NAME@INST` is made from it, `%i` becoming INST and `%I`
+//! INST unescaped (`-` is `/`), when a file `NAME@INST.toml` is a symlink to
+//! the template (what enabling an instance makes) or when another unit
+//! depends on `NAME@INST`. Must never: return a partial set from
 //! `load_dir` (one bad file refuses the whole set, so a reload can never
 //! half-apply); let `load_dir_lenient` load a unit whose requirement was
-//! left out (unless essential), or leave anything out silently; read an oversized file into memory, or open anything but a
-//! regular file (`world::regular_file`).
+//! left out (unless essential), or leave anything out silently; read an
+//! oversized file into memory, or open anything but a regular file
+//! (`world::regular_file`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -261,6 +266,8 @@ fn read_units(dir: &Path) -> Result<Parsed, Vec<UnitError>> {
     let mut lines = BTreeMap::new();
     let mut failed = BTreeSet::new();
     let mut mount_table = None;
+    // Template name (`NAME@`) -> (file, text).
+    let mut templates: BTreeMap<String, (std::path::PathBuf, String)> = BTreeMap::new();
     for path in paths {
         let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
             use std::os::unix::ffi::OsStrExt;
@@ -336,6 +343,23 @@ fn read_units(dir: &Path) -> Result<Parsed, Vec<UnitError>> {
             );
             continue;
         }
+        if name.ends_with('@') {
+            // A template: check it as an instance would be, keep its text.
+            let probe = format!("{name}check");
+            if let Err(mut e) = crate::unit::toml::parse_unit_with_lines(
+                &probe,
+                &path,
+                &instantiate(&text, "check"),
+            ) {
+                errors.append(&mut e);
+            }
+            templates.insert(name, (path, text));
+            continue;
+        }
+        let text = match instance_of_template(&path, &name) {
+            Some(inst) => instantiate(&text, inst),
+            None => text,
+        };
         match crate::unit::toml::parse_unit_with_lines(&name, &path, &text) {
             Ok((mut spec, deps)) => {
                 note_symlinked_mounts(&mut spec, &mut mount_table);
@@ -344,6 +368,53 @@ fn read_units(dir: &Path) -> Result<Parsed, Vec<UnitError>> {
             }
             Err(mut e) => {
                 failed.insert(name);
+                errors.append(&mut e);
+            }
+        }
+    }
+    // Instances other units depend on, made from their templates (and the
+    // instances those depend on, up to a bound).
+    for _ in 0..MAX_INSTANCES {
+        let defined: std::collections::BTreeSet<String> = specs
+            .iter()
+            .map(|s| s.name.clone())
+            .chain(failed.iter().cloned())
+            .collect();
+        let wanted: Vec<String> = specs
+            .iter()
+            .flat_map(|s| s.requires.iter().chain(&s.wants).chain(&s.after))
+            .filter(|d| !defined.contains(*d))
+            .filter(|d| {
+                d.split_once('@')
+                    .is_some_and(|(p, i)| !i.is_empty() && templates.contains_key(&format!("{p}@")))
+            })
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let Some(name) = wanted.first() else { break };
+        let Some((prefix, inst)) = name.split_once('@') else {
+            break;
+        };
+        let Some((tpath, ttext)) = templates.get(&format!("{prefix}@")) else {
+            break;
+        };
+        if !valid_name(name) {
+            failed.insert(name.clone());
+            errors.push(UnitError::new(
+                tpath,
+                format!("invalid instance name {name:?}"),
+            ));
+            continue;
+        }
+        match crate::unit::toml::parse_unit_with_lines(name, tpath, &instantiate(ttext, inst)) {
+            Ok((mut spec, deps)) => {
+                note_symlinked_mounts(&mut spec, &mut mount_table);
+                lines.insert(name.clone(), deps);
+                specs.push(spec);
+            }
+            Err(mut e) => {
+                failed.insert(name.clone());
                 errors.append(&mut e);
             }
         }
@@ -385,6 +456,50 @@ fn note_symlinked_mounts(
             m.symlink_to = Some(crate::mounts::normalize(&base.join(target)));
         }
     }
+}
+
+/// Most instances made from templates for dependencies in one load.
+const MAX_INSTANCES: usize = 4096;
+
+/// `%i` (the instance), `%I` (the instance unescaped: `-` is `/`) and
+/// `%%` (a percent sign) in a template's text; any other `%` stays.
+pub fn instantiate(text: &str, instance: &str) -> String {
+    let unescaped = instance.replace('-', "/");
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut cs = text.chars().peekable();
+    while let Some(c) = cs.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match cs.peek() {
+            Some('i') => {
+                cs.next();
+                out.push_str(instance);
+            }
+            Some('I') => {
+                cs.next();
+                out.push_str(&unescaped);
+            }
+            Some('%') => {
+                cs.next();
+                out.push('%');
+            }
+            _ => out.push('%'),
+        }
+    }
+    out
+}
+
+/// For `NAME@INST.toml` that is a symlink to `NAME@.toml`: INST.
+fn instance_of_template<'a>(path: &Path, name: &'a str) -> Option<&'a str> {
+    let (prefix, inst) = name.split_once('@')?;
+    if inst.is_empty() {
+        return None;
+    }
+    let target = std::fs::read_link(path).ok()?;
+    let tname = target.file_name()?.to_str()?;
+    (tname == format!("{prefix}@.toml")).then_some(inst)
 }
 
 /// What `supd check` prints for a bad set: every error, then a count.
@@ -458,6 +573,8 @@ mod tests {
         assert!(!set.units.is_empty());
         let set = load_dir(&root.join("units")).unwrap();
         assert!(summary(&set).starts_with("ok:"));
+        let set = load_dir(&root.join("units/imported")).unwrap();
+        assert_eq!(set.units.len(), 2, "the template is not a unit");
         let set = load_dir(&root.join("units/appliance")).unwrap();
         assert_eq!(set.units.len(), 4);
     }
@@ -567,6 +684,36 @@ mod tests {
         let l = load_dir_lenient(&good);
         assert!(l.skipped.is_empty() && l.errors.is_empty());
         assert_eq!(l.set.order, load_dir(&good).unwrap().order);
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+
+    #[test]
+    fn templates_make_instances_by_symlink_and_by_dependency() {
+        let tmp = std::env::temp_dir().join(format!("supd-tpl-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).unwrap();
+        std::fs::write(
+            tmp.join("worker@.toml"),
+            "description = \"worker %i (%I) 50%%\"\nexec = [\"/bin/sleep\", \"%i\"]\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("worker@.toml", tmp.join("worker@7.toml")).unwrap();
+        std::fs::write(
+            tmp.join("app.toml"),
+            "exec = [\"/bin/true\"]\nrequires = [\"worker@a-b\"]\n",
+        )
+        .unwrap();
+        let set = load_dir(&tmp).unwrap();
+        let names: Vec<&String> = set.units.keys().collect();
+        assert_eq!(names, ["app", "worker@7", "worker@a-b"]);
+        let w = &set.units["worker@a-b"];
+        assert_eq!(w.description.as_deref(), Some("worker a-b (a/b) 50%"));
+        assert_eq!(w.exec, ["/bin/sleep", "a-b"]);
+        assert_eq!(set.units["worker@7"].exec, ["/bin/sleep", "7"]);
+        // A broken template is reported at its file.
+        std::fs::write(tmp.join("bad@.toml"), "exec = \"no\"\n").unwrap();
+        let e = format_report(&load_dir(&tmp).unwrap_err());
+        assert!(e.contains("bad@.toml:1"), "{e}");
         let _ = std::fs::remove_dir_all(&tmp);
     }
 

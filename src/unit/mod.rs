@@ -5,6 +5,8 @@
 //! Must never: hold a partially valid set, or do I/O (loading lives in `load`,
 //! parsing and per-file validation in `toml`).
 
+pub mod caps;
+pub mod exec;
 pub mod load;
 pub mod toml;
 
@@ -24,16 +26,29 @@ pub const MAX_DURATION: Duration = Duration::from_secs(315_576_000);
 /// How `MAX_DURATION` is written in messages and the README.
 pub const MAX_DURATION_TEXT: &str = "10y";
 
+/// Well-known ordering points, named after systemd's targets. A unit may
+/// name them in `requires`, `wants` or `after` without a unit file of that
+/// name: they are reached at once. A unit file of the same name (say a
+/// oneshot `network-online` that waits for a default route) replaces the
+/// built-in one and is then an ordinary dependency.
+pub const BUILTIN_TARGETS: &[&str] = &[
+    "network",
+    "network-online",
+    "network-pre",
+    "local-fs",
+    "remote-fs",
+    "nss-lookup",
+    "time-sync",
+    "time-set",
+    "multi-user",
+];
+
 /// Long-running service or run-to-completion task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UnitKind {
     Longrun,
     Oneshot,
-    /// A classic daemon: the started process forks the service and exits
-    /// 0; the service's pid comes from `pid_file` (or, in a cgroup, is the
-    /// one process left). Ready once that pid is known.
-    Forking,
 }
 
 impl UnitKind {
@@ -48,6 +63,14 @@ impl UnitKind {
 pub enum RestartPolicy {
     Always,
     OnFailure,
+    /// systemd's `on-abnormal`: killed by a signal other than the clean
+    /// ones (SIGHUP, SIGINT, SIGTERM, SIGPIPE), a start or watchdog
+    /// timeout, or a failing health probe — not a non-zero exit code.
+    OnAbnormal,
+    /// systemd's `on-abort`: killed by a signal other than the clean ones.
+    OnAbort,
+    /// systemd's `on-watchdog`: the watchdog (or a health probe) failed.
+    OnWatchdog,
     Never,
 }
 
@@ -185,6 +208,7 @@ pub struct RestartSpec {
 pub struct StopSpec {
     /// Signal number (e.g. `libc::SIGTERM`).
     pub signal: i32,
+    /// `Duration::MAX` for `timeout = "infinity"`: never SIGKILL.
     pub timeout: Duration,
     /// A command that stops the service instead of the signal (run as the
     /// unit's user); SIGKILL to the group still follows after `timeout`.
@@ -241,6 +265,235 @@ pub struct Limits {
     pub memlock: Option<u64>,
 }
 
+/// A helper command (`exec_start_pre`, `exec_start_post`,
+/// `exec_stop_post`, `reload_exec`): its argv and systemd's prefixes,
+/// written before the program (`"-/usr/bin/x"`, `"+/usr/bin/x"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelperCmd {
+    pub argv: Vec<String>,
+    /// `-`: a failing exit is logged, not a failure.
+    pub ignore_failure: bool,
+    /// `+`: runs as root, ignoring `user`, `group` and sandboxing.
+    pub privileged: bool,
+}
+
+/// An exit status named in `success_exit_status` or
+/// `restart_prevent_exit_status`: a code, or a signal that killed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitMatch {
+    Code(i32),
+    Signal(i32),
+}
+
+/// `env_file`: systemd EnvironmentFile syntax; `-` before the path makes
+/// a missing file fine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvFile {
+    pub path: PathBuf,
+    pub optional: bool,
+}
+
+/// What a condition (`condition_*`) or assertion (`assert_*`) checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CondKind {
+    PathExists,
+    PathExistsGlob,
+    PathIsDirectory,
+    PathIsSymbolicLink,
+    PathIsMountPoint,
+    PathIsReadWrite,
+    DirectoryNotEmpty,
+    FileNotEmpty,
+    FileIsExecutable,
+    /// `yes`/`no`, `vm`, `container`, or a technology name.
+    Virtualization,
+    /// A word (or `word=value`) on the kernel command line.
+    KernelCommandLine,
+    /// A capability in supd's bounding set.
+    Capability,
+    /// `yes`/`no`: on mains power.
+    ACPower,
+    /// An environment assignment (`NAME` or `NAME=value`) in supd's own
+    /// environment.
+    Environment,
+}
+
+impl CondKind {
+    /// The unit-file key suffix (`path_exists` in `condition_path_exists`).
+    pub fn key(self) -> &'static str {
+        match self {
+            CondKind::PathExists => "path_exists",
+            CondKind::PathExistsGlob => "path_exists_glob",
+            CondKind::PathIsDirectory => "path_is_directory",
+            CondKind::PathIsSymbolicLink => "path_is_symbolic_link",
+            CondKind::PathIsMountPoint => "path_is_mount_point",
+            CondKind::PathIsReadWrite => "path_is_read_write",
+            CondKind::DirectoryNotEmpty => "directory_not_empty",
+            CondKind::FileNotEmpty => "file_not_empty",
+            CondKind::FileIsExecutable => "file_is_executable",
+            CondKind::Virtualization => "virtualization",
+            CondKind::KernelCommandLine => "kernel_command_line",
+            CondKind::Capability => "capability",
+            CondKind::ACPower => "ac_power",
+            CondKind::Environment => "environment",
+        }
+    }
+
+    pub const ALL: &'static [CondKind] = &[
+        CondKind::PathExists,
+        CondKind::PathExistsGlob,
+        CondKind::PathIsDirectory,
+        CondKind::PathIsSymbolicLink,
+        CondKind::PathIsMountPoint,
+        CondKind::PathIsReadWrite,
+        CondKind::DirectoryNotEmpty,
+        CondKind::FileNotEmpty,
+        CondKind::FileIsExecutable,
+        CondKind::Virtualization,
+        CondKind::KernelCommandLine,
+        CondKind::Capability,
+        CondKind::ACPower,
+        CondKind::Environment,
+    ];
+}
+
+/// One condition: checked right before each start. A failing condition
+/// makes the unit `skipped` (not failed; its dependents start as if it
+/// had completed); a failing assertion makes the start fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub kind: CondKind,
+    /// The path or word (without the `!`).
+    pub arg: String,
+    /// Written with a leading `!`: holds when the check does not.
+    pub negate: bool,
+    /// `assert_*` rather than `condition_*`.
+    pub assert: bool,
+    /// Written with a leading `|`: a triggering condition — when a unit
+    /// has any, at least one of them must hold (the others all must).
+    pub trigger: bool,
+}
+
+/// Modes of the directories supd creates for a unit (octal, e.g. 0o755).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectoryModes {
+    pub runtime: u32,
+    pub state: u32,
+    pub cache: u32,
+    pub logs: u32,
+    pub configuration: u32,
+}
+
+impl Default for DirectoryModes {
+    fn default() -> Self {
+        DirectoryModes {
+            runtime: 0o755,
+            state: 0o755,
+            cache: 0o755,
+            logs: 0o755,
+            configuration: 0o755,
+        }
+    }
+}
+
+/// `[sandbox] protect_system`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProtectSystem {
+    #[default]
+    No,
+    /// /usr, /boot, /efi read-only.
+    Yes,
+    /// ...and /etc.
+    Full,
+    /// Everything read-only but /dev, /proc, /sys, the unit's own
+    /// directories and `read_write_paths`.
+    Strict,
+}
+
+/// `[sandbox] protect_home`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProtectHome {
+    #[default]
+    No,
+    /// /home, /root and /run/user empty and inaccessible.
+    Yes,
+    ReadOnly,
+    /// An empty tmpfs on each.
+    Tmpfs,
+}
+
+/// A path for `read_write_paths` and friends: `-` before it makes a
+/// missing path fine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxPath {
+    pub path: PathBuf,
+    pub optional: bool,
+}
+
+/// `[sandbox]`: what a unit's processes may see and do, set up in a mount
+/// namespace of their own (and prctl) right before exec. The default
+/// restricts nothing and creates no namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Sandbox {
+    pub no_new_privileges: bool,
+    /// Capabilities kept in the bounding set (all others dropped); None
+    /// keeps the set as it is.
+    pub capability_bounding_set: Option<u64>,
+    /// Capabilities raised in the ambient set (for a non-root `user`).
+    pub ambient_capabilities: u64,
+    pub private_tmp: bool,
+    pub protect_system: ProtectSystem,
+    pub protect_home: ProtectHome,
+    pub read_write_paths: Vec<SandboxPath>,
+    pub read_only_paths: Vec<SandboxPath>,
+    pub inaccessible_paths: Vec<SandboxPath>,
+    /// A /dev with only null, zero, full, random, urandom, tty, pts, shm.
+    pub private_devices: bool,
+    pub protect_kernel_tunables: bool,
+    pub protect_kernel_modules: bool,
+    pub protect_kernel_logs: bool,
+    pub protect_control_groups: bool,
+    pub protect_clock: bool,
+    /// A UTS namespace of its own: hostname changes stay inside.
+    pub protect_hostname: bool,
+    /// A network namespace with only loopback.
+    pub private_network: bool,
+    /// An IPC namespace of its own.
+    pub private_ipc: bool,
+    /// A /proc of its own with `hidepid=` this value (`invisible`,
+    /// `noaccess`, `ptraceable`).
+    pub protect_proc: Option<String>,
+    /// `subset=pid` on that /proc.
+    pub proc_subset_pid: bool,
+    /// Mounted noexec (recursively), except `exec_paths`.
+    pub no_exec_paths: Vec<SandboxPath>,
+    pub exec_paths: Vec<SandboxPath>,
+}
+
+impl Sandbox {
+    /// Does it need a mount namespace?
+    pub fn needs_mounts(&self) -> bool {
+        self.private_tmp
+            || self.protect_system != ProtectSystem::No
+            || self.protect_home != ProtectHome::No
+            || !self.read_write_paths.is_empty()
+            || !self.read_only_paths.is_empty()
+            || !self.inaccessible_paths.is_empty()
+            || self.private_devices
+            || self.protect_kernel_tunables
+            || self.protect_kernel_modules
+            || self.protect_kernel_logs
+            || self.protect_control_groups
+            || self.protect_proc.is_some()
+            || self.proc_subset_pid
+            || !self.no_exec_paths.is_empty()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Sandbox::default()
+    }
+}
+
 /// One validated unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitSpec {
@@ -252,8 +505,6 @@ pub struct UnitSpec {
     pub kind: UnitKind,
     /// argv, non-empty, no shell.
     pub exec: Vec<String>,
-    /// `type = "forking"`: where the daemon writes its pid.
-    pub pid_file: Option<PathBuf>,
     pub env: BTreeMap<String, String>,
     pub user: Option<String>,
     pub group: Option<String>,
@@ -285,9 +536,100 @@ pub struct UnitSpec {
     pub priority: Priority,
     pub output: Output,
     pub resources: Resources,
+    /// How much captured output to keep (`log_max_size`, `log_max_files`);
+    /// unset values come from supd.toml, then the built-in defaults.
+    pub log: LogSpec,
+    /// Run in order before the main process; a failure fails the start.
+    pub exec_start_pre: Vec<HelperCmd>,
+    /// Run in order once the main process is started.
+    pub exec_start_post: Vec<HelperCmd>,
+    /// Run in order after the main process has exited, whatever the cause.
+    pub exec_stop_post: Vec<HelperCmd>,
+    /// `supctl reload-unit` runs these (with `$MAINPID`) instead of sending
+    /// `reload_signal`.
+    pub reload_exec: Vec<HelperCmd>,
+    /// Read before each start; later files and `env` win.
+    pub env_file: Vec<EnvFile>,
+    /// A longrun whose main process exits successfully stays up (like a
+    /// completed oneshot) instead of becoming `exited`.
+    pub remain_after_exit: bool,
+    /// Exit statuses that count as success besides 0.
+    pub success_exit_status: Vec<ExitMatch>,
+    /// Exit statuses after which the restart policy does not restart.
+    pub restart_prevent_exit_status: Vec<ExitMatch>,
+    /// Created (and chowned to `user`) under /var/lib, /var/cache,
+    /// /var/log and /etc before each start.
+    pub state_directory: Vec<String>,
+    pub cache_directory: Vec<String>,
+    pub logs_directory: Vec<String>,
+    pub configuration_directory: Vec<String>,
+    pub directory_modes: DirectoryModes,
+    /// Scheduling priority (-20..19).
+    pub nice: Option<i32>,
+    /// /proc/self/oom_score_adj (-1000..1000).
+    pub oom_score_adjust: Option<i32>,
+    /// Extra groups, added to the user's.
+    pub supplementary_groups: Vec<String>,
+    pub conditions: Vec<Condition>,
+    /// systemd's PartOf=: stopped (and kept down) while one of these is
+    /// stopped by an operator or locked; restarted with it.
+    pub part_of: Vec<String>,
+    /// `supctl reload-unit` of one of these reloads this unit too.
+    pub reload_propagated_from: Vec<String>,
+    /// `type = "forking"`: the command daemonizes; the main process is the
+    /// pid written to this file once the command exited 0.
+    pub pid_file: Option<PathBuf>,
+    pub sandbox: Sandbox,
+}
+
+/// Per-unit log limits from the unit file; None = supd.toml's / default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogSpec {
+    pub max_size: Option<u64>,
+    pub max_files: Option<u32>,
+}
+
+impl LogSpec {
+    /// Defaults: 4 files of 1 MiB never fill a small appliance disk.
+    pub const DEFAULT_MAX_SIZE: u64 = 1 << 20;
+    pub const DEFAULT_MAX_FILES: u32 = 4;
+    /// Bounds (a record is at most ~4 KiB, so a file holds a few).
+    pub const MIN_MAX_SIZE: u64 = 16 * 1024;
+    pub const MAX_MAX_SIZE: u64 = 1 << 30;
+    pub const MAX_MAX_FILES: u32 = 1000;
+
+    /// This unit's value where set, else `global`'s, else the default.
+    pub fn resolve(self, global: LogSpec) -> (u64, u32) {
+        (
+            self.max_size
+                .or(global.max_size)
+                .unwrap_or(Self::DEFAULT_MAX_SIZE),
+            self.max_files
+                .or(global.max_files)
+                .unwrap_or(Self::DEFAULT_MAX_FILES),
+        )
+    }
 }
 
 impl UnitSpec {
+    /// Does `status` count as a successful exit?
+    pub fn exit_ok(&self, status: ExitStatusView) -> bool {
+        match status {
+            ExitStatusView::Code(0) => true,
+            ExitStatusView::Code(c) => self.success_exit_status.contains(&ExitMatch::Code(c)),
+            ExitStatusView::Signal(s) => self.success_exit_status.contains(&ExitMatch::Signal(s)),
+        }
+    }
+
+    /// Does `status` forbid an automatic restart?
+    pub fn restart_prevented(&self, status: ExitStatusView) -> bool {
+        let m = match status {
+            ExitStatusView::Code(c) => ExitMatch::Code(c),
+            ExitStatusView::Signal(s) => ExitMatch::Signal(s),
+        };
+        self.restart_prevent_exit_status.contains(&m)
+    }
+
     /// A minimal spec, used by tests and the simulation.
     pub fn simple(name: &str, kind: UnitKind, exec: &[&str]) -> UnitSpec {
         UnitSpec {
@@ -296,7 +638,6 @@ impl UnitSpec {
             description: None,
             kind,
             exec: exec.iter().map(|s| s.to_string()).collect(),
-            pid_file: None,
             env: BTreeMap::new(),
             user: None,
             group: None,
@@ -320,7 +661,7 @@ impl UnitSpec {
             readiness: None,
             restart: RestartSpec {
                 policy: match kind {
-                    UnitKind::Longrun | UnitKind::Forking => RestartPolicy::OnFailure,
+                    UnitKind::Longrun => RestartPolicy::OnFailure,
                     UnitKind::Oneshot => RestartPolicy::Never,
                 },
                 delay: Duration::from_secs(1),
@@ -338,8 +679,38 @@ impl UnitSpec {
             priority: Priority::Normal,
             output: Output::Capture,
             resources: Resources::default(),
+            log: LogSpec::default(),
+            exec_start_pre: vec![],
+            exec_start_post: vec![],
+            exec_stop_post: vec![],
+            reload_exec: vec![],
+            env_file: vec![],
+            remain_after_exit: false,
+            success_exit_status: vec![],
+            restart_prevent_exit_status: vec![],
+            state_directory: vec![],
+            cache_directory: vec![],
+            logs_directory: vec![],
+            configuration_directory: vec![],
+            directory_modes: DirectoryModes::default(),
+            nice: None,
+            oom_score_adjust: None,
+            supplementary_groups: vec![],
+            conditions: vec![],
+            part_of: vec![],
+            reload_propagated_from: vec![],
+            pid_file: None,
+            sandbox: Sandbox::default(),
         }
     }
+}
+
+/// An exit status as the unit spec sees it (the engine's `ExitStatus`
+/// without the core flag), so `unit` does not depend on `engine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatusView {
+    Code(i32),
+    Signal(i32),
 }
 
 /// An immutable, fully validated set: every dependency exists, no cycles.

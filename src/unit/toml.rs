@@ -24,9 +24,8 @@ use crate::unit::{
 struct RawUnit {
     description: Option<String>,
     #[serde(rename = "type")]
-    kind: Option<UnitKind>,
+    kind: Option<Spanned<RawKind>>,
     exec: Option<Spanned<Vec<String>>>,
-    pid_file: Option<Spanned<String>>,
     env: Option<Spanned<BTreeMap<String, String>>>,
     user: Option<String>,
     group: Option<String>,
@@ -38,6 +37,8 @@ struct RawUnit {
     essential: Option<bool>,
     priority: Option<Priority>,
     output: Option<Output>,
+    log_max_size: Option<Spanned<RawSize>>,
+    log_max_files: Option<Spanned<u32>>,
     requires: Option<Vec<Spanned<String>>>,
     wants: Option<Vec<Spanned<String>>>,
     after: Option<Vec<Spanned<String>>>,
@@ -48,6 +49,144 @@ struct RawUnit {
     restart: Option<Spanned<RawRestart>>,
     stop: Option<Spanned<RawStop>>,
     resources: Option<RawResources>,
+    // Keys for units imported from systemd (see `extras`).
+    exec_start_pre: Option<Spanned<Commands>>,
+    exec_start_post: Option<Spanned<Commands>>,
+    exec_stop_post: Option<Spanned<Commands>>,
+    reload_exec: Option<Spanned<Commands>>,
+    env_file: Option<OneOrMany>,
+    remain_after_exit: Option<bool>,
+    success_exit_status: Option<Vec<Spanned<CodeOrName>>>,
+    restart_prevent_exit_status: Option<Vec<Spanned<CodeOrName>>>,
+    state_directory: Option<Vec<Spanned<String>>>,
+    cache_directory: Option<Vec<Spanned<String>>>,
+    logs_directory: Option<Vec<Spanned<String>>>,
+    configuration_directory: Option<Vec<Spanned<String>>>,
+    runtime_directory_mode: Option<Spanned<String>>,
+    state_directory_mode: Option<Spanned<String>>,
+    cache_directory_mode: Option<Spanned<String>>,
+    logs_directory_mode: Option<Spanned<String>>,
+    configuration_directory_mode: Option<Spanned<String>>,
+    nice: Option<Spanned<i32>>,
+    oom_score_adjust: Option<Spanned<i32>>,
+    supplementary_groups: Option<Vec<String>>,
+    pid_file: Option<Spanned<String>>,
+    sandbox: Option<Spanned<RawSandbox>>,
+    part_of: Option<Vec<Spanned<String>>>,
+    reload_propagated_from: Option<Vec<Spanned<String>>>,
+    condition_path_exists: Option<OneOrMany>,
+    assert_path_exists: Option<OneOrMany>,
+    condition_path_exists_glob: Option<OneOrMany>,
+    assert_path_exists_glob: Option<OneOrMany>,
+    condition_path_is_directory: Option<OneOrMany>,
+    assert_path_is_directory: Option<OneOrMany>,
+    condition_path_is_symbolic_link: Option<OneOrMany>,
+    assert_path_is_symbolic_link: Option<OneOrMany>,
+    condition_path_is_mount_point: Option<OneOrMany>,
+    assert_path_is_mount_point: Option<OneOrMany>,
+    condition_path_is_read_write: Option<OneOrMany>,
+    assert_path_is_read_write: Option<OneOrMany>,
+    condition_directory_not_empty: Option<OneOrMany>,
+    assert_directory_not_empty: Option<OneOrMany>,
+    condition_file_not_empty: Option<OneOrMany>,
+    assert_file_not_empty: Option<OneOrMany>,
+    condition_file_is_executable: Option<OneOrMany>,
+    assert_file_is_executable: Option<OneOrMany>,
+    condition_virtualization: Option<OneOrMany>,
+    assert_virtualization: Option<OneOrMany>,
+    condition_kernel_command_line: Option<OneOrMany>,
+    assert_kernel_command_line: Option<OneOrMany>,
+    condition_capability: Option<OneOrMany>,
+    assert_capability: Option<OneOrMany>,
+    condition_ac_power: Option<OneOrMany>,
+    assert_ac_power: Option<OneOrMany>,
+    condition_environment: Option<OneOrMany>,
+    assert_environment: Option<OneOrMany>,
+}
+
+impl RawUnit {
+    /// Every `condition_*`/`assert_*` key that is set, with its kind.
+    fn condition_keys(&self) -> Vec<(crate::unit::CondKind, bool, &OneOrMany)> {
+        use crate::unit::CondKind as K;
+        let all: [(K, &Option<OneOrMany>, &Option<OneOrMany>); 14] = [
+            (
+                K::PathExists,
+                &self.condition_path_exists,
+                &self.assert_path_exists,
+            ),
+            (
+                K::PathExistsGlob,
+                &self.condition_path_exists_glob,
+                &self.assert_path_exists_glob,
+            ),
+            (
+                K::PathIsDirectory,
+                &self.condition_path_is_directory,
+                &self.assert_path_is_directory,
+            ),
+            (
+                K::PathIsSymbolicLink,
+                &self.condition_path_is_symbolic_link,
+                &self.assert_path_is_symbolic_link,
+            ),
+            (
+                K::PathIsMountPoint,
+                &self.condition_path_is_mount_point,
+                &self.assert_path_is_mount_point,
+            ),
+            (
+                K::PathIsReadWrite,
+                &self.condition_path_is_read_write,
+                &self.assert_path_is_read_write,
+            ),
+            (
+                K::DirectoryNotEmpty,
+                &self.condition_directory_not_empty,
+                &self.assert_directory_not_empty,
+            ),
+            (
+                K::FileNotEmpty,
+                &self.condition_file_not_empty,
+                &self.assert_file_not_empty,
+            ),
+            (
+                K::FileIsExecutable,
+                &self.condition_file_is_executable,
+                &self.assert_file_is_executable,
+            ),
+            (
+                K::Virtualization,
+                &self.condition_virtualization,
+                &self.assert_virtualization,
+            ),
+            (
+                K::KernelCommandLine,
+                &self.condition_kernel_command_line,
+                &self.assert_kernel_command_line,
+            ),
+            (
+                K::Capability,
+                &self.condition_capability,
+                &self.assert_capability,
+            ),
+            (K::ACPower, &self.condition_ac_power, &self.assert_ac_power),
+            (
+                K::Environment,
+                &self.condition_environment,
+                &self.assert_environment,
+            ),
+        ];
+        let mut out = Vec::new();
+        for (k, c, a) in all {
+            if let Some(v) = c {
+                out.push((k, false, v));
+            }
+            if let Some(v) = a {
+                out.push((k, true, v));
+            }
+        }
+        out
+    }
 }
 
 #[derive(Deserialize)]
@@ -59,6 +198,89 @@ struct RawResources {
     cpu_max: Option<Spanned<String>>,
     pids_max: Option<Spanned<toml::Value>>,
     io_weight: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSandbox {
+    no_new_privileges: Option<bool>,
+    capability_bounding_set: Option<Vec<Spanned<String>>>,
+    ambient_capabilities: Option<Vec<Spanned<String>>>,
+    private_tmp: Option<bool>,
+    protect_system: Option<Spanned<BoolOrWord>>,
+    protect_home: Option<Spanned<BoolOrWord>>,
+    read_write_paths: Option<Vec<Spanned<String>>>,
+    read_only_paths: Option<Vec<Spanned<String>>>,
+    inaccessible_paths: Option<Vec<Spanned<String>>>,
+    private_devices: Option<bool>,
+    protect_kernel_tunables: Option<bool>,
+    protect_kernel_modules: Option<bool>,
+    protect_kernel_logs: Option<bool>,
+    protect_control_groups: Option<bool>,
+    protect_clock: Option<bool>,
+    protect_hostname: Option<bool>,
+    private_network: Option<bool>,
+    private_ipc: Option<bool>,
+    protect_proc: Option<Spanned<String>>,
+    proc_subset: Option<Spanned<String>>,
+    no_exec_paths: Option<Vec<Spanned<String>>>,
+    exec_paths: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum BoolOrWord {
+    Bool(bool),
+    Word(String),
+}
+
+/// `type`: a forking service is a longrun whose main process is read
+/// from `pid_file` once its command has exited 0.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawKind {
+    Longrun,
+    Oneshot,
+    Forking,
+}
+
+/// One command (`["/bin/x", "a"]`) or several (`[["/bin/x"], ["/bin/y"]]`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Commands {
+    One(Vec<String>),
+    Many(Vec<Vec<String>>),
+}
+
+/// A string or a list of strings (spanned as a whole: an untagged enum
+/// cannot carry spans inside).
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum OneOrManyInner {
+    One(String),
+    Many(Vec<String>),
+}
+
+type OneOrMany = Spanned<OneOrManyInner>;
+
+/// Each item with the span of the whole value.
+fn items(v: &OneOrMany) -> Vec<Spanned<String>> {
+    let span = v.span();
+    match v.get_ref() {
+        OneOrManyInner::One(s) => vec![Spanned::new(span, s.clone())],
+        OneOrManyInner::Many(l) => l
+            .iter()
+            .map(|s| Spanned::new(span.clone(), s.clone()))
+            .collect(),
+    }
+}
+
+/// An exit code or a signal name.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum CodeOrName {
+    Code(i64),
+    Name(String),
 }
 
 #[derive(Deserialize)]
@@ -142,6 +364,8 @@ const TOP_KEYS: &[&str] = &[
     "essential",
     "priority",
     "output",
+    "log_max_size",
+    "log_max_files",
     "requires",
     "wants",
     "after",
@@ -152,6 +376,58 @@ const TOP_KEYS: &[&str] = &[
     "restart",
     "stop",
     "resources",
+    "exec_start_pre",
+    "exec_start_post",
+    "exec_stop_post",
+    "reload_exec",
+    "env_file",
+    "remain_after_exit",
+    "success_exit_status",
+    "restart_prevent_exit_status",
+    "state_directory",
+    "cache_directory",
+    "logs_directory",
+    "configuration_directory",
+    "runtime_directory_mode",
+    "state_directory_mode",
+    "cache_directory_mode",
+    "logs_directory_mode",
+    "configuration_directory_mode",
+    "nice",
+    "oom_score_adjust",
+    "supplementary_groups",
+    "pid_file",
+    "sandbox",
+    "part_of",
+    "reload_propagated_from",
+    "condition_path_exists",
+    "assert_path_exists",
+    "condition_path_exists_glob",
+    "assert_path_exists_glob",
+    "condition_path_is_directory",
+    "assert_path_is_directory",
+    "condition_path_is_symbolic_link",
+    "assert_path_is_symbolic_link",
+    "condition_path_is_mount_point",
+    "assert_path_is_mount_point",
+    "condition_path_is_read_write",
+    "assert_path_is_read_write",
+    "condition_directory_not_empty",
+    "assert_directory_not_empty",
+    "condition_file_not_empty",
+    "assert_file_not_empty",
+    "condition_file_is_executable",
+    "assert_file_is_executable",
+    "condition_virtualization",
+    "assert_virtualization",
+    "condition_kernel_command_line",
+    "assert_kernel_command_line",
+    "condition_capability",
+    "assert_capability",
+    "condition_ac_power",
+    "assert_ac_power",
+    "condition_environment",
+    "assert_environment",
 ];
 
 /// Where in the text a byte offset is (1-based line and column).
@@ -253,7 +529,7 @@ impl<'a> Errs<'a> {
 
 /// A byte size: an integer, or a string like "256M", "1G", "512K",
 /// "1048576", or "max".
-fn parse_size(v: &toml::Value) -> Result<crate::unit::CgLimit, String> {
+fn parse_cg_size(v: &toml::Value) -> Result<crate::unit::CgLimit, String> {
     use crate::unit::CgLimit;
     match v {
         toml::Value::Integer(n) if *n >= 0 => Ok(CgLimit::Value(*n as u64)),
@@ -292,7 +568,7 @@ fn parse_resources(errs: &mut Errs<'_>, r: &RawResources) -> crate::unit::Resour
     let mut out = crate::unit::Resources::default();
     let size_hint = "write a size like \"256M\", \"1G\", a number of bytes, or \"max\"";
     let size = |errs: &mut Errs<'_>, v: &Option<Spanned<toml::Value>>, key: &str| {
-        v.as_ref().and_then(|v| match parse_size(v.get_ref()) {
+        v.as_ref().and_then(|v| match parse_cg_size(v.get_ref()) {
             Ok(l) => Some(l),
             Err(e) => {
                 errs.at(v.span(), format!("`{key}`: {e}"), size_hint);
@@ -362,6 +638,89 @@ fn parse_resources(errs: &mut Errs<'_>, r: &RawResources) -> crate::unit::Resour
         parsed
     });
     out
+}
+
+/// A size: bytes as an integer, or a string with a binary suffix
+/// (`"512K"`, `"1MiB"`, `"2M"`).
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub(crate) enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+/// Bytes in a size like `"1MiB"`; K, M and G are binary (1024-based).
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KB" | "KiB" | "k" => 1 << 10,
+        "M" | "MB" | "MiB" => 1 << 20,
+        "G" | "GB" | "GiB" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+impl Errs<'_> {
+    /// `log_max_size` / `log_max_files`, checked against the log store's
+    /// bounds.
+    pub(crate) fn log_limits(
+        &mut self,
+        size: &Option<Spanned<RawSize>>,
+        files: &Option<Spanned<u32>>,
+    ) -> crate::unit::LogSpec {
+        use crate::unit::LogSpec;
+        const MIN_MAX_SIZE: u64 = LogSpec::MIN_MAX_SIZE;
+        const MAX_MAX_SIZE: u64 = LogSpec::MAX_MAX_SIZE;
+        const MAX_MAX_FILES: u32 = LogSpec::MAX_MAX_FILES;
+        let max_size = size.as_ref().and_then(|v| {
+            let parsed = match v.get_ref() {
+                RawSize::Bytes(b) => Ok(*b),
+                RawSize::Text(t) => parse_size(t),
+            };
+            match parsed {
+                Ok(b) if (MIN_MAX_SIZE..=MAX_MAX_SIZE).contains(&b) => Some(b),
+                Ok(b) => {
+                    self.at(
+                        v.span(),
+                        format!("log_max_size {b} bytes is out of range"),
+                        format!("between {MIN_MAX_SIZE} (16K) and {MAX_MAX_SIZE} (1G) bytes"),
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.at(
+                        v.span(),
+                        format!("log_max_size: {e}"),
+                        "write sizes like 1048576, \"512K\", \"1MiB\"",
+                    );
+                    None
+                }
+            }
+        });
+        let max_files = files.as_ref().and_then(|v| {
+            let n = *v.get_ref();
+            if (1..=MAX_MAX_FILES).contains(&n) {
+                Some(n)
+            } else {
+                self.at(
+                    v.span(),
+                    format!("log_max_files = {n} is out of range"),
+                    format!("between 1 and {MAX_MAX_FILES}"),
+                );
+                None
+            }
+        });
+        crate::unit::LogSpec {
+            max_size,
+            max_files,
+        }
+    }
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -479,6 +838,12 @@ fn probe_spec(errs: &mut Errs<'_>, h: &Spanned<RawHealth>, section: &str) -> Opt
                 format!("[{section}] exec is empty"),
                 "give the probe command",
             );
+        } else if e.iter().any(|a| a.contains('\0')) {
+            errs.at(
+                span.clone(),
+                format!("[{section}] exec has an argument containing NUL"),
+                "remove the NUL (\\u0000): no program can receive it",
+            );
         }
         targets.push(ProbeTarget::Exec(e.clone()));
     }
@@ -583,7 +948,11 @@ pub fn parse_unit_with_lines(
             return Err(errs.list);
         }
     };
-    let kind = raw.kind.unwrap_or(UnitKind::Longrun);
+    let raw_kind = raw.kind.as_ref().map(|k| *k.get_ref());
+    let kind = match raw_kind {
+        Some(RawKind::Oneshot) => UnitKind::Oneshot,
+        Some(RawKind::Longrun) | Some(RawKind::Forking) | None => UnitKind::Longrun,
+    };
 
     let exec: Vec<String> = match &raw.exec {
         None => {
@@ -641,16 +1010,6 @@ pub fn parse_unit_with_lines(
         .working_directory
         .as_ref()
         .and_then(|w| abs_path(&mut errs, w, "working_directory"));
-    let pid_file = raw.pid_file.as_ref().and_then(|p| {
-        if kind != UnitKind::Forking {
-            errs.at(
-                p.span(),
-                "`pid_file` applies only to type = \"forking\"",
-                "remove it, or set type = \"forking\" for a daemon that forks and writes its pid",
-            );
-        }
-        abs_path(&mut errs, p, "pid_file")
-    });
 
     let mut dep_lines = DepLines::new();
     let mut deps =
@@ -674,6 +1033,12 @@ pub fn parse_unit_with_lines(
             out
         };
     let requires = deps(&mut errs, &raw.requires, "requires");
+    let part_of = deps(&mut errs, &raw.part_of, "part_of");
+    let reload_propagated_from = deps(
+        &mut errs,
+        &raw.reload_propagated_from,
+        "reload_propagated_from",
+    );
     let wants = deps(&mut errs, &raw.wants, "wants");
     let after = deps(&mut errs, &raw.after, "after");
 
@@ -730,8 +1095,10 @@ pub fn parse_unit_with_lines(
             .map(|t| errs.duration(&Some(t.clone()), "ready.watchdog", Duration::from_secs(30)));
         ReadySpec {
             kind: rk,
+            // "infinity": no start timeout, as when the key is absent.
             timeout: r
                 .and_then(|r| r.timeout.as_ref())
+                .filter(|t| t.get_ref().trim() != "infinity")
                 .map(|t| errs.duration(&Some(t.clone()), "ready.timeout", Duration::from_secs(90))),
             fd,
             watchdog,
@@ -741,7 +1108,7 @@ pub fn parse_unit_with_lines(
     let restart = {
         let r = raw.restart.as_ref().map(|r| r.get_ref());
         let policy = r.and_then(|r| r.policy).unwrap_or(match kind {
-            UnitKind::Longrun | UnitKind::Forking => RestartPolicy::OnFailure,
+            UnitKind::Longrun => RestartPolicy::OnFailure,
             UnitKind::Oneshot => RestartPolicy::Never,
         });
         let none = None;
@@ -825,16 +1192,26 @@ pub fn parse_unit_with_lines(
                     "[stop] exec is empty",
                     "give the stop command, or remove it to stop by signal",
                 );
+            } else if e.get_ref().iter().any(|a| a.contains('\0')) {
+                errs.at(
+                    e.span(),
+                    "[stop] exec has an argument containing NUL",
+                    "remove the NUL (\\u0000): no program can receive it",
+                );
             }
             e.get_ref().clone()
         });
         StopSpec {
             signal,
-            timeout: errs.duration(
-                s.map(|s| &s.timeout).unwrap_or(&none),
-                "stop.timeout",
-                Duration::from_secs(10),
-            ),
+            // "infinity": wait for the service however long it takes.
+            timeout: match s.and_then(|s| s.timeout.as_ref()) {
+                Some(t) if t.get_ref().trim() == "infinity" => Duration::MAX,
+                _ => errs.duration(
+                    s.map(|s| &s.timeout).unwrap_or(&none),
+                    "stop.timeout",
+                    Duration::from_secs(10),
+                ),
+            },
             exec,
             kill_mode: s.and_then(|s| s.kill_mode).unwrap_or_default(),
         }
@@ -892,6 +1269,10 @@ pub fn parse_unit_with_lines(
         },
     };
 
+    let log = errs.log_limits(&raw.log_max_size, &raw.log_max_files);
+
+    let x = extras(&mut errs, &raw, raw_kind, &restart);
+
     if !errs.list.is_empty() {
         return Err(errs.list);
     }
@@ -902,7 +1283,6 @@ pub fn parse_unit_with_lines(
             description: raw.description,
             kind,
             exec,
-            pid_file,
             env,
             user: raw.user,
             group: raw.group,
@@ -924,9 +1304,447 @@ pub fn parse_unit_with_lines(
             priority: raw.priority.unwrap_or(Priority::Normal),
             output: raw.output.unwrap_or(Output::Capture),
             resources,
+            log,
+
+            exec_start_pre: x.exec_start_pre,
+            exec_start_post: x.exec_start_post,
+            exec_stop_post: x.exec_stop_post,
+            reload_exec: x.reload_exec,
+            env_file: x.env_file,
+            remain_after_exit: raw.remain_after_exit.unwrap_or(false),
+            success_exit_status: x.success_exit_status,
+            restart_prevent_exit_status: x.restart_prevent_exit_status,
+            state_directory: x.state_directory,
+            cache_directory: x.cache_directory,
+            logs_directory: x.logs_directory,
+            configuration_directory: x.configuration_directory,
+            directory_modes: x.directory_modes,
+            nice: x.nice,
+            oom_score_adjust: x.oom_score_adjust,
+            supplementary_groups: raw.supplementary_groups.unwrap_or_default(),
+            conditions: x.conditions,
+            part_of,
+            reload_propagated_from,
+            pid_file: x.pid_file,
+            sandbox: x.sandbox,
         },
         dep_lines,
     ))
+}
+
+/// The keys systemd units need (see `supd import`), validated.
+#[derive(Default)]
+struct Extras {
+    exec_start_pre: Vec<crate::unit::HelperCmd>,
+    exec_start_post: Vec<crate::unit::HelperCmd>,
+    exec_stop_post: Vec<crate::unit::HelperCmd>,
+    reload_exec: Vec<crate::unit::HelperCmd>,
+    env_file: Vec<crate::unit::EnvFile>,
+    success_exit_status: Vec<crate::unit::ExitMatch>,
+    restart_prevent_exit_status: Vec<crate::unit::ExitMatch>,
+    state_directory: Vec<String>,
+    cache_directory: Vec<String>,
+    logs_directory: Vec<String>,
+    configuration_directory: Vec<String>,
+    directory_modes: crate::unit::DirectoryModes,
+    nice: Option<i32>,
+    oom_score_adjust: Option<i32>,
+    conditions: Vec<crate::unit::Condition>,
+    pid_file: Option<PathBuf>,
+    sandbox: crate::unit::Sandbox,
+}
+
+fn extras(
+    errs: &mut Errs<'_>,
+    raw: &RawUnit,
+    kind: Option<RawKind>,
+    restart: &RestartSpec,
+) -> Extras {
+    let mut x = Extras::default();
+    let cmds = |errs: &mut Errs<'_>, v: &Option<Spanned<Commands>>, key: &str| {
+        let Some(v) = v else { return Vec::new() };
+        let list = match v.get_ref() {
+            Commands::One(a) => vec![a.clone()],
+            Commands::Many(m) => m.clone(),
+        };
+        let mut out = Vec::new();
+        for mut argv in list {
+            let mut ignore_failure = false;
+            let mut privileged = false;
+            if let Some(first) = argv.first_mut() {
+                loop {
+                    if let Some(r) = first.strip_prefix('-') {
+                        ignore_failure = true;
+                        *first = r.to_string();
+                    } else if let Some(r) = first.strip_prefix('+') {
+                        privileged = true;
+                        *first = r.to_string();
+                    } else {
+                        break;
+                    }
+                }
+            }
+            if argv.first().is_none_or(|p| p.is_empty()) || argv.iter().any(|a| a.contains('\0')) {
+                errs.at(
+                    v.span(),
+                    format!("`{key}` has an empty command (or a NUL byte)"),
+                    "each command is a list: [\"/usr/bin/prog\", \"arg\"], optionally \"-/usr/bin/prog\" to ignore its failure or \"+/usr/bin/prog\" to run it as root",
+                );
+                continue;
+            }
+            out.push(crate::unit::HelperCmd {
+                argv,
+                ignore_failure,
+                privileged,
+            });
+        }
+        out
+    };
+    x.exec_start_pre = cmds(errs, &raw.exec_start_pre, "exec_start_pre");
+    x.exec_start_post = cmds(errs, &raw.exec_start_post, "exec_start_post");
+    x.exec_stop_post = cmds(errs, &raw.exec_stop_post, "exec_stop_post");
+    x.reload_exec = cmds(errs, &raw.reload_exec, "reload_exec");
+
+    for f in raw.env_file.iter().flat_map(items) {
+        let (optional, path) = match f.get_ref().strip_prefix('-') {
+            Some(p) => (true, p),
+            None => (false, f.get_ref().as_str()),
+        };
+        let sp = Spanned::new(f.span(), path.to_string());
+        if let Some(p) = abs_path(errs, &sp, "env_file") {
+            x.env_file.push(crate::unit::EnvFile { path: p, optional });
+        }
+    }
+
+    let statuses = |errs: &mut Errs<'_>, v: &Option<Vec<Spanned<CodeOrName>>>, key: &str| {
+        let mut out = Vec::new();
+        for s in v.iter().flatten() {
+            match s.get_ref() {
+                CodeOrName::Code(c) if (0..=255).contains(c) => {
+                    out.push(crate::unit::ExitMatch::Code(*c as i32))
+                }
+                CodeOrName::Code(c) => {
+                    errs.at(s.span(), format!("`{key}`: exit code {c} is not 0-255"), "")
+                }
+                CodeOrName::Name(n) => match parse_signal_any(n) {
+                    Some(sig) => out.push(crate::unit::ExitMatch::Signal(sig)),
+                    None => errs.at(
+                        s.span(),
+                        format!("`{key}`: {n:?} is neither an exit code nor a signal name"),
+                        "e.g. [1, 143, \"SIGTERM\"]",
+                    ),
+                },
+            }
+        }
+        out
+    };
+    x.success_exit_status = statuses(errs, &raw.success_exit_status, "success_exit_status");
+    x.restart_prevent_exit_status = statuses(
+        errs,
+        &raw.restart_prevent_exit_status,
+        "restart_prevent_exit_status",
+    );
+    let _ = restart;
+
+    let dirs = |errs: &mut Errs<'_>, v: &Option<Vec<Spanned<String>>>, key: &str, base: &str| {
+        let mut out = Vec::new();
+        for d in v.iter().flatten() {
+            let name = d.get_ref();
+            if name.is_empty()
+                || name.starts_with('/')
+                || Path::new(name)
+                    .components()
+                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                errs.at(
+                    d.span(),
+                    format!("{key} {name:?} must be a relative path below {base}"),
+                    format!("e.g. {key} = [\"myservice\"] creates {base}/myservice"),
+                );
+            } else {
+                out.push(name.clone());
+            }
+        }
+        out
+    };
+    x.state_directory = dirs(errs, &raw.state_directory, "state_directory", "/var/lib");
+    x.cache_directory = dirs(errs, &raw.cache_directory, "cache_directory", "/var/cache");
+    x.logs_directory = dirs(errs, &raw.logs_directory, "logs_directory", "/var/log");
+    x.configuration_directory = dirs(
+        errs,
+        &raw.configuration_directory,
+        "configuration_directory",
+        "/etc",
+    );
+    let mode = |errs: &mut Errs<'_>, v: &Option<Spanned<String>>, key: &str| -> u32 {
+        let Some(m) = v else { return 0o755 };
+        match u32::from_str_radix(m.get_ref().trim_start_matches("0o"), 8) {
+            Ok(v) if v <= 0o7777 => v,
+            _ => {
+                errs.at(
+                    m.span(),
+                    format!("`{key}` = {:?} is not an octal mode", m.get_ref()),
+                    "e.g. \"0750\"",
+                );
+                0o755
+            }
+        }
+    };
+    x.directory_modes = crate::unit::DirectoryModes {
+        runtime: mode(errs, &raw.runtime_directory_mode, "runtime_directory_mode"),
+        state: mode(errs, &raw.state_directory_mode, "state_directory_mode"),
+        cache: mode(errs, &raw.cache_directory_mode, "cache_directory_mode"),
+        logs: mode(errs, &raw.logs_directory_mode, "logs_directory_mode"),
+        configuration: mode(
+            errs,
+            &raw.configuration_directory_mode,
+            "configuration_directory_mode",
+        ),
+    };
+
+    if let Some(n) = &raw.nice {
+        if (-20..=19).contains(n.get_ref()) {
+            x.nice = Some(*n.get_ref());
+        } else {
+            errs.at(
+                n.span(),
+                format!("nice = {} is not -20..19", n.get_ref()),
+                "",
+            );
+        }
+    }
+    if let Some(n) = &raw.oom_score_adjust {
+        if (-1000..=1000).contains(n.get_ref()) {
+            x.oom_score_adjust = Some(*n.get_ref());
+        } else {
+            errs.at(
+                n.span(),
+                format!("oom_score_adjust = {} is not -1000..1000", n.get_ref()),
+                "",
+            );
+        }
+    }
+
+    for (k, assert, v) in raw.condition_keys() {
+        let prefix = if assert { "assert" } else { "condition" };
+        for item in items(v) {
+            let text = item.get_ref().trim();
+            let (trigger, text) = match text.strip_prefix('|') {
+                Some(t) => (true, t.trim()),
+                None => (false, text),
+            };
+            let (negate, arg) = match text.strip_prefix('!') {
+                Some(a) => (true, a.trim()),
+                None => (false, text),
+            };
+            let path_kind = !matches!(
+                k,
+                crate::unit::CondKind::Virtualization
+                    | crate::unit::CondKind::KernelCommandLine
+                    | crate::unit::CondKind::Capability
+                    | crate::unit::CondKind::ACPower
+                    | crate::unit::CondKind::Environment
+            );
+            if arg.is_empty() || (path_kind && !arg.starts_with('/')) {
+                errs.at(
+                    item.span(),
+                    format!(
+                        "`{prefix}_{}` = {text:?} needs {}",
+                        k.key(),
+                        if path_kind {
+                            "an absolute path"
+                        } else {
+                            "a value"
+                        }
+                    ),
+                    "e.g. \"/etc/myservice.conf\", or \"!/etc/myservice/disabled\" to negate",
+                );
+                continue;
+            }
+            x.conditions.push(crate::unit::Condition {
+                kind: k,
+                arg: arg.to_string(),
+                negate,
+                assert,
+                trigger,
+            });
+        }
+    }
+
+    if let Some(sb) = &raw.sandbox {
+        x.sandbox = sandbox(errs, sb.get_ref());
+    }
+    match (kind, &raw.pid_file) {
+        (Some(RawKind::Forking), Some(p)) => x.pid_file = abs_path(errs, p, "pid_file"),
+        (Some(RawKind::Forking), None) => {
+            let span = raw.kind.as_ref().map(|k| k.span()).unwrap_or(0..0);
+            errs.at(
+                span,
+                "type = \"forking\" needs `pid_file`",
+                "give the file the daemon writes its pid to, e.g. pid_file = \"/run/nginx.pid\"",
+            );
+        }
+        (_, Some(p)) => errs.at(
+            p.span(),
+            "`pid_file` is only for type = \"forking\"",
+            "remove it, or set type = \"forking\"",
+        ),
+        (_, None) => {}
+    }
+    x
+}
+
+fn sandbox(errs: &mut Errs<'_>, r: &RawSandbox) -> crate::unit::Sandbox {
+    use crate::unit::{ProtectHome, ProtectSystem, SandboxPath};
+    let mut s = crate::unit::Sandbox {
+        no_new_privileges: r.no_new_privileges.unwrap_or(false),
+        private_tmp: r.private_tmp.unwrap_or(false),
+        private_devices: r.private_devices.unwrap_or(false),
+        protect_kernel_tunables: r.protect_kernel_tunables.unwrap_or(false),
+        protect_kernel_modules: r.protect_kernel_modules.unwrap_or(false),
+        protect_kernel_logs: r.protect_kernel_logs.unwrap_or(false),
+        protect_control_groups: r.protect_control_groups.unwrap_or(false),
+        protect_clock: r.protect_clock.unwrap_or(false),
+        protect_hostname: r.protect_hostname.unwrap_or(false),
+        private_network: r.private_network.unwrap_or(false),
+        private_ipc: r.private_ipc.unwrap_or(false),
+        ..Default::default()
+    };
+    let caps = |errs: &mut Errs<'_>, v: &Vec<Spanned<String>>, key: &str| -> (u64, bool) {
+        // `~` before the first name: the list is what to drop.
+        let mut mask = 0u64;
+        let mut invert = false;
+        for (i, c) in v.iter().enumerate() {
+            let mut name = c.get_ref().trim();
+            if i == 0
+                && let Some(n) = name.strip_prefix('~')
+            {
+                invert = true;
+                name = n.trim();
+            }
+            match crate::unit::caps::number(name) {
+                Some(n) => mask |= 1u64 << n,
+                None => errs.at(
+                    c.span(),
+                    format!("[sandbox] {key}: {name:?} is not a capability"),
+                    "names like \"CAP_NET_BIND_SERVICE\"; \"~CAP_X\" first drops the listed ones",
+                ),
+            }
+        }
+        (mask, invert)
+    };
+    let all = (1u64 << crate::unit::caps::NAMES.len()) - 1;
+    if let Some(v) = &r.capability_bounding_set {
+        let (mask, invert) = caps(errs, v, "capability_bounding_set");
+        s.capability_bounding_set = Some(if invert { all & !mask } else { mask });
+    }
+    if let Some(v) = &r.ambient_capabilities {
+        let (mask, invert) = caps(errs, v, "ambient_capabilities");
+        s.ambient_capabilities = if invert { all & !mask } else { mask };
+    }
+    let word = |errs: &mut Errs<'_>,
+                v: &Option<Spanned<BoolOrWord>>,
+                key: &str,
+                words: &[&str]|
+     -> Option<String> {
+        let v = v.as_ref()?;
+        match v.get_ref() {
+            BoolOrWord::Bool(true) => Some("yes".into()),
+            BoolOrWord::Bool(false) => None,
+            BoolOrWord::Word(w) if words.contains(&w.as_str()) => Some(w.clone()),
+            BoolOrWord::Word(w) => {
+                errs.at(
+                    v.span(),
+                    format!("[sandbox] {key} = {w:?} is not one of {}", words.join(", ")),
+                    "",
+                );
+                None
+            }
+        }
+    };
+    s.protect_system = match word(
+        errs,
+        &r.protect_system,
+        "protect_system",
+        &["yes", "full", "strict", "no"],
+    )
+    .as_deref()
+    {
+        Some("yes") => ProtectSystem::Yes,
+        Some("full") => ProtectSystem::Full,
+        Some("strict") => ProtectSystem::Strict,
+        _ => ProtectSystem::No,
+    };
+    s.protect_home = match word(
+        errs,
+        &r.protect_home,
+        "protect_home",
+        &["yes", "read-only", "tmpfs", "no"],
+    )
+    .as_deref()
+    {
+        Some("yes") => ProtectHome::Yes,
+        Some("read-only") => ProtectHome::ReadOnly,
+        Some("tmpfs") => ProtectHome::Tmpfs,
+        _ => ProtectHome::No,
+    };
+    let paths =
+        |errs: &mut Errs<'_>, v: &Option<Vec<Spanned<String>>>, key: &str| -> Vec<SandboxPath> {
+            let mut out = Vec::new();
+            for p in v.iter().flatten() {
+                let (optional, path) = match p.get_ref().strip_prefix('-') {
+                    Some(x) => (true, x.to_string()),
+                    None => (false, p.get_ref().clone()),
+                };
+                let sp = Spanned::new(p.span(), path);
+                if let Some(path) = abs_path(errs, &sp, &format!("sandbox.{key}")) {
+                    out.push(SandboxPath { path, optional });
+                }
+            }
+            out
+        };
+    s.read_write_paths = paths(errs, &r.read_write_paths, "read_write_paths");
+    s.read_only_paths = paths(errs, &r.read_only_paths, "read_only_paths");
+    s.inaccessible_paths = paths(errs, &r.inaccessible_paths, "inaccessible_paths");
+    s.no_exec_paths = paths(errs, &r.no_exec_paths, "no_exec_paths");
+    s.exec_paths = paths(errs, &r.exec_paths, "exec_paths");
+    if let Some(p) = &r.protect_proc {
+        match p.get_ref().as_str() {
+            "default" => {}
+            w @ ("invisible" | "noaccess" | "ptraceable") => s.protect_proc = Some(w.to_string()),
+            w => errs.at(
+                p.span(),
+                format!("[sandbox] protect_proc = {w:?} is not one of default, invisible, noaccess, ptraceable"),
+                "",
+            ),
+        }
+    }
+    if let Some(p) = &r.proc_subset {
+        match p.get_ref().as_str() {
+            "all" => {}
+            "pid" => s.proc_subset_pid = true,
+            w => errs.at(
+                p.span(),
+                format!("[sandbox] proc_subset = {w:?} is not \"all\" or \"pid\""),
+                "",
+            ),
+        }
+    }
+    s
+}
+
+/// A signal number from `SIGTERM`/`TERM`, including SIGKILL (an exit
+/// status, not a stop signal).
+fn parse_signal_any(s: &str) -> Option<i32> {
+    let up = s.trim().to_ascii_uppercase();
+    let full = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    full.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
 }
 
 #[cfg(test)]
@@ -1105,7 +1923,7 @@ timeout = "30s"
             "type = \"forking\"\npid_file = \"/run/d.pid\"\nexec = [\"/x\"]\n[stop]\nkill_mode = \"mixed\"\n[resources]\nmemory_max = \"256M\"\nmemory_high = 100000000\ncpu_weight = 50\ncpu_max = \"150%\"\npids_max = 64\nio_weight = 10\n",
         )
         .expect("valid");
-        assert_eq!(s.kind, UnitKind::Forking);
+        assert_eq!(s.kind, UnitKind::Longrun);
         assert_eq!(s.pid_file, Some(PathBuf::from("/run/d.pid")));
         assert_eq!(s.stop.kill_mode, KillMode::Mixed);
         let r = &s.resources;
@@ -1117,7 +1935,7 @@ timeout = "30s"
         assert_eq!(r.io_weight, Some(10));
         let e = err("exec = [\"/x\"]\npid_file = \"/run/x.pid\"\n[resources]\nmemory_max = \"lots\"\ncpu_weight = 0\ncpu_max = \"fast\"\npids_max = -1\n").join("\n");
         for needle in [
-            "pid_file` applies only",
+            "only for type",
             "memory_max",
             "cpu_weight` = 0",
             "cpu_max",
@@ -1130,6 +1948,119 @@ timeout = "30s"
                 .join("")
                 .contains("`group`, `main`, `mixed`")
         );
+    }
+
+    #[test]
+    fn empty_arguments_are_allowed_but_not_an_empty_program() {
+        let s = parse("exec = [\"/usr/bin/redis-server\", \"--logfile\", \"\"]").unwrap();
+        assert_eq!(s.exec[2], "");
+        let e = err("exec = [\"\", \"x\"]");
+        assert!(e[0].contains("no program"), "{e:?}");
+    }
+
+    #[test]
+    fn keys_for_imported_units() {
+        let s = parse(
+            r#"
+type = "forking"
+pid_file = "/run/x.pid"
+exec = ["/usr/sbin/x"]
+exec_start_pre = ["-/usr/sbin/x", "-t"]
+exec_start_post = [["/bin/a"], ["+/bin/b", "c"]]
+exec_stop_post = ["/bin/cleanup"]
+reload_exec = [["/usr/sbin/x", "-t"], ["/bin/kill", "-HUP", "$MAINPID"]]
+env_file = ["-/etc/default/x", "/etc/x.env"]
+remain_after_exit = true
+success_exit_status = [1, "SIGTERM", "HUP"]
+restart_prevent_exit_status = [255]
+state_directory = ["x", "x/sub"]
+state_directory_mode = "0750"
+runtime_directory_mode = "2755"
+nice = -5
+oom_score_adjust = -900
+supplementary_groups = ["adm"]
+condition_path_exists = ["/etc/x.conf", "!/etc/x/disabled"]
+assert_path_is_directory = "/var/lib"
+condition_virtualization = "!container"
+[restart]
+policy = "on-abnormal"
+[stop]
+timeout = "infinity"
+[ready]
+timeout = "infinity"
+"#,
+        )
+        .unwrap();
+        assert_eq!(s.pid_file, Some(PathBuf::from("/run/x.pid")));
+        assert!(s.exec_start_pre[0].ignore_failure && !s.exec_start_pre[0].privileged);
+        assert_eq!(s.exec_start_pre[0].argv, ["/usr/sbin/x", "-t"]);
+        assert!(s.exec_start_post[1].privileged);
+        assert_eq!(s.reload_exec.len(), 2);
+        assert!(s.env_file[0].optional && !s.env_file[1].optional);
+        assert!(s.remain_after_exit);
+        assert_eq!(
+            s.success_exit_status,
+            [
+                crate::unit::ExitMatch::Code(1),
+                crate::unit::ExitMatch::Signal(libc::SIGTERM),
+                crate::unit::ExitMatch::Signal(libc::SIGHUP)
+            ]
+        );
+        assert_eq!(s.directory_modes.state, 0o750);
+        assert_eq!(s.directory_modes.runtime, 0o2755);
+        assert_eq!(s.nice, Some(-5));
+        assert_eq!(s.conditions.len(), 4);
+        assert!(s.conditions[1].negate && !s.conditions[1].assert);
+        assert!(s.conditions.iter().any(|c| c.assert));
+        assert_eq!(s.restart.policy, RestartPolicy::OnAbnormal);
+        assert_eq!(s.stop.timeout, Duration::MAX);
+        assert_eq!(s.ready.timeout, None);
+
+        let e = err("type = \"forking\"\nexec = [\"/x\"]\n");
+        assert!(e[0].contains("pid_file"), "{e:?}");
+        let e = err("exec = [\"/x\"]\npid_file = \"/run/x.pid\"\n");
+        assert!(e[0].contains("only for type"), "{e:?}");
+        let e = err(
+            "exec = [\"/x\"]\nnice = 40\nstate_directory = [\"../etc\"]\ncondition_path_exists = \"relative\"\nsuccess_exit_status = [\"SIGNOPE\"]\n",
+        );
+        assert_eq!(e.len(), 4, "{e:?}");
+    }
+
+    #[test]
+    fn sandbox_keys() {
+        let s = parse(
+            r#"
+exec = ["/x"]
+[sandbox]
+no_new_privileges = true
+capability_bounding_set = ["CAP_NET_BIND_SERVICE", "chown"]
+ambient_capabilities = ["CAP_NET_BIND_SERVICE"]
+private_tmp = true
+protect_system = "strict"
+protect_home = "read-only"
+read_write_paths = ["-/var/lib/x", "/srv"]
+protect_proc = "invisible"
+proc_subset = "pid"
+"#,
+        )
+        .unwrap();
+        let sb = &s.sandbox;
+        assert!(sb.no_new_privileges && sb.private_tmp);
+        assert_eq!(sb.capability_bounding_set, Some((1 << 10) | 1));
+        assert_eq!(sb.protect_system, crate::unit::ProtectSystem::Strict);
+        assert_eq!(sb.protect_home, crate::unit::ProtectHome::ReadOnly);
+        assert!(sb.read_write_paths[0].optional && !sb.read_write_paths[1].optional);
+        assert!(sb.needs_mounts());
+        let s = parse("exec = [\"/x\"]\n[sandbox]\ncapability_bounding_set = [\"~CAP_SYS_ADMIN\"]\nprotect_system = true\n").unwrap();
+        assert_eq!(
+            s.sandbox.capability_bounding_set.map(|m| m & (1 << 21)),
+            Some(0)
+        );
+        assert_eq!(s.sandbox.protect_system, crate::unit::ProtectSystem::Yes);
+        let e = err(
+            "exec = [\"/x\"]\n[sandbox]\nprotect_system = \"very\"\ncapability_bounding_set = [\"CAP_NOPE\"]\nprivate_tmpp = true\n",
+        );
+        assert!(e.join("\n").contains("private_tmpp"), "{e:?}");
     }
 
     #[test]
@@ -1198,5 +2129,21 @@ timeout = \"300000000000y\"
         assert_eq!(parse_signal("SIGQUIT"), Ok(libc::SIGQUIT));
         assert!(parse_signal("SIGSTOP").is_err());
         assert!(parse_signal("SIGNOPE").is_err());
+    }
+
+    /// Found by tests/fuzz.rs (unit_text_structured): a NUL in a stop or
+    /// probe command was accepted and could only fail at stop/probe time.
+    #[test]
+    fn nul_in_stop_and_probe_commands_is_refused() {
+        let e = err("exec = [\"/x\"]\n[stop]\nexec = [\"/bin/kill\", \"a\\u0000b\"]\n");
+        assert!(
+            e[0].contains("[stop] exec") && e[0].contains("NUL"),
+            "{e:?}"
+        );
+        let e = err("exec = [\"/x\"]\n[health]\nexec = [\"\\u0000\"]\n");
+        assert!(
+            e[0].contains("[health] exec") && e[0].contains("NUL"),
+            "{e:?}"
+        );
     }
 }

@@ -8,9 +8,12 @@
 //! connection that has not sent its request is evicted), checking the
 //! peer's credentials (SO_PEERCRED) for requests that change anything, and
 //! handing valid requests to the driver with a reply channel. One request
-//! per connection. Must never: block the driver
-//! loop, buffer more than `MAX_REQUEST_BYTES` from a client, die on a bad
-//! client or a failed accept, or panic.
+//! per connection. Streaming requests (`logs`, `events`) get a bounded
+//! channel too: after the response line, each item put into it is written
+//! as one more line until the producer drops it or the client goes away.
+//! Must never: block the driver loop, buffer more than `MAX_REQUEST_BYTES`
+//! from a client (or `STREAM_DEPTH` items for one), die on a bad client or
+//! a failed accept, or panic.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -38,6 +41,14 @@ const READ_DEADLINE: Duration = Duration::from_secs(3);
 const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 /// Largest response a client accepts (status of thousands of units).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Items queued for one streaming client before its producer waits (logs
+/// backlog) or drops it (events).
+pub const STREAM_DEPTH: usize = 256;
+/// Streaming connections at once (followers must not use up the
+/// connections operators need).
+const MAX_STREAMS: usize = 16;
+/// Bytes gathered into one write to a streaming client.
+const STREAM_WRITE: usize = 64 * 1024;
 
 /// Who is on the other end (SO_PEERCRED).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +71,9 @@ pub struct ControlRequest {
     pub peer: Peer,
     pub req: Request,
     pub reply: oneshot::Sender<Response>,
+    /// For streaming requests: lines (JSON, no newline) written after an ok
+    /// response, until every sender is dropped or the client goes away.
+    pub stream: Option<mpsc::Sender<String>>,
 }
 
 /// `/run/supd/control.sock` as root, else `$XDG_RUNTIME_DIR/supd/…`
@@ -336,6 +350,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let streams = Arc::new(Semaphore::new(MAX_STREAMS));
     let reserved = Arc::new(Semaphore::new(RESERVED_PRIVILEGED));
     let counts = Arc::new(std::sync::Mutex::new(PeerCounts::default()));
     let idle = Arc::new(std::sync::Mutex::new(IdleSet::default()));
@@ -404,8 +419,9 @@ pub async fn serve(
         let tx = tx.clone();
         let (idle_id, evict) = idle.lock().unwrap_or_else(|p| p.into_inner()).add();
         let idle = Arc::clone(&idle);
+        let streams = streams.clone();
         tokio::spawn(async move {
-            handle(stream, peer, tx, evict, || {
+            handle(stream, peer, tx, streams, evict, || {
                 idle.lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(idle_id)
@@ -449,6 +465,7 @@ async fn handle(
     mut stream: UnixStream,
     peer: Peer,
     tx: mpsc::Sender<ControlRequest>,
+    streams: Arc<Semaphore>,
     evict: oneshot::Receiver<()>,
     not_idle: impl FnOnce(),
 ) {
@@ -464,44 +481,20 @@ async fn handle(
             return;
         }
     };
-    let env: Envelope = match serde_json::from_slice(&bytes) {
-        Ok(e) => e,
-        Err(e) => {
-            // Say what shape was expected: a wrong version gets its own
-            // message so an old supctl knows to upgrade.
-            let msg = match serde_json::from_slice::<serde_json::Value>(&bytes) {
-                Ok(v) if v.get("v").and_then(|x| x.as_u64()) != Some(VERSION as u64) => format!(
-                    "unsupported protocol version {} (this supd speaks v{VERSION}); use a matching supctl",
-                    v.get("v")
-                        .map(|x| x.to_string())
-                        .unwrap_or_else(|| "missing".into())
-                ),
-                _ => format!(
-                    "invalid request ({e}); expected one JSON line like {{\"v\":{VERSION},\"cmd\":\"status\"}}"
-                ),
-            };
+    let req = match crate::protocol::decode_request(&bytes) {
+        Ok(r) => r,
+        Err(msg) => {
             let _ = write_response(&mut stream, &Response::err(msg)).await;
             return;
         }
     };
-    if env.v != VERSION {
-        let _ = write_response(
-            &mut stream,
-            &Response::err(format!(
-                "unsupported protocol version {} (this supd speaks v{VERSION})",
-                env.v
-            )),
-        )
-        .await;
-        return;
-    }
     let me = nix::unistd::geteuid().as_raw();
-    if env.req.mutates() && peer.uid != 0 && peer.uid != me {
+    if req.mutates() && peer.uid != 0 && peer.uid != me {
         tracing::warn!(
             "refused control request from uid {} (pid {:?}): {:?} needs root",
             peer.uid,
             peer.pid,
-            env.req
+            req
         );
         let _ = write_response(
             &mut stream,
@@ -514,11 +507,32 @@ async fn handle(
         return;
     }
     let (rtx, rrx) = oneshot::channel();
+    let mut stream_permit = None;
+    let (stx, srx) = if req.streams() {
+        match streams.try_acquire_owned() {
+            Ok(p) => stream_permit = Some(p),
+            Err(_) => {
+                let _ = write_response(
+                    &mut stream,
+                    &Response::err(format!(
+                        "supd is busy: {MAX_STREAMS} streams (logs -f, events) are open; retry later"
+                    )),
+                )
+                .await;
+                return;
+            }
+        }
+        let (t, r) = mpsc::channel(STREAM_DEPTH);
+        (Some(t), Some(r))
+    } else {
+        (None, None)
+    };
     if tx
         .send(ControlRequest {
             peer,
-            req: env.req,
+            req,
             reply: rtx,
+            stream: stx,
         })
         .await
         .is_err()
@@ -529,7 +543,53 @@ async fn handle(
     let resp = rrx
         .await
         .unwrap_or_else(|_| Response::err("supd dropped the request (shutting down?)"));
-    let _ = write_response(&mut stream, &resp).await;
+    if write_response(&mut stream, &resp).await.is_err() || !resp.ok {
+        return;
+    }
+    if let Some(rx) = srx {
+        forward(stream, rx).await;
+    }
+    drop(stream_permit);
+}
+
+/// Write a stream's items until it ends or the client goes away (EOF or
+/// error on its side, or no progress within the write deadline).
+async fn forward(mut s: UnixStream, mut rx: mpsc::Receiver<String>) {
+    let (mut rd, mut wr) = s.split();
+    let mut probe = [0u8; 64];
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let first = tokio::select! {
+            item = rx.recv() => item,
+            r = rd.read(&mut probe) => match r {
+                // The client has nothing more to say; a closed side or an
+                // error means it is gone.
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            },
+        };
+        let Some(first) = first else {
+            let _ = wr.shutdown().await;
+            return;
+        };
+        buf.clear();
+        buf.extend_from_slice(first.as_bytes());
+        buf.push(b'\n');
+        // Gather what is already queued into one write.
+        while buf.len() < STREAM_WRITE {
+            match rx.try_recv() {
+                Ok(l) => {
+                    buf.extend_from_slice(l.as_bytes());
+                    buf.push(b'\n');
+                }
+                Err(_) => break,
+            }
+        }
+        match tokio::time::timeout(WRITE_DEADLINE, wr.write_all(&buf)).await {
+            Ok(Ok(())) => {}
+            _ => return,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -540,7 +600,9 @@ pub enum ClientError {
     Permission(String),
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
-    #[error("no answer from supd at {0} within {1:?}")]
+    #[error(
+        "no answer from supd at {0} within {1:?} (what it was asked to do goes on there: see `supctl status`; a longer --timeout waits for it)"
+    )]
     Timeout(String, Duration),
     #[error("supd sent an invalid answer: {0}")]
     BadResponse(String),
@@ -548,6 +610,109 @@ pub enum ClientError {
         "supd at {0} closed the connection without answering: it is busy (too many control connections) or stopping; retry in a moment"
     )]
     Busy(String),
+}
+
+/// A stream's item lines, after its response (see `open_stream`).
+pub struct StreamReader {
+    r: BufReader<UnixStream>,
+    path: String,
+}
+
+impl StreamReader {
+    /// The next item line (without its newline); None when supd ended the
+    /// stream.
+    pub async fn next_line(&mut self) -> Result<Option<String>, ClientError> {
+        let mut line = Vec::new();
+        let n = (&mut self.r)
+            .take(MAX_RESPONSE_BYTES as u64)
+            .read_until(b'\n', &mut line)
+            .await
+            .map_err(|e| ClientError::Io(self.path.clone(), e))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let text = String::from_utf8_lossy(&line);
+        Ok(Some(text.trim_end_matches('\n').to_string()))
+    }
+}
+
+/// Client side of a streaming request: the response (within `timeout`)
+/// and, when it is ok, a reader of the items that follow (no time limit).
+pub async fn open_stream(
+    path: &Path,
+    req: &Request,
+    timeout: Duration,
+) -> Result<(Response, StreamReader), ClientError> {
+    let p = path.display().to_string();
+    let connect = async {
+        let mut s = connect(path, &p).await?;
+        send_request(&mut s, req, &p).await?;
+        let mut r = BufReader::new(s);
+        let mut buf = Vec::new();
+        (&mut r)
+            .take(MAX_RESPONSE_BYTES as u64)
+            .read_until(b'\n', &mut buf)
+            .await
+            .map_err(|e| ClientError::Io(p.clone(), e))?;
+        let resp = parse_response(&buf)?;
+        Ok::<_, ClientError>((resp, StreamReader { r, path: p.clone() }))
+    };
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(r) => r,
+        Err(_) => Err(ClientError::Timeout(p, timeout)),
+    }
+}
+
+/// Client side of a streaming request: the response (within `timeout`),
+/// then every item line, each handed to `on_item` (return false to stop),
+/// until supd ends the stream. No time limit after the response.
+pub async fn request_stream(
+    path: &Path,
+    req: &Request,
+    timeout: Duration,
+    mut on_item: impl FnMut(&str) -> bool,
+) -> Result<Response, ClientError> {
+    let (resp, mut reader) = open_stream(path, req, timeout).await?;
+    if !resp.ok {
+        return Ok(resp);
+    }
+    while let Some(line) = reader.next_line().await? {
+        if !on_item(&line) {
+            break;
+        }
+    }
+    Ok(resp)
+}
+
+async fn connect(path: &Path, p: &str) -> Result<UnixStream, ClientError> {
+    UnixStream::connect(path).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            ClientError::NotRunning(p.to_string())
+        }
+        std::io::ErrorKind::PermissionDenied => ClientError::Permission(p.to_string()),
+        _ => ClientError::Io(p.to_string(), e),
+    })
+}
+
+async fn send_request(s: &mut UnixStream, req: &Request, p: &str) -> Result<(), ClientError> {
+    let mut line = serde_json::to_vec(&Envelope {
+        v: VERSION,
+        req: req.clone(),
+    })
+    .map_err(|e| ClientError::BadResponse(e.to_string()))?;
+    line.push(b'\n');
+    s.write_all(&line)
+        .await
+        .map_err(|e| ClientError::Io(p.to_string(), e))
+}
+
+fn parse_response(buf: &[u8]) -> Result<Response, ClientError> {
+    serde_json::from_slice::<Response>(buf).map_err(|e| {
+        ClientError::BadResponse(format!(
+            "{e}: {}",
+            String::from_utf8_lossy(&buf[..buf.len().min(200)])
+        ))
+    })
 }
 
 /// Client side: one request, one response, bounded in time and size.
@@ -567,12 +732,7 @@ pub async fn request(
                 std::io::ErrorKind::PermissionDenied => ClientError::Permission(p.clone()),
                 _ => ClientError::Io(p.clone(), e),
             })?;
-        let mut line = serde_json::to_vec(&Envelope {
-            v: VERSION,
-            req: req.clone(),
-        })
-        .map_err(|e| ClientError::BadResponse(e.to_string()))?;
-        line.push(b'\n');
+        let line = crate::protocol::encode_request(req);
         // A busy supd answers and closes without reading the request: the
         // write may then fail (EPIPE), but its answer is still there to read.
         let written = s.write_all(&line).await;

@@ -2,8 +2,10 @@
 //!
 //! Owns: formatting an event as `TIME LEVEL target: message key=value...`
 //! (the same shape `tracing-subscriber`'s fmt layer prints, which scripts
-//! and the VM test read) and writing it with one `write` call, so lines
-//! from supd never interleave mid-line on a shared console.
+//! and the VM test read) — or, with `log_format = "json"`, as one JSON
+//! object (`time`, `level`, `target`, `unit`, `message`, `fields`) for log
+//! collectors — and writing it with one `write` call, so lines from supd
+//! never interleave mid-line on a shared console.
 //!
 //! Why not tracing-subscriber: its fmt layer cost 49 KB more than this
 //! module in the static PID-1 binary (measured on the musl build), for a
@@ -30,9 +32,16 @@ use tracing::{Event, Level, Metadata, Subscriber};
 /// Install the sink for events at `max` and more severe. Returns false if a
 /// global subscriber was already set.
 pub fn init(max: Level) -> bool {
+    init_as(max, false)
+}
+
+/// As `init`; `json`: one JSON object per line instead of text.
+pub fn init_as(max: Level, json: bool) -> bool {
+    JSON.store(json, std::sync::atomic::Ordering::Relaxed);
     let out = STDERR.get_or_init(|| LineWriter::new(2, BACKLOG, dropped_report));
     tracing::subscriber::set_global_default(StderrLog {
         max,
+        json,
         out: Arc::clone(out),
     })
     .is_ok()
@@ -51,20 +60,32 @@ pub fn flush(timeout: std::time::Duration) {
     }
 }
 
+/// `log_format = "json"` was chosen (for the dropped-lines report, which
+/// is written outside any event).
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn dropped_report(n: u64) -> Vec<u8> {
     let (secs, micros) = wall_now();
+    let message = format!("{n} log lines dropped: stderr was not writable (its reader stalled)");
     let mut line = String::with_capacity(160);
     push_rfc3339(&mut line, secs, micros);
-    let _ = writeln!(
-        line,
-        "  WARN {}: {n} log lines dropped: stderr was not writable (its reader stalled)",
-        module_path!()
-    );
+    if JSON.load(std::sync::atomic::Ordering::Relaxed) {
+        let mut o = serde_json::Map::new();
+        o.insert("time".into(), line.into());
+        o.insert("level".into(), "warn".into());
+        o.insert("target".into(), module_path!().into());
+        o.insert("message".into(), message.into());
+        let mut l = serde_json::Value::Object(o).to_string();
+        l.push('\n');
+        return l.into_bytes();
+    }
+    let _ = writeln!(line, "  WARN {}: {message}", module_path!());
     line.into_bytes()
 }
 
 struct StderrLog {
     max: Level,
+    json: bool,
     out: Arc<LineWriter>,
 }
 
@@ -87,7 +108,11 @@ impl Subscriber for StderrLog {
     fn record_follows_from(&self, _: &Id, _: &Id) {}
 
     fn event(&self, event: &Event<'_>) {
-        let line = format_line(wall_now(), event);
+        let line = if self.json {
+            format_json(wall_now(), event)
+        } else {
+            format_line(wall_now(), event)
+        };
         self.out.write_line(line.as_bytes());
     }
 
@@ -125,6 +150,84 @@ fn format_line(now: (u64, u32), event: &Event<'_>) -> String {
     line
 }
 
+/// `{"time":...,"level":"warn","target":...,"unit":"web","message":...,
+/// "fields":{...}}` and a newline.
+fn format_json(now: (u64, u32), event: &Event<'_>) -> String {
+    let meta = event.metadata();
+    let mut v = JsonFields::default();
+    event.record(&mut v);
+    let mut time = String::with_capacity(27);
+    push_rfc3339(&mut time, now.0, now.1);
+    let mut obj = serde_json::Map::new();
+    obj.insert("time".into(), time.into());
+    obj.insert(
+        "level".into(),
+        meta.level().as_str().to_ascii_lowercase().into(),
+    );
+    obj.insert("target".into(), meta.target().into());
+    if let Some(u) = v.unit {
+        obj.insert("unit".into(), u.into());
+    }
+    obj.insert("message".into(), v.message.into());
+    if !v.fields.is_empty() {
+        obj.insert("fields".into(), serde_json::Value::Object(v.fields));
+    }
+    let mut line = serde_json::Value::Object(obj).to_string();
+    line.push('\n');
+    line
+}
+
+#[derive(Default)]
+struct JsonFields {
+    message: String,
+    unit: Option<String>,
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl JsonFields {
+    fn put(&mut self, field: &Field, value: serde_json::Value) {
+        match field.name() {
+            "message" => {
+                self.message = match value {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                }
+            }
+            "unit" => {
+                self.unit = Some(match value {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                })
+            }
+            name => {
+                self.fields.insert(name.to_string(), value);
+            }
+        }
+    }
+}
+
+impl Visit for JsonFields {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.put(field, format!("{value:?}").into());
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, value.into());
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, value.into());
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, value.into());
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, value.into());
+    }
+}
+
 struct Fields {
     message: String,
     rest: String,
@@ -151,7 +254,7 @@ impl Visit for Fields {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ` for seconds since the epoch (UTC).
-fn push_rfc3339(out: &mut String, secs: u64, micros: u32) {
+pub(crate) fn push_rfc3339(out: &mut String, secs: u64, micros: u32) {
     let days = (secs / 86_400) as i64;
     let sod = secs % 86_400;
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -192,6 +295,8 @@ mod tests {
         assert_eq!(s, "2000-02-29T00:00:00.000001Z");
     }
 
+    static JSON_LINES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
     #[test]
     fn fields_follow_the_message_display_unquoted_debug_quoted() {
         struct Capture(std::sync::Mutex<Vec<String>>);
@@ -208,6 +313,9 @@ mod tests {
                 if let Ok(mut v) = self.0.lock() {
                     v.push(format_line((0, 0), e));
                 }
+                if let Ok(mut v) = JSON_LINES.lock() {
+                    v.push(format_json((0, 0), e));
+                }
             }
             fn enter(&self, _: &Id) {}
             fn exit(&self, _: &Id) {}
@@ -216,13 +324,22 @@ mod tests {
         tracing::subscriber::with_default(cap.clone(), || {
             let unit = "web";
             let why = String::from("a b");
-            tracing::warn!(unit = %unit, why = ?why, "stopped (system shutdown): {}", 7);
+            tracing::warn!(unit = %unit, why = ?why, n = 3, "stopped (system shutdown): {}", 7);
         });
         let lines = cap.0.lock().map(|v| v.clone()).unwrap_or_default();
+        let json = JSON_LINES.lock().map(|v| v.clone()).unwrap_or_default();
+        let j: serde_json::Value = serde_json::from_str(&json[0]).unwrap();
+        assert_eq!(j["time"], "1970-01-01T00:00:00.000000Z");
+        assert_eq!(j["level"], "warn");
+        assert_eq!(j["unit"], "web");
+        assert_eq!(j["message"], "stopped (system shutdown): 7");
+        assert_eq!(j["fields"]["why"], "\"a b\"");
+        assert_eq!(j["fields"]["n"], 3);
+        assert!(json[0].ends_with("}\n") && json[0].matches('\n').count() == 1);
         assert_eq!(
             lines,
             vec![format!(
-                "1970-01-01T00:00:00.000000Z  WARN {}: stopped (system shutdown): 7 unit=web why=\"a b\"\n",
+                "1970-01-01T00:00:00.000000Z  WARN {}: stopped (system shutdown): 7 unit=web why=\"a b\" n=3\n",
                 module_path!()
             )]
         );

@@ -2,9 +2,11 @@
 //!
 //! Owns: one `AF_UNIX` datagram socket that services find in
 //! `$NOTIFY_SOCKET`, receiving `READY=1`, `STATUS=`, `STOPPING=1`,
-//! `WATCHDOG=1`, `MAINPID=` with the sender's credentials
-//! (`SO_PASSCRED`), so the driver can check the sender belongs to the unit
-//! it claims to be. Must never: trust the message text for identity,
+//! `RELOADING=1`, `WATCHDOG=1`, `WATCHDOG=trigger`, `EXTEND_TIMEOUT_USEC=`,
+//! `ERRNO=`, `MAINPID=` with the sender's credentials (`SO_PASSCRED`), so
+//! the driver can check the sender belongs to the unit it claims to be;
+//! and `notify_manager`, supd's own `READY=1`/`STOPPING=1` to the manager
+//! that started it. Must never: trust the message text for identity,
 //! block (datagrams are read when the socket is readable), or remove a
 //! socket a running supd still receives on (a second instance fails
 //! instead).
@@ -25,6 +27,8 @@ pub struct NotifySocket {
 /// A received message and the sender's pid from SCM_CREDENTIALS.
 pub struct Received {
     pub pid: i32,
+    /// The sender's uid, from the same credentials.
+    pub uid: u32,
     pub msg: NotifyMsg,
 }
 
@@ -78,10 +82,12 @@ fn recv_one(fd: i32) -> std::io::Result<Option<Received>> {
     let msg = recvmsg::<UnixAddr>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_DONTWAIT)
         .map_err(std::io::Error::from)?;
     let mut pid = None;
+    let mut uid = u32::MAX;
     if let Ok(cmsgs) = msg.cmsgs() {
         for c in cmsgs {
             if let ControlMessageOwned::ScmCredentials(cred) = c {
                 pid = Some(cred.pid());
+                uid = cred.uid();
             }
         }
     }
@@ -92,6 +98,7 @@ fn recv_one(fd: i32) -> std::io::Result<Option<Received>> {
     let text = String::from_utf8_lossy(&buf[..n]).to_string();
     Ok(Some(Received {
         pid,
+        uid,
         msg: parse(&text),
     }))
 }
@@ -143,6 +150,33 @@ impl RejectLog {
     }
 }
 
+/// Send `text` to the sd_notify socket supd itself was given
+/// (`$NOTIFY_SOCKET`: a path, or `@name` in the abstract namespace), so
+/// supd can run as a Type=notify service. Never blocks.
+pub fn notify_manager(path: &str, text: &str) -> std::io::Result<()> {
+    use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, sendto, socket};
+    let addr = match path.strip_prefix('@') {
+        Some(name) => UnixAddr::new_abstract(name.as_bytes()),
+        None => UnixAddr::new(path),
+    }
+    .map_err(std::io::Error::from)?;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(std::io::Error::from)?;
+    sendto(
+        fd.as_raw_fd(),
+        text.as_bytes(),
+        &addr,
+        MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(std::io::Error::from)?;
+    Ok(())
+}
+
 /// Parse the newline-separated `KEY=VALUE` assignments.
 pub fn parse(text: &str) -> NotifyMsg {
     let mut m = NotifyMsg::default();
@@ -152,7 +186,13 @@ pub fn parse(text: &str) -> NotifyMsg {
             Some(("STOPPING", "1")) => m.stopping = true,
             Some(("WATCHDOG", "1")) => m.watchdog = true,
             Some(("STATUS", s)) => m.status = Some(s.chars().take(512).collect()),
-            Some(("MAINPID", p)) => m.main_pid = p.trim().parse().ok(),
+            // `MAINPID=0` or `-1` would name a process group or every
+            // process, and pid 1 is never a unit's main process.
+            Some(("MAINPID", p)) => m.main_pid = p.trim().parse().ok().filter(|p| *p > 1),
+            Some(("RELOADING", "1")) => m.reloading = true,
+            Some(("WATCHDOG", "trigger")) => m.watchdog_trigger = true,
+            Some(("EXTEND_TIMEOUT_USEC", u)) => m.extend_timeout_usec = u.trim().parse().ok(),
+            Some(("ERRNO", e)) => m.errno = e.trim().parse().ok().filter(|e| *e >= 0),
             _ => {}
         }
     }
@@ -197,5 +237,15 @@ mod tests {
         assert_eq!(m.status.as_deref(), Some("Accepting connections"));
         assert_eq!(m.main_pid, Some(42));
         assert!(!m.stopping);
+        let m = parse(
+            "RELOADING=1\nMONOTONIC_USEC=123\nWATCHDOG=trigger\nEXTEND_TIMEOUT_USEC=5000000\nERRNO=2\nMAINPID=1\n",
+        );
+        assert!(m.reloading && m.watchdog_trigger);
+        assert_eq!(m.extend_timeout_usec, Some(5_000_000));
+        assert_eq!(m.errno, Some(2));
+        assert_eq!(m.main_pid, None, "pid 1 is never a unit's");
+        for bad in ["MAINPID=0", "MAINPID=-1", "MAINPID=x", "MAINPID=2147483648"] {
+            assert_eq!(parse(bad).main_pid, None, "{bad}");
+        }
     }
 }

@@ -1,21 +1,32 @@
 //! Service output capture.
 //!
 //! Owns: reading a child's output pipe (stdout and stderr share it, as a
-//! systemd journal stream does) line by line and logging each line with the
-//! unit's name. Lines are bounded (a service that never prints
-//! a newline cannot grow supd's memory) and the pipe is always drained, so a
-//! chatty child never blocks on a full pipe. Must never: block the driver
-//! loop, or hold the pipe open after the child's side closes.
+//! systemd journal stream does) and cutting it into lines: each read's
+//! complete lines go to the unit's log (`world::logstore`) as one chunk
+//! stamped with its arrival time, whatever supd's own log level; they are
+//! also echoed into supd's own log (target `unit`, level info, tagged with
+//! the unit's name) as before, for consoles and container logs. Lines are
+//! bounded (a service that never prints a newline cannot grow supd's
+//! memory) and the pipe is always drained, so a chatty child never blocks
+//! on a full pipe. Must never: block the driver loop (the store only
+//! queues), or hold the pipe open after the child's side closes.
 
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use tokio::io::AsyncReadExt;
 
-/// Longest line kept; the rest of a longer line is cut and marked.
-const MAX_LINE: usize = 4096;
+use super::logstore::{Limits, LogStore, MAX_LINE, Stream, wall_us};
+
+/// Bytes read per `read` call. The buffer lives only between the wake-up
+/// and the next wait (see `capture`).
+const READ_BUF: usize = 16 * 1024;
+/// Reads per wake-up before yielding to the rest of the loop (fairness
+/// under a flood: 256 KiB, then other work).
+const READS_PER_WAKE: usize = 16;
 
 /// Spawn a task that logs every line of `fd` under `unit`.
-pub fn capture(unit: String, fd: OwnedFd) {
+pub fn capture(store: LogStore, unit: Arc<str>, stream: Stream, limits: Limits, fd: OwnedFd) {
     let rx = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
         Ok(rx) => rx,
         Err(e) => {
@@ -25,46 +36,114 @@ pub fn capture(unit: String, fd: OwnedFd) {
     };
     tokio::spawn(async move {
         let rx = rx;
+        // The part of a line not ended yet; bounded by MAX_LINE.
         let mut line: Vec<u8> = Vec::new();
         let mut truncated = false;
-        loop {
+        let mut eof = false;
+        while !eof {
             // Wait for data, then read into a buffer that lives only in this
             // step: the task keeps no read buffer while it waits (one task
-            // per service; 512 bytes each was a third of supd's memory per
-            // unit).
+            // per service).
             if rx.readable().await.is_err() {
                 break;
             }
-            let mut buf = [0u8; 512];
-            let n = match rx.try_read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(_) => break,
-            };
-            for &b in &buf[..n] {
-                if b == b'\n' {
-                    emit(&unit, &line, truncated);
-                    line.clear();
-                    line.shrink_to(256);
-                    truncated = false;
-                } else if line.len() < MAX_LINE {
-                    line.push(b);
-                } else {
-                    truncated = true;
+            let mut buf = [0u8; READ_BUF];
+            let mut reads = 0;
+            while reads < READS_PER_WAKE && !eof {
+                reads += 1;
+                let n = match rx.try_read(&mut buf) {
+                    Ok(0) => {
+                        eof = true;
+                        0
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        eof = true;
+                        0
+                    }
+                };
+                // One chunk per read, sized to it: the store's byte bound
+                // is then close to the memory it really holds.
+                let mut chunk = Vec::with_capacity(n + line.len() + 32);
+                split_lines(&buf[..n], &mut line, &mut truncated, &mut chunk);
+                if eof && !line.is_empty() {
+                    end_line(&mut line, &mut truncated, &mut chunk);
+                }
+                if !chunk.is_empty() {
+                    echo(&unit, stream, &chunk);
+                    store.push(&unit, stream, limits, wall_us(), chunk);
+                }
+                if n < buf.len() {
+                    break;
                 }
             }
-        }
-        if !line.is_empty() {
-            emit(&unit, &line, truncated);
+            if !eof {
+                tokio::task::yield_now().await;
+            }
         }
     });
 }
 
-fn emit(unit: &str, line: &[u8], truncated: bool) {
-    let text = String::from_utf8_lossy(line);
-    let cut = if truncated { " [line truncated]" } else { "" };
-    tracing::info!(target: "unit", unit = %unit, "{text}{cut}");
+/// Append the complete lines of `data` to `out` (each ending in `\n`);
+/// keep an unfinished one in `line`.
+fn split_lines(data: &[u8], line: &mut Vec<u8>, truncated: &mut bool, out: &mut Vec<u8>) {
+    let mut rest = data;
+    while let Some(i) = memchr::memchr(b'\n', rest) {
+        let (head, tail) = rest.split_at(i);
+        if line.is_empty() && !*truncated && head.len() <= MAX_LINE {
+            // The common case: a whole line inside this read.
+            out.extend_from_slice(head);
+            out.push(b'\n');
+        } else {
+            take_part(line, truncated, head);
+            end_line(line, truncated, out);
+        }
+        rest = &tail[1..];
+    }
+    take_part(line, truncated, rest);
+}
+
+fn take_part(line: &mut Vec<u8>, truncated: &mut bool, part: &[u8]) {
+    let room = MAX_LINE.saturating_sub(line.len());
+    if part.len() > room {
+        *truncated = true;
+    }
+    line.extend_from_slice(&part[..part.len().min(room)]);
+}
+
+fn end_line(line: &mut Vec<u8>, truncated: &mut bool, out: &mut Vec<u8>) {
+    let head = &line[..line.len().min(MAX_LINE)];
+    out.extend_from_slice(head);
+    if *truncated {
+        out.extend_from_slice(b" [line truncated]");
+    }
+    out.push(b'\n');
+    line.clear();
+    line.shrink_to(256);
+    *truncated = false;
+}
+
+/// Echo into supd's own log (only when its level lets info through).
+fn echo(unit: &str, stream: Stream, chunk: &[u8]) {
+    if !tracing::enabled!(target: "unit", tracing::Level::INFO) {
+        return;
+    }
+    for l in chunk.split(|&b| b == b'\n') {
+        if l.is_empty() {
+            continue;
+        }
+        let text = String::from_utf8_lossy(l);
+        match stream {
+            Stream::Out | Stream::Supd => tracing::info!(target: "unit", unit = %unit, "{text}"),
+            Stream::Stop => {
+                tracing::info!(target: "unit", unit = %format_args!("{unit}:stop"), "{text}")
+            }
+            Stream::Probe => {
+                tracing::info!(target: "unit", unit = %format_args!("{unit}:probe"), "{text}")
+            }
+        }
+    }
 }
 
 /// `[ready] kind = "fd"`: report `run` as ready on the first newline the
@@ -96,4 +175,29 @@ pub fn watch_ready_line(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_split_across_reads_and_bounded() {
+        let (mut line, mut cut, mut out) = (Vec::new(), false, Vec::new());
+        split_lines(b"one\ntw", &mut line, &mut cut, &mut out);
+        split_lines(b"o\nthree", &mut line, &mut cut, &mut out);
+        assert_eq!(out, b"one\ntwo\n");
+        assert_eq!(line, b"three");
+        out.clear();
+        line.clear();
+        let long = vec![b'x'; MAX_LINE + 10];
+        split_lines(&long, &mut line, &mut cut, &mut out);
+        split_lines(b"yy\nnext\n", &mut line, &mut cut, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].ends_with(" [line truncated]"));
+        assert_eq!(lines[0].len(), MAX_LINE + " [line truncated]".len());
+        assert_eq!(lines[1], "next");
+    }
 }

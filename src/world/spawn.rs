@@ -151,8 +151,8 @@ pub fn recheck_mounts(mounts: &[MountReq]) -> Result<(), SpawnError> {
     Ok(())
 }
 
-/// What supd adds for a process beyond its unit's spec: environment and
-/// the cgroup it is born in.
+/// What supd adds for a process beyond its unit's spec: environment, how
+/// the command is run, and the cgroup it is born in.
 pub struct SpawnEnv<'a> {
     pub notify_socket: Option<&'a str>,
     /// For `[stop] exec`: the pid of the process it should stop, as
@@ -162,6 +162,151 @@ pub struct SpawnEnv<'a> {
     /// (`CLONE_INTO_CGROUP`; where the kernel lacks it, the child moves
     /// itself there before exec). Borrowed for the call.
     pub cgroup: Option<i32>,
+    /// Apply systemd's `$VAR`/`${VAR}` substitution to argv (the unit's
+    /// own commands; not probes).
+    pub expand: bool,
+    /// A `+` helper command: runs as root, without `user`/`group` and
+    /// outside the sandbox.
+    pub privileged: bool,
+    /// Apply the unit's `[sandbox]` (its own commands; not probes).
+    pub sandboxed: bool,
+    /// `[ready] watchdog`: export `WATCHDOG_USEC` (and `WATCHDOG_PID`,
+    /// the child's own pid, when `watchdog_pid`), as systemd does for the
+    /// main process.
+    pub watchdog_usec: Option<u64>,
+    pub watchdog_pid: bool,
+}
+
+impl SpawnEnv<'_> {
+    /// A probe's or test's environment: nothing added, nothing expanded.
+    pub fn plain() -> SpawnEnv<'static> {
+        SpawnEnv {
+            notify_socket: None,
+            main_pid: None,
+            expand: false,
+            privileged: false,
+            sandboxed: false,
+            watchdog_usec: None,
+            watchdog_pid: false,
+            cgroup: None,
+        }
+    }
+}
+
+/// Largest environment file read.
+const MAX_ENV_FILE: u64 = 1024 * 1024;
+
+/// Read the unit's `env_file`s into `envs` (later files win).
+fn read_env_files(spec: &UnitSpec, envs: &mut Vec<(String, String)>) -> Result<(), SpawnError> {
+    use std::io::Read;
+    for f in &spec.env_file {
+        let file = match std::fs::File::open(&f.path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && f.optional => continue,
+            Err(e) => {
+                return Err(SpawnError::Failed(format!(
+                    "reading env_file {}: {e} (write \"-{}\" in {} if the file is optional)",
+                    f.path.display(),
+                    f.path.display(),
+                    spec.file.display()
+                )));
+            }
+        };
+        let mut bytes = Vec::new();
+        file.take(MAX_ENV_FILE)
+            .read_to_end(&mut bytes)
+            .map_err(|e| {
+                SpawnError::Failed(format!("reading env_file {}: {e}", f.path.display()))
+            })?;
+        let text = String::from_utf8_lossy(&bytes);
+        let (kv, warnings) = crate::unit::exec::parse_env_file(&text, envs);
+        for w in warnings {
+            tracing::warn!(unit = %spec.name, "env_file {}: {w}", f.path.display());
+        }
+        for (k, v) in kv {
+            envs.retain(|(ek, _)| *ek != k);
+            envs.push((k, v));
+        }
+    }
+    Ok(())
+}
+
+/// The directories supd creates before each start: (base, names, mode,
+/// environment variable, chowned to the unit's user).
+fn managed_dirs(spec: &UnitSpec) -> [(&'static str, &[String], u32, &'static str, bool); 5] {
+    let m = spec.directory_modes;
+    [
+        (
+            "/run",
+            &spec.runtime_directory,
+            m.runtime,
+            "RUNTIME_DIRECTORY",
+            true,
+        ),
+        (
+            "/var/lib",
+            &spec.state_directory,
+            m.state,
+            "STATE_DIRECTORY",
+            true,
+        ),
+        (
+            "/var/cache",
+            &spec.cache_directory,
+            m.cache,
+            "CACHE_DIRECTORY",
+            true,
+        ),
+        (
+            "/var/log",
+            &spec.logs_directory,
+            m.logs,
+            "LOGS_DIRECTORY",
+            true,
+        ),
+        (
+            "/etc",
+            &spec.configuration_directory,
+            m.configuration,
+            "CONFIGURATION_DIRECTORY",
+            false,
+        ),
+    ]
+}
+
+/// Create the unit's directories (owned by its user, with their modes)
+/// and name them in the environment, as systemd does.
+fn make_dirs(
+    spec: &UnitSpec,
+    uid: Option<libc::uid_t>,
+    gid: Option<libc::gid_t>,
+    envs: &mut Vec<(String, String)>,
+) -> Result<(), SpawnError> {
+    use std::os::unix::fs::PermissionsExt;
+    for (base, names, mode, var, chown) in managed_dirs(spec) {
+        if names.is_empty() {
+            continue;
+        }
+        let mut paths = Vec::new();
+        for name in names {
+            let dir = Path::new(base).join(name);
+            let what = var.to_ascii_lowercase();
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                SpawnError::Failed(format!("creating {what} {}: {e}", dir.display()))
+            })?;
+            if chown && (uid.is_some() || gid.is_some()) {
+                std::os::unix::fs::chown(&dir, uid, gid).map_err(|e| {
+                    SpawnError::Failed(format!("chown of {what} {}: {e}", dir.display()))
+                })?;
+            }
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+                SpawnError::Failed(format!("chmod {mode:o} of {what} {}: {e}", dir.display()))
+            })?;
+            paths.push(dir.to_string_lossy().into_owned());
+        }
+        envs.push((var.into(), paths.join(":")));
+    }
+    Ok(())
 }
 
 /// The pre-exec steps, in the order the child takes them. A failure names
@@ -179,6 +324,9 @@ enum Stage {
     Uid,
     Chdir,
     Exec,
+    Nice,
+    OomScore,
+    Sandbox,
     Cgroup,
 }
 
@@ -193,7 +341,10 @@ impl Stage {
             6 => Stage::Uid,
             7 => Stage::Chdir,
             8 => Stage::Exec,
-            9 => Stage::Cgroup,
+            9 => Stage::Nice,
+            10 => Stage::OomScore,
+            11 => Stage::Sandbox,
+            12 => Stage::Cgroup,
             _ => Stage::None,
         }
     }
@@ -226,6 +377,13 @@ struct Plan {
     /// `cgroup.procs` of the unit's group, open for writing, when the child
     /// must move itself there (kernels without `CLONE_INTO_CGROUP`).
     cgroup_procs: Option<i32>,
+    nice: Option<i32>,
+    /// The value for /proc/self/oom_score_adj, as text.
+    oom_score: Option<CString>,
+    /// `WATCHDOG_PID=` with room for the digits the child writes (its
+    /// pid is known only once it exists); in `envp_ptrs` too.
+    watchdog_pid: Option<Vec<u8>>,
+    sandbox: Option<crate::world::sandbox::Plan>,
 }
 
 /// Written by the child on failure, read by the parent after it resumes.
@@ -233,6 +391,8 @@ struct Plan {
 struct ChildErr {
     stage: i32,
     errno: i32,
+    /// For `Stage::Sandbox`: which step.
+    step: usize,
 }
 
 /// What `child_main` gets: the plan to read, the error slot to write.
@@ -330,6 +490,40 @@ fn lookup_identity(
     Ok((uid, gid, groups))
 }
 
+/// Add `supplementary_groups` to the user's groups (root only).
+fn supplementary(
+    spec: &UnitSpec,
+    gid: Option<libc::gid_t>,
+    groups: Option<Vec<libc::gid_t>>,
+) -> Result<Option<Vec<libc::gid_t>>, SpawnError> {
+    if spec.supplementary_groups.is_empty() || !nix::unistd::geteuid().is_root() {
+        return Ok(groups);
+    }
+    let mut list = groups.unwrap_or_else(|| gid.into_iter().collect());
+    for name in &spec.supplementary_groups {
+        let g = nix::unistd::Group::from_name(name)
+            .map_err(|e| SpawnError::Failed(format!("looking up group {name}: {e}")))?
+            .ok_or_else(|| {
+                SpawnError::Failed(format!(
+                    "group {name} does not exist (create it, or change `supplementary_groups` in {})",
+                    spec.file.display()
+                ))
+            })?;
+        if !list.contains(&g.gid.as_raw()) {
+            list.push(g.gid.as_raw());
+        }
+    }
+    Ok(Some(list))
+}
+
+/// The unit's user and group ids, for owning its directories even when a
+/// `+` command (running as root) starts it.
+fn lookup_owner(spec: &UnitSpec) -> Result<(Option<libc::uid_t>, Option<libc::gid_t>), SpawnError> {
+    let mut scratch = Vec::new();
+    let (uid, gid, _) = lookup_identity(spec, &mut scratch)?;
+    Ok((uid, gid))
+}
+
 /// Spawn `argv` with the unit's identity and environment.
 pub fn spawn(
     spec: &UnitSpec,
@@ -347,35 +541,45 @@ pub fn spawn(
         ("PATH".into(), DEFAULT_PATH.into()),
         ("SUPD_UNIT".into(), spec.name.clone()),
     ];
-    let (uid, gid, groups) = lookup_identity(spec, &mut envs)?;
+    let (uid, gid, groups) = if extra.privileged {
+        (None, None, None)
+    } else {
+        let (uid, gid, groups) = lookup_identity(spec, &mut envs)?;
+        (uid, gid, supplementary(spec, gid, groups)?)
+    };
     if let Some(sock) = extra.notify_socket {
         envs.push(("NOTIFY_SOCKET".into(), sock.into()));
     }
     if let Some(pid) = extra.main_pid {
         envs.push(("MAINPID".into(), pid.to_string()));
     }
+    // Directories are made (and named in the environment) before the
+    // unit's own variables, which may refer to them.
+    let (dir_uid, dir_gid) = if extra.privileged {
+        lookup_owner(spec)?
+    } else {
+        (uid, gid)
+    };
+    make_dirs(spec, dir_uid, dir_gid, &mut envs)?;
+    // The unit's `env`, then its env files (which win, as in systemd).
     for (k, v) in &spec.env {
         envs.retain(|(ek, _)| ek != k);
         envs.push((k.clone(), v.clone()));
     }
+    read_env_files(spec, &mut envs)?;
+    let expanded;
+    let argv = if extra.expand {
+        expanded = crate::unit::exec::expand_argv(argv, &envs);
+        &expanded[..]
+    } else {
+        argv
+    };
     let path_var = envs
         .iter()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.as_str())
         .unwrap_or(DEFAULT_PATH);
     let exe = resolve_program(program, path_var)?;
-
-    for name in &spec.runtime_directory {
-        let dir = Path::new("/run").join(name);
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            SpawnError::Failed(format!("creating runtime directory {}: {e}", dir.display()))
-        })?;
-        if uid.is_some() || gid.is_some() {
-            std::os::unix::fs::chown(&dir, uid, gid).map_err(|e| {
-                SpawnError::Failed(format!("chown of runtime directory {}: {e}", dir.display()))
-            })?;
-        }
-    }
 
     // Descriptors. Everything we open is close-on-exec; the child copies
     // what it needs onto 0, 1, 2 and the readiness fd.
@@ -474,10 +678,20 @@ pub fn spawn(
         .iter()
         .map(|a| cstr("an exec argument", a.as_bytes()))
         .collect::<Result<_, _>>()?;
+    if let Some(usec) = extra.watchdog_usec {
+        envs.retain(|(k, _)| k != "WATCHDOG_USEC" && k != "WATCHDOG_PID");
+        envs.push(("WATCHDOG_USEC".into(), usec.to_string()));
+    }
     let c_envp: Vec<CString> = envs
         .iter()
         .map(|(k, v)| cstr("an environment variable", format!("{k}={v}").as_bytes()))
         .collect::<Result<_, _>>()?;
+    // "WATCHDOG_PID=" then room for 10 digits and the NUL.
+    let mut watchdog_pid = (extra.watchdog_usec.is_some() && extra.watchdog_pid).then(|| {
+        let mut b = b"WATCHDOG_PID=".to_vec();
+        b.resize(b.len() + 11, 0);
+        b
+    });
     let dir = spec
         .working_directory
         .as_deref()
@@ -494,8 +708,14 @@ pub fn spawn(
         envp_ptrs: c_envp
             .iter()
             .map(|s| s.as_ptr())
+            .chain(
+                watchdog_pid
+                    .as_mut()
+                    .map(|b| b.as_ptr() as *const libc::c_char),
+            )
             .chain(std::iter::once(std::ptr::null()))
             .collect(),
+        watchdog_pid,
         _envp: c_envp,
         targets,
         unshare_below,
@@ -508,6 +728,25 @@ pub fn spawn(
         uid,
         chdir: cstr("working_directory", dir.as_bytes())?,
         cgroup_procs: None,
+        nice: spec.nice,
+        oom_score: match spec.oom_score_adjust {
+            Some(v) => Some(cstr("oom_score_adjust", v.to_string().as_bytes())?),
+            None => None,
+        },
+        sandbox: if extra.sandboxed && !extra.privileged && !spec.sandbox.is_empty() {
+            let table = crate::world::mount_watch::read_mount_table().map_err(|e| {
+                SpawnError::Failed(format!("reading /proc/self/mountinfo for the sandbox: {e}"))
+            })?;
+            crate::world::sandbox::plan(
+                spec,
+                &table,
+                &crate::world::sandbox::inaccessible_file(),
+                extra.notify_socket.map(Path::new),
+            )
+            .map_err(|e| SpawnError::Failed(format!("{e} (in {})", spec.file.display())))?
+        } else {
+            None
+        },
     };
 
     // Last-moment guard: the engine decided from its snapshot; the kernel's
@@ -556,6 +795,18 @@ pub fn spawn(
         // resumed us at its exit); collect it now, before anyone could
         // mistake its pid for a service.
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        if stage == Stage::Sandbox {
+            let what = plan
+                .sandbox
+                .as_ref()
+                .map(|p| crate::world::sandbox::describe(p, err.step))
+                .unwrap_or_default();
+            return Err(SpawnError::Failed(format!(
+                "sandbox ([sandbox] in {}): {what}: {}",
+                spec.file.display(),
+                std::io::Error::from_raw_os_error(err.errno)
+            )));
+        }
         return Err(SpawnError::Failed(describe_failure(
             spec, program, stage, err.errno,
         )));
@@ -634,9 +885,21 @@ fn describe_failure(spec: &UnitSpec, program: &str, stage: Stage, errno: i32) ->
         Stage::Cgroup => format!(
             "placing {program} into the unit's cgroup: {e} (see `supctl status`: containment)"
         ),
+        Stage::Nice => format!(
+            "setting nice {} (`nice` in {file}): {e}",
+            spec.nice.unwrap_or(0)
+        ),
+        Stage::OomScore => format!(
+            "setting oom_score_adjust {} (`oom_score_adjust` in {file}): {e}",
+            spec.oom_score_adjust.unwrap_or(0)
+        ),
+        Stage::Sandbox => format!("setting up the sandbox of {program}: {e}"),
         Stage::None => format!("starting {program}: unknown failure"),
     }
 }
+
+/// Where the child writes `oom_score_adjust`.
+const OOM_SCORE_ADJ: &std::ffi::CStr = c"/proc/self/oom_score_adj";
 
 /// Stack for the child between clone and exec. It only runs `child_main`
 /// (a few frames of raw system calls), so a small one is plenty.
@@ -888,7 +1151,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         let a = &*(arg as *const ChildArgs);
         (&*a.plan, a.err)
     };
-    let fail = |stage: Stage, r: isize| -> ! {
+    let fail_at = |stage: Stage, r: isize, step: usize| -> ! {
         // SAFETY: volatile writes into the error slot, then exit this child
         // only; the parent reads the slot after it resumes.
         unsafe {
@@ -897,6 +1160,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 ChildErr {
                     stage: stage as i32,
                     errno: (-r) as i32,
+                    step,
                 },
             );
             libc::syscall(libc::SYS_exit_group, 127);
@@ -904,6 +1168,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         #[allow(clippy::empty_loop)]
         loop {}
     };
+    let fail = |stage: Stage, r: isize| -> ! { fail_at(stage, r, 0) };
     // The kernel's sigset is 8 bytes; its sigaction is handler, flags,
     // restorer, mask. All zero: SIG_DFL, no flags, empty mask.
     let dfl = [0u64; 4];
@@ -995,6 +1260,50 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 fail(Stage::Rlimit, r);
             }
         }
+        // The sandbox: namespaces and mounts need root, as does the
+        // bounding set.
+        if let Some(sb) = plan.sandbox.as_ref()
+            && let Err((step, r)) = crate::world::sandbox::apply_before_identity(sb)
+        {
+            fail_at(Stage::Sandbox, r, step);
+        }
+        // Before dropping privileges: lowering either needs root.
+        if let Some(n) = plan.nice {
+            let r = sys(
+                libc::SYS_setpriority,
+                libc::PRIO_PROCESS as usize,
+                0,
+                n as isize as usize,
+                0,
+            );
+            if r < 0 {
+                fail(Stage::Nice, r);
+            }
+        }
+        if let Some(v) = plan.oom_score.as_ref() {
+            let fd = sys(
+                libc::SYS_openat,
+                libc::AT_FDCWD as isize as usize,
+                OOM_SCORE_ADJ.as_ptr() as usize,
+                (libc::O_WRONLY | libc::O_CLOEXEC) as usize,
+                0,
+            );
+            if fd < 0 {
+                fail(Stage::OomScore, fd);
+            }
+            let bytes = v.as_bytes();
+            let r = sys(
+                libc::SYS_write,
+                fd as usize,
+                bytes.as_ptr() as usize,
+                bytes.len(),
+                0,
+            );
+            sys(libc::SYS_close, fd as usize, 0, 0, 0);
+            if r < 0 {
+                fail(Stage::OomScore, r);
+            }
+        }
         if let Some(g) = plan.groups.as_ref() {
             let r = sys(libc::SYS_setgroups, g.len(), g.as_ptr() as usize, 0, 0);
             if r < 0 {
@@ -1013,6 +1322,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 fail(Stage::Uid, r);
             }
         }
+        if let Some(sb) = plan.sandbox.as_ref()
+            && let Err((step, r)) = crate::world::sandbox::apply_after_identity(sb)
+        {
+            fail_at(Stage::Sandbox, r, step);
+        }
         let r = sys(libc::SYS_chdir, plan.chdir.as_ptr() as usize, 0, 0, 0);
         if r < 0 {
             fail(Stage::Chdir, r);
@@ -1024,6 +1338,27 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             0,
             8,
         );
+        if let Some(buf) = plan.watchdog_pid.as_ref() {
+            // Our pid, in decimal, after "WATCHDOG_PID=" (the buffer has
+            // room for ten digits and the NUL; it is ours until exec).
+            let mut pid = sys(libc::SYS_getpid, 0, 0, 0, 0) as u64;
+            let mut digits = [0u8; 10];
+            let mut n = 0;
+            loop {
+                digits[n] = b'0' + (pid % 10) as u8;
+                n += 1;
+                pid /= 10;
+                if pid == 0 || n == digits.len() {
+                    break;
+                }
+            }
+            let base = buf.as_ptr() as *mut u8;
+            let start = b"WATCHDOG_PID=".len();
+            for i in 0..n {
+                std::ptr::write_volatile(base.add(start + i), digits[n - 1 - i]);
+            }
+            std::ptr::write_volatile(base.add(start + n), 0);
+        }
         let r = sys(
             libc::SYS_execve,
             plan.path.as_ptr() as usize,
@@ -1048,9 +1383,8 @@ mod tests {
     fn run_capture(spec: &UnitSpec, argv: &[&str]) -> (String, nix::sys::wait::WaitStatus) {
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
         let env = SpawnEnv {
-            notify_socket: None,
             main_pid: Some(42),
-            cgroup: None,
+            ..SpawnEnv::plain()
         };
         let s = spawn(spec, &argv, &[], &env, None).expect("spawn");
         let mut out = String::new();
@@ -1089,11 +1423,7 @@ mod tests {
     #[test]
     fn start_ticks_are_the_start_time_proc_shows() {
         let spec = UnitSpec::simple("t", UnitKind::Longrun, &["sleep"]);
-        let env = SpawnEnv {
-            notify_socket: None,
-            main_pid: None,
-            cgroup: None,
-        };
+        let env = SpawnEnv::plain();
         let argv: Vec<String> = ["sleep", "5"].iter().map(|s| s.to_string()).collect();
         let mut known = 0;
         for _ in 0..20 {
@@ -1115,11 +1445,7 @@ mod tests {
     #[test]
     fn exec_failure_names_the_step_and_leaves_no_child() {
         let spec = UnitSpec::simple("t", UnitKind::Longrun, &["/nonexistent/prog"]);
-        let env = SpawnEnv {
-            notify_socket: None,
-            main_pid: None,
-            cgroup: None,
-        };
+        let env = SpawnEnv::plain();
         let argv = vec!["/nonexistent/prog".to_string()];
         match spawn(&spec, &argv, &[], &env, None) {
             Err(SpawnError::Failed(m)) => assert!(m.contains("exec /nonexistent/prog"), "{m}"),
@@ -1172,14 +1498,128 @@ mod tests {
         drop(extra);
     }
 
+    fn root(test: &str) -> bool {
+        let r = nix::unistd::geteuid().is_root();
+        if !r {
+            eprintln!("SKIP {test}: needs root");
+        }
+        r
+    }
+
+    #[test]
+    fn env_files_and_systemd_substitution() {
+        let dir = std::env::temp_dir().join(format!("supd-envfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("defaults");
+        std::fs::write(&f, "# as in /etc/default\nOPTS=\"-a  -b\"\nNAME=file\n").unwrap();
+        let mut spec = UnitSpec::simple("t", UnitKind::Longrun, &["sh"]);
+        spec.env.insert("NAME".into(), "env".into());
+        spec.env.insert("OTHER".into(), "o".into());
+        spec.env_file = vec![
+            crate::unit::EnvFile {
+                path: f.clone(),
+                optional: false,
+            },
+            crate::unit::EnvFile {
+                path: dir.join("missing"),
+                optional: true,
+            },
+        ];
+        let argv: Vec<String> = [
+            "sh",
+            "-c",
+            "echo \"[$0][$1][$2][$3]\"",
+            "$OPTS",
+            "${NAME}-${OTHER}",
+            "$$x",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let env = SpawnEnv {
+            expand: true,
+            ..SpawnEnv::plain()
+        };
+        let sp = spawn(&spec, &argv, &[], &env, None).expect("spawn");
+        let mut out = String::new();
+        std::fs::File::from(sp.output.expect("pipe"))
+            .read_to_string(&mut out)
+            .unwrap();
+        wait(sp.pid);
+        // $OPTS split into two words; the file's NAME wins over `env`.
+        assert_eq!(out.trim(), "[-a][-b][file-o][$x]");
+        // A required file that is missing fails the start, naming it.
+        spec.env_file[1].optional = false;
+        match spawn(&spec, &argv, &[], &env, None) {
+            Err(SpawnError::Failed(m)) => {
+                assert!(m.contains("missing") && m.contains("env_file"), "{m}")
+            }
+            Ok(s) => panic!("spawned {}", s.pid),
+            Err(e) => panic!("{e:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn nice_and_oom_score_are_set_before_exec() {
+        let mut spec = UnitSpec::simple("t", UnitKind::Longrun, &["sh"]);
+        spec.nice = Some(7);
+        spec.oom_score_adjust = Some(345);
+        let (out, _) = run_capture(
+            &spec,
+            &[
+                "sh",
+                "-c",
+                "cut -d' ' -f19 /proc/$$/stat; cat /proc/$$/oom_score_adj",
+            ],
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines, ["7", "345"], "{out}");
+    }
+
+    #[test]
+    fn directories_are_made_owned_and_named() {
+        if !root("directories") {
+            return;
+        }
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let tag = format!("supd-test-{}", std::process::id());
+        let mut spec = UnitSpec::simple("t", UnitKind::Longrun, &["sh"]);
+        spec.user = Some("nobody".into());
+        spec.supplementary_groups = vec!["adm".into()];
+        spec.state_directory = vec![format!("{tag}/a")];
+        spec.logs_directory = vec![tag.clone()];
+        spec.directory_modes.state = 0o750;
+        let (out, _) = run_capture(
+            &spec,
+            &["sh", "-c", "echo $STATE_DIRECTORY $LOGS_DIRECTORY; id -G"],
+        );
+        let state = Path::new("/var/lib").join(&tag).join("a");
+        let md = std::fs::metadata(&state).expect("state dir");
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        assert_eq!(md.uid(), nobody.uid.as_raw());
+        assert_eq!(md.permissions().mode() & 0o7777, 0o750);
+        let adm = nix::unistd::Group::from_name("adm").unwrap().unwrap();
+        let mut lines = out.lines();
+        assert_eq!(
+            lines.next(),
+            Some(format!("{} /var/log/{tag}", state.display()).as_str())
+        );
+        let groups: Vec<u32> = lines
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .filter_map(|g| g.parse().ok())
+            .collect();
+        assert!(groups.contains(&adm.gid.as_raw()), "{out}");
+        let _ = std::fs::remove_dir_all(Path::new("/var/lib").join(&tag));
+        let _ = std::fs::remove_dir_all(Path::new("/var/log").join(&tag));
+    }
+
     #[test]
     fn readiness_fd_lands_on_its_number_even_when_low() {
         let spec = UnitSpec::simple("t", UnitKind::Longrun, &["sh"]);
-        let env = SpawnEnv {
-            notify_socket: None,
-            main_pid: None,
-            cgroup: None,
-        };
+        let env = SpawnEnv::plain();
         let argv: Vec<String> = ["sh", "-c", "echo ready >&3; ls /proc/self/fd | wc -l"]
             .iter()
             .map(|s| s.to_string())

@@ -86,6 +86,8 @@ pub struct Options {
     pub namespace: bool,
     pub extra_args: Vec<String>,
     pub state_dir: Option<PathBuf>,
+    /// Text of supd.toml (none when unset).
+    pub config: Option<String>,
     /// supd's stdout and stderr go to a pipe whose read end the test holds
     /// (`Supd::log_pipe`) instead of the log file: a stalled log consumer.
     pub log_to_pipe: bool,
@@ -97,6 +99,8 @@ pub struct Options {
     /// tmpfs as the state directory. Mounts made here die with the
     /// namespace.
     pub setup_in_namespace: Option<String>,
+    /// Extra environment for supd (e.g. its own NOTIFY_SOCKET).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -105,9 +109,11 @@ impl Default for Options {
             namespace: true,
             extra_args: vec![],
             state_dir: None,
+            config: None,
             log_to_pipe: false,
             launcher: vec![],
             setup_in_namespace: None,
+            env: vec![],
         }
     }
 }
@@ -124,6 +130,9 @@ impl Supd {
         std::fs::create_dir_all(&units_dir).expect("units dir");
         for (name, text) in units {
             std::fs::write(units_dir.join(format!("{name}.toml")), text).expect("write unit");
+        }
+        if let Some(c) = &opts.config {
+            std::fs::write(dir.path().join("supd.toml"), c).expect("write supd.toml");
         }
         let state = opts
             .state_dir
@@ -190,6 +199,7 @@ impl Supd {
             Command::new(SUPD)
         };
         cmd.args(&args).stdin(Stdio::null());
+        cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
         if opts.log_to_pipe {
             let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("log pipe");
             cmd.stdout(w.try_clone().expect("log pipe fd")).stderr(w);
