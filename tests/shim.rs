@@ -364,9 +364,13 @@ fn the_rest_of_the_group_gets_sigterm_when_the_command_exits() {
 
     // A helper that ignores SIGTERM delays supd's exit by the grace period
     // only; then supd exits with the command's status and leaves it.
+    // The helper writes its pid only once it ignores TERM, and the command
+    // exits only after that: under load the group's SIGTERM could otherwise
+    // arrive before the trap is set.
     let script = format!(
-        "(trap '' TERM; exec sleep 60) & echo $! > {}; exit 4",
-        pidfile.display()
+        "sh -c 'trap \"\" TERM; echo $$ > {p}; exec sleep 60' & \
+         while [ ! -s {p} ]; do sleep 0.01; done; exit 4",
+        p = pidfile.display()
     );
     let _ = std::fs::remove_file(&pidfile);
     let mut s = Shim::start(false, &[], &["sh", "-c", &script], Stdio::null());

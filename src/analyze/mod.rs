@@ -508,8 +508,16 @@ pub fn chain_text(c: &Chain) -> String {
 /// bidirectional overrides are shown escaped (`\u{1b}`), as supctl does for
 /// everything else supd sends.
 pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    escape_terminal(s, false)
+}
+
+/// The one escaping rule for text from supd shown on a terminal (supctl
+/// uses it for everything it prints): control characters and bidi
+/// overrides as `\u{..}`; newlines kept only where the caller prints
+/// multi-line text.
+pub fn escape_terminal(s: &str, keep_newlines: bool) -> std::borrow::Cow<'_, str> {
     let bad = |c: char| {
-        c.is_control()
+        (c.is_control() && !(keep_newlines && c == '\n'))
             || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
     };
     if !s.chars().any(bad) {

@@ -314,6 +314,8 @@ pub struct UnitMetrics {
     pub health_failures: u64,
     /// (holder, lock taken at, ms since the epoch).
     pub locks: Vec<(String, u64)>,
+    /// Boot: from startable to ready, in ms (as `supctl analyze blame`).
+    pub startup_ms: Option<u64>,
 }
 
 /// Numbers about everything the engine knows, for metrics and /readyz.
@@ -383,6 +385,10 @@ impl Engine {
                 }),
                 health_failures: u.history.health_failures,
                 locks,
+                startup_ms: self
+                    .timeline
+                    .boot_startup(id)
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             });
         }
         EngineMetrics {

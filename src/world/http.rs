@@ -357,6 +357,23 @@ pub fn render(s: &Scrape) -> String {
                 u.health_failures
             );
         }
+        family(
+            &mut o,
+            "supd_unit_startup_seconds",
+            "gauge",
+            "Boot: seconds from the unit becoming startable to ready (its waits on mounts, locks, dependencies and the start cap included; as `supctl analyze blame`). Absent until ready.",
+        );
+        for u in &e.units {
+            if let Some(ms) = u.startup_ms {
+                let _ = writeln!(
+                    o,
+                    "supd_unit_startup_seconds{{unit=\"{}\"}} {}.{:03}",
+                    label(&u.name),
+                    ms / 1000,
+                    ms % 1000
+                );
+            }
+        }
         let now_ms = crate::world::logstore::wall_us() / 1000;
         family(
             &mut o,
@@ -475,6 +492,7 @@ mod tests {
                     last_exit_code: Some(137),
                     health_failures: 4,
                     locks: vec![("al\"ice\\".into(), 0)],
+                    startup_ms: Some(4_205),
                 }],
                 mounts_waiting: 1,
                 lock_state_ok: true,
@@ -493,6 +511,7 @@ mod tests {
             "supd_unit_start_timestamp_seconds{unit=\"web\"} 1700000000.123",
             "supd_unit_last_exit_code{unit=\"web\"} 137",
             "supd_unit_health_failures_total{unit=\"web\"} 4",
+            "supd_unit_startup_seconds{unit=\"web\"} 4.205",
             "supd_maintenance_locked{unit=\"web\",holder=\"al\\\"ice\\\\\"} 1",
             "supd_mounts_waiting 1",
             "supd_lock_state_ok 1",
