@@ -17,37 +17,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn have(test: &str, files: &[&str]) -> bool {
-    if !can_run(test) {
-        return false;
-    }
-    for f in files {
-        if !Path::new(f).exists() {
-            eprintln!("SKIP {test}: {f} is not installed (./test.sh installs it as root)");
-            return false;
-        }
-    }
-    true
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
 /// supd with no units yet, /run private to its namespace.
 fn supd_with_private_run(tag: &str) -> Supd {
     let supd = Supd::start(tag, &[]);

@@ -13,37 +13,6 @@ use nix::sys::signal::Signal;
 
 const PGBIN: &str = "/usr/lib/postgresql/15/bin";
 
-fn have(test: &str, bins: &[&str]) -> bool {
-    if !can_run(test) {
-        return false;
-    }
-    for b in bins {
-        if !Path::new(b).exists() {
-            eprintln!("SKIP {test}: {b} is not installed (./test.sh installs it as root)");
-            return false;
-        }
-    }
-    true
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
 /// A PostgreSQL cluster in `dir` owned by postgres.
 fn initdb(data: &Path) {
     std::fs::create_dir_all(data).unwrap();

@@ -2009,21 +2009,7 @@ impl Engine {
                         self.next_run += 1;
                         self.runs.insert(run, id);
                         tracing::info!(unit = %spec.name, "stopping: {reason} (running its stop command)");
-                        self.timers.set(
-                            id,
-                            TimerKind::KillAfter,
-                            timers::after(now, spec.stop.timeout),
-                        );
-                        self.set_state(
-                            id,
-                            UnitState::Stopping {
-                                run,
-                                pid: None,
-                                reason,
-                                killed: false,
-                                since: now,
-                            },
-                        );
+                        self.enter_stopping(id, run, None, reason, now, spec.stop.timeout);
                         // The stop command alone is this run's process, not
                         // contained (no `Spawned` names a cgroup for it): its
                         // exit ends the run.
@@ -2074,11 +2060,22 @@ impl Engine {
         if pid.is_some() {
             self.out.push(stop_action(run, &spec));
         }
-        self.timers.set(
-            id,
-            TimerKind::KillAfter,
-            timers::after(now, spec.stop.timeout),
-        );
+        self.enter_stopping(id, run, pid, reason, now, spec.stop.timeout);
+    }
+
+    /// Stopping starts its clock: SIGKILL (or the group kill) once `timeout`
+    /// has passed.
+    fn enter_stopping(
+        &mut self,
+        id: UnitId,
+        run: RunId,
+        pid: Option<i32>,
+        reason: StopReason,
+        now: Instant,
+        timeout: std::time::Duration,
+    ) {
+        self.timers
+            .set(id, TimerKind::KillAfter, timers::after(now, timeout));
         self.set_state(
             id,
             UnitState::Stopping {

@@ -656,3 +656,38 @@ pub fn dot_to_svg(dot: &str, dir: &Path) -> String {
         .expect("dot output")
         .replace("&#45;", "-")
 }
+
+/// Can `test` run here, with every file in `files` installed? Prints the
+/// SKIP reason when not.
+pub fn have(test: &str, files: &[&str]) -> bool {
+    if !can_run(test) {
+        return false;
+    }
+    for f in files {
+        if !Path::new(f).exists() {
+            eprintln!("SKIP {test}: {f} is not installed (./test.sh installs it as root)");
+            return false;
+        }
+    }
+    true
+}
+
+/// A loopback TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+/// Run a command that must succeed; its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
