@@ -62,14 +62,18 @@ fn reloading_extend_timeout_errno_and_watchdog_trigger() {
     }
     let dir = TempDir::new("notproto");
     let go = dir.path().join("go");
+    let seen = dir.path().join("seen");
     // Start: ask for 5 s more than the 1 s start timeout, then be ready
-    // after 2 s. Then: RELOADING=1 until `go` exists, then READY=1 with an
-    // ERRNO.
+    // after 2 s. Once the test has seen it ready (`seen`): RELOADING=1
+    // until `go` exists, then READY=1 with an ERRNO. (Without the `seen`
+    // handshake the ready window is two datagrams wide and a loaded
+    // machine's poll misses it.)
     let script = format!(
-        "{ext}; sleep 2; {ready}; {reload}; while [ ! -e {go} ]; do sleep 0.1; done; {again}; exec sleep 1000",
+        "{ext}; sleep 2; {ready}; while [ ! -e {seen} ]; do sleep 0.1; done; {reload}; while [ ! -e {go} ]; do sleep 0.1; done; {again}; exec sleep 1000",
         ext = notify("EXTEND_TIMEOUT_USEC=5000000"),
         ready = notify("READY=1"),
         reload = notify("RELOADING=1\\nMONOTONIC_USEC=1"),
+        seen = seen.display(),
         go = go.display(),
         again = notify("READY=1\\nSTATUS=serving\\nERRNO=2"),
     );
@@ -80,6 +84,7 @@ fn reloading_extend_timeout_errno_and_watchdog_trigger() {
         Duration::from_secs(20),
         || (supd.unit("svc")["ready"] == true).then_some(()),
     );
+    std::fs::write(&seen, "").unwrap();
     wait_for("not ready while reloading", Duration::from_secs(10), || {
         (supd.unit("svc")["ready"] == false).then_some(())
     });
