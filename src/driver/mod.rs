@@ -453,6 +453,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
             max_parallel_starts: settings.max_parallel_starts,
             seed,
             containment: Some(containment),
+            ..Default::default()
         },
         table,
     );

@@ -67,7 +67,7 @@ pub use unit_state::{FailReason, StopReason, Unit, UnitState, Want};
 pub const MOUNT_UNKNOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// The mount table could not be read (see `Event::MountTableUnknown`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct MountUnknown {
     why: String,
     /// When running units with `on_loss = "stop"` are stopped.
@@ -93,6 +93,22 @@ pub struct EngineConfig {
     pub seed: u64,
     /// supd's containment in words, for `status` (the driver's finding).
     pub containment: Option<String>,
+    /// How `settle` finds the units to decide on (see `SettleMode`).
+    pub settle: SettleMode,
+}
+
+/// How the engine settles after an event. Both decide the same way (one
+/// `stop_cause`, one `start_blockers`); they differ only in which units
+/// they ask. The simulation runs one of each side by side and asserts
+/// identical actions and states after every step (the oracle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SettleMode {
+    /// Every unit on every pass: O(units) per event. The reference.
+    Full,
+    /// Only the units the event could have affected (a dirty set seeded
+    /// by the event, grown by each change): O(affected) per event.
+    #[default]
+    Incremental,
 }
 
 impl Default for EngineConfig {
@@ -101,6 +117,7 @@ impl Default for EngineConfig {
             max_parallel_starts: 16,
             seed: 0x5eed,
             containment: None,
+            settle: SettleMode::default(),
         }
     }
 }
@@ -147,7 +164,7 @@ pub struct HandoffUnit {
 }
 
 /// A reply the engine owes once a condition holds.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 enum Pending {
     /// `stop`/`restart`: answer when the unit has no process.
     Stopped {
@@ -183,7 +200,7 @@ enum Pending {
 }
 
 /// What a pending lock write was for, to word its failure.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 enum WriteKind {
     Release { unit: String, holders: String },
     Recover,
@@ -194,7 +211,7 @@ pub const LOCK_RETRY_MIN: Duration = Duration::from_secs(1);
 pub const LOCK_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// A lock write failed; the engine writes the wanted state again later.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct LockRetry {
     /// The last write error, for `status`.
     why: String,
@@ -1863,6 +1880,61 @@ impl Engine {
             }
         }
         self.pending = keep;
+    }
+
+    /// The first difference between this engine's state and `full`'s (the
+    /// same events settled in full), for the simulation's oracle. The
+    /// dirty-set bookkeeping itself is left out: it is how, not what.
+    #[cfg(test)]
+    pub(crate) fn oracle_diff(&self, full: &Engine) -> Option<String> {
+        if self.units.len() != full.units.len() {
+            return Some(format!(
+                "{} units vs {}",
+                self.units.len(),
+                full.units.len()
+            ));
+        }
+        for (i, (a, b)) in self.units.iter().zip(&full.units).enumerate() {
+            if a != b {
+                return Some(format!(
+                    "unit {} ({i}):\n  incremental: {a:?}\n  full:        {b:?}",
+                    a.spec.name
+                ));
+            }
+        }
+        macro_rules! same {
+            ($($f:ident),*) => {$(
+                if self.$f != full.$f {
+                    return Some(format!(
+                        "{}:\n  incremental: {:?}\n  full:        {:?}",
+                        stringify!($f), self.$f, full.$f
+                    ));
+                }
+            )*};
+        }
+        same!(
+            runs,
+            next_run,
+            timers,
+            pending,
+            rng,
+            shutdown,
+            shutdown_done,
+            shed,
+            starting,
+            seen,
+            seen_locks,
+            seen_lock_state,
+            mount_unknown,
+            lock_retry,
+            locks,
+            timeline,
+            order,
+            required_by,
+            ordered_before,
+            locks_looked_at
+        );
+        None
     }
 
     // ---- settling -------------------------------------------------------

@@ -15,6 +15,11 @@
 //!
 //! `SUPD_SIM_SEEDS=n` runs n seeds (default 300); `SUPD_SIM_SEED=s` replays
 //! one.
+//!
+//! Oracle mode, always on: every event is fed to a second engine that
+//! settles in full (`SettleMode::Full`), and after every step both must
+//! have emitted identical actions and hold identical state — the proof
+//! that the incremental settle asks every unit whose decision could change.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
@@ -24,7 +29,7 @@ use crate::engine::locks::{Holder, LockMap};
 use crate::engine::restart::Rng;
 use crate::engine::{
     Action, Engine, EngineConfig, Event, ExitStatus, LocksLoad, NotifyMsg, PeerInfo, ReqId, RunId,
-    UnitState,
+    SettleMode, UnitState,
 };
 use crate::mounts::{MountEntry, MountTable};
 use crate::protocol::Request;
@@ -74,6 +79,10 @@ struct Sim {
     now: Instant,
     t0: Instant,
     engine: Engine,
+    /// The oracle: the same engine settling in full after every event. It
+    /// is fed every event `engine` is fed; after each step both must have
+    /// emitted the same actions and hold the same state.
+    oracle: Engine,
     specs: BTreeMap<String, UnitSpec>,
     procs: BTreeMap<i32, Proc>,
     /// Other processes of contained runs, by pid.
@@ -248,6 +257,16 @@ impl Sim {
             },
             mount_table(&mounted),
         );
+        let oracle = Engine::new(
+            set.clone(),
+            EngineConfig {
+                max_parallel_starts: cap,
+                seed,
+                settle: SettleMode::Full,
+                ..Default::default()
+            },
+            mount_table(&mounted),
+        );
         let lock_unknown = rng.one_in(8);
         let contained = !rng.one_in(3);
         let mut sim = Sim {
@@ -256,6 +275,7 @@ impl Sim {
             now: t0,
             t0,
             engine,
+            oracle,
             specs,
             procs: BTreeMap::new(),
             members: BTreeMap::new(),
@@ -454,10 +474,15 @@ impl Sim {
             .collect();
         let now = self.now;
         let engine = &mut self.engine;
+        let oracle = &mut self.oracle;
         let actions = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            engine.handle_many(now, evs)
+            let full = oracle.handle_many(now, evs.clone());
+            (engine.handle_many(now, evs), full)
         })) {
-            Ok(a) => a,
+            Ok((a, full)) => {
+                self.check_oracle(&a, &full);
+                a
+            }
             Err(p) => {
                 let m = p
                     .downcast_ref::<String>()
@@ -481,6 +506,27 @@ impl Sim {
         }
         for ev in follow {
             self.feed(ev);
+        }
+    }
+
+    /// The oracle: the incremental settle must have done exactly what the
+    /// full settle did.
+    fn check_oracle(&self, incremental: &[Action], full: &[Action]) {
+        if incremental != full {
+            let mut i = 0;
+            while incremental.get(i) == full.get(i) {
+                i += 1;
+            }
+            self.fail(&format!(
+                "oracle: the incremental settle's actions differ from the full settle's at #{i}:\n  incremental: {:?}\n  full:        {:?}\n  all incremental: {incremental:?}\n  all full: {full:?}",
+                incremental.get(i),
+                full.get(i)
+            ));
+        }
+        if let Some(d) = self.engine.oracle_diff(&self.oracle) {
+            self.fail(&format!(
+                "oracle: the incremental settle's state differs from the full settle's: {d}"
+            ));
         }
     }
 
@@ -1140,7 +1186,9 @@ impl Sim {
                         },
                     };
                     let now = self.now;
+                    let full = self.oracle.handle(now, ev.clone());
                     let acts = self.engine.handle(now, ev);
+                    self.check_oracle(&acts, &full);
                     let after: Vec<String> = self
                         .engine
                         .units()
@@ -1221,6 +1269,16 @@ impl Sim {
             EngineConfig {
                 max_parallel_starts: self.cap,
                 seed: self.seed ^ 0x5eed,
+                ..Default::default()
+            },
+            mount_table(&self.mounted),
+        );
+        self.oracle = Engine::new(
+            self.set.clone(),
+            EngineConfig {
+                max_parallel_starts: self.cap,
+                seed: self.seed ^ 0x5eed,
+                settle: SettleMode::Full,
                 ..Default::default()
             },
             mount_table(&self.mounted),

@@ -38,7 +38,7 @@ pub enum TimerKind {
     Watchdog,
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct TimerTable {
     timers: BTreeMap<(UnitId, TimerKind), Instant>,
 }
