@@ -3,7 +3,7 @@
 //! and incrementally (only the units an event can affect: the default), in
 //! one run (numbers, not asserts). `cargo bench --bench engine` (add
 //! `-- --quick` for 3 rounds instead of 5; `-- --units 100,1000` to choose
-//! the sizes).
+//! the sizes; `-- --incremental-only` to skip the slow full settle).
 //!
 //! The world is played in-process: every `Spawn` action is answered with
 //! `Spawned`, processes exit and are restarted (delay 0), probes answer,
@@ -12,7 +12,9 @@
 //! Every unit has a TCP health probe; one in ten starts a `requires` chain
 //! so the dependency walks have real work.
 //!
-//! Phases, each timed on its own (events/s = events fed / wall time). Each
+//! Phases, each timed on its own (events/s = events fed / CPU time of the
+//! bench's thread: on a shared machine wall time measures the neighbours
+//! too). Each
 //! phase feeds a fixed number of events whatever the unit count, so the
 //! figures at different sizes compare per-event cost:
 //! - `boot`: `LocksLoaded`, then the spawn acks as one batch;
@@ -71,6 +73,24 @@ fn build(n: usize, settle: SettleMode) -> Engine {
         },
         supd::mounts::MountTable::default(),
     )
+}
+
+/// CPU time this thread has used (what each phase is timed with).
+#[derive(Clone, Copy)]
+struct Cpu(Duration);
+impl Cpu {
+    fn now() -> Cpu {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec we own.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        Cpu(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+    }
+    fn elapsed(self) -> Duration {
+        Cpu::now().0.saturating_sub(self.0)
+    }
 }
 
 fn spawns(actions: Vec<Action>, pid: &mut i32) -> Vec<Event> {
@@ -177,14 +197,14 @@ fn round(n_units: usize, settle: SettleMode) -> Vec<(usize, Duration)> {
     let mut out = Vec::new();
     let mut rng = Lcg(42);
 
-    let t = Instant::now();
+    let t = Cpu::now();
     let acts = e.handle(now, Event::LocksLoaded(LocksLoad::Loaded(LockMap::new())));
     let acks = spawns(acts, &mut pid);
     let ev = 1 + feed_batched(&mut e, now, acks, &mut pid);
     out.push((ev, t.elapsed()));
     assert_eq!(pid as usize, n_units + 1, "every unit started");
 
-    let t = Instant::now();
+    let t = Cpu::now();
     let mut ev = 0;
     for k in 0..4000 {
         let i = rng.below(n_units);
@@ -214,7 +234,7 @@ fn round(n_units: usize, settle: SettleMode) -> Vec<(usize, Duration)> {
     }
     out.push((ev, t.elapsed()));
 
-    let t = Instant::now();
+    let t = Cpu::now();
     let mut ev = 0;
     for _ in 0..500 {
         let i = rng.below(n_units);
@@ -225,12 +245,12 @@ fn round(n_units: usize, settle: SettleMode) -> Vec<(usize, Duration)> {
     out.push((ev, t.elapsed()));
 
     let evs = exits(&e);
-    let t = Instant::now();
+    let t = Cpu::now();
     let ev = feed_batched(&mut e, now, evs, &mut pid);
     out.push((ev, t.elapsed()));
 
     let ticks = 1000;
-    let t = Instant::now();
+    let t = Cpu::now();
     for _ in 0..ticks {
         e.handle(now, Event::Tick);
     }
@@ -238,7 +258,7 @@ fn round(n_units: usize, settle: SettleMode) -> Vec<(usize, Duration)> {
 
     let reqs = 1000;
     let name = format!("u{:05}", n_units / 2);
-    let t = Instant::now();
+    let t = Cpu::now();
     for i in 0..reqs {
         e.handle(now, status(i, Some(name.clone())));
     }
@@ -261,6 +281,7 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
         .unwrap_or_else(|| vec![100, 1000, 10_000]);
+    let only_incremental = args.iter().any(|a| a == "--incremental-only");
     // phase -> mode -> size -> median events/s
     let mut table: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); 2]; PHASES.len()];
     for &n in &sizes {
@@ -268,6 +289,9 @@ fn main() {
             .into_iter()
             .enumerate()
         {
+            if only_incremental && mode == SettleMode::Full {
+                continue;
+            }
             let mut per: Vec<Vec<f64>> = vec![Vec::new(); PHASES.len()];
             for _ in 0..rounds {
                 for (i, (ev, d)) in round(n, mode).iter().enumerate() {
