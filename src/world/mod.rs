@@ -19,6 +19,7 @@ pub mod output;
 pub mod probe;
 pub mod regular_file;
 pub mod sandbox;
+pub mod seccomp;
 pub mod shim;
 pub mod sigmask;
 pub mod signals;

@@ -34,6 +34,7 @@ const MOVE_MOUNT_F_EMPTY_PATH: usize = 0x4;
 const PR_SET_KEEPCAPS: usize = 8;
 const PR_CAPBSET_DROP: usize = 24;
 const PR_SET_NO_NEW_PRIVS: usize = 38;
+const PR_SET_SECUREBITS: usize = 28;
 const PR_CAP_AMBIENT: usize = 47;
 const PR_CAP_AMBIENT_RAISE: usize = 2;
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
@@ -132,6 +133,20 @@ pub struct Plan {
     no_new_privs: bool,
     /// Slots for `Grab`/`Place`.
     slots: usize,
+    /// Seccomp programs, installed right before execve.
+    seccomp: Programs,
+    /// prctl(PR_SET_SECUREBITS) before the user change.
+    secure_bits: Option<u32>,
+}
+
+/// The seccomp programs (libc's `sock_filter` has no Debug).
+#[derive(Default)]
+struct Programs(Vec<Vec<libc::sock_filter>>);
+
+impl std::fmt::Debug for Programs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} seccomp program(s)", self.0.len())
+    }
 }
 
 /// Maximum grabbed device nodes.
@@ -188,6 +203,10 @@ pub fn plan(
     let mut p = Plan {
         no_new_privs: sb.no_new_privileges,
         ambient: sb.ambient_capabilities,
+        seccomp: Programs(
+            crate::world::seccomp::programs(sb).map_err(|e| format!("[sandbox]: {e}"))?,
+        ),
+        secure_bits: sb.secure_bits,
         ..Plan::default()
     };
     // Capabilities: what the bounding set keeps, minus what the
@@ -660,6 +679,9 @@ pub const STEP_KEEPCAPS: usize = 10_003;
 pub const STEP_CAPSET: usize = 10_004;
 pub const STEP_AMBIENT: usize = 10_005;
 pub const STEP_NNP: usize = 10_006;
+pub const STEP_SECUREBITS: usize = 10_007;
+pub const STEP_SECCOMP_NNP: usize = 10_008;
+pub const STEP_SECCOMP: usize = 10_009;
 
 /// In the child, as root, before changing user: namespaces, mounts,
 /// bounding set, keep-caps.
@@ -722,8 +744,33 @@ pub unsafe fn apply_before_identity(plan: &Plan) -> Result<(), Failure> {
                 return Err((STEP_KEEPCAPS, r));
             }
         }
+        if let Some(bits) = plan.secure_bits {
+            let r = sys(libc::SYS_prctl, PR_SET_SECUREBITS, bits as usize, 0, 0, 0);
+            if r < 0 {
+                return Err((STEP_SECUREBITS, r));
+            }
+        }
     }
     Ok(())
+}
+
+/// In the child, the very last step before execve: the seccomp filters
+/// (after them, nothing of supd's setup may need a filtered call).
+///
+/// # Safety
+/// Call only in the spawn child.
+pub unsafe fn apply_seccomp(plan: &Plan) -> Result<(), Failure> {
+    // SAFETY: the programs live in the plan, alive while the parent waits.
+    unsafe { crate::world::seccomp::install(&plan.seccomp.0) }.map_err(|(step, r)| {
+        (
+            if step == crate::world::seccomp::STEP_NNP {
+                STEP_SECCOMP_NNP
+            } else {
+                STEP_SECCOMP
+            },
+            r,
+        )
+    })
 }
 
 unsafe fn apply_op(op: &Op, fds: &mut [isize; MAX_SLOTS]) -> isize {
@@ -981,6 +1028,11 @@ pub fn describe(plan: &Plan, step: usize) -> String {
         STEP_CAPSET => "setting capabilities for ambient_capabilities".into(),
         STEP_AMBIENT => "raising ambient capabilities".into(),
         STEP_NNP => "setting no_new_privileges".into(),
+        STEP_SECUREBITS => "setting secure_bits".into(),
+        STEP_SECCOMP_NNP => {
+            "setting no_new_privs, which a seccomp filter needs without CAP_SYS_ADMIN".into()
+        }
+        STEP_SECCOMP => "installing the seccomp filter".into(),
         i => plan
             .ops
             .get(i)

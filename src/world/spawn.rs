@@ -1359,6 +1359,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             }
             std::ptr::write_volatile(base.add(start + n), 0);
         }
+        if let Some(sb) = plan.sandbox.as_ref()
+            && let Err((step, r)) = crate::world::sandbox::apply_seccomp(sb)
+        {
+            fail_at(Stage::Sandbox, r, step);
+        }
         let r = sys(
             libc::SYS_execve,
             plan.path.as_ptr() as usize,
