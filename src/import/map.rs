@@ -732,30 +732,118 @@ impl<'a> Mapper<'a> {
             "ExecPaths" => self.sandbox_paths(e, "exec_paths"),
             "CapabilityBoundingSet" => self.caps(e, "capability_bounding_set"),
             "AmbientCapabilities" => self.caps(e, "ambient_capabilities"),
+            "LockPersonality" => self.sandbox_bool(e, "lock_personality"),
+            "MemoryDenyWriteExecute" => self.sandbox_bool(e, "memory_deny_write_execute"),
+            "RestrictRealtime" => self.sandbox_bool(e, "restrict_realtime"),
+            "RestrictSUIDSGID" => self.sandbox_bool(e, "restrict_suid_sgid"),
+            "SystemCallFilter" | "RestrictAddressFamilies" | "SecureBits" => {
+                self.seccomp_list(e)
+            }
+            "SystemCallErrorNumber" => {
+                let v = e.value.trim();
+                if v.is_empty() {
+                    self.doc.remove("sandbox", "system_call_error_number");
+                } else if let Err(why) = crate::unit::syscalls::parse_deny(v) {
+                    self.refuse(e, why);
+                } else {
+                    let src = self.src(e);
+                    self.doc
+                        .set("sandbox", "system_call_error_number", V::Str(v.into()), src);
+                }
+            }
+            "SystemCallArchitectures" => {
+                let v = e.value.trim();
+                if v.is_empty() {
+                    self.doc.remove("sandbox", "system_call_architectures");
+                } else if v.split_whitespace().all(|w| w == "native" || w == "x86-64")
+                    && !crate::unit::syscalls::numbers::TABLE.is_empty()
+                {
+                    self.facts.sandboxed = true;
+                    let src = self.src(e);
+                    self.doc.set(
+                        "sandbox",
+                        "system_call_architectures",
+                        V::Strs(vec!["native".into()]),
+                        src,
+                    );
+                } else {
+                    self.refuse(e, "supd's filters admit the native architecture alone (\"native\")");
+                }
+            }
+            "RestrictNamespaces" => {
+                let v = e.value.trim();
+                let src = self.src(e);
+                match syntax::parse_bool(v) {
+                    Some(b) => {
+                        self.facts.sandboxed |= b;
+                        self.doc.set("sandbox", "restrict_namespaces", V::Bool(b), src);
+                    }
+                    None => match crate::unit::syscalls::parse_namespaces(&[v.to_string()]) {
+                        Ok(_) => {
+                            self.facts.sandboxed = true;
+                            self.doc.set(
+                                "sandbox",
+                                "restrict_namespaces",
+                                V::Strs(vec![v.to_string()]),
+                                src,
+                            );
+                        }
+                        Err(why) => self.refuse(e, why),
+                    },
+                }
+            }
+            "BindPaths" | "BindReadOnlyPaths" => {
+                let key = if e.key == "BindPaths" {
+                    "bind_paths"
+                } else {
+                    "bind_read_only_paths"
+                };
+                if e.value.trim().is_empty() {
+                    self.doc.remove("sandbox", key);
+                    return;
+                }
+                let Some(v) = self.value(e) else { return };
+                let words = match syntax::split_words(&v) {
+                    Ok(w) => w,
+                    Err(why) => {
+                        self.refuse(e, why);
+                        return;
+                    }
+                };
+                for w in &words {
+                    let mut parts = w.trim_start_matches('-').split(':');
+                    let src = parts.next().unwrap_or_default();
+                    let dst = parts.next().unwrap_or(src);
+                    let opt = parts.next().unwrap_or("rbind");
+                    if !src.starts_with('/') || !(dst.is_empty() || dst.starts_with('/')) {
+                        self.refuse(e, format!("{w:?}: paths must be absolute"));
+                        return;
+                    }
+                    if !matches!(opt, "rbind" | "norbind") || parts.next().is_some() {
+                        self.refuse(e, format!("{w:?}: options are rbind or norbind"));
+                        return;
+                    }
+                }
+                self.facts.sandboxed = true;
+                let src = self.src(e);
+                self.doc.push("sandbox", key, V::Strs(words), src);
+            }
             "PrivateUsers" | "PrivateMounts"
-            | "RestrictAddressFamilies" | "RestrictNamespaces" | "RestrictRealtime"
-            | "RestrictSUIDSGID" | "SystemCallFilter" | "SystemCallArchitectures"
-            | "SystemCallErrorNumber" | "SystemCallLog" | "MemoryDenyWriteExecute"
-            | "LockPersonality" | "RemoveIPC" | "DevicePolicy" | "DeviceAllow"
-            | "TemporaryFileSystem" | "BindPaths"
-            | "BindReadOnlyPaths" | "RootDirectory" | "RootImage" | "MountAPIVFS"
-            | "KeyringMode" | "SecureBits" | "DynamicUser" | "IPAddressDeny"
+            | "RemoveIPC" | "DevicePolicy" | "DeviceAllow"
+            | "TemporaryFileSystem"
+            | "RootDirectory" | "RootImage" | "MountAPIVFS"
+            | "KeyringMode" | "DynamicUser" | "SystemCallLog" | "IPAddressDeny"
             | "IPAddressAllow" | "RestrictFileSystems" | "ProtectKernelTunable"
             | "AppArmorProfile" | "SELinuxContext" | "SmackProcessLabel"
             | "RestrictNetworkInterfaces" => {
                 self.facts.sandboxed = true;
                 let why = match e.key.as_str() {
-                    "RestrictAddressFamilies" | "RestrictNamespaces" | "RestrictRealtime"
-                    | "RestrictSUIDSGID" | "SystemCallFilter" | "SystemCallArchitectures"
-                    | "SystemCallErrorNumber" | "SystemCallLog" | "MemoryDenyWriteExecute"
-                    | "LockPersonality" => {
-                        "enforced by systemd with a seccomp system call filter, which supd's sandbox does not have"
-                    }
                     "DevicePolicy" | "DeviceAllow" | "IPAddressDeny" | "IPAddressAllow"
                     | "RestrictFileSystems" | "RestrictNetworkInterfaces" => {
                         "enforced by systemd with cgroup/BPF programs, which supd's sandbox does not have"
                     }
                     "DynamicUser" => "supd does not allocate users; create one and set User=",
+                    "SystemCallLog" => "supd's seccomp filters do not log calls",
                     "AppArmorProfile" | "SELinuxContext" | "SmackProcessLabel" => {
                         "supd does not set security labels"
                     }
@@ -909,6 +997,53 @@ impl<'a> Mapper<'a> {
         }
         let src = self.src(e);
         self.doc.push("", &key, V::Strs(vec![v]), src);
+    }
+
+    /// `SystemCallFilter=`, `RestrictAddressFamilies=`, `SecureBits=`: each
+    /// line kept as one entry of the list (supd reads the lines with
+    /// systemd's rules); empty resets.
+    fn seccomp_list(&mut self, e: &Entry) {
+        let key = match e.key.as_str() {
+            "SystemCallFilter" => "system_call_filter",
+            "RestrictAddressFamilies" => "restrict_address_families",
+            _ => "secure_bits",
+        };
+        let v = e.value.trim().to_string();
+        if v.is_empty() {
+            self.doc.remove("sandbox", key);
+            return;
+        }
+        let check = match key {
+            "system_call_filter" => crate::unit::syscalls::parse_filter(&[v.clone()]).map(|_| ()),
+            "restrict_address_families" => {
+                crate::unit::syscalls::parse_families(&[v.clone()]).map(|_| ())
+            }
+            _ => v
+                .split_whitespace()
+                .find(|w| {
+                    !matches!(
+                        *w,
+                        "noroot"
+                            | "noroot-locked"
+                            | "no-setuid-fixup"
+                            | "no-setuid-fixup-locked"
+                            | "keep-caps"
+                            | "keep-caps-locked"
+                    )
+                })
+                .map_or(Ok(()), |w| Err(format!("{w:?} is not a secure bit"))),
+        };
+        if let Err(why) = check {
+            self.refuse(e, why);
+            return;
+        }
+        if key != "secure_bits" && crate::unit::syscalls::numbers::TABLE.is_empty() {
+            self.refuse(e, "supd builds seccomp filters for x86-64 only");
+            return;
+        }
+        self.facts.sandboxed = true;
+        let src = self.src(e);
+        self.doc.push("sandbox", key, V::Strs(vec![v]), src);
     }
 
     fn sandbox_bool(&mut self, e: &Entry, key: &str) {

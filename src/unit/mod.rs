@@ -532,6 +532,7 @@ impl Sandbox {
             || self.restrict_suid_sgid
             || self.restrict_namespaces != 0
             || self.restrict_address_families.is_some()
+            || self.protect_clock
     }
 
     pub fn is_empty(&self) -> bool {

@@ -83,6 +83,13 @@ enum Op {
         target: CString,
         path: CString,
     },
+    /// `bind_paths`: bind `src` onto `dst`.
+    Bind {
+        src: CString,
+        dst: CString,
+        recursive: bool,
+        optional: bool,
+    },
     /// Mount the copy in `slot` at `path`.
     Place {
         slot: usize,
@@ -115,6 +122,7 @@ impl Op {
             Op::Touch { path } | Op::Mkdir { path } => format!("creating {}", s(path)),
             Op::Symlink { path, .. } => format!("creating the symlink {}", s(path)),
             Op::Place { path, .. } => format!("mounting {}", s(path)),
+            Op::Bind { src, dst, .. } => format!("binding {} onto {}", s(src), s(dst)),
         }
     }
 }
@@ -621,6 +629,55 @@ pub fn plan(
             });
         }
     }
+    // 7. Bind mounts, last: over the new file systems too, and writable
+    // unless read-only (they are new mounts, after the read-only roots).
+    for b in &sb.bind_paths {
+        let Ok(md) = std::fs::metadata(&b.source) else {
+            if b.optional {
+                continue;
+            }
+            return Err(format!(
+                "[sandbox] bind_paths: {} does not exist (write \"-{}\" if it may be missing)",
+                b.source.display(),
+                b.source.display()
+            ));
+        };
+        if std::fs::symlink_metadata(&b.target).is_err() {
+            // The mount point, made on the host as systemd makes it.
+            let made = if md.is_dir() {
+                std::fs::create_dir_all(&b.target)
+            } else {
+                b.target
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|_| std::fs::write(&b.target, b""))
+            };
+            made.map_err(|e| {
+                format!(
+                    "[sandbox] bind_paths: creating the mount point {}: {e}",
+                    b.target.display()
+                )
+            })?;
+        }
+        let (Some(src), Some(dst)) = (c(&b.source), c(&b.target)) else {
+            continue;
+        };
+        p.ops.push(Op::Bind {
+            src,
+            dst: dst.clone(),
+            recursive: b.recursive,
+            optional: b.optional,
+        });
+        if b.read_only {
+            p.ops.push(Op::SetAttr {
+                path: dst,
+                recursive: true,
+                set: MOUNT_ATTR_RDONLY,
+                clr: 0,
+                optional: false,
+            });
+        }
+    }
     if let Some((k, root)) = &kept {
         // The directories between the fresh file system and the socket.
         let mut d = root.clone();
@@ -706,6 +763,7 @@ pub unsafe fn apply_before_identity(plan: &Plan) -> Result<(), Failure> {
             let r = apply_op(op, &mut fds);
             let optional = match op {
                 Op::BindSelf { optional, .. }
+                | Op::Bind { optional, .. }
                 | Op::SetAttr { optional, .. }
                 | Op::Tmpfs { optional, .. } => *optional,
                 Op::Mkdir { .. } | Op::Symlink { .. } | Op::Touch { .. } => {
@@ -792,6 +850,19 @@ unsafe fn apply_op(op: &Op, fds: &mut [isize; MAX_SLOTS]) -> isize {
                 path.as_ptr() as usize,
                 null,
                 (libc::MS_BIND | libc::MS_REC) as usize,
+                0,
+            ),
+            Op::Bind {
+                src,
+                dst,
+                recursive,
+                ..
+            } => sys(
+                libc::SYS_mount,
+                src.as_ptr() as usize,
+                dst.as_ptr() as usize,
+                null,
+                (libc::MS_BIND | if *recursive { libc::MS_REC } else { 0 }) as usize,
                 0,
             ),
             Op::SetAttr {

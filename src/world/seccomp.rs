@@ -265,6 +265,16 @@ fn arg_rules(sb: &Sandbox) -> Vec<Rule> {
         // Its mode is inside a struct: libc falls back to openat.
         add("openat2", vec![], errno(libc::ENOSYS));
     }
+    if sb.protect_clock {
+        // ProtectClock=: the calls that set the clock, as systemd denies them.
+        for n in crate::unit::syscalls::resolve("@clock").unwrap_or_default() {
+            rules.push(Rule {
+                nr: n,
+                conds: Vec::new(),
+                action: eperm,
+            });
+        }
+    }
     rules
 }
 

@@ -227,15 +227,13 @@ pub fn all_namespaces() -> u64 {
 /// forbidden clone flags.
 pub fn parse_namespaces(words: &[String]) -> Result<u64, String> {
     let mut mask = 0u64;
-    let mut invert = false;
-    for (i, w) in words.iter().flat_map(|l| l.split_whitespace()).enumerate() {
-        let mut w = w;
-        if i == 0
-            && let Some(x) = w.strip_prefix('~')
-        {
-            invert = true;
-            w = x;
-        }
+    let joined = words.join(" ");
+    let joined = joined.trim();
+    let (invert, rest) = match joined.strip_prefix('~') {
+        Some(r) => (true, r),
+        None => (false, joined),
+    };
+    for w in rest.split_whitespace() {
         match NAMESPACES.iter().find(|(n, _)| *n == w) {
             Some((_, f)) => mask |= f,
             None => {
@@ -252,42 +250,45 @@ pub fn parse_namespaces(words: &[String]) -> Result<u64, String> {
     })
 }
 
-/// `restrict_address_families = [..]`: names, `~` first for a deny-list,
-/// or `"none"` (no socket at all).
-pub fn parse_families(words: &[String]) -> Result<Families, String> {
-    let words: Vec<&str> = words.iter().flat_map(|l| l.split_whitespace()).collect();
-    if words == ["none"] {
-        return Ok(Families {
-            allow_list: true,
+/// `restrict_address_families = [..]`: each entry one
+/// RestrictAddressFamilies= line — names, `~` first for a deny-list — or
+/// `"none"` (no socket at all). As in systemd, the first line decides the
+/// kind; later lines of the other kind take families out again.
+pub fn parse_families(lines: &[String]) -> Result<Families, String> {
+    let mut out: Option<Families> = None;
+    for line in lines {
+        let line = line.trim();
+        if line == "none" {
+            out = Some(Families {
+                allow_list: true,
+                families: Vec::new(),
+            });
+            continue;
+        }
+        let (invert, rest) = match line.strip_prefix('~') {
+            Some(r) => (true, r),
+            None => (false, line),
+        };
+        let f = out.get_or_insert_with(|| Families {
+            allow_list: !invert,
             families: Vec::new(),
         });
-    }
-    let mut out = Families {
-        allow_list: true,
-        families: Vec::new(),
-    };
-    for (i, w) in words.iter().enumerate() {
-        let mut w = *w;
-        if i == 0
-            && let Some(x) = w.strip_prefix('~')
-        {
-            out.allow_list = false;
-            w = x;
-        }
-        match family(w) {
-            Some(f) => {
-                if !out.families.contains(&f) {
-                    out.families.push(f);
-                }
-            }
-            None => {
+        for w in rest.split_whitespace() {
+            let Some(fam) = family(w) else {
                 return Err(format!(
                     "{w:?} is not an address family (AF_UNIX, AF_INET...)"
                 ));
+            };
+            if f.allow_list != invert {
+                if !f.families.contains(&fam) {
+                    f.families.push(fam);
+                }
+            } else {
+                f.families.retain(|x| *x != fam);
             }
         }
     }
-    Ok(out)
+    out.ok_or_else(|| "an empty list restricts nothing (remove the key)".to_string())
 }
 
 /// `system_call_filter`: each entry is one SystemCallFilter= line — names
@@ -414,8 +415,10 @@ mod tests {
     fn families_namespaces_errnos() {
         let f = parse_families(&v(&["AF_UNIX AF_INET", "AF_INET6"])).unwrap();
         assert!(f.allow_list && f.families == vec![1, 2, 10]);
-        let f = parse_families(&v(&["~AF_PACKET"])).unwrap();
+        let f = parse_families(&v(&["~ AF_PACKET AF_NETLINK", "AF_NETLINK"])).unwrap();
         assert!(!f.allow_list && f.families == vec![17]);
+        let f = parse_families(&v(&["AF_UNIX AF_INET", "~AF_INET"])).unwrap();
+        assert!(f.allow_list && f.families == vec![1]);
         assert!(parse_families(&v(&["none"])).unwrap().families.is_empty());
         assert!(parse_families(&v(&["AF_NOPE"])).is_err());
         assert_eq!(
