@@ -2331,7 +2331,7 @@ mod tests {
     fn every_refusal_names_its_directive_and_line() {
         let i = T::new().import(
             "x.service",
-            "[Service]\nExecStart=/bin/x\nSystemCallFilter=@system-service\nFrobnicate=yes\nX-Vendor=ok\n[Socket]\nListenStream=80\n",
+            "[Service]\nExecStart=/bin/x\nSystemCallLog=@system-service\nFrobnicate=yes\nX-Vendor=ok\n[Socket]\nListenStream=80\n",
         );
         let r: Vec<(String, usize)> = i
             .findings
@@ -2342,7 +2342,7 @@ mod tests {
         assert_eq!(
             r,
             [
-                ("SystemCallFilter".to_string(), 3),
+                ("SystemCallLog".to_string(), 3),
                 ("Frobnicate".to_string(), 4),
                 ("ListenStream".to_string(), 7)
             ]
@@ -2351,7 +2351,7 @@ mod tests {
         // and it lists what it does not honour.
         let t = i.toml.unwrap();
         assert!(t.contains("NOT honoured"), "{t}");
-        assert!(t.contains("SystemCallFilter"), "{t}");
+        assert!(t.contains("SystemCallLog"), "{t}");
     }
 
     #[test]
@@ -2562,7 +2562,7 @@ mod native_keys {
     fn sandboxing_maps_or_is_refused_by_name() {
         let i = import(
             "redisish.service",
-            "[Service]\nExecStart=/usr/bin/redis-server\nUser=redis\nPrivateTmp=true\nPrivateDevices=yes\nProtectHome=true\nProtectSystem=strict\nReadWritePaths=-/var/lib/redis\nReadWriteDirectories=-/etc/redis\nCapabilityBoundingSet=\nNoNewPrivileges=true\nProtectKernelTunables=true\nProtectProc=invisible\nSystemCallFilter=@system-service\nMemoryDenyWriteExecute=true\n",
+            "[Service]\nExecStart=/usr/bin/redis-server\nUser=redis\nPrivateTmp=true\nPrivateDevices=yes\nProtectHome=true\nProtectSystem=strict\nReadWritePaths=-/var/lib/redis\nReadWriteDirectories=-/etc/redis\nCapabilityBoundingSet=\nNoNewPrivileges=true\nProtectKernelTunables=true\nProtectProc=invisible\nSystemCallFilter=@system-service\nSystemCallFilter=~@privileged @resources\nSystemCallErrorNumber=EPERM\nSystemCallArchitectures=native\nMemoryDenyWriteExecute=true\nRestrictAddressFamilies=AF_UNIX AF_INET\nRestrictNamespaces=true\nLockPersonality=yes\nSecureBits=noroot\nBindReadOnlyPaths=/dev/log:/var/lib/x/dev/log\nSystemCallFilter=@nonesuch\nRestrictAddressFamilies=AF_WHAT\n",
         );
         let refused: Vec<&str> = i
             .findings
@@ -2570,7 +2570,8 @@ mod native_keys {
             .filter(|f| f.severity == Severity::Refused)
             .map(|f| f.directive.as_str())
             .collect();
-        assert_eq!(refused, ["SystemCallFilter", "MemoryDenyWriteExecute"]);
+        // Misspelt groups and families are refused, never dropped.
+        assert_eq!(refused, ["SystemCallFilter", "RestrictAddressFamilies"]);
         let t = i.toml.unwrap();
         let v: toml::Value = toml::from_str(&t).unwrap();
         let sb = &v["sandbox"];
@@ -2583,8 +2584,31 @@ mod native_keys {
             Some(0)
         );
         assert_eq!(sb["protect_proc"].as_str(), Some("invisible"));
+        assert_eq!(
+            sb["system_call_filter"].as_array().map(|a| a.len()),
+            Some(2)
+        );
+        assert_eq!(sb["system_call_error_number"].as_str(), Some("EPERM"));
+        assert_eq!(sb["memory_deny_write_execute"].as_bool(), Some(true));
+        assert_eq!(sb["restrict_namespaces"].as_bool(), Some(true));
+        assert_eq!(
+            sb["bind_read_only_paths"][0].as_str(),
+            Some("/dev/log:/var/lib/x/dev/log")
+        );
         let spec = crate::unit::toml::parse_unit("r", std::path::Path::new("r.toml"), &t).unwrap();
         assert_eq!(spec.sandbox.capability_bounding_set, Some(0));
+        assert!(
+            spec.sandbox
+                .system_call_filter
+                .as_ref()
+                .is_some_and(|f| f.allow_list)
+        );
+        assert!(spec.sandbox.native_only && spec.sandbox.lock_personality);
+        assert_eq!(spec.sandbox.secure_bits, Some(1));
+        assert_eq!(
+            spec.sandbox.restrict_address_families.map(|f| f.families),
+            Some(vec![1, 2])
+        );
     }
 
     #[test]
