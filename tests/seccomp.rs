@@ -238,3 +238,99 @@ fn non_root_service_gets_the_filter_through_no_new_privs() {
     t.is("securebits", "3");
     ctl.is("securebits", "0");
 }
+
+/// Run `script` under /bin/sh as oneshots `t` (with `sandbox`) and `ctl`
+/// (without); RESULT lines as for the probe.
+fn run_sh(tag: &str, top: &str, sandbox: &str, script: &str) -> Option<(Results, Results)> {
+    if !can_run(tag) {
+        return None;
+    }
+    let exec = format!("exec = [\"/bin/sh\", \"-c\", {}]", toml_str(script));
+    let t = format!("type = \"oneshot\"\n{exec}\n{top}\n[sandbox]\n{sandbox}\n");
+    let ctl = format!("type = \"oneshot\"\n{exec}\n{top}\n");
+    let supd = Supd::start(tag, &[("t", &t), ("ctl", &ctl)]);
+    for u in ["t", "ctl"] {
+        wait_for("the script to finish", Duration::from_secs(20), || {
+            let s = supd.state_of(u);
+            (s == "done" || s == "failed").then_some(())
+        });
+    }
+    let log = supd.log_text();
+    assert_eq!(supd.state_of("t"), "done", "{log}");
+    assert_eq!(supd.state_of("ctl"), "done", "{log}");
+    let of = |unit: &str| -> Results {
+        let tag = format!("unit={unit}");
+        Results(
+            log.lines()
+                .filter(|l| l.contains(&tag) && l.contains("RESULT "))
+                .filter_map(|l| {
+                    let r = l
+                        .split("RESULT ")
+                        .nth(1)?
+                        .trim_end_matches(tag.as_str())
+                        .trim();
+                    let (k, v) = r.split_once(' ')?;
+                    Some((k.to_string(), v.trim().to_string()))
+                })
+                .collect(),
+            log.clone(),
+        )
+    };
+    Some((of("t"), of("ctl")))
+}
+
+#[test]
+fn private_users_maps_only_root_and_the_unit_user() {
+    let dir = TempDir::new("sc-userns");
+    let foreign = dir.path().join("foreign");
+    std::fs::write(&foreign, "x").unwrap();
+    std::os::unix::fs::chown(&foreign, Some(4242), Some(4242)).unwrap();
+    let script = format!(
+        "echo RESULT maps $(wc -l < /proc/self/uid_map); echo RESULT gmaps $(wc -l < /proc/self/gid_map); \
+         echo RESULT owner $(stat -c %u {f}); echo RESULT me $(id -u)",
+        f = foreign.display()
+    );
+    let Some((t, ctl)) = run_sh(
+        "scuserns",
+        "user = \"nobody\"",
+        "private_users = true",
+        &script,
+    ) else {
+        return;
+    };
+    // Root and nobody: two lines; the host's namespace has the one
+    // identity line for everything.
+    t.is("maps", "2");
+    t.is("gmaps", "2");
+    ctl.is("maps", "1");
+    t.is("me", "65534");
+    // A user the namespace does not map is the overflow id.
+    t.is("owner", "65534");
+    ctl.is("owner", "4242");
+}
+
+#[test]
+fn private_users_root_cannot_use_the_hosts_privileges() {
+    let dir = TempDir::new("sc-userns-root");
+    let m = dir.path().join("m");
+    std::fs::create_dir_all(&m).unwrap();
+    let script = format!(
+        "if mount -t tmpfs none {m} 2>/dev/null; then umount {m}; echo RESULT mount ok; else echo RESULT mount denied; fi; \
+         echo RESULT maps $(wc -l < /proc/self/uid_map); echo RESULT me $(id -u)",
+        m = m.display()
+    );
+    let Some((t, ctl)) = run_sh(
+        "scuserns0",
+        "",
+        "private_users = true\nprivate_tmp = true",
+        &script,
+    ) else {
+        return;
+    };
+    t.is("me", "0");
+    t.is("maps", "1");
+    // Root inside, but its mount namespace belongs to the host's user
+    // namespace: no mount.
+    t.is("mount", "denied");
+    ctl.is("mount", "ok");
+}

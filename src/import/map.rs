@@ -733,6 +733,7 @@ impl<'a> Mapper<'a> {
             "CapabilityBoundingSet" => self.caps(e, "capability_bounding_set"),
             "AmbientCapabilities" => self.caps(e, "ambient_capabilities"),
             "LockPersonality" => self.sandbox_bool(e, "lock_personality"),
+            "PrivateUsers" => self.sandbox_bool(e, "private_users"),
             "MemoryDenyWriteExecute" => self.sandbox_bool(e, "memory_deny_write_execute"),
             "RestrictRealtime" => self.sandbox_bool(e, "restrict_realtime"),
             "RestrictSUIDSGID" => self.sandbox_bool(e, "restrict_suid_sgid"),
@@ -828,7 +829,7 @@ impl<'a> Mapper<'a> {
                 let src = self.src(e);
                 self.doc.push("sandbox", key, V::Strs(words), src);
             }
-            "PrivateUsers" | "PrivateMounts"
+            "PrivateMounts"
             | "RemoveIPC" | "DevicePolicy" | "DeviceAllow"
             | "TemporaryFileSystem"
             | "RootDirectory" | "RootImage" | "MountAPIVFS"

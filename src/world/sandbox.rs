@@ -145,6 +145,8 @@ pub struct Plan {
     seccomp: Programs,
     /// prctl(PR_SET_SECUREBITS) before the user change.
     secure_bits: Option<u32>,
+    /// `private_users`: the uid_map and gid_map written for the child.
+    userns: Option<(CString, CString)>,
 }
 
 /// The seccomp programs (libc's `sock_filter` has no Debug).
@@ -154,6 +156,21 @@ struct Programs(Vec<Vec<libc::sock_filter>>);
 impl std::fmt::Debug for Programs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} seccomp program(s)", self.0.len())
+    }
+}
+
+impl Plan {
+    /// `private_users`: map root and the unit's user and group (whatever
+    /// else the service meets shows as the overflow id, `nobody`).
+    pub fn set_identity(&mut self, private_users: bool, uid: Option<u32>, gid: Option<u32>) {
+        if !private_users {
+            return;
+        }
+        let map = |id: Option<u32>| match id {
+            Some(i) if i != 0 => cs(&format!("0 0 1\n{i} {i} 1\n")),
+            _ => cs("0 0 1\n"),
+        };
+        self.userns = Some((map(uid), map(gid)));
     }
 }
 
@@ -739,6 +756,8 @@ pub const STEP_NNP: usize = 10_006;
 pub const STEP_SECUREBITS: usize = 10_007;
 pub const STEP_SECCOMP_NNP: usize = 10_008;
 pub const STEP_SECCOMP: usize = 10_009;
+pub const STEP_USERNS: usize = 10_010;
+pub const STEP_USERNS_MAP: usize = 10_011;
 
 /// In the child, as root, before changing user: namespaces, mounts,
 /// bounding set, keep-caps.
@@ -789,6 +808,13 @@ pub unsafe fn apply_before_identity(plan: &Plan) -> Result<(), Failure> {
                 return Err((STEP_LOOPBACK, r));
             }
         }
+        // After the mounts (made with the host's root, in a mount
+        // namespace the service's user namespace does not own: it cannot
+        // undo them) and before the bounding set (a new user namespace
+        // starts with a full one).
+        if let Some((uid_map, gid_map)) = &plan.userns {
+            user_namespace(uid_map, gid_map)?;
+        }
         for cap in &plan.bounding_drop {
             let r = sys(libc::SYS_prctl, PR_CAPBSET_DROP, *cap as usize, 0, 0, 0);
             // EINVAL: a capability this kernel does not know.
@@ -829,6 +855,131 @@ pub unsafe fn apply_seccomp(plan: &Plan) -> Result<(), Failure> {
             r,
         )
     })
+}
+
+/// Enter a new user namespace and have its maps written: a process in
+/// the new namespace cannot write more than its own id, so a forked
+/// helper, still root outside, writes them (as systemd does).
+unsafe fn user_namespace(uid_map: &CString, gid_map: &CString) -> Result<(), Failure> {
+    let fail = |r: isize| Err((STEP_USERNS, r));
+    // SAFETY: raw system calls on local buffers and the plan's strings.
+    unsafe {
+        let mut pipe = [-1i32; 2];
+        let r = sys(
+            libc::SYS_pipe2,
+            pipe.as_mut_ptr() as usize,
+            libc::O_CLOEXEC as usize,
+            0,
+            0,
+            0,
+        );
+        if r < 0 {
+            return fail(r);
+        }
+        // Our own /proc directory, for the helper to find our maps in.
+        let me = sys(
+            libc::SYS_openat,
+            libc::AT_FDCWD as isize as usize,
+            c"/proc/self".as_ptr() as usize,
+            (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as usize,
+            0,
+            0,
+        );
+        let close_all = |me: isize| {
+            sys(libc::SYS_close, pipe[0] as usize, 0, 0, 0, 0);
+            sys(libc::SYS_close, pipe[1] as usize, 0, 0, 0, 0);
+            if me >= 0 {
+                sys(libc::SYS_close, me as usize, 0, 0, 0, 0);
+            }
+        };
+        if me < 0 {
+            close_all(me);
+            return fail(me);
+        }
+        // fork(): the helper gets a copy of this memory and runs only the
+        // raw calls below, then exits.
+        let helper = sys(libc::SYS_clone, libc::SIGCHLD as usize, 0, 0, 0, 0);
+        if helper < 0 {
+            close_all(me);
+            return fail(helper);
+        }
+        if helper == 0 {
+            let mut b = 0u8;
+            // Wait until the parent is in its new namespace (or gone).
+            let n = sys(
+                libc::SYS_read,
+                pipe[0] as usize,
+                &mut b as *mut u8 as usize,
+                1,
+                0,
+                0,
+            );
+            let mut code = if n == 1 { 0 } else { 1 };
+            for (file, map) in [(c"uid_map", uid_map), (c"gid_map", gid_map)] {
+                if code != 0 {
+                    break;
+                }
+                let fd = sys(
+                    libc::SYS_openat,
+                    me as usize,
+                    file.as_ptr() as usize,
+                    (libc::O_WRONLY | libc::O_CLOEXEC) as usize,
+                    0,
+                    0,
+                );
+                if fd < 0 {
+                    code = 2;
+                    break;
+                }
+                let bytes = map.as_bytes();
+                let w = sys(
+                    libc::SYS_write,
+                    fd as usize,
+                    bytes.as_ptr() as usize,
+                    bytes.len(),
+                    0,
+                    0,
+                );
+                if w != bytes.len() as isize {
+                    code = 3;
+                }
+                sys(libc::SYS_close, fd as usize, 0, 0, 0, 0);
+            }
+            sys(libc::SYS_exit_group, code, 0, 0, 0, 0);
+        }
+        let r = sys(libc::SYS_unshare, libc::CLONE_NEWUSER as usize, 0, 0, 0, 0);
+        // Wake the helper either way; on failure it finds our old maps
+        // already written and fails, and we report the unshare.
+        sys(
+            libc::SYS_write,
+            pipe[1] as usize,
+            b"x".as_ptr() as usize,
+            1,
+            0,
+            0,
+        );
+        let mut status = 0i32;
+        let w = sys(
+            libc::SYS_wait4,
+            helper as usize,
+            &mut status as *mut i32 as usize,
+            libc::__WALL as usize,
+            0,
+            0,
+        );
+        close_all(me);
+        if r < 0 {
+            return fail(r);
+        }
+        if w < 0 {
+            return Err((STEP_USERNS_MAP, w));
+        }
+        // Exited with 0?
+        if status & 0x7f != 0 || (status >> 8) & 0xff != 0 {
+            return Err((STEP_USERNS_MAP, -(libc::EPERM as isize)));
+        }
+    }
+    Ok(())
 }
 
 unsafe fn apply_op(op: &Op, fds: &mut [isize; MAX_SLOTS]) -> isize {
@@ -1104,6 +1255,8 @@ pub fn describe(plan: &Plan, step: usize) -> String {
             "setting no_new_privs, which a seccomp filter needs without CAP_SYS_ADMIN".into()
         }
         STEP_SECCOMP => "installing the seccomp filter".into(),
+        STEP_USERNS => "creating the user namespace (private_users)".into(),
+        STEP_USERNS_MAP => "writing the private user namespace's uid/gid maps".into(),
         i => plan
             .ops
             .get(i)
