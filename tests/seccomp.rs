@@ -334,3 +334,59 @@ fn private_users_root_cannot_use_the_hosts_privileges() {
     t.is("mount", "denied");
     ctl.is("mount", "ok");
 }
+
+/// Is System V shared memory segment `id` still there?
+fn shm_exists(id: &str) -> bool {
+    std::fs::read_to_string("/proc/sysvipc/shm")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(1) == Some(id))
+}
+
+#[test]
+fn remove_ipc_removes_the_users_objects_when_its_run_ends() {
+    if !can_run("remove_ipc") || !have("remove_ipc", &["/usr/bin/ipcmk"]) {
+        return;
+    }
+    // Debian's `daemon` and `bin` users own no IPC objects on a test host.
+    // `t` (daemon) has remove_ipc; `ctl` (bin) does not.
+    let script = "id=$(ipcmk -M 4096 | tr -cd 0-9); echo RESULT shm $id; \
+                  f=/dev/shm/supd-remove-ipc-$(id -u); touch $f; echo RESULT file $f";
+    let exec = format!("exec = [\"/bin/sh\", \"-c\", {}]", toml_str(script));
+    let t =
+        format!("type = \"oneshot\"\nuser = \"daemon\"\n{exec}\n[sandbox]\nremove_ipc = true\n");
+    let ctl = format!("type = \"oneshot\"\nuser = \"bin\"\n{exec}\n");
+    let supd = Supd::start("scipc", &[("t", &t), ("ctl", &ctl)]);
+    let result = |unit: &str, key: &str| -> String {
+        let tag = format!("unit={unit}");
+        let want = format!("RESULT {key} ");
+        wait_for("the script's RESULT line", Duration::from_secs(20), || {
+            supd.log_text()
+                .lines()
+                .find(|l| l.contains(&tag) && l.contains(&want))
+                .and_then(|l| l.split(&want).nth(1))
+                .map(|v| v.trim_end_matches(tag.as_str()).trim().to_string())
+        })
+    };
+    let (t_shm, t_file) = (result("t", "shm"), result("t", "file"));
+    let (c_shm, c_file) = (result("ctl", "shm"), result("ctl", "file"));
+    for u in ["t", "ctl"] {
+        supd.wait_state(u, "done", Duration::from_secs(20));
+    }
+    assert!(
+        !t_shm.is_empty() && !c_shm.is_empty(),
+        "{}",
+        supd.log_text()
+    );
+    wait_for(
+        "daemon's IPC objects to go",
+        Duration::from_secs(10),
+        || (!shm_exists(&t_shm) && !Path::new(&t_file).exists()).then_some(()),
+    );
+    // Another user's, without remove_ipc, stay.
+    assert!(shm_exists(&c_shm), "bin's segment {c_shm} was removed");
+    assert!(Path::new(&c_file).exists());
+    let _ = Command::new("ipcrm").args(["-m", &c_shm]).status();
+    let _ = std::fs::remove_file(&c_file);
+}

@@ -734,6 +734,7 @@ impl<'a> Mapper<'a> {
             "AmbientCapabilities" => self.caps(e, "ambient_capabilities"),
             "LockPersonality" => self.sandbox_bool(e, "lock_personality"),
             "PrivateUsers" => self.sandbox_bool(e, "private_users"),
+            "RemoveIPC" => self.sandbox_bool(e, "remove_ipc"),
             "MemoryDenyWriteExecute" => self.sandbox_bool(e, "memory_deny_write_execute"),
             "RestrictRealtime" => self.sandbox_bool(e, "restrict_realtime"),
             "RestrictSUIDSGID" => self.sandbox_bool(e, "restrict_suid_sgid"),
@@ -830,7 +831,7 @@ impl<'a> Mapper<'a> {
                 self.doc.push("sandbox", key, V::Strs(words), src);
             }
             "PrivateMounts"
-            | "RemoveIPC" | "DevicePolicy" | "DeviceAllow"
+            | "DevicePolicy" | "DeviceAllow"
             | "TemporaryFileSystem"
             | "RootDirectory" | "RootImage" | "MountAPIVFS"
             | "KeyringMode" | "DynamicUser" | "SystemCallLog" | "IPAddressDeny"

@@ -488,6 +488,9 @@ pub struct Sandbox {
     pub secure_bits: Option<u32>,
     /// `bind_paths` / `bind_read_only_paths`.
     pub bind_paths: Vec<BindPath>,
+    /// Remove the IPC objects of the unit's (non-root) user and group
+    /// when its last run of that user ends.
+    pub remove_ipc: bool,
 }
 
 /// `bind_paths = ["SRC:DST"]`: SRC bound onto DST (`-` first: a missing

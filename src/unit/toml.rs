@@ -235,6 +235,7 @@ struct RawSandbox {
     restrict_namespaces: Option<Spanned<BoolOrList>>,
     restrict_address_families: Option<Spanned<Vec<String>>>,
     private_users: Option<bool>,
+    remove_ipc: Option<bool>,
     secure_bits: Option<Spanned<Vec<String>>>,
     bind_paths: Option<Vec<Spanned<String>>>,
     bind_read_only_paths: Option<Vec<Spanned<String>>>,
@@ -1633,6 +1634,7 @@ fn sandbox(errs: &mut Errs<'_>, r: &RawSandbox) -> crate::unit::Sandbox {
         restrict_realtime: r.restrict_realtime.unwrap_or(false),
         restrict_suid_sgid: r.restrict_suid_sgid.unwrap_or(false),
         private_users: r.private_users.unwrap_or(false),
+        remove_ipc: r.remove_ipc.unwrap_or(false),
         ..Default::default()
     };
     seccomp_keys(errs, r, &mut s);

@@ -8,6 +8,7 @@ pub mod fdtable;
 pub mod host_check;
 pub mod http;
 pub mod init;
+pub mod ipc;
 pub mod line_writer;
 pub mod lock_store;
 pub mod log;
