@@ -121,13 +121,16 @@ fn allow_list_kills_what_it_does_not_name() {
     let Some((t, ctl)) = run(
         "scallow",
         "",
-        "system_call_filter = [\"@system-service\"]",
+        "system_call_filter = [\"@system-service\"]\nlock_personality = true",
         &["getpid", "af_inet", "mount", "reboot", "swapon"],
     ) else {
         return;
     };
-    // The filter is really installed, on the service itself.
+    // The filters are really installed, on the service itself: the
+    // argument checks, then the call list (which does not admit
+    // seccomp(2), so it must come last).
     t.is("seccomp", "2");
+    t.is("filters", "2");
     ctl.is("seccomp", "0");
     t.is("getpid", "ok");
     t.is("af_inet", "ok");

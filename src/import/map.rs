@@ -670,7 +670,7 @@ impl<'a> Mapper<'a> {
             "ProtectClock" => {
                 self.sandbox_bool(e, "protect_clock");
                 if syntax::parse_bool(&e.value) == Some(true) {
-                    self.approx(e, "by dropping CAP_SYS_TIME and CAP_WAKE_ALARM (no system call filter, no device rules)");
+                    self.approx(e, "by dropping CAP_SYS_TIME and CAP_WAKE_ALARM and denying the @clock system calls (no /dev/rtc device rule)");
                 }
             }
             "ProtectSystem" => {

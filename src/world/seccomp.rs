@@ -284,6 +284,14 @@ pub fn programs(sb: &Sandbox) -> Result<Vec<Vec<libc::sock_filter>>, String> {
     if !sb.needs_seccomp() {
         return Ok(out);
     }
+    // The argument checks first: the call list may deny seccomp(2)
+    // itself (`~@privileged`), so it must be the last one installed (as
+    // systemd installs SystemCallFilter= last).
+    let rules = arg_rules(sb);
+    if !rules.is_empty() || sb.system_call_filter.is_none() {
+        // (Without rules: SystemCallArchitectures=native alone.)
+        out.push(assemble(&rules, RET_ALLOW)?);
+    }
     let deny = deny_action(sb.system_call_error_number.unwrap_or(Deny::Kill));
     if let Some(f) = &sb.system_call_filter {
         let rules: Vec<Rule> = f
@@ -301,11 +309,6 @@ pub fn programs(sb: &Sandbox) -> Result<Vec<Vec<libc::sock_filter>>, String> {
             .collect();
         let default = if f.allow_list { deny } else { RET_ALLOW };
         out.push(assemble(&rules, default)?);
-    }
-    let rules = arg_rules(sb);
-    if !rules.is_empty() || out.is_empty() {
-        // (Without rules: SystemCallArchitectures=native alone.)
-        out.push(assemble(&rules, RET_ALLOW)?);
     }
     Ok(out)
 }
@@ -509,6 +512,22 @@ mod tests {
             ..Default::default()
         };
         let p = programs(&sb).unwrap();
+        assert_eq!(p.len(), 1);
         assert!(p[0].len() < 4096);
+    }
+
+    #[test]
+    fn the_call_list_is_installed_last() {
+        // `@system-service` does not admit seccomp(2): any program after
+        // it could not be installed.
+        let sb = Sandbox {
+            system_call_filter: Some(parse_filter(&["@system-service".into()]).unwrap()),
+            lock_personality: true,
+            ..Default::default()
+        };
+        let p = programs(&sb).unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(run(&p[0], X, n("seccomp"), [0; 6]), RET_ALLOW);
+        assert_eq!(run(&p[1], X, n("seccomp"), [0; 6]), RET_KILL_PROCESS);
     }
 }
