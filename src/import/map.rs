@@ -1016,9 +1016,11 @@ impl<'a> Mapper<'a> {
             return;
         }
         let check = match key {
-            "system_call_filter" => crate::unit::syscalls::parse_filter(&[v.clone()]).map(|_| ()),
+            "system_call_filter" => {
+                crate::unit::syscalls::parse_filter(std::slice::from_ref(&v)).map(|_| ())
+            }
             "restrict_address_families" => {
-                crate::unit::syscalls::parse_families(&[v.clone()]).map(|_| ())
+                crate::unit::syscalls::parse_families(std::slice::from_ref(&v)).map(|_| ())
             }
             _ => v
                 .split_whitespace()

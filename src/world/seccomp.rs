@@ -241,7 +241,7 @@ fn arg_rules(sb: &Sandbox) -> Vec<Rule> {
         }
     }
     if sb.restrict_suid_sgid {
-        let sid = (libc::S_ISUID | libc::S_ISGID) as u32;
+        let sid = libc::S_ISUID | libc::S_ISGID;
         let creat = (libc::O_CREAT | 0o20000000/* __O_TMPFILE */) as u32;
         for (name, mode_arg) in [
             ("chmod", 1),
@@ -371,7 +371,7 @@ mod tests {
     /// A tiny classic-BPF interpreter for the instructions `assemble`
     /// emits: what the kernel would answer for (arch, nr, args).
     fn run(p: &[libc::sock_filter], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
-        let mut data = vec![0u8; 64];
+        let mut data = [0u8; 64];
         data[0..4].copy_from_slice(&nr.to_le_bytes());
         data[4..8].copy_from_slice(&arch.to_le_bytes());
         for (i, a) in args.iter().enumerate() {
