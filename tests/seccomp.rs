@@ -393,3 +393,21 @@ fn remove_ipc_removes_the_users_objects_when_its_run_ends() {
     let _ = Command::new("ipcrm").args(["-m", &c_shm]).status();
     let _ = std::fs::remove_file(&c_file);
 }
+
+#[test]
+fn protect_clock_denies_the_clock_calls() {
+    // Reading the clock's state needs no capability: only the @clock
+    // filter refuses it.
+    let Some((t, ctl)) = run(
+        "scclock",
+        "",
+        "protect_clock = true",
+        &["adjtimex_read", "getpid"],
+    ) else {
+        return;
+    };
+    t.is("seccomp", "2");
+    ctl.is("adjtimex_read", "ok");
+    t.is("adjtimex_read", "errno=EPERM");
+    t.is("getpid", "ok");
+}
