@@ -1508,21 +1508,46 @@ fn seeds() -> Vec<u64> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
-    (1..=n).collect()
+    let first: u64 = std::env::var("SUPD_SIM_SEED_START")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    (first..first.saturating_add(n)).collect()
 }
 
+/// `SUPD_SIM_SEEDS=n` seeds from `SUPD_SIM_SEED_START` (default 1).
+/// With `SUPD_SIM_KEEP_GOING=1` a failing seed is noted and the rest
+/// still run (a soak reports every failure, oracle or invariant, at once).
 #[test]
 fn sim_seeds() {
     let start = std::time::Instant::now();
     let seeds = seeds();
+    let keep_going = std::env::var_os("SUPD_SIM_KEEP_GOING").is_some();
+    let mut failed = Vec::new();
     for &seed in &seeds {
-        let mut sim = Sim::new(seed);
-        sim.run(1500);
-        sim.liveness();
+        let one = || {
+            let mut sim = Sim::new(seed);
+            sim.run(1500);
+            sim.liveness();
+        };
+        if !keep_going {
+            one();
+            continue;
+        }
+        if let Err(p) = std::panic::catch_unwind(one) {
+            let m = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failed.push(m.lines().next().unwrap_or_default().to_string());
+        }
     }
     eprintln!(
-        "sim: {} seeds x 1500 steps + liveness in {:?}",
+        "sim: {} seeds x 1500 steps + liveness in {:?}; {} failed",
         seeds.len(),
-        start.elapsed()
+        start.elapsed(),
+        failed.len()
     );
+    assert!(failed.is_empty(), "failed seeds:\n{}", failed.join("\n"));
 }
