@@ -298,7 +298,9 @@ fn main() {
                     per[i].push(*ev as f64 / d.as_secs_f64());
                 }
             }
-            println!("engine, {n} units, settle {mode:?}, {rounds} rounds (events/s, median (min–max)):");
+            println!(
+                "engine, {n} units, settle {mode:?}, {rounds} rounds (events/s, median (min–max)):"
+            );
             for (i, xs) in per.into_iter().enumerate() {
                 let (med, lo, hi) = median(xs);
                 println!("  {:<16}{med:>12.0} ({lo:.0}–{hi:.0})", PHASES[i]);

@@ -261,6 +261,9 @@ pub struct Engine {
     /// Units in `Backoff`, by when it ends (their decision changes with
     /// time alone, at that instant).
     backoffs: std::collections::BTreeSet<(Instant, UnitId)>,
+    /// Stop and start decisions taken so far (what a test of "an event
+    /// costs what it affects" counts).
+    pub(crate) asked: u64,
     runs: HashMap<RunId, UnitId>,
     next_run: u64,
     mounts: MountTable,
@@ -321,6 +324,7 @@ impl Engine {
             touched: Default::default(),
             cap_waiters: Default::default(),
             backoffs: Default::default(),
+            asked: 0,
             runs: HashMap::new(),
             next_run: 1,
             mounts,
@@ -2266,6 +2270,7 @@ impl Engine {
 
     /// Must `id` stop (or its backoff end) now? True when something changed.
     fn stop_one(&mut self, id: UnitId, now: Instant) -> bool {
+        self.asked += 1;
         let mut changed = false;
         let u = &self.units[id.0 as usize];
         match &u.state {
@@ -2422,6 +2427,7 @@ impl Engine {
     /// May `id` start now? Starts it if so. True when it started (or hit
     /// its start limit).
     fn start_one(&mut self, id: UnitId, now: Instant) -> bool {
+        self.asked += 1;
         let u = &self.units[id.0 as usize];
         let startable = match u.state {
             UnitState::Inactive => true,

@@ -1881,3 +1881,73 @@ fn a_completed_unit_with_a_stop_command_runs_it_when_stopped() {
         "{acts:?}"
     );
 }
+
+// ---- incremental settle (issue 17) ---------------------------------------
+
+/// 2,000 probed units in chains of ten: a probe result, a crash and its
+/// restart, a stop and a status each make the engine decide about the
+/// units around the one concerned — not about all 2,000.
+#[test]
+fn an_event_costs_what_it_affects_not_the_unit_count() {
+    let n = 2000;
+    let specs: Vec<UnitSpec> = (0..n)
+        .map(|i| {
+            let mut s = longrun(&format!("u{i:04}"));
+            if i % 10 != 0 {
+                s.requires = vec![format!("u{:04}", i - 1)];
+            }
+            s.restart.delay = Duration::ZERO;
+            s.restart.max_delay = Duration::ZERO;
+            s.health = Some(HealthSpec {
+                target: ProbeTarget::Tcp("127.0.0.1:1".into()),
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_secs(1),
+                start_period: Duration::ZERO,
+                failure_threshold: 3,
+                success_threshold: 1,
+                on_unhealthy: OnUnhealthy::Restart,
+            });
+            s
+        })
+        .collect();
+    let mut t = T::with(specs, 100_000, table(&[]), true);
+    let all_running =
+        t.e.units()
+            .all(|(_, u)| matches!(u.state, UnitState::Running { .. }));
+    assert!(all_running, "boot brought every unit up");
+    let mid = t.e.unit_id("u1005").expect("u1005");
+    let run = t.e.unit(mid).state.run().expect("running");
+
+    let before = t.e.asked;
+    t.feed(Event::ProbeAnswered {
+        run,
+        kind: crate::engine::ProbeKind::Liveness,
+        ok: true,
+        output: None,
+    });
+    let probe = t.e.asked - before;
+    assert!(probe <= 8, "a probe result asked {probe} decisions");
+
+    let before = t.e.asked;
+    t.cmd(Request::Status {
+        unit: Some("u1005".into()),
+    });
+    assert_eq!(t.e.asked - before, 0, "status of one unit decides nothing");
+
+    // A crash: u1005 restarts at once; what requires it (u1006..u1009)
+    // stops, dependents first.
+    let before = t.e.asked;
+    t.feed(Event::ProcessExited {
+        run,
+        status: ExitStatus::Exited(1),
+    });
+    let crash = t.e.asked - before;
+    assert!(
+        crash <= 100,
+        "a crash in a chain of ten asked {crash} decisions"
+    );
+    assert!(matches!(t.e.unit(mid).state, UnitState::Running { .. }));
+    // Dependents first: the end of the chain stops, the rest wait for it.
+    assert!(matches!(t.state("u1009"), UnitState::Stopping { .. }));
+    assert!(matches!(t.state("u1006"), UnitState::Running { .. }));
+}
