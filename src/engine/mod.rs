@@ -2132,6 +2132,15 @@ impl Engine {
         self.pending = keep;
     }
 
+    /// A copy of this engine that settles in full from now on: the oracle
+    /// for tests that drive an engine by hand.
+    #[cfg(test)]
+    pub(crate) fn full_twin(&self) -> Engine {
+        let mut e = self.clone();
+        e.cfg.settle = SettleMode::Full;
+        e
+    }
+
     /// The first difference between this engine's state and `full`'s (the
     /// same events settled in full), for the simulation's oracle. The
     /// dirty-set bookkeeping itself is left out: it is how, not what.

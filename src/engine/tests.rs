@@ -17,8 +17,22 @@ use crate::unit::{
     UnitSpec,
 };
 
+fn check_oracle(e: &Engine, full: &Engine, acts: &[Action], full_acts: &[Action]) {
+    assert_eq!(
+        acts, full_acts,
+        "oracle: the incremental settle acted unlike the full settle"
+    );
+    if let Some(d) = e.oracle_diff(full) {
+        panic!("oracle: the incremental settle's state differs from the full settle's: {d}");
+    }
+}
+
 struct T {
     e: Engine,
+    /// The same engine settling in full, fed every event `e` is: after
+    /// each one both must have acted and ended alike (the oracle of the
+    /// incremental settle, as in sim.rs).
+    oracle: Engine,
     now: Instant,
     next_pid: i32,
     next_req: u64,
@@ -85,6 +99,7 @@ impl T {
             mounts,
         );
         let mut t = T {
+            oracle: e.full_twin(),
             e,
             now: Instant::now(),
             next_pid: 100,
@@ -106,7 +121,9 @@ impl T {
         let mut out = Vec::new();
         let mut queue = vec![ev];
         while let Some(ev) = queue.pop() {
+            let full = self.oracle.handle(self.now, ev.clone());
             let acts = self.e.handle(self.now, ev);
+            check_oracle(&self.e, &self.oracle, &acts, &full);
             for a in acts {
                 if let Action::Spawn { run, .. } = &a {
                     let pid = self.next_pid;
@@ -122,6 +139,12 @@ impl T {
         }
         self.log.extend(out.iter().cloned());
         out
+    }
+
+    /// Start over with `e` (and its full-settle twin).
+    fn replace(&mut self, e: Engine) {
+        self.oracle = e.full_twin();
+        self.e = e;
     }
 
     fn cmd(&mut self, request: Request) -> (ReqId, Vec<Action>) {
@@ -669,7 +692,7 @@ fn contained(specs: Vec<UnitSpec>) -> T {
     let mut t = T::new(vec![]);
     t.contained = true;
     let set = crate::graph::build(specs).expect("valid set");
-    t.e = Engine::new(set, EngineConfig::default(), table(&[]));
+    t.replace(Engine::new(set, EngineConfig::default(), table(&[])));
     t.feed(Event::LocksLoaded(LocksLoad::Loaded(LockMap::new())));
     t
 }
@@ -1047,7 +1070,7 @@ fn adopted_world(specs: Vec<UnitSpec>, survivors: &[(&str, Option<i32>)], locked
     let mut t = T::new(vec![]);
     t.contained = true;
     let set = crate::graph::build(specs).expect("valid set");
-    t.e = Engine::new(set, EngineConfig::default(), table(&[]));
+    t.replace(Engine::new(set, EngineConfig::default(), table(&[])));
     // As the driver does: every survivor and the first tick in one batch,
     // before the lock file has been read.
     let mut evs: Vec<Event> = survivors
@@ -1060,7 +1083,9 @@ fn adopted_world(specs: Vec<UnitSpec>, survivors: &[(&str, Option<i32>)], locked
         })
         .collect();
     evs.push(Event::Tick);
+    let full = t.oracle.handle_many(t.now, evs.clone());
     let acts = t.e.handle_many(t.now, evs);
+    check_oracle(&t.e, &t.oracle, &acts, &full);
     t.log.extend(acts);
     let mut map = LockMap::new();
     for u in locked {
@@ -1436,6 +1461,7 @@ fn units_left_out_at_boot_are_reported_until_a_reload() {
     skipped
         .notes
         .push("essential unit c starts without bad".into());
+    t.oracle.set_skipped(skipped.clone());
     t.e.set_skipped(skipped);
     let st = t.e.status_report(&[], t.now, 0);
     assert_eq!(st.unit_file_problems.len(), 2, "{st:?}");
