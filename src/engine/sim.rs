@@ -13,8 +13,9 @@
 //! lock change to reach the disk, within a bound. Failures print the seed and the last steps. Must never: use real
 //! time, real processes or real randomness (a seed must replay exactly).
 //!
-//! `SUPD_SIM_SEEDS=n` runs n seeds (default 300); `SUPD_SIM_SEED=s` replays
-//! one.
+//! `SUPD_SIM_SEEDS=n` runs n seeds (default 300) from `SUPD_SIM_SEED_START`
+//! (default 1); `SUPD_SIM_SEED=s` replays one; `SUPD_SIM_KEEP_GOING=1`
+//! runs them all and lists every failing seed at the end.
 //!
 //! Oracle mode, always on: every event is fed to a second engine that
 //! settles in full (`SettleMode::Full`), and after every step both must
