@@ -842,10 +842,14 @@ impl Engine {
             | Event::OomKilled { run: r, .. }
             | Event::ConditionFailed { run: r, .. }
             | Event::HelperFailed { run: r, .. }
-            | Event::ProbeAnswered { run: r, .. }
             | Event::ReadyFd { run: r }
             | Event::Notified { run: r, .. }
             | Event::MainPidChanged { run: r, .. } => run(r),
+            // A probe result changes what decisions read only through a
+            // state change (ready, stopping), which marks by itself; a
+            // passing probe of a passing unit — nearly every result — asks
+            // nothing.
+            Event::ProbeAnswered { .. } => Scope::None,
             Event::Adopted { unit, .. } => name(unit),
             // Timers mark the units whose timers fired (`on_timers`).
             Event::Tick => Scope::None,
@@ -1930,7 +1934,10 @@ impl Engine {
             return;
         };
         let u = self.unit_mut(id);
-        let Some(h) = probe_spec(&u.spec, kind).cloned() else {
+        // The spec, not a copy of its probe (the hot path at scale: no
+        // allocation per result).
+        let spec = u.spec.clone();
+        let Some(h) = probe_spec(&spec, kind) else {
             return;
         };
         let has_readiness = u.spec.readiness.is_some();

@@ -1,14 +1,15 @@
 //! Timer table: every deadline the engine cares about, as data.
 //!
-//! Owns: `(UnitId, TimerKind) -> Instant`, and the same entries ordered by
-//! deadline, so arming, cancelling, `earliest()` and taking what is due
-//! cost O(log timers) each — never a scan of every unit's timers (with
-//! ten thousand probed units, every probe result re-arms one). The driver
+//! Owns: `(UnitId, TimerKind) -> Instant` (a slot per kind per unit, found
+//! by index), and the same entries ordered by deadline, so arming,
+//! cancelling, `earliest()` and taking what is due cost O(log timers) each
+//! — never a scan of every unit's timers (with ten thousand probed units,
+//! every probe result re-arms one). The driver
 //! sleeps until `earliest()` and then feeds `Event::Tick`. Must never: read
 //! the clock or spawn tasks — a cancelled timer is just a removed entry,
 //! nothing can leak.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use super::UnitId;
@@ -54,23 +55,39 @@ const KINDS: [TimerKind; 7] = [
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct TimerTable {
-    timers: BTreeMap<(UnitId, TimerKind), Instant>,
+    /// Per unit (by index), per kind (by `kind as usize`): when.
+    slots: Vec<[Option<Instant>; KINDS.len()]>,
     /// The same entries by deadline (ties in (unit, kind) order), kept in
-    /// step by every change to `timers`.
+    /// step by every change to `slots`.
     by_deadline: BTreeSet<(Instant, UnitId, TimerKind)>,
 }
 
 impl TimerTable {
+    fn slot(&mut self, unit: UnitId, kind: TimerKind) -> &mut Option<Instant> {
+        let i = unit.0 as usize;
+        if self.slots.len() <= i {
+            self.slots.resize(i + 1, [None; KINDS.len()]);
+        }
+        &mut self.slots[i][kind as usize]
+    }
+
     /// Arm (or re-arm: overwriting is cancelling) a timer.
     pub fn set(&mut self, unit: UnitId, kind: TimerKind, at: Instant) {
-        if let Some(old) = self.timers.insert((unit, kind), at) {
+        if let Some(old) = self.slot(unit, kind).replace(at) {
             self.by_deadline.remove(&(old, unit, kind));
         }
         self.by_deadline.insert((at, unit, kind));
     }
 
     pub fn cancel(&mut self, unit: UnitId, kind: TimerKind) {
-        if let Some(old) = self.timers.remove(&(unit, kind)) {
+        let Some(slot) = self
+            .slots
+            .get_mut(unit.0 as usize)
+            .map(|s| &mut s[kind as usize])
+        else {
+            return;
+        };
+        if let Some(old) = slot.take() {
             self.by_deadline.remove(&(old, unit, kind));
         }
     }
@@ -82,7 +99,7 @@ impl TimerTable {
     }
 
     pub fn get(&self, unit: UnitId, kind: TimerKind) -> Option<Instant> {
-        self.timers.get(&(unit, kind)).copied()
+        self.slots.get(unit.0 as usize)?[kind as usize]
     }
 
     pub fn earliest(&self) -> Option<Instant> {
@@ -97,7 +114,7 @@ impl TimerTable {
                 break;
             }
             self.by_deadline.pop_first();
-            self.timers.remove(&(unit, kind));
+            *self.slot(unit, kind) = None;
             due.push((unit, kind));
         }
         due
@@ -153,6 +170,6 @@ mod tests {
             t.take_due(t0 + Duration::from_secs(60)),
             vec![(UnitId(4), TimerKind::ProbeDue)]
         );
-        assert!(t.timers.is_empty() && t.by_deadline.is_empty());
+        assert!(t.slots.iter().flatten().all(Option::is_none) && t.by_deadline.is_empty());
     }
 }
