@@ -194,6 +194,11 @@ pub struct Response {
     /// Structured payload (status list, lock list...), command-specific.
     #[serde(default)]
     pub data: serde_json::Value,
+    /// Not on the wire as such: a `status` answer that goes out as `data`,
+    /// written to the socket unit by unit (`world::control`) rather than
+    /// built first as one value and one string (10,000 units: megabytes).
+    #[serde(skip)]
+    pub status: Option<std::sync::Arc<StatusReport>>,
 }
 
 impl Response {
@@ -203,6 +208,7 @@ impl Response {
             ok: true,
             message: message.into(),
             data: serde_json::Value::Null,
+            status: None,
         }
     }
 
@@ -212,6 +218,15 @@ impl Response {
             ok: true,
             message: message.into(),
             data,
+            status: None,
+        }
+    }
+
+    /// `status`, streamed (see `status`).
+    pub fn ok_status(report: StatusReport) -> Response {
+        Response {
+            status: Some(std::sync::Arc::new(report)),
+            ..Response::ok("")
         }
     }
 
@@ -221,6 +236,7 @@ impl Response {
             ok: false,
             message: message.into(),
             data: serde_json::Value::Null,
+            status: None,
         }
     }
 }

@@ -136,6 +136,54 @@ fn probe_unshare() -> bool {
 /// and spawns reuse them.
 pub fn init() {
     SLOTS.get_or_init(reserve_slots);
+    DEV_NULL.get_or_init(open_dev_null);
+}
+
+/// /dev/null, opened once for every child's stdin (and stdout/stderr with
+/// `output = "null"`): the children get their own copies, so one
+/// close-on-exec descriptor serves every spawn (measured: an open, an
+/// fstat-free close and a path walk per spawn before).
+static DEV_NULL: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
+
+fn open_dev_null() -> Option<OwnedFd> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map(OwnedFd::from)
+        .ok()
+}
+
+/// Signals whose disposition a child must reset before it unblocks
+/// signals: bit `n - 1` for signal `n`. `u64::MAX` until
+/// `note_dispositions` has looked (then every signal is reset, as
+/// before). Exec resets caught signals itself, but a handler must never
+/// run on the child's borrowed stack between the unblock and the exec,
+/// and ignored ones (SIGPIPE by Rust's runtime, any inherited from supd's
+/// parent) would survive the exec.
+static RESET_SIGNALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
+
+/// Record which signals supd does not leave at their default disposition
+/// (handled or ignored), so each child resets only those (a few system
+/// calls instead of 62). Call after installing or changing any handler:
+/// `world::signals` does, once its handlers are in.
+pub fn note_dispositions() {
+    // SIGPIPE (Rust ignores it) and glibc's two internal signals (32,
+    // 33: handlers glibc may install lazily) are always reset.
+    let mut mask: u64 = 1 << (libc::SIGPIPE - 1) | 1 << 31 | 1 << 32;
+    for sig in 1..=64usize {
+        if sig == libc::SIGKILL as usize || sig == libc::SIGSTOP as usize {
+            continue;
+        }
+        // The kernel's sigaction: handler, flags, restorer, mask.
+        let mut old = [0u64; 4];
+        // SAFETY: reads the disposition into a local of the kernel's layout.
+        let r = unsafe { sys(libc::SYS_rt_sigaction, sig, 0, old.as_mut_ptr() as usize, 8) };
+        if r < 0 || old[0] != libc::SIG_DFL as u64 {
+            mask |= 1 << (sig - 1);
+        }
+    }
+    RESET_SIGNALS.store(mask, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Check every mount requirement against a fresh read of the mount table.
@@ -354,6 +402,8 @@ impl Stage {
 /// point into the owned vectors and strings, which outlive the child's use
 /// of them (the parent is suspended until the child execs or exits).
 struct Plan {
+    /// Signals to set back to SIG_DFL in the child (bit n-1: signal n).
+    reset_signals: u64,
     path: CString,
     _argv: Vec<CString>,
     argv_ptrs: Vec<*const libc::c_char>,
@@ -584,26 +634,38 @@ pub fn spawn(
     // Descriptors. Everything we open is close-on-exec; the child copies
     // what it needs onto 0, 1, 2 and the readiness fd.
     let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
-    let devnull: OwnedFd = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .map(OwnedFd::from)
-        .map_err(|e| SpawnError::Failed(format!("opening /dev/null: {e}")))?;
-    let mut fds: Vec<(i32, i32)> = vec![(devnull.as_raw_fd(), 0)];
+    let opened;
+    let devnull: i32 = match DEV_NULL.get_or_init(open_dev_null) {
+        Some(fd) => fd.as_raw_fd(),
+        None => {
+            // Opening it once failed (no /dev yet?): try again for this one.
+            opened = open_dev_null().ok_or_else(|| {
+                SpawnError::Failed(format!(
+                    "opening /dev/null: {}",
+                    std::io::Error::last_os_error()
+                ))
+            })?;
+            opened.as_raw_fd()
+        }
+    };
+    let mut fds: Vec<(i32, i32)> = vec![(devnull, 0)];
     // Where stdout and stderr go: one pipe for both (as systemd's journal
     // stream is shared), supd's own, or /dev/null.
     let out_pipe = match spec.output {
         Output::Capture => {
             let (r, w) = nix::unistd::pipe2(cloexec)
                 .map_err(|e| SpawnError::Failed(format!("creating the output pipe: {e}")))?;
+            // Our end is read from the event loop: non-blocking from the
+            // start, so the reader need not look at it again.
+            set_nonblocking(&r)
+                .map_err(|e| SpawnError::Failed(format!("setting up the output pipe: {e}")))?;
             fds.push((w.as_raw_fd(), 1));
             fds.push((w.as_raw_fd(), 2));
             Some((r, w))
         }
         Output::Null => {
-            fds.push((devnull.as_raw_fd(), 1));
-            fds.push((devnull.as_raw_fd(), 2));
+            fds.push((devnull, 1));
+            fds.push((devnull, 2));
             None
         }
         Output::Inherit => None,
@@ -613,6 +675,9 @@ pub fn spawn(
         Some(n) => {
             let (r, w) = nix::unistd::pipe2(cloexec)
                 .map_err(|e| SpawnError::Failed(format!("creating the readiness pipe: {e}")))?;
+            set_nonblocking(&r).map_err(|e| {
+                SpawnError::Failed(format!("setting up the readiness pipe: {e}"))
+            })?;
             fds.push((w.as_raw_fd(), n));
             Some((r, w))
         }
@@ -698,6 +763,7 @@ pub fn spawn(
         .map(Path::as_os_str)
         .unwrap_or(OsStr::new("/"));
     let plan = Plan {
+        reset_signals: RESET_SIGNALS.load(std::sync::atomic::Ordering::Relaxed),
         path: cstr("the program path", exe.as_os_str().as_bytes())?,
         argv_ptrs: c_argv
             .iter()
@@ -784,7 +850,7 @@ pub fn spawn(
         // ends must close, or their readers never see end-of-file.
         for slot in sl.fds {
             // SAFETY: replaces our own reserved slot.
-            unsafe { libc::dup3(devnull.as_raw_fd(), slot, libc::O_CLOEXEC) };
+            unsafe { libc::dup3(devnull, slot, libc::O_CLOEXEC) };
         }
     }
     let pid =
@@ -811,7 +877,6 @@ pub fn spawn(
             spec, program, stage, err.errno,
         )));
     }
-    drop(devnull);
     Ok(Spawned {
         pid,
         start_ticks: (born_after.is_some() && born_after == born_before)
@@ -821,6 +886,17 @@ pub fn spawn(
         output: out_pipe.map(|(r, _w)| r),
         ready: ready_pipe.map(|(r, _w)| r),
     })
+}
+
+/// O_NONBLOCK on a pipe end we just made (only our end: it is a file
+/// description of its own, apart from the child's write end).
+fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own; a fresh pipe end has no other
+    // status flags to keep.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// CLOCK_BOOTTIME in the clock ticks `/proc/PID/stat` counts start times
@@ -1201,7 +1277,12 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         // Default dispositions first (a handler must never run on this
         // stack; SIGPIPE, ignored by Rust's runtime, must not be ignored by
         // services), then an empty mask as the service expects.
-        for sig in 1..=64usize {
+        // Only those supd does not leave at their default (see
+        // `note_dispositions`): the rest are default here already.
+        let mut bits = plan.reset_signals;
+        while bits != 0 {
+            let sig = bits.trailing_zeros() as usize + 1;
+            bits &= bits - 1;
             if sig == libc::SIGKILL as usize || sig == libc::SIGSTOP as usize {
                 continue;
             }
