@@ -722,6 +722,19 @@ pub fn spawn(
     targets.sort_unstable();
 
     let mut rlimits = Vec::new();
+    // supd raised its own descriptor limit (world::fdtable); services get
+    // the one supd was started with unless their unit says otherwise.
+    if spec.limits.nofile.is_none()
+        && let Some((soft, hard)) = crate::world::fdtable::child_nofile()
+    {
+        rlimits.push((
+            libc::RLIMIT_NOFILE as libc::c_int,
+            libc::rlimit {
+                rlim_cur: soft as libc::rlim_t,
+                rlim_max: hard as libc::rlim_t,
+            },
+        ));
+    }
     for (res, v) in [
         (libc::RLIMIT_NOFILE, spec.limits.nofile),
         (libc::RLIMIT_NPROC, spec.limits.nproc),
