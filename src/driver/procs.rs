@@ -195,6 +195,27 @@ impl ProcTable {
             .collect()
     }
 
+    /// A run has nothing left to do: drop it, and for `remove_ipc` remove
+    /// its user's IPC objects once no other run of that user is left.
+    fn forget(&mut self, run: RunId) -> Option<RunCtx> {
+        let ctx = self.runs.remove(&run)?;
+        let sb = &ctx.spec.sandbox;
+        if sb.remove_ipc
+            && ctx.spec.user.is_some()
+            && !self.runs.values().any(|c| c.spec.user == ctx.spec.user)
+            && let Some(uid) = unit_uid(&ctx.spec)
+        {
+            let gid = ctx
+                .spec
+                .group
+                .as_deref()
+                .and_then(|g| nix::unistd::Group::from_name(g).ok().flatten())
+                .map(|g| g.gid.as_raw());
+            crate::world::ipc::remove_in_background(ctx.spec.name.clone(), uid, gid);
+        }
+        Some(ctx)
+    }
+
     /// Every run's output pipe copy, by raw descriptor.
     pub(super) fn outputs(&self) -> Vec<(RunId, i32)> {
         use std::os::fd::AsRawFd;
@@ -399,7 +420,7 @@ impl ProcTable {
                     if stop_post {
                         next.push(Next::StopPost(run, status));
                     } else {
-                        self.runs.remove(&run);
+                        self.forget(run);
                         exits.push(Event::ProcessExited { run, status });
                     }
                 }
@@ -672,7 +693,7 @@ impl Driver {
         let ev = self.spawn_main(run, &spec, &mounts);
         let started = matches!(ev, Event::Spawned { .. });
         if !started {
-            self.procs.runs.remove(&run);
+            self.procs.forget(run);
         }
         let mut out = vec![ev];
         if started && !spec.exec_start_post.is_empty() {
@@ -843,7 +864,7 @@ impl Driver {
         }
         match step {
             Step::Pre(_) | Step::Starter => {
-                self.procs.runs.remove(&run);
+                self.procs.forget(run);
                 vec![Event::SpawnFailed {
                     run,
                     error: msg,
@@ -900,8 +921,7 @@ impl Driver {
             Step::StopPost(_) => {
                 let status = self
                     .procs
-                    .runs
-                    .remove(&run)
+                    .forget(run)
                     .and_then(|c| c.exited)
                     .unwrap_or(ExitStatus::Exited(0));
                 vec![Event::ProcessExited { run, status }]
@@ -951,7 +971,7 @@ impl Driver {
                     .orphans
                     .remove(pos)
                     .unwrap_or((pid, ExitStatus::Exited(1)));
-                self.procs.runs.remove(&run);
+                self.procs.forget(run);
                 return vec![
                     Event::Spawned {
                         run,
@@ -989,7 +1009,7 @@ impl Driver {
             }
         }
         if now >= deadline {
-            self.procs.runs.remove(&run);
+            self.procs.forget(run);
             return vec![Event::SpawnFailed {
                 run,
                 error: format!(
