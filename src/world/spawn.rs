@@ -1490,6 +1490,14 @@ mod tests {
         nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).expect("waitpid")
     }
 
+    /// Our pipe ends are non-blocking (tokio reads them); tests read
+    /// them to the end, blocking.
+    fn blocking(fd: OwnedFd) -> std::fs::File {
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, 0) };
+        std::fs::File::from(fd)
+    }
+
     fn run_capture(spec: &UnitSpec, argv: &[&str]) -> (String, nix::sys::wait::WaitStatus) {
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
         let env = SpawnEnv {
@@ -1499,10 +1507,58 @@ mod tests {
         let s = spawn(spec, &argv, &[], &env, None).expect("spawn");
         let mut out = String::new();
         let fd = s.output.expect("pipe");
-        std::fs::File::from(fd)
+        blocking(fd)
             .read_to_string(&mut out)
             .expect("read");
         (out, wait(s.pid))
+    }
+
+    #[test]
+    fn only_noted_dispositions_are_reset_and_that_is_enough() {
+        // Rust's runtime ignores SIGPIPE in this process; once noted, the
+        // child resets that (and the few fixed ones), not all 62.
+        note_dispositions();
+        let mask = RESET_SIGNALS.load(std::sync::atomic::Ordering::Relaxed);
+        assert_ne!(mask, u64::MAX);
+        assert_ne!(mask & (1 << (libc::SIGPIPE - 1)), 0, "{mask:#x}");
+        assert!(mask.count_ones() < 20, "{mask:#x}");
+        let spec = UnitSpec::simple("t", UnitKind::Longrun, &["sh"]);
+        let script = "while read -r k v; do case $k in SigIgn:|SigBlk:) echo \"$k\t$v\";; esac; \
+                      done < /proc/$$/status";
+        let (out, _) = run_capture(&spec, &["sh", "-c", script]);
+        assert!(out.contains("SigIgn:\t0000000000000000"), "{out}");
+        assert!(out.contains("SigBlk:\t0000000000000000"), "{out}");
+    }
+
+    #[test]
+    fn children_get_the_descriptor_limit_supd_was_started_with() {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+            return;
+        };
+        if hard == nix::sys::resource::RLIM_INFINITY || hard < 256 {
+            eprintln!("skipped: hard RLIMIT_NOFILE {hard}");
+            return;
+        }
+        // Started with a soft limit below the hard one, as under a shell
+        // (or as PID 1: 1024 of 4096): supd raises its own...
+        let soft = (hard / 2).max(128);
+        setrlimit(Resource::RLIMIT_NOFILE, soft, hard).expect("lower the soft limit");
+        crate::world::fdtable::presize(10);
+        let (now_soft, _) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+        assert_eq!(now_soft, hard, "supd's own soft limit is raised");
+        // ...and its services get the original back.
+        let spec = UnitSpec::simple("t", UnitKind::Longrun, &["sh"]);
+        let (out, _) = run_capture(&spec, &["sh", "-c", "ulimit -Sn; ulimit -Hn"]);
+        let (want_soft, want_hard) =
+            crate::world::fdtable::child_nofile().expect("the original is recorded");
+        assert_eq!(out, format!("{want_soft}\n{want_hard}\n"));
+        assert!(want_soft < hard, "{out}");
+        // A unit's own `nofile` still wins.
+        let mut spec = spec;
+        spec.limits.nofile = Some(777);
+        let (out, _) = run_capture(&spec, &["sh", "-c", "ulimit -Sn"]);
+        assert_eq!(out, "777\n");
     }
 
     #[test]
@@ -1652,7 +1708,7 @@ mod tests {
         };
         let sp = spawn(&spec, &argv, &[], &env, None).expect("spawn");
         let mut out = String::new();
-        std::fs::File::from(sp.output.expect("pipe"))
+        blocking(sp.output.expect("pipe"))
             .read_to_string(&mut out)
             .unwrap();
         wait(sp.pid);
@@ -1736,11 +1792,11 @@ mod tests {
             .collect();
         let s = spawn(&spec, &argv, &[], &env, Some(3)).expect("spawn");
         let mut ready = String::new();
-        std::fs::File::from(s.ready.expect("ready pipe"))
+        blocking(s.ready.expect("ready pipe"))
             .read_to_string(&mut ready)
             .expect("read");
         let mut out = String::new();
-        std::fs::File::from(s.output.expect("out"))
+        blocking(s.output.expect("out"))
             .read_to_string(&mut out)
             .expect("read");
         wait(s.pid);
