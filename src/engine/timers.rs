@@ -158,7 +158,10 @@ mod tests {
         t.cancel_all(UnitId(1));
         assert_eq!(t.earliest(), Some(t0 + Duration::from_secs(10)));
         assert_eq!(t.take_due(t0 + Duration::from_secs(15)).len(), 7);
-        assert_eq!(t.get(UnitId(2), TimerKind::Watchdog), Some(t0 + Duration::from_secs(20)));
+        assert_eq!(
+            t.get(UnitId(2), TimerKind::Watchdog),
+            Some(t0 + Duration::from_secs(20))
+        );
         t.cancel(UnitId(2), TimerKind::Watchdog);
         assert_eq!(t.take_due(t0 + Duration::from_secs(30)).len(), 6);
         assert_eq!(t.earliest(), None);

@@ -675,9 +675,8 @@ pub fn spawn(
         Some(n) => {
             let (r, w) = nix::unistd::pipe2(cloexec)
                 .map_err(|e| SpawnError::Failed(format!("creating the readiness pipe: {e}")))?;
-            set_nonblocking(&r).map_err(|e| {
-                SpawnError::Failed(format!("setting up the readiness pipe: {e}"))
-            })?;
+            set_nonblocking(&r)
+                .map_err(|e| SpawnError::Failed(format!("setting up the readiness pipe: {e}")))?;
             fds.push((w.as_raw_fd(), n));
             Some((r, w))
         }
@@ -1507,9 +1506,7 @@ mod tests {
         let s = spawn(spec, &argv, &[], &env, None).expect("spawn");
         let mut out = String::new();
         let fd = s.output.expect("pipe");
-        blocking(fd)
-            .read_to_string(&mut out)
-            .expect("read");
+        blocking(fd).read_to_string(&mut out).expect("read");
         (out, wait(s.pid))
     }
 
