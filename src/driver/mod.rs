@@ -138,6 +138,8 @@ struct Driver {
     started: Instant,
     /// Boot or a reload happened and its memory has not been trimmed yet.
     trim_pending: bool,
+    /// `[[listen]]` sockets, kept across their units' restarts.
+    listeners: crate::world::listen::Listeners,
     /// When the loop last handled anything (the trim waits for quiet).
     last_activity: Instant,
 }
@@ -299,7 +301,14 @@ async fn main_loop(
             s = src.signals.recv() => d.signal(s),
             Some(req) = src.ctl_rx.recv() => d.control(req),
             Some(res) = src.disk_rx.recv() => d.disk_result(res),
-            Some(ev) = src.read_rx.recv() => d.feed(ev),
+            Some(ev) = src.read_rx.recv() => {
+                if let Event::Reloaded { result: Ok(set), .. } = &ev {
+                    // Sockets of units that are gone close now; changed
+                    // ones are re-bound at their unit's next start.
+                    d.listeners.retain_units(|n| set.units.contains_key(n));
+                }
+                d.feed(ev)
+            }
             Some((run, kind, ok, output)) = src.probe_rx.recv() => {
                 d.feed(Event::ProbeAnswered { run, kind, ok, output })
             }
@@ -533,6 +542,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         shutdown_complete: None,
         started: Instant::now(),
         trim_pending: true,
+        listeners: Default::default(),
         last_activity: Instant::now(),
         settings,
     };

@@ -7,6 +7,7 @@
 
 pub mod caps;
 pub mod exec;
+pub mod listen;
 pub mod load;
 pub mod syscalls;
 pub mod toml;
@@ -629,6 +630,9 @@ pub struct UnitSpec {
     /// pid written to this file once the command exited 0.
     pub pid_file: Option<PathBuf>,
     pub sandbox: Sandbox,
+    /// `[[listen]]`: sockets supd binds and passes as fds 3.. (socket
+    /// activation).
+    pub listen: Vec<listen::ListenSpec>,
 }
 
 /// Per-unit log limits from the unit file; None = supd.toml's / default.
@@ -750,6 +754,7 @@ impl UnitSpec {
             reload_propagated_from: vec![],
             pid_file: None,
             sandbox: Sandbox::default(),
+            listen: vec![],
         }
     }
 }

@@ -43,6 +43,7 @@ struct RawUnit {
     wants: Option<Vec<Spanned<String>>>,
     after: Option<Vec<Spanned<String>>>,
     mount: Option<Vec<Spanned<RawMount>>>,
+    listen: Option<Vec<Spanned<crate::unit::listen::RawListen>>>,
     ready: Option<Spanned<RawReady>>,
     health: Option<Spanned<RawHealth>>,
     readiness: Option<Spanned<RawHealth>>,
@@ -391,6 +392,7 @@ const TOP_KEYS: &[&str] = &[
     "wants",
     "after",
     "mount",
+    "listen",
     "ready",
     "health",
     "readiness",
@@ -1070,6 +1072,8 @@ pub fn parse_unit_with_lines(
         .filter_map(|m| mount_req(&mut errs, m.get_ref()))
         .collect();
 
+    let listen = crate::unit::listen::parse(&mut errs, name, raw.listen.as_deref().unwrap_or(&[]));
+
     let health = raw
         .health
         .as_ref()
@@ -1125,6 +1129,22 @@ pub fn parse_unit_with_lines(
             watchdog,
         }
     };
+    if ready.kind == ReadyKind::Fd && ready.fd >= 3 && ready.fd < 3 + listen.len() as i32 {
+        errs.whole(
+            format!(
+                "[ready] fd = {} is one of the [[listen]] descriptors (3 to {})",
+                ready.fd,
+                2 + listen.len()
+            ),
+            format!("use [ready] fd = {} or higher", 3 + listen.len()),
+        );
+    }
+    if !listen.is_empty() && kind == UnitKind::Oneshot {
+        errs.whole(
+            "[[listen]] on a oneshot unit",
+            "sockets are passed to long-running services; make it type = \"longrun\"",
+        );
+    }
 
     let restart = {
         let r = raw.restart.as_ref().map(|r| r.get_ref());
@@ -1348,6 +1368,7 @@ pub fn parse_unit_with_lines(
             reload_propagated_from,
             pid_file: x.pid_file,
             sandbox: x.sandbox,
+            listen,
         },
         dep_lines,
     ))
