@@ -109,9 +109,7 @@ pub fn parse_addr(kind: ListenKind, s: &str) -> Result<ListenAddr, String> {
     }
     if let Some(name) = s.strip_prefix('@') {
         if name.is_empty() || name.len() >= 107 {
-            return Err(format!(
-                "abstract socket name {s:?} must be 1 to 106 bytes"
-            ));
+            return Err(format!("abstract socket name {s:?} must be 1 to 106 bytes"));
         }
         return Ok(ListenAddr::Abstract(name.to_string()));
     }
@@ -137,9 +135,7 @@ pub fn parse_addr(kind: ListenKind, s: &str) -> Result<ListenAddr, String> {
 
 /// A valid `LISTEN_FDNAMES` entry: what sd_listen_fds_with_names accepts.
 pub fn valid_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 255
-        && n.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+    !n.is_empty() && n.len() <= 255 && n.bytes().all(|b| b.is_ascii_graphic() && b != b':')
 }
 
 /// Validate the `[[listen]]` tables of unit `unit`.
@@ -252,7 +248,11 @@ pub(crate) fn parse(
         }
         let backlog = l.backlog.unwrap_or(libc::SOMAXCONN as u32);
         if backlog == 0 {
-            errs.at(span, "listen backlog 0", "leave it out for the kernel's maximum");
+            errs.at(
+                span,
+                "listen backlog 0",
+                "leave it out for the kernel's maximum",
+            );
             continue;
         }
         out.push(ListenSpec {

@@ -98,7 +98,13 @@ fn socket(family: libc::c_int, ty: libc::c_int) -> Result<OwnedFd, String> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn setsockopt_int(fd: &OwnedFd, level: libc::c_int, opt: libc::c_int, v: libc::c_int, what: &str) -> Result<(), String> {
+fn setsockopt_int(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    v: libc::c_int,
+    what: &str,
+) -> Result<(), String> {
     // SAFETY: an int option on our own socket.
     let r = unsafe {
         libc::setsockopt(
@@ -174,7 +180,13 @@ fn bind_inet(l: &ListenSpec, ty: libc::c_int, sa: std::net::SocketAddr) -> Resul
         std::net::SocketAddr::V6(_) => {
             let fd = socket(libc::AF_INET6, ty)?;
             if let Some(only) = l.ipv6_only {
-                setsockopt_int(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, only as libc::c_int, "IPV6_V6ONLY")?;
+                setsockopt_int(
+                    &fd,
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_V6ONLY,
+                    only as libc::c_int,
+                    "IPV6_V6ONLY",
+                )?;
             }
             fd
         }
@@ -289,13 +301,8 @@ fn chmod_chown(l: &ListenSpec, path: &Path) -> Result<(), String> {
     let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| "the path has a NUL byte")?;
     if uid.is_some() || gid.is_some() {
         // SAFETY: a path we just created; -1 keeps that id.
-        let r = unsafe {
-            libc::lchown(
-                c.as_ptr(),
-                uid.unwrap_or(u32::MAX),
-                gid.unwrap_or(u32::MAX),
-            )
-        };
+        let r =
+            unsafe { libc::lchown(c.as_ptr(), uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX)) };
         if r < 0 {
             return Err(errno(&format!("chown {}", path.display())));
         }
@@ -336,8 +343,7 @@ fn bind_unix_path(l: &ListenSpec, ty: libc::c_int, path: &Path) -> Result<OwnedF
     if l.pass_credentials {
         setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_PASSCRED, 1, "SO_PASSCRED")?;
     }
-    bind_unix(&fd, path.as_os_str().as_bytes())
-        .map_err(|e| format!("{e} ({})", path.display()))?;
+    bind_unix(&fd, path.as_os_str().as_bytes()).map_err(|e| format!("{e} ({})", path.display()))?;
     chmod_chown(l, path)?;
     Ok(fd)
 }
