@@ -633,6 +633,9 @@ pub struct UnitSpec {
     /// `[[listen]]`: sockets supd binds and passes as fds 3.. (socket
     /// activation).
     pub listen: Vec<listen::ListenSpec>,
+    /// `stdin = "socket"`: fd 0 is the (one) `[[listen]]` socket too, as
+    /// systemd's `StandardInput=socket` with `Accept=no`.
+    pub stdin_socket: bool,
 }
 
 /// Per-unit log limits from the unit file; None = supd.toml's / default.
@@ -755,6 +758,7 @@ impl UnitSpec {
             pid_file: None,
             sandbox: Sandbox::default(),
             listen: vec![],
+            stdin_socket: false,
         }
     }
 }

@@ -44,6 +44,7 @@ struct RawUnit {
     after: Option<Vec<Spanned<String>>>,
     mount: Option<Vec<Spanned<RawMount>>>,
     listen: Option<Vec<Spanned<crate::unit::listen::RawListen>>>,
+    stdin: Option<Spanned<String>>,
     ready: Option<Spanned<RawReady>>,
     health: Option<Spanned<RawHealth>>,
     readiness: Option<Spanned<RawHealth>>,
@@ -393,6 +394,7 @@ const TOP_KEYS: &[&str] = &[
     "after",
     "mount",
     "listen",
+    "stdin",
     "ready",
     "health",
     "readiness",
@@ -1139,6 +1141,29 @@ pub fn parse_unit_with_lines(
             format!("use [ready] fd = {} or higher", 3 + listen.len()),
         );
     }
+    let stdin_socket = match raw.stdin.as_ref() {
+        None => false,
+        Some(v) => match v.get_ref().as_str() {
+            "null" => false,
+            "socket" if listen.len() == 1 => true,
+            "socket" => {
+                errs.at(
+                    v.span(),
+                    format!("stdin = \"socket\" needs exactly one [[listen]] table; this unit has {}", listen.len()),
+                    "keep one [[listen]], or leave stdin out and read LISTEN_FDS",
+                );
+                false
+            }
+            other => {
+                errs.at(
+                    v.span(),
+                    format!("stdin = {other:?}: expected \"null\" or \"socket\""),
+                    "stdin = \"socket\" passes the [[listen]] socket as fd 0",
+                );
+                false
+            }
+        },
+    };
     if !listen.is_empty() && kind == UnitKind::Oneshot {
         errs.whole(
             "[[listen]] on a oneshot unit",
@@ -1369,6 +1394,7 @@ pub fn parse_unit_with_lines(
             pid_file: x.pid_file,
             sandbox: x.sandbox,
             listen,
+            stdin_socket,
         },
         dep_lines,
     ))

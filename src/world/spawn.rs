@@ -627,6 +627,12 @@ pub fn spawn(
         }
         Output::Inherit => None,
     };
+    // `stdin = "socket"`: the one listening socket is fd 0 as well.
+    if spec.stdin_socket
+        && let Some((fd, _)) = extra.listen.first()
+    {
+        fds[0] = (*fd, 0);
+    }
     // Socket activation: the listening descriptors become 3, 4, ...
     let listen_end = 3 + extra.listen.len() as i32;
     for (i, (fd, _)) in extra.listen.iter().enumerate() {
