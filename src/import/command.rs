@@ -140,13 +140,23 @@ fn siblings(
             (
                 "Unit",
                 &[
-                    "Requires", "Wants", "After", "BindsTo", "Requisite", "Before", "PartOf",
+                    "Requires",
+                    "Wants",
+                    "After",
+                    "BindsTo",
+                    "Requisite",
+                    "Before",
+                    "PartOf",
                 ][..],
             ),
             ("Service", &["Sockets"][..]),
         ] {
             if let Some(sec) = file.section(section) {
-                for e in sec.entries.iter().filter(|e| keys.contains(&e.key.as_str())) {
+                for e in sec
+                    .entries
+                    .iter()
+                    .filter(|e| keys.contains(&e.key.as_str()))
+                {
                     words.extend(e.value.split_whitespace());
                 }
             }
@@ -282,8 +292,8 @@ pub fn run(opts: &Options) -> i32 {
     }
     for (name, src) in &sockets {
         let service = super::socket::service_of(name, src);
-        let imported = inputs.iter().any(|i| i.unit_file_name == service)
-            || aliases.contains_key(&service);
+        let imported =
+            inputs.iter().any(|i| i.unit_file_name == service) || aliases.contains_key(&service);
         if src.given && !imported {
             eprintln!(
                 "{}: error: {name} activates {service}, which is not among the inputs; import them together (supd binds a socket for the service that receives it)",

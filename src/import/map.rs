@@ -16,8 +16,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use super::syntax::{self, Command, Entry, LineProblem, Names, UnitFile};
 use super::socket::SocketSrc;
+use super::syntax::{self, Command, Entry, LineProblem, Names, UnitFile};
 use super::toml_out::{Doc, Item, V};
 use super::{Finding, FstabEntry, Imported, Severity};
 
@@ -665,10 +665,11 @@ impl<'a> Mapper<'a> {
                 Some(true) => self.approx(e, "supd starts services with SIGPIPE at its default action"),
                 None => {}
             },
-            "NonBlocking" => match self.bool(e) {
-                Some(true) => self.approx(e, "supd passes [[listen]] descriptors in blocking mode"),
-                _ => {}
-            },
+            "NonBlocking" => {
+                if let Some(true) = self.bool(e) {
+                    self.approx(e, "supd passes [[listen]] descriptors in blocking mode");
+                }
+            }
             "GuessMainPID" => self.note(e, "supd's main process is the one it started (or the PIDFile's)"),
             "PermissionsStartOnly" => {
                 if let Some(b) = self.bool(e) {
@@ -2143,7 +2144,10 @@ impl<'a> Mapper<'a> {
         }
         match self.ctx.aliases.get(&word) {
             Some(target) => {
-                self.note(e, format!("{word} is another name (Alias=) of {target}.service"));
+                self.note(
+                    e,
+                    format!("{word} is another name (Alias=) of {target}.service"),
+                );
                 format!("{target}.service")
             }
             None => word,
@@ -2174,7 +2178,12 @@ impl<'a> Mapper<'a> {
         };
         let service = super::socket::service_of(word, &sock);
         if key == "Before" || key == "PartOf" || key == "ReloadPropagatedFrom" || key == "Upholds" {
-            self.note(e, format!("{word}'s sockets are bound by supd for {service}: no unit to order or follow"));
+            self.note(
+                e,
+                format!(
+                    "{word}'s sockets are bound by supd for {service}: no unit to order or follow"
+                ),
+            );
             return;
         }
         if self.is_me(&service) {
@@ -2186,7 +2195,10 @@ impl<'a> Mapper<'a> {
         // binds it when it starts, so depending on the socket is depending
         // on that service.
         let Ok(n) = supd_name(&service) else {
-            self.refuse(e, format!("{word} activates {service}, which is not a service supd can import"));
+            self.refuse(
+                e,
+                format!("{word} activates {service}, which is not a service supd can import"),
+            );
             return;
         };
         let known = self.is_known(&n);

@@ -56,12 +56,7 @@ pub fn service_of(name: &str, s: &SocketSrc) -> String {
         .section("Socket")
         .and_then(|sec| sec.entries.iter().rev().find(|e| e.key == "Service"))
         .map(|e| e.value.trim().to_string())
-        .unwrap_or_else(|| {
-            format!(
-                "{}.service",
-                name.strip_suffix(".socket").unwrap_or(name)
-            )
-        })
+        .unwrap_or_else(|| format!("{}.service", name.strip_suffix(".socket").unwrap_or(name)))
 }
 
 /// What the socket file became: `[[listen]]` tables, and findings about
@@ -213,7 +208,11 @@ pub fn map(name: &str, s: &SocketSrc) -> Mapped {
             items.push(Item {
                 key: key.into(),
                 value,
-                note: if src.is_empty() { vec![] } else { vec![src.to_string()] },
+                note: if src.is_empty() {
+                    vec![]
+                } else {
+                    vec![src.to_string()]
+                },
             })
         };
         match &fd_name {
@@ -345,13 +344,17 @@ mod tests {
         assert_eq!(l[0]["user"].as_str(), Some("_rpc"));
         assert_eq!(l[0]["name"].as_str(), Some("rpc"));
         assert!(l[1].get("mode").is_none(), "no file mode on an IP socket");
-        assert!(l[1].get("ipv6_only").is_none(), "0.0.0.0 is not an IPv6 address");
+        assert!(
+            l[1].get("ipv6_only").is_none(),
+            "0.0.0.0 is not an IPv6 address"
+        );
         assert_eq!(l[2]["datagram"].as_str(), Some("0.0.0.0:111"));
         assert_eq!(l[3]["ipv6_only"].as_bool(), Some(true));
         // And the result is a unit supd accepts.
         let text = i.toml.unwrap();
-        let spec = crate::unit::toml::parse_unit("rpcbind", std::path::Path::new("rpcbind.toml"), &text)
-            .expect("the generated unit is valid");
+        let spec =
+            crate::unit::toml::parse_unit("rpcbind", std::path::Path::new("rpcbind.toml"), &text)
+                .expect("the generated unit is valid");
         assert_eq!(spec.listen.len(), 4);
     }
 
@@ -374,8 +377,15 @@ mod tests {
             &[],
         );
         let e = errors(&i);
-        assert!(e.iter().any(|l| l.contains("x.socket:3: error: Accept=")), "{e:?}");
-        assert!(e.iter().any(|l| l.contains("x.socket:4: error: ListenNetlink=")), "{e:?}");
+        assert!(
+            e.iter().any(|l| l.contains("x.socket:3: error: Accept=")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|l| l.contains("x.socket:4: error: ListenNetlink=")),
+            "{e:?}"
+        );
         let i = import(
             "y.service",
             "[Unit]\nRequires=y.socket\n[Service]\nExecStart=/bin/y\nStandardInput=socket\n",
@@ -384,7 +394,11 @@ mod tests {
             &[],
         );
         let e = errors(&i);
-        assert!(e.iter().any(|l| l.contains(":2: error: Requires=: y.socket was not found")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|l| l.contains(":2: error: Requires=: y.socket was not found")),
+            "{e:?}"
+        );
         assert!(e.iter().any(|l| l.contains("StandardInput=")), "{e:?}");
     }
 
@@ -408,7 +422,11 @@ mod tests {
         let mut sockets = BTreeMap::new();
         sockets.insert(
             "gpsd.socket".to_string(),
-            socket("/l/gpsd.socket", "[Socket]\nListenStream=/run/gpsd.sock\n", false),
+            socket(
+                "/l/gpsd.socket",
+                "[Socket]\nListenStream=/run/gpsd.sock\n",
+                false,
+            ),
         );
         let i = import(
             "gpsdctl@.service",
@@ -452,8 +470,9 @@ mod tests {
         );
         assert!(errors(&i).is_empty(), "{:?}", errors(&i));
         let text = i.toml.unwrap();
-        let spec = crate::unit::toml::parse_unit("acpid", std::path::Path::new("acpid.toml"), &text)
-            .expect("valid");
+        let spec =
+            crate::unit::toml::parse_unit("acpid", std::path::Path::new("acpid.toml"), &text)
+                .expect("valid");
         assert!(spec.stdin_socket);
     }
 }

@@ -1143,26 +1143,28 @@ pub fn parse_unit_with_lines(
     }
     let stdin_socket = match raw.stdin.as_ref() {
         None => false,
-        Some(v) => match v.get_ref().as_str() {
-            "null" => false,
-            "socket" if listen.len() == 1 => true,
-            "socket" => {
-                errs.at(
+        Some(v) => {
+            match v.get_ref().as_str() {
+                "null" => false,
+                "socket" if listen.len() == 1 => true,
+                "socket" => {
+                    errs.at(
                     v.span(),
                     format!("stdin = \"socket\" needs exactly one [[listen]] table; this unit has {}", listen.len()),
                     "keep one [[listen]], or leave stdin out and read LISTEN_FDS",
                 );
-                false
+                    false
+                }
+                other => {
+                    errs.at(
+                        v.span(),
+                        format!("stdin = {other:?}: expected \"null\" or \"socket\""),
+                        "stdin = \"socket\" passes the [[listen]] socket as fd 0",
+                    );
+                    false
+                }
             }
-            other => {
-                errs.at(
-                    v.span(),
-                    format!("stdin = {other:?}: expected \"null\" or \"socket\""),
-                    "stdin = \"socket\" passes the [[listen]] socket as fd 0",
-                );
-                false
-            }
-        },
+        }
     };
     if !listen.is_empty() && kind == UnitKind::Oneshot {
         errs.whole(
