@@ -234,3 +234,44 @@ fn a_bad_listen_table_is_a_load_error_with_its_line() {
         "{err}"
     );
 }
+
+#[test]
+fn sockets_stay_bound_across_a_reexec_of_supd() {
+    if !can_run("listen_reexec") {
+        return;
+    }
+    need("python3", "python3");
+    let dir = TempDir::new("listenx");
+    let sock = dir.path().join("svc.sock");
+    let dgram = dir.path().join("log.sock");
+    let report = dir.path().join("report");
+    let dlog = dir.path().join("dgrams");
+    let port = free_port();
+    let u = unit(&server(&report, &dlog, 0.0), &sock, port, &dgram);
+    let supd = Supd::start("listenx", &[("svc", &u)]);
+    let first = ask_unix(&sock);
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(&sock).unwrap().ino();
+    supd.ok(&["reexec"]);
+    wait_for(
+        "supd back after the re-exec",
+        Duration::from_secs(20),
+        || (supd.supctl(&["status", "--json"]).status.success()).then_some(()),
+    );
+    // The running service still answers; a restart now reuses the
+    // handed-over sockets instead of binding new ones.
+    assert!(!ask_unix(&sock).is_empty());
+    supd.ok(&["restart", "svc"]);
+    let after = ask_unix(&sock);
+    assert_ne!(
+        first.split_whitespace().next(),
+        after.split_whitespace().next(),
+        "a new process answers: {first:?} {after:?}"
+    );
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().ino(),
+        ino,
+        "the same socket file: it was not bound again"
+    );
+    assert!(!ask_tcp(port).is_empty());
+}

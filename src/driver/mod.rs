@@ -228,6 +228,7 @@ async fn main_loop(
             taken.handoff.units.len()
         );
         d.resumed_outputs = taken.outputs;
+        d.listeners.adopt(taken.listeners);
         handed = taken
             .handoff
             .units

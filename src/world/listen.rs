@@ -22,6 +22,14 @@ use crate::unit::listen::{ListenAddr, ListenKind, ListenSpec};
 #[derive(Default)]
 pub struct Listeners {
     by_unit: HashMap<String, Vec<(ListenSpec, OwnedFd)>>,
+    /// Handed over by the image before a re-exec, by unit and `key`;
+    /// claimed by the unit's next start, the rest closed then.
+    adopted: HashMap<String, Vec<(String, OwnedFd)>>,
+}
+
+/// What identifies a socket across a re-exec: its type and address.
+fn key(l: &ListenSpec) -> String {
+    format!("{} {}", l.kind.key(), describe(&l.addr))
 }
 
 impl Listeners {
@@ -39,7 +47,12 @@ impl Listeners {
         // same address must be able to bind it again.
         old.retain(|(s, _)| spec.listen.contains(s));
         let mut new = Vec::with_capacity(spec.listen.len());
+        let mut adopted = self.adopted.remove(&spec.name).unwrap_or_default();
         for l in &spec.listen {
+            if let Some(i) = adopted.iter().position(|(k, _)| *k == key(l)) {
+                new.push((l.clone(), adopted.swap_remove(i).1));
+                continue;
+            }
             match old.iter().position(|(s, _)| s == l) {
                 Some(i) => new.push(old.swap_remove(i)),
                 None => match open(l) {
@@ -47,6 +60,9 @@ impl Listeners {
                     Err(e) => {
                         // Keep what did open: the next attempt reuses it.
                         self.by_unit.insert(spec.name.clone(), new);
+                        if !adopted.is_empty() {
+                            self.adopted.insert(spec.name.clone(), adopted);
+                        }
                         return Err(format!(
                             "[[listen]] {} = {:?} of unit {} ({}): {e}",
                             l.kind.key(),
@@ -69,6 +85,33 @@ impl Listeners {
     /// After a reload: close the sockets of units that no longer exist.
     pub fn retain_units(&mut self, exists: impl Fn(&str) -> bool) {
         self.by_unit.retain(|name, _| exists(name));
+        self.adopted.retain(|name, _| exists(name));
+    }
+
+    /// For a re-exec: every open socket as (unit, key, descriptor). The
+    /// table keeps owning them.
+    pub fn export(&self) -> Vec<(String, String, RawFd)> {
+        let mut out = Vec::new();
+        for (unit, list) in &self.by_unit {
+            for (l, fd) in list {
+                out.push((unit.clone(), key(l), fd.as_raw_fd()));
+            }
+        }
+        for (unit, list) in &self.adopted {
+            for (k, fd) in list {
+                out.push((unit.clone(), k.clone(), fd.as_raw_fd()));
+            }
+        }
+        out
+    }
+
+    /// After a re-exec: the previous image's sockets, reused by their
+    /// units' next start instead of binding again (which a running
+    /// service's copy would make fail, or would replace its socket file).
+    pub fn adopt(&mut self, list: Vec<(String, String, OwnedFd)>) {
+        for (unit, k, fd) in list {
+            self.adopted.entry(unit).or_default().push((k, fd));
+        }
     }
 }
 
