@@ -236,6 +236,8 @@ struct Facts {
     sandboxed: bool,
     /// `StandardInput=socket`.
     stdin_socket: Option<Entry>,
+    /// `BusName=`.
+    bus_name: Option<(String, Entry)>,
 }
 
 struct Mapper<'a> {
@@ -937,7 +939,11 @@ impl<'a> Mapper<'a> {
             "RuntimeMaxSec" | "RuntimeRandomizedExtraSec" => {
                 self.refuse(e, "supd does not limit how long a service runs")
             }
-            "BusName" => self.refuse(e, "D-Bus activation and Type=dbus are not supported"),
+            "BusName" => {
+                if let Some(v) = self.value(e) {
+                    self.facts.bus_name = Some((v.trim().to_string(), e.clone()));
+                }
+            }
             "Sockets" => {
                 if let Some(v) = self.value(e) {
                     for w in v.split_whitespace() {
@@ -1505,14 +1511,18 @@ impl<'a> Mapper<'a> {
                 }
                 (None, None) => {}
             },
-            "dbus" => {
-                if let Some((_, e)) = &kind_e {
-                    self.refuse(
-                        e,
-                        "Type=dbus (ready when a bus name appears) is not supported",
-                    );
+            "dbus" => match (&facts.bus_name, &kind_e) {
+                (Some((bus, be)), Some((_, e))) => {
+                    let (bus, be, e) = (bus.clone(), be.clone(), e.clone());
+                    self.dbus_ready(&bus, &be, &e);
+                    longrun_ready = Some("probe");
                 }
-            }
+                (None, Some((_, e))) => {
+                    let e = e.clone();
+                    self.refuse(&e, "Type=dbus without BusName=: systemd refuses it too");
+                }
+                _ => {}
+            },
             other => {
                 if let Some((_, e)) = &kind_e {
                     self.refuse(e, format!("unknown Type={other}"));
@@ -1914,6 +1924,12 @@ impl<'a> Mapper<'a> {
             }
             _ => {}
         }
+        if kind != "dbus"
+            && let Some((_, e)) = &facts.bus_name
+        {
+            let e = e.clone();
+            self.note(&e, "supd does not start services on D-Bus activation; the name is not used (Type= is not dbus)");
+        }
         if let Some((_, e)) = &facts.pid_file {
             let e = e.clone();
             if kind != "forking" {
@@ -2130,6 +2146,53 @@ impl<'a> Mapper<'a> {
                 ]);
             }
             _ => self.note(e, format!("{word} is the {fstype} filesystem at {path}: add a [[mount]] for it to wait for it")),
+        }
+    }
+
+    /// `Type=dbus`: ready once `bus` has an owner on the system bus,
+    /// asked with dbus-send (a `[readiness]` probe), as systemd waits for
+    /// the name to be acquired.
+    fn dbus_ready(&mut self, bus: &str, bus_e: &Entry, type_e: &Entry) {
+        let valid = !bus.is_empty()
+            && bus.len() <= 255
+            && bus.contains('.')
+            && bus
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !valid {
+            self.refuse(bus_e, format!("{bus:?} is not a D-Bus well-known name"));
+            return;
+        }
+        self.approx(type_e, format!("ready once {bus} has an owner on the system bus: supd asks with dbus-send (package dbus-bin) every second while starting (later, every 5 s: losing the name marks the unit not ready, it does not stop it)"));
+        let src = self.src(bus_e);
+        self.doc.set(
+            "readiness",
+            "exec",
+            V::Strs(
+                [
+                    "dbus-send",
+                    "--system",
+                    "--print-reply",
+                    "--dest=org.freedesktop.DBus",
+                    "/org/freedesktop/DBus",
+                    "org.freedesktop.DBus.GetNameOwner",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .chain(std::iter::once(format!("string:{bus}")))
+                .collect(),
+            ),
+            src,
+        );
+        self.doc
+            .set("readiness", "timeout", V::Str("5s".into()), "");
+        if self.is_known("dbus") {
+            self.doc.push(
+                "",
+                "after",
+                V::Strs(vec!["dbus".into()]),
+                "Type=dbus orders after the bus",
+            );
         }
     }
 

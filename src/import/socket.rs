@@ -475,4 +475,36 @@ mod tests {
                 .expect("valid");
         assert!(spec.stdin_socket);
     }
+
+    #[test]
+    fn type_dbus_is_ready_when_its_bus_name_has_an_owner() {
+        let i = import(
+            "avahi-daemon.service",
+            "[Service]\nType=dbus\nBusName=org.freedesktop.Avahi\nExecStart=/usr/sbin/avahi-daemon -s\n",
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &[],
+        );
+        assert!(errors(&i).is_empty(), "{:?}", errors(&i));
+        let text = i.toml.unwrap();
+        let spec =
+            crate::unit::toml::parse_unit("avahi-daemon", std::path::Path::new("a.toml"), &text)
+                .expect("valid");
+        assert_eq!(spec.ready.kind, crate::unit::ReadyKind::Probe);
+        assert!(text.contains("\"string:org.freedesktop.Avahi\""), "{text}");
+        let i = import(
+            "x.service",
+            "[Service]\nType=dbus\nExecStart=/bin/x\n",
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &[],
+        );
+        assert!(
+            errors(&i)
+                .iter()
+                .any(|l| l.contains("Type=: Type=dbus without BusName=")),
+            "{:?}",
+            errors(&i)
+        );
+    }
 }
