@@ -275,3 +275,105 @@ fn sockets_stay_bound_across_a_reexec_of_supd() {
     );
     assert!(!ask_tcp(port).is_empty());
 }
+
+/// A real Debian daemon: rsyslog, from its own unit file (Requires=
+/// syslog.socket, which the import maps to a `[[listen]]` datagram socket
+/// at /dev/log). The test moves the socket to its own directory (and
+/// points rsyslog's system socket there) so the host's /dev/log is never
+/// touched; rsyslog then takes the passed descriptor instead of binding
+/// its own, says so, and logs what `logger` sends to it.
+#[test]
+fn rsyslog_from_its_debian_unit_takes_the_passed_socket() {
+    if !can_run("listen_rsyslog") {
+        return;
+    }
+    let Some(unit_file) = [
+        "/lib/systemd/system/rsyslog.service",
+        "/usr/lib/systemd/system/rsyslog.service",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists()) else {
+        need("rsyslogd", "rsyslog");
+        return;
+    };
+    need("logger", "bsdutils");
+    let dir = TempDir::new("rsyslog");
+    let out = dir.path().join("import");
+    let imp = std::process::Command::new(SUPD)
+        .args(["import", "--out"])
+        .arg(&out)
+        .arg(unit_file)
+        .output()
+        .expect("supd import");
+    let err = String::from_utf8_lossy(&imp.stderr);
+    assert!(
+        imp.status.success(),
+        "rsyslog.service imports with no refusal:\n{err}"
+    );
+    let text = std::fs::read_to_string(out.join("rsyslog.toml")).unwrap();
+    assert!(text.contains("datagram = \"/dev/log\""), "{text}");
+    let log = dir.path().join("log");
+    let conf = dir.path().join("rsyslog.conf");
+    let written = dir.path().join("messages");
+    std::fs::write(
+        &conf,
+        format!(
+            "global(workDirectory=\"{d}\")\nmodule(load=\"imuxsock\" SysSock.Name=\"{log}\")\n*.* action(type=\"omfile\" file=\"{w}\")\n",
+            d = dir.path().display(),
+            log = log.display(),
+            w = written.display()
+        ),
+    )
+    .unwrap();
+    let text = text
+        .replace("\"/dev/log\"", &toml_str(&log.display().to_string()))
+        .replace(
+            "\"-iNONE\"]",
+            &format!(
+                "\"-iNONE\", \"-f\", {}]",
+                toml_str(&conf.display().to_string())
+            ),
+        );
+    assert!(text.contains("\"-f\""), "{text}");
+    let supd = Supd::start("rsyslog", &[("rsyslog", &text)]);
+    // Type=notify: ready once rsyslogd says READY=1.
+    wait_for("rsyslog ready", Duration::from_secs(30), || {
+        (supd.unit("rsyslog")["ready"] == true).then_some(())
+    });
+    let sent = std::process::Command::new("logger")
+        .args(["-d", "-u"])
+        .arg(&log)
+        .args(["-t", "supdtest", "hello through the passed socket"])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let got = wait_for(
+        "the message in rsyslog's file",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_to_string(&written)
+                .ok()
+                .filter(|t| t.contains("hello through the passed socket"))
+        },
+    );
+    // One socket is bound at that path, and it is supd's (rsyslog binding
+    // its own would leave two: supd's, unlinked but still named so, and
+    // rsyslog's): the message came through the descriptor supd passed,
+    // which imuxsock found by its path among LISTEN_FDS.
+    let path = log.display().to_string();
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap();
+    let inodes: Vec<&str> = table
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 8 && f[7] == path).then(|| f[6])
+        })
+        .collect();
+    assert_eq!(inodes.len(), 1, "one socket at {path}: {inodes:?}\n{got}");
+    let held = std::fs::read_dir(format!("/proc/{}/fd", supd.pid))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .any(|t| t.to_string_lossy() == format!("socket:[{}]", inodes[0]));
+    assert!(held, "the socket at {path} is the one supd bound and holds");
+}

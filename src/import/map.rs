@@ -2223,12 +2223,9 @@ impl<'a> Mapper<'a> {
             self.refuse(e, format!("{word} is not a .socket unit"));
             return;
         }
-        let found = self
-            .ctx
-            .sockets
-            .get(word)
-            .cloned()
-            .or_else(|| super::socket::builtin(word));
+        // systemd's own sockets (syslog.socket) mean something else on a
+        // host without journald: the built-in meaning wins over the file.
+        let found = super::socket::builtin(word).or_else(|| self.ctx.sockets.get(word).cloned());
         let Some(sock) = found else {
             match key {
                 "Requires" | "BindsTo" | "Requisite" | "Sockets" => self.refuse(
