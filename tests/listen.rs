@@ -217,6 +217,16 @@ fn a_bad_listen_table_is_a_load_error_with_its_line() {
         "exec = [\"/bin/true\"]\n[[listen]]\nstream = \"/run/b.sock\"\ndatagram = \"/run/c.sock\"\n",
     )
     .unwrap();
+    std::fs::write(
+        dir.path().join("c.toml"),
+        "exec = [\"/bin/true\"]\n[[listen]]\nstream = \"/run/shared.sock\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("d.toml"),
+        "exec = [\"/bin/true\"]\n[[listen]]\nseqpacket = \"/run/shared.sock\"\n",
+    )
+    .unwrap();
     let out = std::process::Command::new(SUPD)
         .args(["check", "--units"])
         .arg(dir.path())
@@ -231,6 +241,10 @@ fn a_bad_listen_table_is_a_load_error_with_its_line() {
     );
     assert!(
         err.contains("b.toml:2") && err.contains("more than one"),
+        "{err}"
+    );
+    assert!(
+        err.contains("d.toml") && err.contains("which unit c already listens on"),
         "{err}"
     );
 }
