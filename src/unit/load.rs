@@ -455,8 +455,8 @@ fn duplicate_listens(
                 (a, _) => format!("tcp {}", crate::world::listen::describe(a)),
             };
             match owner.get(&key) {
-                Some(first) if *first != spec.name => clash = Some((key, first.clone())),
-                _ => {
+                Some(first) => clash = Some((key, first.clone())),
+                None => {
                     owner.insert(key, spec.name.clone());
                 }
             }
@@ -465,10 +465,14 @@ fn duplicate_listens(
             errors.push(
                 UnitError::new(
                     &spec.file,
-                    format!(
-                        "unit {} listens on {key}, which unit {first} already listens on",
-                        spec.name
-                    ),
+                    if first == spec.name {
+                        format!("unit {} listens on {key} twice", spec.name)
+                    } else {
+                        format!(
+                            "unit {} listens on {key}, which unit {first} already listens on",
+                            spec.name
+                        )
+                    },
                 )
                 .hint(
                     "one socket belongs to one unit: remove the [[listen]] table from one of them",
