@@ -391,3 +391,85 @@ fn rsyslog_from_its_debian_unit_takes_the_passed_socket() {
         .any(|t| t.to_string_lossy() == format!("socket:[{}]", inodes[0]));
     assert!(held, "the socket at {path} is the one supd bound and holds");
 }
+
+/// `supd import` finds a service's `.socket` next to it (as a user
+/// importing /lib/systemd/system/foo.service expects), maps it onto
+/// `[[listen]]`, treats a symlinked name as the same unit, resolves an
+/// `Alias=` name, and the imported unit really receives the socket.
+#[test]
+fn import_finds_sockets_and_aliases_next_to_the_unit() {
+    let dir = TempDir::new("listenimp");
+    let sys = dir.path().join("system");
+    std::fs::create_dir_all(&sys).unwrap();
+    let sock = dir.path().join("run/echo.sock");
+    std::fs::write(
+        sys.join("echo.socket"),
+        format!(
+            "[Unit]\nDescription=echo socket\n[Socket]\nListenStream={}\nSocketMode=0600\nFileDescriptorName=ctl\n[Install]\nWantedBy=sockets.target\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        sys.join("echo.service"),
+        "[Unit]\nRequires=echo.socket\nAfter=echo.socket\n[Service]\nExecStart=/usr/bin/python3 -c 'import os,socket; s=socket.socket(fileno=3); c,_=s.accept(); c.sendall(os.environ[\"LISTEN_FDNAMES\"].encode())'\n[Install]\nAlias=echod.service\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("echo.service", sys.join("echo-old.service")).unwrap();
+    std::fs::write(
+        sys.join("client.service"),
+        "[Unit]\nRequires=echod.service echo.socket\nAfter=echod.service\n[Service]\nType=oneshot\nExecStart=/bin/true\n",
+    )
+    .unwrap();
+    let out = dir.path().join("units");
+    let imp = std::process::Command::new(SUPD)
+        .args(["import", "--out"])
+        .arg(&out)
+        .arg(sys.join("echo-old.service"))
+        .arg(sys.join("echo.service"))
+        .arg(sys.join("client.service"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&imp.stderr);
+    assert!(imp.status.success(), "{err}");
+    assert!(
+        err.contains("another name (a symlink) for echo.service"),
+        "{err}"
+    );
+    assert!(
+        !out.join("echo-old.toml").exists(),
+        "the symlink is not a second unit"
+    );
+    let echo = std::fs::read_to_string(out.join("echo.toml")).unwrap();
+    assert!(
+        echo.contains("[[listen]]") && echo.contains("name = \"ctl\""),
+        "{echo}"
+    );
+    let client = std::fs::read_to_string(out.join("client.toml")).unwrap();
+    let v: toml::Value = toml::from_str(&client).unwrap();
+    assert_eq!(
+        v["requires"].as_array().map(|a| a.len()),
+        Some(1),
+        "echod.service and echo.socket are both echo: {client}"
+    );
+    if !can_run("listen_import_run") {
+        return;
+    }
+    need("python3", "python3");
+    let units: Vec<(String, String)> = ["echo"]
+        .iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                std::fs::read_to_string(out.join(format!("{n}.toml"))).unwrap(),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = units
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let supd = Supd::start("listenimp", &refs);
+    main_pid(&supd, "echo");
+    assert_eq!(ask_unix(&sock), "ctl");
+}

@@ -96,6 +96,31 @@ fn read_input(path: &Path) -> Result<Input, String> {
     })
 }
 
+/// If `path` is a symlink to another unit file of the same kind (not an
+/// instance name pointing at its template), that file.
+fn alias_target(path: &Path) -> Option<PathBuf> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.file_type().is_symlink() {
+        return None;
+    }
+    let name = path.file_name()?.to_str()?;
+    let target = std::fs::read_link(path).ok()?;
+    let tname = target.file_name()?.to_str()?.to_string();
+    if tname == name || !tname.ends_with(".service") || !name.ends_with(".service") {
+        return None;
+    }
+    // `foo@bar.service -> foo@.service` is how an instance is enabled: an
+    // instance of the template, not an alias.
+    if let Some((prefix, _)) = name.split_once('@')
+        && tname == format!("{prefix}@.service")
+    {
+        return None;
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let resolved = dir.join(&target);
+    resolved.is_file().then_some(resolved)
+}
+
 /// Read a `.socket` file (and its drop-ins): its name and parsed text.
 fn read_socket(path: &Path) -> Result<(String, SocketSrc), String> {
     let name = path
@@ -230,7 +255,39 @@ pub fn run(opts: &Options) -> i32 {
     // the `[[listen]]` of the service they activate.
     let mut sockets: BTreeMap<String, SocketSrc> = BTreeMap::new();
     let mut dirs: Vec<PathBuf> = Vec::new();
+    // A symlink to another unit file is another name for that unit
+    // (systemd's aliases, e.g. portmap.service -> rpcbind.service): the
+    // unit is imported once, under its own name.
+    let mut link_aliases: BTreeMap<String, String> = BTreeMap::new();
+    let mut files: Vec<PathBuf> = Vec::new();
     for p in &opts.files {
+        match alias_target(p) {
+            Some(target) => {
+                let (Some(link), Some(t)) = (
+                    p.file_name().and_then(|n| n.to_str()),
+                    target.file_name().and_then(|n| n.to_str()),
+                ) else {
+                    continue;
+                };
+                eprintln!(
+                    "{}: note: another name (a symlink) for {t}; imported as {t}",
+                    p.display()
+                );
+                if let Some(stem) = t.strip_suffix(".service") {
+                    link_aliases.insert(link.to_string(), stem.to_string());
+                }
+                if !files.contains(&target) && !opts.files.contains(&target) {
+                    files.push(target);
+                }
+            }
+            None => {
+                if !files.contains(p) {
+                    files.push(p.clone());
+                }
+            }
+        }
+    }
+    for p in &files {
         let dir = p.parent().unwrap_or(Path::new(".")).to_path_buf();
         if !dirs.contains(&dir) {
             dirs.push(dir);
@@ -286,7 +343,8 @@ pub fn run(opts: &Options) -> i32 {
         .map(|i| map::supd_name(&i.unit_file_name).ok())
         .collect();
     known.extend(batch.iter().flatten().cloned());
-    let (found, aliases) = siblings(&parsed, &batch, &dirs, &sockets);
+    let (found, mut aliases) = siblings(&parsed, &batch, &dirs, &sockets);
+    aliases.extend(link_aliases);
     for (name, src) in found {
         sockets.entry(name).or_insert(src);
     }
