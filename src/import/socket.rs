@@ -50,13 +50,23 @@ pub fn builtin(name: &str) -> Option<SocketSrc> {
     })
 }
 
-/// The service a socket activates: `Service=`, else the same name.
+/// The service a socket activates: `Service=`, else the same name (the
+/// template `NAME@.service` with `Accept=yes`, as systemd).
 pub fn service_of(name: &str, s: &SocketSrc) -> String {
-    s.file
-        .section("Socket")
-        .and_then(|sec| sec.entries.iter().rev().find(|e| e.key == "Service"))
-        .map(|e| e.value.trim().to_string())
-        .unwrap_or_else(|| format!("{}.service", name.strip_suffix(".socket").unwrap_or(name)))
+    let sec = s.file.section("Socket");
+    let last = |key: &str| {
+        sec.and_then(|sec| sec.entries.iter().rev().find(|e| e.key == key))
+            .map(|e| e.value.trim().to_string())
+    };
+    if let Some(service) = last("Service") {
+        return service;
+    }
+    let stem = name.strip_suffix(".socket").unwrap_or(name);
+    if last("Accept").and_then(|v| syntax::parse_bool(&v)) == Some(true) {
+        format!("{stem}@.service")
+    } else {
+        format!("{stem}.service")
+    }
 }
 
 /// What the socket file became: `[[listen]]` tables, and findings about
@@ -185,6 +195,7 @@ pub fn map(name: &str, s: &SocketSrc) -> Mapped {
                 ("Unit", k) if k.starts_with("Condition") || k.starts_with("Assert") => {
                     find(Severity::Approximated, e, format!("a condition of {name} is not checked: supd binds the sockets when the service starts, under the service's own conditions"))
                 }
+                ("Unit", "Description" | "Documentation" | "DefaultDependencies") => {}
                 ("Unit", _) => find(Severity::Note, e, format!("a directive of {name}'s own unit; its sockets belong to the service under supd")),
                 ("Install", _) => {}
                 (other, _) => find(Severity::Refused, e, format!("[{other}] is not a section of a socket unit")),
