@@ -2237,6 +2237,10 @@ impl<'a> Mapper<'a> {
             return;
         };
         let service = super::socket::service_of(word, &sock);
+        if service.ends_with("@.service") && super::socket::accepts(&sock) {
+            self.refuse(e, format!("{word} has Accept=yes (one {service} instance per connection, inetd style), which supd does not support: supd passes a listening socket to one long-running service"));
+            return;
+        }
         if key == "Before" || key == "PartOf" || key == "ReloadPropagatedFrom" || key == "Upholds" {
             self.note(
                 e,

@@ -69,6 +69,15 @@ pub fn service_of(name: &str, s: &SocketSrc) -> String {
     }
 }
 
+/// `Accept=yes`?
+pub fn accepts(s: &SocketSrc) -> bool {
+    s.file
+        .section("Socket")
+        .and_then(|sec| sec.entries.iter().rev().find(|e| e.key == "Accept"))
+        .and_then(|e| syntax::parse_bool(&e.value))
+        == Some(true)
+}
+
 /// What the socket file became: `[[listen]]` tables, and findings about
 /// the socket file's own lines.
 pub struct Mapped {
@@ -389,12 +398,34 @@ mod tests {
         );
         let e = errors(&i);
         assert!(
-            e.iter().any(|l| l.contains("x.socket:3: error: Accept=")),
+            e.iter()
+                .any(|l| l.contains("x.service:2: error: Requires=: x.socket has Accept=yes")),
+            "{e:?}"
+        );
+        sockets.insert(
+            "z.socket".to_string(),
+            socket(
+                "/lib/systemd/system/z.socket",
+                "[Socket]\nListenStream=22\nListenNetlink=kobject-uevent 1\nReusePort=yes\n",
+                false,
+            ),
+        );
+        let i = import(
+            "z.service",
+            "[Unit]\nRequires=z.socket\n[Service]\nExecStart=/bin/z\n",
+            &sockets,
+            &BTreeMap::new(),
+            &[],
+        );
+        let e = errors(&i);
+        assert!(
+            e.iter()
+                .any(|l| l.contains("z.socket:3: error: ListenNetlink=")),
             "{e:?}"
         );
         assert!(
             e.iter()
-                .any(|l| l.contains("x.socket:4: error: ListenNetlink=")),
+                .any(|l| l.contains("z.socket:4: error: ReusePort=")),
             "{e:?}"
         );
         let i = import(
