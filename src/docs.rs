@@ -284,7 +284,7 @@ const UNIT_KEYS: &[(&str, &[Key])] = &[
         &[
             (
                 "stream, datagram, seqpacket, fifo",
-                "One per table: a socket or FIFO supd creates and binds before the unit's first start, keeps bound across its restarts (a client connecting meanwhile is queued, not refused) and passes as fd 3, 4, ... with LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES (sd_listen_fds(3)). Addresses: \"/run/x.sock\" (unix), \"@name\" (abstract), \"80\" ([::] and IPv4), \"0.0.0.0:80\", \"[::1]:80\"; fifo takes a path.",
+                "One per table: a socket or FIFO supd creates and binds at boot (before anything starts), keeps bound across the unit's restarts (a client connecting meanwhile is queued, not refused) and passes as fd 3, 4, ... with LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES (sd_listen_fds(3)). Addresses: \"/run/x.sock\" (unix), \"@name\" (abstract), \"80\" ([::] and IPv4), \"0.0.0.0:80\", \"[::1]:80\"; fifo takes a path.",
                 "required",
             ),
             (

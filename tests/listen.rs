@@ -473,3 +473,46 @@ fn import_finds_sockets_and_aliases_next_to_the_unit() {
     main_pid(&supd, "echo");
     assert_eq!(ask_unix(&sock), "ctl");
 }
+
+/// The sockets are bound at boot, before the unit can start: a client
+/// connecting while the unit still waits for what it requires is queued
+/// and answered once it runs.
+#[test]
+fn sockets_are_bound_at_boot_before_the_unit_starts() {
+    if !can_run("listen_boot") {
+        return;
+    }
+    need("python3", "python3");
+    let dir = TempDir::new("listenb");
+    let sock = dir.path().join("svc.sock");
+    let dgram = dir.path().join("log.sock");
+    let report = dir.path().join("report");
+    let dlog = dir.path().join("dgrams");
+    let gate = dir.path().join("gate");
+    let port = free_port();
+    let u = format!(
+        "requires = [\"gate\"]\n{}",
+        unit(&server(&report, &dlog, 0.0), &sock, port, &dgram)
+    );
+    // The gate completes only once the test has connected.
+    let g = format!(
+        "type = \"oneshot\"\nexec = [\"/bin/sh\", \"-c\", {}]\n",
+        toml_str(&format!(
+            "while [ ! -e {} ]; do sleep 0.05; done",
+            gate.display()
+        ))
+    );
+    let supd = Supd::start("listenb", &[("svc", &u), ("gate", &g)]);
+    let mut c = wait_for("the socket bound at boot", Duration::from_secs(20), || {
+        UnixStream::connect(&sock).ok()
+    });
+    assert_ne!(supd.state_of("svc"), "running", "svc must still be waiting");
+    std::fs::write(&gate, "").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut s = String::new();
+    let _ = c.read_to_string(&mut s);
+    assert!(
+        s.contains("ctl:tcp:log"),
+        "answered once the unit ran: {s:?}"
+    );
+}

@@ -266,6 +266,8 @@ async fn main_loop(
     }
     first.extend(found);
     first.push(Event::Tick);
+    // Socket activation: every [[listen]] is bound before anything starts.
+    d.bind_listeners();
     d.feed_many(first);
     // Only now may the lock load answer (with a late state mount it does at
     // once): nothing is decided before the survivors are known.
@@ -303,12 +305,16 @@ async fn main_loop(
             Some(req) = src.ctl_rx.recv() => d.control(req),
             Some(res) = src.disk_rx.recv() => d.disk_result(res),
             Some(ev) = src.read_rx.recv() => {
+                let reloaded = matches!(&ev, Event::Reloaded { result: Ok(_), .. });
                 if let Event::Reloaded { result: Ok(set), .. } = &ev {
                     // Sockets of units that are gone close now; changed
                     // ones are re-bound at their unit's next start.
                     d.listeners.retain_units(|n| set.units.contains_key(n));
                 }
-                d.feed(ev)
+                d.feed(ev);
+                if reloaded {
+                    d.bind_listeners();
+                }
             }
             Some((run, kind, ok, output)) = src.probe_rx.recv() => {
                 d.feed(Event::ProbeAnswered { run, kind, ok, output })
@@ -579,6 +585,24 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 impl Driver {
+    /// Bind the `[[listen]]` sockets of every unit that has none open yet
+    /// (at boot, and for units a reload added): a client connecting before
+    /// the unit starts is queued. A failure is logged here and is the
+    /// unit's start error when it starts (binding is tried again then).
+    fn bind_listeners(&mut self) {
+        let specs: Vec<std::sync::Arc<crate::unit::UnitSpec>> = self
+            .engine
+            .units()
+            .filter(|(_, u)| !u.spec.listen.is_empty())
+            .map(|(_, u)| u.spec.clone())
+            .collect();
+        for spec in specs {
+            if let Err(e) = self.listeners.prepare(&spec) {
+                tracing::warn!(unit = %spec.name, "{e}; trying again when the unit starts");
+            }
+        }
+    }
+
     fn term_kind(&self) -> ShutdownKind {
         match self.settings.mode {
             Mode::VmInit => ShutdownKind::Poweroff,

@@ -82,6 +82,17 @@ impl Listeners {
         Ok(out)
     }
 
+    /// Bind `spec`'s sockets now if none are open for it yet (at boot and
+    /// for units a reload added), so clients that connect before the
+    /// unit starts are queued. Sockets already open are left as they are:
+    /// a changed `[[listen]]` takes effect at the unit's next start.
+    pub fn prepare(&mut self, spec: &UnitSpec) -> Result<(), String> {
+        if spec.listen.is_empty() || self.by_unit.contains_key(&spec.name) {
+            return Ok(());
+        }
+        self.fds_for(spec).map(|_| ())
+    }
+
     /// After a reload: close the sockets of units that no longer exist.
     pub fn retain_units(&mut self, exists: impl Fn(&str) -> bool) {
         self.by_unit.retain(|name, _| exists(name));
