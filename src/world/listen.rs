@@ -1,8 +1,8 @@
 //! The sockets and FIFOs of `[[listen]]` (socket activation).
 //!
 //! Owns: creating, binding and keeping each unit's listening descriptors.
-//! They are opened before the unit's first process is created and kept
-//! across its restarts, so a client connecting while the service restarts
+//! They are opened at boot (or when a reload adds the unit), before its
+//! first process is created, and kept across its restarts and a re-exec, so a client connecting while the service restarts
 //! waits in the kernel's queue instead of being refused; they are closed
 //! only when the unit's `[[listen]]` changes or the unit disappears on a
 //! reload. Must never: accept, read or write on them (the service does),
