@@ -39,6 +39,8 @@ use crate::world::{mainpid, output, probe, spawn};
 /// Which helper command of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Step {
+    /// `exec_condition[i]`: exit 1..=254 skips the unit.
+    Cond(usize),
     /// `exec_start_pre[i]`.
     Pre(usize),
     /// `type = "forking"`: `exec`, which daemonizes.
@@ -54,6 +56,7 @@ pub(super) enum Step {
 impl Step {
     fn label(self) -> &'static str {
         match self {
+            Step::Cond(_) => "condition",
             Step::Pre(_) => "pre",
             Step::Starter => "start",
             Step::Post(_) => "post",
@@ -615,7 +618,9 @@ impl Driver {
                 }];
             }
         }
-        let first = if !spec.exec_start_pre.is_empty() {
+        let first = if !spec.exec_condition.is_empty() {
+            Some(Step::Cond(0))
+        } else if !spec.exec_start_pre.is_empty() {
             Some(Step::Pre(0))
         } else if spec.pid_file.is_some() {
             Some(Step::Starter)
@@ -663,6 +668,10 @@ impl Driver {
         let spec = ctx.spec.clone();
         let mounts = ctx.mounts.clone();
         let (cmd, list_len) = match step {
+            Step::Cond(i) => (
+                spec.exec_condition.get(i).cloned(),
+                spec.exec_condition.len(),
+            ),
             Step::Pre(i) => (
                 spec.exec_start_pre.get(i).cloned(),
                 spec.exec_start_pre.len(),
@@ -750,7 +759,10 @@ impl Driver {
                 if step == Step::Starter && group.is_some() {
                     self.groups.bind(run, &spec.name);
                 }
-                if matches!(step, Step::Pre(_) | Step::Starter | Step::StopPost(_)) {
+                if matches!(
+                    step,
+                    Step::Cond(_) | Step::Pre(_) | Step::Starter | Step::StopPost(_)
+                ) {
                     self.procs.helper_pids.insert(run, s.pid);
                 }
                 if let Some(fd) = s.output {
@@ -758,9 +770,11 @@ impl Driver {
                     // stop-post commands are part of stopping it.
                     let stream = match step {
                         Step::StopPost(_) => Stream::Stop,
-                        Step::Pre(_) | Step::Starter | Step::Post(_) | Step::Reload(_) => {
-                            Stream::Out
-                        }
+                        Step::Cond(_)
+                        | Step::Pre(_)
+                        | Step::Starter
+                        | Step::Post(_)
+                        | Step::Reload(_) => Stream::Out,
                     };
                     self.capture(&spec, stream, fd);
                 }
@@ -790,6 +804,7 @@ impl Driver {
         };
         let spec = ctx.spec.clone();
         let cmd = match step {
+            Step::Cond(i) => spec.exec_condition.get(i),
             Step::Pre(i) => spec.exec_start_pre.get(i),
             Step::Post(i) => spec.exec_start_post.get(i),
             Step::StopPost(i) => spec.exec_stop_post.get(i),
@@ -807,6 +822,12 @@ impl Driver {
             return self.step_done(run, step);
         }
         let msg = format!("{} command {argv:?} {status}", step.label());
+        // systemd's ExecCondition=: 1..=254 means "do not run" (skipped,
+        // like a failed condition); 255 or a signal is a failure.
+        if let (Step::Cond(_), ExitStatus::Exited(1..=254)) = (step, status) {
+            self.procs.forget(run);
+            return vec![Event::ConditionFailed { run, why: msg }];
+        }
         self.step_failed(run, step, false, msg, None)
     }
 
@@ -829,7 +850,7 @@ impl Driver {
             return self.step_done(run, step);
         }
         match step {
-            Step::Pre(_) | Step::Starter => {
+            Step::Cond(_) | Step::Pre(_) | Step::Starter => {
                 self.procs.forget(run);
                 vec![Event::SpawnFailed {
                     run,
@@ -856,6 +877,12 @@ impl Driver {
         };
         let spec = ctx.spec.clone();
         match step {
+            Step::Cond(i) if i + 1 < spec.exec_condition.len() => {
+                self.run_step(run, Step::Cond(i + 1))
+            }
+            Step::Cond(_) if !spec.exec_start_pre.is_empty() => self.run_step(run, Step::Pre(0)),
+            Step::Cond(_) if spec.pid_file.is_some() => self.run_step(run, Step::Starter),
+            Step::Cond(_) => self.main_and_posts(run),
             Step::Pre(i) if i + 1 < spec.exec_start_pre.len() => {
                 self.run_step(run, Step::Pre(i + 1))
             }

@@ -204,6 +204,7 @@ struct Cmd {
 struct Facts {
     kind: Option<(String, Entry)>,
     exec_start: Vec<Cmd>,
+    exec_condition: Vec<Cmd>,
     exec_start_pre: Vec<Cmd>,
     exec_start_post: Vec<Cmd>,
     exec_stop: Vec<Cmd>,
@@ -464,7 +465,7 @@ impl<'a> Mapper<'a> {
             "ExecStop" => self.commands(e, |f| &mut f.exec_stop),
             "ExecStopPost" => self.commands(e, |f| &mut f.exec_stop_post),
             "ExecReload" => self.commands(e, |f| &mut f.exec_reload),
-            "ExecCondition" => self.refuse(e, "ExecCondition is not supported"),
+            "ExecCondition" => self.commands(e, |f| &mut f.exec_condition),
             "Environment" => {
                 if e.value.trim().is_empty() {
                     self.doc.remove("", "env");
@@ -1592,6 +1593,7 @@ impl<'a> Mapper<'a> {
             &facts.exec_stop_post
         };
         for (list, key) in [
+            (&facts.exec_condition[..], "exec_condition"),
             (&facts.exec_start_pre[..], "exec_start_pre"),
             (&facts.exec_start_post[..], "exec_start_post"),
             (stop_post, "exec_stop_post"),
@@ -1686,6 +1688,7 @@ impl<'a> Mapper<'a> {
         // The start timeout covers the start commands too, as systemd's.
         let timed = longrun_ready.is_some()
             || kind == "forking"
+            || !facts.exec_condition.is_empty()
             || !facts.exec_start_pre.is_empty()
             || !facts.exec_start_post.is_empty();
         match &facts.timeout_start {

@@ -589,6 +589,10 @@ pub struct UnitSpec {
     /// How much captured output to keep (`log_max_size`, `log_max_files`);
     /// unset values come from supd.toml, then the built-in defaults.
     pub log: LogSpec,
+    /// Run in order before `exec_start_pre` (systemd's ExecCondition=):
+    /// exit 1..=254 makes the unit `skipped`, as a failed `condition_*`;
+    /// 255 or a signal fails the start.
+    pub exec_condition: Vec<HelperCmd>,
     /// Run in order before the main process; a failure fails the start.
     pub exec_start_pre: Vec<HelperCmd>,
     /// Run in order once the main process is started.
@@ -736,6 +740,7 @@ impl UnitSpec {
             output: Output::Capture,
             resources: Resources::default(),
             log: LogSpec::default(),
+            exec_condition: vec![],
             exec_start_pre: vec![],
             exec_start_post: vec![],
             exec_stop_post: vec![],

@@ -52,6 +52,7 @@ struct RawUnit {
     stop: Option<Spanned<RawStop>>,
     resources: Option<RawResources>,
     // Keys for units imported from systemd (see `extras`).
+    exec_condition: Option<Spanned<Commands>>,
     exec_start_pre: Option<Spanned<Commands>>,
     exec_start_post: Option<Spanned<Commands>>,
     exec_stop_post: Option<Spanned<Commands>>,
@@ -401,6 +402,7 @@ const TOP_KEYS: &[&str] = &[
     "restart",
     "stop",
     "resources",
+    "exec_condition",
     "exec_start_pre",
     "exec_start_post",
     "exec_stop_post",
@@ -1374,6 +1376,7 @@ pub fn parse_unit_with_lines(
             resources,
             log,
 
+            exec_condition: x.exec_condition,
             exec_start_pre: x.exec_start_pre,
             exec_start_post: x.exec_start_post,
             exec_stop_post: x.exec_stop_post,
@@ -1405,6 +1408,7 @@ pub fn parse_unit_with_lines(
 /// The keys systemd units need (see `supd import`), validated.
 #[derive(Default)]
 struct Extras {
+    exec_condition: Vec<crate::unit::HelperCmd>,
     exec_start_pre: Vec<crate::unit::HelperCmd>,
     exec_start_post: Vec<crate::unit::HelperCmd>,
     exec_stop_post: Vec<crate::unit::HelperCmd>,
@@ -1470,6 +1474,7 @@ fn extras(
         }
         out
     };
+    x.exec_condition = cmds(errs, &raw.exec_condition, "exec_condition");
     x.exec_start_pre = cmds(errs, &raw.exec_start_pre, "exec_start_pre");
     x.exec_start_post = cmds(errs, &raw.exec_start_post, "exec_start_post");
     x.exec_stop_post = cmds(errs, &raw.exec_stop_post, "exec_stop_post");
