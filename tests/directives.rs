@@ -85,3 +85,45 @@ policy = "never"
         "{why}"
     );
 }
+
+#[test]
+fn exec_ignore_failure_counts_any_end_of_the_main_process_as_success() {
+    if !can_run("exec_ignore_failure") {
+        return;
+    }
+    let dir = TempDir::new("ignfail");
+    let log = dir.path().join("log");
+    let l = log.display();
+    let unit = |name: &str, how: &str, ignore: bool| {
+        format!(
+            r#"exec = ["/bin/sh", "-c", "echo {name} >> {l}; {how}"]
+exec_ignore_failure = {ignore}
+[restart]
+policy = "on-failure"
+delay = "100ms"
+"#
+        )
+    };
+    let supd = Supd::start(
+        "ignfail",
+        &[
+            ("code", &unit("code", "exit 3", true)),
+            ("sig", &unit("sig", "kill -KILL $$$$", true)),
+            ("plain", &unit("plain", "exit 3", false)),
+        ],
+    );
+    // Without it the failure restarts the unit.
+    wait_for("plain restarted", Duration::from_secs(10), || {
+        (lines(&log).iter().filter(|x| *x == "plain").count() >= 2).then_some(())
+    });
+    supd.wait_state("code", "exited", Duration::from_secs(10));
+    supd.wait_state("sig", "exited", Duration::from_secs(10));
+    let all = lines(&log);
+    for n in ["code", "sig"] {
+        assert_eq!(
+            all.iter().filter(|x| *x == n).count(),
+            1,
+            "{n}: a failure treated as success is not restarted: {all:?}"
+        );
+    }
+}

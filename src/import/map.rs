@@ -143,6 +143,22 @@ fn classify(name: &str) -> Dep {
     }
 }
 
+/// The path a `.device` unit stands for: `dev-sda1.device` is /dev/sda1,
+/// `sys-subsystem-net-devices-eth0.device` (udev's alias for a network
+/// interface) /sys/class/net/eth0. A template's `%i` (escaped) becomes
+/// `%I` (the unescaped instance), as systemd unescapes the whole name.
+fn device_path(name: &str) -> Option<String> {
+    let stem = name.strip_suffix(".device")?;
+    let path = match stem.strip_prefix("sys-subsystem-net-devices-") {
+        Some(ifname) => format!("/sys/class/net/{}", syntax::unescape_name(ifname)),
+        None if stem.starts_with("dev-") || stem.starts_with("sys-") => {
+            format!("/{}", syntax::unescape_name(stem))
+        }
+        None => return None,
+    };
+    Some(path.replace("%i", "%I"))
+}
+
 /// The supd unit name for a systemd file name.
 pub fn supd_name(unit_file_name: &str) -> Result<String, String> {
     let Some(stem) = unit_file_name.strip_suffix(".service") else {
@@ -1420,10 +1436,8 @@ impl<'a> Mapper<'a> {
             p.privileged = false;
         }
         if p.ignore_failure && what == "the main command" {
-            self.refuse(
-                e,
-                format!("`-` (ignore a failure of {what}) is not supported here; --lossy treats a failure as a failure"),
-            );
+            let src = self.src(e);
+            self.doc.set("", "exec_ignore_failure", V::Bool(true), src);
             p.ignore_failure = false;
         }
         // supd substitutes `$VAR`/`${VAR}` as systemd does; `:` asks for
@@ -2046,6 +2060,15 @@ impl<'a> Mapper<'a> {
                         _ => "requires",
                     };
                     self.doc.push("", k, V::Strs(vec![t.to_string()]), src);
+                }
+                ("Requires" | "BindsTo", Dep::Other(n)) if device_path(&n).is_some() => {
+                    let path = device_path(&n).unwrap_or_default();
+                    self.approx(
+                        &e,
+                        format!("supd has no device units: the unit is skipped (condition_path_exists) when {path} is missing at start, instead of waiting for the device; it is not stopped when the device goes away"),
+                    );
+                    self.doc
+                        .push("", "condition_path_exists", V::Strs(vec![path]), src);
                 }
                 (_, Dep::Other(n)) => match key.as_str() {
                     "After" | "Wants" => {
@@ -2923,5 +2946,83 @@ mod native_keys {
         let v: toml::Value = toml::from_str(i.toml.as_deref().unwrap()).unwrap();
         assert_eq!(v["remain_after_exit"].as_bool(), Some(true));
         assert_eq!(v["stop"]["timeout"].as_str(), Some("infinity"));
+    }
+}
+
+/// The directives of branch `directives` (issue 16): ExecCondition=,
+/// ExecStart=-, BindsTo= on devices, and the others below.
+#[cfg(test)]
+mod directive_keys {
+    use super::*;
+
+    struct T;
+
+    impl T {
+        fn new() -> T {
+            T
+        }
+
+        fn import(&self, name: &str, text: &str) -> Imported {
+            let (f, p) = syntax::parse(text);
+            let sources = vec![name.to_string()];
+            let known = BTreeSet::new();
+            let ctx = Context {
+                unit_file_name: name,
+                sources: &sources,
+                known: &known,
+                before_me: &[],
+                after_me: &[],
+                fstab: &[],
+                host: &syntax::Host::default(),
+            };
+            map(ctx, &f, &p)
+        }
+    }
+
+    fn refused(i: &Imported) -> Vec<String> {
+        i.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Refused)
+            .map(|f| f.directive.clone())
+            .collect()
+    }
+
+    fn toml(i: &Imported) -> toml::Value {
+        let t = i.toml.as_deref().expect("a unit");
+        toml::from_str(t).unwrap_or_else(|e| panic!("{e}\n{t}"))
+    }
+
+    #[test]
+    fn exec_condition_ignore_failure_and_device_bindings_are_mapped() {
+        let t = T::new();
+        let i = t.import(
+            "agent.service",
+            "[Unit]\nBindsTo=dev-virtio\\x2dports-org.qemu.guest_agent.0.device\nAfter=dev-virtio\\x2dports-org.qemu.guest_agent.0.device\n[Service]\nExecCondition=/usr/bin/is-configured smb\nExecCondition=-/bin/false\nExecStart=-/usr/sbin/qemu-ga\n",
+        );
+        assert!(refused(&i).is_empty(), "{:?}", i.findings);
+        let v = toml(&i);
+        assert_eq!(v["exec_ignore_failure"].as_bool(), Some(true));
+        assert_eq!(v["exec"][0].as_str(), Some("/usr/sbin/qemu-ga"));
+        assert_eq!(v["exec_condition"][0][1].as_str(), Some("smb"));
+        assert_eq!(v["exec_condition"][1][0].as_str(), Some("-/bin/false"));
+        assert_eq!(
+            v["condition_path_exists"][0].as_str(),
+            Some("/dev/virtio-ports/org.qemu.guest_agent.0")
+        );
+        let i = t.import(
+            "hostapd@.service",
+            "[Unit]\nBindsTo=sys-subsystem-net-devices-%i.device\n[Service]\nExecStart=/usr/sbin/hostapd /etc/hostapd/%i.conf\n",
+        );
+        assert!(refused(&i).is_empty(), "{:?}", i.findings);
+        assert_eq!(
+            toml(&i)["condition_path_exists"][0].as_str(),
+            Some("/sys/class/net/%I")
+        );
+        // A socket stays refused (socket activation is another matter).
+        let i = t.import(
+            "x.service",
+            "[Unit]\nBindsTo=x.socket\n[Service]\nExecStart=/bin/x\n",
+        );
+        assert_eq!(refused(&i), ["BindsTo"]);
     }
 }

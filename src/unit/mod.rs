@@ -593,6 +593,9 @@ pub struct UnitSpec {
     /// exit 1..=254 makes the unit `skipped`, as a failed `condition_*`;
     /// 255 or a signal fails the start.
     pub exec_condition: Vec<HelperCmd>,
+    /// systemd's `ExecStart=-…`: however the main process ends, it counts
+    /// as a success (logged, never a failure or a failure-restart).
+    pub exec_ignore_failure: bool,
     /// Run in order before the main process; a failure fails the start.
     pub exec_start_pre: Vec<HelperCmd>,
     /// Run in order once the main process is started.
@@ -674,6 +677,9 @@ impl LogSpec {
 impl UnitSpec {
     /// Does `status` count as a successful exit?
     pub fn exit_ok(&self, status: ExitStatusView) -> bool {
+        if self.exec_ignore_failure {
+            return true;
+        }
         match status {
             ExitStatusView::Code(0) => true,
             ExitStatusView::Code(c) => self.success_exit_status.contains(&ExitMatch::Code(c)),
@@ -741,6 +747,7 @@ impl UnitSpec {
             resources: Resources::default(),
             log: LogSpec::default(),
             exec_condition: vec![],
+            exec_ignore_failure: false,
             exec_start_pre: vec![],
             exec_start_post: vec![],
             exec_stop_post: vec![],

@@ -53,6 +53,7 @@ struct RawUnit {
     resources: Option<RawResources>,
     // Keys for units imported from systemd (see `extras`).
     exec_condition: Option<Spanned<Commands>>,
+    exec_ignore_failure: Option<bool>,
     exec_start_pre: Option<Spanned<Commands>>,
     exec_start_post: Option<Spanned<Commands>>,
     exec_stop_post: Option<Spanned<Commands>>,
@@ -403,6 +404,7 @@ const TOP_KEYS: &[&str] = &[
     "stop",
     "resources",
     "exec_condition",
+    "exec_ignore_failure",
     "exec_start_pre",
     "exec_start_post",
     "exec_stop_post",
@@ -1377,6 +1379,7 @@ pub fn parse_unit_with_lines(
             log,
 
             exec_condition: x.exec_condition,
+            exec_ignore_failure: raw.exec_ignore_failure.unwrap_or(false),
             exec_start_pre: x.exec_start_pre,
             exec_start_post: x.exec_start_post,
             exec_stop_post: x.exec_stop_post,
