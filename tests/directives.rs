@@ -127,3 +127,183 @@ delay = "100ms"
         );
     }
 }
+
+/// The hard limits of this (test) process, by /proc/self/limits name.
+fn own_hard_limit(name: &str) -> Option<u64> {
+    let t = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = t.lines().find(|x| x.starts_with(name))?;
+    let hard = line[name.len()..].split_whitespace().nth(1)?;
+    match hard {
+        "unlimited" => Some(u64::MAX),
+        n => n.parse().ok(),
+    }
+}
+
+/// CAP_SYS_RESOURCE in our effective set: needed to raise a hard limit.
+fn can_raise_limits() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1u64 << 24) /* CAP_SYS_RESOURCE */ != 0)
+}
+
+#[test]
+fn cpu_scheduling_and_every_limit_are_set_in_the_service() {
+    if !can_run("sched_limits") {
+        return;
+    }
+    let dir = TempDir::new("sched");
+    let out = dir.path().join("out");
+    let o = out.display();
+    // python3 reads what the kernel says about itself.
+    let probe = format!(
+        r#"import os
+p = os.sched_getscheduler(0)
+prio = os.sched_getparam(0).sched_priority
+lim = open('/proc/self/limits').read()
+with open('{o}.' + os.environ['WHICH'], 'w') as f:
+    f.write('%d %d\n' % (p, prio))
+    f.write(lim)
+"#
+    );
+    let script = dir.path().join("probe.py");
+    std::fs::write(&script, probe).unwrap();
+    let s = script.display();
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let raise = can_raise_limits();
+    // (key, value in the unit, /proc/self/limits name, what it shows)
+    let all: Vec<(&str, &str, &str, String, u64)> = vec![
+        ("rtprio", "50", "Max realtime priority", "50".into(), 50),
+        (
+            "rttime",
+            "200000",
+            "Max realtime timeout",
+            "200000".into(),
+            200000,
+        ),
+        (
+            "nofile",
+            "\"infinity\"",
+            "Max open files",
+            nr_open.to_string(),
+            nr_open,
+        ),
+        (
+            "core",
+            "\"infinity\"",
+            "Max core file size",
+            "unlimited".into(),
+            u64::MAX,
+        ),
+        (
+            "stack",
+            "16777216",
+            "Max stack size",
+            "16777216".into(),
+            16777216,
+        ),
+        ("nice", "30", "Max nice priority", "30".into(), 30),
+        ("cpu", "1000", "Max cpu time", "1000".into(), 1000),
+        ("sigpending", "77", "Max pending signals", "77".into(), 77),
+        (
+            "msgqueue",
+            "123456",
+            "Max msgqueue size",
+            "123456".into(),
+            123456,
+        ),
+        ("locks", "99", "Max file locks", "99".into(), 99),
+        (
+            "fsize",
+            "\"infinity\"",
+            "Max file size",
+            "unlimited".into(),
+            u64::MAX,
+        ),
+        (
+            "data",
+            "\"infinity\"",
+            "Max data size",
+            "unlimited".into(),
+            u64::MAX,
+        ),
+        (
+            "as",
+            "\"infinity\"",
+            "Max address space",
+            "unlimited".into(),
+            u64::MAX,
+        ),
+        (
+            "rss",
+            "\"infinity\"",
+            "Max resident set",
+            "unlimited".into(),
+            u64::MAX,
+        ),
+        ("nproc", "4242", "Max processes", "4242".into(), 4242),
+        (
+            "memlock",
+            "65536",
+            "Max locked memory",
+            "65536".into(),
+            65536,
+        ),
+    ];
+    // Without CAP_SYS_RESOURCE (some containers) a hard limit can only be
+    // lowered: leave out what would raise one.
+    let (used, left): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|(_, _, name, _, n)| raise || own_hard_limit(name).is_some_and(|h| *n <= h));
+    if !left.is_empty() {
+        println!(
+            "no CAP_SYS_RESOURCE: not testing raised limits {:?}",
+            left.iter().map(|x| x.0).collect::<Vec<_>>()
+        );
+    }
+    let table: Vec<String> = used.iter().map(|(k, v, ..)| format!("{k} = {v}")).collect();
+    let rr = format!(
+        r#"type = "oneshot"
+exec = ["python3", "{s}"]
+env = {{ WHICH = "rr" }}
+cpu_scheduling_policy = "rr"
+cpu_scheduling_priority = 7
+cpu_scheduling_reset_on_fork = true
+limits = {{ {} }}
+"#,
+        table.join(", ")
+    );
+    let idle = format!(
+        r#"type = "oneshot"
+exec = ["python3", "{s}"]
+env = {{ WHICH = "idle" }}
+cpu_scheduling_policy = "idle"
+"#
+    );
+    let supd = Supd::start("sched", &[("rr", &rr), ("idle", &idle)]);
+    supd.wait_state("rr", "done", Duration::from_secs(15));
+    supd.wait_state("idle", "done", Duration::from_secs(15));
+    let rr = std::fs::read_to_string(format!("{o}.rr")).unwrap();
+    let first = rr.lines().next().unwrap_or_default();
+    let (pol, prio) = first.split_once(' ').unwrap();
+    // SCHED_RR = 2, with SCHED_RESET_ON_FORK (0x40000000) OR-ed in.
+    assert_eq!(pol.parse::<i32>().unwrap(), 2 | 0x4000_0000, "{rr}");
+    assert_eq!(prio, "7", "{rr}");
+    for (_, _, name, want, _) in &used {
+        let line = rr.lines().find(|x| x.starts_with(name)).unwrap_or("");
+        let mut vals = line[name.len().min(line.len())..].split_whitespace();
+        assert_eq!(vals.next(), Some(want.as_str()), "{name} soft: {rr}");
+        assert_eq!(vals.next(), Some(want.as_str()), "{name} hard: {rr}");
+    }
+    let idle = std::fs::read_to_string(format!("{o}.idle")).unwrap();
+    // SCHED_IDLE = 5.
+    assert!(idle.starts_with("5 0\n"), "{idle}");
+}

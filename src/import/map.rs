@@ -159,6 +159,16 @@ fn device_path(name: &str) -> Option<String> {
     Some(path.replace("%i", "%I"))
 }
 
+/// How a `Limit*=` value is written.
+#[derive(Clone, Copy)]
+enum Unit {
+    Count,
+    Bytes,
+    Seconds,
+    Micros,
+    Nice,
+}
+
 /// The supd unit name for a systemd file name.
 pub fn supd_name(unit_file_name: &str) -> Result<String, String> {
     let Some(stem) = unit_file_name.strip_suffix(".service") else {
@@ -557,10 +567,22 @@ impl<'a> Mapper<'a> {
                     _ => self.refuse(e, format!("{v:?} is not an octal mask")),
                 }
             }
-            "LimitNOFILE" => self.limit(e, "nofile", false),
-            "LimitNPROC" => self.limit(e, "nproc", false),
-            "LimitCORE" => self.limit(e, "core", true),
-            "LimitMEMLOCK" => self.limit(e, "memlock", true),
+            "LimitNOFILE" => self.limit(e, "nofile", Unit::Count),
+            "LimitNPROC" => self.limit(e, "nproc", Unit::Count),
+            "LimitCORE" => self.limit(e, "core", Unit::Bytes),
+            "LimitMEMLOCK" => self.limit(e, "memlock", Unit::Bytes),
+            "LimitCPU" => self.limit(e, "cpu", Unit::Seconds),
+            "LimitFSIZE" => self.limit(e, "fsize", Unit::Bytes),
+            "LimitDATA" => self.limit(e, "data", Unit::Bytes),
+            "LimitSTACK" => self.limit(e, "stack", Unit::Bytes),
+            "LimitRSS" => self.limit(e, "rss", Unit::Bytes),
+            "LimitAS" => self.limit(e, "as", Unit::Bytes),
+            "LimitLOCKS" => self.limit(e, "locks", Unit::Count),
+            "LimitSIGPENDING" => self.limit(e, "sigpending", Unit::Count),
+            "LimitMSGQUEUE" => self.limit(e, "msgqueue", Unit::Bytes),
+            "LimitNICE" => self.limit(e, "nice", Unit::Nice),
+            "LimitRTPRIO" => self.limit(e, "rtprio", Unit::Count),
+            "LimitRTTIME" => self.limit(e, "rttime", Unit::Micros),
             "Restart" => self.facts.restart = Some((e.value.trim().to_string(), e.clone())),
             "RestartSec" => {
                 if let Some(d) = self.timespan(e) {
@@ -973,17 +995,40 @@ impl<'a> Mapper<'a> {
             "FileDescriptorStoreMax" | "FileDescriptorStorePreserve" => {
                 self.refuse(e, "the descriptor store is not supported")
             }
-            "CPUSchedulingPolicy" | "CPUSchedulingPriority" | "CPUSchedulingResetOnFork"
-            | "CPUAffinity" | "NUMAPolicy" | "NUMAMask" | "IOSchedulingClass"
+            "CPUSchedulingPolicy" => {
+                let v = e.value.trim().to_string();
+                if crate::unit::CpuScheduling::POLICIES
+                    .iter()
+                    .any(|(n, _)| *n == v)
+                {
+                    let src = self.src(e);
+                    self.doc.set("", "cpu_scheduling_policy", V::Str(v), src);
+                } else {
+                    self.refuse(e, format!("{v:?} is not a scheduling policy (other, batch, idle, fifo, rr)"));
+                }
+            }
+            "CPUSchedulingPriority" => match e.value.trim().parse::<i64>() {
+                Ok(n) if (0..=99).contains(&n) => {
+                    let src = self.src(e);
+                    self.doc.set("", "cpu_scheduling_priority", V::Int(n), src);
+                }
+                _ => self.refuse(e, format!("{:?} is not a priority 0..99", e.value)),
+            },
+            "CPUSchedulingResetOnFork" => {
+                if let Some(b) = self.bool(e) {
+                    let src = self.src(e);
+                    self.doc
+                        .set("", "cpu_scheduling_reset_on_fork", V::Bool(b), src);
+                }
+            }
+            "CPUAffinity" | "NUMAPolicy" | "NUMAMask" | "IOSchedulingClass"
             | "IOSchedulingPriority" | "TimerSlackNSec" | "Personality" | "UtmpIdentifier"
             | "UtmpMode" | "TTYPath" | "TTYReset" | "TTYVHangup" | "TTYVTDisallocate"
             | "PAMName" | "PassEnvironment" | "UnsetEnvironment" | "LoadCredential"
             | "SetCredential" | "LoadCredentialEncrypted" | "SetCredentialEncrypted" => {
                 self.refuse(e, "not supported by supd")
             }
-            k if k.starts_with("Limit") => {
-                self.refuse(e, "supd sets only LimitNOFILE, LimitNPROC, LimitCORE and LimitMEMLOCK")
-            }
+            k if k.starts_with("Limit") => self.unknown(e),
             _ => self.unknown(e),
         }
     }
@@ -1258,59 +1303,78 @@ impl<'a> Mapper<'a> {
         self.doc.push("", key, V::Mixed(list), src);
     }
 
-    fn limit(&mut self, e: &Entry, key: &str, bytes: bool) {
+    /// `LimitX=soft[:hard]`; `infinity` is written as `"infinity"` (for
+    /// `nofile`, supd then uses the kernel's fs.nr_open, as systemd does).
+    fn limit(&mut self, e: &Entry, key: &str, unit: Unit) {
         let v = e.value.trim();
         let (soft, hard) = match v.split_once(':') {
             Some((s, h)) => (s, h),
             None => (v, v),
         };
         let parse = |s: &str| -> Option<u64> {
+            let s = s.trim();
             if s == "infinity" {
-                return Some(i64::MAX as u64);
+                return Some(crate::unit::Limits::INFINITY);
             }
-            let (num, mul) = if bytes {
-                match s.char_indices().last() {
-                    Some((i, 'K')) => (&s[..i], 1u64 << 10),
-                    Some((i, 'M')) => (&s[..i], 1 << 20),
-                    Some((i, 'G')) => (&s[..i], 1 << 30),
-                    Some((i, 'T')) => (&s[..i], 1 << 40),
-                    _ => (s, 1),
+            match unit {
+                Unit::Count => s.parse::<u64>().ok(),
+                Unit::Bytes => {
+                    let (num, mul) = match s.char_indices().last() {
+                        Some((i, 'K')) => (&s[..i], 1u64 << 10),
+                        Some((i, 'M')) => (&s[..i], 1 << 20),
+                        Some((i, 'G')) => (&s[..i], 1 << 30),
+                        Some((i, 'T')) => (&s[..i], 1 << 40),
+                        _ => (s, 1),
+                    };
+                    num.parse::<u64>().ok()?.checked_mul(mul)
                 }
-            } else {
-                (s, 1)
-            };
-            num.parse::<u64>().ok()?.checked_mul(mul)
+                // A bare number is seconds (CPU) or microseconds
+                // (RTTIME); a time span with units is converted.
+                Unit::Seconds | Unit::Micros => match s.parse::<u64>() {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        let d = syntax::parse_timespan(s).ok()??;
+                        Some(if matches!(unit, Unit::Seconds) {
+                            d.as_secs()
+                        } else {
+                            u64::try_from(d.as_micros()).unwrap_or(u64::MAX - 1)
+                        })
+                    }
+                },
+                // `-20..19` as a nice level (with a sign), or the raw
+                // RLIMIT_NICE 0..40.
+                Unit::Nice => {
+                    if s.starts_with(['+', '-']) {
+                        let n: i64 = s.parse().ok()?;
+                        (-20..=19).contains(&n).then(|| (20 - n) as u64)
+                    } else {
+                        s.parse::<u64>().ok().filter(|n| *n <= 40)
+                    }
+                }
+            }
         };
         let (Some(s), Some(h)) = (parse(soft), parse(hard)) else {
             self.refuse(e, format!("{v:?} is not a limit supd can set"));
             return;
         };
-        if key == "nofile" && (soft == "infinity" || hard == "infinity") {
-            self.refuse(
-                e,
-                "LimitNOFILE=infinity depends on the host's nr_open; give a number",
-            );
-            return;
-        }
         if s != h {
             self.approx(
                 e,
-                format!("supd sets soft = hard; using the soft value {s} for both"),
+                format!("supd sets soft = hard; using the soft value {soft} for both"),
             );
         }
-        if soft == "infinity" {
-            self.approx(
-                e,
-                "infinity is written as the largest value TOML holds (2^63-1)",
-            );
-        }
+        let value = if s == crate::unit::Limits::INFINITY {
+            V::Str("infinity".into())
+        } else {
+            V::Int(s.min(i64::MAX as u64) as i64)
+        };
         let src = self.src(e);
         let mut items = match self.doc.get("", "limits") {
             Some(V::Map(m)) => m.clone(),
             _ => Vec::new(),
         };
         items.retain(|(k, _)| k != key);
-        items.push((key.to_string(), V::Int(s.min(i64::MAX as u64) as i64)));
+        items.push((key.to_string(), value));
         self.doc.set("", "limits", V::Map(items), src);
     }
 
@@ -3024,5 +3088,46 @@ mod directive_keys {
             "[Unit]\nBindsTo=x.socket\n[Service]\nExecStart=/bin/x\n",
         );
         assert_eq!(refused(&i), ["BindsTo"]);
+    }
+
+    #[test]
+    fn every_limit_and_cpu_scheduling_are_mapped() {
+        let t = T::new();
+        let i = t.import(
+            "rt.service",
+            "[Service]\nExecStart=/bin/x\nLimitRTPRIO=50\nLimitRTTIME=infinity\nLimitNOFILE=infinity\nLimitNICE=-5\nLimitCPU=1h\nLimitSTACK=8M\nLimitMSGQUEUE=1K:2K\nCPUSchedulingPolicy=fifo\nCPUSchedulingPriority=20\nCPUSchedulingResetOnFork=yes\n",
+        );
+        assert!(refused(&i).is_empty(), "{:?}", i.findings);
+        let v = toml(&i);
+        let l = &v["limits"];
+        assert_eq!(l["rtprio"].as_integer(), Some(50));
+        assert_eq!(l["rttime"].as_str(), Some("infinity"));
+        assert_eq!(l["nofile"].as_str(), Some("infinity"));
+        assert_eq!(l["nice"].as_integer(), Some(25));
+        assert_eq!(l["cpu"].as_integer(), Some(3600));
+        assert_eq!(l["stack"].as_integer(), Some(8 << 20));
+        assert_eq!(l["msgqueue"].as_integer(), Some(1024));
+        assert_eq!(v["cpu_scheduling_policy"].as_str(), Some("fifo"));
+        assert_eq!(v["cpu_scheduling_priority"].as_integer(), Some(20));
+        assert_eq!(v["cpu_scheduling_reset_on_fork"].as_bool(), Some(true));
+        // What supd reads back is what was meant.
+        let spec = crate::unit::toml::parse_unit(
+            "rt",
+            std::path::Path::new("rt.toml"),
+            i.toml.as_deref().unwrap_or(""),
+        );
+        let spec = spec.unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(spec.limits.nofile, Some(crate::unit::Limits::INFINITY));
+        assert_eq!(spec.limits.rtprio, Some(50));
+        let c = spec.cpu_scheduling.expect("scheduling");
+        assert_eq!(
+            (c.policy, c.priority, c.reset_on_fork),
+            (libc::SCHED_FIFO, 20, true)
+        );
+        let i = t.import(
+            "x.service",
+            "[Service]\nExecStart=/bin/x\nLimitBOGUS=1\nCPUSchedulingPolicy=deadline\n",
+        );
+        assert_eq!(refused(&i), ["LimitBOGUS", "CPUSchedulingPolicy"]);
     }
 }

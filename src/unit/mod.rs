@@ -259,12 +259,64 @@ impl Resources {
 }
 
 /// Resource limits applied before exec (setrlimit; soft = hard).
+/// `RLIM_INFINITY` (`"infinity"` in the unit file); for `nofile` the
+/// kernel's `fs.nr_open` at spawn time, as systemd does.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Limits {
     pub nofile: Option<u64>,
     pub nproc: Option<u64>,
     pub core: Option<u64>,
     pub memlock: Option<u64>,
+    /// CPU seconds.
+    pub cpu: Option<u64>,
+    pub fsize: Option<u64>,
+    pub data: Option<u64>,
+    pub stack: Option<u64>,
+    pub rss: Option<u64>,
+    pub address_space: Option<u64>,
+    pub locks: Option<u64>,
+    pub sigpending: Option<u64>,
+    pub msgqueue: Option<u64>,
+    /// As the kernel's RLIMIT_NICE: 0..=40 (20 - nice).
+    pub nice: Option<u64>,
+    pub rtprio: Option<u64>,
+    /// Microseconds of real-time CPU without a blocking call.
+    pub rttime: Option<u64>,
+}
+
+impl Limits {
+    /// The value meaning "no limit".
+    pub const INFINITY: u64 = u64::MAX;
+
+    /// Every limit with its key in `limits = { ... }` and its resource.
+    pub fn all(&self) -> [(&'static str, libc::c_int, Option<u64>); 16] {
+        [
+            ("nofile", libc::RLIMIT_NOFILE as libc::c_int, self.nofile),
+            ("nproc", libc::RLIMIT_NPROC as libc::c_int, self.nproc),
+            ("core", libc::RLIMIT_CORE as libc::c_int, self.core),
+            ("memlock", libc::RLIMIT_MEMLOCK as libc::c_int, self.memlock),
+            ("cpu", libc::RLIMIT_CPU as libc::c_int, self.cpu),
+            ("fsize", libc::RLIMIT_FSIZE as libc::c_int, self.fsize),
+            ("data", libc::RLIMIT_DATA as libc::c_int, self.data),
+            ("stack", libc::RLIMIT_STACK as libc::c_int, self.stack),
+            ("rss", libc::RLIMIT_RSS as libc::c_int, self.rss),
+            ("as", libc::RLIMIT_AS as libc::c_int, self.address_space),
+            ("locks", libc::RLIMIT_LOCKS as libc::c_int, self.locks),
+            (
+                "sigpending",
+                libc::RLIMIT_SIGPENDING as libc::c_int,
+                self.sigpending,
+            ),
+            (
+                "msgqueue",
+                libc::RLIMIT_MSGQUEUE as libc::c_int,
+                self.msgqueue,
+            ),
+            ("nice", libc::RLIMIT_NICE as libc::c_int, self.nice),
+            ("rtprio", libc::RLIMIT_RTPRIO as libc::c_int, self.rtprio),
+            ("rttime", libc::RLIMIT_RTTIME as libc::c_int, self.rttime),
+        ]
+    }
 }
 
 /// A helper command (`exec_start_pre`, `exec_start_post`,
@@ -277,6 +329,29 @@ pub struct HelperCmd {
     pub ignore_failure: bool,
     /// `+`: runs as root, ignoring `user`, `group` and sandboxing.
     pub privileged: bool,
+}
+
+/// A scheduling policy and its static priority (systemd's
+/// CPUSchedulingPolicy=, CPUSchedulingPriority=, CPUSchedulingResetOnFork=).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuScheduling {
+    /// `SCHED_OTHER`, `SCHED_BATCH`, `SCHED_IDLE`, `SCHED_FIFO`, `SCHED_RR`.
+    pub policy: i32,
+    /// 1..=99 for `fifo`/`rr`, 0 otherwise.
+    pub priority: i32,
+    /// `SCHED_RESET_ON_FORK`: children do not inherit a real-time policy.
+    pub reset_on_fork: bool,
+}
+
+impl CpuScheduling {
+    /// The unit-file word for a policy, and back.
+    pub const POLICIES: [(&'static str, i32); 5] = [
+        ("other", libc::SCHED_OTHER),
+        ("batch", libc::SCHED_BATCH),
+        ("idle", libc::SCHED_IDLE),
+        ("fifo", libc::SCHED_FIFO),
+        ("rr", libc::SCHED_RR),
+    ];
 }
 
 /// An exit status named in `success_exit_status` or
@@ -596,6 +671,9 @@ pub struct UnitSpec {
     /// systemd's `ExecStart=-…`: however the main process ends, it counts
     /// as a success (logged, never a failure or a failure-restart).
     pub exec_ignore_failure: bool,
+    /// `cpu_scheduling_policy`/`_priority`/`_reset_on_fork`, set in the
+    /// child before exec (sched_setscheduler).
+    pub cpu_scheduling: Option<CpuScheduling>,
     /// Run in order before the main process; a failure fails the start.
     pub exec_start_pre: Vec<HelperCmd>,
     /// Run in order once the main process is started.
@@ -748,6 +826,7 @@ impl UnitSpec {
             log: LogSpec::default(),
             exec_condition: vec![],
             exec_ignore_failure: false,
+            cpu_scheduling: None,
             exec_start_pre: vec![],
             exec_start_post: vec![],
             exec_stop_post: vec![],

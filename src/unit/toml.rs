@@ -54,6 +54,9 @@ struct RawUnit {
     // Keys for units imported from systemd (see `extras`).
     exec_condition: Option<Spanned<Commands>>,
     exec_ignore_failure: Option<bool>,
+    cpu_scheduling_policy: Option<Spanned<String>>,
+    cpu_scheduling_priority: Option<Spanned<i32>>,
+    cpu_scheduling_reset_on_fork: Option<Spanned<bool>>,
     exec_start_pre: Option<Spanned<Commands>>,
     exec_start_post: Option<Spanned<Commands>>,
     exec_stop_post: Option<Spanned<Commands>>,
@@ -366,10 +369,31 @@ struct RawStop {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
-    nofile: Option<u64>,
-    nproc: Option<u64>,
-    core: Option<u64>,
-    memlock: Option<u64>,
+    nofile: Option<Spanned<RawLimit>>,
+    nproc: Option<Spanned<RawLimit>>,
+    core: Option<Spanned<RawLimit>>,
+    memlock: Option<Spanned<RawLimit>>,
+    cpu: Option<Spanned<RawLimit>>,
+    fsize: Option<Spanned<RawLimit>>,
+    data: Option<Spanned<RawLimit>>,
+    stack: Option<Spanned<RawLimit>>,
+    rss: Option<Spanned<RawLimit>>,
+    #[serde(rename = "as")]
+    address_space: Option<Spanned<RawLimit>>,
+    locks: Option<Spanned<RawLimit>>,
+    sigpending: Option<Spanned<RawLimit>>,
+    msgqueue: Option<Spanned<RawLimit>>,
+    nice: Option<Spanned<RawLimit>>,
+    rtprio: Option<Spanned<RawLimit>>,
+    rttime: Option<Spanned<RawLimit>>,
+}
+
+/// A resource limit: a number, or `"infinity"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawLimit {
+    Num(u64),
+    Word(String),
 }
 
 /// Every key a unit file may have, for "did you mean" hints.
@@ -405,6 +429,9 @@ const TOP_KEYS: &[&str] = &[
     "resources",
     "exec_condition",
     "exec_ignore_failure",
+    "cpu_scheduling_policy",
+    "cpu_scheduling_priority",
+    "cpu_scheduling_reset_on_fork",
     "exec_start_pre",
     "exec_start_post",
     "exec_stop_post",
@@ -1315,16 +1342,62 @@ pub fn parse_unit_with_lines(
             }
         }
     });
-    let limits = raw
-        .limits
-        .as_ref()
-        .map(|l| crate::unit::Limits {
-            nofile: l.nofile,
-            nproc: l.nproc,
-            core: l.core,
-            memlock: l.memlock,
-        })
-        .unwrap_or_default();
+    let limits = match raw.limits.as_ref() {
+        None => crate::unit::Limits::default(),
+        Some(l) => {
+            let one = |errs: &mut Errs<'_>,
+                       v: &Option<Spanned<RawLimit>>,
+                       key: &str|
+             -> Option<u64> {
+                let v = v.as_ref()?;
+                match v.get_ref() {
+                    RawLimit::Num(n) if *n < crate::unit::Limits::INFINITY => Some(*n),
+                    RawLimit::Word(w) if w == "infinity" => Some(crate::unit::Limits::INFINITY),
+                    _ => {
+                        errs.at(
+                            v.span(),
+                            format!("limits.{key} is not a number or \"infinity\""),
+                            "write a number (bytes, seconds for cpu, microseconds for rttime) or \"infinity\"",
+                        );
+                        None
+                    }
+                }
+            };
+            let nice = one(&mut errs, &l.nice, "nice");
+            if let Some(n) = nice
+                && n > 40
+                && n != crate::unit::Limits::INFINITY
+            {
+                if let Some(v) = l.nice.as_ref() {
+                    errs.at(
+                        v.span(),
+                        format!(
+                            "limits.nice = {n} is not 0..40 (the kernel's RLIMIT_NICE: 20 - nice)"
+                        ),
+                        "",
+                    );
+                }
+            }
+            crate::unit::Limits {
+                nofile: one(&mut errs, &l.nofile, "nofile"),
+                nproc: one(&mut errs, &l.nproc, "nproc"),
+                core: one(&mut errs, &l.core, "core"),
+                memlock: one(&mut errs, &l.memlock, "memlock"),
+                cpu: one(&mut errs, &l.cpu, "cpu"),
+                fsize: one(&mut errs, &l.fsize, "fsize"),
+                data: one(&mut errs, &l.data, "data"),
+                stack: one(&mut errs, &l.stack, "stack"),
+                rss: one(&mut errs, &l.rss, "rss"),
+                address_space: one(&mut errs, &l.address_space, "as"),
+                locks: one(&mut errs, &l.locks, "locks"),
+                sigpending: one(&mut errs, &l.sigpending, "sigpending"),
+                msgqueue: one(&mut errs, &l.msgqueue, "msgqueue"),
+                nice,
+                rtprio: one(&mut errs, &l.rtprio, "rtprio"),
+                rttime: one(&mut errs, &l.rttime, "rttime"),
+            }
+        }
+    };
     let resources = raw
         .resources
         .as_ref()
@@ -1380,6 +1453,7 @@ pub fn parse_unit_with_lines(
 
             exec_condition: x.exec_condition,
             exec_ignore_failure: raw.exec_ignore_failure.unwrap_or(false),
+            cpu_scheduling: x.cpu_scheduling,
             exec_start_pre: x.exec_start_pre,
             exec_start_post: x.exec_start_post,
             exec_stop_post: x.exec_stop_post,
@@ -1408,6 +1482,65 @@ pub fn parse_unit_with_lines(
     ))
 }
 
+/// `cpu_scheduling_*`: a policy name, a priority valid for it (1..=99 for
+/// the real-time policies, 0 for the others), reset-on-fork.
+fn cpu_scheduling(errs: &mut Errs<'_>, raw: &RawUnit) -> Option<crate::unit::CpuScheduling> {
+    use crate::unit::CpuScheduling;
+    if raw.cpu_scheduling_policy.is_none()
+        && raw.cpu_scheduling_priority.is_none()
+        && raw.cpu_scheduling_reset_on_fork.is_none()
+    {
+        return None;
+    }
+    let policy = match &raw.cpu_scheduling_policy {
+        None => libc::SCHED_OTHER,
+        Some(p) => match CpuScheduling::POLICIES
+            .iter()
+            .find(|(n, _)| *n == p.get_ref().as_str())
+        {
+            Some((_, v)) => *v,
+            None => {
+                errs.at(
+                    p.span(),
+                    format!("cpu_scheduling_policy {:?} is not a policy", p.get_ref()),
+                    "one of \"other\", \"batch\", \"idle\", \"fifo\", \"rr\"",
+                );
+                return None;
+            }
+        },
+    };
+    let realtime = policy == libc::SCHED_FIFO || policy == libc::SCHED_RR;
+    let priority = match &raw.cpu_scheduling_priority {
+        None if realtime => 1,
+        None => 0,
+        Some(p) => {
+            let v = *p.get_ref();
+            let ok = if realtime {
+                (1..=99).contains(&v)
+            } else {
+                v == 0
+            };
+            if !ok {
+                errs.at(
+                    p.span(),
+                    format!("cpu_scheduling_priority = {v} is not valid for this policy"),
+                    "1..=99 with \"fifo\" or \"rr\"; the other policies have no priority (leave it out)",
+                );
+                return None;
+            }
+            v
+        }
+    };
+    Some(CpuScheduling {
+        policy,
+        priority,
+        reset_on_fork: raw
+            .cpu_scheduling_reset_on_fork
+            .as_ref()
+            .is_some_and(|b| *b.get_ref()),
+    })
+}
+
 /// The keys systemd units need (see `supd import`), validated.
 #[derive(Default)]
 struct Extras {
@@ -1426,6 +1559,7 @@ struct Extras {
     directory_modes: crate::unit::DirectoryModes,
     nice: Option<i32>,
     oom_score_adjust: Option<i32>,
+    cpu_scheduling: Option<crate::unit::CpuScheduling>,
     conditions: Vec<crate::unit::Condition>,
     pid_file: Option<PathBuf>,
     sandbox: crate::unit::Sandbox,
@@ -1602,6 +1736,8 @@ fn extras(
             );
         }
     }
+
+    x.cpu_scheduling = cpu_scheduling(errs, raw);
 
     for (k, assert, v) in raw.condition_keys() {
         let prefix = if assert { "assert" } else { "condition" };
