@@ -307,3 +307,79 @@ cpu_scheduling_policy = "idle"
     // SCHED_IDLE = 5.
     assert!(idle.starts_with("5 0\n"), "{idle}");
 }
+
+#[test]
+fn stdout_and_stderr_files_are_appended_truncated_or_shared() {
+    if !can_run("output_files") {
+        return;
+    }
+    let dir = TempDir::new("outfiles");
+    let d = dir.path().display();
+    // Written twice (a restart): append keeps both runs, truncate only the
+    // last; stdout and stderr to one file share it.
+    let split = format!(
+        r#"exec = ["/bin/sh", "-c", "echo out-$$$$; echo err-$$$$ >&2; exec sleep 1000"]
+stdout_file = "append:{d}/split.out"
+stderr_file = "truncate:{d}/split.err"
+"#
+    );
+    let shared = format!(
+        r#"exec = ["python3", "-c", "import sys; print('to-out', flush=True); print('to-err', file=sys.stderr, flush=True); import time; time.sleep(1000)"]
+stdout_file = "file:{d}/shared"
+stderr_file = "file:{d}/shared"
+"#
+    );
+    // Only stdout to a file: stderr is still captured into the unit's log.
+    let half = format!(
+        r#"exec = ["/bin/sh", "-c", "echo half-out; echo half-err >&2; exec sleep 1000"]
+stdout_file = "append:{d}/half.out"
+"#
+    );
+    let supd = Supd::start(
+        "outfiles",
+        &[("split", &split), ("shared", &shared), ("half", &half)],
+    );
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap_or_default();
+    wait_for("first run's output", Duration::from_secs(10), || {
+        (read("split.out").lines().count() == 1 && read("split.err").lines().count() == 1)
+            .then_some(())
+    });
+    supd.ok(&["restart", "split"]);
+    wait_for("second run's output", Duration::from_secs(10), || {
+        (read("split.out").lines().count() == 2).then_some(())
+    });
+    wait_for(
+        "stderr truncated and rewritten",
+        Duration::from_secs(10),
+        || {
+            let err = read("split.err");
+            let out = read("split.out");
+            let last_pid = out.lines().last()?.strip_prefix("out-")?.to_string();
+            (err == format!("err-{last_pid}\n")).then_some(())
+        },
+    );
+    wait_for("shared file", Duration::from_secs(10), || {
+        (read("shared") == "to-out\nto-err\n").then_some(())
+    });
+    wait_for("half", Duration::from_secs(10), || {
+        (read("half.out") == "half-out\n").then_some(())
+    });
+    wait_for("stderr captured", Duration::from_secs(10), || {
+        supd.ok(&["logs", "half"])
+            .contains("half-err")
+            .then_some(())
+    });
+    assert!(!supd.ok(&["logs", "half"]).contains("half-out"));
+    // A file that cannot be opened fails the start with its path.
+    let bad = format!(
+        "exec = [\"sleep\", \"1000\"]\nstdout_file = \"append:{d}/no/such/dir/x\"\n[restart]\npolicy = \"never\"\n"
+    );
+    std::fs::write(supd.units.join("bad.toml"), bad).unwrap();
+    supd.ok(&["reload"]);
+    supd.wait_state("bad", "failed", Duration::from_secs(10));
+    let why = supd.ok(&["why", "bad"]);
+    assert!(
+        why.contains("no/such/dir/x") && why.contains("stdout_file"),
+        "{why}"
+    );
+}

@@ -1944,7 +1944,33 @@ impl<'a> Mapper<'a> {
             ),
         }
 
-        // Output.
+        // Output to files: `stdout_file`/`stderr_file`; the rest of the
+        // output decision sees them as "inherit" (what remains goes to
+        // supd's capture).
+        let mut facts = facts;
+        let is_file = |v: &str| crate::unit::OutputFile::parse(v).is_some();
+        let out_file = facts.stdout.as_ref().filter(|(v, _)| is_file(v)).cloned();
+        let err_file = facts.stderr.as_ref().filter(|(v, _)| is_file(v)).cloned();
+        if let Some((v, e)) = &out_file {
+            let src = self.src(e);
+            self.doc.set("", "stdout_file", V::Str(v.clone()), src);
+            // StandardError= defaults to (and `inherit` means) stdout's.
+            if facts.stderr.as_ref().is_none_or(|(v, _)| v == "inherit") {
+                self.doc.set(
+                    "",
+                    "stderr_file",
+                    V::Str(v.clone()),
+                    "StandardError= inherits StandardOutput=",
+                );
+                facts.stderr = None;
+            }
+            facts.stdout = None;
+        }
+        if let Some((v, e)) = &err_file {
+            let src = self.src(e);
+            self.doc.set("", "stderr_file", V::Str(v.clone()), src);
+            facts.stderr = None;
+        }
         let out_kind = |v: Option<&(String, Entry)>| -> Result<&'static str, ()> {
             match v.map(|(s, _)| s.as_str()) {
                 None

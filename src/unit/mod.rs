@@ -331,6 +331,40 @@ pub struct HelperCmd {
     pub privileged: bool,
 }
 
+/// A file a service's stdout or stderr is written to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputFile {
+    pub path: PathBuf,
+    pub mode: OutputFileMode,
+}
+
+/// How an output file is opened (created if missing, mode 0644).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFileMode {
+    /// `file:`: written from its start, not truncated.
+    Write,
+    /// `append:`: every write at its end.
+    Append,
+    /// `truncate:`: emptied at each start.
+    Truncate,
+}
+
+impl OutputFile {
+    /// `"append:/var/log/x.log"` (also `file:`, `truncate:`).
+    pub fn parse(s: &str) -> Option<OutputFile> {
+        let (mode, path) = s.split_once(':')?;
+        let mode = match mode {
+            "file" => OutputFileMode::Write,
+            "append" => OutputFileMode::Append,
+            "truncate" => OutputFileMode::Truncate,
+            _ => return None,
+        };
+        let path = PathBuf::from(path);
+        (path.is_absolute() && !path.as_os_str().as_encoded_bytes().contains(&0))
+            .then_some(OutputFile { path, mode })
+    }
+}
+
 /// A scheduling policy and its static priority (systemd's
 /// CPUSchedulingPolicy=, CPUSchedulingPriority=, CPUSchedulingResetOnFork=).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -674,6 +708,12 @@ pub struct UnitSpec {
     /// `cpu_scheduling_policy`/`_priority`/`_reset_on_fork`, set in the
     /// child before exec (sched_setscheduler).
     pub cpu_scheduling: Option<CpuScheduling>,
+    /// `stdout_file`, `stderr_file` (systemd's StandardOutput=/
+    /// StandardError= `file:`, `append:`, `truncate:`): the stream goes to
+    /// this file, opened by supd (as root) before each start, instead of
+    /// `output`.
+    pub stdout_file: Option<OutputFile>,
+    pub stderr_file: Option<OutputFile>,
     /// Run in order before the main process; a failure fails the start.
     pub exec_start_pre: Vec<HelperCmd>,
     /// Run in order once the main process is started.
@@ -827,6 +867,8 @@ impl UnitSpec {
             exec_condition: vec![],
             exec_ignore_failure: false,
             cpu_scheduling: None,
+            stdout_file: None,
+            stderr_file: None,
             exec_start_pre: vec![],
             exec_start_post: vec![],
             exec_stop_post: vec![],

@@ -57,6 +57,8 @@ struct RawUnit {
     cpu_scheduling_policy: Option<Spanned<String>>,
     cpu_scheduling_priority: Option<Spanned<i32>>,
     cpu_scheduling_reset_on_fork: Option<Spanned<bool>>,
+    stdout_file: Option<Spanned<String>>,
+    stderr_file: Option<Spanned<String>>,
     exec_start_pre: Option<Spanned<Commands>>,
     exec_start_post: Option<Spanned<Commands>>,
     exec_stop_post: Option<Spanned<Commands>>,
@@ -432,6 +434,8 @@ const TOP_KEYS: &[&str] = &[
     "cpu_scheduling_policy",
     "cpu_scheduling_priority",
     "cpu_scheduling_reset_on_fork",
+    "stdout_file",
+    "stderr_file",
     "exec_start_pre",
     "exec_start_post",
     "exec_stop_post",
@@ -1454,6 +1458,8 @@ pub fn parse_unit_with_lines(
             exec_condition: x.exec_condition,
             exec_ignore_failure: raw.exec_ignore_failure.unwrap_or(false),
             cpu_scheduling: x.cpu_scheduling,
+            stdout_file: x.stdout_file,
+            stderr_file: x.stderr_file,
             exec_start_pre: x.exec_start_pre,
             exec_start_post: x.exec_start_post,
             exec_stop_post: x.exec_stop_post,
@@ -1560,6 +1566,8 @@ struct Extras {
     nice: Option<i32>,
     oom_score_adjust: Option<i32>,
     cpu_scheduling: Option<crate::unit::CpuScheduling>,
+    stdout_file: Option<crate::unit::OutputFile>,
+    stderr_file: Option<crate::unit::OutputFile>,
     conditions: Vec<crate::unit::Condition>,
     pid_file: Option<PathBuf>,
     sandbox: crate::unit::Sandbox,
@@ -1738,6 +1746,21 @@ fn extras(
     }
 
     x.cpu_scheduling = cpu_scheduling(errs, raw);
+    for (v, key, slot) in [
+        (&raw.stdout_file, "stdout_file", &mut x.stdout_file),
+        (&raw.stderr_file, "stderr_file", &mut x.stderr_file),
+    ] {
+        if let Some(v) = v {
+            match crate::unit::OutputFile::parse(v.get_ref()) {
+                Some(f) => *slot = Some(f),
+                None => errs.at(
+                    v.span(),
+                    format!("{key} {:?} is not MODE:/absolute/path", v.get_ref()),
+                    "e.g. \"append:/var/log/x.log\" (also \"file:\", written from the start, and \"truncate:\", emptied at each start)",
+                ),
+            }
+        }
+    }
 
     for (k, assert, v) in raw.condition_keys() {
         let prefix = if assert { "assert" } else { "condition" };

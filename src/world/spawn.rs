@@ -617,7 +617,15 @@ pub fn spawn(
     let mut fds: Vec<(i32, i32)> = vec![(devnull.as_raw_fd(), 0)];
     // Where stdout and stderr go: one pipe for both (as systemd's journal
     // stream is shared), supd's own, or /dev/null.
+    // `stdout_file`/`stderr_file` replace `output` for their stream.
+    let out_file = open_output_file(spec.stdout_file.as_ref(), "stdout_file")?;
+    let err_file = match (&spec.stderr_file, &spec.stdout_file) {
+        (Some(e), Some(o)) if e == o => None,
+        (e, _) => open_output_file(e.as_ref(), "stderr_file")?,
+    };
+    let both_to_files = out_file.is_some() && (err_file.is_some() || spec.stderr_file.is_some());
     let out_pipe = match spec.output {
+        _ if both_to_files => None,
         Output::Capture => {
             let (r, w) = nix::unistd::pipe2(cloexec)
                 .map_err(|e| SpawnError::Failed(format!("creating the output pipe: {e}")))?;
@@ -632,6 +640,19 @@ pub fn spawn(
         }
         Output::Inherit => None,
     };
+    if let Some(f) = &out_file {
+        fds.retain(|&(_, t)| t != 1);
+        fds.push((f.as_raw_fd(), 1));
+        if spec.stderr_file.is_some() && err_file.is_none() {
+            // The same file for both, opened once (as systemd does).
+            fds.retain(|&(_, t)| t != 2);
+            fds.push((f.as_raw_fd(), 2));
+        }
+    }
+    if let Some(f) = &err_file {
+        fds.retain(|&(_, t)| t != 2);
+        fds.push((f.as_raw_fd(), 2));
+    }
     // `stdin = "socket"`: the one listening socket is fd 0 as well.
     if spec.stdin_socket
         && let Some((fd, _)) = extra.listen.first()
@@ -988,6 +1009,48 @@ fn describe_failure(spec: &UnitSpec, program: &str, stage: Stage, errno: i32) ->
         ),
         Stage::None => format!("starting {program}: unknown failure"),
     }
+}
+
+/// Open a `stdout_file`/`stderr_file` for the child (as supd, before any
+/// user change, as systemd does). Opened non-blocking so that a FIFO with
+/// no reader fails at once instead of stalling supd, then made blocking
+/// again for the service.
+fn open_output_file(
+    f: Option<&crate::unit::OutputFile>,
+    key: &str,
+) -> Result<Option<OwnedFd>, SpawnError> {
+    use crate::unit::OutputFileMode;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(f) = f else { return Ok(None) };
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true)
+        .create(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC);
+    match f.mode {
+        OutputFileMode::Write => {}
+        OutputFileMode::Append => {
+            o.append(true);
+        }
+        OutputFileMode::Truncate => {
+            o.truncate(true);
+        }
+    }
+    let file = o.open(&f.path).map_err(|e| {
+        SpawnError::Failed(format!(
+            "opening {} ({key}): {e} (does its directory exist?)",
+            f.path.display()
+        ))
+    })?;
+    let fd = OwnedFd::from(file);
+    // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
+    unsafe {
+        let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if fl >= 0 {
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(Some(fd))
 }
 
 /// The kernel's maximum for open files (`fs.nr_open`): procfs, tiny and
