@@ -383,3 +383,29 @@ stdout_file = "append:{d}/half.out"
         "{why}"
     );
 }
+
+#[test]
+fn condition_cpus_compares_the_cpus_supd_may_use() {
+    if !can_run("condition_cpus") {
+        return;
+    }
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let unit = |cond: &str| format!("exec = [\"sleep\", \"1000\"]\ncondition_cpus = \"{cond}\"\n");
+    let supd = Supd::start(
+        "condcpus",
+        &[
+            ("enough", &unit(">=1")),
+            ("exact", &unit(&format!("={n}"))),
+            ("toomany", &unit(&format!(">{n}"))),
+            (
+                "negated",
+                &format!("exec = [\"sleep\", \"1000\"]\ncondition_cpus = \"!<={n}\"\n"),
+            ),
+        ],
+    );
+    supd.wait_state("enough", "running", Duration::from_secs(10));
+    supd.wait_state("exact", "running", Duration::from_secs(10));
+    supd.wait_state("toomany", "skipped", Duration::from_secs(10));
+    supd.wait_state("negated", "skipped", Duration::from_secs(10));
+    assert!(supd.ok(&["why", "toomany"]).contains("condition_cpus"));
+}

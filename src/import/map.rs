@@ -1082,6 +1082,7 @@ impl<'a> Mapper<'a> {
             "Capability" => "capability",
             "ACPower" => "ac_power",
             "Environment" => "environment",
+            "CPUs" => "cpus",
             other => {
                 self.refuse(e, format!("{other} is not a condition supd checks"));
                 return;
@@ -3155,5 +3156,21 @@ mod directive_keys {
             "[Service]\nExecStart=/bin/x\nLimitBOGUS=1\nCPUSchedulingPolicy=deadline\n",
         );
         assert_eq!(refused(&i), ["LimitBOGUS", "CPUSchedulingPolicy"]);
+    }
+
+    #[test]
+    fn condition_cpus_is_mapped_and_checked() {
+        let i = T::new().import(
+            "irq.service",
+            "[Unit]\nConditionCPUs=>1\n[Service]\nExecStart=/bin/x\n",
+        );
+        assert!(refused(&i).is_empty(), "{:?}", i.findings);
+        assert_eq!(toml(&i)["condition_cpus"][0].as_str(), Some(">1"));
+        assert_eq!(crate::unit::compare_count(">1", 2), Some(true));
+        assert_eq!(crate::unit::compare_count(">1", 1), Some(false));
+        assert_eq!(crate::unit::compare_count("<=4", 4), Some(true));
+        assert_eq!(crate::unit::compare_count("!=1", 1), Some(false));
+        assert_eq!(crate::unit::compare_count("3", 3), Some(true));
+        assert_eq!(crate::unit::compare_count(">x", 3), None);
     }
 }

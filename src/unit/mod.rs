@@ -427,6 +427,28 @@ pub enum CondKind {
     /// An environment assignment (`NAME` or `NAME=value`) in supd's own
     /// environment.
     Environment,
+    /// The CPUs supd may run on (its affinity mask), compared: `">1"`,
+    /// `"<=4"`, `"=2"`, `"!=1"`, `">=2"`, `"<8"` (a bare number is `=`).
+    Cpus,
+}
+
+/// `">1"`-style comparisons (ConditionCPUs=): does `have` satisfy `spec`?
+/// None when `spec` is not a comparison with a number.
+pub fn compare_count(spec: &str, have: u64) -> Option<bool> {
+    let s = spec.trim();
+    let (op, num) = ["<=", ">=", "!=", "<", ">", "="]
+        .iter()
+        .find_map(|op| s.strip_prefix(op).map(|n| (*op, n)))
+        .unwrap_or(("=", s));
+    let n: u64 = num.trim().parse().ok()?;
+    Some(match op {
+        "<=" => have <= n,
+        ">=" => have >= n,
+        "!=" => have != n,
+        "<" => have < n,
+        ">" => have > n,
+        _ => have == n,
+    })
 }
 
 impl CondKind {
@@ -447,6 +469,7 @@ impl CondKind {
             CondKind::Capability => "capability",
             CondKind::ACPower => "ac_power",
             CondKind::Environment => "environment",
+            CondKind::Cpus => "cpus",
         }
     }
 
@@ -465,6 +488,7 @@ impl CondKind {
         CondKind::Capability,
         CondKind::ACPower,
         CondKind::Environment,
+        CondKind::Cpus,
     ];
 }
 

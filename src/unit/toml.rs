@@ -108,6 +108,8 @@ struct RawUnit {
     condition_capability: Option<OneOrMany>,
     assert_capability: Option<OneOrMany>,
     condition_ac_power: Option<OneOrMany>,
+    condition_cpus: Option<OneOrMany>,
+    assert_cpus: Option<OneOrMany>,
     assert_ac_power: Option<OneOrMany>,
     condition_environment: Option<OneOrMany>,
     assert_environment: Option<OneOrMany>,
@@ -117,7 +119,7 @@ impl RawUnit {
     /// Every `condition_*`/`assert_*` key that is set, with its kind.
     fn condition_keys(&self) -> Vec<(crate::unit::CondKind, bool, &OneOrMany)> {
         use crate::unit::CondKind as K;
-        let all: [(K, &Option<OneOrMany>, &Option<OneOrMany>); 14] = [
+        let all: [(K, &Option<OneOrMany>, &Option<OneOrMany>); 15] = [
             (
                 K::PathExists,
                 &self.condition_path_exists,
@@ -179,6 +181,7 @@ impl RawUnit {
                 &self.assert_capability,
             ),
             (K::ACPower, &self.condition_ac_power, &self.assert_ac_power),
+            (K::Cpus, &self.condition_cpus, &self.assert_cpus),
             (
                 K::Environment,
                 &self.condition_environment,
@@ -485,6 +488,8 @@ const TOP_KEYS: &[&str] = &[
     "condition_capability",
     "assert_capability",
     "condition_ac_power",
+    "condition_cpus",
+    "assert_cpus",
     "assert_ac_power",
     "condition_environment",
     "assert_environment",
@@ -1781,7 +1786,16 @@ fn extras(
                     | crate::unit::CondKind::Capability
                     | crate::unit::CondKind::ACPower
                     | crate::unit::CondKind::Environment
+                    | crate::unit::CondKind::Cpus
             );
+            if k == crate::unit::CondKind::Cpus && crate::unit::compare_count(arg, 1).is_none() {
+                errs.at(
+                    item.span(),
+                    format!("`{prefix}_cpus` = {text:?} is not a comparison with a number"),
+                    "e.g. \">1\", \">=2\", \"<=4\", \"=1\", \"!=1\"",
+                );
+                continue;
+            }
             if arg.is_empty() || (path_kind && !arg.starts_with('/')) {
                 errs.at(
                     item.span(),
