@@ -409,3 +409,70 @@ fn condition_cpus_compares_the_cpus_supd_may_use() {
     supd.wait_state("negated", "skipped", Duration::from_secs(10));
     assert!(supd.ok(&["why", "toomany"]).contains("condition_cpus"));
 }
+
+#[test]
+fn stop_commands_run_in_order_and_stop_posts_of_remaining_units_wait_for_the_stop() {
+    if !can_run("stop_chain") {
+        return;
+    }
+    let dir = TempDir::new("stopchain");
+    let log = dir.path().join("log");
+    let l = log.display();
+    let sh = |word: &str, then: &str| format!(r#"["/bin/sh", "-c", "echo {word} >> {l}{then}"]"#);
+    // A completed oneshot that remains: stopping it runs the stop
+    // commands in order, then the stop-post commands.
+    let a = format!(
+        "type = \"oneshot\"\nexec = {}\nremain_after_exit = true\nexec_stop_post = [{}]\n[stop]\nexec = [{}, {}]\n",
+        sh("a-start", ""),
+        sh("a-post", ""),
+        sh("a-stop1", ""),
+        sh("a-stop2", ""),
+    );
+    // A failing stop command ends the sequence; stop-post still runs.
+    let b = format!(
+        "type = \"oneshot\"\nexec = {}\nremain_after_exit = true\nexec_stop_post = [{}]\n[stop]\nexec = [{}, {}]\n",
+        sh("b-start", ""),
+        sh("b-post", ""),
+        sh("b-stop1", "; exit 3"),
+        sh("b-stop2", ""),
+    );
+    // A running service: the second stop command runs even though the
+    // first one made the main process exit.
+    let c = format!(
+        "exec = [\"sleep\", \"1000\"]\n[stop]\nexec = [{}, {}]\ntimeout = \"5s\"\n",
+        sh("c-stop1", "; kill $MAINPID; sleep 0.2"),
+        sh("c-stop2", ""),
+    );
+    // A longrun that remains after exit 0, with only stop-post commands.
+    let d = format!(
+        "exec = {}\nremain_after_exit = true\nexec_stop_post = [{}]\n",
+        sh("d-start", ""),
+        sh("d-post", ""),
+    );
+    let supd = Supd::start("stopchain", &[("a", &a), ("b", &b), ("c", &c), ("d", &d)]);
+    for u in ["a", "b", "d"] {
+        supd.wait_state(u, "done", Duration::from_secs(10));
+    }
+    supd.wait_state("c", "running", Duration::from_secs(10));
+    let of = |p: &str| -> Vec<String> {
+        lines(&log)
+            .into_iter()
+            .filter(|x| x.starts_with(p))
+            .collect()
+    };
+    assert_eq!(of("a-"), ["a-start"], "no stop-post before the stop");
+    assert_eq!(of("d-"), ["d-start"], "no stop-post before the stop");
+    for u in ["a", "b", "c", "d"] {
+        supd.ok(&["stop", u]);
+    }
+    for u in ["a", "b", "c", "d"] {
+        supd.wait_state(u, "stopped", Duration::from_secs(10));
+    }
+    wait_for("c's second stop command", Duration::from_secs(10), || {
+        (of("c-").len() == 2).then_some(())
+    });
+    assert_eq!(of("a-"), ["a-start", "a-stop1", "a-stop2", "a-post"]);
+    assert_eq!(of("b-"), ["b-start", "b-stop1", "b-post"]);
+    assert_eq!(of("c-"), ["c-stop1", "c-stop2"]);
+    assert_eq!(of("d-"), ["d-start", "d-post"]);
+}

@@ -760,7 +760,7 @@ impl Driver {
                 }
                 vec![]
             }
-            Action::StopExec { run, spec } => self.stop_exec(run, &spec),
+            Action::StopExec { run, spec } => self.stop_exec(run, spec),
             Action::PersistLocks { version, locks } => {
                 if self
                     .disk_tx

@@ -1992,10 +1992,13 @@ impl Engine {
                 }
                 UnitState::Done => {
                     // A completed unit with a stop command (a oneshot, or
-                    // `remain_after_exit`): stopping it runs the command,
+                    // `remain_after_exit`): stopping it runs the commands,
                     // as a run of its own whose exit ends the stop.
                     let spec = u.effective().clone();
-                    if spec.stop.exec.is_some()
+                    // ...or its stop-post commands, deferred to the stop
+                    // for a unit that remained after its exit.
+                    let stop_posts = spec.remain_after_exit && !spec.exec_stop_post.is_empty();
+                    if (spec.stop.exec.is_some() || stop_posts)
                         && let Some(reason) = self.stop_cause(id)
                         && !matches!(reason, StopReason::Restart)
                         && self.dependents_down(id)

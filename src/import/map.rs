@@ -1666,11 +1666,7 @@ impl<'a> Mapper<'a> {
             }
         }
         let _ = exec_done;
-        let stop_post: &[Cmd] = if facts.remain_after_exit.as_ref().is_some_and(|(b, _)| *b) {
-            &[]
-        } else {
-            &facts.exec_stop_post
-        };
+        let stop_post: &[Cmd] = &facts.exec_stop_post;
         for (list, key) in [
             (&facts.exec_condition[..], "exec_condition"),
             (&facts.exec_start_pre[..], "exec_start_pre"),
@@ -1697,12 +1693,17 @@ impl<'a> Mapper<'a> {
         }
         // A unit that stays up after its process exited has nothing left
         // to stop under supd: its stop commands would never run.
+        // A unit that stays up after its process exited runs its stop-post
+        // commands when it is stopped (supd's `remain_after_exit`, also on
+        // a oneshot, defers them as systemd does).
         let remains = facts.remain_after_exit.as_ref().is_some_and(|(b, _)| *b);
-        if remains {
-            for c in facts.exec_stop_post.iter() {
-                let e = c.entry.clone();
-                self.refuse(&e, "supd runs no command when a unit that remained after its process exited (RemainAfterExit=yes) is stopped");
-            }
+        if remains
+            && oneshot
+            && !facts.exec_stop_post.is_empty()
+            && let Some((_, e)) = &facts.remain_after_exit
+        {
+            let src = self.src(e);
+            self.doc.set("", "remain_after_exit", V::Bool(true), src);
         }
         // A completed unit (a oneshot, RemainAfterExit=yes) has no process
         // left: stopping it runs its stop command (supd runs it then, as
@@ -1729,13 +1730,29 @@ impl<'a> Mapper<'a> {
                     self.approx(&e, format!("supd sends {sig} to the process group; systemd would send it to the main process and then KillSignal ({k}) to what is left"));
                 }
                 self.doc.set("stop", "signal", V::Str(sig), src);
-            } else if let Some(argv) = self.argv(&c, "the stop command") {
-                let src = self.src(&c.entry);
-                self.doc.set("stop", "exec", V::Strs(argv), src);
-            }
-            if let Some(c2) = facts.exec_stop.get(1) {
-                let e = c2.entry.clone();
-                self.refuse(&e, "supd runs one stop command");
+            } else if facts.exec_stop.len() == 1 {
+                if let Some(argv) = self.argv(&c, "the stop command") {
+                    let src = self.src(&c.entry);
+                    self.doc.set("stop", "exec", V::Strs(argv), src);
+                }
+            } else {
+                // Several: run in order, a failing one ends the sequence.
+                let mut cmds = Vec::new();
+                let mut srcs = Vec::new();
+                for c in facts.exec_stop.iter().cloned() {
+                    if c.cmd.prefix.ignore_failure {
+                        let e = c.entry.clone();
+                        self.approx(
+                            &e,
+                            "`-`: supd ends the stop sequence at any failing stop command",
+                        );
+                    }
+                    if let Some(argv) = self.argv(&c, "the stop command") {
+                        srcs.push(self.src(&c.entry));
+                        cmds.push(argv);
+                    }
+                }
+                self.doc.set("stop", "exec", V::Cmds(cmds), srcs.join("; "));
             }
         }
         // ExecReload: a signal to the main process maps to reload_signal.

@@ -215,7 +215,21 @@ pub struct StopSpec {
     /// A command that stops the service instead of the signal (run as the
     /// unit's user); SIGKILL to the group still follows after `timeout`.
     pub exec: Option<Vec<String>>,
+    /// Further stop commands (`[stop] exec` as a list of commands, as
+    /// several ExecStop=): run in order after `exec`, each once the one
+    /// before exited 0; a failing one ends the sequence.
+    pub exec_more: Vec<Vec<String>>,
     pub kill_mode: KillMode,
+}
+
+impl StopSpec {
+    /// Stop command `i` (0 is `exec`).
+    pub fn command(&self, i: usize) -> Option<&Vec<String>> {
+        match i {
+            0 => self.exec.as_ref(),
+            _ => self.exec_more.get(i - 1),
+        }
+    }
 }
 
 /// A cgroup limit: a number, or `max` (none).
@@ -882,6 +896,7 @@ impl UnitSpec {
                 signal: libc::SIGTERM,
                 timeout: Duration::from_secs(10),
                 exec: None,
+                exec_more: vec![],
                 kill_mode: KillMode::Group,
             },
             priority: Priority::Normal,

@@ -367,7 +367,7 @@ struct RawRestart {
 struct RawStop {
     signal: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
-    exec: Option<Spanned<Vec<String>>>,
+    exec: Option<Spanned<Commands>>,
     kill_mode: Option<KillMode>,
 }
 
@@ -1293,22 +1293,32 @@ pub fn parse_unit_with_lines(
             },
         };
         let none = None;
-        let exec = s.and_then(|s| s.exec.as_ref()).map(|e| {
-            if e.get_ref().is_empty() {
-                errs.at(
-                    e.span(),
-                    "[stop] exec is empty",
-                    "give the stop command, or remove it to stop by signal",
-                );
-            } else if e.get_ref().iter().any(|a| a.contains('\0')) {
-                errs.at(
-                    e.span(),
-                    "[stop] exec has an argument containing NUL",
-                    "remove the NUL (\\u0000): no program can receive it",
-                );
+        // One command, or a list of them run in order.
+        let mut cmds: Vec<Vec<String>> = match s.and_then(|s| s.exec.as_ref()) {
+            None => vec![],
+            Some(e) => {
+                let list = match e.get_ref() {
+                    Commands::One(a) => vec![a.clone()],
+                    Commands::Many(m) => m.clone(),
+                };
+                if list.is_empty() || list.iter().any(|a| a.is_empty()) {
+                    errs.at(
+                        e.span(),
+                        "[stop] exec is empty",
+                        "give the stop command, or remove it to stop by signal",
+                    );
+                } else if list.iter().flatten().any(|a| a.contains('\0')) {
+                    errs.at(
+                        e.span(),
+                        "[stop] exec has an argument containing NUL",
+                        "remove the NUL (\\u0000): no program can receive it",
+                    );
+                }
+                list
             }
-            e.get_ref().clone()
-        });
+        };
+        let exec = (!cmds.is_empty()).then(|| cmds.remove(0));
+        let exec_more = cmds;
         StopSpec {
             signal,
             // "infinity": wait for the service however long it takes.
@@ -1321,6 +1331,7 @@ pub fn parse_unit_with_lines(
                 ),
             },
             exec,
+            exec_more,
             kill_mode: s.and_then(|s| s.kill_mode).unwrap_or_default(),
         }
     };
