@@ -248,6 +248,11 @@ const UNIT_KEYS: &[(&str, &[Key])] = &[
                 "none",
             ),
             (
+                "on_failure",
+                "Units started again when this unit enters failed (systemd's OnFailure=); a maintenance lock or an operator's stop still holds them down.",
+                "[]",
+            ),
+            (
                 "exec_condition",
                 "Commands run before exec_start_pre (systemd's ExecCondition=): exit 1 to 254 leaves the unit skipped, as a failing condition; 255 or a signal fails the start.",
                 "[]",

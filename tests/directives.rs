@@ -476,3 +476,24 @@ fn stop_commands_run_in_order_and_stop_posts_of_remaining_units_wait_for_the_sto
     assert_eq!(of("c-"), ["c-stop1", "c-stop2"]);
     assert_eq!(of("d-"), ["d-start", "d-post"]);
 }
+
+#[test]
+fn on_failure_starts_the_named_unit_when_a_unit_fails() {
+    if !can_run("on_failure") {
+        return;
+    }
+    let dir = TempDir::new("onfail");
+    let log = dir.path().join("log");
+    let l = log.display();
+    let svc = "exec = [\"/bin/sh\", \"-c\", \"sleep 0.3; exit 3\"]\non_failure = [\"alert\"]\n[restart]\npolicy = \"never\"\n";
+    let alert =
+        format!("type = \"oneshot\"\nexec = [\"/bin/sh\", \"-c\", \"echo alert >> {l}\"]\n");
+    let supd = Supd::start("onfail", &[("svc", svc), ("alert", &alert)]);
+    supd.wait_state("svc", "failed", Duration::from_secs(10));
+    wait_for(
+        "alert ran twice (boot, then the failure)",
+        Duration::from_secs(10),
+        || (lines(&log).len() == 2).then_some(()),
+    );
+    supd.wait_state("alert", "done", Duration::from_secs(10));
+}

@@ -95,7 +95,7 @@ pub(super) enum Next {
     StopPost(RunId, ExitStatus),
     /// Stop command `i` of a running unit is due (the one before it
     /// exited 0).
-    StopNext(RunId, Arc<UnitSpec>, usize),
+    ChainStop(RunId, Arc<UnitSpec>, usize),
 }
 
 /// The unit a run was started from, while the run has anything left to do.
@@ -383,8 +383,8 @@ impl ProcTable {
                     // stop-post commands when it is stopped, as systemd
                     // does with RemainAfterExit=yes.
                     let stop_post = self.runs.get(&run).is_some_and(|c| {
-                        !c.spec.exec_stop_post.is_empty()
-                            && !(c.spec.remain_after_exit && c.spec.exit_ok(status.view()))
+                        let deferred = c.spec.remain_after_exit && c.spec.exit_ok(status.view());
+                        !c.spec.exec_stop_post.is_empty() && !deferred
                     });
                     if stop_post {
                         next.push(Next::StopPost(run, status));
@@ -426,7 +426,7 @@ impl ProcTable {
                         && spec.stop.command(i + 1).is_some()
                     {
                         if status.success() {
-                            next.push(Next::StopNext(run, spec, i + 1));
+                            next.push(Next::ChainStop(run, spec, i + 1));
                         } else {
                             tracing::warn!(unit = %spec.name, "stop command {:?} {status}; the later ones do not run", spec.stop.command(i));
                         }
@@ -573,7 +573,7 @@ impl Driver {
                     }
                     exits.extend(self.run_step(run, Step::StopPost(0)));
                 }
-                Next::StopNext(run, spec, i) => exits.extend(self.stop_command(run, spec, i)),
+                Next::ChainStop(run, spec, i) => exits.extend(self.stop_command(run, spec, i)),
             }
         }
         // A main process SIGKILLed in a group with new OOM kills: the

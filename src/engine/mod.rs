@@ -207,6 +207,9 @@ struct LockRetry {
 pub struct Engine {
     units: Vec<Unit>,
     by_name: HashMap<String, UnitId>,
+    /// Units that just entered `failed` and name `on_failure` units,
+    /// handled by the next settle pass.
+    on_failure: Vec<UnitId>,
     /// Start order over defined units (dependencies first).
     order: Vec<UnitId>,
     /// `requires` reversed: who must stop before this unit does.
@@ -261,6 +264,7 @@ impl Engine {
         let mut e = Engine {
             units: Vec::new(),
             by_name: HashMap::new(),
+            on_failure: Vec::new(),
             order: Vec::new(),
             required_by: Vec::new(),
             ordered_before: Vec::new(),
@@ -665,6 +669,12 @@ impl Engine {
         let u = &mut self.units[id.0 as usize];
         let was = matches!(u.state, UnitState::Starting { .. });
         let is = matches!(state, UnitState::Starting { .. });
+        if matches!(state, UnitState::Failed { .. })
+            && !matches!(u.state, UnitState::Failed { .. })
+            && !u.spec.on_failure.is_empty()
+        {
+            self.on_failure.push(id);
+        }
         u.state = state;
         match (was, is) {
             (false, true) => self.starting += 1,
@@ -1867,12 +1877,54 @@ impl Engine {
 
     // ---- settling -------------------------------------------------------
 
+    /// systemd's OnFailure=: the units a failed unit names are asked to
+    /// start again (a completed, failed or skipped one is made inactive),
+    /// through `start_blockers` like any automatic start: a maintenance
+    /// lock holds them down, and so does an operator's stop (an automatic
+    /// path never undoes a deliberate stop — DESIGN.md's incident 1).
+    fn activate_on_failure(&mut self) -> bool {
+        let failed = std::mem::take(&mut self.on_failure);
+        let mut changed = false;
+        for id in failed {
+            let spec = self.units[id.0 as usize].spec.clone();
+            for name in &spec.on_failure {
+                let Some(&t) = self.by_name.get(name.as_str()) else {
+                    continue;
+                };
+                if self.units[t.0 as usize].want != Want::Up {
+                    tracing::info!(unit = %name, "not started for {} (on_failure): stopped by an operator", spec.name);
+                    continue;
+                }
+                tracing::info!(unit = %name, "started: {} failed (on_failure)", spec.name);
+                let u = self.unit_mut(t);
+                u.attempt = 0;
+                match u.state {
+                    UnitState::Failed { .. }
+                    | UnitState::Exited { .. }
+                    | UnitState::Done
+                    | UnitState::Skipped { .. } => {
+                        self.set_state(t, UnitState::Inactive);
+                        changed = true;
+                    }
+                    UnitState::Inactive => changed = true,
+                    UnitState::Backoff { .. }
+                    | UnitState::Starting { .. }
+                    | UnitState::Running { .. }
+                    | UnitState::Stopping { .. }
+                    | UnitState::Draining { .. } => {}
+                }
+            }
+        }
+        changed
+    }
+
     fn settle(&mut self, now: Instant) {
         // Each pass either changes a unit's state or ends the loop; the
         // bound keeps PID 1 safe from a bug turning this into a spin.
         let bound = self.units.len() * 4 + 8;
         for _ in 0..bound {
-            let mut changed = self.stop_pass(now);
+            let mut changed = self.activate_on_failure();
+            changed |= self.stop_pass(now);
             changed |= self.start_pass(now);
             if !changed {
                 break;

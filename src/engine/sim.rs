@@ -227,6 +227,12 @@ impl Sim {
                 _ => crate::unit::KillMode::Mixed,
             };
             s.essential = rng.one_in(4);
+            // OnFailure=: a failure asks another unit to start (still
+            // subject to its lock and mounts).
+            if n > 1 && rng.one_in(4) {
+                let t = (i + 1 + (rng.next_u64() % (n as u64 - 1)) as usize) % n;
+                s.on_failure.push(format!("u{t}"));
+            }
             specs.insert(name, s);
         }
         let set: UnitSet = crate::graph::build(specs.values().cloned().collect())

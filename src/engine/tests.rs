@@ -1881,3 +1881,42 @@ fn a_completed_unit_with_a_stop_command_runs_it_when_stopped() {
         "{acts:?}"
     );
 }
+
+/// systemd's OnFailure=: a unit entering `failed` starts its `on_failure`
+/// units once (not on a clean exit, not again while it stays failed).
+#[test]
+fn on_failure_units_start_when_a_unit_fails() {
+    let mut svc = longrun("svc");
+    svc.restart.policy = RestartPolicy::Never;
+    svc.on_failure = vec!["alert".into()];
+    let mut alert = UnitSpec::simple("alert", UnitKind::Oneshot, &["/bin/alert"]);
+    alert.restart.policy = RestartPolicy::Never;
+    let mut t = T::new(vec![svc, alert]);
+    t.exit("alert", 0);
+    assert!(matches!(t.state("alert"), UnitState::Done));
+    let acts = t.exit("svc", 3);
+    assert!(matches!(t.state("svc"), UnitState::Failed { .. }));
+    assert_eq!(spawned(&acts), ["alert"], "{acts:?}");
+    t.exit("alert", 0);
+    let acts = t.advance(Duration::from_secs(5));
+    assert!(spawned(&acts).is_empty(), "{acts:?}");
+}
+
+/// An operator's stop holds an `on_failure` unit down (an automatic path
+/// never undoes a deliberate stop).
+#[test]
+fn on_failure_does_not_start_a_unit_an_operator_stopped() {
+    let mut svc = longrun("svc");
+    svc.restart.policy = RestartPolicy::Never;
+    svc.on_failure = vec!["alert".into()];
+    let mut alert = UnitSpec::simple("alert", UnitKind::Oneshot, &["/bin/alert"]);
+    alert.restart.policy = RestartPolicy::Never;
+    let mut t = T::new(vec![svc, alert]);
+    t.exit("alert", 0);
+    t.cmd(Request::Stop {
+        unit: "alert".into(),
+    });
+    let acts = t.exit("svc", 3);
+    assert!(matches!(t.state("svc"), UnitState::Failed { .. }));
+    assert!(spawned(&acts).is_empty(), "{acts:?}");
+}

@@ -439,6 +439,20 @@ impl<'a> Mapper<'a> {
                     }
                 }
             }
+            "OnFailure" => {
+                let Some(v) = self.value(e) else { return };
+                for w in v.split_whitespace() {
+                    match classify(w) {
+                        Dep::Unit(n) if self.is_known(&n) => {
+                            let src = self.src(e);
+                            self.doc.push("", "on_failure", V::Strs(vec![n]), src);
+                        }
+                        Dep::Unit(_) => self.note(e, format!("{w} is not a supd unit here: no effect, as in systemd when it cannot be loaded")),
+                        _ => self.refuse(e, format!("{w}: supd starts only services on failure")),
+                    }
+                }
+            }
+            "OnFailureJobMode" => self.note(e, "about systemd's job engine; no effect under supd"),
             "DefaultDependencies" => {
                 // supd adds no implicit dependencies; the defaults' only
                 // effects (after sysinit/basic, stop at shutdown) are what
@@ -3189,5 +3203,27 @@ mod directive_keys {
         assert_eq!(crate::unit::compare_count("!=1", 1), Some(false));
         assert_eq!(crate::unit::compare_count("3", 3), Some(true));
         assert_eq!(crate::unit::compare_count(">x", 3), None);
+    }
+
+    #[test]
+    fn on_failure_is_mapped_for_known_units_and_a_note_otherwise() {
+        let mut known = BTreeSet::new();
+        known.insert("alert".to_string());
+        let (f, p) = syntax::parse(
+            "[Unit]\nOnFailure=alert.service heartbeat-failed@%n\n[Service]\nExecStart=/bin/x\n",
+        );
+        let sources = vec!["x.service".to_string()];
+        let ctx = Context {
+            unit_file_name: "x.service",
+            sources: &sources,
+            known: &known,
+            before_me: &[],
+            after_me: &[],
+            fstab: &[],
+            host: &syntax::Host::default(),
+        };
+        let i = map(ctx, &f, &p);
+        assert!(refused(&i).is_empty(), "{:?}", i.findings);
+        assert_eq!(toml(&i)["on_failure"][0].as_str(), Some("alert"));
     }
 }

@@ -789,6 +789,9 @@ pub struct UnitSpec {
     pub part_of: Vec<String>,
     /// `supctl reload-unit` of one of these reloads this unit too.
     pub reload_propagated_from: Vec<String>,
+    /// systemd's OnFailure=: started again when this unit enters `failed`
+    /// (unless locked or stopped by an operator).
+    pub on_failure: Vec<String>,
     /// `type = "forking"`: the command daemonizes; the main process is the
     /// pid written to this file once the command exited 0.
     pub pid_file: Option<PathBuf>,
@@ -925,6 +928,7 @@ impl UnitSpec {
             oom_score_adjust: None,
             supplementary_groups: vec![],
             conditions: vec![],
+            on_failure: vec![],
             part_of: vec![],
             reload_propagated_from: vec![],
             pid_file: None,

@@ -82,6 +82,7 @@ struct RawUnit {
     pid_file: Option<Spanned<String>>,
     sandbox: Option<Spanned<RawSandbox>>,
     part_of: Option<Vec<Spanned<String>>>,
+    on_failure: Option<Vec<Spanned<String>>>,
     reload_propagated_from: Option<Vec<Spanned<String>>>,
     condition_path_exists: Option<OneOrMany>,
     assert_path_exists: Option<OneOrMany>,
@@ -462,6 +463,7 @@ const TOP_KEYS: &[&str] = &[
     "pid_file",
     "sandbox",
     "part_of",
+    "on_failure",
     "reload_propagated_from",
     "condition_path_exists",
     "assert_path_exists",
@@ -1099,6 +1101,7 @@ pub fn parse_unit_with_lines(
         };
     let requires = deps(&mut errs, &raw.requires, "requires");
     let part_of = deps(&mut errs, &raw.part_of, "part_of");
+    let on_failure = deps(&mut errs, &raw.on_failure, "on_failure");
     let reload_propagated_from = deps(
         &mut errs,
         &raw.reload_propagated_from,
@@ -1387,16 +1390,13 @@ pub fn parse_unit_with_lines(
             if let Some(n) = nice
                 && n > 40
                 && n != crate::unit::Limits::INFINITY
+                && let Some(v) = l.nice.as_ref()
             {
-                if let Some(v) = l.nice.as_ref() {
-                    errs.at(
-                        v.span(),
-                        format!(
-                            "limits.nice = {n} is not 0..40 (the kernel's RLIMIT_NICE: 20 - nice)"
-                        ),
-                        "",
-                    );
-                }
+                errs.at(
+                    v.span(),
+                    format!("limits.nice = {n} is not 0..40 (the kernel's RLIMIT_NICE: 20 - nice)"),
+                    "",
+                );
             }
             crate::unit::Limits {
                 nofile: one(&mut errs, &l.nofile, "nofile"),
@@ -1494,6 +1494,7 @@ pub fn parse_unit_with_lines(
             supplementary_groups: raw.supplementary_groups.unwrap_or_default(),
             conditions: x.conditions,
             part_of,
+            on_failure,
             reload_propagated_from,
             pid_file: x.pid_file,
             sandbox: x.sandbox,

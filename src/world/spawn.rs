@@ -730,7 +730,7 @@ pub fn spawn(
                 v = if key == "nofile" {
                     nr_open().unwrap_or(1 << 20)
                 } else {
-                    libc::RLIM_INFINITY as u64
+                    libc::RLIM_INFINITY
                 };
             }
             rlimits.push((
