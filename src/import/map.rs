@@ -425,8 +425,15 @@ impl<'a> Mapper<'a> {
                     if w == "shutdown.target" || w == "umount.target" {
                         continue;
                     }
+                    // A socket is known to supd only through the service of
+                    // its name (socket activation): without that service
+                    // there is nothing to conflict with.
                     let known = match classify(w) {
                         Dep::Unit(n) => self.is_known(&n),
+                        Dep::Other(o) => match o.strip_suffix(".socket") {
+                            Some(stem) => self.is_known(stem),
+                            None => true,
+                        },
                         _ => true,
                     };
                     if known {
@@ -3225,5 +3232,14 @@ mod directive_keys {
         let i = map(ctx, &f, &p);
         assert!(refused(&i).is_empty(), "{:?}", i.findings);
         assert_eq!(toml(&i)["on_failure"][0].as_str(), Some("alert"));
+    }
+
+    #[test]
+    fn conflicts_with_a_socket_no_supd_unit_stands_for_is_a_note() {
+        let i = T::new().import(
+            "nrpe-server.service",
+            "[Unit]\nConflicts=nrpe.socket\n[Service]\nExecStart=/bin/x\n",
+        );
+        assert!(refused(&i).is_empty(), "{:?}", i.findings);
     }
 }
