@@ -364,6 +364,11 @@ const UNIT_KEYS: &[(&str, &[Key])] = &[
             ),
             ("fd", "The descriptor for kind = \"fd\".", "3"),
             (
+                "notify_reload",
+                "With kind = \"notify\" (systemd's Type=notify-reload): supctl reload-unit answers once the service sent RELOADING=1 (MONOTONIC_USEC not older than the request) and then READY=1, or fails after timeout (90s without one).",
+                "false",
+            ),
+            (
                 "watchdog",
                 "sd_notify WATCHDOG=1 must come this often once ready, else the unit is unhealthy.",
                 "none",

@@ -497,3 +497,72 @@ fn on_failure_starts_the_named_unit_when_a_unit_fails() {
     );
     supd.wait_state("alert", "done", Duration::from_secs(10));
 }
+
+/// A Type=notify-reload service in python3: READY=1 at start; on SIGHUP
+/// RELOADING=1 with MONOTONIC_USEC (now, or `stale` µs in the past), a
+/// pause, then READY=1 — unless `mute`, when it says nothing.
+fn notify_reload_service(stale_us: u64, mute: bool) -> String {
+    let script = format!(
+        r#"import os, signal, socket, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+def send(m):
+    s.sendto(m.encode(), os.environ['NOTIFY_SOCKET'])
+def hup(*_):
+    if {mute}:
+        return
+    us = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000 - {stale_us}
+    send('RELOADING=1\nMONOTONIC_USEC=%d' % us)
+    time.sleep(0.5)
+    send('READY=1')
+signal.signal(signal.SIGHUP, hup)
+send('READY=1')
+while True:
+    time.sleep(1)
+"#,
+        mute = if mute { "True" } else { "False" },
+    );
+    format!(
+        "exec = [\"python3\", \"-c\", {}]\n[ready]\nkind = \"notify\"\nnotify_reload = true\ntimeout = \"2s\"\n",
+        toml_str(&script)
+    )
+}
+
+#[test]
+fn reload_unit_waits_for_ready_after_reloading_of_a_notify_reload_unit() {
+    if !can_run("notify_reload") {
+        return;
+    }
+    let good = notify_reload_service(0, false);
+    let mute = notify_reload_service(0, true);
+    // RELOADING=1 stamped 10 s before the request: not this reload's.
+    let stale = notify_reload_service(10_000_000, false);
+    let supd = Supd::start(
+        "notifyreload",
+        &[("good", &good), ("mute", &mute), ("stale", &stale)],
+    );
+    for u in ["good", "mute", "stale"] {
+        supd.wait_state(u, "running", Duration::from_secs(15));
+    }
+    let t0 = std::time::Instant::now();
+    let out = supd.ok(&["reload-unit", "good"]);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(450),
+        "answered before READY=1: {out}"
+    );
+    assert!(
+        out.contains("reloaded (RELOADING=1, then READY=1)"),
+        "{out}"
+    );
+    for u in ["mute", "stale"] {
+        let o = supd.supctl(&["reload-unit", u]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(o.status.code(), Some(1), "{u}: {text}");
+        assert!(text.contains("did not report"), "{u}: {text}");
+    }
+    // Still running: an unconfirmed reload is reported, not punished.
+    assert_eq!(supd.state_of("mute"), "running");
+}

@@ -6,7 +6,7 @@
 //! never: answer success for a lock change before `LocksPersisted`, or let a
 //! manual start through a maintenance lock.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::engine::locks::{Holder, LockMap, LockState};
 use crate::protocol::{HolderInfo, LockInfo, Request, Response};
@@ -349,7 +349,15 @@ impl Engine {
                     );
                 } else {
                     self.audit(&peer, wall_ms, Some(&unit), None, "reload-unit", None, "ok");
-                    self.reply(req, Response::ok(done.join("; ")));
+                    // A `notify_reload` unit answers when it confirms.
+                    let u = &self.units[id.0 as usize];
+                    match (u.spec.ready.notify_reload, u.state.run()) {
+                        (true, Some(run)) if u.state.has_process() => {
+                            let wait = u.spec.ready.timeout.unwrap_or(Duration::from_secs(90));
+                            self.wait_for_reload(id, run, req, now, wait, done.join("; "));
+                        }
+                        _ => self.reply(req, Response::ok(done.join("; "))),
+                    }
                 }
             }
             Request::Reload => {

@@ -182,6 +182,21 @@ enum Pending {
     },
 }
 
+/// A `supctl reload-unit` waiting for a `notify_reload` unit to confirm.
+#[derive(Debug, Clone)]
+struct ReloadWait {
+    req: ReqId,
+    unit: UnitId,
+    run: RunId,
+    /// When the reload was asked: a RELOADING=1 stamped earlier is stale.
+    since: Instant,
+    deadline: Instant,
+    /// RELOADING=1 seen for this reload.
+    reloading: bool,
+    /// What was done, for the answer.
+    text: String,
+}
+
 /// What a pending lock write was for, to word its failure.
 #[derive(Debug, Clone)]
 enum WriteKind {
@@ -210,6 +225,9 @@ pub struct Engine {
     /// Units that just entered `failed` and name `on_failure` units,
     /// handled by the next settle pass.
     on_failure: Vec<UnitId>,
+    /// `supctl reload-unit` of `notify_reload` units, answered on
+    /// READY=1 after RELOADING=1, at the timeout, or when the run ends.
+    reload_waits: Vec<ReloadWait>,
     /// Start order over defined units (dependencies first).
     order: Vec<UnitId>,
     /// `requires` reversed: who must stop before this unit does.
@@ -265,6 +283,7 @@ impl Engine {
             units: Vec::new(),
             by_name: HashMap::new(),
             on_failure: Vec::new(),
+            reload_waits: Vec::new(),
             order: Vec::new(),
             required_by: Vec::new(),
             ordered_before: Vec::new(),
@@ -921,6 +940,7 @@ impl Engine {
                 let Some(id) = self.run_unit(run) else {
                     return;
                 };
+                self.reload_progress(id, run, &msg);
                 if let Some(s) = msg.status {
                     self.unit_mut(id).status_text = Some(s);
                 }
@@ -1610,6 +1630,7 @@ impl Engine {
                         });
                     }
                 }
+                TimerKind::ReloadTimeout => self.check_reload_waits(now),
                 TimerKind::Watchdog => {
                     if matches!(u.state, UnitState::Running { .. }) {
                         tracing::warn!(unit = %u.spec.name, "no WATCHDOG=1 within {:?}: unhealthy", u.spec.ready.watchdog.unwrap_or_default());
@@ -1877,6 +1898,99 @@ impl Engine {
 
     // ---- settling -------------------------------------------------------
 
+    /// A `notify_reload` unit's sd_notify message during a reload wait:
+    /// RELOADING=1 (not older than the request, by MONOTONIC_USEC) and
+    /// then READY=1 answer the operator.
+    fn reload_progress(&mut self, id: UnitId, run: RunId, msg: &NotifyMsg) {
+        let mut done = Vec::new();
+        for (i, w) in self.reload_waits.iter_mut().enumerate() {
+            if w.unit != id || w.run != run {
+                continue;
+            }
+            if msg.reloading && msg.monotonic_at.is_none_or(|t| t >= w.since) {
+                w.reloading = true;
+            }
+            if msg.ready && w.reloading {
+                done.push(i);
+            }
+        }
+        for i in done.into_iter().rev() {
+            let w = self.reload_waits.remove(i);
+            let name = self.units[id.0 as usize].spec.name.clone();
+            self.reply(
+                w.req,
+                Response::ok(format!(
+                    "{}; {name} reloaded (RELOADING=1, then READY=1)",
+                    w.text
+                )),
+            );
+        }
+    }
+
+    /// Hold `req` until the unit confirms its reload (or `wait` passes).
+    fn wait_for_reload(
+        &mut self,
+        unit: UnitId,
+        run: RunId,
+        req: ReqId,
+        now: Instant,
+        wait: Duration,
+        text: String,
+    ) {
+        let deadline = timers::after(now, wait);
+        self.timers.set(unit, TimerKind::ReloadTimeout, deadline);
+        self.reload_waits.push(ReloadWait {
+            req,
+            unit,
+            run,
+            since: now,
+            deadline,
+            reloading: false,
+            text,
+        });
+    }
+
+    /// Answer reload waits whose run ended or whose time is up.
+    fn check_reload_waits(&mut self, now: Instant) {
+        let mut keep = Vec::new();
+        for w in std::mem::take(&mut self.reload_waits) {
+            let u = &self.units[w.unit.0 as usize];
+            let name = u.spec.name.clone();
+            if u.state.run() != Some(w.run) || !u.state.has_process() {
+                self.reply(
+                    w.req,
+                    Response::err(format!(
+                        "{}; but {name} stopped before it reported READY=1",
+                        w.text
+                    )),
+                );
+            } else if now >= w.deadline {
+                let what = if w.reloading {
+                    "READY=1 after its RELOADING=1"
+                } else {
+                    "RELOADING=1 (sd_notify, with MONOTONIC_USEC) and READY=1"
+                };
+                tracing::warn!(unit = %name, "reload not confirmed: no {what} within {:?}", w.deadline - w.since);
+                self.note_error(w.unit, now, format!("reload not confirmed: no {what}"));
+                self.reply(
+                    w.req,
+                    Response::err(format!(
+                        "{}; but {name} did not report {what} within {}",
+                        w.text,
+                        humantime::format_duration(w.deadline.saturating_duration_since(w.since))
+                    )),
+                );
+            } else {
+                if self.timers.get(w.unit, TimerKind::ReloadTimeout).is_none() {
+                    self.timers
+                        .set(w.unit, TimerKind::ReloadTimeout, w.deadline);
+                }
+                keep.push(w);
+            }
+        }
+        self.reload_waits = keep;
+    }
+
     /// systemd's OnFailure=: the units a failed unit names are asked to
     /// start again (a completed, failed or skipped one is made inactive),
     /// through `start_blockers` like any automatic start: a maintenance
@@ -1931,6 +2045,7 @@ impl Engine {
             }
         }
         self.check_pending();
+        self.check_reload_waits(now);
         if let Some(kind) = self.shutdown
             && !self.shutdown_done
             && self.units.iter().all(|u| !u.state.has_process())

@@ -1589,10 +1589,11 @@ impl<'a> Mapper<'a> {
             }
             "notify" | "notify-reload" => {
                 longrun_ready = Some("notify");
-                if kind == "notify-reload"
-                    && let Some((_, e)) = &kind_e
-                {
-                    self.approx(e, "reloads by SIGHUP (reload_signal); supd does not wait for RELOADING=1/READY=1");
+                // Reloaded by its reload signal (SIGHUP unless
+                // ReloadSignal=), confirmed by RELOADING=1 then READY=1.
+                if kind == "notify-reload" {
+                    self.doc
+                        .set("ready", "notify_reload", V::Bool(true), kind_src.clone());
                 }
             }
             "oneshot" => {

@@ -192,6 +192,11 @@ pub struct ReadySpec {
     /// sd_notify `WATCHDOG=1` must arrive at least this often once ready
     /// (`WATCHDOG_USEC` is set for the service); else it is unhealthy.
     pub watchdog: Option<Duration>,
+    /// systemd's Type=notify-reload: `supctl reload-unit` answers only once
+    /// the service sent `RELOADING=1` (with a `MONOTONIC_USEC=` not older
+    /// than the request) and then `READY=1`, or fails after
+    /// `timeout` (90 s without one).
+    pub notify_reload: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -881,6 +886,7 @@ impl UnitSpec {
                 timeout: None,
                 fd: 3,
                 watchdog: None,
+                notify_reload: false,
             },
             health: None,
             readiness: None,

@@ -335,6 +335,7 @@ struct RawReady {
     timeout: Option<Spanned<String>>,
     fd: Option<Spanned<i32>>,
     watchdog: Option<Spanned<String>>,
+    notify_reload: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -1163,7 +1164,20 @@ pub fn parse_unit_with_lines(
         let watchdog = r
             .and_then(|r| r.watchdog.as_ref())
             .map(|t| errs.duration(&Some(t.clone()), "ready.watchdog", Duration::from_secs(30)));
+        let notify_reload = match r.and_then(|r| r.notify_reload.as_ref()) {
+            Some(b) if *b.get_ref() && rk != ReadyKind::Notify => {
+                errs.at(
+                    b.span(),
+                    "[ready] notify_reload needs kind = \"notify\"",
+                    "set [ready] kind = \"notify\", or remove notify_reload",
+                );
+                false
+            }
+            Some(b) => *b.get_ref(),
+            None => false,
+        };
         ReadySpec {
+            notify_reload,
             kind: rk,
             // "infinity": no start timeout, as when the key is absent.
             timeout: r
