@@ -566,3 +566,59 @@ fn reload_unit_waits_for_ready_after_reloading_of_a_notify_reload_unit() {
     // Still running: an unconfirmed reload is reported, not punished.
     assert_eq!(supd.state_of("mute"), "running");
 }
+
+#[test]
+fn disable_keeps_a_unit_from_starting_at_boot_durably_and_enable_undoes_it() {
+    if !can_run("enable_disable") {
+        return;
+    }
+    let svc = "exec = [\"sleep\", \"1000\"]\n";
+    // `dep` is disabled but an enabled unit requires it: it still starts.
+    let app = "exec = [\"sleep\", \"1000\"]\nrequires = [\"dep\"]\n";
+    let mut supd = Supd::start(
+        "enable",
+        &[("svc", svc), ("other", svc), ("dep", svc), ("app", app)],
+    );
+    for u in ["svc", "other", "dep", "app"] {
+        supd.wait_state(u, "running", Duration::from_secs(10));
+    }
+    let out = supd.ok(&["disable", "svc"]);
+    assert!(out.contains("svc disabled"), "{out}");
+    supd.ok(&["disable", "dep"]);
+    // Not stopped now; status says so.
+    assert_eq!(supd.state_of("svc"), "running");
+    assert_eq!(supd.unit("svc")["enabled"], false);
+    assert_eq!(supd.unit("other")["enabled"], true);
+    // Durable before the answer: the file is there now.
+    let file = std::fs::read_to_string(supd.state.join("disabled")).unwrap();
+    assert!(
+        file.lines().any(|l| l == "svc") && file.lines().any(|l| l == "dep"),
+        "{file}"
+    );
+    let unknown = supd.supctl(&["disable", "nosuch"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    // A crash and a new boot: svc stays down, dep is pulled in by app.
+    supd.kill9();
+    supd.spawn(&Options::default());
+    supd.wait_state("other", "running", Duration::from_secs(10));
+    supd.wait_state("app", "running", Duration::from_secs(10));
+    assert_eq!(supd.state_of("dep"), "running");
+    assert_eq!(supd.state_of("svc"), "stopped");
+    assert_eq!(supd.unit("svc")["enabled"], false);
+    assert!(supd.ok(&["status", "svc"]).contains("enabled:     no"));
+    assert!(supd.ok(&["why", "svc"]).contains("disabled"));
+    // An operator may still start it by hand.
+    supd.ok(&["start", "svc"]);
+    supd.wait_state("svc", "running", Duration::from_secs(10));
+    supd.ok(&["stop", "svc"]);
+    supd.ok(&["enable", "svc"]);
+    assert_eq!(supd.unit("svc")["enabled"], true);
+    let audit = supd.ok(&["audit"]);
+    assert!(
+        audit.contains("disable") && audit.contains("enable"),
+        "{audit}"
+    );
+    supd.kill9();
+    supd.spawn(&Options::default());
+    supd.wait_state("svc", "running", Duration::from_secs(10));
+}

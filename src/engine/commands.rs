@@ -111,6 +111,36 @@ impl Engine {
         }
     }
 
+    /// `supctl enable|disable`, once durable: the set `status` shows.
+    fn set_enabled(
+        &mut self,
+        req: ReqId,
+        peer: &PeerInfo,
+        wall_ms: u64,
+        unit: String,
+        enable: bool,
+    ) {
+        let (word, text) = if enable {
+            self.disabled.remove(&unit);
+            (
+                "enable",
+                format!(
+                    "{unit} enabled: it starts at boot (not started now: `supctl start {unit}`)"
+                ),
+            )
+        } else {
+            self.disabled.insert(unit.clone());
+            (
+                "disable",
+                format!(
+                    "{unit} disabled: it does not start at boot unless an enabled unit requires or wants it (not stopped now: `supctl stop {unit}`)"
+                ),
+            )
+        };
+        self.audit(peer, wall_ms, Some(&unit), None, word, None, "ok");
+        self.reply(req, Response::ok(text));
+    }
+
     pub(super) fn on_command(
         &mut self,
         now: Instant,
@@ -291,6 +321,9 @@ impl Engine {
                 // The pending reply fires once the old process is gone; by
                 // then the new one is spawned in the same settle.
             }
+            // The driver made the new set durable before these arrive.
+            Request::Enable { unit } => self.set_enabled(req, &peer, wall_ms, unit, true),
+            Request::Disable { unit } => self.set_enabled(req, &peer, wall_ms, unit, false),
             Request::Reset { unit } => {
                 let Some(id) = self.lookup(req, &unit) else {
                     return;

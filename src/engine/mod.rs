@@ -225,6 +225,13 @@ pub struct Engine {
     /// Units that just entered `failed` and name `on_failure` units,
     /// handled by the next settle pass.
     on_failure: Vec<UnitId>,
+    /// `supctl disable`d units (durable in the state directory): not
+    /// started at boot unless an enabled unit needs them.
+    disabled: std::collections::BTreeSet<String>,
+    /// Units held down at this boot only because they are disabled: a
+    /// running copy found at start-up (after a crash or `reexec`) is
+    /// adopted as wanted up, never stopped for being disabled.
+    boot_down: std::collections::BTreeSet<UnitId>,
     /// `supctl reload-unit` of `notify_reload` units, answered on
     /// READY=1 after RELOADING=1, at the timeout, or when the run ends.
     reload_waits: Vec<ReloadWait>,
@@ -284,6 +291,8 @@ impl Engine {
             by_name: HashMap::new(),
             on_failure: Vec::new(),
             reload_waits: Vec::new(),
+            disabled: Default::default(),
+            boot_down: Default::default(),
             order: Vec::new(),
             required_by: Vec::new(),
             ordered_before: Vec::new(),
@@ -497,6 +506,43 @@ impl Engine {
 
     /// Record what a lenient boot load left out (see
     /// `unit::load::load_dir_lenient`), for `status`, `why` and `start`.
+    /// The disabled units read at boot, before the first event: each one
+    /// that no enabled unit requires or wants (transitively) is left down
+    /// (as after an operator's stop: `supctl start` starts it).
+    pub fn set_disabled(&mut self, disabled: std::collections::BTreeSet<String>) {
+        self.disabled = disabled;
+        let mut needed: std::collections::BTreeSet<String> = Default::default();
+        let mut work: Vec<String> = self
+            .units
+            .iter()
+            .filter(|u| !self.disabled.contains(&u.spec.name))
+            .map(|u| u.spec.name.clone())
+            .collect();
+        while let Some(n) = work.pop() {
+            let Some(&id) = self.by_name.get(n.as_str()) else {
+                continue;
+            };
+            let spec = self.units[id.0 as usize].spec.clone();
+            for d in spec.requires.iter().chain(&spec.wants) {
+                if self.disabled.contains(d) && needed.insert(d.clone()) {
+                    work.push(d.clone());
+                }
+            }
+        }
+        for (i, u) in self.units.iter_mut().enumerate() {
+            if self.disabled.contains(&u.spec.name) && !needed.contains(&u.spec.name) {
+                tracing::info!(unit = %u.spec.name, "disabled: not started at boot");
+                u.want = Want::Down;
+                self.boot_down.insert(UnitId(i as u32));
+            }
+        }
+    }
+
+    /// The disabled units (what `supctl enable`/`disable` keep on disk).
+    pub fn disabled(&self) -> &std::collections::BTreeSet<String> {
+        &self.disabled
+    }
+
     pub fn set_skipped(&mut self, skipped: crate::unit::load::Skipped) {
         self.skipped = skipped;
     }
@@ -1250,6 +1296,10 @@ impl Engine {
                 self.set_state(id, UnitState::Backoff { until });
                 self.timers.set(id, TimerKind::RestartAt, until);
             }
+            if hu.down {
+                // The old image's operator stop wins over adoption.
+                self.boot_down.remove(&id);
+            }
             let u = self.unit_mut(id);
             if hu.down {
                 u.want = Want::Down;
@@ -1283,6 +1333,10 @@ impl Engine {
         let Some(id) = self.unit_id(&unit) else {
             return;
         };
+        if self.boot_down.remove(&id) {
+            // Running already: being disabled only keeps it from starting.
+            self.unit_mut(id).want = Want::Up;
+        }
         if self.units[id.0 as usize].state.has_process() {
             return;
         }

@@ -245,7 +245,7 @@ impl Sim {
         }
         let cap = 1 + (rng.next_u64() % 4) as u32;
         let t0 = Instant::now();
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             set.clone(),
             EngineConfig {
                 max_parallel_starts: cap,
@@ -254,6 +254,9 @@ impl Sim {
             },
             mount_table(&mounted),
         );
+        // `supctl disable`d at a previous boot: down unless needed.
+        let disabled = specs.keys().filter(|_| rng.one_in(5)).cloned().collect();
+        engine.set_disabled(disabled);
         let lock_unknown = rng.one_in(8);
         let contained = !rng.one_in(3);
         let mut sim = Sim {
@@ -1222,6 +1225,7 @@ impl Sim {
         // The new image reads the mount table afresh (a read that
         // succeeds: the watcher's failure was the old image's).
         self.mount_unknown_since = None;
+        let disabled = self.engine.disabled().clone();
         self.engine = Engine::new(
             self.set.clone(),
             EngineConfig {
@@ -1231,6 +1235,7 @@ impl Sim {
             },
             mount_table(&self.mounted),
         );
+        self.engine.set_disabled(disabled);
         // Old run ids mean nothing to the new engine; replies owed by the
         // old one are lost with their connections.
         self.stale_runs.clear();

@@ -1063,7 +1063,7 @@ impl<'a> Mapper<'a> {
                         "multi-user.target" | "default.target" | "graphical.target" => {}
                         other => self.approx(
                             e,
-                            format!("every unit in supd's units directory starts at boot; {other} does not pull it in"),
+                            format!("every unit in supd's units directory starts at boot unless `supctl disable`d; {other} does not pull it in"),
                         ),
                     }
                 }
@@ -2691,6 +2691,20 @@ pub fn map(ctx: Context<'_>, file: &UnitFile, problems: &[LineProblem]) -> Impor
                 ),
             }
         }
+    }
+    // What WantedBy= means on an appliance: started at boot. A unit
+    // without it starts under systemd only when another one needs it.
+    let wanted = file.section("Install").is_some_and(|s| {
+        s.entries.iter().any(|e| {
+            matches!(e.key.as_str(), "WantedBy" | "RequiredBy" | "UpheldBy")
+                && !e.value.trim().is_empty()
+        })
+    });
+    if !wanted {
+        let name = supd_name(ctx.unit_file_name).unwrap_or_default();
+        m.doc.header.push(format!(
+            "No WantedBy=: systemd starts it only when another unit needs it. supd starts every unit at boot; `supctl disable {name}` keeps it down unless an enabled unit requires or wants it."
+        ));
     }
     m.finish()
 }
