@@ -3118,6 +3118,8 @@ mod directive_keys {
                 after_me: &[],
                 fstab: &[],
                 host: &syntax::Host::default(),
+                sockets: &BTreeMap::new(),
+                aliases: &BTreeMap::new(),
             };
             map(ctx, &f, &p)
         }
@@ -3243,6 +3245,8 @@ mod directive_keys {
             after_me: &[],
             fstab: &[],
             host: &syntax::Host::default(),
+            sockets: &BTreeMap::new(),
+            aliases: &BTreeMap::new(),
         };
         let i = map(ctx, &f, &p);
         assert!(refused(&i).is_empty(), "{:?}", i.findings);
