@@ -36,6 +36,8 @@ pub enum TimerKind {
     ReadinessDue,
     /// sd_notify WATCHDOG=1 is overdue.
     Watchdog,
+    /// A `notify_reload` unit did not report READY=1 after RELOADING=1.
+    ReloadTimeout,
 }
 
 #[derive(Debug, Default, Clone)]

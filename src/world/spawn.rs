@@ -337,6 +337,7 @@ enum Stage {
     OomScore,
     Sandbox,
     Cgroup,
+    Sched,
 }
 
 impl Stage {
@@ -354,6 +355,7 @@ impl Stage {
             10 => Stage::OomScore,
             11 => Stage::Sandbox,
             12 => Stage::Cgroup,
+            13 => Stage::Sched,
             _ => Stage::None,
         }
     }
@@ -387,6 +389,9 @@ struct Plan {
     /// must move itself there (kernels without `CLONE_INTO_CGROUP`).
     cgroup_procs: Option<i32>,
     nice: Option<i32>,
+    /// `cpu_scheduling_*`: policy (with SCHED_RESET_ON_FORK) and its
+    /// parameter, for sched_setscheduler.
+    sched: Option<(i32, libc::sched_param)>,
     /// The value for /proc/self/oom_score_adj, as text.
     oom_score: Option<CString>,
     /// `WATCHDOG_PID=` with room for the digits the child writes (its
@@ -612,7 +617,15 @@ pub fn spawn(
     let mut fds: Vec<(i32, i32)> = vec![(devnull.as_raw_fd(), 0)];
     // Where stdout and stderr go: one pipe for both (as systemd's journal
     // stream is shared), supd's own, or /dev/null.
+    // `stdout_file`/`stderr_file` replace `output` for their stream.
+    let out_file = open_output_file(spec.stdout_file.as_ref(), "stdout_file")?;
+    let err_file = match (&spec.stderr_file, &spec.stdout_file) {
+        (Some(e), Some(o)) if e == o => None,
+        (e, _) => open_output_file(e.as_ref(), "stderr_file")?,
+    };
+    let both_to_files = out_file.is_some() && (err_file.is_some() || spec.stderr_file.is_some());
     let out_pipe = match spec.output {
+        _ if both_to_files => None,
         Output::Capture => {
             let (r, w) = nix::unistd::pipe2(cloexec)
                 .map_err(|e| SpawnError::Failed(format!("creating the output pipe: {e}")))?;
@@ -627,6 +640,19 @@ pub fn spawn(
         }
         Output::Inherit => None,
     };
+    if let Some(f) = &out_file {
+        fds.retain(|&(_, t)| t != 1);
+        fds.push((f.as_raw_fd(), 1));
+        if spec.stderr_file.is_some() && err_file.is_none() {
+            // The same file for both, opened once (as systemd does).
+            fds.retain(|&(_, t)| t != 2);
+            fds.push((f.as_raw_fd(), 2));
+        }
+    }
+    if let Some(f) = &err_file {
+        fds.retain(|&(_, t)| t != 2);
+        fds.push((f.as_raw_fd(), 2));
+    }
     // `stdin = "socket"`: the one listening socket is fd 0 as well.
     if spec.stdin_socket
         && let Some((fd, _)) = extra.listen.first()
@@ -696,13 +722,17 @@ pub fn spawn(
     targets.sort_unstable();
 
     let mut rlimits = Vec::new();
-    for (res, v) in [
-        (libc::RLIMIT_NOFILE, spec.limits.nofile),
-        (libc::RLIMIT_NPROC, spec.limits.nproc),
-        (libc::RLIMIT_CORE, spec.limits.core),
-        (libc::RLIMIT_MEMLOCK, spec.limits.memlock),
-    ] {
-        if let Some(v) = v {
+    for (key, res, v) in spec.limits.all() {
+        if let Some(mut v) = v {
+            if v == crate::unit::Limits::INFINITY {
+                // systemd's LimitNOFILE=infinity is the kernel's maximum
+                // (RLIM_INFINITY is refused for open files).
+                v = if key == "nofile" {
+                    nr_open().unwrap_or(1 << 20)
+                } else {
+                    libc::RLIM_INFINITY
+                };
+            }
             rlimits.push((
                 res as libc::c_int,
                 libc::rlimit {
@@ -785,6 +815,19 @@ pub fn spawn(
         chdir: cstr("working_directory", dir.as_bytes())?,
         cgroup_procs: None,
         nice: spec.nice,
+        sched: spec.cpu_scheduling.map(|c| {
+            let flag = if c.reset_on_fork {
+                libc::SCHED_RESET_ON_FORK
+            } else {
+                0
+            };
+            (
+                c.policy | flag,
+                libc::sched_param {
+                    sched_priority: c.priority,
+                },
+            )
+        }),
         oom_score: match spec.oom_score_adjust {
             Some(v) => Some(cstr("oom_score_adjust", v.to_string().as_bytes())?),
             None => None,
@@ -961,8 +1004,63 @@ fn describe_failure(spec: &UnitSpec, program: &str, stage: Stage, errno: i32) ->
             spec.oom_score_adjust.unwrap_or(0)
         ),
         Stage::Sandbox => format!("setting up the sandbox of {program}: {e}"),
+        Stage::Sched => format!(
+            "setting the CPU scheduling policy (`cpu_scheduling_*` in {file}): {e} (real-time policies need root or limits.rtprio)"
+        ),
         Stage::None => format!("starting {program}: unknown failure"),
     }
+}
+
+/// Open a `stdout_file`/`stderr_file` for the child (as supd, before any
+/// user change, as systemd does). Opened non-blocking so that a FIFO with
+/// no reader fails at once instead of stalling supd, then made blocking
+/// again for the service.
+fn open_output_file(
+    f: Option<&crate::unit::OutputFile>,
+    key: &str,
+) -> Result<Option<OwnedFd>, SpawnError> {
+    use crate::unit::OutputFileMode;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(f) = f else { return Ok(None) };
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true)
+        .create(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC);
+    match f.mode {
+        OutputFileMode::Write => {}
+        OutputFileMode::Append => {
+            o.append(true);
+        }
+        OutputFileMode::Truncate => {
+            o.truncate(true);
+        }
+    }
+    let file = o.open(&f.path).map_err(|e| {
+        SpawnError::Failed(format!(
+            "opening {} ({key}): {e} (does its directory exist?)",
+            f.path.display()
+        ))
+    })?;
+    let fd = OwnedFd::from(file);
+    // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
+    unsafe {
+        let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if fl >= 0 {
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(Some(fd))
+}
+
+/// The kernel's maximum for open files (`fs.nr_open`): procfs, tiny and
+/// never blocking.
+fn nr_open() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Where the child writes `oom_score_adjust`.
@@ -1345,6 +1443,20 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             );
             if r < 0 {
                 fail(Stage::Nice, r);
+            }
+        }
+        // Before dropping privileges: a real-time policy needs root (or
+        // RLIMIT_RTPRIO).
+        if let Some((policy, param)) = plan.sched.as_ref() {
+            let r = sys(
+                libc::SYS_sched_setscheduler,
+                0,
+                *policy as isize as usize,
+                param as *const libc::sched_param as usize,
+                0,
+            );
+            if r < 0 {
+                fail(Stage::Sched, r);
             }
         }
         if let Some(v) = plan.oom_score.as_ref() {
