@@ -49,6 +49,15 @@ pub enum Request {
         unit: String,
     },
     Reload,
+    /// Start the unit at boot (the default), durably.
+    Enable {
+        unit: String,
+    },
+    /// Do not start the unit at boot (unless an enabled unit requires or
+    /// wants it), durably; it keeps running now.
+    Disable {
+        unit: String,
+    },
     MaintenanceOn {
         unit: String,
         reason: String,
@@ -270,6 +279,10 @@ pub struct LockInfo {
 }
 
 /// One unit in `status --json`.
+fn enabled_default() -> bool {
+    true
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UnitStatus {
     pub name: String,
@@ -294,6 +307,9 @@ pub struct UnitStatus {
     pub want: String,
     #[serde(default)]
     pub essential: bool,
+    /// Starts at boot (`supctl enable`/`disable`).
+    #[serde(default = "enabled_default")]
+    pub enabled: bool,
     #[serde(default)]
     pub health: Option<HealthStatus>,
     /// Last `STATUS=` text from sd_notify.

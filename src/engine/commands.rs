@@ -6,7 +6,7 @@
 //! never: answer success for a lock change before `LocksPersisted`, or let a
 //! manual start through a maintenance lock.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::engine::locks::{Holder, LockMap, LockState};
 use crate::protocol::{HolderInfo, LockInfo, Request, Response};
@@ -131,6 +131,36 @@ impl Engine {
                 .collect(),
         };
         Ok(self.status_report(&ids, now, wall_ms))
+    }
+
+    /// `supctl enable|disable`, once durable: the set `status` shows.
+    fn set_enabled(
+        &mut self,
+        req: ReqId,
+        peer: &PeerInfo,
+        wall_ms: u64,
+        unit: String,
+        enable: bool,
+    ) {
+        let (word, text) = if enable {
+            self.disabled.remove(&unit);
+            (
+                "enable",
+                format!(
+                    "{unit} enabled: it starts at boot (not started now: `supctl start {unit}`)"
+                ),
+            )
+        } else {
+            self.disabled.insert(unit.clone());
+            (
+                "disable",
+                format!(
+                    "{unit} disabled: it does not start at boot unless an enabled unit requires or wants it (not stopped now: `supctl stop {unit}`)"
+                ),
+            )
+        };
+        self.audit(peer, wall_ms, Some(&unit), None, word, None, "ok");
+        self.reply(req, Response::ok(text));
     }
 
     pub(super) fn on_command(
@@ -304,6 +334,9 @@ impl Engine {
                 // The pending reply fires once the old process is gone; by
                 // then the new one is spawned in the same settle.
             }
+            // The driver made the new set durable before these arrive.
+            Request::Enable { unit } => self.set_enabled(req, &peer, wall_ms, unit, true),
+            Request::Disable { unit } => self.set_enabled(req, &peer, wall_ms, unit, false),
             Request::Reset { unit } => {
                 let Some(id) = self.lookup(req, &unit) else {
                     return;
@@ -362,7 +395,15 @@ impl Engine {
                     );
                 } else {
                     self.audit(&peer, wall_ms, Some(&unit), None, "reload-unit", None, "ok");
-                    self.reply(req, Response::ok(done.join("; ")));
+                    // A `notify_reload` unit answers when it confirms.
+                    let u = &self.units[id.0 as usize];
+                    match (u.spec.ready.notify_reload, u.state.run()) {
+                        (true, Some(run)) if u.state.has_process() => {
+                            let wait = u.spec.ready.timeout.unwrap_or(Duration::from_secs(90));
+                            self.wait_for_reload(id, run, req, now, wait, done.join("; "));
+                        }
+                        _ => self.reply(req, Response::ok(done.join("; "))),
+                    }
                 }
             }
             Request::Reload => {

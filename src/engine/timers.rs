@@ -37,6 +37,8 @@ pub enum TimerKind {
     ReadinessDue,
     /// sd_notify WATCHDOG=1 is overdue.
     Watchdog,
+    /// A `notify_reload` unit did not report READY=1 after RELOADING=1.
+    ReloadTimeout,
 }
 
 /// Indexed both ways: by key (arm, cancel, look up) and by deadline (the

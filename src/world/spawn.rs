@@ -47,6 +47,10 @@ use std::path::{Path, PathBuf};
 use crate::mounts::MountProblem;
 use crate::unit::{MountReq, Output, UnitSpec};
 
+/// Most descriptors a child is given: stdio, the readiness pipe and up to
+/// `MAX_LISTEN` sockets.
+const MAX_FDS: usize = 4 + crate::unit::listen::MAX_LISTEN;
+
 /// Default PATH for services: the kernel gives PID 1 none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -223,6 +227,10 @@ pub struct SpawnEnv<'a> {
     /// main process.
     pub watchdog_usec: Option<u64>,
     pub watchdog_pid: bool,
+    /// `[[listen]]` descriptors (close-on-exec here) and their names:
+    /// passed as fds 3.. with `LISTEN_FDS`, `LISTEN_FDNAMES` and
+    /// `LISTEN_PID` (the child's own pid, written after the clone).
+    pub listen: &'a [(i32, String)],
 }
 
 impl SpawnEnv<'_> {
@@ -237,6 +245,7 @@ impl SpawnEnv<'_> {
             watchdog_usec: None,
             watchdog_pid: false,
             cgroup: None,
+            listen: &[],
         }
     }
 }
@@ -376,6 +385,7 @@ enum Stage {
     OomScore,
     Sandbox,
     Cgroup,
+    Sched,
 }
 
 impl Stage {
@@ -393,6 +403,7 @@ impl Stage {
             10 => Stage::OomScore,
             11 => Stage::Sandbox,
             12 => Stage::Cgroup,
+            13 => Stage::Sched,
             _ => Stage::None,
         }
     }
@@ -428,11 +439,16 @@ struct Plan {
     /// must move itself there (kernels without `CLONE_INTO_CGROUP`).
     cgroup_procs: Option<i32>,
     nice: Option<i32>,
+    /// `cpu_scheduling_*`: policy (with SCHED_RESET_ON_FORK) and its
+    /// parameter, for sched_setscheduler.
+    sched: Option<(i32, libc::sched_param)>,
     /// The value for /proc/self/oom_score_adj, as text.
     oom_score: Option<CString>,
     /// `WATCHDOG_PID=` with room for the digits the child writes (its
     /// pid is known only once it exists); in `envp_ptrs` too.
     watchdog_pid: Option<Vec<u8>>,
+    /// `LISTEN_PID=`, the same way.
+    listen_pid: Option<Vec<u8>>,
     sandbox: Option<crate::world::sandbox::Plan>,
 }
 
@@ -617,6 +633,14 @@ pub fn spawn(
         envs.push((k.clone(), v.clone()));
     }
     read_env_files(spec, &mut envs)?;
+    // Socket activation: ours, whatever the unit's files say (a stale
+    // LISTEN_FDS from an env file would make the service misread fds).
+    envs.retain(|(k, _)| k != "LISTEN_FDS" && k != "LISTEN_PID" && k != "LISTEN_FDNAMES");
+    if !extra.listen.is_empty() {
+        envs.push(("LISTEN_FDS".into(), extra.listen.len().to_string()));
+        let names: Vec<&str> = extra.listen.iter().map(|(_, n)| n.as_str()).collect();
+        envs.push(("LISTEN_FDNAMES".into(), names.join(":")));
+    }
     let expanded;
     let argv = if extra.expand {
         expanded = crate::unit::exec::expand_argv(argv, &envs);
@@ -651,7 +675,15 @@ pub fn spawn(
     let mut fds: Vec<(i32, i32)> = vec![(devnull, 0)];
     // Where stdout and stderr go: one pipe for both (as systemd's journal
     // stream is shared), supd's own, or /dev/null.
+    // `stdout_file`/`stderr_file` replace `output` for their stream.
+    let out_file = open_output_file(spec.stdout_file.as_ref(), "stdout_file")?;
+    let err_file = match (&spec.stderr_file, &spec.stdout_file) {
+        (Some(e), Some(o)) if e == o => None,
+        (e, _) => open_output_file(e.as_ref(), "stderr_file")?,
+    };
+    let both_to_files = out_file.is_some() && (err_file.is_some() || spec.stderr_file.is_some());
     let out_pipe = match spec.output {
+        _ if both_to_files => None,
         Output::Capture => {
             let (r, w) = nix::unistd::pipe2(cloexec)
                 .map_err(|e| SpawnError::Failed(format!("creating the output pipe: {e}")))?;
@@ -670,6 +702,39 @@ pub fn spawn(
         }
         Output::Inherit => None,
     };
+    if let Some(f) = &out_file {
+        fds.retain(|&(_, t)| t != 1);
+        fds.push((f.as_raw_fd(), 1));
+        if spec.stderr_file.is_some() && err_file.is_none() {
+            // The same file for both, opened once (as systemd does).
+            fds.retain(|&(_, t)| t != 2);
+            fds.push((f.as_raw_fd(), 2));
+        }
+    }
+    if let Some(f) = &err_file {
+        fds.retain(|&(_, t)| t != 2);
+        fds.push((f.as_raw_fd(), 2));
+    }
+    // `stdin = "socket"`: the one listening socket is fd 0 as well.
+    if spec.stdin_socket
+        && let Some((fd, _)) = extra.listen.first()
+    {
+        fds[0] = (*fd, 0);
+    }
+    // Socket activation: the listening descriptors become 3, 4, ...
+    let listen_end = 3 + extra.listen.len() as i32;
+    for (i, (fd, _)) in extra.listen.iter().enumerate() {
+        fds.push((*fd, 3 + i as i32));
+    }
+    if let Some(n) = ready_fd
+        && n < listen_end
+        && n >= 3
+    {
+        return Err(SpawnError::Failed(format!(
+            "[ready] fd = {n} is one of the [[listen]] descriptors (3 to {})",
+            listen_end - 1
+        )));
+    }
     // s6-style readiness: the service gets the write end of a pipe as fd N.
     let ready_pipe = match ready_fd {
         Some(n) => {
@@ -734,13 +799,17 @@ pub fn spawn(
             },
         ));
     }
-    for (res, v) in [
-        (libc::RLIMIT_NOFILE, spec.limits.nofile),
-        (libc::RLIMIT_NPROC, spec.limits.nproc),
-        (libc::RLIMIT_CORE, spec.limits.core),
-        (libc::RLIMIT_MEMLOCK, spec.limits.memlock),
-    ] {
-        if let Some(v) = v {
+    for (key, res, v) in spec.limits.all() {
+        if let Some(mut v) = v {
+            if v == crate::unit::Limits::INFINITY {
+                // systemd's LimitNOFILE=infinity is the kernel's maximum
+                // (RLIM_INFINITY is refused for open files).
+                v = if key == "nofile" {
+                    nr_open().unwrap_or(1 << 20)
+                } else {
+                    libc::RLIM_INFINITY
+                };
+            }
             rlimits.push((
                 res as libc::c_int,
                 libc::rlimit {
@@ -763,6 +832,17 @@ pub fn spawn(
         .iter()
         .map(|(k, v)| cstr("an environment variable", format!("{k}={v}").as_bytes()))
         .collect::<Result<_, _>>()?;
+    if fds.len() > MAX_FDS {
+        return Err(SpawnError::Failed(format!(
+            "{} descriptors to pass; at most {MAX_FDS}",
+            fds.len()
+        )));
+    }
+    let mut listen_pid = (!extra.listen.is_empty()).then(|| {
+        let mut b = b"LISTEN_PID=".to_vec();
+        b.resize(b.len() + 11, 0);
+        b
+    });
     // "WATCHDOG_PID=" then room for 10 digits and the NUL.
     let mut watchdog_pid = (extra.watchdog_usec.is_some() && extra.watchdog_pid).then(|| {
         let mut b = b"WATCHDOG_PID=".to_vec();
@@ -791,9 +871,15 @@ pub fn spawn(
                     .as_mut()
                     .map(|b| b.as_ptr() as *const libc::c_char),
             )
+            .chain(
+                listen_pid
+                    .as_mut()
+                    .map(|b| b.as_ptr() as *const libc::c_char),
+            )
             .chain(std::iter::once(std::ptr::null()))
             .collect(),
         watchdog_pid,
+        listen_pid,
         _envp: c_envp,
         targets,
         unshare_below,
@@ -807,6 +893,19 @@ pub fn spawn(
         chdir: cstr("working_directory", dir.as_bytes())?,
         cgroup_procs: None,
         nice: spec.nice,
+        sched: spec.cpu_scheduling.map(|c| {
+            let flag = if c.reset_on_fork {
+                libc::SCHED_RESET_ON_FORK
+            } else {
+                0
+            };
+            (
+                c.policy | flag,
+                libc::sched_param {
+                    sched_priority: c.priority,
+                },
+            )
+        }),
         oom_score: match spec.oom_score_adjust {
             Some(v) => Some(cstr("oom_score_adjust", v.to_string().as_bytes())?),
             None => None,
@@ -993,8 +1092,63 @@ fn describe_failure(spec: &UnitSpec, program: &str, stage: Stage, errno: i32) ->
             spec.oom_score_adjust.unwrap_or(0)
         ),
         Stage::Sandbox => format!("setting up the sandbox of {program}: {e}"),
+        Stage::Sched => format!(
+            "setting the CPU scheduling policy (`cpu_scheduling_*` in {file}): {e} (real-time policies need root or limits.rtprio)"
+        ),
         Stage::None => format!("starting {program}: unknown failure"),
     }
+}
+
+/// Open a `stdout_file`/`stderr_file` for the child (as supd, before any
+/// user change, as systemd does). Opened non-blocking so that a FIFO with
+/// no reader fails at once instead of stalling supd, then made blocking
+/// again for the service.
+fn open_output_file(
+    f: Option<&crate::unit::OutputFile>,
+    key: &str,
+) -> Result<Option<OwnedFd>, SpawnError> {
+    use crate::unit::OutputFileMode;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(f) = f else { return Ok(None) };
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true)
+        .create(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC);
+    match f.mode {
+        OutputFileMode::Write => {}
+        OutputFileMode::Append => {
+            o.append(true);
+        }
+        OutputFileMode::Truncate => {
+            o.truncate(true);
+        }
+    }
+    let file = o.open(&f.path).map_err(|e| {
+        SpawnError::Failed(format!(
+            "opening {} ({key}): {e} (does its directory exist?)",
+            f.path.display()
+        ))
+    })?;
+    let fd = OwnedFd::from(file);
+    // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
+    unsafe {
+        let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if fl >= 0 {
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(Some(fd))
+}
+
+/// The kernel's maximum for open files (`fs.nr_open`): procfs, tiny and
+/// never blocking.
+fn nr_open() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Where the child writes `oom_score_adjust`.
@@ -1318,7 +1472,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         // Copy every source above every target first, so no dup2 can
         // clobber a source another pair still needs; dup3 then gives the
         // target without close-on-exec, and the copies close at exec.
-        let mut tmp = [-1i32; 8];
+        let mut tmp = [-1i32; MAX_FDS];
         for (slot, &(src, _)) in tmp.iter_mut().zip(plan.fds.iter()) {
             let r = sys(
                 libc::SYS_fcntl,
@@ -1384,6 +1538,20 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 fail(Stage::Nice, r);
             }
         }
+        // Before dropping privileges: a real-time policy needs root (or
+        // RLIMIT_RTPRIO).
+        if let Some((policy, param)) = plan.sched.as_ref() {
+            let r = sys(
+                libc::SYS_sched_setscheduler,
+                0,
+                *policy as isize as usize,
+                param as *const libc::sched_param as usize,
+                0,
+            );
+            if r < 0 {
+                fail(Stage::Sched, r);
+            }
+        }
         if let Some(v) = plan.oom_score.as_ref() {
             let fd = sys(
                 libc::SYS_openat,
@@ -1442,9 +1610,9 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             0,
             8,
         );
-        if let Some(buf) = plan.watchdog_pid.as_ref() {
-            // Our pid, in decimal, after "WATCHDOG_PID=" (the buffer has
-            // room for ten digits and the NUL; it is ours until exec).
+        // Our pid, in decimal, after "WATCHDOG_PID=" / "LISTEN_PID=" (the
+        // buffers have room for ten digits and the NUL; ours until exec).
+        if plan.watchdog_pid.is_some() || plan.listen_pid.is_some() {
             let mut pid = sys(libc::SYS_getpid, 0, 0, 0, 0) as u64;
             let mut digits = [0u8; 10];
             let mut n = 0;
@@ -1456,12 +1624,17 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                     break;
                 }
             }
-            let base = buf.as_ptr() as *mut u8;
-            let start = b"WATCHDOG_PID=".len();
-            for i in 0..n {
-                std::ptr::write_volatile(base.add(start + i), digits[n - 1 - i]);
+            for (buf, start) in [
+                (plan.watchdog_pid.as_ref(), b"WATCHDOG_PID=".len()),
+                (plan.listen_pid.as_ref(), b"LISTEN_PID=".len()),
+            ] {
+                let Some(buf) = buf else { continue };
+                let base = buf.as_ptr() as *mut u8;
+                for i in 0..n {
+                    std::ptr::write_volatile(base.add(start + i), digits[n - 1 - i]);
+                }
+                std::ptr::write_volatile(base.add(start + n), 0);
             }
-            std::ptr::write_volatile(base.add(start + n), 0);
         }
         if let Some(sb) = plan.sandbox.as_ref()
             && let Err((step, r)) = crate::world::sandbox::apply_seccomp(sb)
