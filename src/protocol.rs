@@ -203,6 +203,11 @@ pub struct Response {
     /// Structured payload (status list, lock list...), command-specific.
     #[serde(default)]
     pub data: serde_json::Value,
+    /// Not on the wire as such: a `status` answer that goes out as `data`,
+    /// written to the socket unit by unit (`world::control`) rather than
+    /// built first as one value and one string (10,000 units: megabytes).
+    #[serde(skip)]
+    pub status: Option<std::sync::Arc<StatusReport>>,
 }
 
 impl Response {
@@ -212,6 +217,7 @@ impl Response {
             ok: true,
             message: message.into(),
             data: serde_json::Value::Null,
+            status: None,
         }
     }
 
@@ -221,6 +227,15 @@ impl Response {
             ok: true,
             message: message.into(),
             data,
+            status: None,
+        }
+    }
+
+    /// `status`, streamed (see `status`).
+    pub fn ok_status(report: StatusReport) -> Response {
+        Response {
+            status: Some(std::sync::Arc::new(report)),
+            ..Response::ok("")
         }
     }
 
@@ -230,6 +245,7 @@ impl Response {
             ok: false,
             message: message.into(),
             data: serde_json::Value::Null,
+            status: None,
         }
     }
 }

@@ -143,6 +143,17 @@ impl Driver {
             }
             return;
         }
+        // A read of the settled state: answered here, with no event (and
+        // no settling pass) behind it; the connection's task writes it out.
+        if let Request::Status { unit } = &req {
+            let now = std::time::Instant::now();
+            let answer = match self.engine.status_query(unit.as_deref(), now, wall_ms()) {
+                Ok(report) => Response::ok_status(report),
+                Err(msg) => Response::err(msg),
+            };
+            let _ = reply.send(answer);
+            return;
+        }
         let id = ReqId(self.next_req);
         self.next_req += 1;
         self.replies.insert(id, reply);

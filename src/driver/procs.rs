@@ -149,11 +149,65 @@ pub(super) struct ProcTable {
     helper_pids: HashMap<RunId, i32>,
     /// Unknown pids reaped lately, with their status.
     orphans: VecDeque<(i32, ExitStatus)>,
+    /// The deadlines in `procs` (exec probes, helpers with a timeout), in
+    /// order: the next one and the late ones without a scan of every
+    /// process (with thousands of units, one per event would cost more
+    /// than the event). Kept equal to `procs` by `put` and `take`.
+    deadlines: std::collections::BTreeSet<(Instant, i32)>,
+    /// Each run's helper pids (its pre, post, stop-post, reload commands).
+    helpers: HashMap<RunId, Vec<i32>>,
+    /// Runs that may be waiting for a pid file (a superset: runs whose
+    /// wait ended leave at the next poll).
+    pid_waiting: std::collections::BTreeSet<RunId>,
     /// Running units whose stop commands are under way, for the next one.
     stop_chains: HashMap<RunId, Arc<UnitSpec>>,
 }
 
 impl ProcTable {
+    /// Record what `pid` is (replacing what it was), with its indexes.
+    fn put(&mut self, pid: i32, p: Proc) {
+        self.take(pid);
+        match p {
+            Proc::Probe(_, _, d) | Proc::Helper(_, _, Some(d)) => {
+                self.deadlines.insert((d, pid));
+            }
+            _ => {}
+        }
+        if let Proc::Helper(run, _, _) = p {
+            self.helpers.entry(run).or_default().push(pid);
+        }
+        self.procs.insert(pid, p);
+    }
+
+    /// Forget `pid` (reaped, or no longer ours), with its indexes.
+    fn take(&mut self, pid: i32) -> Option<Proc> {
+        let p = self.procs.remove(&pid)?;
+        match p {
+            Proc::Probe(_, _, d) | Proc::Helper(_, _, Some(d)) => {
+                self.deadlines.remove(&(d, pid));
+            }
+            _ => {}
+        }
+        if let Proc::Helper(run, _, _) = p
+            && let Some(v) = self.helpers.get_mut(&run)
+        {
+            v.retain(|&h| h != pid);
+            if v.is_empty() {
+                self.helpers.remove(&run);
+            }
+        }
+        Some(p)
+    }
+
+    /// Processes whose deadline is at or before `now`, earliest first.
+    fn late(&self, now: Instant) -> Vec<(i32, Proc)> {
+        self.deadlines
+            .iter()
+            .take_while(|(d, _)| *d <= now)
+            .filter_map(|&(_, pid)| Some((pid, *self.procs.get(&pid)?)))
+            .collect()
+    }
+
     /// A run has nothing left to do: drop it, and for `remove_ipc` remove
     /// its user's IPC objects once no other run of that user is left.
     fn forget(&mut self, run: RunId) -> Option<RunCtx> {
@@ -234,10 +288,16 @@ impl ProcTable {
 
     /// The run whose process group `pid` belongs to (for sd_notify).
     pub(super) fn run_of_member(&self, pid: i32) -> Option<RunId> {
-        self.run_pids
-            .iter()
-            .find(|(_, leader)| crate::world::notify::belongs_to(pid, **leader))
-            .map(|(run, _)| *run)
+        // The sender itself, else the leader of its process group: two
+        // lookups, one getpgid — never one per unit.
+        let main_of = |leader: i32| match self.procs.get(&leader) {
+            Some(Proc::Main(run)) if self.run_pids.get(run) == Some(&leader) => Some(*run),
+            _ => None,
+        };
+        main_of(pid).or_else(|| {
+            let pg = nix::unistd::getpgid(Some(Pid::from_raw(pid))).ok()?;
+            main_of(pg.as_raw())
+        })
     }
 
     /// A sender that is already gone (`systemd-notify --no-block` from a
@@ -272,25 +332,18 @@ impl ProcTable {
     /// The earliest exec-probe or helper deadline, or the next look at a
     /// pid file.
     pub(super) fn next_probe_deadline(&self) -> Option<Instant> {
-        let procs = self.procs.values().filter_map(|p| match p {
-            Proc::Probe(_, _, deadline) => Some(*deadline),
-            Proc::Helper(_, _, deadline) => *deadline,
-            Proc::Main(_) | Proc::StopCommand(..) | Proc::Former(_) => None,
-        });
-        let polls = self
-            .runs
-            .values()
-            .filter_map(|c| c.pid_wait.map(|_| Instant::now() + PID_POLL));
-        procs.chain(polls).min()
+        let procs = self.deadlines.first().map(|(d, _)| *d);
+        let polls = (!self.pid_waiting.is_empty()).then(|| Instant::now() + PID_POLL);
+        procs.into_iter().chain(polls).min()
     }
 
     /// Kill helpers past their deadline (their exit then fails the step).
     pub(super) fn expire_helpers(&mut self, now: Instant) {
         let late: Vec<(i32, RunId, Step)> = self
-            .procs
-            .iter()
+            .late(now)
+            .into_iter()
             .filter_map(|(pid, p)| match p {
-                Proc::Helper(run, step, Some(d)) if *d <= now => Some((*pid, *run, *step)),
+                Proc::Helper(run, step, Some(_)) => Some((pid, run, step)),
                 _ => None,
             })
             .collect();
@@ -300,28 +353,22 @@ impl ProcTable {
                 step.label()
             );
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-            self.procs.insert(pid, Proc::Helper(run, step, None));
+            self.put(pid, Proc::Helper(run, step, None));
         }
     }
 
     fn helpers_of(&self, run: RunId) -> Vec<i32> {
-        self.procs
-            .iter()
-            .filter_map(|(pid, p)| match p {
-                Proc::Helper(r, _, _) if *r == run => Some(*pid),
-                _ => None,
-            })
-            .collect()
+        self.helpers.get(&run).cloned().unwrap_or_default()
     }
 
     /// Kill exec probes past their deadline; each one still current is
     /// answered as failed.
     pub(super) fn expire_probes(&mut self, now: Instant) -> Vec<Event> {
         let late: Vec<(i32, RunId, ProbeKind)> = self
-            .procs
-            .iter()
+            .late(now)
+            .into_iter()
             .filter_map(|(pid, p)| match p {
-                Proc::Probe(run, kind, deadline) if *deadline <= now => Some((*pid, *run, *kind)),
+                Proc::Probe(run, kind, _) => Some((pid, run, kind)),
                 _ => None,
             })
             .collect();
@@ -331,7 +378,7 @@ impl ProcTable {
             // Keep it in the table until reaped, but push its deadline out
             // so we do not spin; answer now.
             let later = now.checked_add(REAP_GRACE).unwrap_or(now);
-            self.procs.insert(pid, Proc::Probe(run, kind, later));
+            self.put(pid, Proc::Probe(run, kind, later));
             if self.probe_pids.get(&(run, kind)) == Some(&pid) {
                 self.probe_pids.remove(&(run, kind));
                 answers.push(Event::ProbeAnswered {
@@ -365,7 +412,7 @@ impl ProcTable {
                 ),
                 _ => continue,
             };
-            match self.procs.remove(&pid) {
+            match self.take(pid) {
                 Some(Proc::Main(run)) => {
                     self.run_pids.remove(&run);
                     self.outputs.remove(&run);
@@ -477,11 +524,11 @@ impl Driver {
             && old != pid
         {
             if matches!(t.procs.get(&old), Some(Proc::Main(r)) if *r == run) {
-                t.procs.insert(old, Proc::Former(run));
+                t.put(old, Proc::Former(run));
             }
             t.foreign.remove(&old);
         }
-        t.procs.insert(pid, Proc::Main(run));
+        t.put(pid, Proc::Main(run));
         if self.groups.is_contained(run) {
             t.contained.insert(run);
             self.groups.record_main(run, pid, None);
@@ -517,7 +564,7 @@ impl Driver {
         if !matches!(self.procs.procs.get(&pid), Some(Proc::Main(r)) if *r == run) {
             return;
         }
-        self.procs.procs.remove(&pid);
+        self.procs.take(pid);
         self.procs.run_pids.remove(&run);
         self.procs.contained.remove(&run);
         self.procs.outputs.remove(&run);
@@ -785,9 +832,7 @@ impl Driver {
         let deadline = limit.and_then(|t| now.checked_add(t));
         match spawn::spawn(&spec, &cmd.argv, check, &env, None) {
             Ok(s) => {
-                self.procs
-                    .procs
-                    .insert(s.pid, Proc::Helper(run, step, deadline));
+                self.procs.put(s.pid, Proc::Helper(run, step, deadline));
                 if step == Step::Starter && group.is_some() {
                     self.groups.bind(run, &spec.name);
                 }
@@ -964,6 +1009,7 @@ impl Driver {
                 let wait = spec.ready.timeout.unwrap_or(PID_FILE_WAIT);
                 if let Some(c) = self.procs.runs.get_mut(&run) {
                     c.pid_wait = Some(now.checked_add(wait).unwrap_or(now));
+                    self.procs.pid_waiting.insert(run);
                 }
                 self.read_pid_file(run, now)
             }
@@ -1003,17 +1049,14 @@ impl Driver {
 
     /// Look at the pid files forking units wait for.
     fn poll_pid_files(&mut self, now: Instant) -> Vec<Event> {
-        let waiting: Vec<RunId> = self
-            .procs
-            .runs
-            .iter()
-            .filter(|(_, c)| c.pid_wait.is_some())
-            .map(|(r, _)| *r)
-            .collect();
+        let waiting: Vec<RunId> = self.procs.pid_waiting.iter().copied().collect();
         let mut out = Vec::new();
         for run in waiting {
             out.extend(self.read_pid_file(run, now));
         }
+        let t = &mut self.procs;
+        t.pid_waiting
+            .retain(|r| t.runs.get(r).is_some_and(|c| c.pid_wait.is_some()));
         out
     }
 
@@ -1132,7 +1175,7 @@ impl Driver {
         let ready_fd = (spec.ready.kind == crate::unit::ReadyKind::Fd).then_some(spec.ready.fd);
         match spawn::spawn(spec, &spec.exec, mounts, &env, ready_fd) {
             Ok(s) => {
-                self.procs.procs.insert(s.pid, Proc::Main(run));
+                self.procs.put(s.pid, Proc::Main(run));
                 self.procs.run_pids.insert(run, s.pid);
                 if group.is_some() {
                     self.procs.contained.insert(run);
@@ -1217,7 +1260,7 @@ impl Driver {
         };
         match spawn::spawn(&spec, &argv, &[], &env, None) {
             Ok(s) => {
-                self.procs.procs.insert(s.pid, Proc::StopCommand(run, i));
+                self.procs.put(s.pid, Proc::StopCommand(run, i));
                 if let Some(fd) = s.output {
                     self.capture(&spec, Stream::Stop, fd);
                 }
@@ -1260,9 +1303,7 @@ impl Driver {
                         // Saturating: a timeout past the end of time is
                         // "never" (unit files bound it at load anyway).
                         let deadline = crate::engine::timers::after(now, timeout);
-                        self.procs
-                            .procs
-                            .insert(s.pid, Proc::Probe(run, kind, deadline));
+                        self.procs.put(s.pid, Proc::Probe(run, kind, deadline));
                         self.procs.probe_pids.insert((run, kind), s.pid);
                         if let Some(fd) = s.output {
                             self.capture(&spec, Stream::Probe, fd);
@@ -1310,8 +1351,8 @@ impl ProcTable {
         if matches!(self.procs.get(&pid), Some(p) if !matches!(p, Proc::Former(_))) {
             return Err(format!("pid {pid} is already another process supd tracks"));
         }
-        self.procs.insert(current, Proc::Former(run));
-        self.procs.insert(pid, Proc::Main(run));
+        self.put(current, Proc::Former(run));
+        self.put(pid, Proc::Main(run));
         self.run_pids.insert(run, pid);
         Ok(Some(Event::MainPidChanged { run, pid }))
     }

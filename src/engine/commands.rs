@@ -83,32 +83,54 @@ impl Engine {
     }
 
     fn lookup(&mut self, req: ReqId, name: &str) -> Option<UnitId> {
+        match self.find_unit(name) {
+            Ok(id) => Some(id),
+            Err(msg) => {
+                self.reply(req, Response::err(msg));
+                None
+            }
+        }
+    }
+
+    /// The live unit called `name`, else what to tell the operator.
+    fn find_unit(&self, name: &str) -> Result<UnitId, String> {
         match self.by_name.get(name) {
-            Some(&id) if !self.units[id.0 as usize].removed => Some(id),
+            Some(&id) if !self.units[id.0 as usize].removed => Ok(id),
             _ => {
                 if let Some(msg) = self.not_loaded(name) {
-                    self.reply(req, Response::err(msg));
-                    return None;
+                    return Err(msg);
                 }
-                let mut known: Vec<&str> = self
-                    .units
-                    .iter()
-                    .filter(|u| !u.removed)
-                    .map(|u| u.spec.name.as_str())
-                    .collect();
-                known.sort();
-                let hint = if known.len() <= 20 {
+                let live = self.units.iter().filter(|u| !u.removed);
+                let hint = if live.clone().nth(20).is_none() {
+                    let mut known: Vec<&str> = live.map(|u| u.spec.name.as_str()).collect();
+                    known.sort();
                     format!("known units: {}", known.join(", "))
                 } else {
                     "`supctl status` lists them".to_string()
                 };
-                self.reply(
-                    req,
-                    Response::err(format!("no unit named {name:?} ({hint})")),
-                );
-                None
+                Err(format!("no unit named {name:?} ({hint})"))
             }
         }
+    }
+
+    /// The answer to `status` (one unit, or every unit): a read of the
+    /// settled state, so the driver may ask it directly, without an event
+    /// (a lookup and one record for `status NAME`).
+    pub fn status_query(
+        &self,
+        unit: Option<&str>,
+        now: Instant,
+        wall_ms: u64,
+    ) -> Result<crate::protocol::StatusReport, String> {
+        let ids: Vec<UnitId> = match unit {
+            Some(name) => vec![self.find_unit(name)?],
+            None => self
+                .units()
+                .filter(|(_, u)| !u.removed || u.state.has_process())
+                .map(|(id, _)| id)
+                .collect(),
+        };
+        Ok(self.status_report(&ids, now, wall_ms))
     }
 
     /// `supctl enable|disable`, once durable: the set `status` shows.
@@ -150,22 +172,13 @@ impl Engine {
         request: Request,
     ) {
         match request {
-            Request::Status { unit } => {
-                let ids: Vec<UnitId> = match unit {
-                    Some(name) => match self.lookup(req, &name) {
-                        Some(id) => vec![id],
-                        None => return,
-                    },
-                    None => self
-                        .units()
-                        .filter(|(_, u)| !u.removed || u.state.has_process())
-                        .map(|(id, _)| id)
-                        .collect(),
-                };
-                let report = self.status_report(&ids, now, wall_ms);
-                let data = serde_json::to_value(&report).unwrap_or(serde_json::Value::Null);
-                self.reply(req, Response::ok_data("", data));
-            }
+            Request::Status { unit } => match self.status_query(unit.as_deref(), now, wall_ms) {
+                Ok(report) => {
+                    let data = serde_json::to_value(&report).unwrap_or(serde_json::Value::Null);
+                    self.reply(req, Response::ok_data("", data));
+                }
+                Err(msg) => self.reply(req, Response::err(msg)),
+            },
             Request::Analyze => {
                 let report = self.timeline_report(now, wall_ms);
                 let data = serde_json::to_value(&report).unwrap_or(serde_json::Value::Null);

@@ -225,18 +225,6 @@ pub fn parse(text: &str) -> NotifyMsg {
     m
 }
 
-/// Does `pid` belong to the process group led by `leader` (a unit's main
-/// process, which runs in its own session)?
-pub fn belongs_to(pid: i32, leader: i32) -> bool {
-    if pid == leader {
-        return true;
-    }
-    match nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid))) {
-        Ok(pg) => pg.as_raw() == leader,
-        Err(_) => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
