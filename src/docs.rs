@@ -140,7 +140,7 @@ const UNIT_KEYS: &[(&str, &[Key])] = &[
             ),
             (
                 "limits",
-                "{ nofile = N, nproc = N, core = N, memlock = N }: setrlimit before exec, soft = hard.",
+                "{ nofile, nproc, core, memlock, cpu (seconds), fsize, data, stack, rss, as, locks, sigpending, msgqueue, nice (0 to 40), rtprio, rttime (microseconds) }: setrlimit before exec, soft = hard; a number or \"infinity\" (for nofile: the kernel's fs.nr_open).",
                 "inherited",
             ),
             (
@@ -195,6 +195,11 @@ const UNIT_KEYS: &[(&str, &[Key])] = &[
                 "[]",
             ),
             (
+                "stdin",
+                "\"null\", or \"socket\": fd 0 is the unit's one [[listen]] socket too (systemd's StandardInput=socket).",
+                "\"null\"",
+            ),
+            (
                 "reload_exec",
                 "Commands `supctl reload-unit` runs (with $MAINPID) instead of sending reload_signal.",
                 "[]",
@@ -233,13 +238,38 @@ const UNIT_KEYS: &[(&str, &[Key])] = &[
                 "[]",
             ),
             (
-                "condition_path_exists, condition_path_exists_glob, condition_path_is_directory, condition_path_is_symbolic_link, condition_path_is_mount_point, condition_path_is_read_write, condition_directory_not_empty, condition_file_not_empty, condition_file_is_executable, condition_virtualization, condition_kernel_command_line, condition_capability, condition_ac_power, condition_environment",
+                "condition_path_exists, condition_path_exists_glob, condition_path_is_directory, condition_path_is_symbolic_link, condition_path_is_mount_point, condition_path_is_read_write, condition_directory_not_empty, condition_file_not_empty, condition_file_is_executable, condition_virtualization, condition_kernel_command_line, condition_capability, condition_ac_power, condition_environment, condition_cpus",
                 "Checked right before each start (\"!x\" negates; \"|x\": one of these must hold). A failing condition leaves the unit skipped: not failed, its dependents start.",
                 "none",
             ),
             (
-                "assert_path_exists, assert_path_exists_glob, assert_path_is_directory, assert_path_is_symbolic_link, assert_path_is_mount_point, assert_path_is_read_write, assert_directory_not_empty, assert_file_not_empty, assert_file_is_executable, assert_virtualization, assert_kernel_command_line, assert_capability, assert_ac_power, assert_environment",
+                "assert_path_exists, assert_path_exists_glob, assert_path_is_directory, assert_path_is_symbolic_link, assert_path_is_mount_point, assert_path_is_read_write, assert_directory_not_empty, assert_file_not_empty, assert_file_is_executable, assert_virtualization, assert_kernel_command_line, assert_capability, assert_ac_power, assert_environment, assert_cpus",
                 "The same checks; a failing assertion fails the start.",
+                "none",
+            ),
+            (
+                "on_failure",
+                "Units started again when this unit enters failed (systemd's OnFailure=); a maintenance lock or an operator's stop still holds them down.",
+                "[]",
+            ),
+            (
+                "exec_condition",
+                "Commands run before exec_start_pre (systemd's ExecCondition=): exit 1 to 254 leaves the unit skipped, as a failing condition; 255 or a signal fails the start.",
+                "[]",
+            ),
+            (
+                "exec_ignore_failure",
+                "However the main process ends, it counts as success (systemd's ExecStart=-): never failed, never restarted by on-failure.",
+                "false",
+            ),
+            (
+                "cpu_scheduling_policy, cpu_scheduling_priority, cpu_scheduling_reset_on_fork",
+                "sched_setscheduler in the child before exec: \"other\", \"batch\", \"idle\", \"fifo\" or \"rr\"; priority 1 to 99 for fifo/rr; SCHED_RESET_ON_FORK.",
+                "supd's",
+            ),
+            (
+                "stdout_file, stderr_file",
+                "Send stdout / stderr to a file instead of output: \"append:/path\", \"truncate:/path\" (emptied at each start) or \"file:/path\"; opened by supd, created 0644; the same path for both shares one descriptor.",
                 "none",
             ),
         ],
@@ -271,6 +301,31 @@ const UNIT_KEYS: &[(&str, &[Key])] = &[
                 "protect_kernel_tunables, protect_kernel_modules, protect_kernel_logs, protect_control_groups, protect_clock, protect_proc, proc_subset",
                 "/proc/sys and /sys read-only; module directories hidden; kernel log hidden; /sys/fs/cgroup read-only; clock capabilities dropped; a /proc of its own with hidepid= and subset=pid.",
                 "false",
+            ),
+        ],
+    ),
+    (
+        "[[listen]]",
+        &[
+            (
+                "stream, datagram, seqpacket, fifo",
+                "One per table: a socket or FIFO supd creates and binds at boot (before anything starts), keeps bound across the unit's restarts (a client connecting meanwhile is queued, not refused) and passes as fd 3, 4, ... with LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES (sd_listen_fds(3)). Addresses: \"/run/x.sock\" (unix), \"@name\" (abstract), \"80\" ([::] and IPv4), \"0.0.0.0:80\", \"[::1]:80\"; fifo takes a path.",
+                "required",
+            ),
+            (
+                "name",
+                "The descriptor's entry in LISTEN_FDNAMES.",
+                "the unit's name",
+            ),
+            (
+                "mode, user, group",
+                "Permissions and owner of a unix socket's or FIFO's file (parent directories are created 0755).",
+                "\"0666\", root",
+            ),
+            (
+                "ipv6_only, backlog, pass_credentials",
+                "IPV6_V6ONLY for IPv6 addresses; listen(2) backlog; SO_PASSCRED on unix sockets.",
+                "kernel default, SOMAXCONN, false",
             ),
         ],
     ),
@@ -308,6 +363,11 @@ const UNIT_KEYS: &[(&str, &[Key])] = &[
                 "\"started\"",
             ),
             ("fd", "The descriptor for kind = \"fd\".", "3"),
+            (
+                "notify_reload",
+                "With kind = \"notify\" (systemd's Type=notify-reload): supctl reload-unit answers once the service sent RELOADING=1 (MONOTONIC_USEC not older than the request) and then READY=1, or fails after timeout (90s without one).",
+                "false",
+            ),
             (
                 "watchdog",
                 "sd_notify WATCHDOG=1 must come this often once ready, else the unit is unhealthy.",
@@ -584,6 +644,7 @@ mod tests {
         let probes = [
             "bogus_key = 1\n",
             "exec = [\"x\"]\n[[mount]]\npath = \"/x\"\nbogus_key = 1\n",
+            "exec = [\"x\"]\n[[listen]]\nstream = \"/x\"\nbogus_key = 1\n",
             "exec = [\"x\"]\n[ready]\nbogus_key = 1\n",
             "exec = [\"x\"]\n[health]\nbogus_key = 1\n",
             "exec = [\"x\"]\n[restart]\nbogus_key = 1\n",

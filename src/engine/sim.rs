@@ -30,7 +30,7 @@ use crate::engine::locks::{Holder, LockMap};
 use crate::engine::restart::Rng;
 use crate::engine::{
     Action, Engine, EngineConfig, Event, ExitStatus, LocksLoad, NotifyMsg, PeerInfo, ReqId, RunId,
-    SettleMode, UnitState,
+    UnitState,
 };
 use crate::mounts::{MountEntry, MountTable};
 use crate::protocol::Request;
@@ -237,6 +237,12 @@ impl Sim {
                 _ => crate::unit::KillMode::Mixed,
             };
             s.essential = rng.one_in(4);
+            // OnFailure=: a failure asks another unit to start (still
+            // subject to its lock and mounts).
+            if n > 1 && rng.one_in(4) {
+                let t = (i + 1 + (rng.next_u64() % (n as u64 - 1)) as usize) % n;
+                s.on_failure.push(format!("u{t}"));
+            }
             specs.insert(name, s);
         }
         let set: UnitSet = crate::graph::build(specs.values().cloned().collect())
@@ -249,7 +255,7 @@ impl Sim {
         }
         let cap = 1 + (rng.next_u64() % 4) as u32;
         let t0 = Instant::now();
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             set.clone(),
             EngineConfig {
                 max_parallel_starts: cap,
@@ -258,16 +264,11 @@ impl Sim {
             },
             mount_table(&mounted),
         );
-        let oracle = Engine::new(
-            set.clone(),
-            EngineConfig {
-                max_parallel_starts: cap,
-                seed,
-                settle: SettleMode::Full,
-                ..Default::default()
-            },
-            mount_table(&mounted),
-        );
+        // `supctl disable`d at a previous boot: down unless needed.
+        let disabled = specs.keys().filter(|_| rng.one_in(5)).cloned().collect();
+        engine.set_disabled(disabled);
+        // The oracle starts from the same state (disabled set included).
+        let oracle = engine.full_twin();
         let lock_unknown = rng.one_in(8);
         let contained = !rng.one_in(3);
         let mut sim = Sim {
@@ -1265,6 +1266,7 @@ impl Sim {
         // The new image reads the mount table afresh (a read that
         // succeeds: the watcher's failure was the old image's).
         self.mount_unknown_since = None;
+        let disabled = self.engine.disabled().clone();
         self.engine = Engine::new(
             self.set.clone(),
             EngineConfig {
@@ -1274,16 +1276,8 @@ impl Sim {
             },
             mount_table(&self.mounted),
         );
-        self.oracle = Engine::new(
-            self.set.clone(),
-            EngineConfig {
-                max_parallel_starts: self.cap,
-                seed: self.seed ^ 0x5eed,
-                settle: SettleMode::Full,
-                ..Default::default()
-            },
-            mount_table(&self.mounted),
-        );
+        self.engine.set_disabled(disabled);
+        self.oracle = self.engine.full_twin();
         // Old run ids mean nothing to the new engine; replies owed by the
         // old one are lost with their connections.
         self.stale_runs.clear();

@@ -41,9 +41,11 @@ pub enum TimerKind {
     ReadinessDue,
     /// sd_notify WATCHDOG=1 is overdue.
     Watchdog,
+    /// A `notify_reload` unit did not report READY=1 after RELOADING=1.
+    ReloadTimeout,
 }
 
-const KINDS: [TimerKind; 7] = [
+const KINDS: [TimerKind; 8] = [
     TimerKind::StartTimeout,
     TimerKind::KillAfter,
     TimerKind::RestartAt,
@@ -51,6 +53,7 @@ const KINDS: [TimerKind; 7] = [
     TimerKind::ProbeDue,
     TimerKind::ReadinessDue,
     TimerKind::Watchdog,
+    TimerKind::ReloadTimeout,
 ];
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -171,5 +174,37 @@ mod tests {
             vec![(UnitId(4), TimerKind::ProbeDue)]
         );
         assert!(t.slots.iter().flatten().all(Option::is_none) && t.by_deadline.is_empty());
+    }
+
+    #[test]
+    fn cancel_all_takes_every_kind_of_one_unit_only() {
+        let t0 = Instant::now();
+        let mut t = TimerTable::default();
+        for (i, kind) in [
+            TimerKind::StartTimeout,
+            TimerKind::KillAfter,
+            TimerKind::RestartAt,
+            TimerKind::MountTimeout,
+            TimerKind::ProbeDue,
+            TimerKind::ReadinessDue,
+            TimerKind::Watchdog,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            t.set(UnitId(1), kind, t0 + Duration::from_millis(i as u64));
+            t.set(UnitId(0), kind, t0 + Duration::from_secs(10));
+            t.set(UnitId(2), kind, t0 + Duration::from_secs(20));
+        }
+        t.cancel_all(UnitId(1));
+        assert_eq!(t.earliest(), Some(t0 + Duration::from_secs(10)));
+        assert_eq!(t.take_due(t0 + Duration::from_secs(15)).len(), 7);
+        assert_eq!(
+            t.get(UnitId(2), TimerKind::Watchdog),
+            Some(t0 + Duration::from_secs(20))
+        );
+        t.cancel(UnitId(2), TimerKind::Watchdog);
+        assert_eq!(t.take_due(t0 + Duration::from_secs(30)).len(), 6);
+        assert_eq!(t.earliest(), None);
     }
 }
