@@ -159,6 +159,11 @@ const UNIT_KEYS: &[(&str, &[Key])] = &[
                 "\"normal\"",
             ),
             (
+                "sheddable",
+                "A normal unit that pressure-aware shedding ([shed] in supd.toml) stops after the optional ones when pressure stays high, and starts again once it stays low.",
+                "false",
+            ),
+            (
                 "output",
                 "Where stdout and stderr go: \"capture\" (one pipe; every line into the unit's log, see `supctl logs`, and echoed into supd's own log), \"inherit\" (supd's stdout/stderr; no unit log) or \"null\".",
                 "\"capture\"",
