@@ -88,7 +88,11 @@ fn percent(s: &str) -> Option<u32> {
 fn shed_config(errs: &mut Errs, raw: &RawShed) -> Option<ShedConfig> {
     use crate::engine::shed::{Resource, ShedPolicy};
     let d = ShedPolicy::default();
-    let source = match raw.source.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+    let source = match raw
+        .source
+        .as_ref()
+        .map(|s| (s.get_ref().as_str(), s.span()))
+    {
         None | Some(("auto", _)) => PsiSource::Auto,
         Some(("subtree", _)) => PsiSource::Subtree,
         Some(("system", _)) => PsiSource::System,
@@ -151,7 +155,9 @@ fn shed_config(errs: &mut Errs, raw: &RawShed) -> Option<ShedConfig> {
         );
     }
     let window = errs.duration(&raw.window, "window", d.window);
-    if !(std::time::Duration::from_millis(500)..=std::time::Duration::from_secs(10)).contains(&window) {
+    if !(std::time::Duration::from_millis(500)..=std::time::Duration::from_secs(10))
+        .contains(&window)
+    {
         errs.whole(
             format!("[shed] window = {window:?} is outside what the kernel accepts"),
             "use 500ms to 10s (without CAP_SYS_RESOURCE the kernel wants a multiple of 2s: \"2s\", \"4s\"...)",

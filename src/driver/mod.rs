@@ -198,7 +198,9 @@ fn start_psi(
         tracing::warn!("[shed]: cannot arm a pressure trigger on {f}");
     }
     if armed.is_empty() {
-        tracing::error!("[shed]: no pressure trigger could be armed: pressure-aware shedding is off");
+        tracing::error!(
+            "[shed]: no pressure trigger could be armed: pressure-aware shedding is off"
+        );
         return None;
     }
     let mut watched: Vec<String> = armed.iter().map(|t| t.path.display().to_string()).collect();

@@ -358,6 +358,11 @@ impl super::Engine {
             }));
     }
 
+    /// The operator's `supctl shed` level, if set (it wins).
+    pub fn manual_shed(&self) -> Option<Priority> {
+        self.shed
+    }
+
     /// The automatic step, for status and the simulation.
     pub fn auto_shed(&self) -> &AutoShed {
         &self.auto_shed

@@ -271,7 +271,12 @@ fn render_shed(o: &mut String, s: &crate::engine::ShedMetrics) {
         "1 while an operator's `supctl shed` is in effect (it wins over automatic shedding).",
     );
     let _ = writeln!(o, "supd_shed_manual {}", u8::from(s.manual));
-    family(o, "supd_units_shed", "gauge", "Units kept down by shedding now.");
+    family(
+        o,
+        "supd_units_shed",
+        "gauge",
+        "Units kept down by shedding now.",
+    );
     let _ = writeln!(o, "supd_units_shed {}", s.units_shed);
     family(
         o,

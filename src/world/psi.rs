@@ -121,7 +121,10 @@ pub fn watch(triggers: Vec<Trigger>, tx: UnboundedSender<(Resource, bool)>) {
                 let mut guard = match fd.ready(Interest::PRIORITY | Interest::ERROR).await {
                     Ok(g) => g,
                     Err(e) => {
-                        tracing::warn!("pressure trigger on {}: {e}; no longer watched", path.display());
+                        tracing::warn!(
+                            "pressure trigger on {}: {e}; no longer watched",
+                            path.display()
+                        );
                         return;
                     }
                 };
