@@ -19,7 +19,9 @@ const HOG: &str = "import os\nfor _ in range(2):\n    os.fork()\nwhile True:\n  
 
 fn psi_available(test: &str) -> bool {
     if !std::path::Path::new("/proc/pressure/cpu").exists() {
-        eprintln!("SKIP {test}: the kernel has no PSI (/proc/pressure is missing; boot with psi=1)");
+        eprintln!(
+            "SKIP {test}: the kernel has no PSI (/proc/pressure is missing; boot with psi=1)"
+        );
         return false;
     }
     // Arming needs write access to the pressure file (root here); without
@@ -131,16 +133,20 @@ jitter = \"1s\"
     );
     let (mut events, rx) = spawn_events(&supd);
     // Subscribed once a change shows (a restart of `keep`).
-    wait_for("supctl events to subscribe", Duration::from_secs(20), || {
-        supd.ok(&["restart", "keep"]);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while let Ok(v) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            if v["event"] == "state" && v["unit"] == "keep" {
-                return Some(());
+    wait_for(
+        "supctl events to subscribe",
+        Duration::from_secs(20),
+        || {
+            supd.ok(&["restart", "keep"]);
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while let Ok(v) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                if v["event"] == "state" && v["unit"] == "keep" {
+                    return Some(());
+                }
             }
-        }
-        None
-    });
+            None
+        },
+    );
 
     // The hog: a critical unit (never shed), added by a reload.
     let hog = format!(
@@ -152,9 +158,12 @@ jitter = \"1s\"
     supd.ok(&["reload"]);
     supd.wait_state("hog", "running", Duration::from_secs(10));
 
-    let shed = await_event(&rx, "spare shed under pressure", Duration::from_secs(60), |v| {
-        v["event"] == "shed" && v["by"] == "pressure" && v["shed"] == true
-    });
+    let shed = await_event(
+        &rx,
+        "spare shed under pressure",
+        Duration::from_secs(60),
+        |v| v["event"] == "shed" && v["by"] == "pressure" && v["shed"] == true,
+    );
     eprintln!(
         "shed {:.1}s after the hog started: {shed}",
         hog_started.elapsed().as_secs_f64()
@@ -187,12 +196,18 @@ jitter = \"1s\"
     supd.wait_state("spare", "running", Duration::from_secs(10));
     assert_eq!(metric(port, "supd_shed_step"), Some(0.0));
     assert!(
-        metric(port, "supd_shed_changes_total{by=\"pressure\",direction=\"shed\"}")
-            .is_some_and(|v| v >= 1.0)
+        metric(
+            port,
+            "supd_shed_changes_total{by=\"pressure\",direction=\"shed\"}"
+        )
+        .is_some_and(|v| v >= 1.0)
     );
     assert!(
-        metric(port, "supd_pressure_events_total{resource=\"cpu\",threshold=\"above\"}")
-            .is_some_and(|v| v >= 1.0)
+        metric(
+            port,
+            "supd_pressure_events_total{resource=\"cpu\",threshold=\"above\"}"
+        )
+        .is_some_and(|v| v >= 1.0)
     );
     // Both changes are in the audit log.
     let audit = supd.ok(&["audit", "--json"]);

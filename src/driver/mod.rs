@@ -381,8 +381,13 @@ async fn main_loop(
                     if n > 0 {
                         evs.push(Event::OomKilled { run, count: n });
                     }
-                    evs.push(Event::GroupEmpty { run });
-                    d.feed_many(evs);
+                    match d.stop_post_on_empty(run) {
+                        Some(started) => evs.extend(started),
+                        None => evs.push(Event::GroupEmpty { run }),
+                    }
+                    if !evs.is_empty() {
+                        d.feed_many(evs);
+                    }
                 }
             }
             Some(req) = async { match src.scrape_rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
