@@ -320,4 +320,46 @@ mod tests {
         let e = Config::parse(Path::new("supd.toml"), "metrics = \"localhost\"\n").unwrap_err();
         assert!(e[0].to_string().contains("not an address"), "{}", e[0]);
     }
+
+    #[test]
+    fn shed_section_defaults_and_errors_name_the_line() {
+        use crate::engine::shed::Resource;
+        let c = Config::parse(Path::new("supd.toml"), "[shed]\n").unwrap();
+        let s = c.shed.expect("shed on");
+        assert_eq!(s.source, PsiSource::Auto);
+        assert_eq!(s.resources, Resource::ALL.to_vec());
+        assert_eq!((s.above, s.below), (2000, 500));
+        assert_eq!(s.trigger(s.above), "some 400000 2000000");
+        assert!(
+            Config::parse(Path::new("supd.toml"), "")
+                .unwrap()
+                .shed
+                .is_none()
+        );
+        let c = Config::parse(
+            Path::new("supd.toml"),
+            "[shed]\nsource = \"system\"\nresources = [\"memory\"]\nabove = \"12.5%\"\nbelow = \"1%\"\nwindow = \"4s\"\nshed_after = \"0s\"\n",
+        )
+        .unwrap();
+        let s = c.shed.unwrap();
+        assert_eq!(s.source, PsiSource::System);
+        assert_eq!(s.resources, vec![Resource::Memory]);
+        assert_eq!(s.trigger(s.above), "some 500000 4000000");
+        assert_eq!(s.policy.shed_after, std::time::Duration::ZERO);
+        for (text, needle) in [
+            ("[shed]\nsource = \"disk\"\n", "supd.toml:2:"),
+            ("[shed]\nresources = [\"gpu\"]\n", "not a PSI resource"),
+            ("[shed]\nabove = \"150%\"\n", "not a share of time"),
+            ("[shed]\nabove = \"5%\"\nbelow = \"10%\"\n", "must be lower"),
+            (
+                "[shed]\nwindow = \"20s\"\n",
+                "outside what the kernel accepts",
+            ),
+            ("[shed]\nrestore_after = \"soon\"\n", "not a duration"),
+            ("[shed]\nbogus = 1\n", "supd.toml:2:"),
+        ] {
+            let e = Config::parse(Path::new("supd.toml"), text).unwrap_err();
+            assert!(e[0].to_string().contains(needle), "{text}: {}", e[0]);
+        }
+    }
 }

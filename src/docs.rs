@@ -534,6 +534,46 @@ const CONFIG_KEYS: &[(&str, &[Key])] = &[
             "none",
         )],
     ),
+    (
+        "[shed]",
+        &[
+            (
+                "source",
+                "Pressure-aware shedding (off without this section) watches PSI through kernel triggers: \"subtree\" (supd's cgroup subtree's cpu/memory/io.pressure: its own services' stalls), \"system\" (/proc/pressure) or \"auto\" (the subtree when supd has one).",
+                "\"auto\"",
+            ),
+            (
+                "resources",
+                "Which of \"cpu\", \"memory\", \"io\" to watch.",
+                "all three",
+            ),
+            (
+                "above, below",
+                "Stall shares of the window (\"some\" line): pressure above `above` sheds, only pressure under `below` restores.",
+                "\"20%\", \"5%\"",
+            ),
+            (
+                "window",
+                "The PSI window, 500ms to 10s (without CAP_SYS_RESOURCE a multiple of 2s).",
+                "\"2s\"",
+            ),
+            (
+                "shed_after",
+                "Above for this long stops the optional units; as long again, the normal units with sheddable = true. Critical units are never shed; `supctl shed` wins while set.",
+                "\"4s\"",
+            ),
+            (
+                "restore_after",
+                "No pressure above `below` for this long brings one step back.",
+                "\"30s\"",
+            ),
+            (
+                "jitter",
+                "Units that come back start at random moments within this.",
+                "\"10s\"",
+            ),
+        ],
+    ),
 ];
 
 fn format_page(
