@@ -180,7 +180,13 @@ mod tests {
         }
         match arm(p, "some 500000 2000000") {
             Ok(_) => {}
-            Err(e) => panic!("arming a 2s trigger on {}: {e}", p.display()),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                panic!("arming a 2s trigger on {}: {e}", p.display())
+            }
+            Err(e) => {
+                eprintln!("skipped: cannot arm a trigger on {}: {e}", p.display());
+                return;
+            }
         }
         let e = arm(p, "some 500000 100000").expect_err("a threshold above the window");
         assert!(e.to_string().contains("window"), "{e}");
