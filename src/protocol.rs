@@ -368,6 +368,10 @@ pub struct StatusReport {
     pub mount_table_problem: Option<String>,
     #[serde(default)]
     pub shed_level: Option<crate::unit::Priority>,
+    /// What pressure-aware shedding (`[shed]`) sheds now: null when
+    /// nothing, "optional" or "optional+sheddable".
+    #[serde(default)]
+    pub pressure_shed: Option<String>,
     #[serde(default)]
     pub shutting_down: bool,
     /// supd's containment: its cgroup subtree, or why it has only

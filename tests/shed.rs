@@ -176,6 +176,12 @@ jitter = \"1s\"
     });
     assert_eq!(supd.state_of("keep"), "running");
     assert_eq!(supd.state_of("hog"), "running");
+    assert_eq!(supd.status()["pressure_shed"], "optional");
+    let human = supd.ok(&["status"]);
+    assert!(
+        human.contains("shedding under pressure: optional"),
+        "{human}"
+    );
     let why = supd.ok(&["why", "spare"]);
     assert!(why.contains("shed under pressure"), "{why}");
     assert!(metric(port, "supd_shed_step").is_some_and(|v| v >= 1.0));
@@ -195,6 +201,7 @@ jitter = \"1s\"
     assert_eq!(back["level"], "none", "{back}");
     supd.wait_state("spare", "running", Duration::from_secs(10));
     assert_eq!(metric(port, "supd_shed_step"), Some(0.0));
+    assert!(supd.status()["pressure_shed"].is_null());
     assert!(
         metric(
             port,

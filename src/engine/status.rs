@@ -57,6 +57,8 @@ impl Engine {
                 .chain(self.skipped.notes.iter().cloned())
                 .collect(),
             shed_level: self.shed,
+            pressure_shed: (self.auto_shed.step() > 0)
+                .then(|| super::shed::level_word(self.auto_shed.step()).to_string()),
             shutting_down: self.shutdown.is_some(),
             containment: self.cfg.containment.clone(),
         }
