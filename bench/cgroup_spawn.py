@@ -87,7 +87,7 @@ def one(mode, rnd):
     for i in range(N):
         with open(f"{units}/s{i}.toml", "w") as f:
             f.write(f'exec = ["{SERVICE}", "s{i}"]\nenv = {{ MARKDIR = "{marks}" }}\noutput = "null"\n')
-    argv = ["unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--", SUPD,
+    argv = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child=SIGKILL", "--", SUPD,
             "--units", units, "--state-dir", state, "--socket", base + "/ctl.sock",
             "--config", "/nonexistent", "--max-parallel-starts", "1000", "--log-level", "warn"]
     env = dict(os.environ, **MODES[mode])
