@@ -9,11 +9,16 @@ rounds (shuffled order per round) and prints medians (min-max):
   of the N services ran its first instructions (the service's own
   CLOCK_MONOTONIC stamp in its marker file);
 - supd CPU per spawn: supd's on-CPU time (every thread, from
-  /proc/PID/task/*/schedstat, nanoseconds) from its exec until every
-  service runs and supd has settled, divided by N — start-up included, the
-  same in both modes;
+  /proc/PID/task/*/schedstat, nanoseconds) from its exec until the moment
+  every service has run, divided by N — start-up included, the same in
+  both modes;
 - idle wake-ups: voluntary + involuntary context switches of all supd's
-  threads over IDLE_S seconds once everything runs.
+  threads over IDLE_S seconds, from 5 s after everything runs (first
+  round of each mode).
+
+CPU time in a VM includes time stolen by the hypervisor, and a loaded host
+inflates it: the minimum over rounds (the least disturbed run) is shown
+beside the median, and the ratio of the minima.
 
 Process-group mode is forced with SUPD_CONTAINMENT=process-groups.
 Every supd is PID 1 of its own PID namespace (`unshare --pid --fork
@@ -21,7 +26,7 @@ Every supd is PID 1 of its own PID namespace (`unshare --pid --fork
 cgroup subtree), SIGKILL by pid after 60 s. Root only (cgroups).
 
 Usage: sudo python3 bench/cgroup_spawn.py SUPD SERVICE [N] [ROUNDS] [IDLE_S]
-(defaults 300, 7, 10); see bench/README.md.
+(defaults 300, 15, 10); see bench/README.md.
 """
 
 import os
@@ -36,7 +41,7 @@ import time
 
 SUPD, SERVICE = sys.argv[1:3]
 N = int(sys.argv[3]) if len(sys.argv) > 3 else 300
-ROUNDS = int(sys.argv[4]) if len(sys.argv) > 4 else 7
+ROUNDS = int(sys.argv[4]) if len(sys.argv) > 4 else 15
 IDLE_S = float(sys.argv[5]) if len(sys.argv) > 5 else 10.0
 TMP = tempfile.mkdtemp(prefix="supd-cgbench-")
 MODES = {"cgroup": {}, "process-groups": {"SUPD_CONTAINMENT": "process-groups"}}
@@ -74,9 +79,14 @@ def switches(pid):
     return total
 
 
-def containment(pid):
-    with open(f"/proc/{pid}/cgroup") as f:
-        return f.read().strip()
+def service_cgroup(supd):
+    """The cgroup of one of supd's services."""
+    try:
+        kid = ns_children(supd)[0]
+        with open(f"/proc/{kid}/cgroup") as f:
+            return f.read().strip().splitlines()[-1]
+    except (OSError, IndexError):
+        return "?"
 
 
 def one(mode, rnd):
@@ -112,20 +122,17 @@ def one(mode, rnd):
     for name in os.listdir(marks):
         with open(os.path.join(marks, name)) as f:
             last = max(last, int(f.read().strip() or 0))
+    cpu_per_spawn_us = cpu_ns(pid) / N / 1e3
     start_ms = (last - t0) / 1e6
-    # Settled: supd's CPU stops growing (bounded).
-    prev, settle_end = -1, time.monotonic() + 10
-    while time.monotonic() < settle_end:
-        c = cpu_ns(pid)
-        if c == prev:
-            break
-        prev = c
-        time.sleep(0.3)
-    cpu_per_spawn_us = prev / N / 1e3
-    cg = containment(pid)
-    sw0 = switches(pid)
-    time.sleep(IDLE_S)
-    wakeups = switches(pid) - sw0
+    cg = service_cgroup(pid)
+    wakeups = None
+    if rnd == 0:
+        # After start-up has settled (supd trims its start-up memory once
+        # quiet): then nothing may wake it.
+        time.sleep(5)
+        sw0 = switches(pid)
+        time.sleep(IDLE_S)
+        wakeups = switches(pid) - sw0
     os.kill(pid, signal.SIGTERM)
     try:
         p.wait(60)
@@ -152,23 +159,28 @@ def main():
             r = one(m, rnd)
             res[m].append(r[:3])
             where[m] = r[3]
-            print(f"round {rnd + 1}/{ROUNDS} {m}: start {r[0]:.1f} ms, supd CPU {r[1]:.1f} us/spawn, "
-                  f"{r[2]} wake-ups in {IDLE_S:g} s", file=sys.stderr)
+            idle = "" if r[2] is None else f", {r[2]} wake-ups in {IDLE_S:g} s idle"
+            print(f"round {rnd + 1}/{ROUNDS} {m}: start {r[0]:.1f} ms, supd CPU {r[1]:.1f} us/spawn"
+                  f"{idle}", file=sys.stderr)
     print(f"N = {N} units of bench/service.c, {ROUNDS} rounds (interleaved, shuffled), "
           f"`nproc` = {os.cpu_count()}, kernel {os.uname().release}\n")
-    print("| mode | start-to-all-running | supd CPU per spawn | idle wake-ups in "
-          f"{IDLE_S:g} s |")
+    print("| mode | start-to-all-running: median (min-max) | supd CPU per spawn: median (min-max) "
+          f"| idle wake-ups in {IDLE_S:g} s |")
     print("|---|---|---|---|")
     for m in MODES:
         xs = res[m]
+        idle = [x[2] for x in xs if x[2] is not None]
         print(f"| {m} | {fmt([x[0] for x in xs], 'ms')} | {fmt([x[1] for x in xs], 'µs')} | "
-              f"{fmt([x[2] for x in xs], '', 0)} |")
+              f"{idle[0] if idle else '-'} |")
     ratio_start = [a[0] / b[0] for a, b in zip(res["cgroup"], res["process-groups"])]
     ratio_cpu = [a[1] / b[1] for a, b in zip(res["cgroup"], res["process-groups"])]
-    print(f"\ncgroup / process-groups, per round: start {fmt(ratio_start, 'x', 2)}, "
-          f"supd CPU {fmt(ratio_cpu, 'x', 2)}")
+    mins = {m: (min(x[0] for x in res[m]), min(x[1] for x in res[m])) for m in MODES}
+    print(f"\ncgroup / process-groups: per-round ratio medians: start {fmt(ratio_start, 'x', 2)}, "
+          f"supd CPU {fmt(ratio_cpu, 'x', 2)}; ratio of the minima: start "
+          f"{mins['cgroup'][0] / mins['process-groups'][0]:.2f} x, supd CPU "
+          f"{mins['cgroup'][1] / mins['process-groups'][1]:.2f} x")
     for m, cg in where.items():
-        print(f"\nsupd's own cgroup ({m}): `{cg.splitlines()[-1]}`")
+        print(f"\na service's cgroup ({m}): `{cg}`")
     shutil.rmtree(TMP, ignore_errors=True)
 
 
