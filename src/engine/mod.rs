@@ -43,6 +43,7 @@ pub mod blockers;
 pub mod event;
 pub mod locks;
 pub mod restart;
+pub mod shed;
 pub mod timeline;
 pub mod timers;
 pub mod unit_state;
@@ -50,7 +51,7 @@ pub mod unit_state;
 mod commands;
 pub use commands::rfc3339;
 mod status;
-pub use status::{EngineMetrics, STATE_WORDS, UnitMetrics};
+pub use status::{EngineMetrics, STATE_WORDS, ShedMetrics, UnitMetrics};
 
 #[cfg(test)]
 mod sim;
@@ -111,6 +112,8 @@ pub struct EngineConfig {
     pub seed: u64,
     /// supd's containment in words, for `status` (the driver's finding).
     pub containment: Option<String>,
+    /// Pressure-aware shedding (`[shed]` in supd.toml), when configured.
+    pub shed: Option<shed::ShedPolicy>,
     /// How `settle` finds the units to decide on (see `SettleMode`).
     pub settle: SettleMode,
 }
@@ -135,6 +138,7 @@ impl Default for EngineConfig {
             max_parallel_starts: 16,
             seed: 0x5eed,
             containment: None,
+            shed: None,
             settle: SettleMode::default(),
         }
     }
@@ -333,6 +337,9 @@ pub struct Engine {
     shutdown: Option<ShutdownKind>,
     shutdown_done: bool,
     shed: Option<crate::unit::Priority>,
+    /// Automatic shedding under pressure (shed.rs); an operator's `shed`
+    /// level, when set, wins over it.
+    auto_shed: shed::AutoShed,
     /// Units in `Starting`, kept in step by `set_state` (the cap is checked
     /// for every unit on every pass).
     starting: usize,
@@ -389,6 +396,7 @@ impl Engine {
             timers: TimerTable::default(),
             pending: Vec::new(),
             rng: Rng::new(cfg.seed),
+            auto_shed: shed::AutoShed::new(cfg.shed),
             cfg,
             shutdown: None,
             shutdown_done: false,
@@ -575,6 +583,7 @@ impl Engine {
             .into_iter()
             .chain(grace)
             .chain(retry)
+            .chain(self.auto_shed.next_deadline())
             .min()
     }
 
@@ -956,7 +965,8 @@ impl Engine {
             | Event::Recover { .. }
             | Event::LocksLoaded(_)
             | Event::LocksPersisted { .. }
-            | Event::ShutdownRequested(_) => Scope::All,
+            | Event::ShutdownRequested(_)
+            | Event::Pressure { .. } => Scope::All,
         }
     }
 
@@ -1196,7 +1206,27 @@ impl Engine {
                     m.why = why;
                 }
             }
-            Event::Tick => self.on_timers(now),
+            Event::Tick => {
+                self.on_timers(now);
+                if self.auto_shed.next_deadline().is_some_and(|d| d <= now) {
+                    // A restore step or a held unit's release is due:
+                    // what sheds or holds back units changes.
+                    self.mark_all();
+                }
+                if let Some(c) = self.auto_shed.tick(now) {
+                    let wall_ms = self.auto_shed.wall_ms(now);
+                    self.on_shed_change(now, c, wall_ms);
+                }
+            }
+            Event::Pressure {
+                resource,
+                high,
+                wall_ms,
+            } => {
+                if let Some(c) = self.auto_shed.pressure(now, resource, high, wall_ms) {
+                    self.on_shed_change(now, c, wall_ms);
+                }
+            }
             Event::Command {
                 req,
                 peer,
@@ -1773,6 +1803,7 @@ impl Engine {
                     | StopReason::MountLost(_)
                     | StopReason::Shutdown
                     | StopReason::Shed
+                    | StopReason::Pressure
                     | StopReason::Unowned
                     | StopReason::Removed => self.set_state(id, UnitState::Inactive),
                 }
@@ -2491,6 +2522,9 @@ impl Engine {
         if self.shed.is_some_and(|l| spec.priority <= l) {
             return Some(StopReason::Shed);
         }
+        if self.shed.is_none() && self.auto_shed.sheds(spec) {
+            return Some(StopReason::Pressure);
+        }
         if u.restart_requested {
             return Some(StopReason::Restart);
         }
@@ -2570,7 +2604,12 @@ impl Engine {
                 // reason that forbids starting cancels it.
                 if self.start_blockers(id, now, true).iter().any(|b| {
                     b.refuses_manual_start()
-                        || matches!(b, Blocker::OperatorStopped | Blocker::Shed(_))
+                        || matches!(
+                            b,
+                            Blocker::OperatorStopped
+                                | Blocker::Shed(_)
+                                | Blocker::Pressure { until: None, .. }
+                        )
                 }) {
                     self.timers.cancel(id, TimerKind::RestartAt);
                     self.set_state(id, UnitState::Inactive);
