@@ -1,39 +1,64 @@
-//! Engine throughput: events per second with 100 and 1000 units (numbers,
-//! not asserts). `cargo bench --bench engine` (add `-- --quick` for 3
-//! rounds instead of 7).
+//! Engine throughput: events per second at 100, 1,000 and 10,000 units,
+//! settling in full (every unit on every pass: the engine before issue 17)
+//! and incrementally (only the units an event can affect: the default), in
+//! one run (numbers, not asserts). `cargo bench --bench engine` (add
+//! `-- --quick` for 3 rounds instead of 5; `-- --units 100,1000` to choose
+//! the sizes; `-- --incremental-only` to skip the slow full settle).
 //!
 //! The world is played in-process: every `Spawn` action is answered with
-//! `Spawned`, every unit's process exits once and is restarted (delay 0),
+//! `Spawned`, processes exit and are restarted (delay 0), probes answer,
 //! timers are ticked and operators ask for status. The engine is pure, so
 //! this measures decisions only (no syscalls, no clock reads inside).
+//! Every unit has a TCP health probe; one in ten starts a `requires` chain
+//! so the dependency walks have real work.
 //!
-//! Phases, each timed on its own (events/s = events fed / wall time):
-//! - `boot`: `LocksLoaded`, then each spawn acknowledged one event at a time;
-//! - `crash, 1 by 1`: each unit's `ProcessExited` fed alone, and the
-//!   resulting spawn acknowledged alone (what a driver without batching does);
-//! - `crash, batched`: all exits in one `handle_many`, all spawn acks in
-//!   one (what `src/driver.rs` does for one reaper drain / spawn batch);
-//! - `tick`: `Tick` events with nothing due;
-//! - `status`: `status` requests for every unit (the answer lists all units).
+//! Phases, each timed on its own (events/s = events fed / CPU time of the
+//! bench's thread: on a shared machine wall time measures the neighbours
+//! too). Each
+//! phase feeds a fixed number of events whatever the unit count, so the
+//! figures at different sizes compare per-event cost:
+//! - `boot`: `LocksLoaded`, then the spawn acks as one batch;
+//! - `probe mix`: 4,000 events, each fed alone: 19 in 20 a probe result
+//!   (one in 20 of those failing, below the threshold), 1 in 20 a process
+//!   exit whose restart's spawn is acknowledged — issue 17's load (1,000
+//!   results/s from thousands of probed units) plus restarts;
+//! - `crash, 1 by 1`: 500 units' exits, each fed alone, and each
+//!   resulting spawn acknowledged alone;
+//! - `crash, batched`: every unit's exit in one `handle_many`, the spawn
+//!   acks in one (what the driver does for one reaper drain);
+//! - `tick`: 1,000 `Tick`s with nothing due;
+//! - `status NAME`: 1,000 `status` requests for one unit.
 
 use std::time::{Duration, Instant};
 
 use supd::engine::locks::LockMap;
-use supd::engine::{Action, Engine, EngineConfig, Event, ExitStatus, LocksLoad, PeerInfo, ReqId};
+use supd::engine::{
+    Action, Engine, EngineConfig, Event, ExitStatus, LocksLoad, PeerInfo, ProbeKind, ReqId,
+    SettleMode,
+};
 use supd::protocol::Request;
-use supd::unit::{UnitKind, UnitSpec};
+use supd::unit::{HealthSpec, OnUnhealthy, ProbeTarget, UnitKind, UnitSpec};
 
-fn build(n: usize) -> Engine {
+fn build(n: usize, settle: SettleMode) -> Engine {
     let specs: Vec<UnitSpec> = (0..n)
         .map(|i| {
-            let mut s = UnitSpec::simple(&format!("u{i:04}"), UnitKind::Longrun, &["/bin/x"]);
+            let mut s = UnitSpec::simple(&format!("u{i:05}"), UnitKind::Longrun, &["/bin/x"]);
             // A chain every 10 units gives the dependency walks real work.
             if i % 10 != 0 {
-                s.requires = vec![format!("u{:04}", i - 1)];
+                s.requires = vec![format!("u{:05}", i - 1)];
             }
             s.restart.delay = Duration::ZERO;
             s.restart.max_delay = Duration::ZERO;
             s.restart.burst = 1_000_000;
+            s.health = Some(HealthSpec {
+                target: ProbeTarget::Tcp(format!("127.0.0.1:{}", 10_000 + i % 50_000)),
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_secs(2),
+                start_period: Duration::ZERO,
+                failure_threshold: 3,
+                success_threshold: 1,
+                on_unhealthy: OnUnhealthy::Restart,
+            });
             s
         })
         .collect();
@@ -43,10 +68,29 @@ fn build(n: usize) -> Engine {
         EngineConfig {
             max_parallel_starts: 100_000,
             seed: 1,
+            settle,
             ..Default::default()
         },
         supd::mounts::MountTable::default(),
     )
+}
+
+/// CPU time this thread has used (what each phase is timed with).
+#[derive(Clone, Copy)]
+struct Cpu(Duration);
+impl Cpu {
+    fn now() -> Cpu {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec we own.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        Cpu(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+    }
+    fn elapsed(self) -> Duration {
+        Cpu::now().0.saturating_sub(self.0)
+    }
 }
 
 fn spawns(actions: Vec<Action>, pid: &mut i32) -> Vec<Event> {
@@ -91,6 +135,15 @@ fn feed_batched(e: &mut Engine, now: Instant, evs: Vec<Event>, pid: &mut i32) ->
     n
 }
 
+fn exit_of(e: &Engine, i: usize) -> Option<Event> {
+    let id = e.unit_id(&format!("u{i:05}"))?;
+    let run = e.unit(id).state.run()?;
+    Some(Event::ProcessExited {
+        run,
+        status: ExitStatus::Exited(1),
+    })
+}
+
 fn exits(e: &Engine) -> Vec<Event> {
     e.units()
         .filter_map(|(_, u)| u.state.run())
@@ -101,97 +154,180 @@ fn exits(e: &Engine) -> Vec<Event> {
         .collect()
 }
 
-const PHASES: [&str; 5] = ["boot", "crash, 1 by 1", "crash, batched", "tick", "status"];
+/// A small deterministic generator: the same units are picked in both
+/// modes.
+struct Lcg(u64);
+impl Lcg {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) as usize) % n
+    }
+}
+
+fn status(req: u64, unit: Option<String>) -> Event {
+    Event::Command {
+        req: ReqId(req),
+        peer: PeerInfo {
+            uid: 0,
+            pid: None,
+            name: "bench".into(),
+        },
+        wall_ms: 0,
+        request: Request::Status { unit },
+    }
+}
+
+const PHASES: [&str; 6] = [
+    "boot",
+    "probe mix",
+    "crash, 1 by 1",
+    "crash, batched",
+    "tick",
+    "status NAME",
+];
 
 /// One round: (events, time) per phase.
-fn round(n_units: usize) -> Vec<(usize, Duration)> {
-    let mut e = build(n_units);
+fn round(n_units: usize, settle: SettleMode) -> Vec<(usize, Duration)> {
+    let mut e = build(n_units, settle);
     let now = Instant::now();
     let mut pid = 1;
     let mut out = Vec::new();
+    let mut rng = Lcg(42);
 
-    let t = Instant::now();
-    let ev = feed(
-        &mut e,
-        now,
-        Event::LocksLoaded(LocksLoad::Loaded(LockMap::new())),
-        &mut pid,
-    );
+    let t = Cpu::now();
+    let acts = e.handle(now, Event::LocksLoaded(LocksLoad::Loaded(LockMap::new())));
+    let acks = spawns(acts, &mut pid);
+    let ev = 1 + feed_batched(&mut e, now, acks, &mut pid);
     out.push((ev, t.elapsed()));
     assert_eq!(pid as usize, n_units + 1, "every unit started");
 
-    let evs = exits(&e);
-    let t = Instant::now();
+    let t = Cpu::now();
     let mut ev = 0;
-    for x in evs {
-        ev += feed(&mut e, now, x, &mut pid);
+    for k in 0..4000 {
+        let i = rng.below(n_units);
+        if k % 20 == 19 {
+            if let Some(x) = exit_of(&e, i) {
+                ev += feed(&mut e, now, x, &mut pid);
+            }
+            continue;
+        }
+        let Some(run) = e
+            .unit_id(&format!("u{i:05}"))
+            .and_then(|id| e.unit(id).state.run())
+        else {
+            continue;
+        };
+        ev += feed(
+            &mut e,
+            now,
+            Event::ProbeAnswered {
+                run,
+                kind: ProbeKind::Liveness,
+                ok: k % 20 != 7,
+                output: None,
+            },
+            &mut pid,
+        );
+    }
+    out.push((ev, t.elapsed()));
+
+    let t = Cpu::now();
+    let mut ev = 0;
+    for _ in 0..500 {
+        let i = rng.below(n_units);
+        if let Some(x) = exit_of(&e, i) {
+            ev += feed(&mut e, now, x, &mut pid);
+        }
     }
     out.push((ev, t.elapsed()));
 
     let evs = exits(&e);
-    let t = Instant::now();
+    let t = Cpu::now();
     let ev = feed_batched(&mut e, now, evs, &mut pid);
     out.push((ev, t.elapsed()));
-    assert_eq!(pid as usize, 3 * n_units + 1, "every unit restarted twice");
 
     let ticks = 1000;
-    let t = Instant::now();
+    let t = Cpu::now();
     for _ in 0..ticks {
         e.handle(now, Event::Tick);
     }
     out.push((ticks, t.elapsed()));
 
-    let reqs = 100;
-    let t = Instant::now();
+    let reqs = 1000;
+    let name = format!("u{:05}", n_units / 2);
+    let t = Cpu::now();
     for i in 0..reqs {
-        e.handle(
-            now,
-            Event::Command {
-                req: ReqId(i),
-                peer: PeerInfo {
-                    uid: 0,
-                    pid: None,
-                    name: "bench".into(),
-                },
-                wall_ms: 0,
-                request: Request::Status { unit: None },
-            },
-        );
+        e.handle(now, status(i, Some(name.clone())));
     }
     out.push((reqs as usize, t.elapsed()));
     out
 }
 
-fn fmt(mut xs: Vec<f64>) -> String {
+fn median(mut xs: Vec<f64>) -> (f64, f64, f64) {
     xs.sort_by(|a, b| a.total_cmp(b));
-    format!(
-        "{:>10.0} events/s median ({:.0}–{:.0})",
-        xs[xs.len() / 2],
-        xs[0],
-        xs[xs.len() - 1]
-    )
+    (xs[xs.len() / 2], xs[0], xs[xs.len() - 1])
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let rounds = if quick { 3 } else { 7 };
-    for n in [100, 1000] {
-        let mut per: Vec<Vec<f64>> = vec![Vec::new(); PHASES.len()];
-        let mut total = Vec::new();
-        for _ in 0..rounds {
-            let r = round(n);
-            let (mut evs, mut dur) = (0, Duration::ZERO);
-            for (i, (ev, d)) in r.iter().enumerate() {
-                per[i].push(*ev as f64 / d.as_secs_f64());
-                evs += ev;
-                dur += *d;
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let rounds = if quick { 3 } else { 5 };
+    let sizes: Vec<usize> = args
+        .iter()
+        .position(|a| a == "--units")
+        .and_then(|i| args.get(i + 1))
+        .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|| vec![100, 1000, 10_000]);
+    let only_incremental = args.iter().any(|a| a == "--incremental-only");
+    // phase -> mode -> size -> median events/s
+    let mut table: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); 2]; PHASES.len()];
+    for &n in &sizes {
+        for (m, mode) in [SettleMode::Full, SettleMode::Incremental]
+            .into_iter()
+            .enumerate()
+        {
+            if only_incremental && mode == SettleMode::Full {
+                continue;
             }
-            total.push(evs as f64 / dur.as_secs_f64());
+            let mut per: Vec<Vec<f64>> = vec![Vec::new(); PHASES.len()];
+            for _ in 0..rounds {
+                for (i, (ev, d)) in round(n, mode).iter().enumerate() {
+                    per[i].push(*ev as f64 / d.as_secs_f64());
+                }
+            }
+            println!(
+                "engine, {n} units, settle {mode:?}, {rounds} rounds (events/s, median (min–max)):"
+            );
+            for (i, xs) in per.into_iter().enumerate() {
+                let (med, lo, hi) = median(xs);
+                println!("  {:<16}{med:>12.0} ({lo:.0}–{hi:.0})", PHASES[i]);
+                table[i][m].push(med);
+            }
         }
-        println!("engine, {n} units, {rounds} rounds:");
-        for (name, xs) in PHASES.iter().zip(per) {
-            println!("  {name:<16}{}", fmt(xs));
+    }
+    println!();
+    print!("| phase | settle |");
+    for n in &sizes {
+        print!(" {n} units |");
+    }
+    println!(" largest / smallest |");
+    print!("|---|---|");
+    for _ in &sizes {
+        print!("---:|");
+    }
+    println!("---:|");
+    for (i, name) in PHASES.iter().enumerate() {
+        for (m, mode) in ["full (before)", "incremental"].iter().enumerate() {
+            let xs = &table[i][m];
+            print!("| {name} | {mode} |");
+            for x in xs {
+                print!(" {x:.0} |");
+            }
+            let ratio = xs.first().zip(xs.last()).map_or(0.0, |(a, b)| b / a);
+            println!(" {ratio:.2}× |");
         }
-        println!("  {:<16}{}", "all phases", fmt(total));
     }
 }

@@ -530,6 +530,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
             seed,
             containment: Some(containment),
             shed: shed_policy,
+            ..Default::default()
         },
         table,
     );

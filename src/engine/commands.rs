@@ -309,7 +309,7 @@ impl Engine {
                 }
                 self.audit(&peer, wall_ms, Some(&unit), None, "restart", None, "ok");
                 // Its parts (`part_of`) restart with it.
-                for part in self.parts_of(id, false) {
+                for part in self.parts[id.0 as usize].clone() {
                     let p = self.unit_mut(part);
                     if p.state.has_process() {
                         p.restart_requested = true;
@@ -365,7 +365,7 @@ impl Engine {
                 // The unit, and the units that take their reloads from it
                 // (`reload_propagated_from`).
                 let mut done = Vec::new();
-                for target in std::iter::once(id).chain(self.parts_of(id, true)) {
+                for target in std::iter::once(id).chain(self.reload_parts[id.0 as usize].clone()) {
                     let u = &self.units[target.0 as usize];
                     let name = u.spec.name.clone();
                     let (UnitState::Running { .. } | UnitState::Starting { .. }, Some(run)) =
@@ -780,6 +780,7 @@ impl Engine {
                 still.join(", ")
             );
         }
+        sim.mark_all();
         sim.settle(now);
         // Play the world forward in the copy: every unit it starts becomes
         // ready at once, so the dependents that would follow show too, wave

@@ -32,7 +32,7 @@ pub enum LockState {
 /// The engine's view of the locks. A new lock holds a unit down as soon as
 /// it is in `wanted`; a release frees it only once it is gone from
 /// `durable` too (invariant 3).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LockModel {
     /// What operators asked for, possibly not yet on disk.
     pub wanted: LockMap,

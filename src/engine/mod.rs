@@ -16,9 +16,27 @@
 //! is: shutdown, removed, maintenance lock, operator stop, shed, mounts,
 //! requires ready, ordering, backoff, cap. `supctl why` prints that list.
 //!
-//! Chosen over s6-rc-style per-unit counters: full passes are O(units) per
-//! event, which stays well under a millisecond at a thousand units, and there
-//! is no counter to get out of sync with the state it summarises.
+//! Which units a walk asks (issue 17). `SettleMode::Full` asks every unit
+//! on every pass: O(units) per event, 640 events/s at 10,000 units. The
+//! default, `SettleMode::Incremental`, asks only the units in two dirty
+//! sets (positions in the walk order), in the same order the full walk
+//! would, so it takes the same decisions: a unit marked behind the walk
+//! waits for the next pass, exactly as it would there. The sets are seeded
+//! by what can change a decision (dinit's propagation queue, s6-rc's
+//! "examine" list): an event marks its unit and that unit's neighbours
+//! (what requires, wants or is ordered after it, what it is ordered after,
+//! its `part_of` parts) — before and after it is applied; every state change
+//! and every change of `stop_pending` marks them again; a timer that fires
+//! marks its unit; a backoff that runs out marks its unit; a start slot
+//! opening marks the units queued behind the cap. What every unit reads
+//! (shutdown, shed, the mount table, the lock state, a reload, maintenance
+//! commands) marks all. No counter summarises state — a decision is always
+//! taken afresh by the one function — so a missed mark can only delay a
+//! decision, and the simulation's oracle (sim.rs) runs a full-settle engine
+//! beside the incremental one and fails on the first differing action or
+//! state. A new input to `stop_cause`/`start_blockers` needs its mark here
+//! (`event_scope`, `mark`); the oracle names the seed that shows a missing
+//! one.
 
 pub mod action;
 pub mod blockers;
@@ -45,7 +63,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::mounts::{MountProblem, MountTable};
-use crate::protocol::{EventBody, Response};
+use crate::protocol::{EventBody, Request, Response};
 use crate::unit::{
     KillMode, OnLoss, OnUnhealthy, ReadyKind, RestartPolicy, UnitKind, UnitSet, UnitSpec,
 };
@@ -68,7 +86,7 @@ pub use unit_state::{FailReason, StopReason, Unit, UnitState, Want};
 pub const MOUNT_UNKNOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// The mount table could not be read (see `Event::MountTableUnknown`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct MountUnknown {
     why: String,
     /// When running units with `on_loss = "stop"` are stopped.
@@ -96,6 +114,22 @@ pub struct EngineConfig {
     pub containment: Option<String>,
     /// Pressure-aware shedding (`[shed]` in supd.toml), when configured.
     pub shed: Option<shed::ShedPolicy>,
+    /// How `settle` finds the units to decide on (see `SettleMode`).
+    pub settle: SettleMode,
+}
+
+/// How the engine settles after an event. Both decide the same way (one
+/// `stop_cause`, one `start_blockers`); they differ only in which units
+/// they ask. The simulation runs one of each side by side and asserts
+/// identical actions and states after every step (the oracle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SettleMode {
+    /// Every unit on every pass: O(units) per event. The reference.
+    Full,
+    /// Only the units the event could have affected (a dirty set seeded
+    /// by the event, grown by each change): O(affected) per event.
+    #[default]
+    Incremental,
 }
 
 impl Default for EngineConfig {
@@ -105,6 +139,7 @@ impl Default for EngineConfig {
             seed: 0x5eed,
             containment: None,
             shed: None,
+            settle: SettleMode::default(),
         }
     }
 }
@@ -150,8 +185,16 @@ pub struct HandoffUnit {
     pub ready: bool,
 }
 
+/// The units an event is about (see `Engine::event_scope`).
+#[derive(Debug, Clone, Copy)]
+enum Scope {
+    None,
+    Unit(UnitId),
+    All,
+}
+
 /// A reply the engine owes once a condition holds.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 enum Pending {
     /// `stop`/`restart`: answer when the unit has no process.
     Stopped {
@@ -202,7 +245,7 @@ struct ReloadWait {
 }
 
 /// What a pending lock write was for, to word its failure.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 enum WriteKind {
     Release { unit: String, holders: String },
     Recover,
@@ -213,7 +256,7 @@ pub const LOCK_RETRY_MIN: Duration = Duration::from_secs(1);
 pub const LOCK_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// A lock write failed; the engine writes the wanted state again later.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct LockRetry {
     /// The last write error, for `status`.
     why: String,
@@ -245,6 +288,35 @@ pub struct Engine {
     required_by: Vec<Vec<UnitId>>,
     /// requires + wants + after reversed: who stops first at shutdown.
     ordered_before: Vec<Vec<UnitId>>,
+    /// requires + wants + after: whom this unit's decisions read.
+    deps: Vec<Vec<UnitId>>,
+    /// `part_of` reversed: the units whose decisions read this one's
+    /// operator state (and that restart with it).
+    parts: Vec<Vec<UnitId>>,
+    /// `reload_propagated_from` reversed.
+    reload_parts: Vec<Vec<UnitId>>,
+    /// Each unit's index in `order` (what the dirty sets hold).
+    pos: Vec<u32>,
+    /// The incremental settle's work: positions in `order` of the units
+    /// whose stop (resp. start) decision may have changed since it was
+    /// last taken. Walked in the same order as the full passes.
+    dirty_stop: std::collections::BTreeSet<u32>,
+    dirty_start: std::collections::BTreeSet<u32>,
+    /// Units that may have changed since the last `observe` (what it
+    /// compares against `seen`, instead of every unit).
+    touched: std::collections::BTreeSet<UnitId>,
+    /// Units whose last start decision was "queued behind the cap": asked
+    /// again when a start ends.
+    cap_waiters: std::collections::BTreeSet<UnitId>,
+    /// Units in `Backoff`, by when it ends (their decision changes with
+    /// time alone, at that instant).
+    backoffs: std::collections::BTreeSet<(Instant, UnitId)>,
+    /// Units whose state has a process, kept in step by `set_state` (so
+    /// "has shutdown finished?" is not a walk over every unit per event).
+    with_process: usize,
+    /// Stop and start decisions taken so far (what a test of "an event
+    /// costs what it affects" counts).
+    pub(crate) asked: u64,
     runs: HashMap<RunId, UnitId>,
     next_run: u64,
     mounts: MountTable,
@@ -303,6 +375,17 @@ impl Engine {
             order: Vec::new(),
             required_by: Vec::new(),
             ordered_before: Vec::new(),
+            deps: Vec::new(),
+            parts: Vec::new(),
+            reload_parts: Vec::new(),
+            pos: Vec::new(),
+            dirty_stop: Default::default(),
+            dirty_start: Default::default(),
+            touched: Default::default(),
+            cap_waiters: Default::default(),
+            backoffs: Default::default(),
+            asked: 0,
+            with_process: 0,
             runs: HashMap::new(),
             next_run: 1,
             mounts,
@@ -401,8 +484,18 @@ impl Engine {
             self.out
                 .push(Action::Publish(EventBody::Lock { unit, holders }));
         }
-        for i in 0..self.units.len() {
-            let id = UnitId(i as u32);
+        // Only a unit marked since the last call can have changed (every
+        // change to a state, `want`, `stop_pending` or a lock marks it);
+        // the full mode looks at all of them, as the oracle's reference.
+        let ids: Vec<UnitId> = match self.cfg.settle {
+            SettleMode::Full => {
+                self.touched.clear();
+                (0..self.units.len() as u32).map(UnitId).collect()
+            }
+            SettleMode::Incremental => std::mem::take(&mut self.touched).into_iter().collect(),
+        };
+        for id in ids {
+            let i = id.0 as usize;
             let cur = (self.state_word(id), self.is_ready(id));
             let from = match self.seen.get(i) {
                 Some(prev) if *prev == cur => continue,
@@ -513,8 +606,6 @@ impl Engine {
         &self.mounts
     }
 
-    /// Record what a lenient boot load left out (see
-    /// `unit::load::load_dir_lenient`), for `status`, `why` and `start`.
     /// The disabled units read at boot, before the first event: each one
     /// that no enabled unit requires or wants (transitively) is left down
     /// (as after an operator's stop: `supctl start` starts it).
@@ -552,6 +643,8 @@ impl Engine {
         &self.disabled
     }
 
+    /// Record what a lenient boot load left out (see
+    /// `unit::load::load_dir_lenient`), for `status`, `why` and `start`.
     pub fn set_skipped(&mut self, skipped: crate::unit::load::Skipped) {
         self.skipped = skipped;
     }
@@ -647,6 +740,7 @@ impl Engine {
                 "the mount table is still unreadable ({}): stopping units with on_loss = \"stop\"",
                 m.why
             );
+            self.mark_all();
         }
     }
 
@@ -719,21 +813,168 @@ impl Engine {
         }
         self.required_by = vec![Vec::new(); self.units.len()];
         self.ordered_before = vec![Vec::new(); self.units.len()];
+        self.deps = vec![Vec::new(); self.units.len()];
+        self.parts = vec![Vec::new(); self.units.len()];
+        self.reload_parts = vec![Vec::new(); self.units.len()];
         for (i, u) in self.units.iter().enumerate() {
             if u.removed {
                 continue;
             }
+            let me = UnitId(i as u32);
             let spec = u.effective();
             for dep in &spec.requires {
                 if let Some(&d) = self.by_name.get(dep) {
-                    self.required_by[d.0 as usize].push(UnitId(i as u32));
+                    self.required_by[d.0 as usize].push(me);
                 }
             }
             for dep in spec.requires.iter().chain(&spec.wants).chain(&spec.after) {
                 if let Some(&d) = self.by_name.get(dep) {
-                    self.ordered_before[d.0 as usize].push(UnitId(i as u32));
+                    self.ordered_before[d.0 as usize].push(me);
+                    self.deps[i].push(d);
                 }
             }
+            for whole in &spec.part_of {
+                if let Some(&w) = self.by_name.get(whole)
+                    && !self.parts[w.0 as usize].contains(&me)
+                {
+                    self.parts[w.0 as usize].push(me);
+                }
+            }
+            for from in &spec.reload_propagated_from {
+                if let Some(&w) = self.by_name.get(from)
+                    && !self.reload_parts[w.0 as usize].contains(&me)
+                {
+                    self.reload_parts[w.0 as usize].push(me);
+                }
+            }
+        }
+        self.pos = vec![0; self.units.len()];
+        for (p, id) in self.order.iter().enumerate() {
+            self.pos[id.0 as usize] = p as u32;
+        }
+        // Positions changed: every decision is taken afresh.
+        self.dirty_stop.clear();
+        self.dirty_start.clear();
+        self.cap_waiters.clear();
+        self.mark_all();
+    }
+
+    // ---- the dirty sets ---------------------------------------------------
+
+    /// `id`'s own decisions may have changed.
+    fn touch(&mut self, id: UnitId) {
+        let Some(&p) = self.pos.get(id.0 as usize) else {
+            return;
+        };
+        self.dirty_stop.insert(p);
+        self.dirty_start.insert(p);
+        self.touched.insert(id);
+    }
+
+    /// `id` changed: its decisions and those of every unit that reads it —
+    /// what requires, wants or is ordered after it (`is_ready`, `is_up`,
+    /// `on_its_way_up`), what it is ordered after (`dependents_down` reads
+    /// whether it still has a process), and its `part_of` parts.
+    fn mark(&mut self, id: UnitId) {
+        let i = id.0 as usize;
+        self.touch(id);
+        for k in 0..self.ordered_before.get(i).map_or(0, Vec::len) {
+            let d = self.ordered_before[i][k];
+            self.touch(d);
+        }
+        for k in 0..self.deps.get(i).map_or(0, Vec::len) {
+            let d = self.deps[i][k];
+            self.touch(d);
+        }
+        for k in 0..self.parts.get(i).map_or(0, Vec::len) {
+            let d = self.parts[i][k];
+            self.touch(d);
+        }
+    }
+
+    /// Something every unit reads changed (shutdown, shed, the mount table,
+    /// the lock state, a reload): every decision is taken afresh.
+    fn mark_all(&mut self) {
+        let n = self.order.len() as u32;
+        self.dirty_stop.extend(0..n);
+        self.dirty_start.extend(0..n);
+        self.touched
+            .extend((0..self.units.len() as u32).map(UnitId));
+    }
+
+    /// Which units an event is about, to mark them before (and after) it
+    /// is applied; None when it touches none, `All` for a global change.
+    fn event_scope(&self, event: &Event) -> Scope {
+        let run = |r: &RunId| self.runs.get(r).copied().map_or(Scope::None, Scope::Unit);
+        let name = |n: &str| {
+            self.by_name
+                .get(n)
+                .copied()
+                .map_or(Scope::None, Scope::Unit)
+        };
+        match event {
+            Event::Spawned { run: r, .. }
+            | Event::SpawnFailed { run: r, .. }
+            | Event::ProcessExited { run: r, .. }
+            | Event::GroupEmpty { run: r }
+            | Event::OomKilled { run: r, .. }
+            | Event::ConditionFailed { run: r, .. }
+            | Event::HelperFailed { run: r, .. }
+            | Event::ReadyFd { run: r }
+            | Event::Notified { run: r, .. }
+            | Event::MainPidChanged { run: r, .. } => run(r),
+            // A probe result changes what decisions read only through a
+            // state change (ready, stopping), which marks by itself; a
+            // passing probe of a passing unit — nearly every result — asks
+            // nothing.
+            Event::ProbeAnswered { .. } => Scope::None,
+            Event::Adopted { unit, .. } => name(unit),
+            // Timers mark the units whose timers fired (`on_timers`).
+            Event::Tick => Scope::None,
+            Event::Command { request, .. } => match request {
+                Request::Status { .. }
+                | Request::Analyze
+                | Request::Graph
+                | Request::Why { .. }
+                | Request::MaintenanceList
+                | Request::MaintenanceLog { .. }
+                | Request::Logs { .. }
+                | Request::Events { .. }
+                | Request::Reload
+                | Request::Reexec => Scope::None,
+                // What boot leaves down; nothing started or stopped now.
+                Request::Enable { .. } | Request::Disable { .. } => Scope::None,
+                Request::Start { unit }
+                | Request::Stop { unit }
+                | Request::Restart { unit }
+                | Request::Reset { unit }
+                | Request::ReloadUnit { unit } => name(unit),
+                // Rare, and they change what several units read.
+                Request::MaintenanceOn { .. }
+                | Request::MaintenanceOff { .. }
+                | Request::MaintenanceRecover { .. }
+                | Request::Shed { .. }
+                | Request::Unshed
+                | Request::Poweroff
+                | Request::Reboot => Scope::All,
+            },
+            Event::Resumed(_)
+            | Event::MountTableChanged(_)
+            | Event::MountTableUnknown(_)
+            | Event::Reloaded { .. }
+            | Event::Recover { .. }
+            | Event::LocksLoaded(_)
+            | Event::LocksPersisted { .. }
+            | Event::ShutdownRequested(_)
+            | Event::Pressure { .. } => Scope::All,
+        }
+    }
+
+    fn mark_scope(&mut self, scope: Scope) {
+        match scope {
+            Scope::None => {}
+            Scope::Unit(id) => self.mark(id),
+            Scope::All => self.mark_all(),
         }
     }
 
@@ -743,18 +984,39 @@ impl Engine {
         let u = &mut self.units[id.0 as usize];
         let was = matches!(u.state, UnitState::Starting { .. });
         let is = matches!(state, UnitState::Starting { .. });
+        if let UnitState::Backoff { until } = u.state {
+            self.backoffs.remove(&(until, id));
+        }
+        if let UnitState::Backoff { until } = state {
+            self.backoffs.insert((until, id));
+        }
         if matches!(state, UnitState::Failed { .. })
             && !matches!(u.state, UnitState::Failed { .. })
             && !u.spec.on_failure.is_empty()
         {
             self.on_failure.push(id);
         }
+        let had = u.state.has_process();
         u.state = state;
+        match (had, u.state.has_process()) {
+            (false, true) => self.with_process += 1,
+            (true, false) => self.with_process = self.with_process.saturating_sub(1),
+            _ => {}
+        }
+        let cap = self.cfg.max_parallel_starts as usize;
+        let was_full = self.starting >= cap;
         match (was, is) {
             (false, true) => self.starting += 1,
             (true, false) => self.starting = self.starting.saturating_sub(1),
             _ => {}
         }
+        if was_full && self.starting < cap {
+            // A start slot opened: what queued behind the cap asks again.
+            for w in std::mem::take(&mut self.cap_waiters) {
+                self.touch(w);
+            }
+        }
+        self.mark(id);
         self.timeline.on_state(id, &self.units[id.0 as usize]);
     }
 
@@ -773,7 +1035,18 @@ impl Engine {
 
     // ---- events ---------------------------------------------------------
 
+    /// Apply one event, marking the units it is about so the next settle
+    /// asks them (before as well: a command may settle on its own).
     fn on_event(&mut self, now: Instant, event: Event) {
+        let scope = self.event_scope(&event);
+        if let Scope::Unit(_) = scope {
+            self.mark_scope(scope);
+        }
+        self.apply_event(now, event);
+        self.mark_scope(scope);
+    }
+
+    fn apply_event(&mut self, now: Instant, event: Event) {
         if matches!(event, Event::LocksLoaded(_)) {
             self.locks_looked_at = true;
         }
@@ -935,6 +1208,11 @@ impl Engine {
             }
             Event::Tick => {
                 self.on_timers(now);
+                if self.auto_shed.next_deadline().is_some_and(|d| d <= now) {
+                    // A restore step or a held unit's release is due:
+                    // what sheds or holds back units changes.
+                    self.mark_all();
+                }
                 if let Some(c) = self.auto_shed.tick(now) {
                     let wall_ms = self.auto_shed.wall_ms(now);
                     self.on_shed_change(now, c, wall_ms);
@@ -1613,6 +1891,7 @@ impl Engine {
 
     fn on_timers(&mut self, now: Instant) {
         for (id, kind) in self.timers.take_due(now) {
+            self.mark(id);
             let u = &self.units[id.0 as usize];
             match kind {
                 TimerKind::KillAfter => {
@@ -1773,7 +2052,10 @@ impl Engine {
             return;
         };
         let u = self.unit_mut(id);
-        let Some(h) = probe_spec(&u.spec, kind).cloned() else {
+        // The spec, not a copy of its probe (the hot path at scale: no
+        // allocation per result).
+        let spec = u.spec.clone();
+        let Some(h) = probe_spec(&spec, kind) else {
             return;
         };
         let has_readiness = u.spec.readiness.is_some();
@@ -1975,6 +2257,70 @@ impl Engine {
         self.pending = keep;
     }
 
+    /// A copy of this engine that settles in full from now on: the oracle
+    /// for tests that drive an engine by hand.
+    #[cfg(test)]
+    pub(crate) fn full_twin(&self) -> Engine {
+        let mut e = self.clone();
+        e.cfg.settle = SettleMode::Full;
+        e
+    }
+
+    /// The first difference between this engine's state and `full`'s (the
+    /// same events settled in full), for the simulation's oracle. The
+    /// dirty-set bookkeeping itself is left out: it is how, not what.
+    #[cfg(test)]
+    pub(crate) fn oracle_diff(&self, full: &Engine) -> Option<String> {
+        if self.units.len() != full.units.len() {
+            return Some(format!(
+                "{} units vs {}",
+                self.units.len(),
+                full.units.len()
+            ));
+        }
+        for (i, (a, b)) in self.units.iter().zip(&full.units).enumerate() {
+            if a != b {
+                return Some(format!(
+                    "unit {} ({i}):\n  incremental: {a:?}\n  full:        {b:?}",
+                    a.spec.name
+                ));
+            }
+        }
+        macro_rules! same {
+            ($($f:ident),*) => {$(
+                if self.$f != full.$f {
+                    return Some(format!(
+                        "{}:\n  incremental: {:?}\n  full:        {:?}",
+                        stringify!($f), self.$f, full.$f
+                    ));
+                }
+            )*};
+        }
+        same!(
+            runs,
+            next_run,
+            timers,
+            pending,
+            rng,
+            shutdown,
+            shutdown_done,
+            shed,
+            starting,
+            seen,
+            seen_locks,
+            seen_lock_state,
+            mount_unknown,
+            lock_retry,
+            locks,
+            timeline,
+            order,
+            required_by,
+            ordered_before,
+            locks_looked_at
+        );
+        None
+    }
+
     // ---- settling -------------------------------------------------------
 
     /// A `notify_reload` unit's sd_notify message during a reload wait:
@@ -2089,6 +2435,8 @@ impl Engine {
                     continue;
                 }
                 tracing::info!(unit = %name, "started: {} failed (on_failure)", spec.name);
+                // Asked again by the (incremental) walks that follow.
+                self.mark(t);
                 let u = self.unit_mut(t);
                 u.attempt = 0;
                 match u.state {
@@ -2112,22 +2460,43 @@ impl Engine {
     }
 
     fn settle(&mut self, now: Instant) {
+        // A backoff that has run out changes its unit's decision with no
+        // event about the unit.
+        while let Some(&(until, id)) = self.backoffs.first() {
+            if until > now {
+                break;
+            }
+            self.backoffs.pop_first();
+            self.touch(id);
+        }
         // Each pass either changes a unit's state or ends the loop; the
         // bound keeps PID 1 safe from a bug turning this into a spin.
         let bound = self.units.len() * 4 + 8;
         for _ in 0..bound {
             let mut changed = self.activate_on_failure();
-            changed |= self.stop_pass(now);
-            changed |= self.start_pass(now);
+            changed |= match self.cfg.settle {
+                SettleMode::Full => self.stop_pass(now) | self.start_pass(now),
+                SettleMode::Incremental => self.stop_pass_dirty(now) | self.start_pass_dirty(now),
+            };
             if !changed {
                 break;
             }
         }
+        if self.cfg.settle == SettleMode::Full {
+            self.dirty_stop.clear();
+            self.dirty_start.clear();
+        }
         self.check_pending();
         self.check_reload_waits(now);
+        #[cfg(test)]
+        assert_eq!(
+            self.with_process,
+            self.units.iter().filter(|u| u.state.has_process()).count(),
+            "with_process out of step"
+        );
         if let Some(kind) = self.shutdown
             && !self.shutdown_done
-            && self.units.iter().all(|u| !u.state.has_process())
+            && self.with_process == 0
         {
             self.shutdown_done = true;
             self.out.push(Action::ShutdownComplete(kind));
@@ -2186,102 +2555,104 @@ impl Engine {
         None
     }
 
-    /// Units that name `id` in `part_of` (or, `reload`, in
-    /// `reload_propagated_from`).
-    fn parts_of(&self, id: UnitId, reload: bool) -> Vec<UnitId> {
-        let name = &self.units[id.0 as usize].spec.name;
-        self.units
-            .iter()
-            .enumerate()
-            .filter(|(_, u)| {
-                !u.removed && {
-                    let s = u.effective();
-                    if reload {
-                        s.reload_propagated_from.contains(name)
-                    } else {
-                        s.part_of.contains(name)
-                    }
-                }
-            })
-            .map(|(i, _)| UnitId(i as u32))
-            .collect()
-    }
-
+    /// Every unit, dependents before what they require.
     fn stop_pass(&mut self, now: Instant) -> bool {
         let mut changed = false;
         for i in (0..self.order.len()).rev() {
-            let id = self.order[i];
-            let u = &self.units[id.0 as usize];
-            match &u.state {
-                UnitState::Starting { .. } | UnitState::Running { .. } => {
-                    let cause = self.stop_cause(id);
-                    let u = &mut self.units[id.0 as usize];
-                    if u.stop_pending != cause {
-                        u.stop_pending = cause.clone();
-                        changed = true;
-                    }
-                    if let Some(reason) = cause
-                        && self.dependents_down(id)
-                    {
-                        self.begin_stop(id, now, reason);
-                        changed = true;
-                    }
+            changed |= self.stop_one(self.order[i], now);
+        }
+        changed
+    }
+
+    /// The dirty units, in the order `stop_pass` would ask them: a unit
+    /// marked behind the walk waits for the next pass, as it would there.
+    fn stop_pass_dirty(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        let mut cursor = u32::MAX;
+        while let Some(&p) = self.dirty_stop.range(..cursor).next_back() {
+            self.dirty_stop.remove(&p);
+            cursor = p;
+            changed |= self.stop_one(self.order[p as usize], now);
+        }
+        changed
+    }
+
+    /// Must `id` stop (or its backoff end) now? True when something changed.
+    fn stop_one(&mut self, id: UnitId, now: Instant) -> bool {
+        self.asked += 1;
+        let mut changed = false;
+        let u = &self.units[id.0 as usize];
+        match &u.state {
+            UnitState::Starting { .. } | UnitState::Running { .. } => {
+                let cause = self.stop_cause(id);
+                let u = &mut self.units[id.0 as usize];
+                if u.stop_pending != cause {
+                    u.stop_pending = cause.clone();
+                    changed = true;
+                    // Dependents read it (`is_ready`, `is_up`).
+                    self.mark(id);
                 }
-                UnitState::Backoff { .. } => {
-                    // A backoff is an automatic restart in waiting: any
-                    // reason that forbids starting cancels it.
-                    if self.start_blockers(id, now, true).iter().any(|b| {
-                        b.refuses_manual_start()
-                            || matches!(
-                                b,
-                                Blocker::OperatorStopped
-                                    | Blocker::Shed(_)
-                                    | Blocker::Pressure { until: None, .. }
-                            )
-                    }) {
-                        self.timers.cancel(id, TimerKind::RestartAt);
-                        self.set_state(id, UnitState::Inactive);
-                        changed = true;
-                    }
+                if let Some(reason) = cause
+                    && self.dependents_down(id)
+                {
+                    self.begin_stop(id, now, reason);
+                    changed = true;
                 }
-                UnitState::Done => {
-                    // A completed unit with a stop command (a oneshot, or
-                    // `remain_after_exit`): stopping it runs the commands,
-                    // as a run of its own whose exit ends the stop.
-                    let spec = u.effective().clone();
-                    // ...or its stop-post commands, deferred to the stop
-                    // for a unit that remained after its exit.
-                    let stop_posts = spec.remain_after_exit && !spec.exec_stop_post.is_empty();
-                    if (spec.stop.exec.is_some() || stop_posts)
-                        && let Some(reason) = self.stop_cause(id)
-                        && !matches!(reason, StopReason::Restart)
-                        && self.dependents_down(id)
-                    {
-                        let u = self.unit_mut(id);
-                        if let Some(next) = u.next_spec.take() {
-                            u.spec = next;
-                        }
-                        let spec = u.spec.clone();
-                        let run = RunId(self.next_run);
-                        self.next_run += 1;
-                        self.runs.insert(run, id);
-                        tracing::info!(unit = %spec.name, "stopping: {reason} (running its stop command)");
-                        self.enter_stopping(id, run, None, reason, now, spec.stop.timeout);
-                        // The stop command alone is this run's process, not
-                        // contained (no `Spawned` names a cgroup for it): its
-                        // exit ends the run.
-                        self.unit_mut(id).cgroup = None;
-                        self.out.push(Action::StopExec { run, spec });
-                        changed = true;
-                    }
-                }
-                UnitState::Inactive
-                | UnitState::Stopping { .. }
-                | UnitState::Draining { .. }
-                | UnitState::Failed { .. }
-                | UnitState::Exited { .. }
-                | UnitState::Skipped { .. } => {}
             }
+            UnitState::Backoff { .. } => {
+                // A backoff is an automatic restart in waiting: any
+                // reason that forbids starting cancels it.
+                if self.start_blockers(id, now, true).iter().any(|b| {
+                    b.refuses_manual_start()
+                        || matches!(
+                            b,
+                            Blocker::OperatorStopped
+                                | Blocker::Shed(_)
+                                | Blocker::Pressure { until: None, .. }
+                        )
+                }) {
+                    self.timers.cancel(id, TimerKind::RestartAt);
+                    self.set_state(id, UnitState::Inactive);
+                    changed = true;
+                }
+            }
+            UnitState::Done => {
+                // A completed unit with a stop command (a oneshot, or
+                // `remain_after_exit`): stopping it runs the commands,
+                // as a run of its own whose exit ends the stop.
+                let spec = u.effective().clone();
+                // ...or its stop-post commands, deferred to the stop
+                // for a unit that remained after its exit.
+                let stop_posts = spec.remain_after_exit && !spec.exec_stop_post.is_empty();
+                if (spec.stop.exec.is_some() || stop_posts)
+                    && let Some(reason) = self.stop_cause(id)
+                    && !matches!(reason, StopReason::Restart)
+                    && self.dependents_down(id)
+                {
+                    let u = self.unit_mut(id);
+                    if let Some(next) = u.next_spec.take() {
+                        u.spec = next;
+                    }
+                    let spec = u.spec.clone();
+                    let run = RunId(self.next_run);
+                    self.next_run += 1;
+                    self.runs.insert(run, id);
+                    tracing::info!(unit = %spec.name, "stopping: {reason} (running its stop command)");
+                    self.enter_stopping(id, run, None, reason, now, spec.stop.timeout);
+                    // The stop command alone is this run's process, not
+                    // contained (no `Spawned` names a cgroup for it): its
+                    // exit ends the run.
+                    self.unit_mut(id).cgroup = None;
+                    self.out.push(Action::StopExec { run, spec });
+                    changed = true;
+                }
+            }
+            UnitState::Inactive
+            | UnitState::Stopping { .. }
+            | UnitState::Draining { .. }
+            | UnitState::Failed { .. }
+            | UnitState::Exited { .. }
+            | UnitState::Skipped { .. } => {}
         }
         changed
     }
@@ -2345,38 +2716,66 @@ impl Engine {
         );
     }
 
+    /// Every unit, dependencies before their dependents.
     fn start_pass(&mut self, now: Instant) -> bool {
         let mut changed = false;
         for i in 0..self.order.len() {
-            let id = self.order[i];
-            let u = &self.units[id.0 as usize];
-            let startable = match u.state {
-                UnitState::Inactive => true,
-                UnitState::Backoff { until } => until <= now,
-                _ => false,
-            };
-            if !startable {
-                if u.mount_wait_since.is_some() {
-                    self.unit_mut(id).mount_wait_since = None;
-                    self.timers.cancel(id, TimerKind::MountTimeout);
-                }
-                continue;
-            }
-            let blockers = self.start_blockers(id, now, false);
-            if let Some(b) = blockers.first() {
-                self.timeline.on_blocker(id, b);
-            }
-            match blockers.first() {
-                None => {
-                    if self.try_start(id, now) {
-                        changed = true;
-                    }
-                }
-                Some(Blocker::MountMissing(_)) => self.arm_mount_timeout(id, now),
-                Some(_) => {}
-            }
+            changed |= self.start_one(self.order[i], now);
         }
         changed
+    }
+
+    /// The dirty units, in the order `start_pass` would ask them.
+    fn start_pass_dirty(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        let mut next = self.dirty_start.first().copied();
+        while let Some(p) = next {
+            self.dirty_start.remove(&p);
+            changed |= self.start_one(self.order[p as usize], now);
+            next = self
+                .dirty_start
+                .range((std::ops::Bound::Excluded(p), std::ops::Bound::Unbounded))
+                .next()
+                .copied();
+        }
+        changed
+    }
+
+    /// May `id` start now? Starts it if so. True when it started (or hit
+    /// its start limit).
+    fn start_one(&mut self, id: UnitId, now: Instant) -> bool {
+        self.asked += 1;
+        let u = &self.units[id.0 as usize];
+        let startable = match u.state {
+            UnitState::Inactive => true,
+            UnitState::Backoff { until } => until <= now,
+            _ => false,
+        };
+        if !startable {
+            if u.mount_wait_since.is_some() {
+                self.unit_mut(id).mount_wait_since = None;
+                self.timers.cancel(id, TimerKind::MountTimeout);
+            }
+            self.cap_waiters.remove(&id);
+            return false;
+        }
+        let blockers = self.start_blockers(id, now, false);
+        if let Some(b) = blockers.first() {
+            self.timeline.on_blocker(id, b);
+        }
+        if let Some(Blocker::StartCap { .. }) = blockers.first() {
+            self.cap_waiters.insert(id);
+        } else {
+            self.cap_waiters.remove(&id);
+        }
+        match blockers.first() {
+            None => self.try_start(id, now),
+            Some(Blocker::MountMissing(_)) => {
+                self.arm_mount_timeout(id, now);
+                false
+            }
+            Some(_) => false,
+        }
     }
 
     fn arm_mount_timeout(&mut self, id: UnitId, now: Instant) {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::unit::RestartSpec;
 
 /// SplitMix64: tiny, fast, good enough for jitter; reproducible from a seed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rng(u64);
 
 impl Rng {
@@ -80,7 +80,7 @@ pub fn backoff_delay(spec: &RestartSpec, attempt: u32, rng: &mut Rng) -> Duratio
 }
 
 /// Automatic starts within the sliding `interval`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct StartWindow {
     starts: VecDeque<Instant>,
 }

@@ -278,6 +278,8 @@ impl super::Engine {
     /// The automatic step changed: release or hold units, publish the
     /// change, audit it.
     pub(super) fn on_shed_change(&mut self, now: Instant, c: Change, wall_ms: u64) {
+        // A step sheds or returns units by priority: every decision.
+        self.mark_all();
         let (step, shed, resource) = match c {
             Change::Shed { step, resource } => (step, true, Some(resource)),
             Change::Restore { step } => (step, false, None),

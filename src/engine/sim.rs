@@ -13,8 +13,14 @@
 //! lock change to reach the disk, within a bound. Failures print the seed and the last steps. Must never: use real
 //! time, real processes or real randomness (a seed must replay exactly).
 //!
-//! `SUPD_SIM_SEEDS=n` runs n seeds (default 300); `SUPD_SIM_SEED=s` replays
-//! one.
+//! `SUPD_SIM_SEEDS=n` runs n seeds (default 300) from `SUPD_SIM_SEED_START`
+//! (default 1); `SUPD_SIM_SEED=s` replays one; `SUPD_SIM_KEEP_GOING=1`
+//! runs them all and lists every failing seed at the end.
+//!
+//! Oracle mode, always on: every event is fed to a second engine that
+//! settles in full (`SettleMode::Full`), and after every step both must
+//! have emitted identical actions and hold identical state — the proof
+//! that the incremental settle asks every unit whose decision could change.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
@@ -74,6 +80,10 @@ struct Sim {
     now: Instant,
     t0: Instant,
     engine: Engine,
+    /// The oracle: the same engine settling in full after every event. It
+    /// is fed every event `engine` is fed; after each step both must have
+    /// emitted the same actions and hold the same state.
+    oracle: Engine,
     specs: BTreeMap<String, UnitSpec>,
     procs: BTreeMap<i32, Proc>,
     /// Other processes of contained runs, by pid.
@@ -274,6 +284,8 @@ impl Sim {
         // `supctl disable`d at a previous boot: down unless needed.
         let disabled = specs.keys().filter(|_| rng.one_in(5)).cloned().collect();
         engine.set_disabled(disabled);
+        // The oracle starts from the same state (disabled set included).
+        let oracle = engine.full_twin();
         let lock_unknown = rng.one_in(8);
         let contained = !rng.one_in(3);
         let mut sim = Sim {
@@ -282,6 +294,7 @@ impl Sim {
             now: t0,
             t0,
             engine,
+            oracle,
             specs,
             procs: BTreeMap::new(),
             members: BTreeMap::new(),
@@ -482,10 +495,15 @@ impl Sim {
             .collect();
         let now = self.now;
         let engine = &mut self.engine;
+        let oracle = &mut self.oracle;
         let actions = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            engine.handle_many(now, evs)
+            let full = oracle.handle_many(now, evs.clone());
+            (engine.handle_many(now, evs), full)
         })) {
-            Ok(a) => a,
+            Ok((a, full)) => {
+                self.check_oracle(&a, &full);
+                a
+            }
             Err(p) => {
                 let m = p
                     .downcast_ref::<String>()
@@ -509,6 +527,27 @@ impl Sim {
         }
         for ev in follow {
             self.feed(ev);
+        }
+    }
+
+    /// The oracle: the incremental settle must have done exactly what the
+    /// full settle did.
+    fn check_oracle(&self, incremental: &[Action], full: &[Action]) {
+        if incremental != full {
+            let mut i = 0;
+            while incremental.get(i) == full.get(i) {
+                i += 1;
+            }
+            self.fail(&format!(
+                "oracle: the incremental settle's actions differ from the full settle's at #{i}:\n  incremental: {:?}\n  full:        {:?}\n  all incremental: {incremental:?}\n  all full: {full:?}",
+                incremental.get(i),
+                full.get(i)
+            ));
+        }
+        if let Some(d) = self.engine.oracle_diff(&self.oracle) {
+            self.fail(&format!(
+                "oracle: the incremental settle's state differs from the full settle's: {d}"
+            ));
         }
     }
 
@@ -1209,7 +1248,9 @@ impl Sim {
                         },
                     };
                     let now = self.now;
+                    let full = self.oracle.handle(now, ev.clone());
                     let acts = self.engine.handle(now, ev);
+                    self.check_oracle(&acts, &full);
                     let after: Vec<String> = self
                         .engine
                         .units()
@@ -1318,6 +1359,7 @@ impl Sim {
             mount_table(&self.mounted),
         );
         self.engine.set_disabled(disabled);
+        self.oracle = self.engine.full_twin();
         // Old run ids mean nothing to the new engine; replies owed by the
         // old one are lost with their connections.
         self.stale_runs.clear();
@@ -1547,25 +1589,50 @@ fn seeds() -> Vec<u64> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
-    (1..=n).collect()
+    let first: u64 = std::env::var("SUPD_SIM_SEED_START")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    (first..first.saturating_add(n)).collect()
 }
 
+/// `SUPD_SIM_SEEDS=n` seeds from `SUPD_SIM_SEED_START` (default 1).
+/// With `SUPD_SIM_KEEP_GOING=1` a failing seed is noted and the rest
+/// still run (a soak reports every failure, oracle or invariant, at once).
 #[test]
 fn sim_seeds() {
     let start = std::time::Instant::now();
     let seeds = seeds();
+    let keep_going = std::env::var_os("SUPD_SIM_KEEP_GOING").is_some();
+    let mut failed = Vec::new();
     let mut pressure_sheds = 0;
     for &seed in &seeds {
-        let mut sim = Sim::new(seed);
-        sim.run(1500);
-        pressure_sheds += sim.engine.auto_shed().counters.auto_sheds;
-        sim.liveness();
+        let mut one = || {
+            let mut sim = Sim::new(seed);
+            sim.run(1500);
+            pressure_sheds += sim.engine.auto_shed().counters.auto_sheds;
+            sim.liveness();
+        };
+        if !keep_going {
+            one();
+            continue;
+        }
+        if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(one)) {
+            let m = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failed.push(m.lines().next().unwrap_or_default().to_string());
+        }
     }
     eprintln!(
-        "sim: {} seeds x 1500 steps + liveness in {:?} ({pressure_sheds} automatic shed steps seen)",
+        "sim: {} seeds x 1500 steps + liveness in {:?} ({pressure_sheds} automatic shed steps seen); {} failed",
         seeds.len(),
-        start.elapsed()
+        start.elapsed(),
+        failed.len()
     );
+    assert!(failed.is_empty(), "failed seeds:\n{}", failed.join("\n"));
     // The pressure model must actually exercise shedding.
     assert!(seeds.len() < 20 || pressure_sheds > 0);
 }

@@ -17,8 +17,22 @@ use crate::unit::{
     UnitSpec,
 };
 
+fn check_oracle(e: &Engine, full: &Engine, acts: &[Action], full_acts: &[Action]) {
+    assert_eq!(
+        acts, full_acts,
+        "oracle: the incremental settle acted unlike the full settle"
+    );
+    if let Some(d) = e.oracle_diff(full) {
+        panic!("oracle: the incremental settle's state differs from the full settle's: {d}");
+    }
+}
+
 struct T {
     e: Engine,
+    /// The same engine settling in full, fed every event `e` is: after
+    /// each one both must have acted and ended alike (the oracle of the
+    /// incremental settle, as in sim.rs).
+    oracle: Engine,
     now: Instant,
     next_pid: i32,
     next_req: u64,
@@ -85,6 +99,7 @@ impl T {
             mounts,
         );
         let mut t = T {
+            oracle: e.full_twin(),
             e,
             now: Instant::now(),
             next_pid: 100,
@@ -106,7 +121,9 @@ impl T {
         let mut out = Vec::new();
         let mut queue = vec![ev];
         while let Some(ev) = queue.pop() {
+            let full = self.oracle.handle(self.now, ev.clone());
             let acts = self.e.handle(self.now, ev);
+            check_oracle(&self.e, &self.oracle, &acts, &full);
             for a in acts {
                 if let Action::Spawn { run, .. } = &a {
                     let pid = self.next_pid;
@@ -122,6 +139,12 @@ impl T {
         }
         self.log.extend(out.iter().cloned());
         out
+    }
+
+    /// Start over with `e` (and its full-settle twin).
+    fn replace(&mut self, e: Engine) {
+        self.oracle = e.full_twin();
+        self.e = e;
     }
 
     fn cmd(&mut self, request: Request) -> (ReqId, Vec<Action>) {
@@ -669,7 +692,7 @@ fn contained(specs: Vec<UnitSpec>) -> T {
     let mut t = T::new(vec![]);
     t.contained = true;
     let set = crate::graph::build(specs).expect("valid set");
-    t.e = Engine::new(set, EngineConfig::default(), table(&[]));
+    t.replace(Engine::new(set, EngineConfig::default(), table(&[])));
     t.feed(Event::LocksLoaded(LocksLoad::Loaded(LockMap::new())));
     t
 }
@@ -1047,7 +1070,7 @@ fn adopted_world(specs: Vec<UnitSpec>, survivors: &[(&str, Option<i32>)], locked
     let mut t = T::new(vec![]);
     t.contained = true;
     let set = crate::graph::build(specs).expect("valid set");
-    t.e = Engine::new(set, EngineConfig::default(), table(&[]));
+    t.replace(Engine::new(set, EngineConfig::default(), table(&[])));
     // As the driver does: every survivor and the first tick in one batch,
     // before the lock file has been read.
     let mut evs: Vec<Event> = survivors
@@ -1060,7 +1083,9 @@ fn adopted_world(specs: Vec<UnitSpec>, survivors: &[(&str, Option<i32>)], locked
         })
         .collect();
     evs.push(Event::Tick);
+    let full = t.oracle.handle_many(t.now, evs.clone());
     let acts = t.e.handle_many(t.now, evs);
+    check_oracle(&t.e, &t.oracle, &acts, &full);
     t.log.extend(acts);
     let mut map = LockMap::new();
     for u in locked {
@@ -1436,6 +1461,7 @@ fn units_left_out_at_boot_are_reported_until_a_reload() {
     skipped
         .notes
         .push("essential unit c starts without bad".into());
+    t.oracle.set_skipped(skipped.clone());
     t.e.set_skipped(skipped);
     let st = t.e.status_report(&[], t.now, 0);
     assert_eq!(st.unit_file_problems.len(), 2, "{st:?}");
@@ -1882,6 +1908,77 @@ fn a_completed_unit_with_a_stop_command_runs_it_when_stopped() {
     );
 }
 
+// ---- incremental settle (issue 17) ---------------------------------------
+
+/// 2,000 probed units in chains of ten: a probe result, a crash and its
+/// restart, a stop and a status each make the engine decide about the
+/// units around the one concerned — not about all 2,000.
+#[test]
+fn an_event_costs_what_it_affects_not_the_unit_count() {
+    let n = 2000;
+    let specs: Vec<UnitSpec> = (0..n)
+        .map(|i| {
+            let mut s = longrun(&format!("u{i:04}"));
+            if i % 10 != 0 {
+                s.requires = vec![format!("u{:04}", i - 1)];
+            }
+            s.restart.delay = Duration::ZERO;
+            s.restart.max_delay = Duration::ZERO;
+            s.health = Some(HealthSpec {
+                target: ProbeTarget::Tcp("127.0.0.1:1".into()),
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_secs(1),
+                start_period: Duration::ZERO,
+                failure_threshold: 3,
+                success_threshold: 1,
+                on_unhealthy: OnUnhealthy::Restart,
+            });
+            s
+        })
+        .collect();
+    let mut t = T::with(specs, 100_000, table(&[]), true);
+    let all_running =
+        t.e.units()
+            .all(|(_, u)| matches!(u.state, UnitState::Running { .. }));
+    assert!(all_running, "boot brought every unit up");
+    let mid = t.e.unit_id("u1005").expect("u1005");
+    let run = t.e.unit(mid).state.run().expect("running");
+
+    let before = t.e.asked;
+    t.feed(Event::ProbeAnswered {
+        run,
+        kind: crate::engine::ProbeKind::Liveness,
+        ok: true,
+        output: None,
+    });
+    let probe = t.e.asked - before;
+    // A passing probe of a passing unit changes nothing decisions read.
+    assert_eq!(probe, 0, "a probe result asked {probe} decisions");
+
+    let before = t.e.asked;
+    t.cmd(Request::Status {
+        unit: Some("u1005".into()),
+    });
+    assert_eq!(t.e.asked - before, 0, "status of one unit decides nothing");
+
+    // A crash: u1005 restarts at once; what requires it (u1006..u1009)
+    // stops, dependents first.
+    let before = t.e.asked;
+    t.feed(Event::ProcessExited {
+        run,
+        status: ExitStatus::Exited(1),
+    });
+    let crash = t.e.asked - before;
+    assert!(
+        crash <= 100,
+        "a crash in a chain of ten asked {crash} decisions"
+    );
+    assert!(matches!(t.e.unit(mid).state, UnitState::Running { .. }));
+    // Dependents first: the end of the chain stops, the rest wait for it.
+    assert!(matches!(t.state("u1009"), UnitState::Stopping { .. }));
+    assert!(matches!(t.state("u1006"), UnitState::Running { .. }));
+}
+
 /// systemd's OnFailure=: a unit entering `failed` starts its `on_failure`
 /// units once (not on a clean exit, not again while it stays failed).
 #[test]
@@ -1942,6 +2039,7 @@ fn disabled_units_stay_down_at_boot_but_a_running_one_is_kept() {
             .map(|s| s.to_string())
             .collect(),
     );
+    t.oracle = t.e.full_twin();
     let evs = vec![
         Event::Adopted {
             unit: "kept".into(),
@@ -1951,7 +2049,9 @@ fn disabled_units_stay_down_at_boot_but_a_running_one_is_kept() {
         },
         Event::Tick,
     ];
+    let full = t.oracle.handle_many(t.now, evs.clone());
     let acts = t.e.handle_many(t.now, evs);
+    check_oracle(&t.e, &t.oracle, &acts, &full);
     t.log.extend(acts);
     let acts = t.feed(Event::LocksLoaded(LocksLoad::Loaded(LockMap::new())));
     let mut all = t.log.clone();
@@ -1984,7 +2084,7 @@ fn pressure_sheds_in_steps_manual_wins_and_quiet_restores_with_jitter() {
     let plain = longrun("plain");
     let mut t = T::new(vec![]);
     let set = crate::graph::build(vec![opt, norm, plain]).expect("valid set");
-    t.e = Engine::new(
+    t.replace(Engine::new(
         set,
         EngineConfig {
             seed: 7,
@@ -1997,7 +2097,7 @@ fn pressure_sheds_in_steps_manual_wins_and_quiet_restores_with_jitter() {
             ..Default::default()
         },
         table(&[]),
-    );
+    ));
     t.feed(Event::LocksLoaded(LocksLoad::Loaded(LockMap::new())));
     assert!(t.running("opt") && t.running("norm") && t.running("plain"));
     assert_eq!(t.e.next_deadline(), None, "no pressure: no wake-up");

@@ -132,14 +132,14 @@ impl Step {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct Seg {
     at: Instant,
     step: Step,
 }
 
 /// One cycle of one unit: from the moment it became startable.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct Record {
     start: Instant,
     segs: VecDeque<Seg>,
@@ -185,14 +185,14 @@ impl Record {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 struct Line {
     boot: Option<Record>,
     /// The latest cycle once the boot cycle has ended.
     current: Option<Record>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Timeline {
     /// The engine's first event: 0 on every time axis.
     origin: Option<Instant>,

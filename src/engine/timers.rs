@@ -1,10 +1,15 @@
 //! Timer table: every deadline the engine cares about, as data.
 //!
-//! Owns: `(UnitId, TimerKind) -> Instant`. The driver sleeps until
-//! `earliest()` and then feeds `Event::Tick`. Must never: read the clock or
-//! spawn tasks — a cancelled timer is just a removed entry, nothing can leak.
+//! Owns: `(UnitId, TimerKind) -> Instant` (a slot per kind per unit, found
+//! by index), and the same entries ordered by deadline, so arming,
+//! cancelling, `earliest()` and taking what is due cost O(log timers) each
+//! — never a scan of every unit's timers (with ten thousand probed units,
+//! every probe result re-arms one). The driver
+//! sleeps until `earliest()` and then feeds `Event::Tick`. Must never: read
+//! the clock or spawn tasks — a cancelled timer is just a removed entry,
+//! nothing can leak.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use super::UnitId;
@@ -22,8 +27,7 @@ pub fn after(now: Instant, d: Duration) -> Instant {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TimerKind {
-    /// Give up on a start that never became ready. (The first variant, so
-    /// the smallest: `cancel_all` ranges from it.)
+    /// Give up on a start that never became ready.
     StartTimeout,
     /// The stop signal was sent; SIGKILL the group at this time.
     KillAfter,
@@ -41,46 +45,64 @@ pub enum TimerKind {
     ReloadTimeout,
 }
 
-/// Indexed both ways: by key (arm, cancel, look up) and by deadline (the
-/// earliest, and what is due), so every operation is O(log timers) — with
-/// 10,000 units each probed on a timer, a scan per event would cost more
-/// than the event.
-#[derive(Debug, Default, Clone)]
+const KINDS: [TimerKind; 8] = [
+    TimerKind::StartTimeout,
+    TimerKind::KillAfter,
+    TimerKind::RestartAt,
+    TimerKind::MountTimeout,
+    TimerKind::ProbeDue,
+    TimerKind::ReadinessDue,
+    TimerKind::Watchdog,
+    TimerKind::ReloadTimeout,
+];
+
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct TimerTable {
-    timers: BTreeMap<(UnitId, TimerKind), Instant>,
+    /// Per unit (by index), per kind (by `kind as usize`): when.
+    slots: Vec<[Option<Instant>; KINDS.len()]>,
+    /// The same entries by deadline (ties in (unit, kind) order), kept in
+    /// step by every change to `slots`.
     by_deadline: BTreeSet<(Instant, UnitId, TimerKind)>,
 }
 
 impl TimerTable {
+    fn slot(&mut self, unit: UnitId, kind: TimerKind) -> &mut Option<Instant> {
+        let i = unit.0 as usize;
+        if self.slots.len() <= i {
+            self.slots.resize(i + 1, [None; KINDS.len()]);
+        }
+        &mut self.slots[i][kind as usize]
+    }
+
     /// Arm (or re-arm: overwriting is cancelling) a timer.
     pub fn set(&mut self, unit: UnitId, kind: TimerKind, at: Instant) {
-        if let Some(old) = self.timers.insert((unit, kind), at) {
+        if let Some(old) = self.slot(unit, kind).replace(at) {
             self.by_deadline.remove(&(old, unit, kind));
         }
         self.by_deadline.insert((at, unit, kind));
     }
 
     pub fn cancel(&mut self, unit: UnitId, kind: TimerKind) {
-        if let Some(old) = self.timers.remove(&(unit, kind)) {
+        let Some(slot) = self
+            .slots
+            .get_mut(unit.0 as usize)
+            .map(|s| &mut s[kind as usize])
+        else {
+            return;
+        };
+        if let Some(old) = slot.take() {
             self.by_deadline.remove(&(old, unit, kind));
         }
     }
 
     pub fn cancel_all(&mut self, unit: UnitId) {
-        let mine: Vec<(TimerKind, Instant)> = self
-            .timers
-            .range((unit, TimerKind::StartTimeout)..)
-            .take_while(|((u, _), _)| *u == unit)
-            .map(|((_, k), at)| (*k, *at))
-            .collect();
-        for (kind, at) in mine {
-            self.timers.remove(&(unit, kind));
-            self.by_deadline.remove(&(at, unit, kind));
+        for kind in KINDS {
+            self.cancel(unit, kind);
         }
     }
 
     pub fn get(&self, unit: UnitId, kind: TimerKind) -> Option<Instant> {
-        self.timers.get(&(unit, kind)).copied()
+        self.slots.get(unit.0 as usize)?[kind as usize]
     }
 
     pub fn earliest(&self) -> Option<Instant> {
@@ -95,7 +117,7 @@ impl TimerTable {
                 break;
             }
             self.by_deadline.pop_first();
-            self.timers.remove(&(unit, kind));
+            *self.slot(unit, kind) = None;
             due.push((unit, kind));
         }
         due
@@ -135,6 +157,23 @@ mod tests {
             ]
         );
         assert_eq!(t.earliest(), None);
+    }
+
+    #[test]
+    fn cancel_all_leaves_other_units_and_the_index_in_step() {
+        let t0 = Instant::now();
+        let mut t = TimerTable::default();
+        for (i, k) in KINDS.iter().enumerate() {
+            t.set(UnitId(3), *k, t0 + Duration::from_secs(i as u64));
+        }
+        t.set(UnitId(4), TimerKind::ProbeDue, t0 + Duration::from_secs(9));
+        t.cancel_all(UnitId(3));
+        assert_eq!(t.earliest(), Some(t0 + Duration::from_secs(9)));
+        assert_eq!(
+            t.take_due(t0 + Duration::from_secs(60)),
+            vec![(UnitId(4), TimerKind::ProbeDue)]
+        );
+        assert!(t.slots.iter().flatten().all(Option::is_none) && t.by_deadline.is_empty());
     }
 
     #[test]

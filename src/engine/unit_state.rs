@@ -204,7 +204,7 @@ pub enum Want {
     Down,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct HealthRt {
     pub probing: bool,
     pub consecutive_failures: u32,
@@ -216,7 +216,7 @@ pub struct HealthRt {
 /// The engine's record for one unit. Unit ids are never reused: a unit
 /// removed by reload keeps its slot (flagged `removed`) so that stale
 /// `RunId`s and timers can never address a different unit.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Unit {
     /// The spec the current (or last) process was started from.
     pub spec: Arc<UnitSpec>,
@@ -261,7 +261,7 @@ pub struct Unit {
 }
 
 /// What happened to a unit, kept for `status`, `why` and metrics.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct History {
     /// When its state word (or readiness) last changed.
     pub since: Option<Instant>,
