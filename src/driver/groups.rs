@@ -151,11 +151,18 @@ impl Groups {
     /// Write the unit's `[resources]` into its group before a spawn (only
     /// when they changed). Refused, with the reason, where they cannot be
     /// applied: without cgroups, or without the controller.
-    pub(super) fn apply_resources(
-        &mut self,
-        unit: &str,
-        r: &crate::unit::Resources,
-    ) -> Result<(), String> {
+    pub(super) fn apply_resources(&mut self, spec: &crate::unit::UnitSpec) -> Result<(), String> {
+        let (unit, r) = (spec.name.as_str(), &spec.resources);
+        if r.delegate
+            && let (Containment::Cgroup(_), Some(g)) = (
+                &self.containment,
+                self.open.get(&(unit.to_string(), GroupKind::Unit)),
+            )
+            && let Some((uid, gid)) = owner(spec)?
+        {
+            // Every start: the group may have been made afresh.
+            cgroup::delegate_to(&g.path, uid, gid)?;
+        }
         let tree = match &self.containment {
             Containment::Cgroup(t) => t,
             Containment::ProcessGroups { why } => {
@@ -381,4 +388,24 @@ fn watch(unit: String, mut w: EventsWatch, tx: mpsc::UnboundedSender<String>) {
             }
         }
     });
+}
+
+/// Who a delegated group is handed to: the unit's user and group (None:
+/// root, who owns it already).
+fn owner(spec: &crate::unit::UnitSpec) -> Result<Option<(u32, u32)>, String> {
+    let Some(user) = &spec.user else {
+        return Ok(None);
+    };
+    let u = nix::unistd::User::from_name(user)
+        .map_err(|e| format!("[resources] delegate: looking up user {user:?}: {e}"))?
+        .ok_or_else(|| format!("[resources] delegate: no user {user:?} on this host"))?;
+    let gid = match &spec.group {
+        Some(g) => nix::unistd::Group::from_name(g)
+            .map_err(|e| format!("[resources] delegate: looking up group {g:?}: {e}"))?
+            .ok_or_else(|| format!("[resources] delegate: no group {g:?} on this host"))?
+            .gid
+            .as_raw(),
+        None => u.gid.as_raw(),
+    };
+    Ok(Some((u.uid.as_raw(), gid)))
 }

@@ -313,6 +313,7 @@ async fn main_loop(
                         evs.push(Event::OomKilled { run, count: n });
                     }
                     evs.push(Event::GroupEmpty { run });
+                    evs.extend(d.pidless_ended(run));
                     d.feed_many(evs);
                 }
             }
@@ -704,7 +705,15 @@ impl Driver {
                 vec![]
             }
             Action::SignalMain { run, signal } => {
-                if let Ok(sig) = Signal::try_from(signal) {
+                // A forking run without a main process (pidless_ended):
+                // "the main process" is all of its group.
+                if self.is_pidless(run)
+                    && let Some(dir) = self.groups.dir_of(run)
+                {
+                    if let Err(e) = crate::world::cgroup::signal_all(&dir, signal) {
+                        tracing::warn!("signalling the processes of {}: {e}", dir.display());
+                    }
+                } else if let Ok(sig) = Signal::try_from(signal) {
                     self.procs.signal_main(run, sig);
                 }
                 vec![]

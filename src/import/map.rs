@@ -643,7 +643,11 @@ impl<'a> Mapper<'a> {
                 None => {}
             },
             "NonBlocking" => self.note(e, "only affects socket-activation descriptors, which supd does not pass"),
-            "GuessMainPID" => self.note(e, "supd's main process is the one it started (or the PIDFile's)"),
+            "GuessMainPID" => match self.bool(e) {
+                Some(false) => self.approx(e, "a forking unit without PIDFile= still gets its main process named from its cgroup when exactly one process there has its parent outside it (else none, as with GuessMainPID=no)"),
+                Some(true) => self.note(e, "supd's main process is the one it started, the PIDFile's, or the root of the unit's cgroup"),
+                None => {}
+            },
             "PermissionsStartOnly" => {
                 if let Some(b) = self.bool(e) {
                     // Every helper command runs with full privileges, as
@@ -651,10 +655,54 @@ impl<'a> Mapper<'a> {
                     self.facts.permissions_start_only = b;
                 }
             }
-            "Slice" | "Delegate" | "TasksMax" | "MemoryLimit" | "MemoryMax" | "MemoryHigh"
-            | "CPUQuota" | "CPUWeight" | "CPUShares" | "IOWeight" | "BlockIOWeight"
-            | "MemoryAccounting" | "CPUAccounting" | "IOAccounting" | "TasksAccounting"
-            | "OOMPolicy" | "ManagedOOMSwap" | "ManagedOOMMemoryPressure" => {
+            "TasksMax" => self.cg_limit(e, "pids_max", false),
+            "MemoryMax" | "MemoryLimit" => self.cg_limit(e, "memory_max", true),
+            "MemoryHigh" => self.cg_limit(e, "memory_high", true),
+            "CPUWeight" => self.cg_weight(e, "cpu_weight", 1, 10000, 100),
+            "IOWeight" => self.cg_weight(e, "io_weight", 1, 10000, 100),
+            // The cgroup v1 names: systemd itself converts them.
+            "CPUShares" => self.cg_weight(e, "cpu_weight", 2, 262144, 1024),
+            "BlockIOWeight" => self.cg_weight(e, "io_weight", 10, 1000, 500),
+            "CPUQuota" => {
+                let v = e.value.trim();
+                let ok = v
+                    .strip_suffix('%')
+                    .and_then(|p| p.trim().parse::<f64>().ok())
+                    .is_some_and(|p| p > 0.0 && p.is_finite() && p <= 1_000_000.0);
+                if v.is_empty() {
+                    self.doc.remove("resources", "cpu_max");
+                } else if ok {
+                    let src = self.src(e);
+                    self.doc.set("resources", "cpu_max", V::Str(v.to_string()), src);
+                } else {
+                    self.refuse(e, format!("{v:?} is not a percentage like 50% or 200%"));
+                }
+            }
+            "OOMPolicy" => match e.value.trim() {
+                w @ ("continue" | "stop" | "kill") => {
+                    let src = self.src(e);
+                    self.doc.set("resources", "oom_policy", V::Str(w.into()), src);
+                }
+                w => self.refuse(e, format!("{w:?} is not continue, stop or kill")),
+            },
+            "Delegate" => match e.value.trim() {
+                w if syntax::parse_bool(w).is_some() => {
+                    let b = syntax::parse_bool(w) == Some(true);
+                    let src = self.src(e);
+                    self.doc.set("resources", "delegate", V::Bool(b), src);
+                }
+                // A list of controllers: supd delegates what its subtree has.
+                _ => {
+                    let src = self.src(e);
+                    self.doc.set("resources", "delegate", V::Bool(true), src);
+                    self.approx(e, "the group is delegated with every controller supd's subtree has, not only those listed");
+                }
+            },
+            "MemoryAccounting" | "CPUAccounting" | "IOAccounting" | "TasksAccounting" => self.note(
+                e,
+                "supd's cgroup per unit accounts with every controller its subtree has",
+            ),
+            "Slice" | "ManagedOOMSwap" | "ManagedOOMMemoryPressure" => {
                 self.refuse(e, "cgroup resource control is not supported by supd import")
             }
             "NoNewPrivileges" => self.sandbox_bool(e, "no_new_privileges"),
@@ -909,6 +957,86 @@ impl<'a> Mapper<'a> {
         }
         let src = self.src(e);
         self.doc.push("", &key, V::Strs(vec![v]), src);
+    }
+
+    /// TasksMax=/MemoryMax=/MemoryHigh=: a number (memory with K/M/G/T,
+    /// base 1024 as systemd's), `infinity`, or a percentage (of the
+    /// system's task limit or memory, resolved by supd at each start).
+    fn cg_limit(&mut self, e: &Entry, key: &str, memory: bool) {
+        let v = e.value.trim();
+        if v.is_empty() {
+            self.doc.remove("resources", key);
+            return;
+        }
+        let out = if v == "infinity" {
+            Some(V::Str("max".into()))
+        } else if let Some(p) = v.strip_suffix('%') {
+            p.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|p| *p > 0.0 && *p <= 100.0)
+                .map(|_| V::Str(v.to_string()))
+        } else if memory {
+            let (num, suffix) = match v.char_indices().last() {
+                Some((i, c)) if c.is_ascii_alphabetic() => (&v[..i], Some(c)),
+                _ => (v, None),
+            };
+            let ok_suffix = suffix.is_none_or(|c| "KMGTkmgt".contains(c));
+            num.parse::<u64>()
+                .ok()
+                .filter(|_| ok_suffix)
+                .map(|n| match suffix {
+                    None => V::Int(i64::try_from(n).unwrap_or(i64::MAX)),
+                    Some(c) => V::Str(format!("{n}{}", c.to_ascii_uppercase())),
+                })
+        } else {
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(|n| V::Int(i64::try_from(n).unwrap_or(i64::MAX)))
+        };
+        match out {
+            Some(val) => {
+                let src = self.src(e);
+                self.doc.set("resources", key, val, src);
+            }
+            None => self.refuse(
+                e,
+                format!("{v:?} is not a number, a percentage or infinity"),
+            ),
+        }
+    }
+
+    /// CPUWeight=/IOWeight= (and the v1 CPUShares=/BlockIOWeight=, scaled
+    /// to a weight around 100 as systemd does).
+    fn cg_weight(&mut self, e: &Entry, key: &str, min: u64, max: u64, default: u64) {
+        let v = e.value.trim();
+        if v.is_empty() {
+            self.doc.remove("resources", key);
+            return;
+        }
+        if v == "idle" && key == "cpu_weight" {
+            self.approx(
+                e,
+                "written as the smallest weight, 1 (supd does not set cpu.idle)",
+            );
+            let src = self.src(e);
+            self.doc.set("resources", key, V::Int(1), src);
+            return;
+        }
+        match v.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => {
+                let w = (n * 100 / default).clamp(1, 10000);
+                let src = self.src(e);
+                self.doc.set(
+                    "resources",
+                    key,
+                    V::Int(i64::try_from(w).unwrap_or(100)),
+                    src,
+                );
+            }
+            _ => self.refuse(e, format!("{v:?} is not a weight in {min}..={max}")),
+        }
     }
 
     fn sandbox_bool(&mut self, e: &Entry, key: &str) {
@@ -1326,7 +1454,9 @@ impl<'a> Mapper<'a> {
                 }
                 (None, Some((_, e))) => {
                     let e = e.clone();
-                    self.refuse(&e, "Type=forking without PIDFile=: supd follows a daemon only through its pid file");
+                    self.doc
+                        .set("", "type", V::Str("forking".into()), kind_src.clone());
+                    self.note(&e, "without PIDFile=, supd names the main process from the unit's cgroup once the start command exits, as systemd does (this needs cgroup v2: `supd check` refuses it on a host without)");
                 }
                 (None, None) => {}
             },

@@ -216,11 +216,31 @@ pub struct StopSpec {
     pub kill_mode: KillMode,
 }
 
-/// A cgroup limit: a number, or `max` (none).
+/// A cgroup limit: a number, `max` (none), or a share of the host's
+/// total (systemd's `TasksMax=99%`, `MemoryMax=50%`), resolved against
+/// the host when written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CgLimit {
     Max,
     Value(u64),
+    /// Hundredths of a percent (9950 = 99.5%).
+    Percent(u32),
+}
+
+impl CgLimit {
+    /// The value to write, given the host's total for a percentage.
+    pub fn resolve(self, total: Option<u64>) -> String {
+        match self {
+            CgLimit::Max => "max".into(),
+            CgLimit::Value(v) => v.to_string(),
+            CgLimit::Percent(p) => match total {
+                Some(t) => (u128::from(t) * u128::from(p) / 10_000)
+                    .clamp(1, u128::from(u64::MAX))
+                    .to_string(),
+                None => "max".into(),
+            },
+        }
+    }
 }
 
 impl std::fmt::Display for CgLimit {
@@ -228,8 +248,22 @@ impl std::fmt::Display for CgLimit {
         match self {
             CgLimit::Max => write!(f, "max"),
             CgLimit::Value(v) => write!(f, "{v}"),
+            CgLimit::Percent(p) => write!(f, "{}.{:02}%", p / 100, p % 100),
         }
     }
+}
+
+/// `[resources] oom_policy`: what an OOM kill of one of the unit's
+/// processes does (systemd's OOMPolicy=).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OomPolicy {
+    /// Counted and reported; the unit goes on if its main process lives.
+    #[default]
+    Continue,
+    /// The unit is stopped, as failed (then `[restart]` decides).
+    Stop,
+    /// The kernel kills the whole group at once (`memory.oom.group`).
+    Kill,
 }
 
 /// `[resources]`: limits applied through the unit's cgroup (cgroup v2
@@ -248,6 +282,10 @@ pub struct Resources {
     pub pids_max: Option<CgLimit>,
     /// io.weight, 1..=10000.
     pub io_weight: Option<u32>,
+    pub oom_policy: OomPolicy,
+    /// systemd's Delegate=yes: the unit's group is chowned to its user,
+    /// which may make its own sub-groups (container runtimes do).
+    pub delegate: bool,
 }
 
 impl Resources {
@@ -576,8 +614,13 @@ pub struct UnitSpec {
     pub part_of: Vec<String>,
     /// `supctl reload-unit` of one of these reloads this unit too.
     pub reload_propagated_from: Vec<String>,
-    /// `type = "forking"`: the command daemonizes; the main process is the
-    /// pid written to this file once the command exited 0.
+    /// `type = "forking"`: `exec` daemonizes; its exit 0 starts the
+    /// service, whose main process is then found (`pid_file`, or the
+    /// unit's cgroup).
+    pub forking: bool,
+    /// `type = "forking"`: the main process is the pid written to this
+    /// file once the command exited 0. Without it, the main process is
+    /// guessed from the unit's cgroup (which needs containment).
     pub pid_file: Option<PathBuf>,
     pub sandbox: Sandbox,
 }
@@ -699,6 +742,7 @@ impl UnitSpec {
             conditions: vec![],
             part_of: vec![],
             reload_propagated_from: vec![],
+            forking: false,
             pid_file: None,
             sandbox: Sandbox::default(),
         }

@@ -198,6 +198,8 @@ struct RawResources {
     cpu_max: Option<Spanned<String>>,
     pids_max: Option<Spanned<toml::Value>>,
     io_weight: Option<Spanned<i64>>,
+    oom_policy: Option<Spanned<String>>,
+    delegate: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -529,6 +531,13 @@ impl<'a> Errs<'a> {
 
 /// A byte size: an integer, or a string like "256M", "1G", "512K",
 /// "1048576", or "max".
+/// "99%" / "99.5%" (0 < p <= 100) as hundredths of a percent.
+fn percent(s: &str) -> Option<crate::unit::CgLimit> {
+    let p: f64 = s.trim().strip_suffix('%')?.trim().parse().ok()?;
+    (p > 0.0 && p <= 100.0)
+        .then(|| crate::unit::CgLimit::Percent(((p * 100.0).round() as u32).max(1)))
+}
+
 fn parse_cg_size(v: &toml::Value) -> Result<crate::unit::CgLimit, String> {
     use crate::unit::CgLimit;
     match v {
@@ -537,6 +546,9 @@ fn parse_cg_size(v: &toml::Value) -> Result<crate::unit::CgLimit, String> {
             let s = s.trim();
             if s == "max" || s == "infinity" {
                 return Ok(CgLimit::Max);
+            }
+            if let Some(p) = percent(s) {
+                return Ok(p);
             }
             let (num, mult) = match s.char_indices().last() {
                 Some((i, c)) if c.is_ascii_alphabetic() => {
@@ -566,7 +578,7 @@ fn parse_cg_size(v: &toml::Value) -> Result<crate::unit::CgLimit, String> {
 fn parse_resources(errs: &mut Errs<'_>, r: &RawResources) -> crate::unit::Resources {
     use crate::unit::CgLimit;
     let mut out = crate::unit::Resources::default();
-    let size_hint = "write a size like \"256M\", \"1G\", a number of bytes, or \"max\"";
+    let size_hint = "write a size like \"256M\", \"1G\", a number of bytes, a share of the host's memory like \"50%\", or \"max\"";
     let size = |errs: &mut Errs<'_>, v: &Option<Spanned<toml::Value>>, key: &str| {
         v.as_ref().and_then(|v| match parse_cg_size(v.get_ref()) {
             Ok(l) => Some(l),
@@ -576,16 +588,35 @@ fn parse_resources(errs: &mut Errs<'_>, r: &RawResources) -> crate::unit::Resour
             }
         })
     };
+    out.oom_policy = match r
+        .oom_policy
+        .as_ref()
+        .map(|p| (p.get_ref().as_str(), p.span()))
+    {
+        None | Some(("continue", _)) => crate::unit::OomPolicy::Continue,
+        Some(("stop", _)) => crate::unit::OomPolicy::Stop,
+        Some(("kill", _)) => crate::unit::OomPolicy::Kill,
+        Some((w, span)) => {
+            errs.at(
+                span,
+                format!("`oom_policy` = {w:?} is not a policy"),
+                "one of \"continue\", \"stop\", \"kill\"",
+            );
+            crate::unit::OomPolicy::Continue
+        }
+    };
+    out.delegate = r.delegate.unwrap_or(false);
     out.memory_max = size(errs, &r.memory_max, "memory_max");
     out.memory_high = size(errs, &r.memory_high, "memory_high");
     out.pids_max = match &r.pids_max {
         Some(v) => match v.get_ref() {
             toml::Value::Integer(n) if *n > 0 => Some(CgLimit::Value(*n as u64)),
             toml::Value::String(s) if s == "max" => Some(CgLimit::Max),
+            toml::Value::String(s) if percent(s).is_some() => percent(s),
             _ => {
                 errs.at(
                     v.span(),
-                    "`pids_max` must be a positive number of processes or \"max\"",
+                    "`pids_max` must be a positive number of processes, a share of the host's limit like \"50%\", or \"max\"",
                     "e.g. pids_max = 256",
                 );
                 None
@@ -1325,6 +1356,7 @@ pub fn parse_unit_with_lines(
             conditions: x.conditions,
             part_of,
             reload_propagated_from,
+            forking: raw_kind == Some(RawKind::Forking),
             pid_file: x.pid_file,
             sandbox: x.sandbox,
         },
@@ -1576,14 +1608,10 @@ fn extras(
     }
     match (kind, &raw.pid_file) {
         (Some(RawKind::Forking), Some(p)) => x.pid_file = abs_path(errs, p, "pid_file"),
-        (Some(RawKind::Forking), None) => {
-            let span = raw.kind.as_ref().map(|k| k.span()).unwrap_or(0..0);
-            errs.at(
-                span,
-                "type = \"forking\" needs `pid_file`",
-                "give the file the daemon writes its pid to, e.g. pid_file = \"/run/nginx.pid\"",
-            );
-        }
+        // Without a pid file the main process is guessed from the unit's
+        // cgroup at run time (`supd check` refuses it on a host without
+        // cgroup v2: see world::host_check).
+        (Some(RawKind::Forking), None) => {}
         (_, Some(p)) => errs.at(
             p.span(),
             "`pid_file` is only for type = \"forking\"",
@@ -2016,8 +2044,10 @@ timeout = "infinity"
         assert_eq!(s.stop.timeout, Duration::MAX);
         assert_eq!(s.ready.timeout, None);
 
-        let e = err("type = \"forking\"\nexec = [\"/x\"]\n");
-        assert!(e[0].contains("pid_file"), "{e:?}");
+        // Forking without a pid file: the main process comes from the
+        // cgroup at run time.
+        let f = parse("type = \"forking\"\nexec = [\"/x\"]\n");
+        assert!(f.forking && f.pid_file.is_none());
         let e = err("exec = [\"/x\"]\npid_file = \"/run/x.pid\"\n");
         assert!(e[0].contains("only for type"), "{e:?}");
         let e = err(
