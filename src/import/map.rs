@@ -575,21 +575,20 @@ impl<'a> Mapper<'a> {
                 }
                 Err(why) => self.refuse(e, why),
             },
-            "KillMode" => match e.value.trim() {
-                "control-group" => self.approx(
-                    e,
-                    "supd signals the service's process group, not a control group: a process that left the group (setsid, daemonizing) is not stopped",
-                ),
-                "mixed" => self.approx(
-                    e,
-                    "supd sends the stop signal to the whole process group, not only the main process; SIGKILL after the timeout also goes to the group",
-                ),
-                "process" => self.approx(
-                    e,
-                    "supd sends the stop signal to the service's process group, not only the main process (children in their own session, e.g. ssh logins, are left alone as with systemd)",
-                ),
-                other => self.refuse(e, format!("KillMode={other}: supd always stops what it started")),
-            },
+            "KillMode" => {
+                let (mode, why) = match e.value.trim() {
+                    "control-group" => ("group", "every process of the unit's cgroup gets the stop signal; without cgroup containment (supd says so in `status`), its process group does, and a process that left it is not stopped"),
+                    "mixed" => ("mixed", "the main process gets the stop signal, the rest of the unit's cgroup SIGKILL once it exited; without cgroup containment, the rest is its process group"),
+                    "process" => ("main", "only the main process gets the stop signal; what it leaves behind gets SIGKILL at the stop timeout (systemd would leave it running: supd's unit is stopped only when all its processes are gone)"),
+                    other => {
+                        self.refuse(e, format!("KillMode={other}: supd always stops what it started"));
+                        return;
+                    }
+                };
+                let src = self.src(e);
+                self.doc.set("stop", "kill_mode", V::Str(mode.into()), src);
+                self.approx(e, why);
+            }
             "SendSIGKILL" => match self.bool(e) {
                 Some(true) => {}
                 Some(false) => {
@@ -2285,6 +2284,40 @@ mod tests {
     fn toml(i: &Imported) -> toml::Value {
         let t = i.toml.as_deref().expect("a unit");
         toml::from_str(t).unwrap_or_else(|e| panic!("{e}\n{t}"))
+    }
+
+    #[test]
+    fn cgroup_directives_map_to_resources_and_forking_needs_no_pid_file() {
+        let i = T::new().import(
+            "dbish.service",
+            "[Service]\nType=forking\nExecStart=/usr/sbin/dbd\nTasksMax=99%\nMemoryLimit=2G\nMemoryHigh=infinity\nCPUQuota=150%\nCPUShares=512\nIOWeight=50\nOOMPolicy=kill\nDelegate=yes\nKillMode=mixed\nMemoryAccounting=yes\n",
+        );
+        assert_eq!(refused(&i), Vec::<String>::new(), "{:?}", i.findings);
+        let v = toml(&i);
+        assert_eq!(v["type"].as_str(), Some("forking"));
+        assert!(v.get("pid_file").is_none());
+        let r = &v["resources"];
+        assert_eq!(r["pids_max"].as_str(), Some("99%"));
+        assert_eq!(r["memory_max"].as_str(), Some("2G"));
+        assert_eq!(r["memory_high"].as_str(), Some("max"));
+        assert_eq!(r["cpu_max"].as_str(), Some("150%"));
+        assert_eq!(r["cpu_weight"].as_integer(), Some(50));
+        assert_eq!(r["io_weight"].as_integer(), Some(50));
+        assert_eq!(r["oom_policy"].as_str(), Some("kill"));
+        assert_eq!(r["delegate"].as_bool(), Some(true));
+        assert_eq!(v["stop"]["kill_mode"].as_str(), Some("mixed"));
+        // What it wrote is a valid supd unit.
+        crate::unit::toml::parse_unit(
+            "dbish",
+            std::path::Path::new("dbish.toml"),
+            i.toml.as_deref().unwrap_or(""),
+        )
+        .expect("valid");
+        let i = T::new().import(
+            "bad.service",
+            "[Service]\nExecStart=/x\nTasksMax=lots\nOOMPolicy=panic\nSlice=a.slice\n",
+        );
+        assert_eq!(refused(&i), ["TasksMax", "OOMPolicy", "Slice"]);
     }
 
     #[test]

@@ -1961,6 +1961,22 @@ timeout = "30s"
         assert_eq!(r.cpu_max, Some((Some(150_000), 100_000)));
         assert_eq!(r.pids_max, Some(CgLimit::Value(64)));
         assert_eq!(r.io_weight, Some(10));
+        assert_eq!(r.oom_policy, crate::unit::OomPolicy::Continue);
+        assert!(!r.delegate && s.forking);
+        // systemd's shares of the host (TasksMax=99%, MemoryMax=50%), the
+        // OOM policy and delegation.
+        let s = parse("exec = [\"/x\"]\n[resources]\npids_max = \"99.5%\"\nmemory_max = \"50%\"\noom_policy = \"stop\"\ndelegate = true\n").expect("valid");
+        let r = &s.resources;
+        assert_eq!(r.pids_max, Some(CgLimit::Percent(9950)));
+        assert_eq!(r.memory_max, Some(CgLimit::Percent(5000)));
+        assert_eq!(CgLimit::Percent(9950).resolve(Some(4_000_000)), "3980000");
+        assert_eq!(r.oom_policy, crate::unit::OomPolicy::Stop);
+        assert!(r.delegate && !s.forking);
+        assert!(
+            err("exec = [\"/x\"]\n[resources]\noom_policy = \"panic\"\npids_max = \"120%\"\n")
+                .join("\n")
+                .contains("oom_policy")
+        );
         let e = err("exec = [\"/x\"]\npid_file = \"/run/x.pid\"\n[resources]\nmemory_max = \"lots\"\ncpu_weight = 0\ncpu_max = \"fast\"\npids_max = -1\n").join("\n");
         for needle in [
             "only for type",
@@ -2046,7 +2062,7 @@ timeout = "infinity"
 
         // Forking without a pid file: the main process comes from the
         // cgroup at run time.
-        let f = parse("type = \"forking\"\nexec = [\"/x\"]\n");
+        let f = parse("type = \"forking\"\nexec = [\"/x\"]\n").expect("valid");
         assert!(f.forking && f.pid_file.is_none());
         let e = err("exec = [\"/x\"]\npid_file = \"/run/x.pid\"\n");
         assert!(e[0].contains("only for type"), "{e:?}");
