@@ -603,18 +603,18 @@ impl Driver {
                 }];
             }
         }
-        if spec.forking && spec.pid_file.is_none() {
-            if let crate::world::cgroup::Containment::ProcessGroups { why } =
+        if spec.forking
+            && spec.pid_file.is_none()
+            && let crate::world::cgroup::Containment::ProcessGroups { why } =
                 &self.groups.containment
-            {
-                return vec![Event::SpawnFailed {
-                    run,
-                    error: format!(
-                        "type = \"forking\" without `pid_file` needs cgroup containment to find the daemon, and supd has none here ({why}); give `pid_file`"
-                    ),
-                    mount: None,
-                }];
-            }
+        {
+            return vec![Event::SpawnFailed {
+                run,
+                error: format!(
+                    "type = \"forking\" without `pid_file` needs cgroup containment to find the daemon, and supd has none here ({why}); give `pid_file`"
+                ),
+                mount: None,
+            }];
         }
         let first = if !spec.exec_start_pre.is_empty() {
             Some(Step::Pre(0))
@@ -1122,7 +1122,7 @@ impl Driver {
             _ => None,
         };
         let group = self.groups.group_for(&spec.name, GroupKind::Unit);
-        if let Err(error) = self.groups.apply_resources(&spec) {
+        if let Err(error) = self.groups.apply_resources(spec) {
             return Event::SpawnFailed {
                 run,
                 error,
