@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::engine::RunId;
 use crate::world::cgroup::{self, Containment, EventsWatch, Group, GroupKind};
+use crate::world::devices;
 
 pub(super) struct Groups {
     pub(super) containment: Containment,
@@ -190,6 +191,38 @@ impl Groups {
             return Ok(());
         }
         cgroup::apply(&g.path, r, &tree.controllers)?;
+        let was_restricted = self
+            .applied
+            .get(unit)
+            .is_some_and(|a| a.restricts_devices());
+        let refuse = |e: String| {
+            format!(
+                "[resources] device_policy/device_allow: {e}; supd will not run the unit without its device restriction"
+            )
+        };
+        match devices::rules(r) {
+            Some((rules, skipped)) => {
+                for why in skipped {
+                    tracing::warn!(unit = %unit, "device_allow: {why} (left out, as systemd does)");
+                }
+                let prog = devices::load(&devices::program(&rules)).map_err(refuse)?;
+                devices::attach(g.raw_dir(), &prog).map_err(refuse)?;
+            }
+            None if was_restricted => {
+                // The restriction was removed by a reload: a program that
+                // allows everything replaces the old one.
+                let all =
+                    [devices::DevType::Char, devices::DevType::Block].map(|ty| devices::Rule {
+                        ty,
+                        major: None,
+                        minor: None,
+                        access: 7,
+                    });
+                let prog = devices::load(&devices::program(&all))?;
+                devices::attach(g.raw_dir(), &prog)?;
+            }
+            None => {}
+        }
         self.applied.insert(unit.to_string(), r.clone());
         Ok(())
     }

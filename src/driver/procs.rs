@@ -697,7 +697,9 @@ impl Driver {
         // Helper commands belong to the unit: they run in its cgroup (a
         // forking unit's start command is its service).
         let group = self.groups.group_for(&spec.name, GroupKind::Unit);
-        if step == Step::Starter
+        // Limits and device rules hold from the first command of a start
+        // (a start command runs as the service does).
+        if matches!(step, Step::Pre(0) | Step::Starter)
             && group.is_some()
             && let Err(e) = self.groups.apply_resources(&spec)
         {

@@ -266,6 +266,41 @@ pub enum OomPolicy {
     Kill,
 }
 
+/// `[resources] device_policy` (systemd's DevicePolicy=): which device
+/// nodes the unit's processes may open, enforced by a cgroup device
+/// program (BPF) on its group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DevicePolicy {
+    /// Every device, unless `device_allow` lists some: then as `closed`.
+    #[default]
+    Auto,
+    /// `device_allow` plus the standard pseudo devices (/dev/null, zero,
+    /// full, random, urandom, tty, ptmx, the pty slaves).
+    Closed,
+    /// Only `device_allow`.
+    Strict,
+}
+
+/// The device nodes a `device_allow` entry names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceSpec {
+    /// A device node (its type and numbers are read at each start).
+    Path(PathBuf),
+    /// Every character device of a driver in /proc/devices (`char-rtc`).
+    Char(String),
+    /// Every block device of a driver in /proc/devices (`block-loop`).
+    Block(String),
+}
+
+/// One `device_allow` entry: devices and the access granted to them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceAllow {
+    pub spec: DeviceSpec,
+    pub read: bool,
+    pub write: bool,
+    pub mknod: bool,
+}
+
 /// `[resources]`: limits applied through the unit's cgroup (cgroup v2
 /// file names in the comments).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -286,11 +321,18 @@ pub struct Resources {
     /// systemd's Delegate=yes: the unit's group is chowned to its user,
     /// which may make its own sub-groups (container runtimes do).
     pub delegate: bool,
+    pub device_policy: DevicePolicy,
+    pub device_allow: Vec<DeviceAllow>,
 }
 
 impl Resources {
     pub fn is_empty(&self) -> bool {
         *self == Resources::default()
+    }
+
+    /// Is device access restricted (a device program to attach)?
+    pub fn restricts_devices(&self) -> bool {
+        self.device_policy != DevicePolicy::Auto || !self.device_allow.is_empty()
     }
 }
 

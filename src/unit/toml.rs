@@ -200,6 +200,8 @@ struct RawResources {
     io_weight: Option<Spanned<i64>>,
     oom_policy: Option<Spanned<String>>,
     delegate: Option<bool>,
+    device_policy: Option<Spanned<String>>,
+    device_allow: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -531,6 +533,40 @@ impl<'a> Errs<'a> {
 
 /// A byte size: an integer, or a string like "256M", "1G", "512K",
 /// "1048576", or "max".
+/// A `device_allow` entry, systemd's DeviceAllow= syntax: a device node
+/// path (or `char-NAME`, `block-NAME` from /proc/devices), then the
+/// access (`r`, `w`, `m`; all when omitted).
+fn parse_device_allow(s: &str) -> Result<crate::unit::DeviceAllow, String> {
+    use crate::unit::DeviceSpec;
+    let mut it = s.split_whitespace();
+    let what = it.next().ok_or("empty")?;
+    let access = it.next().unwrap_or("rwm");
+    if it.next().is_some() {
+        return Err("too many words".into());
+    }
+    if access.is_empty() || !access.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+        return Err(format!("access {access:?} is not made of r, w and m"));
+    }
+    let spec = if let Some(n) = what.strip_prefix("char-") {
+        DeviceSpec::Char(n.to_string())
+    } else if let Some(n) = what.strip_prefix("block-") {
+        DeviceSpec::Block(n.to_string())
+    } else if what.starts_with("/dev/") || what.starts_with("/sys/") || what.starts_with("/run/") {
+        DeviceSpec::Path(PathBuf::from(what))
+    } else {
+        return Err("not a device path under /dev (or char-NAME, block-NAME)".into());
+    };
+    if matches!(&spec, DeviceSpec::Char(n) | DeviceSpec::Block(n) if n.is_empty()) {
+        return Err("no driver name".into());
+    }
+    Ok(crate::unit::DeviceAllow {
+        spec,
+        read: access.contains('r'),
+        write: access.contains('w'),
+        mknod: access.contains('m'),
+    })
+}
+
 /// "99%" / "99.5%" (0 < p <= 100) as hundredths of a percent.
 fn percent(s: &str) -> Option<crate::unit::CgLimit> {
     let p: f64 = s.trim().strip_suffix('%')?.trim().parse().ok()?;
@@ -606,6 +642,33 @@ fn parse_resources(errs: &mut Errs<'_>, r: &RawResources) -> crate::unit::Resour
         }
     };
     out.delegate = r.delegate.unwrap_or(false);
+    out.device_policy = match r
+        .device_policy
+        .as_ref()
+        .map(|p| (p.get_ref().as_str(), p.span()))
+    {
+        None | Some(("auto", _)) => crate::unit::DevicePolicy::Auto,
+        Some(("closed", _)) => crate::unit::DevicePolicy::Closed,
+        Some(("strict", _)) => crate::unit::DevicePolicy::Strict,
+        Some((w, span)) => {
+            errs.at(
+                span,
+                format!("`device_policy` = {w:?} is not a policy"),
+                "one of \"auto\", \"closed\", \"strict\"",
+            );
+            crate::unit::DevicePolicy::Auto
+        }
+    };
+    for d in r.device_allow.iter().flatten() {
+        match parse_device_allow(d.get_ref()) {
+            Ok(a) => out.device_allow.push(a),
+            Err(why) => errs.at(
+                d.span(),
+                format!("`device_allow` {:?}: {why}", d.get_ref()),
+                "write \"/dev/NODE rw\", \"char-DRIVER r\" or \"block-DRIVER rwm\" (access: r, w, m; all three if omitted)",
+            ),
+        }
+    }
     out.memory_max = size(errs, &r.memory_max, "memory_max");
     out.memory_high = size(errs, &r.memory_high, "memory_high");
     out.pids_max = match &r.pids_max {

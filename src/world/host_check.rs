@@ -87,6 +87,19 @@ pub fn check_unit(spec: &UnitSpec) -> Vec<UnitError> {
             "give `pid_file` (the file the daemon writes its pid to), or mount cgroup2 (e.g. on /sys/fs/cgroup)".into(),
         ));
     }
+    if spec.resources.restricts_devices() {
+        let why = match super::cgroup::hierarchy() {
+            None => Some("this host has no writable cgroup2 filesystem".to_string()),
+            Some(_) => super::devices::probe().err(),
+        };
+        if let Some(why) = why {
+            found.push((
+                (Some("resources"), "device_policy"),
+                format!("device_policy/device_allow need a cgroup device program (BPF) on the unit's cgroup, and {why}; supd refuses to start the unit unrestricted"),
+                "run supd where it can load BPF programs (root, cgroup v2), or remove the device restriction".into(),
+            ));
+        }
+    }
     found.extend(limit_problems(spec));
     for m in &spec.mounts {
         if let Some(target) = &m.symlink_to {
