@@ -697,6 +697,29 @@ impl<'a> Mapper<'a> {
                     self.approx(e, "the group is delegated with every controller supd's subtree has, not only those listed");
                 }
             },
+            "DevicePolicy" => match e.value.trim() {
+                w @ ("auto" | "closed" | "strict") => {
+                    let src = self.src(e);
+                    self.doc.set("resources", "device_policy", V::Str(w.into()), src);
+                }
+                w => self.refuse(e, format!("{w:?} is not auto, closed or strict")),
+            },
+            "DeviceAllow" => {
+                if e.value.trim().is_empty() {
+                    self.doc.remove("resources", "device_allow");
+                    return;
+                }
+                let Some(v) = self.value(e) else { return };
+                let v = v.split_whitespace().collect::<Vec<_>>().join(" ");
+                match crate::unit::toml::parse_device_allow(&v) {
+                    Ok(_) => {
+                        let src = self.src(e);
+                        self.doc
+                            .push("resources", "device_allow", V::Strs(vec![v]), src);
+                    }
+                    Err(why) => self.refuse(e, why),
+                }
+            }
             "MemoryAccounting" | "CPUAccounting" | "IOAccounting" | "TasksAccounting" => self.note(
                 e,
                 "supd's cgroup per unit accounts with every controller its subtree has",
@@ -783,7 +806,7 @@ impl<'a> Mapper<'a> {
             | "RestrictAddressFamilies" | "RestrictNamespaces" | "RestrictRealtime"
             | "RestrictSUIDSGID" | "SystemCallFilter" | "SystemCallArchitectures"
             | "SystemCallErrorNumber" | "SystemCallLog" | "MemoryDenyWriteExecute"
-            | "LockPersonality" | "RemoveIPC" | "DevicePolicy" | "DeviceAllow"
+            | "LockPersonality" | "RemoveIPC"
             | "TemporaryFileSystem" | "BindPaths"
             | "BindReadOnlyPaths" | "RootDirectory" | "RootImage" | "MountAPIVFS"
             | "KeyringMode" | "SecureBits" | "DynamicUser" | "IPAddressDeny"
@@ -798,7 +821,7 @@ impl<'a> Mapper<'a> {
                     | "LockPersonality" => {
                         "enforced by systemd with a seccomp system call filter, which supd's sandbox does not have"
                     }
-                    "DevicePolicy" | "DeviceAllow" | "IPAddressDeny" | "IPAddressAllow"
+                    "IPAddressDeny" | "IPAddressAllow"
                     | "RestrictFileSystems" | "RestrictNetworkInterfaces" => {
                         "enforced by systemd with cgroup/BPF programs, which supd's sandbox does not have"
                     }
@@ -2290,7 +2313,7 @@ mod tests {
     fn cgroup_directives_map_to_resources_and_forking_needs_no_pid_file() {
         let i = T::new().import(
             "dbish.service",
-            "[Service]\nType=forking\nExecStart=/usr/sbin/dbd\nTasksMax=99%\nMemoryLimit=2G\nMemoryHigh=infinity\nCPUQuota=150%\nCPUShares=512\nIOWeight=50\nOOMPolicy=kill\nDelegate=yes\nKillMode=mixed\nMemoryAccounting=yes\n",
+            "[Service]\nType=forking\nExecStart=/usr/sbin/dbd\nTasksMax=99%\nMemoryLimit=2G\nMemoryHigh=infinity\nCPUQuota=150%\nCPUShares=512\nIOWeight=50\nOOMPolicy=kill\nDelegate=yes\nKillMode=mixed\nMemoryAccounting=yes\nDevicePolicy=closed\nDeviceAllow=/dev/net/tun  rw\nDeviceAllow=char-rtc r\n",
         );
         assert_eq!(refused(&i), Vec::<String>::new(), "{:?}", i.findings);
         let v = toml(&i);
@@ -2306,6 +2329,9 @@ mod tests {
         assert_eq!(r["oom_policy"].as_str(), Some("kill"));
         assert_eq!(r["delegate"].as_bool(), Some(true));
         assert_eq!(v["stop"]["kill_mode"].as_str(), Some("mixed"));
+        assert_eq!(r["device_policy"].as_str(), Some("closed"));
+        assert_eq!(r["device_allow"][0].as_str(), Some("/dev/net/tun rw"));
+        assert_eq!(r["device_allow"][1].as_str(), Some("char-rtc r"));
         // What it wrote is a valid supd unit.
         crate::unit::toml::parse_unit(
             "dbish",
@@ -2315,9 +2341,18 @@ mod tests {
         .expect("valid");
         let i = T::new().import(
             "bad.service",
-            "[Service]\nExecStart=/x\nTasksMax=lots\nOOMPolicy=panic\nSlice=a.slice\n",
+            "[Service]\nExecStart=/x\nTasksMax=lots\nOOMPolicy=panic\nSlice=a.slice\nDeviceAllow=tun rw\nDevicePolicy=open\n",
         );
-        assert_eq!(refused(&i), ["TasksMax", "OOMPolicy", "Slice"]);
+        assert_eq!(
+            refused(&i),
+            [
+                "TasksMax",
+                "OOMPolicy",
+                "Slice",
+                "DeviceAllow",
+                "DevicePolicy"
+            ]
+        );
     }
 
     #[test]

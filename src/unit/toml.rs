@@ -536,7 +536,7 @@ impl<'a> Errs<'a> {
 /// A `device_allow` entry, systemd's DeviceAllow= syntax: a device node
 /// path (or `char-NAME`, `block-NAME` from /proc/devices), then the
 /// access (`r`, `w`, `m`; all when omitted).
-fn parse_device_allow(s: &str) -> Result<crate::unit::DeviceAllow, String> {
+pub(crate) fn parse_device_allow(s: &str) -> Result<crate::unit::DeviceAllow, String> {
     use crate::unit::DeviceSpec;
     let mut it = s.split_whitespace();
     let what = it.next().ok_or("empty")?;
