@@ -284,6 +284,16 @@ impl Groups {
         self.current.get(&unit).copied()
     }
 
+    /// The run living in the group a cgroup path names (the one recorded
+    /// when an sd_notify datagram was received).
+    pub(super) fn run_of_cgroup_path(&self, path: &str) -> Option<RunId> {
+        let Containment::Cgroup(tree) = &self.containment else {
+            return None;
+        };
+        let unit = cgroup::unit_of_cgroup_path(path, tree)?;
+        self.current.get(&unit).copied()
+    }
+
     /// A watch task says `unit`'s group emptied: the run to tell the
     /// engine about, if that is still true now.
     pub(super) fn emptied(&mut self, unit: &str) -> Option<RunId> {

@@ -469,7 +469,18 @@ impl Group {
 /// The unit whose group (`NAME.unit` in our subtree) `pid` is in.
 pub fn unit_of_pid(pid: i32, tree: &Tree) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let path = own_cgroup(&text)?;
+    unit_of_cgroup_path(&own_cgroup(&text)?, tree)
+}
+
+/// The unit whose group (or a sub-group of it, for a delegated unit) a
+/// cgroup v2 path (`/proc/PID/cgroup`'s) names.
+pub fn unit_of_cgroup_path(path: &str, tree: &Tree) -> Option<String> {
+    let sub = tree.cgroup_path.trim_end_matches('/');
+    if let Some(rest) = path.strip_prefix(sub).and_then(|r| r.strip_prefix('/'))
+        && let Some((unit, GroupKind::Unit)) = unit_of_group(rest.split('/').next()?)
+    {
+        return Some(unit.to_string());
+    }
     let mut parts = path.rsplit('/');
     let leaf = parts.next()?;
     let parent = parts.next()?;
