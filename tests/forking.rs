@@ -294,3 +294,84 @@ fn apache2_from_its_debian_unit_serves_and_its_main_process_is_the_parent() {
     assert!(supd.unit("apache2")["pid"].is_null());
     assert_eq!(supd.state_of("apache2"), "stopped");
 }
+
+/// `[resources] delegate = true` (systemd's Delegate=yes): the unit's
+/// group belongs to its user, who may make sub-groups and move its own
+/// processes into them; supd still stops everything below its group.
+#[test]
+fn a_delegated_group_belongs_to_the_units_user_who_makes_sub_groups() {
+    if skip("delegated_group") {
+        return;
+    }
+    let t = TempDir::new("delegate");
+    run_ok(Command::new("chmod").args(["0777"]).arg(t.path()));
+    // As nobody: make a sub-group of its own group, move into it, start
+    // a worker there.
+    let script = r#"
+import os, sys
+out = sys.argv[1]
+mount = [l.split()[4] for l in open("/proc/self/mountinfo") if l.split(" - ")[1].startswith("cgroup2 ")][0]
+own = [l[3:].strip() for l in open("/proc/self/cgroup") if l.startswith("0::")][0]
+sub = mount + own + "/worker"
+try:
+    os.mkdir(sub)
+    with open(sub + "/cgroup.procs", "w") as f:
+        f.write(str(os.getpid()))
+    res = "moved"
+except OSError as e:
+    res = "errno %d" % e.errno
+with open(out + ".tmp", "w") as f:
+    f.write(res)
+os.rename(out + ".tmp", out)
+import time
+time.sleep(1000)
+"#;
+    let py = t.path().join("delegated.py");
+    std::fs::write(&py, script).unwrap();
+    let unit = |out: &str, delegate: bool| {
+        format!(
+            "user = \"nobody\"\nexec = [\"python3\", {}, {}]\n[stop]\ntimeout = \"5s\"\n[resources]\ndelegate = {delegate}\n",
+            toml_str(&py.display().to_string()),
+            toml_str(&t.path().join(out).display().to_string())
+        )
+    };
+    let (d, plain) = (unit("d.out", true), unit("p.out", false));
+    let supd = Supd::start("delegate", &[("d", &d), ("p", &plain)]);
+    let read = |n: &str| {
+        let p = t.path().join(n);
+        wait_for(n, Duration::from_secs(20), || {
+            std::fs::read_to_string(&p).ok()
+        })
+    };
+    assert_eq!(read("d.out"), "moved", "{}", supd.log_text());
+    assert_eq!(read("p.out"), format!("errno {}", libc::EACCES));
+    // The group directory is nobody's.
+    let cg = supd.unit("d")["cgroup"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mount = supd::world::cgroup::hierarchy().expect("cgroup2");
+    let dir = mount.join(cg.trim_start_matches('/'));
+    use std::os::unix::fs::MetadataExt;
+    let nobody = nix::unistd::User::from_name("nobody")
+        .ok()
+        .flatten()
+        .expect("user nobody");
+    assert_eq!(
+        std::fs::metadata(&dir).map(|m| m.uid()).ok(),
+        Some(nobody.uid.as_raw()),
+        "{}",
+        dir.display()
+    );
+    assert!(dir.join("worker").is_dir());
+    // Stopping it stops what lives in its sub-group, and the sub-group
+    // goes with the group.
+    let token = t.path().join("d.out").display().to_string();
+    assert_eq!(processes_with(&token).len(), 1);
+    let t0 = std::time::Instant::now();
+    supd.ok(&["stop", "d"]);
+    // The stop signal reached the sub-group (not only the timeout's kill).
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    assert_eq!(processes_with(&token), Vec::<i32>::new());
+    assert_eq!(supd.state_of("d"), "stopped");
+}
