@@ -99,3 +99,33 @@ fn closed_gives_the_standard_pseudo_devices() {
         "{text}"
     );
 }
+
+#[test]
+fn check_refuses_a_device_restriction_it_cannot_enforce() {
+    if !can_run("check_refuses_device_restriction") {
+        return;
+    }
+    let t = TempDir::new("devices-check");
+    let units = t.path().join("units");
+    std::fs::create_dir_all(&units).unwrap();
+    std::fs::write(
+        units.join("d.toml"),
+        "exec = [\"/bin/true\"]\n[resources]\ndevice_policy = \"strict\"\n",
+    )
+    .unwrap();
+    // A mount namespace where no cgroup2 is mounted.
+    let script = format!(
+        "for m in $(awk '$9 == \"cgroup2\" {{print $5}}' /proc/self/mountinfo); do umount -l \"$m\" || exit 3; done; exec {SUPD} check --units {}",
+        units.display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("unshare");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("d.toml:3") && err.contains("device_policy") && err.contains("unrestricted"),
+        "{err}"
+    );
+}
