@@ -526,3 +526,32 @@ fn fifo_unit_file_or_recover_source_does_not_hang_supd() {
         "{st}"
     );
 }
+
+#[test]
+fn supctl_ends_quietly_when_its_reader_goes_away() {
+    if !can_run("supctl_epipe") {
+        return;
+    }
+    let supd = Supd::start("ctlpipe", &[("a", &sh_unit("exec sleep 600", ""))]);
+    supd.wait_state("a", "running", Duration::from_secs(10));
+    // The reader is gone before supctl writes: `supctl status | head -0`.
+    let (rd, wr) = std::io::pipe().expect("pipe");
+    drop(rd);
+    let out = std::process::Command::new(SUPCTL)
+        .arg("--socket")
+        .arg(&supd.socket)
+        .args(["status", "a"])
+        .stdin(std::process::Stdio::null())
+        .stdout(wr)
+        .output()
+        .expect("run supctl");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "supctl panicked on EPIPE: {err}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "supctl should end by SIGPIPE like any filter: {:?} {err}",
+        out.status
+    );
+}

@@ -68,7 +68,7 @@ fn refusals_are_errors_unless_lossy() {
     ]);
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("hardened.service:6: error: SystemCallFilter=:"),
+        err.contains("hardened.service:6: error: SystemCallLog=:"),
         "{err}"
     );
     assert!(err.contains("hardened.service:7: error: Slice=:"), "{err}");
@@ -88,7 +88,7 @@ fn refusals_are_errors_unless_lossy() {
     assert!(err.contains("warning: not honoured"), "{err}");
     let text = std::fs::read_to_string(out.join("hardened.toml")).unwrap();
     assert!(
-        text.contains("NOT honoured") && text.contains("SystemCallFilter"),
+        text.contains("NOT honoured") && text.contains("SystemCallLog"),
         "{text}"
     );
     let (code, stdout, err) = supd(&["check", "--units", out.to_str().unwrap()]);

@@ -279,7 +279,8 @@ fn debian_service_files_import_and_every_refusal_is_named() {
             .join(", ")
     );
     eprintln!("not imported without --lossy: {}", failures.join(" "));
-    // A floor against regressions (the measured rate when this was
-    // written was about 50%).
-    assert!(rate >= 45.0, "pass rate fell to {rate:.1}%");
+    // A floor against regressions: the measured rate once the seccomp,
+    // private_users, remove_ipc, secure_bits and bind_paths directives
+    // were mapped (73 of 118, 61.9%; 64, 54%, before).
+    assert!(rate >= 61.0, "pass rate fell to {rate:.1}%");
 }

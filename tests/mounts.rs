@@ -57,8 +57,11 @@ fn waits_for_mount_and_writes_into_the_mounted_filesystem() {
     });
     assert!(started > mounted_at, "unit started before its mount");
     // The write went into the tmpfs (visible only inside the namespace)...
-    let cat = supd.in_ns(&["cat", &format!("{d}/written")]);
-    assert_eq!(String::from_utf8_lossy(&cat.stdout).trim(), "hello");
+    // (The service writes it after its start stamp: await it.)
+    wait_for("the write inside the mount", Duration::from_secs(5), || {
+        let cat = supd.in_ns(&["cat", &format!("{d}/written")]);
+        (String::from_utf8_lossy(&cat.stdout).trim() == "hello").then_some(())
+    });
     // ...and not into the directory underneath, which we see from here.
     assert!(
         std::fs::read_dir(data.path()).unwrap().next().is_none(),

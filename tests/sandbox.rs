@@ -232,3 +232,41 @@ fn kernel_hostname_and_network_protections() {
     // Only loopback in the private network.
     has(&r, "links lo");
 }
+
+#[test]
+fn bind_paths_and_bind_read_only_paths() {
+    if !can_run("bind_paths") {
+        return;
+    }
+    let dir = TempDir::new("sb-bind");
+    let src = dir.path().join("src");
+    let ro_src = dir.path().join("ro-src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&ro_src).unwrap();
+    std::fs::write(ro_src.join("data"), "ro-data").unwrap();
+    // Mount points that do not exist yet are made, as systemd makes them.
+    let dst = dir.path().join("dst");
+    let ro_dst = dir.path().join("ro-dst");
+    let r = run(
+        "sbbind",
+        "",
+        &format!(
+            "bind_paths = [\"{src}:{dst}\", \"-/nonexistent/x:/tmp/x\"]\nbind_read_only_paths = [\"{ro_src}:{ro_dst}\"]",
+            src = src.display(),
+            dst = dst.display(),
+            ro_src = ro_src.display(),
+            ro_dst = ro_dst.display()
+        ),
+        &format!(
+            "{TRY} try write touch {dst}/w; try ro_read grep -q ro-data {ro_dst}/data; try ro_write touch {ro_dst}/w",
+            dst = dst.display(),
+            ro_dst = ro_dst.display()
+        ),
+    );
+    has(&r, "write ok");
+    has(&r, "ro_read ok");
+    has(&r, "ro_write denied");
+    // The write went through the bind to the source.
+    assert!(src.join("w").exists());
+    assert!(!ro_src.join("w").exists());
+}

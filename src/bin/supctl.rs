@@ -301,6 +301,13 @@ fn socket_path(cli: &Cli) -> PathBuf {
 }
 
 fn main() -> ExitCode {
+    // `supctl status db | head` must end quietly when the reader goes away,
+    // as every Unix filter does: Rust ignores SIGPIPE and `println!` then
+    // panics on EPIPE. supctl holds nothing that needs a clean exit.
+    // SAFETY: no other thread exists yet; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -150,6 +150,27 @@ pub(super) struct ProcTable {
 }
 
 impl ProcTable {
+    /// A run has nothing left to do: drop it, and for `remove_ipc` remove
+    /// its user's IPC objects once no other run of that user is left.
+    fn forget(&mut self, run: RunId) -> Option<RunCtx> {
+        let ctx = self.runs.remove(&run)?;
+        let sb = &ctx.spec.sandbox;
+        if sb.remove_ipc
+            && ctx.spec.user.is_some()
+            && !self.runs.values().any(|c| c.spec.user == ctx.spec.user)
+            && let Some(uid) = unit_uid(&ctx.spec)
+        {
+            let gid = ctx
+                .spec
+                .group
+                .as_deref()
+                .and_then(|g| nix::unistd::Group::from_name(g).ok().flatten())
+                .map(|g| g.gid.as_raw());
+            crate::world::ipc::remove_in_background(ctx.spec.name.clone(), uid, gid);
+        }
+        Some(ctx)
+    }
+
     /// Every run's output pipe copy, by raw descriptor.
     pub(super) fn outputs(&self) -> Vec<(RunId, i32)> {
         use std::os::fd::AsRawFd;
@@ -361,7 +382,7 @@ impl ProcTable {
                     if stop_post {
                         next.push(Next::StopPost(run, status));
                     } else {
-                        self.runs.remove(&run);
+                        self.forget(run);
                         exits.push(Event::ProcessExited { run, status });
                     }
                 }
@@ -648,7 +669,7 @@ impl Driver {
         let ev = self.spawn_main(run, &spec, &mounts);
         let started = matches!(ev, Event::Spawned { .. });
         if !started {
-            self.procs.runs.remove(&run);
+            self.procs.forget(run);
         }
         let mut out = vec![ev];
         if started && !spec.exec_start_post.is_empty() {
@@ -823,7 +844,7 @@ impl Driver {
         }
         match step {
             Step::Pre(_) | Step::Starter => {
-                self.procs.runs.remove(&run);
+                self.procs.forget(run);
                 vec![Event::SpawnFailed {
                     run,
                     error: msg,
@@ -882,8 +903,7 @@ impl Driver {
             Step::StopPost(_) => {
                 let status = self
                     .procs
-                    .runs
-                    .remove(&run)
+                    .forget(run)
                     .and_then(|c| c.exited)
                     .unwrap_or(ExitStatus::Exited(0));
                 vec![Event::ProcessExited { run, status }]
@@ -1067,7 +1087,7 @@ impl Driver {
                     .orphans
                     .remove(pos)
                     .unwrap_or((pid, ExitStatus::Exited(1)));
-                self.procs.runs.remove(&run);
+                self.procs.forget(run);
                 return vec![
                     Event::Spawned {
                         run,
@@ -1105,7 +1125,7 @@ impl Driver {
             }
         }
         if now >= deadline {
-            self.procs.runs.remove(&run);
+            self.procs.forget(run);
             return vec![Event::SpawnFailed {
                 run,
                 error: format!(

@@ -740,7 +740,7 @@ impl<'a> Mapper<'a> {
             "ProtectClock" => {
                 self.sandbox_bool(e, "protect_clock");
                 if syntax::parse_bool(&e.value) == Some(true) {
-                    self.approx(e, "by dropping CAP_SYS_TIME and CAP_WAKE_ALARM (no system call filter, no device rules)");
+                    self.approx(e, "by dropping CAP_SYS_TIME and CAP_WAKE_ALARM and denying the @clock system calls (no /dev/rtc device rule)");
                 }
             }
             "ProtectSystem" => {
@@ -802,30 +802,119 @@ impl<'a> Mapper<'a> {
             "ExecPaths" => self.sandbox_paths(e, "exec_paths"),
             "CapabilityBoundingSet" => self.caps(e, "capability_bounding_set"),
             "AmbientCapabilities" => self.caps(e, "ambient_capabilities"),
-            "PrivateUsers" | "PrivateMounts"
-            | "RestrictAddressFamilies" | "RestrictNamespaces" | "RestrictRealtime"
-            | "RestrictSUIDSGID" | "SystemCallFilter" | "SystemCallArchitectures"
-            | "SystemCallErrorNumber" | "SystemCallLog" | "MemoryDenyWriteExecute"
-            | "LockPersonality" | "RemoveIPC"
-            | "TemporaryFileSystem" | "BindPaths"
-            | "BindReadOnlyPaths" | "RootDirectory" | "RootImage" | "MountAPIVFS"
-            | "KeyringMode" | "SecureBits" | "DynamicUser" | "IPAddressDeny"
+            "LockPersonality" => self.sandbox_bool(e, "lock_personality"),
+            "PrivateUsers" => self.sandbox_bool(e, "private_users"),
+            "RemoveIPC" => self.sandbox_bool(e, "remove_ipc"),
+            "MemoryDenyWriteExecute" => self.sandbox_bool(e, "memory_deny_write_execute"),
+            "RestrictRealtime" => self.sandbox_bool(e, "restrict_realtime"),
+            "RestrictSUIDSGID" => self.sandbox_bool(e, "restrict_suid_sgid"),
+            "SystemCallFilter" | "RestrictAddressFamilies" | "SecureBits" => {
+                self.seccomp_list(e)
+            }
+            "SystemCallErrorNumber" => {
+                let v = e.value.trim();
+                if v.is_empty() {
+                    self.doc.remove("sandbox", "system_call_error_number");
+                } else if let Err(why) = crate::unit::syscalls::parse_deny(v) {
+                    self.refuse(e, why);
+                } else {
+                    let src = self.src(e);
+                    self.doc
+                        .set("sandbox", "system_call_error_number", V::Str(v.into()), src);
+                }
+            }
+            "SystemCallArchitectures" => {
+                let v = e.value.trim();
+                if v.is_empty() {
+                    self.doc.remove("sandbox", "system_call_architectures");
+                } else if v.split_whitespace().all(|w| w == "native" || w == "x86-64")
+                    && !crate::unit::syscalls::numbers::TABLE.is_empty()
+                {
+                    self.facts.sandboxed = true;
+                    let src = self.src(e);
+                    self.doc.set(
+                        "sandbox",
+                        "system_call_architectures",
+                        V::Strs(vec!["native".into()]),
+                        src,
+                    );
+                } else {
+                    self.refuse(e, "supd's filters admit the native architecture alone (\"native\")");
+                }
+            }
+            "RestrictNamespaces" => {
+                let v = e.value.trim();
+                let src = self.src(e);
+                match syntax::parse_bool(v) {
+                    Some(b) => {
+                        self.facts.sandboxed |= b;
+                        self.doc.set("sandbox", "restrict_namespaces", V::Bool(b), src);
+                    }
+                    None => match crate::unit::syscalls::parse_namespaces(&[v.to_string()]) {
+                        Ok(_) => {
+                            self.facts.sandboxed = true;
+                            self.doc.set(
+                                "sandbox",
+                                "restrict_namespaces",
+                                V::Strs(vec![v.to_string()]),
+                                src,
+                            );
+                        }
+                        Err(why) => self.refuse(e, why),
+                    },
+                }
+            }
+            "BindPaths" | "BindReadOnlyPaths" => {
+                let key = if e.key == "BindPaths" {
+                    "bind_paths"
+                } else {
+                    "bind_read_only_paths"
+                };
+                if e.value.trim().is_empty() {
+                    self.doc.remove("sandbox", key);
+                    return;
+                }
+                let Some(v) = self.value(e) else { return };
+                let words = match syntax::split_words(&v) {
+                    Ok(w) => w,
+                    Err(why) => {
+                        self.refuse(e, why);
+                        return;
+                    }
+                };
+                for w in &words {
+                    let mut parts = w.trim_start_matches('-').split(':');
+                    let src = parts.next().unwrap_or_default();
+                    let dst = parts.next().unwrap_or(src);
+                    let opt = parts.next().unwrap_or("rbind");
+                    if !src.starts_with('/') || !(dst.is_empty() || dst.starts_with('/')) {
+                        self.refuse(e, format!("{w:?}: paths must be absolute"));
+                        return;
+                    }
+                    if !matches!(opt, "rbind" | "norbind") || parts.next().is_some() {
+                        self.refuse(e, format!("{w:?}: options are rbind or norbind"));
+                        return;
+                    }
+                }
+                self.facts.sandboxed = true;
+                let src = self.src(e);
+                self.doc.push("sandbox", key, V::Strs(words), src);
+            }
+            "PrivateMounts"
+            | "TemporaryFileSystem"
+            | "RootDirectory" | "RootImage" | "MountAPIVFS"
+            | "KeyringMode" | "DynamicUser" | "SystemCallLog" | "IPAddressDeny"
             | "IPAddressAllow" | "RestrictFileSystems" | "ProtectKernelTunable"
             | "AppArmorProfile" | "SELinuxContext" | "SmackProcessLabel"
             | "RestrictNetworkInterfaces" => {
                 self.facts.sandboxed = true;
                 let why = match e.key.as_str() {
-                    "RestrictAddressFamilies" | "RestrictNamespaces" | "RestrictRealtime"
-                    | "RestrictSUIDSGID" | "SystemCallFilter" | "SystemCallArchitectures"
-                    | "SystemCallErrorNumber" | "SystemCallLog" | "MemoryDenyWriteExecute"
-                    | "LockPersonality" => {
-                        "enforced by systemd with a seccomp system call filter, which supd's sandbox does not have"
-                    }
                     "IPAddressDeny" | "IPAddressAllow"
                     | "RestrictFileSystems" | "RestrictNetworkInterfaces" => {
                         "enforced by systemd with cgroup/BPF programs, which supd's sandbox does not have"
                     }
                     "DynamicUser" => "supd does not allocate users; create one and set User=",
+                    "SystemCallLog" => "supd's seccomp filters do not log calls",
                     "AppArmorProfile" | "SELinuxContext" | "SmackProcessLabel" => {
                         "supd does not set security labels"
                     }
@@ -1059,6 +1148,55 @@ impl<'a> Mapper<'a> {
             }
             _ => self.refuse(e, format!("{v:?} is not a weight in {min}..={max}")),
         }
+    }
+
+    /// `SystemCallFilter=`, `RestrictAddressFamilies=`, `SecureBits=`: each
+    /// line kept as one entry of the list (supd reads the lines with
+    /// systemd's rules); empty resets.
+    fn seccomp_list(&mut self, e: &Entry) {
+        let key = match e.key.as_str() {
+            "SystemCallFilter" => "system_call_filter",
+            "RestrictAddressFamilies" => "restrict_address_families",
+            _ => "secure_bits",
+        };
+        let v = e.value.trim().to_string();
+        if v.is_empty() {
+            self.doc.remove("sandbox", key);
+            return;
+        }
+        let check = match key {
+            "system_call_filter" => {
+                crate::unit::syscalls::parse_filter(std::slice::from_ref(&v)).map(|_| ())
+            }
+            "restrict_address_families" => {
+                crate::unit::syscalls::parse_families(std::slice::from_ref(&v)).map(|_| ())
+            }
+            _ => v
+                .split_whitespace()
+                .find(|w| {
+                    !matches!(
+                        *w,
+                        "noroot"
+                            | "noroot-locked"
+                            | "no-setuid-fixup"
+                            | "no-setuid-fixup-locked"
+                            | "keep-caps"
+                            | "keep-caps-locked"
+                    )
+                })
+                .map_or(Ok(()), |w| Err(format!("{w:?} is not a secure bit"))),
+        };
+        if let Err(why) = check {
+            self.refuse(e, why);
+            return;
+        }
+        if key != "secure_bits" && crate::unit::syscalls::numbers::TABLE.is_empty() {
+            self.refuse(e, "supd builds seccomp filters for x86-64 only");
+            return;
+        }
+        self.facts.sandboxed = true;
+        let src = self.src(e);
+        self.doc.push("sandbox", key, V::Strs(vec![v]), src);
     }
 
     fn sandbox_bool(&mut self, e: &Entry, key: &str) {
@@ -2394,7 +2532,7 @@ mod tests {
     fn every_refusal_names_its_directive_and_line() {
         let i = T::new().import(
             "x.service",
-            "[Service]\nExecStart=/bin/x\nSystemCallFilter=@system-service\nFrobnicate=yes\nX-Vendor=ok\n[Socket]\nListenStream=80\n",
+            "[Service]\nExecStart=/bin/x\nSystemCallLog=@system-service\nFrobnicate=yes\nX-Vendor=ok\n[Socket]\nListenStream=80\n",
         );
         let r: Vec<(String, usize)> = i
             .findings
@@ -2405,7 +2543,7 @@ mod tests {
         assert_eq!(
             r,
             [
-                ("SystemCallFilter".to_string(), 3),
+                ("SystemCallLog".to_string(), 3),
                 ("Frobnicate".to_string(), 4),
                 ("ListenStream".to_string(), 7)
             ]
@@ -2414,7 +2552,7 @@ mod tests {
         // and it lists what it does not honour.
         let t = i.toml.unwrap();
         assert!(t.contains("NOT honoured"), "{t}");
-        assert!(t.contains("SystemCallFilter"), "{t}");
+        assert!(t.contains("SystemCallLog"), "{t}");
     }
 
     #[test]
@@ -2625,7 +2763,7 @@ mod native_keys {
     fn sandboxing_maps_or_is_refused_by_name() {
         let i = import(
             "redisish.service",
-            "[Service]\nExecStart=/usr/bin/redis-server\nUser=redis\nPrivateTmp=true\nPrivateDevices=yes\nProtectHome=true\nProtectSystem=strict\nReadWritePaths=-/var/lib/redis\nReadWriteDirectories=-/etc/redis\nCapabilityBoundingSet=\nNoNewPrivileges=true\nProtectKernelTunables=true\nProtectProc=invisible\nSystemCallFilter=@system-service\nMemoryDenyWriteExecute=true\n",
+            "[Service]\nExecStart=/usr/bin/redis-server\nUser=redis\nPrivateTmp=true\nPrivateDevices=yes\nProtectHome=true\nProtectSystem=strict\nReadWritePaths=-/var/lib/redis\nReadWriteDirectories=-/etc/redis\nCapabilityBoundingSet=\nNoNewPrivileges=true\nProtectKernelTunables=true\nProtectProc=invisible\nSystemCallFilter=@system-service\nSystemCallFilter=~@privileged @resources\nSystemCallErrorNumber=EPERM\nSystemCallArchitectures=native\nMemoryDenyWriteExecute=true\nRestrictAddressFamilies=AF_UNIX AF_INET\nRestrictNamespaces=true\nLockPersonality=yes\nSecureBits=noroot\nBindReadOnlyPaths=/dev/log:/var/lib/x/dev/log\nSystemCallFilter=@nonesuch\nRestrictAddressFamilies=AF_WHAT\n",
         );
         let refused: Vec<&str> = i
             .findings
@@ -2633,7 +2771,8 @@ mod native_keys {
             .filter(|f| f.severity == Severity::Refused)
             .map(|f| f.directive.as_str())
             .collect();
-        assert_eq!(refused, ["SystemCallFilter", "MemoryDenyWriteExecute"]);
+        // Misspelt groups and families are refused, never dropped.
+        assert_eq!(refused, ["SystemCallFilter", "RestrictAddressFamilies"]);
         let t = i.toml.unwrap();
         let v: toml::Value = toml::from_str(&t).unwrap();
         let sb = &v["sandbox"];
@@ -2646,8 +2785,31 @@ mod native_keys {
             Some(0)
         );
         assert_eq!(sb["protect_proc"].as_str(), Some("invisible"));
+        assert_eq!(
+            sb["system_call_filter"].as_array().map(|a| a.len()),
+            Some(2)
+        );
+        assert_eq!(sb["system_call_error_number"].as_str(), Some("EPERM"));
+        assert_eq!(sb["memory_deny_write_execute"].as_bool(), Some(true));
+        assert_eq!(sb["restrict_namespaces"].as_bool(), Some(true));
+        assert_eq!(
+            sb["bind_read_only_paths"][0].as_str(),
+            Some("/dev/log:/var/lib/x/dev/log")
+        );
         let spec = crate::unit::toml::parse_unit("r", std::path::Path::new("r.toml"), &t).unwrap();
         assert_eq!(spec.sandbox.capability_bounding_set, Some(0));
+        assert!(
+            spec.sandbox
+                .system_call_filter
+                .as_ref()
+                .is_some_and(|f| f.allow_list)
+        );
+        assert!(spec.sandbox.native_only && spec.sandbox.lock_personality);
+        assert_eq!(spec.sandbox.secure_bits, Some(1));
+        assert_eq!(
+            spec.sandbox.restrict_address_families.map(|f| f.families),
+            Some(vec![1, 2])
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod caps;
 pub mod exec;
 pub mod load;
+pub mod syscalls;
 pub mod toml;
 
 use std::collections::BTreeMap;
@@ -548,6 +549,40 @@ pub struct Sandbox {
     /// Mounted noexec (recursively), except `exec_paths`.
     pub no_exec_paths: Vec<SandboxPath>,
     pub exec_paths: Vec<SandboxPath>,
+    /// `system_call_filter`, resolved.
+    pub system_call_filter: Option<syscalls::SyscallFilter>,
+    /// What a call the filter denies gets (default: SIGSYS kill).
+    pub system_call_error_number: Option<syscalls::Deny>,
+    /// `system_call_architectures = ["native"]`.
+    pub native_only: bool,
+    pub lock_personality: bool,
+    pub memory_deny_write_execute: bool,
+    pub restrict_realtime: bool,
+    pub restrict_suid_sgid: bool,
+    /// Forbidden namespace types, as clone flags (0: none forbidden).
+    pub restrict_namespaces: u64,
+    pub restrict_address_families: Option<syscalls::Families>,
+    /// A user namespace mapping only root and the unit's user and group.
+    pub private_users: bool,
+    /// `secure_bits`, as the prctl(PR_SET_SECUREBITS) value.
+    pub secure_bits: Option<u32>,
+    /// `bind_paths` / `bind_read_only_paths`.
+    pub bind_paths: Vec<BindPath>,
+    /// Remove the IPC objects of the unit's (non-root) user and group
+    /// when its last run of that user ends.
+    pub remove_ipc: bool,
+}
+
+/// `bind_paths = ["SRC:DST"]`: SRC bound onto DST (`-` first: a missing
+/// SRC is fine; DST defaults to SRC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindPath {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub read_only: bool,
+    pub optional: bool,
+    /// `:norbind`: only the one mount, not those under it.
+    pub recursive: bool,
 }
 
 impl Sandbox {
@@ -567,6 +602,20 @@ impl Sandbox {
             || self.protect_proc.is_some()
             || self.proc_subset_pid
             || !self.no_exec_paths.is_empty()
+            || !self.bind_paths.is_empty()
+    }
+
+    /// Does it need a seccomp filter?
+    pub fn needs_seccomp(&self) -> bool {
+        self.system_call_filter.is_some()
+            || self.native_only
+            || self.lock_personality
+            || self.memory_deny_write_execute
+            || self.restrict_realtime
+            || self.restrict_suid_sgid
+            || self.restrict_namespaces != 0
+            || self.restrict_address_families.is_some()
+            || self.protect_clock
     }
 
     pub fn is_empty(&self) -> bool {

@@ -229,6 +229,27 @@ struct RawSandbox {
     proc_subset: Option<Spanned<String>>,
     no_exec_paths: Option<Vec<Spanned<String>>>,
     exec_paths: Option<Vec<Spanned<String>>>,
+    system_call_filter: Option<Vec<Spanned<String>>>,
+    system_call_error_number: Option<Spanned<String>>,
+    system_call_architectures: Option<Vec<Spanned<String>>>,
+    lock_personality: Option<bool>,
+    memory_deny_write_execute: Option<bool>,
+    restrict_realtime: Option<bool>,
+    restrict_suid_sgid: Option<bool>,
+    restrict_namespaces: Option<Spanned<BoolOrList>>,
+    restrict_address_families: Option<Spanned<Vec<String>>>,
+    private_users: Option<bool>,
+    remove_ipc: Option<bool>,
+    secure_bits: Option<Spanned<Vec<String>>>,
+    bind_paths: Option<Vec<Spanned<String>>>,
+    bind_read_only_paths: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum BoolOrList {
+    Bool(bool),
+    List(Vec<String>),
 }
 
 #[derive(Deserialize, Clone)]
@@ -1699,8 +1720,15 @@ fn sandbox(errs: &mut Errs<'_>, r: &RawSandbox) -> crate::unit::Sandbox {
         protect_hostname: r.protect_hostname.unwrap_or(false),
         private_network: r.private_network.unwrap_or(false),
         private_ipc: r.private_ipc.unwrap_or(false),
+        lock_personality: r.lock_personality.unwrap_or(false),
+        memory_deny_write_execute: r.memory_deny_write_execute.unwrap_or(false),
+        restrict_realtime: r.restrict_realtime.unwrap_or(false),
+        restrict_suid_sgid: r.restrict_suid_sgid.unwrap_or(false),
+        private_users: r.private_users.unwrap_or(false),
+        remove_ipc: r.remove_ipc.unwrap_or(false),
         ..Default::default()
     };
+    seccomp_keys(errs, r, &mut s);
     let caps = |errs: &mut Errs<'_>, v: &Vec<Spanned<String>>, key: &str| -> (u64, bool) {
         // `~` before the first name: the list is what to drop.
         let mut mask = 0u64;
@@ -1822,6 +1850,140 @@ fn sandbox(errs: &mut Errs<'_>, r: &RawSandbox) -> crate::unit::Sandbox {
         }
     }
     s
+}
+
+/// The seccomp, user namespace, securebits and bind keys of `[sandbox]`.
+fn seccomp_keys(errs: &mut Errs<'_>, r: &RawSandbox, s: &mut crate::unit::Sandbox) {
+    use crate::unit::syscalls;
+    const NO_TABLE: &str =
+        "seccomp filters are built for x86-64 only; remove the key on this architecture";
+    let has_table = !syscalls::numbers::TABLE.is_empty();
+    if let Some(v) = &r.system_call_filter {
+        let lines: Vec<String> = v.iter().map(|x| x.get_ref().clone()).collect();
+        let span = v.first().map(|x| x.span()).unwrap_or(0..0);
+        if !has_table {
+            errs.at(span, "[sandbox] system_call_filter", NO_TABLE);
+        } else {
+            match syscalls::parse_filter(&lines) {
+                Ok(f) => s.system_call_filter = Some(f),
+                Err(e) => errs.at(
+                    span,
+                    format!("[sandbox] system_call_filter: {e}"),
+                    "entries like \"@system-service\", \"~@privileged @resources\", \"~mount:EPERM\"",
+                ),
+            }
+        }
+    }
+    if let Some(v) = &r.system_call_error_number {
+        match syscalls::parse_deny(v.get_ref()) {
+            Ok(d) => s.system_call_error_number = Some(d),
+            Err(e) => errs.at(
+                v.span(),
+                format!("[sandbox] system_call_error_number: {e}"),
+                "",
+            ),
+        }
+    }
+    if let Some(v) = &r.system_call_architectures {
+        for a in v {
+            match a.get_ref().as_str() {
+                "native" | "x86-64" if has_table => s.native_only = true,
+                w => errs.at(
+                    a.span(),
+                    format!("[sandbox] system_call_architectures: {w:?} is not supported"),
+                    "only [\"native\"] (supd's filters admit the native architecture alone)",
+                ),
+            }
+        }
+    }
+    if let Some(v) = &r.restrict_namespaces {
+        match v.get_ref() {
+            BoolOrList::Bool(true) => s.restrict_namespaces = syscalls::all_namespaces(),
+            BoolOrList::Bool(false) => {}
+            BoolOrList::List(l) => match syscalls::parse_namespaces(l) {
+                Ok(m) => s.restrict_namespaces = m,
+                Err(e) => errs.at(v.span(), format!("[sandbox] restrict_namespaces: {e}"), ""),
+            },
+        }
+    }
+    if let Some(v) = &r.restrict_address_families {
+        match syscalls::parse_families(v.get_ref()) {
+            Ok(f) => s.restrict_address_families = Some(f),
+            Err(e) => errs.at(
+                v.span(),
+                format!("[sandbox] restrict_address_families: {e}"),
+                "[\"AF_UNIX\", \"AF_INET\"], [\"~AF_PACKET\"] or [\"none\"]",
+            ),
+        }
+    }
+    if !has_table && s.needs_seccomp() {
+        errs.whole("[sandbox] seccomp restrictions", NO_TABLE);
+    }
+    if let Some(v) = &r.secure_bits {
+        let mut bits = 0u32;
+        for w in v.get_ref().iter().flat_map(|l| l.split_whitespace()) {
+            bits |= match w {
+                "noroot" => 1 << 0,
+                "noroot-locked" => 1 << 1,
+                "no-setuid-fixup" => 1 << 2,
+                "no-setuid-fixup-locked" => 1 << 3,
+                "keep-caps" => 1 << 4,
+                "keep-caps-locked" => 1 << 5,
+                _ => {
+                    errs.at(
+                        v.span(),
+                        format!("[sandbox] secure_bits: {w:?} is not a secure bit"),
+                        "noroot, noroot-locked, no-setuid-fixup, no-setuid-fixup-locked, keep-caps, keep-caps-locked",
+                    );
+                    0
+                }
+            };
+        }
+        s.secure_bits = Some(bits);
+    }
+    for (list, read_only) in [(&r.bind_paths, false), (&r.bind_read_only_paths, true)] {
+        let key = if read_only {
+            "bind_read_only_paths"
+        } else {
+            "bind_paths"
+        };
+        for e in list.iter().flatten() {
+            let raw = e.get_ref();
+            let (optional, rest) = match raw.strip_prefix('-') {
+                Some(x) => (true, x),
+                None => (false, raw.as_str()),
+            };
+            let mut parts = rest.split(':');
+            let src = parts.next().unwrap_or_default();
+            let dst = parts.next().filter(|d| !d.is_empty()).unwrap_or(src);
+            let recursive = match parts.next() {
+                None | Some("rbind") => true,
+                Some("norbind") => false,
+                Some(o) => {
+                    errs.at(
+                        e.span(),
+                        format!("[sandbox] {key}: {o:?} is not rbind or norbind"),
+                        "",
+                    );
+                    true
+                }
+            };
+            let src_sp = Spanned::new(e.span(), src.to_string());
+            let dst_sp = Spanned::new(e.span(), dst.to_string());
+            if let (Some(source), Some(target)) = (
+                abs_path(errs, &src_sp, &format!("sandbox.{key}")),
+                abs_path(errs, &dst_sp, &format!("sandbox.{key}")),
+            ) {
+                s.bind_paths.push(crate::unit::BindPath {
+                    source,
+                    target,
+                    read_only,
+                    optional,
+                    recursive,
+                });
+            }
+        }
+    }
 }
 
 /// A signal number from `SIGTERM`/`TERM`, including SIGKILL (an exit

@@ -34,6 +34,7 @@ const MOVE_MOUNT_F_EMPTY_PATH: usize = 0x4;
 const PR_SET_KEEPCAPS: usize = 8;
 const PR_CAPBSET_DROP: usize = 24;
 const PR_SET_NO_NEW_PRIVS: usize = 38;
+const PR_SET_SECUREBITS: usize = 28;
 const PR_CAP_AMBIENT: usize = 47;
 const PR_CAP_AMBIENT_RAISE: usize = 2;
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
@@ -82,6 +83,13 @@ enum Op {
         target: CString,
         path: CString,
     },
+    /// `bind_paths`: bind `src` onto `dst`.
+    Bind {
+        src: CString,
+        dst: CString,
+        recursive: bool,
+        optional: bool,
+    },
     /// Mount the copy in `slot` at `path`.
     Place {
         slot: usize,
@@ -114,6 +122,7 @@ impl Op {
             Op::Touch { path } | Op::Mkdir { path } => format!("creating {}", s(path)),
             Op::Symlink { path, .. } => format!("creating the symlink {}", s(path)),
             Op::Place { path, .. } => format!("mounting {}", s(path)),
+            Op::Bind { src, dst, .. } => format!("binding {} onto {}", s(src), s(dst)),
         }
     }
 }
@@ -132,6 +141,37 @@ pub struct Plan {
     no_new_privs: bool,
     /// Slots for `Grab`/`Place`.
     slots: usize,
+    /// Seccomp programs, installed right before execve.
+    seccomp: Programs,
+    /// prctl(PR_SET_SECUREBITS) before the user change.
+    secure_bits: Option<u32>,
+    /// `private_users`: the uid_map and gid_map written for the child.
+    userns: Option<(CString, CString)>,
+}
+
+/// The seccomp programs (libc's `sock_filter` has no Debug).
+#[derive(Default)]
+struct Programs(Vec<Vec<libc::sock_filter>>);
+
+impl std::fmt::Debug for Programs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} seccomp program(s)", self.0.len())
+    }
+}
+
+impl Plan {
+    /// `private_users`: map root and the unit's user and group (whatever
+    /// else the service meets shows as the overflow id, `nobody`).
+    pub fn set_identity(&mut self, private_users: bool, uid: Option<u32>, gid: Option<u32>) {
+        if !private_users {
+            return;
+        }
+        let map = |id: Option<u32>| match id {
+            Some(i) if i != 0 => cs(&format!("0 0 1\n{i} {i} 1\n")),
+            _ => cs("0 0 1\n"),
+        };
+        self.userns = Some((map(uid), map(gid)));
+    }
 }
 
 /// Maximum grabbed device nodes.
@@ -188,6 +228,10 @@ pub fn plan(
     let mut p = Plan {
         no_new_privs: sb.no_new_privileges,
         ambient: sb.ambient_capabilities,
+        seccomp: Programs(
+            crate::world::seccomp::programs(sb).map_err(|e| format!("[sandbox]: {e}"))?,
+        ),
+        secure_bits: sb.secure_bits,
         ..Plan::default()
     };
     // Capabilities: what the bounding set keeps, minus what the
@@ -602,6 +646,55 @@ pub fn plan(
             });
         }
     }
+    // 7. Bind mounts, last: over the new file systems too, and writable
+    // unless read-only (they are new mounts, after the read-only roots).
+    for b in &sb.bind_paths {
+        let Ok(md) = std::fs::metadata(&b.source) else {
+            if b.optional {
+                continue;
+            }
+            return Err(format!(
+                "[sandbox] bind_paths: {} does not exist (write \"-{}\" if it may be missing)",
+                b.source.display(),
+                b.source.display()
+            ));
+        };
+        if std::fs::symlink_metadata(&b.target).is_err() {
+            // The mount point, made on the host as systemd makes it.
+            let made = if md.is_dir() {
+                std::fs::create_dir_all(&b.target)
+            } else {
+                b.target
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|_| std::fs::write(&b.target, b""))
+            };
+            made.map_err(|e| {
+                format!(
+                    "[sandbox] bind_paths: creating the mount point {}: {e}",
+                    b.target.display()
+                )
+            })?;
+        }
+        let (Some(src), Some(dst)) = (c(&b.source), c(&b.target)) else {
+            continue;
+        };
+        p.ops.push(Op::Bind {
+            src,
+            dst: dst.clone(),
+            recursive: b.recursive,
+            optional: b.optional,
+        });
+        if b.read_only {
+            p.ops.push(Op::SetAttr {
+                path: dst,
+                recursive: true,
+                set: MOUNT_ATTR_RDONLY,
+                clr: 0,
+                optional: false,
+            });
+        }
+    }
     if let Some((k, root)) = &kept {
         // The directories between the fresh file system and the socket.
         let mut d = root.clone();
@@ -660,6 +753,11 @@ pub const STEP_KEEPCAPS: usize = 10_003;
 pub const STEP_CAPSET: usize = 10_004;
 pub const STEP_AMBIENT: usize = 10_005;
 pub const STEP_NNP: usize = 10_006;
+pub const STEP_SECUREBITS: usize = 10_007;
+pub const STEP_SECCOMP_NNP: usize = 10_008;
+pub const STEP_SECCOMP: usize = 10_009;
+pub const STEP_USERNS: usize = 10_010;
+pub const STEP_USERNS_MAP: usize = 10_011;
 
 /// In the child, as root, before changing user: namespaces, mounts,
 /// bounding set, keep-caps.
@@ -684,6 +782,7 @@ pub unsafe fn apply_before_identity(plan: &Plan) -> Result<(), Failure> {
             let r = apply_op(op, &mut fds);
             let optional = match op {
                 Op::BindSelf { optional, .. }
+                | Op::Bind { optional, .. }
                 | Op::SetAttr { optional, .. }
                 | Op::Tmpfs { optional, .. } => *optional,
                 Op::Mkdir { .. } | Op::Symlink { .. } | Op::Touch { .. } => {
@@ -709,6 +808,13 @@ pub unsafe fn apply_before_identity(plan: &Plan) -> Result<(), Failure> {
                 return Err((STEP_LOOPBACK, r));
             }
         }
+        // After the mounts (made with the host's root, in a mount
+        // namespace the service's user namespace does not own: it cannot
+        // undo them) and before the bounding set (a new user namespace
+        // starts with a full one).
+        if let Some((uid_map, gid_map)) = &plan.userns {
+            user_namespace(uid_map, gid_map)?;
+        }
         for cap in &plan.bounding_drop {
             let r = sys(libc::SYS_prctl, PR_CAPBSET_DROP, *cap as usize, 0, 0, 0);
             // EINVAL: a capability this kernel does not know.
@@ -721,6 +827,156 @@ pub unsafe fn apply_before_identity(plan: &Plan) -> Result<(), Failure> {
             if r < 0 {
                 return Err((STEP_KEEPCAPS, r));
             }
+        }
+        if let Some(bits) = plan.secure_bits {
+            let r = sys(libc::SYS_prctl, PR_SET_SECUREBITS, bits as usize, 0, 0, 0);
+            if r < 0 {
+                return Err((STEP_SECUREBITS, r));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// In the child, the very last step before execve: the seccomp filters
+/// (after them, nothing of supd's setup may need a filtered call).
+///
+/// # Safety
+/// Call only in the spawn child.
+pub unsafe fn apply_seccomp(plan: &Plan) -> Result<(), Failure> {
+    // SAFETY: the programs live in the plan, alive while the parent waits.
+    unsafe { crate::world::seccomp::install(&plan.seccomp.0) }.map_err(|(step, r)| {
+        (
+            if step == crate::world::seccomp::STEP_NNP {
+                STEP_SECCOMP_NNP
+            } else {
+                STEP_SECCOMP
+            },
+            r,
+        )
+    })
+}
+
+/// Enter a new user namespace and have its maps written: a process in
+/// the new namespace cannot write more than its own id, so a forked
+/// helper, still root outside, writes them (as systemd does).
+unsafe fn user_namespace(uid_map: &CString, gid_map: &CString) -> Result<(), Failure> {
+    let fail = |r: isize| Err((STEP_USERNS, r));
+    // SAFETY: raw system calls on local buffers and the plan's strings.
+    unsafe {
+        let mut pipe = [-1i32; 2];
+        let r = sys(
+            libc::SYS_pipe2,
+            pipe.as_mut_ptr() as usize,
+            libc::O_CLOEXEC as usize,
+            0,
+            0,
+            0,
+        );
+        if r < 0 {
+            return fail(r);
+        }
+        // Our own /proc directory, for the helper to find our maps in.
+        let me = sys(
+            libc::SYS_openat,
+            libc::AT_FDCWD as isize as usize,
+            c"/proc/self".as_ptr() as usize,
+            (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as usize,
+            0,
+            0,
+        );
+        let close_all = |me: isize| {
+            sys(libc::SYS_close, pipe[0] as usize, 0, 0, 0, 0);
+            sys(libc::SYS_close, pipe[1] as usize, 0, 0, 0, 0);
+            if me >= 0 {
+                sys(libc::SYS_close, me as usize, 0, 0, 0, 0);
+            }
+        };
+        if me < 0 {
+            close_all(me);
+            return fail(me);
+        }
+        // fork(): the helper gets a copy of this memory and runs only the
+        // raw calls below, then exits.
+        let helper = sys(libc::SYS_clone, libc::SIGCHLD as usize, 0, 0, 0, 0);
+        if helper < 0 {
+            close_all(me);
+            return fail(helper);
+        }
+        if helper == 0 {
+            let mut b = 0u8;
+            // Wait until the parent is in its new namespace (or gone).
+            let n = sys(
+                libc::SYS_read,
+                pipe[0] as usize,
+                &mut b as *mut u8 as usize,
+                1,
+                0,
+                0,
+            );
+            let mut code = if n == 1 { 0 } else { 1 };
+            for (file, map) in [(c"uid_map", uid_map), (c"gid_map", gid_map)] {
+                if code != 0 {
+                    break;
+                }
+                let fd = sys(
+                    libc::SYS_openat,
+                    me as usize,
+                    file.as_ptr() as usize,
+                    (libc::O_WRONLY | libc::O_CLOEXEC) as usize,
+                    0,
+                    0,
+                );
+                if fd < 0 {
+                    code = 2;
+                    break;
+                }
+                let bytes = map.as_bytes();
+                let w = sys(
+                    libc::SYS_write,
+                    fd as usize,
+                    bytes.as_ptr() as usize,
+                    bytes.len(),
+                    0,
+                    0,
+                );
+                if w != bytes.len() as isize {
+                    code = 3;
+                }
+                sys(libc::SYS_close, fd as usize, 0, 0, 0, 0);
+            }
+            sys(libc::SYS_exit_group, code, 0, 0, 0, 0);
+        }
+        let r = sys(libc::SYS_unshare, libc::CLONE_NEWUSER as usize, 0, 0, 0, 0);
+        // Wake the helper either way; on failure it finds our old maps
+        // already written and fails, and we report the unshare.
+        sys(
+            libc::SYS_write,
+            pipe[1] as usize,
+            b"x".as_ptr() as usize,
+            1,
+            0,
+            0,
+        );
+        let mut status = 0i32;
+        let w = sys(
+            libc::SYS_wait4,
+            helper as usize,
+            &mut status as *mut i32 as usize,
+            libc::__WALL as usize,
+            0,
+            0,
+        );
+        close_all(me);
+        if r < 0 {
+            return fail(r);
+        }
+        if w < 0 {
+            return Err((STEP_USERNS_MAP, w));
+        }
+        // Exited with 0?
+        if status & 0x7f != 0 || (status >> 8) & 0xff != 0 {
+            return Err((STEP_USERNS_MAP, -(libc::EPERM as isize)));
         }
     }
     Ok(())
@@ -745,6 +1001,19 @@ unsafe fn apply_op(op: &Op, fds: &mut [isize; MAX_SLOTS]) -> isize {
                 path.as_ptr() as usize,
                 null,
                 (libc::MS_BIND | libc::MS_REC) as usize,
+                0,
+            ),
+            Op::Bind {
+                src,
+                dst,
+                recursive,
+                ..
+            } => sys(
+                libc::SYS_mount,
+                src.as_ptr() as usize,
+                dst.as_ptr() as usize,
+                null,
+                (libc::MS_BIND | if *recursive { libc::MS_REC } else { 0 }) as usize,
                 0,
             ),
             Op::SetAttr {
@@ -981,6 +1250,13 @@ pub fn describe(plan: &Plan, step: usize) -> String {
         STEP_CAPSET => "setting capabilities for ambient_capabilities".into(),
         STEP_AMBIENT => "raising ambient capabilities".into(),
         STEP_NNP => "setting no_new_privileges".into(),
+        STEP_SECUREBITS => "setting secure_bits".into(),
+        STEP_SECCOMP_NNP => {
+            "setting no_new_privs, which a seccomp filter needs without CAP_SYS_ADMIN".into()
+        }
+        STEP_SECCOMP => "installing the seccomp filter".into(),
+        STEP_USERNS => "creating the user namespace (private_users)".into(),
+        STEP_USERNS_MAP => "writing the private user namespace's uid/gid maps".into(),
         i => plan
             .ops
             .get(i)

@@ -697,7 +697,7 @@ pub fn spawn(
         .as_deref()
         .map(Path::as_os_str)
         .unwrap_or(OsStr::new("/"));
-    let plan = Plan {
+    let mut plan = Plan {
         path: cstr("the program path", exe.as_os_str().as_bytes())?,
         argv_ptrs: c_argv
             .iter()
@@ -749,12 +749,23 @@ pub fn spawn(
         },
     };
 
+    if let Some(sb) = plan.sandbox.as_mut() {
+        sb.set_identity(spec.sandbox.private_users, plan.uid, plan.gid);
+        if spec.sandbox.private_users {
+            // Only root and the unit's own group exist in its user
+            // namespace: other supplementary groups cannot be set there.
+            let gid = plan.gid;
+            if let Some(g) = plan.groups.as_mut() {
+                g.retain(|x| *x == 0 || Some(*x) == gid);
+            }
+        }
+    }
+
     // Last-moment guard: the engine decided from its snapshot; the kernel's
     // current table decides whether we really create the process.
     recheck_mounts(mounts)?;
 
     let mut err = ChildErr::default();
-    let mut plan = plan;
     let born_after = boottime_ticks();
     let mut procs_fd: Option<OwnedFd> = None;
     let res = match extra.cgroup {
@@ -1358,6 +1369,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 std::ptr::write_volatile(base.add(start + i), digits[n - 1 - i]);
             }
             std::ptr::write_volatile(base.add(start + n), 0);
+        }
+        if let Some(sb) = plan.sandbox.as_ref()
+            && let Err((step, r)) = crate::world::sandbox::apply_seccomp(sb)
+        {
+            fail_at(Stage::Sandbox, r, step);
         }
         let r = sys(
             libc::SYS_execve,
