@@ -281,6 +281,9 @@ fn debian_service_files_import_and_every_refusal_is_named() {
     eprintln!("not imported without --lossy: {}", failures.join(" "));
     // A floor against regressions: the measured rate once the seccomp,
     // private_users, remove_ipc, secure_bits and bind_paths directives
-    // were mapped (73 of 118, 61.9%; 64, 54%, before).
-    assert!(rate >= 61.0, "pass rate fell to {rate:.1}%");
+    // were mapped (73 of 118, 61.9%; 64, 54%, before), then the cgroup
+    // directives (TasksMax, Memory*, CPU*, IO*, OOMPolicy, Delegate,
+    // DeviceAllow/DevicePolicy) and Type=forking without PIDFile (88 of
+    // 118, 74.6%).
+    assert!(rate >= 74.0, "pass rate fell to {rate:.1}%");
 }
