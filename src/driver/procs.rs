@@ -465,6 +465,9 @@ impl Driver {
             t.foreign.remove(&old);
         }
         t.procs.insert(pid, Proc::Main(run));
+        // A run without a main process has one now (`MAINPID=`): its end
+        // is that process's exit again, not its group emptying.
+        t.pidless.remove(&run);
         if self.groups.is_contained(run) {
             t.contained.insert(run);
             self.groups.record_main(run, pid, None);
