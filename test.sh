@@ -52,6 +52,10 @@ if [ "$(id -u)" = 0 ]; then
   /usr/bin/python3 -c 'import psutil' 2>/dev/null || need+=(python3-psutil)
   /usr/bin/python3 -c 'import prctl' 2>/dev/null || need+=(python3-prctl)
   /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
+  # tests/listen.rs: a real daemon taking a passed socket (rsyslog from its
+  # own Debian unit), and logger to write to it.
+  command -v rsyslogd >/dev/null || need+=(rsyslog)
+  command -v logger >/dev/null || need+=(bsdutils)
   command -v tini >/dev/null || need+=(tini)
   command -v dumb-init >/dev/null || need+=(dumb-init)
   if [ ${#need[@]} -gt 0 ]; then

@@ -195,6 +195,11 @@ const UNIT_KEYS: &[(&str, &[Key])] = &[
                 "[]",
             ),
             (
+                "stdin",
+                "\"null\", or \"socket\": fd 0 is the unit's one [[listen]] socket too (systemd's StandardInput=socket).",
+                "\"null\"",
+            ),
+            (
                 "reload_exec",
                 "Commands `supctl reload-unit` runs (with $MAINPID) instead of sending reload_signal.",
                 "[]",
@@ -271,6 +276,31 @@ const UNIT_KEYS: &[(&str, &[Key])] = &[
                 "protect_kernel_tunables, protect_kernel_modules, protect_kernel_logs, protect_control_groups, protect_clock, protect_proc, proc_subset",
                 "/proc/sys and /sys read-only; module directories hidden; kernel log hidden; /sys/fs/cgroup read-only; clock capabilities dropped; a /proc of its own with hidepid= and subset=pid.",
                 "false",
+            ),
+        ],
+    ),
+    (
+        "[[listen]]",
+        &[
+            (
+                "stream, datagram, seqpacket, fifo",
+                "One per table: a socket or FIFO supd creates and binds at boot (before anything starts), keeps bound across the unit's restarts (a client connecting meanwhile is queued, not refused) and passes as fd 3, 4, ... with LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES (sd_listen_fds(3)). Addresses: \"/run/x.sock\" (unix), \"@name\" (abstract), \"80\" ([::] and IPv4), \"0.0.0.0:80\", \"[::1]:80\"; fifo takes a path.",
+                "required",
+            ),
+            (
+                "name",
+                "The descriptor's entry in LISTEN_FDNAMES.",
+                "the unit's name",
+            ),
+            (
+                "mode, user, group",
+                "Permissions and owner of a unix socket's or FIFO's file (parent directories are created 0755).",
+                "\"0666\", root",
+            ),
+            (
+                "ipv6_only, backlog, pass_credentials",
+                "IPV6_V6ONLY for IPv6 addresses; listen(2) backlog; SO_PASSCRED on unix sockets.",
+                "kernel default, SOMAXCONN, false",
             ),
         ],
     ),
@@ -604,6 +634,7 @@ mod tests {
         let probes = [
             "bogus_key = 1\n",
             "exec = [\"x\"]\n[[mount]]\npath = \"/x\"\nbogus_key = 1\n",
+            "exec = [\"x\"]\n[[listen]]\nstream = \"/x\"\nbogus_key = 1\n",
             "exec = [\"x\"]\n[ready]\nbogus_key = 1\n",
             "exec = [\"x\"]\n[health]\nbogus_key = 1\n",
             "exec = [\"x\"]\n[restart]\nbogus_key = 1\n",

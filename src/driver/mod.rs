@@ -138,6 +138,8 @@ struct Driver {
     started: Instant,
     /// Boot or a reload happened and its memory has not been trimmed yet.
     trim_pending: bool,
+    /// `[[listen]]` sockets, kept across their units' restarts.
+    listeners: crate::world::listen::Listeners,
     /// When the loop last handled anything (the trim waits for quiet).
     last_activity: Instant,
 }
@@ -226,6 +228,7 @@ async fn main_loop(
             taken.handoff.units.len()
         );
         d.resumed_outputs = taken.outputs;
+        d.listeners.adopt(taken.listeners);
         handed = taken
             .handoff
             .units
@@ -263,6 +266,8 @@ async fn main_loop(
     }
     first.extend(found);
     first.push(Event::Tick);
+    // Socket activation: every [[listen]] is bound before anything starts.
+    d.bind_listeners();
     d.feed_many(first);
     // Only now may the lock load answer (with a late state mount it does at
     // once): nothing is decided before the survivors are known.
@@ -299,7 +304,18 @@ async fn main_loop(
             s = src.signals.recv() => d.signal(s),
             Some(req) = src.ctl_rx.recv() => d.control(req),
             Some(res) = src.disk_rx.recv() => d.disk_result(res),
-            Some(ev) = src.read_rx.recv() => d.feed(ev),
+            Some(ev) = src.read_rx.recv() => {
+                let reloaded = matches!(&ev, Event::Reloaded { result: Ok(_), .. });
+                if let Event::Reloaded { result: Ok(set), .. } = &ev {
+                    // Sockets of units that are gone close now; changed
+                    // ones are re-bound at their unit's next start.
+                    d.listeners.retain_units(|n| set.units.contains_key(n));
+                }
+                d.feed(ev);
+                if reloaded {
+                    d.bind_listeners();
+                }
+            }
             Some((run, kind, ok, output)) = src.probe_rx.recv() => {
                 d.feed(Event::ProbeAnswered { run, kind, ok, output })
             }
@@ -534,6 +550,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         shutdown_complete: None,
         started: Instant::now(),
         trim_pending: true,
+        listeners: Default::default(),
         last_activity: Instant::now(),
         settings,
     };
@@ -569,6 +586,24 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 impl Driver {
+    /// Bind the `[[listen]]` sockets of every unit that has none open yet
+    /// (at boot, and for units a reload added): a client connecting before
+    /// the unit starts is queued. A failure is logged here and is the
+    /// unit's start error when it starts (binding is tried again then).
+    fn bind_listeners(&mut self) {
+        let specs: Vec<std::sync::Arc<crate::unit::UnitSpec>> = self
+            .engine
+            .units()
+            .filter(|(_, u)| !u.spec.listen.is_empty())
+            .map(|(_, u)| u.spec.clone())
+            .collect();
+        for spec in specs {
+            if let Err(e) = self.listeners.prepare(&spec) {
+                tracing::warn!(unit = %spec.name, "{e}; trying again when the unit starts");
+            }
+        }
+    }
+
     fn term_kind(&self) -> ShutdownKind {
         match self.settings.mode {
             Mode::VmInit => ShutdownKind::Poweroff,

@@ -729,6 +729,16 @@ impl Driver {
         {
             return self.step_failed(run, step, false, e, None);
         }
+        // A forking unit's start command is its service: it gets the
+        // sockets (as systemd passes them to ExecStart=).
+        let listen = if step == Step::Starter {
+            match self.listeners.fds_for(&spec) {
+                Ok(l) => l,
+                Err(e) => return self.step_failed(run, step, false, e, None),
+            }
+        } else {
+            vec![]
+        };
         let env = spawn::SpawnEnv {
             notify_socket: notify,
             main_pid: self.procs.main_pid(run),
@@ -746,6 +756,7 @@ impl Driver {
                 })
                 .flatten(),
             watchdog_pid: false,
+            listen: &listen,
         };
         // The start command of a forking unit is its service: the mounts
         // are checked right before it, as for any main process.
@@ -1154,6 +1165,16 @@ impl Driver {
                 mount: None,
             };
         }
+        let listen = match self.listeners.fds_for(spec) {
+            Ok(l) => l,
+            Err(error) => {
+                return Event::SpawnFailed {
+                    run,
+                    error,
+                    mount: None,
+                };
+            }
+        };
         let env = spawn::SpawnEnv {
             notify_socket: notify,
             main_pid: None,
@@ -1166,6 +1187,7 @@ impl Driver {
                 .watchdog
                 .map(|w| u64::try_from(w.as_micros()).unwrap_or(u64::MAX)),
             watchdog_pid: true,
+            listen: &listen,
         };
         let ready_fd = (spec.ready.kind == crate::unit::ReadyKind::Fd).then_some(spec.ready.fd);
         match spawn::spawn(spec, &spec.exec, mounts, &env, ready_fd) {
@@ -1228,6 +1250,7 @@ impl Driver {
             sandboxed: true,
             watchdog_usec: None,
             watchdog_pid: false,
+            listen: &[],
         };
         match spawn::spawn(spec, &argv, &[], &env, None) {
             Ok(s) => {

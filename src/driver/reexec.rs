@@ -31,6 +31,10 @@ pub(super) struct Resume {
     /// Unit name -> descriptor number of its output pipe's read end, open
     /// in the new image.
     pub(super) outputs: Vec<(String, i32)>,
+    /// `[[listen]]` sockets: (unit, "kind address", descriptor number),
+    /// so they stay bound across the re-exec. Absent from an older image.
+    #[serde(default)]
+    pub(super) listeners: Vec<(String, String, i32)>,
 }
 
 /// What the new image took over: the hand-off for the engine, and the
@@ -38,6 +42,7 @@ pub(super) struct Resume {
 pub(super) struct Taken {
     pub(super) handoff: Handoff,
     pub(super) outputs: HashMap<String, OwnedFd>,
+    pub(super) listeners: Vec<(String, String, OwnedFd)>,
 }
 
 /// In the new image, before any thread exists: read (and forget) what the
@@ -82,9 +87,21 @@ impl Resume {
             unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
             outputs.insert(unit, fd);
         }
+        let mut listeners = Vec::new();
+        for (unit, key, fd) in self.listeners {
+            if fd < 3 {
+                continue;
+            }
+            // SAFETY: the old image left these open for us, one per socket.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            // SAFETY: fcntl on a descriptor we own.
+            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+            listeners.push((unit, key, fd));
+        }
         Taken {
             handoff: self.handoff,
             outputs,
+            listeners,
         }
     }
 }
@@ -124,7 +141,16 @@ impl Driver {
             unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
             outputs.push((name, fd));
         }
-        let resume = Resume { handoff, outputs };
+        let listeners = self.listeners.export();
+        for (_, _, fd) in &listeners {
+            // SAFETY: as above; the listener table keeps owning it.
+            unsafe { libc::fcntl(*fd, libc::F_SETFD, 0) };
+        }
+        let resume = Resume {
+            handoff,
+            outputs,
+            listeners,
+        };
         let memfd = match hand_off_file(&resume) {
             Ok(f) => f,
             Err(e) => {
@@ -153,6 +179,10 @@ impl Driver {
             self.exe.display()
         );
         for (_, fd) in resume.outputs {
+            // SAFETY: as above.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+        for (_, _, fd) in resume.listeners {
             // SAFETY: as above.
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }

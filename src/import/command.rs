@@ -13,6 +13,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::map::{self, Context};
+use super::socket::SocketSrc;
 use super::syntax::{self, LineProblem, Names, UnitFile};
 use super::{Imported, Severity, parse_fstab};
 
@@ -95,6 +96,140 @@ fn read_input(path: &Path) -> Result<Input, String> {
     })
 }
 
+/// If `path` is a symlink to another unit file of the same kind (not an
+/// instance name pointing at its template), that file.
+fn alias_target(path: &Path) -> Option<PathBuf> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.file_type().is_symlink() {
+        return None;
+    }
+    let name = path.file_name()?.to_str()?;
+    let target = std::fs::read_link(path).ok()?;
+    let tname = target.file_name()?.to_str()?.to_string();
+    if tname == name || !tname.ends_with(".service") || !name.ends_with(".service") {
+        return None;
+    }
+    // `foo@bar.service -> foo@.service` is how an instance is enabled: an
+    // instance of the template, not an alias.
+    if let Some((prefix, _)) = name.split_once('@')
+        && tname == format!("{prefix}@.service")
+    {
+        return None;
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let resolved = dir.join(&target);
+    resolved.is_file().then_some(resolved)
+}
+
+/// Read a `.socket` file (and its drop-ins): its name and parsed text.
+fn read_socket(path: &Path) -> Result<(String, SocketSrc), String> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("{}: not a file name", path.display()))?
+        .to_string();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut file = UnitFile::default();
+    let mut problems = Vec::new();
+    syntax::parse_into(&read_small(path)?, 0, &mut file, &mut problems);
+    for (n, p) in drop_ins(dir, &name).into_iter().enumerate() {
+        syntax::parse_into(&read_small(&p)?, n + 1, &mut file, &mut problems);
+    }
+    Ok((
+        name,
+        SocketSrc {
+            path: path.display().to_string(),
+            file,
+            builtin_note: None,
+            given: false,
+        },
+    ))
+}
+
+/// What the inputs name next to them: `.socket` files their dependencies
+/// (or `Sockets=`) name, read from the inputs' directories as systemd
+/// would find them there; and other names for the units of the run —
+/// their `Alias=`, and symlinks in those directories that point to them.
+fn siblings(
+    parsed: &[(UnitFile, Vec<LineProblem>)],
+    batch: &[Option<String>],
+    dirs: &[PathBuf],
+    have: &BTreeMap<String, SocketSrc>,
+) -> (BTreeMap<String, SocketSrc>, BTreeMap<String, String>) {
+    let mut found = BTreeMap::new();
+    let mut aliases = BTreeMap::new();
+    for ((file, _), name) in parsed.iter().zip(batch) {
+        let Some(name) = name else { continue };
+        let mut words: Vec<&str> = Vec::new();
+        for (section, keys) in [
+            (
+                "Unit",
+                &[
+                    "Requires",
+                    "Wants",
+                    "After",
+                    "BindsTo",
+                    "Requisite",
+                    "Before",
+                    "PartOf",
+                ][..],
+            ),
+            ("Service", &["Sockets"][..]),
+        ] {
+            if let Some(sec) = file.section(section) {
+                for e in sec
+                    .entries
+                    .iter()
+                    .filter(|e| keys.contains(&e.key.as_str()))
+                {
+                    words.extend(e.value.split_whitespace());
+                }
+            }
+        }
+        for w in words {
+            if w.contains('%') || w.contains('/') {
+                continue;
+            }
+            if w.ends_with(".socket") && !have.contains_key(w) && !found.contains_key(w) {
+                for d in dirs {
+                    let p = d.join(w);
+                    if p.is_file()
+                        && let Ok((n, src)) = read_socket(&p)
+                    {
+                        found.insert(n, src);
+                        break;
+                    }
+                }
+            }
+            if let Some(stem) = w.strip_suffix(".service")
+                && !batch.iter().flatten().any(|b| b == stem)
+            {
+                // A symlink to a unit of the run is another name for it.
+                for d in dirs {
+                    if let Ok(target) = std::fs::read_link(d.join(w))
+                        && let Some(t) = target.file_name().and_then(|t| t.to_str())
+                        && let Some(ts) = t.strip_suffix(".service")
+                        && batch.iter().flatten().any(|b| b == ts)
+                    {
+                        aliases.insert(w.to_string(), ts.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(sec) = file.section("Install") {
+            for e in sec.entries.iter().filter(|e| e.key == "Alias") {
+                for a in e.value.split_whitespace() {
+                    if a.ends_with(".service") {
+                        aliases.insert(a.to_string(), name.clone());
+                    }
+                }
+            }
+        }
+    }
+    (found, aliases)
+}
+
 /// Run `supd import`; returns the exit code (0, or 1 if anything was
 /// refused without `--lossy`, or the output does not pass `supd check`).
 pub fn run(opts: &Options) -> i32 {
@@ -116,7 +251,60 @@ pub fn run(opts: &Options) -> i32 {
             .unwrap_or_default(),
     };
     let mut inputs = Vec::new();
+    // `.socket` inputs are not units of their own: their sockets become
+    // the `[[listen]]` of the service they activate.
+    let mut sockets: BTreeMap<String, SocketSrc> = BTreeMap::new();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    // A symlink to another unit file is another name for that unit
+    // (systemd's aliases, e.g. portmap.service -> rpcbind.service): the
+    // unit is imported once, under its own name.
+    let mut link_aliases: BTreeMap<String, String> = BTreeMap::new();
+    let mut files: Vec<PathBuf> = Vec::new();
     for p in &opts.files {
+        match alias_target(p) {
+            Some(target) => {
+                let (Some(link), Some(t)) = (
+                    p.file_name().and_then(|n| n.to_str()),
+                    target.file_name().and_then(|n| n.to_str()),
+                ) else {
+                    continue;
+                };
+                eprintln!(
+                    "{}: note: another name (a symlink) for {t}; imported as {t}",
+                    p.display()
+                );
+                if let Some(stem) = t.strip_suffix(".service") {
+                    link_aliases.insert(link.to_string(), stem.to_string());
+                }
+                if !files.contains(&target) && !opts.files.contains(&target) {
+                    files.push(target);
+                }
+            }
+            None => {
+                if !files.contains(p) {
+                    files.push(p.clone());
+                }
+            }
+        }
+    }
+    for p in &files {
+        let dir = p.parent().unwrap_or(Path::new(".")).to_path_buf();
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+        if p.extension().is_some_and(|x| x == "socket") {
+            match read_socket(p) {
+                Ok((name, mut src)) => {
+                    src.given = true;
+                    sockets.insert(name, src);
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    failed = true;
+                }
+            }
+            continue;
+        }
         match read_input(p) {
             Ok(i) => inputs.push(i),
             Err(e) => {
@@ -155,6 +343,23 @@ pub fn run(opts: &Options) -> i32 {
         .map(|i| map::supd_name(&i.unit_file_name).ok())
         .collect();
     known.extend(batch.iter().flatten().cloned());
+    let (found, mut aliases) = siblings(&parsed, &batch, &dirs, &sockets);
+    aliases.extend(link_aliases);
+    for (name, src) in found {
+        sockets.entry(name).or_insert(src);
+    }
+    for (name, src) in &sockets {
+        let service = super::socket::service_of(name, src);
+        let imported =
+            inputs.iter().any(|i| i.unit_file_name == service) || aliases.contains_key(&service);
+        if src.given && !imported {
+            eprintln!(
+                "{}: error: {name} activates {service}, which is not among the inputs; import them together (supd binds a socket for the service that receives it)",
+                src.path
+            );
+            failed = true;
+        }
+    }
     let mut before: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut after: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for ((input, (file, _)), name) in inputs.iter().zip(&parsed).zip(&batch) {
@@ -200,6 +405,8 @@ pub fn run(opts: &Options) -> i32 {
             after_me: &after_me,
             fstab: &fstab,
             host: &host,
+            sockets: &sockets,
+            aliases: &aliases,
         };
         let imp = map::map(ctx, file, problems);
         if report(&imp, &sources[0], opts.lossy) {

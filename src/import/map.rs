@@ -13,9 +13,10 @@
 //! filesystems /etc/fstab lists for the path, and ordering against a unit
 //! that does not exist is a no-op, as in systemd.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use super::socket::SocketSrc;
 use super::syntax::{self, Command, Entry, LineProblem, Names, UnitFile};
 use super::toml_out::{Doc, Item, V};
 use super::{Finding, FstabEntry, Imported, Severity};
@@ -41,6 +42,12 @@ pub struct Context<'a> {
     pub fstab: &'a [FstabEntry],
     /// This host's name, machine id and kernel, for `%H`, `%m`, `%v`.
     pub host: &'a syntax::Host,
+    /// `.socket` files by name (`cups.socket`): given as inputs or found
+    /// next to them, for `Requires=`/`Wants=`/`After=`/`Sockets=`.
+    pub sockets: &'a BTreeMap<String, SocketSrc>,
+    /// `Alias=` names of the units in the run and symlinks next to them
+    /// (`chronyd.service`), with the supd name they stand for.
+    pub aliases: &'a BTreeMap<String, String>,
 }
 
 /// supd's well-known ordering points. A unit may name them in `after`,
@@ -92,6 +99,15 @@ const IGNORED_TARGETS: &[&str] = &[
     "first-boot-complete",
     "mail-transport-agent",
 ];
+
+/// Targets systemd ships that stand for one mounted filesystem: (path,
+/// fstype).
+fn target_mount(name: &str) -> Option<(&'static str, &'static str)> {
+    match name {
+        "rpc_pipefs.target" => Some(("/var/lib/nfs/rpc_pipefs", "rpc_pipefs")),
+        _ => None,
+    }
+}
 
 /// A systemd unit name as supd sees it.
 enum Dep {
@@ -218,6 +234,10 @@ struct Facts {
     /// Directives whose meaning depends on sandboxing being absent, for
     /// `+`/`!` prefixes (the privileged escape is meaningless without it).
     sandboxed: bool,
+    /// `StandardInput=socket`.
+    stdin_socket: Option<Entry>,
+    /// `BusName=`.
+    bus_name: Option<(String, Entry)>,
 }
 
 struct Mapper<'a> {
@@ -227,6 +247,8 @@ struct Mapper<'a> {
     doc: Doc,
     findings: Vec<Finding>,
     facts: Facts,
+    /// `.socket` files already mapped into `[[listen]]`.
+    sockets_done: Vec<String>,
 }
 
 impl<'a> Mapper<'a> {
@@ -618,6 +640,9 @@ impl<'a> Mapper<'a> {
             "RuntimeDirectoryPreserve" => self.note(e, "supd keeps runtime directories across restarts and stops"),
             "StandardOutput" => self.facts.stdout = Some((e.value.trim().to_string(), e.clone())),
             "StandardError" => self.facts.stderr = Some((e.value.trim().to_string(), e.clone())),
+            "StandardInput" if e.value.trim() == "socket" => {
+                self.facts.stdin_socket = Some(e.clone());
+            }
             "StandardInput" => {
                 if e.value.trim() != "null" {
                     self.refuse(e, "services get /dev/null as stdin under supd");
@@ -641,7 +666,11 @@ impl<'a> Mapper<'a> {
                 Some(true) => self.approx(e, "supd starts services with SIGPIPE at its default action"),
                 None => {}
             },
-            "NonBlocking" => self.note(e, "only affects socket-activation descriptors, which supd does not pass"),
+            "NonBlocking" => {
+                if let Some(true) = self.bool(e) {
+                    self.approx(e, "supd passes [[listen]] descriptors in blocking mode");
+                }
+            }
             "GuessMainPID" => match self.bool(e) {
                 Some(false) => self.approx(e, "a forking unit without PIDFile= still gets its main process named from its cgroup when exactly one process there has its parent outside it (else none, as with GuessMainPID=no)"),
                 Some(true) => self.note(e, "supd's main process is the one it started, the PIDFile's, or the root of the unit's cgroup"),
@@ -979,9 +1008,22 @@ impl<'a> Mapper<'a> {
             "RuntimeMaxSec" | "RuntimeRandomizedExtraSec" => {
                 self.refuse(e, "supd does not limit how long a service runs")
             }
-            "BusName" => self.refuse(e, "D-Bus activation and Type=dbus are not supported"),
-            "Sockets" | "FileDescriptorStoreMax" | "FileDescriptorStorePreserve" => {
-                self.refuse(e, "socket activation and the descriptor store are not supported")
+            "BusName" => {
+                if let Some(v) = self.value(e) {
+                    self.facts.bus_name = Some((v.trim().to_string(), e.clone()));
+                }
+            }
+            "Sockets" => {
+                if let Some(v) = self.value(e) {
+                    for w in v.split_whitespace() {
+                        self.facts
+                            .deps
+                            .push((e.key.clone(), w.to_string(), e.clone()));
+                    }
+                }
+            }
+            "FileDescriptorStoreMax" | "FileDescriptorStorePreserve" => {
+                self.refuse(e, "the descriptor store is not supported")
             }
             "CPUSchedulingPolicy" | "CPUSchedulingPriority" | "CPUSchedulingResetOnFork"
             | "CPUAffinity" | "NUMAPolicy" | "NUMAMask" | "IOSchedulingClass"
@@ -1620,14 +1662,18 @@ impl<'a> Mapper<'a> {
                 }
                 (None, None) => {}
             },
-            "dbus" => {
-                if let Some((_, e)) = &kind_e {
-                    self.refuse(
-                        e,
-                        "Type=dbus (ready when a bus name appears) is not supported",
-                    );
+            "dbus" => match (&facts.bus_name, &kind_e) {
+                (Some((bus, be)), Some((_, e))) => {
+                    let (bus, be, e) = (bus.clone(), be.clone(), e.clone());
+                    self.dbus_ready(&bus, &be, &e);
+                    longrun_ready = Some("probe");
                 }
-            }
+                (None, Some((_, e))) => {
+                    let e = e.clone();
+                    self.refuse(&e, "Type=dbus without BusName=: systemd refuses it too");
+                }
+                _ => {}
+            },
             other => {
                 if let Some((_, e)) = &kind_e {
                     self.refuse(e, format!("unknown Type={other}"));
@@ -2029,6 +2075,12 @@ impl<'a> Mapper<'a> {
             }
             _ => {}
         }
+        if kind != "dbus"
+            && let Some((_, e)) = &facts.bus_name
+        {
+            let e = e.clone();
+            self.note(&e, "supd does not start services on D-Bus activation; the name is not used (Type= is not dbus)");
+        }
         if let Some((_, e)) = &facts.pid_file {
             let e = e.clone();
             if kind != "forking" {
@@ -2041,6 +2093,8 @@ impl<'a> Mapper<'a> {
 
         // Dependencies.
         self.dependencies(&facts);
+        self.given_sockets();
+        self.stdin_socket(&facts);
         let before_me: Vec<String> = self.ctx.before_me.to_vec();
         for b in before_me {
             self.doc.push(
@@ -2083,6 +2137,15 @@ impl<'a> Mapper<'a> {
             .map(|(_, w, _)| w.clone())
             .collect();
         for (key, word, e) in facts.deps.clone() {
+            if word.ends_with(".socket") || key == "Sockets" {
+                self.socket_dep(&key, &word, &e);
+                continue;
+            }
+            if let Some((path, fstype)) = target_mount(&word) {
+                self.target_as_mount(&key, &word, &e, path, fstype);
+                continue;
+            }
+            let word = self.resolve_alias(&e, word);
             let src = self.src(&e);
             match (key.as_str(), classify(&word)) {
                 ("PartOf" | "ReloadPropagatedFrom", Dep::Unit(n)) => {
@@ -2210,6 +2273,233 @@ impl<'a> Mapper<'a> {
                     }
                 }
             }
+        }
+    }
+
+    /// A target that stands for one filesystem (`rpc_pipefs.target`):
+    /// requiring it is requiring that mount, as a `[[mount]]`.
+    fn target_as_mount(&mut self, key: &str, word: &str, e: &Entry, path: &str, fstype: &str) {
+        match key {
+            "Requires" | "BindsTo" | "Requisite" => {
+                self.approx(e, format!("{word} is systemd's target for the {fstype} filesystem at {path}: supd waits for it as a [[mount]]; mount it from /etc/fstab (`{fstype} {path} {fstype} defaults 0 0`) or a oneshot unit"));
+                let src = self.src(e);
+                self.doc.mounts.push(vec![
+                    Item {
+                        key: "path".into(),
+                        value: V::Str(path.to_string()),
+                        note: vec![src],
+                    },
+                    Item {
+                        key: "fstype".into(),
+                        value: V::Str(fstype.to_string()),
+                        note: vec![],
+                    },
+                ]);
+            }
+            _ => self.note(e, format!("{word} is the {fstype} filesystem at {path}: add a [[mount]] for it to wait for it")),
+        }
+    }
+
+    /// `Type=dbus`: ready once `bus` has an owner on the system bus,
+    /// asked with dbus-send (a `[readiness]` probe), as systemd waits for
+    /// the name to be acquired.
+    fn dbus_ready(&mut self, bus: &str, bus_e: &Entry, type_e: &Entry) {
+        let valid = !bus.is_empty()
+            && bus.len() <= 255
+            && bus.contains('.')
+            && bus
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !valid {
+            self.refuse(bus_e, format!("{bus:?} is not a D-Bus well-known name"));
+            return;
+        }
+        self.approx(type_e, format!("ready once {bus} has an owner on the system bus: supd asks with dbus-send (package dbus-bin) every second while starting (later, every 5 s: losing the name marks the unit not ready, it does not stop it)"));
+        let src = self.src(bus_e);
+        self.doc.set(
+            "readiness",
+            "exec",
+            V::Strs(
+                [
+                    "dbus-send",
+                    "--system",
+                    "--print-reply",
+                    "--dest=org.freedesktop.DBus",
+                    "/org/freedesktop/DBus",
+                    "org.freedesktop.DBus.GetNameOwner",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .chain(std::iter::once(format!("string:{bus}")))
+                .collect(),
+            ),
+            src,
+        );
+        self.doc
+            .set("readiness", "timeout", V::Str("5s".into()), "");
+        if self.is_known("dbus") {
+            self.doc.push(
+                "",
+                "after",
+                V::Strs(vec!["dbus".into()]),
+                "Type=dbus orders after the bus",
+            );
+        }
+    }
+
+    /// `Alias=` of another unit of the run (or a symlink next to the
+    /// inputs): the dependency is on the unit it names.
+    fn resolve_alias(&mut self, e: &Entry, word: String) -> String {
+        let Dep::Unit(n) = classify(&word) else {
+            return word;
+        };
+        if self.is_known(&n) {
+            return word;
+        }
+        match self.ctx.aliases.get(&word) {
+            Some(target) => {
+                self.note(
+                    e,
+                    format!("{word} is another name (Alias=) of {target}.service"),
+                );
+                format!("{target}.service")
+            }
+            None => word,
+        }
+    }
+
+    /// `Requires=`/`Wants=`/`After=`/`BindsTo=`/`Sockets=` on a socket.
+    fn socket_dep(&mut self, key: &str, word: &str, e: &Entry) {
+        if !word.ends_with(".socket") {
+            self.refuse(e, format!("{word} is not a .socket unit"));
+            return;
+        }
+        // systemd's own sockets (syslog.socket) mean something else on a
+        // host without journald: the built-in meaning wins over the file.
+        let found = super::socket::builtin(word).or_else(|| self.ctx.sockets.get(word).cloned());
+        let Some(sock) = found else {
+            match key {
+                "Requires" | "BindsTo" | "Requisite" | "Sockets" => self.refuse(
+                    e,
+                    format!("{word} was not found next to this unit; give the .socket file as an input too (its sockets become this unit's [[listen]])"),
+                ),
+                _ => self.note(e, format!("{word} was not found next to this unit: no effect, as in systemd when it is not loaded")),
+            }
+            return;
+        };
+        let service = super::socket::service_of(word, &sock);
+        if service.ends_with("@.service") && super::socket::accepts(&sock) {
+            self.refuse(e, format!("{word} has Accept=yes (one {service} instance per connection, inetd style), which supd does not support: supd passes a listening socket to one long-running service"));
+            return;
+        }
+        if key == "Before" || key == "PartOf" || key == "ReloadPropagatedFrom" || key == "Upholds" {
+            self.note(
+                e,
+                format!(
+                    "{word}'s sockets are bound by supd for {service}: no unit to order or follow"
+                ),
+            );
+            return;
+        }
+        if self.is_me(&service) {
+            self.take_socket(word, &sock);
+            self.note(e, format!("{word}'s sockets are this unit's [[listen]]: supd binds them before the service starts and keeps them across its restarts"));
+            return;
+        }
+        // Another service's socket: under supd that service owns it and
+        // binds it when it starts, so depending on the socket is depending
+        // on that service.
+        let Ok(n) = supd_name(&service) else {
+            self.refuse(
+                e,
+                format!("{word} activates {service}, which is not a service supd can import"),
+            );
+            return;
+        };
+        let known = self.is_known(&n);
+        let src = self.src(e);
+        match (key, known) {
+            ("After", true) => {
+                self.approx(e, format!("{word} belongs to {n} under supd (its [[listen]]): ordered after {n} instead"));
+                self.doc.push("", "after", V::Strs(vec![n]), src);
+            }
+            ("Wants", true) => {
+                self.approx(e, format!("{word} belongs to {n} under supd (its [[listen]]), bound when {n} starts: wants {n} instead"));
+                self.doc.push("", "wants", V::Strs(vec![n]), src);
+            }
+            (_, true) => {
+                self.approx(e, format!("{word} belongs to {n} under supd (its [[listen]]), bound when {n} starts: requires {n} instead (which also waits for it to be ready)"));
+                self.doc.push("", "requires", V::Strs(vec![n]), src);
+            }
+            ("After" | "Wants", false) => {
+                self.note(e, format!("{word} activates {service}, which is not a supd unit here: no effect"));
+            }
+            (_, false) => self.refuse(
+                e,
+                format!("{word} activates {service}, which is not a supd unit: import it in the same run (or into the same --out directory) first"),
+            ),
+        }
+    }
+
+    /// Is `service` this unit, by its file name or one of its `Alias=`?
+    fn is_me(&self, service: &str) -> bool {
+        service == self.ctx.unit_file_name
+            || supd_name(self.ctx.unit_file_name)
+                .is_ok_and(|me| self.ctx.aliases.get(service) == Some(&me))
+    }
+
+    /// Map socket `word` into this unit's `[[listen]]` (once).
+    fn take_socket(&mut self, word: &str, sock: &SocketSrc) {
+        if self.sockets_done.iter().any(|w| w == word) {
+            return;
+        }
+        self.sockets_done.push(word.to_string());
+        let m = super::socket::map(word, sock);
+        if let Some(note) = sock.builtin_note {
+            self.findings.push(Finding {
+                severity: Severity::Approximated,
+                directive: String::new(),
+                file: sock.path.clone(),
+                line: 0,
+                why: note.to_string(),
+            });
+        }
+        for f in m.findings {
+            if !self.findings.contains(&f) {
+                self.findings.push(f);
+            }
+        }
+        self.doc.listens.extend(m.listens);
+    }
+
+    /// Sockets given as inputs that activate this unit, whether or not
+    /// the unit names them (an enabled socket activates its service).
+    fn given_sockets(&mut self) {
+        let mine: Vec<(String, SocketSrc)> = self
+            .ctx
+            .sockets
+            .iter()
+            .filter(|(w, s)| s.given && self.is_me(&super::socket::service_of(w, s)))
+            .map(|(w, s)| (w.clone(), s.clone()))
+            .collect();
+        for (w, s) in mine {
+            self.take_socket(&w, &s);
+        }
+    }
+
+    /// `StandardInput=socket`: the socket as fd 0 (Accept=no, one socket).
+    fn stdin_socket(&mut self, facts: &Facts) {
+        let Some(e) = facts.stdin_socket.clone() else {
+            return;
+        };
+        match self.doc.listens.len() {
+            1 => {
+                let src = self.src(&e);
+                self.doc.set("", "stdin", V::Str("socket".into()), src);
+                self.approx(&e, "the socket is the service's stdin; its stdout and stderr stay with supd's log (systemd's default would make them the socket too)");
+            }
+            0 => self.refuse(&e, "no socket of this unit was found to pass as stdin; give its .socket file as an input"),
+            n => self.refuse(&e, format!("StandardInput=socket needs exactly one socket; this unit has {n}")),
         }
     }
 
@@ -2356,6 +2646,7 @@ pub fn map(ctx: Context<'_>, file: &UnitFile, problems: &[LineProblem]) -> Impor
         doc: Doc::default(),
         findings: Vec::new(),
         facts: Facts::default(),
+        sockets_done: Vec::new(),
     };
     for p in problems {
         m.findings.push(Finding {
@@ -2429,6 +2720,8 @@ mod tests {
                 after_me: &[],
                 fstab: &self.fstab,
                 host: &syntax::Host::default(),
+                sockets: &BTreeMap::new(),
+                aliases: &BTreeMap::new(),
             };
             map(ctx, &f, &p)
         }
@@ -2724,6 +3017,8 @@ mod native_keys {
             after_me: &[],
             fstab: &[],
             host: &syntax::Host::default(),
+            sockets: &BTreeMap::new(),
+            aliases: &BTreeMap::new(),
         };
         map(ctx, &f, &p)
     }

@@ -14,6 +14,7 @@
 
 pub mod command;
 pub mod map;
+pub mod socket;
 pub mod syntax;
 pub mod toml_out;
 

@@ -43,6 +43,8 @@ pub struct Doc {
     pub sections: Vec<(String, Vec<Item>)>,
     /// `[[mount]]` tables.
     pub mounts: Vec<Vec<Item>>,
+    /// `[[listen]]` tables (sockets of the unit's `.socket` files).
+    pub listens: Vec<Vec<Item>>,
     /// Comment lines at the end (what was not honoured).
     pub footer: Vec<String>,
 }
@@ -145,6 +147,12 @@ impl Doc {
         for m in &self.mounts {
             out.push_str("\n[[mount]]\n");
             for i in m {
+                item(&mut out, i);
+            }
+        }
+        for l in &self.listens {
+            out.push_str("\n[[listen]]\n");
+            for i in l {
                 item(&mut out, i);
             }
         }

@@ -419,6 +419,7 @@ fn read_units(dir: &Path) -> Result<Parsed, Vec<UnitError>> {
             }
         }
     }
+    duplicate_listens(&mut specs, &mut failed, &mut errors);
     errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     Ok(Parsed {
         specs,
@@ -426,6 +427,62 @@ fn read_units(dir: &Path) -> Result<Parsed, Vec<UnitError>> {
         failed,
         errors,
     })
+}
+
+/// Two units cannot own one socket: binding it for the second would take
+/// the first one's (a unix socket file is replaced). The second unit (by
+/// name) is refused, naming the first.
+fn duplicate_listens(
+    specs: &mut Vec<crate::unit::UnitSpec>,
+    failed: &mut BTreeSet<String>,
+    errors: &mut Vec<UnitError>,
+) {
+    use crate::unit::listen::{ListenAddr, ListenKind};
+    let mut by_name: Vec<&crate::unit::UnitSpec> =
+        specs.iter().filter(|s| !s.listen.is_empty()).collect();
+    by_name.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut owner: BTreeMap<String, String> = BTreeMap::new();
+    let mut out = Vec::new();
+    for spec in by_name {
+        let mut clash = None;
+        for l in &spec.listen {
+            let key = match (&l.addr, l.kind) {
+                (ListenAddr::Path(p), _) => format!("path {}", p.display()),
+                (ListenAddr::Abstract(n), _) => format!("abstract @{n}"),
+                (a, ListenKind::Datagram) => {
+                    format!("udp {}", crate::world::listen::describe(a))
+                }
+                (a, _) => format!("tcp {}", crate::world::listen::describe(a)),
+            };
+            match owner.get(&key) {
+                Some(first) => clash = Some((key, first.clone())),
+                None => {
+                    owner.insert(key, spec.name.clone());
+                }
+            }
+        }
+        if let Some((key, first)) = clash {
+            errors.push(
+                UnitError::new(
+                    &spec.file,
+                    if first == spec.name {
+                        format!("unit {} listens on {key} twice", spec.name)
+                    } else {
+                        format!(
+                            "unit {} listens on {key}, which unit {first} already listens on",
+                            spec.name
+                        )
+                    },
+                )
+                .hint(
+                    "one socket belongs to one unit: remove the [[listen]] table from one of them",
+                ),
+            );
+            failed.insert(spec.name.clone());
+            out.push(spec.name.clone());
+        }
+    }
+    specs.retain(|s| !out.contains(&s.name));
 }
 
 /// Record which `[[mount]] path`s are symlinks (and to what), so a unit

@@ -7,6 +7,7 @@
 
 pub mod caps;
 pub mod exec;
+pub mod listen;
 pub mod load;
 pub mod syscalls;
 pub mod toml;
@@ -714,6 +715,12 @@ pub struct UnitSpec {
     /// guessed from the unit's cgroup (which needs containment).
     pub pid_file: Option<PathBuf>,
     pub sandbox: Sandbox,
+    /// `[[listen]]`: sockets supd binds and passes as fds 3.. (socket
+    /// activation).
+    pub listen: Vec<listen::ListenSpec>,
+    /// `stdin = "socket"`: fd 0 is the (one) `[[listen]]` socket too, as
+    /// systemd's `StandardInput=socket` with `Accept=no`.
+    pub stdin_socket: bool,
 }
 
 /// Per-unit log limits from the unit file; None = supd.toml's / default.
@@ -836,6 +843,8 @@ impl UnitSpec {
             forking: false,
             pid_file: None,
             sandbox: Sandbox::default(),
+            listen: vec![],
+            stdin_socket: false,
         }
     }
 }

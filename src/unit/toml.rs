@@ -43,6 +43,8 @@ struct RawUnit {
     wants: Option<Vec<Spanned<String>>>,
     after: Option<Vec<Spanned<String>>>,
     mount: Option<Vec<Spanned<RawMount>>>,
+    listen: Option<Vec<Spanned<crate::unit::listen::RawListen>>>,
+    stdin: Option<Spanned<String>>,
     ready: Option<Spanned<RawReady>>,
     health: Option<Spanned<RawHealth>>,
     readiness: Option<Spanned<RawHealth>>,
@@ -395,6 +397,8 @@ const TOP_KEYS: &[&str] = &[
     "wants",
     "after",
     "mount",
+    "listen",
+    "stdin",
     "ready",
     "health",
     "readiness",
@@ -1164,6 +1168,8 @@ pub fn parse_unit_with_lines(
         .filter_map(|m| mount_req(&mut errs, m.get_ref()))
         .collect();
 
+    let listen = crate::unit::listen::parse(&mut errs, name, raw.listen.as_deref().unwrap_or(&[]));
+
     let health = raw
         .health
         .as_ref()
@@ -1219,6 +1225,47 @@ pub fn parse_unit_with_lines(
             watchdog,
         }
     };
+    if ready.kind == ReadyKind::Fd && ready.fd >= 3 && ready.fd < 3 + listen.len() as i32 {
+        errs.whole(
+            format!(
+                "[ready] fd = {} is one of the [[listen]] descriptors (3 to {})",
+                ready.fd,
+                2 + listen.len()
+            ),
+            format!("use [ready] fd = {} or higher", 3 + listen.len()),
+        );
+    }
+    let stdin_socket = match raw.stdin.as_ref() {
+        None => false,
+        Some(v) => {
+            match v.get_ref().as_str() {
+                "null" => false,
+                "socket" if listen.len() == 1 => true,
+                "socket" => {
+                    errs.at(
+                    v.span(),
+                    format!("stdin = \"socket\" needs exactly one [[listen]] table; this unit has {}", listen.len()),
+                    "keep one [[listen]], or leave stdin out and read LISTEN_FDS",
+                );
+                    false
+                }
+                other => {
+                    errs.at(
+                        v.span(),
+                        format!("stdin = {other:?}: expected \"null\" or \"socket\""),
+                        "stdin = \"socket\" passes the [[listen]] socket as fd 0",
+                    );
+                    false
+                }
+            }
+        }
+    };
+    if !listen.is_empty() && kind == UnitKind::Oneshot {
+        errs.whole(
+            "[[listen]] on a oneshot unit",
+            "sockets are passed to long-running services; make it type = \"longrun\"",
+        );
+    }
 
     let restart = {
         let r = raw.restart.as_ref().map(|r| r.get_ref());
@@ -1443,6 +1490,8 @@ pub fn parse_unit_with_lines(
             forking: raw_kind == Some(RawKind::Forking),
             pid_file: x.pid_file,
             sandbox: x.sandbox,
+            listen,
+            stdin_socket,
         },
         dep_lines,
     ))

@@ -100,6 +100,28 @@ pub fn check_unit(spec: &UnitSpec) -> Vec<UnitError> {
             ));
         }
     }
+    for l in &spec.listen {
+        if let Some(user) = &l.user
+            && let Ok(None) = nix::unistd::User::from_name(user)
+        {
+            found.push((
+                (Some("listen"), "user"),
+                format!("[[listen]] user {user:?} does not exist on this host"),
+                "create it, or change the [[listen]] `user`; the unit fails to start until then"
+                    .into(),
+            ));
+        }
+        if let Some(group) = &l.group
+            && let Ok(None) = nix::unistd::Group::from_name(group)
+        {
+            found.push((
+                (Some("listen"), "group"),
+                format!("[[listen]] group {group:?} does not exist on this host"),
+                "create it, or change the [[listen]] `group`; the unit fails to start until then"
+                    .into(),
+            ));
+        }
+    }
     found.extend(limit_problems(spec));
     for m in &spec.mounts {
         if let Some(target) = &m.symlink_to {

@@ -11,6 +11,7 @@ pub mod http;
 pub mod init;
 pub mod ipc;
 pub mod line_writer;
+pub mod listen;
 pub mod lock_store;
 pub mod log;
 pub mod logstore;

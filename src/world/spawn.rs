@@ -47,6 +47,10 @@ use std::path::{Path, PathBuf};
 use crate::mounts::MountProblem;
 use crate::unit::{MountReq, Output, UnitSpec};
 
+/// Most descriptors a child is given: stdio, the readiness pipe and up to
+/// `MAX_LISTEN` sockets.
+const MAX_FDS: usize = 4 + crate::unit::listen::MAX_LISTEN;
+
 /// Default PATH for services: the kernel gives PID 1 none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -175,6 +179,10 @@ pub struct SpawnEnv<'a> {
     /// main process.
     pub watchdog_usec: Option<u64>,
     pub watchdog_pid: bool,
+    /// `[[listen]]` descriptors (close-on-exec here) and their names:
+    /// passed as fds 3.. with `LISTEN_FDS`, `LISTEN_FDNAMES` and
+    /// `LISTEN_PID` (the child's own pid, written after the clone).
+    pub listen: &'a [(i32, String)],
 }
 
 impl SpawnEnv<'_> {
@@ -189,6 +197,7 @@ impl SpawnEnv<'_> {
             watchdog_usec: None,
             watchdog_pid: false,
             cgroup: None,
+            listen: &[],
         }
     }
 }
@@ -383,6 +392,8 @@ struct Plan {
     /// `WATCHDOG_PID=` with room for the digits the child writes (its
     /// pid is known only once it exists); in `envp_ptrs` too.
     watchdog_pid: Option<Vec<u8>>,
+    /// `LISTEN_PID=`, the same way.
+    listen_pid: Option<Vec<u8>>,
     sandbox: Option<crate::world::sandbox::Plan>,
 }
 
@@ -567,6 +578,14 @@ pub fn spawn(
         envs.push((k.clone(), v.clone()));
     }
     read_env_files(spec, &mut envs)?;
+    // Socket activation: ours, whatever the unit's files say (a stale
+    // LISTEN_FDS from an env file would make the service misread fds).
+    envs.retain(|(k, _)| k != "LISTEN_FDS" && k != "LISTEN_PID" && k != "LISTEN_FDNAMES");
+    if !extra.listen.is_empty() {
+        envs.push(("LISTEN_FDS".into(), extra.listen.len().to_string()));
+        let names: Vec<&str> = extra.listen.iter().map(|(_, n)| n.as_str()).collect();
+        envs.push(("LISTEN_FDNAMES".into(), names.join(":")));
+    }
     let expanded;
     let argv = if extra.expand {
         expanded = crate::unit::exec::expand_argv(argv, &envs);
@@ -608,6 +627,26 @@ pub fn spawn(
         }
         Output::Inherit => None,
     };
+    // `stdin = "socket"`: the one listening socket is fd 0 as well.
+    if spec.stdin_socket
+        && let Some((fd, _)) = extra.listen.first()
+    {
+        fds[0] = (*fd, 0);
+    }
+    // Socket activation: the listening descriptors become 3, 4, ...
+    let listen_end = 3 + extra.listen.len() as i32;
+    for (i, (fd, _)) in extra.listen.iter().enumerate() {
+        fds.push((*fd, 3 + i as i32));
+    }
+    if let Some(n) = ready_fd
+        && n < listen_end
+        && n >= 3
+    {
+        return Err(SpawnError::Failed(format!(
+            "[ready] fd = {n} is one of the [[listen]] descriptors (3 to {})",
+            listen_end - 1
+        )));
+    }
     // s6-style readiness: the service gets the write end of a pipe as fd N.
     let ready_pipe = match ready_fd {
         Some(n) => {
@@ -686,6 +725,17 @@ pub fn spawn(
         .iter()
         .map(|(k, v)| cstr("an environment variable", format!("{k}={v}").as_bytes()))
         .collect::<Result<_, _>>()?;
+    if fds.len() > MAX_FDS {
+        return Err(SpawnError::Failed(format!(
+            "{} descriptors to pass; at most {MAX_FDS}",
+            fds.len()
+        )));
+    }
+    let mut listen_pid = (!extra.listen.is_empty()).then(|| {
+        let mut b = b"LISTEN_PID=".to_vec();
+        b.resize(b.len() + 11, 0);
+        b
+    });
     // "WATCHDOG_PID=" then room for 10 digits and the NUL.
     let mut watchdog_pid = (extra.watchdog_usec.is_some() && extra.watchdog_pid).then(|| {
         let mut b = b"WATCHDOG_PID=".to_vec();
@@ -713,9 +763,15 @@ pub fn spawn(
                     .as_mut()
                     .map(|b| b.as_ptr() as *const libc::c_char),
             )
+            .chain(
+                listen_pid
+                    .as_mut()
+                    .map(|b| b.as_ptr() as *const libc::c_char),
+            )
             .chain(std::iter::once(std::ptr::null()))
             .collect(),
         watchdog_pid,
+        listen_pid,
         _envp: c_envp,
         targets,
         unshare_below,
@@ -1225,7 +1281,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         // Copy every source above every target first, so no dup2 can
         // clobber a source another pair still needs; dup3 then gives the
         // target without close-on-exec, and the copies close at exec.
-        let mut tmp = [-1i32; 8];
+        let mut tmp = [-1i32; MAX_FDS];
         for (slot, &(src, _)) in tmp.iter_mut().zip(plan.fds.iter()) {
             let r = sys(
                 libc::SYS_fcntl,
@@ -1349,9 +1405,9 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             0,
             8,
         );
-        if let Some(buf) = plan.watchdog_pid.as_ref() {
-            // Our pid, in decimal, after "WATCHDOG_PID=" (the buffer has
-            // room for ten digits and the NUL; it is ours until exec).
+        // Our pid, in decimal, after "WATCHDOG_PID=" / "LISTEN_PID=" (the
+        // buffers have room for ten digits and the NUL; ours until exec).
+        if plan.watchdog_pid.is_some() || plan.listen_pid.is_some() {
             let mut pid = sys(libc::SYS_getpid, 0, 0, 0, 0) as u64;
             let mut digits = [0u8; 10];
             let mut n = 0;
@@ -1363,12 +1419,17 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                     break;
                 }
             }
-            let base = buf.as_ptr() as *mut u8;
-            let start = b"WATCHDOG_PID=".len();
-            for i in 0..n {
-                std::ptr::write_volatile(base.add(start + i), digits[n - 1 - i]);
+            for (buf, start) in [
+                (plan.watchdog_pid.as_ref(), b"WATCHDOG_PID=".len()),
+                (plan.listen_pid.as_ref(), b"LISTEN_PID=".len()),
+            ] {
+                let Some(buf) = buf else { continue };
+                let base = buf.as_ptr() as *mut u8;
+                for i in 0..n {
+                    std::ptr::write_volatile(base.add(start + i), digits[n - 1 - i]);
+                }
+                std::ptr::write_volatile(base.add(start + n), 0);
             }
-            std::ptr::write_volatile(base.add(start + n), 0);
         }
         if let Some(sb) = plan.sandbox.as_ref()
             && let Err((step, r)) = crate::world::sandbox::apply_seccomp(sb)
