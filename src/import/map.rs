@@ -753,9 +753,14 @@ impl<'a> Mapper<'a> {
                 e,
                 "supd's cgroup per unit accounts with every controller its subtree has",
             ),
-            "Slice" | "ManagedOOMSwap" | "ManagedOOMMemoryPressure" => {
-                self.refuse(e, "cgroup resource control is not supported by supd import")
-            }
+            "Slice" => self.refuse(
+                e,
+                "supd has no slices: each unit's cgroup sits in supd's own subtree (set its [resources] instead)",
+            ),
+            "ManagedOOMSwap" | "ManagedOOMMemoryPressure" => self.refuse(
+                e,
+                "supd has no systemd-oomd; use [resources] memory_high / memory_max with oom_policy",
+            ),
             "NoNewPrivileges" => self.sandbox_bool(e, "no_new_privileges"),
             "PrivateTmp" => self.sandbox_bool(e, "private_tmp"),
             "PrivateDevices" => self.sandbox_bool(e, "private_devices"),
