@@ -31,7 +31,22 @@ FLOOR = os.path.join(BUILD, "floor")
 MOUNTAT = os.path.join(BUILD, "mountat")
 libc = ctypes.CDLL("libc.so.6", use_errno=True)
 IN_CREATE, IN_MOVED_TO = 0x100, 0x80
-TMP = tempfile.mkdtemp(prefix="supd-bench-")
+
+
+def tmpfs_dir():
+    """A tmpfs to keep markers, unit files and state in: on a disk file
+    system, creating a file after heavy churn costs 0.1-1 ms of kernel time
+    per service (ext4's inode allocator), the same for every supervisor,
+    which pulls every ratio towards 1."""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 2 and parts[1] == "/dev/shm" and parts[2] == "tmpfs":
+                return "/dev/shm"
+    sys.exit("bench.py: /dev/shm is not a tmpfs here; mount one there first")
+
+
+TMP = tempfile.mkdtemp(prefix="supd-bench-", dir=tmpfs_dir())
 # supd gives services a clean environment, so its units name this directly.
 MARKS = os.path.join(TMP, "marks")
 
@@ -174,20 +189,28 @@ def supd_units(n, base, probes=False, extra=""):
     probe = '[health]\nexec = ["/bin/true"]\ninterval = "5s"\n' if probes else ""
     for i in range(n):
         with open(os.path.join(base, f"s{i}.toml"), "w") as f:
-            f.write(
-                f'exec = ["{SERVICE}", "s{i}"]\nenv = {{ MARKDIR = "{MARKS}" }}\n{extra}\n'
-                f'[restart]\npolicy = "always"\n'
-                f'delay = "0s"\nmax_delay = "0s"\nburst = 1000\ninterval = "1s"\n'
-                f'[stop]\ntimeout = "10s"\n{probe}'
-            )
+            f.write(f'exec = ["{SERVICE}", "s{i}"]\nenv = {{ MARKDIR = "{MARKS}" }}\n{extra}\n'
+                    f'{SUPD_RESTART}{probe}')
     return base
 
 
-def supd_argv(units, base, max_parallel=1000, binary=None):
+# Everything else is supd's default (burst 5 in 5m, max_parallel_starts
+# 16, log level info, output captured); restart without backoff so the
+# restart figure is supd's and not its delay. Printed beside the figures.
+# Extra flags for experiments (SUPD_FLAGS="--log-level warn"); printed.
+SUPD_FLAGS = os.environ.get("SUPD_FLAGS", "").split()
+SUPD_RESTART = '[restart]\ndelay = "0s"\nmax_delay = "0s"\n'
+SUPD_SETTINGS = ("supd with its default settings (flags: only `--units`, `--state-dir`, `--socket`, "
+                 "`--config /nonexistent`); every unit `exec = [service, sI]`, `env = { MARKDIR }`, "
+                 "`[restart] delay = \"0s\"`, `max_delay = \"0s\"` (policy, burst, interval, stop: "
+                 "defaults)" + (f"; extra flags: `{' '.join(SUPD_FLAGS)}`" if SUPD_FLAGS else ""))
+
+
+def supd_argv(units, base, binary=None):
     state = base + "-state"
     shutil.rmtree(state, ignore_errors=True)
     return [binary or SUPD, "--units", units, "--state-dir", state, "--socket", base + ".sock",
-            "--config", "/nonexistent", "--max-parallel-starts", str(max_parallel), "--log-level", "warn"]
+            "--config", "/nonexistent"] + SUPD_FLAGS
 
 
 def horust_dir(n, base, args=""):
@@ -474,8 +497,10 @@ def bench_idle():
 
 
 def bench_restart():
-    kills = 5 if QUICK else 10
-    rounds = 2 if QUICK else 3
+    # supd's default burst (5 automatic restarts in 5 m) bounds the kills
+    # per instance; more rounds instead.
+    kills = 4
+    rounds = 3 if QUICK else 5
     out(f"## 3. Restart latency after SIGKILL, N=1 ({rounds} rounds × {kills} kills at a random "
         "moment, ms: from just before kill(2) to the replacement's first instruction)")
     out("")
@@ -712,6 +737,218 @@ def bench_supd_only():
     out("")
 
 
+# ---- 7. the curve: N = 100 ... 10,000 ------------------------------------
+
+CURVE_N = [int(x) for x in os.environ.get("CURVE_N", "100,500,1000,4000,10000").split(",")]
+CURVE_KINDS = [k for k in ["floor", "supd", "supd-b", "runit", "s6"] if k in PEERS]
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def bench_curve():
+    """One supervisor instance per (kind, N, round) measures, in order:
+    start-to-all-running, idle PSS 1 s later, three restarts after SIGKILL
+    of a random service, then stop-all."""
+    rounds = int(os.environ.get("CURVE_ROUNDS", "2" if QUICK else "3"))
+    out(f"## 7. The curve: N = {', '.join(map(str, CURVE_N))} ({rounds} rounds, interleaved in a shuffled order)")
+    out("")
+    out(SUPD_SETTINGS + ". runit: `runsvdir -P DIR`, s6: `s6-svscan -c N+100 DIR` (s6-svscan "
+        "refuses more than its `-c` services, 500 by default); both wait 1 s between starts of one "
+        "service by design, which is their restart figure. Per instance: start (as in section 1), "
+        "PSS of the supervisor's own processes 1 s after the last service started, 3 restarts "
+        "(SIGKILL of a random service → its replacement's first instruction), then stop-all "
+        "(as in section 5). Cells: median (min–max); ratio to the floor within each round.")
+    out("")
+    data = {}
+    loads = []
+    for n in CURVE_N:
+        for r in range(rounds):
+            order = CURVE_KINDS[:]
+            random.shuffle(order)
+            for k in order:
+                loads.append(loadavg())
+                data.setdefault((k, n), []).append(curve_once(k, n))
+            log(f"curve N={n} round {r + 1} done (load {loadavg()})")
+    metrics = [("start (ms)", 0), ("stop-all (ms)", 3), ("restart (ms)", 2), ("idle PSS (MiB)", 1),
+               ("supervisor CPU to start all (ms; utime+stime of its own processes, 10 ms ticks)", 4)]
+    for title, i in metrics:
+        out(f"### {title}")
+        out("")
+        out("| N | " + " | ".join(CURVE_KINDS) + " |")
+        out("|---|" + "---|" * len(CURVE_KINDS))
+        for n in CURVE_N:
+            floor = [x[i] for x in data[("floor", n)]]
+            cells = []
+            for k in CURVE_KINDS:
+                vs = [x[i] for x in data[(k, n)]]
+                if i == 1:
+                    vs = [v / 1024 if v is not None else None for v in vs]
+                    fl = [v / 1024 if v is not None else None for v in floor]
+                else:
+                    fl = floor
+                cell = med(vs)
+                if k != "floor":
+                    cell += " " + ratio(vs, fl)
+                cells.append(cell)
+            out(f"| {n} | " + " | ".join(cells) + " |")
+        out("")
+    out("### KiB per unit (idle PSS above N=100's, divided by the added units; median PSS)")
+    out("")
+    out("| N | " + " | ".join(CURVE_KINDS) + " |")
+    out("|---|" + "---|" * len(CURVE_KINDS))
+    base_n = CURVE_N[0]
+    for n in CURVE_N[1:]:
+        cells = []
+        for k in CURVE_KINDS:
+            a = [x[1] for x in data[(k, base_n)] if x[1] is not None]
+            b = [x[1] for x in data[(k, n)] if x[1] is not None]
+            cells.append(f"{(statistics.median(b) - statistics.median(a)) / (n - base_n):.1f}"
+                         if a and b else "n/a")
+        out(f"| {n} | " + " | ".join(cells) + " |")
+    out("")
+    out(f"Load average (1/5/15 min) before each instance: first {loads[0]}, last {loads[-1]}; "
+        f"1-min load median {statistics.median(float(x.split()[0]) for x in loads):.2f}, "
+        f"range {min(float(x.split()[0]) for x in loads):.2f}–{max(float(x.split()[0]) for x in loads):.2f}.")
+    out("")
+    results["curve"] = data
+
+
+def fd_room(n):
+    """Whether supd can hold n units' descriptors here: about four per unit
+    (output pipe and its re-exec copy, cgroup directory, cgroup.events).
+    supd raises its soft limit to the hard one, and the hard one only with
+    CAP_SYS_RESOURCE."""
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with open("/proc/self/status") as f:
+        cap = int(next(l for l in f if l.startswith("CapEff:")).split()[1], 16)
+    return bool(cap & (1 << 24)) or hard == resource.RLIM_INFINITY or 64 + 4 * n <= hard
+
+
+def curve_once(k, n):
+    """(start ms, PSS KiB, median restart ms, stop ms, CPU ms) for one instance;
+    None where it did not finish in its bound."""
+    if k.startswith("supd") and not fd_room(n):
+        return (None, None, None, None, None)
+    if k == "s6":
+        argv, sig = ["s6-svscan", "-c", str(n + 100), layout_dirs(n, os.path.join(TMP, "s6-curve"))], signal.SIGTERM
+    else:
+        argv, sig = setup(k, n, "curve")
+    bound = 30 + n * 0.02
+    m = Marks(MARKS)
+    t0 = now()
+    run = Run(argv, m.path)
+    ok = m.wait(lambda m: len(m.starts()) >= n, bound)
+    start = (m.last_start_ns() - t0) / 1e6 if ok else None
+    pss = restart = stop = cpu = None
+    if ok:
+        # CPU the supervisor's own processes used to start everything
+        # (less sensitive to the machine's load than the wall time).
+        cpu = sum(cpu_ticks(p) for p in own_processes(run)) * 1000 / os.sysconf("SC_CLK_TCK")
+        time.sleep(1.0)
+        pss, _ = mem_kib(own_processes(run))
+        ts = []
+        for _ in range(3):
+            time.sleep(random.uniform(0.05, 0.3))
+            have = len(m.starts())
+            pid = int(random.choice(m.starts()[-n:]).rsplit(".", 1)[1])
+            t1 = now()
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            if m.wait(lambda m: len(m.starts()) > have, 10):
+                ts.append((m.stamp(m.starts()[-1]) - t1) / 1e6)
+        restart = statistics.median(ts) if ts else None
+        time.sleep(0.3)
+        t2 = now()
+        run.signal(sig)
+        if run.wait(bound):
+            stop = (now() - t2) / 1e6
+    run.kill()
+    m.close()
+    return (start, pss, restart, stop, cpu)
+
+
+# ---- 8. supd CPU at 1,000 TCP probe results/s ----------------------------
+
+
+def bench_probecpu():
+    """supd's CPU (utime+stime of all its threads, /proc/PID/stat) over a
+    fixed window while N units are TCP-probed at 1,000 results/s in all."""
+    listener = os.path.join(BUILD, "listener")
+    secs = int(os.environ.get("PROBE_SECS", "10" if QUICK else "30"))
+    cases = [(int(a), int(b)) for a, b in (c.split(":") for c in
+             os.environ.get("PROBE_CASES", "1000:1,4000:4,10000:10").split(","))]
+    ports = 64
+    out(f"## 8. supd CPU at 1,000 TCP-probe results/s ({secs} s window)")
+    out("")
+    out(f"Each unit: the tiny service plus `[health] tcp = \"127.0.0.1:PORT\"` (one of {ports} "
+        "real listening sockets, `listener.c` outside supd's namespace, accepting and closing), "
+        "`interval` as below; otherwise " + SUPD_SETTINGS + ". The window starts "
+        "two probe intervals after the last service started; % of one core = "
+        "Δ(utime+stime) / window. Results/s = connections the listener accepted in the window / window.")
+    out("")
+    out("| units | probe interval | results/s | supd CPU (% of one core) | load (1 min) |")
+    out("|---|---|---|---|---|")
+    hz = os.sysconf("SC_CLK_TCK")
+    for n, every in cases:
+        if not fd_room(n):
+            out(f"| {n} | {every} s | not run | needs ~{64 + 4 * n} descriptors; the hard "
+                f"RLIMIT_NOFILE here is lower and supd may not raise it | {loadavg().split()[0]} |")
+            continue
+        count = os.path.join(TMP, "accepted")
+        lp = subprocess.Popen([listener, "21000", str(ports), count], stdin=subprocess.DEVNULL)
+        base = os.path.join(TMP, "probecpu")
+        units = base + "-units"
+        shutil.rmtree(units, ignore_errors=True)
+        os.makedirs(units)
+        for i in range(n):
+            with open(os.path.join(units, f"s{i}.toml"), "w") as f:
+                f.write(f'exec = ["{SERVICE}", "s{i}"]\nenv = {{ MARKDIR = "{MARKS}" }}\n{SUPD_RESTART}'
+                        f'[health]\ntcp = "127.0.0.1:{21000 + i % ports}"\ninterval = "{every}s"\n')
+        m = Marks(MARKS)
+        run = Run(supd_argv(units, base), m.path)
+        cpu = rate = None
+        if m.wait(lambda m: len(m.starts()) >= n, 60 + n * 0.02):
+            time.sleep(2 * every)
+            a, c0, t0 = cpu_ticks(run.pid), read_count(count), time.monotonic()
+            time.sleep(secs)
+            b, c1, t1 = cpu_ticks(run.pid), read_count(count), time.monotonic()
+            cpu = 100.0 * (b - a) / hz / (t1 - t0)
+            rate = (c1 - c0) / (t1 - t0)
+        load = loadavg().split()[0]
+        run.kill()
+        m.close()
+        lp.kill()
+        lp.wait(10)
+        out(f"| {n} | {every} s | {rate:.0f} | {cpu:.1f} | {load} |" if cpu is not None
+            else f"| {n} | {every} s | n/a | did not start in time | {load} |")
+        results[f"probecpu{n}"] = (cpu, rate)
+    out("")
+    log("probecpu done")
+
+
+def cpu_ticks(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(rest[11]) + int(rest[12])
+
+
+def read_count(path):
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
 def main():
     u = os.uname()
     cpu = ""
@@ -725,7 +962,9 @@ def main():
     out("")
     out(f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Machine: `nproc` = {os.cpu_count()}, "
         f"{cpu}, kernel {u.release}. Command: `{'HORUST=' + HORUST + ' ' if os.environ.get('HORUST') else ''}"
-        f"bench/run.sh{' --quick' if QUICK else ''}` as root. "
+        f"bench/run.sh{' --quick' if QUICK else ''}{' --curve' if ONLY == {'curve', 'probecpu'} else ''}` as root"
+        f"{' (BENCH_ONLY=' + ','.join(sorted(ONLY)) + ')' if ONLY and ONLY != {'curve', 'probecpu'} else ''}. "
+        f"Load average at the start: {loadavg()} (the machine is shared). "
         "Every supervisor runs as PID 1 of its own PID namespace. Figures: median (min–max) over "
         "rounds; ratios to the floor taken within each round; rounds interleave the supervisors "
         "in a shuffled order.")
@@ -737,8 +976,11 @@ def main():
     out("")
     try:
         for name, fn in [("start", bench_start), ("idle", bench_idle), ("restart", bench_restart),
-                         ("reap", bench_reap), ("stop", bench_stop), ("supd", bench_supd_only)]:
-            if not ONLY or name in ONLY:
+                         ("reap", bench_reap), ("stop", bench_stop), ("supd", bench_supd_only),
+                         ("curve", bench_curve), ("probecpu", bench_probecpu)]:
+            # The curve and the probe CPU run only when asked for
+            # (`bench/run.sh --curve`): they take longer than the rest.
+            if name in ONLY or (not ONLY and name not in ("curve", "probecpu")):
                 fn()
     finally:
         out(f"Total harness time: {time.monotonic() - t_start:.0f} s.")

@@ -17,14 +17,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh: run as root (PID namespaces, mounts, apt-get)" >&2; exit 1; }
 
-quick=() with_horust=1
+quick=() with_horust=1 out=bench/RESULTS.md
 for a in "$@"; do
   case "$a" in
     --quick) quick=(--quick) ;;
     --no-horust) with_horust=0 ;;
     --with-horust) with_horust=1 ;;
-    *) echo "usage: bench/run.sh [--quick] [--no-horust]" >&2; exit 2 ;;
+    # The N = 100..10,000 curve against the floor, runit and s6, and supd's
+    # CPU under 1,000 TCP-probe results/s: bench/CURVE.md.
+    --curve) export BENCH_ONLY=curve,probecpu; with_horust=0; out=bench/CURVE.md ;;
+    *) echo "usage: bench/run.sh [--quick] [--no-horust] [--curve]" >&2; exit 2 ;;
   esac
+done
+# Nothing of the caller's reaches the supervisors: descriptors above 2 are
+# closed here (bench.py's subprocesses close theirs too), so no supervisor
+# starts with a descriptor table grown by its caller.
+for fd in /proc/$$/fd/*; do
+  fd="${fd##*/}"
+  [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-" 2>/dev/null || true
 done
 
 build="$(mktemp -d)"
@@ -69,10 +79,10 @@ if [ "$with_horust" = 1 ] && ! command -v horust >/dev/null && [ -z "${HORUST:-}
   [ -x "$cache/horust/bin/horust" ] && export HORUST="$cache/horust/bin/horust"
 fi
 
-for t in service floor mountat; do
+for t in service floor mountat listener; do
   gcc -O2 -Wall -static -o "$build/$t" "bench/$t.c" 2>/dev/null || gcc -O2 -Wall -o "$build/$t" "bench/$t.c"
 done
 cargo build --locked --release --bin supd --bin supctl
 target="${CARGO_TARGET_DIR:-target}"
-python3 bench/bench.py "$build" "$target/release/supd" "$target/release/supctl" bench/RESULTS.md "${quick[@]}"
-echo "bench: results in bench/RESULTS.md"
+python3 bench/bench.py "$build" "$target/release/supd" "$target/release/supctl" "$out" "${quick[@]}"
+echo "bench: results in $out"

@@ -140,7 +140,7 @@ const UNIT_KEYS: &[(&str, &[Key])] = &[
             ),
             (
                 "limits",
-                "{ nofile = N, nproc = N, core = N, memlock = N }: setrlimit before exec, soft = hard.",
+                "{ nofile, nproc, core, memlock, cpu (seconds), fsize, data, stack, rss, as, locks, sigpending, msgqueue, nice (0 to 40), rtprio, rttime (microseconds) }: setrlimit before exec, soft = hard; a number or \"infinity\" (for nofile: the kernel's fs.nr_open).",
                 "inherited",
             ),
             (
@@ -238,13 +238,38 @@ const UNIT_KEYS: &[(&str, &[Key])] = &[
                 "[]",
             ),
             (
-                "condition_path_exists, condition_path_exists_glob, condition_path_is_directory, condition_path_is_symbolic_link, condition_path_is_mount_point, condition_path_is_read_write, condition_directory_not_empty, condition_file_not_empty, condition_file_is_executable, condition_virtualization, condition_kernel_command_line, condition_capability, condition_ac_power, condition_environment",
+                "condition_path_exists, condition_path_exists_glob, condition_path_is_directory, condition_path_is_symbolic_link, condition_path_is_mount_point, condition_path_is_read_write, condition_directory_not_empty, condition_file_not_empty, condition_file_is_executable, condition_virtualization, condition_kernel_command_line, condition_capability, condition_ac_power, condition_environment, condition_cpus",
                 "Checked right before each start (\"!x\" negates; \"|x\": one of these must hold). A failing condition leaves the unit skipped: not failed, its dependents start.",
                 "none",
             ),
             (
-                "assert_path_exists, assert_path_exists_glob, assert_path_is_directory, assert_path_is_symbolic_link, assert_path_is_mount_point, assert_path_is_read_write, assert_directory_not_empty, assert_file_not_empty, assert_file_is_executable, assert_virtualization, assert_kernel_command_line, assert_capability, assert_ac_power, assert_environment",
+                "assert_path_exists, assert_path_exists_glob, assert_path_is_directory, assert_path_is_symbolic_link, assert_path_is_mount_point, assert_path_is_read_write, assert_directory_not_empty, assert_file_not_empty, assert_file_is_executable, assert_virtualization, assert_kernel_command_line, assert_capability, assert_ac_power, assert_environment, assert_cpus",
                 "The same checks; a failing assertion fails the start.",
+                "none",
+            ),
+            (
+                "on_failure",
+                "Units started again when this unit enters failed (systemd's OnFailure=); a maintenance lock or an operator's stop still holds them down.",
+                "[]",
+            ),
+            (
+                "exec_condition",
+                "Commands run before exec_start_pre (systemd's ExecCondition=): exit 1 to 254 leaves the unit skipped, as a failing condition; 255 or a signal fails the start.",
+                "[]",
+            ),
+            (
+                "exec_ignore_failure",
+                "However the main process ends, it counts as success (systemd's ExecStart=-): never failed, never restarted by on-failure.",
+                "false",
+            ),
+            (
+                "cpu_scheduling_policy, cpu_scheduling_priority, cpu_scheduling_reset_on_fork",
+                "sched_setscheduler in the child before exec: \"other\", \"batch\", \"idle\", \"fifo\" or \"rr\"; priority 1 to 99 for fifo/rr; SCHED_RESET_ON_FORK.",
+                "supd's",
+            ),
+            (
+                "stdout_file, stderr_file",
+                "Send stdout / stderr to a file instead of output: \"append:/path\", \"truncate:/path\" (emptied at each start) or \"file:/path\"; opened by supd, created 0644; the same path for both shares one descriptor.",
                 "none",
             ),
         ],
@@ -338,6 +363,11 @@ const UNIT_KEYS: &[(&str, &[Key])] = &[
                 "\"started\"",
             ),
             ("fd", "The descriptor for kind = \"fd\".", "3"),
+            (
+                "notify_reload",
+                "With kind = \"notify\" (systemd's Type=notify-reload): supctl reload-unit answers once the service sent RELOADING=1 (MONOTONIC_USEC not older than the request) and then READY=1, or fails after timeout (90s without one).",
+                "false",
+            ),
             (
                 "watchdog",
                 "sd_notify WATCHDOG=1 must come this often once ready, else the unit is unhealthy.",

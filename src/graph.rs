@@ -54,6 +54,7 @@ pub fn build_checked(
             ("wants", &s.wants),
             ("after", &s.after),
             ("part_of", &s.part_of),
+            ("on_failure", &s.on_failure),
             ("reload_propagated_from", &s.reload_propagated_from),
         ] {
             for dep in list {

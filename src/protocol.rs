@@ -49,6 +49,15 @@ pub enum Request {
         unit: String,
     },
     Reload,
+    /// Start the unit at boot (the default), durably.
+    Enable {
+        unit: String,
+    },
+    /// Do not start the unit at boot (unless an enabled unit requires or
+    /// wants it), durably; it keeps running now.
+    Disable {
+        unit: String,
+    },
     MaintenanceOn {
         unit: String,
         reason: String,
@@ -194,6 +203,11 @@ pub struct Response {
     /// Structured payload (status list, lock list...), command-specific.
     #[serde(default)]
     pub data: serde_json::Value,
+    /// Not on the wire as such: a `status` answer that goes out as `data`,
+    /// written to the socket unit by unit (`world::control`) rather than
+    /// built first as one value and one string (10,000 units: megabytes).
+    #[serde(skip)]
+    pub status: Option<std::sync::Arc<StatusReport>>,
 }
 
 impl Response {
@@ -203,6 +217,7 @@ impl Response {
             ok: true,
             message: message.into(),
             data: serde_json::Value::Null,
+            status: None,
         }
     }
 
@@ -212,6 +227,15 @@ impl Response {
             ok: true,
             message: message.into(),
             data,
+            status: None,
+        }
+    }
+
+    /// `status`, streamed (see `status`).
+    pub fn ok_status(report: StatusReport) -> Response {
+        Response {
+            status: Some(std::sync::Arc::new(report)),
+            ..Response::ok("")
         }
     }
 
@@ -221,6 +245,7 @@ impl Response {
             ok: false,
             message: message.into(),
             data: serde_json::Value::Null,
+            status: None,
         }
     }
 }
@@ -254,6 +279,10 @@ pub struct LockInfo {
 }
 
 /// One unit in `status --json`.
+fn enabled_default() -> bool {
+    true
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UnitStatus {
     pub name: String,
@@ -278,6 +307,9 @@ pub struct UnitStatus {
     pub want: String,
     #[serde(default)]
     pub essential: bool,
+    /// Starts at boot (`supctl enable`/`disable`).
+    #[serde(default = "enabled_default")]
+    pub enabled: bool,
     #[serde(default)]
     pub health: Option<HealthStatus>,
     /// Last `STATUS=` text from sd_notify.

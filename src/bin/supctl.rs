@@ -88,6 +88,11 @@ enum Cmd {
     /// Ask a running unit to reload its own configuration: sends its
     /// `reload_signal` (default SIGHUP) to its process group.
     ReloadUnit { unit: String },
+    /// Start UNIT at boot (the default). Durable; does not start it now.
+    Enable { unit: String },
+    /// Do not start UNIT at boot (unless an enabled unit requires or wants
+    /// it). Durable; does not stop it now.
+    Disable { unit: String },
     /// Re-read the unit files. An invalid set changes nothing and the
     /// errors are printed; new units start, removed units stop, changed
     /// units take effect at their next start.
@@ -364,6 +369,8 @@ fn main() -> ExitCode {
         Cmd::Reset { unit } => (Request::Reset { unit: unit.clone() }, false, false),
         Cmd::Why { unit } => (Request::Why { unit: unit.clone() }, false, false),
         Cmd::ReloadUnit { unit } => (Request::ReloadUnit { unit: unit.clone() }, false, false),
+        Cmd::Enable { unit } => (Request::Enable { unit: unit.clone() }, false, false),
+        Cmd::Disable { unit } => (Request::Disable { unit: unit.clone() }, false, false),
         Cmd::Reload => (Request::Reload, false, false),
         Cmd::Maintenance(Maint::On {
             unit,
@@ -1147,6 +1154,12 @@ fn print_status(r: &StatusReport, detailed: bool) {
             }
             if u.essential {
                 println!("  essential:   yes");
+            }
+            if !u.enabled {
+                println!(
+                    "  enabled:     no (does not start at boot; `supctl enable {}`)",
+                    u.name
+                );
             }
         }
         return;

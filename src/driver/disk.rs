@@ -41,6 +41,15 @@ pub(super) enum DiskJob {
     },
     /// Load the lock state (at boot, or when the state mount appears).
     Load,
+    /// `supctl enable|disable`: write the disabled set durably, then the
+    /// request goes to the engine (answered with `EnablementWritten`).
+    WriteDisabled {
+        names: Vec<String>,
+        req: crate::engine::ReqId,
+        peer: crate::engine::PeerInfo,
+        wall_ms: u64,
+        request: crate::protocol::Request,
+    },
     /// Shutdown: close every file in the state directory (the flock
     /// included) so its filesystem can be unmounted, then answer.
     Close(std::sync::mpsc::Sender<()>),
@@ -57,6 +66,75 @@ pub(super) enum DiskResult {
         seq: u64,
         result: Result<(), String>,
     },
+    EnablementWritten {
+        req: crate::engine::ReqId,
+        peer: crate::engine::PeerInfo,
+        wall_ms: u64,
+        request: crate::protocol::Request,
+        result: Result<(), String>,
+    },
+}
+
+/// The disabled units, one name a line, in the state directory.
+pub(super) const DISABLED_FILE: &str = "disabled";
+
+/// Read the disabled set (at start-up, before the first settle): a tiny
+/// regular file, read non-blocking and bounded. Missing: none disabled.
+pub(super) fn read_disabled(dir: &std::path::Path) -> std::collections::BTreeSet<String> {
+    let path = dir.join(DISABLED_FILE);
+    match crate::world::regular_file::read(&path, 1 << 20) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+        Err(e) => {
+            tracing::error!(
+                "reading {}: {e}; every unit starts at boot (as enabled)",
+                path.display()
+            );
+            Default::default()
+        }
+    }
+}
+
+/// Write the disabled set: temporary file, fsync, rename, fsync the
+/// directory (acknowledged means durable, as for the locks).
+fn write_disabled(dir: &std::path::Path, names: &[String]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = dir.join(format!("{DISABLED_FILE}.tmp"));
+    let cur = dir.join(DISABLED_FILE);
+    let mut text = String::from("# units `supctl disable` keeps from starting at boot\n");
+    for n in names {
+        text.push_str(n);
+        text.push('\n');
+    }
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(std::io::Error::new(
+            e.kind(),
+            format!("writing {}: {e}", tmp.display()),
+        ));
+    }
+    std::fs::rename(&tmp, &cur).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("renaming onto {}: {e}", cur.display()))
+    })?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| std::io::Error::new(e.kind(), format!("fsync {}: {e}", dir.display())))
 }
 
 /// Start the persistence thread. `dir_lock` is the state directory's flock
@@ -104,6 +182,25 @@ fn run(
                     .map(|_| ())
                     .map_err(|e| e.to_string());
                 if tx.send(DiskResult::Persisted { version, result }).is_err() {
+                    return;
+                }
+            }
+            DiskJob::WriteDisabled {
+                names,
+                req,
+                peer,
+                wall_ms,
+                request,
+            } => {
+                let result = write_disabled(&dir, &names).map_err(|e| e.to_string());
+                let r = DiskResult::EnablementWritten {
+                    req,
+                    peer,
+                    wall_ms,
+                    request,
+                    result,
+                };
+                if tx.send(r).is_err() {
                     return;
                 }
             }
@@ -218,6 +315,29 @@ impl Driver {
                 self.feed(Event::LocksLoaded(load));
             }
             DiskResult::Audited { seq, result } => self.audited(seq, result),
+            DiskResult::EnablementWritten {
+                req,
+                peer,
+                wall_ms,
+                request,
+                result,
+            } => match result {
+                Ok(()) => self.feed(Event::Command {
+                    req,
+                    peer,
+                    wall_ms,
+                    request,
+                }),
+                Err(e) => {
+                    // What is known durable is what the engine has.
+                    self.disabled = self.engine.disabled().clone();
+                    if let Some(tx) = self.replies.remove(&req) {
+                        let _ = tx.send(crate::protocol::Response::err(format!(
+                            "{e}; nothing changed (fix the state directory and retry)"
+                        )));
+                    }
+                }
+            },
         }
     }
 

@@ -147,11 +147,52 @@ impl Driver {
             }
             return;
         }
+        // A read of the settled state: answered here, with no event (and
+        // no settling pass) behind it; the connection's task writes it out.
+        if let Request::Status { unit } = &req {
+            let now = std::time::Instant::now();
+            let answer = match self.engine.status_query(unit.as_deref(), now, wall_ms()) {
+                Ok(report) => Response::ok_status(report),
+                Err(msg) => Response::err(msg),
+            };
+            let _ = reply.send(answer);
+            return;
+        }
         let id = ReqId(self.next_req);
         self.next_req += 1;
         self.replies.insert(id, reply);
         match req {
             Request::Reload => self.reload(Some(id), peer),
+            Request::Enable { ref unit } | Request::Disable { ref unit } => {
+                let unit = unit.clone();
+                if self.engine.unit_id(&unit).is_none() {
+                    if let Some(tx) = self.replies.remove(&id) {
+                        let _ = tx.send(Response::err(format!(
+                            "no unit named {unit} (`supctl status` lists them)"
+                        )));
+                    }
+                    return;
+                }
+                if matches!(req, Request::Enable { .. }) {
+                    self.disabled.remove(&unit);
+                } else {
+                    self.disabled.insert(unit);
+                }
+                let names = self.disabled.clone();
+                // Durable first (off the loop), then the engine answers.
+                let job = super::disk::DiskJob::WriteDisabled {
+                    names: names.into_iter().collect(),
+                    req: id,
+                    peer,
+                    wall_ms: wall_ms(),
+                    request: req,
+                };
+                if self.disk_tx.send(job).is_err()
+                    && let Some(tx) = self.replies.remove(&id)
+                {
+                    let _ = tx.send(Response::err("the persistence thread is gone"));
+                }
+            }
             Request::MaintenanceLog { limit } => self.audit_log(id, limit),
             Request::Reexec if super::reexec::check_exe(&self.exe).is_err() => {
                 let why = super::reexec::check_exe(&self.exe)

@@ -100,6 +100,10 @@ struct Driver {
     replies: HashMap<ReqId, oneshot::Sender<Response>>,
     next_req: u64,
     disk_tx: std::sync::mpsc::Sender<DiskJob>,
+    /// The disabled set as last sent to disk: each `enable`/`disable`
+    /// builds on it (not on the engine's, which lags until the write is
+    /// done), so two quick requests do not undo each other.
+    disabled: std::collections::BTreeSet<String>,
     /// Per-unit logs (their own writer thread).
     logs: LogStore,
     /// Control requests by command (for metrics).
@@ -474,6 +478,8 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         table,
     );
     engine.set_skipped(settings.skipped.clone());
+    let disabled = disk::read_disabled(&settings.state_dir);
+    engine.set_disabled(disabled.clone());
 
     let (disk_tx, disk_rx) = disk::start(
         settings.state_dir.clone(),
@@ -527,6 +533,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         replies: HashMap::new(),
         next_req: 1,
         disk_tx,
+        disabled,
         logs,
         events: tokio::sync::broadcast::channel(EVENT_BACKLOG).0,
         control_requests: Default::default(),
@@ -769,7 +776,7 @@ impl Driver {
                 }
                 vec![]
             }
-            Action::StopExec { run, spec } => self.stop_exec(run, &spec),
+            Action::StopExec { run, spec } => self.stop_exec(run, spec),
             Action::PersistLocks { version, locks } => {
                 if self
                     .disk_tx

@@ -39,6 +39,8 @@ use crate::world::{mainpid, output, probe, spawn};
 /// Which helper command of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Step {
+    /// `exec_condition[i]`: exit 1..=254 skips the unit.
+    Cond(usize),
     /// `exec_start_pre[i]`.
     Pre(usize),
     /// `type = "forking"`: `exec`, which daemonizes.
@@ -49,16 +51,21 @@ pub(super) enum Step {
     StopPost(usize),
     /// `reload_exec[i]`.
     Reload(usize),
+    /// Stop command `i` of a completed unit (`[stop] exec`, then its
+    /// list): the run's only process while the unit is stopped.
+    Stop(usize),
 }
 
 impl Step {
     fn label(self) -> &'static str {
         match self {
+            Step::Cond(_) => "condition",
             Step::Pre(_) => "pre",
             Step::Starter => "start",
             Step::Post(_) => "post",
             Step::StopPost(_) => "stop-post",
             Step::Reload(_) => "reload",
+            Step::Stop(_) => "stop",
         }
     }
 }
@@ -70,8 +77,9 @@ enum Proc {
     Main(RunId),
     /// An exec probe for a run, with its deadline.
     Probe(RunId, ProbeKind, Instant),
-    /// A `[stop] exec` command; its exit is only logged.
-    StopCommand(RunId),
+    /// Stop command `i` of a running unit; its exit is logged and starts
+    /// the next one (after an exit 0).
+    StopCommand(RunId, usize),
     /// A helper command of a run, killed at its deadline.
     Helper(RunId, Step, Option<Instant>),
     /// A run's former main process (it named another with `MAINPID=`):
@@ -85,6 +93,9 @@ pub(super) enum Next {
     Helper(RunId, Step, ExitStatus),
     /// A main process exited and its unit has stop-post commands.
     StopPost(RunId, ExitStatus),
+    /// Stop command `i` of a running unit is due (the one before it
+    /// exited 0).
+    ChainStop(RunId, Arc<UnitSpec>, usize),
 }
 
 /// The unit a run was started from, while the run has anything left to do.
@@ -147,9 +158,65 @@ pub(super) struct ProcTable {
     helper_pids: HashMap<RunId, i32>,
     /// Unknown pids reaped lately, with their status.
     orphans: VecDeque<(i32, ExitStatus)>,
+    /// The deadlines in `procs` (exec probes, helpers with a timeout), in
+    /// order: the next one and the late ones without a scan of every
+    /// process (with thousands of units, one per event would cost more
+    /// than the event). Kept equal to `procs` by `put` and `take`.
+    deadlines: std::collections::BTreeSet<(Instant, i32)>,
+    /// Each run's helper pids (its pre, post, stop-post, reload commands).
+    helpers: HashMap<RunId, Vec<i32>>,
+    /// Runs that may be waiting for a pid file (a superset: runs whose
+    /// wait ended leave at the next poll).
+    pid_waiting: std::collections::BTreeSet<RunId>,
+    /// Running units whose stop commands are under way, for the next one.
+    stop_chains: HashMap<RunId, Arc<UnitSpec>>,
 }
 
 impl ProcTable {
+    /// Record what `pid` is (replacing what it was), with its indexes.
+    fn put(&mut self, pid: i32, p: Proc) {
+        self.take(pid);
+        match p {
+            Proc::Probe(_, _, d) | Proc::Helper(_, _, Some(d)) => {
+                self.deadlines.insert((d, pid));
+            }
+            _ => {}
+        }
+        if let Proc::Helper(run, _, _) = p {
+            self.helpers.entry(run).or_default().push(pid);
+        }
+        self.procs.insert(pid, p);
+    }
+
+    /// Forget `pid` (reaped, or no longer ours), with its indexes.
+    fn take(&mut self, pid: i32) -> Option<Proc> {
+        let p = self.procs.remove(&pid)?;
+        match p {
+            Proc::Probe(_, _, d) | Proc::Helper(_, _, Some(d)) => {
+                self.deadlines.remove(&(d, pid));
+            }
+            _ => {}
+        }
+        if let Proc::Helper(run, _, _) = p
+            && let Some(v) = self.helpers.get_mut(&run)
+        {
+            v.retain(|&h| h != pid);
+            if v.is_empty() {
+                self.helpers.remove(&run);
+            }
+        }
+        Some(p)
+    }
+
+    /// Processes whose deadline is at or before `now`, earliest first.
+    fn late(&self, now: Instant) -> Vec<(i32, Proc)> {
+        self.deadlines
+            .iter()
+            .take_while(|(d, _)| *d <= now)
+            .filter_map(|&(_, pid)| Some((pid, *self.procs.get(&pid)?)))
+            .collect()
+    }
+
     /// A run has nothing left to do: drop it, and for `remove_ipc` remove
     /// its user's IPC objects once no other run of that user is left.
     fn forget(&mut self, run: RunId) -> Option<RunCtx> {
@@ -230,10 +297,16 @@ impl ProcTable {
 
     /// The run whose process group `pid` belongs to (for sd_notify).
     pub(super) fn run_of_member(&self, pid: i32) -> Option<RunId> {
-        self.run_pids
-            .iter()
-            .find(|(_, leader)| crate::world::notify::belongs_to(pid, **leader))
-            .map(|(run, _)| *run)
+        // The sender itself, else the leader of its process group: two
+        // lookups, one getpgid — never one per unit.
+        let main_of = |leader: i32| match self.procs.get(&leader) {
+            Some(Proc::Main(run)) if self.run_pids.get(run) == Some(&leader) => Some(*run),
+            _ => None,
+        };
+        main_of(pid).or_else(|| {
+            let pg = nix::unistd::getpgid(Some(Pid::from_raw(pid))).ok()?;
+            main_of(pg.as_raw())
+        })
     }
 
     /// A sender that is already gone (`systemd-notify --no-block` from a
@@ -268,25 +341,18 @@ impl ProcTable {
     /// The earliest exec-probe or helper deadline, or the next look at a
     /// pid file.
     pub(super) fn next_probe_deadline(&self) -> Option<Instant> {
-        let procs = self.procs.values().filter_map(|p| match p {
-            Proc::Probe(_, _, deadline) => Some(*deadline),
-            Proc::Helper(_, _, deadline) => *deadline,
-            Proc::Main(_) | Proc::StopCommand(_) | Proc::Former(_) => None,
-        });
-        let polls = self
-            .runs
-            .values()
-            .filter_map(|c| c.pid_wait.map(|_| Instant::now() + PID_POLL));
-        procs.chain(polls).min()
+        let procs = self.deadlines.first().map(|(d, _)| *d);
+        let polls = (!self.pid_waiting.is_empty()).then(|| Instant::now() + PID_POLL);
+        procs.into_iter().chain(polls).min()
     }
 
     /// Kill helpers past their deadline (their exit then fails the step).
     pub(super) fn expire_helpers(&mut self, now: Instant) {
         let late: Vec<(i32, RunId, Step)> = self
-            .procs
-            .iter()
+            .late(now)
+            .into_iter()
             .filter_map(|(pid, p)| match p {
-                Proc::Helper(run, step, Some(d)) if *d <= now => Some((*pid, *run, *step)),
+                Proc::Helper(run, step, Some(_)) => Some((pid, run, step)),
                 _ => None,
             })
             .collect();
@@ -296,28 +362,22 @@ impl ProcTable {
                 step.label()
             );
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-            self.procs.insert(pid, Proc::Helper(run, step, None));
+            self.put(pid, Proc::Helper(run, step, None));
         }
     }
 
     fn helpers_of(&self, run: RunId) -> Vec<i32> {
-        self.procs
-            .iter()
-            .filter_map(|(pid, p)| match p {
-                Proc::Helper(r, _, _) if *r == run => Some(*pid),
-                _ => None,
-            })
-            .collect()
+        self.helpers.get(&run).cloned().unwrap_or_default()
     }
 
     /// Kill exec probes past their deadline; each one still current is
     /// answered as failed.
     pub(super) fn expire_probes(&mut self, now: Instant) -> Vec<Event> {
         let late: Vec<(i32, RunId, ProbeKind)> = self
-            .procs
-            .iter()
+            .late(now)
+            .into_iter()
             .filter_map(|(pid, p)| match p {
-                Proc::Probe(run, kind, deadline) if *deadline <= now => Some((*pid, *run, *kind)),
+                Proc::Probe(run, kind, _) => Some((pid, run, kind)),
                 _ => None,
             })
             .collect();
@@ -327,7 +387,7 @@ impl ProcTable {
             // Keep it in the table until reaped, but push its deadline out
             // so we do not spin; answer now.
             let later = now.checked_add(REAP_GRACE).unwrap_or(now);
-            self.procs.insert(pid, Proc::Probe(run, kind, later));
+            self.put(pid, Proc::Probe(run, kind, later));
             if self.probe_pids.get(&(run, kind)) == Some(&pid) {
                 self.probe_pids.remove(&(run, kind));
                 answers.push(Event::ProbeAnswered {
@@ -361,7 +421,7 @@ impl ProcTable {
                 ),
                 _ => continue,
             };
-            match self.procs.remove(&pid) {
+            match self.take(pid) {
                 Some(Proc::Main(run)) => {
                     self.run_pids.remove(&run);
                     self.outputs.remove(&run);
@@ -375,10 +435,13 @@ impl ProcTable {
                     for h in self.helpers_of(run) {
                         let _ = killpg(Pid::from_raw(h), Signal::SIGKILL);
                     }
-                    let stop_post = self
-                        .runs
-                        .get(&run)
-                        .is_some_and(|c| !c.spec.exec_stop_post.is_empty());
+                    // A unit that remains after a successful exit runs its
+                    // stop-post commands when it is stopped, as systemd
+                    // does with RemainAfterExit=yes.
+                    let stop_post = self.runs.get(&run).is_some_and(|c| {
+                        let deferred = c.spec.remain_after_exit && c.spec.exit_ok(status.view());
+                        !c.spec.exec_stop_post.is_empty() && !deferred
+                    });
                     if stop_post {
                         next.push(Next::StopPost(run, status));
                     } else {
@@ -412,8 +475,18 @@ impl ProcTable {
                 Some(Proc::Former(run)) => {
                     tracing::debug!("former main process {pid} of {run:?} {status}");
                 }
-                Some(Proc::StopCommand(run)) => {
-                    tracing::debug!("stop command for {run:?} {status}");
+                Some(Proc::StopCommand(run, i)) => {
+                    tracing::debug!("stop command {i} for {run:?} {status}");
+                    let spec = self.stop_chains.remove(&run);
+                    if let Some(spec) = spec
+                        && spec.stop.command(i + 1).is_some()
+                    {
+                        if status.success() {
+                            next.push(Next::ChainStop(run, spec, i + 1));
+                        } else {
+                            tracing::warn!(unit = %spec.name, "stop command {:?} {status}; the later ones do not run", spec.stop.command(i));
+                        }
+                    }
                 }
                 None => {
                     self.orphans_reaped += 1;
@@ -460,11 +533,11 @@ impl Driver {
             && old != pid
         {
             if matches!(t.procs.get(&old), Some(Proc::Main(r)) if *r == run) {
-                t.procs.insert(old, Proc::Former(run));
+                t.put(old, Proc::Former(run));
             }
             t.foreign.remove(&old);
         }
-        t.procs.insert(pid, Proc::Main(run));
+        t.put(pid, Proc::Main(run));
         // A run without a main process has one now (`MAINPID=`): its end
         // is that process's exit again, not its group emptying.
         t.pidless.remove(&run);
@@ -503,7 +576,7 @@ impl Driver {
         if !matches!(self.procs.procs.get(&pid), Some(Proc::Main(r)) if *r == run) {
             return;
         }
-        self.procs.procs.remove(&pid);
+        self.procs.take(pid);
         self.procs.run_pids.remove(&run);
         self.procs.contained.remove(&run);
         self.procs.outputs.remove(&run);
@@ -559,6 +632,7 @@ impl Driver {
                     }
                     exits.extend(self.run_step(run, Step::StopPost(0)));
                 }
+                Next::ChainStop(run, spec, i) => exits.extend(self.stop_command(run, spec, i)),
             }
         }
         // A main process SIGKILLed in a group with new OOM kills: the
@@ -640,7 +714,9 @@ impl Driver {
                 mount: None,
             }];
         }
-        let first = if !spec.exec_start_pre.is_empty() {
+        let first = if !spec.exec_condition.is_empty() {
+            Some(Step::Cond(0))
+        } else if !spec.exec_start_pre.is_empty() {
             Some(Step::Pre(0))
         } else if spec.forking {
             Some(Step::Starter)
@@ -689,6 +765,18 @@ impl Driver {
         let spec = ctx.spec.clone();
         let mounts = ctx.mounts.clone();
         let (cmd, list_len) = match step {
+            Step::Stop(i) => (
+                spec.stop.command(i).map(|argv| crate::unit::HelperCmd {
+                    argv: argv.clone(),
+                    ignore_failure: false,
+                    privileged: false,
+                }),
+                1,
+            ),
+            Step::Cond(i) => (
+                spec.exec_condition.get(i).cloned(),
+                spec.exec_condition.len(),
+            ),
             Step::Pre(i) => (
                 spec.exec_start_pre.get(i).cloned(),
                 spec.exec_start_pre.len(),
@@ -723,7 +811,7 @@ impl Driver {
         let group = self.groups.group_for(&spec.name, GroupKind::Unit);
         // Limits and device rules hold from the first command of a start
         // (a start command runs as the service does).
-        if matches!(step, Step::Pre(0) | Step::Starter)
+        if matches!(step, Step::Cond(_) | Step::Pre(_) | Step::Starter)
             && group.is_some()
             && let Err(e) = self.groups.apply_resources(&spec)
         {
@@ -766,29 +854,36 @@ impl Driver {
         // unit has none, as systemd's TimeoutStartSec=infinity), stop-post
         // commands the stop timeout.
         let limit = match step {
-            Step::StopPost(_) => Some(spec.stop.timeout),
+            Step::StopPost(_) | Step::Stop(_) => Some(spec.stop.timeout),
             _ => spec.ready.timeout,
         };
         let deadline = limit.and_then(|t| now.checked_add(t));
         match spawn::spawn(&spec, &cmd.argv, check, &env, None) {
             Ok(s) => {
-                self.procs
-                    .procs
-                    .insert(s.pid, Proc::Helper(run, step, deadline));
+                self.procs.put(s.pid, Proc::Helper(run, step, deadline));
                 if step == Step::Starter && group.is_some() {
                     self.groups.bind(run, &spec.name);
                 }
-                if matches!(step, Step::Pre(_) | Step::Starter | Step::StopPost(_)) {
+                if matches!(
+                    step,
+                    Step::Cond(_)
+                        | Step::Pre(_)
+                        | Step::Starter
+                        | Step::StopPost(_)
+                        | Step::Stop(_)
+                ) {
                     self.procs.helper_pids.insert(run, s.pid);
                 }
                 if let Some(fd) = s.output {
                     // Start and reload commands speak for the service;
                     // stop-post commands are part of stopping it.
                     let stream = match step {
-                        Step::StopPost(_) => Stream::Stop,
-                        Step::Pre(_) | Step::Starter | Step::Post(_) | Step::Reload(_) => {
-                            Stream::Out
-                        }
+                        Step::StopPost(_) | Step::Stop(_) => Stream::Stop,
+                        Step::Cond(_)
+                        | Step::Pre(_)
+                        | Step::Starter
+                        | Step::Post(_)
+                        | Step::Reload(_) => Stream::Out,
                     };
                     self.capture(&spec, stream, fd);
                 }
@@ -818,16 +913,26 @@ impl Driver {
         };
         let spec = ctx.spec.clone();
         let cmd = match step {
+            Step::Cond(i) => spec.exec_condition.get(i),
             Step::Pre(i) => spec.exec_start_pre.get(i),
             Step::Post(i) => spec.exec_start_post.get(i),
             Step::StopPost(i) => spec.exec_stop_post.get(i),
             Step::Reload(i) => spec.reload_exec.get(i),
-            Step::Starter => None,
+            Step::Starter | Step::Stop(_) => None,
         };
         let ignore = cmd.is_some_and(|c| c.ignore_failure);
-        let argv = cmd
-            .map(|c| c.argv.clone())
-            .unwrap_or_else(|| spec.exec.clone());
+        let argv = match step {
+            Step::Stop(i) => spec.stop.command(i).cloned().unwrap_or_default(),
+            _ => cmd
+                .map(|c| c.argv.clone())
+                .unwrap_or_else(|| spec.exec.clone()),
+        };
+        if let Step::Stop(_) = step
+            && !status.success()
+            && let Some(c) = self.procs.runs.get_mut(&run)
+        {
+            c.exited = Some(status);
+        }
         if status.success() || ignore {
             if !status.success() {
                 tracing::info!(unit = %spec.name, "{} command {argv:?} {status} (failure ignored: `-`)", step.label());
@@ -835,6 +940,12 @@ impl Driver {
             return self.step_done(run, step);
         }
         let msg = format!("{} command {argv:?} {status}", step.label());
+        // systemd's ExecCondition=: 1..=254 means "do not run" (skipped,
+        // like a failed condition); 255 or a signal is a failure.
+        if let (Step::Cond(_), ExitStatus::Exited(1..=254)) = (step, status) {
+            self.procs.forget(run);
+            return vec![Event::ConditionFailed { run, why: msg }];
+        }
         self.step_failed(run, step, false, msg, None)
     }
 
@@ -857,7 +968,7 @@ impl Driver {
             return self.step_done(run, step);
         }
         match step {
-            Step::Pre(_) | Step::Starter => {
+            Step::Cond(_) | Step::Pre(_) | Step::Starter => {
                 self.procs.forget(run);
                 vec![Event::SpawnFailed {
                     run,
@@ -874,7 +985,33 @@ impl Driver {
                 tracing::warn!(unit = %name, "{msg}");
                 self.step_done(run, step)
             }
+            // A failing stop command ends the sequence (as systemd's);
+            // the stop-post commands still run.
+            Step::Stop(_) => {
+                tracing::warn!(unit = %name, "{msg}; the later stop commands do not run");
+                self.stop_posts_of_completed(run)
+            }
         }
+    }
+
+    /// After a completed unit's stop commands: its stop-post commands,
+    /// then the end of the run.
+    fn stop_posts_of_completed(&mut self, run: RunId) -> Vec<Event> {
+        let has_posts = self
+            .procs
+            .runs
+            .get(&run)
+            .is_some_and(|c| !c.spec.exec_stop_post.is_empty());
+        if has_posts {
+            return self.run_step(run, Step::StopPost(0));
+        }
+        let status = self
+            .procs
+            .runs
+            .remove(&run)
+            .and_then(|c| c.exited)
+            .unwrap_or(ExitStatus::Exited(0));
+        vec![Event::ProcessExited { run, status }]
     }
 
     /// The step succeeded (or its failure is ignored): take the next one.
@@ -884,6 +1021,12 @@ impl Driver {
         };
         let spec = ctx.spec.clone();
         match step {
+            Step::Cond(i) if i + 1 < spec.exec_condition.len() => {
+                self.run_step(run, Step::Cond(i + 1))
+            }
+            Step::Cond(_) if !spec.exec_start_pre.is_empty() => self.run_step(run, Step::Pre(0)),
+            Step::Cond(_) if spec.pid_file.is_some() => self.run_step(run, Step::Starter),
+            Step::Cond(_) => self.main_and_posts(run),
             Step::Pre(i) if i + 1 < spec.exec_start_pre.len() => {
                 self.run_step(run, Step::Pre(i + 1))
             }
@@ -894,6 +1037,7 @@ impl Driver {
                 let wait = spec.ready.timeout.unwrap_or(PID_FILE_WAIT);
                 if let Some(c) = self.procs.runs.get_mut(&run) {
                     c.pid_wait = Some(now.checked_add(wait).unwrap_or(now));
+                    self.procs.pid_waiting.insert(run);
                 }
                 if spec.pid_file.is_none() {
                     return self.guess_main(run, now);
@@ -911,6 +1055,10 @@ impl Driver {
                 tracing::info!(unit = %spec.name, "reloaded");
                 vec![]
             }
+            Step::Stop(i) if spec.stop.command(i + 1).is_some() => {
+                self.run_step(run, Step::Stop(i + 1))
+            }
+            Step::Stop(_) => self.stop_posts_of_completed(run),
             Step::StopPost(i) if i + 1 < spec.exec_stop_post.len() => {
                 self.run_step(run, Step::StopPost(i + 1))
             }
@@ -932,13 +1080,7 @@ impl Driver {
 
     /// Look at the pid files forking units wait for.
     fn poll_pid_files(&mut self, now: Instant) -> Vec<Event> {
-        let waiting: Vec<RunId> = self
-            .procs
-            .runs
-            .iter()
-            .filter(|(_, c)| c.pid_wait.is_some())
-            .map(|(r, _)| *r)
-            .collect();
+        let waiting: Vec<RunId> = self.procs.pid_waiting.iter().copied().collect();
         let mut out = Vec::new();
         for run in waiting {
             let by_file = self
@@ -952,6 +1094,9 @@ impl Driver {
                 out.extend(self.guess_main(run, now));
             }
         }
+        let t = &mut self.procs;
+        t.pid_waiting
+            .retain(|r| t.runs.get(r).is_some_and(|c| c.pid_wait.is_some()));
         out
     }
 
@@ -1192,7 +1337,7 @@ impl Driver {
         let ready_fd = (spec.ready.kind == crate::unit::ReadyKind::Fd).then_some(spec.ready.fd);
         match spawn::spawn(spec, &spec.exec, mounts, &env, ready_fd) {
             Ok(s) => {
-                self.procs.procs.insert(s.pid, Proc::Main(run));
+                self.procs.put(s.pid, Proc::Main(run));
                 self.procs.run_pids.insert(run, s.pid);
                 if group.is_some() {
                     self.procs.contained.insert(run);
@@ -1227,10 +1372,39 @@ impl Driver {
         }
     }
 
-    /// Run a unit's `[stop] exec`; if it cannot even start, fall back to
-    /// the stop signal (the unit must still stop).
-    pub(super) fn stop_exec(&mut self, run: RunId, spec: &UnitSpec) -> Vec<Event> {
-        let argv = spec.stop.exec.clone().unwrap_or_default();
+    /// Run a unit's `[stop] exec` (its commands in order); if one cannot
+    /// even start, fall back to the stop signal (the unit must still stop).
+    /// A completed unit (no process) is stopped by its stop commands and
+    /// then its stop-post commands, as a script of its own whose end is
+    /// the run's end.
+    pub(super) fn stop_exec(&mut self, run: RunId, spec: Arc<UnitSpec>) -> Vec<Event> {
+        // (A forking run without a main process is running: its stop
+        // commands stop it like any other.)
+        if self.procs.main_pid(run).is_none() && !self.procs.pidless.contains(&run) {
+            self.procs.runs.insert(
+                run,
+                RunCtx {
+                    spec: spec.clone(),
+                    mounts: vec![],
+                    exited: None,
+                    pid_wait: None,
+                    guessed: None,
+                },
+            );
+            return if spec.stop.exec.is_some() {
+                self.run_step(run, Step::Stop(0))
+            } else {
+                self.stop_posts_of_completed(run)
+            };
+        }
+        self.stop_command(run, spec, 0)
+    }
+
+    /// Stop command `i` of a running unit.
+    fn stop_command(&mut self, run: RunId, spec: Arc<UnitSpec>, i: usize) -> Vec<Event> {
+        let Some(argv) = spec.stop.command(i).cloned() else {
+            return vec![];
+        };
         // The stop command belongs to the unit: it runs in its group, and
         // the unit is down only once it too has finished.
         let group = self
@@ -1238,9 +1412,6 @@ impl Driver {
             .is_contained(run)
             .then(|| self.groups.group_for(&spec.name, GroupKind::Unit))
             .flatten();
-        // A completed unit (no process) is stopped by its stop command
-        // alone: the command is the run's process, its exit the end.
-        let alone = self.procs.main_pid(run).is_none();
         let env = spawn::SpawnEnv {
             notify_socket: None,
             main_pid: self.procs.main_pid(run),
@@ -1252,28 +1423,17 @@ impl Driver {
             watchdog_pid: false,
             listen: &[],
         };
-        match spawn::spawn(spec, &argv, &[], &env, None) {
+        match spawn::spawn(&spec, &argv, &[], &env, None) {
             Ok(s) => {
-                if alone {
-                    self.procs.procs.insert(s.pid, Proc::Main(run));
-                    self.procs.run_pids.insert(run, s.pid);
-                } else {
-                    self.procs.procs.insert(s.pid, Proc::StopCommand(run));
-                }
+                self.procs.put(s.pid, Proc::StopCommand(run, i));
                 if let Some(fd) = s.output {
-                    self.capture(spec, Stream::Stop, fd);
+                    self.capture(&spec, Stream::Stop, fd);
                 }
+                self.procs.stop_chains.insert(run, spec);
                 vec![]
             }
             Err(e) => {
                 let msg = spawn_error_text(e);
-                if alone {
-                    tracing::warn!(unit = %spec.name, "stop command failed: {msg}");
-                    return vec![Event::ProcessExited {
-                        run,
-                        status: ExitStatus::Exited(127),
-                    }];
-                }
                 tracing::warn!(unit = %spec.name, "stop command failed ({msg}); sending {}", crate::engine::signal_name(spec.stop.signal));
                 if let Ok(sig) = Signal::try_from(spec.stop.signal)
                     && let Some(pid) = self.procs.main_pid(run)
@@ -1308,9 +1468,7 @@ impl Driver {
                         // Saturating: a timeout past the end of time is
                         // "never" (unit files bound it at load anyway).
                         let deadline = crate::engine::timers::after(now, timeout);
-                        self.procs
-                            .procs
-                            .insert(s.pid, Proc::Probe(run, kind, deadline));
+                        self.procs.put(s.pid, Proc::Probe(run, kind, deadline));
                         self.procs.probe_pids.insert((run, kind), s.pid);
                         if let Some(fd) = s.output {
                             self.capture(&spec, Stream::Probe, fd);
@@ -1358,8 +1516,8 @@ impl ProcTable {
         if matches!(self.procs.get(&pid), Some(p) if !matches!(p, Proc::Former(_))) {
             return Err(format!("pid {pid} is already another process supd tracks"));
         }
-        self.procs.insert(current, Proc::Former(run));
-        self.procs.insert(pid, Proc::Main(run));
+        self.put(current, Proc::Former(run));
+        self.put(pid, Proc::Main(run));
         self.run_pids.insert(run, pid);
         Ok(Some(Event::MainPidChanged { run, pid }))
     }

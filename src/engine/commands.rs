@@ -6,7 +6,7 @@
 //! never: answer success for a lock change before `LocksPersisted`, or let a
 //! manual start through a maintenance lock.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::engine::locks::{Holder, LockMap, LockState};
 use crate::protocol::{HolderInfo, LockInfo, Request, Response};
@@ -83,32 +83,84 @@ impl Engine {
     }
 
     fn lookup(&mut self, req: ReqId, name: &str) -> Option<UnitId> {
+        match self.find_unit(name) {
+            Ok(id) => Some(id),
+            Err(msg) => {
+                self.reply(req, Response::err(msg));
+                None
+            }
+        }
+    }
+
+    /// The live unit called `name`, else what to tell the operator.
+    fn find_unit(&self, name: &str) -> Result<UnitId, String> {
         match self.by_name.get(name) {
-            Some(&id) if !self.units[id.0 as usize].removed => Some(id),
+            Some(&id) if !self.units[id.0 as usize].removed => Ok(id),
             _ => {
                 if let Some(msg) = self.not_loaded(name) {
-                    self.reply(req, Response::err(msg));
-                    return None;
+                    return Err(msg);
                 }
-                let mut known: Vec<&str> = self
-                    .units
-                    .iter()
-                    .filter(|u| !u.removed)
-                    .map(|u| u.spec.name.as_str())
-                    .collect();
-                known.sort();
-                let hint = if known.len() <= 20 {
+                let live = self.units.iter().filter(|u| !u.removed);
+                let hint = if live.clone().nth(20).is_none() {
+                    let mut known: Vec<&str> = live.map(|u| u.spec.name.as_str()).collect();
+                    known.sort();
                     format!("known units: {}", known.join(", "))
                 } else {
                     "`supctl status` lists them".to_string()
                 };
-                self.reply(
-                    req,
-                    Response::err(format!("no unit named {name:?} ({hint})")),
-                );
-                None
+                Err(format!("no unit named {name:?} ({hint})"))
             }
         }
+    }
+
+    /// The answer to `status` (one unit, or every unit): a read of the
+    /// settled state, so the driver may ask it directly, without an event
+    /// (a lookup and one record for `status NAME`).
+    pub fn status_query(
+        &self,
+        unit: Option<&str>,
+        now: Instant,
+        wall_ms: u64,
+    ) -> Result<crate::protocol::StatusReport, String> {
+        let ids: Vec<UnitId> = match unit {
+            Some(name) => vec![self.find_unit(name)?],
+            None => self
+                .units()
+                .filter(|(_, u)| !u.removed || u.state.has_process())
+                .map(|(id, _)| id)
+                .collect(),
+        };
+        Ok(self.status_report(&ids, now, wall_ms))
+    }
+
+    /// `supctl enable|disable`, once durable: the set `status` shows.
+    fn set_enabled(
+        &mut self,
+        req: ReqId,
+        peer: &PeerInfo,
+        wall_ms: u64,
+        unit: String,
+        enable: bool,
+    ) {
+        let (word, text) = if enable {
+            self.disabled.remove(&unit);
+            (
+                "enable",
+                format!(
+                    "{unit} enabled: it starts at boot (not started now: `supctl start {unit}`)"
+                ),
+            )
+        } else {
+            self.disabled.insert(unit.clone());
+            (
+                "disable",
+                format!(
+                    "{unit} disabled: it does not start at boot unless an enabled unit requires or wants it (not stopped now: `supctl stop {unit}`)"
+                ),
+            )
+        };
+        self.audit(peer, wall_ms, Some(&unit), None, word, None, "ok");
+        self.reply(req, Response::ok(text));
     }
 
     pub(super) fn on_command(
@@ -120,22 +172,13 @@ impl Engine {
         request: Request,
     ) {
         match request {
-            Request::Status { unit } => {
-                let ids: Vec<UnitId> = match unit {
-                    Some(name) => match self.lookup(req, &name) {
-                        Some(id) => vec![id],
-                        None => return,
-                    },
-                    None => self
-                        .units()
-                        .filter(|(_, u)| !u.removed || u.state.has_process())
-                        .map(|(id, _)| id)
-                        .collect(),
-                };
-                let report = self.status_report(&ids, now, wall_ms);
-                let data = serde_json::to_value(&report).unwrap_or(serde_json::Value::Null);
-                self.reply(req, Response::ok_data("", data));
-            }
+            Request::Status { unit } => match self.status_query(unit.as_deref(), now, wall_ms) {
+                Ok(report) => {
+                    let data = serde_json::to_value(&report).unwrap_or(serde_json::Value::Null);
+                    self.reply(req, Response::ok_data("", data));
+                }
+                Err(msg) => self.reply(req, Response::err(msg)),
+            },
             Request::Analyze => {
                 let report = self.timeline_report(now, wall_ms);
                 let data = serde_json::to_value(&report).unwrap_or(serde_json::Value::Null);
@@ -291,6 +334,9 @@ impl Engine {
                 // The pending reply fires once the old process is gone; by
                 // then the new one is spawned in the same settle.
             }
+            // The driver made the new set durable before these arrive.
+            Request::Enable { unit } => self.set_enabled(req, &peer, wall_ms, unit, true),
+            Request::Disable { unit } => self.set_enabled(req, &peer, wall_ms, unit, false),
             Request::Reset { unit } => {
                 let Some(id) = self.lookup(req, &unit) else {
                     return;
@@ -349,7 +395,15 @@ impl Engine {
                     );
                 } else {
                     self.audit(&peer, wall_ms, Some(&unit), None, "reload-unit", None, "ok");
-                    self.reply(req, Response::ok(done.join("; ")));
+                    // A `notify_reload` unit answers when it confirms.
+                    let u = &self.units[id.0 as usize];
+                    match (u.spec.ready.notify_reload, u.state.run()) {
+                        (true, Some(run)) if u.state.has_process() => {
+                            let wait = u.spec.ready.timeout.unwrap_or(Duration::from_secs(90));
+                            self.wait_for_reload(id, run, req, now, wait, done.join("; "));
+                        }
+                        _ => self.reply(req, Response::ok(done.join("; "))),
+                    }
                 }
             }
             Request::Reload => {

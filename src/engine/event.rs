@@ -145,6 +145,12 @@ pub struct NotifyMsg {
     pub extend_timeout_usec: Option<u64>,
     /// `ERRNO=`: the service's last error, shown with its status.
     pub errno: Option<i32>,
+    /// `MONOTONIC_USEC=` (sent with `RELOADING=1`): when the service began
+    /// reloading, on CLOCK_MONOTONIC.
+    pub monotonic_usec: Option<u64>,
+    /// The same moment as an `Instant`, filled in by the driver at
+    /// receipt (the engine reads no clock).
+    pub monotonic_at: Option<std::time::Instant>,
 }
 
 #[derive(Debug, Clone)]

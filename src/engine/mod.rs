@@ -182,6 +182,21 @@ enum Pending {
     },
 }
 
+/// A `supctl reload-unit` waiting for a `notify_reload` unit to confirm.
+#[derive(Debug, Clone)]
+struct ReloadWait {
+    req: ReqId,
+    unit: UnitId,
+    run: RunId,
+    /// When the reload was asked: a RELOADING=1 stamped earlier is stale.
+    since: Instant,
+    deadline: Instant,
+    /// RELOADING=1 seen for this reload.
+    reloading: bool,
+    /// What was done, for the answer.
+    text: String,
+}
+
 /// What a pending lock write was for, to word its failure.
 #[derive(Debug, Clone)]
 enum WriteKind {
@@ -207,6 +222,19 @@ struct LockRetry {
 pub struct Engine {
     units: Vec<Unit>,
     by_name: HashMap<String, UnitId>,
+    /// Units that just entered `failed` and name `on_failure` units,
+    /// handled by the next settle pass.
+    on_failure: Vec<UnitId>,
+    /// `supctl disable`d units (durable in the state directory): not
+    /// started at boot unless an enabled unit needs them.
+    disabled: std::collections::BTreeSet<String>,
+    /// Units held down at this boot only because they are disabled: a
+    /// running copy found at start-up (after a crash or `reexec`) is
+    /// adopted as wanted up, never stopped for being disabled.
+    boot_down: std::collections::BTreeSet<UnitId>,
+    /// `supctl reload-unit` of `notify_reload` units, answered on
+    /// READY=1 after RELOADING=1, at the timeout, or when the run ends.
+    reload_waits: Vec<ReloadWait>,
     /// Start order over defined units (dependencies first).
     order: Vec<UnitId>,
     /// `requires` reversed: who must stop before this unit does.
@@ -261,6 +289,10 @@ impl Engine {
         let mut e = Engine {
             units: Vec::new(),
             by_name: HashMap::new(),
+            on_failure: Vec::new(),
+            reload_waits: Vec::new(),
+            disabled: Default::default(),
+            boot_down: Default::default(),
             order: Vec::new(),
             required_by: Vec::new(),
             ordered_before: Vec::new(),
@@ -474,6 +506,43 @@ impl Engine {
 
     /// Record what a lenient boot load left out (see
     /// `unit::load::load_dir_lenient`), for `status`, `why` and `start`.
+    /// The disabled units read at boot, before the first event: each one
+    /// that no enabled unit requires or wants (transitively) is left down
+    /// (as after an operator's stop: `supctl start` starts it).
+    pub fn set_disabled(&mut self, disabled: std::collections::BTreeSet<String>) {
+        self.disabled = disabled;
+        let mut needed: std::collections::BTreeSet<String> = Default::default();
+        let mut work: Vec<String> = self
+            .units
+            .iter()
+            .filter(|u| !self.disabled.contains(&u.spec.name))
+            .map(|u| u.spec.name.clone())
+            .collect();
+        while let Some(n) = work.pop() {
+            let Some(&id) = self.by_name.get(n.as_str()) else {
+                continue;
+            };
+            let spec = self.units[id.0 as usize].spec.clone();
+            for d in spec.requires.iter().chain(&spec.wants) {
+                if self.disabled.contains(d) && needed.insert(d.clone()) {
+                    work.push(d.clone());
+                }
+            }
+        }
+        for (i, u) in self.units.iter_mut().enumerate() {
+            if self.disabled.contains(&u.spec.name) && !needed.contains(&u.spec.name) {
+                tracing::info!(unit = %u.spec.name, "disabled: not started at boot");
+                u.want = Want::Down;
+                self.boot_down.insert(UnitId(i as u32));
+            }
+        }
+    }
+
+    /// The disabled units (what `supctl enable`/`disable` keep on disk).
+    pub fn disabled(&self) -> &std::collections::BTreeSet<String> {
+        &self.disabled
+    }
+
     pub fn set_skipped(&mut self, skipped: crate::unit::load::Skipped) {
         self.skipped = skipped;
     }
@@ -665,6 +734,12 @@ impl Engine {
         let u = &mut self.units[id.0 as usize];
         let was = matches!(u.state, UnitState::Starting { .. });
         let is = matches!(state, UnitState::Starting { .. });
+        if matches!(state, UnitState::Failed { .. })
+            && !matches!(u.state, UnitState::Failed { .. })
+            && !u.spec.on_failure.is_empty()
+        {
+            self.on_failure.push(id);
+        }
         u.state = state;
         match (was, is) {
             (false, true) => self.starting += 1,
@@ -921,6 +996,7 @@ impl Engine {
                 let Some(id) = self.run_unit(run) else {
                     return;
                 };
+                self.reload_progress(id, run, &msg);
                 if let Some(s) = msg.status {
                     self.unit_mut(id).status_text = Some(s);
                 }
@@ -1230,6 +1306,10 @@ impl Engine {
                 self.set_state(id, UnitState::Backoff { until });
                 self.timers.set(id, TimerKind::RestartAt, until);
             }
+            if hu.down {
+                // The old image's operator stop wins over adoption.
+                self.boot_down.remove(&id);
+            }
             let u = self.unit_mut(id);
             if hu.down {
                 u.want = Want::Down;
@@ -1263,6 +1343,10 @@ impl Engine {
         let Some(id) = self.unit_id(&unit) else {
             return;
         };
+        if self.boot_down.remove(&id) {
+            // Running already: being disabled only keeps it from starting.
+            self.unit_mut(id).want = Want::Up;
+        }
         if self.units[id.0 as usize].state.has_process() {
             return;
         }
@@ -1613,6 +1697,7 @@ impl Engine {
                         });
                     }
                 }
+                TimerKind::ReloadTimeout => self.check_reload_waits(now),
                 TimerKind::Watchdog => {
                     if matches!(u.state, UnitState::Running { .. }) {
                         tracing::warn!(unit = %u.spec.name, "no WATCHDOG=1 within {:?}: unhealthy", u.spec.ready.watchdog.unwrap_or_default());
@@ -1880,18 +1965,154 @@ impl Engine {
 
     // ---- settling -------------------------------------------------------
 
+    /// A `notify_reload` unit's sd_notify message during a reload wait:
+    /// RELOADING=1 (not older than the request, by MONOTONIC_USEC) and
+    /// then READY=1 answer the operator.
+    fn reload_progress(&mut self, id: UnitId, run: RunId, msg: &NotifyMsg) {
+        let mut done = Vec::new();
+        for (i, w) in self.reload_waits.iter_mut().enumerate() {
+            if w.unit != id || w.run != run {
+                continue;
+            }
+            if msg.reloading && msg.monotonic_at.is_none_or(|t| t >= w.since) {
+                w.reloading = true;
+            }
+            if msg.ready && w.reloading {
+                done.push(i);
+            }
+        }
+        for i in done.into_iter().rev() {
+            let w = self.reload_waits.remove(i);
+            let name = self.units[id.0 as usize].spec.name.clone();
+            self.reply(
+                w.req,
+                Response::ok(format!(
+                    "{}; {name} reloaded (RELOADING=1, then READY=1)",
+                    w.text
+                )),
+            );
+        }
+    }
+
+    /// Hold `req` until the unit confirms its reload (or `wait` passes).
+    fn wait_for_reload(
+        &mut self,
+        unit: UnitId,
+        run: RunId,
+        req: ReqId,
+        now: Instant,
+        wait: Duration,
+        text: String,
+    ) {
+        let deadline = timers::after(now, wait);
+        self.timers.set(unit, TimerKind::ReloadTimeout, deadline);
+        self.reload_waits.push(ReloadWait {
+            req,
+            unit,
+            run,
+            since: now,
+            deadline,
+            reloading: false,
+            text,
+        });
+    }
+
+    /// Answer reload waits whose run ended or whose time is up.
+    fn check_reload_waits(&mut self, now: Instant) {
+        let mut keep = Vec::new();
+        for w in std::mem::take(&mut self.reload_waits) {
+            let u = &self.units[w.unit.0 as usize];
+            let name = u.spec.name.clone();
+            if u.state.run() != Some(w.run) || !u.state.has_process() {
+                self.reply(
+                    w.req,
+                    Response::err(format!(
+                        "{}; but {name} stopped before it reported READY=1",
+                        w.text
+                    )),
+                );
+            } else if now >= w.deadline {
+                let what = if w.reloading {
+                    "READY=1 after its RELOADING=1"
+                } else {
+                    "RELOADING=1 (sd_notify, with MONOTONIC_USEC) and READY=1"
+                };
+                tracing::warn!(unit = %name, "reload not confirmed: no {what} within {:?}", w.deadline - w.since);
+                self.note_error(w.unit, now, format!("reload not confirmed: no {what}"));
+                self.reply(
+                    w.req,
+                    Response::err(format!(
+                        "{}; but {name} did not report {what} within {}",
+                        w.text,
+                        humantime::format_duration(w.deadline.saturating_duration_since(w.since))
+                    )),
+                );
+            } else {
+                if self.timers.get(w.unit, TimerKind::ReloadTimeout).is_none() {
+                    self.timers
+                        .set(w.unit, TimerKind::ReloadTimeout, w.deadline);
+                }
+                keep.push(w);
+            }
+        }
+        self.reload_waits = keep;
+    }
+
+    /// systemd's OnFailure=: the units a failed unit names are asked to
+    /// start again (a completed, failed or skipped one is made inactive),
+    /// through `start_blockers` like any automatic start: a maintenance
+    /// lock holds them down, and so does an operator's stop (an automatic
+    /// path never undoes a deliberate stop — DESIGN.md's incident 1).
+    fn activate_on_failure(&mut self) -> bool {
+        let failed = std::mem::take(&mut self.on_failure);
+        let mut changed = false;
+        for id in failed {
+            let spec = self.units[id.0 as usize].spec.clone();
+            for name in &spec.on_failure {
+                let Some(&t) = self.by_name.get(name.as_str()) else {
+                    continue;
+                };
+                if self.units[t.0 as usize].want != Want::Up {
+                    tracing::info!(unit = %name, "not started for {} (on_failure): stopped by an operator", spec.name);
+                    continue;
+                }
+                tracing::info!(unit = %name, "started: {} failed (on_failure)", spec.name);
+                let u = self.unit_mut(t);
+                u.attempt = 0;
+                match u.state {
+                    UnitState::Failed { .. }
+                    | UnitState::Exited { .. }
+                    | UnitState::Done
+                    | UnitState::Skipped { .. } => {
+                        self.set_state(t, UnitState::Inactive);
+                        changed = true;
+                    }
+                    UnitState::Inactive => changed = true,
+                    UnitState::Backoff { .. }
+                    | UnitState::Starting { .. }
+                    | UnitState::Running { .. }
+                    | UnitState::Stopping { .. }
+                    | UnitState::Draining { .. } => {}
+                }
+            }
+        }
+        changed
+    }
+
     fn settle(&mut self, now: Instant) {
         // Each pass either changes a unit's state or ends the loop; the
         // bound keeps PID 1 safe from a bug turning this into a spin.
         let bound = self.units.len() * 4 + 8;
         for _ in 0..bound {
-            let mut changed = self.stop_pass(now);
+            let mut changed = self.activate_on_failure();
+            changed |= self.stop_pass(now);
             changed |= self.start_pass(now);
             if !changed {
                 break;
             }
         }
         self.check_pending();
+        self.check_reload_waits(now);
         if let Some(kind) = self.shutdown
             && !self.shutdown_done
             && self.units.iter().all(|u| !u.state.has_process())
@@ -2005,10 +2226,13 @@ impl Engine {
                 }
                 UnitState::Done => {
                     // A completed unit with a stop command (a oneshot, or
-                    // `remain_after_exit`): stopping it runs the command,
+                    // `remain_after_exit`): stopping it runs the commands,
                     // as a run of its own whose exit ends the stop.
                     let spec = u.effective().clone();
-                    if spec.stop.exec.is_some()
+                    // ...or its stop-post commands, deferred to the stop
+                    // for a unit that remained after its exit.
+                    let stop_posts = spec.remain_after_exit && !spec.exec_stop_post.is_empty();
+                    if (spec.stop.exec.is_some() || stop_posts)
                         && let Some(reason) = self.stop_cause(id)
                         && !matches!(reason, StopReason::Restart)
                         && self.dependents_down(id)

@@ -227,6 +227,12 @@ impl Sim {
                 _ => crate::unit::KillMode::Mixed,
             };
             s.essential = rng.one_in(4);
+            // OnFailure=: a failure asks another unit to start (still
+            // subject to its lock and mounts).
+            if n > 1 && rng.one_in(4) {
+                let t = (i + 1 + (rng.next_u64() % (n as u64 - 1)) as usize) % n;
+                s.on_failure.push(format!("u{t}"));
+            }
             specs.insert(name, s);
         }
         let set: UnitSet = crate::graph::build(specs.values().cloned().collect())
@@ -239,7 +245,7 @@ impl Sim {
         }
         let cap = 1 + (rng.next_u64() % 4) as u32;
         let t0 = Instant::now();
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             set.clone(),
             EngineConfig {
                 max_parallel_starts: cap,
@@ -248,6 +254,9 @@ impl Sim {
             },
             mount_table(&mounted),
         );
+        // `supctl disable`d at a previous boot: down unless needed.
+        let disabled = specs.keys().filter(|_| rng.one_in(5)).cloned().collect();
+        engine.set_disabled(disabled);
         let lock_unknown = rng.one_in(8);
         let contained = !rng.one_in(3);
         let mut sim = Sim {
@@ -1216,6 +1225,7 @@ impl Sim {
         // The new image reads the mount table afresh (a read that
         // succeeds: the watcher's failure was the old image's).
         self.mount_unknown_since = None;
+        let disabled = self.engine.disabled().clone();
         self.engine = Engine::new(
             self.set.clone(),
             EngineConfig {
@@ -1225,6 +1235,7 @@ impl Sim {
             },
             mount_table(&self.mounted),
         );
+        self.engine.set_disabled(disabled);
         // Old run ids mean nothing to the new engine; replies owed by the
         // old one are lost with their connections.
         self.stale_runs.clear();

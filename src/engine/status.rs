@@ -9,6 +9,7 @@ use std::time::Instant;
 use crate::protocol::{HealthStatus, StatusReport, UnitStatus};
 use crate::unit::UnitKind;
 
+use super::Blocker;
 use super::commands::{holder_info, rfc3339};
 use super::event::ExitStatus;
 use super::unit_state::{UnitState, Want};
@@ -95,6 +96,7 @@ impl Engine {
             detail: self.detail(id, now),
             restarts: u.restarts,
             next_restart_in_ms,
+            enabled: !self.disabled.contains(&spec.name),
             want: match u.want {
                 Want::Up => "up",
                 Want::Down => "down",
@@ -203,9 +205,16 @@ impl Engine {
         let u = &self.units[id.0 as usize];
         let name = &u.spec.name;
         let blockers = self.start_blockers(id, now, true);
+        let disabled = self.disabled.contains(name);
         let lines: Vec<String> = blockers
             .iter()
-            .map(|b| format!("  - {}", b.describe(name, now)))
+            .map(|b| match b {
+                // Held down since boot because disabled (or stopped since).
+                Blocker::OperatorStopped if disabled => format!(
+                    "  - stopped and disabled (not started at boot): `supctl start {name}` starts it now, `supctl enable {name}` at every boot"
+                ),
+                b => format!("  - {}", b.describe(name, now)),
+            })
             .collect();
         let head = match &u.state {
             UnitState::Running { pid, ready, .. } => {

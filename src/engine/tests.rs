@@ -1909,3 +1909,89 @@ fn a_completed_unit_with_a_stop_command_runs_it_when_stopped() {
         "{acts:?}"
     );
 }
+
+/// systemd's OnFailure=: a unit entering `failed` starts its `on_failure`
+/// units once (not on a clean exit, not again while it stays failed).
+#[test]
+fn on_failure_units_start_when_a_unit_fails() {
+    let mut svc = longrun("svc");
+    svc.restart.policy = RestartPolicy::Never;
+    svc.on_failure = vec!["alert".into()];
+    let mut alert = UnitSpec::simple("alert", UnitKind::Oneshot, &["/bin/alert"]);
+    alert.restart.policy = RestartPolicy::Never;
+    let mut t = T::new(vec![svc, alert]);
+    t.exit("alert", 0);
+    assert!(matches!(t.state("alert"), UnitState::Done));
+    let acts = t.exit("svc", 3);
+    assert!(matches!(t.state("svc"), UnitState::Failed { .. }));
+    assert_eq!(spawned(&acts), ["alert"], "{acts:?}");
+    t.exit("alert", 0);
+    let acts = t.advance(Duration::from_secs(5));
+    assert!(spawned(&acts).is_empty(), "{acts:?}");
+}
+
+/// An operator's stop holds an `on_failure` unit down (an automatic path
+/// never undoes a deliberate stop).
+#[test]
+fn on_failure_does_not_start_a_unit_an_operator_stopped() {
+    let mut svc = longrun("svc");
+    svc.restart.policy = RestartPolicy::Never;
+    svc.on_failure = vec!["alert".into()];
+    let mut alert = UnitSpec::simple("alert", UnitKind::Oneshot, &["/bin/alert"]);
+    alert.restart.policy = RestartPolicy::Never;
+    let mut t = T::new(vec![svc, alert]);
+    t.exit("alert", 0);
+    t.cmd(Request::Stop {
+        unit: "alert".into(),
+    });
+    let acts = t.exit("svc", 3);
+    assert!(matches!(t.state("svc"), UnitState::Failed { .. }));
+    assert!(spawned(&acts).is_empty(), "{acts:?}");
+}
+
+/// `supctl disable`: a disabled unit is not started at boot unless an
+/// enabled unit requires it; one found running at start-up (after a crash
+/// or `reexec`) is adopted and kept, never stopped for being disabled.
+#[test]
+fn disabled_units_stay_down_at_boot_but_a_running_one_is_kept() {
+    let specs = vec![
+        longrun("off"),
+        longrun("dep"),
+        requires(longrun("app"), &["dep"]),
+        longrun("kept"),
+    ];
+    let mut t = T::new(vec![]);
+    t.contained = true;
+    let set = crate::graph::build(specs).expect("valid set");
+    t.e = Engine::new(set, EngineConfig::default(), table(&[]));
+    t.e.set_disabled(
+        ["off", "dep", "kept"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    );
+    let evs = vec![
+        Event::Adopted {
+            unit: "kept".into(),
+            pid: Some(500),
+            cgroup: Some("/supd/kept.unit".into()),
+            wall_ms: 1,
+        },
+        Event::Tick,
+    ];
+    let acts = t.e.handle_many(t.now, evs);
+    t.log.extend(acts);
+    let acts = t.feed(Event::LocksLoaded(LocksLoad::Loaded(LockMap::new())));
+    let mut all = t.log.clone();
+    all.extend(acts);
+    let started = spawned(&all);
+    assert!(started.contains(&"dep".to_string()), "{started:?}");
+    assert!(!started.contains(&"off".to_string()), "{started:?}");
+    assert!(
+        !started.contains(&"kept".to_string()),
+        "never a second copy"
+    );
+    assert!(signalled(&t, &all).is_empty(), "nothing stopped: {all:?}");
+    assert!(matches!(t.state("off"), UnitState::Inactive));
+    assert!(t.why("off").contains("disabled"), "{}", t.why("off"));
+}

@@ -143,6 +143,32 @@ fn classify(name: &str) -> Dep {
     }
 }
 
+/// The path a `.device` unit stands for: `dev-sda1.device` is /dev/sda1,
+/// `sys-subsystem-net-devices-eth0.device` (udev's alias for a network
+/// interface) /sys/class/net/eth0. A template's `%i` (escaped) becomes
+/// `%I` (the unescaped instance), as systemd unescapes the whole name.
+fn device_path(name: &str) -> Option<String> {
+    let stem = name.strip_suffix(".device")?;
+    let path = match stem.strip_prefix("sys-subsystem-net-devices-") {
+        Some(ifname) => format!("/sys/class/net/{}", syntax::unescape_name(ifname)),
+        None if stem.starts_with("dev-") || stem.starts_with("sys-") => {
+            format!("/{}", syntax::unescape_name(stem))
+        }
+        None => return None,
+    };
+    Some(path.replace("%i", "%I"))
+}
+
+/// How a `Limit*=` value is written.
+#[derive(Clone, Copy)]
+enum Unit {
+    Count,
+    Bytes,
+    Seconds,
+    Micros,
+    Nice,
+}
+
 /// The supd unit name for a systemd file name.
 pub fn supd_name(unit_file_name: &str) -> Result<String, String> {
     let Some(stem) = unit_file_name.strip_suffix(".service") else {
@@ -204,6 +230,7 @@ struct Cmd {
 struct Facts {
     kind: Option<(String, Entry)>,
     exec_start: Vec<Cmd>,
+    exec_condition: Vec<Cmd>,
     exec_start_pre: Vec<Cmd>,
     exec_start_post: Vec<Cmd>,
     exec_stop: Vec<Cmd>,
@@ -398,8 +425,15 @@ impl<'a> Mapper<'a> {
                     if w == "shutdown.target" || w == "umount.target" {
                         continue;
                     }
+                    // A socket is known to supd only through the service of
+                    // its name (socket activation): without that service
+                    // there is nothing to conflict with.
                     let known = match classify(w) {
                         Dep::Unit(n) => self.is_known(&n),
+                        Dep::Other(o) => match o.strip_suffix(".socket") {
+                            Some(stem) => self.is_known(stem),
+                            None => true,
+                        },
                         _ => true,
                     };
                     if known {
@@ -412,6 +446,20 @@ impl<'a> Mapper<'a> {
                     }
                 }
             }
+            "OnFailure" => {
+                let Some(v) = self.value(e) else { return };
+                for w in v.split_whitespace() {
+                    match classify(w) {
+                        Dep::Unit(n) if self.is_known(&n) => {
+                            let src = self.src(e);
+                            self.doc.push("", "on_failure", V::Strs(vec![n]), src);
+                        }
+                        Dep::Unit(_) => self.note(e, format!("{w} is not a supd unit here: no effect, as in systemd when it cannot be loaded")),
+                        _ => self.refuse(e, format!("{w}: supd starts only services on failure")),
+                    }
+                }
+            }
+            "OnFailureJobMode" => self.note(e, "about systemd's job engine; no effect under supd"),
             "DefaultDependencies" => {
                 // supd adds no implicit dependencies; the defaults' only
                 // effects (after sysinit/basic, stop at shutdown) are what
@@ -464,7 +512,7 @@ impl<'a> Mapper<'a> {
             "ExecStop" => self.commands(e, |f| &mut f.exec_stop),
             "ExecStopPost" => self.commands(e, |f| &mut f.exec_stop_post),
             "ExecReload" => self.commands(e, |f| &mut f.exec_reload),
-            "ExecCondition" => self.refuse(e, "ExecCondition is not supported"),
+            "ExecCondition" => self.commands(e, |f| &mut f.exec_condition),
             "Environment" => {
                 if e.value.trim().is_empty() {
                     self.doc.remove("", "env");
@@ -540,10 +588,22 @@ impl<'a> Mapper<'a> {
                     _ => self.refuse(e, format!("{v:?} is not an octal mask")),
                 }
             }
-            "LimitNOFILE" => self.limit(e, "nofile", false),
-            "LimitNPROC" => self.limit(e, "nproc", false),
-            "LimitCORE" => self.limit(e, "core", true),
-            "LimitMEMLOCK" => self.limit(e, "memlock", true),
+            "LimitNOFILE" => self.limit(e, "nofile", Unit::Count),
+            "LimitNPROC" => self.limit(e, "nproc", Unit::Count),
+            "LimitCORE" => self.limit(e, "core", Unit::Bytes),
+            "LimitMEMLOCK" => self.limit(e, "memlock", Unit::Bytes),
+            "LimitCPU" => self.limit(e, "cpu", Unit::Seconds),
+            "LimitFSIZE" => self.limit(e, "fsize", Unit::Bytes),
+            "LimitDATA" => self.limit(e, "data", Unit::Bytes),
+            "LimitSTACK" => self.limit(e, "stack", Unit::Bytes),
+            "LimitRSS" => self.limit(e, "rss", Unit::Bytes),
+            "LimitAS" => self.limit(e, "as", Unit::Bytes),
+            "LimitLOCKS" => self.limit(e, "locks", Unit::Count),
+            "LimitSIGPENDING" => self.limit(e, "sigpending", Unit::Count),
+            "LimitMSGQUEUE" => self.limit(e, "msgqueue", Unit::Bytes),
+            "LimitNICE" => self.limit(e, "nice", Unit::Nice),
+            "LimitRTPRIO" => self.limit(e, "rtprio", Unit::Count),
+            "LimitRTTIME" => self.limit(e, "rttime", Unit::Micros),
             "Restart" => self.facts.restart = Some((e.value.trim().to_string(), e.clone())),
             "RestartSec" => {
                 if let Some(d) = self.timespan(e) {
@@ -1030,17 +1090,40 @@ impl<'a> Mapper<'a> {
             "FileDescriptorStoreMax" | "FileDescriptorStorePreserve" => {
                 self.refuse(e, "the descriptor store is not supported")
             }
-            "CPUSchedulingPolicy" | "CPUSchedulingPriority" | "CPUSchedulingResetOnFork"
-            | "CPUAffinity" | "NUMAPolicy" | "NUMAMask" | "IOSchedulingClass"
+            "CPUSchedulingPolicy" => {
+                let v = e.value.trim().to_string();
+                if crate::unit::CpuScheduling::POLICIES
+                    .iter()
+                    .any(|(n, _)| *n == v)
+                {
+                    let src = self.src(e);
+                    self.doc.set("", "cpu_scheduling_policy", V::Str(v), src);
+                } else {
+                    self.refuse(e, format!("{v:?} is not a scheduling policy (other, batch, idle, fifo, rr)"));
+                }
+            }
+            "CPUSchedulingPriority" => match e.value.trim().parse::<i64>() {
+                Ok(n) if (0..=99).contains(&n) => {
+                    let src = self.src(e);
+                    self.doc.set("", "cpu_scheduling_priority", V::Int(n), src);
+                }
+                _ => self.refuse(e, format!("{:?} is not a priority 0..99", e.value)),
+            },
+            "CPUSchedulingResetOnFork" => {
+                if let Some(b) = self.bool(e) {
+                    let src = self.src(e);
+                    self.doc
+                        .set("", "cpu_scheduling_reset_on_fork", V::Bool(b), src);
+                }
+            }
+            "CPUAffinity" | "NUMAPolicy" | "NUMAMask" | "IOSchedulingClass"
             | "IOSchedulingPriority" | "TimerSlackNSec" | "Personality" | "UtmpIdentifier"
             | "UtmpMode" | "TTYPath" | "TTYReset" | "TTYVHangup" | "TTYVTDisallocate"
             | "PAMName" | "PassEnvironment" | "UnsetEnvironment" | "LoadCredential"
             | "SetCredential" | "LoadCredentialEncrypted" | "SetCredentialEncrypted" => {
                 self.refuse(e, "not supported by supd")
             }
-            k if k.starts_with("Limit") => {
-                self.refuse(e, "supd sets only LimitNOFILE, LimitNPROC, LimitCORE and LimitMEMLOCK")
-            }
+            k if k.starts_with("Limit") => self.unknown(e),
             _ => self.unknown(e),
         }
     }
@@ -1054,7 +1137,7 @@ impl<'a> Mapper<'a> {
                         "multi-user.target" | "default.target" | "graphical.target" => {}
                         other => self.approx(
                             e,
-                            format!("every unit in supd's units directory starts at boot; {other} does not pull it in"),
+                            format!("every unit in supd's units directory starts at boot unless `supctl disable`d; {other} does not pull it in"),
                         ),
                     }
                 }
@@ -1094,6 +1177,7 @@ impl<'a> Mapper<'a> {
             "Capability" => "capability",
             "ACPower" => "ac_power",
             "Environment" => "environment",
+            "CPUs" => "cpus",
             other => {
                 self.refuse(e, format!("{other} is not a condition supd checks"));
                 return;
@@ -1395,59 +1479,78 @@ impl<'a> Mapper<'a> {
         self.doc.push("", key, V::Mixed(list), src);
     }
 
-    fn limit(&mut self, e: &Entry, key: &str, bytes: bool) {
+    /// `LimitX=soft[:hard]`; `infinity` is written as `"infinity"` (for
+    /// `nofile`, supd then uses the kernel's fs.nr_open, as systemd does).
+    fn limit(&mut self, e: &Entry, key: &str, unit: Unit) {
         let v = e.value.trim();
         let (soft, hard) = match v.split_once(':') {
             Some((s, h)) => (s, h),
             None => (v, v),
         };
         let parse = |s: &str| -> Option<u64> {
+            let s = s.trim();
             if s == "infinity" {
-                return Some(i64::MAX as u64);
+                return Some(crate::unit::Limits::INFINITY);
             }
-            let (num, mul) = if bytes {
-                match s.char_indices().last() {
-                    Some((i, 'K')) => (&s[..i], 1u64 << 10),
-                    Some((i, 'M')) => (&s[..i], 1 << 20),
-                    Some((i, 'G')) => (&s[..i], 1 << 30),
-                    Some((i, 'T')) => (&s[..i], 1 << 40),
-                    _ => (s, 1),
+            match unit {
+                Unit::Count => s.parse::<u64>().ok(),
+                Unit::Bytes => {
+                    let (num, mul) = match s.char_indices().last() {
+                        Some((i, 'K')) => (&s[..i], 1u64 << 10),
+                        Some((i, 'M')) => (&s[..i], 1 << 20),
+                        Some((i, 'G')) => (&s[..i], 1 << 30),
+                        Some((i, 'T')) => (&s[..i], 1 << 40),
+                        _ => (s, 1),
+                    };
+                    num.parse::<u64>().ok()?.checked_mul(mul)
                 }
-            } else {
-                (s, 1)
-            };
-            num.parse::<u64>().ok()?.checked_mul(mul)
+                // A bare number is seconds (CPU) or microseconds
+                // (RTTIME); a time span with units is converted.
+                Unit::Seconds | Unit::Micros => match s.parse::<u64>() {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        let d = syntax::parse_timespan(s).ok()??;
+                        Some(if matches!(unit, Unit::Seconds) {
+                            d.as_secs()
+                        } else {
+                            u64::try_from(d.as_micros()).unwrap_or(u64::MAX - 1)
+                        })
+                    }
+                },
+                // `-20..19` as a nice level (with a sign), or the raw
+                // RLIMIT_NICE 0..40.
+                Unit::Nice => {
+                    if s.starts_with(['+', '-']) {
+                        let n: i64 = s.parse().ok()?;
+                        (-20..=19).contains(&n).then(|| (20 - n) as u64)
+                    } else {
+                        s.parse::<u64>().ok().filter(|n| *n <= 40)
+                    }
+                }
+            }
         };
         let (Some(s), Some(h)) = (parse(soft), parse(hard)) else {
             self.refuse(e, format!("{v:?} is not a limit supd can set"));
             return;
         };
-        if key == "nofile" && (soft == "infinity" || hard == "infinity") {
-            self.refuse(
-                e,
-                "LimitNOFILE=infinity depends on the host's nr_open; give a number",
-            );
-            return;
-        }
         if s != h {
             self.approx(
                 e,
-                format!("supd sets soft = hard; using the soft value {s} for both"),
+                format!("supd sets soft = hard; using the soft value {soft} for both"),
             );
         }
-        if soft == "infinity" {
-            self.approx(
-                e,
-                "infinity is written as the largest value TOML holds (2^63-1)",
-            );
-        }
+        let value = if s == crate::unit::Limits::INFINITY {
+            V::Str("infinity".into())
+        } else {
+            V::Int(s.min(i64::MAX as u64) as i64)
+        };
         let src = self.src(e);
         let mut items = match self.doc.get("", "limits") {
             Some(V::Map(m)) => m.clone(),
             _ => Vec::new(),
         };
         items.retain(|(k, _)| k != key);
-        items.push((key.to_string(), V::Int(s.min(i64::MAX as u64) as i64)));
+        items.push((key.to_string(), value));
         self.doc.set("", "limits", V::Map(items), src);
     }
 
@@ -1573,10 +1676,8 @@ impl<'a> Mapper<'a> {
             p.privileged = false;
         }
         if p.ignore_failure && what == "the main command" {
-            self.refuse(
-                e,
-                format!("`-` (ignore a failure of {what}) is not supported here; --lossy treats a failure as a failure"),
-            );
+            let src = self.src(e);
+            self.doc.set("", "exec_ignore_failure", V::Bool(true), src);
             p.ignore_failure = false;
         }
         // supd substitutes `$VAR`/`${VAR}` as systemd does; `:` asks for
@@ -1642,10 +1743,11 @@ impl<'a> Mapper<'a> {
             }
             "notify" | "notify-reload" => {
                 longrun_ready = Some("notify");
-                if kind == "notify-reload"
-                    && let Some((_, e)) = &kind_e
-                {
-                    self.approx(e, "reloads by SIGHUP (reload_signal); supd does not wait for RELOADING=1/READY=1");
+                // Reloaded by its reload signal (SIGHUP unless
+                // ReloadSignal=), confirmed by RELOADING=1 then READY=1.
+                if kind == "notify-reload" {
+                    self.doc
+                        .set("ready", "notify_reload", V::Bool(true), kind_src.clone());
                 }
             }
             "oneshot" => {
@@ -1742,12 +1844,9 @@ impl<'a> Mapper<'a> {
             }
         }
         let _ = exec_done;
-        let stop_post: &[Cmd] = if facts.remain_after_exit.as_ref().is_some_and(|(b, _)| *b) {
-            &[]
-        } else {
-            &facts.exec_stop_post
-        };
+        let stop_post: &[Cmd] = &facts.exec_stop_post;
         for (list, key) in [
+            (&facts.exec_condition[..], "exec_condition"),
             (&facts.exec_start_pre[..], "exec_start_pre"),
             (&facts.exec_start_post[..], "exec_start_post"),
             (stop_post, "exec_stop_post"),
@@ -1772,12 +1871,17 @@ impl<'a> Mapper<'a> {
         }
         // A unit that stays up after its process exited has nothing left
         // to stop under supd: its stop commands would never run.
+        // A unit that stays up after its process exited runs its stop-post
+        // commands when it is stopped (supd's `remain_after_exit`, also on
+        // a oneshot, defers them as systemd does).
         let remains = facts.remain_after_exit.as_ref().is_some_and(|(b, _)| *b);
-        if remains {
-            for c in facts.exec_stop_post.iter() {
-                let e = c.entry.clone();
-                self.refuse(&e, "supd runs no command when a unit that remained after its process exited (RemainAfterExit=yes) is stopped");
-            }
+        if remains
+            && oneshot
+            && !facts.exec_stop_post.is_empty()
+            && let Some((_, e)) = &facts.remain_after_exit
+        {
+            let src = self.src(e);
+            self.doc.set("", "remain_after_exit", V::Bool(true), src);
         }
         // A completed unit (a oneshot, RemainAfterExit=yes) has no process
         // left: stopping it runs its stop command (supd runs it then, as
@@ -1804,13 +1908,29 @@ impl<'a> Mapper<'a> {
                     self.approx(&e, format!("supd sends {sig} to the process group; systemd would send it to the main process and then KillSignal ({k}) to what is left"));
                 }
                 self.doc.set("stop", "signal", V::Str(sig), src);
-            } else if let Some(argv) = self.argv(&c, "the stop command") {
-                let src = self.src(&c.entry);
-                self.doc.set("stop", "exec", V::Strs(argv), src);
-            }
-            if let Some(c2) = facts.exec_stop.get(1) {
-                let e = c2.entry.clone();
-                self.refuse(&e, "supd runs one stop command");
+            } else if facts.exec_stop.len() == 1 {
+                if let Some(argv) = self.argv(&c, "the stop command") {
+                    let src = self.src(&c.entry);
+                    self.doc.set("stop", "exec", V::Strs(argv), src);
+                }
+            } else {
+                // Several: run in order, a failing one ends the sequence.
+                let mut cmds = Vec::new();
+                let mut srcs = Vec::new();
+                for c in facts.exec_stop.iter().cloned() {
+                    if c.cmd.prefix.ignore_failure {
+                        let e = c.entry.clone();
+                        self.approx(
+                            &e,
+                            "`-`: supd ends the stop sequence at any failing stop command",
+                        );
+                    }
+                    if let Some(argv) = self.argv(&c, "the stop command") {
+                        srcs.push(self.src(&c.entry));
+                        cmds.push(argv);
+                    }
+                }
+                self.doc.set("stop", "exec", V::Cmds(cmds), srcs.join("; "));
             }
         }
         // ExecReload: a signal to the main process maps to reload_signal.
@@ -1842,6 +1962,7 @@ impl<'a> Mapper<'a> {
         // The start timeout covers the start commands too, as systemd's.
         let timed = longrun_ready.is_some()
             || kind == "forking"
+            || !facts.exec_condition.is_empty()
             || !facts.exec_start_pre.is_empty()
             || !facts.exec_start_post.is_empty();
         match &facts.timeout_start {
@@ -2019,7 +2140,33 @@ impl<'a> Mapper<'a> {
             ),
         }
 
-        // Output.
+        // Output to files: `stdout_file`/`stderr_file`; the rest of the
+        // output decision sees them as "inherit" (what remains goes to
+        // supd's capture).
+        let mut facts = facts;
+        let is_file = |v: &str| crate::unit::OutputFile::parse(v).is_some();
+        let out_file = facts.stdout.as_ref().filter(|(v, _)| is_file(v)).cloned();
+        let err_file = facts.stderr.as_ref().filter(|(v, _)| is_file(v)).cloned();
+        if let Some((v, e)) = &out_file {
+            let src = self.src(e);
+            self.doc.set("", "stdout_file", V::Str(v.clone()), src);
+            // StandardError= defaults to (and `inherit` means) stdout's.
+            if facts.stderr.as_ref().is_none_or(|(v, _)| v == "inherit") {
+                self.doc.set(
+                    "",
+                    "stderr_file",
+                    V::Str(v.clone()),
+                    "StandardError= inherits StandardOutput=",
+                );
+                facts.stderr = None;
+            }
+            facts.stdout = None;
+        }
+        if let Some((v, e)) = &err_file {
+            let src = self.src(e);
+            self.doc.set("", "stderr_file", V::Str(v.clone()), src);
+            facts.stderr = None;
+        }
         let out_kind = |v: Option<&(String, Entry)>| -> Result<&'static str, ()> {
             match v.map(|(s, _)| s.as_str()) {
                 None
@@ -2199,6 +2346,15 @@ impl<'a> Mapper<'a> {
                         _ => "requires",
                     };
                     self.doc.push("", k, V::Strs(vec![t.to_string()]), src);
+                }
+                ("Requires" | "BindsTo", Dep::Other(n)) if device_path(&n).is_some() => {
+                    let path = device_path(&n).unwrap_or_default();
+                    self.approx(
+                        &e,
+                        format!("supd has no device units: the unit is skipped (condition_path_exists) when {path} is missing at start, instead of waiting for the device; it is not stopped when the device goes away"),
+                    );
+                    self.doc
+                        .push("", "condition_path_exists", V::Strs(vec![path]), src);
                 }
                 (_, Dep::Other(n)) => match key.as_str() {
                     "After" | "Wants" => {
@@ -2692,6 +2848,20 @@ pub fn map(ctx: Context<'_>, file: &UnitFile, problems: &[LineProblem]) -> Impor
             }
         }
     }
+    // What WantedBy= means on an appliance: started at boot. A unit
+    // without it starts under systemd only when another one needs it.
+    let wanted = file.section("Install").is_some_and(|s| {
+        s.entries.iter().any(|e| {
+            matches!(e.key.as_str(), "WantedBy" | "RequiredBy" | "UpheldBy")
+                && !e.value.trim().is_empty()
+        })
+    });
+    if !wanted {
+        let name = supd_name(ctx.unit_file_name).unwrap_or_default();
+        m.doc.header.push(format!(
+            "No WantedBy=: systemd starts it only when another unit needs it. supd starts every unit at boot; `supctl disable {name}` keeps it down unless an enabled unit requires or wants it."
+        ));
+    }
     m.finish()
 }
 
@@ -3122,5 +3292,175 @@ mod native_keys {
         let v: toml::Value = toml::from_str(i.toml.as_deref().unwrap()).unwrap();
         assert_eq!(v["remain_after_exit"].as_bool(), Some(true));
         assert_eq!(v["stop"]["timeout"].as_str(), Some("infinity"));
+    }
+}
+
+/// The directives of branch `directives` (issue 16): ExecCondition=,
+/// ExecStart=-, BindsTo= on devices, and the others below.
+#[cfg(test)]
+mod directive_keys {
+    use super::*;
+
+    struct T;
+
+    impl T {
+        fn new() -> T {
+            T
+        }
+
+        fn import(&self, name: &str, text: &str) -> Imported {
+            let (f, p) = syntax::parse(text);
+            let sources = vec![name.to_string()];
+            let known = BTreeSet::new();
+            let ctx = Context {
+                unit_file_name: name,
+                sources: &sources,
+                known: &known,
+                before_me: &[],
+                after_me: &[],
+                fstab: &[],
+                host: &syntax::Host::default(),
+                sockets: &BTreeMap::new(),
+                aliases: &BTreeMap::new(),
+            };
+            map(ctx, &f, &p)
+        }
+    }
+
+    fn refused(i: &Imported) -> Vec<String> {
+        i.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Refused)
+            .map(|f| f.directive.clone())
+            .collect()
+    }
+
+    fn toml(i: &Imported) -> toml::Value {
+        let t = i.toml.as_deref().expect("a unit");
+        toml::from_str(t).unwrap_or_else(|e| panic!("{e}\n{t}"))
+    }
+
+    #[test]
+    fn exec_condition_ignore_failure_and_device_bindings_are_mapped() {
+        let t = T::new();
+        let i = t.import(
+            "agent.service",
+            "[Unit]\nBindsTo=dev-virtio\\x2dports-org.qemu.guest_agent.0.device\nAfter=dev-virtio\\x2dports-org.qemu.guest_agent.0.device\n[Service]\nExecCondition=/usr/bin/is-configured smb\nExecCondition=-/bin/false\nExecStart=-/usr/sbin/qemu-ga\n",
+        );
+        assert!(refused(&i).is_empty(), "{:?}", i.findings);
+        let v = toml(&i);
+        assert_eq!(v["exec_ignore_failure"].as_bool(), Some(true));
+        assert_eq!(v["exec"][0].as_str(), Some("/usr/sbin/qemu-ga"));
+        assert_eq!(v["exec_condition"][0][1].as_str(), Some("smb"));
+        assert_eq!(v["exec_condition"][1][0].as_str(), Some("-/bin/false"));
+        assert_eq!(
+            v["condition_path_exists"][0].as_str(),
+            Some("/dev/virtio-ports/org.qemu.guest_agent.0")
+        );
+        let i = t.import(
+            "hostapd@.service",
+            "[Unit]\nBindsTo=sys-subsystem-net-devices-%i.device\n[Service]\nExecStart=/usr/sbin/hostapd /etc/hostapd/%i.conf\n",
+        );
+        assert!(refused(&i).is_empty(), "{:?}", i.findings);
+        assert_eq!(
+            toml(&i)["condition_path_exists"][0].as_str(),
+            Some("/sys/class/net/%I")
+        );
+        // A socket stays refused (socket activation is another matter).
+        let i = t.import(
+            "x.service",
+            "[Unit]\nBindsTo=x.socket\n[Service]\nExecStart=/bin/x\n",
+        );
+        assert_eq!(refused(&i), ["BindsTo"]);
+    }
+
+    #[test]
+    fn every_limit_and_cpu_scheduling_are_mapped() {
+        let t = T::new();
+        let i = t.import(
+            "rt.service",
+            "[Service]\nExecStart=/bin/x\nLimitRTPRIO=50\nLimitRTTIME=infinity\nLimitNOFILE=infinity\nLimitNICE=-5\nLimitCPU=1h\nLimitSTACK=8M\nLimitMSGQUEUE=1K:2K\nCPUSchedulingPolicy=fifo\nCPUSchedulingPriority=20\nCPUSchedulingResetOnFork=yes\n",
+        );
+        assert!(refused(&i).is_empty(), "{:?}", i.findings);
+        let v = toml(&i);
+        let l = &v["limits"];
+        assert_eq!(l["rtprio"].as_integer(), Some(50));
+        assert_eq!(l["rttime"].as_str(), Some("infinity"));
+        assert_eq!(l["nofile"].as_str(), Some("infinity"));
+        assert_eq!(l["nice"].as_integer(), Some(25));
+        assert_eq!(l["cpu"].as_integer(), Some(3600));
+        assert_eq!(l["stack"].as_integer(), Some(8 << 20));
+        assert_eq!(l["msgqueue"].as_integer(), Some(1024));
+        assert_eq!(v["cpu_scheduling_policy"].as_str(), Some("fifo"));
+        assert_eq!(v["cpu_scheduling_priority"].as_integer(), Some(20));
+        assert_eq!(v["cpu_scheduling_reset_on_fork"].as_bool(), Some(true));
+        // What supd reads back is what was meant.
+        let spec = crate::unit::toml::parse_unit(
+            "rt",
+            std::path::Path::new("rt.toml"),
+            i.toml.as_deref().unwrap_or(""),
+        );
+        let spec = spec.unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(spec.limits.nofile, Some(crate::unit::Limits::INFINITY));
+        assert_eq!(spec.limits.rtprio, Some(50));
+        let c = spec.cpu_scheduling.expect("scheduling");
+        assert_eq!(
+            (c.policy, c.priority, c.reset_on_fork),
+            (libc::SCHED_FIFO, 20, true)
+        );
+        let i = t.import(
+            "x.service",
+            "[Service]\nExecStart=/bin/x\nLimitBOGUS=1\nCPUSchedulingPolicy=deadline\n",
+        );
+        assert_eq!(refused(&i), ["LimitBOGUS", "CPUSchedulingPolicy"]);
+    }
+
+    #[test]
+    fn condition_cpus_is_mapped_and_checked() {
+        let i = T::new().import(
+            "irq.service",
+            "[Unit]\nConditionCPUs=>1\n[Service]\nExecStart=/bin/x\n",
+        );
+        assert!(refused(&i).is_empty(), "{:?}", i.findings);
+        assert_eq!(toml(&i)["condition_cpus"][0].as_str(), Some(">1"));
+        assert_eq!(crate::unit::compare_count(">1", 2), Some(true));
+        assert_eq!(crate::unit::compare_count(">1", 1), Some(false));
+        assert_eq!(crate::unit::compare_count("<=4", 4), Some(true));
+        assert_eq!(crate::unit::compare_count("!=1", 1), Some(false));
+        assert_eq!(crate::unit::compare_count("3", 3), Some(true));
+        assert_eq!(crate::unit::compare_count(">x", 3), None);
+    }
+
+    #[test]
+    fn on_failure_is_mapped_for_known_units_and_a_note_otherwise() {
+        let mut known = BTreeSet::new();
+        known.insert("alert".to_string());
+        let (f, p) = syntax::parse(
+            "[Unit]\nOnFailure=alert.service heartbeat-failed@%n\n[Service]\nExecStart=/bin/x\n",
+        );
+        let sources = vec!["x.service".to_string()];
+        let ctx = Context {
+            unit_file_name: "x.service",
+            sources: &sources,
+            known: &known,
+            before_me: &[],
+            after_me: &[],
+            fstab: &[],
+            host: &syntax::Host::default(),
+            sockets: &BTreeMap::new(),
+            aliases: &BTreeMap::new(),
+        };
+        let i = map(ctx, &f, &p);
+        assert!(refused(&i).is_empty(), "{:?}", i.findings);
+        assert_eq!(toml(&i)["on_failure"][0].as_str(), Some("alert"));
+    }
+
+    #[test]
+    fn conflicts_with_a_socket_no_supd_unit_stands_for_is_a_note() {
+        let i = T::new().import(
+            "nrpe-server.service",
+            "[Unit]\nConflicts=nrpe.socket\n[Service]\nExecStart=/bin/x\n",
+        );
+        assert!(refused(&i).is_empty(), "{:?}", i.findings);
     }
 }

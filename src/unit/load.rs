@@ -631,7 +631,7 @@ mod tests {
         let set = load_dir(&root.join("units")).unwrap();
         assert!(summary(&set).starts_with("ok:"));
         let set = load_dir(&root.join("units/imported")).unwrap();
-        assert_eq!(set.units.len(), 2, "the template is not a unit");
+        assert_eq!(set.units.len(), 3, "the template is not a unit");
         let set = load_dir(&root.join("units/appliance")).unwrap();
         assert_eq!(set.units.len(), 4);
     }

@@ -192,6 +192,11 @@ pub struct ReadySpec {
     /// sd_notify `WATCHDOG=1` must arrive at least this often once ready
     /// (`WATCHDOG_USEC` is set for the service); else it is unhealthy.
     pub watchdog: Option<Duration>,
+    /// systemd's Type=notify-reload: `supctl reload-unit` answers only once
+    /// the service sent `RELOADING=1` (with a `MONOTONIC_USEC=` not older
+    /// than the request) and then `READY=1`, or fails after
+    /// `timeout` (90 s without one).
+    pub notify_reload: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,7 +220,21 @@ pub struct StopSpec {
     /// A command that stops the service instead of the signal (run as the
     /// unit's user); SIGKILL to the group still follows after `timeout`.
     pub exec: Option<Vec<String>>,
+    /// Further stop commands (`[stop] exec` as a list of commands, as
+    /// several ExecStop=): run in order after `exec`, each once the one
+    /// before exited 0; a failing one ends the sequence.
+    pub exec_more: Vec<Vec<String>>,
     pub kill_mode: KillMode,
+}
+
+impl StopSpec {
+    /// Stop command `i` (0 is `exec`).
+    pub fn command(&self, i: usize) -> Option<&Vec<String>> {
+        match i {
+            0 => self.exec.as_ref(),
+            _ => self.exec_more.get(i - 1),
+        }
+    }
 }
 
 /// A cgroup limit: a number, `max` (none), or a share of the host's
@@ -339,12 +358,64 @@ impl Resources {
 }
 
 /// Resource limits applied before exec (setrlimit; soft = hard).
+/// `RLIM_INFINITY` (`"infinity"` in the unit file); for `nofile` the
+/// kernel's `fs.nr_open` at spawn time, as systemd does.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Limits {
     pub nofile: Option<u64>,
     pub nproc: Option<u64>,
     pub core: Option<u64>,
     pub memlock: Option<u64>,
+    /// CPU seconds.
+    pub cpu: Option<u64>,
+    pub fsize: Option<u64>,
+    pub data: Option<u64>,
+    pub stack: Option<u64>,
+    pub rss: Option<u64>,
+    pub address_space: Option<u64>,
+    pub locks: Option<u64>,
+    pub sigpending: Option<u64>,
+    pub msgqueue: Option<u64>,
+    /// As the kernel's RLIMIT_NICE: 0..=40 (20 - nice).
+    pub nice: Option<u64>,
+    pub rtprio: Option<u64>,
+    /// Microseconds of real-time CPU without a blocking call.
+    pub rttime: Option<u64>,
+}
+
+impl Limits {
+    /// The value meaning "no limit".
+    pub const INFINITY: u64 = u64::MAX;
+
+    /// Every limit with its key in `limits = { ... }` and its resource.
+    pub fn all(&self) -> [(&'static str, libc::c_int, Option<u64>); 16] {
+        [
+            ("nofile", libc::RLIMIT_NOFILE as libc::c_int, self.nofile),
+            ("nproc", libc::RLIMIT_NPROC as libc::c_int, self.nproc),
+            ("core", libc::RLIMIT_CORE as libc::c_int, self.core),
+            ("memlock", libc::RLIMIT_MEMLOCK as libc::c_int, self.memlock),
+            ("cpu", libc::RLIMIT_CPU as libc::c_int, self.cpu),
+            ("fsize", libc::RLIMIT_FSIZE as libc::c_int, self.fsize),
+            ("data", libc::RLIMIT_DATA as libc::c_int, self.data),
+            ("stack", libc::RLIMIT_STACK as libc::c_int, self.stack),
+            ("rss", libc::RLIMIT_RSS as libc::c_int, self.rss),
+            ("as", libc::RLIMIT_AS as libc::c_int, self.address_space),
+            ("locks", libc::RLIMIT_LOCKS as libc::c_int, self.locks),
+            (
+                "sigpending",
+                libc::RLIMIT_SIGPENDING as libc::c_int,
+                self.sigpending,
+            ),
+            (
+                "msgqueue",
+                libc::RLIMIT_MSGQUEUE as libc::c_int,
+                self.msgqueue,
+            ),
+            ("nice", libc::RLIMIT_NICE as libc::c_int, self.nice),
+            ("rtprio", libc::RLIMIT_RTPRIO as libc::c_int, self.rtprio),
+            ("rttime", libc::RLIMIT_RTTIME as libc::c_int, self.rttime),
+        ]
+    }
 }
 
 /// A helper command (`exec_start_pre`, `exec_start_post`,
@@ -357,6 +428,63 @@ pub struct HelperCmd {
     pub ignore_failure: bool,
     /// `+`: runs as root, ignoring `user`, `group` and sandboxing.
     pub privileged: bool,
+}
+
+/// A file a service's stdout or stderr is written to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputFile {
+    pub path: PathBuf,
+    pub mode: OutputFileMode,
+}
+
+/// How an output file is opened (created if missing, mode 0644).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFileMode {
+    /// `file:`: written from its start, not truncated.
+    Write,
+    /// `append:`: every write at its end.
+    Append,
+    /// `truncate:`: emptied at each start.
+    Truncate,
+}
+
+impl OutputFile {
+    /// `"append:/var/log/x.log"` (also `file:`, `truncate:`).
+    pub fn parse(s: &str) -> Option<OutputFile> {
+        let (mode, path) = s.split_once(':')?;
+        let mode = match mode {
+            "file" => OutputFileMode::Write,
+            "append" => OutputFileMode::Append,
+            "truncate" => OutputFileMode::Truncate,
+            _ => return None,
+        };
+        let path = PathBuf::from(path);
+        (path.is_absolute() && !path.as_os_str().as_encoded_bytes().contains(&0))
+            .then_some(OutputFile { path, mode })
+    }
+}
+
+/// A scheduling policy and its static priority (systemd's
+/// CPUSchedulingPolicy=, CPUSchedulingPriority=, CPUSchedulingResetOnFork=).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuScheduling {
+    /// `SCHED_OTHER`, `SCHED_BATCH`, `SCHED_IDLE`, `SCHED_FIFO`, `SCHED_RR`.
+    pub policy: i32,
+    /// 1..=99 for `fifo`/`rr`, 0 otherwise.
+    pub priority: i32,
+    /// `SCHED_RESET_ON_FORK`: children do not inherit a real-time policy.
+    pub reset_on_fork: bool,
+}
+
+impl CpuScheduling {
+    /// The unit-file word for a policy, and back.
+    pub const POLICIES: [(&'static str, i32); 5] = [
+        ("other", libc::SCHED_OTHER),
+        ("batch", libc::SCHED_BATCH),
+        ("idle", libc::SCHED_IDLE),
+        ("fifo", libc::SCHED_FIFO),
+        ("rr", libc::SCHED_RR),
+    ];
 }
 
 /// An exit status named in `success_exit_status` or
@@ -398,6 +526,28 @@ pub enum CondKind {
     /// An environment assignment (`NAME` or `NAME=value`) in supd's own
     /// environment.
     Environment,
+    /// The CPUs supd may run on (its affinity mask), compared: `">1"`,
+    /// `"<=4"`, `"=2"`, `"!=1"`, `">=2"`, `"<8"` (a bare number is `=`).
+    Cpus,
+}
+
+/// `">1"`-style comparisons (ConditionCPUs=): does `have` satisfy `spec`?
+/// None when `spec` is not a comparison with a number.
+pub fn compare_count(spec: &str, have: u64) -> Option<bool> {
+    let s = spec.trim();
+    let (op, num) = ["<=", ">=", "!=", "<", ">", "="]
+        .iter()
+        .find_map(|op| s.strip_prefix(op).map(|n| (*op, n)))
+        .unwrap_or(("=", s));
+    let n: u64 = num.trim().parse().ok()?;
+    Some(match op {
+        "<=" => have <= n,
+        ">=" => have >= n,
+        "!=" => have != n,
+        "<" => have < n,
+        ">" => have > n,
+        _ => have == n,
+    })
 }
 
 impl CondKind {
@@ -418,6 +568,7 @@ impl CondKind {
             CondKind::Capability => "capability",
             CondKind::ACPower => "ac_power",
             CondKind::Environment => "environment",
+            CondKind::Cpus => "cpus",
         }
     }
 
@@ -436,6 +587,7 @@ impl CondKind {
         CondKind::Capability,
         CondKind::ACPower,
         CondKind::Environment,
+        CondKind::Cpus,
     ];
 }
 
@@ -669,6 +821,22 @@ pub struct UnitSpec {
     /// How much captured output to keep (`log_max_size`, `log_max_files`);
     /// unset values come from supd.toml, then the built-in defaults.
     pub log: LogSpec,
+    /// Run in order before `exec_start_pre` (systemd's ExecCondition=):
+    /// exit 1..=254 makes the unit `skipped`, as a failed `condition_*`;
+    /// 255 or a signal fails the start.
+    pub exec_condition: Vec<HelperCmd>,
+    /// systemd's `ExecStart=-…`: however the main process ends, it counts
+    /// as a success (logged, never a failure or a failure-restart).
+    pub exec_ignore_failure: bool,
+    /// `cpu_scheduling_policy`/`_priority`/`_reset_on_fork`, set in the
+    /// child before exec (sched_setscheduler).
+    pub cpu_scheduling: Option<CpuScheduling>,
+    /// `stdout_file`, `stderr_file` (systemd's StandardOutput=/
+    /// StandardError= `file:`, `append:`, `truncate:`): the stream goes to
+    /// this file, opened by supd (as root) before each start, instead of
+    /// `output`.
+    pub stdout_file: Option<OutputFile>,
+    pub stderr_file: Option<OutputFile>,
     /// Run in order before the main process; a failure fails the start.
     pub exec_start_pre: Vec<HelperCmd>,
     /// Run in order once the main process is started.
@@ -706,6 +874,9 @@ pub struct UnitSpec {
     pub part_of: Vec<String>,
     /// `supctl reload-unit` of one of these reloads this unit too.
     pub reload_propagated_from: Vec<String>,
+    /// systemd's OnFailure=: started again when this unit enters `failed`
+    /// (unless locked or stopped by an operator).
+    pub on_failure: Vec<String>,
     /// `type = "forking"`: `exec` daemonizes; its exit 0 starts the
     /// service, whose main process is then found (`pid_file`, or the
     /// unit's cgroup).
@@ -755,6 +926,9 @@ impl LogSpec {
 impl UnitSpec {
     /// Does `status` count as a successful exit?
     pub fn exit_ok(&self, status: ExitStatusView) -> bool {
+        if self.exec_ignore_failure {
+            return true;
+        }
         match status {
             ExitStatusView::Code(0) => true,
             ExitStatusView::Code(c) => self.success_exit_status.contains(&ExitMatch::Code(c)),
@@ -797,6 +971,7 @@ impl UnitSpec {
                 timeout: None,
                 fd: 3,
                 watchdog: None,
+                notify_reload: false,
             },
             health: None,
             readiness: None,
@@ -815,12 +990,18 @@ impl UnitSpec {
                 signal: libc::SIGTERM,
                 timeout: Duration::from_secs(10),
                 exec: None,
+                exec_more: vec![],
                 kill_mode: KillMode::Group,
             },
             priority: Priority::Normal,
             output: Output::Capture,
             resources: Resources::default(),
             log: LogSpec::default(),
+            exec_condition: vec![],
+            exec_ignore_failure: false,
+            cpu_scheduling: None,
+            stdout_file: None,
+            stderr_file: None,
             exec_start_pre: vec![],
             exec_start_post: vec![],
             exec_stop_post: vec![],
@@ -838,6 +1019,7 @@ impl UnitSpec {
             oom_score_adjust: None,
             supplementary_groups: vec![],
             conditions: vec![],
+            on_failure: vec![],
             part_of: vec![],
             reload_propagated_from: vec![],
             forking: false,

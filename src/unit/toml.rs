@@ -52,6 +52,13 @@ struct RawUnit {
     stop: Option<Spanned<RawStop>>,
     resources: Option<RawResources>,
     // Keys for units imported from systemd (see `extras`).
+    exec_condition: Option<Spanned<Commands>>,
+    exec_ignore_failure: Option<bool>,
+    cpu_scheduling_policy: Option<Spanned<String>>,
+    cpu_scheduling_priority: Option<Spanned<i32>>,
+    cpu_scheduling_reset_on_fork: Option<Spanned<bool>>,
+    stdout_file: Option<Spanned<String>>,
+    stderr_file: Option<Spanned<String>>,
     exec_start_pre: Option<Spanned<Commands>>,
     exec_start_post: Option<Spanned<Commands>>,
     exec_stop_post: Option<Spanned<Commands>>,
@@ -75,6 +82,7 @@ struct RawUnit {
     pid_file: Option<Spanned<String>>,
     sandbox: Option<Spanned<RawSandbox>>,
     part_of: Option<Vec<Spanned<String>>>,
+    on_failure: Option<Vec<Spanned<String>>>,
     reload_propagated_from: Option<Vec<Spanned<String>>>,
     condition_path_exists: Option<OneOrMany>,
     assert_path_exists: Option<OneOrMany>,
@@ -101,6 +109,8 @@ struct RawUnit {
     condition_capability: Option<OneOrMany>,
     assert_capability: Option<OneOrMany>,
     condition_ac_power: Option<OneOrMany>,
+    condition_cpus: Option<OneOrMany>,
+    assert_cpus: Option<OneOrMany>,
     assert_ac_power: Option<OneOrMany>,
     condition_environment: Option<OneOrMany>,
     assert_environment: Option<OneOrMany>,
@@ -110,7 +120,7 @@ impl RawUnit {
     /// Every `condition_*`/`assert_*` key that is set, with its kind.
     fn condition_keys(&self) -> Vec<(crate::unit::CondKind, bool, &OneOrMany)> {
         use crate::unit::CondKind as K;
-        let all: [(K, &Option<OneOrMany>, &Option<OneOrMany>); 14] = [
+        let all: [(K, &Option<OneOrMany>, &Option<OneOrMany>); 15] = [
             (
                 K::PathExists,
                 &self.condition_path_exists,
@@ -172,6 +182,7 @@ impl RawUnit {
                 &self.assert_capability,
             ),
             (K::ACPower, &self.condition_ac_power, &self.assert_ac_power),
+            (K::Cpus, &self.condition_cpus, &self.assert_cpus),
             (
                 K::Environment,
                 &self.condition_environment,
@@ -328,6 +339,7 @@ struct RawReady {
     timeout: Option<Spanned<String>>,
     fd: Option<Spanned<i32>>,
     watchdog: Option<Spanned<String>>,
+    notify_reload: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -361,17 +373,38 @@ struct RawRestart {
 struct RawStop {
     signal: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
-    exec: Option<Spanned<Vec<String>>>,
+    exec: Option<Spanned<Commands>>,
     kill_mode: Option<KillMode>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
-    nofile: Option<u64>,
-    nproc: Option<u64>,
-    core: Option<u64>,
-    memlock: Option<u64>,
+    nofile: Option<Spanned<RawLimit>>,
+    nproc: Option<Spanned<RawLimit>>,
+    core: Option<Spanned<RawLimit>>,
+    memlock: Option<Spanned<RawLimit>>,
+    cpu: Option<Spanned<RawLimit>>,
+    fsize: Option<Spanned<RawLimit>>,
+    data: Option<Spanned<RawLimit>>,
+    stack: Option<Spanned<RawLimit>>,
+    rss: Option<Spanned<RawLimit>>,
+    #[serde(rename = "as")]
+    address_space: Option<Spanned<RawLimit>>,
+    locks: Option<Spanned<RawLimit>>,
+    sigpending: Option<Spanned<RawLimit>>,
+    msgqueue: Option<Spanned<RawLimit>>,
+    nice: Option<Spanned<RawLimit>>,
+    rtprio: Option<Spanned<RawLimit>>,
+    rttime: Option<Spanned<RawLimit>>,
+}
+
+/// A resource limit: a number, or `"infinity"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawLimit {
+    Num(u64),
+    Word(String),
 }
 
 /// Every key a unit file may have, for "did you mean" hints.
@@ -405,6 +438,13 @@ const TOP_KEYS: &[&str] = &[
     "restart",
     "stop",
     "resources",
+    "exec_condition",
+    "exec_ignore_failure",
+    "cpu_scheduling_policy",
+    "cpu_scheduling_priority",
+    "cpu_scheduling_reset_on_fork",
+    "stdout_file",
+    "stderr_file",
     "exec_start_pre",
     "exec_start_post",
     "exec_stop_post",
@@ -428,6 +468,7 @@ const TOP_KEYS: &[&str] = &[
     "pid_file",
     "sandbox",
     "part_of",
+    "on_failure",
     "reload_propagated_from",
     "condition_path_exists",
     "assert_path_exists",
@@ -454,6 +495,8 @@ const TOP_KEYS: &[&str] = &[
     "condition_capability",
     "assert_capability",
     "condition_ac_power",
+    "condition_cpus",
+    "assert_cpus",
     "assert_ac_power",
     "condition_environment",
     "assert_environment",
@@ -1153,6 +1196,7 @@ pub fn parse_unit_with_lines(
         };
     let requires = deps(&mut errs, &raw.requires, "requires");
     let part_of = deps(&mut errs, &raw.part_of, "part_of");
+    let on_failure = deps(&mut errs, &raw.on_failure, "on_failure");
     let reload_propagated_from = deps(
         &mut errs,
         &raw.reload_propagated_from,
@@ -1214,7 +1258,20 @@ pub fn parse_unit_with_lines(
         let watchdog = r
             .and_then(|r| r.watchdog.as_ref())
             .map(|t| errs.duration(&Some(t.clone()), "ready.watchdog", Duration::from_secs(30)));
+        let notify_reload = match r.and_then(|r| r.notify_reload.as_ref()) {
+            Some(b) if *b.get_ref() && rk != ReadyKind::Notify => {
+                errs.at(
+                    b.span(),
+                    "[ready] notify_reload needs kind = \"notify\"",
+                    "set [ready] kind = \"notify\", or remove notify_reload",
+                );
+                false
+            }
+            Some(b) => *b.get_ref(),
+            None => false,
+        };
         ReadySpec {
+            notify_reload,
             kind: rk,
             // "infinity": no start timeout, as when the key is absent.
             timeout: r
@@ -1347,22 +1404,32 @@ pub fn parse_unit_with_lines(
             },
         };
         let none = None;
-        let exec = s.and_then(|s| s.exec.as_ref()).map(|e| {
-            if e.get_ref().is_empty() {
-                errs.at(
-                    e.span(),
-                    "[stop] exec is empty",
-                    "give the stop command, or remove it to stop by signal",
-                );
-            } else if e.get_ref().iter().any(|a| a.contains('\0')) {
-                errs.at(
-                    e.span(),
-                    "[stop] exec has an argument containing NUL",
-                    "remove the NUL (\\u0000): no program can receive it",
-                );
+        // One command, or a list of them run in order.
+        let mut cmds: Vec<Vec<String>> = match s.and_then(|s| s.exec.as_ref()) {
+            None => vec![],
+            Some(e) => {
+                let list = match e.get_ref() {
+                    Commands::One(a) => vec![a.clone()],
+                    Commands::Many(m) => m.clone(),
+                };
+                if list.is_empty() || list.iter().any(|a| a.is_empty()) {
+                    errs.at(
+                        e.span(),
+                        "[stop] exec is empty",
+                        "give the stop command, or remove it to stop by signal",
+                    );
+                } else if list.iter().flatten().any(|a| a.contains('\0')) {
+                    errs.at(
+                        e.span(),
+                        "[stop] exec has an argument containing NUL",
+                        "remove the NUL (\\u0000): no program can receive it",
+                    );
+                }
+                list
             }
-            e.get_ref().clone()
-        });
+        };
+        let exec = (!cmds.is_empty()).then(|| cmds.remove(0));
+        let exec_more = cmds;
         StopSpec {
             signal,
             // "infinity": wait for the service however long it takes.
@@ -1375,6 +1442,7 @@ pub fn parse_unit_with_lines(
                 ),
             },
             exec,
+            exec_more,
             kill_mode: s.and_then(|s| s.kill_mode).unwrap_or_default(),
         }
     };
@@ -1405,16 +1473,59 @@ pub fn parse_unit_with_lines(
             }
         }
     });
-    let limits = raw
-        .limits
-        .as_ref()
-        .map(|l| crate::unit::Limits {
-            nofile: l.nofile,
-            nproc: l.nproc,
-            core: l.core,
-            memlock: l.memlock,
-        })
-        .unwrap_or_default();
+    let limits = match raw.limits.as_ref() {
+        None => crate::unit::Limits::default(),
+        Some(l) => {
+            let one = |errs: &mut Errs<'_>,
+                       v: &Option<Spanned<RawLimit>>,
+                       key: &str|
+             -> Option<u64> {
+                let v = v.as_ref()?;
+                match v.get_ref() {
+                    RawLimit::Num(n) if *n < crate::unit::Limits::INFINITY => Some(*n),
+                    RawLimit::Word(w) if w == "infinity" => Some(crate::unit::Limits::INFINITY),
+                    _ => {
+                        errs.at(
+                            v.span(),
+                            format!("limits.{key} is not a number or \"infinity\""),
+                            "write a number (bytes, seconds for cpu, microseconds for rttime) or \"infinity\"",
+                        );
+                        None
+                    }
+                }
+            };
+            let nice = one(&mut errs, &l.nice, "nice");
+            if let Some(n) = nice
+                && n > 40
+                && n != crate::unit::Limits::INFINITY
+                && let Some(v) = l.nice.as_ref()
+            {
+                errs.at(
+                    v.span(),
+                    format!("limits.nice = {n} is not 0..40 (the kernel's RLIMIT_NICE: 20 - nice)"),
+                    "",
+                );
+            }
+            crate::unit::Limits {
+                nofile: one(&mut errs, &l.nofile, "nofile"),
+                nproc: one(&mut errs, &l.nproc, "nproc"),
+                core: one(&mut errs, &l.core, "core"),
+                memlock: one(&mut errs, &l.memlock, "memlock"),
+                cpu: one(&mut errs, &l.cpu, "cpu"),
+                fsize: one(&mut errs, &l.fsize, "fsize"),
+                data: one(&mut errs, &l.data, "data"),
+                stack: one(&mut errs, &l.stack, "stack"),
+                rss: one(&mut errs, &l.rss, "rss"),
+                address_space: one(&mut errs, &l.address_space, "as"),
+                locks: one(&mut errs, &l.locks, "locks"),
+                sigpending: one(&mut errs, &l.sigpending, "sigpending"),
+                msgqueue: one(&mut errs, &l.msgqueue, "msgqueue"),
+                nice,
+                rtprio: one(&mut errs, &l.rtprio, "rtprio"),
+                rttime: one(&mut errs, &l.rttime, "rttime"),
+            }
+        }
+    };
     let resources = raw
         .resources
         .as_ref()
@@ -1468,6 +1579,11 @@ pub fn parse_unit_with_lines(
             resources,
             log,
 
+            exec_condition: x.exec_condition,
+            exec_ignore_failure: raw.exec_ignore_failure.unwrap_or(false),
+            cpu_scheduling: x.cpu_scheduling,
+            stdout_file: x.stdout_file,
+            stderr_file: x.stderr_file,
             exec_start_pre: x.exec_start_pre,
             exec_start_post: x.exec_start_post,
             exec_stop_post: x.exec_stop_post,
@@ -1486,6 +1602,7 @@ pub fn parse_unit_with_lines(
             supplementary_groups: raw.supplementary_groups.unwrap_or_default(),
             conditions: x.conditions,
             part_of,
+            on_failure,
             reload_propagated_from,
             forking: raw_kind == Some(RawKind::Forking),
             pid_file: x.pid_file,
@@ -1497,9 +1614,69 @@ pub fn parse_unit_with_lines(
     ))
 }
 
+/// `cpu_scheduling_*`: a policy name, a priority valid for it (1..=99 for
+/// the real-time policies, 0 for the others), reset-on-fork.
+fn cpu_scheduling(errs: &mut Errs<'_>, raw: &RawUnit) -> Option<crate::unit::CpuScheduling> {
+    use crate::unit::CpuScheduling;
+    if raw.cpu_scheduling_policy.is_none()
+        && raw.cpu_scheduling_priority.is_none()
+        && raw.cpu_scheduling_reset_on_fork.is_none()
+    {
+        return None;
+    }
+    let policy = match &raw.cpu_scheduling_policy {
+        None => libc::SCHED_OTHER,
+        Some(p) => match CpuScheduling::POLICIES
+            .iter()
+            .find(|(n, _)| *n == p.get_ref().as_str())
+        {
+            Some((_, v)) => *v,
+            None => {
+                errs.at(
+                    p.span(),
+                    format!("cpu_scheduling_policy {:?} is not a policy", p.get_ref()),
+                    "one of \"other\", \"batch\", \"idle\", \"fifo\", \"rr\"",
+                );
+                return None;
+            }
+        },
+    };
+    let realtime = policy == libc::SCHED_FIFO || policy == libc::SCHED_RR;
+    let priority = match &raw.cpu_scheduling_priority {
+        None if realtime => 1,
+        None => 0,
+        Some(p) => {
+            let v = *p.get_ref();
+            let ok = if realtime {
+                (1..=99).contains(&v)
+            } else {
+                v == 0
+            };
+            if !ok {
+                errs.at(
+                    p.span(),
+                    format!("cpu_scheduling_priority = {v} is not valid for this policy"),
+                    "1..=99 with \"fifo\" or \"rr\"; the other policies have no priority (leave it out)",
+                );
+                return None;
+            }
+            v
+        }
+    };
+    Some(CpuScheduling {
+        policy,
+        priority,
+        reset_on_fork: raw
+            .cpu_scheduling_reset_on_fork
+            .as_ref()
+            .is_some_and(|b| *b.get_ref()),
+    })
+}
+
 /// The keys systemd units need (see `supd import`), validated.
 #[derive(Default)]
 struct Extras {
+    exec_condition: Vec<crate::unit::HelperCmd>,
     exec_start_pre: Vec<crate::unit::HelperCmd>,
     exec_start_post: Vec<crate::unit::HelperCmd>,
     exec_stop_post: Vec<crate::unit::HelperCmd>,
@@ -1514,6 +1691,9 @@ struct Extras {
     directory_modes: crate::unit::DirectoryModes,
     nice: Option<i32>,
     oom_score_adjust: Option<i32>,
+    cpu_scheduling: Option<crate::unit::CpuScheduling>,
+    stdout_file: Option<crate::unit::OutputFile>,
+    stderr_file: Option<crate::unit::OutputFile>,
     conditions: Vec<crate::unit::Condition>,
     pid_file: Option<PathBuf>,
     sandbox: crate::unit::Sandbox,
@@ -1565,6 +1745,7 @@ fn extras(
         }
         out
     };
+    x.exec_condition = cmds(errs, &raw.exec_condition, "exec_condition");
     x.exec_start_pre = cmds(errs, &raw.exec_start_pre, "exec_start_pre");
     x.exec_start_post = cmds(errs, &raw.exec_start_post, "exec_start_post");
     x.exec_stop_post = cmds(errs, &raw.exec_stop_post, "exec_stop_post");
@@ -1690,6 +1871,23 @@ fn extras(
         }
     }
 
+    x.cpu_scheduling = cpu_scheduling(errs, raw);
+    for (v, key, slot) in [
+        (&raw.stdout_file, "stdout_file", &mut x.stdout_file),
+        (&raw.stderr_file, "stderr_file", &mut x.stderr_file),
+    ] {
+        if let Some(v) = v {
+            match crate::unit::OutputFile::parse(v.get_ref()) {
+                Some(f) => *slot = Some(f),
+                None => errs.at(
+                    v.span(),
+                    format!("{key} {:?} is not MODE:/absolute/path", v.get_ref()),
+                    "e.g. \"append:/var/log/x.log\" (also \"file:\", written from the start, and \"truncate:\", emptied at each start)",
+                ),
+            }
+        }
+    }
+
     for (k, assert, v) in raw.condition_keys() {
         let prefix = if assert { "assert" } else { "condition" };
         for item in items(v) {
@@ -1709,7 +1907,16 @@ fn extras(
                     | crate::unit::CondKind::Capability
                     | crate::unit::CondKind::ACPower
                     | crate::unit::CondKind::Environment
+                    | crate::unit::CondKind::Cpus
             );
+            if k == crate::unit::CondKind::Cpus && crate::unit::compare_count(arg, 1).is_none() {
+                errs.at(
+                    item.span(),
+                    format!("`{prefix}_cpus` = {text:?} is not a comparison with a number"),
+                    "e.g. \">1\", \">=2\", \"<=4\", \"=1\", \"!=1\"",
+                );
+                continue;
+            }
             if arg.is_empty() || (path_kind && !arg.starts_with('/')) {
                 errs.at(
                     item.span(),

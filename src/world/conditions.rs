@@ -106,10 +106,24 @@ fn holds(c: &Condition) -> bool {
             let want = parse_bool(&c.arg).unwrap_or(true);
             on_ac_power() == want
         }
+        CondKind::Cpus => crate::unit::compare_count(&c.arg, cpus_usable()).unwrap_or(false),
         CondKind::Environment => match c.arg.split_once('=') {
             Some((k, v)) => std::env::var(k).is_ok_and(|x| x == v),
             None => std::env::var_os(&c.arg).is_some(),
         },
+    }
+}
+
+/// The CPUs in supd's affinity mask (what systemd's ConditionCPUs=
+/// counts), else the online ones.
+fn cpus_usable() -> u64 {
+    match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => (0..nix::sched::CpuSet::count())
+            .filter(|i| set.is_set(*i).unwrap_or(false))
+            .count() as u64,
+        Err(_) => std::thread::available_parallelism()
+            .map(|n| n.get() as u64)
+            .unwrap_or(1),
     }
 }
 

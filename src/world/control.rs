@@ -434,9 +434,67 @@ pub async fn serve(
 }
 
 async fn write_response(s: &mut UnixStream, r: &Response) -> std::io::Result<()> {
+    if let Some(report) = &r.status {
+        return write_status(s, r, report).await;
+    }
     let mut line = serde_json::to_vec(r).unwrap_or_else(|_| b"{\"v\":1,\"ok\":false}".to_vec());
     line.push(b'\n');
     match tokio::time::timeout(WRITE_DEADLINE, s.write_all(&line)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// Bytes gathered before each write of a streamed answer.
+const STATUS_CHUNK: usize = 64 * 1024;
+
+/// A `status` answer, the same line `write_response` would write for
+/// `data = report`, serialised one unit at a time into a bounded buffer
+/// that is written out whenever it fills: supd never holds the whole
+/// answer as one string (nor as a JSON value tree).
+async fn write_status(
+    s: &mut UnixStream,
+    r: &Response,
+    report: &crate::protocol::StatusReport,
+) -> std::io::Result<()> {
+    // Everything but the units, serialised as usual; its text starts with
+    // the empty list, which the units replace.
+    let rest = crate::protocol::StatusReport {
+        units: Vec::new(),
+        lock_state_problem: report.lock_state_problem.clone(),
+        lock_write_problem: report.lock_write_problem.clone(),
+        unit_file_problems: report.unit_file_problems.clone(),
+        mount_table_problem: report.mount_table_problem.clone(),
+        shed_level: report.shed_level,
+        shutting_down: report.shutting_down,
+        containment: report.containment.clone(),
+    };
+    let rest = serde_json::to_vec(&rest).map_err(std::io::Error::other)?;
+    let Some(tail) = rest.strip_prefix(br#"{"units":[]"#.as_slice()) else {
+        return Err(std::io::Error::other("status: unexpected serialisation"));
+    };
+    let mut buf = Vec::with_capacity(STATUS_CHUNK + 4096);
+    buf.extend_from_slice(format!("{{\"v\":{},\"ok\":{},\"message\":", r.v, r.ok).as_bytes());
+    serde_json::to_writer(&mut buf, &r.message).map_err(std::io::Error::other)?;
+    buf.extend_from_slice(br#","data":{"units":["#);
+    for (i, unit) in report.units.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        serde_json::to_writer(&mut buf, unit).map_err(std::io::Error::other)?;
+        if buf.len() >= STATUS_CHUNK {
+            write_chunk(s, &buf).await?;
+            buf.clear();
+        }
+    }
+    buf.push(b']');
+    buf.extend_from_slice(tail);
+    buf.extend_from_slice(b"}\n");
+    write_chunk(s, &buf).await
+}
+
+async fn write_chunk(s: &mut UnixStream, bytes: &[u8]) -> std::io::Result<()> {
+    match tokio::time::timeout(WRITE_DEADLINE, s.write_all(bytes)).await {
         Ok(r) => r,
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     }

@@ -182,17 +182,18 @@ fn exec_problem(spec: &UnitSpec, program: &str) -> Option<String> {
 }
 
 fn limit_problems(spec: &UnitSpec) -> Vec<(Site, String, String)> {
-    use nix::sys::resource::{Resource, getrlimit};
+    use nix::sys::resource::getrlimit;
     let root = nix::unistd::geteuid().is_root();
     let mut out = Vec::new();
-    let l = &spec.limits;
-    for (key, res, value) in [
-        ("nofile", Resource::RLIMIT_NOFILE, l.nofile),
-        ("nproc", Resource::RLIMIT_NPROC, l.nproc),
-        ("core", Resource::RLIMIT_CORE, l.core),
-        ("memlock", Resource::RLIMIT_MEMLOCK, l.memlock),
-    ] {
+    for (key, res, value) in spec.limits.all() {
         let Some(v) = value else { continue };
+        let Some(res) = resource_of(res) else {
+            continue;
+        };
+        if key == "nofile" && v == crate::unit::Limits::INFINITY {
+            // Resolved to fs.nr_open at spawn time.
+            continue;
+        }
         if key == "nofile"
             && let Some(max) = nr_open()
             && v > max
@@ -223,6 +224,31 @@ fn limit_problems(spec: &UnitSpec) -> Vec<(Site, String, String)> {
         }
     }
     out
+}
+
+/// nix's name for a raw RLIMIT_* number.
+fn resource_of(raw: libc::c_int) -> Option<nix::sys::resource::Resource> {
+    use nix::sys::resource::Resource as R;
+    [
+        R::RLIMIT_NOFILE,
+        R::RLIMIT_NPROC,
+        R::RLIMIT_CORE,
+        R::RLIMIT_MEMLOCK,
+        R::RLIMIT_CPU,
+        R::RLIMIT_FSIZE,
+        R::RLIMIT_DATA,
+        R::RLIMIT_STACK,
+        R::RLIMIT_RSS,
+        R::RLIMIT_AS,
+        R::RLIMIT_LOCKS,
+        R::RLIMIT_SIGPENDING,
+        R::RLIMIT_MSGQUEUE,
+        R::RLIMIT_NICE,
+        R::RLIMIT_RTPRIO,
+        R::RLIMIT_RTTIME,
+    ]
+    .into_iter()
+    .find(|r| *r as libc::c_int == raw)
 }
 
 fn nr_open() -> Option<u64> {

@@ -140,7 +140,11 @@ fn recv_one(fd: i32) -> std::io::Result<Option<Received>> {
         pid,
         uid,
         cgroup: None,
-        msg: parse(&text),
+        msg: {
+            let mut m = parse(&text);
+            m.monotonic_at = m.monotonic_usec.and_then(monotonic_to_instant);
+            m
+        },
     }))
 }
 
@@ -218,6 +222,27 @@ pub fn notify_manager(path: &str, text: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A CLOCK_MONOTONIC time in µs as an `Instant` (which is that clock on
+/// Linux): now, moved by the difference.
+fn monotonic_to_instant(usec: u64) -> Option<std::time::Instant> {
+    let now_i = std::time::Instant::now();
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes into our own timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+        return None;
+    }
+    let now_us = u64::try_from(ts.tv_sec).ok()?.checked_mul(1_000_000)?
+        + u64::try_from(ts.tv_nsec).ok()? / 1000;
+    if usec <= now_us {
+        now_i.checked_sub(std::time::Duration::from_micros(now_us - usec))
+    } else {
+        now_i.checked_add(std::time::Duration::from_micros(usec - now_us))
+    }
+}
+
 /// Parse the newline-separated `KEY=VALUE` assignments.
 pub fn parse(text: &str) -> NotifyMsg {
     let mut m = NotifyMsg::default();
@@ -234,22 +259,11 @@ pub fn parse(text: &str) -> NotifyMsg {
             Some(("WATCHDOG", "trigger")) => m.watchdog_trigger = true,
             Some(("EXTEND_TIMEOUT_USEC", u)) => m.extend_timeout_usec = u.trim().parse().ok(),
             Some(("ERRNO", e)) => m.errno = e.trim().parse().ok().filter(|e| *e >= 0),
+            Some(("MONOTONIC_USEC", u)) => m.monotonic_usec = u.trim().parse().ok(),
             _ => {}
         }
     }
     m
-}
-
-/// Does `pid` belong to the process group led by `leader` (a unit's main
-/// process, which runs in its own session)?
-pub fn belongs_to(pid: i32, leader: i32) -> bool {
-    if pid == leader {
-        return true;
-    }
-    match nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid))) {
-        Ok(pg) => pg.as_raw() == leader,
-        Err(_) => false,
-    }
 }
 
 #[cfg(test)]

@@ -25,9 +25,24 @@ const READ_BUF: usize = 16 * 1024;
 /// under a flood: 256 KiB, then other work).
 const READS_PER_WAKE: usize = 16;
 
+/// The read end of a pipe as a tokio receiver. The spawner makes its ends
+/// non-blocking and read-only already (one fcntl tells); anything else (a
+/// pipe handed over by an older image) gets tokio's full check, an fstat
+/// and two more fcntls.
+fn receiver(fd: OwnedFd) -> std::io::Result<tokio::net::unix::pipe::Receiver> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: F_GETFL on a descriptor we own.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags >= 0 && flags & libc::O_NONBLOCK != 0 && flags & libc::O_ACCMODE == libc::O_RDONLY {
+        tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd)
+    } else {
+        tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+    }
+}
+
 /// Spawn a task that logs every line of `fd` under `unit`.
 pub fn capture(store: LogStore, unit: Arc<str>, stream: Stream, limits: Limits, fd: OwnedFd) {
-    let rx = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+    let rx = match receiver(fd) {
         Ok(rx) => rx,
         Err(e) => {
             tracing::warn!(unit = %unit, "cannot capture output: {e}");
@@ -153,7 +168,7 @@ pub fn watch_ready_line(
     run: crate::engine::RunId,
     tx: tokio::sync::mpsc::UnboundedSender<crate::engine::RunId>,
 ) {
-    let rx = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+    let rx = match receiver(fd) {
         Ok(rx) => rx,
         Err(e) => {
             tracing::warn!("cannot watch the readiness pipe: {e}");

@@ -38,7 +38,7 @@ impl Signals {
     /// Install the handlers. Call before spawning anything: a child that
     /// exits before we listen must still wake us.
     pub fn install() -> std::io::Result<Signals> {
-        Ok(Signals {
+        let s = Signals {
             chld: signal(SignalKind::child())?,
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
@@ -46,7 +46,10 @@ impl Signals {
             hup: signal(SignalKind::hangup())?,
             usr1: signal(SignalKind::user_defined1())?,
             usr2: signal(SignalKind::user_defined2())?,
-        })
+        };
+        // Children reset exactly what is not default in supd now.
+        crate::world::spawn::note_dispositions();
+        Ok(s)
     }
 
     /// The next signal; SIGCHLD first when several are pending, so exits

@@ -140,6 +140,54 @@ fn probe_unshare() -> bool {
 /// and spawns reuse them.
 pub fn init() {
     SLOTS.get_or_init(reserve_slots);
+    DEV_NULL.get_or_init(open_dev_null);
+}
+
+/// /dev/null, opened once for every child's stdin (and stdout/stderr with
+/// `output = "null"`): the children get their own copies, so one
+/// close-on-exec descriptor serves every spawn (measured: an open, an
+/// fstat-free close and a path walk per spawn before).
+static DEV_NULL: std::sync::OnceLock<Option<OwnedFd>> = std::sync::OnceLock::new();
+
+fn open_dev_null() -> Option<OwnedFd> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map(OwnedFd::from)
+        .ok()
+}
+
+/// Signals whose disposition a child must reset before it unblocks
+/// signals: bit `n - 1` for signal `n`. `u64::MAX` until
+/// `note_dispositions` has looked (then every signal is reset, as
+/// before). Exec resets caught signals itself, but a handler must never
+/// run on the child's borrowed stack between the unblock and the exec,
+/// and ignored ones (SIGPIPE by Rust's runtime, any inherited from supd's
+/// parent) would survive the exec.
+static RESET_SIGNALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
+
+/// Record which signals supd does not leave at their default disposition
+/// (handled or ignored), so each child resets only those (a few system
+/// calls instead of 62). Call after installing or changing any handler:
+/// `world::signals` does, once its handlers are in.
+pub fn note_dispositions() {
+    // SIGPIPE (Rust ignores it) and glibc's two internal signals (32,
+    // 33: handlers glibc may install lazily) are always reset.
+    let mut mask: u64 = 1 << (libc::SIGPIPE - 1) | 1 << 31 | 1 << 32;
+    for sig in 1..=64usize {
+        if sig == libc::SIGKILL as usize || sig == libc::SIGSTOP as usize {
+            continue;
+        }
+        // The kernel's sigaction: handler, flags, restorer, mask.
+        let mut old = [0u64; 4];
+        // SAFETY: reads the disposition into a local of the kernel's layout.
+        let r = unsafe { sys(libc::SYS_rt_sigaction, sig, 0, old.as_mut_ptr() as usize, 8) };
+        if r < 0 || old[0] != libc::SIG_DFL as u64 {
+            mask |= 1 << (sig - 1);
+        }
+    }
+    RESET_SIGNALS.store(mask, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Check every mount requirement against a fresh read of the mount table.
@@ -337,6 +385,7 @@ enum Stage {
     OomScore,
     Sandbox,
     Cgroup,
+    Sched,
 }
 
 impl Stage {
@@ -354,6 +403,7 @@ impl Stage {
             10 => Stage::OomScore,
             11 => Stage::Sandbox,
             12 => Stage::Cgroup,
+            13 => Stage::Sched,
             _ => Stage::None,
         }
     }
@@ -363,6 +413,8 @@ impl Stage {
 /// point into the owned vectors and strings, which outlive the child's use
 /// of them (the parent is suspended until the child execs or exits).
 struct Plan {
+    /// Signals to set back to SIG_DFL in the child (bit n-1: signal n).
+    reset_signals: u64,
     path: CString,
     _argv: Vec<CString>,
     argv_ptrs: Vec<*const libc::c_char>,
@@ -387,6 +439,9 @@ struct Plan {
     /// must move itself there (kernels without `CLONE_INTO_CGROUP`).
     cgroup_procs: Option<i32>,
     nice: Option<i32>,
+    /// `cpu_scheduling_*`: policy (with SCHED_RESET_ON_FORK) and its
+    /// parameter, for sched_setscheduler.
+    sched: Option<(i32, libc::sched_param)>,
     /// The value for /proc/self/oom_score_adj, as text.
     oom_score: Option<CString>,
     /// `WATCHDOG_PID=` with room for the digits the child writes (its
@@ -603,30 +658,63 @@ pub fn spawn(
     // Descriptors. Everything we open is close-on-exec; the child copies
     // what it needs onto 0, 1, 2 and the readiness fd.
     let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
-    let devnull: OwnedFd = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .map(OwnedFd::from)
-        .map_err(|e| SpawnError::Failed(format!("opening /dev/null: {e}")))?;
-    let mut fds: Vec<(i32, i32)> = vec![(devnull.as_raw_fd(), 0)];
+    let opened;
+    let devnull: i32 = match DEV_NULL.get_or_init(open_dev_null) {
+        Some(fd) => fd.as_raw_fd(),
+        None => {
+            // Opening it once failed (no /dev yet?): try again for this one.
+            opened = open_dev_null().ok_or_else(|| {
+                SpawnError::Failed(format!(
+                    "opening /dev/null: {}",
+                    std::io::Error::last_os_error()
+                ))
+            })?;
+            opened.as_raw_fd()
+        }
+    };
+    let mut fds: Vec<(i32, i32)> = vec![(devnull, 0)];
     // Where stdout and stderr go: one pipe for both (as systemd's journal
     // stream is shared), supd's own, or /dev/null.
+    // `stdout_file`/`stderr_file` replace `output` for their stream.
+    let out_file = open_output_file(spec.stdout_file.as_ref(), "stdout_file")?;
+    let err_file = match (&spec.stderr_file, &spec.stdout_file) {
+        (Some(e), Some(o)) if e == o => None,
+        (e, _) => open_output_file(e.as_ref(), "stderr_file")?,
+    };
+    let both_to_files = out_file.is_some() && (err_file.is_some() || spec.stderr_file.is_some());
     let out_pipe = match spec.output {
+        _ if both_to_files => None,
         Output::Capture => {
             let (r, w) = nix::unistd::pipe2(cloexec)
                 .map_err(|e| SpawnError::Failed(format!("creating the output pipe: {e}")))?;
+            // Our end is read from the event loop: non-blocking from the
+            // start, so the reader need not look at it again.
+            set_nonblocking(&r)
+                .map_err(|e| SpawnError::Failed(format!("setting up the output pipe: {e}")))?;
             fds.push((w.as_raw_fd(), 1));
             fds.push((w.as_raw_fd(), 2));
             Some((r, w))
         }
         Output::Null => {
-            fds.push((devnull.as_raw_fd(), 1));
-            fds.push((devnull.as_raw_fd(), 2));
+            fds.push((devnull, 1));
+            fds.push((devnull, 2));
             None
         }
         Output::Inherit => None,
     };
+    if let Some(f) = &out_file {
+        fds.retain(|&(_, t)| t != 1);
+        fds.push((f.as_raw_fd(), 1));
+        if spec.stderr_file.is_some() && err_file.is_none() {
+            // The same file for both, opened once (as systemd does).
+            fds.retain(|&(_, t)| t != 2);
+            fds.push((f.as_raw_fd(), 2));
+        }
+    }
+    if let Some(f) = &err_file {
+        fds.retain(|&(_, t)| t != 2);
+        fds.push((f.as_raw_fd(), 2));
+    }
     // `stdin = "socket"`: the one listening socket is fd 0 as well.
     if spec.stdin_socket
         && let Some((fd, _)) = extra.listen.first()
@@ -652,6 +740,8 @@ pub fn spawn(
         Some(n) => {
             let (r, w) = nix::unistd::pipe2(cloexec)
                 .map_err(|e| SpawnError::Failed(format!("creating the readiness pipe: {e}")))?;
+            set_nonblocking(&r)
+                .map_err(|e| SpawnError::Failed(format!("setting up the readiness pipe: {e}")))?;
             fds.push((w.as_raw_fd(), n));
             Some((r, w))
         }
@@ -696,13 +786,30 @@ pub fn spawn(
     targets.sort_unstable();
 
     let mut rlimits = Vec::new();
-    for (res, v) in [
-        (libc::RLIMIT_NOFILE, spec.limits.nofile),
-        (libc::RLIMIT_NPROC, spec.limits.nproc),
-        (libc::RLIMIT_CORE, spec.limits.core),
-        (libc::RLIMIT_MEMLOCK, spec.limits.memlock),
-    ] {
-        if let Some(v) = v {
+    // supd raised its own descriptor limit (world::fdtable); services get
+    // the one supd was started with unless their unit says otherwise.
+    if spec.limits.nofile.is_none()
+        && let Some((soft, hard)) = crate::world::fdtable::child_nofile()
+    {
+        rlimits.push((
+            libc::RLIMIT_NOFILE as libc::c_int,
+            libc::rlimit {
+                rlim_cur: soft as libc::rlim_t,
+                rlim_max: hard as libc::rlim_t,
+            },
+        ));
+    }
+    for (key, res, v) in spec.limits.all() {
+        if let Some(mut v) = v {
+            if v == crate::unit::Limits::INFINITY {
+                // systemd's LimitNOFILE=infinity is the kernel's maximum
+                // (RLIM_INFINITY is refused for open files).
+                v = if key == "nofile" {
+                    nr_open().unwrap_or(1 << 20)
+                } else {
+                    libc::RLIM_INFINITY
+                };
+            }
             rlimits.push((
                 res as libc::c_int,
                 libc::rlimit {
@@ -748,6 +855,7 @@ pub fn spawn(
         .map(Path::as_os_str)
         .unwrap_or(OsStr::new("/"));
     let mut plan = Plan {
+        reset_signals: RESET_SIGNALS.load(std::sync::atomic::Ordering::Relaxed),
         path: cstr("the program path", exe.as_os_str().as_bytes())?,
         argv_ptrs: c_argv
             .iter()
@@ -785,6 +893,19 @@ pub fn spawn(
         chdir: cstr("working_directory", dir.as_bytes())?,
         cgroup_procs: None,
         nice: spec.nice,
+        sched: spec.cpu_scheduling.map(|c| {
+            let flag = if c.reset_on_fork {
+                libc::SCHED_RESET_ON_FORK
+            } else {
+                0
+            };
+            (
+                c.policy | flag,
+                libc::sched_param {
+                    sched_priority: c.priority,
+                },
+            )
+        }),
         oom_score: match spec.oom_score_adjust {
             Some(v) => Some(cstr("oom_score_adjust", v.to_string().as_bytes())?),
             None => None,
@@ -851,7 +972,7 @@ pub fn spawn(
         // ends must close, or their readers never see end-of-file.
         for slot in sl.fds {
             // SAFETY: replaces our own reserved slot.
-            unsafe { libc::dup3(devnull.as_raw_fd(), slot, libc::O_CLOEXEC) };
+            unsafe { libc::dup3(devnull, slot, libc::O_CLOEXEC) };
         }
     }
     let pid =
@@ -878,7 +999,6 @@ pub fn spawn(
             spec, program, stage, err.errno,
         )));
     }
-    drop(devnull);
     Ok(Spawned {
         pid,
         start_ticks: (born_after.is_some() && born_after == born_before)
@@ -888,6 +1008,17 @@ pub fn spawn(
         output: out_pipe.map(|(r, _w)| r),
         ready: ready_pipe.map(|(r, _w)| r),
     })
+}
+
+/// O_NONBLOCK on a pipe end we just made (only our end: it is a file
+/// description of its own, apart from the child's write end).
+fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own; a fresh pipe end has no other
+    // status flags to keep.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// CLOCK_BOOTTIME in the clock ticks `/proc/PID/stat` counts start times
@@ -961,8 +1092,63 @@ fn describe_failure(spec: &UnitSpec, program: &str, stage: Stage, errno: i32) ->
             spec.oom_score_adjust.unwrap_or(0)
         ),
         Stage::Sandbox => format!("setting up the sandbox of {program}: {e}"),
+        Stage::Sched => format!(
+            "setting the CPU scheduling policy (`cpu_scheduling_*` in {file}): {e} (real-time policies need root or limits.rtprio)"
+        ),
         Stage::None => format!("starting {program}: unknown failure"),
     }
+}
+
+/// Open a `stdout_file`/`stderr_file` for the child (as supd, before any
+/// user change, as systemd does). Opened non-blocking so that a FIFO with
+/// no reader fails at once instead of stalling supd, then made blocking
+/// again for the service.
+fn open_output_file(
+    f: Option<&crate::unit::OutputFile>,
+    key: &str,
+) -> Result<Option<OwnedFd>, SpawnError> {
+    use crate::unit::OutputFileMode;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(f) = f else { return Ok(None) };
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true)
+        .create(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC);
+    match f.mode {
+        OutputFileMode::Write => {}
+        OutputFileMode::Append => {
+            o.append(true);
+        }
+        OutputFileMode::Truncate => {
+            o.truncate(true);
+        }
+    }
+    let file = o.open(&f.path).map_err(|e| {
+        SpawnError::Failed(format!(
+            "opening {} ({key}): {e} (does its directory exist?)",
+            f.path.display()
+        ))
+    })?;
+    let fd = OwnedFd::from(file);
+    // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
+    unsafe {
+        let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if fl >= 0 {
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(Some(fd))
+}
+
+/// The kernel's maximum for open files (`fs.nr_open`): procfs, tiny and
+/// never blocking.
+fn nr_open() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Where the child writes `oom_score_adjust`.
@@ -1268,7 +1454,12 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         // Default dispositions first (a handler must never run on this
         // stack; SIGPIPE, ignored by Rust's runtime, must not be ignored by
         // services), then an empty mask as the service expects.
-        for sig in 1..=64usize {
+        // Only those supd does not leave at their default (see
+        // `note_dispositions`): the rest are default here already.
+        let mut bits = plan.reset_signals;
+        while bits != 0 {
+            let sig = bits.trailing_zeros() as usize + 1;
+            bits &= bits - 1;
             if sig == libc::SIGKILL as usize || sig == libc::SIGSTOP as usize {
                 continue;
             }
@@ -1345,6 +1536,20 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             );
             if r < 0 {
                 fail(Stage::Nice, r);
+            }
+        }
+        // Before dropping privileges: a real-time policy needs root (or
+        // RLIMIT_RTPRIO).
+        if let Some((policy, param)) = plan.sched.as_ref() {
+            let r = sys(
+                libc::SYS_sched_setscheduler,
+                0,
+                *policy as isize as usize,
+                param as *const libc::sched_param as usize,
+                0,
+            );
+            if r < 0 {
+                fail(Stage::Sched, r);
             }
         }
         if let Some(v) = plan.oom_score.as_ref() {
@@ -1457,6 +1662,14 @@ mod tests {
         nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).expect("waitpid")
     }
 
+    /// Our pipe ends are non-blocking (tokio reads them); tests read
+    /// them to the end, blocking.
+    fn blocking(fd: OwnedFd) -> std::fs::File {
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, 0) };
+        std::fs::File::from(fd)
+    }
+
     fn run_capture(spec: &UnitSpec, argv: &[&str]) -> (String, nix::sys::wait::WaitStatus) {
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
         let env = SpawnEnv {
@@ -1466,10 +1679,56 @@ mod tests {
         let s = spawn(spec, &argv, &[], &env, None).expect("spawn");
         let mut out = String::new();
         let fd = s.output.expect("pipe");
-        std::fs::File::from(fd)
-            .read_to_string(&mut out)
-            .expect("read");
+        blocking(fd).read_to_string(&mut out).expect("read");
         (out, wait(s.pid))
+    }
+
+    #[test]
+    fn only_noted_dispositions_are_reset_and_that_is_enough() {
+        // Rust's runtime ignores SIGPIPE in this process; once noted, the
+        // child resets that (and the few fixed ones), not all 62.
+        note_dispositions();
+        let mask = RESET_SIGNALS.load(std::sync::atomic::Ordering::Relaxed);
+        assert_ne!(mask, u64::MAX);
+        assert_ne!(mask & (1 << (libc::SIGPIPE - 1)), 0, "{mask:#x}");
+        assert!(mask.count_ones() < 20, "{mask:#x}");
+        let spec = UnitSpec::simple("t", UnitKind::Longrun, &["sh"]);
+        let script = "while read -r k v; do case $k in SigIgn:|SigBlk:) echo \"$k\t$v\";; esac; \
+                      done < /proc/$$/status";
+        let (out, _) = run_capture(&spec, &["sh", "-c", script]);
+        assert!(out.contains("SigIgn:\t0000000000000000"), "{out}");
+        assert!(out.contains("SigBlk:\t0000000000000000"), "{out}");
+    }
+
+    #[test]
+    fn children_get_the_descriptor_limit_supd_was_started_with() {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+            return;
+        };
+        if hard == nix::sys::resource::RLIM_INFINITY || hard < 256 {
+            eprintln!("skipped: hard RLIMIT_NOFILE {hard}");
+            return;
+        }
+        // Started with a soft limit below the hard one, as under a shell
+        // (or as PID 1: 1024 of 4096): supd raises its own...
+        let soft = (hard / 2).max(128);
+        setrlimit(Resource::RLIMIT_NOFILE, soft, hard).expect("lower the soft limit");
+        crate::world::fdtable::presize(10);
+        let (now_soft, _) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+        assert_eq!(now_soft, hard, "supd's own soft limit is raised");
+        // ...and its services get the original back.
+        let spec = UnitSpec::simple("t", UnitKind::Longrun, &["sh"]);
+        let (out, _) = run_capture(&spec, &["sh", "-c", "ulimit -Sn; ulimit -Hn"]);
+        let (want_soft, want_hard) =
+            crate::world::fdtable::child_nofile().expect("the original is recorded");
+        assert_eq!(out, format!("{want_soft}\n{want_hard}\n"));
+        assert!(want_soft < hard, "{out}");
+        // A unit's own `nofile` still wins.
+        let mut spec = spec;
+        spec.limits.nofile = Some(777);
+        let (out, _) = run_capture(&spec, &["sh", "-c", "ulimit -Sn"]);
+        assert_eq!(out, "777\n");
     }
 
     #[test]
@@ -1619,7 +1878,7 @@ mod tests {
         };
         let sp = spawn(&spec, &argv, &[], &env, None).expect("spawn");
         let mut out = String::new();
-        std::fs::File::from(sp.output.expect("pipe"))
+        blocking(sp.output.expect("pipe"))
             .read_to_string(&mut out)
             .unwrap();
         wait(sp.pid);
@@ -1703,11 +1962,11 @@ mod tests {
             .collect();
         let s = spawn(&spec, &argv, &[], &env, Some(3)).expect("spawn");
         let mut ready = String::new();
-        std::fs::File::from(s.ready.expect("ready pipe"))
+        blocking(s.ready.expect("ready pipe"))
             .read_to_string(&mut ready)
             .expect("read");
         let mut out = String::new();
-        std::fs::File::from(s.output.expect("out"))
+        blocking(s.output.expect("out"))
             .read_to_string(&mut out)
             .expect("read");
         wait(s.pid);

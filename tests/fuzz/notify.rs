@@ -37,6 +37,9 @@ fn render_notify(m: &NotifyMsg) -> String {
     if let Some(u) = m.extend_timeout_usec {
         lines.push(format!("EXTEND_TIMEOUT_USEC={u}"));
     }
+    if let Some(u) = m.monotonic_usec {
+        lines.push(format!("MONOTONIC_USEC={u}"));
+    }
     if let Some(e) = m.errno {
         lines.push(format!("ERRNO={e}"));
     }
@@ -128,10 +131,18 @@ fn notify_render_then_parse() {
             any::<bool>(),
             proptest::option::of(any::<u64>()),
             proptest::option::of(0i32..=i32::MAX),
+            proptest::option::of(any::<u64>()),
         ),
     )
         .prop_map(
-            |(ready, stopping, watchdog, status, main_pid, (reloading, trigger, extend, errno))| {
+            |(
+                ready,
+                stopping,
+                watchdog,
+                status,
+                main_pid,
+                (reloading, trigger, extend, errno, monotonic),
+            )| {
                 NotifyMsg {
                     ready,
                     stopping,
@@ -142,6 +153,9 @@ fn notify_render_then_parse() {
                     watchdog_trigger: trigger,
                     extend_timeout_usec: extend,
                     errno,
+                    monotonic_usec: monotonic,
+                    // Filled in at receipt, never parsed.
+                    monotonic_at: None,
                 }
             },
         );

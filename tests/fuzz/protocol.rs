@@ -192,6 +192,7 @@ fn protocol_response_round_trip() {
                 ok: *ok,
                 message: message.clone(),
                 data: data.clone(),
+                status: None,
             };
             let line = serde_json::to_vec(&r).map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert!(!line.contains(&b'\n'), "a response must stay one line");
