@@ -168,6 +168,10 @@ pub(super) struct ProcTable {
     /// Runs that may be waiting for a pid file (a superset: runs whose
     /// wait ended leave at the next poll).
     pid_waiting: std::collections::BTreeSet<RunId>,
+    /// When the pid files (and forking cgroups) are looked at next: an
+    /// absolute time, so that other wake-ups (a client polling `status`)
+    /// never push the look out forever.
+    pid_poll_at: Option<Instant>,
     /// Running units whose stop commands are under way, for the next one.
     stop_chains: HashMap<RunId, Arc<UnitSpec>>,
 }
@@ -342,7 +346,8 @@ impl ProcTable {
     /// pid file.
     pub(super) fn next_probe_deadline(&self) -> Option<Instant> {
         let procs = self.deadlines.first().map(|(d, _)| *d);
-        let polls = (!self.pid_waiting.is_empty()).then(|| Instant::now() + PID_POLL);
+        let polls =
+            (!self.pid_waiting.is_empty()).then(|| self.pid_poll_at.unwrap_or_else(Instant::now));
         procs.into_iter().chain(polls).min()
     }
 
@@ -1038,6 +1043,9 @@ impl Driver {
                 if let Some(c) = self.procs.runs.get_mut(&run) {
                     c.pid_wait = Some(now.checked_add(wait).unwrap_or(now));
                     self.procs.pid_waiting.insert(run);
+                    if self.procs.pid_poll_at.is_none() {
+                        self.procs.pid_poll_at = Some(now + PID_POLL);
+                    }
                 }
                 if spec.pid_file.is_none() {
                     return self.guess_main(run, now);
@@ -1097,6 +1105,7 @@ impl Driver {
         let t = &mut self.procs;
         t.pid_waiting
             .retain(|r| t.runs.get(r).is_some_and(|c| c.pid_wait.is_some()));
+        t.pid_poll_at = (!t.pid_waiting.is_empty()).then(|| now + PID_POLL);
         out
     }
 
