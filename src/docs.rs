@@ -159,6 +159,11 @@ const UNIT_KEYS: &[(&str, &[Key])] = &[
                 "\"normal\"",
             ),
             (
+                "sheddable",
+                "A normal unit that pressure-aware shedding ([shed] in supd.toml) stops after the optional ones when pressure stays high, and starts again once it stays low.",
+                "false",
+            ),
+            (
                 "output",
                 "Where stdout and stderr go: \"capture\" (one pipe; every line into the unit's log, see `supctl logs`, and echoed into supd's own log), \"inherit\" (supd's stdout/stderr; no unit log) or \"null\".",
                 "\"capture\"",
@@ -548,6 +553,46 @@ const CONFIG_KEYS: &[(&str, &[Key])] = &[
             "The state directory's filesystem, when it is mounted during boot: until it is there the lock state is unknown (only essential units start) and unit logs are kept in memory.",
             "none",
         )],
+    ),
+    (
+        "[shed]",
+        &[
+            (
+                "source",
+                "Pressure-aware shedding (off without this section) watches PSI through kernel triggers: \"subtree\" (supd's cgroup subtree's cpu/memory/io.pressure: its own services' stalls), \"system\" (/proc/pressure) or \"auto\" (the subtree when supd has one).",
+                "\"auto\"",
+            ),
+            (
+                "resources",
+                "Which of \"cpu\", \"memory\", \"io\" to watch.",
+                "all three",
+            ),
+            (
+                "above, below",
+                "Stall shares of the window (\"some\" line): pressure above `above` sheds, only pressure under `below` restores.",
+                "\"20%\", \"5%\"",
+            ),
+            (
+                "window",
+                "The PSI window, 500ms to 10s (without CAP_SYS_RESOURCE a multiple of 2s).",
+                "\"2s\"",
+            ),
+            (
+                "shed_after",
+                "Above for this long stops the optional units; as long again, the normal units with sheddable = true. Critical units are never shed; `supctl shed` wins while set.",
+                "\"4s\"",
+            ),
+            (
+                "restore_after",
+                "No pressure above `below` for this long brings one step back.",
+                "\"30s\"",
+            ),
+            (
+                "jitter",
+                "Units that come back start at random moments within this.",
+                "\"10s\"",
+            ),
+        ],
     ),
 ];
 

@@ -384,6 +384,10 @@ pub struct StatusReport {
     pub mount_table_problem: Option<String>,
     #[serde(default)]
     pub shed_level: Option<crate::unit::Priority>,
+    /// What pressure-aware shedding (`[shed]`) sheds now: null when
+    /// nothing, "optional" or "optional+sheddable".
+    #[serde(default)]
+    pub pressure_shed: Option<String>,
     #[serde(default)]
     pub shutting_down: bool,
     /// supd's containment: its cgroup subtree, or why it has only
@@ -575,6 +579,26 @@ pub enum EventBody {
         #[serde(default)]
         output: Option<String>,
     },
+    /// Units were shed or restored, by an operator (`supctl shed` /
+    /// `unshed`) or automatically under pressure (`[shed]`).
+    Shed {
+        /// "pressure" or "operator".
+        by: String,
+        /// True: units were shed; false: restored.
+        shed: bool,
+        /// What is shed now: "none", "optional", "optional+sheddable", or
+        /// the operator's level.
+        level: String,
+        /// The resource whose pressure decided (automatic sheds).
+        #[serde(default)]
+        resource: Option<String>,
+        /// The units this change covers.
+        #[serde(default)]
+        units: Vec<String>,
+        /// Anything else to say (a manual level that takes precedence).
+        #[serde(default)]
+        detail: Option<String>,
+    },
 }
 
 impl EventBody {
@@ -583,7 +607,7 @@ impl EventBody {
             EventBody::State { unit, .. }
             | EventBody::Lock { unit, .. }
             | EventBody::Probe { unit, .. } => Some(unit),
-            EventBody::LockState { .. } | EventBody::Mount { .. } => None,
+            EventBody::LockState { .. } | EventBody::Mount { .. } | EventBody::Shed { .. } => None,
         }
     }
 
@@ -645,6 +669,33 @@ impl EventBody {
                     .map(|o| format!(": {o}"))
                     .unwrap_or_default()
             ),
+            EventBody::Shed {
+                by,
+                shed,
+                level,
+                resource,
+                units,
+                detail,
+            } => {
+                let mut s = format!(
+                    "{} by {by}{}: {} (now shed: {level})",
+                    if *shed { "shed" } else { "unshed" },
+                    resource
+                        .as_ref()
+                        .map(|r| format!(" ({r} pressure)"))
+                        .unwrap_or_default(),
+                    if units.is_empty() {
+                        "no unit".to_string()
+                    } else {
+                        units.join(", ")
+                    }
+                );
+                if let Some(d) = detail {
+                    s.push_str("; ");
+                    s.push_str(d);
+                }
+                s
+            }
         }
     }
 }

@@ -506,3 +506,99 @@ fn resources_without_their_controller_are_refused_clearly() {
         "{detail}"
     );
 }
+
+/// `exec_stop_post` of a contained unit runs once its cgroup is empty:
+/// after the daemon that left the process group (and ignores SIGTERM) is
+/// gone too, as systemd runs ExecStopPost after the control group's kill.
+/// The post command records which of the unit's processes still exist.
+const STOP_POST: &str = r#"
+import os, sys
+token, out, procs = sys.argv[1], sys.argv[2], sys.argv[3]
+alive = []
+for p in os.listdir("/proc"):
+    if not p.isdigit():
+        continue
+    try:
+        cmd = open("/proc/%s/cmdline" % p, "rb").read()
+        state = open("/proc/%s/stat" % p).read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        continue
+    if ("DAEMON:" + token).encode() in cmd and state != "Z":
+        alive.append(p)
+members = [l for l in open(procs).read().split() if l != str(os.getpid())]
+open(out + ".tmp", "w").write("daemons=%s members=%s\n" % (alive, members))
+os.rename(out + ".tmp", out)
+"#;
+
+#[test]
+fn exec_stop_post_runs_after_the_cgroup_has_emptied() {
+    if skip("exec_stop_post_after_cgroup_empty") {
+        return;
+    }
+    let t = TempDir::new("cg-stoppost");
+    let script = write_daemon(t.path());
+    let token = t.path().display().to_string();
+    let state = t.path().join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let Some(subtree) = cgroup_subtree(&state) else {
+        eprintln!("SKIP exec_stop_post_after_cgroup_empty: no cgroup hierarchy");
+        return;
+    };
+    let procs = subtree.join("d.unit").join("cgroup.procs");
+    let record = t.path().join("stop-post.txt");
+    let post = t.path().join("post.py");
+    std::fs::write(&post, STOP_POST).expect("write post.py");
+    let unit = format!(
+        "{}exec_stop_post = [[\"python3\", {}, {}, {}, {}]]\n[stop]\ntimeout = \"1s\"\n",
+        sh_unit(
+            &format!(
+                "python3 {} {token} stubborn; exec sleep 600",
+                script.display()
+            ),
+            ""
+        ),
+        toml_str(&post.display().to_string()),
+        toml_str(&token),
+        toml_str(&record.display().to_string()),
+        toml_str(&procs.display().to_string()),
+    );
+    let supd = Supd::start_with(
+        "cg-stoppost",
+        &[("d", &unit)],
+        Options {
+            state_dir: Some(state.clone()),
+            ..Options::default()
+        },
+    );
+    let marker = format!("DAEMON:{token}");
+    // Up and ignoring SIGTERM (it writes daemon-up.PID after that).
+    wait_for("the daemon to run", Duration::from_secs(10), || {
+        let up = std::fs::read_dir(t.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("daemon-up."));
+        (up && processes_with(&marker).len() == 1).then_some(())
+    });
+    supd.wait_state("d", "running", Duration::from_secs(10));
+    let stop = Instant::now();
+    supd.ok(&["stop", "d"]);
+    let text = wait_for("the stop-post record", Duration::from_secs(20), || {
+        std::fs::read_to_string(&record).ok()
+    });
+    eprintln!(
+        "exec_stop_post ran {:.2}s after stop: {text}",
+        stop.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        text.trim(),
+        "daemons=[] members=[]",
+        "exec_stop_post ran while processes of the unit were left"
+    );
+    supd.wait_state("d", "stopped", Duration::from_secs(10));
+    assert!(processes_with(&marker).is_empty());
+    // The stop took the daemon's SIGKILL after the 1s timeout.
+    assert!(stop.elapsed() >= Duration::from_millis(900));
+    drop(supd);
+    remove_cgroups(&state);
+}

@@ -146,6 +146,37 @@ fn boots_as_pid1_keeps_data_and_locks_across_reboot() {
         !serial.contains("HOGK: survived"),
         "oom_policy = kill did not kill the group:\n{serial}"
     );
+    // Pressure-aware shedding ([shed] in packaging/vm/supd.toml): under
+    // the memory hog the optional unit is shed, and it returns once the
+    // hog is stopped.
+    assert!(
+        serial.contains("DRIVER: SHED-OK"),
+        "extra not shed under the memory hog:\n{serial}"
+    );
+    assert!(at("MEMHOG: allocating") < at("DRIVER: SHED-OK"));
+    assert!(
+        serial.contains("DRIVER: UNSHED-OK"),
+        "extra did not come back after the hog:\n{serial}"
+    );
+    let shed = serial
+        .rfind("memory pressure stayed above [shed] above: shedding step 1 (optional): extra")
+        .unwrap_or_else(|| panic!("extra never shed for memory pressure:\n{serial}"));
+    assert!(at("MEMHOG: allocating") < shed && shed < at("DRIVER: SHED-OK"));
+    // (Boot itself may stall the one CPU enough to shed and restore once
+    // before: the restore that counts is the last.)
+    let restored = serial
+        .rfind("restoring to step 0 (none): extra")
+        .unwrap_or_else(|| panic!("extra never restored:\n{serial}"));
+    for l in serial.lines().filter(|l| {
+        l.contains("MEMHOG")
+            || l.contains("SHED-OK")
+            || l.contains("shedding step")
+            || l.contains("restoring to step")
+    }) {
+        eprintln!("vm shed: {l}");
+    }
+    assert!(at("DRIVER: SHED-OK") < restored);
+    assert!(restored < at("DRIVER: UNSHED-OK"));
     // Every service killed; PID 1 survived and carried on.
     assert!(at("DRIVER: killing every process") < at("DRIVER: SOCKET-OK"));
     assert!(at("DRIVER: SOCKET-OK") < at("DRIVER: LOCKED"));

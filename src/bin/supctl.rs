@@ -1059,6 +1059,16 @@ fn print_status(r: &StatusReport, detailed: bool) {
     if let Some(level) = r.shed_level {
         println!("shedding: units at or below priority {level:?} are held down (`supctl unshed`)");
     }
+    if let Some(what) = &r.pressure_shed {
+        let note = if r.shed_level.is_some() {
+            " (the operator's level above wins)"
+        } else {
+            ""
+        };
+        println!(
+            "shedding under pressure: {what} units are held down until pressure stays low{note}"
+        );
+    }
     if r.shutting_down {
         println!("shutting down");
     }

@@ -242,6 +242,7 @@ fn main() -> ExitCode {
         mode,
         log: config.log,
         metrics,
+        shed: config.shed.clone(),
         skipped,
     };
     let seed = u64::from(std::process::id())

@@ -118,7 +118,10 @@ impl Groups {
                     }
                 }
             }
+            // Without the memory controller there is no memory.events:
+            // no failing open per spawn.
             if kind == GroupKind::Unit
+                && tree.controllers.iter().any(|c| c == "memory")
                 && let Some(n) = cgroup::oom_kills(&g.path)
             {
                 self.oom_seen.insert(unit.to_string(), n);
@@ -229,6 +232,13 @@ impl Groups {
 
     /// New OOM kills in `unit`'s group since last asked.
     pub(super) fn new_oom_kills(&mut self, unit: &str) -> u64 {
+        let memory = self
+            .containment
+            .tree()
+            .is_some_and(|t| t.controllers.iter().any(|c| c == "memory"));
+        if !memory {
+            return 0;
+        }
         let Some(g) = self.open.get(&(unit.to_string(), GroupKind::Unit)) else {
             return 0;
         };

@@ -73,6 +73,8 @@ pub struct Settings {
     pub metrics: Option<std::net::SocketAddr>,
     /// Units a lenient boot load left out, and why.
     pub skipped: crate::unit::load::Skipped,
+    /// Pressure-aware shedding (`[shed]` in supd.toml).
+    pub shed: Option<crate::config::ShedConfig>,
 }
 
 type ProbeResult = (RunId, ProbeKind, bool, Option<String>);
@@ -165,9 +167,53 @@ struct Sources {
     ready_rx: mpsc::UnboundedReceiver<RunId>,
     /// Units whose cgroup emptied.
     group_rx: mpsc::UnboundedReceiver<String>,
+    /// PSI triggers that fired (`[shed]`): (resource, high).
+    psi_rx: mpsc::UnboundedReceiver<(crate::engine::shed::Resource, bool)>,
     foreign_rx: mpsc::UnboundedReceiver<i32>,
     /// Scrapes of /metrics, /healthz, /readyz (None: not serving).
     scrape_rx: Option<mpsc::Receiver<ScrapeRequest>>,
+}
+
+/// Arm `[shed]`'s PSI triggers and watch them; the policy the engine
+/// gets, or None when shedding is off or no trigger could be armed.
+fn start_psi(
+    settings: &Settings,
+    containment: &crate::world::cgroup::Containment,
+    tx: mpsc::UnboundedSender<(crate::engine::shed::Resource, bool)>,
+) -> Option<crate::engine::shed::ShedPolicy> {
+    use crate::config::PsiSource;
+    let cfg = settings.shed.as_ref()?;
+    let subtree = match (cfg.source, containment.tree()) {
+        (PsiSource::System, _) | (PsiSource::Auto, None) => None,
+        (_, Some(t)) => Some(t.dir.clone()),
+        (PsiSource::Subtree, None) => {
+            tracing::error!(
+                "[shed] source = \"subtree\" but supd has no cgroup subtree (containment is process groups): pressure-aware shedding is off; use source = \"system\" or \"auto\""
+            );
+            return None;
+        }
+    };
+    let (armed, failed) = crate::world::psi::arm_all(cfg, subtree.as_deref());
+    for f in &failed {
+        tracing::warn!("[shed]: cannot arm a pressure trigger on {f}");
+    }
+    if armed.is_empty() {
+        tracing::error!(
+            "[shed]: no pressure trigger could be armed: pressure-aware shedding is off"
+        );
+        return None;
+    }
+    let mut watched: Vec<String> = armed.iter().map(|t| t.path.display().to_string()).collect();
+    watched.dedup();
+    tracing::info!(
+        "[shed]: watching {} (above {}%, below {}%, window {:?})",
+        watched.join(", "),
+        f64::from(cfg.above) / 100.0,
+        f64::from(cfg.below) / 100.0,
+        cfg.policy.window
+    );
+    crate::world::psi::watch(armed, tx);
+    Some(cfg.policy)
 }
 
 fn wall_ms() -> u64 {
@@ -325,6 +371,9 @@ async fn main_loop(
             }
             Some(run) = src.ready_rx.recv() => d.feed(Event::ReadyFd { run }),
             Some(pid) = src.foreign_rx.recv() => d.foreign_exited(pid),
+            Some((resource, high)) = src.psi_rx.recv() => {
+                d.feed(Event::Pressure { resource, high, wall_ms: wall_ms() })
+            }
             Some(unit) = src.group_rx.recv() => {
                 if let Some(run) = d.groups.emptied(&unit) {
                     let mut evs = Vec::new();
@@ -332,9 +381,17 @@ async fn main_loop(
                     if n > 0 {
                         evs.push(Event::OomKilled { run, count: n });
                     }
-                    evs.push(Event::GroupEmpty { run });
-                    evs.extend(d.pidless_ended(run));
-                    d.feed_many(evs);
+                    match d.stop_post_on_empty(run) {
+                        Some(started) => evs.extend(started),
+                        None => {
+                            evs.push(Event::GroupEmpty { run });
+                            // A forking run without a main process ends here.
+                            evs.extend(d.pidless_ended(run));
+                        }
+                    }
+                    if !evs.is_empty() {
+                        d.feed_many(evs);
+                    }
                 }
             }
             Some(req) = async { match src.scrape_rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
@@ -468,12 +525,15 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
             tracing::warn!("containment: {containment}")
         }
     }
+    let (psi_tx, psi_rx) = mpsc::unbounded_channel();
+    let shed_policy = start_psi(&settings, &groups.containment, psi_tx);
     let mut engine = Engine::new(
         set,
         EngineConfig {
             max_parallel_starts: settings.max_parallel_starts,
             seed,
             containment: Some(containment),
+            shed: shed_policy,
         },
         table,
     );
@@ -572,6 +632,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         probe_rx,
         ready_rx,
         group_rx,
+        psi_rx,
         foreign_rx,
         scrape_rx,
     };

@@ -111,6 +111,13 @@ struct RunCtx {
     /// last look (taken only when two looks agree: a double fork may be
     /// under way at the first).
     guessed: Option<mainpid::Guess>,
+    /// The main process exited while other processes of the contained
+    /// run were left: `exec_stop_post` waits for the group to empty (as
+    /// systemd runs ExecStopPost after the control group is gone).
+    post_on_empty: bool,
+    /// The group emptied and its `GroupEmpty` is held until the stop-post
+    /// commands finish (the unit is not down before they ran).
+    empty_held: bool,
 }
 
 /// How many recently reaped unknown pids are remembered (a forking
@@ -635,7 +642,19 @@ impl Driver {
                     if let Some(c) = self.procs.runs.get_mut(&run) {
                         c.exited = Some(status);
                     }
-                    exits.extend(self.run_step(run, Step::StopPost(0)));
+                    let left = self
+                        .groups
+                        .dir_of(run)
+                        .is_some_and(|d| crate::world::cgroup::populated(&d).unwrap_or(false));
+                    if left && let Some(c) = self.procs.runs.get_mut(&run) {
+                        // The engine hears of the exit now (it decides how
+                        // the rest of the group ends); the stop-post
+                        // commands run once the group is empty.
+                        c.post_on_empty = true;
+                        exits.push(Event::ProcessExited { run, status });
+                    } else {
+                        exits.extend(self.run_step(run, Step::StopPost(0)));
+                    }
                 }
                 Next::ChainStop(run, spec, i) => exits.extend(self.stop_command(run, spec, i)),
             }
@@ -736,6 +755,8 @@ impl Driver {
                 exited: None,
                 pid_wait: None,
                 guessed: None,
+                post_on_empty: false,
+                empty_held: false,
             },
         );
         match first {
@@ -1071,14 +1092,29 @@ impl Driver {
                 self.run_step(run, Step::StopPost(i + 1))
             }
             Step::StopPost(_) => {
-                let status = self
-                    .procs
-                    .forget(run)
-                    .and_then(|c| c.exited)
-                    .unwrap_or(ExitStatus::Exited(0));
+                let Some(c) = self.procs.forget(run) else {
+                    return vec![];
+                };
+                if c.empty_held {
+                    // The exit was told already; now the run is over.
+                    return vec![Event::GroupEmpty { run }];
+                }
+                let status = c.exited.unwrap_or(ExitStatus::Exited(0));
                 vec![Event::ProcessExited { run, status }]
             }
         }
+    }
+
+    /// `run`'s group emptied. If its stop-post commands were waiting for
+    /// that, they start now and the `GroupEmpty` is held until they end:
+    /// returns what starting them produced. None: feed `GroupEmpty`.
+    pub(super) fn stop_post_on_empty(&mut self, run: RunId) -> Option<Vec<Event>> {
+        let c = self.procs.runs.get_mut(&run)?;
+        if !c.post_on_empty || c.empty_held {
+            return None;
+        }
+        c.empty_held = true;
+        Some(self.run_step(run, Step::StopPost(0)))
     }
 
     /// `supctl reload-unit` for a unit with `reload_exec`.
@@ -1398,6 +1434,8 @@ impl Driver {
                     exited: None,
                     pid_wait: None,
                     guessed: None,
+                    post_on_empty: false,
+                    empty_held: false,
                 },
             );
             return if spec.stop.exec.is_some() {

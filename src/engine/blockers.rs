@@ -32,6 +32,12 @@ pub enum Blocker {
     LockStateUnknown(String),
     OperatorStopped,
     Shed(Priority),
+    /// Shed automatically under pressure (`[shed]`), at `step`; or, with
+    /// `until`, released by a restore and starting at a jittered moment.
+    Pressure {
+        step: u8,
+        until: Option<Instant>,
+    },
     MountMissing(MountProblem),
     /// A `requires` dependency is not ready; `why` describes it.
     WaitingFor {
@@ -87,6 +93,14 @@ impl Blocker {
             Blocker::Shed(level) => {
                 format!("shed (priority at or below {level:?}); `supctl unshed` brings it back")
             }
+            Blocker::Pressure { step, until: None } => format!(
+                "shed under pressure (step {step} of {}: [shed] in supd.toml); it starts again once pressure stays low",
+                super::shed::MAX_STEP
+            ),
+            Blocker::Pressure { until: Some(t), .. } => format!(
+                "pressure fell: starting in {:.1}s (restores are spread out)",
+                t.saturating_duration_since(now).as_secs_f64()
+            ),
             Blocker::MountMissing(p) => format!("waiting for mount: {p}"),
             Blocker::WaitingFor { unit: dep, why } if why.is_empty() => {
                 format!("waiting for required unit {dep}")
@@ -144,6 +158,19 @@ impl Engine {
             && spec.priority <= level
         {
             block!(Blocker::Shed(level));
+        }
+        if self.shed.is_none() {
+            if self.auto_shed.sheds(spec) {
+                block!(Blocker::Pressure {
+                    step: self.auto_shed.step(),
+                    until: None
+                });
+            } else if let Some(t) = self.auto_shed.held(id) {
+                block!(Blocker::Pressure {
+                    step: self.auto_shed.step(),
+                    until: Some(t)
+                });
+            }
         }
         if let Some(p) = &u.mount_refused {
             block!(Blocker::MountMissing(p.clone()));
@@ -335,6 +362,7 @@ impl Engine {
                 if self.locks.holders(&spec.name).is_some()
                     || (self.locks.unknown_reason().is_some() && !spec.essential)
                     || self.shed.is_some_and(|l| spec.priority <= l)
+                    || (self.shed.is_none() && self.auto_shed.sheds(spec))
                     || spec.mounts.iter().any(|m| self.mount_check(m).is_err())
                 {
                     return false;

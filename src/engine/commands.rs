@@ -440,6 +440,7 @@ impl Engine {
             }
             Request::Shed { level } => {
                 self.shed = Some(level);
+                self.manual_shed_changed(Some(level));
                 self.audit(
                     &peer,
                     wall_ms,
@@ -481,6 +482,7 @@ impl Engine {
             }
             Request::Unshed => {
                 self.shed = None;
+                self.manual_shed_changed(None);
                 self.audit(&peer, wall_ms, None, None, "unshed", None, "ok");
                 self.reply(req, Response::ok("unshed: shed units may start again"));
             }

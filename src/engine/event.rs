@@ -187,6 +187,13 @@ pub enum Event {
         run: RunId,
         count: u64,
     },
+    /// A kernel PSI trigger fired: `resource`'s stall share went above
+    /// `[shed] above` (`high`) or `below` (not `high`) within the window.
+    Pressure {
+        resource: super::shed::Resource,
+        high: bool,
+        wall_ms: u64,
+    },
     /// The cgroup of a contained `run` has no process left (it may come
     /// before or after the main process's `ProcessExited`).
     GroupEmpty {

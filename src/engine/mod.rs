@@ -25,6 +25,7 @@ pub mod blockers;
 pub mod event;
 pub mod locks;
 pub mod restart;
+pub mod shed;
 pub mod timeline;
 pub mod timers;
 pub mod unit_state;
@@ -32,7 +33,7 @@ pub mod unit_state;
 mod commands;
 pub use commands::rfc3339;
 mod status;
-pub use status::{EngineMetrics, STATE_WORDS, UnitMetrics};
+pub use status::{EngineMetrics, STATE_WORDS, ShedMetrics, UnitMetrics};
 
 #[cfg(test)]
 mod sim;
@@ -93,6 +94,8 @@ pub struct EngineConfig {
     pub seed: u64,
     /// supd's containment in words, for `status` (the driver's finding).
     pub containment: Option<String>,
+    /// Pressure-aware shedding (`[shed]` in supd.toml), when configured.
+    pub shed: Option<shed::ShedPolicy>,
 }
 
 impl Default for EngineConfig {
@@ -101,6 +104,7 @@ impl Default for EngineConfig {
             max_parallel_starts: 16,
             seed: 0x5eed,
             containment: None,
+            shed: None,
         }
     }
 }
@@ -261,6 +265,9 @@ pub struct Engine {
     shutdown: Option<ShutdownKind>,
     shutdown_done: bool,
     shed: Option<crate::unit::Priority>,
+    /// Automatic shedding under pressure (shed.rs); an operator's `shed`
+    /// level, when set, wins over it.
+    auto_shed: shed::AutoShed,
     /// Units in `Starting`, kept in step by `set_state` (the cap is checked
     /// for every unit on every pass).
     starting: usize,
@@ -306,6 +313,7 @@ impl Engine {
             timers: TimerTable::default(),
             pending: Vec::new(),
             rng: Rng::new(cfg.seed),
+            auto_shed: shed::AutoShed::new(cfg.shed),
             cfg,
             shutdown: None,
             shutdown_done: false,
@@ -482,6 +490,7 @@ impl Engine {
             .into_iter()
             .chain(grace)
             .chain(retry)
+            .chain(self.auto_shed.next_deadline())
             .min()
     }
 
@@ -934,7 +943,22 @@ impl Engine {
                     m.why = why;
                 }
             }
-            Event::Tick => self.on_timers(now),
+            Event::Tick => {
+                self.on_timers(now);
+                if let Some(c) = self.auto_shed.tick(now) {
+                    let wall_ms = self.auto_shed.wall_ms(now);
+                    self.on_shed_change(now, c, wall_ms);
+                }
+            }
+            Event::Pressure {
+                resource,
+                high,
+                wall_ms,
+            } => {
+                if let Some(c) = self.auto_shed.pressure(now, resource, high, wall_ms) {
+                    self.on_shed_change(now, c, wall_ms);
+                }
+            }
             Event::Command {
                 req,
                 peer,
@@ -1514,6 +1538,7 @@ impl Engine {
                     | StopReason::MountLost(_)
                     | StopReason::Shutdown
                     | StopReason::Shed
+                    | StopReason::Pressure
                     | StopReason::Unowned
                     | StopReason::Removed => self.set_state(id, UnitState::Inactive),
                 }
@@ -2141,6 +2166,9 @@ impl Engine {
         if self.shed.is_some_and(|l| spec.priority <= l) {
             return Some(StopReason::Shed);
         }
+        if self.shed.is_none() && self.auto_shed.sheds(spec) {
+            return Some(StopReason::Pressure);
+        }
         if u.restart_requested {
             return Some(StopReason::Restart);
         }
@@ -2217,7 +2245,12 @@ impl Engine {
                     // reason that forbids starting cancels it.
                     if self.start_blockers(id, now, true).iter().any(|b| {
                         b.refuses_manual_start()
-                            || matches!(b, Blocker::OperatorStopped | Blocker::Shed(_))
+                            || matches!(
+                                b,
+                                Blocker::OperatorStopped
+                                    | Blocker::Shed(_)
+                                    | Blocker::Pressure { until: None, .. }
+                            )
                     }) {
                         self.timers.cancel(id, TimerKind::RestartAt);
                         self.set_state(id, UnitState::Inactive);

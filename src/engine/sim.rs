@@ -121,6 +121,10 @@ struct Sim {
     /// Runs taken over rather than started: they do not count against
     /// the cap on concurrent starts (they were started long ago).
     adopted_runs: BTreeSet<RunId>,
+    /// `[shed]` timing for this seed (kept across a re-exec).
+    shed_policy: crate::engine::shed::ShedPolicy,
+    /// The simulated host is under pressure: PSI triggers fire "high".
+    pressure_on: bool,
 }
 
 fn mount_table(mounted: &BTreeMap<PathBuf, bool>) -> MountTable {
@@ -233,6 +237,12 @@ impl Sim {
                 let t = (i + 1 + (rng.next_u64() % (n as u64 - 1)) as usize) % n;
                 s.on_failure.push(format!("u{t}"));
             }
+            s.priority = match rng.next_u64() % 4 {
+                0 => crate::unit::Priority::Optional,
+                1 => crate::unit::Priority::Critical,
+                _ => crate::unit::Priority::Normal,
+            };
+            s.sheddable = rng.one_in(2);
             specs.insert(name, s);
         }
         let set: UnitSet = crate::graph::build(specs.values().cloned().collect())
@@ -245,11 +255,18 @@ impl Sim {
         }
         let cap = 1 + (rng.next_u64() % 4) as u32;
         let t0 = Instant::now();
+        let shed_policy = crate::engine::shed::ShedPolicy {
+            window: Duration::from_secs(1),
+            shed_after: Duration::from_millis(rng.next_u64() % 2000),
+            restore_after: Duration::from_millis(1000 + rng.next_u64() % 3000),
+            jitter: Duration::from_millis(rng.next_u64() % 1500),
+        };
         let mut engine = Engine::new(
             set.clone(),
             EngineConfig {
                 max_parallel_starts: cap,
                 seed,
+                shed: Some(shed_policy),
                 ..Default::default()
             },
             mount_table(&mounted),
@@ -292,6 +309,8 @@ impl Sim {
             cap,
             set,
             adopted_runs: BTreeSet::new(),
+            shed_policy,
+            pressure_on: false,
         };
         // A previous supd left some units running (with a daemon, and a
         // main process it may or may not vouch for), and some locked on
@@ -530,6 +549,23 @@ impl Sim {
                 ));
             }
         }
+        // Shedding takes effect: a unit the winning level sheds is on its
+        // way down (manual wins: with an operator's level set, pressure
+        // stops nothing that level does not name).
+        for (_, u) in self.engine.units() {
+            let spec = u.effective();
+            let shed = match self.engine.manual_shed() {
+                Some(l) => spec.priority <= l,
+                None => self.engine.auto_shed().sheds(spec),
+            };
+            let up = matches!(
+                u.state,
+                UnitState::Starting { .. } | UnitState::Running { .. }
+            );
+            if shed && up && u.stop_pending.is_none() {
+                self.fail(&format!("{} keeps running while shed", spec.name));
+            }
+        }
         // Adoption never resurrects a locked unit: once the lock state is
         // known, a locked unit that runs is stopping (or waits for its
         // dependents to stop first).
@@ -617,6 +653,30 @@ impl Sim {
                 }
                 if self.op_stopped.contains(&name) {
                     self.fail(&format!("spawned {name} after an operator stop"));
+                }
+                // Shedding: an operator's level wins while set; otherwise
+                // nothing shed under pressure starts, nor a released unit
+                // before its jittered moment.
+                match self.engine.manual_shed() {
+                    Some(l) if spec.priority <= l => {
+                        self.fail(&format!("spawned {name} while an operator shed it"))
+                    }
+                    Some(_) => {}
+                    None => {
+                        let auto = self.engine.auto_shed();
+                        if auto.sheds(&spec) {
+                            self.fail(&format!("spawned {name} while it is shed under pressure"));
+                        }
+                        if self
+                            .engine
+                            .unit_id(&name)
+                            .is_some_and(|id| auto.held(id).is_some_and(|t| t > self.now))
+                        {
+                            self.fail(&format!(
+                                "spawned {name} before its jittered restore after pressure"
+                            ));
+                        }
+                    }
                 }
                 // (d) requires ready.
                 for dep in &spec.requires {
@@ -1198,13 +1258,34 @@ impl Sim {
             _ => {
                 let shed = self.rng.one_in(2);
                 if shed {
-                    self.command(Request::Shed {
-                        level: crate::unit::Priority::Optional,
-                    });
+                    let level = if self.rng.one_in(3) {
+                        crate::unit::Priority::Normal
+                    } else {
+                        crate::unit::Priority::Optional
+                    };
+                    self.command(Request::Shed { level });
                 } else {
                     self.command(Request::Unshed);
                 }
             }
+        }
+    }
+
+    /// PSI: pressure comes and goes in episodes; while it is on the
+    /// "high" trigger fires about once a window, the "low" one now and
+    /// then either way.
+    fn pressure(&mut self) {
+        if self.rng.one_in(12) {
+            self.pressure_on = !self.pressure_on;
+        }
+        let resource = crate::engine::shed::Resource::ALL[(self.rng.next_u64() % 3) as usize];
+        let high = self.pressure_on && !self.rng.one_in(5);
+        if high || self.rng.one_in(4) {
+            self.feed(Event::Pressure {
+                resource,
+                high,
+                wall_ms: 0,
+            });
         }
     }
 
@@ -1231,6 +1312,7 @@ impl Sim {
             EngineConfig {
                 max_parallel_starts: self.cap,
                 seed: self.seed ^ 0x5eed,
+                shed: Some(self.shed_policy),
                 ..Default::default()
             },
             mount_table(&self.mounted),
@@ -1290,7 +1372,11 @@ impl Sim {
                 _ => {
                     self.now = t_ext;
                     self.deliver_due();
-                    self.random_external();
+                    if self.rng.one_in(3) {
+                        self.pressure();
+                    } else {
+                        self.random_external();
+                    }
                 }
             }
         }
@@ -1468,14 +1554,18 @@ fn seeds() -> Vec<u64> {
 fn sim_seeds() {
     let start = std::time::Instant::now();
     let seeds = seeds();
+    let mut pressure_sheds = 0;
     for &seed in &seeds {
         let mut sim = Sim::new(seed);
         sim.run(1500);
+        pressure_sheds += sim.engine.auto_shed().counters.auto_sheds;
         sim.liveness();
     }
     eprintln!(
-        "sim: {} seeds x 1500 steps + liveness in {:?}",
+        "sim: {} seeds x 1500 steps + liveness in {:?} ({pressure_sheds} automatic shed steps seen)",
         seeds.len(),
         start.elapsed()
     );
+    // The pressure model must actually exercise shedding.
+    assert!(seeds.len() < 20 || pressure_sheds > 0);
 }

@@ -57,6 +57,8 @@ impl Engine {
                 .chain(self.skipped.notes.iter().cloned())
                 .collect(),
             shed_level: self.shed,
+            pressure_shed: (self.auto_shed.step() > 0)
+                .then(|| super::shed::level_word(self.auto_shed.step()).to_string()),
             shutting_down: self.shutdown.is_some(),
             containment: self.cfg.containment.clone(),
         }
@@ -337,6 +339,19 @@ pub struct EngineMetrics {
     /// Why supd is not ready (empty: ready) — every non-optional unit that
     /// should be up and is not, fail-closed lock state, shutdown.
     pub not_ready: Vec<String>,
+    pub shed: ShedMetrics,
+}
+
+/// Shedding, manual and automatic (`[shed]`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShedMetrics {
+    /// The automatic step (0 none, 1 optional, 2 also sheddable normal).
+    pub auto_step: u8,
+    /// An operator's `supctl shed` level is in effect.
+    pub manual: bool,
+    /// Units kept down by shedding now (either kind).
+    pub units_shed: usize,
+    pub counters: super::shed::ShedCounters,
 }
 
 impl Engine {
@@ -354,6 +369,7 @@ impl Engine {
             not_ready.push("shutting down".to_string());
         }
         let mut mounts_waiting = 0;
+        let mut units_shed = 0;
         for (id, u) in self.units() {
             if u.removed && !u.state.has_process() {
                 continue;
@@ -372,13 +388,21 @@ impl Engine {
             }
             let deliberately_down = u.want == Want::Down
                 || !locks.is_empty()
-                || self.shed.is_some_and(|l| spec.priority <= l);
+                || self.shed.is_some_and(|l| spec.priority <= l)
+                || (self.shed.is_none()
+                    && (self.auto_shed.sheds(spec) || self.auto_shed.held(id).is_some()));
             if !ready
                 && !u.removed
                 && spec.priority != crate::unit::Priority::Optional
                 && !deliberately_down
             {
                 not_ready.push(format!("{} is {}", spec.name, self.state_word(id)));
+            }
+            if !u.removed
+                && (self.shed.is_some_and(|l| spec.priority <= l)
+                    || (self.shed.is_none() && self.auto_shed.sheds(spec)))
+            {
+                units_shed += 1;
             }
             units.push(UnitMetrics {
                 name: spec.name.clone(),
@@ -405,6 +429,12 @@ impl Engine {
             mounts_waiting,
             lock_state_ok: self.locks.unknown_reason().is_none(),
             not_ready,
+            shed: ShedMetrics {
+                auto_step: self.auto_shed.step(),
+                manual: self.shed.is_some(),
+                units_shed,
+                counters: self.auto_shed.counters.clone(),
+            },
         }
     }
 }

@@ -1995,3 +1995,109 @@ fn disabled_units_stay_down_at_boot_but_a_running_one_is_kept() {
     assert!(matches!(t.state("off"), UnitState::Inactive));
     assert!(t.why("off").contains("disabled"), "{}", t.why("off"));
 }
+
+/// Issue 15, pressure-aware shedding: sustained pressure sheds optional
+/// units, then sheddable normal ones (never others); an operator's level
+/// wins while set; quiet restores step by step with jittered starts; every
+/// change is published and audited.
+#[test]
+fn pressure_sheds_in_steps_manual_wins_and_quiet_restores_with_jitter() {
+    use crate::engine::shed::{Resource, ShedPolicy};
+    use crate::protocol::EventBody;
+    use crate::unit::Priority;
+    let mut opt = longrun("opt");
+    opt.priority = Priority::Optional;
+    let mut norm = longrun("norm");
+    norm.sheddable = true;
+    let plain = longrun("plain");
+    let mut t = T::new(vec![]);
+    let set = crate::graph::build(vec![opt, norm, plain]).expect("valid set");
+    t.e = Engine::new(
+        set,
+        EngineConfig {
+            seed: 7,
+            shed: Some(ShedPolicy {
+                window: Duration::from_secs(2),
+                shed_after: Duration::from_secs(4),
+                restore_after: Duration::from_secs(10),
+                jitter: Duration::from_secs(3),
+            }),
+            ..Default::default()
+        },
+        table(&[]),
+    );
+    t.feed(Event::LocksLoaded(LocksLoad::Loaded(LockMap::new())));
+    assert!(t.running("opt") && t.running("norm") && t.running("plain"));
+    assert_eq!(t.e.next_deadline(), None, "no pressure: no wake-up");
+    let high = |t: &mut T, secs: u64| {
+        t.now += Duration::from_secs(secs);
+        t.feed(Event::Pressure {
+            resource: Resource::Cpu,
+            high: true,
+            wall_ms: 1_000,
+        })
+    };
+    let stopped = |acts: &[Action], t: &T, name: &str| {
+        let run = t.run_of(name);
+        acts.iter()
+            .any(|a| matches!(a, Action::Signal { run: r, .. } | Action::SignalMain { run: r, .. } if *r == run))
+    };
+    high(&mut t, 0);
+    high(&mut t, 2);
+    let acts = high(&mut t, 2);
+    assert!(stopped(&acts, &t, "opt"), "{acts:?}");
+    assert!(!stopped(&acts, &t, "norm"));
+    assert!(published(&acts).iter().any(|b| matches!(b,
+        EventBody::Shed { by, shed: true, units, resource: Some(r), .. }
+            if by == "pressure" && units == &["opt".to_string()] && r == "cpu")));
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::Audit(e) if e.action == "shed (pressure)"))
+    );
+    t.exit("opt", 143);
+    assert!(
+        t.why("opt").contains("shed under pressure"),
+        "{}",
+        t.why("opt")
+    );
+    high(&mut t, 2);
+    let acts = high(&mut t, 2);
+    assert!(stopped(&acts, &t, "norm"), "{acts:?}");
+    assert!(!stopped(&acts, &t, "plain"));
+    t.exit("norm", 143);
+    assert!(t.running("plain"));
+    // The operator's level wins: only what it names is shed.
+    let (_, acts) = t.cmd(Request::Shed {
+        level: Priority::Optional,
+    });
+    assert!(t.running("norm"), "{acts:?}");
+    assert!(!t.running("opt"));
+    // More pressure changes nothing while the operator's level is set.
+    high(&mut t, 2);
+    assert!(t.running("norm"));
+    // Unshed: the automatic step applies again.
+    let (_, acts) = t.cmd(Request::Unshed);
+    assert!(stopped(&acts, &t, "norm"), "{acts:?}");
+    t.exit("norm", 143);
+    // Quiet: one step back after restore_after; the released unit starts
+    // within the jitter, not at once.
+    let acts = t.advance(Duration::from_secs(10));
+    assert!(published(&acts).iter().any(|b| matches!(b,
+        EventBody::Shed { by, shed: false, units, .. } if by == "pressure" && units == &["norm".to_string()])));
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::Audit(e) if e.action == "unshed (pressure)"))
+    );
+    let held = !t.running("norm");
+    if held {
+        assert!(t.why("norm").contains("pressure fell"), "{}", t.why("norm"));
+        t.advance(Duration::from_secs(3));
+    }
+    assert!(t.running("norm"));
+    assert!(!t.running("opt"));
+    t.advance(Duration::from_secs(10));
+    t.advance(Duration::from_secs(3));
+    assert!(t.running("opt"));
+    assert_eq!(t.e.auto_shed().step(), 0);
+    assert_eq!(t.e.next_deadline(), None, "restored: no wake-up left");
+}

@@ -50,6 +50,7 @@ pub enum Wait {
     Backoff(Option<Box<str>>),
     Operator,
     Shed,
+    Pressure,
     Shutdown,
     Removed,
 }
@@ -63,6 +64,7 @@ impl Wait {
             Blocker::LockStateUnknown(why) => Wait::LockUnknown(why.as_str().into()),
             Blocker::OperatorStopped => Wait::Operator,
             Blocker::Shed(_) => Wait::Shed,
+            Blocker::Pressure { .. } => Wait::Pressure,
             Blocker::MountMissing(p) => Wait::Mount(Box::new(p.clone())),
             Blocker::WaitingFor { unit, .. } => Wait::Dependency(unit.as_str().into()),
             Blocker::Ordering { unit } => Wait::Ordering(unit.as_str().into()),
@@ -78,6 +80,7 @@ impl Wait {
             | (Wait::Removed, Blocker::Removed)
             | (Wait::Operator, Blocker::OperatorStopped)
             | (Wait::Shed, Blocker::Shed(_))
+            | (Wait::Pressure, Blocker::Pressure { .. })
             | (Wait::Backoff(_), Blocker::Backoff { .. }) => true,
             (Wait::Lock(h), Blocker::Locked { holders }) => **h == holders_text(holders),
             (Wait::LockUnknown(a), Blocker::LockStateUnknown(b)) => **a == **b,
@@ -383,6 +386,7 @@ fn segment(step: &Step, start_ms: u64, end_ms: Option<u64>) -> Segment {
                 ),
                 Wait::Operator => (WaitKind::Operator, "stopped by an operator".to_string()),
                 Wait::Shed => (WaitKind::Shed, "shed by an operator".to_string()),
+                Wait::Pressure => (WaitKind::Shed, "shed under pressure".to_string()),
                 Wait::Shutdown => (WaitKind::Shutdown, "supd is shutting down".to_string()),
                 Wait::Removed => (WaitKind::Removed, "its unit file was removed".to_string()),
             };

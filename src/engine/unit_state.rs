@@ -27,6 +27,8 @@ pub enum StopReason {
     StartTimeout,
     Shutdown,
     Shed,
+    /// Shed automatically: pressure stayed high (`[shed]`).
+    Pressure,
     /// The unit file was removed by a reload.
     Removed,
     /// `supctl restart`: stop, then start again.
@@ -52,6 +54,7 @@ impl std::fmt::Display for StopReason {
             StopReason::StartTimeout => write!(f, "not ready within its start timeout"),
             StopReason::Shutdown => write!(f, "system shutdown"),
             StopReason::Shed => write!(f, "shed by operator"),
+            StopReason::Pressure => write!(f, "shed under pressure"),
             StopReason::Removed => write!(f, "unit file removed"),
             StopReason::Restart => write!(f, "restart requested"),
             StopReason::Unowned => write!(

@@ -816,6 +816,9 @@ pub struct UnitSpec {
     pub restart: RestartSpec,
     pub stop: StopSpec,
     pub priority: Priority,
+    /// A `normal` unit that pressure-aware shedding (`[shed]` in
+    /// supd.toml) may stop after the optional ones (`sheddable = true`).
+    pub sheddable: bool,
     pub output: Output,
     pub resources: Resources,
     /// How much captured output to keep (`log_max_size`, `log_max_files`);
@@ -994,6 +997,7 @@ impl UnitSpec {
                 kill_mode: KillMode::Group,
             },
             priority: Priority::Normal,
+            sheddable: false,
             output: Output::Capture,
             resources: Resources::default(),
             log: LogSpec::default(),

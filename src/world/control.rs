@@ -466,6 +466,7 @@ async fn write_status(
         unit_file_problems: report.unit_file_problems.clone(),
         mount_table_problem: report.mount_table_problem.clone(),
         shed_level: report.shed_level,
+        pressure_shed: report.pressure_shed.clone(),
         shutting_down: report.shutting_down,
         containment: report.containment.clone(),
     };

@@ -256,6 +256,64 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+fn render_shed(o: &mut String, s: &crate::engine::ShedMetrics) {
+    family(
+        o,
+        "supd_shed_step",
+        "gauge",
+        "Automatic shedding under pressure ([shed]): 0 nothing, 1 optional units, 2 also sheddable normal units.",
+    );
+    let _ = writeln!(o, "supd_shed_step {}", s.auto_step);
+    family(
+        o,
+        "supd_shed_manual",
+        "gauge",
+        "1 while an operator's `supctl shed` is in effect (it wins over automatic shedding).",
+    );
+    let _ = writeln!(o, "supd_shed_manual {}", u8::from(s.manual));
+    family(
+        o,
+        "supd_units_shed",
+        "gauge",
+        "Units kept down by shedding now.",
+    );
+    let _ = writeln!(o, "supd_units_shed {}", s.units_shed);
+    family(
+        o,
+        "supd_shed_changes_total",
+        "counter",
+        "Shed and unshed changes, by operator or by pressure.",
+    );
+    let c = &s.counters;
+    for (by, dir, n) in [
+        ("pressure", "shed", c.auto_sheds),
+        ("pressure", "unshed", c.auto_restores),
+        ("operator", "shed", c.manual_sheds),
+        ("operator", "unshed", c.manual_unsheds),
+    ] {
+        let _ = writeln!(
+            o,
+            "supd_shed_changes_total{{by=\"{by}\",direction=\"{dir}\"}} {n}"
+        );
+    }
+    family(
+        o,
+        "supd_pressure_events_total",
+        "counter",
+        "PSI trigger firings: the stall share went above [shed] above (threshold=\"above\") or below (threshold=\"below\").",
+    );
+    for r in crate::engine::shed::Resource::ALL {
+        for (i, t) in ["above", "below"].iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "supd_pressure_events_total{{resource=\"{}\",threshold=\"{t}\"}} {}",
+                r.name(),
+                c.pressure[r as usize][i]
+            );
+        }
+    }
+}
+
 /// The Prometheus text exposition (format 0.0.4) of a snapshot.
 pub fn render(s: &Scrape) -> String {
     let mut o = String::with_capacity(4096);
@@ -415,6 +473,7 @@ pub fn render(s: &Scrape) -> String {
             "Units waiting for a required mount.",
         );
         let _ = writeln!(o, "supd_mounts_waiting {}", e.mounts_waiting);
+        render_shed(&mut o, &e.shed);
         family(
             &mut o,
             "supd_lock_state_ok",
@@ -497,6 +556,7 @@ mod tests {
                 mounts_waiting: 1,
                 lock_state_ok: true,
                 not_ready: vec![],
+                shed: Default::default(),
             }),
             orphans_reaped: 3,
             control_requests: vec![("status".into(), 5)],
@@ -514,6 +574,9 @@ mod tests {
             "supd_unit_startup_seconds{unit=\"web\"} 4.205",
             "supd_maintenance_locked{unit=\"web\",holder=\"al\\\"ice\\\\\"} 1",
             "supd_mounts_waiting 1",
+            "supd_shed_step 0",
+            "supd_shed_changes_total{by=\"pressure\",direction=\"shed\"} 0",
+            "supd_pressure_events_total{resource=\"cpu\",threshold=\"above\"} 0",
             "supd_lock_state_ok 1",
             "supd_orphans_reaped_total 3",
             "supd_control_requests_total{cmd=\"status\"} 5",

@@ -899,12 +899,13 @@ pub fn spawn(
             } else {
                 0
             };
-            (
-                c.policy | flag,
-                libc::sched_param {
-                    sched_priority: c.priority,
-                },
-            )
+            // musl's sched_param has more (SCHED_SPORADIC) fields than
+            // glibc's: start from all zeros, set the one we use (the
+            // static musl build for the VM and containers must compile).
+            // SAFETY: sched_param is plain integers; all-zero is valid.
+            let mut p: libc::sched_param = unsafe { std::mem::zeroed() };
+            p.sched_priority = c.priority;
+            (c.policy | flag, p)
         }),
         oom_score: match spec.oom_score_adjust {
             Some(v) => Some(cstr("oom_score_adjust", v.to_string().as_bytes())?),
