@@ -23,6 +23,8 @@ if [ "$(id -u)" = 0 ]; then
   command -v redis-server >/dev/null || need+=(redis-server)
   command -v redis-cli >/dev/null || need+=(redis-tools)
   command -v nginx >/dev/null || need+=(nginx-light)
+  # tests/forking.rs: Type=forking without PIDFile=, from its own unit.
+  [ -x /usr/sbin/apache2 ] || need+=(apache2)
   # tests/imported_services.rs runs these from their own Debian unit files.
   [ -x /usr/sbin/sshd ] || need+=(openssh-server)
   # The VM test (tests/vm.rs): QEMU, a Debian kernel, busybox, cpio.

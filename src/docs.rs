@@ -191,7 +191,7 @@ const UNIT_KEYS: &[(&str, &[Key])] = &[
             ("after", "Ordering only.", "[]"),
             (
                 "pid_file",
-                "With type = \"forking\": the command daemonizes; once it exited 0 the main process is the pid in this file (a live child of supd).",
+                "With type = \"forking\": the command daemonizes; once it exited 0 the main process is the pid in this file (a live child of supd). Without it (cgroup containment needed), the main process is the one process of the unit's cgroup whose parent is outside it; with several, none (stop signals the whole cgroup).",
                 "none",
             ),
             (
@@ -471,8 +471,28 @@ const UNIT_KEYS: &[(&str, &[Key])] = &[
             ),
             (
                 "pids_max",
-                "Most processes (and threads) the unit may have.",
+                "Most processes (and threads) the unit may have; \"99%\" is a share of the host's limit (memory_max/memory_high take a share of its memory likewise).",
                 "none",
+            ),
+            (
+                "oom_policy",
+                "After an OOM kill in the group: \"continue\", \"stop\" (the unit fails; [restart] decides) or \"kill\" (memory.oom.group: the kernel kills the whole group).",
+                "\"continue\"",
+            ),
+            (
+                "delegate",
+                "The unit's cgroup is chowned to its user, who may make sub-groups in it (systemd's Delegate=yes).",
+                "false",
+            ),
+            (
+                "device_policy",
+                "\"auto\" (all devices unless device_allow is given), \"closed\" (device_allow plus /dev/null, zero, full, random, urandom, tty, ptmx, pts) or \"strict\" (only device_allow). Enforced by a cgroup device program; the start is refused where it cannot be attached.",
+                "\"auto\"",
+            ),
+            (
+                "device_allow",
+                "Devices the unit may open: [\"/dev/net/tun rw\", \"char-rtc r\", \"block-loop rwm\"].",
+                "[]",
             ),
         ],
     ),

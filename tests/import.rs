@@ -71,10 +71,7 @@ fn refusals_are_errors_unless_lossy() {
         err.contains("hardened.service:6: error: SystemCallLog=:"),
         "{err}"
     );
-    assert!(
-        err.contains("hardened.service:7: error: TasksMax=:"),
-        "{err}"
-    );
+    assert!(err.contains("hardened.service:7: error: Slice=:"), "{err}");
     assert!(
         !out.join("hardened.toml").exists(),
         "written despite errors"

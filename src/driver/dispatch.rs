@@ -30,9 +30,13 @@ impl Driver {
     pub(super) fn notified(&mut self, r: notify::Received) {
         // A unit's processes are its cgroup's members (a daemon that left
         // the process group included), else its process group.
-        let run = self
-            .groups
-            .run_of_pid(r.pid)
+        // The sender's cgroup as recorded when the datagram was received
+        // first: a `systemd-notify --no-block` may be gone by now.
+        let run = r
+            .cgroup
+            .as_deref()
+            .and_then(|c| self.groups.run_of_cgroup_path(c))
+            .or_else(|| self.groups.run_of_pid(r.pid))
             .or_else(|| self.procs.run_of_member(r.pid))
             .or_else(|| self.procs.run_of_departed_sender(r.pid, r.uid));
         let Some(run) = run else {

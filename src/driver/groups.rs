@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::engine::RunId;
 use crate::world::cgroup::{self, Containment, EventsWatch, Group, GroupKind};
+use crate::world::devices;
 
 pub(super) struct Groups {
     pub(super) containment: Containment,
@@ -154,11 +155,18 @@ impl Groups {
     /// Write the unit's `[resources]` into its group before a spawn (only
     /// when they changed). Refused, with the reason, where they cannot be
     /// applied: without cgroups, or without the controller.
-    pub(super) fn apply_resources(
-        &mut self,
-        unit: &str,
-        r: &crate::unit::Resources,
-    ) -> Result<(), String> {
+    pub(super) fn apply_resources(&mut self, spec: &crate::unit::UnitSpec) -> Result<(), String> {
+        let (unit, r) = (spec.name.as_str(), &spec.resources);
+        if r.delegate
+            && let (Containment::Cgroup(_), Some(g)) = (
+                &self.containment,
+                self.open.get(&(unit.to_string(), GroupKind::Unit)),
+            )
+            && let Some((uid, gid)) = owner(spec)?
+        {
+            // Every start: the group may have been made afresh.
+            cgroup::delegate_to(&g.path, uid, gid)?;
+        }
         let tree = match &self.containment {
             Containment::Cgroup(t) => t,
             Containment::ProcessGroups { why } => {
@@ -186,6 +194,38 @@ impl Groups {
             return Ok(());
         }
         cgroup::apply(&g.path, r, &tree.controllers)?;
+        let was_restricted = self
+            .applied
+            .get(unit)
+            .is_some_and(|a| a.restricts_devices());
+        let refuse = |e: String| {
+            format!(
+                "[resources] device_policy/device_allow: {e}; supd will not run the unit without its device restriction"
+            )
+        };
+        match devices::rules(r) {
+            Some((rules, skipped)) => {
+                for why in skipped {
+                    tracing::warn!(unit = %unit, "device_allow: {why} (left out, as systemd does)");
+                }
+                let prog = devices::load(&devices::program(&rules)).map_err(refuse)?;
+                devices::attach(g.raw_dir(), &prog).map_err(refuse)?;
+            }
+            None if was_restricted => {
+                // The restriction was removed by a reload: a program that
+                // allows everything replaces the old one.
+                let all =
+                    [devices::DevType::Char, devices::DevType::Block].map(|ty| devices::Rule {
+                        ty,
+                        major: None,
+                        minor: None,
+                        access: 7,
+                    });
+                let prog = devices::load(&devices::program(&all))?;
+                devices::attach(g.raw_dir(), &prog)?;
+            }
+            None => {}
+        }
         self.applied.insert(unit.to_string(), r.clone());
         Ok(())
     }
@@ -251,6 +291,16 @@ impl Groups {
             return None;
         };
         let unit = cgroup::unit_of_pid(pid, tree)?;
+        self.current.get(&unit).copied()
+    }
+
+    /// The run living in the group a cgroup path names (the one recorded
+    /// when an sd_notify datagram was received).
+    pub(super) fn run_of_cgroup_path(&self, path: &str) -> Option<RunId> {
+        let Containment::Cgroup(tree) = &self.containment else {
+            return None;
+        };
+        let unit = cgroup::unit_of_cgroup_path(path, tree)?;
         self.current.get(&unit).copied()
     }
 
@@ -391,4 +441,24 @@ fn watch(unit: String, mut w: EventsWatch, tx: mpsc::UnboundedSender<String>) {
             }
         }
     });
+}
+
+/// Who a delegated group is handed to: the unit's user and group (None:
+/// root, who owns it already).
+fn owner(spec: &crate::unit::UnitSpec) -> Result<Option<(u32, u32)>, String> {
+    let Some(user) = &spec.user else {
+        return Ok(None);
+    };
+    let u = nix::unistd::User::from_name(user)
+        .map_err(|e| format!("[resources] delegate: looking up user {user:?}: {e}"))?
+        .ok_or_else(|| format!("[resources] delegate: no user {user:?} on this host"))?;
+    let gid = match &spec.group {
+        Some(g) => nix::unistd::Group::from_name(g)
+            .map_err(|e| format!("[resources] delegate: looking up group {g:?}: {e}"))?
+            .ok_or_else(|| format!("[resources] delegate: no group {g:?} on this host"))?
+            .gid
+            .as_raw(),
+        None => u.gid.as_raw(),
+    };
+    Ok(Some((u.uid.as_raw(), gid)))
 }

@@ -383,7 +383,11 @@ async fn main_loop(
                     }
                     match d.stop_post_on_empty(run) {
                         Some(started) => evs.extend(started),
-                        None => evs.push(Event::GroupEmpty { run }),
+                        None => {
+                            evs.push(Event::GroupEmpty { run });
+                            // A forking run without a main process ends here.
+                            evs.extend(d.pidless_ended(run));
+                        }
                     }
                     if !evs.is_empty() {
                         d.feed_many(evs);
@@ -805,7 +809,15 @@ impl Driver {
                 vec![]
             }
             Action::SignalMain { run, signal } => {
-                if let Ok(sig) = Signal::try_from(signal) {
+                // A forking run without a main process (pidless_ended):
+                // "the main process" is all of its group.
+                if self.is_pidless(run)
+                    && let Some(dir) = self.groups.dir_of(run)
+                {
+                    if let Err(e) = crate::world::cgroup::signal_all(&dir, signal) {
+                        tracing::warn!("signalling the processes of {}: {e}", dir.display());
+                    }
+                } else if let Ok(sig) = Signal::try_from(signal) {
                     self.procs.signal_main(run, sig);
                 }
                 vec![]

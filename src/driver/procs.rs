@@ -104,8 +104,13 @@ struct RunCtx {
     mounts: Vec<MountReq>,
     /// The main process's exit, held while `exec_stop_post` runs.
     exited: Option<ExitStatus>,
-    /// `type = "forking"`: read `pid_file` until this deadline.
+    /// `type = "forking"`: read `pid_file` (or guess from the cgroup)
+    /// until this deadline.
     pid_wait: Option<Instant>,
+    /// `type = "forking"` without `pid_file`: the cgroup's answer at the
+    /// last look (taken only when two looks agree: a double fork may be
+    /// under way at the first).
+    guessed: Option<mainpid::Guess>,
     /// The main process exited while other processes of the contained
     /// run were left: `exec_stop_post` waits for the group to empty (as
     /// systemd runs ExecStopPost after the control group is gone).
@@ -138,6 +143,10 @@ pub(super) struct ProcTable {
     run_pids: HashMap<RunId, i32>,
     /// Exec probes in flight -> probe pid.
     probe_pids: HashMap<(RunId, ProbeKind), i32>,
+    /// Forking runs whose main process could not be named (see
+    /// `guess_main`): tracked by their cgroup alone; the engine learns
+    /// their end when the group empties.
+    pidless: std::collections::HashSet<RunId>,
     /// Runs born in a cgroup: their end is the engine's to decide (by
     /// `GroupEmpty`), not a process-group SIGKILL at the main's exit.
     contained: std::collections::HashSet<RunId>,
@@ -166,6 +175,10 @@ pub(super) struct ProcTable {
     /// Runs that may be waiting for a pid file (a superset: runs whose
     /// wait ended leave at the next poll).
     pid_waiting: std::collections::BTreeSet<RunId>,
+    /// When the pid files (and forking cgroups) are looked at next: an
+    /// absolute time, so that other wake-ups (a client polling `status`)
+    /// never push the look out forever.
+    pid_poll_at: Option<Instant>,
     /// Running units whose stop commands are under way, for the next one.
     stop_chains: HashMap<RunId, Arc<UnitSpec>>,
 }
@@ -340,7 +353,8 @@ impl ProcTable {
     /// pid file.
     pub(super) fn next_probe_deadline(&self) -> Option<Instant> {
         let procs = self.deadlines.first().map(|(d, _)| *d);
-        let polls = (!self.pid_waiting.is_empty()).then(|| Instant::now() + PID_POLL);
+        let polls =
+            (!self.pid_waiting.is_empty()).then(|| self.pid_poll_at.unwrap_or_else(Instant::now));
         procs.into_iter().chain(polls).min()
     }
 
@@ -536,6 +550,9 @@ impl Driver {
             t.foreign.remove(&old);
         }
         t.put(pid, Proc::Main(run));
+        // A run without a main process has one now (`MAINPID=`): its end
+        // is that process's exit again, not its group emptying.
+        t.pidless.remove(&run);
         if self.groups.is_contained(run) {
             t.contained.insert(run);
             self.groups.record_main(run, pid, None);
@@ -708,11 +725,24 @@ impl Driver {
                 }];
             }
         }
+        if spec.forking
+            && spec.pid_file.is_none()
+            && let crate::world::cgroup::Containment::ProcessGroups { why } =
+                &self.groups.containment
+        {
+            return vec![Event::SpawnFailed {
+                run,
+                error: format!(
+                    "type = \"forking\" without `pid_file` needs cgroup containment to find the daemon, and supd has none here ({why}); give `pid_file`"
+                ),
+                mount: None,
+            }];
+        }
         let first = if !spec.exec_condition.is_empty() {
             Some(Step::Cond(0))
         } else if !spec.exec_start_pre.is_empty() {
             Some(Step::Pre(0))
-        } else if spec.pid_file.is_some() {
+        } else if spec.forking {
             Some(Step::Starter)
         } else {
             None
@@ -724,6 +754,7 @@ impl Driver {
                 mounts,
                 exited: None,
                 pid_wait: None,
+                guessed: None,
                 post_on_empty: false,
                 empty_held: false,
             },
@@ -804,9 +835,11 @@ impl Driver {
         // Helper commands belong to the unit: they run in its cgroup (a
         // forking unit's start command is its service).
         let group = self.groups.group_for(&spec.name, GroupKind::Unit);
-        if step == Step::Starter
+        // Limits and device rules hold from the first command of a start
+        // (a start command runs as the service does).
+        if matches!(step, Step::Cond(_) | Step::Pre(_) | Step::Starter)
             && group.is_some()
-            && let Err(e) = self.groups.apply_resources(&spec.name, &spec.resources)
+            && let Err(e) = self.groups.apply_resources(&spec)
         {
             return self.step_failed(run, step, false, e, None);
         }
@@ -1023,7 +1056,7 @@ impl Driver {
             Step::Pre(i) if i + 1 < spec.exec_start_pre.len() => {
                 self.run_step(run, Step::Pre(i + 1))
             }
-            Step::Pre(_) if spec.pid_file.is_some() => self.run_step(run, Step::Starter),
+            Step::Pre(_) if spec.forking => self.run_step(run, Step::Starter),
             Step::Pre(_) => self.main_and_posts(run),
             Step::Starter => {
                 let now = Instant::now();
@@ -1031,6 +1064,12 @@ impl Driver {
                 if let Some(c) = self.procs.runs.get_mut(&run) {
                     c.pid_wait = Some(now.checked_add(wait).unwrap_or(now));
                     self.procs.pid_waiting.insert(run);
+                    if self.procs.pid_poll_at.is_none() {
+                        self.procs.pid_poll_at = Some(now + PID_POLL);
+                    }
+                }
+                if spec.pid_file.is_none() {
+                    return self.guess_main(run, now);
                 }
                 self.read_pid_file(run, now)
             }
@@ -1088,12 +1127,144 @@ impl Driver {
         let waiting: Vec<RunId> = self.procs.pid_waiting.iter().copied().collect();
         let mut out = Vec::new();
         for run in waiting {
-            out.extend(self.read_pid_file(run, now));
+            let by_file = self
+                .procs
+                .runs
+                .get(&run)
+                .is_some_and(|c| c.spec.pid_file.is_some());
+            if by_file {
+                out.extend(self.read_pid_file(run, now));
+            } else {
+                out.extend(self.guess_main(run, now));
+            }
         }
         let t = &mut self.procs;
         t.pid_waiting
             .retain(|r| t.runs.get(r).is_some_and(|c| c.pid_wait.is_some()));
+        t.pid_poll_at = (!t.pid_waiting.is_empty()).then(|| now + PID_POLL);
         out
+    }
+
+    /// `type = "forking"` without `pid_file`, its start command exited 0:
+    /// name the main process from the unit's cgroup as systemd does — the
+    /// one process whose parent is not in the group (the daemon's root;
+    /// its workers descend from it). Taken when two looks `PID_POLL` apart
+    /// agree, so a double fork caught half-way (the intermediate child
+    /// still alive) is not mistaken for the daemon. Several roots: the run
+    /// goes on without a main process, tracked by its cgroup (stop
+    /// signals the whole group; it ends when the group is empty).
+    fn guess_main(&mut self, run: RunId, now: Instant) -> Vec<Event> {
+        let Some(ctx) = self.procs.runs.get(&run) else {
+            return vec![];
+        };
+        let spec = ctx.spec.clone();
+        let Some(deadline) = ctx.pid_wait else {
+            return vec![];
+        };
+        let Some(dir) = self.groups.dir_of(run) else {
+            self.procs.runs.remove(&run);
+            return vec![Event::SpawnFailed {
+                run,
+                error: "type = \"forking\" without `pid_file`: the unit's cgroup could not be made, so its daemon cannot be found; give `pid_file`".into(),
+                mount: None,
+            }];
+        };
+        let members: Vec<i32> = match crate::world::cgroup::pids(&dir) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(unit = %spec.name, "reading {}/cgroup.procs: {e}", dir.display());
+                Vec::new()
+            }
+        };
+        // supd's own helpers there (none at this step today) are not the
+        // service.
+        let members: Vec<i32> = members
+            .into_iter()
+            .filter(|p| !self.procs.procs.contains_key(p))
+            .collect();
+        let g = mainpid::guess(&members);
+        let settled = now >= deadline
+            || self
+                .procs
+                .runs
+                .get(&run)
+                .is_some_and(|c| c.guessed.as_ref() == Some(&g));
+        if !settled {
+            if let Some(c) = self.procs.runs.get_mut(&run) {
+                c.guessed = Some(g);
+            }
+            return vec![];
+        }
+        if let Some(c) = self.procs.runs.get_mut(&run) {
+            c.pid_wait = None;
+            c.guessed = None;
+        }
+        let cgroup = self
+            .groups
+            .group_for(&spec.name, GroupKind::Unit)
+            .map(|g| g.1);
+        let pid = match g {
+            mainpid::Guess::Empty => {
+                self.procs.runs.remove(&run);
+                return vec![Event::SpawnFailed {
+                    run,
+                    error: "the start command exited 0 and left no process in the unit's cgroup (the daemon died at once, or it does not fork: use type = \"longrun\")".into(),
+                    mount: None,
+                }];
+            }
+            mainpid::Guess::Main(pid) => {
+                tracing::info!(unit = %spec.name, "main process {pid} (the root of the unit's cgroup)");
+                self.set_main_pid(run, pid);
+                pid
+            }
+            mainpid::Guess::Several(roots) => {
+                tracing::warn!(
+                    unit = %spec.name,
+                    "no main process: {roots:?} in the unit's cgroup each have their parent outside it; the unit is tracked by its cgroup (stop signals every process in it)"
+                );
+                self.procs.pidless.insert(run);
+                self.procs.contained.insert(run);
+                0
+            }
+        };
+        let mut out = vec![Event::Spawned { run, pid, cgroup }];
+        if !spec.exec_start_post.is_empty() {
+            out.extend(self.run_step(run, Step::Post(0)));
+        }
+        out
+    }
+
+    /// A contained run's group emptied: a run without a main process
+    /// (see `guess_main`) has ended now, as if its main process exited 0
+    /// (its stop-post commands first).
+    pub(super) fn pidless_ended(&mut self, run: RunId) -> Vec<Event> {
+        if !self.procs.pidless.remove(&run) {
+            return vec![];
+        }
+        self.procs.contained.remove(&run);
+        self.procs.outputs.remove(&run);
+        for h in self.procs.helpers_of(run) {
+            let _ = killpg(Pid::from_raw(h), Signal::SIGKILL);
+        }
+        let status = ExitStatus::Exited(0);
+        let stop_post = self
+            .procs
+            .runs
+            .get(&run)
+            .is_some_and(|c| !c.spec.exec_stop_post.is_empty());
+        if stop_post {
+            if let Some(c) = self.procs.runs.get_mut(&run) {
+                c.exited = Some(status);
+            }
+            return self.run_step(run, Step::StopPost(0));
+        }
+        self.procs.runs.remove(&run);
+        vec![Event::ProcessExited { run, status }]
+    }
+
+    /// Is this run without a main process (tracked by its cgroup alone)?
+    pub(super) fn is_pidless(&self, run: RunId) -> bool {
+        self.procs.pidless.contains(&run)
     }
 
     /// Adopt the pid in a forking unit's pid file as its main process,
@@ -1177,7 +1348,7 @@ impl Driver {
             _ => None,
         };
         let group = self.groups.group_for(&spec.name, GroupKind::Unit);
-        if let Err(error) = self.groups.apply_resources(&spec.name, &spec.resources) {
+        if let Err(error) = self.groups.apply_resources(spec) {
             return Event::SpawnFailed {
                 run,
                 error,
@@ -1252,7 +1423,9 @@ impl Driver {
     /// then its stop-post commands, as a script of its own whose end is
     /// the run's end.
     pub(super) fn stop_exec(&mut self, run: RunId, spec: Arc<UnitSpec>) -> Vec<Event> {
-        if self.procs.main_pid(run).is_none() {
+        // (A forking run without a main process is running: its stop
+        // commands stop it like any other.)
+        if self.procs.main_pid(run).is_none() && !self.procs.pidless.contains(&run) {
             self.procs.runs.insert(
                 run,
                 RunCtx {
@@ -1260,6 +1433,7 @@ impl Driver {
                     mounts: vec![],
                     exited: None,
                     pid_wait: None,
+                    guessed: None,
                     post_on_empty: false,
                     empty_held: false,
                 },

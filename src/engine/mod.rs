@@ -1140,6 +1140,16 @@ impl Engine {
                     u.oom_kills = u.oom_kills.saturating_add(count);
                     u.oom_run = Some(run);
                     tracing::warn!(unit = %u.spec.name, "the kernel's OOM killer killed {count} process(es) of it");
+                    // oom_policy = "stop": one OOM kill ends the run, as
+                    // a failure (systemd's OOMPolicy=stop).
+                    if u.spec.resources.oom_policy == crate::unit::OomPolicy::Stop
+                        && matches!(
+                            u.state,
+                            UnitState::Starting { run: r, .. } | UnitState::Running { run: r, .. } if r == run
+                        )
+                    {
+                        self.begin_stop(id, now, StopReason::OutOfMemory);
+                    }
                 }
             }
             Event::Adopted {
@@ -1796,6 +1806,9 @@ impl Engine {
                     }
                     StopReason::StartFailed(what) => {
                         self.after_failure(id, now, FailReason::SpawnFailed(what), false);
+                    }
+                    StopReason::OutOfMemory => {
+                        self.after_failure(id, now, FailReason::Exited(status), false);
                     }
                     StopReason::Operator
                     | StopReason::Maintenance

@@ -758,6 +758,34 @@ fn stop_answers_only_when_the_group_is_empty() {
 }
 
 #[test]
+fn oom_policy_stop_fails_the_run_and_continue_keeps_it() {
+    let mut st = longrun("st");
+    st.resources.oom_policy = crate::unit::OomPolicy::Stop;
+    st.restart.policy = RestartPolicy::Never;
+    let mut t = contained(vec![st, longrun("co")]);
+    let (rs, rc) = (t.run_of("st"), t.run_of("co"));
+    // An OOM kill of a worker: `continue` goes on while its main lives.
+    t.feed(Event::OomKilled { run: rc, count: 1 });
+    assert!(t.running("co"));
+    // `stop`: the run is stopped (the group signalled), as a failure.
+    let acts = t.feed(Event::OomKilled { run: rs, count: 1 });
+    assert!(
+        acts.iter().any(|a| matches!(a, Action::Signal { .. })),
+        "{acts:?}"
+    );
+    t.exit("st", 0);
+    t.feed(Event::GroupEmpty { run: rs });
+    assert!(
+        matches!(t.state("st"), UnitState::Failed { .. }),
+        "{:?}",
+        t.state("st")
+    );
+    // A late OOM report for an old run changes nothing.
+    t.feed(Event::OomKilled { run: rs, count: 1 });
+    assert!(matches!(t.state("st"), UnitState::Failed { .. }));
+}
+
+#[test]
 fn kill_mode_main_and_mixed() {
     let mut m = longrun("m");
     m.stop.kill_mode = crate::unit::KillMode::Main;

@@ -434,7 +434,7 @@ impl Engine {
                     name: u.spec.name.clone(),
                     state: self.state_word(id).to_string(),
                     kind: match u.effective().kind {
-                        UnitKind::Longrun if u.spec.pid_file.is_some() => "forking",
+                        UnitKind::Longrun if u.spec.forking => "forking",
                         UnitKind::Longrun => "longrun",
                         UnitKind::Oneshot => "oneshot",
                     }

@@ -38,6 +38,9 @@ pub enum StopReason {
     Unowned,
     /// A command of the start sequence (`exec_start_post`) failed.
     StartFailed(String),
+    /// The kernel's OOM killer killed one of its processes and
+    /// `oom_policy = "stop"`.
+    OutOfMemory,
 }
 
 impl std::fmt::Display for StopReason {
@@ -59,6 +62,10 @@ impl std::fmt::Display for StopReason {
                 "found running without a known main process (left by a previous supd)"
             ),
             StopReason::StartFailed(what) => write!(f, "{what}"),
+            StopReason::OutOfMemory => write!(
+                f,
+                "a process was killed by the kernel's OOM killer (oom_policy = \"stop\")"
+            ),
         }
     }
 }
@@ -178,8 +185,12 @@ impl UnitState {
 
     pub fn pid(&self) -> Option<i32> {
         match self {
-            UnitState::Starting { pid, .. } | UnitState::Stopping { pid, .. } => *pid,
-            UnitState::Running { pid, .. } => Some(*pid),
+            UnitState::Starting { pid, .. } | UnitState::Stopping { pid, .. } => {
+                pid.filter(|p| *p > 0)
+            }
+            // 0: a forking run whose main process could not be named
+            // (tracked by its cgroup alone).
+            UnitState::Running { pid, .. } => Some(*pid).filter(|p| *p > 0),
             UnitState::Draining { .. }
             | UnitState::Inactive
             | UnitState::Backoff { .. }

@@ -657,21 +657,20 @@ impl<'a> Mapper<'a> {
                 }
                 Err(why) => self.refuse(e, why),
             },
-            "KillMode" => match e.value.trim() {
-                "control-group" => self.approx(
-                    e,
-                    "supd signals the service's process group, not a control group: a process that left the group (setsid, daemonizing) is not stopped",
-                ),
-                "mixed" => self.approx(
-                    e,
-                    "supd sends the stop signal to the whole process group, not only the main process; SIGKILL after the timeout also goes to the group",
-                ),
-                "process" => self.approx(
-                    e,
-                    "supd sends the stop signal to the service's process group, not only the main process (children in their own session, e.g. ssh logins, are left alone as with systemd)",
-                ),
-                other => self.refuse(e, format!("KillMode={other}: supd always stops what it started")),
-            },
+            "KillMode" => {
+                let (mode, why) = match e.value.trim() {
+                    "control-group" => ("group", "every process of the unit's cgroup gets the stop signal; without cgroup containment (supd says so in `status`), its process group does, and a process that left it is not stopped"),
+                    "mixed" => ("mixed", "the main process gets the stop signal, the rest of the unit's cgroup SIGKILL once it exited; without cgroup containment, the rest is its process group"),
+                    "process" => ("main", "only the main process gets the stop signal; what it leaves behind gets SIGKILL at the stop timeout (systemd would leave it running: supd's unit is stopped only when all its processes are gone)"),
+                    other => {
+                        self.refuse(e, format!("KillMode={other}: supd always stops what it started"));
+                        return;
+                    }
+                };
+                let src = self.src(e);
+                self.doc.set("stop", "kill_mode", V::Str(mode.into()), src);
+                self.approx(e, why);
+            }
             "SendSIGKILL" => match self.bool(e) {
                 Some(true) => {}
                 Some(false) => {
@@ -732,7 +731,11 @@ impl<'a> Mapper<'a> {
                     self.approx(e, "supd passes [[listen]] descriptors in blocking mode");
                 }
             }
-            "GuessMainPID" => self.note(e, "supd's main process is the one it started (or the PIDFile's)"),
+            "GuessMainPID" => match self.bool(e) {
+                Some(false) => self.approx(e, "a forking unit without PIDFile= still gets its main process named from its cgroup when exactly one process there has its parent outside it (else none, as with GuessMainPID=no)"),
+                Some(true) => self.note(e, "supd's main process is the one it started, the PIDFile's, or the root of the unit's cgroup"),
+                None => {}
+            },
             "PermissionsStartOnly" => {
                 if let Some(b) = self.bool(e) {
                     // Every helper command runs with full privileges, as
@@ -740,12 +743,84 @@ impl<'a> Mapper<'a> {
                     self.facts.permissions_start_only = b;
                 }
             }
-            "Slice" | "Delegate" | "TasksMax" | "MemoryLimit" | "MemoryMax" | "MemoryHigh"
-            | "CPUQuota" | "CPUWeight" | "CPUShares" | "IOWeight" | "BlockIOWeight"
-            | "MemoryAccounting" | "CPUAccounting" | "IOAccounting" | "TasksAccounting"
-            | "OOMPolicy" | "ManagedOOMSwap" | "ManagedOOMMemoryPressure" => {
-                self.refuse(e, "cgroup resource control is not supported by supd import")
+            "TasksMax" => self.cg_limit(e, "pids_max", false),
+            "MemoryMax" | "MemoryLimit" => self.cg_limit(e, "memory_max", true),
+            "MemoryHigh" => self.cg_limit(e, "memory_high", true),
+            "CPUWeight" => self.cg_weight(e, "cpu_weight", 1, 10000, 100),
+            "IOWeight" => self.cg_weight(e, "io_weight", 1, 10000, 100),
+            // The cgroup v1 names: systemd itself converts them.
+            "CPUShares" => self.cg_weight(e, "cpu_weight", 2, 262144, 1024),
+            "BlockIOWeight" => self.cg_weight(e, "io_weight", 10, 1000, 500),
+            "CPUQuota" => {
+                let v = e.value.trim();
+                let ok = v
+                    .strip_suffix('%')
+                    .and_then(|p| p.trim().parse::<f64>().ok())
+                    .is_some_and(|p| p > 0.0 && p.is_finite() && p <= 1_000_000.0);
+                if v.is_empty() {
+                    self.doc.remove("resources", "cpu_max");
+                } else if ok {
+                    let src = self.src(e);
+                    self.doc.set("resources", "cpu_max", V::Str(v.to_string()), src);
+                } else {
+                    self.refuse(e, format!("{v:?} is not a percentage like 50% or 200%"));
+                }
             }
+            "OOMPolicy" => match e.value.trim() {
+                w @ ("continue" | "stop" | "kill") => {
+                    let src = self.src(e);
+                    self.doc.set("resources", "oom_policy", V::Str(w.into()), src);
+                }
+                w => self.refuse(e, format!("{w:?} is not continue, stop or kill")),
+            },
+            "Delegate" => match e.value.trim() {
+                w if syntax::parse_bool(w).is_some() => {
+                    let b = syntax::parse_bool(w) == Some(true);
+                    let src = self.src(e);
+                    self.doc.set("resources", "delegate", V::Bool(b), src);
+                }
+                // A list of controllers: supd delegates what its subtree has.
+                _ => {
+                    let src = self.src(e);
+                    self.doc.set("resources", "delegate", V::Bool(true), src);
+                    self.approx(e, "the group is delegated with every controller supd's subtree has, not only those listed");
+                }
+            },
+            "DevicePolicy" => match e.value.trim() {
+                w @ ("auto" | "closed" | "strict") => {
+                    let src = self.src(e);
+                    self.doc.set("resources", "device_policy", V::Str(w.into()), src);
+                }
+                w => self.refuse(e, format!("{w:?} is not auto, closed or strict")),
+            },
+            "DeviceAllow" => {
+                if e.value.trim().is_empty() {
+                    self.doc.remove("resources", "device_allow");
+                    return;
+                }
+                let Some(v) = self.value(e) else { return };
+                let v = v.split_whitespace().collect::<Vec<_>>().join(" ");
+                match crate::unit::toml::parse_device_allow(&v) {
+                    Ok(_) => {
+                        let src = self.src(e);
+                        self.doc
+                            .push("resources", "device_allow", V::Strs(vec![v]), src);
+                    }
+                    Err(why) => self.refuse(e, why),
+                }
+            }
+            "MemoryAccounting" | "CPUAccounting" | "IOAccounting" | "TasksAccounting" => self.note(
+                e,
+                "supd's cgroup per unit accounts with every controller its subtree has",
+            ),
+            "Slice" => self.refuse(
+                e,
+                "supd has no slices: each unit's cgroup sits in supd's own subtree (set its [resources] instead)",
+            ),
+            "ManagedOOMSwap" | "ManagedOOMMemoryPressure" => self.refuse(
+                e,
+                "supd has no systemd-oomd; use [resources] memory_high / memory_max with oom_policy",
+            ),
             "NoNewPrivileges" => self.sandbox_bool(e, "no_new_privileges"),
             "PrivateTmp" => self.sandbox_bool(e, "private_tmp"),
             "PrivateDevices" => self.sandbox_bool(e, "private_devices"),
@@ -920,7 +995,6 @@ impl<'a> Mapper<'a> {
                 self.doc.push("sandbox", key, V::Strs(words), src);
             }
             "PrivateMounts"
-            | "DevicePolicy" | "DeviceAllow"
             | "TemporaryFileSystem"
             | "RootDirectory" | "RootImage" | "MountAPIVFS"
             | "KeyringMode" | "DynamicUser" | "SystemCallLog" | "IPAddressDeny"
@@ -929,7 +1003,7 @@ impl<'a> Mapper<'a> {
             | "RestrictNetworkInterfaces" => {
                 self.facts.sandboxed = true;
                 let why = match e.key.as_str() {
-                    "DevicePolicy" | "DeviceAllow" | "IPAddressDeny" | "IPAddressAllow"
+                    "IPAddressDeny" | "IPAddressAllow"
                     | "RestrictFileSystems" | "RestrictNetworkInterfaces" => {
                         "enforced by systemd with cgroup/BPF programs, which supd's sandbox does not have"
                     }
@@ -1125,6 +1199,86 @@ impl<'a> Mapper<'a> {
         }
         let src = self.src(e);
         self.doc.push("", &key, V::Strs(vec![v]), src);
+    }
+
+    /// TasksMax=/MemoryMax=/MemoryHigh=: a number (memory with K/M/G/T,
+    /// base 1024 as systemd's), `infinity`, or a percentage (of the
+    /// system's task limit or memory, resolved by supd at each start).
+    fn cg_limit(&mut self, e: &Entry, key: &str, memory: bool) {
+        let v = e.value.trim();
+        if v.is_empty() {
+            self.doc.remove("resources", key);
+            return;
+        }
+        let out = if v == "infinity" {
+            Some(V::Str("max".into()))
+        } else if let Some(p) = v.strip_suffix('%') {
+            p.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|p| *p > 0.0 && *p <= 100.0)
+                .map(|_| V::Str(v.to_string()))
+        } else if memory {
+            let (num, suffix) = match v.char_indices().last() {
+                Some((i, c)) if c.is_ascii_alphabetic() => (&v[..i], Some(c)),
+                _ => (v, None),
+            };
+            let ok_suffix = suffix.is_none_or(|c| "KMGTkmgt".contains(c));
+            num.parse::<u64>()
+                .ok()
+                .filter(|_| ok_suffix)
+                .map(|n| match suffix {
+                    None => V::Int(i64::try_from(n).unwrap_or(i64::MAX)),
+                    Some(c) => V::Str(format!("{n}{}", c.to_ascii_uppercase())),
+                })
+        } else {
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(|n| V::Int(i64::try_from(n).unwrap_or(i64::MAX)))
+        };
+        match out {
+            Some(val) => {
+                let src = self.src(e);
+                self.doc.set("resources", key, val, src);
+            }
+            None => self.refuse(
+                e,
+                format!("{v:?} is not a number, a percentage or infinity"),
+            ),
+        }
+    }
+
+    /// CPUWeight=/IOWeight= (and the v1 CPUShares=/BlockIOWeight=, scaled
+    /// to a weight around 100 as systemd does).
+    fn cg_weight(&mut self, e: &Entry, key: &str, min: u64, max: u64, default: u64) {
+        let v = e.value.trim();
+        if v.is_empty() {
+            self.doc.remove("resources", key);
+            return;
+        }
+        if v == "idle" && key == "cpu_weight" {
+            self.approx(
+                e,
+                "written as the smallest weight, 1 (supd does not set cpu.idle)",
+            );
+            let src = self.src(e);
+            self.doc.set("resources", key, V::Int(1), src);
+            return;
+        }
+        match v.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => {
+                let w = (n * 100 / default).clamp(1, 10000);
+                let src = self.src(e);
+                self.doc.set(
+                    "resources",
+                    key,
+                    V::Int(i64::try_from(w).unwrap_or(100)),
+                    src,
+                );
+            }
+            _ => self.refuse(e, format!("{v:?} is not a weight in {min}..={max}")),
+        }
     }
 
     /// `SystemCallFilter=`, `RestrictAddressFamilies=`, `SecureBits=`: each
@@ -1609,7 +1763,9 @@ impl<'a> Mapper<'a> {
                 }
                 (None, Some((_, e))) => {
                     let e = e.clone();
-                    self.refuse(&e, "Type=forking without PIDFile=: supd follows a daemon only through its pid file");
+                    self.doc
+                        .set("", "type", V::Str("forking".into()), kind_src.clone());
+                    self.note(&e, "without PIDFile=, supd names the main process from the unit's cgroup once the start command exits, as systemd does (this needs cgroup v2: `supd check` refuses it on a host without)");
                 }
                 (None, None) => {}
             },
@@ -2757,6 +2913,52 @@ mod tests {
     fn toml(i: &Imported) -> toml::Value {
         let t = i.toml.as_deref().expect("a unit");
         toml::from_str(t).unwrap_or_else(|e| panic!("{e}\n{t}"))
+    }
+
+    #[test]
+    fn cgroup_directives_map_to_resources_and_forking_needs_no_pid_file() {
+        let i = T::new().import(
+            "dbish.service",
+            "[Service]\nType=forking\nExecStart=/usr/sbin/dbd\nTasksMax=99%\nMemoryLimit=2G\nMemoryHigh=infinity\nCPUQuota=150%\nCPUShares=512\nIOWeight=50\nOOMPolicy=kill\nDelegate=yes\nKillMode=mixed\nMemoryAccounting=yes\nDevicePolicy=closed\nDeviceAllow=/dev/net/tun  rw\nDeviceAllow=char-rtc r\n",
+        );
+        assert_eq!(refused(&i), Vec::<String>::new(), "{:?}", i.findings);
+        let v = toml(&i);
+        assert_eq!(v["type"].as_str(), Some("forking"));
+        assert!(v.get("pid_file").is_none());
+        let r = &v["resources"];
+        assert_eq!(r["pids_max"].as_str(), Some("99%"));
+        assert_eq!(r["memory_max"].as_str(), Some("2G"));
+        assert_eq!(r["memory_high"].as_str(), Some("max"));
+        assert_eq!(r["cpu_max"].as_str(), Some("150%"));
+        assert_eq!(r["cpu_weight"].as_integer(), Some(50));
+        assert_eq!(r["io_weight"].as_integer(), Some(50));
+        assert_eq!(r["oom_policy"].as_str(), Some("kill"));
+        assert_eq!(r["delegate"].as_bool(), Some(true));
+        assert_eq!(v["stop"]["kill_mode"].as_str(), Some("mixed"));
+        assert_eq!(r["device_policy"].as_str(), Some("closed"));
+        assert_eq!(r["device_allow"][0].as_str(), Some("/dev/net/tun rw"));
+        assert_eq!(r["device_allow"][1].as_str(), Some("char-rtc r"));
+        // What it wrote is a valid supd unit.
+        crate::unit::toml::parse_unit(
+            "dbish",
+            std::path::Path::new("dbish.toml"),
+            i.toml.as_deref().unwrap_or(""),
+        )
+        .expect("valid");
+        let i = T::new().import(
+            "bad.service",
+            "[Service]\nExecStart=/x\nTasksMax=lots\nOOMPolicy=panic\nSlice=a.slice\nDeviceAllow=tun rw\nDevicePolicy=open\n",
+        );
+        assert_eq!(
+            refused(&i),
+            [
+                "TasksMax",
+                "OOMPolicy",
+                "Slice",
+                "DeviceAllow",
+                "DevicePolicy"
+            ]
+        );
     }
 
     #[test]

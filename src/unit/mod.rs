@@ -237,11 +237,31 @@ impl StopSpec {
     }
 }
 
-/// A cgroup limit: a number, or `max` (none).
+/// A cgroup limit: a number, `max` (none), or a share of the host's
+/// total (systemd's `TasksMax=99%`, `MemoryMax=50%`), resolved against
+/// the host when written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CgLimit {
     Max,
     Value(u64),
+    /// Hundredths of a percent (9950 = 99.5%).
+    Percent(u32),
+}
+
+impl CgLimit {
+    /// The value to write, given the host's total for a percentage.
+    pub fn resolve(self, total: Option<u64>) -> String {
+        match self {
+            CgLimit::Max => "max".into(),
+            CgLimit::Value(v) => v.to_string(),
+            CgLimit::Percent(p) => match total {
+                Some(t) => (u128::from(t) * u128::from(p) / 10_000)
+                    .clamp(1, u128::from(u64::MAX))
+                    .to_string(),
+                None => "max".into(),
+            },
+        }
+    }
 }
 
 impl std::fmt::Display for CgLimit {
@@ -249,8 +269,57 @@ impl std::fmt::Display for CgLimit {
         match self {
             CgLimit::Max => write!(f, "max"),
             CgLimit::Value(v) => write!(f, "{v}"),
+            CgLimit::Percent(p) => write!(f, "{}.{:02}%", p / 100, p % 100),
         }
     }
+}
+
+/// `[resources] oom_policy`: what an OOM kill of one of the unit's
+/// processes does (systemd's OOMPolicy=).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OomPolicy {
+    /// Counted and reported; the unit goes on if its main process lives.
+    #[default]
+    Continue,
+    /// The unit is stopped, as failed (then `[restart]` decides).
+    Stop,
+    /// The kernel kills the whole group at once (`memory.oom.group`).
+    Kill,
+}
+
+/// `[resources] device_policy` (systemd's DevicePolicy=): which device
+/// nodes the unit's processes may open, enforced by a cgroup device
+/// program (BPF) on its group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DevicePolicy {
+    /// Every device, unless `device_allow` lists some: then as `closed`.
+    #[default]
+    Auto,
+    /// `device_allow` plus the standard pseudo devices (/dev/null, zero,
+    /// full, random, urandom, tty, ptmx, the pty slaves).
+    Closed,
+    /// Only `device_allow`.
+    Strict,
+}
+
+/// The device nodes a `device_allow` entry names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceSpec {
+    /// A device node (its type and numbers are read at each start).
+    Path(PathBuf),
+    /// Every character device of a driver in /proc/devices (`char-rtc`).
+    Char(String),
+    /// Every block device of a driver in /proc/devices (`block-loop`).
+    Block(String),
+}
+
+/// One `device_allow` entry: devices and the access granted to them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceAllow {
+    pub spec: DeviceSpec,
+    pub read: bool,
+    pub write: bool,
+    pub mknod: bool,
 }
 
 /// `[resources]`: limits applied through the unit's cgroup (cgroup v2
@@ -269,11 +338,22 @@ pub struct Resources {
     pub pids_max: Option<CgLimit>,
     /// io.weight, 1..=10000.
     pub io_weight: Option<u32>,
+    pub oom_policy: OomPolicy,
+    /// systemd's Delegate=yes: the unit's group is chowned to its user,
+    /// which may make its own sub-groups (container runtimes do).
+    pub delegate: bool,
+    pub device_policy: DevicePolicy,
+    pub device_allow: Vec<DeviceAllow>,
 }
 
 impl Resources {
     pub fn is_empty(&self) -> bool {
         *self == Resources::default()
+    }
+
+    /// Is device access restricted (a device program to attach)?
+    pub fn restricts_devices(&self) -> bool {
+        self.device_policy != DevicePolicy::Auto || !self.device_allow.is_empty()
     }
 }
 
@@ -800,8 +880,13 @@ pub struct UnitSpec {
     /// systemd's OnFailure=: started again when this unit enters `failed`
     /// (unless locked or stopped by an operator).
     pub on_failure: Vec<String>,
-    /// `type = "forking"`: the command daemonizes; the main process is the
-    /// pid written to this file once the command exited 0.
+    /// `type = "forking"`: `exec` daemonizes; its exit 0 starts the
+    /// service, whose main process is then found (`pid_file`, or the
+    /// unit's cgroup).
+    pub forking: bool,
+    /// `type = "forking"`: the main process is the pid written to this
+    /// file once the command exited 0. Without it, the main process is
+    /// guessed from the unit's cgroup (which needs containment).
     pub pid_file: Option<PathBuf>,
     pub sandbox: Sandbox,
     /// `[[listen]]`: sockets supd binds and passes as fds 3.. (socket
@@ -941,6 +1026,7 @@ impl UnitSpec {
             on_failure: vec![],
             part_of: vec![],
             reload_propagated_from: vec![],
+            forking: false,
             pid_file: None,
             sandbox: Sandbox::default(),
             listen: vec![],

@@ -212,6 +212,10 @@ struct RawResources {
     cpu_max: Option<Spanned<String>>,
     pids_max: Option<Spanned<toml::Value>>,
     io_weight: Option<Spanned<i64>>,
+    oom_policy: Option<Spanned<String>>,
+    delegate: Option<bool>,
+    device_policy: Option<Spanned<String>>,
+    device_allow: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -599,6 +603,47 @@ impl<'a> Errs<'a> {
 
 /// A byte size: an integer, or a string like "256M", "1G", "512K",
 /// "1048576", or "max".
+/// A `device_allow` entry, systemd's DeviceAllow= syntax: a device node
+/// path (or `char-NAME`, `block-NAME` from /proc/devices), then the
+/// access (`r`, `w`, `m`; all when omitted).
+pub(crate) fn parse_device_allow(s: &str) -> Result<crate::unit::DeviceAllow, String> {
+    use crate::unit::DeviceSpec;
+    let mut it = s.split_whitespace();
+    let what = it.next().ok_or("empty")?;
+    let access = it.next().unwrap_or("rwm");
+    if it.next().is_some() {
+        return Err("too many words".into());
+    }
+    if access.is_empty() || !access.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+        return Err(format!("access {access:?} is not made of r, w and m"));
+    }
+    let spec = if let Some(n) = what.strip_prefix("char-") {
+        DeviceSpec::Char(n.to_string())
+    } else if let Some(n) = what.strip_prefix("block-") {
+        DeviceSpec::Block(n.to_string())
+    } else if what.starts_with("/dev/") || what.starts_with("/sys/") || what.starts_with("/run/") {
+        DeviceSpec::Path(PathBuf::from(what))
+    } else {
+        return Err("not a device path under /dev (or char-NAME, block-NAME)".into());
+    };
+    if matches!(&spec, DeviceSpec::Char(n) | DeviceSpec::Block(n) if n.is_empty()) {
+        return Err("no driver name".into());
+    }
+    Ok(crate::unit::DeviceAllow {
+        spec,
+        read: access.contains('r'),
+        write: access.contains('w'),
+        mknod: access.contains('m'),
+    })
+}
+
+/// "99%" / "99.5%" (0 < p <= 100) as hundredths of a percent.
+fn percent(s: &str) -> Option<crate::unit::CgLimit> {
+    let p: f64 = s.trim().strip_suffix('%')?.trim().parse().ok()?;
+    (p > 0.0 && p <= 100.0)
+        .then(|| crate::unit::CgLimit::Percent(((p * 100.0).round() as u32).max(1)))
+}
+
 fn parse_cg_size(v: &toml::Value) -> Result<crate::unit::CgLimit, String> {
     use crate::unit::CgLimit;
     match v {
@@ -607,6 +652,9 @@ fn parse_cg_size(v: &toml::Value) -> Result<crate::unit::CgLimit, String> {
             let s = s.trim();
             if s == "max" || s == "infinity" {
                 return Ok(CgLimit::Max);
+            }
+            if let Some(p) = percent(s) {
+                return Ok(p);
             }
             let (num, mult) = match s.char_indices().last() {
                 Some((i, c)) if c.is_ascii_alphabetic() => {
@@ -636,7 +684,7 @@ fn parse_cg_size(v: &toml::Value) -> Result<crate::unit::CgLimit, String> {
 fn parse_resources(errs: &mut Errs<'_>, r: &RawResources) -> crate::unit::Resources {
     use crate::unit::CgLimit;
     let mut out = crate::unit::Resources::default();
-    let size_hint = "write a size like \"256M\", \"1G\", a number of bytes, or \"max\"";
+    let size_hint = "write a size like \"256M\", \"1G\", a number of bytes, a share of the host's memory like \"50%\", or \"max\"";
     let size = |errs: &mut Errs<'_>, v: &Option<Spanned<toml::Value>>, key: &str| {
         v.as_ref().and_then(|v| match parse_cg_size(v.get_ref()) {
             Ok(l) => Some(l),
@@ -646,16 +694,62 @@ fn parse_resources(errs: &mut Errs<'_>, r: &RawResources) -> crate::unit::Resour
             }
         })
     };
+    out.oom_policy = match r
+        .oom_policy
+        .as_ref()
+        .map(|p| (p.get_ref().as_str(), p.span()))
+    {
+        None | Some(("continue", _)) => crate::unit::OomPolicy::Continue,
+        Some(("stop", _)) => crate::unit::OomPolicy::Stop,
+        Some(("kill", _)) => crate::unit::OomPolicy::Kill,
+        Some((w, span)) => {
+            errs.at(
+                span,
+                format!("`oom_policy` = {w:?} is not a policy"),
+                "one of \"continue\", \"stop\", \"kill\"",
+            );
+            crate::unit::OomPolicy::Continue
+        }
+    };
+    out.delegate = r.delegate.unwrap_or(false);
+    out.device_policy = match r
+        .device_policy
+        .as_ref()
+        .map(|p| (p.get_ref().as_str(), p.span()))
+    {
+        None | Some(("auto", _)) => crate::unit::DevicePolicy::Auto,
+        Some(("closed", _)) => crate::unit::DevicePolicy::Closed,
+        Some(("strict", _)) => crate::unit::DevicePolicy::Strict,
+        Some((w, span)) => {
+            errs.at(
+                span,
+                format!("`device_policy` = {w:?} is not a policy"),
+                "one of \"auto\", \"closed\", \"strict\"",
+            );
+            crate::unit::DevicePolicy::Auto
+        }
+    };
+    for d in r.device_allow.iter().flatten() {
+        match parse_device_allow(d.get_ref()) {
+            Ok(a) => out.device_allow.push(a),
+            Err(why) => errs.at(
+                d.span(),
+                format!("`device_allow` {:?}: {why}", d.get_ref()),
+                "write \"/dev/NODE rw\", \"char-DRIVER r\" or \"block-DRIVER rwm\" (access: r, w, m; all three if omitted)",
+            ),
+        }
+    }
     out.memory_max = size(errs, &r.memory_max, "memory_max");
     out.memory_high = size(errs, &r.memory_high, "memory_high");
     out.pids_max = match &r.pids_max {
         Some(v) => match v.get_ref() {
             toml::Value::Integer(n) if *n > 0 => Some(CgLimit::Value(*n as u64)),
             toml::Value::String(s) if s == "max" => Some(CgLimit::Max),
+            toml::Value::String(s) if percent(s).is_some() => percent(s),
             _ => {
                 errs.at(
                     v.span(),
-                    "`pids_max` must be a positive number of processes or \"max\"",
+                    "`pids_max` must be a positive number of processes, a share of the host's limit like \"50%\", or \"max\"",
                     "e.g. pids_max = 256",
                 );
                 None
@@ -1513,6 +1607,7 @@ pub fn parse_unit_with_lines(
             part_of,
             on_failure,
             reload_propagated_from,
+            forking: raw_kind == Some(RawKind::Forking),
             pid_file: x.pid_file,
             sandbox: x.sandbox,
             listen,
@@ -1856,14 +1951,10 @@ fn extras(
     }
     match (kind, &raw.pid_file) {
         (Some(RawKind::Forking), Some(p)) => x.pid_file = abs_path(errs, p, "pid_file"),
-        (Some(RawKind::Forking), None) => {
-            let span = raw.kind.as_ref().map(|k| k.span()).unwrap_or(0..0);
-            errs.at(
-                span,
-                "type = \"forking\" needs `pid_file`",
-                "give the file the daemon writes its pid to, e.g. pid_file = \"/run/nginx.pid\"",
-            );
-        }
+        // Without a pid file the main process is guessed from the unit's
+        // cgroup at run time (`supd check` refuses it on a host without
+        // cgroup v2: see world::host_check).
+        (Some(RawKind::Forking), None) => {}
         (_, Some(p)) => errs.at(
             p.span(),
             "`pid_file` is only for type = \"forking\"",
@@ -2354,6 +2445,22 @@ timeout = "30s"
         assert_eq!(r.cpu_max, Some((Some(150_000), 100_000)));
         assert_eq!(r.pids_max, Some(CgLimit::Value(64)));
         assert_eq!(r.io_weight, Some(10));
+        assert_eq!(r.oom_policy, crate::unit::OomPolicy::Continue);
+        assert!(!r.delegate && s.forking);
+        // systemd's shares of the host (TasksMax=99%, MemoryMax=50%), the
+        // OOM policy and delegation.
+        let s = parse("exec = [\"/x\"]\n[resources]\npids_max = \"99.5%\"\nmemory_max = \"50%\"\noom_policy = \"stop\"\ndelegate = true\n").expect("valid");
+        let r = &s.resources;
+        assert_eq!(r.pids_max, Some(CgLimit::Percent(9950)));
+        assert_eq!(r.memory_max, Some(CgLimit::Percent(5000)));
+        assert_eq!(CgLimit::Percent(9950).resolve(Some(4_000_000)), "3980000");
+        assert_eq!(r.oom_policy, crate::unit::OomPolicy::Stop);
+        assert!(r.delegate && !s.forking);
+        assert!(
+            err("exec = [\"/x\"]\n[resources]\noom_policy = \"panic\"\npids_max = \"120%\"\n")
+                .join("\n")
+                .contains("oom_policy")
+        );
         let e = err("exec = [\"/x\"]\npid_file = \"/run/x.pid\"\n[resources]\nmemory_max = \"lots\"\ncpu_weight = 0\ncpu_max = \"fast\"\npids_max = -1\n").join("\n");
         for needle in [
             "only for type",
@@ -2437,8 +2544,10 @@ timeout = "infinity"
         assert_eq!(s.stop.timeout, Duration::MAX);
         assert_eq!(s.ready.timeout, None);
 
-        let e = err("type = \"forking\"\nexec = [\"/x\"]\n");
-        assert!(e[0].contains("pid_file"), "{e:?}");
+        // Forking without a pid file: the main process comes from the
+        // cgroup at run time.
+        let f = parse("type = \"forking\"\nexec = [\"/x\"]\n").expect("valid");
+        assert!(f.forking && f.pid_file.is_none());
         let e = err("exec = [\"/x\"]\npid_file = \"/run/x.pid\"\n");
         assert!(e[0].contains("only for type"), "{e:?}");
         let e = err(

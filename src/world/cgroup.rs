@@ -476,7 +476,18 @@ impl Group {
 /// The unit whose group (`NAME.unit` in our subtree) `pid` is in.
 pub fn unit_of_pid(pid: i32, tree: &Tree) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let path = own_cgroup(&text)?;
+    unit_of_cgroup_path(&own_cgroup(&text)?, tree)
+}
+
+/// The unit whose group (or a sub-group of it, for a delegated unit) a
+/// cgroup v2 path (`/proc/PID/cgroup`'s) names.
+pub fn unit_of_cgroup_path(path: &str, tree: &Tree) -> Option<String> {
+    let sub = tree.cgroup_path.trim_end_matches('/');
+    if let Some(rest) = path.strip_prefix(sub).and_then(|r| r.strip_prefix('/'))
+        && let Some((unit, GroupKind::Unit)) = unit_of_group(rest.split('/').next()?)
+    {
+        return Some(unit.to_string());
+    }
     let mut parts = path.rsplit('/');
     let leaf = parts.next()?;
     let parent = parts.next()?;
@@ -635,11 +646,22 @@ pub fn apply(dir: &Path, r: &crate::unit::Resources, controllers: &[String]) -> 
     need("cpu_max", "cpu", r.cpu_max.is_some())?;
     need("pids_max", "pids", r.pids_max.is_some())?;
     need("io_weight", "io", r.io_weight.is_some())?;
-    let lim = |l: Option<CgLimit>| l.unwrap_or(CgLimit::Max).to_string();
+    need(
+        "oom_policy = \"kill\"",
+        "memory",
+        r.oom_policy == crate::unit::OomPolicy::Kill,
+    )?;
+    let mem_total = meminfo_total();
+    let tasks_total = tasks_total();
+    let mem = |l: Option<CgLimit>| l.unwrap_or(CgLimit::Max).resolve(mem_total);
     let mut writes: Vec<(&str, String)> = Vec::new();
     if has("memory") {
-        writes.push(("memory.max", lim(r.memory_max)));
-        writes.push(("memory.high", lim(r.memory_high)));
+        writes.push(("memory.max", mem(r.memory_max)));
+        writes.push(("memory.high", mem(r.memory_high)));
+        if dir.join("memory.oom.group").exists() {
+            let group = r.oom_policy == crate::unit::OomPolicy::Kill;
+            writes.push(("memory.oom.group", if group { "1" } else { "0" }.into()));
+        }
     }
     if has("cpu") {
         writes.push(("cpu.weight", r.cpu_weight.unwrap_or(100).to_string()));
@@ -648,7 +670,10 @@ pub fn apply(dir: &Path, r: &crate::unit::Resources, controllers: &[String]) -> 
         writes.push(("cpu.max", format!("{q} {p}")));
     }
     if has("pids") {
-        writes.push(("pids.max", lim(r.pids_max)));
+        writes.push((
+            "pids.max",
+            r.pids_max.unwrap_or(CgLimit::Max).resolve(tasks_total),
+        ));
     }
     if has("io") && dir.join("io.weight").exists() {
         writes.push((
@@ -663,13 +688,98 @@ pub fn apply(dir: &Path, r: &crate::unit::Resources, controllers: &[String]) -> 
     Ok(())
 }
 
-/// The pids in a group (`cgroup.procs`).
+/// How deep supd looks into a delegated unit's own sub-groups.
+const MAX_DEPTH: usize = 8;
+
+/// The host's memory in bytes (`MemTotal`), what `memory_max = "50%"` is
+/// a share of.
+fn meminfo_total() -> Option<u64> {
+    let t = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = t
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    kb.checked_mul(1024)
+}
+
+/// The host's task limit, what `pids_max = "99%"` is a share of (as
+/// systemd: the smaller of kernel.pid_max and kernel.threads-max).
+fn tasks_total() -> Option<u64> {
+    let read = |p: &str| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
+    match (
+        read("/proc/sys/kernel/pid_max"),
+        read("/proc/sys/kernel/threads-max"),
+    ) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The pids in a group (`cgroup.procs`) and in the sub-groups a delegated
+/// unit made below it.
 pub fn pids(dir: &Path) -> std::io::Result<Vec<i32>> {
     let text = std::fs::read_to_string(dir.join("cgroup.procs"))?;
-    Ok(text
+    let mut out: Vec<i32> = text
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
-        .collect())
+        .collect();
+    for sub in subgroups(dir, MAX_DEPTH) {
+        if let Ok(t) = std::fs::read_to_string(sub.join("cgroup.procs")) {
+            out.extend(t.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        }
+    }
+    Ok(out)
+}
+
+/// The sub-groups below `dir`, parents before children (only a delegated
+/// unit has any).
+fn subgroups(dir: &Path, depth: usize) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut queue = vec![(dir.to_path_buf(), 0usize)];
+    while let Some((d, level)) = queue.pop() {
+        if level >= depth {
+            continue;
+        }
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.push(e.path());
+                queue.push((e.path(), level + 1));
+            }
+        }
+    }
+    out
+}
+
+/// Hand a unit's group to its user (systemd's `Delegate=yes`): the
+/// directory and the files that let the owner make sub-groups, move its
+/// processes between them and enable controllers for them. The limits
+/// supd wrote stay supd's (those files are not chowned).
+pub fn delegate_to(dir: &Path, uid: u32, gid: u32) -> Result<(), String> {
+    for f in [
+        "",
+        "cgroup.procs",
+        "cgroup.threads",
+        "cgroup.subtree_control",
+    ] {
+        let p = if f.is_empty() {
+            dir.to_path_buf()
+        } else {
+            dir.join(f)
+        };
+        if f == "cgroup.threads" && !p.exists() {
+            continue;
+        }
+        std::os::unix::fs::chown(&p, Some(uid), Some(gid))
+            .map_err(|e| format!("delegating {} to uid {uid}: chown: {e}", p.display()))?;
+    }
+    Ok(())
 }
 
 /// Is any process left in the group (or below it)?
@@ -725,9 +835,13 @@ pub fn kill(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Remove an empty group directory (a removed unit's). Fails with EBUSY
-/// while processes remain, which is what we want.
+/// Remove an empty group directory (a removed unit's), with the
+/// sub-groups a delegated unit made in it. Fails with EBUSY while
+/// processes remain, which is what we want.
 pub fn remove(dir: &Path) -> std::io::Result<()> {
+    for sub in subgroups(dir, MAX_DEPTH).iter().rev() {
+        let _ = std::fs::remove_dir(sub);
+    }
     std::fs::remove_dir(dir)
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Owns: looking at the host for each unit — an absolute `exec` (main,
 //! probe, stop) that does not exist or is not executable, a `user` or
-//! `group` that does not exist, a `limits` value above what supd may set
+//! `group` that does not exist, a `type = "forking"` without `pid_file`
+//! on a host without a writable cgroup v2 hierarchy, a `limits` value above what supd may set
 //! (the hard limit when not root; `fs.nr_open` for `nofile` always), a
 //! `[[mount]] path` that is a symlink (found when the unit was loaded) — and
 //! reporting each as a `UnitError` with the file and line of the key.
@@ -78,6 +79,26 @@ pub fn check_unit(spec: &UnitSpec) -> Vec<UnitError> {
             format!("group {group:?} does not exist on this host"),
             format!("create it (e.g. `groupadd --system {group}`), or change `group`"),
         ));
+    }
+    if spec.forking && spec.pid_file.is_none() && super::cgroup::hierarchy().is_none() {
+        found.push((
+            (None, "type"),
+            "type = \"forking\" without `pid_file` needs cgroup v2 containment to find the daemon's main process, and this host has no writable cgroup2 filesystem (supd would run with process groups only)".into(),
+            "give `pid_file` (the file the daemon writes its pid to), or mount cgroup2 (e.g. on /sys/fs/cgroup)".into(),
+        ));
+    }
+    if spec.resources.restricts_devices() {
+        let why = match super::cgroup::hierarchy() {
+            None => Some("this host has no writable cgroup2 filesystem".to_string()),
+            Some(_) => super::devices::probe().err(),
+        };
+        if let Some(why) = why {
+            found.push((
+                (Some("resources"), "device_policy"),
+                format!("device_policy/device_allow need a cgroup device program (BPF) on the unit's cgroup, and {why}; supd refuses to start the unit unrestricted"),
+                "run supd where it can load BPF programs (root, cgroup v2), or remove the device restriction".into(),
+            ));
+        }
     }
     for l in &spec.listen {
         if let Some(user) = &l.user

@@ -1,5 +1,5 @@
 //! Main processes supd did not create: a forking daemon's pid (from its
-//! pid file), a pid a service names with sd_notify `MAINPID=`, and (after
+//! pid file, or guessed from its unit's cgroup), a pid a service names with sd_notify `MAINPID=`, and (after
 //! a restart of supd) a service adopted from the previous supd.
 //!
 //! Owns: reading a pid file, checking that a pid really is a live process
@@ -15,6 +15,51 @@ use std::path::Path;
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+
+/// What a forking unit's cgroup says its main process is, once the
+/// start command has exited (systemd's guess for `Type=forking` without
+/// `PIDFile=`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guess {
+    /// Nothing is left in the group: the daemon died, or never forked.
+    Empty,
+    /// The one process whose parent is not in the group: the daemon's
+    /// root (its workers are its descendants).
+    Main(i32),
+    /// Several processes have their parent outside the group (several
+    /// daemons, or a double fork still under way): no main process can be
+    /// named.
+    Several(Vec<i32>),
+}
+
+/// Guess the main process among `pids` (the group's members, less supd's
+/// own helpers): the single one, or else the single one whose parent is
+/// not a member. A pid whose /proc entry is gone has exited and is left
+/// out.
+pub fn guess(pids: &[i32]) -> Guess {
+    let live: Vec<(i32, i32)> = pids
+        .iter()
+        .filter_map(|&p| parent_of(p).map(|pp| (p, pp)))
+        .collect();
+    let roots: Vec<i32> = live
+        .iter()
+        .filter(|(_, pp)| !live.iter().any(|(q, _)| q == pp))
+        .map(|(p, _)| *p)
+        .collect();
+    match roots.as_slice() {
+        [] => Guess::Empty,
+        [one] => Guess::Main(*one),
+        _ => Guess::Several(roots),
+    }
+}
+
+/// A live process's parent (None once it is gone or a zombie).
+fn parent_of(pid: i32) -> Option<i32> {
+    match stat(pid)? {
+        ('Z' | 'X', _) => None,
+        (_, pp) => Some(pp),
+    }
+}
 
 /// The pid in a pid file.
 pub fn read_pid_file(path: &Path) -> Result<i32, String> {
@@ -108,5 +153,26 @@ impl ExitWatch {
     pub async fn exited(&self) -> std::io::Result<()> {
         let _guard = self.fd.readable().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod guess_tests {
+    use super::*;
+
+    #[test]
+    fn the_root_of_the_group_is_the_main_process() {
+        // This test process and its parent: the parent is the root.
+        let me = std::process::id() as i32;
+        let parent = stat(me).map(|(_, p)| p).unwrap_or(0);
+        assert_eq!(guess(&[me]), Guess::Main(me));
+        assert_eq!(guess(&[me, parent]), Guess::Main(parent));
+        assert_eq!(guess(&[]), Guess::Empty);
+        // A pid that does not exist is left out.
+        assert_eq!(guess(&[me, i32::MAX]), Guess::Main(me));
+        // Two unrelated processes: no main process.
+        if parent != 1 {
+            assert!(matches!(guess(&[me, 1]), Guess::Several(_)));
+        }
     }
 }

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod cgroup;
 pub mod conditions;
 pub mod control;
+pub mod devices;
 pub mod fdtable;
 pub mod host_check;
 pub mod http;

@@ -5,6 +5,10 @@
 //! `RELOADING=1`, `WATCHDOG=1`, `WATCHDOG=trigger`, `EXTEND_TIMEOUT_USEC=`,
 //! `ERRNO=`, `MAINPID=` with the sender's credentials (`SO_PASSCRED`), so
 //! the driver can check the sender belongs to the unit it claims to be;
+//! the socket is read by a thread of its own, which records the sender's
+//! cgroup (`/proc/PID/cgroup`) the moment each datagram is received — not
+//! when the event loop gets to it, by which time a short-lived sender
+//! (`systemd-notify --no-block`) is gone;
 //! and `notify_manager`, supd's own `READY=1`/`STOPPING=1` to the manager
 //! that started it. Must never: trust the message text for identity,
 //! block (datagrams are read when the socket is readable), or remove a
@@ -15,12 +19,17 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
 
 use crate::engine::NotifyMsg;
 
+/// Datagrams read but not yet taken by the event loop; beyond that the
+/// reading thread waits, and the kernel's socket buffer holds (or refuses)
+/// the rest.
+const QUEUE: usize = 256;
+
 pub struct NotifySocket {
-    fd: AsyncFd<std::os::unix::net::UnixDatagram>,
+    rx: tokio::sync::Mutex<mpsc::Receiver<Received>>,
     pub path: PathBuf,
 }
 
@@ -29,6 +38,9 @@ pub struct Received {
     pub pid: i32,
     /// The sender's uid, from the same credentials.
     pub uid: u32,
+    /// The sender's cgroup v2 path (`/proc/PID/cgroup`), read as the
+    /// datagram was received; None if the sender was already gone.
+    pub cgroup: Option<String>,
     pub msg: NotifyMsg,
 }
 
@@ -45,33 +57,61 @@ impl NotifySocket {
                 .is_ok()
         })?;
         let sock = std::os::unix::net::UnixDatagram::bind(path)?;
-        sock.set_nonblocking(true)?;
         nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::PassCred, &true)
             .map_err(std::io::Error::from)?;
         // Services of any user must be able to notify.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
-        // `new` is deprecated for types that do not own their fd; ours owns
-        // its socket, so the I/O-safety concern does not apply.
-        #[allow(deprecated)]
-        let fd = AsyncFd::new(sock)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        // Blocked in recvmsg(2) while nothing comes: no wake-ups when idle.
+        std::thread::Builder::new()
+            .name("supd-notify".into())
+            .spawn(move || read_forever(sock, tx))?;
         Ok(NotifySocket {
-            fd,
+            rx: tokio::sync::Mutex::new(rx),
             path: path.to_path_buf(),
         })
     }
 
     pub async fn recv(&self) -> std::io::Result<Received> {
-        loop {
-            let mut guard = self.fd.readable().await?;
-            match guard.try_io(|s| recv_one(s.get_ref().as_raw_fd())) {
-                Ok(Ok(Some(r))) => return Ok(r),
-                Ok(Ok(None)) => continue,
-                Ok(Err(e)) => return Err(e),
-                Err(_would_block) => continue,
+        self.rx
+            .lock()
+            .await
+            .recv()
+            .await
+            .ok_or_else(|| std::io::Error::other("the sd_notify reading thread is gone"))
+    }
+}
+
+/// The reading thread: each datagram with its sender's cgroup, read at
+/// once, to the event loop.
+fn read_forever(sock: std::os::unix::net::UnixDatagram, tx: mpsc::Sender<Received>) {
+    loop {
+        match recv_one(sock.as_raw_fd()) {
+            Ok(Some(mut r)) => {
+                r.cgroup = cgroup_of(r.pid);
+                if tx.blocking_send(r).is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                tracing::warn!("reading the sd_notify socket: {e}");
+                // Not a busy loop on a persistent error.
+                std::thread::sleep(Duration::from_millis(100));
             }
         }
     }
+}
+
+/// A process's cgroup v2 path, if it still exists (a zombie's is still
+/// readable).
+pub fn cgroup_of(pid: i32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|p| p.trim().to_string())
 }
 
 fn recv_one(fd: i32) -> std::io::Result<Option<Received>> {
@@ -79,7 +119,7 @@ fn recv_one(fd: i32) -> std::io::Result<Option<Received>> {
     let mut buf = [0u8; 4096];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut cmsg = nix::cmsg_space!(nix::sys::socket::UnixCredentials);
-    let msg = recvmsg::<UnixAddr>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_DONTWAIT)
+    let msg = recvmsg::<UnixAddr>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())
         .map_err(std::io::Error::from)?;
     let mut pid = None;
     let mut uid = u32::MAX;
@@ -99,6 +139,7 @@ fn recv_one(fd: i32) -> std::io::Result<Option<Received>> {
     Ok(Some(Received {
         pid,
         uid,
+        cgroup: None,
         msg: {
             let mut m = parse(&text);
             m.monotonic_at = m.monotonic_usec.and_then(monotonic_to_instant);
