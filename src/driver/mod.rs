@@ -777,12 +777,7 @@ impl Driver {
             // interrupt the loop with a handler run. Held, the exits
             // coalesce into one pending SIGCHLD and one reaper drain.
             let held = SigHold::chld();
-            // Audit records first: a reply in this batch then waits for
-            // them (an acknowledged change is an audited one).
-            let (audits, rest): (Vec<Action>, Vec<Action>) = actions
-                .into_iter()
-                .partition(|a| matches!(a, Action::Audit(_)));
-            for a in audits.into_iter().chain(rest) {
+            for a in execution_order(actions) {
                 batch.extend(self.execute(a));
             }
             drop(held);
@@ -939,5 +934,91 @@ impl Driver {
                 0
             }
         }
+    }
+}
+
+/// The order a batch of actions is carried out in: the engine's, except
+/// that every audit record is queued before the batch's first reply (a reply
+/// waits for the records queued before it: an acknowledged change is an
+/// audited one). Nothing else moves — above all not an audit record ahead
+/// of the lock write the engine put before it: the disk thread writes in
+/// queue order, and a power cut between an audited `maintenance on` and its
+/// first lock file would leave "no lock file, but the audit log shows
+/// locks" — a boot that fails closed for a lock nobody was ever told about.
+fn execution_order(actions: Vec<Action>) -> Vec<Action> {
+    let first_reply = actions
+        .iter()
+        .position(|a| matches!(a, Action::Reply { .. }))
+        .unwrap_or(actions.len());
+    let mut head = Vec::with_capacity(actions.len());
+    let mut tail = Vec::new();
+    for (i, a) in actions.into_iter().enumerate() {
+        if i < first_reply || matches!(a, Action::Audit(_)) {
+            head.push(a);
+        } else {
+            tail.push(a);
+        }
+    }
+    head.extend(tail);
+    head
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::AuditEntry;
+
+    fn audit(action: &str) -> Action {
+        Action::Audit(AuditEntry {
+            wall_ms: 0,
+            peer_uid: None,
+            peer_pid: None,
+            holder: None,
+            unit: None,
+            action: action.to_string(),
+            reason: None,
+            outcome: "ok".to_string(),
+        })
+    }
+
+    fn kinds(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .map(|a| match a {
+                Action::Audit(e) => format!("audit {}", e.action),
+                Action::PersistLocks { version, .. } => format!("persist {version}"),
+                Action::Reply { .. } => "reply".to_string(),
+                _ => "other".to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_lock_write_is_queued_before_its_audit_record_and_replies_after_both() {
+        let persist = |version| Action::PersistLocks {
+            version,
+            locks: Default::default(),
+        };
+        let reply = || Action::Reply {
+            req: crate::engine::event::ReqId(1),
+            response: crate::protocol::Response::ok("done"),
+        };
+        let got = execution_order(vec![
+            persist(1),
+            audit("maintenance-on"),
+            reply(),
+            persist(2),
+            audit("maintenance-off"),
+        ]);
+        assert_eq!(
+            kinds(&got),
+            [
+                "persist 1",
+                "audit maintenance-on",
+                "audit maintenance-off",
+                "reply",
+                "persist 2"
+            ]
+        );
     }
 }
