@@ -58,7 +58,7 @@ mod sim;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -183,6 +183,10 @@ pub struct HandoffUnit {
     /// is taken over as starting.
     #[serde(default)]
     pub ready: bool,
+    /// Its run was being stopped (the stop signal already sent): the new
+    /// image must finish that stop, not take the run over as starting.
+    #[serde(default)]
+    pub stopping: bool,
 }
 
 /// The units an event is about (see `Engine::event_scope`).
@@ -346,6 +350,8 @@ pub struct Engine {
     /// From a re-exec's hand-off, until the unit is adopted: was its run
     /// ready?
     resumed_ready: HashMap<String, bool>,
+    /// Units whose run the hand-off says was being stopped.
+    resumed_stopping: HashSet<String>,
     /// Each unit's (state word, ready) as last reported: a change is
     /// history (`since`) and an event for subscribers.
     seen: Vec<(&'static str, bool)>,
@@ -403,6 +409,7 @@ impl Engine {
             shed: None,
             starting: 0,
             resumed_ready: HashMap::new(),
+            resumed_stopping: HashSet::new(),
             seen: Vec::new(),
             seen_locks: std::collections::BTreeMap::new(),
             seen_lock_state: None,
@@ -1562,6 +1569,7 @@ impl Engine {
                     attempt: u.attempt,
                     window_ages_ms: u.window.ages_ms(now),
                     ready: matches!(u.state, UnitState::Running { ready: true, .. }),
+                    stopping: matches!(u.state, UnitState::Stopping { .. }),
                     backoff_ms: match u.state {
                         UnitState::Backoff { until } => {
                             Some(until.saturating_duration_since(now).as_millis() as u64)
@@ -1596,6 +1604,9 @@ impl Engine {
             u.attempt = hu.attempt;
             if hu.pid.is_some() {
                 self.resumed_ready.insert(hu.name.clone(), hu.ready);
+                if hu.stopping {
+                    self.resumed_stopping.insert(hu.name.clone());
+                }
             }
             let u = self.unit_mut(id);
             u.window = restart::StartWindow::from_ages_ms(now, &hu.window_ages_ms);
@@ -1672,6 +1683,29 @@ impl Engine {
             contained,
         });
         let outcome = match pid {
+            Some(pid) if self.resumed_stopping.remove(&unit) => {
+                // The previous image had sent the stop signal and would have
+                // escalated to SIGKILL: finish that stop (a process ignoring
+                // SIGTERM must not be taken over as starting, forever).
+                self.resumed_ready.remove(&unit);
+                self.out.push(Action::Signal {
+                    run,
+                    signal: spec.stop.signal,
+                });
+                self.timers
+                    .set(id, TimerKind::KillAfter, now + spec.stop.timeout);
+                self.set_state(
+                    id,
+                    UnitState::Stopping {
+                        run,
+                        pid: Some(pid),
+                        reason: StopReason::Unowned,
+                        killed: false,
+                        since: now,
+                    },
+                );
+                format!("adopted process {pid} that was being stopped: stopping it")
+            }
             Some(pid) => {
                 tracing::info!(unit = %unit, "adopted: running as pid {pid}, left by a previous supd");
                 // A long-running unit was up (and ready: it ran under the

@@ -2201,3 +2201,57 @@ fn pressure_sheds_in_steps_manual_wins_and_quiet_restores_with_jitter() {
     assert_eq!(t.e.auto_shed().step(), 0);
     assert_eq!(t.e.next_deadline(), None, "restored: no wake-up left");
 }
+
+/// A re-exec while a run is being stopped (the stop signal already sent, the
+/// process ignoring it) must finish that stop: the new image used to take
+/// the run over as starting, with no kill escalation and no way to become
+/// ready, so it and everything ordered after it waited forever (sim seeds
+/// 20188, 22571, 22671).
+#[test]
+fn reexec_while_stopping_finishes_the_stop() {
+    let mut t = T::new(vec![longrun("svc")]);
+    t.feed(Event::Tick);
+    assert!(matches!(t.state("svc"), UnitState::Running { .. }));
+    let pid = t.state("svc").pid().expect("pid");
+    // A restart (or a shed step): the unit stays wanted up.
+    t.cmd(Request::Restart { unit: "svc".into() });
+    assert!(matches!(t.state("svc"), UnitState::Stopping { .. }));
+    let handoff = t.e.handoff(t.now);
+    let set = crate::graph::build(vec![longrun("svc")]).expect("valid set");
+    t.replace(Engine::new(set, EngineConfig::default(), table(&[])));
+    let evs = vec![
+        Event::Resumed(handoff),
+        Event::Adopted {
+            unit: "svc".into(),
+            pid: Some(pid),
+            cgroup: None,
+            wall_ms: 1,
+        },
+        Event::Tick,
+    ];
+    let full = t.oracle.handle_many(t.now, evs.clone());
+    let acts = t.e.handle_many(t.now, evs);
+    check_oracle(&t.e, &t.oracle, &acts, &full);
+    assert!(
+        matches!(t.state("svc"), UnitState::Stopping { .. }),
+        "adopted as {:?}",
+        t.state("svc")
+    );
+    // The process ignores SIGTERM: the new image escalates.
+    let acts = t.advance(Duration::from_secs(60));
+    assert!(
+        acts.iter().any(|a| matches!(a, Action::KillGroup { .. })
+            || matches!(a, Action::Signal { signal, .. } | Action::SignalMain { signal, .. } if *signal == libc::SIGKILL)),
+        "no kill escalation after the stop timeout: {acts:?}"
+    );
+    // Once it is gone, the restart goes on: the unit is wanted up.
+    t.feed(Event::ProcessExited {
+        run: t.run_of("svc"),
+        status: ExitStatus::Signaled {
+            signal: libc::SIGKILL,
+            core: false,
+        },
+    });
+    t.advance(Duration::from_secs(1));
+    assert!(t.running("svc"), "after the stop: {:?}", t.state("svc"));
+}
