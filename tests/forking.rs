@@ -19,33 +19,7 @@ use common::*;
 /// reason) when there is no C compiler.
 fn forkd() -> Option<&'static Path> {
     static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/forkd.c");
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        let tmp = dir.join(format!("forkd.{}", std::process::id()));
-        let out = dir.join("forkd");
-        match Command::new("cc")
-            .args(["-O2", "-Wall", "-o"])
-            .arg(&tmp)
-            .arg(&src)
-            .output()
-        {
-            Ok(o) if o.status.success() => {
-                std::fs::rename(&tmp, &out).expect("install forkd");
-                Some(out)
-            }
-            Ok(o) => panic!(
-                "cc failed on {}: {}",
-                src.display(),
-                String::from_utf8_lossy(&o.stderr)
-            ),
-            Err(e) => {
-                eprintln!("SKIP: no C compiler ({e}); ./test.sh installs gcc");
-                None
-            }
-        }
-    })
-    .as_deref()
+    BIN.get_or_init(|| c_fixture("forkd")).as_deref()
 }
 
 fn skip(test: &str) -> bool {

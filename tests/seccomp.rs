@@ -16,33 +16,7 @@ use common::*;
 
 fn probe() -> Option<&'static Path> {
     static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/syscall_probe.c");
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        let tmp = dir.join(format!("syscall_probe.{}", std::process::id()));
-        let out = dir.join("syscall_probe");
-        match Command::new("cc")
-            .args(["-O2", "-Wall", "-o"])
-            .arg(&tmp)
-            .arg(&src)
-            .output()
-        {
-            Ok(o) if o.status.success() => {
-                std::fs::rename(&tmp, &out).expect("install syscall_probe");
-                Some(out)
-            }
-            Ok(o) => panic!(
-                "cc failed on {}: {}",
-                src.display(),
-                String::from_utf8_lossy(&o.stderr)
-            ),
-            Err(e) => {
-                eprintln!("SKIP: no C compiler ({e}); ./test.sh installs gcc");
-                None
-            }
-        }
-    })
-    .as_deref()
+    BIN.get_or_init(|| c_fixture("syscall_probe")).as_deref()
 }
 
 /// Run the probe with `attempts` as oneshot units: `t` with `sandbox`

@@ -24,33 +24,7 @@ use nix::unistd::Pid;
 /// reason) when there is no C compiler.
 fn sigstate() -> Option<&'static Path> {
     static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sigstate.c");
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        let tmp = dir.join(format!("sigstate.{}", std::process::id()));
-        let out = dir.join("sigstate");
-        match Command::new("cc")
-            .args(["-O2", "-Wall", "-o"])
-            .arg(&tmp)
-            .arg(&src)
-            .output()
-        {
-            Ok(o) if o.status.success() => {
-                std::fs::rename(&tmp, &out).expect("install sigstate");
-                Some(out)
-            }
-            Ok(o) => panic!(
-                "cc failed on {}: {}",
-                src.display(),
-                String::from_utf8_lossy(&o.stderr)
-            ),
-            Err(e) => {
-                eprintln!("SKIP: no C compiler ({e}); ./test.sh installs gcc");
-                None
-            }
-        }
-    })
-    .as_deref()
+    BIN.get_or_init(|| c_fixture("sigstate")).as_deref()
 }
 
 /// A running `supd -- ...`, as PID 1 of its own namespace or not.

@@ -691,3 +691,35 @@ pub fn run_ok(cmd: &mut Command) -> String {
     );
     String::from_utf8_lossy(&out.stdout).to_string()
 }
+
+/// Compile `tests/fixtures/NAME.c` into the test target's tmp dir (built
+/// under a per-process name, then renamed in, so parallel test binaries
+/// never run a half-written file). None, with the SKIP reason printed,
+/// when there is no C compiler; a compile error fails the test.
+#[allow(dead_code)]
+pub fn c_fixture(name: &str) -> Option<PathBuf> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.c"));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let tmp = dir.join(format!("{name}.{}", std::process::id()));
+    let out = dir.join(name);
+    match Command::new("cc")
+        .args(["-O2", "-Wall", "-o"])
+        .arg(&tmp)
+        .arg(&src)
+        .output()
+    {
+        Ok(o) if o.status.success() => {
+            std::fs::rename(&tmp, &out).unwrap_or_else(|e| panic!("install {name}: {e}"));
+            Some(out)
+        }
+        Ok(o) => panic!(
+            "cc failed on {}: {}",
+            src.display(),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => {
+            eprintln!("SKIP: no C compiler ({e}); ./test.sh installs gcc");
+            None
+        }
+    }
+}
