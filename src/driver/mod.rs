@@ -750,6 +750,9 @@ impl Driver {
 
     fn feed_batch(&mut self, events: Vec<Event>) {
         let mut batch = events;
+        // The log lines of this batch (two per unit started) reach the
+        // log writer with one wake-up, when it ends.
+        let _logs = self.logs.hold_wakes();
         while !batch.is_empty() {
             if self.engine_broken.is_some() {
                 return;

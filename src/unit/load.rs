@@ -96,6 +96,14 @@ pub struct Lenient {
 /// cycle are left out (an essential one keeps running order-free instead).
 /// `supd check` and `reload` stay strict (`load_dir`).
 pub fn load_dir_lenient(dir: &Path) -> Lenient {
+    lenient(dir, true)
+}
+
+/// `clean_first`: try the whole set first without keeping a copy of every
+/// spec for the subset path (a boot with a clean directory, the common
+/// case, then copies nothing); if the graph turns out bad, the files are
+/// read again for the subset.
+fn lenient(dir: &Path, clean_first: bool) -> Lenient {
     let parsed = match read_units(dir) {
         Ok(p) => p,
         Err(errors) => {
@@ -115,6 +123,16 @@ pub fn load_dir_lenient(dir: &Path) -> Lenient {
         failed,
         mut errors,
     } = parsed;
+    if clean_first && errors.is_empty() {
+        return match crate::graph::build_checked(specs, &lines, &failed) {
+            Ok(set) => Lenient {
+                set,
+                skipped: Skipped::default(),
+                errors,
+            },
+            Err(_) => lenient(dir, false),
+        };
+    }
     match crate::graph::build_checked(specs.clone(), &lines, &failed) {
         Ok(set) if errors.is_empty() => {
             return Lenient {
@@ -292,7 +310,7 @@ fn read_units(dir: &Path) -> Result<Parsed, Vec<UnitError>> {
         // Only a regular file, opened without blocking: a FIFO named
         // `x.toml` would otherwise wait for a writer forever (and PID 1
         // with it).
-        let mut f = match crate::world::regular_file::open(&path) {
+        let (mut f, size) = match crate::world::regular_file::open_sized(&path) {
             Ok(f) => f,
             Err(e) => {
                 failed.insert(name.clone());
@@ -302,7 +320,6 @@ fn read_units(dir: &Path) -> Result<Parsed, Vec<UnitError>> {
                 continue;
             }
         };
-        let size = f.metadata().map(|m| m.len()).unwrap_or(0);
         if size > MAX_UNIT_BYTES {
             errors.push(
                 UnitError::new(
@@ -313,7 +330,10 @@ fn read_units(dir: &Path) -> Result<Parsed, Vec<UnitError>> {
             );
             continue;
         }
-        let mut bytes = Vec::new();
+        // Sized from the open's fstat (plus one byte, so the read that
+        // finds the end needs no growth): one read of the file instead of
+        // a doubling series from 32 bytes.
+        let mut bytes = Vec::with_capacity(size as usize + 1);
         if let Err(e) = (&mut f).take(MAX_UNIT_BYTES + 1).read_to_end(&mut bytes) {
             errors.push(UnitError::new(&path, format!("cannot read: {e}")));
             continue;

@@ -213,6 +213,10 @@ impl LineWriter {
     /// Write as much of the backlog as the descriptor takes now; once it
     /// is empty, queue the report of dropped lines.
     fn flush_locked(&self, st: &mut State) {
+        // Only a backlog that emptied here is news to `flush`'s waiters:
+        // a condvar's notify is a system call even with nobody waiting,
+        // and this runs before every line supd logs.
+        let mut drained = false;
         loop {
             while !st.buf.is_empty() {
                 let (front, _) = st.buf.as_slices();
@@ -220,6 +224,7 @@ impl LineWriter {
                     Ok(0) => return,
                     Ok(n) => {
                         st.buf.drain(..n);
+                        drained = true;
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -235,7 +240,9 @@ impl LineWriter {
                 }
             }
             if st.dropped == 0 {
-                self.changed.notify_all();
+                if drained {
+                    self.changed.notify_all();
+                }
                 return;
             }
             let n = std::mem::take(&mut st.dropped);

@@ -47,24 +47,33 @@ fn require_regular(meta: &Metadata) -> io::Result<()> {
 
 /// Open `path` for reading if it is (or links to) a regular file.
 pub fn open(path: &Path) -> io::Result<File> {
+    open_sized(path).map(|(f, _)| f)
+}
+
+/// As `open`, with the file's length from the check on the open
+/// descriptor (no second `fstat` for the caller: a units directory of
+/// 4,000 files is 4,000 system calls fewer).
+pub fn open_sized(path: &Path) -> io::Result<(File, u64)> {
     require_regular(&std::fs::metadata(path)?)?;
     let f = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
         .open(path)?;
-    require_regular(&f.metadata()?)?;
-    Ok(f)
+    let meta = f.metadata()?;
+    require_regular(&meta)?;
+    Ok((f, meta.len()))
 }
 
 /// The whole content of the regular file at `path`, refused unread if it
 /// is larger than `max` bytes.
 pub fn read(path: &Path, max: u64) -> io::Result<Vec<u8>> {
-    let f = open(path)?;
-    let len = f.metadata()?.len();
+    let (f, len) = open_sized(path)?;
     if len > max {
         return Err(too_big(len, max));
     }
-    let mut buf = Vec::with_capacity(len as usize);
+    // One byte more than the length: the read that finds the end then
+    // needs no growth of the buffer.
+    let mut buf = Vec::with_capacity(len as usize + 1);
     f.take(max + 1).read_to_end(&mut buf)?;
     if buf.len() as u64 > max {
         return Err(too_big(buf.len() as u64, max));

@@ -752,6 +752,9 @@ pub fn spawn(
     let _guard = SPAWN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let slots = SLOTS.get_or_init(reserve_slots).as_ref();
     let mut unshare_below = None;
+    // Slots given a copy of something other than /dev/null (they must be
+    // given back after the clone; the others hold /dev/null already).
+    let mut lent = [false; 3];
     if let Some(sl) = slots {
         let mut sources: Vec<i32> = Vec::with_capacity(3);
         for &(src, _) in &fds {
@@ -760,7 +763,8 @@ pub fn spawn(
             }
         }
         let mut placed = true;
-        for (slot, &src) in sl.fds.iter().zip(sources.iter()) {
+        for (i, (slot, &src)) in sl.fds.iter().zip(sources.iter()).enumerate() {
+            lent[i] = src != devnull;
             // SAFETY: replaces our own reserved slot with a copy of `src`.
             if unsafe { libc::dup3(src, *slot, libc::O_CLOEXEC) } < 0 {
                 placed = false;
@@ -971,9 +975,9 @@ pub fn spawn(
     if let Some(sl) = slots {
         // Give the slots back to /dev/null: our copies of the pipes' write
         // ends must close, or their readers never see end-of-file.
-        for slot in sl.fds {
+        for (slot, _) in sl.fds.iter().zip(lent).filter(|(_, lent)| *lent) {
             // SAFETY: replaces our own reserved slot.
-            unsafe { libc::dup3(devnull, slot, libc::O_CLOEXEC) };
+            unsafe { libc::dup3(devnull, *slot, libc::O_CLOEXEC) };
         }
     }
     let pid =
