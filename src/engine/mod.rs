@@ -309,9 +309,17 @@ pub struct Engine {
     /// Units that may have changed since the last `observe` (what it
     /// compares against `seen`, instead of every unit).
     touched: std::collections::BTreeSet<UnitId>,
-    /// Units whose last start decision was "queued behind the cap": asked
-    /// again when a start ends.
-    cap_waiters: std::collections::BTreeSet<UnitId>,
+    /// Positions (as in `dirty_start`) of units whose last start decision
+    /// was "queued behind the cap". `start_pass_dirty` walks them beside
+    /// the dirty set, in order, only while a slot is free: a slot that
+    /// opens asks the first waiters until the cap is full again, not every
+    /// waiter (touching all of them made a 4,000-unit boot O(N²/cap)). A
+    /// waiter's other blockers cannot change unseen: any event that could
+    /// add one marks the unit, and it is asked as a dirty unit.
+    cap_waiters: std::collections::BTreeSet<u32>,
+    /// A start slot opened during this settle: the next pass must run (and
+    /// walk the waiters from the first position).
+    cap_opened: bool,
     /// Units in `Backoff`, by when it ends (their decision changes with
     /// time alone, at that instant).
     backoffs: std::collections::BTreeSet<(Instant, UnitId)>,
@@ -389,6 +397,7 @@ impl Engine {
             dirty_start: Default::default(),
             touched: Default::default(),
             cap_waiters: Default::default(),
+            cap_opened: false,
             backoffs: Default::default(),
             asked: 0,
             with_process: 0,
@@ -1017,11 +1026,10 @@ impl Engine {
             (true, false) => self.starting = self.starting.saturating_sub(1),
             _ => {}
         }
-        if was_full && self.starting < cap {
-            // A start slot opened: what queued behind the cap asks again.
-            for w in std::mem::take(&mut self.cap_waiters) {
-                self.touch(w);
-            }
+        if was_full && self.starting < cap && !self.cap_waiters.is_empty() {
+            // A start slot opened: the waiters are asked by the next pass
+            // (see `cap_waiters`).
+            self.cap_opened = true;
         }
         self.mark(id);
         self.timeline.on_state(id, &self.units[id.0 as usize]);
@@ -2772,20 +2780,38 @@ impl Engine {
         changed
     }
 
-    /// The dirty units, in the order `start_pass` would ask them.
+    /// The dirty units, in the order `start_pass` would ask them — and,
+    /// while a start slot is free, the units queued behind the cap (which
+    /// `start_pass` would ask too; while the cap is full their answer
+    /// cannot change, so they are skipped).
     fn start_pass_dirty(&mut self, now: Instant) -> bool {
-        let mut changed = false;
-        let mut next = self.dirty_start.first().copied();
-        while let Some(p) = next {
-            self.dirty_start.remove(&p);
-            changed |= self.start_one(self.order[p as usize], now);
-            next = self
-                .dirty_start
+        let mut changed = std::mem::take(&mut self.cap_opened);
+        let cap = self.cfg.max_parallel_starts as usize;
+        let after = |set: &std::collections::BTreeSet<u32>, p: Option<u32>| match p {
+            None => set.first().copied(),
+            Some(p) => set
                 .range((std::ops::Bound::Excluded(p), std::ops::Bound::Unbounded))
                 .next()
-                .copied();
+                .copied(),
+        };
+        let mut at: Option<u32> = None;
+        loop {
+            let dirty = after(&self.dirty_start, at);
+            let waiter = if self.starting < cap {
+                after(&self.cap_waiters, at)
+            } else {
+                None
+            };
+            let Some(p) = dirty.into_iter().chain(waiter).min() else {
+                break;
+            };
+            self.dirty_start.remove(&p);
+            changed |= self.start_one(self.order[p as usize], now);
+            at = Some(p);
         }
-        changed
+        // A slot that opened during this pass (behind `at`) is walked by
+        // the next one.
+        changed || self.cap_opened
     }
 
     /// May `id` start now? Starts it if so. True when it started (or hit
@@ -2803,17 +2829,19 @@ impl Engine {
                 self.unit_mut(id).mount_wait_since = None;
                 self.timers.cancel(id, TimerKind::MountTimeout);
             }
-            self.cap_waiters.remove(&id);
+            let p = self.pos[id.0 as usize];
+            self.cap_waiters.remove(&p);
             return false;
         }
         let blockers = self.start_blockers(id, now, false);
         if let Some(b) = blockers.first() {
             self.timeline.on_blocker(id, b);
         }
+        let p = self.pos[id.0 as usize];
         if let Some(Blocker::StartCap { .. }) = blockers.first() {
-            self.cap_waiters.insert(id);
+            self.cap_waiters.insert(p);
         } else {
-            self.cap_waiters.remove(&id);
+            self.cap_waiters.remove(&p);
         }
         match blockers.first() {
             None => self.try_start(id, now),
