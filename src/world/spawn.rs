@@ -1163,6 +1163,30 @@ const OOM_SCORE_ADJ: &std::ffi::CStr = c"/proc/self/oom_score_adj";
 /// (a few frames of raw system calls), so a small one is plenty.
 const CHILD_STACK: usize = 32 * 1024;
 
+/// Runs `f` with this thread's child stack, allocated once. A fresh 32 KiB
+/// buffer per spawn was a large-bin malloc, and glibc consolidates every
+/// fast bin before one (`malloc_consolidate`: ~8% of supd's main thread
+/// starting 4,000 units). Reuse is safe: the clone is `CLONE_VFORK`, so
+/// this thread is suspended until the child has exec'd or exited and left
+/// the stack; nothing on this thread spawns re-entrantly (signal handlers
+/// only set flags), and `RefCell` would refuse rather than share it.
+fn with_child_stack<R>(f: impl FnOnce(&mut [MaybeUninit<u8>]) -> R) -> R {
+    thread_local! {
+        static STACK: std::cell::RefCell<Vec<MaybeUninit<u8>>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    STACK.with(|s| match s.try_borrow_mut() {
+        Ok(mut v) => {
+            if v.len() < CHILD_STACK {
+                v.resize(CHILD_STACK, MaybeUninit::uninit());
+            }
+            f(&mut v[..CHILD_STACK])
+        }
+        // Unreachable (see above); a private buffer keeps it correct.
+        Err(_) => f(&mut vec![MaybeUninit::uninit(); CHILD_STACK]),
+    })
+}
+
 /// `cgroup.procs` in an open group directory, for a child to write itself
 /// into.
 fn open_procs(dir: i32) -> Result<OwnedFd, SpawnError> {
@@ -1192,8 +1216,7 @@ fn open_procs(dir: i32) -> Result<OwnedFd, SpawnError> {
 /// so the entry is a few lines of assembly; other architectures use the
 /// fallback (the child writes itself into `cgroup.procs`).
 mod clone3 {
-    use super::{CHILD_STACK, ChildArgs, ChildErr, Plan, child_main};
-    use std::mem::MaybeUninit;
+    use super::{CHILD_STACK, ChildArgs, ChildErr, Plan, child_main, with_child_stack};
     use std::sync::atomic::{AtomicBool, Ordering};
 
     static UNAVAILABLE: AtomicBool = AtomicBool::new(!cfg!(target_arch = "x86_64"));
@@ -1239,43 +1262,43 @@ mod clone3 {
         } else {
             0
         };
-        let mut stack: Vec<MaybeUninit<u8>> = Vec::with_capacity(CHILD_STACK);
-        let base = stack.as_mut_ptr() as u64;
-        // The kernel starts the child at base + size: keep that 16-aligned.
-        let size = ((base + CHILD_STACK as u64) & !15) - base;
-        let cl = CloneArgs {
-            flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | share_fds | CLONE_INTO_CGROUP,
-            pidfd: 0,
-            child_tid: 0,
-            parent_tid: 0,
-            exit_signal: libc::SIGCHLD as u64,
-            stack: base,
-            stack_size: size,
-            tls: 0,
-            set_tid: 0,
-            set_tid_size: 0,
-            cgroup: cgroup as u64,
-        };
-        // As in `clone_with`: no handler of ours may run in the child.
-        let held = crate::world::sigmask::SigHold::all();
-        // SAFETY: CLONE_VM|CLONE_VFORK suspends this thread until the child
-        // execs or exits, so `args`, `cl` and `stack` stay valid and
-        // untouched by us while the child uses them; the child only runs
-        // `child_main` (raw system calls on data built before the clone)
-        // and never returns into Rust code.
-        let r = unsafe {
-            raw(
-                &cl,
-                child_main,
-                &mut args as *mut ChildArgs as *mut libc::c_void,
-            )
-        };
-        drop(held);
-        drop(stack);
-        if r < 0 {
-            return Err(std::io::Error::from_raw_os_error((-r) as i32));
-        }
-        Ok(r as i32)
+        with_child_stack(|stack| {
+            let base = stack.as_mut_ptr() as u64;
+            // The kernel starts the child at base + size: keep that 16-aligned.
+            let size = ((base + CHILD_STACK as u64) & !15) - base;
+            let cl = CloneArgs {
+                flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | share_fds | CLONE_INTO_CGROUP,
+                pidfd: 0,
+                child_tid: 0,
+                parent_tid: 0,
+                exit_signal: libc::SIGCHLD as u64,
+                stack: base,
+                stack_size: size,
+                tls: 0,
+                set_tid: 0,
+                set_tid_size: 0,
+                cgroup: cgroup as u64,
+            };
+            // As in `clone_with`: no handler of ours may run in the child.
+            let held = crate::world::sigmask::SigHold::all();
+            // SAFETY: CLONE_VM|CLONE_VFORK suspends this thread until the child
+            // execs or exits, so `args`, `cl` and `stack` stay valid and
+            // untouched by us while the child uses them; the child only runs
+            // `child_main` (raw system calls on data built before the clone)
+            // and never returns into Rust code.
+            let r = unsafe {
+                raw(
+                    &cl,
+                    child_main,
+                    &mut args as *mut ChildArgs as *mut libc::c_void,
+                )
+            };
+            drop(held);
+            if r < 0 {
+                return Err(std::io::Error::from_raw_os_error((-r) as i32));
+            }
+            Ok(r as i32)
+        })
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -1353,36 +1376,36 @@ fn clone_with(
     arg: *mut libc::c_void,
     extra: libc::c_int,
 ) -> std::io::Result<i32> {
-    let mut stack: Vec<MaybeUninit<u8>> = Vec::with_capacity(CHILD_STACK);
-    // SAFETY: the buffer is only used as raw stack memory by the child;
-    // stacks grow down on every Linux target we build for, and the top is
-    // aligned down to 16 bytes as the ABI asks.
-    let top = unsafe {
-        let p = stack.as_mut_ptr().add(CHILD_STACK) as usize;
-        (p & !15) as *mut libc::c_void
-    };
-    // Block every signal so no handler of ours runs in the child while it
-    // shares our memory; the child resets dispositions before unblocking.
-    let held = crate::world::sigmask::SigHold::all();
-    // SAFETY: CLONE_VM|CLONE_VFORK suspends this thread until the child
-    // execs or exits, so `arg` and `stack` stay valid and untouched by us
-    // while the child uses them; `f` only makes raw system calls on data
-    // built before the clone.
-    let pid = unsafe {
-        libc::clone(
-            f,
-            top,
-            libc::CLONE_VM | libc::CLONE_VFORK | extra | libc::SIGCHLD,
-            arg,
-        )
-    };
-    let err = std::io::Error::last_os_error();
-    drop(held);
-    drop(stack);
-    if pid < 0 {
-        return Err(err);
-    }
-    Ok(pid)
+    with_child_stack(|stack| {
+        // SAFETY: the buffer is only used as raw stack memory by the child;
+        // stacks grow down on every Linux target we build for, and the top is
+        // aligned down to 16 bytes as the ABI asks.
+        let top = unsafe {
+            let p = stack.as_mut_ptr().add(CHILD_STACK) as usize;
+            (p & !15) as *mut libc::c_void
+        };
+        // Block every signal so no handler of ours runs in the child while it
+        // shares our memory; the child resets dispositions before unblocking.
+        let held = crate::world::sigmask::SigHold::all();
+        // SAFETY: CLONE_VM|CLONE_VFORK suspends this thread until the child
+        // execs or exits, so `arg` and `stack` stay valid and untouched by us
+        // while the child uses them; `f` only makes raw system calls on data
+        // built before the clone.
+        let pid = unsafe {
+            libc::clone(
+                f,
+                top,
+                libc::CLONE_VM | libc::CLONE_VFORK | extra | libc::SIGCHLD,
+                arg,
+            )
+        };
+        let err = std::io::Error::last_os_error();
+        drop(held);
+        if pid < 0 {
+            return Err(err);
+        }
+        Ok(pid)
+    })
 }
 
 /// Raw system call returning -errno on failure; never touches errno or any
