@@ -214,6 +214,55 @@ fn sigterm_stops_in_reverse_dependency_order_and_exits() {
     assert!(tc < tb && tb < ta, "stop order c={tc} b={tb} a={ta}");
 }
 
+/// What services print as they stop at shutdown reaches their logs, also
+/// when every unit's stop ends in the same reaper drain (the output
+/// readers may not have run yet when the last unit is down).
+#[test]
+fn last_words_at_shutdown_reach_each_units_log() {
+    if !can_run("last_words_at_shutdown") {
+        return;
+    }
+    let names: Vec<String> = (0..40).map(|i| format!("talker{i}")).collect();
+    let texts: Vec<String> = names
+        .iter()
+        .map(|n| {
+            sh_unit(
+                &format!("trap 'echo last-words-of-{n}; exit 0' TERM; echo up; while :; do sleep 0.02; done"),
+                "",
+            )
+        })
+        .collect();
+    let units: Vec<(&str, &str)> = names
+        .iter()
+        .zip(&texts)
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    let mut supd = Supd::start("lastwords", &units);
+    for n in &names {
+        supd.wait_state(n, "running", Duration::from_secs(20));
+    }
+    supd.signal(Signal::SIGTERM);
+    let st = supd.wait_exit(Duration::from_secs(30));
+    assert!(st.success(), "supd exit status {st}");
+    let mut missing = Vec::new();
+    for n in &names {
+        let dir = supd.state.join("logs").join(n);
+        let text: String = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect();
+        if !text.contains(&format!("last-words-of-{n}")) {
+            missing.push(n.clone());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "no last words in the logs of {missing:?}"
+    );
+}
+
 #[test]
 fn stop_timeout_escalates_to_sigkill_of_the_group() {
     if !can_run("stop_timeout_escalates") {

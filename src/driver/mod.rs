@@ -328,7 +328,15 @@ async fn main_loop(
 
     loop {
         if let Some(kind) = d.shutdown_complete {
-            return d.finish(kind);
+            d.end_processes();
+            read_last_output(OUTPUT_DRAIN).await;
+            let code = d.finish(kind);
+            // Everything that must outlive us was closed by `finish`;
+            // freeing thousands of units, groups and tasks one by one
+            // would only delay the exit (the kernel takes it all back).
+            std::mem::forget(d);
+            std::mem::forget(src);
+            return code;
         }
         if d.reexec.take().is_some() {
             // Everything that must outlive this image goes to disk first;
@@ -375,24 +383,13 @@ async fn main_loop(
                 d.feed(Event::Pressure { resource, high, wall_ms: wall_ms() })
             }
             Some(unit) = src.group_rx.recv() => {
-                if let Some(run) = d.groups.emptied(&unit) {
-                    let mut evs = Vec::new();
-                    let n = d.groups.new_oom_kills(&unit);
-                    if n > 0 {
-                        evs.push(Event::OomKilled { run, count: n });
-                    }
-                    match d.stop_post_on_empty(run) {
-                        Some(started) => evs.extend(started),
-                        None => {
-                            evs.push(Event::GroupEmpty { run });
-                            // A forking run without a main process ends here.
-                            evs.extend(d.pidless_ended(run));
-                        }
-                    }
-                    if !evs.is_empty() {
-                        d.feed_many(evs);
-                    }
+                // Groups empty together (a shutdown, a dependency chain
+                // stopping): what the watches have queued is one batch.
+                let mut units = vec![unit];
+                while let Ok(u) = src.group_rx.try_recv() {
+                    units.push(u);
                 }
+                d.groups_emptied(units);
             }
             Some(req) = async { match src.scrape_rx.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
                 d.scrape(req)
@@ -646,6 +643,30 @@ const EVENT_BACKLOG: usize = 1024;
 /// How long the loop must have been quiet after boot, a reload or operator
 /// commands before their memory is given back (one wake-up each time).
 const TRIM_AFTER_QUIET: Duration = Duration::from_millis(250);
+
+/// How long the last output of stopped services may take to be read at
+/// exit (every writer is gone by then, so it is all in the pipes; the
+/// bound covers a pipe some outside process still holds open).
+const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
+
+/// Let the output readers reach the end of their pipes: the stop of the
+/// last units can end within one reaper drain, before their readers ever
+/// ran, and what a service says as it stops belongs in its log.
+async fn read_last_output(limit: Duration) {
+    let end = Instant::now() + limit;
+    let mut turns = 0u32;
+    while crate::world::output::reading() > 0 && Instant::now() < end {
+        // Each yield lets the runtime poll for readiness and run the
+        // readers; a pipe still held open elsewhere is waited for in
+        // short sleeps, not a spin.
+        if turns < 64 {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        turns += 1;
+    }
+}
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
@@ -901,14 +922,46 @@ impl Driver {
         }
     }
 
+    /// The watches say these units' groups emptied: the engine hears of
+    /// every one still true, as one batch.
+    fn groups_emptied(&mut self, units: Vec<String>) {
+        let mut evs = Vec::new();
+        for unit in units {
+            let Some(run) = self.groups.emptied(&unit) else {
+                continue;
+            };
+            let n = self.groups.new_oom_kills(&unit);
+            if n > 0 {
+                evs.push(Event::OomKilled { run, count: n });
+            }
+            match self.stop_post_on_empty(run) {
+                Some(started) => evs.extend(started),
+                None => {
+                    evs.push(Event::GroupEmpty { run });
+                    // A forking run without a main process ends here.
+                    evs.extend(self.pidless_ended(run));
+                }
+            }
+        }
+        if !evs.is_empty() {
+            self.feed_many(evs);
+        }
+    }
+
     /// After every unit stopped: end the world as the mode requires.
-    fn finish(&mut self, kind: ShutdownKind) -> i32 {
+    /// Every unit stopped: what is left of any process goes now.
+    fn end_processes(&mut self) {
         let pid1 = self.settings.mode != Mode::Subreaper;
         tracing::info!(
             "all units stopped ({:.3}s); stopping remaining processes",
             self.started.elapsed().as_secs_f64()
         );
         crate::world::init::kill_remaining(pid1, Duration::from_secs(5));
+    }
+
+    /// After every unit stopped, every process ended and its output was
+    /// read: end the world as the mode requires.
+    fn finish(&mut self, kind: ShutdownKind) -> i32 {
         if self.settings.mode != Mode::VmInit
             && let Some(t) = self.groups.containment.tree()
         {

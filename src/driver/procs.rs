@@ -96,6 +96,9 @@ pub(super) enum Next {
     /// Stop command `i` of a running unit is due (the one before it
     /// exited 0).
     ChainStop(RunId, Arc<UnitSpec>, usize),
+    /// A contained run's main process exited and the run has nothing left
+    /// to do: if its group is empty already, the engine hears that first.
+    MainEnded(RunId),
 }
 
 /// The unit a run was started from, while the run has anything left to do.
@@ -437,7 +440,8 @@ impl ProcTable {
                 Some(Proc::Main(run)) => {
                     self.run_pids.remove(&run);
                     self.outputs.remove(&run);
-                    if !self.contained.remove(&run) {
+                    let contained = self.contained.remove(&run);
+                    if !contained {
                         // The main process is gone; whatever is left in
                         // its group is an orphan of a dead service. The
                         // group id cannot be reused while members remain.
@@ -458,6 +462,9 @@ impl ProcTable {
                         next.push(Next::StopPost(run, status));
                     } else {
                         self.forget(run);
+                        if contained {
+                            next.push(Next::MainEnded(run));
+                        }
                         exits.push(Event::ProcessExited { run, status });
                     }
                 }
@@ -633,6 +640,7 @@ impl Driver {
         let mut next = Vec::new();
         self.procs.reap_into(&mut exits, &mut next);
         drop(held);
+        let mut ended = Vec::new();
         for n in next {
             match n {
                 Next::Helper(run, step, status) => {
@@ -657,6 +665,7 @@ impl Driver {
                     }
                 }
                 Next::ChainStop(run, spec, i) => exits.extend(self.stop_command(run, spec, i)),
+                Next::MainEnded(run) => ended.push(run),
             }
         }
         // A main process SIGKILLed in a group with new OOM kills: the
@@ -678,9 +687,39 @@ impl Driver {
             }
             i += 1;
         }
+        self.empty_before_exit(&mut exits, &ended);
         if !exits.is_empty() {
             self.feed_many(exits);
         }
+    }
+
+    /// For each contained run in `ended` whose group is empty already (a
+    /// service alone in its group, the usual case), put `GroupEmpty` just
+    /// before its `ProcessExited`: the engine then ends the run in this
+    /// batch. Otherwise it would first hold the run as draining and ask
+    /// for a `cgroup.kill` of the empty group (which makes the group be
+    /// made afresh before the restart), and learn of the empty group a
+    /// loop turn later from the group's watch. A group with processes
+    /// left is untouched: its watch reports it when it empties.
+    fn empty_before_exit(&mut self, exits: &mut Vec<Event>, ended: &[RunId]) {
+        if ended.is_empty() {
+            return;
+        }
+        let ended: std::collections::HashSet<RunId> = ended.iter().copied().collect();
+        // Rebuilt rather than inserted into: thousands of exits come in one
+        // drain at shutdown.
+        let mut out = Vec::with_capacity(exits.len() + ended.len());
+        for ev in exits.drain(..) {
+            if let Event::ProcessExited { run, .. } = ev
+                && ended.contains(&run)
+                && let Some(unit) = self.groups.unit_of(run).map(str::to_string)
+                && self.groups.emptied(&unit) == Some(run)
+            {
+                out.push(Event::GroupEmpty { run });
+            }
+            out.push(ev);
+        }
+        *exits = out;
     }
 
     pub(super) fn expire_probes(&mut self) {

@@ -87,6 +87,8 @@ pub fn remove_in_background(unit: String, uid: u32, gid: Option<u32>) {
         return;
     }
     let name = unit.clone();
+    // The thread inherits the mask: every signal stays with the loop.
+    let all = super::sigmask::SigHold::all();
     let spawned = std::thread::Builder::new()
         .name("supd-remove-ipc".into())
         .spawn(move || {
@@ -98,6 +100,7 @@ pub fn remove_in_background(unit: String, uid: u32, gid: Option<u32>) {
                 tracing::warn!(unit = %name, "remove_ipc: {e}");
             }
         });
+    drop(all);
     if let Err(e) = spawned {
         tracing::warn!(unit = %unit, "remove_ipc: no thread to remove IPC objects: {e}");
     }

@@ -64,9 +64,16 @@ impl NotifySocket {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
         let (tx, rx) = mpsc::channel(QUEUE);
         // Blocked in recvmsg(2) while nothing comes: no wake-ups when idle.
-        std::thread::Builder::new()
+        // The thread inherits the mask: every signal stays with the loop
+        // (a SIGCHLD the loop holds while it carries out a batch would
+        // otherwise be taken here, one handler run and one loop wake-up
+        // per exit instead of one drain for all of them).
+        let all = super::sigmask::SigHold::all();
+        let spawned = std::thread::Builder::new()
             .name("supd-notify".into())
-            .spawn(move || read_forever(sock, tx))?;
+            .spawn(move || read_forever(sock, tx));
+        drop(all);
+        spawned?;
         Ok(NotifySocket {
             rx: tokio::sync::Mutex::new(rx),
             path: path.to_path_buf(),

@@ -40,6 +40,31 @@ fn receiver(fd: OwnedFd) -> std::io::Result<tokio::net::unix::pipe::Receiver> {
     }
 }
 
+/// Capture tasks whose pipe has not reached its end yet.
+static READING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many pipes are still being read: at shutdown the driver lets them
+/// reach their end (a service's last lines) before it exits.
+pub fn reading() -> usize {
+    READING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts a capture task in `READING` for as long as it lives.
+struct Reading;
+
+impl Reading {
+    fn new() -> Reading {
+        READING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Reading
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        READING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Spawn a task that logs every line of `fd` under `unit`.
 pub fn capture(store: LogStore, unit: Arc<str>, stream: Stream, limits: Limits, fd: OwnedFd) {
     let rx = match receiver(fd) {
@@ -49,16 +74,18 @@ pub fn capture(store: LogStore, unit: Arc<str>, stream: Stream, limits: Limits, 
             return;
         }
     };
-    tokio::spawn(pump(rx, store, unit, stream, limits));
+    tokio::spawn(pump(rx, store, unit, stream, limits, Reading::new()));
 }
 
-/// The capture task: read until the end of the stream.
+/// The capture task: read until the end of the stream (`_reading` counts
+/// it in `reading()` until then).
 async fn pump(
     rx: tokio::net::unix::pipe::Receiver,
     store: LogStore,
     unit: Arc<str>,
     stream: Stream,
     limits: Limits,
+    _reading: Reading,
 ) {
     {
         // The part of a line not ended yet; bounded by MAX_LINE.
@@ -278,6 +305,7 @@ mod tests {
                     max_size: 1 << 20,
                     max_files: 2,
                 },
+                Reading::new(),
             );
             let size = std::mem::size_of_val(&task);
             assert!(
