@@ -1,23 +1,25 @@
 //! The driver's side of containment: which cgroup each run lives in.
 //!
 //! Owns: supd's `Containment` (found once at start-up), the open group of
-//! each unit (created at its first spawn, with a task that wakes on its
-//! `cgroup.events`), and the map from a contained run to its group. Turns
-//! "the group of unit U became empty" into `GroupEmpty{run}` for the run
-//! that lives there.
+//! each unit (created at its first spawn and kept across its restarts:
+//! its directory descriptor, and an inotify watch on its `cgroup.events`
+//! in the one instance every group shares — no descriptor per watch), and
+//! the map from a contained run to its group. Turns "the group of unit U
+//! became empty" into `GroupEmpty{run}` for the run that lives there.
 //!
 //! Must never: report a group empty on a stale wake-up (the file is read
 //! again, synchronously, before the engine is told); bind two runs to one
 //! group (the engine starts a unit again only after `GroupEmpty`); decide
 //! anything about a unit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
 use crate::engine::RunId;
-use crate::world::cgroup::{self, Containment, EventsWatch, Group, GroupKind};
+use crate::world::cgroup::{self, Containment, EventsInotify, EventsWatch, Group, GroupKind};
 use crate::world::devices;
 
 pub(super) struct Groups {
@@ -31,6 +33,10 @@ pub(super) struct Groups {
     current: HashMap<String, RunId>,
     /// Units whose group emptied, from the watch tasks.
     tx: mpsc::UnboundedSender<String>,
+    /// The inotify instance every unit group is watched through, made at
+    /// the first group (it needs the runtime); Err: it could not be, and
+    /// each group gets a descriptor of its own instead.
+    watcher: Option<Result<Watcher, String>>,
     /// Units whose group was killed through `cgroup.kill` since it was
     /// made. Linux (seen on 6.18) SIGKILLs a child born into such a group
     /// with CLONE_INTO_CGROUP: the fork compares the group's kill count
@@ -51,6 +57,7 @@ impl Groups {
             runs: HashMap::new(),
             current: HashMap::new(),
             tx,
+            watcher: None,
             killed: Default::default(),
             applied: HashMap::new(),
             oom_seen: HashMap::new(),
@@ -109,14 +116,11 @@ impl Groups {
                     return None;
                 }
             };
-            if kind == GroupKind::Unit {
-                match EventsWatch::new(&g) {
-                    Ok(w) => watch(unit.to_string(), w, self.tx.clone()),
-                    Err(e) => {
-                        tracing::warn!(unit = %unit, "watching {}/cgroup.events: {e}; this run is contained by its process group only", g.path.display());
-                        return None;
-                    }
-                }
+            if kind == GroupKind::Unit
+                && let Err(e) = watch_group(&mut self.watcher, &self.tx, unit, &g)
+            {
+                tracing::warn!(unit = %unit, "watching {}/cgroup.events: {e}; this run is contained by its process group only", g.path.display());
+                return None;
             }
             // Without the memory controller there is no memory.events:
             // no failing open per spawn.
@@ -135,6 +139,14 @@ impl Groups {
             cgroup::group_name(unit, kind)
         );
         Some((g.raw_dir(), path))
+    }
+
+    /// Close the directory of `unit`'s probe group (opened again for the
+    /// next probe): a unit holds at most two descriptors while it waits
+    /// (its output pipe and its own group), probes every few seconds cost
+    /// an openat each instead.
+    pub(super) fn release_probe_group(&mut self, unit: &str) {
+        self.open.remove(&(unit.to_string(), GroupKind::Probe));
     }
 
     /// SIGKILL everything in a contained run's group. False when the run
@@ -308,14 +320,15 @@ impl Groups {
     /// engine about, if that is still true now.
     pub(super) fn emptied(&mut self, unit: &str) -> Option<RunId> {
         let run = *self.current.get(unit)?;
-        let dir = self.dir_of(run)?;
-        // Wake-ups can be stale (a change seen twice, or the group was
-        // filled again since): believe only the file as it reads now.
-        match cgroup::populated(&dir) {
+        let g = self.open.get(&(unit.to_string(), GroupKind::Unit))?;
+        // Wake-ups can be stale (a change seen twice, the group filled
+        // again since, or every group after an inotify overflow): believe
+        // only the file as it reads now.
+        match cgroup::populated_at(g.raw_dir()) {
             Ok(false) => {}
             Ok(true) => return None,
             Err(e) => {
-                tracing::warn!(unit = %unit, "reading {}/cgroup.events: {e}", dir.display());
+                tracing::warn!(unit = %unit, "reading {}/cgroup.events: {e}", g.path.display());
                 return None;
             }
         }
@@ -394,9 +407,9 @@ impl super::Driver {
         }
         // After `reexec`: its output pipe, kept open across the exec.
         if let Some(fd) = self.resumed_outputs.remove(unit) {
-            if let Ok(copy) = fd.try_clone() {
-                self.procs.keep_output(run, copy);
-            }
+            // Shared with the capture task, as at a spawn.
+            let fd = Arc::new(fd);
+            self.procs.keep_output(run, fd.clone());
             let (max_size, max_files) = crate::unit::LogSpec::default().resolve(self.settings.log);
             crate::world::output::capture(
                 self.logs.clone(),
@@ -419,8 +432,95 @@ impl super::Driver {
     }
 }
 
-/// One task per unit group, asleep in epoll until `cgroup.events` changes
-/// (no timer, no polling).
+/// Wake on changes of the new group `g`'s `cgroup.events`: an inotify
+/// watch in the shared instance, or where that cannot be had (no
+/// instance, or `fs.inotify.max_user_watches` reached) the file held
+/// open and polled by a task of its own.
+fn watch_group(
+    watcher: &mut Option<Result<Watcher, String>>,
+    tx: &mpsc::UnboundedSender<String>,
+    unit: &str,
+    g: &Group,
+) -> std::io::Result<()> {
+    let w = watcher.get_or_insert_with(|| Watcher::start(tx.clone()));
+    match w {
+        Ok(w) => match w.inotify.add(&g.path) {
+            Ok(wd) => {
+                w.units
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(wd, unit.to_string());
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::debug!(unit = %unit, "inotify watch on {}/cgroup.events: {e}; holding the file open instead", g.path.display());
+            }
+        },
+        Err(e) => {
+            tracing::debug!(unit = %unit, "no inotify instance ({e}); holding {}/cgroup.events open instead", g.path.display());
+        }
+    }
+    let w = EventsWatch::new(g)?;
+    watch(unit.to_string(), w, tx.clone());
+    Ok(())
+}
+
+/// The shared inotify instance and which unit each of its watches is for.
+struct Watcher {
+    inotify: Arc<EventsInotify>,
+    units: Arc<Mutex<HashMap<i32, String>>>,
+}
+
+impl Watcher {
+    /// The instance, and one task asleep on it until a watched
+    /// `cgroup.events` changes (no timer, no polling); it names each unit
+    /// whose file changed once per read, whatever the number of changes.
+    fn start(tx: mpsc::UnboundedSender<String>) -> Result<Watcher, String> {
+        let inotify = Arc::new(EventsInotify::new().map_err(|e| format!("inotify_init1: {e}"))?);
+        let units: Arc<Mutex<HashMap<i32, String>>> = Arc::default();
+        let (i, u) = (inotify.clone(), units.clone());
+        tokio::spawn(async move {
+            loop {
+                let news = match i.next().await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::error!("watching the units' cgroups failed: {e}; a unit's end is noticed only through its main process");
+                        return;
+                    }
+                };
+                let named: Vec<String> = {
+                    let mut map = u.lock().unwrap_or_else(|p| p.into_inner());
+                    let named = if news.overflow {
+                        // Changes were lost: every group is read again
+                        // (`emptied` believes only the file).
+                        map.values().cloned().collect()
+                    } else {
+                        let mut seen = HashSet::new();
+                        news.changed
+                            .iter()
+                            .filter(|wd| seen.insert(**wd))
+                            .filter_map(|wd| map.get(wd).cloned())
+                            .collect()
+                    };
+                    // The group was removed (made afresh after a kill).
+                    for wd in &news.gone {
+                        map.remove(wd);
+                    }
+                    named
+                };
+                for unit in named {
+                    if tx.send(unit).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Watcher { inotify, units })
+    }
+}
+
+/// A task per unit group, asleep in epoll until its `cgroup.events`
+/// changes (no timer, no polling): the fallback of `Watcher`.
 fn watch(unit: String, mut w: EventsWatch, tx: mpsc::UnboundedSender<String>) {
     let _ = w.read();
     tokio::spawn(async move {

@@ -158,7 +158,7 @@ pub(super) struct ProcTable {
     foreign: HashMap<i32, RunId>,
     /// A copy of each run's output pipe (read end), so `reexec` can hand
     /// it to the new image: a pipe nobody reads kills its writer.
-    outputs: HashMap<RunId, std::os::fd::OwnedFd>,
+    outputs: HashMap<RunId, Arc<std::os::fd::OwnedFd>>,
     /// Processes reaped that were not ours (for metrics).
     pub(super) orphans_reaped: u64,
     /// Runs whose script is not finished (every run with a process).
@@ -261,7 +261,7 @@ impl ProcTable {
             .collect()
     }
 
-    pub(super) fn keep_output(&mut self, run: RunId, fd: std::os::fd::OwnedFd) {
+    pub(super) fn keep_output(&mut self, run: RunId, fd: Arc<std::os::fd::OwnedFd>) {
         self.outputs.insert(run, fd);
     }
 
@@ -733,7 +733,7 @@ impl Driver {
     }
 
     /// Hand a process's output pipe to a reader that feeds the unit's log.
-    fn capture(&self, spec: &UnitSpec, stream: Stream, fd: std::os::fd::OwnedFd) {
+    fn capture(&self, spec: &UnitSpec, stream: Stream, fd: impl Into<Arc<std::os::fd::OwnedFd>>) {
         output::capture(
             self.logs.clone(),
             Arc::from(spec.name.as_str()),
@@ -1432,9 +1432,10 @@ impl Driver {
                     output::watch_ready_line(fd, run, self.ready_tx.clone());
                 }
                 if let Some(fd) = s.output {
-                    if let Ok(copy) = fd.try_clone() {
-                        self.procs.outputs.insert(run, copy);
-                    }
+                    // Shared with the capture task, not duplicated: one
+                    // descriptor per service (re-exec hands this one over).
+                    let fd = Arc::new(fd);
+                    self.procs.outputs.insert(run, fd.clone());
                     self.capture(spec, Stream::Out, fd);
                 }
                 Event::Spawned {
@@ -1548,7 +1549,9 @@ impl Driver {
                     cgroup: group.map(|g| g.0),
                     ..spawn::SpawnEnv::plain()
                 };
-                match spawn::spawn(&spec, argv, &[], &env, None) {
+                let spawned = spawn::spawn(&spec, argv, &[], &env, None);
+                self.groups.release_probe_group(&spec.name);
+                match spawned {
                     Ok(s) => {
                         let now = Instant::now();
                         // Saturating: a timeout past the end of time is

@@ -314,21 +314,32 @@ impl Tree {
         let path = self.dir.join(&name);
         let c = std::ffi::CString::new(name)
             .map_err(|_| format!("unit name {unit:?} contains a NUL byte"))?;
-        // SAFETY: mkdirat/openat relative to a directory descriptor we own,
-        // with a NUL-terminated name; the result, if any, is ours.
-        let fd = unsafe {
-            if libc::mkdirat(self.fd.as_raw_fd(), c.as_ptr(), 0o755) != 0 {
+        let open = || {
+            // SAFETY: openat relative to a directory descriptor we own,
+            // with a NUL-terminated name; the result, if any, is ours.
+            unsafe {
+                libc::openat(
+                    self.fd.as_raw_fd(),
+                    c.as_ptr(),
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                )
+            }
+        };
+        // A probe group is opened again for every probe (see
+        // `Groups::release_probe_group`): it exists but the first time. A
+        // unit group is made once, at its unit's first start.
+        let mut fd = if kind == GroupKind::Probe { open() } else { -1 };
+        if fd < 0 {
+            // SAFETY: mkdirat relative to a directory descriptor we own,
+            // with a NUL-terminated name.
+            if unsafe { libc::mkdirat(self.fd.as_raw_fd(), c.as_ptr(), 0o755) } != 0 {
                 let e = std::io::Error::last_os_error();
                 if e.kind() != std::io::ErrorKind::AlreadyExists {
                     return Err(format!("creating cgroup {}: {e}", path.display()));
                 }
             }
-            libc::openat(
-                self.fd.as_raw_fd(),
-                c.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        };
+            fd = open();
+        }
         if fd < 0 {
             let e = std::io::Error::last_os_error();
             return Err(format!("opening cgroup {}: {e}", path.display()));
@@ -788,6 +799,20 @@ pub fn populated(dir: &Path) -> std::io::Result<bool> {
     Ok(parse_populated(&text))
 }
 
+/// `populated`, read through the group's open directory: one openat, one
+/// read, one close (no path walk through cgroupfs, no stat).
+pub fn populated_at(dir_fd: i32) -> std::io::Result<bool> {
+    // SAFETY: openat relative to a directory descriptor the caller keeps
+    // open, with a NUL-terminated literal name; the result, if any, is ours.
+    let fd = unsafe { libc::openat(dir_fd, c"cgroup.events".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    let mut f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    read_events(&mut f)
+}
+
 fn parse_populated(events: &str) -> bool {
     events
         .lines()
@@ -845,7 +870,119 @@ pub fn remove(dir: &Path) -> std::io::Result<()> {
     std::fs::remove_dir(dir)
 }
 
+/// One inotify instance for the `cgroup.events` of every unit group:
+/// an inotify watch costs no descriptor (a group's own open
+/// `cgroup.events` did: at 10,000 units that alone was half of supd's
+/// descriptor limit here), no epoll registration and no task per group,
+/// and one read collects the changes of many groups. systemd watches
+/// `cgroup.events` the same way. The watch pins the file's inode, which
+/// kernfs needs to deliver the notification.
+pub struct EventsInotify {
+    fd: AsyncFd<OwnedFd>,
+}
+
+/// What one read of the inotify instance said.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct InotifyNews {
+    /// Watches whose file changed (a watch may be named more than once).
+    pub changed: Vec<i32>,
+    /// Watches the kernel removed (the group was removed).
+    pub gone: Vec<i32>,
+    /// Events were lost (queue overflow): any group may have changed.
+    pub overflow: bool,
+}
+
+impl EventsInotify {
+    /// A new instance (non-blocking, close-on-exec). Needs the runtime.
+    pub fn new() -> std::io::Result<EventsInotify> {
+        // SAFETY: inotify_init1 with flags only; the result, if any, is ours.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        // `OwnedFd` owns its descriptor, so the deprecated constructor's
+        // I/O-safety concern does not apply (as in `EventsWatch`).
+        #[allow(deprecated)]
+        let fd = AsyncFd::with_interest(fd, Interest::READABLE)?;
+        Ok(EventsInotify { fd })
+    }
+
+    /// Watch the `cgroup.events` of the group at `dir`; returns the watch
+    /// descriptor (ENOSPC when `fs.inotify.max_user_watches` is reached).
+    pub fn add(&self, dir: &Path) -> std::io::Result<i32> {
+        use std::os::unix::ffi::OsStrExt;
+        let p = dir.join("cgroup.events");
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: inotify_add_watch on our instance with a NUL-terminated path.
+        let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), libc::IN_MODIFY) };
+        if wd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(wd)
+    }
+
+    /// Wait for changes; everything queued is read (until the instance
+    /// would block).
+    pub async fn next(&self) -> std::io::Result<InotifyNews> {
+        let mut news = InotifyNews::default();
+        loop {
+            let mut guard = self.fd.readable().await?;
+            let mut buf = [0u8; 8192];
+            loop {
+                // SAFETY: read(2) into a buffer we own, of its length.
+                let n = unsafe {
+                    libc::read(
+                        self.fd.as_raw_fd(),
+                        buf.as_mut_ptr() as *mut libc::c_void,
+                        buf.len(),
+                    )
+                };
+                if n < 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() == std::io::ErrorKind::WouldBlock {
+                        guard.clear_ready();
+                        break;
+                    }
+                    if e.kind() == std::io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return Err(e);
+                }
+                parse_inotify(&buf[..n as usize], &mut news);
+            }
+            if news != InotifyNews::default() {
+                return Ok(news);
+            }
+        }
+    }
+}
+
+/// Split a read of an inotify instance into its events.
+fn parse_inotify(mut b: &[u8], news: &mut InotifyNews) {
+    // struct inotify_event { int wd; u32 mask; u32 cookie; u32 len; char name[len]; }
+    const HEAD: usize = 16;
+    while b.len() >= HEAD {
+        let word = |i: usize| [b[i], b[i + 1], b[i + 2], b[i + 3]];
+        let wd = i32::from_ne_bytes(word(0));
+        let mask = u32::from_ne_bytes(word(4));
+        let len = u32::from_ne_bytes(word(12)) as usize;
+        if mask & libc::IN_Q_OVERFLOW != 0 {
+            news.overflow = true;
+        } else if mask & libc::IN_IGNORED != 0 {
+            news.gone.push(wd);
+        } else if mask & libc::IN_MODIFY != 0 {
+            news.changed.push(wd);
+        }
+        b = b.get(HEAD + len..).unwrap_or(&[]);
+    }
+}
+
 /// Wakes when a group's `cgroup.events` changes (populated, frozen).
+/// The fallback where an inotify watch cannot be had (the watch limit):
+/// one descriptor per group.
 pub struct EventsWatch {
     fd: AsyncFd<File>,
 }
@@ -942,6 +1079,35 @@ mod tests {
         assert!(parse_populated("populated 1\nfrozen 0\n"));
         assert!(!parse_populated("populated 0\nfrozen 0\n"));
         assert_eq!(unescape("/a\\040b"), "/a b");
+    }
+
+    #[test]
+    fn inotify_reads_are_split_into_changes_removals_and_overflow() {
+        let ev = |wd: i32, mask: u32, name: &[u8]| {
+            let len = name.len().next_multiple_of(16);
+            let mut v = Vec::new();
+            v.extend(wd.to_ne_bytes());
+            v.extend(mask.to_ne_bytes());
+            v.extend(0u32.to_ne_bytes());
+            v.extend((len as u32).to_ne_bytes());
+            v.extend(name);
+            v.resize(16 + len, 0);
+            v
+        };
+        let mut b = ev(3, libc::IN_MODIFY, b"");
+        b.extend(ev(4, libc::IN_MODIFY, b"x"));
+        b.extend(ev(3, libc::IN_IGNORED, b""));
+        b.extend(ev(5, libc::IN_MODIFY, b""));
+        let mut news = InotifyNews::default();
+        parse_inotify(&b, &mut news);
+        assert_eq!(news.changed, vec![3, 4, 5]);
+        assert_eq!(news.gone, vec![3]);
+        assert!(!news.overflow);
+        // A truncated tail is ignored, not read past.
+        parse_inotify(&ev(-1, libc::IN_Q_OVERFLOW, b"")[..], &mut news);
+        parse_inotify(&ev(6, libc::IN_MODIFY, b"")[..10], &mut news);
+        assert!(news.overflow);
+        assert_eq!(news.changed, vec![3, 4, 5]);
     }
 
     #[test]
