@@ -1,10 +1,12 @@
 //! The driver's side of containment: which cgroup each run lives in.
 //!
-//! Owns: supd's `Containment` (found once at start-up), the open group of
-//! each unit (created at its first spawn and kept across its restarts:
-//! its directory descriptor, and an inotify watch on its `cgroup.events`
-//! in the one instance every group shares — no descriptor per watch), and
-//! the map from a contained run to its group. Turns "the group of unit U
+//! Owns: supd's `Containment` (found once at start-up), the group of each
+//! unit (created at its first spawn and kept across its restarts, with an
+//! inotify watch on its `cgroup.events` in the one instance every group
+//! shares), and the map from a contained run to its group. A group holds
+//! no descriptor of its own: its directory is opened for each spawn into
+//! it (`CLONE_INTO_CGROUP`) and closed right after, so a unit costs supd
+//! one descriptor (its output pipe) and 10,000 units fit in 20,000. Turns "the group of unit U
 //! became empty" into `GroupEmpty{run}` for the run that lives there.
 //!
 //! Must never: report a group empty on a stale wake-up (the file is read
@@ -24,9 +26,9 @@ use crate::world::devices;
 
 pub(super) struct Groups {
     pub(super) containment: Containment,
-    /// Open groups, by unit name and kind (kept for the unit's lifetime:
-    /// one descriptor each, and no mkdir/open per spawn).
-    open: HashMap<(String, GroupKind), Group>,
+    /// Groups made (and watched), by unit name and kind: kept for the
+    /// unit's lifetime, no mkdir per spawn.
+    open: HashMap<(String, GroupKind), PathBuf>,
     /// Contained run -> its unit (until its group is reported empty).
     runs: HashMap<RunId, String>,
     /// Unit -> the run whose processes are in its group now.
@@ -86,11 +88,16 @@ impl Groups {
         }
     }
 
-    /// The open directory descriptor of a unit's group and its cgroup
-    /// path, creating the group (and, for the unit group, its watch) on
-    /// first use. None without cgroups, or when the group cannot be made
-    /// (logged; the run is then contained by its process group only).
-    pub(super) fn group_for(&mut self, unit: &str, kind: GroupKind) -> Option<(i32, String)> {
+    /// The unit's group directory, opened for a spawn (the caller closes
+    /// it once the child exists), and its cgroup path, creating the group
+    /// (and, for the unit group, its watch) on first use. None without
+    /// cgroups, or when the group cannot be made (logged; the run is then
+    /// contained by its process group only).
+    pub(super) fn group_for(
+        &mut self,
+        unit: &str,
+        kind: GroupKind,
+    ) -> Option<(std::os::fd::OwnedFd, String)> {
         let Containment::Cgroup(tree) = &self.containment else {
             return None;
         };
@@ -102,20 +109,21 @@ impl Groups {
             self.killed.remove(unit);
             self.applied.remove(unit);
             self.oom_seen.remove(unit);
-            if let Some(g) = self.open.remove(&key)
-                && let Err(e) = cgroup::remove(&g.path)
+            if let Some(p) = self.open.remove(&key)
+                && let Err(e) = cgroup::remove(&p)
             {
-                tracing::warn!(unit = %unit, "removing killed cgroup {}: {e}", g.path.display());
+                tracing::warn!(unit = %unit, "removing killed cgroup {}: {e}", p.display());
             }
         }
-        if !self.open.contains_key(&key) {
-            let g = match tree.open_group(unit, kind) {
-                Ok(g) => g,
-                Err(e) => {
-                    tracing::warn!(unit = %unit, "{e}; this run is contained by its process group only");
-                    return None;
-                }
-            };
+        let known = self.open.contains_key(&key);
+        let g = match tree.open_group(unit, kind, known) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(unit = %unit, "{e}; this run is contained by its process group only");
+                return None;
+            }
+        };
+        if !known {
             if kind == GroupKind::Unit
                 && let Err(e) = watch_group(&mut self.watcher, &self.tx, unit, &g)
             {
@@ -130,23 +138,14 @@ impl Groups {
             {
                 self.oom_seen.insert(unit.to_string(), n);
             }
-            self.open.insert(key.clone(), g);
+            self.open.insert(key, g.path.clone());
         }
-        let g = self.open.get(&key)?;
         let path = format!(
             "{}/{}",
             tree.cgroup_path.trim_end_matches('/'),
             cgroup::group_name(unit, kind)
         );
-        Some((g.raw_dir(), path))
-    }
-
-    /// Close the directory of `unit`'s probe group (opened again for the
-    /// next probe): a unit holds at most two descriptors while it waits
-    /// (its output pipe and its own group), probes every few seconds cost
-    /// an openat each instead.
-    pub(super) fn release_probe_group(&mut self, unit: &str) {
-        self.open.remove(&(unit.to_string(), GroupKind::Probe));
+        Some((g.dir, path))
     }
 
     /// SIGKILL everything in a contained run's group. False when the run
@@ -177,7 +176,7 @@ impl Groups {
             && let Some((uid, gid)) = owner(spec)?
         {
             // Every start: the group may have been made afresh.
-            cgroup::delegate_to(&g.path, uid, gid)?;
+            cgroup::delegate_to(g, uid, gid)?;
         }
         let tree = match &self.containment {
             Containment::Cgroup(t) => t,
@@ -205,7 +204,13 @@ impl Groups {
             self.applied.insert(unit.to_string(), r.clone());
             return Ok(());
         }
-        cgroup::apply(&g.path, r, &tree.controllers)?;
+        cgroup::apply(g, r, &tree.controllers)?;
+        // The device program is attached through the directory, opened
+        // for that (only units with device rules).
+        let attach = |prog: &std::os::fd::OwnedFd| -> Result<(), String> {
+            let dir = Group::open(g.clone())?;
+            devices::attach(dir.raw_dir(), prog)
+        };
         let was_restricted = self
             .applied
             .get(unit)
@@ -221,7 +226,7 @@ impl Groups {
                     tracing::warn!(unit = %unit, "device_allow: {why} (left out, as systemd does)");
                 }
                 let prog = devices::load(&devices::program(&rules)).map_err(refuse)?;
-                devices::attach(g.raw_dir(), &prog).map_err(refuse)?;
+                attach(&prog).map_err(refuse)?;
             }
             None if was_restricted => {
                 // The restriction was removed by a reload: a program that
@@ -234,7 +239,7 @@ impl Groups {
                         access: 7,
                     });
                 let prog = devices::load(&devices::program(&all))?;
-                devices::attach(g.raw_dir(), &prog)?;
+                attach(&prog)?;
             }
             None => {}
         }
@@ -254,7 +259,7 @@ impl Groups {
         let Some(g) = self.open.get(&(unit.to_string(), GroupKind::Unit)) else {
             return 0;
         };
-        let Some(n) = cgroup::oom_kills(&g.path) else {
+        let Some(n) = cgroup::oom_kills(g) else {
             return 0;
         };
         let seen = self.oom_seen.insert(unit.to_string(), n).unwrap_or(0);
@@ -283,7 +288,7 @@ impl Groups {
             return;
         };
         if let Some(g) = self.open.get(&(unit.clone(), GroupKind::Unit))
-            && let Err(e) = cgroup::record_main(g.raw_dir(), pid, start)
+            && let Err(e) = cgroup::record_main(g, pid, start)
         {
             tracing::debug!(unit = %unit, "recording main pid {pid} on its cgroup: {e}");
         }
@@ -292,9 +297,7 @@ impl Groups {
     /// The directory of a contained run's group.
     pub(super) fn dir_of(&self, run: RunId) -> Option<PathBuf> {
         let unit = self.runs.get(&run)?;
-        self.open
-            .get(&(unit.clone(), GroupKind::Unit))
-            .map(|g| g.path.clone())
+        self.open.get(&(unit.clone(), GroupKind::Unit)).cloned()
     }
 
     /// The run whose group `pid` is in (from `/proc/PID/cgroup`).
@@ -320,15 +323,15 @@ impl Groups {
     /// engine about, if that is still true now.
     pub(super) fn emptied(&mut self, unit: &str) -> Option<RunId> {
         let run = *self.current.get(unit)?;
-        let g = self.open.get(&(unit.to_string(), GroupKind::Unit))?;
+        let tree = self.containment.tree()?;
         // Wake-ups can be stale (a change seen twice, the group filled
         // again since, or every group after an inotify overflow): believe
         // only the file as it reads now.
-        match cgroup::populated_at(g.raw_dir()) {
+        match tree.populated(unit, GroupKind::Unit) {
             Ok(false) => {}
             Ok(true) => return None,
             Err(e) => {
-                tracing::warn!(unit = %unit, "reading {}/cgroup.events: {e}", g.path.display());
+                tracing::warn!(unit = %unit, "reading the cgroup.events of its group in {}: {e}", tree.dir.display());
                 return None;
             }
         }

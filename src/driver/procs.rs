@@ -895,7 +895,7 @@ impl Driver {
         let env = spawn::SpawnEnv {
             notify_socket: notify,
             main_pid: self.procs.main_pid(run),
-            cgroup: group.as_ref().map(|g| g.0),
+            cgroup: group.as_ref().map(|g| std::os::fd::AsRawFd::as_raw_fd(&g.0)),
             expand: true,
             privileged: cmd.privileged,
             sandboxed: true,
@@ -1407,7 +1407,7 @@ impl Driver {
         let env = spawn::SpawnEnv {
             notify_socket: notify,
             main_pid: None,
-            cgroup: group.as_ref().map(|g| g.0),
+            cgroup: group.as_ref().map(|g| std::os::fd::AsRawFd::as_raw_fd(&g.0)),
             expand: true,
             privileged: false,
             sandboxed: true,
@@ -1502,7 +1502,7 @@ impl Driver {
         let env = spawn::SpawnEnv {
             notify_socket: None,
             main_pid: self.procs.main_pid(run),
-            cgroup: group.map(|g| g.0),
+            cgroup: group.as_ref().map(|g| std::os::fd::AsRawFd::as_raw_fd(&g.0)),
             expand: true,
             privileged: false,
             sandboxed: true,
@@ -1546,12 +1546,10 @@ impl Driver {
                 // alive, nor is it killed with it.
                 let group = self.groups.group_for(&spec.name, GroupKind::Probe);
                 let env = spawn::SpawnEnv {
-                    cgroup: group.map(|g| g.0),
+                    cgroup: group.as_ref().map(|g| std::os::fd::AsRawFd::as_raw_fd(&g.0)),
                     ..spawn::SpawnEnv::plain()
                 };
-                let spawned = spawn::spawn(&spec, argv, &[], &env, None);
-                self.groups.release_probe_group(&spec.name);
-                match spawned {
+                match spawn::spawn(&spec, argv, &[], &env, None) {
                     Ok(s) => {
                         let now = Instant::now();
                         // Saturating: a timeout past the end of time is

@@ -308,8 +308,9 @@ impl Tree {
     }
 
     /// Create (if needed) and open a unit's group; the handle is what
-    /// `CLONE_INTO_CGROUP` takes.
-    pub fn open_group(&self, unit: &str, kind: GroupKind) -> Result<Group, String> {
+    /// `CLONE_INTO_CGROUP` takes. `exists`: the group is expected to be
+    /// there (made earlier), so it is opened without trying mkdir first.
+    pub fn open_group(&self, unit: &str, kind: GroupKind, exists: bool) -> Result<Group, String> {
         let name = group_name(unit, kind);
         let path = self.dir.join(&name);
         let c = std::ffi::CString::new(name)
@@ -325,10 +326,7 @@ impl Tree {
                 )
             }
         };
-        // A probe group is opened again for every probe (see
-        // `Groups::release_probe_group`): it exists but the first time. A
-        // unit group is made once, at its unit's first start.
-        let mut fd = if kind == GroupKind::Probe { open() } else { -1 };
+        let mut fd = if exists { open() } else { -1 };
         if fd < 0 {
             // SAFETY: mkdirat relative to a directory descriptor we own,
             // with a NUL-terminated name.
@@ -349,6 +347,29 @@ impl Tree {
             // SAFETY: a fresh descriptor nothing else owns.
             dir: unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) },
         })
+    }
+
+    /// `populated` of a unit's group, read relative to the subtree's open
+    /// directory: one openat, one read, one close (no walk from the root
+    /// of cgroupfs, no stat).
+    pub fn populated(&self, unit: &str, kind: GroupKind) -> std::io::Result<bool> {
+        let rel = std::ffi::CString::new(format!("{}/cgroup.events", group_name(unit, kind)))
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: openat relative to a directory descriptor we own, with a
+        // NUL-terminated name; the result, if any, is ours.
+        let fd = unsafe {
+            libc::openat(
+                self.fd.as_raw_fd(),
+                rel.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        let mut f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        read_events(&mut f)
     }
 
     /// After a clean shutdown (every process gone): leave the subtree and
@@ -534,19 +555,22 @@ pub fn start_time(pid: i32) -> Option<u64> {
 }
 
 /// Record `pid` (started at `start`, in `/proc/PID/stat` ticks, when the
-/// caller knows it) as the main process of the group open at `dir_fd`.
-pub fn record_main(dir_fd: i32, pid: i32, start: Option<u64>) -> std::io::Result<()> {
+/// caller knows it) as the main process of the group at `dir`.
+pub fn record_main(dir: &Path, pid: i32, start: Option<u64>) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
     let st = start.or_else(|| start_time(pid)).ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::NotFound, format!("pid {pid} is gone"))
     })?;
+    let cpath = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     let v = format!("{pid} {st}");
     let mut last = std::io::Error::from_raw_os_error(libc::ENOTSUP);
     for name in MAIN_XATTRS {
-        // SAFETY: fsetxattr on a descriptor the caller keeps open, with a
-        // NUL-terminated name and a (pointer, length) value we own.
+        // SAFETY: setxattr on a NUL-terminated path with a NUL-terminated
+        // name and a (pointer, length) value we own.
         let r = unsafe {
-            libc::fsetxattr(
-                dir_fd,
+            libc::setxattr(
+                cpath.as_ptr(),
                 name.as_ptr(),
                 v.as_ptr() as *const libc::c_void,
                 v.len(),
@@ -799,19 +823,6 @@ pub fn populated(dir: &Path) -> std::io::Result<bool> {
     Ok(parse_populated(&text))
 }
 
-/// `populated`, read through the group's open directory: one openat, one
-/// read, one close (no path walk through cgroupfs, no stat).
-pub fn populated_at(dir_fd: i32) -> std::io::Result<bool> {
-    // SAFETY: openat relative to a directory descriptor the caller keeps
-    // open, with a NUL-terminated literal name; the result, if any, is ours.
-    let fd = unsafe { libc::openat(dir_fd, c"cgroup.events".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor nothing else owns.
-    let mut f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    read_events(&mut f)
-}
 
 fn parse_populated(events: &str) -> bool {
     events

@@ -9,12 +9,12 @@
 //! stalls at N=500; grown here, while supd is single-threaded, the table is
 //! not shared and no grace period is waited for.
 //!
-//! Also owns supd's own `RLIMIT_NOFILE`: each running unit holds two
-//! descriptors (its output pipe's read end, shared by the capture task and
-//! the re-exec hand-off, and its cgroup directory; every group's
-//! `cgroup.events` is watched through one inotify instance), so the soft
-//! limit a shell or the kernel gives PID 1 (1024) would stop supd at ~500
-//! units. supd raises its own soft limit to the hard one (and, when it
+//! Also owns supd's own `RLIMIT_NOFILE`: each running unit holds one
+//! descriptor, its output pipe's read end (shared by the capture task and
+//! the re-exec hand-off; a cgroup directory is open only while a process
+//! is spawned into it, and every group's `cgroup.events` is watched
+//! through one inotify instance), so the soft limit a shell or the kernel
+//! gives PID 1 (1024) would stop supd short of 1,000 units. supd raises its own soft limit to the hard one (and, when it
 //! may, the hard limit to what the unit set needs), as systemd does for
 //! itself.
 //!
@@ -27,10 +27,10 @@ use nix::sys::resource::{Resource, getrlimit, setrlimit};
 /// Descriptors supd needs besides the per-unit ones (sockets, watcher,
 /// epoll, the runtime's own, spawn slots).
 const BASE: usize = 64;
-/// Per unit: the output pipe and the cgroup directory, plus one of
-/// headroom for what a unit holds for a moment or only sometimes
-/// (readiness pipe, probe socket, a foreign main process's pidfd).
-const PER_UNIT: usize = 3;
+/// Per unit: the output pipe, plus one of headroom for what a unit holds
+/// only sometimes (readiness pipe, probe socket, a foreign main process's
+/// pidfd, a delegated group's fallback watch).
+const PER_UNIT: usize = 2;
 
 /// The `RLIMIT_NOFILE` supd was started with, when `presize` changed it.
 static STARTED_WITH: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
