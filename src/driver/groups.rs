@@ -282,13 +282,21 @@ impl Groups {
     }
 
     /// Record `pid` as the main process on `run`'s group, for a supd that
-    /// starts after this one (crash, kill, upgrade) to adopt it.
-    pub(super) fn record_main(&self, run: RunId, pid: i32, start: Option<u64>) {
+    /// starts after this one (crash, kill, upgrade) to adopt it. `dir`:
+    /// the group's directory, if the caller has it open.
+    pub(super) fn record_main(
+        &self,
+        run: RunId,
+        pid: i32,
+        start: Option<u64>,
+        dir: Option<std::os::fd::BorrowedFd>,
+    ) {
         let Some(unit) = self.runs.get(&run) else {
             return;
         };
+        let fd = dir.map(|d| std::os::fd::AsRawFd::as_raw_fd(&d));
         if let Some(g) = self.open.get(&(unit.clone(), GroupKind::Unit))
-            && let Err(e) = cgroup::record_main(g, pid, start)
+            && let Err(e) = cgroup::record_main(g, fd, pid, start)
         {
             tracing::debug!(unit = %unit, "recording main pid {pid} on its cgroup: {e}");
         }

@@ -562,7 +562,7 @@ impl Driver {
         t.pidless.remove(&run);
         if self.groups.is_contained(run) {
             t.contained.insert(run);
-            self.groups.record_main(run, pid, None);
+            self.groups.record_main(run, pid, None, None);
         }
         if !mainpid::is_our_child(pid) {
             // Its parent may reap it before it is ever ours: learn of its
@@ -1426,7 +1426,8 @@ impl Driver {
                 if group.is_some() {
                     self.procs.contained.insert(run);
                     self.groups.bind(run, &spec.name);
-                    self.groups.record_main(run, s.pid, s.start_ticks);
+                    let dir = group.as_ref().map(|g| std::os::fd::AsFd::as_fd(&g.0));
+                    self.groups.record_main(run, s.pid, s.start_ticks, dir);
                 }
                 if let Some(fd) = s.ready {
                     output::watch_ready_line(fd, run, self.ready_tx.clone());

@@ -555,8 +555,15 @@ pub fn start_time(pid: i32) -> Option<u64> {
 }
 
 /// Record `pid` (started at `start`, in `/proc/PID/stat` ticks, when the
-/// caller knows it) as the main process of the group at `dir`.
-pub fn record_main(dir: &Path, pid: i32, start: Option<u64>) -> std::io::Result<()> {
+/// caller knows it) as the main process of the group at `dir` — through
+/// `dir_fd`, the group's directory, when the caller has it open (a spawn
+/// has: no second walk through cgroupfs).
+pub fn record_main(
+    dir: &Path,
+    dir_fd: Option<i32>,
+    pid: i32,
+    start: Option<u64>,
+) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let st = start.or_else(|| start_time(pid)).ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::NotFound, format!("pid {pid} is gone"))
@@ -566,16 +573,15 @@ pub fn record_main(dir: &Path, pid: i32, start: Option<u64>) -> std::io::Result<
     let v = format!("{pid} {st}");
     let mut last = std::io::Error::from_raw_os_error(libc::ENOTSUP);
     for name in MAIN_XATTRS {
-        // SAFETY: setxattr on a NUL-terminated path with a NUL-terminated
-        // name and a (pointer, length) value we own.
+        let value = v.as_ptr() as *const libc::c_void;
+        // SAFETY: (f)setxattr on a descriptor the caller keeps open or a
+        // NUL-terminated path, with a NUL-terminated name and a (pointer,
+        // length) value we own.
         let r = unsafe {
-            libc::setxattr(
-                cpath.as_ptr(),
-                name.as_ptr(),
-                v.as_ptr() as *const libc::c_void,
-                v.len(),
-                0,
-            )
+            match dir_fd {
+                Some(fd) => libc::fsetxattr(fd, name.as_ptr(), value, v.len(), 0),
+                None => libc::setxattr(cpath.as_ptr(), name.as_ptr(), value, v.len(), 0),
+            }
         };
         if r == 0 {
             return Ok(());
