@@ -495,7 +495,9 @@ impl Watcher {
                 let news = match i.next().await {
                     Ok(n) => n,
                     Err(e) => {
-                        tracing::error!("watching the units' cgroups failed: {e}; a unit's end is noticed only through its main process");
+                        tracing::error!(
+                            "watching the units' cgroups failed: {e}; a unit's end is noticed only through its main process"
+                        );
                         return;
                     }
                 };

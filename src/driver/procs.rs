@@ -895,7 +895,9 @@ impl Driver {
         let env = spawn::SpawnEnv {
             notify_socket: notify,
             main_pid: self.procs.main_pid(run),
-            cgroup: group.as_ref().map(|g| std::os::fd::AsRawFd::as_raw_fd(&g.0)),
+            cgroup: group
+                .as_ref()
+                .map(|g| std::os::fd::AsRawFd::as_raw_fd(&g.0)),
             expand: true,
             privileged: cmd.privileged,
             sandboxed: true,
@@ -1407,7 +1409,9 @@ impl Driver {
         let env = spawn::SpawnEnv {
             notify_socket: notify,
             main_pid: None,
-            cgroup: group.as_ref().map(|g| std::os::fd::AsRawFd::as_raw_fd(&g.0)),
+            cgroup: group
+                .as_ref()
+                .map(|g| std::os::fd::AsRawFd::as_raw_fd(&g.0)),
             expand: true,
             privileged: false,
             sandboxed: true,
@@ -1503,7 +1507,9 @@ impl Driver {
         let env = spawn::SpawnEnv {
             notify_socket: None,
             main_pid: self.procs.main_pid(run),
-            cgroup: group.as_ref().map(|g| std::os::fd::AsRawFd::as_raw_fd(&g.0)),
+            cgroup: group
+                .as_ref()
+                .map(|g| std::os::fd::AsRawFd::as_raw_fd(&g.0)),
             expand: true,
             privileged: false,
             sandboxed: true,
@@ -1547,7 +1553,9 @@ impl Driver {
                 // alive, nor is it killed with it.
                 let group = self.groups.group_for(&spec.name, GroupKind::Probe);
                 let env = spawn::SpawnEnv {
-                    cgroup: group.as_ref().map(|g| std::os::fd::AsRawFd::as_raw_fd(&g.0)),
+                    cgroup: group
+                        .as_ref()
+                        .map(|g| std::os::fd::AsRawFd::as_raw_fd(&g.0)),
                     ..spawn::SpawnEnv::plain()
                 };
                 match spawn::spawn(&spec, argv, &[], &env, None) {

@@ -157,9 +157,9 @@ impl AutoShed {
     /// What a re-exec hands over: the step in force and how long until
     /// its restore is due (ms).
     pub fn export(&self, now: Instant) -> (u8, Option<u64>) {
-        let restore = self
-            .restore_at
-            .map(|t| u64::try_from(t.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX));
+        let restore = self.restore_at.map(|t| {
+            u64::try_from(t.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
+        });
         (self.step, restore)
     }
 

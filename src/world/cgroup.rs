@@ -829,7 +829,6 @@ pub fn populated(dir: &Path) -> std::io::Result<bool> {
     Ok(parse_populated(&text))
 }
 
-
 fn parse_populated(events: &str) -> bool {
     events
         .lines()
@@ -934,7 +933,8 @@ impl EventsInotify {
         let c = std::ffi::CString::new(p.as_os_str().as_bytes())
             .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
         // SAFETY: inotify_add_watch on our instance with a NUL-terminated path.
-        let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), libc::IN_MODIFY) };
+        let wd =
+            unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), libc::IN_MODIFY) };
         if wd < 0 {
             return Err(std::io::Error::last_os_error());
         }
