@@ -7,8 +7,10 @@
 //! (`NAME.probe`, accounted apart so a probe never keeps the unit alive),
 //! and the group operations the driver needs: signal every member, kill
 //! them all (`cgroup.kill`), read `populated`, and wake on `cgroup.events`
-//! changes without polling (the kernel marks the open file POLLPRI, as it
-//! does mountinfo).
+//! changes without polling: one inotify instance for every group (the
+//! kernel reports a change of the file as IN_MODIFY; a watch holds no
+//! descriptor), or, where no watch can be had, the file held open (the
+//! kernel marks it POLLPRI, as it does mountinfo).
 //!
 //! Layout (S is supd's subtree, named after its state directory so that a
 //! restarted or re-executed supd finds the same one):
