@@ -116,14 +116,16 @@ impl Groups {
             }
         }
         let known = self.open.contains_key(&key);
-        let g = match tree.open_group(unit, kind, known) {
+        let (g, made) = match tree.open_group(unit, kind, known) {
             Ok(g) => g,
             Err(e) => {
                 tracing::warn!(unit = %unit, "{e}; this run is contained by its process group only");
                 return None;
             }
         };
-        if !known {
+        // A group removed behind supd's back and made again here lost its
+        // watch with its old directory: it is watched afresh.
+        if !known || made {
             if kind == GroupKind::Unit
                 && let Err(e) = watch_group(&mut self.watcher, &self.tx, unit, &g)
             {

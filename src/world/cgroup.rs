@@ -312,7 +312,14 @@ impl Tree {
     /// Create (if needed) and open a unit's group; the handle is what
     /// `CLONE_INTO_CGROUP` takes. `exists`: the group is expected to be
     /// there (made earlier), so it is opened without trying mkdir first.
-    pub fn open_group(&self, unit: &str, kind: GroupKind, exists: bool) -> Result<Group, String> {
+    /// The flag says whether this call made the group (it may have been
+    /// removed behind supd's back: then it needs its watch again).
+    pub fn open_group(
+        &self,
+        unit: &str,
+        kind: GroupKind,
+        exists: bool,
+    ) -> Result<(Group, bool), String> {
         let name = group_name(unit, kind);
         let path = self.dir.join(&name);
         let c = std::ffi::CString::new(name)
@@ -329,6 +336,7 @@ impl Tree {
             }
         };
         let mut fd = if exists { open() } else { -1 };
+        let mut made = false;
         if fd < 0 {
             // SAFETY: mkdirat relative to a directory descriptor we own,
             // with a NUL-terminated name.
@@ -337,6 +345,8 @@ impl Tree {
                 if e.kind() != std::io::ErrorKind::AlreadyExists {
                     return Err(format!("creating cgroup {}: {e}", path.display()));
                 }
+            } else {
+                made = true;
             }
             fd = open();
         }
@@ -344,11 +354,12 @@ impl Tree {
             let e = std::io::Error::last_os_error();
             return Err(format!("opening cgroup {}: {e}", path.display()));
         }
-        Ok(Group {
+        let g = Group {
             path,
             // SAFETY: a fresh descriptor nothing else owns.
             dir: unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) },
-        })
+        };
+        Ok((g, made))
     }
 
     /// `populated` of a unit's group, read relative to the subtree's open
