@@ -921,16 +921,43 @@ pub struct InotifyNews {
     pub overflow: bool,
 }
 
+/// The instance made by `EventsInotify::reserve`, until `new` takes it.
+static RESERVED: std::sync::Mutex<Option<OwnedFd>> = std::sync::Mutex::new(None);
+
+fn inotify_init() -> std::io::Result<OwnedFd> {
+    // SAFETY: inotify_init1 with flags only; the result, if any, is ours.
+    let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
 impl EventsInotify {
-    /// A new instance (non-blocking, close-on-exec). Needs the runtime.
-    pub fn new() -> std::io::Result<EventsInotify> {
-        // SAFETY: inotify_init1 with flags only; the result, if any, is ours.
-        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
+    /// Make the instance now, before the state-dir lock and the sockets
+    /// are opened, so that its descriptor number is below theirs. A
+    /// killed process's files are released highest number first, and
+    /// releasing an inotify instance that has watches waits for an SRCU
+    /// grace period (`fsnotify_destroy_group`, 10-100 ms here): numbered
+    /// above the lock, it kept the lock and the sockets held that long
+    /// after supd's main thread was gone, and a supd started right after
+    /// `kill -9` found "another supd" and ran without cgroups
+    /// (tests/directives.rs, disable_keeps_...). Best effort.
+    pub fn reserve() {
+        if let Ok(fd) = inotify_init() {
+            *RESERVED.lock().unwrap_or_else(|p| p.into_inner()) = Some(fd);
         }
-        // SAFETY: a fresh descriptor nothing else owns.
-        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    }
+
+    /// The instance (the reserved one if any; non-blocking,
+    /// close-on-exec). Needs the runtime.
+    pub fn new() -> std::io::Result<EventsInotify> {
+        let reserved = RESERVED.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let fd = match reserved {
+            Some(fd) => fd,
+            None => inotify_init()?,
+        };
         // `OwnedFd` owns its descriptor, so the deprecated constructor's
         // I/O-safety concern does not apply (as in `EventsWatch`).
         #[allow(deprecated)]
