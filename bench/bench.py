@@ -817,15 +817,20 @@ def bench_curve():
 
 
 def fd_room(n):
-    """Whether supd can hold n units' descriptors here: about four per unit
-    (output pipe and its re-exec copy, cgroup directory, cgroup.events).
-    supd raises its soft limit to the hard one, and the hard one only with
-    CAP_SYS_RESOURCE."""
+    """Whether supd can hold n units' descriptors here: one per unit (its
+    output pipe; a cgroup directory is open only while spawning into it,
+    every cgroup.events is watched through one inotify instance), plus
+    headroom for probe sockets and readiness pipes. supd raises its soft
+    limit to the hard one, and the hard one only with CAP_SYS_RESOURCE."""
     import resource
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with open("/proc/self/status") as f:
         cap = int(next(l for l in f if l.startswith("CapEff:")).split()[1], 16)
-    return bool(cap & (1 << 24)) or hard == resource.RLIM_INFINITY or 64 + 4 * n <= hard
+    return bool(cap & (1 << 24)) or hard == resource.RLIM_INFINITY or fd_need(n) <= hard
+
+
+def fd_need(n):
+    return 64 + n + n // 4
 
 
 def curve_once(k, n):
@@ -897,7 +902,7 @@ def bench_probecpu():
     hz = os.sysconf("SC_CLK_TCK")
     for n, every in cases:
         if not fd_room(n):
-            out(f"| {n} | {every} s | not run | needs ~{64 + 4 * n} descriptors; the hard "
+            out(f"| {n} | {every} s | not run | needs ~{fd_need(n)} descriptors; the hard "
                 f"RLIMIT_NOFILE here is lower and supd may not raise it | {loadavg().split()[0]} |")
             continue
         count = os.path.join(TMP, "accepted")

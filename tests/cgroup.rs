@@ -602,3 +602,41 @@ fn exec_stop_post_runs_after_the_cgroup_has_emptied() {
     drop(supd);
     remove_cgroups(&state);
 }
+
+/// Issue 15/17: a running unit costs supd one descriptor (its output
+/// pipe), so 10,000 units fit under a 20,000 descriptor limit. It used to
+/// cost four (the pipe and a copy kept for re-exec, the group's directory
+/// and its `cgroup.events`): boot stalled at 4,988 of 10,000 units.
+#[test]
+fn a_running_unit_costs_supd_one_descriptor() {
+    if skip("a_running_unit_costs_supd_one_descriptor") {
+        return;
+    }
+    let held = |n: usize| -> usize {
+        let names: Vec<String> = (0..n).map(|i| format!("u{i}")).collect();
+        // Output captured (the default), so each unit has its pipe.
+        let unit = sh_unit("echo up; exec sleep 600", "");
+        let units: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), unit.as_str())).collect();
+        let supd = Supd::start(&format!("cg-fds-{n}"), &units);
+        wait_for("every unit to run", Duration::from_secs(30), || {
+            let st = supd.status();
+            let all = st["units"].as_array().is_some_and(|a| {
+                a.len() == n
+                    && a.iter()
+                        .all(|u| u["state"] == "running" && u["containment"] == "cgroup")
+            });
+            all.then_some(())
+        });
+        std::fs::read_dir(format!("/proc/{}/fd", supd.pid))
+            .map(|d| d.count())
+            .expect("read supd's descriptors")
+    };
+    // Both above the log store's bound on open log files (32), so the
+    // difference is what each further unit costs.
+    let (few, many) = (held(40), held(80));
+    let per_unit = (many.saturating_sub(few)) as f64 / 40.0;
+    assert!(
+        per_unit <= 1.25,
+        "supd holds {per_unit:.2} descriptors per running unit ({few} with 40 units, {many} with 80)"
+    );
+}

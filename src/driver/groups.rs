@@ -1,36 +1,44 @@
 //! The driver's side of containment: which cgroup each run lives in.
 //!
-//! Owns: supd's `Containment` (found once at start-up), the open group of
-//! each unit (created at its first spawn, with a task that wakes on its
-//! `cgroup.events`), and the map from a contained run to its group. Turns
-//! "the group of unit U became empty" into `GroupEmpty{run}` for the run
-//! that lives there.
+//! Owns: supd's `Containment` (found once at start-up), the group of each
+//! unit (created at its first spawn and kept across its restarts, with an
+//! inotify watch on its `cgroup.events` in the one instance every group
+//! shares), and the map from a contained run to its group. A group holds
+//! no descriptor of its own: its directory is opened for each spawn into
+//! it (`CLONE_INTO_CGROUP`) and closed right after, so a unit costs supd
+//! one descriptor (its output pipe) and 10,000 units fit in 20,000. Turns "the group of unit U
+//! became empty" into `GroupEmpty{run}` for the run that lives there.
 //!
 //! Must never: report a group empty on a stale wake-up (the file is read
 //! again, synchronously, before the engine is told); bind two runs to one
 //! group (the engine starts a unit again only after `GroupEmpty`); decide
 //! anything about a unit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
 use crate::engine::RunId;
-use crate::world::cgroup::{self, Containment, EventsWatch, Group, GroupKind};
+use crate::world::cgroup::{self, Containment, EventsInotify, EventsWatch, Group, GroupKind};
 use crate::world::devices;
 
 pub(super) struct Groups {
     pub(super) containment: Containment,
-    /// Open groups, by unit name and kind (kept for the unit's lifetime:
-    /// one descriptor each, and no mkdir/open per spawn).
-    open: HashMap<(String, GroupKind), Group>,
+    /// Groups made (and watched), by unit name and kind: kept for the
+    /// unit's lifetime, no mkdir per spawn.
+    open: HashMap<(String, GroupKind), PathBuf>,
     /// Contained run -> its unit (until its group is reported empty).
     runs: HashMap<RunId, String>,
     /// Unit -> the run whose processes are in its group now.
     current: HashMap<String, RunId>,
     /// Units whose group emptied, from the watch tasks.
     tx: mpsc::UnboundedSender<String>,
+    /// The inotify instance every unit group is watched through, made at
+    /// the first group (it needs the runtime); Err: it could not be, and
+    /// each group gets a descriptor of its own instead.
+    watcher: Option<Result<Watcher, String>>,
     /// Units whose group was killed through `cgroup.kill` since it was
     /// made. Linux (seen on 6.18) SIGKILLs a child born into such a group
     /// with CLONE_INTO_CGROUP: the fork compares the group's kill count
@@ -51,6 +59,7 @@ impl Groups {
             runs: HashMap::new(),
             current: HashMap::new(),
             tx,
+            watcher: None,
             killed: Default::default(),
             applied: HashMap::new(),
             oom_seen: HashMap::new(),
@@ -79,11 +88,16 @@ impl Groups {
         }
     }
 
-    /// The open directory descriptor of a unit's group and its cgroup
-    /// path, creating the group (and, for the unit group, its watch) on
-    /// first use. None without cgroups, or when the group cannot be made
-    /// (logged; the run is then contained by its process group only).
-    pub(super) fn group_for(&mut self, unit: &str, kind: GroupKind) -> Option<(i32, String)> {
+    /// The unit's group directory, opened for a spawn (the caller closes
+    /// it once the child exists), and its cgroup path, creating the group
+    /// (and, for the unit group, its watch) on first use. None without
+    /// cgroups, or when the group cannot be made (logged; the run is then
+    /// contained by its process group only).
+    pub(super) fn group_for(
+        &mut self,
+        unit: &str,
+        kind: GroupKind,
+    ) -> Option<(std::os::fd::OwnedFd, String)> {
         let Containment::Cgroup(tree) = &self.containment else {
             return None;
         };
@@ -95,28 +109,28 @@ impl Groups {
             self.killed.remove(unit);
             self.applied.remove(unit);
             self.oom_seen.remove(unit);
-            if let Some(g) = self.open.remove(&key)
-                && let Err(e) = cgroup::remove(&g.path)
+            if let Some(p) = self.open.remove(&key)
+                && let Err(e) = cgroup::remove(&p)
             {
-                tracing::warn!(unit = %unit, "removing killed cgroup {}: {e}", g.path.display());
+                tracing::warn!(unit = %unit, "removing killed cgroup {}: {e}", p.display());
             }
         }
-        if !self.open.contains_key(&key) {
-            let g = match tree.open_group(unit, kind) {
-                Ok(g) => g,
-                Err(e) => {
-                    tracing::warn!(unit = %unit, "{e}; this run is contained by its process group only");
-                    return None;
-                }
-            };
-            if kind == GroupKind::Unit {
-                match EventsWatch::new(&g) {
-                    Ok(w) => watch(unit.to_string(), w, self.tx.clone()),
-                    Err(e) => {
-                        tracing::warn!(unit = %unit, "watching {}/cgroup.events: {e}; this run is contained by its process group only", g.path.display());
-                        return None;
-                    }
-                }
+        let known = self.open.contains_key(&key);
+        let (g, made) = match tree.open_group(unit, kind, known) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(unit = %unit, "{e}; this run is contained by its process group only");
+                return None;
+            }
+        };
+        // A group removed behind supd's back and made again here lost its
+        // watch with its old directory: it is watched afresh.
+        if !known || made {
+            if kind == GroupKind::Unit
+                && let Err(e) = watch_group(&mut self.watcher, &self.tx, unit, &g)
+            {
+                tracing::warn!(unit = %unit, "watching {}/cgroup.events: {e}; this run is contained by its process group only", g.path.display());
+                return None;
             }
             // Without the memory controller there is no memory.events:
             // no failing open per spawn.
@@ -126,15 +140,14 @@ impl Groups {
             {
                 self.oom_seen.insert(unit.to_string(), n);
             }
-            self.open.insert(key.clone(), g);
+            self.open.insert(key, g.path.clone());
         }
-        let g = self.open.get(&key)?;
         let path = format!(
             "{}/{}",
             tree.cgroup_path.trim_end_matches('/'),
             cgroup::group_name(unit, kind)
         );
-        Some((g.raw_dir(), path))
+        Some((g.dir, path))
     }
 
     /// SIGKILL everything in a contained run's group. False when the run
@@ -165,7 +178,7 @@ impl Groups {
             && let Some((uid, gid)) = owner(spec)?
         {
             // Every start: the group may have been made afresh.
-            cgroup::delegate_to(&g.path, uid, gid)?;
+            cgroup::delegate_to(g, uid, gid)?;
         }
         let tree = match &self.containment {
             Containment::Cgroup(t) => t,
@@ -193,7 +206,13 @@ impl Groups {
             self.applied.insert(unit.to_string(), r.clone());
             return Ok(());
         }
-        cgroup::apply(&g.path, r, &tree.controllers)?;
+        cgroup::apply(g, r, &tree.controllers)?;
+        // The device program is attached through the directory, opened
+        // for that (only units with device rules).
+        let attach = |prog: &std::os::fd::OwnedFd| -> Result<(), String> {
+            let dir = Group::open(g.clone())?;
+            devices::attach(dir.raw_dir(), prog)
+        };
         let was_restricted = self
             .applied
             .get(unit)
@@ -209,7 +228,7 @@ impl Groups {
                     tracing::warn!(unit = %unit, "device_allow: {why} (left out, as systemd does)");
                 }
                 let prog = devices::load(&devices::program(&rules)).map_err(refuse)?;
-                devices::attach(g.raw_dir(), &prog).map_err(refuse)?;
+                attach(&prog).map_err(refuse)?;
             }
             None if was_restricted => {
                 // The restriction was removed by a reload: a program that
@@ -222,7 +241,7 @@ impl Groups {
                         access: 7,
                     });
                 let prog = devices::load(&devices::program(&all))?;
-                devices::attach(g.raw_dir(), &prog)?;
+                attach(&prog)?;
             }
             None => {}
         }
@@ -242,7 +261,7 @@ impl Groups {
         let Some(g) = self.open.get(&(unit.to_string(), GroupKind::Unit)) else {
             return 0;
         };
-        let Some(n) = cgroup::oom_kills(&g.path) else {
+        let Some(n) = cgroup::oom_kills(g) else {
             return 0;
         };
         let seen = self.oom_seen.insert(unit.to_string(), n).unwrap_or(0);
@@ -265,13 +284,21 @@ impl Groups {
     }
 
     /// Record `pid` as the main process on `run`'s group, for a supd that
-    /// starts after this one (crash, kill, upgrade) to adopt it.
-    pub(super) fn record_main(&self, run: RunId, pid: i32, start: Option<u64>) {
+    /// starts after this one (crash, kill, upgrade) to adopt it. `dir`:
+    /// the group's directory, if the caller has it open.
+    pub(super) fn record_main(
+        &self,
+        run: RunId,
+        pid: i32,
+        start: Option<u64>,
+        dir: Option<std::os::fd::BorrowedFd>,
+    ) {
         let Some(unit) = self.runs.get(&run) else {
             return;
         };
+        let fd = dir.map(|d| std::os::fd::AsRawFd::as_raw_fd(&d));
         if let Some(g) = self.open.get(&(unit.clone(), GroupKind::Unit))
-            && let Err(e) = cgroup::record_main(g.raw_dir(), pid, start)
+            && let Err(e) = cgroup::record_main(g, fd, pid, start)
         {
             tracing::debug!(unit = %unit, "recording main pid {pid} on its cgroup: {e}");
         }
@@ -280,9 +307,7 @@ impl Groups {
     /// The directory of a contained run's group.
     pub(super) fn dir_of(&self, run: RunId) -> Option<PathBuf> {
         let unit = self.runs.get(&run)?;
-        self.open
-            .get(&(unit.clone(), GroupKind::Unit))
-            .map(|g| g.path.clone())
+        self.open.get(&(unit.clone(), GroupKind::Unit)).cloned()
     }
 
     /// The run whose group `pid` is in (from `/proc/PID/cgroup`).
@@ -308,14 +333,15 @@ impl Groups {
     /// engine about, if that is still true now.
     pub(super) fn emptied(&mut self, unit: &str) -> Option<RunId> {
         let run = *self.current.get(unit)?;
-        let dir = self.dir_of(run)?;
-        // Wake-ups can be stale (a change seen twice, or the group was
-        // filled again since): believe only the file as it reads now.
-        match cgroup::populated(&dir) {
+        let tree = self.containment.tree()?;
+        // Wake-ups can be stale (a change seen twice, the group filled
+        // again since, or every group after an inotify overflow): believe
+        // only the file as it reads now.
+        match tree.populated(unit, GroupKind::Unit) {
             Ok(false) => {}
             Ok(true) => return None,
             Err(e) => {
-                tracing::warn!(unit = %unit, "reading {}/cgroup.events: {e}", dir.display());
+                tracing::warn!(unit = %unit, "reading the cgroup.events of its group in {}: {e}", tree.dir.display());
                 return None;
             }
         }
@@ -394,9 +420,9 @@ impl super::Driver {
         }
         // After `reexec`: its output pipe, kept open across the exec.
         if let Some(fd) = self.resumed_outputs.remove(unit) {
-            if let Ok(copy) = fd.try_clone() {
-                self.procs.keep_output(run, copy);
-            }
+            // Shared with the capture task, as at a spawn.
+            let fd = Arc::new(fd);
+            self.procs.keep_output(run, fd.clone());
             let (max_size, max_files) = crate::unit::LogSpec::default().resolve(self.settings.log);
             crate::world::output::capture(
                 self.logs.clone(),
@@ -419,8 +445,97 @@ impl super::Driver {
     }
 }
 
-/// One task per unit group, asleep in epoll until `cgroup.events` changes
-/// (no timer, no polling).
+/// Wake on changes of the new group `g`'s `cgroup.events`: an inotify
+/// watch in the shared instance, or where that cannot be had (no
+/// instance, or `fs.inotify.max_user_watches` reached) the file held
+/// open and polled by a task of its own.
+fn watch_group(
+    watcher: &mut Option<Result<Watcher, String>>,
+    tx: &mpsc::UnboundedSender<String>,
+    unit: &str,
+    g: &Group,
+) -> std::io::Result<()> {
+    let w = watcher.get_or_insert_with(|| Watcher::start(tx.clone()));
+    match w {
+        Ok(w) => match w.inotify.add(&g.path) {
+            Ok(wd) => {
+                w.units
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(wd, unit.to_string());
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::debug!(unit = %unit, "inotify watch on {}/cgroup.events: {e}; holding the file open instead", g.path.display());
+            }
+        },
+        Err(e) => {
+            tracing::debug!(unit = %unit, "no inotify instance ({e}); holding {}/cgroup.events open instead", g.path.display());
+        }
+    }
+    let w = EventsWatch::new(g)?;
+    watch(unit.to_string(), w, tx.clone());
+    Ok(())
+}
+
+/// The shared inotify instance and which unit each of its watches is for.
+struct Watcher {
+    inotify: Arc<EventsInotify>,
+    units: Arc<Mutex<HashMap<i32, String>>>,
+}
+
+impl Watcher {
+    /// The instance, and one task asleep on it until a watched
+    /// `cgroup.events` changes (no timer, no polling); it names each unit
+    /// whose file changed once per read, whatever the number of changes.
+    fn start(tx: mpsc::UnboundedSender<String>) -> Result<Watcher, String> {
+        let inotify = Arc::new(EventsInotify::new().map_err(|e| format!("inotify_init1: {e}"))?);
+        let units: Arc<Mutex<HashMap<i32, String>>> = Arc::default();
+        let (i, u) = (inotify.clone(), units.clone());
+        tokio::spawn(async move {
+            loop {
+                let news = match i.next().await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::error!(
+                            "watching the units' cgroups failed: {e}; a unit's end is noticed only through its main process"
+                        );
+                        return;
+                    }
+                };
+                let named: Vec<String> = {
+                    let mut map = u.lock().unwrap_or_else(|p| p.into_inner());
+                    let named = if news.overflow {
+                        // Changes were lost: every group is read again
+                        // (`emptied` believes only the file).
+                        map.values().cloned().collect()
+                    } else {
+                        let mut seen = HashSet::new();
+                        news.changed
+                            .iter()
+                            .filter(|wd| seen.insert(**wd))
+                            .filter_map(|wd| map.get(wd).cloned())
+                            .collect()
+                    };
+                    // The group was removed (made afresh after a kill).
+                    for wd in &news.gone {
+                        map.remove(wd);
+                    }
+                    named
+                };
+                for unit in named {
+                    if tx.send(unit).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Watcher { inotify, units })
+    }
+}
+
+/// A task per unit group, asleep in epoll until its `cgroup.events`
+/// changes (no timer, no polling): the fallback of `Watcher`.
 fn watch(unit: String, mut w: EventsWatch, tx: mpsc::UnboundedSender<String>) {
     let _ = w.read();
     tokio::spawn(async move {

@@ -239,6 +239,8 @@ pub fn run(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> i32 {
     let resume = reexec::take();
     // While the lowest descriptor numbers are still free.
     spawn::init();
+    // Below the lock's and the sockets' numbers (see `reserve`).
+    crate::world::cgroup::EventsInotify::reserve();
     // While supd is still one thread (see world::fdtable).
     crate::world::fdtable::presize(set.units.len());
     let rt = match tokio::runtime::Builder::new_current_thread()

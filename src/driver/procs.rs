@@ -158,7 +158,7 @@ pub(super) struct ProcTable {
     foreign: HashMap<i32, RunId>,
     /// A copy of each run's output pipe (read end), so `reexec` can hand
     /// it to the new image: a pipe nobody reads kills its writer.
-    outputs: HashMap<RunId, std::os::fd::OwnedFd>,
+    outputs: HashMap<RunId, Arc<std::os::fd::OwnedFd>>,
     /// Processes reaped that were not ours (for metrics).
     pub(super) orphans_reaped: u64,
     /// Runs whose script is not finished (every run with a process).
@@ -261,7 +261,7 @@ impl ProcTable {
             .collect()
     }
 
-    pub(super) fn keep_output(&mut self, run: RunId, fd: std::os::fd::OwnedFd) {
+    pub(super) fn keep_output(&mut self, run: RunId, fd: Arc<std::os::fd::OwnedFd>) {
         self.outputs.insert(run, fd);
     }
 
@@ -562,7 +562,7 @@ impl Driver {
         t.pidless.remove(&run);
         if self.groups.is_contained(run) {
             t.contained.insert(run);
-            self.groups.record_main(run, pid, None);
+            self.groups.record_main(run, pid, None, None);
         }
         if !mainpid::is_our_child(pid) {
             // Its parent may reap it before it is ever ours: learn of its
@@ -733,7 +733,7 @@ impl Driver {
     }
 
     /// Hand a process's output pipe to a reader that feeds the unit's log.
-    fn capture(&self, spec: &UnitSpec, stream: Stream, fd: std::os::fd::OwnedFd) {
+    fn capture(&self, spec: &UnitSpec, stream: Stream, fd: impl Into<Arc<std::os::fd::OwnedFd>>) {
         output::capture(
             self.logs.clone(),
             Arc::from(spec.name.as_str()),
@@ -895,7 +895,9 @@ impl Driver {
         let env = spawn::SpawnEnv {
             notify_socket: notify,
             main_pid: self.procs.main_pid(run),
-            cgroup: group.as_ref().map(|g| g.0),
+            cgroup: group
+                .as_ref()
+                .map(|g| std::os::fd::AsRawFd::as_raw_fd(&g.0)),
             expand: true,
             privileged: cmd.privileged,
             sandboxed: true,
@@ -1407,7 +1409,9 @@ impl Driver {
         let env = spawn::SpawnEnv {
             notify_socket: notify,
             main_pid: None,
-            cgroup: group.as_ref().map(|g| g.0),
+            cgroup: group
+                .as_ref()
+                .map(|g| std::os::fd::AsRawFd::as_raw_fd(&g.0)),
             expand: true,
             privileged: false,
             sandboxed: true,
@@ -1426,15 +1430,17 @@ impl Driver {
                 if group.is_some() {
                     self.procs.contained.insert(run);
                     self.groups.bind(run, &spec.name);
-                    self.groups.record_main(run, s.pid, s.start_ticks);
+                    let dir = group.as_ref().map(|g| std::os::fd::AsFd::as_fd(&g.0));
+                    self.groups.record_main(run, s.pid, s.start_ticks, dir);
                 }
                 if let Some(fd) = s.ready {
                     output::watch_ready_line(fd, run, self.ready_tx.clone());
                 }
                 if let Some(fd) = s.output {
-                    if let Ok(copy) = fd.try_clone() {
-                        self.procs.outputs.insert(run, copy);
-                    }
+                    // Shared with the capture task, not duplicated: one
+                    // descriptor per service (re-exec hands this one over).
+                    let fd = Arc::new(fd);
+                    self.procs.outputs.insert(run, fd.clone());
                     self.capture(spec, Stream::Out, fd);
                 }
                 Event::Spawned {
@@ -1501,7 +1507,9 @@ impl Driver {
         let env = spawn::SpawnEnv {
             notify_socket: None,
             main_pid: self.procs.main_pid(run),
-            cgroup: group.map(|g| g.0),
+            cgroup: group
+                .as_ref()
+                .map(|g| std::os::fd::AsRawFd::as_raw_fd(&g.0)),
             expand: true,
             privileged: false,
             sandboxed: true,
@@ -1545,7 +1553,9 @@ impl Driver {
                 // alive, nor is it killed with it.
                 let group = self.groups.group_for(&spec.name, GroupKind::Probe);
                 let env = spawn::SpawnEnv {
-                    cgroup: group.map(|g| g.0),
+                    cgroup: group
+                        .as_ref()
+                        .map(|g| std::os::fd::AsRawFd::as_raw_fd(&g.0)),
                     ..spawn::SpawnEnv::plain()
                 };
                 match spawn::spawn(&spec, argv, &[], &env, None) {

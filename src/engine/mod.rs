@@ -156,6 +156,12 @@ pub struct Handoff {
     /// units may start — a locked one among them would).
     #[serde(default)]
     pub locks: Option<locks::LockMap>,
+    /// Automatic shedding's step and the milliseconds until its restore
+    /// was due (absent from an older image: nothing shed).
+    #[serde(default)]
+    pub auto_shed_step: u8,
+    #[serde(default)]
+    pub auto_shed_restore_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -1587,6 +1593,8 @@ impl Engine {
                 })
                 .collect(),
             shed: self.shed,
+            auto_shed_step: self.auto_shed.export(now).0,
+            auto_shed_restore_ms: self.auto_shed.export(now).1,
             // Every holder keeping a unit down: asked for, or still on
             // disk (a release that did not reach it does not free the unit).
             locks: (self.locks.state == LockState::Known).then(|| {
@@ -1603,6 +1611,8 @@ impl Engine {
     /// Take over what the old image knew (before anything is decided).
     fn resume(&mut self, now: Instant, h: Handoff) {
         self.shed = h.shed;
+        self.auto_shed
+            .resume(now, h.auto_shed_step, h.auto_shed_restore_ms);
         for hu in h.units {
             let Some(id) = self.unit_id(&hu.name) else {
                 continue;

@@ -154,6 +154,30 @@ impl AutoShed {
         }
     }
 
+    /// What a re-exec hands over: the step in force and how long until
+    /// its restore is due (ms).
+    pub fn export(&self, now: Instant) -> (u8, Option<u64>) {
+        let restore = self.restore_at.map(|t| {
+            u64::try_from(t.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
+        });
+        (self.step, restore)
+    }
+
+    /// Take over the old image's step (re-exec): what it shed stays shed
+    /// until pressure stays quiet, as if supd had not been replaced. Only
+    /// with a policy (the new image's config may have none).
+    pub fn resume(&mut self, now: Instant, step: u8, restore_in_ms: Option<u64>) {
+        let Some(p) = self.policy else {
+            return;
+        };
+        if step == 0 {
+            return;
+        }
+        self.step = step.min(MAX_STEP);
+        let wait = restore_in_ms.map_or(p.restore_after, Duration::from_millis);
+        self.restore_at = Some(after(now, wait));
+    }
+
     /// Is the unit shed by the current step?
     pub fn sheds(&self, spec: &UnitSpec) -> bool {
         Self::covers(self.step, spec)

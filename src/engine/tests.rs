@@ -2255,3 +2255,72 @@ fn reexec_while_stopping_finishes_the_stop() {
     t.advance(Duration::from_secs(1));
     assert!(t.running("svc"), "after the stop: {:?}", t.state("svc"));
 }
+
+/// `supctl reexec` under pressure: what automatic shedding stopped stays
+/// stopped in the new image (it used to start again at once, the step
+/// being lost with the old image), and comes back once pressure stays
+/// quiet, as without the re-exec.
+#[test]
+fn reexec_keeps_what_pressure_shed_until_quiet() {
+    use crate::engine::shed::{Resource, ShedPolicy};
+    use crate::unit::Priority;
+    let units = || {
+        let mut opt = longrun("opt");
+        opt.priority = Priority::Optional;
+        vec![opt, longrun("plain")]
+    };
+    let cfg = || EngineConfig {
+        seed: 7,
+        shed: Some(ShedPolicy {
+            window: Duration::from_secs(2),
+            shed_after: Duration::from_secs(4),
+            restore_after: Duration::from_secs(10),
+            jitter: Duration::from_secs(3),
+        }),
+        ..Default::default()
+    };
+    let mut t = T::new(vec![]);
+    let set = crate::graph::build(units()).expect("valid set");
+    t.replace(Engine::new(set, cfg(), table(&[])));
+    t.feed(Event::LocksLoaded(LocksLoad::Loaded(LockMap::new())));
+    for secs in [0, 2, 2] {
+        t.now += Duration::from_secs(secs);
+        t.feed(Event::Pressure {
+            resource: Resource::Cpu,
+            high: true,
+            wall_ms: 1_000,
+        });
+    }
+    t.exit("opt", 143);
+    assert!(!t.running("opt") && t.running("plain"));
+    let pid = t.state("plain").pid().expect("pid");
+    let handoff = t.e.handoff(t.now);
+    let set = crate::graph::build(units()).expect("valid set");
+    t.replace(Engine::new(set, cfg(), table(&[])));
+    let evs = vec![
+        Event::Resumed(handoff),
+        Event::Adopted {
+            unit: "plain".into(),
+            pid: Some(pid),
+            cgroup: None,
+            wall_ms: 1,
+        },
+        Event::Tick,
+    ];
+    let full = t.oracle.handle_many(t.now, evs.clone());
+    let acts = t.e.handle_many(t.now, evs);
+    check_oracle(&t.e, &t.oracle, &acts, &full);
+    t.advance(Duration::from_secs(1));
+    assert!(!t.running("opt"), "shed unit started by the new image");
+    assert!(
+        t.why("opt").contains("shed under pressure"),
+        "{}",
+        t.why("opt")
+    );
+    assert_eq!(t.e.auto_shed().step(), 1);
+    // Quiet: restored after restore_after, within the jitter.
+    t.advance(Duration::from_secs(10));
+    t.advance(Duration::from_secs(3));
+    assert!(t.running("opt"));
+    assert_eq!(t.e.auto_shed().step(), 0);
+}

@@ -7,8 +7,10 @@
 //! (`NAME.probe`, accounted apart so a probe never keeps the unit alive),
 //! and the group operations the driver needs: signal every member, kill
 //! them all (`cgroup.kill`), read `populated`, and wake on `cgroup.events`
-//! changes without polling (the kernel marks the open file POLLPRI, as it
-//! does mountinfo).
+//! changes without polling: one inotify instance for every group (the
+//! kernel reports a change of the file as IN_MODIFY; a watch holds no
+//! descriptor), or, where no watch can be had, the file held open (the
+//! kernel marks it POLLPRI, as it does mountinfo).
 //!
 //! Layout (S is supd's subtree, named after its state directory so that a
 //! restarted or re-executed supd finds the same one):
@@ -308,36 +310,79 @@ impl Tree {
     }
 
     /// Create (if needed) and open a unit's group; the handle is what
-    /// `CLONE_INTO_CGROUP` takes.
-    pub fn open_group(&self, unit: &str, kind: GroupKind) -> Result<Group, String> {
+    /// `CLONE_INTO_CGROUP` takes. `exists`: the group is expected to be
+    /// there (made earlier), so it is opened without trying mkdir first.
+    /// The flag says whether this call made the group (it may have been
+    /// removed behind supd's back: then it needs its watch again).
+    pub fn open_group(
+        &self,
+        unit: &str,
+        kind: GroupKind,
+        exists: bool,
+    ) -> Result<(Group, bool), String> {
         let name = group_name(unit, kind);
         let path = self.dir.join(&name);
         let c = std::ffi::CString::new(name)
             .map_err(|_| format!("unit name {unit:?} contains a NUL byte"))?;
-        // SAFETY: mkdirat/openat relative to a directory descriptor we own,
-        // with a NUL-terminated name; the result, if any, is ours.
-        let fd = unsafe {
-            if libc::mkdirat(self.fd.as_raw_fd(), c.as_ptr(), 0o755) != 0 {
+        let open = || {
+            // SAFETY: openat relative to a directory descriptor we own,
+            // with a NUL-terminated name; the result, if any, is ours.
+            unsafe {
+                libc::openat(
+                    self.fd.as_raw_fd(),
+                    c.as_ptr(),
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                )
+            }
+        };
+        let mut fd = if exists { open() } else { -1 };
+        let mut made = false;
+        if fd < 0 {
+            // SAFETY: mkdirat relative to a directory descriptor we own,
+            // with a NUL-terminated name.
+            if unsafe { libc::mkdirat(self.fd.as_raw_fd(), c.as_ptr(), 0o755) } != 0 {
                 let e = std::io::Error::last_os_error();
                 if e.kind() != std::io::ErrorKind::AlreadyExists {
                     return Err(format!("creating cgroup {}: {e}", path.display()));
                 }
+            } else {
+                made = true;
             }
-            libc::openat(
-                self.fd.as_raw_fd(),
-                c.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        };
+            fd = open();
+        }
         if fd < 0 {
             let e = std::io::Error::last_os_error();
             return Err(format!("opening cgroup {}: {e}", path.display()));
         }
-        Ok(Group {
+        let g = Group {
             path,
             // SAFETY: a fresh descriptor nothing else owns.
             dir: unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) },
-        })
+        };
+        Ok((g, made))
+    }
+
+    /// `populated` of a unit's group, read relative to the subtree's open
+    /// directory: one openat, one read, one close (no walk from the root
+    /// of cgroupfs, no stat).
+    pub fn populated(&self, unit: &str, kind: GroupKind) -> std::io::Result<bool> {
+        let rel = std::ffi::CString::new(format!("{}/cgroup.events", group_name(unit, kind)))
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: openat relative to a directory descriptor we own, with a
+        // NUL-terminated name; the result, if any, is ours.
+        let fd = unsafe {
+            libc::openat(
+                self.fd.as_raw_fd(),
+                rel.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nothing else owns.
+        let mut f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        read_events(&mut f)
     }
 
     /// After a clean shutdown (every process gone): leave the subtree and
@@ -523,24 +568,33 @@ pub fn start_time(pid: i32) -> Option<u64> {
 }
 
 /// Record `pid` (started at `start`, in `/proc/PID/stat` ticks, when the
-/// caller knows it) as the main process of the group open at `dir_fd`.
-pub fn record_main(dir_fd: i32, pid: i32, start: Option<u64>) -> std::io::Result<()> {
+/// caller knows it) as the main process of the group at `dir` — through
+/// `dir_fd`, the group's directory, when the caller has it open (a spawn
+/// has: no second walk through cgroupfs).
+pub fn record_main(
+    dir: &Path,
+    dir_fd: Option<i32>,
+    pid: i32,
+    start: Option<u64>,
+) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
     let st = start.or_else(|| start_time(pid)).ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::NotFound, format!("pid {pid} is gone"))
     })?;
+    let cpath = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     let v = format!("{pid} {st}");
     let mut last = std::io::Error::from_raw_os_error(libc::ENOTSUP);
     for name in MAIN_XATTRS {
-        // SAFETY: fsetxattr on a descriptor the caller keeps open, with a
-        // NUL-terminated name and a (pointer, length) value we own.
+        let value = v.as_ptr() as *const libc::c_void;
+        // SAFETY: (f)setxattr on a descriptor the caller keeps open or a
+        // NUL-terminated path, with a NUL-terminated name and a (pointer,
+        // length) value we own.
         let r = unsafe {
-            libc::fsetxattr(
-                dir_fd,
-                name.as_ptr(),
-                v.as_ptr() as *const libc::c_void,
-                v.len(),
-                0,
-            )
+            match dir_fd {
+                Some(fd) => libc::fsetxattr(fd, name.as_ptr(), value, v.len(), 0),
+                None => libc::setxattr(cpath.as_ptr(), name.as_ptr(), value, v.len(), 0),
+            }
         };
         if r == 0 {
             return Ok(());
@@ -845,7 +899,147 @@ pub fn remove(dir: &Path) -> std::io::Result<()> {
     std::fs::remove_dir(dir)
 }
 
+/// One inotify instance for the `cgroup.events` of every unit group:
+/// an inotify watch costs no descriptor (a group's own open
+/// `cgroup.events` did: at 10,000 units that alone was half of supd's
+/// descriptor limit here), no epoll registration and no task per group,
+/// and one read collects the changes of many groups. systemd watches
+/// `cgroup.events` the same way. The watch pins the file's inode, which
+/// kernfs needs to deliver the notification.
+pub struct EventsInotify {
+    fd: AsyncFd<OwnedFd>,
+}
+
+/// What one read of the inotify instance said.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct InotifyNews {
+    /// Watches whose file changed (a watch may be named more than once).
+    pub changed: Vec<i32>,
+    /// Watches the kernel removed (the group was removed).
+    pub gone: Vec<i32>,
+    /// Events were lost (queue overflow): any group may have changed.
+    pub overflow: bool,
+}
+
+/// The instance made by `EventsInotify::reserve`, until `new` takes it.
+static RESERVED: std::sync::Mutex<Option<OwnedFd>> = std::sync::Mutex::new(None);
+
+fn inotify_init() -> std::io::Result<OwnedFd> {
+    // SAFETY: inotify_init1 with flags only; the result, if any, is ours.
+    let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+impl EventsInotify {
+    /// Make the instance now, before the state-dir lock and the sockets
+    /// are opened, so that its descriptor number is below theirs. A
+    /// killed process's files are released highest number first, and
+    /// releasing an inotify instance that has watches waits for an SRCU
+    /// grace period (`fsnotify_destroy_group`, 10-100 ms here): numbered
+    /// above the lock, it kept the lock and the sockets held that long
+    /// after supd's main thread was gone, and a supd started right after
+    /// `kill -9` found "another supd" and ran without cgroups
+    /// (tests/directives.rs, disable_keeps_...). Best effort.
+    pub fn reserve() {
+        if let Ok(fd) = inotify_init() {
+            *RESERVED.lock().unwrap_or_else(|p| p.into_inner()) = Some(fd);
+        }
+    }
+
+    /// The instance (the reserved one if any; non-blocking,
+    /// close-on-exec). Needs the runtime.
+    pub fn new() -> std::io::Result<EventsInotify> {
+        let reserved = RESERVED.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let fd = match reserved {
+            Some(fd) => fd,
+            None => inotify_init()?,
+        };
+        // `OwnedFd` owns its descriptor, so the deprecated constructor's
+        // I/O-safety concern does not apply (as in `EventsWatch`).
+        #[allow(deprecated)]
+        let fd = AsyncFd::with_interest(fd, Interest::READABLE)?;
+        Ok(EventsInotify { fd })
+    }
+
+    /// Watch the `cgroup.events` of the group at `dir`; returns the watch
+    /// descriptor (ENOSPC when `fs.inotify.max_user_watches` is reached).
+    pub fn add(&self, dir: &Path) -> std::io::Result<i32> {
+        use std::os::unix::ffi::OsStrExt;
+        let p = dir.join("cgroup.events");
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: inotify_add_watch on our instance with a NUL-terminated path.
+        let wd =
+            unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), libc::IN_MODIFY) };
+        if wd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(wd)
+    }
+
+    /// Wait for changes; everything queued is read (until the instance
+    /// would block).
+    pub async fn next(&self) -> std::io::Result<InotifyNews> {
+        let mut news = InotifyNews::default();
+        loop {
+            let mut guard = self.fd.readable().await?;
+            let mut buf = [0u8; 8192];
+            loop {
+                // SAFETY: read(2) into a buffer we own, of its length.
+                let n = unsafe {
+                    libc::read(
+                        self.fd.as_raw_fd(),
+                        buf.as_mut_ptr() as *mut libc::c_void,
+                        buf.len(),
+                    )
+                };
+                if n < 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() == std::io::ErrorKind::WouldBlock {
+                        guard.clear_ready();
+                        break;
+                    }
+                    if e.kind() == std::io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return Err(e);
+                }
+                parse_inotify(&buf[..n as usize], &mut news);
+            }
+            if news != InotifyNews::default() {
+                return Ok(news);
+            }
+        }
+    }
+}
+
+/// Split a read of an inotify instance into its events.
+fn parse_inotify(mut b: &[u8], news: &mut InotifyNews) {
+    // struct inotify_event { int wd; u32 mask; u32 cookie; u32 len; char name[len]; }
+    const HEAD: usize = 16;
+    while b.len() >= HEAD {
+        let word = |i: usize| [b[i], b[i + 1], b[i + 2], b[i + 3]];
+        let wd = i32::from_ne_bytes(word(0));
+        let mask = u32::from_ne_bytes(word(4));
+        let len = u32::from_ne_bytes(word(12)) as usize;
+        if mask & libc::IN_Q_OVERFLOW != 0 {
+            news.overflow = true;
+        } else if mask & libc::IN_IGNORED != 0 {
+            news.gone.push(wd);
+        } else if mask & libc::IN_MODIFY != 0 {
+            news.changed.push(wd);
+        }
+        b = b.get(HEAD + len..).unwrap_or(&[]);
+    }
+}
+
 /// Wakes when a group's `cgroup.events` changes (populated, frozen).
+/// The fallback where an inotify watch cannot be had (the watch limit):
+/// one descriptor per group.
 pub struct EventsWatch {
     fd: AsyncFd<File>,
 }
@@ -942,6 +1136,35 @@ mod tests {
         assert!(parse_populated("populated 1\nfrozen 0\n"));
         assert!(!parse_populated("populated 0\nfrozen 0\n"));
         assert_eq!(unescape("/a\\040b"), "/a b");
+    }
+
+    #[test]
+    fn inotify_reads_are_split_into_changes_removals_and_overflow() {
+        let ev = |wd: i32, mask: u32, name: &[u8]| {
+            let len = name.len().next_multiple_of(16);
+            let mut v = Vec::new();
+            v.extend(wd.to_ne_bytes());
+            v.extend(mask.to_ne_bytes());
+            v.extend(0u32.to_ne_bytes());
+            v.extend((len as u32).to_ne_bytes());
+            v.extend(name);
+            v.resize(16 + len, 0);
+            v
+        };
+        let mut b = ev(3, libc::IN_MODIFY, b"");
+        b.extend(ev(4, libc::IN_MODIFY, b"x"));
+        b.extend(ev(3, libc::IN_IGNORED, b""));
+        b.extend(ev(5, libc::IN_MODIFY, b""));
+        let mut news = InotifyNews::default();
+        parse_inotify(&b, &mut news);
+        assert_eq!(news.changed, vec![3, 4, 5]);
+        assert_eq!(news.gone, vec![3]);
+        assert!(!news.overflow);
+        // A truncated tail is ignored, not read past.
+        parse_inotify(&ev(-1, libc::IN_Q_OVERFLOW, b"")[..], &mut news);
+        parse_inotify(&ev(6, libc::IN_MODIFY, b"")[..10], &mut news);
+        assert!(news.overflow);
+        assert_eq!(news.changed, vec![3, 4, 5]);
     }
 
     #[test]

@@ -9,13 +9,14 @@
 //! stalls at N=500; grown here, while supd is single-threaded, the table is
 //! not shared and no grace period is waited for.
 //!
-//! Also owns supd's own `RLIMIT_NOFILE`: each unit holds about four
-//! descriptors (its output pipe and the copy kept for re-exec, its cgroup
-//! directory and `cgroup.events`), so the soft limit a shell or the kernel
-//! gives PID 1 (1024) would stop supd at ~250 units, and 20,000 at ~5,000
-//! (measured: boot stalled at 4,988 of 10,000 units). supd raises its own
-//! soft limit to the hard one (and, when it may, the hard limit to what
-//! the unit set needs), as systemd does for itself.
+//! Also owns supd's own `RLIMIT_NOFILE`: each running unit holds one
+//! descriptor, its output pipe's read end (shared by the capture task and
+//! the re-exec hand-off; a cgroup directory is open only while a process
+//! is spawned into it, and every group's `cgroup.events` is watched
+//! through one inotify instance), so the soft limit a shell or the kernel
+//! gives PID 1 (1024) would stop supd short of 1,000 units. supd raises its own soft limit to the hard one (and, when it
+//! may, the hard limit to what the unit set needs), as systemd does for
+//! itself.
 //!
 //! Must never: let a service inherit the raised limit — `world::spawn`
 //! gives every child the limit supd was started with (`child_nofile`),
@@ -26,9 +27,10 @@ use nix::sys::resource::{Resource, getrlimit, setrlimit};
 /// Descriptors supd needs besides the per-unit ones (sockets, watcher,
 /// epoll, the runtime's own, spawn slots).
 const BASE: usize = 64;
-/// Per unit: the output pipe and its re-exec copy, the cgroup directory
-/// and its `cgroup.events`, plus headroom for readiness pipes and probes.
-const PER_UNIT: usize = 6;
+/// Per unit: the output pipe, plus one of headroom for what a unit holds
+/// only sometimes (readiness pipe, probe socket, a foreign main process's
+/// pidfd, a delegated group's fallback watch).
+const PER_UNIT: usize = 2;
 
 /// The `RLIMIT_NOFILE` supd was started with, when `presize` changed it.
 static STARTED_WITH: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();

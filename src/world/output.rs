@@ -9,7 +9,8 @@
 //! bounded (a service that never prints a newline cannot grow supd's
 //! memory) and the pipe is always drained, so a chatty child never blocks
 //! on a full pipe. Must never: block the driver loop (the store only
-//! queues), or hold the pipe open after the child's side closes.
+//! queues), or keep its own hold on the pipe after the child's side
+//! closes.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -65,9 +66,71 @@ impl Drop for Reading {
     }
 }
 
-/// Spawn a task that logs every line of `fd` under `unit`.
-pub fn capture(store: LogStore, unit: Arc<str>, stream: Stream, limits: Limits, fd: OwnedFd) {
-    let rx = match receiver(fd) {
+/// A pipe's read end that the capture task shares with whoever else
+/// holds it (the process table keeps a service's for a re-exec): one
+/// descriptor, closed when the last holder lets go — not a copy each.
+struct SharedPipe(tokio::io::unix::AsyncFd<Arc<OwnedFd>>);
+
+impl SharedPipe {
+    fn new(fd: Arc<OwnedFd>) -> std::io::Result<SharedPipe> {
+        use std::os::fd::AsRawFd;
+        let raw = fd.as_raw_fd();
+        // SAFETY: F_GETFL/F_SETFL on a descriptor `fd` keeps open. A pipe
+        // from the spawner is non-blocking already (one fcntl tells); one
+        // handed over by an older image may not be.
+        let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
+        if flags < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if flags & libc::O_NONBLOCK == 0
+            // SAFETY: as above.
+            && unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        // `Arc<OwnedFd>` owns its descriptor, so the deprecated
+        // constructor's I/O-safety concern does not apply.
+        #[allow(deprecated)]
+        let fd = tokio::io::unix::AsyncFd::with_interest(fd, tokio::io::Interest::READABLE)?;
+        Ok(SharedPipe(fd))
+    }
+
+    async fn readable(&self) -> std::io::Result<()> {
+        // Readiness is cleared by the `try_read` that would block.
+        self.0.readable().await.map(|_| ())
+    }
+
+    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        self.0.try_io(tokio::io::Interest::READABLE, |fd| {
+            // SAFETY: read(2) into a buffer we own, of its length.
+            let n = unsafe {
+                libc::read(
+                    fd.as_raw_fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                )
+            };
+            if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        })
+    }
+}
+
+/// Spawn a task that logs every line of `fd` under `unit`. The task's
+/// hold on `fd` ends at end-of-file; another holder (the process table,
+/// for a re-exec) may keep it open longer.
+pub fn capture(
+    store: LogStore,
+    unit: Arc<str>,
+    stream: Stream,
+    limits: Limits,
+    fd: impl Into<Arc<OwnedFd>>,
+) {
+    let rx = match SharedPipe::new(fd.into()) {
         Ok(rx) => rx,
         Err(e) => {
             tracing::warn!(unit = %unit, "cannot capture output: {e}");
@@ -80,7 +143,7 @@ pub fn capture(store: LogStore, unit: Arc<str>, stream: Stream, limits: Limits, 
 /// The capture task: read until the end of the stream (`_reading` counts
 /// it in `reading()` until then).
 async fn pump(
-    rx: tokio::net::unix::pipe::Receiver,
+    rx: SharedPipe,
     store: LogStore,
     unit: Arc<str>,
     stream: Stream,
@@ -124,7 +187,7 @@ async fn pump(
 /// Read what the pipe holds now (at most `READS_PER_WAKE` reads) and hand
 /// its complete lines on; true at the end of the stream.
 fn read_some(
-    rx: &tokio::net::unix::pipe::Receiver,
+    rx: &SharedPipe,
     line: &mut Vec<u8>,
     truncated: &mut bool,
     unit: &Arc<str>,
@@ -295,7 +358,7 @@ mod tests {
             .expect("runtime");
         rt.block_on(async {
             let (r, _w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
-            let rx = receiver(r).expect("receiver");
+            let rx = SharedPipe::new(Arc::new(r)).expect("shared pipe");
             let task = pump(
                 rx,
                 store.clone(),

@@ -342,12 +342,17 @@ impl Supd {
         }
         // Dead, not dying: a process that is still closing its files holds
         // the state-dir lock and the sockets a new supd needs (under load,
-        // a thread in fsync or a cgroup call can take a while to go).
+        // a thread in fsync or a cgroup call can take a while to go). That
+        // is every thread, not only the main one: the main thread can be a
+        // zombie while another still releases supd's files (its inotify
+        // instance waits for an SRCU grace period) and, last, kills the
+        // rest of the PID namespace — the services a new supd would
+        // otherwise find still running and adopt.
         let pid = self.pid;
         wait_for(
             "the killed supd to be gone",
             Duration::from_secs(30),
-            || (!alive(pid)).then_some(()),
+            || (!alive(pid) && threads_left(pid) == 0).then_some(()),
         );
     }
 }
@@ -476,6 +481,17 @@ pub fn alive(pid: i32) -> bool {
             .unwrap_or(false),
         Err(_) => false,
     }
+}
+
+/// Threads of `pid` other than a zombie main thread: a process whose main
+/// thread has exited is not gone until these have.
+pub fn threads_left(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|t| t.file_name().to_str() != Some(pid.to_string().as_str()))
+        .count()
 }
 
 /// Children of `parent` (host pids) with their state letter (`Z` = zombie).
