@@ -180,14 +180,17 @@ impl Engine {
                 block!(Blocker::MountMissing(p));
             }
         }
-        for dep in &spec.requires {
+        // Dependencies by id (resolved at install, in the spec's order);
+        // a name is read only for the blocker that names it.
+        for (k, d) in self.resolved.requires.of(id).iter().enumerate() {
+            let dep = &spec.requires[k];
             // The sentence costs allocations; the decision (all == false,
             // on every settle for every waiting unit) needs only the fact.
             let not_ready = if all {
                 self.not_ready_why(dep, now)
             } else {
-                match self.by_name.get(dep.as_str()) {
-                    Some(&d) if self.is_ready(d) => None,
+                match d {
+                    Some(d) if self.is_ready(*d) => None,
                     _ => Some(String::new()),
                 }
             };
@@ -198,16 +201,18 @@ impl Engine {
                 });
             }
         }
-        for whole in &spec.part_of {
-            if let Some(why) = self.part_held_down(whole) {
+        for (k, w) in self.resolved.part_of.of(id).iter().enumerate() {
+            let whole = &spec.part_of[k];
+            if let Some(why) = self.part_held_down_id(*w, whole) {
                 block!(Blocker::WaitingFor {
                     unit: whole.clone(),
                     why: format!("{why} (this unit is part_of it)")
                 });
             }
         }
-        for dep in spec.after.iter().chain(spec.wants.iter()) {
-            if self.on_its_way_up(dep, now) {
+        let after_wants = self.resolved.after_wants.of(id);
+        for (dep, d) in spec.after.iter().chain(spec.wants.iter()).zip(after_wants) {
+            if d.is_some_and(|d| self.on_its_way_up_id(d, now)) {
                 block!(Blocker::Ordering { unit: dep.clone() });
             }
         }
@@ -243,7 +248,17 @@ impl Engine {
     /// For `part_of`: is `whole` held down by an operator (stopped, locked,
     /// removed)? Then its parts are too.
     pub(crate) fn part_held_down(&self, whole: &str) -> Option<&'static str> {
-        let &id = self.by_name.get(whole)?;
+        self.part_held_down_id(self.by_name.get(whole).copied(), whole)
+    }
+
+    /// `part_held_down` for a name already resolved to `id` (None: not
+    /// defined).
+    pub(crate) fn part_held_down_id(
+        &self,
+        id: Option<UnitId>,
+        whole: &str,
+    ) -> Option<&'static str> {
+        let id = id?;
         let w = &self.units[id.0 as usize];
         if w.removed {
             Some("removed")
@@ -341,10 +356,7 @@ impl Engine {
     /// should wait for it? Units blocked by something external (lock,
     /// operator stop, shed, mount) are not waited for: ordering is not a
     /// dependency.
-    fn on_its_way_up(&self, dep: &str, now: Instant) -> bool {
-        let Some(&id) = self.by_name.get(dep) else {
-            return false;
-        };
+    fn on_its_way_up_id(&self, id: UnitId, now: Instant) -> bool {
         let d = &self.units[id.0 as usize];
         match &d.state {
             UnitState::Running { ready, .. } => !*ready && d.stop_pending.is_none(),

@@ -49,6 +49,7 @@ pub mod timers;
 pub mod unit_state;
 
 mod commands;
+mod names;
 pub use commands::rfc3339;
 mod status;
 pub use status::{EngineMetrics, STATE_WORDS, ShedMetrics, UnitMetrics};
@@ -103,6 +104,30 @@ pub struct UnitId(pub u32);
 /// result tagged with an old run is recognisably stale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RunId(pub u64);
+
+/// Hashes a `RunId` (a counter the engine hands out, never a key from
+/// outside) with one multiply: SipHash's resistance to chosen keys buys
+/// nothing here, and it ran on every event about a run.
+#[derive(Default, Clone, Copy)]
+struct RunHasher(u64);
+
+impl std::hash::Hasher for RunHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        // Fibonacci hashing: the high bits (hashbrown's tag) and the low
+        // bits (its bucket) both vary for consecutive ids.
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type RunMap = HashMap<RunId, UnitId, std::hash::BuildHasherDefault<RunHasher>>;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -299,6 +324,14 @@ pub struct Engine {
     parts: Vec<Vec<UnitId>>,
     /// `reload_propagated_from` reversed.
     reload_parts: Vec<Vec<UnitId>>,
+    /// What `mark` touches besides the unit itself — `ordered_before`,
+    /// `deps` and `parts` of each unit, one after the other in one array
+    /// (`marks[marks_at[i]..marks_at[i + 1]]`): one contiguous read per
+    /// event instead of three separately allocated lists.
+    marks: Vec<UnitId>,
+    marks_at: Vec<u32>,
+    /// Each unit's dependency names as ids (what the decisions read).
+    resolved: names::Resolved,
     /// Each unit's index in `order` (what the dirty sets hold).
     pos: Vec<u32>,
     /// The incremental settle's work: positions in `order` of the units
@@ -329,7 +362,7 @@ pub struct Engine {
     /// Stop and start decisions taken so far (what a test of "an event
     /// costs what it affects" counts).
     pub(crate) asked: u64,
-    runs: HashMap<RunId, UnitId>,
+    runs: RunMap,
     next_run: u64,
     mounts: MountTable,
     /// Set while the mount table cannot be read: `mounts` is stale and
@@ -392,6 +425,9 @@ impl Engine {
             deps: Vec::new(),
             parts: Vec::new(),
             reload_parts: Vec::new(),
+            marks: Vec::new(),
+            marks_at: Vec::new(),
+            resolved: Default::default(),
             pos: Vec::new(),
             dirty_stop: Default::default(),
             dirty_start: Default::default(),
@@ -401,7 +437,7 @@ impl Engine {
             backoffs: Default::default(),
             asked: 0,
             with_process: 0,
-            runs: HashMap::new(),
+            runs: RunMap::default(),
             next_run: 1,
             mounts,
             mount_unknown: None,
@@ -864,6 +900,19 @@ impl Engine {
                 }
             }
         }
+        self.marks.clear();
+        self.marks_at.clear();
+        for i in 0..self.units.len() {
+            self.marks_at.push(self.marks.len() as u32);
+            self.resolved = names::Resolved::build(
+                self.units.iter().map(|u| u.effective().as_ref()),
+                &self.by_name,
+            );
+            self.marks.extend_from_slice(&self.ordered_before[i]);
+            self.marks.extend_from_slice(&self.deps[i]);
+            self.marks.extend_from_slice(&self.parts[i]);
+        }
+        self.marks_at.push(self.marks.len() as u32);
         self.pos = vec![0; self.units.len()];
         for (p, id) in self.order.iter().enumerate() {
             self.pos[id.0 as usize] = p as u32;
@@ -889,21 +938,16 @@ impl Engine {
 
     /// `id` changed: its decisions and those of every unit that reads it —
     /// what requires, wants or is ordered after it (`is_ready`, `is_up`,
-    /// `on_its_way_up`), what it is ordered after (`dependents_down` reads
+    /// `on_its_way_up_id`), what it is ordered after (`dependents_down` reads
     /// whether it still has a process), and its `part_of` parts.
     fn mark(&mut self, id: UnitId) {
         let i = id.0 as usize;
         self.touch(id);
-        for k in 0..self.ordered_before.get(i).map_or(0, Vec::len) {
-            let d = self.ordered_before[i][k];
-            self.touch(d);
-        }
-        for k in 0..self.deps.get(i).map_or(0, Vec::len) {
-            let d = self.deps[i][k];
-            self.touch(d);
-        }
-        for k in 0..self.parts.get(i).map_or(0, Vec::len) {
-            let d = self.parts[i][k];
+        let (Some(&from), Some(&to)) = (self.marks_at.get(i), self.marks_at.get(i + 1)) else {
+            return;
+        };
+        for k in from as usize..to as usize {
+            let d = self.marks[k];
             self.touch(d);
         }
     }
@@ -2596,15 +2640,16 @@ impl Engine {
                 return Some(StopReason::MountLost(p));
             }
         }
-        for dep in &spec.requires {
-            match self.by_name.get(dep) {
-                Some(&d) if self.is_up(d) => {}
-                _ => return Some(StopReason::DependencyStopped(dep.clone())),
+        // By id (resolved at install): the names are read only to say why.
+        for (k, d) in self.resolved.requires.of(id).iter().enumerate() {
+            match d {
+                Some(d) if self.is_up(*d) => {}
+                _ => return Some(StopReason::DependencyStopped(spec.requires[k].clone())),
             }
         }
-        for whole in &spec.part_of {
-            if self.part_held_down(whole).is_some() {
-                return Some(StopReason::DependencyStopped(whole.clone()));
+        for (k, w) in self.resolved.part_of.of(id).iter().enumerate() {
+            if self.part_held_down_id(*w, &spec.part_of[k]).is_some() {
+                return Some(StopReason::DependencyStopped(spec.part_of[k].clone()));
             }
         }
         None
