@@ -245,14 +245,9 @@ impl Engine {
         Some(b)
     }
 
-    /// For `part_of`: is `whole` held down by an operator (stopped, locked,
-    /// removed)? Then its parts are too.
-    pub(crate) fn part_held_down(&self, whole: &str) -> Option<&'static str> {
-        self.part_held_down_id(self.by_name.get(whole).copied(), whole)
-    }
-
-    /// `part_held_down` for a name already resolved to `id` (None: not
-    /// defined).
+    /// For `part_of`: is `whole` (resolved to `id`; None: not defined) held
+    /// down by an operator (stopped, locked, removed)? Then its parts are
+    /// too.
     pub(crate) fn part_held_down_id(
         &self,
         id: Option<UnitId>,
