@@ -136,18 +136,23 @@ impl Engine {
             }};
         }
         let u = &self.units[id.0 as usize];
+        // The spec itself is read only for a name (a lock, a blocker that
+        // names a unit) or a mount; the rest comes from its copied scalars.
         let spec = u.effective();
+        let hot = self.resolved.hot[id.0 as usize];
         if self.shutdown.is_some() {
             block!(Blocker::ShuttingDown);
         }
         if u.removed {
             block!(Blocker::Removed);
         }
-        if let Some(holders) = self.locks.holders(&spec.name) {
+        if !self.locks.is_empty()
+            && let Some(holders) = self.locks.holders(&spec.name)
+        {
             block!(Blocker::Locked { holders });
         }
         if let Some(why) = self.locks.unknown_reason()
-            && !spec.essential
+            && !hot.essential
         {
             block!(Blocker::LockStateUnknown(why.to_string()));
         }
@@ -155,12 +160,12 @@ impl Engine {
             block!(Blocker::OperatorStopped);
         }
         if let Some(level) = self.shed
-            && spec.priority <= level
+            && hot.priority <= level
         {
             block!(Blocker::Shed(level));
         }
         if self.shed.is_none() {
-            if self.auto_shed.sheds(spec) {
+            if self.auto_shed.sheds_as(hot.priority, hot.sheddable) {
                 block!(Blocker::Pressure {
                     step: self.auto_shed.step(),
                     until: None
@@ -175,9 +180,11 @@ impl Engine {
         if let Some(p) = &u.mount_refused {
             block!(Blocker::MountMissing(p.clone()));
         }
-        for m in &spec.mounts {
-            if let Err(p) = self.mount_check(m) {
-                block!(Blocker::MountMissing(p));
+        if hot.has_mounts {
+            for m in &spec.mounts {
+                if let Err(p) = self.mount_check(m) {
+                    block!(Blocker::MountMissing(p));
+                }
             }
         }
         // Dependencies by id (resolved at install, in the spec's order);
@@ -210,9 +217,12 @@ impl Engine {
                 });
             }
         }
-        let after_wants = self.resolved.after_wants.of(id);
-        for (dep, d) in spec.after.iter().chain(spec.wants.iter()).zip(after_wants) {
+        for (k, d) in self.resolved.after_wants.of(id).iter().enumerate() {
             if d.is_some_and(|d| self.on_its_way_up_id(d, now)) {
+                let dep = match spec.after.get(k) {
+                    Some(a) => a,
+                    None => &spec.wants[k - spec.after.len()],
+                };
                 block!(Blocker::Ordering { unit: dep.clone() });
             }
         }
@@ -366,11 +376,12 @@ impl Engine {
                     return false;
                 }
                 let spec = d.effective();
-                if self.locks.holders(&spec.name).is_some()
-                    || (self.locks.unknown_reason().is_some() && !spec.essential)
-                    || self.shed.is_some_and(|l| spec.priority <= l)
-                    || (self.shed.is_none() && self.auto_shed.sheds(spec))
-                    || spec.mounts.iter().any(|m| self.mount_check(m).is_err())
+                let hot = self.resolved.hot[id.0 as usize];
+                if (!self.locks.is_empty() && self.locks.holders(&spec.name).is_some())
+                    || (self.locks.unknown_reason().is_some() && !hot.essential)
+                    || self.shed.is_some_and(|l| hot.priority <= l)
+                    || (self.shed.is_none() && self.auto_shed.sheds_as(hot.priority, hot.sheddable))
+                    || (hot.has_mounts && spec.mounts.iter().any(|m| self.mount_check(m).is_err()))
                 {
                     return false;
                 }

@@ -219,6 +219,11 @@ pub struct HandoffUnit {
 enum Scope {
     None,
     Unit(UnitId),
+    /// The mount table (or whether it can be read) changed: what reads it
+    /// is the units requiring a mount (their own checks) and, through
+    /// `mark`, the units ordered after them (`on_its_way_up` reads their
+    /// mounts).
+    Mounts,
     All,
 }
 
@@ -332,6 +337,9 @@ pub struct Engine {
     marks_at: Vec<u32>,
     /// Each unit's dependency names as ids (what the decisions read).
     resolved: names::Resolved,
+    /// Units whose effective spec requires a mount (what a mount table
+    /// change marks, instead of every unit).
+    mount_users: Vec<UnitId>,
     /// Each unit's index in `order` (what the dirty sets hold).
     pos: Vec<u32>,
     /// The incremental settle's work: positions in `order` of the units
@@ -428,6 +436,7 @@ impl Engine {
             marks: Vec::new(),
             marks_at: Vec::new(),
             resolved: Default::default(),
+            mount_users: Vec::new(),
             pos: Vec::new(),
             dirty_stop: Default::default(),
             dirty_start: Default::default(),
@@ -904,6 +913,10 @@ impl Engine {
         self.marks_at.clear();
         for i in 0..self.units.len() {
             self.marks_at.push(self.marks.len() as u32);
+            self.mount_users = (0..self.units.len())
+                .filter(|&i| !self.units[i].effective().mounts.is_empty())
+                .map(|i| UnitId(i as u32))
+                .collect();
             self.resolved = names::Resolved::build(
                 self.units.iter().map(|u| u.effective().as_ref()),
                 &self.by_name,
@@ -988,6 +1001,7 @@ impl Engine {
             // passing probe of a passing unit — nearly every result — asks
             // nothing.
             Event::ProbeAnswered { .. } => Scope::None,
+            Event::MountTableChanged(_) | Event::MountTableUnknown(_) => Scope::Mounts,
             Event::Adopted { unit, .. } => name(unit),
             // Timers mark the units whose timers fired (`on_timers`).
             Event::Tick => Scope::None,
@@ -1019,8 +1033,6 @@ impl Engine {
                 | Request::Reboot => Scope::All,
             },
             Event::Resumed(_)
-            | Event::MountTableChanged(_)
-            | Event::MountTableUnknown(_)
             | Event::Reloaded { .. }
             | Event::Recover { .. }
             | Event::LocksLoaded(_)
@@ -1034,6 +1046,12 @@ impl Engine {
         match scope {
             Scope::None => {}
             Scope::Unit(id) => self.mark(id),
+            Scope::Mounts => {
+                for k in 0..self.mount_users.len() {
+                    let id = self.mount_users[k];
+                    self.mark(id);
+                }
+            }
             Scope::All => self.mark_all(),
         }
     }
@@ -1256,8 +1274,10 @@ impl Engine {
                 }
                 let old = std::mem::replace(&mut self.mounts, table);
                 self.publish_mount_changes(&old);
-                for u in self.units.iter_mut() {
-                    u.mount_refused = None;
+                for i in 0..self.units.len() {
+                    if self.units[i].mount_refused.take().is_some() {
+                        self.mark(UnitId(i as u32));
+                    }
                 }
             }
             Event::MountTableUnknown(why) => {
@@ -2612,22 +2632,27 @@ impl Engine {
         if u.removed {
             return Some(StopReason::Removed);
         }
-        if self.locks.wanted.contains_key(&spec.name) {
+        // The effective spec's scalars from their copy (see start_blockers).
+        let hot = self.resolved.hot[id.0 as usize];
+        if !self.locks.wanted.is_empty() && self.locks.wanted.contains_key(&spec.name) {
             return Some(StopReason::Maintenance);
         }
         if u.want == Want::Down {
             return Some(StopReason::Operator);
         }
-        if self.shed.is_some_and(|l| spec.priority <= l) {
+        if self.shed.is_some_and(|l| hot.priority <= l) {
             return Some(StopReason::Shed);
         }
-        if self.shed.is_none() && self.auto_shed.sheds(spec) {
+        if self.shed.is_none() && self.auto_shed.sheds_as(hot.priority, hot.sheddable) {
             return Some(StopReason::Pressure);
         }
         if u.restart_requested {
             return Some(StopReason::Restart);
         }
-        for m in &u.spec.mounts {
+        // The running spec's mounts: the copy describes the effective
+        // spec, which is the running one unless a reload waits.
+        let mounts = u.next_spec.is_some() || hot.has_mounts;
+        for m in u.spec.mounts.iter().filter(|_| mounts) {
             if m.on_loss != OnLoss::Stop {
                 continue;
             }
