@@ -913,19 +913,19 @@ impl Engine {
         self.marks_at.clear();
         for i in 0..self.units.len() {
             self.marks_at.push(self.marks.len() as u32);
-            self.mount_users = (0..self.units.len())
-                .filter(|&i| !self.units[i].effective().mounts.is_empty())
-                .map(|i| UnitId(i as u32))
-                .collect();
-            self.resolved = names::Resolved::build(
-                self.units.iter().map(|u| u.effective().as_ref()),
-                &self.by_name,
-            );
             self.marks.extend_from_slice(&self.ordered_before[i]);
             self.marks.extend_from_slice(&self.deps[i]);
             self.marks.extend_from_slice(&self.parts[i]);
         }
         self.marks_at.push(self.marks.len() as u32);
+        self.mount_users = (0..self.units.len())
+            .filter(|&i| !self.units[i].effective().mounts.is_empty())
+            .map(|i| UnitId(i as u32))
+            .collect();
+        self.resolved = names::Resolved::build(
+            self.units.iter().map(|u| u.effective().as_ref()),
+            &self.by_name,
+        );
         self.pos = vec![0; self.units.len()];
         for (p, id) in self.order.iter().enumerate() {
             self.pos[id.0 as usize] = p as u32;
