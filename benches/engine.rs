@@ -3,7 +3,8 @@
 //! and incrementally (only the units an event can affect: the default), in
 //! one run (numbers, not asserts). `cargo bench --bench engine` (add
 //! `-- --quick` for 3 rounds instead of 5; `-- --units 100,1000` to choose
-//! the sizes; `-- --incremental-only` to skip the slow full settle).
+//! the sizes; `-- --incremental-only` to skip the slow full settle;
+//! `-- --mix 400000` for a probe mix that long, e.g. under a profiler).
 //!
 //! The world is played in-process: every `Spawn` action is answered with
 //! `Spawned`, processes exit and are restarted (delay 0), probes answer,
@@ -34,7 +35,7 @@ use std::time::{Duration, Instant};
 use supd::engine::locks::LockMap;
 use supd::engine::{
     Action, Engine, EngineConfig, Event, ExitStatus, LocksLoad, PeerInfo, ProbeKind, ReqId,
-    SettleMode,
+    SettleMode, UnitId,
 };
 use supd::protocol::Request;
 use supd::unit::{HealthSpec, OnUnhealthy, ProbeTarget, UnitKind, UnitSpec};
@@ -135,8 +136,7 @@ fn feed_batched(e: &mut Engine, now: Instant, evs: Vec<Event>, pid: &mut i32) ->
     n
 }
 
-fn exit_of(e: &Engine, i: usize) -> Option<Event> {
-    let id = e.unit_id(&format!("u{i:05}"))?;
+fn exit_of(e: &Engine, id: UnitId) -> Option<Event> {
     let run = e.unit(id).state.run()?;
     Some(Event::ProcessExited {
         run,
@@ -190,12 +190,17 @@ const PHASES: [&str; 6] = [
 ];
 
 /// One round: (events, time) per phase.
-fn round(n_units: usize, settle: SettleMode) -> Vec<(usize, Duration)> {
+fn round(n_units: usize, settle: SettleMode, mix: usize) -> Vec<(usize, Duration)> {
     let mut e = build(n_units, settle);
     let now = Instant::now();
     let mut pid = 1;
     let mut out = Vec::new();
     let mut rng = Lcg(42);
+    // Names resolved once, outside the timed phases: the driver names a
+    // run by its id, never a unit by its name, on these events.
+    let ids: Vec<UnitId> = (0..n_units)
+        .map(|i| e.unit_id(&format!("u{i:05}")).expect("unit defined"))
+        .collect();
 
     let t = Cpu::now();
     let acts = e.handle(now, Event::LocksLoaded(LocksLoad::Loaded(LockMap::new())));
@@ -206,18 +211,15 @@ fn round(n_units: usize, settle: SettleMode) -> Vec<(usize, Duration)> {
 
     let t = Cpu::now();
     let mut ev = 0;
-    for k in 0..4000 {
+    for k in 0..mix {
         let i = rng.below(n_units);
         if k % 20 == 19 {
-            if let Some(x) = exit_of(&e, i) {
+            if let Some(x) = exit_of(&e, ids[i]) {
                 ev += feed(&mut e, now, x, &mut pid);
             }
             continue;
         }
-        let Some(run) = e
-            .unit_id(&format!("u{i:05}"))
-            .and_then(|id| e.unit(id).state.run())
-        else {
+        let Some(run) = e.unit(ids[i]).state.run() else {
             continue;
         };
         ev += feed(
@@ -238,7 +240,7 @@ fn round(n_units: usize, settle: SettleMode) -> Vec<(usize, Duration)> {
     let mut ev = 0;
     for _ in 0..500 {
         let i = rng.below(n_units);
-        if let Some(x) = exit_of(&e, i) {
+        if let Some(x) = exit_of(&e, ids[i]) {
             ev += feed(&mut e, now, x, &mut pid);
         }
     }
@@ -282,6 +284,13 @@ fn main() {
         .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
         .unwrap_or_else(|| vec![100, 1000, 10_000]);
     let only_incremental = args.iter().any(|a| a == "--incremental-only");
+    // A longer probe mix (e.g. for a profiler to see mostly that phase).
+    let mix: usize = args
+        .iter()
+        .position(|a| a == "--mix")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4000);
     // phase -> mode -> size -> median events/s
     let mut table: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); 2]; PHASES.len()];
     for &n in &sizes {
@@ -294,7 +303,7 @@ fn main() {
             }
             let mut per: Vec<Vec<f64>> = vec![Vec::new(); PHASES.len()];
             for _ in 0..rounds {
-                for (i, (ev, d)) in round(n, mode).iter().enumerate() {
+                for (i, (ev, d)) in round(n, mode, mix).iter().enumerate() {
                     per[i].push(*ev as f64 / d.as_secs_f64());
                 }
             }

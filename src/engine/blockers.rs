@@ -136,18 +136,23 @@ impl Engine {
             }};
         }
         let u = &self.units[id.0 as usize];
+        // The spec itself is read only for a name (a lock, a blocker that
+        // names a unit) or a mount; the rest comes from its copied scalars.
         let spec = u.effective();
+        let hot = self.resolved.hot[id.0 as usize];
         if self.shutdown.is_some() {
             block!(Blocker::ShuttingDown);
         }
         if u.removed {
             block!(Blocker::Removed);
         }
-        if let Some(holders) = self.locks.holders(&spec.name) {
+        if !self.locks.is_empty()
+            && let Some(holders) = self.locks.holders(&spec.name)
+        {
             block!(Blocker::Locked { holders });
         }
         if let Some(why) = self.locks.unknown_reason()
-            && !spec.essential
+            && !hot.essential
         {
             block!(Blocker::LockStateUnknown(why.to_string()));
         }
@@ -155,12 +160,12 @@ impl Engine {
             block!(Blocker::OperatorStopped);
         }
         if let Some(level) = self.shed
-            && spec.priority <= level
+            && hot.priority <= level
         {
             block!(Blocker::Shed(level));
         }
         if self.shed.is_none() {
-            if self.auto_shed.sheds(spec) {
+            if self.auto_shed.sheds_as(hot.priority, hot.sheddable) {
                 block!(Blocker::Pressure {
                     step: self.auto_shed.step(),
                     until: None
@@ -175,19 +180,24 @@ impl Engine {
         if let Some(p) = &u.mount_refused {
             block!(Blocker::MountMissing(p.clone()));
         }
-        for m in &spec.mounts {
-            if let Err(p) = self.mount_check(m) {
-                block!(Blocker::MountMissing(p));
+        if hot.has_mounts {
+            for m in &spec.mounts {
+                if let Err(p) = self.mount_check(m) {
+                    block!(Blocker::MountMissing(p));
+                }
             }
         }
-        for dep in &spec.requires {
+        // Dependencies by id (resolved at install, in the spec's order);
+        // a name is read only for the blocker that names it.
+        for (k, d) in self.resolved.requires.of(id).iter().enumerate() {
+            let dep = &spec.requires[k];
             // The sentence costs allocations; the decision (all == false,
             // on every settle for every waiting unit) needs only the fact.
             let not_ready = if all {
                 self.not_ready_why(dep, now)
             } else {
-                match self.by_name.get(dep.as_str()) {
-                    Some(&d) if self.is_ready(d) => None,
+                match d {
+                    Some(d) if self.is_ready(*d) => None,
                     _ => Some(String::new()),
                 }
             };
@@ -198,16 +208,21 @@ impl Engine {
                 });
             }
         }
-        for whole in &spec.part_of {
-            if let Some(why) = self.part_held_down(whole) {
+        for (k, w) in self.resolved.part_of.of(id).iter().enumerate() {
+            let whole = &spec.part_of[k];
+            if let Some(why) = self.part_held_down_id(*w, whole) {
                 block!(Blocker::WaitingFor {
                     unit: whole.clone(),
                     why: format!("{why} (this unit is part_of it)")
                 });
             }
         }
-        for dep in spec.after.iter().chain(spec.wants.iter()) {
-            if self.on_its_way_up(dep, now) {
+        for (k, d) in self.resolved.after_wants.of(id).iter().enumerate() {
+            if d.is_some_and(|d| self.on_its_way_up_id(d, now)) {
+                let dep = match spec.after.get(k) {
+                    Some(a) => a,
+                    None => &spec.wants[k - spec.after.len()],
+                };
                 block!(Blocker::Ordering { unit: dep.clone() });
             }
         }
@@ -240,10 +255,15 @@ impl Engine {
         Some(b)
     }
 
-    /// For `part_of`: is `whole` held down by an operator (stopped, locked,
-    /// removed)? Then its parts are too.
-    pub(crate) fn part_held_down(&self, whole: &str) -> Option<&'static str> {
-        let &id = self.by_name.get(whole)?;
+    /// For `part_of`: is `whole` (resolved to `id`; None: not defined) held
+    /// down by an operator (stopped, locked, removed)? Then its parts are
+    /// too.
+    pub(crate) fn part_held_down_id(
+        &self,
+        id: Option<UnitId>,
+        whole: &str,
+    ) -> Option<&'static str> {
+        let id = id?;
         let w = &self.units[id.0 as usize];
         if w.removed {
             Some("removed")
@@ -341,10 +361,7 @@ impl Engine {
     /// should wait for it? Units blocked by something external (lock,
     /// operator stop, shed, mount) are not waited for: ordering is not a
     /// dependency.
-    fn on_its_way_up(&self, dep: &str, now: Instant) -> bool {
-        let Some(&id) = self.by_name.get(dep) else {
-            return false;
-        };
+    fn on_its_way_up_id(&self, id: UnitId, now: Instant) -> bool {
         let d = &self.units[id.0 as usize];
         match &d.state {
             UnitState::Running { ready, .. } => !*ready && d.stop_pending.is_none(),
@@ -359,11 +376,12 @@ impl Engine {
                     return false;
                 }
                 let spec = d.effective();
-                if self.locks.holders(&spec.name).is_some()
-                    || (self.locks.unknown_reason().is_some() && !spec.essential)
-                    || self.shed.is_some_and(|l| spec.priority <= l)
-                    || (self.shed.is_none() && self.auto_shed.sheds(spec))
-                    || spec.mounts.iter().any(|m| self.mount_check(m).is_err())
+                let hot = self.resolved.hot[id.0 as usize];
+                if (!self.locks.is_empty() && self.locks.holders(&spec.name).is_some())
+                    || (self.locks.unknown_reason().is_some() && !hot.essential)
+                    || self.shed.is_some_and(|l| hot.priority <= l)
+                    || (self.shed.is_none() && self.auto_shed.sheds_as(hot.priority, hot.sheddable))
+                    || (hot.has_mounts && spec.mounts.iter().any(|m| self.mount_check(m).is_err()))
                 {
                     return false;
                 }

@@ -65,6 +65,11 @@ impl LockModel {
 
     /// Holders keeping `unit` down: the union of wanted and durable, so a
     /// lock counts from the moment it is asked until its release is durable.
+    /// No lock is wanted or on disk (what lets a decision skip the name).
+    pub fn is_empty(&self) -> bool {
+        self.wanted.is_empty() && self.durable.is_empty()
+    }
+
     pub fn holders(&self, unit: &str) -> Option<Vec<Holder>> {
         let mut out: Vec<Holder> = self.wanted.get(unit).cloned().unwrap_or_default();
         if let Some(d) = self.durable.get(unit) {

@@ -49,6 +49,7 @@ pub mod timers;
 pub mod unit_state;
 
 mod commands;
+mod names;
 pub use commands::rfc3339;
 mod status;
 pub use status::{EngineMetrics, STATE_WORDS, ShedMetrics, UnitMetrics};
@@ -103,6 +104,30 @@ pub struct UnitId(pub u32);
 /// result tagged with an old run is recognisably stale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RunId(pub u64);
+
+/// Hashes a `RunId` (a counter the engine hands out, never a key from
+/// outside) with one multiply: SipHash's resistance to chosen keys buys
+/// nothing here, and it ran on every event about a run.
+#[derive(Default, Clone, Copy)]
+struct RunHasher(u64);
+
+impl std::hash::Hasher for RunHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        // Fibonacci hashing: the high bits (hashbrown's tag) and the low
+        // bits (its bucket) both vary for consecutive ids.
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type RunMap = HashMap<RunId, UnitId, std::hash::BuildHasherDefault<RunHasher>>;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -200,6 +225,11 @@ pub struct HandoffUnit {
 enum Scope {
     None,
     Unit(UnitId),
+    /// The mount table (or whether it can be read) changed: what reads it
+    /// is the units requiring a mount (their own checks) and, through
+    /// `mark`, the units ordered after them (`on_its_way_up` reads their
+    /// mounts).
+    Mounts,
     All,
 }
 
@@ -305,6 +335,17 @@ pub struct Engine {
     parts: Vec<Vec<UnitId>>,
     /// `reload_propagated_from` reversed.
     reload_parts: Vec<Vec<UnitId>>,
+    /// What `mark` touches besides the unit itself — `ordered_before`,
+    /// `deps` and `parts` of each unit, one after the other in one array
+    /// (`marks[marks_at[i]..marks_at[i + 1]]`): one contiguous read per
+    /// event instead of three separately allocated lists.
+    marks: Vec<UnitId>,
+    marks_at: Vec<u32>,
+    /// Each unit's dependency names as ids (what the decisions read).
+    resolved: names::Resolved,
+    /// Units whose effective spec requires a mount (what a mount table
+    /// change marks, instead of every unit).
+    mount_users: Vec<UnitId>,
     /// Each unit's index in `order` (what the dirty sets hold).
     pos: Vec<u32>,
     /// The incremental settle's work: positions in `order` of the units
@@ -335,7 +376,7 @@ pub struct Engine {
     /// Stop and start decisions taken so far (what a test of "an event
     /// costs what it affects" counts).
     pub(crate) asked: u64,
-    runs: HashMap<RunId, UnitId>,
+    runs: RunMap,
     next_run: u64,
     mounts: MountTable,
     /// Set while the mount table cannot be read: `mounts` is stale and
@@ -398,6 +439,10 @@ impl Engine {
             deps: Vec::new(),
             parts: Vec::new(),
             reload_parts: Vec::new(),
+            marks: Vec::new(),
+            marks_at: Vec::new(),
+            resolved: Default::default(),
+            mount_users: Vec::new(),
             pos: Vec::new(),
             dirty_stop: Default::default(),
             dirty_start: Default::default(),
@@ -407,7 +452,7 @@ impl Engine {
             backoffs: Default::default(),
             asked: 0,
             with_process: 0,
-            runs: HashMap::new(),
+            runs: RunMap::default(),
             next_run: 1,
             mounts,
             mount_unknown: None,
@@ -870,6 +915,23 @@ impl Engine {
                 }
             }
         }
+        self.marks.clear();
+        self.marks_at.clear();
+        for i in 0..self.units.len() {
+            self.marks_at.push(self.marks.len() as u32);
+            self.marks.extend_from_slice(&self.ordered_before[i]);
+            self.marks.extend_from_slice(&self.deps[i]);
+            self.marks.extend_from_slice(&self.parts[i]);
+        }
+        self.marks_at.push(self.marks.len() as u32);
+        self.mount_users = (0..self.units.len())
+            .filter(|&i| !self.units[i].effective().mounts.is_empty())
+            .map(|i| UnitId(i as u32))
+            .collect();
+        self.resolved = names::Resolved::build(
+            self.units.iter().map(|u| u.effective().as_ref()),
+            &self.by_name,
+        );
         self.pos = vec![0; self.units.len()];
         for (p, id) in self.order.iter().enumerate() {
             self.pos[id.0 as usize] = p as u32;
@@ -895,21 +957,16 @@ impl Engine {
 
     /// `id` changed: its decisions and those of every unit that reads it —
     /// what requires, wants or is ordered after it (`is_ready`, `is_up`,
-    /// `on_its_way_up`), what it is ordered after (`dependents_down` reads
+    /// `on_its_way_up_id`), what it is ordered after (`dependents_down` reads
     /// whether it still has a process), and its `part_of` parts.
     fn mark(&mut self, id: UnitId) {
         let i = id.0 as usize;
         self.touch(id);
-        for k in 0..self.ordered_before.get(i).map_or(0, Vec::len) {
-            let d = self.ordered_before[i][k];
-            self.touch(d);
-        }
-        for k in 0..self.deps.get(i).map_or(0, Vec::len) {
-            let d = self.deps[i][k];
-            self.touch(d);
-        }
-        for k in 0..self.parts.get(i).map_or(0, Vec::len) {
-            let d = self.parts[i][k];
+        let (Some(&from), Some(&to)) = (self.marks_at.get(i), self.marks_at.get(i + 1)) else {
+            return;
+        };
+        for k in from as usize..to as usize {
+            let d = self.marks[k];
             self.touch(d);
         }
     }
@@ -950,6 +1007,7 @@ impl Engine {
             // passing probe of a passing unit — nearly every result — asks
             // nothing.
             Event::ProbeAnswered { .. } => Scope::None,
+            Event::MountTableChanged(_) | Event::MountTableUnknown(_) => Scope::Mounts,
             Event::Adopted { unit, .. } => name(unit),
             // Timers mark the units whose timers fired (`on_timers`).
             Event::Tick => Scope::None,
@@ -981,8 +1039,6 @@ impl Engine {
                 | Request::Reboot => Scope::All,
             },
             Event::Resumed(_)
-            | Event::MountTableChanged(_)
-            | Event::MountTableUnknown(_)
             | Event::Reloaded { .. }
             | Event::Recover { .. }
             | Event::LocksLoaded(_)
@@ -996,6 +1052,12 @@ impl Engine {
         match scope {
             Scope::None => {}
             Scope::Unit(id) => self.mark(id),
+            Scope::Mounts => {
+                for k in 0..self.mount_users.len() {
+                    let id = self.mount_users[k];
+                    self.mark(id);
+                }
+            }
             Scope::All => self.mark_all(),
         }
     }
@@ -1218,8 +1280,10 @@ impl Engine {
                 }
                 let old = std::mem::replace(&mut self.mounts, table);
                 self.publish_mount_changes(&old);
-                for u in self.units.iter_mut() {
-                    u.mount_refused = None;
+                for i in 0..self.units.len() {
+                    if self.units[i].mount_refused.take().is_some() {
+                        self.mark(UnitId(i as u32));
+                    }
                 }
             }
             Event::MountTableUnknown(why) => {
@@ -2117,10 +2181,10 @@ impl Engine {
             return;
         };
         let u = self.unit_mut(id);
-        // The spec, not a copy of its probe (the hot path at scale: no
-        // allocation per result).
-        let spec = u.spec.clone();
-        let Some(h) = probe_spec(&spec, kind) else {
+        // The few numbers this needs, copied (the hot path at scale: no
+        // allocation, and no write to the spec's reference count — a
+        // cache line of its own — per result).
+        let Some(h) = probe_spec(&u.spec, kind).map(ProbeLimits::of) else {
             return;
         };
         let has_readiness = u.spec.readiness.is_some();
@@ -2578,22 +2642,27 @@ impl Engine {
         if u.removed {
             return Some(StopReason::Removed);
         }
-        if self.locks.wanted.contains_key(&spec.name) {
+        // The effective spec's scalars from their copy (see start_blockers).
+        let hot = self.resolved.hot[id.0 as usize];
+        if !self.locks.wanted.is_empty() && self.locks.wanted.contains_key(&spec.name) {
             return Some(StopReason::Maintenance);
         }
         if u.want == Want::Down {
             return Some(StopReason::Operator);
         }
-        if self.shed.is_some_and(|l| spec.priority <= l) {
+        if self.shed.is_some_and(|l| hot.priority <= l) {
             return Some(StopReason::Shed);
         }
-        if self.shed.is_none() && self.auto_shed.sheds(spec) {
+        if self.shed.is_none() && self.auto_shed.sheds_as(hot.priority, hot.sheddable) {
             return Some(StopReason::Pressure);
         }
         if u.restart_requested {
             return Some(StopReason::Restart);
         }
-        for m in &u.spec.mounts {
+        // The running spec's mounts: the copy describes the effective
+        // spec, which is the running one unless a reload waits.
+        let mounts = u.next_spec.is_some() || hot.has_mounts;
+        for m in u.spec.mounts.iter().filter(|_| mounts) {
             if m.on_loss != OnLoss::Stop {
                 continue;
             }
@@ -2606,15 +2675,16 @@ impl Engine {
                 return Some(StopReason::MountLost(p));
             }
         }
-        for dep in &spec.requires {
-            match self.by_name.get(dep) {
-                Some(&d) if self.is_up(d) => {}
-                _ => return Some(StopReason::DependencyStopped(dep.clone())),
+        // By id (resolved at install): the names are read only to say why.
+        for (k, d) in self.resolved.requires.of(id).iter().enumerate() {
+            match d {
+                Some(d) if self.is_up(*d) => {}
+                _ => return Some(StopReason::DependencyStopped(spec.requires[k].clone())),
             }
         }
-        for whole in &spec.part_of {
-            if self.part_held_down(whole).is_some() {
-                return Some(StopReason::DependencyStopped(whole.clone()));
+        for (k, w) in self.resolved.part_of.of(id).iter().enumerate() {
+            if self.part_held_down_id(*w, &spec.part_of[k]).is_some() {
+                return Some(StopReason::DependencyStopped(spec.part_of[k].clone()));
             }
         }
         None
@@ -3023,6 +3093,26 @@ fn stop_action(run: RunId, spec: &Arc<UnitSpec>) -> Action {
 }
 
 /// The probe of `kind` a unit declares, if any.
+/// What `on_probe` reads of a probe's spec.
+#[derive(Clone, Copy)]
+struct ProbeLimits {
+    success_threshold: u32,
+    failure_threshold: u32,
+    start_period: std::time::Duration,
+    on_unhealthy: OnUnhealthy,
+}
+
+impl ProbeLimits {
+    fn of(h: &crate::unit::HealthSpec) -> ProbeLimits {
+        ProbeLimits {
+            success_threshold: h.success_threshold,
+            failure_threshold: h.failure_threshold,
+            start_period: h.start_period,
+            on_unhealthy: h.on_unhealthy,
+        }
+    }
+}
+
 fn probe_spec(spec: &UnitSpec, kind: ProbeKind) -> Option<&crate::unit::HealthSpec> {
     match kind {
         ProbeKind::Liveness => spec.health.as_ref(),

@@ -147,9 +147,14 @@ impl AutoShed {
 
     /// Does step `step` cover a unit with this spec?
     pub fn covers(step: u8, spec: &UnitSpec) -> bool {
-        match spec.priority {
+        Self::covers_as(step, spec.priority, spec.sheddable)
+    }
+
+    /// `covers` from the two fields it reads.
+    pub fn covers_as(step: u8, priority: Priority, sheddable: bool) -> bool {
+        match priority {
             Priority::Optional => step >= 1,
-            Priority::Normal => step >= 2 && spec.sheddable,
+            Priority::Normal => step >= 2 && sheddable,
             Priority::Critical => false,
         }
     }
@@ -181,6 +186,11 @@ impl AutoShed {
     /// Is the unit shed by the current step?
     pub fn sheds(&self, spec: &UnitSpec) -> bool {
         Self::covers(self.step, spec)
+    }
+
+    /// `sheds` from the two fields it reads (the decisions' copy).
+    pub fn sheds_as(&self, priority: Priority, sheddable: bool) -> bool {
+        Self::covers_as(self.step, priority, sheddable)
     }
 
     /// Is the unit held back after a restore (its jittered start is not

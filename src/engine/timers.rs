@@ -1,15 +1,17 @@
 //! Timer table: every deadline the engine cares about, as data.
 //!
 //! Owns: `(UnitId, TimerKind) -> Instant` (a slot per kind per unit, found
-//! by index), and the same entries ordered by deadline, so arming,
-//! cancelling, `earliest()` and taking what is due cost O(log timers) each
-//! — never a scan of every unit's timers (with ten thousand probed units,
-//! every probe result re-arms one). The driver
+//! by index), and the same entries in a min-heap by deadline, so arming
+//! and cancelling cost O(1) amortized (a slot write; a re-armed deadline,
+//! the latest, is pushed at the bottom), `earliest()` O(1) and taking what
+//! is due O(log timers) each — never a scan of every unit's timers (with
+//! ten thousand probed units, every probe result re-arms one). The driver
 //! sleeps until `earliest()` and then feeds `Event::Tick`. Must never: read
 //! the clock or spawn tasks — a cancelled timer is just a removed entry,
 //! nothing can leak.
 
-use std::collections::BTreeSet;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use super::UnitId;
@@ -56,13 +58,34 @@ const KINDS: [TimerKind; 8] = [
     TimerKind::ReloadTimeout,
 ];
 
-#[derive(Debug, Default, Clone, PartialEq)]
+/// One armed deadline in the index.
+type Entry = Reverse<(Instant, UnitId, TimerKind)>;
+
+#[derive(Debug, Default, Clone)]
 pub struct TimerTable {
-    /// Per unit (by index), per kind (by `kind as usize`): when.
+    /// The truth: each unit's deadline per kind, found by index.
     slots: Vec<[Option<Instant>; KINDS.len()]>,
-    /// The same entries by deadline (ties in (unit, kind) order), kept in
-    /// step by every change to `slots`.
-    by_deadline: BTreeSet<(Instant, UnitId, TimerKind)>,
+    /// The same deadlines as a min-heap, for `earliest()` and `take_due`.
+    /// Re-arming or cancelling only rewrites the slot: the old entry stays
+    /// behind, stale (its slot no longer holds its deadline), and is
+    /// dropped when it reaches the top. A B-tree removal at a random place
+    /// per probe result was the largest cost left per event at ten
+    /// thousand units (a cache miss per level); this is a slot write and a
+    /// push that stays at the bottom (a re-armed deadline is the latest).
+    /// The top is never stale (see `drop_stale_top`), and `compact` keeps
+    /// stale entries below the live ones plus a constant.
+    heap: BinaryHeap<Entry>,
+    /// Armed slots (what the heap holds at most twice, plus a constant).
+    live: usize,
+}
+
+/// Two tables are the same when they hold the same deadlines (what the
+/// oracle compares); how many stale entries each index carries is not
+/// state.
+impl PartialEq for TimerTable {
+    fn eq(&self, other: &Self) -> bool {
+        self.slots == other.slots
+    }
 }
 
 impl TimerTable {
@@ -74,12 +97,47 @@ impl TimerTable {
         &mut self.slots[i][kind as usize]
     }
 
-    /// Arm (or re-arm: overwriting is cancelling) a timer.
-    pub fn set(&mut self, unit: UnitId, kind: TimerKind, at: Instant) {
-        if let Some(old) = self.slot(unit, kind).replace(at) {
-            self.by_deadline.remove(&(old, unit, kind));
+    fn is_live(&self, (at, unit, kind): (Instant, UnitId, TimerKind)) -> bool {
+        self.slots
+            .get(unit.0 as usize)
+            .is_some_and(|s| s[kind as usize] == Some(at))
+    }
+
+    /// Pop stale entries off the top, so `earliest()` reads a live one.
+    fn drop_stale_top(&mut self) {
+        while let Some(&Reverse(e)) = self.heap.peek() {
+            if self.is_live(e) {
+                break;
+            }
+            self.heap.pop();
         }
-        self.by_deadline.insert((at, unit, kind));
+    }
+
+    /// Drop every stale entry (and duplicates: a deadline cancelled and
+    /// armed again at the same instant) once they outnumber the live ones:
+    /// O(heap) now and then, O(1) per operation amortized.
+    fn compact(&mut self) {
+        if self.heap.len() <= 2 * self.live + 64 {
+            return;
+        }
+        let mut v = std::mem::take(&mut self.heap).into_vec();
+        v.sort_unstable();
+        v.dedup();
+        v.retain(|&Reverse(e)| self.is_live(e));
+        self.heap = BinaryHeap::from(v);
+    }
+
+    pub fn set(&mut self, unit: UnitId, kind: TimerKind, at: Instant) {
+        let old = self.slot(unit, kind).replace(at);
+        if old == Some(at) {
+            return;
+        }
+        if old.is_none() {
+            self.live += 1;
+        }
+        self.heap.push(Reverse((at, unit, kind)));
+        self.drop_stale_top();
+        self.compact();
     }
 
     pub fn cancel(&mut self, unit: UnitId, kind: TimerKind) {
@@ -90,8 +148,10 @@ impl TimerTable {
         else {
             return;
         };
-        if let Some(old) = slot.take() {
-            self.by_deadline.remove(&(old, unit, kind));
+        if slot.take().is_some() {
+            self.live -= 1;
+            self.drop_stale_top();
+            self.compact();
         }
     }
 
@@ -106,21 +166,51 @@ impl TimerTable {
     }
 
     pub fn earliest(&self) -> Option<Instant> {
-        self.by_deadline.first().map(|(at, _, _)| *at)
+        self.heap.peek().map(|Reverse((at, _, _))| *at)
     }
 
-    /// Remove and return every timer due at `now`, in deadline order.
+    /// Due timers in deadline order (then unit, then kind), removed.
     pub fn take_due(&mut self, now: Instant) -> Vec<(UnitId, TimerKind)> {
         let mut due = Vec::new();
-        while let Some(&(at, unit, kind)) = self.by_deadline.first() {
+        while let Some(&Reverse((at, unit, kind))) = self.heap.peek() {
             if at > now {
                 break;
             }
-            self.by_deadline.pop_first();
-            *self.slot(unit, kind) = None;
-            due.push((unit, kind));
+            self.heap.pop();
+            // A duplicate of an entry taken just before is stale by now.
+            if self.is_live((at, unit, kind)) {
+                *self.slot(unit, kind) = None;
+                self.live -= 1;
+                due.push((unit, kind));
+            }
         }
+        self.drop_stale_top();
         due
+    }
+
+    /// Check the index against the slots (tests).
+    #[cfg(test)]
+    fn check(&self) {
+        let armed = self.slots.iter().flatten().filter(|s| s.is_some()).count();
+        assert_eq!(armed, self.live, "live count out of step");
+        assert!(
+            self.heap.len() <= 2 * self.live + 65,
+            "stale entries unbounded"
+        );
+        if let Some(&Reverse(e)) = self.heap.peek() {
+            assert!(self.is_live(e), "stale entry on top");
+        }
+        for (u, s) in self.slots.iter().enumerate() {
+            for (k, at) in s.iter().enumerate() {
+                if let Some(at) = at {
+                    let e = (*at, UnitId(u as u32), KINDS[k]);
+                    assert!(
+                        self.heap.iter().any(|&Reverse(x)| x == e),
+                        "armed deadline missing from the index"
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -173,7 +263,7 @@ mod tests {
             t.take_due(t0 + Duration::from_secs(60)),
             vec![(UnitId(4), TimerKind::ProbeDue)]
         );
-        assert!(t.slots.iter().flatten().all(Option::is_none) && t.by_deadline.is_empty());
+        assert!(t.slots.iter().flatten().all(Option::is_none) && t.heap.is_empty());
     }
 
     #[test]
@@ -206,5 +296,63 @@ mod tests {
         t.cancel(UnitId(2), TimerKind::Watchdog);
         assert_eq!(t.take_due(t0 + Duration::from_secs(30)).len(), 6);
         assert_eq!(t.earliest(), None);
+    }
+
+    /// The lazy heap against the ordered set it replaced: same deadlines,
+    /// same due order, over random arming, re-arming at the same instant,
+    /// cancelling and ticking.
+    #[test]
+    fn lazy_heap_agrees_with_an_ordered_set() {
+        use std::collections::BTreeSet;
+        let t0 = Instant::now();
+        let mut seed = 7u64;
+        let mut rnd = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        let mut t = TimerTable::default();
+        let mut model: BTreeSet<(Instant, UnitId, TimerKind)> = BTreeSet::new();
+        let mut now = t0;
+        for _ in 0..20_000 {
+            let unit = UnitId(rnd(40) as u32);
+            let kind = KINDS[rnd(KINDS.len() as u64) as usize];
+            match rnd(10) {
+                0..=4 => {
+                    // Few distinct instants: re-arming at the same one is common.
+                    let at = now + Duration::from_millis(rnd(8) * 250);
+                    if let Some(old) = t.get(unit, kind) {
+                        model.remove(&(old, unit, kind));
+                    }
+                    model.insert((at, unit, kind));
+                    t.set(unit, kind, at);
+                }
+                5 | 6 => {
+                    if let Some(old) = t.get(unit, kind) {
+                        model.remove(&(old, unit, kind));
+                    }
+                    t.cancel(unit, kind);
+                }
+                7 => {
+                    model.retain(|&(_, u, _)| u != unit);
+                    t.cancel_all(unit);
+                }
+                _ => {
+                    now += Duration::from_millis(rnd(3) * 250);
+                    let mut want = Vec::new();
+                    while let Some(&(at, u, k)) = model.first() {
+                        if at > now {
+                            break;
+                        }
+                        model.pop_first();
+                        want.push((u, k));
+                    }
+                    assert_eq!(t.take_due(now), want);
+                }
+            }
+            assert_eq!(t.earliest(), model.first().map(|e| e.0));
+            t.check();
+        }
     }
 }
