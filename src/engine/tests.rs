@@ -17,6 +17,26 @@ use crate::unit::{
     UnitSpec,
 };
 
+/// A `supctl reexec`: `new` (the next image's engine) takes the handoff
+/// and adopts `unit`'s process `pid`, checked against the oracle.
+fn reexec_adopting(t: &mut T, new: Engine, unit: &str, pid: i32) {
+    let handoff = t.e.handoff(t.now);
+    t.replace(new);
+    let evs = vec![
+        Event::Resumed(handoff),
+        Event::Adopted {
+            unit: unit.into(),
+            pid: Some(pid),
+            cgroup: None,
+            wall_ms: 1,
+        },
+        Event::Tick,
+    ];
+    let full = t.oracle.handle_many(t.now, evs.clone());
+    let acts = t.e.handle_many(t.now, evs);
+    check_oracle(&t.e, &t.oracle, &acts, &full);
+}
+
 fn check_oracle(e: &Engine, full: &Engine, acts: &[Action], full_acts: &[Action]) {
     assert_eq!(
         acts, full_acts,
@@ -2216,22 +2236,13 @@ fn reexec_while_stopping_finishes_the_stop() {
     // A restart (or a shed step): the unit stays wanted up.
     t.cmd(Request::Restart { unit: "svc".into() });
     assert!(matches!(t.state("svc"), UnitState::Stopping { .. }));
-    let handoff = t.e.handoff(t.now);
     let set = crate::graph::build(vec![longrun("svc")]).expect("valid set");
-    t.replace(Engine::new(set, EngineConfig::default(), table(&[])));
-    let evs = vec![
-        Event::Resumed(handoff),
-        Event::Adopted {
-            unit: "svc".into(),
-            pid: Some(pid),
-            cgroup: None,
-            wall_ms: 1,
-        },
-        Event::Tick,
-    ];
-    let full = t.oracle.handle_many(t.now, evs.clone());
-    let acts = t.e.handle_many(t.now, evs);
-    check_oracle(&t.e, &t.oracle, &acts, &full);
+    reexec_adopting(
+        &mut t,
+        Engine::new(set, EngineConfig::default(), table(&[])),
+        "svc",
+        pid,
+    );
     assert!(
         matches!(t.state("svc"), UnitState::Stopping { .. }),
         "adopted as {:?}",
@@ -2294,22 +2305,8 @@ fn reexec_keeps_what_pressure_shed_until_quiet() {
     t.exit("opt", 143);
     assert!(!t.running("opt") && t.running("plain"));
     let pid = t.state("plain").pid().expect("pid");
-    let handoff = t.e.handoff(t.now);
     let set = crate::graph::build(units()).expect("valid set");
-    t.replace(Engine::new(set, cfg(), table(&[])));
-    let evs = vec![
-        Event::Resumed(handoff),
-        Event::Adopted {
-            unit: "plain".into(),
-            pid: Some(pid),
-            cgroup: None,
-            wall_ms: 1,
-        },
-        Event::Tick,
-    ];
-    let full = t.oracle.handle_many(t.now, evs.clone());
-    let acts = t.e.handle_many(t.now, evs);
-    check_oracle(&t.e, &t.oracle, &acts, &full);
+    reexec_adopting(&mut t, Engine::new(set, cfg(), table(&[])), "plain", pid);
     t.advance(Duration::from_secs(1));
     assert!(!t.running("opt"), "shed unit started by the new image");
     assert!(
