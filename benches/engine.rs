@@ -4,7 +4,8 @@
 //! one run (numbers, not asserts). `cargo bench --bench engine` (add
 //! `-- --quick` for 3 rounds instead of 5; `-- --units 100,1000` to choose
 //! the sizes; `-- --incremental-only` to skip the slow full settle;
-//! `-- --mix 400000` for a probe mix that long, e.g. under a profiler).
+//! `-- --mix 400000` for a probe mix that long, e.g. under a profiler;
+//! `-- --rounds 1` for one round, e.g. under cachegrind).
 //!
 //! The world is played in-process: every `Spawn` action is answered with
 //! `Spawned`, processes exit and are restarted (delay 0), probes answer,
@@ -276,7 +277,12 @@ fn median(mut xs: Vec<f64>) -> (f64, f64, f64) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let rounds = if quick { 3 } else { 5 };
+    let rounds: usize = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if quick { 3 } else { 5 });
     let sizes: Vec<usize> = args
         .iter()
         .position(|a| a == "--units")
