@@ -50,6 +50,7 @@ pub mod unit_state;
 
 mod commands;
 mod names;
+mod prefetch;
 pub use commands::rfc3339;
 mod status;
 pub use status::{EngineMetrics, STATE_WORDS, ShedMetrics, UnitMetrics};
@@ -78,6 +79,20 @@ use locks::{LockModel, LockState};
 use restart::Rng;
 use timers::{TimerKind, TimerTable};
 pub use unit_state::{FailReason, StopReason, Unit, UnitState, Want};
+
+/// Cache lines at the start of a `Unit` that an event about its run reads
+/// (its `repr(C)` order puts those fields first: through the probe
+/// counters), and that a decision reads (through `next_spec`).
+const HOT_LINES: usize = 6;
+const DECISION_LINES: usize = 3;
+const _: () = assert!(
+    std::mem::offset_of!(Unit, readiness) + std::mem::size_of::<unit_state::HealthRt>()
+        <= HOT_LINES * 64
+);
+const _: () = assert!(
+    std::mem::offset_of!(Unit, next_spec) + std::mem::size_of::<Option<Arc<UnitSpec>>>()
+        <= DECISION_LINES * 64
+);
 
 /// How long the mount table may be unreadable before units with
 /// `on_loss = "stop"` are stopped. Starts are refused at once; the grace
@@ -936,6 +951,15 @@ impl Engine {
 
     // ---- the dirty sets ---------------------------------------------------
 
+    /// Start loading what an event about `id` (or a decision about it)
+    /// reads: the first lines of its record and its timer slots.
+    fn prefetch_unit(&self, id: UnitId) {
+        if let Some(u) = self.units.get(id.0 as usize) {
+            prefetch::prefetch(u, HOT_LINES);
+            self.timers.prefetch(id);
+        }
+    }
+
     /// `id`'s own decisions may have changed.
     fn touch(&mut self, id: UnitId) {
         let Some(&p) = self.pos.get(id.0 as usize) else {
@@ -958,6 +982,10 @@ impl Engine {
         };
         for k in from as usize..to as usize {
             let d = self.marks[k];
+            // Each is asked by this settle: its record's misses overlap.
+            if let Some(u) = self.units.get(d.0 as usize) {
+                prefetch::prefetch(u, DECISION_LINES);
+            }
             self.touch(d);
         }
     }
@@ -979,6 +1007,7 @@ impl Engine {
         let run = |r: &RunId| {
             let id = r.unit();
             if (id.0 as usize) < self.units.len() {
+                self.prefetch_unit(id);
                 Scope::Unit(id)
             } else {
                 Scope::None
@@ -1005,7 +1034,13 @@ impl Engine {
             // state change (ready, stopping), which marks by itself; a
             // passing probe of a passing unit — nearly every result — asks
             // nothing.
-            Event::ProbeAnswered { .. } => Scope::None,
+            Event::ProbeAnswered { run: r, .. } => {
+                if let Some(u) = self.units.get(r.unit().0 as usize) {
+                    prefetch::prefetch(u, HOT_LINES);
+                    self.timers.prefetch(r.unit());
+                }
+                Scope::None
+            }
             Event::MountTableChanged(_) | Event::MountTableUnknown(_) => Scope::Mounts,
             Event::Adopted { unit, .. } => name(unit),
             // Timers mark the units whose timers fired (`on_timers`).
@@ -2082,7 +2117,7 @@ impl Engine {
                             self.set_state(
                                 id,
                                 UnitState::Failed {
-                                    reason: FailReason::MountTimeout(p),
+                                    reason: FailReason::MountTimeout(Box::new(p)),
                                 },
                             );
                         }
@@ -2681,7 +2716,7 @@ impl Engine {
                 Some(_) | None => self.mount_check(m).err(),
             };
             if let Some(p) = lost {
-                return Some(StopReason::MountLost(p));
+                return Some(StopReason::MountLost(Box::new(p)));
             }
         }
         // By id (resolved at install): the names are read only to say why.

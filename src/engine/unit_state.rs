@@ -22,7 +22,9 @@ pub enum StopReason {
     Maintenance,
     /// A `requires` dependency stopped or is no longer ready.
     DependencyStopped(String),
-    MountLost(MountProblem),
+    /// Boxed: a rare reason, and the largest (it kept every `UnitState`
+    /// and `stop_pending` 80 bytes wide).
+    MountLost(Box<MountProblem>),
     HealthFailed,
     StartTimeout,
     Shutdown,
@@ -81,7 +83,8 @@ pub enum FailReason {
     /// Exited and its restart policy says not to restart.
     Exited(ExitStatus),
     SpawnFailed(String),
-    MountTimeout(MountProblem),
+    /// Boxed, as `StopReason::MountLost`.
+    MountTimeout(Box<MountProblem>),
     StartTimeout,
     Unhealthy,
     /// Failed before supd re-executed itself (the reason, in words).
@@ -281,31 +284,35 @@ impl ProbeHot {
 /// removed by reload keeps its slot (flagged `removed`) so that stale
 /// `RunId`s and timers can never address a different unit.
 ///
-/// `repr(C)`: the fields an event about a run reads (the spec pointer, the
-/// state, the probe settings and counters) come first, next to each other,
-/// so a probe result touches the first few cache lines of the record and
-/// nothing else of it.
+/// `repr(C)`: what events and decisions read (the spec pointer, the state,
+/// the flags `stop_cause`/`is_ready`/`is_up` read, the probe settings and
+/// counters) comes first, in the first five cache lines (the record is
+/// 64-byte aligned), so an event touches those and nothing else of the
+/// record, and `engine::prefetch` can ask for them all at once.
 #[derive(Debug, Clone, PartialEq)]
-#[repr(C)]
+#[repr(C, align(64))]
 pub struct Unit {
     /// The spec the current (or last) process was started from. Assign it
     /// with `set_spec` (it keeps `probes` in step).
     pub spec: Arc<UnitSpec>,
     pub state: UnitState,
-    /// `ProbeHot::from_spec(&spec)`.
-    pub probes: ProbeHot,
-    pub health: HealthRt,
-    pub readiness: HealthRt,
     pub want: Want,
     pub removed: bool,
-    /// A changed spec from reload, applied at the next start.
-    pub next_spec: Option<Arc<UnitSpec>>,
-    /// Must stop once its dependents are down (dependents-first stopping).
-    pub stop_pending: Option<StopReason>,
     pub restart_requested: bool,
     /// The next start was asked by an operator: it does not count against
     /// the start limit.
     pub manual_start: bool,
+    /// `GroupEmpty` for this run arrived before its main process was
+    /// reaped (the kernel empties the group before the parent is told).
+    pub group_empty: Option<RunId>,
+    /// Must stop once its dependents are down (dependents-first stopping).
+    pub stop_pending: Option<StopReason>,
+    /// A changed spec from reload, applied at the next start.
+    pub next_spec: Option<Arc<UnitSpec>>,
+    /// `ProbeHot::from_spec(&spec)`.
+    pub probes: ProbeHot,
+    pub health: HealthRt,
+    pub readiness: HealthRt,
     pub window: StartWindow,
     /// Consecutive failed runs, for backoff.
     pub attempt: u32,
@@ -319,9 +326,6 @@ pub struct Unit {
     /// The cgroup of the current (or last) run, from `Spawned`; None when
     /// it was contained only by its process group.
     pub cgroup: Option<String>,
-    /// `GroupEmpty` for this run arrived before its main process was
-    /// reaped (the kernel empties the group before the parent is told).
-    pub group_empty: Option<RunId>,
     /// The kernel OOM-killed in this run's group: a SIGKILL that ends it is
     /// reported as out of memory.
     pub oom_run: Option<RunId>,
