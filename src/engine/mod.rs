@@ -1918,7 +1918,8 @@ impl Engine {
         self.timers.cancel(id, TimerKind::ReadinessDue);
         self.timers.cancel(id, TimerKind::Watchdog);
         self.out.push(Action::CancelProbe { run });
-        let name = self.units[id.0 as usize].spec.name.clone();
+        // The name is read only where a log line is written (tracing
+        // evaluates its fields only when the line is enabled).
         let u = self.unit_mut(id);
         u.last_exit = Some(status);
         u.history.last_exit_at = Some(now);
@@ -1926,7 +1927,7 @@ impl Engine {
         u.readiness = Default::default();
         match u.state.clone() {
             UnitState::Stopping { reason, .. } => {
-                tracing::info!(unit = %name, "stopped ({reason}): {status}");
+                tracing::info!(unit = %self.units[id.0 as usize].spec.name, "stopped ({reason}): {status}");
                 let u = self.unit_mut(id);
                 u.stop_pending = None;
                 match reason {
@@ -1979,7 +1980,7 @@ impl Engine {
                 // A completed oneshot, or a longrun that stays up after its
                 // process exits (`remain_after_exit`): ready for dependents.
                 if ok && (spec.kind == UnitKind::Oneshot || spec.remain_after_exit) {
-                    tracing::info!(unit = %name, "completed");
+                    tracing::info!(unit = %spec.name, "completed");
                     let u = self.unit_mut(id);
                     u.attempt = 0;
                     self.set_state(id, UnitState::Done);
@@ -1998,7 +1999,7 @@ impl Engine {
                         }
                         RestartPolicy::OnWatchdog | RestartPolicy::Never => false,
                     };
-                tracing::warn!(unit = %name, "{status}");
+                tracing::warn!(unit = %spec.name, "{status}");
                 if failure {
                     self.note_error(id, now, status.to_string());
                 }
