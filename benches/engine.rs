@@ -5,7 +5,8 @@
 //! `-- --quick` for 3 rounds instead of 5; `-- --units 100,1000` to choose
 //! the sizes; `-- --incremental-only` to skip the slow full settle;
 //! `-- --mix 400000` for a probe mix that long, e.g. under a profiler;
-//! `-- --rounds 1` for one round, e.g. under cachegrind).
+//! `-- --rounds 1` for one round, e.g. under cachegrind; `-- --crash-every
+//! 0` for a mix of probe results alone, default one exit in 20).
 //!
 //! The world is played in-process: every `Spawn` action is answered with
 //! `Spawned`, processes exit and are restarted (delay 0), probes answer,
@@ -174,8 +175,8 @@ impl Lcg {
 
 /// The probe mix: `mix` iterations, each picking a unit uniformly at
 /// random; 19 in 20 feed it a probe result (one in 20 of those failing,
-/// below the threshold), 1 in 20 its process's exit (and the restart's
-/// spawn ack). Returns (events fed, CPU time).
+/// below the threshold), 1 in 20 (`crash_every`; 0: none) its process's
+/// exit (and the restart's spawn ack). Returns (events fed, CPU time).
 fn probe_mix(
     e: &mut Engine,
     now: Instant,
@@ -183,13 +184,14 @@ fn probe_mix(
     mix: usize,
     rng: &mut Lcg,
     pid: &mut i32,
+    crash_every: usize,
 ) -> (usize, Duration) {
     let n_units = ids.len();
     let t = Cpu::now();
     let mut ev = 0;
     for k in 0..mix {
         let i = rng.below(n_units);
-        if k % 20 == 19 {
+        if crash_every > 0 && k % crash_every == crash_every - 1 {
             if let Some(x) = exit_of(e, ids[i]) {
                 ev += feed(e, now, x, pid);
             }
@@ -237,7 +239,12 @@ const PHASES: [&str; 7] = [
 ];
 
 /// One round: (events, time) per phase.
-fn round(n_units: usize, settle: SettleMode, mix: usize) -> Vec<(usize, Duration)> {
+fn round(
+    n_units: usize,
+    settle: SettleMode,
+    mix: usize,
+    crash_every: usize,
+) -> Vec<(usize, Duration)> {
     let mut e = build(n_units, settle);
     let now = Instant::now();
     let mut pid = 1;
@@ -256,7 +263,15 @@ fn round(n_units: usize, settle: SettleMode, mix: usize) -> Vec<(usize, Duration
     out.push((ev, t.elapsed()));
     assert_eq!(pid as usize, n_units + 1, "every unit started");
 
-    out.push(probe_mix(&mut e, now, &ids, mix, &mut rng, &mut pid));
+    out.push(probe_mix(
+        &mut e,
+        now,
+        &ids,
+        mix,
+        &mut rng,
+        &mut pid,
+        crash_every,
+    ));
 
     // Every unit answers its probe once, untimed: the warm mix then feeds
     // results to units that have answered before (issue 17's steady state:
@@ -278,7 +293,15 @@ fn round(n_units: usize, settle: SettleMode, mix: usize) -> Vec<(usize, Duration
             );
         }
     }
-    out.push(probe_mix(&mut e, now, &ids, mix, &mut rng, &mut pid));
+    out.push(probe_mix(
+        &mut e,
+        now,
+        &ids,
+        mix,
+        &mut rng,
+        &mut pid,
+        crash_every,
+    ));
 
     let t = Cpu::now();
     let mut ev = 0;
@@ -340,6 +363,13 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(4000);
+    // One exit in this many mix iterations (0: probe results only).
+    let crash_every: usize = args
+        .iter()
+        .position(|a| a == "--crash-every")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
     // phase -> mode -> size -> median events/s
     let mut table: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); 2]; PHASES.len()];
     for &n in &sizes {
@@ -352,7 +382,7 @@ fn main() {
             }
             let mut per: Vec<Vec<f64>> = vec![Vec::new(); PHASES.len()];
             for _ in 0..rounds {
-                for (i, (ev, d)) in round(n, mode, mix).iter().enumerate() {
+                for (i, (ev, d)) in round(n, mode, mix, crash_every).iter().enumerate() {
                     per[i].push(*ev as f64 / d.as_secs_f64());
                 }
             }
