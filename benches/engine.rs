@@ -4,7 +4,9 @@
 //! one run (numbers, not asserts). `cargo bench --bench engine` (add
 //! `-- --quick` for 3 rounds instead of 5; `-- --units 100,1000` to choose
 //! the sizes; `-- --incremental-only` to skip the slow full settle;
-//! `-- --mix 400000` for a probe mix that long, e.g. under a profiler).
+//! `-- --mix 400000` for a probe mix that long, e.g. under a profiler;
+//! `-- --rounds 1` for one round, e.g. under cachegrind; `-- --crash-every
+//! 0` for a mix of probe results alone, default one exit in 20).
 //!
 //! The world is played in-process: every `Spawn` action is answered with
 //! `Spawned`, processes exit and are restarted (delay 0), probes answer,
@@ -23,6 +25,10 @@
 //!   (one in 20 of those failing, below the threshold), 1 in 20 a process
 //!   exit whose restart's spawn is acknowledged — issue 17's load (1,000
 //!   results/s from thousands of probed units) plus restarts;
+//! - `probe mix, warm`: every unit answers one probe (untimed), then the
+//!   same mix again: at 10,000 units the first mix's results are nearly
+//!   all a unit's first since its start (which publishes a probe change),
+//!   at 100 units few are; this phase compares the same kind of event;
 //! - `crash, 1 by 1`: 500 units' exits, each fed alone, and each
 //!   resulting spawn acknowledged alone;
 //! - `crash, batched`: every unit's exit in one `handle_many`, the spawn
@@ -167,6 +173,48 @@ impl Lcg {
     }
 }
 
+/// The probe mix: `mix` iterations, each picking a unit uniformly at
+/// random; 19 in 20 feed it a probe result (one in 20 of those failing,
+/// below the threshold), 1 in 20 (`crash_every`; 0: none) its process's
+/// exit (and the restart's spawn ack). Returns (events fed, CPU time).
+fn probe_mix(
+    e: &mut Engine,
+    now: Instant,
+    ids: &[UnitId],
+    mix: usize,
+    rng: &mut Lcg,
+    pid: &mut i32,
+    crash_every: usize,
+) -> (usize, Duration) {
+    let n_units = ids.len();
+    let t = Cpu::now();
+    let mut ev = 0;
+    for k in 0..mix {
+        let i = rng.below(n_units);
+        if crash_every > 0 && k % crash_every == crash_every - 1 {
+            if let Some(x) = exit_of(e, ids[i]) {
+                ev += feed(e, now, x, pid);
+            }
+            continue;
+        }
+        let Some(run) = e.unit(ids[i]).state.run() else {
+            continue;
+        };
+        ev += feed(
+            e,
+            now,
+            Event::ProbeAnswered {
+                run,
+                kind: ProbeKind::Liveness,
+                ok: k % 20 != 7,
+                output: None,
+            },
+            pid,
+        );
+    }
+    (ev, t.elapsed())
+}
+
 fn status(req: u64, unit: Option<String>) -> Event {
     Event::Command {
         req: ReqId(req),
@@ -180,9 +228,10 @@ fn status(req: u64, unit: Option<String>) -> Event {
     }
 }
 
-const PHASES: [&str; 6] = [
+const PHASES: [&str; 7] = [
     "boot",
     "probe mix",
+    "probe mix, warm",
     "crash, 1 by 1",
     "crash, batched",
     "tick",
@@ -190,7 +239,12 @@ const PHASES: [&str; 6] = [
 ];
 
 /// One round: (events, time) per phase.
-fn round(n_units: usize, settle: SettleMode, mix: usize) -> Vec<(usize, Duration)> {
+fn round(
+    n_units: usize,
+    settle: SettleMode,
+    mix: usize,
+    crash_every: usize,
+) -> Vec<(usize, Duration)> {
     let mut e = build(n_units, settle);
     let now = Instant::now();
     let mut pid = 1;
@@ -209,32 +263,45 @@ fn round(n_units: usize, settle: SettleMode, mix: usize) -> Vec<(usize, Duration
     out.push((ev, t.elapsed()));
     assert_eq!(pid as usize, n_units + 1, "every unit started");
 
-    let t = Cpu::now();
-    let mut ev = 0;
-    for k in 0..mix {
-        let i = rng.below(n_units);
-        if k % 20 == 19 {
-            if let Some(x) = exit_of(&e, ids[i]) {
-                ev += feed(&mut e, now, x, &mut pid);
-            }
-            continue;
+    out.push(probe_mix(
+        &mut e,
+        now,
+        &ids,
+        mix,
+        &mut rng,
+        &mut pid,
+        crash_every,
+    ));
+
+    // Every unit answers its probe once, untimed: the warm mix then feeds
+    // results to units that have answered before (issue 17's steady state:
+    // units probed for hours), at every size. In the first mix at 10,000
+    // units nearly every result is a unit's first since its start, which
+    // publishes a probe change (unknown -> passing); at 100 units few are.
+    for &id in &ids {
+        if let Some(run) = e.unit(id).state.run() {
+            feed(
+                &mut e,
+                now,
+                Event::ProbeAnswered {
+                    run,
+                    kind: ProbeKind::Liveness,
+                    ok: true,
+                    output: None,
+                },
+                &mut pid,
+            );
         }
-        let Some(run) = e.unit(ids[i]).state.run() else {
-            continue;
-        };
-        ev += feed(
-            &mut e,
-            now,
-            Event::ProbeAnswered {
-                run,
-                kind: ProbeKind::Liveness,
-                ok: k % 20 != 7,
-                output: None,
-            },
-            &mut pid,
-        );
     }
-    out.push((ev, t.elapsed()));
+    out.push(probe_mix(
+        &mut e,
+        now,
+        &ids,
+        mix,
+        &mut rng,
+        &mut pid,
+        crash_every,
+    ));
 
     let t = Cpu::now();
     let mut ev = 0;
@@ -276,7 +343,12 @@ fn median(mut xs: Vec<f64>) -> (f64, f64, f64) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let rounds = if quick { 3 } else { 5 };
+    let rounds: usize = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if quick { 3 } else { 5 });
     let sizes: Vec<usize> = args
         .iter()
         .position(|a| a == "--units")
@@ -291,6 +363,13 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(4000);
+    // One exit in this many mix iterations (0: probe results only).
+    let crash_every: usize = args
+        .iter()
+        .position(|a| a == "--crash-every")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
     // phase -> mode -> size -> median events/s
     let mut table: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); 2]; PHASES.len()];
     for &n in &sizes {
@@ -303,7 +382,7 @@ fn main() {
             }
             let mut per: Vec<Vec<f64>> = vec![Vec::new(); PHASES.len()];
             for _ in 0..rounds {
-                for (i, (ev, d)) in round(n, mode, mix).iter().enumerate() {
+                for (i, (ev, d)) in round(n, mode, mix, crash_every).iter().enumerate() {
                     per[i].push(*ev as f64 / d.as_secs_f64());
                 }
             }

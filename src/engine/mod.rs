@@ -50,6 +50,7 @@ pub mod unit_state;
 
 mod commands;
 mod names;
+mod prefetch;
 pub use commands::rfc3339;
 mod status;
 pub use status::{EngineMetrics, STATE_WORDS, ShedMetrics, UnitMetrics};
@@ -79,6 +80,20 @@ use restart::Rng;
 use timers::{TimerKind, TimerTable};
 pub use unit_state::{FailReason, StopReason, Unit, UnitState, Want};
 
+/// Cache lines at the start of a `Unit` that an event about its run reads
+/// (its `repr(C)` order puts those fields first: through the probe
+/// counters), and that a decision reads (through `next_spec`).
+const HOT_LINES: usize = 6;
+const DECISION_LINES: usize = 3;
+const _: () = assert!(
+    std::mem::offset_of!(Unit, readiness) + std::mem::size_of::<unit_state::HealthRt>()
+        <= HOT_LINES * 64
+);
+const _: () = assert!(
+    std::mem::offset_of!(Unit, next_spec) + std::mem::size_of::<Option<Arc<UnitSpec>>>()
+        <= DECISION_LINES * 64
+);
+
 /// How long the mount table may be unreadable before units with
 /// `on_loss = "stop"` are stopped. Starts are refused at once; the grace
 /// keeps a one-off read error (the driver retries within a second) from
@@ -102,32 +117,24 @@ pub struct UnitId(pub u32);
 
 /// One incarnation of a unit's process. Globally unique per engine, so a
 /// result tagged with an old run is recognisably stale.
+///
+/// The low 32 bits are the unit's id, the high 32 a sequence number the
+/// engine hands out (`Engine::new_run`): an event about a run finds its
+/// unit by index, and is about the unit's current run exactly when the
+/// unit's state holds that run (`Engine::run_unit`) — no map from runs to
+/// units to keep in step, nor to look up per event (at ten thousand units
+/// that lookup missed the cache on every probe result). The sequence wraps
+/// after 2^32 runs; a stale event could then be taken for a current run
+/// only if it arrived 4 billion runs late, for the same unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RunId(pub u64);
 
-/// Hashes a `RunId` (a counter the engine hands out, never a key from
-/// outside) with one multiply: SipHash's resistance to chosen keys buys
-/// nothing here, and it ran on every event about a run.
-#[derive(Default, Clone, Copy)]
-struct RunHasher(u64);
-
-impl std::hash::Hasher for RunHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-    fn write_u64(&mut self, x: u64) {
-        // Fibonacci hashing: the high bits (hashbrown's tag) and the low
-        // bits (its bucket) both vary for consecutive ids.
-        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+impl RunId {
+    /// The unit this run belongs to.
+    pub fn unit(self) -> UnitId {
+        UnitId(self.0 as u32)
     }
 }
-
-type RunMap = HashMap<RunId, UnitId, std::hash::BuildHasherDefault<RunHasher>>;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -376,8 +383,8 @@ pub struct Engine {
     /// Stop and start decisions taken so far (what a test of "an event
     /// costs what it affects" counts).
     pub(crate) asked: u64,
-    runs: RunMap,
-    next_run: u64,
+    /// The sequence part of the next `RunId` (see `RunId`).
+    next_run: u32,
     mounts: MountTable,
     /// Set while the mount table cannot be read: `mounts` is stale and
     /// every requirement counts as missing.
@@ -452,7 +459,6 @@ impl Engine {
             backoffs: Default::default(),
             asked: 0,
             with_process: 0,
-            runs: RunMap::default(),
             next_run: 1,
             mounts,
             mount_unknown: None,
@@ -850,7 +856,7 @@ impl Engine {
                         if u.state.has_process() {
                             u.next_spec = Some(spec.clone());
                         } else {
-                            u.spec = spec.clone();
+                            u.set_spec(spec.clone());
                             u.next_spec = None;
                         }
                     }
@@ -945,6 +951,15 @@ impl Engine {
 
     // ---- the dirty sets ---------------------------------------------------
 
+    /// Start loading what an event about `id` (or a decision about it)
+    /// reads: the first lines of its record and its timer slots.
+    fn prefetch_unit(&self, id: UnitId) {
+        if let Some(u) = self.units.get(id.0 as usize) {
+            prefetch::prefetch(u, HOT_LINES);
+            self.timers.prefetch(id);
+        }
+    }
+
     /// `id`'s own decisions may have changed.
     fn touch(&mut self, id: UnitId) {
         let Some(&p) = self.pos.get(id.0 as usize) else {
@@ -967,6 +982,10 @@ impl Engine {
         };
         for k in from as usize..to as usize {
             let d = self.marks[k];
+            // Each is asked by this settle: its record's misses overlap.
+            if let Some(u) = self.units.get(d.0 as usize) {
+                prefetch::prefetch(u, DECISION_LINES);
+            }
             self.touch(d);
         }
     }
@@ -984,7 +1003,16 @@ impl Engine {
     /// Which units an event is about, to mark them before (and after) it
     /// is applied; None when it touches none, `All` for a global change.
     fn event_scope(&self, event: &Event) -> Scope {
-        let run = |r: &RunId| self.runs.get(r).copied().map_or(Scope::None, Scope::Unit);
+        // A stale run marks its unit too: a mark only asks again.
+        let run = |r: &RunId| {
+            let id = r.unit();
+            if (id.0 as usize) < self.units.len() {
+                self.prefetch_unit(id);
+                Scope::Unit(id)
+            } else {
+                Scope::None
+            }
+        };
         let name = |n: &str| {
             self.by_name
                 .get(n)
@@ -1006,7 +1034,13 @@ impl Engine {
             // state change (ready, stopping), which marks by itself; a
             // passing probe of a passing unit — nearly every result — asks
             // nothing.
-            Event::ProbeAnswered { .. } => Scope::None,
+            Event::ProbeAnswered { run: r, .. } => {
+                if let Some(u) = self.units.get(r.unit().0 as usize) {
+                    prefetch::prefetch(u, HOT_LINES);
+                    self.timers.prefetch(r.unit());
+                }
+                Scope::None
+            }
             Event::MountTableChanged(_) | Event::MountTableUnknown(_) => Scope::Mounts,
             Event::Adopted { unit, .. } => name(unit),
             // Timers mark the units whose timers fired (`on_timers`).
@@ -1107,9 +1141,17 @@ impl Engine {
         &mut self.units[id.0 as usize]
     }
 
+    /// The unit whose current run `run` is (None for a stale run).
     fn run_unit(&self, run: RunId) -> Option<UnitId> {
-        let id = *self.runs.get(&run)?;
-        (self.units[id.0 as usize].state.run() == Some(run)).then_some(id)
+        let id = run.unit();
+        (self.units.get(id.0 as usize)?.state.run() == Some(run)).then_some(id)
+    }
+
+    /// A fresh run of `id`.
+    fn new_run(&mut self, id: UnitId) -> RunId {
+        let seq = self.next_run;
+        self.next_run = self.next_run.wrapping_add(1).max(1);
+        RunId(u64::from(seq) << 32 | u64::from(id.0))
     }
 
     fn reply(&mut self, req: ReqId, response: Response) {
@@ -1196,7 +1238,6 @@ impl Engine {
                     self.on_exit(now, run, ExitStatus::Exited(1));
                     return;
                 }
-                self.runs.remove(&run);
                 self.timers.cancel_all(id);
                 let manual = self.units[id.0 as usize].manual_start;
                 if let Some(p) = mount {
@@ -1255,7 +1296,6 @@ impl Engine {
                     self.on_exit(now, run, ExitStatus::Exited(0));
                     return;
                 }
-                self.runs.remove(&run);
                 self.timers.cancel_all(id);
                 tracing::info!(unit = %self.units[id.0 as usize].spec.name, "skipped: {why}");
                 let u = self.unit_mut(id);
@@ -1558,7 +1598,6 @@ impl Engine {
 
     fn on_exit(&mut self, now: Instant, run: RunId, status: ExitStatus) {
         let Some(id) = self.run_unit(run) else {
-            self.runs.remove(&run);
             return;
         };
         let u = &self.units[id.0 as usize];
@@ -1745,9 +1784,7 @@ impl Engine {
         if self.units[id.0 as usize].state.has_process() {
             return;
         }
-        let run = RunId(self.next_run);
-        self.next_run += 1;
-        self.runs.insert(run, id);
+        let run = self.new_run(id);
         let contained = cgroup.is_some();
         if !contained && pid.is_none() {
             return;
@@ -1755,7 +1792,7 @@ impl Engine {
         let u = self.unit_mut(id);
         u.cgroup = cgroup;
         if let Some(next) = u.next_spec.take() {
-            u.spec = next;
+            u.set_spec(next);
         }
         let spec = u.spec.clone();
         self.out.push(Action::Track {
@@ -1858,7 +1895,6 @@ impl Engine {
     /// The run is over: its main process exited and (if contained) its
     /// group is empty. Decide what follows from the state it ended in.
     fn end_run(&mut self, now: Instant, id: UnitId, run: RunId, status: ExitStatus) {
-        self.runs.remove(&run);
         let u = self.unit_mut(id);
         u.group_empty = None;
         // A SIGKILL in a group the OOM killer struck is its doing.
@@ -1882,7 +1918,8 @@ impl Engine {
         self.timers.cancel(id, TimerKind::ReadinessDue);
         self.timers.cancel(id, TimerKind::Watchdog);
         self.out.push(Action::CancelProbe { run });
-        let name = self.units[id.0 as usize].spec.name.clone();
+        // The name is read only where a log line is written (tracing
+        // evaluates its fields only when the line is enabled).
         let u = self.unit_mut(id);
         u.last_exit = Some(status);
         u.history.last_exit_at = Some(now);
@@ -1890,7 +1927,7 @@ impl Engine {
         u.readiness = Default::default();
         match u.state.clone() {
             UnitState::Stopping { reason, .. } => {
-                tracing::info!(unit = %name, "stopped ({reason}): {status}");
+                tracing::info!(unit = %self.units[id.0 as usize].spec.name, "stopped ({reason}): {status}");
                 let u = self.unit_mut(id);
                 u.stop_pending = None;
                 match reason {
@@ -1943,7 +1980,7 @@ impl Engine {
                 // A completed oneshot, or a longrun that stays up after its
                 // process exits (`remain_after_exit`): ready for dependents.
                 if ok && (spec.kind == UnitKind::Oneshot || spec.remain_after_exit) {
-                    tracing::info!(unit = %name, "completed");
+                    tracing::info!(unit = %spec.name, "completed");
                     let u = self.unit_mut(id);
                     u.attempt = 0;
                     self.set_state(id, UnitState::Done);
@@ -1962,7 +1999,7 @@ impl Engine {
                         }
                         RestartPolicy::OnWatchdog | RestartPolicy::Never => false,
                     };
-                tracing::warn!(unit = %name, "{status}");
+                tracing::warn!(unit = %spec.name, "{status}");
                 if failure {
                     self.note_error(id, now, status.to_string());
                 }
@@ -2081,7 +2118,7 @@ impl Engine {
                             self.set_state(
                                 id,
                                 UnitState::Failed {
-                                    reason: FailReason::MountTimeout(p),
+                                    reason: FailReason::MountTimeout(Box::new(p)),
                                 },
                             );
                         }
@@ -2148,7 +2185,7 @@ impl Engine {
     /// a long interval.
     fn arm_probe(&mut self, id: UnitId, now: Instant, kind: ProbeKind, first: bool) {
         let u = &self.units[id.0 as usize];
-        let Some(h) = probe_spec(&u.spec, kind) else {
+        let Some(h) = u.probes.of(kind) else {
             return;
         };
         let ready = matches!(u.state, UnitState::Running { ready: true, .. });
@@ -2181,14 +2218,13 @@ impl Engine {
             return;
         };
         let u = self.unit_mut(id);
-        // The few numbers this needs, copied (the hot path at scale: no
-        // allocation, and no write to the spec's reference count — a
-        // cache line of its own — per result).
-        let Some(h) = probe_spec(&u.spec, kind).map(ProbeLimits::of) else {
+        // The few numbers this needs, from their copy beside the state
+        // (the hot path at scale: no allocation, and no read of the spec).
+        let Some(h) = u.probes.of(kind) else {
             return;
         };
-        let has_readiness = u.spec.readiness.is_some();
-        let probe_readiness = u.spec.ready.kind == ReadyKind::Probe;
+        let has_readiness = u.probes.readiness.is_some();
+        let probe_readiness = u.probes.ready_by_probe;
         let since = match u.state {
             UnitState::Starting { since, .. } | UnitState::Running { since, .. } => since,
             _ => return,
@@ -2426,7 +2462,6 @@ impl Engine {
             )*};
         }
         same!(
-            runs,
             next_run,
             timers,
             pending,
@@ -2618,11 +2653,21 @@ impl Engine {
         self.check_pending();
         self.check_reload_waits(now);
         #[cfg(test)]
-        assert_eq!(
-            self.with_process,
-            self.units.iter().filter(|u| u.state.has_process()).count(),
-            "with_process out of step"
-        );
+        {
+            assert_eq!(
+                self.with_process,
+                self.units.iter().filter(|u| u.state.has_process()).count(),
+                "with_process out of step"
+            );
+            for u in &self.units {
+                assert_eq!(
+                    u.probes,
+                    unit_state::ProbeHot::from_spec(&u.spec),
+                    "probe settings of {} out of step with its spec",
+                    u.spec.name
+                );
+            }
+        }
         if let Some(kind) = self.shutdown
             && !self.shutdown_done
             && self.with_process == 0
@@ -2672,7 +2717,7 @@ impl Engine {
                 Some(_) | None => self.mount_check(m).err(),
             };
             if let Some(p) = lost {
-                return Some(StopReason::MountLost(p));
+                return Some(StopReason::MountLost(Box::new(p)));
             }
         }
         // By id (resolved at install): the names are read only to say why.
@@ -2766,12 +2811,10 @@ impl Engine {
                 {
                     let u = self.unit_mut(id);
                     if let Some(next) = u.next_spec.take() {
-                        u.spec = next;
+                        u.set_spec(next);
                     }
                     let spec = u.spec.clone();
-                    let run = RunId(self.next_run);
-                    self.next_run += 1;
-                    self.runs.insert(run, id);
+                    let run = self.new_run(id);
                     tracing::info!(unit = %spec.name, "stopping: {reason} (running its stop command)");
                     self.enter_stopping(id, run, None, reason, now, spec.stop.timeout);
                     // The stop command alone is this run's process, not
@@ -2957,7 +3000,7 @@ impl Engine {
     fn try_start(&mut self, id: UnitId, now: Instant) -> bool {
         let u = &mut self.units[id.0 as usize];
         if let Some(next) = u.next_spec.take() {
-            u.spec = next;
+            u.set_spec(next);
         }
         let spec: Arc<UnitSpec> = u.spec.clone();
         // Only restarts after a failure count against the start limit: a
@@ -2994,9 +3037,7 @@ impl Engine {
         u.readiness = Default::default();
         self.timers.cancel(id, TimerKind::MountTimeout);
         self.timers.cancel(id, TimerKind::RestartAt);
-        let run = RunId(self.next_run);
-        self.next_run += 1;
-        self.runs.insert(run, id);
+        let run = self.new_run(id);
         if let Some(t) = spec.ready.timeout {
             self.timers
                 .set(id, TimerKind::StartTimeout, timers::after(now, t));
@@ -3093,26 +3134,7 @@ fn stop_action(run: RunId, spec: &Arc<UnitSpec>) -> Action {
 }
 
 /// The probe of `kind` a unit declares, if any.
-/// What `on_probe` reads of a probe's spec.
-#[derive(Clone, Copy)]
-struct ProbeLimits {
-    success_threshold: u32,
-    failure_threshold: u32,
-    start_period: std::time::Duration,
-    on_unhealthy: OnUnhealthy,
-}
-
-impl ProbeLimits {
-    fn of(h: &crate::unit::HealthSpec) -> ProbeLimits {
-        ProbeLimits {
-            success_threshold: h.success_threshold,
-            failure_threshold: h.failure_threshold,
-            start_period: h.start_period,
-            on_unhealthy: h.on_unhealthy,
-        }
-    }
-}
-
+/// The probe of `kind` a unit declares, if any.
 fn probe_spec(spec: &UnitSpec, kind: ProbeKind) -> Option<&crate::unit::HealthSpec> {
     match kind {
         ProbeKind::Liveness => spec.health.as_ref(),

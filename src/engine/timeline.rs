@@ -180,6 +180,14 @@ impl Record {
         self.segs.push_back(Seg { at, step });
     }
 
+    /// Begin a new cycle in this record (what `Record::new` makes).
+    fn restart(&mut self, at: Instant, step: Step) {
+        self.segs.clear();
+        self.segs.push_back(Seg { at, step });
+        self.start = at;
+        self.dropped = 0;
+    }
+
     fn last(&self) -> Option<&Step> {
         self.segs.back().map(|s| &s.step)
     }
@@ -229,7 +237,12 @@ impl Timeline {
         };
         match active.last() {
             Some(last) if *last == step => {}
-            Some(last) if last.ends_cycle() => line.current = Some(Record::new(now, step)),
+            Some(last) if last.ends_cycle() => match &mut line.current {
+                // A new cycle replaces the latest in place: its buffer is
+                // reused (a restart used to free one and allocate one).
+                Some(c) => c.restart(now, step),
+                None => line.current = Some(Record::new(now, step)),
+            },
             _ => active.push(now, step),
         }
     }

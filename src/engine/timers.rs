@@ -161,6 +161,13 @@ impl TimerTable {
         }
     }
 
+    /// Start loading `unit`'s slots (see `engine::prefetch`).
+    pub fn prefetch(&self, unit: UnitId) {
+        if let Some(s) = self.slots.get(unit.0 as usize) {
+            super::prefetch::prefetch(s, 2);
+        }
+    }
+
     pub fn get(&self, unit: UnitId, kind: TimerKind) -> Option<Instant> {
         self.slots.get(unit.0 as usize)?[kind as usize]
     }

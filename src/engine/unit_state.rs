@@ -22,7 +22,9 @@ pub enum StopReason {
     Maintenance,
     /// A `requires` dependency stopped or is no longer ready.
     DependencyStopped(String),
-    MountLost(MountProblem),
+    /// Boxed: a rare reason, and the largest (it kept every `UnitState`
+    /// and `stop_pending` 80 bytes wide).
+    MountLost(Box<MountProblem>),
     HealthFailed,
     StartTimeout,
     Shutdown,
@@ -81,7 +83,8 @@ pub enum FailReason {
     /// Exited and its restart policy says not to restart.
     Exited(ExitStatus),
     SpawnFailed(String),
-    MountTimeout(MountProblem),
+    /// Boxed, as `StopReason::MountLost`.
+    MountTimeout(Box<MountProblem>),
     StartTimeout,
     Unhealthy,
     /// Failed before supd re-executed itself (the reason, in words).
@@ -224,24 +227,92 @@ pub struct HealthRt {
     pub last_output: Option<String>,
 }
 
+/// What the probe path reads of one probe of the running spec.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbeLimits {
+    pub interval: std::time::Duration,
+    pub start_period: std::time::Duration,
+    pub success_threshold: u32,
+    pub failure_threshold: u32,
+    pub on_unhealthy: crate::unit::OnUnhealthy,
+}
+
+impl ProbeLimits {
+    fn of(h: &crate::unit::HealthSpec) -> ProbeLimits {
+        ProbeLimits {
+            interval: h.interval,
+            start_period: h.start_period,
+            success_threshold: h.success_threshold,
+            failure_threshold: h.failure_threshold,
+            on_unhealthy: h.on_unhealthy,
+        }
+    }
+}
+
+/// The probe settings of `Unit::spec`, copied beside the unit's state: a
+/// probe result (the commonest event with thousands of probed units) then
+/// reads no part of the two-kilobyte spec, whose fields it needs lie on
+/// three different cache lines. Always `ProbeHot::from_spec(&unit.spec)`: the
+/// spec changes only through `Unit::set_spec` (the simulation checks).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbeHot {
+    pub liveness: Option<ProbeLimits>,
+    pub readiness: Option<ProbeLimits>,
+    /// `[ready] kind = "probe"`.
+    pub ready_by_probe: bool,
+}
+
+impl ProbeHot {
+    /// The limits of the probe of `kind`, if the spec declares one.
+    pub fn of(&self, kind: super::ProbeKind) -> Option<ProbeLimits> {
+        match kind {
+            super::ProbeKind::Liveness => self.liveness,
+            super::ProbeKind::Readiness => self.readiness,
+        }
+    }
+
+    pub fn from_spec(spec: &UnitSpec) -> ProbeHot {
+        ProbeHot {
+            liveness: spec.health.as_ref().map(ProbeLimits::of),
+            readiness: spec.readiness.as_ref().map(ProbeLimits::of),
+            ready_by_probe: spec.ready.kind == crate::unit::ReadyKind::Probe,
+        }
+    }
+}
+
 /// The engine's record for one unit. Unit ids are never reused: a unit
 /// removed by reload keeps its slot (flagged `removed`) so that stale
 /// `RunId`s and timers can never address a different unit.
+///
+/// `repr(C)`: what events and decisions read (the spec pointer, the state,
+/// the flags `stop_cause`/`is_ready`/`is_up` read, the probe settings and
+/// counters) comes first, in the first five cache lines (the record is
+/// 64-byte aligned), so an event touches those and nothing else of the
+/// record, and `engine::prefetch` can ask for them all at once.
 #[derive(Debug, Clone, PartialEq)]
+#[repr(C, align(64))]
 pub struct Unit {
-    /// The spec the current (or last) process was started from.
+    /// The spec the current (or last) process was started from. Assign it
+    /// with `set_spec` (it keeps `probes` in step).
     pub spec: Arc<UnitSpec>,
-    /// A changed spec from reload, applied at the next start.
-    pub next_spec: Option<Arc<UnitSpec>>,
-    pub removed: bool,
     pub state: UnitState,
     pub want: Want,
-    /// Must stop once its dependents are down (dependents-first stopping).
-    pub stop_pending: Option<StopReason>,
+    pub removed: bool,
     pub restart_requested: bool,
     /// The next start was asked by an operator: it does not count against
     /// the start limit.
     pub manual_start: bool,
+    /// `GroupEmpty` for this run arrived before its main process was
+    /// reaped (the kernel empties the group before the parent is told).
+    pub group_empty: Option<RunId>,
+    /// Must stop once its dependents are down (dependents-first stopping).
+    pub stop_pending: Option<StopReason>,
+    /// A changed spec from reload, applied at the next start.
+    pub next_spec: Option<Arc<UnitSpec>>,
+    /// `ProbeHot::from_spec(&spec)`.
+    pub probes: ProbeHot,
+    pub health: HealthRt,
+    pub readiness: HealthRt,
     pub window: StartWindow,
     /// Consecutive failed runs, for backoff.
     pub attempt: u32,
@@ -255,17 +326,12 @@ pub struct Unit {
     /// The cgroup of the current (or last) run, from `Spawned`; None when
     /// it was contained only by its process group.
     pub cgroup: Option<String>,
-    /// `GroupEmpty` for this run arrived before its main process was
-    /// reaped (the kernel empties the group before the parent is told).
-    pub group_empty: Option<RunId>,
     /// The kernel OOM-killed in this run's group: a SIGKILL that ends it is
     /// reported as out of memory.
     pub oom_run: Option<RunId>,
     /// OOM kills in the unit's group since supd started.
     pub oom_kills: u64,
     pub status_text: Option<String>,
-    pub health: HealthRt,
-    pub readiness: HealthRt,
     /// History for operators (`since`, `uptime`, `last_exit`,
     /// `last_error`); monotonic instants, shown as wall time by status.
     pub history: History,
@@ -289,6 +355,7 @@ pub struct History {
 impl Unit {
     pub fn new(spec: Arc<UnitSpec>) -> Unit {
         Unit {
+            probes: ProbeHot::from_spec(&spec),
             spec,
             next_spec: None,
             removed: false,
@@ -312,6 +379,12 @@ impl Unit {
             readiness: HealthRt::default(),
             history: History::default(),
         }
+    }
+
+    /// Replace the running spec (and what is copied from it).
+    pub fn set_spec(&mut self, spec: Arc<UnitSpec>) {
+        self.probes = ProbeHot::from_spec(&spec);
+        self.spec = spec;
     }
 
     /// Every process of the current run is gone (its group emptied), though
