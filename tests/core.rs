@@ -96,6 +96,141 @@ fn crashed_service_is_restarted_per_policy() {
     assert_eq!(u["restarts"], 2, "{u}");
 }
 
+/// A signal mask line of /proc/PID/status (`SigBlk:`, `SigCgt:`, ...).
+fn sig_mask(status: &str, key: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("no {key} in {status}"))
+}
+
+#[test]
+fn sigchld_is_blocked_in_every_supd_thread_and_services_get_an_empty_mask() {
+    if !can_run("sigchld_is_blocked_in_every_supd_thread") {
+        return;
+    }
+    // supd reads SIGCHLD from a signalfd: a thread that let it through
+    // (its disposition is the default) would take it and discard it, and
+    // an exit would go unseen until the next one.
+    let supd = Supd::start("sigchld-mask", &[("svc", &sh_unit("exec sleep 600", ""))]);
+    supd.wait_state("svc", "running", Duration::from_secs(10));
+    let chld = 1u64 << (libc::SIGCHLD - 1);
+    let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{}/task", supd.pid))
+        .expect("supd's threads")
+        .flatten()
+        .collect();
+    assert!(tasks.len() > 1, "supd has helper threads");
+    for t in tasks {
+        let status = std::fs::read_to_string(t.path().join("status")).expect("thread status");
+        assert_ne!(
+            sig_mask(&status, "SigBlk:") & chld,
+            0,
+            "SIGCHLD open in {status}"
+        );
+        assert_eq!(
+            sig_mask(&status, "SigCgt:") & chld,
+            0,
+            "SIGCHLD handled in {status}"
+        );
+    }
+    let kids = children_of(supd.pid);
+    assert_eq!(kids.len(), 1, "{kids:?}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", kids[0].0)).expect("service");
+    assert_eq!(sig_mask(&status, "SigBlk:"), 0, "service's mask: {status}");
+    assert_eq!(
+        sig_mask(&status, "SigIgn:"),
+        0,
+        "service's ignored signals: {status}"
+    );
+    // And exits are seen: a SIGKILLed service comes back.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(kids[0].0), Signal::SIGKILL).expect("kill");
+    wait_for("the service's restart", Duration::from_secs(10), || {
+        let u = supd.unit("svc");
+        (u["restarts"] == 1 && u["state"] == "running").then_some(())
+    });
+}
+
+#[test]
+fn the_log_writer_runs_as_sched_batch() {
+    if !can_run("the_log_writer_runs_as_sched_batch") {
+        return;
+    }
+    // Woken for every restart's log notes, it must not preempt the new
+    // service (or supd's loop) on their CPU.
+    let supd = Supd::start("logs-batch", &[("svc", &sh_unit("exec sleep 600", ""))]);
+    supd.wait_state("svc", "running", Duration::from_secs(10));
+    let policy = |task: &std::path::Path| -> Option<u32> {
+        let stat = std::fs::read_to_string(task.join("stat")).ok()?;
+        // Field 41 (`policy`); fields after the command start at 3.
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(38)?
+            .parse()
+            .ok()
+    };
+    let mut seen = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{}/task", supd.pid))
+        .expect("threads")
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        seen.push((comm.trim().to_string(), policy(&t.path())));
+    }
+    let batch = libc::SCHED_BATCH as u32;
+    assert!(
+        seen.iter()
+            .any(|(c, p)| c == "supd-logs" && *p == Some(batch)),
+        "{seen:?}"
+    );
+    // The loop itself keeps the normal policy (it must preempt to react).
+    let main = policy(std::path::Path::new(&format!(
+        "/proc/{}/task/{}",
+        supd.pid, supd.pid
+    )));
+    assert_eq!(main, Some(libc::SCHED_OTHER as u32), "{seen:?}");
+}
+
+#[test]
+fn an_ignored_sigchld_inherited_from_the_launcher_does_not_hide_exits() {
+    if !can_run("an_ignored_sigchld_inherited_from_the_launcher") {
+        return;
+    }
+    // An ignored SIGCHLD survives exec, and with it the kernel reaps the
+    // children itself: supd must put it back to its default.
+    let t = TempDir::new("ign-out");
+    let c = t.path().join("count");
+    let script = format!(
+        "n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; [ $n -ge 3 ] && exec sleep 600; exit 1",
+        c = c.display()
+    );
+    let unit = sh_unit(
+        &script,
+        "[restart]\npolicy = \"on-failure\"\ndelay = \"50ms\"\nmax_delay = \"100ms\"\nburst = 10\ninterval = \"1m\"",
+    );
+    let opts = Options {
+        launcher: vec![
+            "python3".into(),
+            "-c".into(),
+            "import os, signal, sys; signal.signal(signal.SIGCHLD, signal.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])".into(),
+        ],
+        ..Default::default()
+    };
+    let supd = Supd::start_with("ign-chld", &[("flaky", &unit)], opts);
+    wait_for("third run", Duration::from_secs(10), || {
+        (std::fs::read_to_string(&c).ok()?.trim() == "3").then_some(())
+    });
+    supd.wait_state("flaky", "running", Duration::from_secs(5));
+    let u = supd.unit("flaky");
+    assert_eq!(u["restarts"], 2, "{u}");
+    let log = supd.log_text();
+    assert!(
+        log.contains("exited with code 1"),
+        "exit cause not logged: {log}"
+    );
+}
+
 #[test]
 fn operator_stop_is_not_undone_by_restart_policy() {
     if !can_run("operator_stop_is_not_undone") {

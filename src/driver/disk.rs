@@ -8,8 +8,8 @@
 //!
 //! Must never: run on the event loop's thread (fsync can take seconds on a
 //! busy disk, and PID 1 must keep reaping); take signals (it is created
-//! with every signal blocked, so holding SIGCHLD on the loop's thread
-//! really holds it, and a blocking fsync is never interrupted); create the
+//! with every signal blocked, so every signal is the loop's, and a
+//! blocking fsync is never interrupted); create the
 //! state directory under a mount point whose filesystem is not there yet.
 
 use std::path::PathBuf;

@@ -48,7 +48,6 @@ use crate::world::lock_store::LockStore;
 use crate::world::logstore::LogStore;
 use crate::world::mount_watch::{MountNews, ResilientWatcher};
 use crate::world::notify::{self, NotifySocket};
-use crate::world::sigmask::SigHold;
 use crate::world::signals::{Incoming, Signals};
 use crate::world::spawn;
 
@@ -235,6 +234,13 @@ fn supd_peer() -> PeerInfo {
 /// Run supd until shutdown completes. Returns the process exit code (only
 /// meaningful when not a VM's PID 1, which ends in reboot(2)).
 pub fn run(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> i32 {
+    // Before any thread exists: every thread must block SIGCHLD (it is
+    // read from a signalfd, see world::signals), and a child that exits
+    // from now on stays pending for it.
+    if let Err(e) = crate::world::signals::block_child() {
+        tracing::error!("blocking SIGCHLD: {e}");
+        return 1;
+    }
     // Before any thread exists (it edits the environment).
     let resume = reexec::take();
     // While the lowest descriptor numbers are still free.
@@ -705,7 +711,7 @@ impl Driver {
 
     fn signal(&mut self, s: Incoming) {
         match s {
-            Incoming::Child => self.reap(),
+            Incoming::Child(pid) => self.reap(pid),
             Incoming::Terminate | Incoming::Power => {
                 tracing::info!("{s:?} signal received");
                 self.feed(Event::ShutdownRequested(self.term_kind()));
@@ -798,15 +804,13 @@ impl Driver {
                     return;
                 }
             };
-            // Hold SIGCHLD while carrying out a batch: stopping 100 units
-            // is 100 signals, and every child that exits meanwhile would
-            // interrupt the loop with a handler run. Held, the exits
-            // coalesce into one pending SIGCHLD and one reaper drain.
-            let held = SigHold::chld();
+            // Children that exit meanwhile (stopping 100 units is 100
+            // exits) interrupt nothing: SIGCHLD is blocked for good and
+            // read from its signalfd, where the exits coalesce into one
+            // pending signal and one reaper drain.
             for a in execution_order(actions) {
                 batch.extend(self.execute(a));
             }
-            drop(held);
         }
     }
 

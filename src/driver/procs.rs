@@ -33,7 +33,6 @@ use crate::engine::{Event, ExitStatus, ProbeKind, RunId};
 use crate::unit::{MountReq, ProbeTarget, UnitSpec};
 use crate::world::cgroup::GroupKind;
 use crate::world::logstore::{Limits, Stream};
-use crate::world::sigmask::SigHold;
 use crate::world::{mainpid, output, probe, spawn};
 
 /// Which helper command of a run.
@@ -419,9 +418,17 @@ impl ProcTable {
     /// The reaper: the only `waitpid(-1)` in supd. Signals coalesce, so
     /// drain until nothing is left — never a bounded number per wake-up.
     /// Helper exits come back as `Next` steps for the driver.
-    pub(super) fn reap_into(&mut self, exits: &mut Vec<Event>, next: &mut Vec<Next>) {
+    /// With `only`, just that pid (one `waitpid` by pid: the kernel finds it
+    /// at once, where `waitpid(-1)` walks every child of supd).
+    pub(super) fn reap_into(
+        &mut self,
+        only: Option<i32>,
+        exits: &mut Vec<Event>,
+        next: &mut Vec<Next>,
+    ) {
+        let target = Pid::from_raw(only.unwrap_or(-1));
         loop {
-            let ws = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            let ws = match waitpid(target, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(ws) => ws,
             };
@@ -515,6 +522,9 @@ impl ProcTable {
                     }
                     self.orphans.push_back((pid, status));
                 }
+            }
+            if only.is_some() {
+                return;
             }
         }
     }
@@ -631,15 +641,26 @@ impl Driver {
 /// readiness lines, probe answers), so they live on `Driver`, but every pid
 /// goes into the table before the loop can reap again.
 impl Driver {
-    /// Reap everything that exited and feed the exits as one batch.
-    pub(super) fn reap(&mut self) {
-        // Exits during the drain are collected by it; their SIGCHLDs would
-        // only interrupt it. One stays pending and wakes us once more.
-        let held = SigHold::chld();
+    /// Reap everything that exited. The child the SIGCHLD named (`hint`)
+    /// is collected and fed first, by pid: its restart then waits neither
+    /// for `waitpid(-1)`'s walk over every child of supd (hundreds of µs
+    /// with thousands of units) nor for the other exits. Then the drain
+    /// collects the rest (signals coalesce) and feeds them as one batch.
+    pub(super) fn reap(&mut self, hint: Option<i32>) {
+        if let Some(pid) = hint {
+            self.reap_batch(Some(pid));
+        }
+        self.reap_batch(None);
+    }
+
+    /// Collect the exit of `only` (or, with None, of every child that
+    /// exited) and feed them as one batch.
+    fn reap_batch(&mut self, only: Option<i32>) {
+        // Exits during the drain are collected by it; their SIGCHLDs stay
+        // pending on the signalfd and wake us once more.
         let mut exits = Vec::new();
         let mut next = Vec::new();
-        self.procs.reap_into(&mut exits, &mut next);
-        drop(held);
+        self.procs.reap_into(only, &mut exits, &mut next);
         let mut ended = Vec::new();
         for n in next {
             match n {

@@ -20,6 +20,11 @@
 //! lines are dropped, counted per unit, and a `supd` record saying how many
 //! is written once the writer catches up — the service's pipe is always
 //! drained, so a slow disk costs lines, never a stalled service or supd.
+//! The writer runs as SCHED_BATCH: its share of the CPU is a normal
+//! thread's (it is never starved under load, unlike SCHED_IDLE), but being
+//! woken never preempts what runs on that CPU — a service supd has just
+//! restarted, finishing its exec, or supd's own loop — it waits for the
+//! CPU to be free or for the tick.
 //! Reading for `supctl logs` happens on a short-lived reader thread, never
 //! on the event loop; following is a task that only forwards what the
 //! writer broadcasts.
@@ -801,6 +806,7 @@ impl Writer {
     }
 
     fn run(mut self) {
+        batch_priority();
         loop {
             let (jobs, dropped) = {
                 let mut q = lock(&self.shared.queue);
@@ -1173,6 +1179,32 @@ impl Writer {
             ends,
             mem,
         }
+    }
+}
+
+/// The calling thread becomes SCHED_BATCH (see the module doc). Through
+/// the raw system call: musl's `sched_setscheduler` is a stub, and Linux's
+/// applies to the calling thread, not the process. A failure only costs
+/// the wake-up preemption it avoids.
+fn batch_priority() {
+    // SAFETY: sched_param is plain integers (musl's has more fields than
+    // glibc's): all-zero is valid, and priority 0 is what SCHED_BATCH takes.
+    let param: libc::sched_param = unsafe { std::mem::zeroed() };
+    // SAFETY: pid 0 (this thread), a valid policy and a pointer to a live
+    // sched_param.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_sched_setscheduler,
+            0,
+            libc::SCHED_BATCH,
+            &param as *const libc::sched_param,
+        )
+    };
+    if r != 0 {
+        tracing::debug!(
+            "log writer: SCHED_BATCH: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 

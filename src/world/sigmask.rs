@@ -2,11 +2,11 @@
 //!
 //! Owns: blocking signals in the calling thread and restoring the previous
 //! mask when the guard drops (nesting restores correctly). Used by the
-//! driver (SIGCHLD held while a batch of actions runs and while the reaper
-//! drains; every signal held while the disk thread is created, so it
+//! driver (every signal held while a helper thread is created, so it
 //! inherits a full mask) and by the spawner (every signal held across
-//! clone). Must never: change signal dispositions, or outlive the thread
-//! that made it (the mask is per thread).
+//! clone). SIGCHLD needs no holding: it is blocked for good and read from
+//! a signalfd (world::signals). Must never: change signal dispositions, or
+//! outlive the thread that made it (the mask is per thread).
 
 /// Blocks signals in this thread until dropped (then restores the mask).
 pub struct SigHold(libc::sigset_t);
@@ -22,13 +22,6 @@ impl SigHold {
             libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
             SigHold(old)
         }
-    }
-
-    pub fn chld() -> SigHold {
-        // SAFETY: adds one valid signal number to a valid set.
-        SigHold::with(|s| unsafe {
-            libc::sigaddset(s, libc::SIGCHLD);
-        })
     }
 
     pub fn all() -> SigHold {

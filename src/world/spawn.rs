@@ -424,6 +424,12 @@ struct Plan {
     fds: Vec<(i32, i32)>,
     /// First descriptor number above every target, for temporary copies.
     fd_base: i32,
+    /// Every source is above every target (the usual case: the borrowed
+    /// slots onto 0, 1, 2): no dup2 can clobber a source another pair still
+    /// needs, so the child copies each straight onto its target, without
+    /// temporary copies (three system calls fewer, and three fewer
+    /// descriptors for the exec to close).
+    direct: bool,
     /// The targets above 2, sorted: everything else closes before exec.
     targets: Vec<i32>,
     /// Set when the child shares our table: it must first unshare it,
@@ -786,6 +792,9 @@ pub fn spawn(
         .max()
         .unwrap_or(2)
         + 1;
+    let direct = fds
+        .iter()
+        .all(|&(src, _)| fds.iter().all(|&(_, dst)| src > dst));
     let mut targets: Vec<i32> = fds.iter().map(|&(_, t)| t).filter(|&t| t > 2).collect();
     targets.sort_unstable();
 
@@ -889,6 +898,7 @@ pub fn spawn(
         unshare_below,
         fds,
         fd_base,
+        direct,
         umask: spec.umask.map(|m| m as libc::mode_t),
         rlimits,
         groups,
@@ -1497,11 +1507,16 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if r < 0 {
             fail(Stage::Setsid, r);
         }
-        // Copy every source above every target first, so no dup2 can
-        // clobber a source another pair still needs; dup3 then gives the
-        // target without close-on-exec, and the copies close at exec.
+        // Copy every source above every target first (unless they all are
+        // already), so no dup2 can clobber a source another pair still
+        // needs; dup3 then gives the target without close-on-exec, and the
+        // copies close at exec.
         let mut tmp = [-1i32; MAX_FDS];
         for (slot, &(src, _)) in tmp.iter_mut().zip(plan.fds.iter()) {
+            if plan.direct {
+                *slot = src;
+                continue;
+            }
             let r = sys(
                 libc::SYS_fcntl,
                 src as usize,
