@@ -381,6 +381,11 @@ impl ProcTable {
         }
     }
 
+    /// Does a helper command (stop, stop-post...) of `run` still run?
+    pub(super) fn has_helpers(&self, run: RunId) -> bool {
+        self.helpers.get(&run).is_some_and(|h| !h.is_empty())
+    }
+
     fn helpers_of(&self, run: RunId) -> Vec<i32> {
         self.helpers.get(&run).cloned().unwrap_or_default()
     }
@@ -687,10 +692,8 @@ impl Driver {
             }
             i += 1;
         }
-        self.empty_before_exit(&mut exits, &ended);
-        if !exits.is_empty() {
-            self.feed_many(exits);
-        }
+        let emptied = self.empty_before_exit(&mut exits, &ended);
+        self.feed_exits(exits, emptied);
     }
 
     /// For each contained run in `ended` whose group is empty already (a
@@ -701,9 +704,15 @@ impl Driver {
     /// made afresh before the restart), and learn of the empty group a
     /// loop turn later from the group's watch. A group with processes
     /// left is untouched: its watch reports it when it empties.
-    fn empty_before_exit(&mut self, exits: &mut Vec<Event>, ended: &[RunId]) {
+    /// Returns the runs (and units) told so.
+    fn empty_before_exit(
+        &mut self,
+        exits: &mut Vec<Event>,
+        ended: &[RunId],
+    ) -> Vec<(RunId, String)> {
+        let mut told = Vec::new();
         if ended.is_empty() {
-            return;
+            return told;
         }
         let ended: std::collections::HashSet<RunId> = ended.iter().copied().collect();
         // Rebuilt rather than inserted into: thousands of exits come in one
@@ -716,10 +725,12 @@ impl Driver {
                 && self.groups.emptied(&unit) == Some(run)
             {
                 out.push(Event::GroupEmpty { run });
+                told.push((run, unit));
             }
             out.push(ev);
         }
         *exits = out;
+        told
     }
 
     pub(super) fn expire_probes(&mut self) {
