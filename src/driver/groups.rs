@@ -253,18 +253,6 @@ impl Groups {
             Some(Ok(w)) => Some(w),
             _ => None,
         };
-        let wd = inotify.and_then(|w| {
-            let index = self.watch_of.get_or_insert_with(|| {
-                let map = w.units.lock().unwrap_or_else(|p| p.into_inner());
-                map.iter().map(|(wd, u)| (u.clone(), *wd)).collect()
-            });
-            let wd = index.remove(unit)?;
-            w.units
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&wd);
-            Some(wd)
-        });
         if self.retiring.is_none() {
             let dir = match tree.dup_dir() {
                 Ok(d) => d,
@@ -299,13 +287,22 @@ impl Groups {
                 Ok(thread) => self.retiring = Some(Retiring { tx, thread }),
                 Err(e) => {
                     tracing::debug!("no clean-up thread ({e}): the groups are removed at exit");
-                    if let (Some(w), Some(wd)) = (inotify, wd) {
-                        w.inotify.remove_watches(&[wd]);
-                    }
                     return;
                 }
             }
         }
+        let wd = inotify.and_then(|w| {
+            let index = self.watch_of.get_or_insert_with(|| {
+                let map = w.units.lock().unwrap_or_else(|p| p.into_inner());
+                map.iter().map(|(wd, u)| (u.clone(), *wd)).collect()
+            });
+            let wd = index.remove(unit)?;
+            w.units
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&wd);
+            Some(wd)
+        });
         if let Some(r) = &self.retiring {
             let _ = r.tx.send((wd, name));
         }
@@ -640,7 +637,9 @@ impl super::Driver {
             return;
         }
         for (run, unit) in emptied {
-            if !self.procs.has_helpers(run) {
+            // Its main process reaped too (a stop-post command runs when
+            // it is), and no command of it running.
+            if !self.procs.has_main(run) && !self.procs.has_helpers(run) {
                 self.groups.retire(&unit);
             }
         }

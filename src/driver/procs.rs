@@ -381,6 +381,11 @@ impl ProcTable {
         }
     }
 
+    /// Is `run`'s main process not reaped yet?
+    pub(super) fn has_main(&self, run: RunId) -> bool {
+        self.run_pids.contains_key(&run)
+    }
+
     /// Does a helper command (stop, stop-post...) of `run` still run?
     pub(super) fn has_helpers(&self, run: RunId) -> bool {
         self.helpers.get(&run).is_some_and(|h| !h.is_empty())
