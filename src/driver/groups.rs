@@ -7,11 +7,15 @@
 //! no descriptor of its own: its directory is opened for each spawn into
 //! it (`CLONE_INTO_CGROUP`) and closed right after, so a unit costs supd
 //! one descriptor (its output pipe) and 10,000 units fit in 20,000. Turns "the group of unit U
-//! became empty" into `GroupEmpty{run}` for the run that lives there.
+//! became empty" into `GroupEmpty{run}` for the run that lives there. In
+//! a shutdown, it hands the groups of stopped units (watch, then group)
+//! to a clean-up thread, and at exit removes what is left.
 //!
 //! Must never: report a group empty on a stale wake-up (the file is read
 //! again, synchronously, before the engine is told); bind two runs to one
-//! group (the engine starts a unit again only after `GroupEmpty`); decide
+//! group (the engine starts a unit again only after `GroupEmpty`); remove
+//! a group something may still be spawned into (only in a shutdown, once
+//! its unit's main process is reaped and no command of it runs); decide
 //! anything about a unit.
 
 use std::collections::{HashMap, HashSet};
