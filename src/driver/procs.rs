@@ -275,11 +275,9 @@ impl ProcTable {
         let Some(&pid) = self.run_pids.get(&run).or(self.helper_pids.get(&run)) else {
             return false;
         };
-        signal_group(pid, sig);
-        if sig == Signal::SIGKILL || sig == Signal::SIGTERM {
-            // A stopped process never sees SIGTERM otherwise.
-            signal_group(pid, Signal::SIGCONT);
-        }
+        // A stopped process never sees SIGTERM otherwise.
+        let cont = sig == Signal::SIGKILL || sig == Signal::SIGTERM;
+        signal_group_then(pid, sig, cont.then_some(Signal::SIGCONT));
         true
     }
 
@@ -455,7 +453,11 @@ impl ProcTable {
                         // The main process is gone; whatever is left in
                         // its group is an orphan of a dead service. The
                         // group id cannot be reused while members remain.
-                        signal_group(pid, Signal::SIGKILL);
+                        // killpg, not `signal_group`: the leader is reaped,
+                        // so its pid answers getpgid only if it was reused
+                        // meanwhile — by a stranger `signal_group` would
+                        // then SIGKILL.
+                        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
                     }
                     // So are its post and reload commands.
                     for h in self.helpers_of(run) {
@@ -533,13 +535,19 @@ impl ProcTable {
 /// Signal the process group `pid` leads; a forking daemon that did not
 /// make itself a group leader gets the signal alone.
 fn signal_group(pid: i32, sig: Signal) {
+    signal_group_then(pid, sig, None);
+}
+
+/// `signal_group`, and `then` to the same target: one getpgid for both
+/// (a stop's SIGTERM and SIGCONT).
+fn signal_group_then(pid: i32, sig: Signal, then: Option<Signal>) {
     let p = Pid::from_raw(pid);
-    match nix::unistd::getpgid(Some(p)) {
-        Ok(pg) if pg != p => {
-            let _ = nix::sys::signal::kill(p, sig);
-        }
-        _ => {
-            let _ = killpg(p, sig);
+    let leader = !matches!(nix::unistd::getpgid(Some(p)), Ok(pg) if pg != p);
+    for s in std::iter::once(sig).chain(then) {
+        if leader {
+            let _ = killpg(p, s);
+        } else {
+            let _ = nix::sys::signal::kill(p, s);
         }
     }
 }
