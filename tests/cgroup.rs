@@ -640,3 +640,138 @@ fn a_running_unit_costs_supd_one_descriptor() {
         "supd holds {per_unit:.2} descriptors per running unit ({few} with 40 units, {many} with 80)"
     );
 }
+
+/// Issue 17, stop-all: at shutdown every member of a large group gets
+/// the stop signal (its `cgroup.procs` takes more than one read), a stop
+/// command runs inside its unit's group after it emptied (the group is
+/// not removed under it while the other units stop), and on the clean
+/// exit supd's whole subtree is gone.
+#[test]
+fn shutdown_signals_every_member_and_removes_every_group() {
+    if skip("shutdown_signals_every_member_and_removes_every_group") {
+        return;
+    }
+    let t = TempDir::new("cg-shutdown");
+    let state = t.path().join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let Some(subtree) = cgroup_subtree(&state) else {
+        eprintln!("SKIP shutdown_signals_every_member: no cgroup hierarchy");
+        return;
+    };
+    // 1,100 members: as pids of supd's namespace ("123\n"), more than the
+    // 4,032 bytes one read of `cgroup.procs` asks for. A member missed by
+    // the SIGTERM would hold the shutdown until the 30 s stop timeout.
+    const MEMBERS: usize = 1100;
+    let up = t.path().join("many-up");
+    let many = sh_unit(
+        &format!(
+            "i=0; while [ $i -lt {MEMBERS} ]; do sleep 600 & i=$((i+1)); done; echo up > {}; wait",
+            up.display()
+        ),
+        "[stop]\ntimeout = \"30s\"",
+    );
+    let record = t.path().join("post-cgroup");
+    let post = format!(
+        "{}exec_stop_post = [[\"sh\", \"-c\", {}]]\n",
+        sh_unit("exec sleep 600", ""),
+        toml_str(&format!(
+            "sleep 0.3; cat /proc/self/cgroup > {0}.tmp; mv {0}.tmp {0}",
+            record.display()
+        )),
+    );
+    let plain = sh_unit("exec sleep 600", "");
+    let mut units = vec![("many", many.as_str()), ("post", post.as_str())];
+    let names: Vec<String> = (0..20).map(|i| format!("p{i}")).collect();
+    units.extend(names.iter().map(|n| (n.as_str(), plain.as_str())));
+    let mut supd = Supd::start_with(
+        "cg-shutdown",
+        &units,
+        Options {
+            state_dir: Some(state.clone()),
+            ..Options::default()
+        },
+    );
+    let procs = subtree.join("many.unit").join("cgroup.procs");
+    wait_for("every member to run", Duration::from_secs(60), || {
+        let n = std::fs::read_to_string(&procs)
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        (up.exists() && n > MEMBERS).then_some(())
+    });
+    for n in names.iter().map(String::as_str).chain(["post"]) {
+        supd.wait_state(n, "running", Duration::from_secs(20));
+    }
+    let t0 = Instant::now();
+    supd.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = supd.wait_exit(Duration::from_secs(60));
+    let took = t0.elapsed();
+    let log = supd.log_text();
+    assert!(status.success(), "supd exited with {status}\n{log}");
+    assert!(
+        took < Duration::from_secs(20),
+        "the shutdown took {took:?}: a member of many.unit missed its SIGTERM and waited for the stop timeout\n{log}"
+    );
+    let cg = std::fs::read_to_string(&record).unwrap_or_default();
+    assert!(
+        cg.trim_end().ends_with("/post.unit"),
+        "the stop-post command ran outside its unit's group: {cg:?}\n{log}"
+    );
+    assert!(!log.contains("leaving cgroup"), "{log}");
+    assert!(
+        !subtree.exists(),
+        "supd's subtree {} is left after a clean exit: {:?}",
+        subtree.display(),
+        std::fs::read_dir(&subtree).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
+}
+
+/// The inotify watches supd holds (from its descriptors' fdinfo).
+fn inotify_watches(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .map(|t| t.lines().filter(|l| l.starts_with("inotify wd:")).count())
+        .sum()
+}
+
+/// A group killed through `cgroup.kill` is made afresh before the unit's
+/// next start, and watched afresh. Its old watch used to stay: removing a
+/// group does not end an inotify watch on its `cgroup.events` (the watch
+/// pins the file), so each kill-and-restart left one watch (and the
+/// kernel's inode and mark) until supd exited, whose exit then waited an
+/// SRCU grace period to free them.
+#[test]
+fn a_group_made_afresh_after_a_kill_leaves_no_watch_behind() {
+    if skip("a_group_made_afresh_after_a_kill_leaves_no_watch_behind") {
+        return;
+    }
+    // Ignores SIGTERM (sleep inherits the ignored signal): every stop
+    // ends in the group's SIGKILL at the timeout.
+    let stubborn = sh_unit(
+        "trap '' TERM; exec sleep 600",
+        "[stop]\ntimeout = \"300ms\"",
+    );
+    let plain = sh_unit("exec sleep 600", "");
+    let supd = Supd::start("cg-rewatch", &[("d", &stubborn), ("e", &plain)]);
+    supd.wait_state("d", "running", Duration::from_secs(10));
+    supd.wait_state("e", "running", Duration::from_secs(10));
+    let before = inotify_watches(supd.pid);
+    assert_eq!(before, 2, "one watch per unit group");
+    for round in 0..3 {
+        supd.ok(&["stop", "d"]);
+        supd.ok(&["start", "d"]);
+        supd.wait_state("d", "running", Duration::from_secs(10));
+        let cg = supd.unit("d")["cgroup"].as_str().unwrap_or("").to_string();
+        assert!(cg.ends_with("/d.unit"), "round {round}: {cg}");
+    }
+    assert_eq!(
+        inotify_watches(supd.pid),
+        before,
+        "watches of removed groups are left after 3 kills and restarts"
+    );
+    // The group made afresh is watched: a stop still completes.
+    supd.ok(&["stop", "d"]);
+    assert_eq!(supd.state_of("d"), "stopped");
+}

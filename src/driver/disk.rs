@@ -368,7 +368,7 @@ impl Driver {
 
     /// Everything queued for the disk is written in order before this;
     /// then the state directory is released so it can be unmounted.
-    pub(super) fn close_disk(&mut self) {
+    pub(super) fn close_disk(&self) {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         if self.disk_tx.send(DiskJob::Close(done_tx)).is_ok() {
             let _ = done_rx.recv_timeout(std::time::Duration::from_secs(10));

@@ -7,11 +7,15 @@
 //! no descriptor of its own: its directory is opened for each spawn into
 //! it (`CLONE_INTO_CGROUP`) and closed right after, so a unit costs supd
 //! one descriptor (its output pipe) and 10,000 units fit in 20,000. Turns "the group of unit U
-//! became empty" into `GroupEmpty{run}` for the run that lives there.
+//! became empty" into `GroupEmpty{run}` for the run that lives there. In
+//! a shutdown, it hands the groups of stopped units (watch, then group)
+//! to a clean-up thread, and at exit removes what is left.
 //!
 //! Must never: report a group empty on a stale wake-up (the file is read
 //! again, synchronously, before the engine is told); bind two runs to one
-//! group (the engine starts a unit again only after `GroupEmpty`); decide
+//! group (the engine starts a unit again only after `GroupEmpty`); remove
+//! a group something may still be spawned into (only in a shutdown, once
+//! its unit's main process is reaped and no command of it runs); decide
 //! anything about a unit.
 
 use std::collections::{HashMap, HashSet};
@@ -49,6 +53,29 @@ pub(super) struct Groups {
     applied: HashMap<String, crate::unit::Resources>,
     /// OOM kills seen in each unit's group (`memory.events`).
     oom_seen: HashMap<String, u64>,
+    /// During a shutdown: the thread that removes the groups of stopped
+    /// units, and each unit's watch (made from the watcher's map when
+    /// the first group is retired).
+    retiring: Option<Retiring>,
+    watch_of: Option<HashMap<String, i32>>,
+}
+
+/// The shutdown's clean-up thread: takes (watch, group name) pairs,
+/// removes the watch and then the group, while the loop's thread reaps
+/// and stops the units that are left. Each rmdir is ~40-60 µs of kernel
+/// time (cgroupfs removes every interface file of the group), which at
+/// exit was paid one unit after another after the last one stopped.
+pub(super) struct Retiring {
+    tx: std::sync::mpsc::Sender<(Option<i32>, std::ffi::CString)>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Retiring {
+    /// Let the thread finish what it was given, and wait for it.
+    pub(super) fn finish(self) {
+        drop(self.tx);
+        let _ = self.thread.join();
+    }
 }
 
 impl Groups {
@@ -63,6 +90,8 @@ impl Groups {
             killed: Default::default(),
             applied: HashMap::new(),
             oom_seen: HashMap::new(),
+            retiring: None,
+            watch_of: None,
         }
     }
 
@@ -104,15 +133,15 @@ impl Groups {
         let key = (unit.to_string(), kind);
         if kind == GroupKind::Unit && self.killed.contains(unit) && !self.current.contains_key(unit)
         {
-            // Made afresh (see `killed`); the old watch ends when its file
-            // goes away.
+            // Made afresh (see `killed`), and watched afresh.
             self.killed.remove(unit);
             self.applied.remove(unit);
             self.oom_seen.remove(unit);
-            if let Some(p) = self.open.remove(&key)
-                && let Err(e) = cgroup::remove(&p)
-            {
-                tracing::warn!(unit = %unit, "removing killed cgroup {}: {e}", p.display());
+            if let Some(p) = self.open.remove(&key) {
+                self.unwatch(unit);
+                if let Err(e) = cgroup::remove(&p) {
+                    tracing::warn!(unit = %unit, "removing killed cgroup {}: {e}", p.display());
+                }
             }
         }
         let known = self.open.contains_key(&key);
@@ -163,6 +192,155 @@ impl Groups {
             tracing::warn!("killing the processes of {}: {e}", dir.display());
         }
         true
+    }
+
+    /// Send `sig` to every process in a contained run's group. False when
+    /// the run is not contained (the caller signals its process group).
+    pub(super) fn signal(&self, run: RunId, sig: i32) -> bool {
+        let (Some(unit), Some(tree)) = (self.runs.get(&run), self.containment.tree()) else {
+            return false;
+        };
+        if !self.open.contains_key(&(unit.clone(), GroupKind::Unit)) {
+            return false;
+        }
+        if let Err(e) = tree.signal_group(unit, GroupKind::Unit, sig) {
+            tracing::warn!(unit = %unit, "signalling the processes of its cgroup in {}: {e}", tree.dir.display());
+        }
+        true
+    }
+
+    /// After a clean shutdown (every unit stopped): stop watching the
+    /// groups, then remove them and supd's subtree (`Tree::remove_all`).
+    /// The watches go first, in one pass: a watch is freed by the kernel
+    /// only after an SRCU grace period (10-100 ms here), which it waits
+    /// for in a worker of its own for a removed watch, but in supd's exit
+    /// for each one still there when the instance is released; removed
+    /// before the rmdirs, the grace period runs while they do.
+    pub(super) fn remove_all(&self) {
+        let Some(tree) = self.containment.tree() else {
+            return;
+        };
+        if let Some(Ok(w)) = &self.watcher {
+            let wds: Vec<i32> = w
+                .units
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .copied()
+                .collect();
+            w.inotify.remove_watches(&wds);
+        }
+        tree.remove_all();
+    }
+
+    /// During a shutdown, `unit` stopped and nothing will run in its group
+    /// again (nothing starts while supd shuts down, and no stop command
+    /// of it is left): its watch and its group are removed now, on the
+    /// clean-up thread, while the others stop, instead of one after the
+    /// other at exit. Forgotten here first: were the unit started again,
+    /// its group would be made (and watched) afresh, as at its first start.
+    pub(super) fn retire(&mut self, unit: &str) {
+        let key = (unit.to_string(), GroupKind::Unit);
+        if self.open.remove(&key).is_none() {
+            return;
+        }
+        self.applied.remove(unit);
+        self.oom_seen.remove(unit);
+        self.killed.remove(unit);
+        let Some(tree) = self.containment.tree() else {
+            return;
+        };
+        let Ok(name) = std::ffi::CString::new(cgroup::group_name(unit, GroupKind::Unit)) else {
+            return;
+        };
+        let inotify = match &self.watcher {
+            Some(Ok(w)) => Some(w),
+            _ => None,
+        };
+        if self.retiring.is_none() {
+            let dir = match tree.dup_dir() {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::debug!("no clean-up thread ({e}): the groups are removed at exit");
+                    return;
+                }
+            };
+            let instance = inotify.map(|w| w.inotify.clone());
+            let (tx, rx) = std::sync::mpsc::channel::<(Option<i32>, std::ffi::CString)>();
+            let thread = std::thread::Builder::new()
+                .name("supd-cleanup".into())
+                .spawn(move || {
+                    while let Ok(first) = rx.recv() {
+                        let mut batch = vec![first];
+                        batch.extend(rx.try_iter());
+                        // The watches of what arrived go first: the grace
+                        // period that frees them (see `remove_all`) runs
+                        // while the groups are removed.
+                        if let Some(i) = &instance {
+                            let wds: Vec<i32> = batch.iter().filter_map(|(wd, _)| *wd).collect();
+                            i.remove_watches(&wds);
+                        }
+                        for (_, name) in &batch {
+                            // EBUSY (a delegated unit's sub-groups) is left
+                            // to `remove_all` at exit, which removes those.
+                            let _ = cgroup::rmdir_at(&dir, name);
+                        }
+                    }
+                });
+            match thread {
+                Ok(thread) => self.retiring = Some(Retiring { tx, thread }),
+                Err(e) => {
+                    tracing::debug!("no clean-up thread ({e}): the groups are removed at exit");
+                    return;
+                }
+            }
+        }
+        let wd = inotify.and_then(|w| {
+            let index = self.watch_of.get_or_insert_with(|| {
+                let map = w.units.lock().unwrap_or_else(|p| p.into_inner());
+                map.iter().map(|(wd, u)| (u.clone(), *wd)).collect()
+            });
+            let wd = index.remove(unit)?;
+            w.units
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&wd);
+            Some(wd)
+        });
+        if let Some(r) = &self.retiring {
+            let _ = r.tx.send((wd, name));
+        }
+    }
+
+    /// Stop watching `unit`'s group before it is removed. An inotify watch
+    /// pins its file: removing the group does not end the watch (no
+    /// IN_IGNORED comes), so every group made afresh after a kill used
+    /// to leave one watch, and the kernel's inode and mark for it, until
+    /// supd exited — where releasing them made the exit wait an SRCU
+    /// grace period. Only after a kill: a walk over the watches is fine.
+    fn unwatch(&self, unit: &str) {
+        let Some(Ok(w)) = &self.watcher else {
+            return;
+        };
+        let wd = {
+            let mut map = w.units.lock().unwrap_or_else(|p| p.into_inner());
+            let wd = map
+                .iter()
+                .find(|(_, u)| u.as_str() == unit)
+                .map(|(wd, _)| *wd);
+            if let Some(wd) = wd {
+                map.remove(&wd);
+            }
+            wd
+        };
+        if let Some(wd) = wd {
+            w.inotify.remove_watches(&[wd]);
+        }
+    }
+
+    /// The clean-up thread, if a shutdown started one (see `retire`).
+    pub(super) fn take_retiring(&mut self) -> Option<Retiring> {
+        self.retiring.take()
     }
 
     /// Write the unit's `[resources]` into its group before a spawn (only
@@ -402,6 +580,75 @@ impl super::Driver {
         events
     }
 
+    /// Feed a reaper drain's events; `emptied`: the runs among them whose
+    /// group is empty too. In a shutdown, thousands of exits come in one
+    /// drain: they are fed in slices (each run's events together, as
+    /// `empty_before_exit` put them), and the groups of each slice are
+    /// handed to the clean-up thread before the next is fed, so that it
+    /// removes them while the rest are handled, not after.
+    pub(super) fn feed_exits(
+        &mut self,
+        exits: Vec<crate::engine::Event>,
+        emptied: Vec<(RunId, String)>,
+    ) {
+        use crate::engine::Event;
+        if emptied.is_empty() || exits.len() <= RETIRE_SLICE || !self.retiring_groups() {
+            if !exits.is_empty() {
+                self.feed_many(exits);
+            }
+            self.retire_groups(emptied);
+            return;
+        }
+        let mut emptied: HashMap<RunId, String> = emptied.into_iter().collect();
+        let mut rest = exits;
+        while !rest.is_empty() {
+            // Cut after a ProcessExited: a run's OomKilled and GroupEmpty
+            // come just before it.
+            let cut = rest
+                .iter()
+                .enumerate()
+                .skip(RETIRE_SLICE - 1)
+                .find(|(_, e)| matches!(e, Event::ProcessExited { .. }))
+                .map_or(rest.len(), |(i, _)| i + 1);
+            let tail = rest.split_off(cut);
+            let done: Vec<(RunId, String)> = rest
+                .iter()
+                .filter_map(|e| match e {
+                    Event::ProcessExited { run, .. } => emptied.remove(run).map(|u| (*run, u)),
+                    _ => None,
+                })
+                .collect();
+            self.feed_many(rest);
+            self.retire_groups(done);
+            rest = tail;
+        }
+        self.retire_groups(emptied.into_iter().collect());
+    }
+
+    /// Groups are removed as their units stop: in a shutdown (nothing
+    /// starts again), except as a machine's init (the reboot does it).
+    fn retiring_groups(&self) -> bool {
+        self.settings.mode != crate::world::init::Mode::VmInit
+            && self.engine.shutting_down().is_some()
+    }
+
+    /// These runs' groups emptied (and the engine was told): in a
+    /// shutdown, where nothing starts again, a group with no command of
+    /// its unit left to run in it goes now, on the clean-up thread, not
+    /// at exit (a machine's init leaves them to the reboot).
+    pub(super) fn retire_groups(&mut self, emptied: Vec<(RunId, String)>) {
+        if emptied.is_empty() || !self.retiring_groups() {
+            return;
+        }
+        for (run, unit) in emptied {
+            // Its main process reaped too (a stop-post command runs when
+            // it is), and no command of it running.
+            if !self.procs.has_main(run) && !self.procs.has_helpers(run) {
+                self.groups.retire(&unit);
+            }
+        }
+    }
+
     /// `Action::Track`: the adopted `run` is the processes in `unit`'s
     /// group; `pid`, if known, its main process.
     pub(super) fn track(
@@ -444,6 +691,10 @@ impl super::Driver {
             .map(|run| crate::engine::Event::GroupEmpty { run })
     }
 }
+
+/// Exits fed to the engine at once in a shutdown before the groups of
+/// their units are handed to the clean-up thread (`feed_exits`).
+const RETIRE_SLICE: usize = 64;
 
 /// Wake on changes of the new group `g`'s `cgroup.events`: an inotify
 /// watch in the shared instance, or where that cannot be had (no

@@ -819,30 +819,18 @@ impl Driver {
         match action {
             Action::Spawn { run, spec, mounts } => self.start_run(run, spec, mounts),
             Action::Signal { run, signal } => {
-                match self.groups.dir_of(run) {
-                    Some(dir) => {
-                        if let Err(e) = crate::world::cgroup::signal_all(&dir, signal) {
-                            tracing::warn!("signalling the processes of {}: {e}", dir.display());
-                        }
-                    }
-                    None => {
-                        if let Ok(sig) = Signal::try_from(signal) {
-                            self.procs.signal_run(run, sig);
-                        }
-                    }
+                if !self.groups.signal(run, signal)
+                    && let Ok(sig) = Signal::try_from(signal)
+                {
+                    self.procs.signal_run(run, sig);
                 }
                 vec![]
             }
             Action::SignalMain { run, signal } => {
                 // A forking run without a main process (pidless_ended):
                 // "the main process" is all of its group.
-                if self.is_pidless(run)
-                    && let Some(dir) = self.groups.dir_of(run)
-                {
-                    if let Err(e) = crate::world::cgroup::signal_all(&dir, signal) {
-                        tracing::warn!("signalling the processes of {}: {e}", dir.display());
-                    }
-                } else if let Ok(sig) = Signal::try_from(signal) {
+                let group = self.is_pidless(run) && self.groups.signal(run, signal);
+                if !group && let Ok(sig) = Signal::try_from(signal) {
                     self.procs.signal_main(run, sig);
                 }
                 vec![]
@@ -932,6 +920,7 @@ impl Driver {
     /// every one still true, as one batch.
     fn groups_emptied(&mut self, units: Vec<String>) {
         let mut evs = Vec::new();
+        let mut done = Vec::new();
         for unit in units {
             let Some(run) = self.groups.emptied(&unit) else {
                 continue;
@@ -948,10 +937,12 @@ impl Driver {
                     evs.extend(self.pidless_ended(run));
                 }
             }
+            done.push((run, unit));
         }
         if !evs.is_empty() {
             self.feed_many(evs);
         }
+        self.retire_groups(done);
     }
 
     /// After every unit stopped: end the world as the mode requires.
@@ -968,15 +959,40 @@ impl Driver {
     /// After every unit stopped, every process ended and its output was
     /// read: end the world as the mode requires.
     fn finish(&mut self, kind: ShutdownKind) -> i32 {
-        if self.settings.mode != Mode::VmInit
-            && let Some(t) = self.groups.containment.tree()
-        {
-            t.remove_all();
-        }
-        // Output of the last processes is in the queue: write it, then
-        // let go of the state directory.
-        self.logs.close(Duration::from_secs(5));
-        self.close_disk();
+        let retiring = self.groups.take_retiring();
+        let this = &*self;
+        std::thread::scope(|s| {
+            // The groups are removed on the other core (an rmdir is ~40
+            // µs of kernel time under cgroupfs's one mutex, per unit)
+            // while this thread waits for the log writer and the disk.
+            let clean = (this.settings.mode != Mode::VmInit).then(|| {
+                let groups = &this.groups;
+                // What the shutdown's clean-up thread was given is
+                // removed before the rest (no two rmdirs of one group).
+                let all = move || {
+                    if let Some(r) = retiring {
+                        r.finish();
+                    }
+                    groups.remove_all()
+                };
+                std::thread::Builder::new()
+                    .name("supd-cleanup".into())
+                    .spawn_scoped(s, all)
+                    .map_err(|e| {
+                        // The clean-up thread, if any, goes on alone: a
+                        // group it removes first is gone (ENOENT) here.
+                        tracing::debug!("no thread for the cgroup clean-up ({e}); done here");
+                        groups.remove_all();
+                    })
+            });
+            // Output of the last processes is in the queue: write it,
+            // then let go of the state directory.
+            this.logs.close(Duration::from_secs(5));
+            this.close_disk();
+            if let Some(Ok(t)) = clean {
+                let _ = t.join();
+            }
+        });
         if self.socket_bound {
             let _ = std::fs::remove_file(&self.settings.socket);
         }

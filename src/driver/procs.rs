@@ -274,11 +274,9 @@ impl ProcTable {
         let Some(&pid) = self.run_pids.get(&run).or(self.helper_pids.get(&run)) else {
             return false;
         };
-        signal_group(pid, sig);
-        if sig == Signal::SIGKILL || sig == Signal::SIGTERM {
-            // A stopped process never sees SIGTERM otherwise.
-            signal_group(pid, Signal::SIGCONT);
-        }
+        // A stopped process never sees SIGTERM otherwise.
+        let cont = sig == Signal::SIGKILL || sig == Signal::SIGTERM;
+        signal_group_then(pid, sig, cont.then_some(Signal::SIGCONT));
         true
     }
 
@@ -380,6 +378,16 @@ impl ProcTable {
         }
     }
 
+    /// Is `run`'s main process not reaped yet?
+    pub(super) fn has_main(&self, run: RunId) -> bool {
+        self.run_pids.contains_key(&run)
+    }
+
+    /// Does a helper command (stop, stop-post...) of `run` still run?
+    pub(super) fn has_helpers(&self, run: RunId) -> bool {
+        self.helpers.get(&run).is_some_and(|h| !h.is_empty())
+    }
+
     fn helpers_of(&self, run: RunId) -> Vec<i32> {
         self.helpers.get(&run).cloned().unwrap_or_default()
     }
@@ -452,7 +460,11 @@ impl ProcTable {
                         // The main process is gone; whatever is left in
                         // its group is an orphan of a dead service. The
                         // group id cannot be reused while members remain.
-                        signal_group(pid, Signal::SIGKILL);
+                        // killpg, not `signal_group`: the leader is reaped,
+                        // so its pid answers getpgid only if it was reused
+                        // meanwhile — by a stranger `signal_group` would
+                        // then SIGKILL.
+                        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
                     }
                     // So are its post and reload commands.
                     for h in self.helpers_of(run) {
@@ -533,13 +545,19 @@ impl ProcTable {
 /// Signal the process group `pid` leads; a forking daemon that did not
 /// make itself a group leader gets the signal alone.
 fn signal_group(pid: i32, sig: Signal) {
+    signal_group_then(pid, sig, None);
+}
+
+/// `signal_group`, and `then` to the same target: one getpgid for both
+/// (a stop's SIGTERM and SIGCONT).
+fn signal_group_then(pid: i32, sig: Signal, then: Option<Signal>) {
     let p = Pid::from_raw(pid);
-    match nix::unistd::getpgid(Some(p)) {
-        Ok(pg) if pg != p => {
-            let _ = nix::sys::signal::kill(p, sig);
-        }
-        _ => {
-            let _ = killpg(p, sig);
+    let leader = !matches!(nix::unistd::getpgid(Some(p)), Ok(pg) if pg != p);
+    for s in std::iter::once(sig).chain(then) {
+        if leader {
+            let _ = killpg(p, s);
+        } else {
+            let _ = nix::sys::signal::kill(p, s);
         }
     }
 }
@@ -708,10 +726,8 @@ impl Driver {
             }
             i += 1;
         }
-        self.empty_before_exit(&mut exits, &ended);
-        if !exits.is_empty() {
-            self.feed_many(exits);
-        }
+        let emptied = self.empty_before_exit(&mut exits, &ended);
+        self.feed_exits(exits, emptied);
     }
 
     /// For each contained run in `ended` whose group is empty already (a
@@ -722,9 +738,15 @@ impl Driver {
     /// made afresh before the restart), and learn of the empty group a
     /// loop turn later from the group's watch. A group with processes
     /// left is untouched: its watch reports it when it empties.
-    fn empty_before_exit(&mut self, exits: &mut Vec<Event>, ended: &[RunId]) {
+    /// Returns the runs (and units) told so.
+    fn empty_before_exit(
+        &mut self,
+        exits: &mut Vec<Event>,
+        ended: &[RunId],
+    ) -> Vec<(RunId, String)> {
+        let mut told = Vec::new();
         if ended.is_empty() {
-            return;
+            return told;
         }
         let ended: std::collections::HashSet<RunId> = ended.iter().copied().collect();
         // Rebuilt rather than inserted into: thousands of exits come in one
@@ -737,10 +759,12 @@ impl Driver {
                 && self.groups.emptied(&unit) == Some(run)
             {
                 out.push(Event::GroupEmpty { run });
+                told.push((run, unit));
             }
             out.push(ev);
         }
         *exits = out;
+        told
     }
 
     pub(super) fn expire_probes(&mut self) {

@@ -385,6 +385,84 @@ impl Tree {
         read_events(&mut f)
     }
 
+    /// Send `sig` to every process in a unit's group (and in the
+    /// sub-groups a delegated unit made), as `signal_all` does, but
+    /// relative to the subtree's open directory and without a heap
+    /// buffer: one fstatat (sub-groups?), one openat, one read for any
+    /// group of fewer than ~500 processes, one close, and the kills
+    /// (`signal_all` walked the path from the root twice and asked the
+    /// size and the end of the file: 8 system calls per unit, paid by
+    /// every unit at shutdown).
+    pub fn signal_group(&self, unit: &str, kind: GroupKind, sig: i32) -> std::io::Result<usize> {
+        let name = group_name(unit, kind);
+        let c = std::ffi::CString::new(name.as_str())
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: a zeroed stat is a valid out-parameter for fstatat.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstatat relative to a directory descriptor we own, with
+        // a NUL-terminated name and a stat we own.
+        if unsafe {
+            libc::fstatat(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        } != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        // A cgroupfs directory's link count is 2 plus its sub-groups
+        // (only a delegated unit has any): those are walked by path.
+        if st.st_nlink > 2 {
+            return signal_all(&self.dir.join(&name), sig);
+        }
+        let procs = std::ffi::CString::new(format!("{name}/cgroup.procs"))
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: openat relative to a directory descriptor we own, with a
+        // NUL-terminated name; the result, if any, is ours.
+        let fd = unsafe {
+            libc::openat(
+                self.fd.as_raw_fd(),
+                procs.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nothing else owns (closed on drop).
+        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let mut buf = [0u8; PROCS_READ];
+        let mut pids = PidReader::default();
+        let mut n = 0;
+        loop {
+            // SAFETY: read(2) into a buffer we own, of its length.
+            let got = unsafe {
+                libc::read(
+                    fd.as_raw_fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                )
+            };
+            if got < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let got = got as usize;
+            pids.feed(&buf[..got], |pid| n += usize::from(signal_pid(pid, sig)));
+            // Short: the end of the file (see `PROCS_READ`).
+            if got < buf.len() {
+                break;
+            }
+        }
+        pids.end(|pid| n += usize::from(signal_pid(pid, sig)));
+        Ok(n)
+    }
+
     /// After a clean shutdown (every process gone): leave the subtree and
     /// remove it, so nothing of supd is left in the hierarchy. Best effort:
     /// a group that still has processes stays (and says why in the log).
@@ -399,28 +477,52 @@ impl Tree {
             let p = e.path();
             // Every unit has stopped by now: an empty group goes at the
             // first rmdir (a cgroup.kill before each was three system
-            // calls per unit at exit). Leftovers (a probe still running,
-            // a delegated unit's sub-groups) fail with EBUSY: they die
-            // first; dying takes a moment, so the removal is retried.
-            let mut r = std::fs::remove_dir(&p);
-            if r.is_err() {
+            // calls per unit at exit), relative to the subtree's open
+            // directory (no walk from the root of cgroupfs). Leftovers (a
+            // probe still running, a delegated unit's sub-groups) fail
+            // with EBUSY: they die first; dying takes a moment, so the
+            // removal is retried.
+            // Gone already (ENOENT) is done too: listed just before the
+            // shutdown's clean-up thread removed it.
+            let done = |r: &std::io::Result<()>| {
+                r.as_ref()
+                    .map_or_else(|e| e.kind() == std::io::ErrorKind::NotFound, |_| true)
+            };
+            let mut r = self.rmdir(&e.file_name());
+            if !done(&r) {
                 if p.file_name() != Some(std::ffi::OsStr::new(SELF_LEAF)) {
                     let _ = kill(&p);
                 }
                 r = remove(&p);
             }
             for _ in 0..50 {
-                if r.is_ok() {
+                if done(&r) {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(10));
                 r = remove(&p);
             }
-            if let Err(e) = r {
+            if !done(&r)
+                && let Err(e) = r
+            {
                 tracing::warn!("leaving cgroup {}: {e}", p.display());
             }
         }
         let _ = std::fs::remove_dir(&self.dir);
+    }
+
+    /// rmdir of one entry of the subtree, relative to its open directory.
+    fn rmdir(&self, name: &std::ffi::OsStr) -> std::io::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(name.as_bytes())
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        rmdir_at(&self.fd, &c)
+    }
+
+    /// The subtree's directory, opened again: for the thread that removes
+    /// groups during a shutdown (`rmdir_at`).
+    pub fn dup_dir(&self) -> std::io::Result<OwnedFd> {
+        self.fd.try_clone()
     }
 
     /// Every group directory in the subtree (for adoption and clean-up).
@@ -868,21 +970,67 @@ fn parse_populated(events: &str) -> bool {
 /// may be missed; `kill` (SIGKILL through the kernel) is the one that
 /// cannot miss.
 pub fn signal_all(dir: &Path, sig: i32) -> std::io::Result<usize> {
-    let mut n = 0;
-    for pid in pids(dir)? {
-        // SAFETY: kill(2) with integers. A pid in cgroup.procs is a live
-        // member (or a zombie of someone's), never a recycled stranger:
-        // it leaves the file when it dies.
-        if pid > 0 && unsafe { libc::kill(pid, sig) } == 0 {
-            n += 1;
-            if sig == libc::SIGTERM || sig == libc::SIGKILL {
-                // A stopped process never sees SIGTERM otherwise.
-                // SAFETY: as above.
-                unsafe { libc::kill(pid, libc::SIGCONT) };
+    Ok(pids(dir)?
+        .into_iter()
+        .filter(|&p| signal_pid(p, sig))
+        .count())
+}
+
+/// Bytes asked of each read of a `cgroup.procs`: less than a page by more
+/// than the longest record ("4194304\n"). The kernel's seq_file fills a
+/// read until the caller's count is reached, the records end, or its
+/// buffer (at least a page) would overflow; with this count it cannot
+/// overflow first, so a short read is the end of the file and the usual
+/// group costs one read, not a second one that returns 0.
+const PROCS_READ: usize = 4096 - 64;
+
+/// The pids of a `cgroup.procs` read in pieces: a pid split between two
+/// reads carries over.
+#[derive(Default)]
+struct PidReader {
+    pid: i32,
+    digits: bool,
+}
+
+impl PidReader {
+    fn feed(&mut self, bytes: &[u8], mut each: impl FnMut(i32)) {
+        for &b in bytes {
+            if b.is_ascii_digit() {
+                self.pid = self
+                    .pid
+                    .saturating_mul(10)
+                    .saturating_add(i32::from(b - b'0'));
+                self.digits = true;
+            } else {
+                self.end(&mut each);
             }
         }
     }
-    Ok(n)
+
+    /// The end of the file (or of a pid).
+    fn end(&mut self, mut each: impl FnMut(i32)) {
+        if self.digits {
+            each(self.pid);
+        }
+        *self = PidReader::default();
+    }
+}
+
+/// `sig` to one member of a group (with SIGCONT after SIGTERM and
+/// SIGKILL: a stopped process never sees SIGTERM otherwise). True if it
+/// was delivered.
+fn signal_pid(pid: i32, sig: i32) -> bool {
+    // SAFETY: kill(2) with integers. A pid in cgroup.procs is a live
+    // member (or a zombie of someone's), never a recycled stranger: it
+    // leaves the file when it dies.
+    if pid <= 0 || unsafe { libc::kill(pid, sig) } != 0 {
+        return false;
+    }
+    if sig == libc::SIGTERM || sig == libc::SIGKILL {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+    }
+    true
 }
 
 /// SIGKILL every process in the group and its descendants, atomically
@@ -911,6 +1059,17 @@ pub fn remove(dir: &Path) -> std::io::Result<()> {
         let _ = std::fs::remove_dir(sub);
     }
     std::fs::remove_dir(dir)
+}
+
+/// rmdir of `name` in the directory `dir` (the subtree): EBUSY while the
+/// group has processes or sub-groups, which is what we want.
+pub fn rmdir_at(dir: &OwnedFd, name: &std::ffi::CStr) -> std::io::Result<()> {
+    // SAFETY: unlinkat relative to a directory descriptor we own, with a
+    // NUL-terminated name.
+    if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// One inotify instance for the `cgroup.events` of every unit group:
@@ -993,6 +1152,17 @@ impl EventsInotify {
             return Err(std::io::Error::last_os_error());
         }
         Ok(wd)
+    }
+
+    /// Remove these watches (each is reported once more, as removed).
+    /// Removing a group does not end its watch (the watch pins the file):
+    /// this does. Errors are ignored: EINVAL is a watch that is gone
+    /// already, and there is nothing else to do.
+    pub fn remove_watches(&self, wds: &[i32]) {
+        for &wd in wds {
+            // SAFETY: inotify_rm_watch on our instance with an integer.
+            unsafe { libc::inotify_rm_watch(self.fd.as_raw_fd(), wd) };
+        }
     }
 
     /// Wait for changes; everything queued is read (until the instance
@@ -1150,6 +1320,23 @@ mod tests {
         assert!(parse_populated("populated 1\nfrozen 0\n"));
         assert!(!parse_populated("populated 0\nfrozen 0\n"));
         assert_eq!(unescape("/a\\040b"), "/a b");
+    }
+
+    #[test]
+    fn pids_split_between_reads_are_whole() {
+        let mut got = Vec::new();
+        let mut r = PidReader::default();
+        for piece in [&b"12"[..], b"3\n45\n6", b"", b"78\n9"] {
+            r.feed(piece, |p| got.push(p));
+        }
+        r.end(|p| got.push(p));
+        assert_eq!(got, [123, 45, 678, 9]);
+        // Nothing read, or only a newline: no pid.
+        let mut none = Vec::new();
+        let mut r = PidReader::default();
+        r.feed(b"\n", |p| none.push(p));
+        r.end(|p| none.push(p));
+        assert!(none.is_empty());
     }
 
     #[test]
