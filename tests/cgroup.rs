@@ -775,3 +775,90 @@ fn a_group_made_afresh_after_a_kill_leaves_no_watch_behind() {
     supd.ok(&["stop", "d"]);
     assert_eq!(supd.state_of("d"), "stopped");
 }
+
+/// supd in a PID namespace that still sees its parent's /proc (`unshare
+/// --pid --fork` without `--mount-proc`): `/proc/PID` there is another
+/// process, so supd must not take a start time from it. It says so, a
+/// forking daemon is still found through its group, and the main pid it
+/// records on the group (for a later supd to adopt) is absent rather than
+/// a stranger's start time. Before: the group carried the start time of the
+/// host process that happened to have the daemon's namespace pid.
+#[test]
+fn a_foreign_proc_is_not_read_for_our_pids() {
+    if skip("a_foreign_proc_is_not_read_for_our_pids") {
+        return;
+    }
+    let t = TempDir::new("cg-foreign-proc");
+    let script = t.path().join("forking.py");
+    std::fs::write(&script, FORKING).expect("write forking.py");
+    let token = t.path().display().to_string();
+    let pid_file = t.path().join("d.pid");
+    let unit = format!(
+        "type = \"forking\"\npid_file = {}\nexec = [\"python3\", {}, {}, {}]\n",
+        toml_str(&pid_file.display().to_string()),
+        toml_str(&script.display().to_string()),
+        toml_str(&token),
+        toml_str(&pid_file.display().to_string()),
+    );
+    let opts = Options {
+        namespace: false,
+        launcher: ["unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--"]
+            .map(String::from)
+            .to_vec(),
+        ..Options::default()
+    };
+    let supd = Supd::start_with("cg-foreign-proc", &[("d", &unit)], opts);
+    supd.wait_state("d", "running", Duration::from_secs(10));
+    assert!(
+        supd.log_text()
+            .contains("/proc is not this PID namespace's"),
+        "no warning about the foreign /proc:\n{}",
+        supd.log_text()
+    );
+    let written: i64 = std::fs::read_to_string(&pid_file)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    assert_eq!(supd.unit("d")["pid"].as_i64(), Some(written));
+
+    // The daemon's real start time, seen from here (the host's namespace,
+    // where /proc and cgroup.procs agree).
+    let group = cgroup_subtree(&supd.state).expect("subtree").join("d.unit");
+    let daemons = processes_with(&format!("DAEMON:{token}"));
+    assert_eq!(daemons.len(), 1, "{daemons:?}");
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", daemons[0])).expect("stat");
+    let real: u64 = stat
+        .rsplit_once(')')
+        .and_then(|(_, r)| r.split_whitespace().nth(19)?.parse().ok())
+        .expect("start time");
+    let cpath = std::ffi::CString::new(group.display().to_string()).expect("path");
+    for name in [c"trusted.supd.main", c"user.supd.main"] {
+        let mut buf = [0u8; 64];
+        // SAFETY: getxattr into a buffer of the given length.
+        let n = unsafe {
+            libc::getxattr(
+                cpath.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+            )
+        };
+        if n <= 0 {
+            continue;
+        }
+        let value = String::from_utf8_lossy(&buf[..n as usize]).to_string();
+        let (pid, st) = value.trim().split_once(' ').expect("PID START");
+        assert_eq!(pid.parse::<i64>().ok(), Some(written), "{value}");
+        assert_eq!(
+            st.parse::<u64>().ok(),
+            Some(real),
+            "the group records a start time that is not the daemon's: {value}"
+        );
+    }
+    supd.ok(&["stop", "d"]);
+    assert_eq!(
+        processes_with(&format!("DAEMON:{token}")),
+        Vec::<i32>::new()
+    );
+}

@@ -530,6 +530,9 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
             tracing::warn!("containment: {containment}")
         }
     }
+    if let Some(w) = crate::world::procfs::warning() {
+        tracing::warn!("{w}");
+    }
     let (psi_tx, psi_rx) = mpsc::unbounded_channel();
     let shed_policy = start_psi(&settings, &groups.containment, psi_tx);
     let mut engine = Engine::new(

@@ -1677,7 +1677,7 @@ fn unit_uid(spec: &UnitSpec) -> Option<u32> {
 
 /// The parent of a live (not zombie) process.
 fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = std::fs::read_to_string(crate::world::procfs::pid_file(pid, "stat")?).ok()?;
     let rest = stat.rsplit_once(')').map(|(_, r)| r)?;
     let mut f = rest.split_whitespace();
     let state = f.next()?;
@@ -1689,7 +1689,8 @@ fn parent_of(pid: i32) -> Option<i32> {
 
 /// Is `pid` a live child of supd (a daemon reparented to us)?
 fn is_our_child(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    let Some(Ok(stat)) = crate::world::procfs::pid_file(pid, "stat").map(std::fs::read_to_string)
+    else {
         return false;
     };
     // The command name may hold spaces and parentheses: fields start after

@@ -628,7 +628,7 @@ impl Group {
 
 /// The unit whose group (`NAME.unit` in our subtree) `pid` is in.
 pub fn unit_of_pid(pid: i32, tree: &Tree) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let text = std::fs::read_to_string(crate::world::procfs::pid_file(pid, "cgroup")?).ok()?;
     unit_of_cgroup_path(&own_cgroup(&text)?, tree)
 }
 
@@ -666,7 +666,7 @@ pub fn start_time(pid: i32) -> Option<u64> {
     // Read at every spawn: one read into a buffer larger than the line can
     // be (52 numeric fields and a 16-byte name), not stat + a growing read.
     use std::io::Read;
-    let mut f = File::open(format!("/proc/{pid}/stat")).ok()?;
+    let mut f = File::open(crate::world::procfs::pid_file(pid, "stat")?).ok()?;
     let mut buf = [0u8; 2048];
     let n = f.read(&mut buf).ok()?;
     let text = std::str::from_utf8(&buf[..n]).ok()?;

@@ -81,7 +81,7 @@ pub fn read_pid_file(path: &Path) -> Result<i32, String> {
 
 /// State letter and parent pid from `/proc/PID/stat`.
 fn stat(pid: i32) -> Option<(char, i32)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let text = std::fs::read_to_string(crate::world::procfs::pid_file(pid, "stat")?).ok()?;
     let (_, rest) = text.rsplit_once(')')?;
     let mut it = rest.split_whitespace();
     let state = it.next()?.chars().next()?;
@@ -98,6 +98,25 @@ pub fn is_our_child(pid: i32) -> bool {
 /// (`group`), or — without one — descended from supd within a few
 /// generations (a daemon whose parent has not exited yet).
 pub fn check(pid: i32, group: Option<&Path>) -> Result<(), String> {
+    if !crate::world::procfs::is_ours() {
+        // /proc shows another namespace's processes: only the group's
+        // member list (which the kernel gives in our pids) can answer.
+        let Some(dir) = group else {
+            return Err(format!(
+                "pid {pid} cannot be checked: /proc is not this PID namespace's and supd has no cgroup for the unit (give supd its own /proc)"
+            ));
+        };
+        let members = crate::world::cgroup::pids(dir)
+            .map_err(|e| format!("reading {}/cgroup.procs: {e}", dir.display()))?;
+        return if members.contains(&pid) {
+            Ok(())
+        } else {
+            Err(format!(
+                "pid {pid} is not a process of the unit (not in its cgroup {})",
+                dir.display()
+            ))
+        };
+    }
     match stat(pid) {
         None => return Err(format!("pid {pid} does not exist")),
         Some(('Z', _)) => return Err(format!("pid {pid} has already exited")),

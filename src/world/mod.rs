@@ -20,6 +20,7 @@ pub mod mount_watch;
 pub mod notify;
 pub mod output;
 pub mod probe;
+pub mod procfs;
 pub mod psi;
 pub mod regular_file;
 pub mod sandbox;

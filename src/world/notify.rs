@@ -115,7 +115,7 @@ fn read_forever(sock: std::os::unix::net::UnixDatagram, tx: mpsc::Sender<Receive
 /// A process's cgroup v2 path, if it still exists (a zombie's is still
 /// readable).
 pub fn cgroup_of(pid: i32) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let text = std::fs::read_to_string(crate::world::procfs::pid_file(pid, "cgroup")?).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix("0::"))
         .map(|p| p.trim().to_string())
