@@ -35,6 +35,9 @@
 //! on both sides; a second inotify watch on the same file is the same
 //! watch descriptor). A claimed unit is skipped here.
 //!
+//! `SUPD_GROUP_PREP_DELAY_MS` (tests only) holds the thread back that
+//! long before it starts, to exercise the inline path beside it.
+//!
 //! Owns: the thread, the table of prepared and claimed units. Must never:
 //! spawn, signal or remove anything; touch engine state; hold a
 //! descriptor per unit; tell the driver a group is empty without the
@@ -145,6 +148,14 @@ fn run(
     rx: mpsc::Receiver<Vec<String>>,
 ) {
     let fd = subtree.as_raw_fd();
+    // Tests only: hold the thread back, so that units start before their
+    // group is prepared (the inline path) while others are prepared later.
+    if let Some(ms) = std::env::var("SUPD_GROUP_PREP_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms.min(60_000)));
+    }
     let mut queue = units.into_iter();
     let mut pending = true;
     loop {
