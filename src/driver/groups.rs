@@ -1,9 +1,11 @@
 //! The driver's side of containment: which cgroup each run lives in.
 //!
 //! Owns: supd's `Containment` (found once at start-up), the group of each
-//! unit (created at its first spawn and kept across its restarts, with an
-//! inotify watch on its `cgroup.events` in the one instance every group
-//! shares), and the map from a contained run to its group. A group holds
+//! unit (made ahead of its first spawn by `world::group_prep`'s thread,
+//! or at that spawn when the thread has not got to it; kept across its
+//! restarts, with an inotify watch on its `cgroup.events` in the one
+//! instance every group shares), and the map from a contained run to its
+//! group. A group holds
 //! no descriptor of its own: its directory is opened for each spawn into
 //! it (`CLONE_INTO_CGROUP`) and closed right after, so a unit costs supd
 //! one descriptor (its output pipe) and 10,000 units fit in 20,000. Turns "the group of unit U
