@@ -293,6 +293,10 @@ impl Groups {
         let Some(tree) = self.containment.tree() else {
             return;
         };
+        // Nothing is made or watched behind this (see `retire`).
+        if let Some(p) = &self.prep {
+            p.stop();
+        }
         if let Some(Ok(w)) = &self.watcher {
             let wds: Vec<i32> = w
                 .units
@@ -331,6 +335,12 @@ impl Groups {
             _ => None,
         };
         if self.retiring.is_none() {
+            // Shutting down: the preparing thread (if still going, a
+            // shutdown right after boot) adds no group or watch behind
+            // the clean-up.
+            if let Some(p) = &self.prep {
+                p.stop();
+            }
             let dir = match tree.dup_dir() {
                 Ok(d) => d,
                 Err(e) => {

@@ -46,6 +46,7 @@
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use crate::world::cgroup::{self, GroupKind};
@@ -88,6 +89,9 @@ pub type ForwardFn = Box<dyn Fn(String) + Send>;
 pub struct Preparer {
     slots: Arc<Mutex<Slots>>,
     checks: mpsc::Sender<Vec<String>>,
+    /// Set by `stop`: the thread makes and watches nothing more.
+    stopped: Arc<AtomicBool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Preparer {
@@ -106,10 +110,31 @@ impl Preparer {
         let slots: Arc<Mutex<Slots>> = Arc::default();
         let (checks, rx) = mpsc::channel::<Vec<String>>();
         let s = slots.clone();
-        std::thread::Builder::new()
+        let stopped: Arc<AtomicBool> = Arc::default();
+        let st = stopped.clone();
+        let thread = std::thread::Builder::new()
             .name("supd-cgprep".into())
-            .spawn(move || run(units, subtree, dir, memory, watch, forward, s, rx))?;
-        Ok(Preparer { slots, checks })
+            .spawn(move || run(units, subtree, dir, memory, watch, forward, s, rx, &st))?;
+        Ok(Preparer {
+            slots,
+            checks,
+            stopped,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Make nothing more, and wait until the thread is out of whatever
+    /// it was doing (at most one unit's mkdir and watch): a shutdown
+    /// removes the watches and the groups after this, and none may be
+    /// added behind it.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        // Wakes it if it waits for checks.
+        let _ = self.checks.send(Vec::new());
+        let t = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = t {
+            let _ = t.join();
+        }
     }
 
     /// The unit is about to be spawned and its group is not known to the
@@ -146,6 +171,7 @@ fn run(
     forward: ForwardFn,
     slots: Arc<Mutex<Slots>>,
     rx: mpsc::Receiver<Vec<String>>,
+    stopped: &AtomicBool,
 ) {
     let fd = subtree.as_raw_fd();
     // Tests only: hold the thread back, so that units start before their
@@ -159,6 +185,9 @@ fn run(
     let mut queue = units.into_iter();
     let mut pending = true;
     loop {
+        if stopped.load(Ordering::SeqCst) {
+            return;
+        }
         // Checks first: they are on the way to a unit's end; the groups
         // are made ahead of need.
         loop {
@@ -175,6 +204,9 @@ fn run(
                 }
             };
             let Some(units) = job else { break };
+            if stopped.load(Ordering::SeqCst) {
+                return;
+            }
             for u in units {
                 // Unreadable (removed, made afresh): the driver decides.
                 if !matches!(cgroup::populated_at(fd, &u, GroupKind::Unit), Ok(true)) {
@@ -322,6 +354,10 @@ mod tests {
         // After the list: no claim marks pile up.
         assert_eq!(p.claim("late"), None);
         assert!(!p.slots.lock().unwrap().map.contains_key("late"));
+        // A shutdown stops it: returns once the thread is gone.
+        p.stop();
+        assert!(p.thread.lock().unwrap().is_none());
+        assert!(p.checker().send(vec!["x".into()]).is_err());
     }
 
     #[test]
