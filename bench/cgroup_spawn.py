@@ -12,6 +12,8 @@ rounds (shuffled order per round) and prints medians (min-max):
   /proc/PID/task/*/schedstat, nanoseconds) from its exec until the moment
   every service has run, divided by N — start-up included, the same in
   both modes;
+- of which main thread: the same for supd's main thread alone (the one
+  that spawns, serially: its time per spawn is what start-up waits for);
 - idle wake-ups: voluntary + involuntary context switches of all supd's
   threads over IDLE_S seconds, from 5 s after everything runs (first
   round of each mode).
@@ -64,6 +66,15 @@ def cpu_ns(pid):
         except OSError:
             pass
     return total
+
+
+def main_cpu_ns(pid):
+    """On-CPU time of supd's main thread alone (the one that spawns)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
+            return int(f.read().split()[0])
+    except OSError:
+        return 0
 
 
 def switches(pid):
@@ -123,6 +134,7 @@ def one(mode, rnd):
         with open(os.path.join(marks, name)) as f:
             last = max(last, int(f.read().strip() or 0))
     cpu_per_spawn_us = cpu_ns(pid) / N / 1e3
+    main_per_spawn_us = main_cpu_ns(pid) / N / 1e3
     start_ms = (last - t0) / 1e6
     cg = service_cgroup(pid)
     wakeups = None
@@ -140,7 +152,7 @@ def one(mode, rnd):
         os.kill(pid, signal.SIGKILL)
         p.wait(10)
     shutil.rmtree(base, ignore_errors=True)
-    return start_ms, cpu_per_spawn_us, wakeups, cg
+    return start_ms, cpu_per_spawn_us, wakeups, main_per_spawn_us, cg
 
 
 def fmt(xs, unit, digits=1):
@@ -157,26 +169,28 @@ def main():
         random.shuffle(order)
         for m in order:
             r = one(m, rnd)
-            res[m].append(r[:3])
-            where[m] = r[3]
+            res[m].append(r[:4])
+            where[m] = r[4]
             idle = "" if r[2] is None else f", {r[2]} wake-ups in {IDLE_S:g} s idle"
             print(f"round {rnd + 1}/{ROUNDS} {m}: start {r[0]:.1f} ms, supd CPU {r[1]:.1f} us/spawn"
-                  f"{idle}", file=sys.stderr)
+                  f" (main thread {r[3]:.1f}){idle}", file=sys.stderr)
     print(f"N = {N} units of bench/service.c, {ROUNDS} rounds (interleaved, shuffled), "
           f"`nproc` = {os.cpu_count()}, kernel {os.uname().release}\n")
     print("| mode | start-to-all-running: median (min-max) | supd CPU per spawn: median (min-max) "
-          f"| idle wake-ups in {IDLE_S:g} s |")
-    print("|---|---|---|---|")
+          f"| of which main thread | idle wake-ups in {IDLE_S:g} s |")
+    print("|---|---|---|---|---|")
     for m in MODES:
         xs = res[m]
         idle = [x[2] for x in xs if x[2] is not None]
         print(f"| {m} | {fmt([x[0] for x in xs], 'ms')} | {fmt([x[1] for x in xs], 'µs')} | "
-              f"{idle[0] if idle else '-'} |")
+              f"{fmt([x[3] for x in xs], 'µs')} | {idle[0] if idle else '-'} |")
     ratio_start = [a[0] / b[0] for a, b in zip(res["cgroup"], res["process-groups"])]
     ratio_cpu = [a[1] / b[1] for a, b in zip(res["cgroup"], res["process-groups"])]
+    ratio_main = [a[3] / b[3] for a, b in zip(res["cgroup"], res["process-groups"])]
     mins = {m: (min(x[0] for x in res[m]), min(x[1] for x in res[m])) for m in MODES}
     print(f"\ncgroup / process-groups: per-round ratio medians: start {fmt(ratio_start, 'x', 2)}, "
-          f"supd CPU {fmt(ratio_cpu, 'x', 2)}; ratio of the minima: start "
+          f"supd CPU {fmt(ratio_cpu, 'x', 2)}, main thread CPU {fmt(ratio_main, 'x', 2)}; "
+          f"ratio of the minima: start "
           f"{mins['cgroup'][0] / mins['process-groups'][0]:.2f} x, supd CPU "
           f"{mins['cgroup'][1] / mins['process-groups'][1]:.2f} x")
     for m, cg in where.items():

@@ -862,3 +862,131 @@ fn a_foreign_proc_is_not_read_for_our_pids() {
         Vec::<i32>::new()
     );
 }
+
+/// Issue 17: groups are made (and watched) ahead of their unit's first
+/// spawn on a thread of their own, and a unit that starts before its
+/// group was prepared still has its group made inline, before exec. The
+/// preparing thread is held back 1.5 s: the immediate units start first
+/// (inline), the gated one is prepared meanwhile, before it is spawned.
+/// Every unit's first instruction runs in its own group, and every group
+/// is watched (a stop ends in "stopped" only on its group's emptying).
+#[test]
+fn groups_are_prepared_ahead_and_a_unit_started_first_is_still_born_in_its_group() {
+    if skip("groups_are_prepared_ahead") {
+        return;
+    }
+    let t = TempDir::new("cg-prep");
+    let state = t.path().join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let Some(subtree) = cgroup_subtree(&state) else {
+        eprintln!("SKIP groups_are_prepared_ahead: no cgroup hierarchy");
+        return;
+    };
+    let out = t.path().join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    let flag = t.path().join("open-the-gate");
+    // Each unit's shell records its own cgroup as its first command.
+    let record = |name: &str| {
+        sh_unit(
+            &format!(
+                "cat /proc/self/cgroup > {o}/{name}.tmp && mv {o}/{name}.tmp {o}/{name}; exec sleep 600",
+                o = out.display()
+            ),
+            if name.starts_with('w') {
+                "requires = [\"gate\"]"
+            } else {
+                ""
+            },
+        )
+    };
+    let gate = sh_unit(
+        &format!(
+            "while [ ! -e {} ]; do sleep 0.02; done; echo >&3; exec sleep 600",
+            flag.display()
+        ),
+        "[ready]\nkind = \"fd\"\ntimeout = \"60s\"",
+    );
+    let names: Vec<String> = (0..8)
+        .map(|i| format!("u{i}"))
+        .chain((0..4).map(|i| format!("w{i}")))
+        .collect();
+    let texts: Vec<String> = names.iter().map(|n| record(n)).collect();
+    let mut units: Vec<(&str, &str)> = names
+        .iter()
+        .map(String::as_str)
+        .zip(texts.iter().map(String::as_str))
+        .collect();
+    units.push(("gate", &gate));
+    let supd = Supd::start_with(
+        "cg-prep",
+        &units,
+        Options {
+            state_dir: Some(state.clone()),
+            env: vec![("SUPD_GROUP_PREP_DELAY_MS".into(), "1500".into())],
+            ..Options::default()
+        },
+    );
+    let started = Instant::now();
+    let own_group = |name: &str| -> bool {
+        std::fs::read_to_string(out.join(name))
+            .is_ok_and(|c| c.trim_end().ends_with(&format!("/{name}.unit")))
+    };
+    // The immediate units: spawned long before the thread is let go.
+    for i in 0..8 {
+        let name = format!("u{i}");
+        wait_for(&format!("{name} to run"), Duration::from_secs(10), || {
+            out.join(&name).exists().then_some(())
+        });
+        assert!(
+            own_group(&name),
+            "{name} ran outside its group: {:?}",
+            std::fs::read_to_string(out.join(&name))
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "the immediate units took longer than the thread's delay: the inline path was not what ran"
+    );
+    // The gated units: their groups appear (made ahead) while the gate
+    // holds them back, so before any spawn of theirs.
+    wait_for(
+        "the gated units' groups to be made ahead",
+        Duration::from_secs(15),
+        || {
+            (0..4)
+                .all(|i| subtree.join(format!("w{i}.unit/cgroup.events")).exists())
+                .then_some(())
+        },
+    );
+    for i in 0..4 {
+        let name = format!("w{i}");
+        assert!(!out.join(&name).exists(), "{name} ran before its gate");
+        assert_ne!(supd.unit(&name)["state"], "running");
+        let ev = std::fs::read_to_string(subtree.join(format!("{name}.unit/cgroup.events")))
+            .expect("cgroup.events");
+        assert!(ev.contains("populated 0"), "{name}: {ev}");
+    }
+    std::fs::write(&flag, b"").expect("open the gate");
+    for i in 0..4 {
+        let name = format!("w{i}");
+        supd.wait_state(&name, "running", Duration::from_secs(20));
+        wait_for(
+            &format!("{name} to record"),
+            Duration::from_secs(10),
+            || out.join(&name).exists().then_some(()),
+        );
+        assert!(
+            own_group(&name),
+            "{name} ran outside its prepared group: {:?}",
+            std::fs::read_to_string(out.join(&name))
+        );
+    }
+    // Both kinds of group are watched: a stop completes on the group's
+    // emptying.
+    for name in ["u0", "w0"] {
+        supd.ok(&["stop", name]);
+        supd.wait_state(name, "stopped", Duration::from_secs(20));
+    }
+    drop(supd);
+    remove_cgroups(&state);
+}

@@ -1,9 +1,11 @@
 //! The driver's side of containment: which cgroup each run lives in.
 //!
 //! Owns: supd's `Containment` (found once at start-up), the group of each
-//! unit (created at its first spawn and kept across its restarts, with an
-//! inotify watch on its `cgroup.events` in the one instance every group
-//! shares), and the map from a contained run to its group. A group holds
+//! unit (made ahead of its first spawn by `world::group_prep`'s thread,
+//! or at that spawn when the thread has not got to it; kept across its
+//! restarts, with an inotify watch on its `cgroup.events` in the one
+//! instance every group shares), and the map from a contained run to its
+//! group. A group holds
 //! no descriptor of its own: its directory is opened for each spawn into
 //! it (`CLONE_INTO_CGROUP`) and closed right after, so a unit costs supd
 //! one descriptor (its output pipe) and 10,000 units fit in 20,000. Turns "the group of unit U
@@ -27,6 +29,7 @@ use tokio::sync::mpsc;
 use crate::engine::RunId;
 use crate::world::cgroup::{self, Containment, EventsInotify, EventsWatch, Group, GroupKind};
 use crate::world::devices;
+use crate::world::group_prep::Preparer;
 
 pub(super) struct Groups {
     pub(super) containment: Containment,
@@ -58,6 +61,10 @@ pub(super) struct Groups {
     /// the first group is retired).
     retiring: Option<Retiring>,
     watch_of: Option<HashMap<String, i32>>,
+    /// The thread that makes the units' groups ahead of their first
+    /// spawn (`world::group_prep`); None before `prepare_ahead`, without
+    /// cgroups, or where it could not be started.
+    prep: Option<Preparer>,
 }
 
 /// The shutdown's clean-up thread: takes (watch, group name) pairs,
@@ -92,6 +99,59 @@ impl Groups {
             oom_seen: HashMap::new(),
             retiring: None,
             watch_of: None,
+            prep: None,
+        }
+    }
+
+    /// Make the groups of `units` (in the order they are expected to
+    /// start) and watch them on a thread of their own, ahead of their
+    /// first spawn (see `world::group_prep` for why and what stays
+    /// here). Best effort: where it cannot run, every group is made at
+    /// its first spawn, as without it. Needs the runtime (the watches'
+    /// task).
+    pub(super) fn prepare_ahead(&mut self, units: Vec<String>) {
+        let Containment::Cgroup(tree) = &self.containment else {
+            return;
+        };
+        let w = match self
+            .watcher
+            .get_or_insert_with(|| Watcher::start(self.tx.clone()))
+        {
+            Ok(w) => w,
+            Err(_) => return,
+        };
+        let subtree = match tree.dup_subtree() {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::debug!("no group preparation ahead of the spawns: {e}");
+                return;
+            }
+        };
+        let (inotify, map) = (w.inotify.clone(), w.units.clone());
+        let watch: crate::world::group_prep::WatchFn = Box::new(move |unit, dir| {
+            match inotify.add(dir) {
+                Ok(wd) => {
+                    map.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(wd, unit.to_string());
+                    true
+                }
+                // The driver watches it at the first spawn, with its
+                // fallback (the file held open).
+                Err(_) => false,
+            }
+        });
+        let tx = self.tx.clone();
+        let forward: crate::world::group_prep::ForwardFn = Box::new(move |unit| {
+            let _ = tx.send(unit);
+        });
+        let memory = tree.controllers.iter().any(|c| c == "memory");
+        match Preparer::start(units, subtree, tree.dir.clone(), memory, watch, forward) {
+            Ok(p) => {
+                w.detour.lock().unwrap_or_else(|p| p.into_inner()).to = Some(p.checker());
+                self.prep = Some(p);
+            }
+            Err(e) => tracing::debug!("no group preparation ahead of the spawns: {e}"),
         }
     }
 
@@ -145,7 +205,13 @@ impl Groups {
             }
         }
         let known = self.open.contains_key(&key);
-        let (g, made) = match tree.open_group(unit, kind, known) {
+        // Made (and watched) ahead by the preparing thread, or else made
+        // here as always.
+        let prepared = match (&self.prep, known, kind) {
+            (Some(p), false, GroupKind::Unit) => p.claim(unit),
+            _ => None,
+        };
+        let (g, made) = match tree.open_group(unit, kind, known || prepared.is_some()) {
             Ok(g) => g,
             Err(e) => {
                 tracing::warn!(unit = %unit, "{e}; this run is contained by its process group only");
@@ -155,7 +221,11 @@ impl Groups {
         // A group removed behind supd's back and made again here lost its
         // watch with its old directory: it is watched afresh.
         if !known || made {
+            // A prepared group removed behind supd's back and made again
+            // here (`made`) lost that watch with its old directory.
+            let watched = prepared.is_some_and(|p| p.watched) && !made;
             if kind == GroupKind::Unit
+                && !watched
                 && let Err(e) = watch_group(&mut self.watcher, &self.tx, unit, &g)
             {
                 tracing::warn!(unit = %unit, "watching {}/cgroup.events: {e}; this run is contained by its process group only", g.path.display());
@@ -163,11 +233,14 @@ impl Groups {
             }
             // Without the memory controller there is no memory.events:
             // no failing open per spawn.
-            if kind == GroupKind::Unit
-                && tree.controllers.iter().any(|c| c == "memory")
-                && let Some(n) = cgroup::oom_kills(&g.path)
-            {
-                self.oom_seen.insert(unit.to_string(), n);
+            if kind == GroupKind::Unit && tree.controllers.iter().any(|c| c == "memory") {
+                let n = match prepared {
+                    Some(p) if !made => p.oom_kills,
+                    _ => cgroup::oom_kills(&g.path),
+                };
+                if let Some(n) = n {
+                    self.oom_seen.insert(unit.to_string(), n);
+                }
             }
             self.open.insert(key, g.path.clone());
         }
@@ -220,6 +293,10 @@ impl Groups {
         let Some(tree) = self.containment.tree() else {
             return;
         };
+        // Nothing is made or watched behind this (see `retire`).
+        if let Some(p) = &self.prep {
+            p.stop();
+        }
         if let Some(Ok(w)) = &self.watcher {
             let wds: Vec<i32> = w
                 .units
@@ -258,6 +335,12 @@ impl Groups {
             _ => None,
         };
         if self.retiring.is_none() {
+            // Shutting down: the preparing thread (if still going, a
+            // shutdown right after boot) adds no group or watch behind
+            // the clean-up.
+            if let Some(p) = &self.prep {
+                p.stop();
+            }
             let dir = match tree.dup_dir() {
                 Ok(d) => d,
                 Err(e) => {
@@ -455,6 +538,24 @@ impl Groups {
     pub(super) fn bind(&mut self, run: RunId, unit: &str) {
         self.runs.insert(run, unit.to_string());
         self.current.insert(unit.to_string(), run);
+        // The wake-up this spawn raises (the group became populated) is
+        // read on the preparing thread, not here (see `Detour`).
+        if let Some(Ok(w)) = &self.watcher {
+            let mut d = w.detour.lock().unwrap_or_else(|p| p.into_inner());
+            if d.to.is_some() {
+                d.expect.insert(unit.to_string());
+            }
+        }
+    }
+
+    fn unexpect(&mut self, unit: &str) {
+        if let Some(Ok(w)) = &self.watcher {
+            w.detour
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .expect
+                .remove(unit);
+        }
     }
 
     pub(super) fn is_contained(&self, run: RunId) -> bool {
@@ -661,6 +762,8 @@ impl super::Driver {
         if contained {
             self.groups.group_for(unit, GroupKind::Unit)?;
             self.groups.bind(run, unit);
+            // Adopted, not spawned: no "populated" wake-up is coming.
+            self.groups.unexpect(unit);
         }
         if let Some(pid) = pid {
             self.set_main_pid(run, pid);
@@ -733,6 +836,22 @@ fn watch_group(
 struct Watcher {
     inotify: Arc<EventsInotify>,
     units: Arc<Mutex<HashMap<i32, String>>>,
+    detour: Arc<Mutex<Detour>>,
+}
+
+/// Wake-ups read off the main thread: a unit spawned into its group
+/// raises one (populated 0 → 1) that only says "not empty". The first
+/// wake-up of each such unit is handed to the preparing thread, which
+/// reads the file and passes the unit on only when it does not say
+/// populated; the driver reads it again before telling the engine, as
+/// for every wake-up. A change after the thread's read raises a wake-up
+/// of its own (read here: the unit is no longer expected), so no
+/// emptying is lost; every later wake-up (the stop path) comes straight
+/// to the driver as before.
+#[derive(Default)]
+struct Detour {
+    expect: HashSet<String>,
+    to: Option<std::sync::mpsc::Sender<Vec<String>>>,
 }
 
 impl Watcher {
@@ -742,7 +861,8 @@ impl Watcher {
     fn start(tx: mpsc::UnboundedSender<String>) -> Result<Watcher, String> {
         let inotify = Arc::new(EventsInotify::new().map_err(|e| format!("inotify_init1: {e}"))?);
         let units: Arc<Mutex<HashMap<i32, String>>> = Arc::default();
-        let (i, u) = (inotify.clone(), units.clone());
+        let detour: Arc<Mutex<Detour>> = Arc::default();
+        let (i, u, dt) = (inotify.clone(), units.clone(), detour.clone());
         tokio::spawn(async move {
             loop {
                 let news = match i.next().await {
@@ -774,6 +894,25 @@ impl Watcher {
                     }
                     named
                 };
+                let mut named = named;
+                {
+                    let mut d = dt.lock().unwrap_or_else(|p| p.into_inner());
+                    if !d.expect.is_empty()
+                        && let Some(to) = d.to.clone()
+                    {
+                        let (off, here): (Vec<String>, Vec<String>) =
+                            named.into_iter().partition(|u| d.expect.remove(u));
+                        named = here;
+                        if !off.is_empty()
+                            && let Err(back) = to.send(off)
+                        {
+                            // The thread is gone: read here, as before.
+                            d.to = None;
+                            d.expect.clear();
+                            named.extend(back.0);
+                        }
+                    }
+                }
                 for unit in named {
                     if tx.send(unit).is_err() {
                         return;
@@ -781,7 +920,11 @@ impl Watcher {
                 }
             }
         });
-        Ok(Watcher { inotify, units })
+        Ok(Watcher {
+            inotify,
+            units,
+            detour,
+        })
     }
 }
 

@@ -549,6 +549,16 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
     engine.set_skipped(settings.skipped.clone());
     let disabled = disk::read_disabled(&settings.state_dir);
     engine.set_disabled(disabled.clone());
+    // Their groups are made on a thread of their own while the first
+    // units start (see world::group_prep).
+    let mut groups = groups;
+    groups.prepare_ahead(
+        engine
+            .units()
+            .filter(|(_, u)| !u.removed && !disabled.contains(&u.spec.name))
+            .map(|(_, u)| u.spec.name.clone())
+            .collect(),
+    );
 
     let (disk_tx, disk_rx) = disk::start(
         settings.state_dir.clone(),

@@ -338,16 +338,8 @@ impl Tree {
         let mut fd = if exists { open() } else { -1 };
         let mut made = false;
         if fd < 0 {
-            // SAFETY: mkdirat relative to a directory descriptor we own,
-            // with a NUL-terminated name.
-            if unsafe { libc::mkdirat(self.fd.as_raw_fd(), c.as_ptr(), 0o755) } != 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() != std::io::ErrorKind::AlreadyExists {
-                    return Err(format!("creating cgroup {}: {e}", path.display()));
-                }
-            } else {
-                made = true;
-            }
+            made = make_at(self.fd.as_raw_fd(), &c)
+                .map_err(|e| format!("creating cgroup {}: {e}", path.display()))?;
             fd = open();
         }
         if fd < 0 {
@@ -366,23 +358,13 @@ impl Tree {
     /// directory: one openat, one read, one close (no walk from the root
     /// of cgroupfs, no stat).
     pub fn populated(&self, unit: &str, kind: GroupKind) -> std::io::Result<bool> {
-        let rel = std::ffi::CString::new(format!("{}/cgroup.events", group_name(unit, kind)))
-            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-        // SAFETY: openat relative to a directory descriptor we own, with a
-        // NUL-terminated name; the result, if any, is ours.
-        let fd = unsafe {
-            libc::openat(
-                self.fd.as_raw_fd(),
-                rel.as_ptr(),
-                libc::O_RDONLY | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor nothing else owns.
-        let mut f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        read_events(&mut f)
+        populated_at(self.fd.as_raw_fd(), unit, kind)
+    }
+
+    /// A second descriptor of the subtree's directory, for a thread that
+    /// works in it (`world::group_prep`).
+    pub fn dup_subtree(&self) -> std::io::Result<OwnedFd> {
+        self.fd.try_clone()
     }
 
     /// Send `sig` to every process in a unit's group (and in the
@@ -537,6 +519,38 @@ impl Tree {
         }
         out
     }
+}
+
+/// `mkdirat` of a group under the subtree's directory `subtree`: true if
+/// this call made it, false if it was there already (another thread, an
+/// earlier supd, or the inline path of a spawn made it first).
+pub fn make_at(subtree: i32, name: &std::ffi::CStr) -> std::io::Result<bool> {
+    // SAFETY: mkdirat relative to a directory descriptor the caller owns,
+    // with a NUL-terminated name.
+    if unsafe { libc::mkdirat(subtree, name.as_ptr(), 0o755) } == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.kind() == std::io::ErrorKind::AlreadyExists {
+        return Ok(false);
+    }
+    Err(e)
+}
+
+/// `populated` of a unit's group, read relative to the subtree's
+/// directory `subtree`.
+pub fn populated_at(subtree: i32, unit: &str, kind: GroupKind) -> std::io::Result<bool> {
+    let rel = std::ffi::CString::new(format!("{}/cgroup.events", group_name(unit, kind)))
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: openat relative to a directory descriptor the caller owns,
+    // with a NUL-terminated name; the result, if any, is ours.
+    let fd = unsafe { libc::openat(subtree, rel.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    let mut f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    read_events(&mut f)
 }
 
 /// Enable in `base` (for `dir`) and in `dir` (for the units) every

@@ -6,6 +6,7 @@ pub mod conditions;
 pub mod control;
 pub mod devices;
 pub mod fdtable;
+pub mod group_prep;
 pub mod host_check;
 pub mod http;
 pub mod init;
