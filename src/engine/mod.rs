@@ -2706,8 +2706,14 @@ impl Engine {
         }
         // The running spec's mounts: the copy describes the effective
         // spec, which is the running one unless a reload waits.
-        let mounts = u.next_spec.is_some() || hot.has_mounts;
-        for m in u.spec.mounts.iter().filter(|_| mounts) {
+        // Without mounts not even the list's length is read: it lies on a
+        // line of the spec that nothing else here reads.
+        let mounts: &[crate::unit::MountReq] = if u.next_spec.is_some() || hot.has_mounts {
+            &u.spec.mounts
+        } else {
+            &[]
+        };
+        for m in mounts {
             if m.on_loss != OnLoss::Stop {
                 continue;
             }
