@@ -24,6 +24,10 @@ import sys
 import tempfile
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cgclean  # noqa: E402
+
 BUILD, SUPD, SUPCTL, OUT = sys.argv[1:5]
 QUICK = "--quick" in sys.argv
 SERVICE = os.path.join(BUILD, "service")
@@ -298,6 +302,7 @@ class Run:
             pre += ["--mount-proc"]
         elif mount_ns:
             pre += ["--mount", "--propagation", "private"]
+        self.cgroups_before = cgclean.cgroup_subtrees()
         self.p = subprocess.Popen(pre + ["--"] + argv, env=env, stdin=subprocess.DEVNULL,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.pid = None
@@ -329,6 +334,9 @@ class Run:
         if not self.wait(10):
             self.p.kill()
             self.p.wait(10)
+        # What this instance left in cgroupfs (runs are one at a time).
+        for top in cgclean.cgroup_subtrees() - self.cgroups_before:
+            cgclean.remove_empty_tree(top)
 
 
 def med(xs):

@@ -41,6 +41,10 @@ import sys
 import tempfile
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cgclean  # noqa: E402
+
 SUPD, SERVICE = sys.argv[1:3]
 N = int(sys.argv[3]) if len(sys.argv) > 3 else 300
 ROUNDS = int(sys.argv[4]) if len(sys.argv) > 4 else 15
@@ -112,6 +116,7 @@ def one(mode, rnd):
             "--units", units, "--state-dir", state, "--socket", base + "/ctl.sock",
             "--config", "/nonexistent", "--max-parallel-starts", "1000", "--log-level", "warn"]
     env = dict(os.environ, **MODES[mode])
+    before = cgclean.cgroup_subtrees()
     t0 = time.monotonic_ns()
     p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=open(base + "/supd.log", "w"))
@@ -151,6 +156,8 @@ def one(mode, rnd):
     except subprocess.TimeoutExpired:
         os.kill(pid, signal.SIGKILL)
         p.wait(10)
+        for top in cgclean.cgroup_subtrees() - before:
+            cgclean.remove_empty_tree(top)
     shutil.rmtree(base, ignore_errors=True)
     return start_ms, cpu_per_spawn_us, wakeups, main_per_spawn_us, cg
 
