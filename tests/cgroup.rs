@@ -161,23 +161,30 @@ code = "import time\ntime.sleep(600)\n"
 os.execv(sys.executable, [sys.executable, "-c", code, "DAEMON:" + token])
 "#;
 
+/// A `type = "forking"` unit running FORKING in `t` (plus `extra` unit
+/// text): (unit text, its pid file, the token on the daemon's command line).
+fn forking_unit(t: &TempDir, extra: &str) -> (String, PathBuf, String) {
+    let script = t.path().join("forking.py");
+    std::fs::write(&script, FORKING).expect("write forking.py");
+    let token = t.path().display().to_string();
+    let pid_file = t.path().join("d.pid");
+    let unit = format!(
+        "type = \"forking\"\npid_file = {}\nexec = [\"python3\", {}, {}, {}]\n{extra}",
+        toml_str(&pid_file.display().to_string()),
+        toml_str(&script.display().to_string()),
+        toml_str(&token),
+        toml_str(&pid_file.display().to_string()),
+    );
+    (unit, pid_file, token)
+}
+
 #[test]
 fn forking_daemon_is_found_through_its_pid_file_and_supervised() {
     if skip("forking_daemon_is_found_through_its_pid_file") {
         return;
     }
     let t = TempDir::new("cg-fork");
-    let script = t.path().join("forking.py");
-    std::fs::write(&script, FORKING).expect("write forking.py");
-    let token = t.path().display().to_string();
-    let pid_file = t.path().join("d.pid");
-    let unit = format!(
-        "type = \"forking\"\npid_file = {}\nexec = [\"python3\", {}, {}, {}]\n[restart]\ndelay = \"100ms\"\n",
-        toml_str(&pid_file.display().to_string()),
-        toml_str(&script.display().to_string()),
-        toml_str(&token),
-        toml_str(&pid_file.display().to_string()),
-    );
+    let (unit, pid_file, token) = forking_unit(&t, "[restart]\ndelay = \"100ms\"\n");
     let supd = Supd::start("cg-fork", &[("d", &unit)]);
     let marker = format!("DAEMON:{token}");
     supd.wait_state("d", "running", Duration::from_secs(10));
@@ -789,17 +796,7 @@ fn a_foreign_proc_is_not_read_for_our_pids() {
         return;
     }
     let t = TempDir::new("cg-foreign-proc");
-    let script = t.path().join("forking.py");
-    std::fs::write(&script, FORKING).expect("write forking.py");
-    let token = t.path().display().to_string();
-    let pid_file = t.path().join("d.pid");
-    let unit = format!(
-        "type = \"forking\"\npid_file = {}\nexec = [\"python3\", {}, {}, {}]\n",
-        toml_str(&pid_file.display().to_string()),
-        toml_str(&script.display().to_string()),
-        toml_str(&token),
-        toml_str(&pid_file.display().to_string()),
-    );
+    let (unit, pid_file, token) = forking_unit(&t, "");
     let opts = Options {
         namespace: false,
         launcher: ["unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--"]
@@ -832,28 +829,11 @@ fn a_foreign_proc_is_not_read_for_our_pids() {
         .rsplit_once(')')
         .and_then(|(_, r)| r.split_whitespace().nth(19)?.parse().ok())
         .expect("start time");
-    let cpath = std::ffi::CString::new(group.display().to_string()).expect("path");
-    for name in [c"trusted.supd.main", c"user.supd.main"] {
-        let mut buf = [0u8; 64];
-        // SAFETY: getxattr into a buffer of the given length.
-        let n = unsafe {
-            libc::getxattr(
-                cpath.as_ptr(),
-                name.as_ptr(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-            )
-        };
-        if n <= 0 {
-            continue;
-        }
-        let value = String::from_utf8_lossy(&buf[..n as usize]).to_string();
-        let (pid, st) = value.trim().split_once(' ').expect("PID START");
-        assert_eq!(pid.parse::<i64>().ok(), Some(written), "{value}");
+    if let Some((pid, st)) = supd::world::cgroup::recorded_main_raw(&group) {
+        assert_eq!(i64::from(pid), written);
         assert_eq!(
-            st.parse::<u64>().ok(),
-            Some(real),
-            "the group records a start time that is not the daemon's: {value}"
+            st, real,
+            "the group records a start time that is not the daemon's"
         );
     }
     supd.ok(&["stop", "d"]);

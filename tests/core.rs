@@ -72,12 +72,9 @@ fn starts_in_dependency_order_and_independent_units_in_parallel() {
     assert_eq!(supd.state_of("prepare"), "done");
 }
 
-#[test]
-fn crashed_service_is_restarted_per_policy() {
-    if !can_run("crashed_service_is_restarted") {
-        return;
-    }
-    let t = TempDir::new("crash-out");
+/// A unit that fails twice, then runs (`sleep`), restarted on failure;
+/// the file counting its starts.
+fn flaky_unit(t: &TempDir) -> (String, std::path::PathBuf) {
     let c = t.path().join("count");
     let script = format!(
         "n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; [ $n -ge 3 ] && exec sleep 600; exit 1",
@@ -87,6 +84,16 @@ fn crashed_service_is_restarted_per_policy() {
         &script,
         "[restart]\npolicy = \"on-failure\"\ndelay = \"50ms\"\nmax_delay = \"100ms\"\nburst = 10\ninterval = \"1m\"",
     );
+    (unit, c)
+}
+
+#[test]
+fn crashed_service_is_restarted_per_policy() {
+    if !can_run("crashed_service_is_restarted") {
+        return;
+    }
+    let t = TempDir::new("crash-out");
+    let (unit, c) = flaky_unit(&t);
     let supd = Supd::start("crash", &[("flaky", &unit)]);
     wait_for("third run", Duration::from_secs(10), || {
         (std::fs::read_to_string(&c).ok()?.trim() == "3").then_some(())
@@ -200,15 +207,7 @@ fn an_ignored_sigchld_inherited_from_the_launcher_does_not_hide_exits() {
     // An ignored SIGCHLD survives exec, and with it the kernel reaps the
     // children itself: supd must put it back to its default.
     let t = TempDir::new("ign-out");
-    let c = t.path().join("count");
-    let script = format!(
-        "n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; [ $n -ge 3 ] && exec sleep 600; exit 1",
-        c = c.display()
-    );
-    let unit = sh_unit(
-        &script,
-        "[restart]\npolicy = \"on-failure\"\ndelay = \"50ms\"\nmax_delay = \"100ms\"\nburst = 10\ninterval = \"1m\"",
-    );
+    let (unit, c) = flaky_unit(&t);
     let opts = Options {
         launcher: vec![
             "python3".into(),

@@ -729,6 +729,13 @@ pub fn record_main(
 /// The main process recorded on a group, if it is still that same
 /// process (same start time) and still in the group.
 pub fn recorded_main(dir: &Path) -> Option<i32> {
+    let (pid, st) = recorded_main_raw(dir)?;
+    (start_time(pid) == Some(st) && pids(dir).ok()?.contains(&pid)).then_some(pid)
+}
+
+/// What a group's main-process attribute says, unchecked: (pid, start
+/// time in `/proc/PID/stat` ticks).
+pub fn recorded_main_raw(dir: &Path) -> Option<(i32, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let cpath = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     let mut buf = [0u8; 64];
@@ -746,9 +753,7 @@ pub fn recorded_main(dir: &Path) -> Option<i32> {
     })?;
     let text = std::str::from_utf8(&buf[..n]).ok()?;
     let (pid, st) = text.trim().split_once(' ')?;
-    let pid: i32 = pid.parse().ok()?;
-    let st: u64 = st.parse().ok()?;
-    (start_time(pid) == Some(st) && pids(dir).ok()?.contains(&pid)).then_some(pid)
+    Some((pid.parse().ok()?, st.parse().ok()?))
 }
 
 /// A unit group found populated when supd starts: what a previous supd
