@@ -336,7 +336,16 @@ fn killed_supd_is_replaced_without_second_copies_or_locked_units() {
     let pa = one("MARK:a:");
     let pc = one("MARK:c:");
     let pd = one("DAEMON:");
-    one("MARK:b:");
+    let pb = one("MARK:b:");
+    // Found by its command line right after exec: wait until it ignores
+    // SIGTERM, or the maintenance stop below ends it at once (a CI run
+    // saw that race).
+    wait_for("b to ignore SIGTERM", Duration::from_secs(10), || {
+        let status = std::fs::read_to_string(format!("/proc/{pb}/status")).ok()?;
+        let ign = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?;
+        let mask = u64::from_str_radix(ign.trim(), 16).ok()?;
+        (mask & (1 << (libc::SIGTERM - 1)) != 0).then_some(())
+    });
 
     // b is being stopped for maintenance (it ignores SIGTERM: 5 s) when
     // supd is killed: its lock is durable, the unit still runs.
