@@ -37,7 +37,7 @@ impl Pg {
     fn unit(&self, extra: &str) -> String {
         format!(
             r#"description = "PostgreSQL 15"
-exec = ["{PGBIN}/postgres", "-D", "{data}", "-k", "{sock}", "-p", "{port}", "-c", "listen_addresses="]
+exec = ["{PGBIN}/postgres", "-D", "{data}", "-k", "{sock}", "-p", "{port}", "-c", "listen_addresses=", "-c", "dynamic_shared_memory_type=mmap"]
 user = "postgres"
 {extra}
 [ready]
