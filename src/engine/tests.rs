@@ -2122,7 +2122,7 @@ fn disabled_units_stay_down_at_boot_but_a_running_one_is_kept() {
 /// change is published and audited.
 #[test]
 fn pressure_sheds_in_steps_manual_wins_and_quiet_restores_with_jitter() {
-    use crate::engine::shed::{Resource, ShedPolicy};
+    use crate::engine::shed::Resource;
     use crate::protocol::EventBody;
     use crate::unit::Priority;
     let mut opt = longrun("opt");
@@ -2132,20 +2132,7 @@ fn pressure_sheds_in_steps_manual_wins_and_quiet_restores_with_jitter() {
     let plain = longrun("plain");
     let mut t = T::new(vec![]);
     let set = crate::graph::build(vec![opt, norm, plain]).expect("valid set");
-    t.replace(Engine::new(
-        set,
-        EngineConfig {
-            seed: 7,
-            shed: Some(ShedPolicy {
-                window: Duration::from_secs(2),
-                shed_after: Duration::from_secs(4),
-                restore_after: Duration::from_secs(10),
-                jitter: Duration::from_secs(3),
-            }),
-            ..Default::default()
-        },
-        table(&[]),
-    ));
+    t.replace(Engine::new(set, shed_config(), table(&[])));
     t.feed(Event::LocksLoaded(LocksLoad::Loaded(LockMap::new())));
     assert!(t.running("opt") && t.running("norm") && t.running("plain"));
     assert_eq!(t.e.next_deadline(), None, "no pressure: no wake-up");
@@ -2273,23 +2260,14 @@ fn reexec_while_stopping_finishes_the_stop() {
 /// quiet, as without the re-exec.
 #[test]
 fn reexec_keeps_what_pressure_shed_until_quiet() {
-    use crate::engine::shed::{Resource, ShedPolicy};
+    use crate::engine::shed::Resource;
     use crate::unit::Priority;
     let units = || {
         let mut opt = longrun("opt");
         opt.priority = Priority::Optional;
         vec![opt, longrun("plain")]
     };
-    let cfg = || EngineConfig {
-        seed: 7,
-        shed: Some(ShedPolicy {
-            window: Duration::from_secs(2),
-            shed_after: Duration::from_secs(4),
-            restore_after: Duration::from_secs(10),
-            jitter: Duration::from_secs(3),
-        }),
-        ..Default::default()
-    };
+    let cfg = shed_config;
     let mut t = T::new(vec![]);
     let set = crate::graph::build(units()).expect("valid set");
     t.replace(Engine::new(set, cfg(), table(&[])));
@@ -2320,4 +2298,20 @@ fn reexec_keeps_what_pressure_shed_until_quiet() {
     t.advance(Duration::from_secs(3));
     assert!(t.running("opt"));
     assert_eq!(t.e.auto_shed().step(), 0);
+}
+
+/// Automatic shedding after 4 s of pressure, restored after 10 s of quiet
+/// (2 s window, up to 3 s jitter), seed 7: the shed scenarios' settings.
+fn shed_config() -> EngineConfig {
+    use crate::engine::shed::ShedPolicy;
+    EngineConfig {
+        seed: 7,
+        shed: Some(ShedPolicy {
+            window: Duration::from_secs(2),
+            shed_after: Duration::from_secs(4),
+            restore_after: Duration::from_secs(10),
+            jitter: Duration::from_secs(3),
+        }),
+        ..Default::default()
+    }
 }
