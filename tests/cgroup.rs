@@ -753,11 +753,13 @@ fn inotify_watches(pid: i32) -> usize {
 }
 
 /// A group killed through `cgroup.kill` is made afresh before the unit's
-/// next start, and watched afresh. Its old watch used to stay: removing a
-/// group does not end an inotify watch on its `cgroup.events` (the watch
-/// pins the file), so each kill-and-restart left one watch (and the
-/// kernel's inode and mark) until supd exited, whose exit then waited an
-/// SRCU grace period to free them.
+/// next start. Its old watch used to stay: removing a group does not end
+/// an inotify watch on its `cgroup.events` (the watch pins the file), so
+/// each kill-and-restart left one watch (and the kernel's inode and mark)
+/// until supd exited, whose exit then waited an SRCU grace period to free
+/// them. Groups are watched lazily: a service alone in its group has no
+/// watch; a kill adds one (its emptying must be reported), and the group
+/// made afresh drops it.
 #[test]
 fn a_group_made_afresh_after_a_kill_leaves_no_watch_behind() {
     if skip("a_group_made_afresh_after_a_kill_leaves_no_watch_behind") {
@@ -773,8 +775,11 @@ fn a_group_made_afresh_after_a_kill_leaves_no_watch_behind() {
     let supd = Supd::start("cg-rewatch", &[("d", &stubborn), ("e", &plain)]);
     supd.wait_state("d", "running", Duration::from_secs(10));
     supd.wait_state("e", "running", Duration::from_secs(10));
-    let before = inotify_watches(supd.pid);
-    assert_eq!(before, 2, "one watch per unit group");
+    assert_eq!(
+        inotify_watches(supd.pid),
+        0,
+        "services alone in their groups are watched"
+    );
     for round in 0..3 {
         supd.ok(&["stop", "d"]);
         supd.ok(&["start", "d"]);
@@ -784,10 +789,11 @@ fn a_group_made_afresh_after_a_kill_leaves_no_watch_behind() {
     }
     assert_eq!(
         inotify_watches(supd.pid),
-        before,
+        0,
         "watches of removed groups are left after 3 kills and restarts"
     );
-    // The group made afresh is watched: a stop still completes.
+    // The group made afresh is watched when its kill needs it: a stop
+    // still completes.
     supd.ok(&["stop", "d"]);
     assert_eq!(supd.state_of("d"), "stopped");
 }
@@ -852,13 +858,13 @@ fn a_foreign_proc_is_not_read_for_our_pids() {
     );
 }
 
-/// Issue 17: groups are made (and watched) ahead of their unit's first
+/// Issue 17: groups are made ahead of their unit's first
 /// spawn on a thread of their own, and a unit that starts before its
 /// group was prepared still has its group made inline, before exec. The
 /// preparing thread is held back 1.5 s: the immediate units start first
 /// (inline), the gated one is prepared meanwhile, before it is spawned.
-/// Every unit's first instruction runs in its own group, and every group
-/// is watched (a stop ends in "stopped" only on its group's emptying).
+/// Every unit's first instruction runs in its own group, and a stop of
+/// either kind ends in "stopped" (only on its group's emptying).
 #[test]
 fn groups_are_prepared_ahead_and_a_unit_started_first_is_still_born_in_its_group() {
     if skip("groups_are_prepared_ahead") {
@@ -970,8 +976,7 @@ fn groups_are_prepared_ahead_and_a_unit_started_first_is_still_born_in_its_group
             std::fs::read_to_string(out.join(&name))
         );
     }
-    // Both kinds of group are watched: a stop completes on the group's
-    // emptying.
+    // A stop of either kind of group completes on the group's emptying.
     for name in ["u0", "w0"] {
         supd.ok(&["stop", name]);
         supd.wait_state(name, "stopped", Duration::from_secs(20));

@@ -3,7 +3,7 @@
 //! Owns: supd's `Containment` (found once at start-up), the group of each
 //! unit (made ahead of its first spawn by `world::group_prep`'s thread,
 //! or at that spawn when the thread has not got to it; kept across its
-//! restarts, with an inotify watch on its `cgroup.events` in the one
+//! restarts), the inotify watches on the groups' `cgroup.events` (one
 //! instance every group shares), and the map from a contained run to its
 //! group. A group holds
 //! no descriptor of its own: its directory is opened for each spawn into
@@ -12,6 +12,19 @@
 //! became empty" into `GroupEmpty{run}` for the run that lives there. In
 //! a shutdown, it hands the groups of stopped units (watch, then group)
 //! to a clean-up thread, and at exit removes what is left.
+//!
+//! Watched lazily: a group is watched only from the moment the driver must
+//! learn of its emptying with no exit of a main process to prompt it — its
+//! main process ended and something is left in it, it has no main process
+//! (a forking daemon whose main cannot be named, an adopted run), its main
+//! process is not supd's child, or it was killed through `cgroup.kill`.
+//! The usual service alone in its group needs none: the reaper finds the
+//! group empty when it reaps the main process (`empty_before_exit`). So a
+//! start wave adds no watch, and a spawn raises no "populated" wake-up for
+//! supd to read (the kernel's notification still runs, on a kworker, and
+//! finds no watch). Whenever a watch is added, the group is read once more
+//! after it (a wake-up of our own making, on the watches' channel): an
+//! emptying between the last read and the watch is not lost.
 //!
 //! Must never: report a group empty on a stale wake-up (the file is read
 //! again, synchronously, before the engine is told); bind two runs to one
@@ -33,9 +46,11 @@ use crate::world::group_prep::Preparer;
 
 pub(super) struct Groups {
     pub(super) containment: Containment,
-    /// Groups made (and watched), by unit name and kind: kept for the
-    /// unit's lifetime, no mkdir per spawn.
+    /// Groups made, by unit name and kind: kept for the unit's lifetime,
+    /// no mkdir per spawn.
     open: HashMap<(String, GroupKind), PathBuf>,
+    /// Unit groups watched now (see "watched lazily" above).
+    watched: HashSet<String>,
     /// Contained run -> its unit (until its group is reported empty).
     runs: HashMap<RunId, String>,
     /// Unit -> the run whose processes are in its group now.
@@ -94,6 +109,7 @@ impl Groups {
             current: HashMap::new(),
             tx,
             watcher: None,
+            watched: HashSet::new(),
             killed: Default::default(),
             applied: HashMap::new(),
             oom_seen: HashMap::new(),
@@ -104,21 +120,13 @@ impl Groups {
     }
 
     /// Make the groups of `units` (in the order they are expected to
-    /// start) and watch them on a thread of their own, ahead of their
-    /// first spawn (see `world::group_prep` for why and what stays
-    /// here). Best effort: where it cannot run, every group is made at
-    /// its first spawn, as without it. Needs the runtime (the watches'
-    /// task).
+    /// start) on a thread of their own, ahead of their first spawn (see
+    /// `world::group_prep` for why and what stays here). Best effort:
+    /// where it cannot run, every group is made at its first spawn, as
+    /// without it.
     pub(super) fn prepare_ahead(&mut self, units: Vec<String>) {
         let Containment::Cgroup(tree) = &self.containment else {
             return;
-        };
-        let w = match self
-            .watcher
-            .get_or_insert_with(|| Watcher::start(self.tx.clone()))
-        {
-            Ok(w) => w,
-            Err(_) => return,
         };
         let subtree = match tree.dup_subtree() {
             Ok(fd) => fd,
@@ -127,30 +135,9 @@ impl Groups {
                 return;
             }
         };
-        let (inotify, map) = (w.inotify.clone(), w.units.clone());
-        let watch: crate::world::group_prep::WatchFn = Box::new(move |unit, dir| {
-            match inotify.add(dir) {
-                Ok(wd) => {
-                    map.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(wd, unit.to_string());
-                    true
-                }
-                // The driver watches it at the first spawn, with its
-                // fallback (the file held open).
-                Err(_) => false,
-            }
-        });
-        let tx = self.tx.clone();
-        let forward: crate::world::group_prep::ForwardFn = Box::new(move |unit| {
-            let _ = tx.send(unit);
-        });
         let memory = tree.controllers.iter().any(|c| c == "memory");
-        match Preparer::start(units, subtree, tree.dir.clone(), memory, watch, forward) {
-            Ok(p) => {
-                w.detour.lock().unwrap_or_else(|p| p.into_inner()).to = Some(p.checker());
-                self.prep = Some(p);
-            }
+        match Preparer::start(units, subtree, tree.dir.clone(), memory) {
+            Ok(p) => self.prep = Some(p),
             Err(e) => tracing::debug!("no group preparation ahead of the spawns: {e}"),
         }
     }
@@ -179,7 +166,7 @@ impl Groups {
 
     /// The unit's group directory, opened for a spawn (the caller closes
     /// it once the child exists), and its cgroup path, creating the group
-    /// (and, for the unit group, its watch) on first use. None without
+    /// on first use (not watched: see "watched lazily"). None without
     /// cgroups, or when the group cannot be made (logged; the run is then
     /// contained by its process group only).
     pub(super) fn group_for(
@@ -193,20 +180,19 @@ impl Groups {
         let key = (unit.to_string(), kind);
         if kind == GroupKind::Unit && self.killed.contains(unit) && !self.current.contains_key(unit)
         {
-            // Made afresh (see `killed`), and watched afresh.
+            // Made afresh (see `killed`); watched again only when needed.
             self.killed.remove(unit);
             self.applied.remove(unit);
             self.oom_seen.remove(unit);
             if let Some(p) = self.open.remove(&key) {
-                self.unwatch(unit);
+                unwatch(&mut self.watched, &self.watcher, unit);
                 if let Err(e) = cgroup::remove(&p) {
                     tracing::warn!(unit = %unit, "removing killed cgroup {}: {e}", p.display());
                 }
             }
         }
         let known = self.open.contains_key(&key);
-        // Made (and watched) ahead by the preparing thread, or else made
-        // here as always.
+        // Made ahead by the preparing thread, or else made here.
         let prepared = match (&self.prep, known, kind) {
             (Some(p), false, GroupKind::Unit) => p.claim(unit),
             _ => None,
@@ -218,18 +204,11 @@ impl Groups {
                 return None;
             }
         };
-        // A group removed behind supd's back and made again here lost its
-        // watch with its old directory: it is watched afresh.
         if !known || made {
-            // A prepared group removed behind supd's back and made again
-            // here (`made`) lost that watch with its old directory.
-            let watched = prepared.is_some_and(|p| p.watched) && !made;
-            if kind == GroupKind::Unit
-                && !watched
-                && let Err(e) = watch_group(&mut self.watcher, &self.tx, unit, &g)
-            {
-                tracing::warn!(unit = %unit, "watching {}/cgroup.events: {e}; this run is contained by its process group only", g.path.display());
-                return None;
+            // A group removed behind supd's back and made again here lost
+            // its watch with its old directory.
+            if kind == GroupKind::Unit && made && known {
+                unwatch(&mut self.watched, &self.watcher, unit);
             }
             // Without the memory controller there is no memory.events:
             // no failing open per spawn.
@@ -258,8 +237,10 @@ impl Groups {
         let Some(dir) = self.dir_of(run) else {
             return false;
         };
-        if let Some(unit) = self.runs.get(&run) {
-            self.killed.insert(unit.clone());
+        if let Some(unit) = self.runs.get(&run).cloned() {
+            // The engine now waits for the group to empty.
+            self.ensure_watched(&unit);
+            self.killed.insert(unit);
         }
         if let Err(e) = cgroup::kill(&dir) {
             tracing::warn!("killing the processes of {}: {e}", dir.display());
@@ -324,6 +305,7 @@ impl Groups {
         self.applied.remove(unit);
         self.oom_seen.remove(unit);
         self.killed.remove(unit);
+        let was_watched = self.watched.remove(unit);
         let Some(tree) = self.containment.tree() else {
             return;
         };
@@ -378,7 +360,7 @@ impl Groups {
                 }
             }
         }
-        let wd = inotify.and_then(|w| {
+        let wd = inotify.filter(|_| was_watched).and_then(|w| {
             let index = self.watch_of.get_or_insert_with(|| {
                 let map = w.units.lock().unwrap_or_else(|p| p.into_inner());
                 map.iter().map(|(wd, u)| (u.clone(), *wd)).collect()
@@ -392,32 +374,6 @@ impl Groups {
         });
         if let Some(r) = &self.retiring {
             let _ = r.tx.send((wd, name));
-        }
-    }
-
-    /// Stop watching `unit`'s group before it is removed. An inotify watch
-    /// pins its file: removing the group does not end the watch (no
-    /// IN_IGNORED comes), so every group made afresh after a kill used
-    /// to leave one watch, and the kernel's inode and mark for it, until
-    /// supd exited — where releasing them made the exit wait an SRCU
-    /// grace period. Only after a kill: a walk over the watches is fine.
-    fn unwatch(&self, unit: &str) {
-        let Some(Ok(w)) = &self.watcher else {
-            return;
-        };
-        let wd = {
-            let mut map = w.units.lock().unwrap_or_else(|p| p.into_inner());
-            let wd = map
-                .iter()
-                .find(|(_, u)| u.as_str() == unit)
-                .map(|(wd, _)| *wd);
-            if let Some(wd) = wd {
-                map.remove(&wd);
-            }
-            wd
-        };
-        if let Some(wd) = wd {
-            w.inotify.remove_watches(&[wd]);
         }
     }
 
@@ -538,24 +494,42 @@ impl Groups {
     pub(super) fn bind(&mut self, run: RunId, unit: &str) {
         self.runs.insert(run, unit.to_string());
         self.current.insert(unit.to_string(), run);
-        // The wake-up this spawn raises (the group became populated) is
-        // read on the preparing thread, not here (see `Detour`).
-        if let Some(Ok(w)) = &self.watcher {
-            let mut d = w.detour.lock().unwrap_or_else(|p| p.into_inner());
-            if d.to.is_some() {
-                d.expect.insert(unit.to_string());
-            }
-        }
     }
 
-    fn unexpect(&mut self, unit: &str) {
-        if let Some(Ok(w)) = &self.watcher {
-            w.detour
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .expect
-                .remove(unit);
+    /// From now on a change of `unit`'s group wakes the driver (see
+    /// "watched lazily"), and the group is read once more after the
+    /// watch is in place (a wake-up of our own), so an emptying before it
+    /// is not lost. False when it cannot be watched (logged).
+    pub(super) fn ensure_watched(&mut self, unit: &str) -> bool {
+        if self.watched.contains(unit) {
+            return true;
         }
+        let Some(path) = self.open.get(&(unit.to_string(), GroupKind::Unit)).cloned() else {
+            return false;
+        };
+        if let Err(e) = watch_group(&mut self.watcher, &self.tx, unit, &path) {
+            tracing::error!(unit = %unit, "watching {}/cgroup.events: {e}; supd learns of the end of this run's other processes only when asked again (raise fs.inotify.max_user_watches or the open-file limit)", path.display());
+            return false;
+        }
+        self.watched.insert(unit.to_string());
+        let _ = self.tx.send(unit.to_string());
+        true
+    }
+
+    /// Whether `run`'s group has processes now; if it has, it is watched
+    /// from now on (its emptying will be reported).
+    pub(super) fn populated_watched(&mut self, run: RunId) -> bool {
+        let Some(unit) = self.runs.get(&run).cloned() else {
+            return false;
+        };
+        let Some(tree) = self.containment.tree() else {
+            return false;
+        };
+        let left = tree.populated(&unit, GroupKind::Unit).unwrap_or(false);
+        if left {
+            self.ensure_watched(&unit);
+        }
+        left
     }
 
     pub(super) fn is_contained(&self, run: RunId) -> bool {
@@ -618,7 +592,11 @@ impl Groups {
         // only the file as it reads now.
         match tree.populated(unit, GroupKind::Unit) {
             Ok(false) => {}
-            Ok(true) => return None,
+            Ok(true) => {
+                // Something is left: its end must wake us.
+                self.ensure_watched(unit);
+                return None;
+            }
             Err(e) => {
                 tracing::warn!(unit = %unit, "reading the cgroup.events of its group in {}: {e}", tree.dir.display());
                 return None;
@@ -762,8 +740,6 @@ impl super::Driver {
         if contained {
             self.groups.group_for(unit, GroupKind::Unit)?;
             self.groups.bind(run, unit);
-            // Adopted, not spawned: no "populated" wake-up is coming.
-            self.groups.unexpect(unit);
         }
         if let Some(pid) = pid {
             self.set_main_pid(run, pid);
@@ -799,6 +775,35 @@ impl super::Driver {
 /// their units are handed to the clean-up thread (`feed_exits`).
 const RETIRE_SLICE: usize = 64;
 
+/// Stop watching `unit`'s group before it is removed. An inotify watch
+/// pins its file: removing the group does not end the watch (no
+/// IN_IGNORED comes), so every group made afresh after a kill used
+/// to leave one watch, and the kernel's inode and mark for it, until
+/// supd exited — where releasing them made the exit wait an SRCU
+/// grace period. Only after a kill: a walk over the watches is fine.
+fn unwatch(watched: &mut HashSet<String>, watcher: &Option<Result<Watcher, String>>, unit: &str) {
+    if !watched.remove(unit) {
+        return;
+    }
+    let Some(Ok(w)) = watcher else {
+        return;
+    };
+    let wd = {
+        let mut map = w.units.lock().unwrap_or_else(|p| p.into_inner());
+        let wd = map
+            .iter()
+            .find(|(_, u)| u.as_str() == unit)
+            .map(|(wd, _)| *wd);
+        if let Some(wd) = wd {
+            map.remove(&wd);
+        }
+        wd
+    };
+    if let Some(wd) = wd {
+        w.inotify.remove_watches(&[wd]);
+    }
+}
+
 /// Wake on changes of the new group `g`'s `cgroup.events`: an inotify
 /// watch in the shared instance, or where that cannot be had (no
 /// instance, or `fs.inotify.max_user_watches` reached) the file held
@@ -807,11 +812,11 @@ fn watch_group(
     watcher: &mut Option<Result<Watcher, String>>,
     tx: &mpsc::UnboundedSender<String>,
     unit: &str,
-    g: &Group,
+    path: &std::path::Path,
 ) -> std::io::Result<()> {
     let w = watcher.get_or_insert_with(|| Watcher::start(tx.clone()));
     match w {
-        Ok(w) => match w.inotify.add(&g.path) {
+        Ok(w) => match w.inotify.add(path) {
             Ok(wd) => {
                 w.units
                     .lock()
@@ -820,14 +825,15 @@ fn watch_group(
                 return Ok(());
             }
             Err(e) => {
-                tracing::debug!(unit = %unit, "inotify watch on {}/cgroup.events: {e}; holding the file open instead", g.path.display());
+                tracing::debug!(unit = %unit, "inotify watch on {}/cgroup.events: {e}; holding the file open instead", path.display());
             }
         },
         Err(e) => {
-            tracing::debug!(unit = %unit, "no inotify instance ({e}); holding {}/cgroup.events open instead", g.path.display());
+            tracing::debug!(unit = %unit, "no inotify instance ({e}); holding {}/cgroup.events open instead", path.display());
         }
     }
-    let w = EventsWatch::new(g)?;
+    let g = Group::open(path.to_path_buf()).map_err(std::io::Error::other)?;
+    let w = EventsWatch::new(&g)?;
     watch(unit.to_string(), w, tx.clone());
     Ok(())
 }
@@ -836,22 +842,6 @@ fn watch_group(
 struct Watcher {
     inotify: Arc<EventsInotify>,
     units: Arc<Mutex<HashMap<i32, String>>>,
-    detour: Arc<Mutex<Detour>>,
-}
-
-/// Wake-ups read off the main thread: a unit spawned into its group
-/// raises one (populated 0 → 1) that only says "not empty". The first
-/// wake-up of each such unit is handed to the preparing thread, which
-/// reads the file and passes the unit on only when it does not say
-/// populated; the driver reads it again before telling the engine, as
-/// for every wake-up. A change after the thread's read raises a wake-up
-/// of its own (read here: the unit is no longer expected), so no
-/// emptying is lost; every later wake-up (the stop path) comes straight
-/// to the driver as before.
-#[derive(Default)]
-struct Detour {
-    expect: HashSet<String>,
-    to: Option<std::sync::mpsc::Sender<Vec<String>>>,
 }
 
 impl Watcher {
@@ -861,8 +851,7 @@ impl Watcher {
     fn start(tx: mpsc::UnboundedSender<String>) -> Result<Watcher, String> {
         let inotify = Arc::new(EventsInotify::new().map_err(|e| format!("inotify_init1: {e}"))?);
         let units: Arc<Mutex<HashMap<i32, String>>> = Arc::default();
-        let detour: Arc<Mutex<Detour>> = Arc::default();
-        let (i, u, dt) = (inotify.clone(), units.clone(), detour.clone());
+        let (i, u) = (inotify.clone(), units.clone());
         tokio::spawn(async move {
             loop {
                 let news = match i.next().await {
@@ -894,25 +883,6 @@ impl Watcher {
                     }
                     named
                 };
-                let mut named = named;
-                {
-                    let mut d = dt.lock().unwrap_or_else(|p| p.into_inner());
-                    if !d.expect.is_empty()
-                        && let Some(to) = d.to.clone()
-                    {
-                        let (off, here): (Vec<String>, Vec<String>) =
-                            named.into_iter().partition(|u| d.expect.remove(u));
-                        named = here;
-                        if !off.is_empty()
-                            && let Err(back) = to.send(off)
-                        {
-                            // The thread is gone: read here, as before.
-                            d.to = None;
-                            d.expect.clear();
-                            named.extend(back.0);
-                        }
-                    }
-                }
                 for unit in named {
                     if tx.send(unit).is_err() {
                         return;
@@ -920,11 +890,7 @@ impl Watcher {
                 }
             }
         });
-        Ok(Watcher {
-            inotify,
-            units,
-            detour,
-        })
+        Ok(Watcher { inotify, units })
     }
 }
 

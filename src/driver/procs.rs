@@ -625,12 +625,17 @@ impl Driver {
         }
         self.procs.take(pid);
         self.procs.run_pids.remove(&run);
-        self.procs.contained.remove(&run);
+        let contained = self.procs.contained.remove(&run);
         self.procs.outputs.remove(&run);
         self.feed(Event::ProcessExited {
             run,
             status: ExitStatus::Unknown,
         });
+        // No reaper saw it end, so nothing has read its group: watch it
+        // (it is read once more right after, see `ensure_watched`).
+        if contained && let Some(unit) = self.groups.unit_of(run).map(str::to_string) {
+            self.groups.ensure_watched(&unit);
+        }
     }
 
     /// `MAINPID=`: in a contained unit any live process of its cgroup may
@@ -689,10 +694,9 @@ impl Driver {
                     if let Some(c) = self.procs.runs.get_mut(&run) {
                         c.exited = Some(status);
                     }
-                    let left = self
-                        .groups
-                        .dir_of(run)
-                        .is_some_and(|d| crate::world::cgroup::populated(&d).unwrap_or(false));
+                    // Watched from now on if something is left: the
+                    // stop-post commands wait for its emptying.
+                    let left = self.groups.populated_watched(run);
                     if left && let Some(c) = self.procs.runs.get_mut(&run) {
                         // The engine hears of the exit now (it decides how
                         // the rest of the group ends); the stop-post
@@ -1310,6 +1314,8 @@ impl Driver {
                 );
                 self.procs.pidless.insert(run);
                 self.procs.contained.insert(run);
+                // Its end is its group emptying.
+                self.groups.ensure_watched(&spec.name);
                 0
             }
         };
