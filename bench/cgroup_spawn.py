@@ -9,7 +9,9 @@ rounds (shuffled order per round) and prints medians (min-max):
   of the N services ran its first instructions (the service's own
   CLOCK_MONOTONIC stamp in its marker file);
 - supd CPU per spawn: supd's on-CPU time (every thread, from
-  /proc/PID/task/*/schedstat, nanoseconds) from its exec until the moment
+  /proc/PID/task/*/schedstat, nanoseconds; threads that already exited,
+  such as the group-preparing one, from the process's utime + stime in
+  clock ticks) from its exec until the moment
   every service has run, divided by N — start-up included, the same in
   both modes;
 - of which main thread: the same for supd's main thread alone (the one
@@ -61,15 +63,32 @@ def ns_children(pid):
         return []
 
 
+def ticks(path):
+    """utime + stime of /proc/.../stat, in clock ticks."""
+    with open(path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
 def cpu_ns(pid):
+    """On-CPU time of all of supd's threads: the live ones from schedstat
+    (ns), plus the threads that already exited (supd's group-preparing
+    thread ends once every group is made), which only the process's
+    utime + stime (clock ticks) still count."""
     total = 0
+    live_ticks = 0
     for t in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{t}/schedstat") as f:
                 total += int(f.read().split()[0])
+            live_ticks += ticks(f"/proc/{pid}/task/{t}/stat")
         except OSError:
             pass
-    return total
+    try:
+        gone = max(0, ticks(f"/proc/{pid}/stat") - live_ticks)
+    except OSError:
+        gone = 0
+    return total + gone * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 
 
 def main_cpu_ns(pid):

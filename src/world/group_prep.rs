@@ -178,6 +178,7 @@ fn prepare(fd: i32, dir: &std::path::Path, memory: bool, slots: &Mutex<Slots>, u
         tracing::debug!(unit = %unit, "preparing cgroup {name}: {e}");
         return;
     }
+    warm(fd, &name);
     let oom_kills = if memory {
         cgroup::oom_kills(&dir.join(&name))
     } else {
@@ -189,6 +190,31 @@ fn prepare(fd: i32, dir: &std::path::Path, memory: bool, slots: &Mutex<Slots>, u
         s.map.remove(&unit);
     } else {
         s.map.insert(unit, Slot::Ready(Prepared { oom_kills }));
+    }
+}
+
+/// Look up, here, what the spawn path will look up in the new group, so
+/// the kernel's caches hold it when the main thread gets there. A group
+/// made by `mkdirat` has no dentry (cgroupfs leaves the new directory's
+/// dentry negative, and each later mkdir in the subtree invalidates it),
+/// so the first `openat` of the group for `CLONE_INTO_CGROUP` did a full
+/// lookup (a dentry, the group's inode, a search among the subtree's
+/// thousands of names): ~50 µs per spawn on the main thread at 2,000
+/// units (perf). And the clone itself checks that supd may write the
+/// group's `cgroup.procs` by getting that file's inode, which cgroupfs
+/// frees again at once unless a dentry holds it — every spawn, restarts
+/// included, allocated one. One path walk to each file leaves the group,
+/// `cgroup.procs` and `cgroup.events` (read when the main process is
+/// reaped) in the dentry cache. Failure only costs the lookup later.
+fn warm(subtree: i32, name: &str) {
+    for file in ["cgroup.procs", "cgroup.events"] {
+        let Ok(path) = std::ffi::CString::new(format!("{name}/{file}")) else {
+            return;
+        };
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: fstatat relative to a directory descriptor we own, a
+        // NUL-terminated path, into a local buffer we never read.
+        unsafe { libc::fstatat(subtree, path.as_ptr(), st.as_mut_ptr(), 0) };
     }
 }
 
