@@ -134,6 +134,10 @@ impl PosSet {
 
     /// The smallest member at or after `p`.
     pub(super) fn first_from(&self, p: u32) -> Option<u32> {
+        // Each pass ends by asking an empty set: one word, not a walk.
+        if self.is_empty() {
+            return None;
+        }
         self.next_in(0, p as usize).map(|p| p as u32)
     }
 
@@ -147,6 +151,9 @@ impl PosSet {
 
     /// The largest member below `p`.
     pub(super) fn last_before(&self, p: u32) -> Option<u32> {
+        if self.is_empty() {
+            return None;
+        }
         self.prev_in(0, p as usize).map(|p| p as u32)
     }
 
