@@ -125,7 +125,7 @@ impl PosSet {
         for level in &mut self.levels {
             let full = n / 64;
             level[..full].fill(!0);
-            if n % 64 != 0 {
+            if !n.is_multiple_of(64) {
                 level[full] |= (1u64 << (n % 64)) - 1;
             }
             n = n.div_ceil(64);
