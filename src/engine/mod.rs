@@ -622,7 +622,7 @@ impl Engine {
                     _ => None,
                 });
                 self.out.push(Action::Publish(EventBody::State {
-                    unit: u.spec.name.clone(),
+                    unit: self.resolved.names.of(id).to_string(),
                     from: from.to_string(),
                     to: cur.0.to_string(),
                     ready: cur.1,
@@ -2270,7 +2270,7 @@ impl Engine {
         rt.last = Some(ok);
         if changed {
             let out = if ok { None } else { output.clone() };
-            let name = u.spec.name.clone();
+            let name = self.resolved.names.of(id).to_string();
             self.out.push(Action::Publish(EventBody::Probe {
                 unit: name,
                 probe: match kind {
@@ -2691,13 +2691,15 @@ impl Engine {
                 self.units.iter().filter(|u| u.state.has_process()).count(),
                 "with_process out of step"
             );
-            for u in &self.units {
+            for (i, u) in self.units.iter().enumerate() {
                 assert_eq!(
                     u.probes,
                     unit_state::ProbeHot::from_spec(&u.spec),
                     "probe settings of {} out of step with its spec",
                     u.spec.name
                 );
+                // Published events name a unit from the resolved copy.
+                assert_eq!(self.resolved.names.of(UnitId(i as u32)), u.spec.name);
             }
         }
         if let Some(kind) = self.shutdown
@@ -2758,16 +2760,21 @@ impl Engine {
                 return Some(StopReason::MountLost(Box::new(p)));
             }
         }
-        // By id (resolved at install): the names are read only to say why.
+        // By id (resolved at install): the names are read only to say why,
+        // from their copy beside the ids (not from the spec).
         for (k, d) in self.resolved.requires.of(id).iter().enumerate() {
             match d {
                 Some(d) if self.is_up(*d) => {}
-                _ => return Some(StopReason::DependencyStopped(spec.requires[k].clone())),
+                _ => {
+                    let name = self.resolved.requires.name(id, k);
+                    return Some(StopReason::DependencyStopped(name.to_string()));
+                }
             }
         }
         for (k, w) in self.resolved.part_of.of(id).iter().enumerate() {
-            if self.part_held_down_id(*w, &spec.part_of[k]).is_some() {
-                return Some(StopReason::DependencyStopped(spec.part_of[k].clone()));
+            let whole = self.resolved.part_of.name(id, k);
+            if self.part_held_down_id(*w, whole).is_some() {
+                return Some(StopReason::DependencyStopped(whole.to_string()));
             }
         }
         None
