@@ -190,7 +190,7 @@ impl Engine {
         // Dependencies by id (resolved at install, in the spec's order);
         // a name is read only for the blocker that names it.
         for (k, d) in self.resolved.requires.of(id).iter().enumerate() {
-            let dep = &spec.requires[k];
+            let dep = self.resolved.requires.name(id, k);
             // The sentence costs allocations; the decision (all == false,
             // on every settle for every waiting unit) needs only the fact.
             let not_ready = if all {
@@ -203,27 +203,26 @@ impl Engine {
             };
             if let Some(why) = not_ready {
                 block!(Blocker::WaitingFor {
-                    unit: dep.clone(),
+                    unit: dep.to_string(),
                     why
                 });
             }
         }
         for (k, w) in self.resolved.part_of.of(id).iter().enumerate() {
-            let whole = &spec.part_of[k];
+            let whole = self.resolved.part_of.name(id, k);
             if let Some(why) = self.part_held_down_id(*w, whole) {
                 block!(Blocker::WaitingFor {
-                    unit: whole.clone(),
+                    unit: whole.to_string(),
                     why: format!("{why} (this unit is part_of it)")
                 });
             }
         }
         for (k, d) in self.resolved.after_wants.of(id).iter().enumerate() {
             if d.is_some_and(|d| self.on_its_way_up_id(d, now)) {
-                let dep = match spec.after.get(k) {
-                    Some(a) => a,
-                    None => &spec.wants[k - spec.after.len()],
-                };
-                block!(Blocker::Ordering { unit: dep.clone() });
+                let dep = self.resolved.after_wants.name(id, k);
+                block!(Blocker::Ordering {
+                    unit: dep.to_string()
+                });
             }
         }
         if let UnitState::Backoff { until } = u.state

@@ -50,6 +50,7 @@ pub mod unit_state;
 
 mod commands;
 mod names;
+mod posset;
 mod prefetch;
 pub use commands::rfc3339;
 mod status;
@@ -85,6 +86,8 @@ pub use unit_state::{FailReason, StopReason, Unit, UnitState, Want};
 /// counters), and that a decision reads (through `next_spec`).
 const HOT_LINES: usize = 6;
 const DECISION_LINES: usize = 3;
+/// Action slots `out` keeps between events (an `Action` is 144 bytes).
+const OUT_KEEP: usize = 64;
 const _: () = assert!(
     std::mem::offset_of!(Unit, readiness) + std::mem::size_of::<unit_state::HealthRt>()
         <= HOT_LINES * 64
@@ -358,11 +361,14 @@ pub struct Engine {
     /// The incremental settle's work: positions in `order` of the units
     /// whose stop (resp. start) decision may have changed since it was
     /// last taken. Walked in the same order as the full passes.
-    dirty_stop: std::collections::BTreeSet<u32>,
-    dirty_start: std::collections::BTreeSet<u32>,
+    dirty_stop: posset::PosSet,
+    dirty_start: posset::PosSet,
     /// Units that may have changed since the last `observe` (what it
     /// compares against `seen`, instead of every unit).
-    touched: std::collections::BTreeSet<UnitId>,
+    /// (Unit ids.)
+    touched: posset::PosSet,
+    /// `observe`'s list of the touched units, kept for its capacity.
+    touched_list: Vec<UnitId>,
     /// Positions (as in `dirty_start`) of units whose last start decision
     /// was "queued behind the cap". `start_pass_dirty` walks them beside
     /// the dirty set, in order, only while a slot is free: a slot that
@@ -370,7 +376,7 @@ pub struct Engine {
     /// waiter (touching all of them made a 4,000-unit boot O(N²/cap)). A
     /// waiter's other blockers cannot change unseen: any event that could
     /// add one marks the unit, and it is asked as a dirty unit.
-    cap_waiters: std::collections::BTreeSet<u32>,
+    cap_waiters: posset::PosSet,
     /// A start slot opened during this settle: the next pass must run (and
     /// walk the waiters from the first position).
     cap_opened: bool,
@@ -428,6 +434,11 @@ pub struct Engine {
     /// The lock state has been loaded (or found unreadable) once: before
     /// that nothing could start, so nothing has settled.
     locks_looked_at: bool,
+    /// The actions decided for the event being handled. Kept between
+    /// events (up to `OUT_KEEP`, see `take_out`): a vector grown from empty
+    /// on every event reallocated at the fifth action to 1,152 bytes, a
+    /// request glibc serves only after consolidating its fast bins — an
+    /// exit and its restart paid ~8 cache misses for that at 10,000 units.
     out: Vec<Action>,
 }
 
@@ -454,6 +465,7 @@ impl Engine {
             dirty_stop: Default::default(),
             dirty_start: Default::default(),
             touched: Default::default(),
+            touched_list: Vec::new(),
             cap_waiters: Default::default(),
             cap_opened: false,
             backoffs: Default::default(),
@@ -497,7 +509,7 @@ impl Engine {
         self.retry_lock_write(now);
         self.settle(now);
         self.observe(now);
-        std::mem::take(&mut self.out)
+        self.take_out()
     }
 
     /// Feed several events that happened together (e.g. the spawner's
@@ -515,7 +527,20 @@ impl Engine {
         self.retry_lock_write(now);
         self.settle(now);
         self.observe(now);
-        std::mem::take(&mut self.out)
+        self.take_out()
+    }
+
+    /// The actions decided, handed out in a vector of exactly their number
+    /// (one allocation, no growth) while `out` keeps its room for the next
+    /// event; a large batch (boot, shutdown) is handed over whole instead,
+    /// so `out` never holds more than `OUT_KEEP` slots between events.
+    fn take_out(&mut self) -> Vec<Action> {
+        if self.out.len() > OUT_KEEP {
+            return std::mem::take(&mut self.out);
+        }
+        let v = self.out.drain(..).collect();
+        self.out.shrink_to(OUT_KEEP);
+        v
     }
 
     /// After deciding: note which units changed state (their `since`) and
@@ -560,14 +585,21 @@ impl Engine {
         // Only a unit marked since the last call can have changed (every
         // change to a state, `want`, `stop_pending` or a lock marks it);
         // the full mode looks at all of them, as the oracle's reference.
-        let ids: Vec<UnitId> = match self.cfg.settle {
-            SettleMode::Full => {
-                self.touched.clear();
-                (0..self.units.len() as u32).map(UnitId).collect()
+        let mut ids = std::mem::take(&mut self.touched_list);
+        ids.clear();
+        match self.cfg.settle {
+            SettleMode::Full => ids.extend((0..self.units.len() as u32).map(UnitId)),
+            SettleMode::Incremental => ids.extend(self.touched.iter().map(UnitId)),
+        }
+        match self.cfg.settle {
+            SettleMode::Full => self.touched.clear(),
+            SettleMode::Incremental => {
+                for id in &ids {
+                    self.touched.remove(id.0);
+                }
             }
-            SettleMode::Incremental => std::mem::take(&mut self.touched).into_iter().collect(),
-        };
-        for id in ids {
+        }
+        for &id in &ids {
             let i = id.0 as usize;
             let cur = (self.state_word(id), self.is_ready(id));
             let from = match self.seen.get(i) {
@@ -590,7 +622,7 @@ impl Engine {
                     _ => None,
                 });
                 self.out.push(Action::Publish(EventBody::State {
-                    unit: u.spec.name.clone(),
+                    unit: self.resolved.names.of(id).to_string(),
                     from: from.to_string(),
                     to: cur.0.to_string(),
                     ready: cur.1,
@@ -599,6 +631,7 @@ impl Engine {
                 }));
             }
         }
+        self.touched_list = ids;
     }
 
     /// Publish every required mount that appeared or was lost between two
@@ -967,7 +1000,7 @@ impl Engine {
         };
         self.dirty_stop.insert(p);
         self.dirty_start.insert(p);
-        self.touched.insert(id);
+        self.touched.insert(id.0);
     }
 
     /// `id` changed: its decisions and those of every unit that reads it —
@@ -994,10 +1027,9 @@ impl Engine {
     /// the lock state, a reload): every decision is taken afresh.
     fn mark_all(&mut self) {
         let n = self.order.len() as u32;
-        self.dirty_stop.extend(0..n);
-        self.dirty_start.extend(0..n);
-        self.touched
-            .extend((0..self.units.len() as u32).map(UnitId));
+        self.dirty_stop.insert_all_below(n);
+        self.dirty_start.insert_all_below(n);
+        self.touched.insert_all_below(self.units.len() as u32);
     }
 
     /// Which units an event is about, to mark them before (and after) it
@@ -2238,7 +2270,7 @@ impl Engine {
         rt.last = Some(ok);
         if changed {
             let out = if ok { None } else { output.clone() };
-            let name = u.spec.name.clone();
+            let name = self.resolved.names.of(id).to_string();
             self.out.push(Action::Publish(EventBody::Probe {
                 unit: name,
                 probe: match kind {
@@ -2659,13 +2691,15 @@ impl Engine {
                 self.units.iter().filter(|u| u.state.has_process()).count(),
                 "with_process out of step"
             );
-            for u in &self.units {
+            for (i, u) in self.units.iter().enumerate() {
                 assert_eq!(
                     u.probes,
                     unit_state::ProbeHot::from_spec(&u.spec),
                     "probe settings of {} out of step with its spec",
                     u.spec.name
                 );
+                // Published events name a unit from the resolved copy.
+                assert_eq!(self.resolved.names.of(UnitId(i as u32)), u.spec.name);
             }
         }
         if let Some(kind) = self.shutdown
@@ -2726,16 +2760,21 @@ impl Engine {
                 return Some(StopReason::MountLost(Box::new(p)));
             }
         }
-        // By id (resolved at install): the names are read only to say why.
+        // By id (resolved at install): the names are read only to say why,
+        // from their copy beside the ids (not from the spec).
         for (k, d) in self.resolved.requires.of(id).iter().enumerate() {
             match d {
                 Some(d) if self.is_up(*d) => {}
-                _ => return Some(StopReason::DependencyStopped(spec.requires[k].clone())),
+                _ => {
+                    let name = self.resolved.requires.name(id, k);
+                    return Some(StopReason::DependencyStopped(name.to_string()));
+                }
             }
         }
         for (k, w) in self.resolved.part_of.of(id).iter().enumerate() {
-            if self.part_held_down_id(*w, &spec.part_of[k]).is_some() {
-                return Some(StopReason::DependencyStopped(spec.part_of[k].clone()));
+            let whole = self.resolved.part_of.name(id, k);
+            if self.part_held_down_id(*w, whole).is_some() {
+                return Some(StopReason::DependencyStopped(whole.to_string()));
             }
         }
         None
@@ -2755,8 +2794,8 @@ impl Engine {
     fn stop_pass_dirty(&mut self, now: Instant) -> bool {
         let mut changed = false;
         let mut cursor = u32::MAX;
-        while let Some(&p) = self.dirty_stop.range(..cursor).next_back() {
-            self.dirty_stop.remove(&p);
+        while let Some(p) = self.dirty_stop.last_before(cursor) {
+            self.dirty_stop.remove(p);
             cursor = p;
             changed |= self.stop_one(self.order[p as usize], now);
         }
@@ -2916,25 +2955,18 @@ impl Engine {
     fn start_pass_dirty(&mut self, now: Instant) -> bool {
         let mut changed = std::mem::take(&mut self.cap_opened);
         let cap = self.cfg.max_parallel_starts as usize;
-        let after = |set: &std::collections::BTreeSet<u32>, p: Option<u32>| match p {
-            None => set.first().copied(),
-            Some(p) => set
-                .range((std::ops::Bound::Excluded(p), std::ops::Bound::Unbounded))
-                .next()
-                .copied(),
-        };
         let mut at: Option<u32> = None;
         loop {
-            let dirty = after(&self.dirty_start, at);
+            let dirty = self.dirty_start.first_after(at);
             let waiter = if self.starting < cap {
-                after(&self.cap_waiters, at)
+                self.cap_waiters.first_after(at)
             } else {
                 None
             };
             let Some(p) = dirty.into_iter().chain(waiter).min() else {
                 break;
             };
-            self.dirty_start.remove(&p);
+            self.dirty_start.remove(p);
             changed |= self.start_one(self.order[p as usize], now);
             at = Some(p);
         }
@@ -2959,7 +2991,7 @@ impl Engine {
                 self.timers.cancel(id, TimerKind::MountTimeout);
             }
             let p = self.pos[id.0 as usize];
-            self.cap_waiters.remove(&p);
+            self.cap_waiters.remove(p);
             return false;
         }
         let blockers = self.start_blockers(id, now, false);
@@ -2970,7 +3002,7 @@ impl Engine {
         if let Some(Blocker::StartCap { .. }) = blockers.first() {
             self.cap_waiters.insert(p);
         } else {
-            self.cap_waiters.remove(&p);
+            self.cap_waiters.remove(p);
         }
         match blockers.first() {
             None => self.try_start(id, now),

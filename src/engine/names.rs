@@ -34,11 +34,18 @@ pub struct Hot {
     pub has_mounts: bool,
 }
 
-/// One list per unit, all in one array.
+/// One list per unit, all in one array; and the names themselves, in one
+/// string, for the reasons and blockers that name a dependency (read from
+/// the spec, a name cost three dependent misses at ten thousand units —
+/// the spec's line holding the list, the list, the bytes — on every ask
+/// of a unit whose dependency is down).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Lists {
     at: Vec<u32>,
     ids: Vec<Option<UnitId>>,
+    /// Entry `j`'s name is `names[name_at[j]..name_at[j + 1]]`.
+    names: String,
+    name_at: Vec<u32>,
 }
 
 impl Lists {
@@ -49,9 +56,13 @@ impl Lists {
     ) {
         if self.at.is_empty() {
             self.at.push(0);
+            self.name_at.push(0);
         }
-        self.ids
-            .extend(names.map(|n| by_name.get(n.as_str()).copied()));
+        for n in names {
+            self.ids.push(by_name.get(n.as_str()).copied());
+            self.names.push_str(n);
+            self.name_at.push(self.names.len() as u32);
+        }
         self.at.push(self.ids.len() as u32);
     }
 
@@ -63,10 +74,59 @@ impl Lists {
             _ => &[],
         }
     }
+
+    /// The name of entry `k` of unit `id`'s list (`of(id)[k]`), as its
+    /// spec spells it; empty for an entry that does not exist.
+    pub fn name(&self, id: UnitId, k: usize) -> &str {
+        let i = id.0 as usize;
+        let (Some(&from), Some(&to)) = (self.at.get(i), self.at.get(i + 1)) else {
+            return "";
+        };
+        let j = from as usize + k;
+        if j >= to as usize {
+            return "";
+        }
+        match (self.name_at.get(j), self.name_at.get(j + 1)) {
+            (Some(&a), Some(&b)) => self.names.get(a as usize..b as usize).unwrap_or(""),
+            _ => "",
+        }
+    }
+}
+
+/// Every unit's name, in one string: what a published state or probe
+/// change copies (from the spec it was a miss on the spec's line and one
+/// on the name's bytes, at ten thousand units).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UnitNames {
+    names: String,
+    /// Unit `i`'s name is `names[at[i]..at[i + 1]]`.
+    at: Vec<u32>,
+}
+
+impl UnitNames {
+    fn push(&mut self, name: &str) {
+        if self.at.is_empty() {
+            self.at.push(0);
+        }
+        self.names.push_str(name);
+        self.at.push(self.names.len() as u32);
+    }
+
+    /// Unit `id`'s name (empty for an unknown id).
+    pub fn of(&self, id: UnitId) -> &str {
+        let i = id.0 as usize;
+        match (self.at.get(i), self.at.get(i + 1)) {
+            (Some(&a), Some(&b)) => self.names.get(a as usize..b as usize).unwrap_or(""),
+            _ => "",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Resolved {
+    /// Indexed by unit id (a unit's name is the same in every spec it
+    /// runs: a reload keeps it, a rename is another unit).
+    pub names: UnitNames,
     pub requires: Lists,
     pub part_of: Lists,
     /// `after`, then `wants` (the order `start_blockers` asks them in).
@@ -83,6 +143,7 @@ impl Resolved {
     ) -> Resolved {
         let mut r = Resolved::default();
         for s in specs {
+            r.names.push(&s.name);
             r.requires.push(s.requires.iter(), by_name);
             r.part_of.push(s.part_of.iter(), by_name);
             r.after_wants
@@ -95,5 +156,34 @@ impl Resolved {
             });
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each entry's name is the spec's, in the spec's order, whatever the
+    /// lengths of the lists around it; past a list's end there is none.
+    #[test]
+    fn names_beside_the_ids() {
+        let by_name: HashMap<String, UnitId> =
+            [("a".to_string(), UnitId(0)), ("bb".to_string(), UnitId(1))].into();
+        let lists: [&[&str]; 4] = [&["bb", "zz"], &[], &["a"], &["ccc", "a", "bb"]];
+        let mut l = Lists::default();
+        for names in lists {
+            let v: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+            l.push(v.iter(), &by_name);
+        }
+        for (i, names) in lists.iter().enumerate() {
+            let id = UnitId(i as u32);
+            assert_eq!(l.of(id).len(), names.len());
+            for (k, n) in names.iter().enumerate() {
+                assert_eq!(l.name(id, k), *n);
+                assert_eq!(l.of(id)[k], by_name.get(*n).copied());
+            }
+            assert_eq!(l.name(id, names.len()), "");
+        }
+        assert_eq!(l.name(UnitId(9), 0), "");
     }
 }
