@@ -796,6 +796,8 @@ impl Driver {
         // The log lines of this batch (two per unit started) reach the
         // log writer with one wake-up, when it ends.
         let _logs = self.logs.hold_wakes();
+        // And supd's own lines about it go to stderr together.
+        let _stderr = crate::world::log::hold();
         while !batch.is_empty() {
             if self.engine_broken.is_some() {
                 return;
