@@ -775,6 +775,9 @@ struct UnitLog {
     ready: bool,
 }
 
+/// A unit's held-back records (see `Writer::deferred`).
+type Held = (Arc<str>, Limits, Vec<u8>);
+
 struct Writer {
     shared: Arc<Shared>,
     state_mount: Option<MountReq>,
@@ -801,7 +804,7 @@ struct Writer {
     /// Formatted records of units whose file was not open, held back
     /// (see the module doc), in the order the units were first held;
     /// `deferred_at` indexes them by unit.
-    deferred: Vec<Option<(Arc<str>, Limits, Vec<u8>)>>,
+    deferred: Vec<Option<Held>>,
     deferred_at: HashMap<Arc<str>, usize>,
     deferred_bytes: usize,
     /// When the oldest held-back record was held: all go out by
@@ -1029,13 +1032,13 @@ impl Writer {
     /// together, at once (a stop's second state change, a restart's next
     /// note), so that little is left for `DEFER_MAX` or the close.
     fn defer(&mut self, unit: &Arc<str>, limits: Limits, bytes: &[u8]) {
-        if let Some(i) = self.deferred_at.remove(unit) {
-            if let Some((unit, _, mut held)) = self.deferred[i].take() {
-                self.deferred_bytes = self.deferred_bytes.saturating_sub(held.len());
-                held.extend_from_slice(bytes);
-                self.write_formatted(&unit, limits, &held);
-                return;
-            }
+        if let Some(i) = self.deferred_at.remove(unit)
+            && let Some((unit, _, mut held)) = self.deferred[i].take()
+        {
+            self.deferred_bytes = self.deferred_bytes.saturating_sub(held.len());
+            held.extend_from_slice(bytes);
+            self.write_formatted(&unit, limits, &held);
+            return;
         }
         self.deferred_at.insert(unit.clone(), self.deferred.len());
         self.deferred
