@@ -159,6 +159,94 @@ fn sigchld_is_blocked_in_every_supd_thread_and_services_get_an_empty_mask() {
 }
 
 #[test]
+fn supds_own_signals_are_blocked_everywhere_read_and_not_handed_to_services() {
+    if !can_run("supds_own_signals_are_blocked_everywhere") {
+        return;
+    }
+    // SIGTERM, SIGINT, SIGPWR, SIGHUP, SIGUSR1 and SIGUSR2 are read from a
+    // signalfd with their default disposition: a thread that let one
+    // through would act on that default (end supd), and no handler means
+    // a service has nothing of supd's to reset before its exec.
+    let t = TempDir::new("own-signals-out");
+    let o = t.path().display().to_string();
+    let svc = sh_unit(
+        &format!(
+            "trap 'echo usr1 >> {o}/got' USR1; trap 'echo usr2 >> {o}/got' USR2; \
+             echo up > {o}/up; while :; do sleep 0.05; done"
+        ),
+        "",
+    );
+    let mut supd = Supd::start("own-signals", &[("svc", &svc)]);
+    supd.wait_state("svc", "running", Duration::from_secs(10));
+    wait_for("the service's trap", Duration::from_secs(10), || {
+        t.path().join("up").exists().then_some(())
+    });
+    let own = [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGPWR,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGCHLD,
+    ]
+    .iter()
+    .fold(0u64, |m, s| m | 1u64 << (*s as i32 - 1));
+    let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{}/task", supd.pid))
+        .expect("supd's threads")
+        .flatten()
+        .collect();
+    assert!(tasks.len() > 1, "supd has helper threads");
+    for t in tasks {
+        let status = std::fs::read_to_string(t.path().join("status")).expect("thread status");
+        assert_eq!(
+            sig_mask(&status, "SigBlk:") & own,
+            own,
+            "one of supd's signals open in {status}"
+        );
+        assert_eq!(
+            sig_mask(&status, "SigCgt:") & own,
+            0,
+            "one of supd's signals handled in {status}"
+        );
+    }
+    // Two of them pending at once are both read: SIGHUP (reload: a new
+    // unit appears) and SIGUSR1 (passed on to every unit), then SIGUSR2.
+    std::fs::write(supd.units.join("late.toml"), sh_unit("exec sleep 600", "")).expect("late unit");
+    let pid = nix::unistd::Pid::from_raw(supd.pid);
+    nix::sys::signal::kill(pid, Signal::SIGHUP).expect("HUP");
+    nix::sys::signal::kill(pid, Signal::SIGUSR1).expect("USR1");
+    wait_for("the reloaded unit running", Duration::from_secs(10), || {
+        let st = supd.status();
+        let units = st["units"].as_array()?.clone();
+        units
+            .iter()
+            .any(|u| u["name"] == "late" && u["state"] == "running")
+            .then_some(())
+    });
+    wait_for("USR1 at the service", Duration::from_secs(10), || {
+        let got = std::fs::read_to_string(t.path().join("got")).unwrap_or_default();
+        got.contains("usr1").then_some(())
+    });
+    supd.signal(Signal::SIGUSR2);
+    wait_for("USR2 at the service", Duration::from_secs(10), || {
+        let got = std::fs::read_to_string(t.path().join("got")).unwrap_or_default();
+        got.contains("usr2").then_some(())
+    });
+    // (`late` may have met SIGUSR1 before its trap and been restarted.)
+    let kids = children_of(supd.pid);
+    assert!(!kids.is_empty(), "{kids:?}");
+    for (k, _) in kids {
+        let status = std::fs::read_to_string(format!("/proc/{k}/status")).expect("service");
+        assert_eq!(sig_mask(&status, "SigBlk:"), 0, "service's mask: {status}");
+    }
+    // SIGINT is a shutdown too (it was a handler's; now read like SIGTERM).
+    supd.signal(Signal::SIGINT);
+    let st = supd.wait_exit(Duration::from_secs(20));
+    assert!(st.code().is_some(), "supd ended by a signal: {st}");
+}
+
+#[test]
 fn the_log_writer_runs_as_sched_batch() {
     if !can_run("the_log_writer_runs_as_sched_batch") {
         return;

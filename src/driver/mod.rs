@@ -234,11 +234,12 @@ fn supd_peer() -> PeerInfo {
 /// Run supd until shutdown completes. Returns the process exit code (only
 /// meaningful when not a VM's PID 1, which ends in reboot(2)).
 pub fn run(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> i32 {
-    // Before any thread exists: every thread must block SIGCHLD (it is
-    // read from a signalfd, see world::signals), and a child that exits
-    // from now on stays pending for it.
-    if let Err(e) = crate::world::signals::block_child() {
-        tracing::error!("blocking SIGCHLD: {e}");
+    // Before any thread exists: every thread must block SIGCHLD and
+    // supd's own signals (they are read from signalfds, see
+    // world::signals), and a child that exits or a SIGTERM that comes
+    // from now on stays pending for them.
+    if let Err(e) = crate::world::signals::block_own() {
+        tracing::error!("blocking supd's signals: {e}");
         return 1;
     }
     // Before any thread exists (it edits the environment).
@@ -795,6 +796,8 @@ impl Driver {
         // The log lines of this batch (two per unit started) reach the
         // log writer with one wake-up, when it ends.
         let _logs = self.logs.hold_wakes();
+        // And supd's own lines about it go to stderr together.
+        let _stderr = crate::world::log::hold();
         while !batch.is_empty() {
             if self.engine_broken.is_some() {
                 return;

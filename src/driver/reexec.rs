@@ -169,11 +169,13 @@ impl Driver {
             .unwrap_or_else(|| self.exe.clone().into_os_string());
         // std resets the signal mask and SIGPIPE before exec, as a fresh
         // supd expects; the runtime's descriptors are all close-on-exec.
+        let ignored = crate::world::signals::ignore_for_exec();
         let e = std::process::Command::new(&self.exe)
             .arg0(arg0)
             .args(args)
             .env(ENV, memfd.as_raw_fd().to_string())
             .exec();
+        drop(ignored);
         tracing::error!(
             "re-executing {} failed: {e}. supd keeps running, but its persistence thread is closed: lock changes cannot be saved. Restart supd.",
             self.exe.display()

@@ -52,6 +52,13 @@ const BACKLOG: usize = 256 * 1024;
 
 static STDERR: OnceLock<Arc<LineWriter>> = OnceLock::new();
 
+/// Gather supd's log lines until the guard drops, and write them
+/// together (see `line_writer`): the driver holds one around each batch
+/// of engine actions.
+pub fn hold() -> Option<super::line_writer::Held> {
+    STDERR.get().map(|w| w.hold())
+}
+
 /// Wait up to `timeout` for log lines still held to reach stderr (before
 /// reboot(2) or exit).
 pub fn flush(timeout: std::time::Duration) {
