@@ -82,7 +82,10 @@ const HELD_JOBS: usize = 256;
 const COALESCE: usize = 256 * 1024;
 /// Records of units whose file is not open are held back (see
 /// `Writer::deferred`) at most this long after the first of them...
-const DEFER_MAX: Duration = Duration::from_millis(500);
+/// Short: what is held is lost if supd itself is SIGKILLed, so the
+/// window must stay of the order of the write queue's own latency; a
+/// stop's two notes are usually closer together than this.
+const DEFER_MAX: Duration = Duration::from_millis(100);
 /// ...and while they take at most this many bytes.
 const DEFER_BYTES: usize = 1 << 20;
 /// `supctl logs` readers at once.
