@@ -279,6 +279,31 @@ enum Pending {
     },
 }
 
+/// A stop cause as `stop_cause_ref` finds it: a dependency's name still
+/// borrowed from the names table.
+enum Cause<'a> {
+    Reason(StopReason),
+    Dependency(&'a str),
+}
+
+impl Cause<'_> {
+    fn owned(self) -> StopReason {
+        match self {
+            Cause::Reason(r) => r,
+            Cause::Dependency(name) => StopReason::DependencyStopped(name.to_string()),
+        }
+    }
+
+    /// `self.owned() == *r`, without building it.
+    fn is(&self, r: &StopReason) -> bool {
+        match (self, r) {
+            (Cause::Dependency(name), StopReason::DependencyStopped(n)) => n == name,
+            (Cause::Dependency(_), _) => false,
+            (Cause::Reason(c), r) => c == r,
+        }
+    }
+}
+
 /// A `supctl reload-unit` waiting for a `notify_reload` unit to confirm.
 #[derive(Debug, Clone)]
 struct ReloadWait {
@@ -2711,32 +2736,40 @@ impl Engine {
         }
     }
 
-    /// Why a unit with a process must stop now, if it must.
+    /// Why a unit with a process must stop now, if it must (`stop_cause_ref`, owned).
     fn stop_cause(&self, id: UnitId) -> Option<StopReason> {
+        self.stop_cause_ref(id).map(Cause::owned)
+    }
+
+    /// `stop_cause` without building its answer: a dependency's name is
+    /// borrowed from the names table, so asking again a unit whose answer
+    /// has not changed (a crash asks each unit of its chain several times)
+    /// allocates nothing.
+    fn stop_cause_ref(&self, id: UnitId) -> Option<Cause<'_>> {
         let u = &self.units[id.0 as usize];
         let spec = u.effective();
         if self.shutdown.is_some() {
-            return Some(StopReason::Shutdown);
+            return Some(Cause::Reason(StopReason::Shutdown));
         }
         if u.removed {
-            return Some(StopReason::Removed);
+            return Some(Cause::Reason(StopReason::Removed));
         }
         // The effective spec's scalars from their copy (see start_blockers).
         let hot = self.resolved.hot[id.0 as usize];
         if !self.locks.wanted.is_empty() && self.locks.wanted.contains_key(&spec.name) {
-            return Some(StopReason::Maintenance);
+            return Some(Cause::Reason(StopReason::Maintenance));
         }
         if u.want == Want::Down {
-            return Some(StopReason::Operator);
+            return Some(Cause::Reason(StopReason::Operator));
         }
         if self.shed.is_some_and(|l| hot.priority <= l) {
-            return Some(StopReason::Shed);
+            return Some(Cause::Reason(StopReason::Shed));
         }
         if self.shed.is_none() && self.auto_shed.sheds_as(hot.priority, hot.sheddable) {
-            return Some(StopReason::Pressure);
+            return Some(Cause::Reason(StopReason::Pressure));
         }
         if u.restart_requested {
-            return Some(StopReason::Restart);
+            return Some(Cause::Reason(StopReason::Restart));
         }
         // The running spec's mounts: the copy describes the effective
         // spec, which is the running one unless a reload waits.
@@ -2757,7 +2790,7 @@ impl Engine {
                 Some(_) | None => self.mount_check(m).err(),
             };
             if let Some(p) = lost {
-                return Some(StopReason::MountLost(Box::new(p)));
+                return Some(Cause::Reason(StopReason::MountLost(Box::new(p))));
             }
         }
         // By id (resolved at install): the names are read only to say why,
@@ -2767,14 +2800,14 @@ impl Engine {
                 Some(d) if self.is_up(*d) => {}
                 _ => {
                     let name = self.resolved.requires.name(id, k);
-                    return Some(StopReason::DependencyStopped(name.to_string()));
+                    return Some(Cause::Dependency(name));
                 }
             }
         }
         for (k, w) in self.resolved.part_of.of(id).iter().enumerate() {
             let whole = self.resolved.part_of.name(id, k);
             if self.part_held_down_id(*w, whole).is_some() {
-                return Some(StopReason::DependencyStopped(whole.to_string()));
+                return Some(Cause::Dependency(whole));
             }
         }
         None
@@ -2809,16 +2842,25 @@ impl Engine {
         let u = &self.units[id.0 as usize];
         match &u.state {
             UnitState::Starting { .. } | UnitState::Running { .. } => {
-                let cause = self.stop_cause(id);
-                let u = &mut self.units[id.0 as usize];
-                if u.stop_pending != cause {
-                    u.stop_pending = cause.clone();
+                let cause = self.stop_cause_ref(id);
+                let must_stop = cause.is_some();
+                let pending = &self.units[id.0 as usize].stop_pending;
+                let same = match (&cause, pending) {
+                    (None, None) => true,
+                    (Some(c), Some(p)) => c.is(p),
+                    _ => false,
+                };
+                if !same {
+                    let cause = cause.map(Cause::owned);
+                    self.units[id.0 as usize].stop_pending = cause;
                     changed = true;
                     // Dependents read it (`is_ready`, `is_up`).
                     self.mark(id);
                 }
-                if let Some(reason) = cause
+                // `stop_pending` is the cause now.
+                if must_stop
                     && self.dependents_down(id)
+                    && let Some(reason) = self.units[id.0 as usize].stop_pending.clone()
                 {
                     self.begin_stop(id, now, reason);
                     changed = true;
