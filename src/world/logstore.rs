@@ -1371,17 +1371,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn at_most_max_open_files_and_the_least_recently_written_is_closed() {
-        let d = tmp("lru");
-        let mut w = writer(&d);
+    /// `n` units named u0, u1, ... and small limits (more units than files
+    /// may be open, for the tests of closing and holding back).
+    fn many_units(n: usize) -> (Limits, Vec<Arc<str>>) {
         let limits = Limits {
             max_size: 1 << 20,
             max_files: 2,
         };
-        let units: Vec<Arc<str>> = (0..MAX_OPEN + 8)
+        let units = (0..n)
             .map(|i| Arc::from(format!("u{i}").as_str()))
             .collect();
+        (limits, units)
+    }
+
+    #[test]
+    fn at_most_max_open_files_and_the_least_recently_written_is_closed() {
+        let d = tmp("lru");
+        let mut w = writer(&d);
+        let (limits, units) = many_units(MAX_OPEN + 8);
         // Two rounds over more units than files may be open; `u0` is
         // written once more after the first round, so it is the most
         // recently written when the next unit comes.
@@ -1430,13 +1437,7 @@ mod tests {
         // the writer, more units than files may be open.
         let d = tmp("defer");
         let mut w = writer(&d);
-        let limits = Limits {
-            max_size: 1 << 20,
-            max_files: 2,
-        };
-        let units: Vec<Arc<str>> = (0..MAX_OPEN * 3)
-            .map(|i| Arc::from(format!("u{i}").as_str()))
-            .collect();
+        let (limits, units) = many_units(MAX_OPEN * 3);
         let say = |w: &mut Writer, u: &Arc<str>, t: u64, text: &str| {
             w.chunk(chunk(u, t, text, limits));
             w.flush_pending();
