@@ -224,6 +224,23 @@ struct Shared {
     stats: Stats,
 }
 
+impl Shared {
+    /// Empty state for a writer of `<dir>`, with room for `live` chunks
+    /// per follower.
+    fn new(dir: PathBuf, live: usize) -> Arc<Shared> {
+        let (live, _) = broadcast::channel(live);
+        Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            live,
+            held: AtomicUsize::new(0),
+            readers: AtomicUsize::new(0),
+            dir,
+            stats: Stats::default(),
+        })
+    }
+}
+
 /// The handle the driver and the output readers hold.
 #[derive(Clone)]
 pub struct LogStore {
@@ -267,16 +284,7 @@ fn unit_dir_name(name: &str) -> Option<&str> {
 impl LogStore {
     /// Start the writer thread for `<state_dir>/logs`.
     pub fn start(state_dir: &Path, state_mount: Option<MountReq>) -> io::Result<LogStore> {
-        let (live, _) = broadcast::channel(LIVE_CAPACITY);
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue::default()),
-            wake: Condvar::new(),
-            live,
-            held: AtomicUsize::new(0),
-            readers: AtomicUsize::new(0),
-            dir: state_dir.join("logs"),
-            stats: Stats::default(),
-        });
+        let shared = Shared::new(state_dir.join("logs"), LIVE_CAPACITY);
         let s = shared.clone();
         // The thread inherits the mask: every signal stays with the loop.
         let all = SigHold::all();
@@ -1346,19 +1354,7 @@ mod tests {
     }
 
     fn writer(dir: &Path) -> Writer {
-        let (live, _) = broadcast::channel(4);
-        Writer::new(
-            Arc::new(Shared {
-                queue: Mutex::new(Queue::default()),
-                wake: Condvar::new(),
-                live,
-                held: AtomicUsize::new(0),
-                readers: AtomicUsize::new(0),
-                dir: dir.join("logs"),
-                stats: Stats::default(),
-            }),
-            None,
-        )
+        Writer::new(Shared::new(dir.join("logs"), 4), None)
     }
 
     fn chunk(unit: &Arc<str>, t: u64, lines: &str, limits: Limits) -> Chunk {
@@ -1496,16 +1492,7 @@ mod tests {
     #[test]
     fn a_reader_and_the_close_see_what_was_held_back() {
         let d = tmp("defer-read");
-        let (live, _) = broadcast::channel(4);
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue::default()),
-            wake: Condvar::new(),
-            live,
-            held: AtomicUsize::new(0),
-            readers: AtomicUsize::new(0),
-            dir: d.join("logs"),
-            stats: Stats::default(),
-        });
+        let shared = Shared::new(d.join("logs"), 4);
         let s = shared.clone();
         let t = std::thread::spawn(move || Writer::new(s, None).run());
         let store = LogStore { shared };
