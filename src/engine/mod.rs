@@ -96,6 +96,14 @@ const _: () = assert!(
     std::mem::offset_of!(Unit, next_spec) + std::mem::size_of::<Option<Arc<UnitSpec>>>()
         <= DECISION_LINES * 64
 );
+// A liveness result past the state (lines 0 and 1): `health`, and
+// `probes` up to the readiness limits' first word (`has_readiness`), in
+// lines 2 and 3.
+const _: () = assert!(std::mem::offset_of!(Unit, health) >= 2 * 64);
+const _: () = assert!(
+    std::mem::offset_of!(Unit, probes) + std::mem::offset_of!(unit_state::ProbeHot, readiness) + 16
+        <= 4 * 64
+);
 
 /// How long the mount table may be unreadable before units with
 /// `on_loss = "stop"` are stopped. Starts are refused at once; the grace

@@ -254,12 +254,18 @@ impl ProbeLimits {
 /// reads no part of the two-kilobyte spec, whose fields it needs lie on
 /// three different cache lines. Always `ProbeHot::from_spec(&unit.spec)`: the
 /// spec changes only through `Unit::set_spec` (the simulation checks).
+///
+/// `repr(C)`, the flag between the two limits: a liveness result reads the
+/// liveness limits, the flag and whether there is a readiness probe (the
+/// readiness limits' first word), and in this order they end in the line
+/// that follows `Unit::health` (see `Unit`).
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(C)]
 pub struct ProbeHot {
     pub liveness: Option<ProbeLimits>,
-    pub readiness: Option<ProbeLimits>,
     /// `[ready] kind = "probe"`.
     pub ready_by_probe: bool,
+    pub readiness: Option<ProbeLimits>,
 }
 
 impl ProbeHot {
@@ -309,9 +315,13 @@ pub struct Unit {
     pub stop_pending: Option<StopReason>,
     /// A changed spec from reload, applied at the next start.
     pub next_spec: Option<Arc<UnitSpec>>,
+    /// Before `probes`: with it, everything a liveness result reads past
+    /// the state (its counters, its limits, the two probe flags) lies in
+    /// the record's third and fourth lines — four lines a result, not
+    /// five (the decision fields above keep their three).
+    pub health: HealthRt,
     /// `ProbeHot::from_spec(&spec)`.
     pub probes: ProbeHot,
-    pub health: HealthRt,
     pub readiness: HealthRt,
     pub window: StartWindow,
     /// Consecutive failed runs, for backoff.
