@@ -292,9 +292,11 @@ impl ProbeHot {
 ///
 /// `repr(C)`: what events and decisions read (the spec pointer, the state,
 /// the flags `stop_cause`/`is_ready`/`is_up` read, the probe settings and
-/// counters) comes first, in the first five cache lines (the record is
-/// 64-byte aligned), so an event touches those and nothing else of the
-/// record, and `engine::prefetch` can ask for them all at once.
+/// counters) comes first, within the first `HOT_LINES` cache lines (the
+/// record is 64-byte aligned; engine/mod.rs asserts the layout: a
+/// decision reads lines 0-2, a liveness probe result lines 0-3), so an
+/// event touches those and nothing else of the record, and
+/// `engine::prefetch` can ask for them all at once.
 #[derive(Debug, Clone, PartialEq)]
 #[repr(C, align(64))]
 pub struct Unit {
