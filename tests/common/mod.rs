@@ -397,9 +397,26 @@ pub fn remove_cgroups(state: &Path) {
             if !p.is_dir() {
                 continue;
             }
+            // Kills the group's whole subtree; then its groups go deepest
+            // first (a delegated unit makes sub-groups of its own).
             let _ = std::fs::write(p.join("cgroup.kill"), "1");
-            if std::fs::remove_dir(&p).is_err() {
-                left += 1;
+            let mut groups = vec![p];
+            let mut i = 0;
+            while i < groups.len() {
+                let below: Vec<PathBuf> = std::fs::read_dir(&groups[i])
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect();
+                groups.extend(below);
+                i += 1;
+            }
+            for g in groups.iter().rev() {
+                if std::fs::remove_dir(g).is_err() {
+                    left += 1;
+                }
             }
         }
         if left == 0 && std::fs::remove_dir(&dir).is_ok() {
@@ -420,7 +437,12 @@ pub fn cgroup_writable(test: &str) -> bool {
         eprintln!("SKIP {test}: no writable cgroup2 filesystem is mounted");
         return false;
     };
-    let probe = mount.join(format!("supd-test-probe-{}", std::process::id()));
+    // One name per call: tests of one binary run in parallel threads, and
+    // a shared name made one test's probe fail on another's (EEXIST: a
+    // silent skip of a test that could run).
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = mount.join(format!("supd-test-probe-{}-{n}", std::process::id()));
     match std::fs::create_dir(&probe) {
         Ok(()) => {
             let _ = std::fs::remove_dir(&probe);
