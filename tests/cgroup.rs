@@ -40,6 +40,18 @@ fn write_daemon(dir: &Path) -> PathBuf {
     p
 }
 
+/// A state directory in `t` and supd's cgroup subtree for it; None (with
+/// the SKIP line printed) where there is no cgroup hierarchy.
+fn state_and_subtree(t: &TempDir, test: &str) -> Option<(PathBuf, PathBuf)> {
+    let state = t.path().join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let Some(subtree) = cgroup_subtree(&state) else {
+        eprintln!("SKIP {test}: no cgroup hierarchy");
+        return None;
+    };
+    Some((state, subtree))
+}
+
 fn skip(test: &str) -> bool {
     !can_run(test) || !cgroup_writable(test)
 }
@@ -554,10 +566,7 @@ fn exec_stop_post_runs_after_the_cgroup_has_emptied() {
     let t = TempDir::new("cg-stoppost");
     let script = write_daemon(t.path());
     let token = t.path().display().to_string();
-    let state = t.path().join("state");
-    std::fs::create_dir_all(&state).expect("state dir");
-    let Some(subtree) = cgroup_subtree(&state) else {
-        eprintln!("SKIP exec_stop_post_after_cgroup_empty: no cgroup hierarchy");
+    let Some((state, subtree)) = state_and_subtree(&t, "exec_stop_post_after_cgroup_empty") else {
         return;
     };
     let procs = subtree.join("d.unit").join("cgroup.procs");
@@ -668,10 +677,7 @@ fn shutdown_signals_every_member_and_removes_every_group() {
         return;
     }
     let t = TempDir::new("cg-shutdown");
-    let state = t.path().join("state");
-    std::fs::create_dir_all(&state).expect("state dir");
-    let Some(subtree) = cgroup_subtree(&state) else {
-        eprintln!("SKIP shutdown_signals_every_member: no cgroup hierarchy");
+    let Some((state, subtree)) = state_and_subtree(&t, "shutdown_signals_every_member") else {
         return;
     };
     // 1,100 members: as pids of supd's namespace ("123\n"), more than the
@@ -871,10 +877,7 @@ fn groups_are_prepared_ahead_and_a_unit_started_first_is_still_born_in_its_group
         return;
     }
     let t = TempDir::new("cg-prep");
-    let state = t.path().join("state");
-    std::fs::create_dir_all(&state).expect("state dir");
-    let Some(subtree) = cgroup_subtree(&state) else {
-        eprintln!("SKIP groups_are_prepared_ahead: no cgroup hierarchy");
+    let Some((state, subtree)) = state_and_subtree(&t, "groups_are_prepared_ahead") else {
         return;
     };
     let out = t.path().join("out");
