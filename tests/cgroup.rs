@@ -987,3 +987,81 @@ fn groups_are_prepared_ahead_and_a_unit_started_first_is_still_born_in_its_group
     drop(supd);
     remove_cgroups(&state);
 }
+
+/// `Cpus_allowed_list` of a /proc status file.
+fn cpus_allowed(status: &str) -> String {
+    let text = std::fs::read_to_string(status).unwrap_or_else(|e| panic!("{status}: {e}"));
+    text.lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no Cpus_allowed_list in {status}"))
+}
+
+#[test]
+fn services_born_in_their_groups_see_supds_whole_cpu_mask_and_supd_keeps_it() {
+    // supd pins its spawning thread to one CPU for each clone into a group
+    // and moves itself off it while the child runs (spawn.rs, `Pin`): the
+    // program must still find supd's whole mask at its start, and supd
+    // must end every spawn with its own mask back.
+    if skip("cpu_mask") {
+        return;
+    }
+    let Some(sigstate) = c_fixture("sigstate") else {
+        return;
+    };
+    let t = TempDir::new("cg-cpus");
+    let Some((state, _subtree)) = state_and_subtree(&t, "cpu_mask") else {
+        return;
+    };
+    let ours = cpus_allowed("/proc/thread-self/status");
+    if !ours.contains([',', '-']) {
+        eprintln!("note cpu_mask: one CPU ({ours}): spawns are not pinned, masks still compared");
+    }
+    let out = t.path().join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    let names: Vec<String> = (0..24).map(|i| format!("c{i}")).collect();
+    let texts: Vec<String> = names
+        .iter()
+        .map(|n| {
+            format!(
+                "exec = [{}, \"report\", {}, \"wait\"]\n",
+                toml_str(&sigstate.display().to_string()),
+                toml_str(&out.join(n).display().to_string())
+            )
+        })
+        .collect();
+    let units: Vec<(&str, &str)> = names
+        .iter()
+        .map(String::as_str)
+        .zip(texts.iter().map(String::as_str))
+        .collect();
+    let supd = Supd::start_with(
+        "cg-cpus",
+        &units,
+        Options {
+            state_dir: Some(state.clone()),
+            ..Options::default()
+        },
+    );
+    for n in &names {
+        let text = wait_for(&format!("{n} to report"), Duration::from_secs(20), || {
+            std::fs::read_to_string(out.join(n)).ok()
+        });
+        let seen = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no Cpus_allowed_list in {n}'s report: {text:?}"));
+        assert_eq!(seen, ours, "{n} started with another CPU mask than supd's");
+    }
+    // Every unit is born into its own group (the pinned path ran).
+    for n in &names {
+        let u = supd.unit(n);
+        assert_eq!(u["containment"], "cgroup", "{n}: {u}");
+    }
+    assert_eq!(
+        cpus_allowed(&format!("/proc/{p}/task/{p}/status", p = supd.pid)),
+        ours,
+        "supd's spawning thread did not take its own CPU mask back"
+    );
+}
