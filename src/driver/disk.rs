@@ -6,8 +6,17 @@
 //! disk in the order the engine decided them; results go back to the loop
 //! as `DiskResult`s.
 //!
-//! Must never: run on the event loop's thread (fsync can take seconds on a
-//! busy disk, and PID 1 must keep reaping); take signals (it is created
+//! One exception: the boot load (`boot_load`), when the state directory
+//! needs no mount, is read on the loop's thread before the loop runs and
+//! this thread exists. Nothing may start before the locks are known
+//! anyway, and handing that read to a thread just created cost every boot
+//! the new thread's first wake-up and then the loop's (1–3 ms on a loaded
+//! 2-CPU host, measured with `sched:sched_switch`, before the first
+//! service could start). A late-mounted state directory still loads here.
+//!
+//! Must never: run on the event loop's thread once the loop runs (fsync
+//! can take seconds on a busy disk, and PID 1 must keep reaping); take
+//! signals (it is created
 //! with every signal blocked, so every signal is the loop's, and a
 //! blocking fsync is never interrupted); create the
 //! state directory under a mount point whose filesystem is not there yet.
@@ -143,6 +152,7 @@ pub(super) fn start(
     dir: PathBuf,
     state_mount: Option<MountReq>,
     dir_lock: Option<DirLock>,
+    store: LockStore,
 ) -> std::io::Result<(
     std::sync::mpsc::Sender<DiskJob>,
     mpsc::UnboundedReceiver<DiskResult>,
@@ -153,7 +163,7 @@ pub(super) fn start(
     let all = SigHold::all();
     let spawned = std::thread::Builder::new()
         .name("supd-disk".into())
-        .spawn(move || run(dir, state_mount, dir_lock, job_rx, res_tx));
+        .spawn(move || run(dir, state_mount, dir_lock, store, job_rx, res_tx));
     drop(all);
     spawned.map(|_| (job_tx, res_rx))
 }
@@ -162,10 +172,10 @@ fn run(
     dir: PathBuf,
     state_mount: Option<MountReq>,
     dir_lock: Option<DirLock>,
+    mut store: LockStore,
     rx: std::sync::mpsc::Receiver<DiskJob>,
     tx: mpsc::UnboundedSender<DiskResult>,
 ) {
-    let mut store = LockStore::open(&dir);
     // Held for supd's lifetime: a second supd on the same state refuses.
     let mut dir_lock = dir_lock;
     while let Ok(job) = rx.recv() {
@@ -225,6 +235,21 @@ fn run(
     }
 }
 
+/// The boot load on the loop's thread, before the loop and the disk thread
+/// exist (see the module comment): only when the state directory needs no
+/// mount. `store` and `dir_lock` then go to the disk thread.
+pub(super) fn boot_load(
+    dir: &std::path::Path,
+    state_mount: Option<&MountReq>,
+    store: &mut LockStore,
+    dir_lock: &mut Option<DirLock>,
+) -> Option<LocksLoad> {
+    if state_mount.is_some() {
+        return None;
+    }
+    Some(load(dir, None, store, dir_lock))
+}
+
 fn load(
     dir: &std::path::Path,
     state_mount: Option<&MountReq>,
@@ -279,6 +304,19 @@ impl Driver {
     /// filesystem is not there yet — then the state stays unknown
     /// (fail-closed) and we never create a fresh store in the directory
     /// underneath the mount point.
+    /// The first lock load: the one read before the loop ran (fed now,
+    /// after the survivors, as a disk thread's answer would be), or asked
+    /// of the disk thread.
+    pub(super) fn first_lock_load(&mut self, table: &crate::mounts::MountTable) {
+        match self.boot_load.take() {
+            Some(load) => {
+                self.logs.state_dir_ready();
+                self.disk_result(DiskResult::Loaded(load));
+            }
+            None => self.start_lock_load(table),
+        }
+    }
+
     pub(super) fn start_lock_load(&mut self, table: &crate::mounts::MountTable) {
         if let Some(m) = &self.settings.state_mount
             && let Err(p) = table.check(m)

@@ -138,6 +138,9 @@ struct Driver {
     socket_bound: bool,
     /// Waiting for the state directory's filesystem before loading locks.
     locks_wait_mount: bool,
+    /// The lock state read before the loop ran (see driver::disk), until
+    /// the loop feeds it.
+    boot_load: Option<crate::engine::LocksLoad>,
     shutdown_complete: Option<ShutdownKind>,
     /// When the loop started; for the shutdown log line.
     started: Instant,
@@ -331,7 +334,7 @@ async fn main_loop(
     // Only now may the lock load answer (with a late state mount it does at
     // once): nothing is decided before the survivors are known.
     let table = d.engine.mounts().clone();
-    d.start_lock_load(&table);
+    d.first_lock_load(&table);
     // Pipes of units that were not adopted: nobody will read them.
     d.resumed_outputs.clear();
 
@@ -561,10 +564,18 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
             .collect(),
     );
 
+    let mut store = LockStore::open(&settings.state_dir);
+    let boot_load = disk::boot_load(
+        &settings.state_dir,
+        settings.state_mount.as_ref(),
+        &mut store,
+        &mut dir_lock,
+    );
     let (disk_tx, disk_rx) = disk::start(
         settings.state_dir.clone(),
         settings.state_mount.clone(),
         dir_lock,
+        store,
     )
     .map_err(|e| tracing::error!("cannot start the persistence thread: {e}"))
     .ok()?;
@@ -608,6 +619,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         engine,
         engine_broken: None,
         locks_wait_mount: false,
+        boot_load,
         procs: ProcTable::default(),
         groups,
         replies: HashMap::new(),
