@@ -273,7 +273,7 @@ impl Engine {
                     self.set_state(id, UnitState::Inactive);
                 }
                 self.audit(&peer, wall_ms, Some(&unit), None, "stop", None, "ok");
-                let dependents = self.required_by[id.0 as usize].len();
+                let dependents = self.required_by.of(id).len();
                 let message = if dependents > 0 {
                     format!(
                         "{unit} stopped (units requiring it were stopped first); it stays down until `supctl start {unit}`"

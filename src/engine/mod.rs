@@ -368,9 +368,9 @@ pub struct Engine {
     /// Start order over defined units (dependencies first).
     order: Vec<UnitId>,
     /// `requires` reversed: who must stop before this unit does.
-    required_by: Vec<Vec<UnitId>>,
+    required_by: names::IdLists,
     /// requires + wants + after reversed: who stops first at shutdown.
-    ordered_before: Vec<Vec<UnitId>>,
+    ordered_before: names::IdLists,
     /// requires + wants + after: whom this unit's decisions read.
     deps: Vec<Vec<UnitId>>,
     /// `part_of` reversed: the units whose decisions read this one's
@@ -485,8 +485,8 @@ impl Engine {
             disabled: Default::default(),
             boot_down: Default::default(),
             order: Vec::new(),
-            required_by: Vec::new(),
-            ordered_before: Vec::new(),
+            required_by: names::IdLists::default(),
+            ordered_before: names::IdLists::default(),
             deps: Vec::new(),
             parts: Vec::new(),
             reload_parts: Vec::new(),
@@ -701,6 +701,25 @@ impl Engine {
     /// Record the most recent failure of a unit, in words.
     fn note_error(&mut self, id: UnitId, now: Instant, text: String) {
         self.units[id.0 as usize].history.last_error = Some((text, now));
+    }
+
+    /// `note_error` of `text`'s words, written over the unit's last error
+    /// in its own buffer: a unit that keeps failing (a crash loop) neither
+    /// frees nor allocates here. At ten thousand units the old string lay
+    /// anywhere in a heap of them: freeing it and growing a new one from
+    /// empty was a third of a crash's allocator time.
+    fn note_error_of(&mut self, id: UnitId, now: Instant, text: &dyn std::fmt::Display) {
+        use std::fmt::Write as _;
+        let slot = &mut self.units[id.0 as usize].history.last_error;
+        match slot {
+            Some((buf, at)) => {
+                buf.clear();
+                // Writing into a String cannot fail.
+                let _ = write!(buf, "{text}");
+                *at = now;
+            }
+            None => *slot = Some((text.to_string(), now)),
+        }
     }
 
     /// When the engine next needs a `Tick`.
@@ -950,8 +969,8 @@ impl Engine {
                 self.order.push(UnitId(i as u32));
             }
         }
-        self.required_by = vec![Vec::new(); self.units.len()];
-        self.ordered_before = vec![Vec::new(); self.units.len()];
+        let mut required_by = vec![Vec::new(); self.units.len()];
+        let mut ordered_before = vec![Vec::new(); self.units.len()];
         self.deps = vec![Vec::new(); self.units.len()];
         self.parts = vec![Vec::new(); self.units.len()];
         self.reload_parts = vec![Vec::new(); self.units.len()];
@@ -963,12 +982,12 @@ impl Engine {
             let spec = u.effective();
             for dep in &spec.requires {
                 if let Some(&d) = self.by_name.get(dep) {
-                    self.required_by[d.0 as usize].push(me);
+                    required_by[d.0 as usize].push(me);
                 }
             }
             for dep in spec.requires.iter().chain(&spec.wants).chain(&spec.after) {
                 if let Some(&d) = self.by_name.get(dep) {
-                    self.ordered_before[d.0 as usize].push(me);
+                    ordered_before[d.0 as usize].push(me);
                     self.deps[i].push(d);
                 }
             }
@@ -989,13 +1008,15 @@ impl Engine {
         }
         self.marks.clear();
         self.marks_at.clear();
-        for i in 0..self.units.len() {
+        for (i, before) in ordered_before.iter().enumerate() {
             self.marks_at.push(self.marks.len() as u32);
-            self.marks.extend_from_slice(&self.ordered_before[i]);
+            self.marks.extend_from_slice(before);
             self.marks.extend_from_slice(&self.deps[i]);
             self.marks.extend_from_slice(&self.parts[i]);
         }
         self.marks_at.push(self.marks.len() as u32);
+        self.required_by = names::IdLists::flatten(&required_by);
+        self.ordered_before = names::IdLists::flatten(&ordered_before);
         self.mount_users = (0..self.units.len())
             .filter(|&i| !self.units[i].effective().mounts.is_empty())
             .map(|i| UnitId(i as u32))
@@ -2066,7 +2087,7 @@ impl Engine {
                     };
                 tracing::warn!(unit = %spec.name, "{status}");
                 if failure {
-                    self.note_error(id, now, status.to_string());
+                    self.note_error_of(id, now, &status);
                 }
                 if restart {
                     self.after_failure(id, now, FailReason::Exited(status), false);
@@ -2934,9 +2955,9 @@ impl Engine {
     /// is everything ordered after it, else what requires it.
     fn dependents_down(&self, id: UnitId) -> bool {
         let list = if self.shutdown.is_some() {
-            &self.ordered_before[id.0 as usize]
+            self.ordered_before.of(id)
         } else {
-            &self.required_by[id.0 as usize]
+            self.required_by.of(id)
         };
         list.iter()
             .all(|d| !self.units[d.0 as usize].state.has_process())
