@@ -706,7 +706,7 @@ impl super::Driver {
 
     /// Groups are removed as their units stop: in a shutdown (nothing
     /// starts again), except as a machine's init (the reboot does it).
-    pub(super) fn retiring_groups(&self) -> bool {
+    fn retiring_groups(&self) -> bool {
         self.settings.mode != crate::world::init::Mode::VmInit
             && self.engine.shutting_down().is_some()
     }
@@ -774,11 +774,6 @@ impl super::Driver {
 /// Exits fed to the engine at once in a shutdown before the groups of
 /// their units are handed to the clean-up thread (`feed_exits`).
 const RETIRE_SLICE: usize = 64;
-
-/// Processes reaped at once in a shutdown that removes the groups, before
-/// their exits are fed and their groups handed to the clean-up thread
-/// (`reap_batch`).
-pub(super) const REAP_SLICE: usize = RETIRE_SLICE;
 
 /// Stop watching `unit`'s group before it is removed. An inotify watch
 /// pins its file: removing the group does not end the watch (no

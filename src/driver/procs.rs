@@ -428,25 +428,16 @@ impl ProcTable {
     /// Helper exits come back as `Next` steps for the driver.
     /// With `only`, just that pid (one `waitpid` by pid: the kernel finds it
     /// at once, where `waitpid(-1)` walks every child of supd).
-    /// With `slice`, at most that many processes: true when the slice was
-    /// full, and the caller must come back for the rest (their SIGCHLDs
-    /// are already consumed).
     pub(super) fn reap_into(
         &mut self,
         only: Option<i32>,
-        slice: Option<usize>,
         exits: &mut Vec<Event>,
         next: &mut Vec<Next>,
-    ) -> bool {
+    ) {
         let target = Pid::from_raw(only.unwrap_or(-1));
-        let mut reaped = 0usize;
         loop {
-            if slice.is_some_and(|n| reaped >= n) {
-                return true;
-            }
-            reaped += 1;
             let ws = match waitpid(target, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(_) => return false,
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(ws) => ws,
             };
             let (pid, status) = match ws {
@@ -545,7 +536,7 @@ impl ProcTable {
                 }
             }
             if only.is_some() {
-                return false;
+                return;
             }
         }
     }
@@ -686,26 +677,13 @@ impl Driver {
     }
 
     /// Collect the exit of `only` (or, with None, of every child that
-    /// exited) and feed them as one batch — in a shutdown that removes
-    /// the groups, as slices of `REAP_SLICE`: a stop-all leaves thousands
-    /// of zombies for one drain, and the clean-up thread can remove a
-    /// group only once its exit is reaped, checked and fed. Reaped whole,
-    /// every rmdir waited for every wait4 and every `cgroup.events` read,
-    /// then ran alone on one CPU at the end (issue 17, "Stop-all with
-    /// groups" in bench/README.md); sliced, the first rmdirs run on the
-    /// other CPU while the rest is reaped.
+    /// exited) and feed them as one batch.
     fn reap_batch(&mut self, only: Option<i32>) {
-        let slice = (only.is_none() && self.retiring_groups()).then_some(super::groups::REAP_SLICE);
-        while self.reap_slice(only, slice) {}
-    }
-
-    /// One slice of `reap_batch`: true when it was full (more to reap).
-    fn reap_slice(&mut self, only: Option<i32>, slice: Option<usize>) -> bool {
         // Exits during the drain are collected by it; their SIGCHLDs stay
         // pending on the signalfd and wake us once more.
         let mut exits = Vec::new();
         let mut next = Vec::new();
-        let full = self.procs.reap_into(only, slice, &mut exits, &mut next);
+        self.procs.reap_into(only, &mut exits, &mut next);
         let mut ended = Vec::new();
         for n in next {
             match n {
@@ -754,7 +732,6 @@ impl Driver {
         }
         let emptied = self.empty_before_exit(&mut exits, &ended);
         self.feed_exits(exits, emptied);
-        full
     }
 
     /// For each contained run in `ended` whose group is empty already (a
