@@ -706,7 +706,7 @@ impl super::Driver {
 
     /// Groups are removed as their units stop: in a shutdown (nothing
     /// starts again), except as a machine's init (the reboot does it).
-    pub(super) fn retiring_groups(&self) -> bool {
+    fn retiring_groups(&self) -> bool {
         self.settings.mode != crate::world::init::Mode::VmInit
             && self.engine.shutting_down().is_some()
     }

@@ -142,11 +142,6 @@ struct Driver {
     /// the loop feeds it.
     boot_load: Option<crate::engine::LocksLoad>,
     shutdown_complete: Option<ShutdownKind>,
-    /// A shutdown's stop signals not sent yet (`Action::Signal`), sent
-    /// `SIGNAL_SLICE` per loop turn: the exits of the units signalled
-    /// first are reaped, and their groups removed, while the rest are
-    /// signalled (see `signal_some`).
-    deferred_signals: std::collections::VecDeque<(RunId, i32)>,
     /// When the loop started; for the shutdown log line.
     started: Instant,
     /// Boot or a reload happened and its memory has not been trimmed yet.
@@ -423,14 +418,6 @@ async fn main_loop(
                 }
                 MountNews::Unknown(why) => d.feed(Event::MountTableUnknown(why)),
             },
-            // Last, and after a yield (the runtime reads the kernel's
-            // readiness, the signalfd's among it, before the task runs
-            // again): the exits of the units signalled so far are reaped
-            // between two slices.
-            _ = tokio::task::yield_now(), if !d.deferred_signals.is_empty() => {
-                d.signal_some(SIGNAL_SLICE);
-                continue;
-            }
             _ = sleep_until(deadline) => {
                 if let Some(t) = trim_at && Instant::now() >= t {
                     // Boot, a reload or commands have settled: give back
@@ -660,7 +647,6 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         held_replies: Vec::new(),
         audit_failure: None,
         shutdown_complete: None,
-        deferred_signals: Default::default(),
         started: Instant::now(),
         trim_pending: true,
         listeners: Default::default(),
@@ -696,9 +682,6 @@ const TRIM_AFTER_QUIET: Duration = Duration::from_millis(250);
 /// exit (every writer is gone by then, so it is all in the pipes; the
 /// bound covers a pipe some outside process still holds open).
 const OUTPUT_DRAIN: Duration = Duration::from_secs(1);
-
-/// A shutdown's stop signals sent per loop turn (`Driver::signal_some`).
-const SIGNAL_SLICE: usize = 256;
 
 /// Let the output readers reach the end of their pipes: the stop of the
 /// last units can end within one reaper drain, before their readers ever
@@ -859,35 +842,10 @@ impl Driver {
         }
     }
 
-    /// Send up to `n` of a shutdown's deferred stop signals. A stop-all
-    /// signalled every unit in one batch: each service it woke preempted
-    /// the loop's thread, every service had exited by the end of it, and
-    /// only then were they reaped and their groups handed to the clean-up
-    /// thread, whose rmdirs (~40 µs each, and as much again of the
-    /// kernel's css release work) then ran alone (bench/README.md,
-    /// "Stop-all with groups"). The engine is not involved: it ordered
-    /// these signals in one batch, and they go out in that order.
-    fn signal_some(&mut self, n: usize) {
-        for _ in 0..n {
-            let Some((run, signal)) = self.deferred_signals.pop_front() else {
-                return;
-            };
-            if !self.groups.signal(run, signal)
-                && let Ok(sig) = Signal::try_from(signal)
-            {
-                self.procs.signal_run(run, sig);
-            }
-        }
-    }
-
     /// Carry out one action; an immediate result comes back as an event.
     fn execute(&mut self, action: Action) -> Vec<Event> {
         match action {
             Action::Spawn { run, spec, mounts } => self.start_run(run, spec, mounts),
-            Action::Signal { run, signal } if self.retiring_groups() => {
-                self.deferred_signals.push_back((run, signal));
-                vec![]
-            }
             Action::Signal { run, signal } => {
                 if !self.groups.signal(run, signal)
                     && let Ok(sig) = Signal::try_from(signal)
