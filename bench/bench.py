@@ -891,11 +891,17 @@ def curve_once(k, n):
 
 def bench_probecpu():
     """supd's CPU (utime+stime of all its threads, /proc/PID/stat) over a
-    fixed window while N units are TCP-probed at 1,000 results/s in all."""
+    fixed window while N units are TCP-probed at 1,000 results/s in all.
+    With SUPD_B the other build runs each case too, and PROBE_ROUNDS=k
+    repeats everything k times; the order of builds alternates per round
+    and the cases alternate with them, so neither build nor size always
+    runs first (the kernel's TCP tables keep what a previous case left)."""
     listener = os.path.join(BUILD, "listener")
     secs = int(os.environ.get("PROBE_SECS", "10" if QUICK else "30"))
+    rounds = int(os.environ.get("PROBE_ROUNDS", "1"))
     cases = [(int(a), int(b)) for a, b in (c.split(":") for c in
              os.environ.get("PROBE_CASES", "1000:1,4000:4,10000:10").split(","))]
+    builds = [("supd", SUPD)] + ([("supd-b", SUPD_B)] if SUPD_B else [])
     ports = 64
     out(f"## 8. supd CPU at 1,000 TCP-probe results/s ({secs} s window)")
     out("")
@@ -903,46 +909,81 @@ def bench_probecpu():
         "real listening sockets, `listener.c` outside supd's namespace, accepting and closing), "
         "`interval` as below; otherwise " + SUPD_SETTINGS + ". The window starts "
         "two probe intervals after the last service started; % of one core = "
-        "Δ(utime+stime) / window. Results/s = connections the listener accepted in the window / window.")
+        "Δ(utime+stime) / window. Results/s = connections the listener accepted in the window / window; "
+        "µs/result = supd's CPU in the window / connections accepted; sleeps and preemptions per result = "
+        "supd's voluntary and involuntary context switches (all threads) / connections accepted (counts that "
+        "do not depend on the machine's speed)."
+        + (f" supd-b: `{SUPD_B}`." if SUPD_B else ""))
     out("")
-    out("| units | probe interval | results/s | supd CPU (% of one core) | load (1 min) |")
-    out("|---|---|---|---|---|")
+    out("| round | build | units | probe interval | results/s | supd CPU (% of one core) | µs/result "
+        "| sleeps/result | preemptions/result | load (1 min) |")
+    out("|---|---|---|---|---|---|---|---|---|---|")
     hz = os.sysconf("SC_CLK_TCK")
-    for n, every in cases:
-        if not fd_room(n):
-            out(f"| {n} | {every} s | not run | needs ~{fd_need(n)} descriptors; the hard "
-                f"RLIMIT_NOFILE here is lower and supd may not raise it | {loadavg().split()[0]} |")
-            continue
-        count = os.path.join(TMP, "accepted")
-        lp = subprocess.Popen([listener, "21000", str(ports), count], stdin=subprocess.DEVNULL)
-        base = os.path.join(TMP, "probecpu")
-        units = base + "-units"
-        shutil.rmtree(units, ignore_errors=True)
-        os.makedirs(units)
-        for i in range(n):
-            with open(os.path.join(units, f"s{i}.toml"), "w") as f:
-                f.write(f'exec = ["{SERVICE}", "s{i}"]\nenv = {{ MARKDIR = "{MARKS}" }}\n{SUPD_RESTART}'
-                        f'[health]\ntcp = "127.0.0.1:{21000 + i % ports}"\ninterval = "{every}s"\n')
-        m = Marks(MARKS)
-        run = Run(supd_argv(units, base), m.path)
-        cpu = rate = None
-        if m.wait(lambda m: len(m.starts()) >= n, 60 + n * 0.02):
-            time.sleep(2 * every)
-            a, c0, t0 = cpu_ticks(run.pid), read_count(count), time.monotonic()
-            time.sleep(secs)
-            b, c1, t1 = cpu_ticks(run.pid), read_count(count), time.monotonic()
-            cpu = 100.0 * (b - a) / hz / (t1 - t0)
-            rate = (c1 - c0) / (t1 - t0)
-        load = loadavg().split()[0]
-        run.kill()
-        m.close()
-        lp.kill()
-        lp.wait(10)
-        out(f"| {n} | {every} s | {rate:.0f} | {cpu:.1f} | {load} |" if cpu is not None
-            else f"| {n} | {every} s | n/a | did not start in time | {load} |")
-        results[f"probecpu{n}"] = (cpu, rate)
+    per = {}
+    for r in range(rounds):
+        order = [(b, c) for c in (cases if r % 2 == 0 else cases[::-1])
+                 for b in (builds if r % 2 == 0 else builds[::-1])]
+        for (label, binary), (n, every) in order:
+            if not fd_room(n):
+                out(f"| {r + 1} | {label} | {n} | {every} s | not run | needs ~{fd_need(n)} descriptors; the hard "
+                    f"RLIMIT_NOFILE here is lower and supd may not raise it | | | | {loadavg().split()[0]} |")
+                continue
+            count = os.path.join(TMP, "accepted")
+            lp = subprocess.Popen([listener, "21000", str(ports), count], stdin=subprocess.DEVNULL)
+            base = os.path.join(TMP, "probecpu")
+            units = base + "-units"
+            shutil.rmtree(units, ignore_errors=True)
+            os.makedirs(units)
+            for i in range(n):
+                with open(os.path.join(units, f"s{i}.toml"), "w") as f:
+                    f.write(f'exec = ["{SERVICE}", "s{i}"]\nenv = {{ MARKDIR = "{MARKS}" }}\n{SUPD_RESTART}'
+                            f'[health]\ntcp = "127.0.0.1:{21000 + i % ports}"\ninterval = "{every}s"\n')
+            m = Marks(MARKS)
+            run = Run(supd_argv(units, base, binary=binary), m.path)
+            cpu = rate = None
+            if m.wait(lambda m: len(m.starts()) >= n, 60 + n * 0.02):
+                time.sleep(2 * every)
+                a, c0, t0, s0 = cpu_ticks(run.pid), read_count(count), time.monotonic(), ctx_switches(run.pid)
+                time.sleep(secs)
+                b, c1, t1, s1 = cpu_ticks(run.pid), read_count(count), time.monotonic(), ctx_switches(run.pid)
+                vol, invol = ((s1[i] - s0[i]) / max(1, c1 - c0) for i in (0, 1))
+                cpu = 100.0 * (b - a) / hz / (t1 - t0)
+                rate = (c1 - c0) / (t1 - t0)
+                us = 1e6 * (b - a) / hz / max(1, c1 - c0)
+                per.setdefault((label, n), []).append((cpu, us))
+            load = loadavg().split()[0]
+            run.kill()
+            m.close()
+            lp.kill()
+            lp.wait(10)
+            out(f"| {r + 1} | {label} | {n} | {every} s | {rate:.0f} | {cpu:.1f} | {us:.0f} | {vol:.3f} | {invol:.3f} "
+                f"| {load} |" if cpu is not None
+                else f"| {r + 1} | {label} | {n} | {every} s | n/a | did not start in time | | | | {load} |")
+            results[f"probecpu{n}" + ("" if label == "supd" else "-b")] = (cpu, rate)
+    if rounds > 1 or SUPD_B:
+        out("")
+        out("| build | units | supd CPU, median (min–max) | µs/result, median (min–max) |")
+        out("|---|---|---|---|")
+        for (label, n), v in sorted(per.items()):
+            out(f"| {label} | {n} | {med([c for c, _ in v])} % | {med([u for _, u in v])} |")
     out("")
     log("probecpu done")
+
+
+def ctx_switches(pid):
+    """(voluntary, involuntary) context switches of all of pid's threads."""
+    vol = invol = 0
+    try:
+        for t in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{t}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches"):
+                        vol += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches"):
+                        invol += int(line.split()[1])
+    except OSError:
+        pass
+    return vol, invol
 
 
 def cpu_ticks(pid):
