@@ -508,6 +508,16 @@ impl Groups {
             return false;
         };
         if let Err(e) = watch_group(&mut self.watcher, &self.tx, unit, &path) {
+            if !path.exists() {
+                // Gone: a group with processes in it cannot be removed, so
+                // nothing is left of the run. Read once more (it reads as
+                // empty) so the emptying is reported instead of waited for
+                // (a shutdown once waited for it for ever, see
+                // `cgroup::populated_at`).
+                tracing::info!(unit = %unit, "its group {} is gone: nothing is left in it", path.display());
+                let _ = self.tx.send(unit.to_string());
+                return false;
+            }
             tracing::error!(unit = %unit, "watching {}/cgroup.events: {e}; supd learns of the end of this run's other processes only when asked again (raise fs.inotify.max_user_watches or the open-file limit)", path.display());
             return false;
         }

@@ -546,7 +546,16 @@ pub fn populated_at(subtree: i32, unit: &str, kind: GroupKind) -> std::io::Resul
     // with a NUL-terminated name; the result, if any, is ours.
     let fd = unsafe { libc::openat(subtree, rel.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if fd < 0 {
-        return Err(std::io::Error::last_os_error());
+        let e = std::io::Error::last_os_error();
+        // No such group: the kernel refuses to remove a group that has
+        // processes, so one that is not there holds none. (Read as an
+        // error, a run whose group had been removed under it — as a
+        // shutdown's clean-up did once under heavy load — was never
+        // reported empty, and the shutdown waited for it for ever.)
+        if e.raw_os_error() == Some(libc::ENOENT) {
+            return Ok(false);
+        }
+        return Err(e);
     }
     // SAFETY: a fresh descriptor nothing else owns.
     let mut f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
@@ -1301,6 +1310,25 @@ fn read_events(f: &mut File) -> std::io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_that_is_not_there_reads_as_empty_and_others_as_written() {
+        // A populated group cannot be removed, so a missing one is empty;
+        // reading it as an error once left a shutdown waiting for ever.
+        let dir = std::env::temp_dir().join(format!("supd-populated-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("full.unit")).expect("dir");
+        std::fs::write(
+            dir.join("full.unit/cgroup.events"),
+            "populated 1\nfrozen 0\n",
+        )
+        .expect("write");
+        let d = std::fs::File::open(&dir).expect("open dir");
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&d);
+        assert!(!populated_at(fd, "gone", GroupKind::Unit).expect("a missing group is no error"));
+        assert!(populated_at(fd, "full", GroupKind::Unit).expect("read"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn finds_the_unified_hierarchy_first_and_skips_read_only() {
