@@ -1278,9 +1278,9 @@ impl Pin {
         let size = std::mem::size_of::<libc::cpu_set_t>();
         // SAFETY: cpu_set_t is a plain bit array; all-zero is the empty set.
         let mut saved: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: pid 0 is this thread; the buffer is `size` bytes.
-        // SAFETY (and for the CPU_* calls): the buffer is `size` bytes;
-        // CPU numbers come from the kernel, below CPU_SETSIZE.
+        // SAFETY (and for the CPU_* calls below): pid 0 is this thread;
+        // the buffer is `size` bytes; CPU numbers come from the kernel,
+        // below CPU_SETSIZE.
         if unsafe { libc::sched_getaffinity(0, size, &mut saved) } != 0
             || unsafe { libc::CPU_COUNT(&saved) } < 2
         {
@@ -1299,6 +1299,7 @@ impl Pin {
             return None;
         }
         let mut others = saved;
+        // SAFETY: as above.
         unsafe { libc::CPU_CLR(cpu as usize, &mut others) };
         Some(Pin {
             saved,
@@ -1541,13 +1542,18 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         let a = &*(arg as *const ChildArgs);
         (&*a.plan, a.err)
     };
-    let fail_at = move |stage: Stage, r: isize, step: usize| -> ! {
+    let fail_at = |stage: Stage, r: isize, step: usize| -> ! {
         // SAFETY: volatile writes into the error slot, then exit this child
         // only; the parent reads the slot after it resumes.
         unsafe {
-            std::ptr::write_volatile(std::ptr::addr_of_mut!((*err).stage), stage as i32);
-            std::ptr::write_volatile(std::ptr::addr_of_mut!((*err).errno), (-r) as i32);
-            std::ptr::write_volatile(std::ptr::addr_of_mut!((*err).step), step);
+            std::ptr::write_volatile(
+                err,
+                ChildErr {
+                    stage: stage as i32,
+                    errno: (-r) as i32,
+                    step,
+                },
+            );
             libc::syscall(libc::SYS_exit_group, 127);
         }
         #[allow(clippy::empty_loop)]
