@@ -1065,3 +1065,88 @@ fn services_born_in_their_groups_see_supds_whole_cpu_mask_and_supd_keeps_it() {
         "supd's spawning thread did not take its own CPU mask back"
     );
 }
+
+/// A unit whose `exec_stop_post` command is the last process in its
+/// group stops as soon as that command ends, not at its stop timeout.
+/// Its group was empty when the main process was reaped, so it was not
+/// watched, and the end of the stop-post command (the run's
+/// `ProcessExited`) came with no `GroupEmpty`: the run waited, drained,
+/// for the whole stop timeout, then SIGKILLed an empty group to learn
+/// that it was empty. In a shutdown the group sat empty but in use for
+/// all that time (10 s by default); a full test.sh once had it removed
+/// under the run then (by a bench's clean-up of the empty groups of
+/// every new supd subtree), and the shutdown waited for ever.
+#[test]
+fn a_unit_with_exec_stop_post_stops_when_the_command_ends_not_at_its_timeout() {
+    if skip("a_unit_with_exec_stop_post_stops_when_the_command_ends") {
+        return;
+    }
+    let t = TempDir::new("cg-postend");
+    let Some((state, subtree)) = state_and_subtree(&t, "a_unit_with_exec_stop_post_stops") else {
+        return;
+    };
+    let record = t.path().join("post-cgroup");
+    // python3, not only sh: the stop-post command is a real program that
+    // takes a while and reports the group it ran in.
+    let post = format!(
+        "{}exec_stop_post = [[\"python3\", \"-c\", {}, {}]]\n[stop]\ntimeout = \"25s\"\n",
+        sh_unit("exec sleep 600", ""),
+        toml_str(
+            "import os, sys, time\ntime.sleep(0.2)\n\
+             cg = open('/proc/self/cgroup').read()\n\
+             open(sys.argv[1] + '.tmp', 'w').write(cg)\n\
+             os.rename(sys.argv[1] + '.tmp', sys.argv[1])\n"
+        ),
+        toml_str(&record.display().to_string()),
+    );
+    let plain = sh_unit("exec sleep 600", "");
+    let mut supd = Supd::start_with(
+        "cg-postend",
+        &[("post", &post), ("plain", &plain)],
+        Options {
+            state_dir: Some(state.clone()),
+            ..Options::default()
+        },
+    );
+    supd.wait_state("post", "running", Duration::from_secs(20));
+    // An operator's stop: it answers once the unit is down.
+    let t0 = Instant::now();
+    supd.ok(&["stop", "post"]);
+    let took = t0.elapsed();
+    let cg = std::fs::read_to_string(&record).unwrap_or_default();
+    assert!(
+        cg.trim_end().ends_with("/post.unit"),
+        "the stop-post command did not run (in its unit's group): {cg:?}\n{}",
+        supd.log_text()
+    );
+    assert_eq!(supd.state_of("post"), "stopped");
+    assert!(
+        took < Duration::from_secs(12),
+        "stopping took {took:?}: the run waited for its 25 s stop timeout after its stop-post command ended\n{}",
+        supd.log_text()
+    );
+    // A shutdown: the same, and the group is removed once it is over.
+    let _ = std::fs::remove_file(&record);
+    supd.ok(&["start", "post"]);
+    supd.wait_state("post", "running", Duration::from_secs(20));
+    let t0 = Instant::now();
+    supd.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = supd.wait_exit(Duration::from_secs(60));
+    let took = t0.elapsed();
+    let log = supd.log_text();
+    assert!(status.success(), "supd exited with {status}\n{log}");
+    assert!(
+        std::fs::read_to_string(&record).is_ok_and(|c| c.trim_end().ends_with("/post.unit")),
+        "the stop-post command did not run at the shutdown\n{log}"
+    );
+    assert!(
+        took < Duration::from_secs(12),
+        "the shutdown took {took:?}: it waited for post's 25 s stop timeout\n{log}"
+    );
+    assert!(!log.contains("processes left after"), "{log}");
+    assert!(
+        !subtree.exists(),
+        "supd's subtree {} is left after a clean exit",
+        subtree.display()
+    );
+}

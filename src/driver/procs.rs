@@ -688,7 +688,9 @@ impl Driver {
         for n in next {
             match n {
                 Next::Helper(run, step, status) => {
-                    exits.extend(self.after_helper(run, step, status))
+                    let evs = self.after_helper(run, step, status);
+                    self.note_script_end(run, &evs, &mut ended);
+                    exits.extend(evs);
                 }
                 Next::StopPost(run, status) => {
                     if let Some(c) = self.procs.runs.get_mut(&run) {
@@ -704,7 +706,9 @@ impl Driver {
                         c.post_on_empty = true;
                         exits.push(Event::ProcessExited { run, status });
                     } else {
-                        exits.extend(self.run_step(run, Step::StopPost(0)));
+                        let evs = self.run_step(run, Step::StopPost(0));
+                        self.note_script_end(run, &evs, &mut ended);
+                        exits.extend(evs);
                     }
                 }
                 Next::ChainStop(run, spec, i) => exits.extend(self.stop_command(run, spec, i)),
@@ -732,6 +736,27 @@ impl Driver {
         }
         let emptied = self.empty_before_exit(&mut exits, &ended);
         self.feed_exits(exits, emptied);
+    }
+
+    /// A helper's exit (or a stop-post command that could not start)
+    /// ended a contained run's script: its `ProcessExited` is in `evs`
+    /// (the last stop-post or stop command). The run then belongs in
+    /// `ended` like a main process's exit without stop-post commands: if
+    /// its group is empty already (the usual case: the stop-post command
+    /// was the last process in it), the engine hears `GroupEmpty` first
+    /// and ends the run in this batch. Without that nothing reported the
+    /// emptying (the group was not watched: it was empty when the main
+    /// process was reaped), so every stop of a unit with `exec_stop_post`
+    /// lasted its whole stop timeout, the run waiting for the group's
+    /// SIGKILL to learn that the group was empty; a supd shutting down
+    /// left its group empty but in use for all that time.
+    fn note_script_end(&self, run: RunId, evs: &[Event], ended: &mut Vec<RunId>) {
+        let over = evs
+            .iter()
+            .any(|e| matches!(e, Event::ProcessExited { run: r, .. } if *r == run));
+        if over && self.groups.is_contained(run) {
+            ended.push(run);
+        }
     }
 
     /// For each contained run in `ended` whose group is empty already (a
