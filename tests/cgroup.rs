@@ -1150,3 +1150,96 @@ fn a_unit_with_exec_stop_post_stops_when_the_command_ends_not_at_its_timeout() {
         subtree.display()
     );
 }
+
+/// A unit's group is not over while its stop commands are: the next
+/// command of `[stop] exec` runs in the unit's group and the unit is down
+/// only once the last one has finished, even when the group is empty for
+/// a moment between two commands. The kernel makes that moment on its
+/// own (a command that exits leaves the group before supd can reap it,
+/// and under load long before); here the first command leaves the group
+/// by itself (moving to a group of the test's), which makes it certain.
+/// It used to end the run there: the stop answered early, a shutdown
+/// removed the group, and the second command ran outside any group of
+/// the unit.
+#[test]
+fn the_next_stop_command_runs_in_the_units_group_even_when_it_emptied_between_them() {
+    if skip("the_next_stop_command_runs_in_the_units_group") {
+        return;
+    }
+    let Some(mount) = supd::world::cgroup::hierarchy() else {
+        return;
+    };
+    let t = TempDir::new("cg-stopchain");
+    let Some((state, subtree)) =
+        state_and_subtree(&t, "the_next_stop_command_runs_in_the_units_group")
+    else {
+        return;
+    };
+    let aside = Aside(mount.join(format!("supd-test-aside-{}", std::process::id())));
+    let _ = std::fs::remove_dir(&aside.0);
+    std::fs::create_dir(&aside.0).expect("a group of the test's");
+    let record = t.path().join("second-stop");
+    let first = format!(
+        "echo 0 > {}/cgroup.procs && kill $MAINPID && sleep 0.5",
+        aside.0.display()
+    );
+    let second = "import sys\ncg = open('/proc/self/cgroup').read()\n\
+                  open(sys.argv[1], 'w').write(cg)\n";
+    let unit = format!(
+        "{}[stop]\ntimeout = \"20s\"\nexec = [[\"sh\", \"-c\", {}], [\"python3\", \"-c\", {}, {}]]\n",
+        sh_unit("exec sleep 600", ""),
+        toml_str(&first),
+        toml_str(second),
+        toml_str(&record.display().to_string()),
+    );
+    let mut supd = Supd::start_with(
+        "cg-stopchain",
+        &[("x", &unit)],
+        Options {
+            state_dir: Some(state.clone()),
+            ..Options::default()
+        },
+    );
+    supd.wait_state("x", "running", Duration::from_secs(20));
+    let t0 = Instant::now();
+    supd.ok(&["stop", "x"]);
+    let took = t0.elapsed();
+    // Stopped means every stop command ran: the second one's record is
+    // there already, written from the unit's group.
+    let cg = std::fs::read_to_string(&record).unwrap_or_default();
+    let log = supd.log_text();
+    assert!(
+        cg.trim_end().ends_with("/x.unit"),
+        "when the stop answered, the second stop command had not run in x's group: {cg:?}\n{log}"
+    );
+    assert_eq!(supd.state_of("x"), "stopped");
+    assert!(
+        took < Duration::from_secs(12),
+        "the stop took {took:?}: it waited for the 20 s stop timeout\n{log}"
+    );
+    supd.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = supd.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "supd exited with {status}");
+    assert!(
+        !subtree.exists(),
+        "supd's subtree is left after a clean exit"
+    );
+    drop(aside);
+}
+
+/// A group the test made: removed when the test ends, failed or not, once
+/// what was moved into it has exited (bounded).
+struct Aside(PathBuf);
+
+impl Drop for Aside {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::remove_dir(&self.0).is_err() && self.0.exists() {
+            if Instant::now() >= deadline {
+                eprintln!("could not remove cgroup {} in time", self.0.display());
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
