@@ -302,7 +302,7 @@ class Run:
             pre += ["--mount-proc"]
         elif mount_ns:
             pre += ["--mount", "--propagation", "private"]
-        self.cgroups_before = cgclean.cgroup_subtrees()
+        self.argv = argv
         self.p = subprocess.Popen(pre + ["--"] + argv, env=env, stdin=subprocess.DEVNULL,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.pid = None
@@ -334,8 +334,9 @@ class Run:
         if not self.wait(10):
             self.p.kill()
             self.p.wait(10)
-        # What this instance left in cgroupfs (runs are one at a time).
-        for top in cgclean.cgroup_subtrees() - self.cgroups_before:
+        # What this instance left in cgroupfs (its own subtree only: other
+        # supd instances may be running on this host).
+        for top in cgclean.subtrees_of(self.argv):
             cgclean.remove_empty_tree(top)
 
 

@@ -135,7 +135,6 @@ def one(mode, rnd):
             "--units", units, "--state-dir", state, "--socket", base + "/ctl.sock",
             "--config", "/nonexistent", "--max-parallel-starts", "1000", "--log-level", "warn"]
     env = dict(os.environ, **MODES[mode])
-    before = cgclean.cgroup_subtrees()
     t0 = time.monotonic_ns()
     p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=open(base + "/supd.log", "w"))
@@ -175,7 +174,7 @@ def one(mode, rnd):
     except subprocess.TimeoutExpired:
         os.kill(pid, signal.SIGKILL)
         p.wait(10)
-        for top in cgclean.cgroup_subtrees() - before:
+        for top in cgclean.subtrees_of(argv):
             cgclean.remove_empty_tree(top)
     shutil.rmtree(base, ignore_errors=True)
     return start_ms, cpu_per_spawn_us, wakeups, main_per_spawn_us, cg

@@ -1065,3 +1065,181 @@ fn services_born_in_their_groups_see_supds_whole_cpu_mask_and_supd_keeps_it() {
         "supd's spawning thread did not take its own CPU mask back"
     );
 }
+
+/// A unit whose `exec_stop_post` command is the last process in its
+/// group stops as soon as that command ends, not at its stop timeout.
+/// Its group was empty when the main process was reaped, so it was not
+/// watched, and the end of the stop-post command (the run's
+/// `ProcessExited`) came with no `GroupEmpty`: the run waited, drained,
+/// for the whole stop timeout, then SIGKILLed an empty group to learn
+/// that it was empty. In a shutdown the group sat empty but in use for
+/// all that time (10 s by default); a full test.sh once had it removed
+/// under the run then (by a bench's clean-up of the empty groups of
+/// every new supd subtree), and the shutdown waited for ever.
+#[test]
+fn a_unit_with_exec_stop_post_stops_when_the_command_ends_not_at_its_timeout() {
+    if skip("a_unit_with_exec_stop_post_stops_when_the_command_ends") {
+        return;
+    }
+    let t = TempDir::new("cg-postend");
+    let Some((state, subtree)) = state_and_subtree(&t, "a_unit_with_exec_stop_post_stops") else {
+        return;
+    };
+    let record = t.path().join("post-cgroup");
+    // python3, not only sh: the stop-post command is a real program that
+    // takes a while and reports the group it ran in.
+    let post = format!(
+        "{}exec_stop_post = [[\"python3\", \"-c\", {}, {}]]\n[stop]\ntimeout = \"25s\"\n",
+        sh_unit("exec sleep 600", ""),
+        toml_str(
+            "import os, sys, time\ntime.sleep(0.2)\n\
+             cg = open('/proc/self/cgroup').read()\n\
+             open(sys.argv[1] + '.tmp', 'w').write(cg)\n\
+             os.rename(sys.argv[1] + '.tmp', sys.argv[1])\n"
+        ),
+        toml_str(&record.display().to_string()),
+    );
+    let plain = sh_unit("exec sleep 600", "");
+    let mut supd = Supd::start_with(
+        "cg-postend",
+        &[("post", &post), ("plain", &plain)],
+        Options {
+            state_dir: Some(state.clone()),
+            ..Options::default()
+        },
+    );
+    supd.wait_state("post", "running", Duration::from_secs(20));
+    // An operator's stop: it answers once the unit is down.
+    let t0 = Instant::now();
+    supd.ok(&["stop", "post"]);
+    let took = t0.elapsed();
+    let cg = std::fs::read_to_string(&record).unwrap_or_default();
+    assert!(
+        cg.trim_end().ends_with("/post.unit"),
+        "the stop-post command did not run (in its unit's group): {cg:?}\n{}",
+        supd.log_text()
+    );
+    assert_eq!(supd.state_of("post"), "stopped");
+    assert!(
+        took < Duration::from_secs(12),
+        "stopping took {took:?}: the run waited for its 25 s stop timeout after its stop-post command ended\n{}",
+        supd.log_text()
+    );
+    // A shutdown: the same, and the group is removed once it is over.
+    let _ = std::fs::remove_file(&record);
+    supd.ok(&["start", "post"]);
+    supd.wait_state("post", "running", Duration::from_secs(20));
+    let t0 = Instant::now();
+    supd.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = supd.wait_exit(Duration::from_secs(60));
+    let took = t0.elapsed();
+    let log = supd.log_text();
+    assert!(status.success(), "supd exited with {status}\n{log}");
+    assert!(
+        std::fs::read_to_string(&record).is_ok_and(|c| c.trim_end().ends_with("/post.unit")),
+        "the stop-post command did not run at the shutdown\n{log}"
+    );
+    assert!(
+        took < Duration::from_secs(12),
+        "the shutdown took {took:?}: it waited for post's 25 s stop timeout\n{log}"
+    );
+    assert!(!log.contains("processes left after"), "{log}");
+    assert!(
+        !subtree.exists(),
+        "supd's subtree {} is left after a clean exit",
+        subtree.display()
+    );
+}
+
+/// A unit's group is not over while its stop commands are: the next
+/// command of `[stop] exec` runs in the unit's group and the unit is down
+/// only once the last one has finished, even when the group is empty for
+/// a moment between two commands. The kernel makes that moment on its
+/// own (a command that exits leaves the group before supd can reap it,
+/// and under load long before); here the first command leaves the group
+/// by itself (moving to a group of the test's), which makes it certain.
+/// It used to end the run there: the stop answered early, a shutdown
+/// removed the group, and the second command ran outside any group of
+/// the unit.
+#[test]
+fn the_next_stop_command_runs_in_the_units_group_even_when_it_emptied_between_them() {
+    if skip("the_next_stop_command_runs_in_the_units_group") {
+        return;
+    }
+    let Some(mount) = supd::world::cgroup::hierarchy() else {
+        return;
+    };
+    let t = TempDir::new("cg-stopchain");
+    let Some((state, subtree)) =
+        state_and_subtree(&t, "the_next_stop_command_runs_in_the_units_group")
+    else {
+        return;
+    };
+    let aside = Aside(mount.join(format!("supd-test-aside-{}", std::process::id())));
+    let _ = std::fs::remove_dir(&aside.0);
+    std::fs::create_dir(&aside.0).expect("a group of the test's");
+    let record = t.path().join("second-stop");
+    let first = format!(
+        "echo 0 > {}/cgroup.procs && kill $MAINPID && sleep 0.5",
+        aside.0.display()
+    );
+    let second = "import sys\ncg = open('/proc/self/cgroup').read()\n\
+                  open(sys.argv[1], 'w').write(cg)\n";
+    let unit = format!(
+        "{}[stop]\ntimeout = \"20s\"\nexec = [[\"sh\", \"-c\", {}], [\"python3\", \"-c\", {}, {}]]\n",
+        sh_unit("exec sleep 600", ""),
+        toml_str(&first),
+        toml_str(second),
+        toml_str(&record.display().to_string()),
+    );
+    let mut supd = Supd::start_with(
+        "cg-stopchain",
+        &[("x", &unit)],
+        Options {
+            state_dir: Some(state.clone()),
+            ..Options::default()
+        },
+    );
+    supd.wait_state("x", "running", Duration::from_secs(20));
+    let t0 = Instant::now();
+    supd.ok(&["stop", "x"]);
+    let took = t0.elapsed();
+    // Stopped means every stop command ran: the second one's record is
+    // there already, written from the unit's group.
+    let cg = std::fs::read_to_string(&record).unwrap_or_default();
+    let log = supd.log_text();
+    assert!(
+        cg.trim_end().ends_with("/x.unit"),
+        "when the stop answered, the second stop command had not run in x's group: {cg:?}\n{log}"
+    );
+    assert_eq!(supd.state_of("x"), "stopped");
+    assert!(
+        took < Duration::from_secs(12),
+        "the stop took {took:?}: it waited for the 20 s stop timeout\n{log}"
+    );
+    supd.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = supd.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "supd exited with {status}");
+    assert!(
+        !subtree.exists(),
+        "supd's subtree is left after a clean exit"
+    );
+    drop(aside);
+}
+
+/// A group the test made: removed when the test ends, failed or not, once
+/// what was moved into it has exited (bounded).
+struct Aside(PathBuf);
+
+impl Drop for Aside {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::remove_dir(&self.0).is_err() && self.0.exists() {
+            if Instant::now() >= deadline {
+                eprintln!("could not remove cgroup {} in time", self.0.display());
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

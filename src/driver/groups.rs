@@ -30,8 +30,9 @@
 //! again, synchronously, before the engine is told); bind two runs to one
 //! group (the engine starts a unit again only after `GroupEmpty`); remove
 //! a group something may still be spawned into (only in a shutdown, once
-//! its unit's main process is reaped and no command of it runs); decide
-//! anything about a unit.
+//! its unit's main process is reaped and no command of it runs or is due:
+//! a stop command's successor, a stop-post command); decide anything
+//! about a unit.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -526,6 +527,18 @@ impl Groups {
         true
     }
 
+    /// Read `unit`'s group again soon (a wake-up of our own on the
+    /// watches' channel): `emptied` then reports it if it is empty, or
+    /// watches it if it is not.
+    pub(super) fn recheck(&self, unit: &str) {
+        let _ = self.tx.send(unit.to_string());
+    }
+
+    /// The run whose processes are in `unit`'s group now.
+    pub(super) fn current_run(&self, unit: &str) -> Option<RunId> {
+        self.current.get(unit).copied()
+    }
+
     /// Whether `run`'s group has processes now; if it has, it is watched
     /// from now on (its emptying will be reported).
     pub(super) fn populated_watched(&mut self, run: RunId) -> bool {
@@ -731,8 +744,12 @@ impl super::Driver {
         }
         for (run, unit) in emptied {
             // Its main process reaped too (a stop-post command runs when
-            // it is), and no command of it running.
-            if !self.procs.has_main(run) && !self.procs.has_helpers(run) {
+            // it is), and no command of it running or due (a stop command
+            // not reaped yet is followed by the next one).
+            if !self.procs.has_main(run)
+                && !self.procs.has_helpers(run)
+                && !self.procs.stop_pending(run)
+            {
                 self.groups.retire(&unit);
             }
         }

@@ -950,6 +950,17 @@ impl Driver {
         let mut evs = Vec::new();
         let mut done = Vec::new();
         for unit in units {
+            // A stop command of the run is not reaped yet: the group may be
+            // empty only between two commands (or the command has left it
+            // and is not reaped yet); its end reads the group again
+            // (`stop_chain_over`).
+            if self
+                .groups
+                .current_run(&unit)
+                .is_some_and(|run| self.procs.stop_pending(run))
+            {
+                continue;
+            }
             let Some(run) = self.groups.emptied(&unit) else {
                 continue;
             };

@@ -98,6 +98,10 @@ pub(super) enum Next {
     /// A contained run's main process exited and the run has nothing left
     /// to do: if its group is empty already, the engine hears that first.
     MainEnded(RunId),
+    /// A running unit's stop commands are over (the last one was reaped,
+    /// or one failed): the emptying of its group, held while they ran,
+    /// is looked at again.
+    StopEnded(RunId),
 }
 
 /// The unit a run was started from, while the run has anything left to do.
@@ -388,6 +392,14 @@ impl ProcTable {
         self.helpers.get(&run).is_some_and(|h| !h.is_empty())
     }
 
+    /// Is a stop command of the running `run` not reaped yet (alive, or
+    /// exited with its successor still to start)? Its group is not over
+    /// while it is: the next command runs in it, and the unit is down only
+    /// once the last one has finished.
+    pub(super) fn stop_pending(&self, run: RunId) -> bool {
+        self.stop_chains.contains_key(&run)
+    }
+
     fn helpers_of(&self, run: RunId) -> Vec<i32> {
         self.helpers.get(&run).cloned().unwrap_or_default()
     }
@@ -516,14 +528,16 @@ impl ProcTable {
                 Some(Proc::StopCommand(run, i)) => {
                     tracing::debug!("stop command {i} for {run:?} {status}");
                     let spec = self.stop_chains.remove(&run);
-                    if let Some(spec) = spec
-                        && spec.stop.command(i + 1).is_some()
-                    {
-                        if status.success() {
-                            next.push(Next::ChainStop(run, spec, i + 1));
-                        } else {
-                            tracing::warn!(unit = %spec.name, "stop command {:?} {status}; the later ones do not run", spec.stop.command(i));
+                    match spec {
+                        Some(spec) if spec.stop.command(i + 1).is_some() => {
+                            if status.success() {
+                                next.push(Next::ChainStop(run, spec, i + 1));
+                            } else {
+                                tracing::warn!(unit = %spec.name, "stop command {:?} {status}; the later ones do not run", spec.stop.command(i));
+                                next.push(Next::StopEnded(run));
+                            }
                         }
+                        _ => next.push(Next::StopEnded(run)),
                     }
                 }
                 None => {
@@ -688,7 +702,9 @@ impl Driver {
         for n in next {
             match n {
                 Next::Helper(run, step, status) => {
-                    exits.extend(self.after_helper(run, step, status))
+                    let evs = self.after_helper(run, step, status);
+                    self.note_script_end(run, &evs, &mut ended);
+                    exits.extend(evs);
                 }
                 Next::StopPost(run, status) => {
                     if let Some(c) = self.procs.runs.get_mut(&run) {
@@ -704,11 +720,20 @@ impl Driver {
                         c.post_on_empty = true;
                         exits.push(Event::ProcessExited { run, status });
                     } else {
-                        exits.extend(self.run_step(run, Step::StopPost(0)));
+                        let evs = self.run_step(run, Step::StopPost(0));
+                        self.note_script_end(run, &evs, &mut ended);
+                        exits.extend(evs);
                     }
                 }
-                Next::ChainStop(run, spec, i) => exits.extend(self.stop_command(run, spec, i)),
+                Next::ChainStop(run, spec, i) => {
+                    exits.extend(self.stop_command(run, spec, i));
+                    // The next command could not start: the chain is over.
+                    if !self.procs.stop_pending(run) {
+                        self.stop_chain_over(run);
+                    }
+                }
                 Next::MainEnded(run) => ended.push(run),
+                Next::StopEnded(run) => self.stop_chain_over(run),
             }
         }
         // A main process SIGKILLed in a group with new OOM kills: the
@@ -732,6 +757,42 @@ impl Driver {
         }
         let emptied = self.empty_before_exit(&mut exits, &ended);
         self.feed_exits(exits, emptied);
+    }
+
+    /// A contained run's stop commands are over. While they ran, an
+    /// emptying of its group was not believed (`groups_emptied`,
+    /// `empty_before_exit`: the group is empty for a moment between two
+    /// commands, or once a command has left it and before it is reaped);
+    /// if its main process is gone too, the group is read again now, as
+    /// a wake-up of the watches' channel, so that its emptying is reported.
+    fn stop_chain_over(&mut self, run: RunId) {
+        if self.procs.has_main(run) {
+            return;
+        }
+        if let Some(unit) = self.groups.unit_of(run).map(str::to_string) {
+            self.groups.recheck(&unit);
+        }
+    }
+
+    /// A helper's exit (or a stop-post command that could not start)
+    /// ended a contained run's script: its `ProcessExited` is in `evs`
+    /// (the last stop-post or stop command). The run then belongs in
+    /// `ended` like a main process's exit without stop-post commands: if
+    /// its group is empty already (the usual case: the stop-post command
+    /// was the last process in it), the engine hears `GroupEmpty` first
+    /// and ends the run in this batch. Without that nothing reported the
+    /// emptying (the group was not watched: it was empty when the main
+    /// process was reaped), so every stop of a unit with `exec_stop_post`
+    /// lasted its whole stop timeout, the run waiting for the group's
+    /// SIGKILL to learn that the group was empty; a supd shutting down
+    /// left its group empty but in use for all that time.
+    fn note_script_end(&self, run: RunId, evs: &[Event], ended: &mut Vec<RunId>) {
+        let over = evs
+            .iter()
+            .any(|e| matches!(e, Event::ProcessExited { run: r, .. } if *r == run));
+        if over && self.groups.is_contained(run) {
+            ended.push(run);
+        }
     }
 
     /// For each contained run in `ended` whose group is empty already (a
@@ -759,6 +820,7 @@ impl Driver {
         for ev in exits.drain(..) {
             if let Event::ProcessExited { run, .. } = ev
                 && ended.contains(&run)
+                && !self.procs.stop_pending(run)
                 && let Some(unit) = self.groups.unit_of(run).map(str::to_string)
                 && self.groups.emptied(&unit) == Some(run)
             {
