@@ -719,7 +719,12 @@ impl super::Driver {
         if due.is_empty() {
             return;
         }
-        self.reap(None);
+        // Only when a child exited since the last drain: with nothing to
+        // reap, `waitpid(-1)` would still walk every child of supd (a stop
+        // of one unit among thousands).
+        if child_exit_pending() {
+            self.reap(None);
+        }
         // Those the reap's events signalled wait for the next turn.
         for run in due {
             self.groups.sweep(run);
@@ -888,6 +893,17 @@ impl super::Driver {
         self.groups
             .emptied(unit)
             .map(|run| crate::engine::Event::GroupEmpty { run })
+    }
+}
+
+/// A SIGCHLD not yet read from the signalfd: SIGCHLD is blocked on every
+/// thread for good, so it stays pending until the loop reads it. True
+/// when the answer cannot be had (a drain is only a cost).
+fn child_exit_pending() -> bool {
+    // SAFETY: sigpending(2) fills a set we own; sigismember reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigpending(&mut set) != 0 || libc::sigismember(&set, libc::SIGCHLD) == 1
     }
 }
 
