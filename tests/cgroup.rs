@@ -1243,3 +1243,97 @@ impl Drop for Aside {
         }
     }
 }
+
+/// A main process that starts two children — one in its process group,
+/// one in a session of its own — and on SIGTERM waits for both. Each of
+/// the three counts the SIGTERMs it gets and writes the count (`NAME.n`)
+/// as it exits; a child exits 0.5 s after its first one (a second one in
+/// that time is counted).
+const ESCAPER: &str = r#"
+import os, signal, sys, time
+d = sys.argv[1]
+def counting(name):
+    n = [0]
+    def on_term(s, f):
+        n[0] += 1
+    signal.signal(signal.SIGTERM, on_term)
+    open(os.path.join(d, name + ".up"), "w").close()
+    return n
+def record(name, n):
+    p = os.path.join(d, name + ".n")
+    with open(p + ".tmp", "w") as f:
+        f.write(str(n[0]))
+    os.rename(p + ".tmp", p)
+def child(name, escape):
+    pid = os.fork()
+    if pid > 0:
+        return pid
+    if escape:
+        os.setsid()
+    n = counting(name)
+    while n[0] == 0:
+        time.sleep(0.01)
+    time.sleep(0.5)
+    record(name, n)
+    os._exit(0)
+kids = [child("grouped", False), child("escaped", True)]
+n = counting("main")
+for k in kids:
+    os.waitpid(k, 0)
+record("main", n)
+"#;
+
+/// Issue 17: a stop signals the main's process group at once and sweeps
+/// the cgroup for the rest a loop turn later. A child in a session of its
+/// own (out of the process group) must still get the stop signal
+/// promptly — its parent, the main process, waits for it, so missing it
+/// would hold the stop until the timeout's SIGKILL — and every process
+/// exactly once (the sweep leaves out the group it signalled).
+#[test]
+fn stop_reaches_a_setsid_child_promptly_and_every_process_once() {
+    if skip("stop_reaches_a_setsid_child_promptly") {
+        return;
+    }
+    let t = TempDir::new("cg-escaper");
+    let script = t.path().join("escaper.py");
+    std::fs::write(&script, ESCAPER).expect("write escaper.py");
+    let dir = t.path().join("marks");
+    std::fs::create_dir_all(&dir).expect("marks dir");
+    let unit = format!(
+        "exec = [\"python3\", {}, {}]\n[stop]\ntimeout = \"20s\"\n",
+        toml_str(&script.display().to_string()),
+        toml_str(&dir.display().to_string()),
+    );
+    let supd = Supd::start("cg-escaper", &[("e", &unit)]);
+    let names = ["main", "grouped", "escaped"];
+    wait_for(
+        "the three processes to be up",
+        Duration::from_secs(15),
+        || {
+            names
+                .iter()
+                .all(|n| dir.join(format!("{n}.up")).exists())
+                .then_some(())
+        },
+    );
+    let u = supd.unit("e");
+    assert_eq!(u["containment"], "cgroup", "{u}");
+    let t0 = Instant::now();
+    supd.ok(&["stop", "e"]);
+    let took = t0.elapsed();
+    assert_eq!(supd.state_of("e"), "stopped");
+    let counts: Vec<String> = names
+        .iter()
+        .map(|n| std::fs::read_to_string(dir.join(format!("{n}.n"))).unwrap_or_default())
+        .collect();
+    assert!(
+        took < Duration::from_secs(8),
+        "the stop took {took:?} (the timeout is 20 s): the setsid child got no SIGTERM; counts {counts:?}\n{}",
+        supd.log_text()
+    );
+    assert_eq!(
+        counts,
+        vec!["1", "1", "1"],
+        "SIGTERMs received by main, grouped, escaped"
+    );
+}

@@ -77,6 +77,10 @@ pub(super) struct Groups {
     /// the first group is retired).
     retiring: Option<Retiring>,
     watch_of: Option<HashMap<String, i32>>,
+    /// Runs signalled through their leader's process group whose group
+    /// is still to be swept for the members that left it (`sweep`): the
+    /// process group and the signal, per send.
+    sweeps: HashMap<RunId, Vec<(i32, i32)>>,
     /// The thread that makes the units' groups ahead of their first
     /// spawn (`world::group_prep`); None before `prepare_ahead`, without
     /// cgroups, or where it could not be started.
@@ -116,6 +120,7 @@ impl Groups {
             oom_seen: HashMap::new(),
             retiring: None,
             watch_of: None,
+            sweeps: HashMap::new(),
             prep: None,
         }
     }
@@ -175,6 +180,13 @@ impl Groups {
         unit: &str,
         kind: GroupKind,
     ) -> Option<(std::os::fd::OwnedFd, String)> {
+        if kind == GroupKind::Unit
+            && !self.sweeps.is_empty()
+            && let Some(&run) = self.current.get(unit)
+        {
+            // What the stop signal was for, before anything new is added.
+            self.sweep(run);
+        }
         let Containment::Cgroup(tree) = &self.containment else {
             return None;
         };
@@ -251,17 +263,73 @@ impl Groups {
 
     /// Send `sig` to every process in a contained run's group. False when
     /// the run is not contained (the caller signals its process group).
-    pub(super) fn signal(&self, run: RunId, sig: i32) -> bool {
+    ///
+    /// With `leader` (the run's main process, or the helper standing in
+    /// for it: unreaped, reaped only on this thread) leading its own
+    /// process group, as every process supd spawns does (setsid): that
+    /// group is signalled at once, two system calls for all its members,
+    /// and the rest of the cgroup (what left the group: a `setsid` child,
+    /// a daemon) at the loop's next turn (`sweep`), after the exits of
+    /// this turn are reaped — by then most groups are found empty by the
+    /// reaper and need no read of `cgroup.procs` at all. Otherwise the
+    /// whole group is read and signalled now.
+    pub(super) fn signal(&mut self, run: RunId, sig: i32, leader: Option<i32>) -> bool {
         let (Some(unit), Some(tree)) = (self.runs.get(&run), self.containment.tree()) else {
             return false;
         };
         if !self.open.contains_key(&(unit.clone(), GroupKind::Unit)) {
             return false;
         }
+        // A process that is not its group's leader (a forking daemon's
+        // main, a `MAINPID=`) is signalled with the rest, by the file.
+        if let Some(pgid) = leader.filter(|&l| l > 1)
+            // SAFETY: getpgid(2) with an integer.
+            && unsafe { libc::getpgid(pgid) } == pgid
+            && cgroup::signal_process_group(pgid, sig)
+        {
+            self.sweeps.entry(run).or_default().push((pgid, sig));
+            return true;
+        }
         if let Err(e) = tree.signal_group(unit, GroupKind::Unit, sig) {
             tracing::warn!(unit = %unit, "signalling the processes of its cgroup in {}: {e}", tree.dir.display());
         }
         true
+    }
+
+    /// The runs signalled by process group that wait for their sweep.
+    pub(super) fn sweeps_due(&self) -> Vec<RunId> {
+        self.sweeps.keys().copied().collect()
+    }
+
+    /// The second half of `signal`: unless it emptied (the reaper found it
+    /// so, or its watch did) or holds another run now, the run's group is
+    /// read and its members outside the signalled process group get the
+    /// signal, once. Due at the next loop turn, and before anything new is
+    /// spawned into the group (`group_for`): a stop-post command started
+    /// when the main process is reaped is not a process the stop signal
+    /// was meant for.
+    pub(super) fn sweep(&mut self, run: RunId) {
+        let Some(sends) = self.sweeps.remove(&run) else {
+            return;
+        };
+        let (Some(unit), Some(tree)) = (self.runs.get(&run), self.containment.tree()) else {
+            return;
+        };
+        if self.current.get(unit) != Some(&run)
+            || !self.open.contains_key(&(unit.clone(), GroupKind::Unit))
+        {
+            return;
+        }
+        for (pgid, sig) in sends {
+            match tree.signal_group_except(unit, GroupKind::Unit, sig, Some(pgid)) {
+                Ok(_) => {}
+                // Removed behind supd's back: nothing left to signal.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(unit = %unit, "signalling the processes that left its main's process group, in its cgroup in {}: {e}", tree.dir.display());
+                }
+            }
+        }
     }
 
     /// After a clean shutdown (every unit stopped): stop watching the
@@ -633,6 +701,36 @@ impl Groups {
 
 /// Adoption: what a previous supd left in the subtree.
 impl super::Driver {
+    /// `Action::Signal` (and a pidless run's `SignalMain`) for a contained
+    /// run: by its leader's process group first (`Groups::signal`). False
+    /// when the run is not contained.
+    pub(super) fn signal_contained(&mut self, run: RunId, sig: i32) -> bool {
+        let leader = self.procs.leader_of(run);
+        self.groups.signal(run, sig, leader)
+    }
+
+    /// At the top of each loop turn: the groups signalled by process group
+    /// in the last one are swept (`Groups::sweep`), once the exits since
+    /// are reaped — a group the reaper finds empty is not read again. Never
+    /// later than that turn: a main process that waits for a `setsid`
+    /// child must not make it wait for the stop timeout.
+    pub(super) fn sweep_groups(&mut self) {
+        let due = self.groups.sweeps_due();
+        if due.is_empty() {
+            return;
+        }
+        // Only when a child exited since the last drain: with nothing to
+        // reap, `waitpid(-1)` would still walk every child of supd (a stop
+        // of one unit among thousands).
+        if child_exit_pending() {
+            self.reap(None);
+        }
+        // Those the reap's events signalled wait for the next turn.
+        for run in due {
+            self.groups.sweep(run);
+        }
+    }
+
     /// Events for every populated group a previous supd left: units that
     /// still exist are offered to the engine for adoption; leftovers of
     /// removed units and stray probes are killed here (there is no unit
@@ -795,6 +893,17 @@ impl super::Driver {
         self.groups
             .emptied(unit)
             .map(|run| crate::engine::Event::GroupEmpty { run })
+    }
+}
+
+/// A SIGCHLD not yet read from the signalfd: SIGCHLD is blocked on every
+/// thread for good, so it stays pending until the loop reads it. True
+/// when the answer cannot be had (a drain is only a cost).
+fn child_exit_pending() -> bool {
+    // SAFETY: sigpending(2) fills a set we own; sigismember reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigpending(&mut set) != 0 || libc::sigismember(&set, libc::SIGCHLD) == 1
     }
 }
 

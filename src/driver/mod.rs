@@ -339,6 +339,9 @@ async fn main_loop(
     d.resumed_outputs.clear();
 
     loop {
+        // Signals sent by process group last turn reach the rest of their
+        // cgroups now (`sweep_groups`).
+        d.sweep_groups();
         if let Some(kind) = d.shutdown_complete {
             d.end_processes();
             read_last_output(OUTPUT_DRAIN).await;
@@ -847,7 +850,7 @@ impl Driver {
         match action {
             Action::Spawn { run, spec, mounts } => self.start_run(run, spec, mounts),
             Action::Signal { run, signal } => {
-                if !self.groups.signal(run, signal)
+                if !self.signal_contained(run, signal)
                     && let Ok(sig) = Signal::try_from(signal)
                 {
                     self.procs.signal_run(run, sig);
@@ -857,7 +860,7 @@ impl Driver {
             Action::SignalMain { run, signal } => {
                 // A forking run without a main process (pidless_ended):
                 // "the main process" is all of its group.
-                let group = self.is_pidless(run) && self.groups.signal(run, signal);
+                let group = self.is_pidless(run) && self.groups.signal(run, signal, None);
                 if !group && let Ok(sig) = Signal::try_from(signal) {
                     self.procs.signal_main(run, sig);
                 }

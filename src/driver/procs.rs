@@ -272,6 +272,18 @@ impl ProcTable {
         self.run_pids.get(&run).copied()
     }
 
+    /// The process whose process group a contained run's signal goes to
+    /// first (`Groups::signal`): its main process, else the helper
+    /// standing in for it; None for a main that is not supd's child (its
+    /// parent may reap it, and its pid be reused, behind our back).
+    pub(super) fn leader_of(&self, run: RunId) -> Option<i32> {
+        match self.run_pids.get(&run) {
+            Some(p) if self.foreign.contains_key(p) => None,
+            Some(p) => Some(*p),
+            None => self.helper_pids.get(&run).copied(),
+        }
+    }
+
     /// Signal a run's process group (its main process's, else its
     /// current helper's), if that process is unreaped.
     pub(super) fn signal_run(&self, run: RunId, sig: Signal) -> bool {

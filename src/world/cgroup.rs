@@ -376,6 +376,23 @@ impl Tree {
     /// size and the end of the file: 8 system calls per unit, paid by
     /// every unit at shutdown).
     pub fn signal_group(&self, unit: &str, kind: GroupKind, sig: i32) -> std::io::Result<usize> {
+        self.signal_group_except(unit, kind, sig, None)
+    }
+
+    /// `signal_group`, leaving out the members of process group
+    /// `signalled` (sent `sig` already, through `signal_process_group`):
+    /// its leader without a system call, any other member after one
+    /// getpgid. The sweep that follows a stop signalled by process group:
+    /// only what left that group (a `setsid` child, an escaped daemon) is
+    /// signalled here, once. The caller is the one reaper's thread, so a
+    /// pid read here cannot be reaped and reused before its kill.
+    pub fn signal_group_except(
+        &self,
+        unit: &str,
+        kind: GroupKind,
+        sig: i32,
+        signalled: Option<i32>,
+    ) -> std::io::Result<usize> {
         let name = group_name(unit, kind);
         let c = std::ffi::CString::new(name.as_str())
             .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
@@ -397,7 +414,7 @@ impl Tree {
         // A cgroupfs directory's link count is 2 plus its sub-groups
         // (only a delegated unit has any): those are walked by path.
         if st.st_nlink > 2 {
-            return signal_all(&self.dir.join(&name), sig);
+            return signal_all_except(&self.dir.join(&name), sig, signalled);
         }
         let procs = std::ffi::CString::new(format!("{name}/cgroup.procs"))
             .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
@@ -435,13 +452,15 @@ impl Tree {
                 return Err(e);
             }
             let got = got as usize;
-            pids.feed(&buf[..got], |pid| n += usize::from(signal_pid(pid, sig)));
+            pids.feed(&buf[..got], |pid| {
+                n += usize::from(signal_member(pid, sig, signalled))
+            });
             // Short: the end of the file (see `PROCS_READ`).
             if got < buf.len() {
                 break;
             }
         }
-        pids.end(|pid| n += usize::from(signal_pid(pid, sig)));
+        pids.end(|pid| n += usize::from(signal_member(pid, sig, signalled)));
         Ok(n)
     }
 
@@ -998,9 +1017,15 @@ fn parse_populated(events: &str) -> bool {
 /// may be missed; `kill` (SIGKILL through the kernel) is the one that
 /// cannot miss.
 pub fn signal_all(dir: &Path, sig: i32) -> std::io::Result<usize> {
+    signal_all_except(dir, sig, None)
+}
+
+/// `signal_all`, leaving out the members of process group `signalled`
+/// (see `Tree::signal_group_except`).
+fn signal_all_except(dir: &Path, sig: i32, signalled: Option<i32>) -> std::io::Result<usize> {
     Ok(pids(dir)?
         .into_iter()
-        .filter(|&p| signal_pid(p, sig))
+        .filter(|&p| signal_member(p, sig, signalled))
         .count())
 }
 
@@ -1042,6 +1067,41 @@ impl PidReader {
         }
         *self = PidReader::default();
     }
+}
+
+/// `sig` to every process of the process group `pgid` leads (with
+/// SIGCONT after SIGTERM and SIGKILL, as `signal_pid`): two system calls
+/// for what `Tree::signal_group` does with a file read and two kills per
+/// member. The caller knows `pgid` is a live (or unreaped) leader's pid,
+/// so the group cannot be a recycled stranger's. False if nothing got it.
+pub fn signal_process_group(pgid: i32, sig: i32) -> bool {
+    // kill(-1) would be every process we may signal, kill(0) our own group.
+    if pgid <= 1 {
+        return false;
+    }
+    // SAFETY: kill(2) with integers.
+    if unsafe { libc::kill(-pgid, sig) } != 0 {
+        return false;
+    }
+    if sig == libc::SIGTERM || sig == libc::SIGKILL {
+        // SAFETY: as above.
+        unsafe { libc::kill(-pgid, libc::SIGCONT) };
+    }
+    true
+}
+
+/// `signal_pid`, unless the member is in process group `signalled` (it
+/// got `sig` through the group already).
+fn signal_member(pid: i32, sig: i32, signalled: Option<i32>) -> bool {
+    if let Some(pg) = signalled {
+        // The leader itself needs no look, another member one getpgid
+        // (-1 if it is gone: then its kill fails too).
+        // SAFETY: getpgid(2) with an integer.
+        if pid == pg || unsafe { libc::getpgid(pid) } == pg {
+            return false;
+        }
+    }
+    signal_pid(pid, sig)
 }
 
 /// `sig` to one member of a group (with SIGCONT after SIGTERM and
