@@ -1247,8 +1247,10 @@ impl Drop for Aside {
 /// A main process that starts two children — one in its process group,
 /// one in a session of its own — and on SIGTERM waits for both. Each of
 /// the three counts the SIGTERMs it gets and writes the count (`NAME.n`)
-/// as it exits; a child exits 0.5 s after its first one (a second one in
-/// that time is counted).
+/// as it exits. The escaped child exits 0.5 s after its first one (a
+/// second one in that time is counted); the grouped one only once the
+/// escaped one has written its count, so that no exit of the unit comes
+/// before the escaped child is signalled.
 const ESCAPER: &str = r#"
 import os, signal, sys, time
 d = sys.argv[1]
@@ -1273,7 +1275,14 @@ def child(name, escape):
     n = counting(name)
     while n[0] == 0:
         time.sleep(0.01)
-    time.sleep(0.5)
+    if escape:
+        time.sleep(0.5)
+    else:
+        # Nothing of the unit exits before the escaped child has had its
+        # SIGTERM: no exit wakes supd to sweep the group.
+        t = time.time() + 15
+        while not os.path.exists(os.path.join(d, "escaped.n")) and time.time() < t:
+            time.sleep(0.01)
     record(name, n)
     os._exit(0)
 kids = [child("grouped", False), child("escaped", True)]
@@ -1330,6 +1339,72 @@ fn stop_reaches_a_setsid_child_promptly_and_every_process_once() {
         took < Duration::from_secs(8),
         "the stop took {took:?} (the timeout is 20 s): the setsid child got no SIGTERM; counts {counts:?}\n{}",
         supd.log_text()
+    );
+    assert_eq!(
+        counts,
+        vec!["1", "1", "1"],
+        "SIGTERMs received by main, grouped, escaped"
+    );
+}
+
+/// The same family at a shutdown (SIGTERM to supd), where no operator
+/// command is in flight: nothing of the unit exits before the escaped
+/// child has its SIGTERM (its parent and the grouped child wait for it),
+/// so only supd itself can come back to sweep the group. It used to wait
+/// for a wake-up from elsewhere — after a command, the trim 250 ms later;
+/// here none, so the stop timeout's SIGKILL.
+#[test]
+fn shutdown_reaches_a_setsid_child_without_any_other_wake_up() {
+    if skip("shutdown_reaches_a_setsid_child_without_any_other_wake_up") {
+        return;
+    }
+    let t = TempDir::new("cg-escaper-down");
+    let script = t.path().join("escaper.py");
+    std::fs::write(&script, ESCAPER).expect("write escaper.py");
+    let dir = t.path().join("marks");
+    std::fs::create_dir_all(&dir).expect("marks dir");
+    let unit = format!(
+        "exec = [\"python3\", {}, {}]\n[stop]\ntimeout = \"20s\"\n",
+        toml_str(&script.display().to_string()),
+        toml_str(&dir.display().to_string()),
+    );
+    let mut supd = Supd::start("cg-escaper-down", &[("e", &unit)]);
+    let names = ["main", "grouped", "escaped"];
+    wait_for(
+        "the three processes to be up",
+        Duration::from_secs(15),
+        || {
+            names
+                .iter()
+                .all(|n| dir.join(format!("{n}.up")).exists())
+                .then_some(())
+        },
+    );
+    let u = supd.unit("e");
+    assert_eq!(u["containment"], "cgroup", "{u}");
+    // The trim that follows the last request (250 ms of quiet) is a
+    // wake-up of the loop: let it pass, so that nothing but supd's own
+    // doing can sweep the group after the SIGTERM.
+    let settled = |log: &str| log.matches("settled: dropped").count();
+    let before = settled(&supd.log_text());
+    wait_for(
+        "the trim after the last request",
+        Duration::from_secs(10),
+        || (settled(&supd.log_text()) > before).then_some(()),
+    );
+    let t0 = Instant::now();
+    supd.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = supd.wait_exit(Duration::from_secs(60));
+    let took = t0.elapsed();
+    let log = supd.log_text();
+    assert!(status.success(), "supd exited with {status}\n{log}");
+    let counts: Vec<String> = names
+        .iter()
+        .map(|n| std::fs::read_to_string(dir.join(format!("{n}.n"))).unwrap_or_default())
+        .collect();
+    assert!(
+        took < Duration::from_secs(8),
+        "the shutdown took {took:?} (the stop timeout is 20 s): the setsid child got its SIGTERM late; counts {counts:?}\n{log}"
     );
     assert_eq!(
         counts,

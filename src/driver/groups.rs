@@ -296,6 +296,14 @@ impl Groups {
         true
     }
 
+    /// Whether a sweep waits: the loop then turns again at once instead
+    /// of waiting for an event (a main that ignores the stop signal and
+    /// waits for a `setsid` child would otherwise leave the child
+    /// unsignalled until some unrelated wake-up, or the stop timeout).
+    pub(super) fn sweep_pending(&self) -> bool {
+        !self.sweeps.is_empty()
+    }
+
     /// The runs signalled by process group that wait for their sweep.
     pub(super) fn sweeps_due(&self) -> Vec<RunId> {
         self.sweeps.keys().copied().collect()

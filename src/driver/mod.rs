@@ -769,6 +769,7 @@ impl Driver {
         engine
             .into_iter()
             .chain(self.procs.next_probe_deadline())
+            .chain(self.groups.sweep_pending().then(Instant::now))
             .min()
     }
 
