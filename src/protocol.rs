@@ -6,7 +6,37 @@
 //! meaning of an existing field (add fields instead; unknown fields in
 //! responses are ignored by supctl).
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+
+/// A word of an event that is nearly always one of a fixed few (a state
+/// word, a probe's kind, a status detail): the engine publishes the
+/// `'static` one without allocating; a parsed event owns its copy. The JSON
+/// is a plain string either way.
+pub type Word = Cow<'static, str>;
+
+/// A unit's name in an event, shared with the engine's table of names: a
+/// published change costs a reference count, not an allocation and a copy.
+/// The JSON is a plain string.
+pub type SharedName = Arc<str>;
+
+/// Serde for `SharedName` (serde's `rc` feature is off: this is its
+/// only use).
+mod shared_name {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(name: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(name)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+        Ok(Arc::from(String::deserialize(d)?))
+    }
+}
 
 /// Protocol version spoken by this build.
 pub const VERSION: u32 = 1;
@@ -550,14 +580,15 @@ pub struct LogRecord {
 pub enum EventBody {
     /// A unit's state word or readiness changed.
     State {
-        unit: String,
-        from: String,
-        to: String,
+        #[serde(with = "shared_name")]
+        unit: SharedName,
+        from: Word,
+        to: Word,
         ready: bool,
         pid: Option<i32>,
         /// Why, in words (the status DETAIL), when there is something to say.
         #[serde(default)]
-        detail: Option<String>,
+        detail: Option<Word>,
     },
     /// The holders of a unit's maintenance lock changed (empty: free).
     Lock { unit: String, holders: Vec<String> },
@@ -572,9 +603,10 @@ pub enum EventBody {
     },
     /// A probe started passing or failing.
     Probe {
-        unit: String,
+        #[serde(with = "shared_name")]
+        unit: SharedName,
         /// "liveness" (`[health]`) or "readiness".
-        probe: String,
+        probe: Word,
         passing: bool,
         #[serde(default)]
         output: Option<String>,
@@ -604,9 +636,8 @@ pub enum EventBody {
 impl EventBody {
     pub fn unit(&self) -> Option<&str> {
         match self {
-            EventBody::State { unit, .. }
-            | EventBody::Lock { unit, .. }
-            | EventBody::Probe { unit, .. } => Some(unit),
+            EventBody::State { unit, .. } | EventBody::Probe { unit, .. } => Some(unit),
+            EventBody::Lock { unit, .. } => Some(unit),
             EventBody::LockState { .. } | EventBody::Mount { .. } | EventBody::Shed { .. } => None,
         }
     }

@@ -19,6 +19,7 @@
 //! table; so an entry is always exactly what `by_name.get(name)` would say.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::UnitId;
 use crate::unit::{Priority, UnitSpec};
@@ -94,31 +95,33 @@ impl Lists {
     }
 }
 
-/// Every unit's name, in one string: what a published state or probe
-/// change copies (from the spec it was a miss on the spec's line and one
-/// on the name's bytes, at ten thousand units).
+/// Every unit's name, shared: what a published state or probe change
+/// carries (`EventBody`'s `unit`). Cloning one is a reference count; the
+/// copy it replaces (`to_string` of the name) was an allocation and a free
+/// on every published change, and at ten thousand units the allocator's
+/// free lists for them were as cold as the unit's record.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UnitNames {
-    names: String,
-    /// Unit `i`'s name is `names[at[i]..at[i + 1]]`.
-    at: Vec<u32>,
+    /// Indexed by unit id.
+    names: Vec<Arc<str>>,
 }
 
 impl UnitNames {
     fn push(&mut self, name: &str) {
-        if self.at.is_empty() {
-            self.at.push(0);
-        }
-        self.names.push_str(name);
-        self.at.push(self.names.len() as u32);
+        self.names.push(Arc::from(name));
     }
 
     /// Unit `id`'s name (empty for an unknown id).
+    #[cfg(test)]
     pub fn of(&self, id: UnitId) -> &str {
-        let i = id.0 as usize;
-        match (self.at.get(i), self.at.get(i + 1)) {
-            (Some(&a), Some(&b)) => self.names.get(a as usize..b as usize).unwrap_or(""),
-            _ => "",
+        self.names.get(id.0 as usize).map_or("", |n| n)
+    }
+
+    /// Unit `id`'s name, shared (empty for an unknown id).
+    pub fn shared(&self, id: UnitId) -> Arc<str> {
+        match self.names.get(id.0 as usize) {
+            Some(n) => Arc::clone(n),
+            None => Arc::from(""),
         }
     }
 }

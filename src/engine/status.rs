@@ -4,9 +4,10 @@
 //! the engine's own state — there is no shadow copy to drift. Must never:
 //! change state.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
-use crate::protocol::{HealthStatus, StatusReport, UnitStatus};
+use crate::protocol::{HealthStatus, StatusReport, UnitStatus, Word};
 use crate::unit::UnitKind;
 
 use super::Blocker;
@@ -95,7 +96,7 @@ impl Engine {
             maintenance,
             ready,
             description: spec.description.clone(),
-            detail: self.detail(id, now),
+            detail: self.detail(id, now).map(Cow::into_owned),
             restarts: u.restarts,
             next_restart_in_ms,
             enabled: !self.disabled.contains(&spec.name),
@@ -152,30 +153,35 @@ impl Engine {
         }
     }
 
-    /// One line for the status table's DETAIL column.
-    pub(super) fn detail(&self, id: UnitId, now: Instant) -> Option<String> {
+    /// One line for the status table's DETAIL column (and a published
+    /// state change's `detail`): the usual ones are `'static` words, so a
+    /// restart's published changes allocate nothing here.
+    pub(super) fn detail(&self, id: UnitId, now: Instant) -> Option<Word> {
         let u = &self.units[id.0 as usize];
         match &u.state {
             UnitState::Inactive => self
                 .first_blocker(id, now)
-                .map(|b| b.describe(&u.spec.name, now)),
+                .map(|b| b.describe(&u.spec.name, now).into()),
             UnitState::Starting { .. } => Some(match u.spec.kind {
-                UnitKind::Oneshot => "running to completion".to_string(),
-                UnitKind::Longrun => "waiting for readiness".to_string(),
+                UnitKind::Oneshot => Cow::Borrowed("running to completion"),
+                UnitKind::Longrun => Cow::Borrowed("waiting for readiness"),
             }),
             UnitState::Running { ready, .. } => u
                 .stop_pending
                 .as_ref()
-                .map(|r| format!("will stop: {r} (waiting for dependents to stop)"))
-                .or_else(|| (!ready).then(|| "not ready".to_string())),
-            UnitState::Stopping { reason, killed, .. } => Some(if *killed {
-                format!("{reason}; SIGKILL sent")
-            } else {
-                reason.to_string()
-            }),
+                .map(|r| format!("will stop: {r} (waiting for dependents to stop)").into())
+                .or_else(|| (!ready).then_some(Cow::Borrowed("not ready"))),
+            UnitState::Stopping { reason, killed, .. } => Some(
+                if *killed {
+                    format!("{reason}; SIGKILL sent")
+                } else {
+                    reason.to_string()
+                }
+                .into(),
+            ),
             UnitState::Draining { status, .. } => Some(format!(
                 "main process {status}; waiting for the rest of its processes to exit"
-            )),
+            ).into()),
             UnitState::Backoff { until } => Some(format!(
                 "restarting in {:.1}s (attempt {}){}",
                 until.saturating_duration_since(now).as_secs_f64(),
@@ -185,7 +191,7 @@ impl Engine {
                     .as_ref()
                     .map(|(e, _)| format!(" after: {e}"))
                     .unwrap_or_default()
-            )),
+            ).into()),
             UnitState::Failed { reason } => {
                 let cause = self
                     .last_error_unless_in(id, &reason.to_string())
@@ -194,11 +200,11 @@ impl Engine {
                 Some(format!(
                     "{reason}{cause}; `supctl start {}` retries",
                     u.spec.name
-                ))
+                ).into())
             }
             UnitState::Done => None,
-            UnitState::Exited { status } => Some(status.to_string()),
-            UnitState::Skipped { why } => Some(format!("condition not met: {why}")),
+            UnitState::Exited { status } => Some(status.to_string().into()),
+            UnitState::Skipped { why } => Some(format!("condition not met: {why}").into()),
         }
     }
 
