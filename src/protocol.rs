@@ -17,24 +17,125 @@ use serde::{Deserialize, Serialize};
 /// is a plain string either way.
 pub type Word = Cow<'static, str>;
 
-/// A unit's name in an event, shared with the engine's table of names: a
-/// published change costs a reference count, not an allocation and a copy.
-/// The JSON is a plain string.
-pub type SharedName = Arc<str>;
+/// Every unit's name, in one string, shared by the events that name a unit
+/// (`UnitName`). Immutable once shared: the engine makes a new table when
+/// its unit set changes, and an event keeps the table it was made with.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct NameTable {
+    names: String,
+    /// Name `i` is `names[at[i]..at[i + 1]]`.
+    at: Vec<u32>,
+}
 
-/// Serde for `SharedName` (serde's `rc` feature is off: this is its
-/// only use).
-mod shared_name {
-    use std::sync::Arc;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(name: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(name)
+impl NameTable {
+    pub fn push(&mut self, name: &str) {
+        if self.at.is_empty() {
+            self.at.push(0);
+        }
+        self.names.push_str(name);
+        self.at.push(self.names.len() as u32);
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
-        Ok(Arc::from(String::deserialize(d)?))
+    /// Name `i` (empty for an index out of range).
+    pub fn get(&self, i: u32) -> &str {
+        let i = i as usize;
+        match (self.at.get(i), self.at.get(i + 1)) {
+            (Some(&a), Some(&b)) => self.names.get(a as usize..b as usize).unwrap_or(""),
+            _ => "",
+        }
+    }
+}
+
+/// A unit's name in an event. The engine's are an index into its
+/// `NameTable`, shared: publishing a change copies a pointer and bumps one
+/// reference count that every event shares (a line always in cache), and
+/// reads nothing of the unit's name — at ten thousand units the copy it
+/// replaces (`to_string`) was a cold read of the name's bytes, an allocation
+/// and a free on every published change. The JSON is a plain string; a
+/// parsed one owns its text.
+#[derive(Clone)]
+pub struct UnitName(NameRepr);
+
+#[derive(Clone)]
+enum NameRepr {
+    Table(Arc<NameTable>, u32),
+    Owned(Arc<str>),
+}
+
+impl UnitName {
+    /// Name `i` of `table`.
+    pub fn in_table(table: &Arc<NameTable>, i: u32) -> UnitName {
+        UnitName(NameRepr::Table(Arc::clone(table), i))
+    }
+
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            NameRepr::Table(t, i) => t.get(*i),
+            NameRepr::Owned(s) => s,
+        }
+    }
+}
+
+impl std::ops::Deref for UnitName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for UnitName {
+    fn from(s: &str) -> UnitName {
+        UnitName(NameRepr::Owned(Arc::from(s)))
+    }
+}
+
+impl From<String> for UnitName {
+    fn from(s: String) -> UnitName {
+        UnitName(NameRepr::Owned(Arc::from(s)))
+    }
+}
+
+impl PartialEq for UnitName {
+    fn eq(&self, other: &UnitName) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for UnitName {}
+
+impl PartialEq<str> for UnitName {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for UnitName {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Debug for UnitName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for UnitName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for UnitName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for UnitName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<UnitName, D::Error> {
+        Ok(UnitName::from(String::deserialize(d)?))
     }
 }
 
@@ -580,8 +681,7 @@ pub struct LogRecord {
 pub enum EventBody {
     /// A unit's state word or readiness changed.
     State {
-        #[serde(with = "shared_name")]
-        unit: SharedName,
+        unit: UnitName,
         from: Word,
         to: Word,
         ready: bool,
@@ -603,8 +703,7 @@ pub enum EventBody {
     },
     /// A probe started passing or failing.
     Probe {
-        #[serde(with = "shared_name")]
-        unit: SharedName,
+        unit: UnitName,
         /// "liveness" (`[health]`) or "readiness".
         probe: Word,
         passing: bool,
@@ -636,7 +735,7 @@ pub enum EventBody {
 impl EventBody {
     pub fn unit(&self) -> Option<&str> {
         match self {
-            EventBody::State { unit, .. } | EventBody::Probe { unit, .. } => Some(unit),
+            EventBody::State { unit, .. } | EventBody::Probe { unit, .. } => Some(unit.as_str()),
             EventBody::Lock { unit, .. } => Some(unit),
             EventBody::LockState { .. } | EventBody::Mount { .. } | EventBody::Shed { .. } => None,
         }

@@ -245,12 +245,7 @@ impl Driver {
         {
             let spec = &self.engine.unit(id).spec;
             let limits = Limits::of(spec, self.settings.log);
-            // A state or probe change shares the engine's copy of the name.
-            let unit = match &body {
-                EventBody::State { unit, .. } | EventBody::Probe { unit, .. } => Arc::clone(unit),
-                _ => Arc::from(name),
-            };
-            self.logs.note(&unit, limits, &body.describe());
+            self.logs.note(&Arc::from(name), limits, &body.describe());
         }
         if self.events.receiver_count() == 0 {
             return;

@@ -1093,7 +1093,7 @@ fn execution_order(actions: &mut Vec<Action>) {
     {
         return;
     }
-    let all: Vec<Action> = actions.drain(..).collect();
+    let all = std::mem::take(actions);
     let mut tail = Vec::new();
     for (i, a) in all.into_iter().enumerate() {
         if i < first_reply || matches!(a, Action::Audit(_)) {

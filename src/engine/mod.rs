@@ -679,12 +679,11 @@ impl Engine {
                 let u = &self.units[i];
                 let detail = self.detail(id, now).or_else(|| match cur.0 {
                     // Why it stopped, when the state itself does not say.
-                    "waiting" | "stopped" | "backoff" | "exited" | "failed" => {
-                        u.history
-                            .last_error
-                            .as_ref()
-                            .map(|(e, _)| Cow::Owned(e.clone()))
-                    }
+                    "waiting" | "stopped" | "backoff" | "exited" | "failed" => u
+                        .history
+                        .last_error
+                        .as_ref()
+                        .map(|(e, _)| Cow::Owned(e.clone())),
                     _ => None,
                 });
                 self.out.push(Action::Publish(EventBody::State {

@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::UnitId;
+use crate::protocol::{NameTable, UnitName};
 use crate::unit::{Priority, UnitSpec};
 
 /// The scalar fields of a unit's effective spec that its decisions read,
@@ -95,34 +96,28 @@ impl Lists {
     }
 }
 
-/// Every unit's name, shared: what a published state or probe change
-/// carries (`EventBody`'s `unit`). Cloning one is a reference count; the
-/// copy it replaces (`to_string` of the name) was an allocation and a free
-/// on every published change, and at ten thousand units the allocator's
-/// free lists for them were as cold as the unit's record.
+/// Every unit's name, in one shared table: what a published state or probe
+/// change names its unit by (`UnitName::in_table`: the table's one
+/// reference count and the unit's index). The engine reads no name to
+/// publish; the copy this replaced (`to_string` of the name) was, at ten
+/// thousand units, a cold read of the name, an allocation and a free on
+/// every published change.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UnitNames {
-    /// Indexed by unit id.
-    names: Vec<Arc<str>>,
+    /// Indexed by unit id; replaced whole (never changed) by `install`.
+    table: Arc<NameTable>,
 }
 
 impl UnitNames {
-    fn push(&mut self, name: &str) {
-        self.names.push(Arc::from(name));
-    }
-
     /// Unit `id`'s name (empty for an unknown id).
     #[cfg(test)]
     pub fn of(&self, id: UnitId) -> &str {
-        self.names.get(id.0 as usize).map_or("", |n| n)
+        self.table.get(id.0)
     }
 
-    /// Unit `id`'s name, shared (empty for an unknown id).
-    pub fn shared(&self, id: UnitId) -> Arc<str> {
-        match self.names.get(id.0 as usize) {
-            Some(n) => Arc::clone(n),
-            None => Arc::from(""),
-        }
+    /// Unit `id`'s name, for an event.
+    pub fn shared(&self, id: UnitId) -> UnitName {
+        UnitName::in_table(&self.table, id.0)
     }
 }
 
@@ -182,8 +177,9 @@ impl Resolved {
         by_name: &HashMap<String, UnitId>,
     ) -> Resolved {
         let mut r = Resolved::default();
+        let mut names = NameTable::default();
         for s in specs {
-            r.names.push(&s.name);
+            names.push(&s.name);
             r.requires.push(s.requires.iter(), by_name);
             r.part_of.push(s.part_of.iter(), by_name);
             r.after_wants
@@ -195,6 +191,9 @@ impl Resolved {
                 has_mounts: !s.mounts.is_empty(),
             });
         }
+        r.names = UnitNames {
+            table: Arc::new(names),
+        };
         r
     }
 }

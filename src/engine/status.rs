@@ -179,28 +179,29 @@ impl Engine {
                 }
                 .into(),
             ),
-            UnitState::Draining { status, .. } => Some(format!(
-                "main process {status}; waiting for the rest of its processes to exit"
-            ).into()),
-            UnitState::Backoff { until } => Some(format!(
-                "restarting in {:.1}s (attempt {}){}",
-                until.saturating_duration_since(now).as_secs_f64(),
-                u.attempt,
-                u.history
-                    .last_error
-                    .as_ref()
-                    .map(|(e, _)| format!(" after: {e}"))
-                    .unwrap_or_default()
-            ).into()),
+            UnitState::Draining { status, .. } => Some(
+                format!("main process {status}; waiting for the rest of its processes to exit")
+                    .into(),
+            ),
+            UnitState::Backoff { until } => Some(
+                format!(
+                    "restarting in {:.1}s (attempt {}){}",
+                    until.saturating_duration_since(now).as_secs_f64(),
+                    u.attempt,
+                    u.history
+                        .last_error
+                        .as_ref()
+                        .map(|(e, _)| format!(" after: {e}"))
+                        .unwrap_or_default()
+                )
+                .into(),
+            ),
             UnitState::Failed { reason } => {
                 let cause = self
                     .last_error_unless_in(id, &reason.to_string())
                     .map(|e| format!(" (last error: {e})"))
                     .unwrap_or_default();
-                Some(format!(
-                    "{reason}{cause}; `supctl start {}` retries",
-                    u.spec.name
-                ).into())
+                Some(format!("{reason}{cause}; `supctl start {}` retries", u.spec.name).into())
             }
             UnitState::Done => None,
             UnitState::Exited { status } => Some(status.to_string().into()),
