@@ -79,6 +79,7 @@ pub use event::{
 };
 use locks::{LockModel, LockState};
 use restart::Rng;
+use status::StateWord;
 use timers::{TimerKind, TimerTable};
 pub use unit_state::{FailReason, StopReason, Unit, UnitState, Want};
 
@@ -456,7 +457,7 @@ pub struct Engine {
     resumed_stopping: HashSet<String>,
     /// Each unit's (state word, ready) as last reported: a change is
     /// history (`since`) and an event for subscribers.
-    seen: Vec<(&'static str, bool)>,
+    seen: Vec<(StateWord, bool)>,
     /// Lock holders per unit and the lock-state problem as last published.
     seen_locks: std::collections::BTreeMap<String, Vec<String>>,
     seen_lock_state: Option<Option<String>>,
@@ -664,7 +665,7 @@ impl Engine {
         }
         for &id in &ids {
             let i = id.0 as usize;
-            let cur = (self.state_word(id), self.is_ready(id));
+            let cur = (self.state_of(id), self.is_ready(id));
             let from = match self.seen.get(i) {
                 Some(prev) if *prev == cur => continue,
                 Some(prev) => Some(prev.0),
@@ -679,7 +680,11 @@ impl Engine {
                 let u = &self.units[i];
                 let detail = self.detail(id, now).or_else(|| match cur.0 {
                     // Why it stopped, when the state itself does not say.
-                    "waiting" | "stopped" | "backoff" | "exited" | "failed" => u
+                    StateWord::Waiting
+                    | StateWord::Stopped
+                    | StateWord::Backoff
+                    | StateWord::Exited
+                    | StateWord::Failed => u
                         .history
                         .last_error
                         .as_ref()
@@ -688,8 +693,8 @@ impl Engine {
                 });
                 self.out.push(Action::Publish(EventBody::State {
                     unit: self.resolved.names.shared(id),
-                    from: Cow::Borrowed(from),
-                    to: Cow::Borrowed(cur.0),
+                    from: Cow::Borrowed(from.as_str()),
+                    to: Cow::Borrowed(cur.0.as_str()),
                     ready: cur.1,
                     pid: u.state.pid(),
                     detail,
