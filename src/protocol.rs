@@ -908,4 +908,47 @@ mod tests {
             r#"{"time":"t","time_unix_us":3,"event":"lock","unit":"db","holders":["alice"]}"#
         );
     }
+
+    /// The engine's events name units from its shared table, with
+    /// `'static` words: the JSON is the same plain strings, and a parsed
+    /// event (owned strings) compares equal to the one sent.
+    #[test]
+    fn a_shared_name_and_static_words_serialize_as_plain_strings() {
+        let mut table = NameTable::default();
+        for n in ["web", "db", "cache"] {
+            table.push(n);
+        }
+        let table = Arc::new(table);
+        let sent = EventRecord {
+            time: "t".into(),
+            time_unix_us: 4,
+            body: EventBody::State {
+                unit: UnitName::in_table(&table, 1),
+                from: Cow::Borrowed("starting"),
+                to: Cow::Borrowed("running"),
+                ready: false,
+                pid: Some(9),
+                detail: Some(Cow::Borrowed("not ready")),
+            },
+        };
+        let line = serde_json::to_string(&sent).unwrap();
+        assert_eq!(
+            line,
+            r#"{"time":"t","time_unix_us":4,"event":"state","unit":"db","from":"starting","to":"running","ready":false,"pid":9,"detail":"not ready"}"#
+        );
+        let back: EventRecord = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, sent);
+        assert_eq!(back.body.unit(), Some("db"));
+        assert_eq!(UnitName::in_table(&table, 7).as_str(), "");
+        let probe = EventBody::Probe {
+            unit: UnitName::in_table(&table, 2),
+            probe: Cow::Borrowed("liveness"),
+            passing: true,
+            output: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&probe).unwrap(),
+            r#"{"event":"probe","unit":"cache","probe":"liveness","passing":true,"output":null}"#
+        );
+    }
 }
