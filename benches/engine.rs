@@ -100,7 +100,7 @@ impl Cpu {
     }
 }
 
-fn spawns(actions: Vec<Action>, pid: &mut i32) -> Vec<Event> {
+fn spawns(actions: impl IntoIterator<Item = Action>, pid: &mut i32) -> Vec<Event> {
     actions
         .into_iter()
         .filter_map(|a| match a {
@@ -118,14 +118,15 @@ fn spawns(actions: Vec<Action>, pid: &mut i32) -> Vec<Event> {
 }
 
 /// Feed `ev` alone, then every spawn it causes acknowledged alone;
-/// returns how many events were fed.
-fn feed(e: &mut Engine, now: Instant, ev: Event, pid: &mut i32) -> usize {
+/// returns how many events were fed. The actions come in `acts`, kept
+/// (emptied) from event to event, as the driver keeps its own.
+fn feed(e: &mut Engine, now: Instant, ev: Event, pid: &mut i32, acts: &mut Vec<Action>) -> usize {
     let mut queue = vec![ev];
     let mut n = 0;
     while let Some(ev) = queue.pop() {
         n += 1;
-        let acts = e.handle(now, ev);
-        queue.extend(spawns(acts, pid));
+        e.handle_into(now, ev, acts);
+        queue.extend(spawns(acts.drain(..), pid));
     }
     n
 }
@@ -134,10 +135,11 @@ fn feed(e: &mut Engine, now: Instant, ev: Event, pid: &mut i32) -> usize {
 fn feed_batched(e: &mut Engine, now: Instant, evs: Vec<Event>, pid: &mut i32) -> usize {
     let mut n = 0;
     let mut batch = evs;
+    let mut acts = Vec::new();
     while !batch.is_empty() {
         n += batch.len();
-        let acts = e.handle_many(now, batch);
-        batch = spawns(acts, pid);
+        e.handle_many_into(now, batch, &mut acts);
+        batch = spawns(acts.drain(..), pid);
     }
     n
 }
@@ -187,13 +189,14 @@ fn probe_mix(
     crash_every: usize,
 ) -> (usize, Duration) {
     let n_units = ids.len();
+    let mut acts = Vec::new();
     let t = Cpu::now();
     let mut ev = 0;
     for k in 0..mix {
         let i = rng.below(n_units);
         if crash_every > 0 && k % crash_every == crash_every - 1 {
             if let Some(x) = exit_of(e, ids[i]) {
-                ev += feed(e, now, x, pid);
+                ev += feed(e, now, x, pid, &mut acts);
             }
             continue;
         }
@@ -210,6 +213,7 @@ fn probe_mix(
                 output: None,
             },
             pid,
+            &mut acts,
         );
     }
     (ev, t.elapsed())
@@ -278,6 +282,7 @@ fn round(
     // units probed for hours), at every size. In the first mix at 10,000
     // units nearly every result is a unit's first since its start, which
     // publishes a probe change (unknown -> passing); at 100 units few are.
+    let mut acts = Vec::new();
     for &id in &ids {
         if let Some(run) = e.unit(id).state.run() {
             feed(
@@ -290,6 +295,7 @@ fn round(
                     output: None,
                 },
                 &mut pid,
+                &mut acts,
             );
         }
     }
@@ -308,7 +314,7 @@ fn round(
     for _ in 0..500 {
         let i = rng.below(n_units);
         if let Some(x) = exit_of(&e, ids[i]) {
-            ev += feed(&mut e, now, x, &mut pid);
+            ev += feed(&mut e, now, x, &mut pid, &mut acts);
         }
     }
     out.push((ev, t.elapsed()));

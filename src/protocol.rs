@@ -6,7 +6,138 @@
 //! meaning of an existing field (add fields instead; unknown fields in
 //! responses are ignored by supctl).
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+
+/// A word of an event that is nearly always one of a fixed few (a state
+/// word, a probe's kind, a status detail): the engine publishes the
+/// `'static` one without allocating; a parsed event owns its copy. The JSON
+/// is a plain string either way.
+pub type Word = Cow<'static, str>;
+
+/// Every unit's name, in one string, shared by the events that name a unit
+/// (`UnitName`). Immutable once shared: the engine makes a new table when
+/// its unit set changes, and an event keeps the table it was made with.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct NameTable {
+    names: String,
+    /// Name `i` is `names[at[i]..at[i + 1]]`.
+    at: Vec<u32>,
+}
+
+impl NameTable {
+    pub fn push(&mut self, name: &str) {
+        if self.at.is_empty() {
+            self.at.push(0);
+        }
+        self.names.push_str(name);
+        self.at.push(self.names.len() as u32);
+    }
+
+    /// Name `i` (empty for an index out of range).
+    pub fn get(&self, i: u32) -> &str {
+        let i = i as usize;
+        match (self.at.get(i), self.at.get(i + 1)) {
+            (Some(&a), Some(&b)) => self.names.get(a as usize..b as usize).unwrap_or(""),
+            _ => "",
+        }
+    }
+}
+
+/// A unit's name in an event. The engine's are an index into its
+/// `NameTable`, shared: publishing a change copies a pointer and bumps one
+/// reference count that every event shares (a line always in cache), and
+/// reads nothing of the unit's name — at ten thousand units the copy it
+/// replaces (`to_string`) was a cold read of the name's bytes, an allocation
+/// and a free on every published change. The JSON is a plain string; a
+/// parsed one owns its text.
+#[derive(Clone)]
+pub struct UnitName(NameRepr);
+
+#[derive(Clone)]
+enum NameRepr {
+    Table(Arc<NameTable>, u32),
+    Owned(Arc<str>),
+}
+
+impl UnitName {
+    /// Name `i` of `table`.
+    pub fn in_table(table: &Arc<NameTable>, i: u32) -> UnitName {
+        UnitName(NameRepr::Table(Arc::clone(table), i))
+    }
+
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            NameRepr::Table(t, i) => t.get(*i),
+            NameRepr::Owned(s) => s,
+        }
+    }
+}
+
+impl std::ops::Deref for UnitName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for UnitName {
+    fn from(s: &str) -> UnitName {
+        UnitName(NameRepr::Owned(Arc::from(s)))
+    }
+}
+
+impl From<String> for UnitName {
+    fn from(s: String) -> UnitName {
+        UnitName(NameRepr::Owned(Arc::from(s)))
+    }
+}
+
+impl PartialEq for UnitName {
+    fn eq(&self, other: &UnitName) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for UnitName {}
+
+impl PartialEq<str> for UnitName {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for UnitName {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Debug for UnitName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for UnitName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for UnitName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for UnitName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<UnitName, D::Error> {
+        Ok(UnitName::from(String::deserialize(d)?))
+    }
+}
 
 /// Protocol version spoken by this build.
 pub const VERSION: u32 = 1;
@@ -550,14 +681,14 @@ pub struct LogRecord {
 pub enum EventBody {
     /// A unit's state word or readiness changed.
     State {
-        unit: String,
-        from: String,
-        to: String,
+        unit: UnitName,
+        from: Word,
+        to: Word,
         ready: bool,
         pid: Option<i32>,
         /// Why, in words (the status DETAIL), when there is something to say.
         #[serde(default)]
-        detail: Option<String>,
+        detail: Option<Word>,
     },
     /// The holders of a unit's maintenance lock changed (empty: free).
     Lock { unit: String, holders: Vec<String> },
@@ -572,9 +703,9 @@ pub enum EventBody {
     },
     /// A probe started passing or failing.
     Probe {
-        unit: String,
+        unit: UnitName,
         /// "liveness" (`[health]`) or "readiness".
-        probe: String,
+        probe: Word,
         passing: bool,
         #[serde(default)]
         output: Option<String>,
@@ -604,9 +735,8 @@ pub enum EventBody {
 impl EventBody {
     pub fn unit(&self) -> Option<&str> {
         match self {
-            EventBody::State { unit, .. }
-            | EventBody::Lock { unit, .. }
-            | EventBody::Probe { unit, .. } => Some(unit),
+            EventBody::State { unit, .. } | EventBody::Probe { unit, .. } => Some(unit.as_str()),
+            EventBody::Lock { unit, .. } => Some(unit),
             EventBody::LockState { .. } | EventBody::Mount { .. } | EventBody::Shed { .. } => None,
         }
     }
@@ -776,6 +906,49 @@ mod tests {
         assert_eq!(
             line,
             r#"{"time":"t","time_unix_us":3,"event":"lock","unit":"db","holders":["alice"]}"#
+        );
+    }
+
+    /// The engine's events name units from its shared table, with
+    /// `'static` words: the JSON is the same plain strings, and a parsed
+    /// event (owned strings) compares equal to the one sent.
+    #[test]
+    fn a_shared_name_and_static_words_serialize_as_plain_strings() {
+        let mut table = NameTable::default();
+        for n in ["web", "db", "cache"] {
+            table.push(n);
+        }
+        let table = Arc::new(table);
+        let sent = EventRecord {
+            time: "t".into(),
+            time_unix_us: 4,
+            body: EventBody::State {
+                unit: UnitName::in_table(&table, 1),
+                from: Cow::Borrowed("starting"),
+                to: Cow::Borrowed("running"),
+                ready: false,
+                pid: Some(9),
+                detail: Some(Cow::Borrowed("not ready")),
+            },
+        };
+        let line = serde_json::to_string(&sent).unwrap();
+        assert_eq!(
+            line,
+            r#"{"time":"t","time_unix_us":4,"event":"state","unit":"db","from":"starting","to":"running","ready":false,"pid":9,"detail":"not ready"}"#
+        );
+        let back: EventRecord = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, sent);
+        assert_eq!(back.body.unit(), Some("db"));
+        assert_eq!(UnitName::in_table(&table, 7).as_str(), "");
+        let probe = EventBody::Probe {
+            unit: UnitName::in_table(&table, 2),
+            probe: Cow::Borrowed("liveness"),
+            passing: true,
+            output: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&probe).unwrap(),
+            r#"{"event":"probe","unit":"cache","probe":"liveness","passing":true,"output":null}"#
         );
     }
 }

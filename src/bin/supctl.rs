@@ -704,7 +704,7 @@ async fn start_and_wait(socket: &std::path::Path, unit: &str, limit: Duration) -
                 println!("{unit} is ready");
                 return ExitCode::SUCCESS;
             }
-            if matches!(to.as_str(), "backoff" | "failed" | "exited" | "stopped") {
+            if matches!(&**to, "backoff" | "failed" | "exited" | "stopped") {
                 return fail(format!(
                     "{unit} failed to start ({to}){}",
                     detail

@@ -83,6 +83,8 @@ struct Driver {
     /// Set if the engine ever panicked: nothing starts any more, but we
     /// keep reaping and answering (PID 1 must not die).
     engine_broken: Option<String>,
+    /// The last batch's actions' vector, empty (`feed_batch`).
+    acts: Vec<Action>,
     settings: Settings,
     /// Every process we created, until reaped.
     procs: ProcTable,
@@ -621,6 +623,7 @@ fn setup(settings: Settings, set: crate::unit::UnitSet, seed: u64) -> Option<(Dr
         resumed_outputs: HashMap::new(),
         engine,
         engine_broken: None,
+        acts: Vec::new(),
         locks_wait_mount: false,
         boot_load,
         procs: ProcTable::default(),
@@ -814,6 +817,9 @@ impl Driver {
         let _logs = self.logs.hold_wakes();
         // And supd's own lines about it go to stderr together.
         let _stderr = crate::world::log::hold();
+        // The actions' vector is kept from batch to batch, emptied: the
+        // engine appends to it instead of handing out a new one each time.
+        let mut acts = std::mem::take(&mut self.acts);
         while !batch.is_empty() {
             if self.engine_broken.is_some() {
                 return;
@@ -821,29 +827,32 @@ impl Driver {
             let now = Instant::now();
             let engine = &mut self.engine;
             let evs = std::mem::take(&mut batch);
-            let actions = match catch_unwind(AssertUnwindSafe(|| engine.handle_many(now, evs))) {
-                Ok(a) => a,
-                Err(p) => {
-                    let msg = p
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_else(|| "unknown panic".into());
-                    tracing::error!(
-                        "BUG: the engine panicked ({msg}); supd keeps reaping and answering but starts nothing more. Please report this."
-                    );
-                    self.engine_broken = Some(msg);
-                    return;
-                }
-            };
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| {
+                engine.handle_many_into(now, evs, &mut acts)
+            })) {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                tracing::error!(
+                    "BUG: the engine panicked ({msg}); supd keeps reaping and answering but starts nothing more. Please report this."
+                );
+                self.engine_broken = Some(msg);
+                return;
+            }
             // Children that exit meanwhile (stopping 100 units is 100
             // exits) interrupt nothing: SIGCHLD is blocked for good and
             // read from its signalfd, where the exits coalesce into one
             // pending signal and one reaper drain.
-            for a in execution_order(actions) {
+            execution_order(&mut acts);
+            for a in acts.drain(..) {
                 batch.extend(self.execute(a));
             }
         }
+        // A boot's batch (an action per unit) is not kept.
+        acts.shrink_to(ACTS_KEEP);
+        self.acts = acts;
     }
 
     /// Carry out one action; an immediate result comes back as an event.
@@ -1058,6 +1067,9 @@ impl Driver {
     }
 }
 
+/// The room `feed_batch` keeps for the next batch's actions.
+const ACTS_KEEP: usize = 64;
+
 /// The order a batch of actions is carried out in: the engine's, except
 /// that every audit record is queued before the batch's first reply (a reply
 /// waits for the records queued before it: an acknowledged change is an
@@ -1066,22 +1078,31 @@ impl Driver {
 /// queue order, and a power cut between an audited `maintenance on` and its
 /// first lock file would leave "no lock file, but the audit log shows
 /// locks" — a boot that fails closed for a lock nobody was ever told about.
-fn execution_order(actions: Vec<Action>) -> Vec<Action> {
-    let first_reply = actions
+fn execution_order(actions: &mut Vec<Action>) {
+    let Some(first_reply) = actions
         .iter()
         .position(|a| matches!(a, Action::Reply { .. }))
-        .unwrap_or(actions.len());
-    let mut head = Vec::with_capacity(actions.len());
+    else {
+        return;
+    };
+    // Nearly every batch has no reply, or no audit record after it: its
+    // order stands, and its vector (kept from batch to batch) is not copied.
+    if !actions[first_reply..]
+        .iter()
+        .any(|a| matches!(a, Action::Audit(_)))
+    {
+        return;
+    }
+    let all = std::mem::take(actions);
     let mut tail = Vec::new();
-    for (i, a) in actions.into_iter().enumerate() {
+    for (i, a) in all.into_iter().enumerate() {
         if i < first_reply || matches!(a, Action::Audit(_)) {
-            head.push(a);
+            actions.push(a);
         } else {
             tail.push(a);
         }
     }
-    head.extend(tail);
-    head
+    actions.extend(tail);
 }
 
 #[cfg(test)]
@@ -1124,13 +1145,14 @@ mod tests {
             req: crate::engine::event::ReqId(1),
             response: crate::protocol::Response::ok("done"),
         };
-        let got = execution_order(vec![
+        let mut got = vec![
             persist(1),
             audit("maintenance-on"),
             reply(),
             persist(2),
             audit("maintenance-off"),
-        ]);
+        ];
+        execution_order(&mut got);
         assert_eq!(
             kinds(&got),
             [

@@ -194,7 +194,7 @@ impl Engine {
             // The sentence costs allocations; the decision (all == false,
             // on every settle for every waiting unit) needs only the fact.
             let not_ready = if all {
-                self.not_ready_why(dep, now)
+                self.not_ready_why_id(*d, dep, now)
             } else {
                 match d {
                     Some(d) if self.is_ready(*d) => None,
@@ -247,9 +247,20 @@ impl Engine {
         if let Blocker::WaitingFor { unit, why } = &mut b
             && why.is_empty()
         {
-            *why = self
-                .not_ready_why(unit, now)
-                .unwrap_or_else(|| "ready now".to_string());
+            // Only the `requires` loop leaves `why` empty, at its first
+            // entry not ready: that entry's id, if it names `unit`.
+            let requires = &self.resolved.requires;
+            let entry = requires
+                .of(id)
+                .iter()
+                .enumerate()
+                .find(|(_, d)| !matches!(d, Some(d) if self.is_ready(*d)))
+                .filter(|(k, _)| requires.name(id, *k) == unit.as_str());
+            *why = match entry {
+                Some((_, d)) => self.not_ready_why_id(*d, unit, now),
+                None => self.not_ready_why(unit, now),
+            }
+            .unwrap_or_else(|| "ready now".to_string());
         }
         Some(b)
     }
@@ -317,7 +328,15 @@ impl Engine {
 
     /// None when `dep` is ready; else why not, in words.
     fn not_ready_why(&self, dep: &str, now: Instant) -> Option<String> {
-        let Some(&id) = self.by_name.get(dep) else {
+        self.not_ready_why_id(self.by_name.get(dep).copied(), dep, now)
+    }
+
+    /// `not_ready_why` of `dep` already resolved to `id` (None: not
+    /// defined), as `Resolved` holds it: no hashing of the name into
+    /// `by_name` (at ten thousand units a cold bucket and a cold key to
+    /// compare, for every dependent a crash leaves waiting).
+    fn not_ready_why_id(&self, id: Option<UnitId>, dep: &str, now: Instant) -> Option<String> {
+        let Some(id) = id else {
             return Some("not defined".to_string());
         };
         if self.is_ready(id) {

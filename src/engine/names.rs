@@ -19,8 +19,10 @@
 //! table; so an entry is always exactly what `by_name.get(name)` would say.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::UnitId;
+use crate::protocol::{NameTable, UnitName};
 use crate::unit::{Priority, UnitSpec};
 
 /// The scalar fields of a unit's effective spec that its decisions read,
@@ -94,32 +96,28 @@ impl Lists {
     }
 }
 
-/// Every unit's name, in one string: what a published state or probe
-/// change copies (from the spec it was a miss on the spec's line and one
-/// on the name's bytes, at ten thousand units).
+/// Every unit's name, in one shared table: what a published state or probe
+/// change names its unit by (`UnitName::in_table`: the table's one
+/// reference count and the unit's index). The engine reads no name to
+/// publish; the copy this replaced (`to_string` of the name) was, at ten
+/// thousand units, a cold read of the name, an allocation and a free on
+/// every published change.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UnitNames {
-    names: String,
-    /// Unit `i`'s name is `names[at[i]..at[i + 1]]`.
-    at: Vec<u32>,
+    /// Indexed by unit id; replaced whole (never changed) by `install`.
+    table: Arc<NameTable>,
 }
 
 impl UnitNames {
-    fn push(&mut self, name: &str) {
-        if self.at.is_empty() {
-            self.at.push(0);
-        }
-        self.names.push_str(name);
-        self.at.push(self.names.len() as u32);
+    /// Unit `id`'s name (empty for an unknown id).
+    #[cfg(test)]
+    pub fn of(&self, id: UnitId) -> &str {
+        self.table.get(id.0)
     }
 
-    /// Unit `id`'s name (empty for an unknown id).
-    pub fn of(&self, id: UnitId) -> &str {
-        let i = id.0 as usize;
-        match (self.at.get(i), self.at.get(i + 1)) {
-            (Some(&a), Some(&b)) => self.names.get(a as usize..b as usize).unwrap_or(""),
-            _ => "",
-        }
+    /// Unit `id`'s name, for an event.
+    pub fn shared(&self, id: UnitId) -> UnitName {
+        UnitName::in_table(&self.table, id.0)
     }
 }
 
@@ -179,8 +177,9 @@ impl Resolved {
         by_name: &HashMap<String, UnitId>,
     ) -> Resolved {
         let mut r = Resolved::default();
+        let mut names = NameTable::default();
         for s in specs {
-            r.names.push(&s.name);
+            names.push(&s.name);
             r.requires.push(s.requires.iter(), by_name);
             r.part_of.push(s.part_of.iter(), by_name);
             r.after_wants
@@ -192,6 +191,9 @@ impl Resolved {
                 has_mounts: !s.mounts.is_empty(),
             });
         }
+        r.names = UnitNames {
+            table: Arc::new(names),
+        };
         r
     }
 }

@@ -83,10 +83,21 @@ pub fn backoff_delay(spec: &RestartSpec, attempt: u32, rng: &mut Rng) -> Duratio
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StartWindow {
     starts: VecDeque<Instant>,
+    /// `starts.front()`, beside the deque's header in the unit's record: a
+    /// restart within the interval of the oldest start (a crash loop, or
+    /// any unit restarted twice in ten seconds) then prunes nothing without
+    /// reading the deque's own allocation — at ten thousand units a cold
+    /// line per restart.
+    oldest: Option<Instant>,
 }
 
 impl StartWindow {
     fn prune(&mut self, now: Instant, interval: Duration) {
+        debug_assert_eq!(self.oldest, self.starts.front().copied());
+        match self.oldest {
+            Some(first) if now.saturating_duration_since(first) >= interval => {}
+            _ => return,
+        }
         while let Some(first) = self.starts.front() {
             if now.saturating_duration_since(*first) >= interval {
                 self.starts.pop_front();
@@ -94,6 +105,7 @@ impl StartWindow {
                 break;
             }
         }
+        self.oldest = self.starts.front().copied();
     }
 
     /// May one more automatic start happen now without exceeding `burst`
@@ -106,16 +118,20 @@ impl StartWindow {
     pub fn record(&mut self, now: Instant, spec: &RestartSpec) {
         self.prune(now, spec.interval);
         self.starts.push_back(now);
+        // Only the first start of an empty window is its oldest.
+        self.oldest.get_or_insert(now);
     }
 
     /// Forget the last recorded start (it never happened: the spawner
     /// refused it at the last moment).
     pub fn unrecord_last(&mut self) {
         self.starts.pop_back();
+        self.oldest = self.starts.front().copied();
     }
 
     pub fn clear(&mut self) {
         self.starts.clear();
+        self.oldest = None;
     }
 
     pub fn count(&self) -> usize {
@@ -132,11 +148,13 @@ impl StartWindow {
     }
 
     pub fn from_ages_ms(now: Instant, ages: &[u64]) -> StartWindow {
+        let starts: VecDeque<Instant> = ages
+            .iter()
+            .filter_map(|a| now.checked_sub(Duration::from_millis(*a)))
+            .collect();
         StartWindow {
-            starts: ages
-                .iter()
-                .filter_map(|a| now.checked_sub(Duration::from_millis(*a)))
-                .collect(),
+            oldest: starts.front().copied(),
+            starts,
         }
     }
 }
@@ -204,5 +222,28 @@ mod tests {
         assert!(!w.allows(t0 + Duration::from_secs(3), &s));
         // The first start leaves the window after `interval`.
         assert!(w.allows(t0 + Duration::from_secs(10), &s));
+    }
+
+    #[test]
+    fn window_oldest_follows_its_first_start() {
+        let s = spec();
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        let mut w = StartWindow::default();
+        w.record(at(0), &s);
+        w.record(at(4), &s);
+        w.record(at(8), &s);
+        assert_eq!(w.oldest, Some(at(0)));
+        // Two leave at once; the third stays, and is the oldest now.
+        assert!(w.allows(at(15), &s));
+        assert_eq!((w.count(), w.oldest), (1, Some(at(8))));
+        w.unrecord_last();
+        assert_eq!((w.count(), w.oldest), (0, None));
+        w.record(at(16), &s);
+        assert_eq!(w.oldest, Some(at(16)));
+        let back = StartWindow::from_ages_ms(at(20), &w.ages_ms(at(20)));
+        assert_eq!(back, w);
+        w.clear();
+        assert_eq!((w.count(), w.oldest), (0, None));
     }
 }

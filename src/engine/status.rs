@@ -4,9 +4,10 @@
 //! the engine's own state — there is no shadow copy to drift. Must never:
 //! change state.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
-use crate::protocol::{HealthStatus, StatusReport, UnitStatus};
+use crate::protocol::{HealthStatus, StatusReport, UnitStatus, Word};
 use crate::unit::UnitKind;
 
 use super::Blocker;
@@ -15,27 +16,69 @@ use super::event::ExitStatus;
 use super::unit_state::{UnitState, Want};
 use super::{Engine, UnitId};
 
+/// A unit's state word (`Engine::state_word`), as one byte: `observe`
+/// keeps the last published one per unit, and at ten thousand units a
+/// `&'static str` and a flag (24 bytes a unit, 240 kB) missed the cache on
+/// every change; two bytes a unit stay in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StateWord {
+    Stopped,
+    Removed,
+    Waiting,
+    Starting,
+    Running,
+    Stopping,
+    Backoff,
+    Failed,
+    Done,
+    Exited,
+    Skipped,
+}
+
+impl StateWord {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            StateWord::Stopped => "stopped",
+            StateWord::Removed => "removed",
+            StateWord::Waiting => "waiting",
+            StateWord::Starting => "starting",
+            StateWord::Running => "running",
+            StateWord::Stopping => "stopping",
+            StateWord::Backoff => "backoff",
+            StateWord::Failed => "failed",
+            StateWord::Done => "done",
+            StateWord::Exited => "exited",
+            StateWord::Skipped => "skipped",
+        }
+    }
+}
+
 impl Engine {
     pub fn state_word(&self, id: UnitId) -> &'static str {
+        self.state_of(id).as_str()
+    }
+
+    /// `state_word`, as a byte (what `observe` keeps per unit).
+    pub(super) fn state_of(&self, id: UnitId) -> StateWord {
         let u = &self.units[id.0 as usize];
         match &u.state {
             UnitState::Inactive => {
                 if u.want == Want::Down {
-                    "stopped"
+                    StateWord::Stopped
                 } else if u.removed {
-                    "removed"
+                    StateWord::Removed
                 } else {
-                    "waiting"
+                    StateWord::Waiting
                 }
             }
-            UnitState::Starting { .. } => "starting",
-            UnitState::Running { .. } => "running",
-            UnitState::Stopping { .. } | UnitState::Draining { .. } => "stopping",
-            UnitState::Backoff { .. } => "backoff",
-            UnitState::Failed { .. } => "failed",
-            UnitState::Done => "done",
-            UnitState::Exited { .. } => "exited",
-            UnitState::Skipped { .. } => "skipped",
+            UnitState::Starting { .. } => StateWord::Starting,
+            UnitState::Running { .. } => StateWord::Running,
+            UnitState::Stopping { .. } | UnitState::Draining { .. } => StateWord::Stopping,
+            UnitState::Backoff { .. } => StateWord::Backoff,
+            UnitState::Failed { .. } => StateWord::Failed,
+            UnitState::Done => StateWord::Done,
+            UnitState::Exited { .. } => StateWord::Exited,
+            UnitState::Skipped { .. } => StateWord::Skipped,
         }
     }
 
@@ -95,7 +138,7 @@ impl Engine {
             maintenance,
             ready,
             description: spec.description.clone(),
-            detail: self.detail(id, now),
+            detail: self.detail(id, now).map(Cow::into_owned),
             restarts: u.restarts,
             next_restart_in_ms,
             enabled: !self.disabled.contains(&spec.name),
@@ -152,53 +195,59 @@ impl Engine {
         }
     }
 
-    /// One line for the status table's DETAIL column.
-    pub(super) fn detail(&self, id: UnitId, now: Instant) -> Option<String> {
+    /// One line for the status table's DETAIL column (and a published
+    /// state change's `detail`): the usual ones are `'static` words, so a
+    /// restart's published changes allocate nothing here.
+    pub(super) fn detail(&self, id: UnitId, now: Instant) -> Option<Word> {
         let u = &self.units[id.0 as usize];
         match &u.state {
             UnitState::Inactive => self
                 .first_blocker(id, now)
-                .map(|b| b.describe(&u.spec.name, now)),
+                .map(|b| b.describe(&u.spec.name, now).into()),
             UnitState::Starting { .. } => Some(match u.spec.kind {
-                UnitKind::Oneshot => "running to completion".to_string(),
-                UnitKind::Longrun => "waiting for readiness".to_string(),
+                UnitKind::Oneshot => Cow::Borrowed("running to completion"),
+                UnitKind::Longrun => Cow::Borrowed("waiting for readiness"),
             }),
             UnitState::Running { ready, .. } => u
                 .stop_pending
                 .as_ref()
-                .map(|r| format!("will stop: {r} (waiting for dependents to stop)"))
-                .or_else(|| (!ready).then(|| "not ready".to_string())),
-            UnitState::Stopping { reason, killed, .. } => Some(if *killed {
-                format!("{reason}; SIGKILL sent")
-            } else {
-                reason.to_string()
-            }),
-            UnitState::Draining { status, .. } => Some(format!(
-                "main process {status}; waiting for the rest of its processes to exit"
-            )),
-            UnitState::Backoff { until } => Some(format!(
-                "restarting in {:.1}s (attempt {}){}",
-                until.saturating_duration_since(now).as_secs_f64(),
-                u.attempt,
-                u.history
-                    .last_error
-                    .as_ref()
-                    .map(|(e, _)| format!(" after: {e}"))
-                    .unwrap_or_default()
-            )),
+                .map(|r| format!("will stop: {r} (waiting for dependents to stop)").into())
+                .or_else(|| (!ready).then_some(Cow::Borrowed("not ready"))),
+            UnitState::Stopping { reason, killed, .. } => Some(
+                if *killed {
+                    format!("{reason}; SIGKILL sent")
+                } else {
+                    reason.to_string()
+                }
+                .into(),
+            ),
+            UnitState::Draining { status, .. } => Some(
+                format!("main process {status}; waiting for the rest of its processes to exit")
+                    .into(),
+            ),
+            UnitState::Backoff { until } => Some(
+                format!(
+                    "restarting in {:.1}s (attempt {}){}",
+                    until.saturating_duration_since(now).as_secs_f64(),
+                    u.attempt,
+                    u.history
+                        .last_error
+                        .as_ref()
+                        .map(|(e, _)| format!(" after: {e}"))
+                        .unwrap_or_default()
+                )
+                .into(),
+            ),
             UnitState::Failed { reason } => {
                 let cause = self
                     .last_error_unless_in(id, &reason.to_string())
                     .map(|e| format!(" (last error: {e})"))
                     .unwrap_or_default();
-                Some(format!(
-                    "{reason}{cause}; `supctl start {}` retries",
-                    u.spec.name
-                ))
+                Some(format!("{reason}{cause}; `supctl start {}` retries", u.spec.name).into())
             }
             UnitState::Done => None,
-            UnitState::Exited { status } => Some(status.to_string()),
-            UnitState::Skipped { why } => Some(format!("condition not met: {why}")),
+            UnitState::Exited { status } => Some(status.to_string().into()),
+            UnitState::Skipped { why } => Some(format!("condition not met: {why}").into()),
         }
     }
 

@@ -1820,7 +1820,7 @@ fn state_lock_mount_and_probe_changes_are_published() {
     let states: Vec<(String, String)> = ev
         .iter()
         .filter_map(|e| match e {
-            EventBody::State { from, to, .. } => Some((from.clone(), to.clone())),
+            EventBody::State { from, to, .. } => Some((from.to_string(), to.to_string())),
             _ => None,
         })
         .collect();

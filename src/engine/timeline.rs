@@ -27,6 +27,7 @@ use crate::unit::UnitKind;
 
 use super::blockers::Blocker;
 use super::commands::holder_info;
+use super::event::ExitStatus;
 use super::unit_state::{FailReason, Unit, UnitState};
 use super::{Engine, UnitId};
 
@@ -47,7 +48,7 @@ pub enum Wait {
     Ordering(Box<str>),
     Cap(u32),
     /// Restart backoff; the cause is what ended the previous run.
-    Backoff(Option<Box<str>>),
+    Backoff(Option<Cause>),
     Operator,
     Shed,
     Pressure,
@@ -89,6 +90,26 @@ impl Wait {
             | (Wait::Ordering(u), Blocker::Ordering { unit }) => **u == **unit,
             (Wait::Cap(a), Blocker::StartCap { cap }) => a == cap,
             _ => false,
+        }
+    }
+}
+
+/// What ended a run, kept as it came until someone reads the timeline:
+/// a crash loop's every backoff formatted its exit status into a new string
+/// and the next cycle freed it (at ten thousand units, in a cold heap).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    Exit(ExitStatus),
+    Words(&'static str),
+    Text(Box<str>),
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cause::Exit(status) => status.fmt(f),
+            Cause::Words(w) => f.write_str(w),
+            Cause::Text(t) => f.write_str(t),
         }
     }
 }
@@ -208,7 +229,7 @@ pub struct Timeline {
     lines: Vec<Line>,
     /// Why the run that is about to back off ended (`note_failure`, read
     /// by the `Backoff` state change that follows at once).
-    failure: Option<(UnitId, Box<str>)>,
+    failure: Option<(UnitId, Cause)>,
 }
 
 impl Timeline {
@@ -262,15 +283,15 @@ impl Timeline {
     /// on the backoff (a spawn error has no exit status to show).
     pub fn note_failure(&mut self, id: UnitId, reason: &FailReason) {
         let why = match reason {
-            FailReason::Exited(status) => status.to_string(),
-            FailReason::SpawnFailed(e) => format!("could not start: {e}"),
-            FailReason::StartTimeout => "was not ready within its start timeout".to_string(),
-            FailReason::Unhealthy => "failed its health probe".to_string(),
+            FailReason::Exited(status) => Cause::Exit(*status),
+            FailReason::SpawnFailed(e) => Cause::Text(format!("could not start: {e}").into()),
+            FailReason::StartTimeout => Cause::Words("was not ready within its start timeout"),
+            FailReason::Unhealthy => Cause::Words("failed its health probe"),
             FailReason::StartLimit { .. }
             | FailReason::MountTimeout(_)
-            | FailReason::Carried(_) => reason.to_string(),
+            | FailReason::Carried(_) => Cause::Text(reason.to_string().into()),
         };
-        self.failure = Some((id, why.into()));
+        self.failure = Some((id, why));
     }
 
     /// `unit` has just changed state.
@@ -293,7 +314,7 @@ impl Timeline {
                     Some((who, why)) if who == id => Some(why),
                     _ => None,
                 };
-                let why = noted.or_else(|| unit.last_exit.map(|s| s.to_string().into()));
+                let why = noted.or_else(|| unit.last_exit.map(Cause::Exit));
                 Step::Waiting(Wait::Backoff(why))
             }
             UnitState::Failed { reason } => Step::Failed(reason.to_string().into()),
