@@ -652,9 +652,24 @@ fn a_running_unit_costs_supd_one_descriptor() {
             });
             all.then_some(())
         });
-        std::fs::read_dir(format!("/proc/{}/fd", supd.pid))
-            .map(|d| d.count())
-            .expect("read supd's descriptors")
+        // Steady state: the last spawns' and log writes' short-lived
+        // descriptors (a group's directory, a log file past the store's
+        // bound) close a moment after the units report running; the count
+        // is taken once it has not moved for ten reads in a row.
+        let count = || {
+            std::fs::read_dir(format!("/proc/{}/fd", supd.pid))
+                .map(|d| d.count())
+                .expect("read supd's descriptors")
+        };
+        let (mut last, mut same) = (count(), 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while same < 10 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            let now = count();
+            same = if now == last { same + 1 } else { 0 };
+            last = now;
+        }
+        last
     };
     // Both above the log store's bound on open log files (32), so the
     // difference is what each further unit costs.
