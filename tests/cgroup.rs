@@ -1307,6 +1307,38 @@ for k in kids:
 record("main", n)
 "#;
 
+/// The processes of `ESCAPER`, in the order their counts are compared.
+const ESCAPER_NAMES: [&str; 3] = ["main", "grouped", "escaped"];
+
+/// A supd running `ESCAPER` as unit `e` in its own cgroup, its three
+/// processes up (each has written `NAME.up` in the returned directory).
+fn escaper_up(name: &str) -> (TempDir, std::path::PathBuf, Supd) {
+    let t = TempDir::new(name);
+    let script = t.path().join("escaper.py");
+    std::fs::write(&script, ESCAPER).expect("write escaper.py");
+    let dir = t.path().join("marks");
+    std::fs::create_dir_all(&dir).expect("marks dir");
+    let unit = format!(
+        "exec = [\"python3\", {}, {}]\n[stop]\ntimeout = \"20s\"\n",
+        toml_str(&script.display().to_string()),
+        toml_str(&dir.display().to_string()),
+    );
+    let supd = Supd::start(name, &[("e", &unit)]);
+    wait_for(
+        "the three processes to be up",
+        Duration::from_secs(15),
+        || {
+            ESCAPER_NAMES
+                .iter()
+                .all(|n| dir.join(format!("{n}.up")).exists())
+                .then_some(())
+        },
+    );
+    let u = supd.unit("e");
+    assert_eq!(u["containment"], "cgroup", "{u}");
+    (t, dir, supd)
+}
+
 /// Issue 17: a stop signals the main's process group at once and sweeps
 /// the cgroup for the rest a loop turn later. A child in a session of its
 /// own (out of the process group) must still get the stop signal
@@ -1318,30 +1350,8 @@ fn stop_reaches_a_setsid_child_promptly_and_every_process_once() {
     if skip("stop_reaches_a_setsid_child_promptly") {
         return;
     }
-    let t = TempDir::new("cg-escaper");
-    let script = t.path().join("escaper.py");
-    std::fs::write(&script, ESCAPER).expect("write escaper.py");
-    let dir = t.path().join("marks");
-    std::fs::create_dir_all(&dir).expect("marks dir");
-    let unit = format!(
-        "exec = [\"python3\", {}, {}]\n[stop]\ntimeout = \"20s\"\n",
-        toml_str(&script.display().to_string()),
-        toml_str(&dir.display().to_string()),
-    );
-    let supd = Supd::start("cg-escaper", &[("e", &unit)]);
-    let names = ["main", "grouped", "escaped"];
-    wait_for(
-        "the three processes to be up",
-        Duration::from_secs(15),
-        || {
-            names
-                .iter()
-                .all(|n| dir.join(format!("{n}.up")).exists())
-                .then_some(())
-        },
-    );
-    let u = supd.unit("e");
-    assert_eq!(u["containment"], "cgroup", "{u}");
+    let (_t, dir, supd) = escaper_up("cg-escaper");
+    let names = ESCAPER_NAMES;
     let t0 = Instant::now();
     supd.ok(&["stop", "e"]);
     let took = t0.elapsed();
@@ -1373,30 +1383,8 @@ fn shutdown_reaches_a_setsid_child_without_any_other_wake_up() {
     if skip("shutdown_reaches_a_setsid_child_without_any_other_wake_up") {
         return;
     }
-    let t = TempDir::new("cg-escaper-down");
-    let script = t.path().join("escaper.py");
-    std::fs::write(&script, ESCAPER).expect("write escaper.py");
-    let dir = t.path().join("marks");
-    std::fs::create_dir_all(&dir).expect("marks dir");
-    let unit = format!(
-        "exec = [\"python3\", {}, {}]\n[stop]\ntimeout = \"20s\"\n",
-        toml_str(&script.display().to_string()),
-        toml_str(&dir.display().to_string()),
-    );
-    let mut supd = Supd::start("cg-escaper-down", &[("e", &unit)]);
-    let names = ["main", "grouped", "escaped"];
-    wait_for(
-        "the three processes to be up",
-        Duration::from_secs(15),
-        || {
-            names
-                .iter()
-                .all(|n| dir.join(format!("{n}.up")).exists())
-                .then_some(())
-        },
-    );
-    let u = supd.unit("e");
-    assert_eq!(u["containment"], "cgroup", "{u}");
+    let (_t, dir, mut supd) = escaper_up("cg-escaper-down");
+    let names = ESCAPER_NAMES;
     // The trim that follows the last request (250 ms of quiet) is a
     // wake-up of the loop: let it pass, so that nothing but supd's own
     // doing can sweep the group after the SIGTERM.
