@@ -1076,18 +1076,7 @@ impl PidReader {
 /// so the group cannot be a recycled stranger's. False if nothing got it.
 pub fn signal_process_group(pgid: i32, sig: i32) -> bool {
     // kill(-1) would be every process we may signal, kill(0) our own group.
-    if pgid <= 1 {
-        return false;
-    }
-    // SAFETY: kill(2) with integers.
-    if unsafe { libc::kill(-pgid, sig) } != 0 {
-        return false;
-    }
-    if sig == libc::SIGTERM || sig == libc::SIGKILL {
-        // SAFETY: as above.
-        unsafe { libc::kill(-pgid, libc::SIGCONT) };
-    }
-    true
+    pgid > 1 && send_and_continue(-pgid, sig)
 }
 
 /// `signal_pid`, unless the member is in process group `signalled` (it
@@ -1104,19 +1093,25 @@ fn signal_member(pid: i32, sig: i32, signalled: Option<i32>) -> bool {
     signal_pid(pid, sig)
 }
 
-/// `sig` to one member of a group (with SIGCONT after SIGTERM and
-/// SIGKILL: a stopped process never sees SIGTERM otherwise). True if it
+/// `sig` to one member of a group (see `send_and_continue`). True if it
 /// was delivered.
 fn signal_pid(pid: i32, sig: i32) -> bool {
-    // SAFETY: kill(2) with integers. A pid in cgroup.procs is a live
-    // member (or a zombie of someone's), never a recycled stranger: it
-    // leaves the file when it dies.
-    if pid <= 0 || unsafe { libc::kill(pid, sig) } != 0 {
+    // A pid in cgroup.procs is a live member (or a zombie of someone's),
+    // never a recycled stranger: it leaves the file when it dies.
+    pid > 0 && send_and_continue(pid, sig)
+}
+
+/// kill(2) `target` (a pid, or minus a process group) with `sig`, then
+/// SIGCONT after SIGTERM and SIGKILL: a stopped process never sees SIGTERM
+/// otherwise. True if `sig` was delivered.
+fn send_and_continue(target: i32, sig: i32) -> bool {
+    // SAFETY: kill(2) with integers; the callers vouch for `target`.
+    if unsafe { libc::kill(target, sig) } != 0 {
         return false;
     }
     if sig == libc::SIGTERM || sig == libc::SIGKILL {
         // SAFETY: as above.
-        unsafe { libc::kill(pid, libc::SIGCONT) };
+        unsafe { libc::kill(target, libc::SIGCONT) };
     }
     true
 }
